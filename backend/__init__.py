@@ -1,0 +1,1 @@
+"""Backend: solver, cache, snapshots, registry client and exporters. Imports ir only."""

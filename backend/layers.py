@@ -1,0 +1,701 @@
+"""Layer directories (overlayfs upper-dir format) to OCI layer tars and back.
+
+Writing: a deterministic tar (depth-first, names sorted bytewise, directories before their contents,
+numeric owners, PAX records for long names, big files and xattrs), optionally with every mtime clamped
+to SOURCE_DATE_EPOCH, compressed with gzip/zstd while both digests (diff_id of the tar, digest of the
+compressed stream) are computed in the same pass. The tar encoder is our own so that every byte is
+under our control; reading uses stdlib ``tarfile`` in streaming mode behind our own safety checks.
+
+Extracting: untar into the layer format (``.wh.x`` -> char 0:0, ``.wh..wh..opq`` -> opaque xattr)
+without ever leaving ``dest_dir``: every parent is opened with O_NOFOLLOW relative to its parent fd,
+so a symlink planted by the archive can't be written through. Size and entry limits stop bombs.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import stat
+import tarfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable
+
+import zstandard
+
+if TYPE_CHECKING:
+    from backend.blobs import BlobStore
+
+MT_LAYER = "application/vnd.oci.image.layer.v1.tar"
+MT_LAYER_GZIP = MT_LAYER + "+gzip"
+MT_LAYER_ZSTD = MT_LAYER + "+zstd"
+MT_DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+MT_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+MEDIA_TYPES = {"gzip": MT_LAYER_GZIP, "zstd": MT_LAYER_ZSTD, "none": MT_LAYER}
+
+OPAQUE_XATTR = "trusted.overlay.opaque"
+WH_PREFIX = b".wh."
+WH_OPAQUE = b".wh..wh..opq"
+# xattrs that describe the overlay (or the host) rather than the file; never put in a layer tar
+_SKIP_XATTR_PREFIXES = ("trusted.overlay.", "security.selinux", "system.")
+_BUF = 1 << 20
+
+
+class LayerError(Exception):
+    """A layer could not be written or an archive was refused."""
+
+
+@dataclass(frozen=True)
+class LayerBlob:
+    """A compressed layer: ``digest``/``size`` of the blob, ``diff_id`` of the uncompressed tar."""
+
+    digest: str
+    diff_id: str
+    size: int
+    media_type: str
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    max_bytes: int = 64 << 30  # total uncompressed tar bytes
+    max_entries: int = 2_000_000
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    diff_id: str  # sha256 of the uncompressed tar as read
+    entries: int
+    bytes: int
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+class _Sink:
+    """Buffers tar bytes, hashes them (diff_id), compresses them, hashes the output (digest)."""
+
+    def __init__(self, out: BinaryIO, compression: str, level: int | None, threads: int):
+        self.out = out
+        self.buf = bytearray()
+        self.diff = hashlib.sha256()
+        self.dig = hashlib.sha256()
+        self.size = 0
+        if compression == "gzip":
+            z = zlib.compressobj(6 if level is None else level, zlib.DEFLATED, 31, 9)  # wbits 31: gzip, mtime 0
+            self._compress: Callable[[bytes], bytes] = z.compress
+            self._finish: Callable[[], bytes] = z.flush
+        elif compression == "zstd":
+            cctx = zstandard.ZstdCompressor(level=3 if level is None else level, threads=threads)
+            z2 = cctx.compressobj()
+            self._compress = z2.compress
+            self._finish = z2.flush
+        elif compression == "none":
+            self._compress = bytes
+            self._finish = bytes
+        else:
+            raise LayerError(f"unknown compression {compression!r} (gzip, zstd or none)")
+
+    def write(self, data: bytes) -> None:
+        self.buf += data
+        if len(self.buf) >= _BUF:
+            self._drain()
+
+    def _drain(self) -> None:
+        data = bytes(self.buf)
+        self.buf.clear()
+        self.diff.update(data)
+        self._emit(self._compress(data))
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self.dig.update(data)
+            self.out.write(data)
+            self.size += len(data)
+
+    def close(self) -> None:
+        self._drain()
+        self._emit(self._finish())
+
+
+def _octal(n: int, width: int) -> bytes:
+    return b"%0*o\0" % (width - 1, n)
+
+
+def _fits(n: int, width: int) -> bool:
+    return 0 <= n < 8 ** (width - 1)
+
+
+def _pax_block(records: list[tuple[bytes, bytes]]) -> bytes:
+    body = bytearray()
+    for key, value in records:
+        rest = b" " + key + b"=" + value + b"\n"
+        n = len(rest) + 1
+        while len(b"%d" % n) + len(rest) != n:
+            n = len(b"%d" % n) + len(rest)
+        body += b"%d" % n + rest
+    hdr = _header(b"././@PaxHeader", 0o644, 0, 0, len(body), 0, b"x", b"", 0, 0)
+    return hdr + bytes(body) + _pad(len(body))
+
+
+def _pad(size: int) -> bytes:
+    return b"\0" * (-size % 512)
+
+
+def _header(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, typeflag: bytes,
+            linkname: bytes, devmajor: int, devminor: int) -> bytes:
+    h = bytearray(512)
+    h[0:len(name[:100])] = name[:100]
+    h[100:108] = _octal(mode, 8)
+    h[108:116] = _octal(uid, 8)
+    h[116:124] = _octal(gid, 8)
+    h[124:136] = _octal(size, 12)
+    h[136:148] = _octal(mtime, 12)
+    h[148:156] = b" " * 8
+    h[156:157] = typeflag
+    h[157:157 + len(linkname[:100])] = linkname[:100]
+    h[257:265] = b"ustar\x0000"
+    # uname/gname stay empty: numeric owners only
+    if typeflag in (b"3", b"4"):
+        h[329:337] = _octal(devmajor, 8)
+        h[337:345] = _octal(devminor, 8)
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+
+def _entry(name: bytes, st: os.stat_result | None, typeflag: bytes, *, size: int = 0, linkname: bytes = b"",
+           xattrs: dict[str, bytes] | None = None, mode: int | None = None, sde: int | None = None) -> bytes:
+    uid = st.st_uid if st else 0
+    gid = st.st_gid if st else 0
+    mtime = int(st.st_mtime) if st else 0
+    if mode is None:
+        mode = stat.S_IMODE(st.st_mode) if st else 0
+    if sde is not None and mtime > sde:
+        mtime = sde
+    if mtime < 0:
+        mtime = 0
+    records: list[tuple[bytes, bytes]] = []
+    if len(name) > 100:
+        records.append((b"path", name))
+    if len(linkname) > 100:
+        records.append((b"linkpath", linkname))
+    if not _fits(size, 12):
+        records.append((b"size", b"%d" % size))
+    if not _fits(uid, 8):
+        records.append((b"uid", b"%d" % uid))
+    if not _fits(gid, 8):
+        records.append((b"gid", b"%d" % gid))
+    if not _fits(mtime, 12):
+        records.append((b"mtime", b"%d" % mtime))
+    for key in sorted(xattrs or ()):
+        records.append((b"SCHILY.xattr." + key.encode(), xattrs[key]))  # type: ignore[index]
+    devmajor = devminor = 0
+    if st is not None and typeflag in (b"3", b"4"):
+        devmajor, devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        if not (_fits(devmajor, 8) and _fits(devminor, 8)):
+            raise LayerError(f"{name.decode(errors='replace')}: device number too large for tar")
+    out = _pax_block(records) if records else b""
+    return out + _header(
+        name,
+        mode,
+        uid if _fits(uid, 8) else 0,
+        gid if _fits(gid, 8) else 0,
+        size if _fits(size, 12) else 0,
+        mtime if _fits(mtime, 12) else 0,
+        typeflag,
+        linkname,
+        devmajor,
+        devminor,
+    )
+
+
+def _xattrs(path: bytes) -> dict[str, bytes]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+            return {}
+        raise
+    out = {}
+    for n in names:
+        if n.startswith(_SKIP_XATTR_PREFIXES):
+            continue
+        try:
+            out[n] = os.getxattr(path, n, follow_symlinks=False)
+        except OSError as e:
+            if e.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+                raise
+    return out
+
+
+def _is_opaque(path: bytes) -> bool:
+    try:
+        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def _walk_tar(root: bytes, sink: _Sink, sde: int | None) -> None:
+    links: dict[tuple[int, int], bytes] = {}
+
+    def visit(dirpath: bytes, prefix: bytes) -> None:
+        with os.scandir(dirpath) as it:
+            names = sorted(e.name for e in it)
+        for base in names:
+            path = dirpath + b"/" + base
+            name = prefix + base
+            st = os.lstat(path)
+            m = st.st_mode
+            if stat.S_ISDIR(m):
+                sink.write(_entry(name + b"/", st, b"5", xattrs=_xattrs(path), sde=sde))
+                if _is_opaque(path):
+                    sink.write(_entry(name + b"/" + WH_OPAQUE, st, b"0", mode=0, sde=sde))
+                visit(path, name + b"/")
+            elif stat.S_ISREG(m):
+                key = (st.st_dev, st.st_ino)
+                if st.st_nlink > 1 and key in links:
+                    sink.write(_entry(name, st, b"1", linkname=links[key], sde=sde))
+                    continue
+                if st.st_nlink > 1:
+                    links[key] = name
+                _write_file(sink, path, name, st, sde)
+            elif stat.S_ISLNK(m):
+                sink.write(_entry(name, st, b"2", linkname=os.readlink(path), xattrs=_xattrs(path), sde=sde))
+            elif stat.S_ISCHR(m) and st.st_rdev == 0:
+                sink.write(_entry(prefix + WH_PREFIX + base, st, b"0", mode=0, sde=sde))
+            elif stat.S_ISCHR(m) or stat.S_ISBLK(m):
+                sink.write(_entry(name, st, b"3" if stat.S_ISCHR(m) else b"4", xattrs=_xattrs(path), sde=sde))
+            elif stat.S_ISFIFO(m):
+                sink.write(_entry(name, st, b"6", xattrs=_xattrs(path), sde=sde))
+            # sockets and other types are not representable in a layer: skipped, like docker/buildkit
+
+    visit(root, b"")
+    sink.write(b"\0" * 1024)
+
+
+def _write_file(sink: _Sink, path: bytes, name: bytes, st: os.stat_result, sde: int | None) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        size = os.fstat(fd).st_size
+        sink.write(_entry(name, st, b"0", size=size, xattrs=_xattrs(path), sde=sde))
+        left = size
+        while left > 0:
+            chunk = os.read(fd, min(left, _BUF))
+            if not chunk:
+                raise LayerError(f"{path.decode(errors='replace')}: file shrank while being archived")
+            sink.write(chunk)
+            left -= len(chunk)
+        sink.write(_pad(size))
+    finally:
+        os.close(fd)
+
+
+def write_layer(layer_dir: str | os.PathLike[str], out: BinaryIO, *, compression: str = "gzip",
+                level: int | None = None, source_date_epoch: int | None = None, threads: int = 0) -> LayerBlob:
+    """Write ``layer_dir`` as an OCI layer tar to ``out``; return both digests, size and media type.
+
+    ``threads`` > 0 uses that many zstd worker threads (ignored for gzip). Output bytes depend only on
+    the tree, ``compression``, ``level``, ``threads != 0`` (zstd) and ``source_date_epoch``.
+    """
+    root = os.fsencode(os.fspath(layer_dir))
+    if not os.path.isdir(root):
+        raise LayerError(f"layer directory {os.fsdecode(root)} does not exist")
+    sink = _Sink(out, compression, level, threads)
+    _walk_tar(root, sink, source_date_epoch)
+    sink.close()
+    return LayerBlob(
+        digest="sha256:" + sink.dig.hexdigest(),
+        diff_id="sha256:" + sink.diff.hexdigest(),
+        size=sink.size,
+        media_type=MEDIA_TYPES[compression],
+    )
+
+
+def layer_diff_id(layer_dir: str | os.PathLike[str], *, source_date_epoch: int | None = None) -> str:
+    """The diff_id ``write_layer`` would produce, without compressing or storing anything."""
+    return write_layer(layer_dir, _NullOut(), compression="none",
+                       source_date_epoch=source_date_epoch).diff_id
+
+
+class _NullOut:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+def is_empty_layer(layer_dir: str | os.PathLike[str]) -> bool:
+    """True if the layer changes nothing (no entries at all)."""
+    with os.scandir(layer_dir) as it:
+        return next(it, None) is None
+
+
+def write_layer_to_store(layer_dir: str | os.PathLike[str], store: "BlobStore", *, compression: str = "gzip",
+                         level: int | None = None, source_date_epoch: int | None = None, threads: int = 0,
+                         diff_id: str | None = None) -> LayerBlob:
+    """Compress a layer into ``store``, reusing the blob already recorded for its diff_id.
+
+    ``diff_id`` is a hint (e.g. recorded when the layer was extracted from a pulled blob): if the store
+    maps it to a blob of this compression, the directory is not read at all. Without a hint the tar is
+    hashed once (cheap) to look the mapping up before compressing.
+    """
+    from backend.blobs import CompressedBlob
+
+    if diff_id is None:
+        diff_id = layer_diff_id(layer_dir, source_date_epoch=source_date_epoch)
+    hit = store.lookup_compressed(diff_id, compression)
+    if hit is not None:
+        return LayerBlob(hit.digest, diff_id, hit.size, hit.media_type)
+    with store.writer() as w:
+        blob = write_layer(layer_dir, w, compression=compression, level=level,
+                           source_date_epoch=source_date_epoch, threads=threads)
+        w.commit(blob.digest, blob.size)
+    store.record_compressed(blob.diff_id, compression, CompressedBlob(blob.digest, blob.size, blob.media_type))
+    return blob
+
+
+def write_layers_to_store(layer_dirs: Iterable[str | os.PathLike[str] | tuple[str | os.PathLike[str], str | None]],
+                          store: "BlobStore", *, compression: str = "gzip", level: int | None = None,
+                          source_date_epoch: int | None = None, max_workers: int | None = None,
+                          threads: int = 0) -> list[LayerBlob]:
+    """Compress several layers in parallel (zlib/zstd/sha256 release the GIL); results in input order.
+
+    Each item is a layer dir or ``(layer_dir, diff_id_hint)``.
+    """
+    items = [d if isinstance(d, tuple) else (d, None) for d in layer_dirs]
+    workers = max_workers or min(len(items), os.cpu_count() or 1) or 1
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="compress") as ex:
+        futs = [ex.submit(write_layer_to_store, d, store, compression=compression, level=level,
+                          source_date_epoch=source_date_epoch, threads=threads, diff_id=h) for d, h in items]
+        return [f.result() for f in futs]
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class _Decompressed(io.RawIOBase):
+    """Sniffs gzip/zstd/plain, decompresses, hashes the tar (diff_id) and enforces the byte limit."""
+
+    def __init__(self, src: BinaryIO, media_type: str, limit: int):
+        self.src = src
+        self.limit = limit
+        self.total = 0
+        self.hash = hashlib.sha256()
+        head = _read_exact(src, 4)
+        kind = "none"
+        if head.startswith(GZIP_MAGIC):
+            kind = "gzip"
+        elif head.startswith(ZSTD_MAGIC):
+            kind = "zstd"
+        elif media_type.endswith(("+gzip", ".gzip")) or media_type.endswith(("+zstd", ".zstd")):
+            if head:  # declared compressed but isn't: trust the bytes, not the label
+                kind = "none"
+        self.kind = kind
+        self._pending = head
+        self._eof = False
+        self._out = bytearray()
+        if kind == "gzip":
+            self._z = zlib.decompressobj(47)
+        elif kind == "zstd":
+            self._zs = zstandard.ZstdDecompressor().decompressobj()
+
+    def readable(self) -> bool:
+        return True
+
+    def _raw(self) -> bytes:
+        if self._pending:
+            data, self._pending = self._pending, b""
+            return data
+        return self.src.read(_BUF)
+
+    def _fill(self, want: int) -> None:
+        while len(self._out) < want and not self._eof:
+            data = self._raw()
+            if self.kind == "none":
+                if not data:
+                    self._eof = True
+                self._out += data
+            elif self.kind == "gzip":
+                if not data:
+                    self._eof = True
+                    break
+                while data:
+                    self._out += self._z.decompress(data, _BUF * 4)
+                    data = self._z.unconsumed_tail
+                    if self._z.eof:  # multi-member gzip
+                        rest = self._z.unused_data
+                        self._z = zlib.decompressobj(47)
+                        data = rest
+                    if len(self._out) > _BUF * 8 and data:
+                        self._pending = data + self._pending
+                        break
+            else:
+                if not data:
+                    self._eof = True
+                    break
+                self._out += self._zs.decompress(data)
+                if self._zs.eof:
+                    rest = self._zs.unused_data
+                    self._zs = zstandard.ZstdDecompressor().decompressobj()
+                    if rest:
+                        self._pending = rest + self._pending
+            if self.total + len(self._out) > self.limit:
+                raise LayerError(f"layer expands beyond the limit of {self.limit} bytes (archive bomb?)")
+
+    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
+        n = len(b)
+        self._fill(n)
+        chunk = bytes(self._out[:n])
+        del self._out[:n]
+        self.total += len(chunk)
+        if self.total > self.limit:
+            raise LayerError(f"layer expands beyond the limit of {self.limit} bytes (archive bomb?)")
+        self.hash.update(chunk)
+        b[: len(chunk)] = chunk
+        return len(chunk)
+
+    def drain(self) -> None:
+        while self.read(_BUF):
+            pass
+
+
+def _read_exact(f: BinaryIO, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        d = f.read(n - len(out))
+        if not d:
+            break
+        out += d
+    return out
+
+
+def _clean_name(raw: str, what: str = "entry") -> tuple[bytes, ...]:
+    name = os.fsencode(raw)
+    if name.startswith(b"/"):
+        raise LayerError(f"refusing absolute {what} name {raw!r}")
+    parts = tuple(p for p in name.split(b"/") if p not in (b"", b"."))
+    if any(p == b".." for p in parts):
+        raise LayerError(f"refusing {what} name {raw!r}: contains '..'")
+    return parts
+
+
+class _Extractor:
+    def __init__(self, dest: str | os.PathLike[str]):
+        self.dest = os.fsencode(os.fspath(dest))
+        os.makedirs(self.dest, exist_ok=True)
+        self.root_fd = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY)
+        self.is_root = os.geteuid() == 0
+        self.dir_times: list[tuple[tuple[bytes, ...], int]] = []
+
+    def close(self) -> None:
+        os.close(self.root_fd)
+
+    def open_dir(self, parts: tuple[bytes, ...], create: bool, display: str) -> int:
+        """fd of dest/parts, refusing to pass through any symlink (or non-directory)."""
+        fd = os.dup(self.root_fd)
+        try:
+            for i, p in enumerate(parts):
+                try:
+                    nfd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise LayerError(f"{display}: parent {b'/'.join(parts[:i + 1]).decode(errors='replace')} "
+                                         "does not exist") from None
+                    os.mkdir(p, 0o755, dir_fd=fd)
+                    nfd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                except OSError as e:
+                    if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                        st = os.lstat(p, dir_fd=fd)
+                        kind = "symlink" if stat.S_ISLNK(st.st_mode) else "non-directory"
+                        raise LayerError(f"refusing {display!r}: path goes through {kind} "
+                                         f"{b'/'.join(parts[:i + 1]).decode(errors='replace')!r}") from None
+                    raise
+                os.close(fd)
+                fd = nfd
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _clear(self, pfd: int, base: bytes, keep_dir: bool) -> None:
+        try:
+            st = os.lstat(base, dir_fd=pfd)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            if keep_dir:
+                return
+            self._rmtree(pfd, base)
+        else:
+            os.unlink(base, dir_fd=pfd)
+
+    def _rmtree(self, pfd: int, base: bytes) -> None:
+        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=pfd)
+        try:
+            for name in os.listdir(fd):
+                st = os.lstat(name, dir_fd=fd)
+                if stat.S_ISDIR(st.st_mode):
+                    self._rmtree(fd, name)
+                else:
+                    os.unlink(name, dir_fd=fd)
+        finally:
+            os.close(fd)
+        os.rmdir(base, dir_fd=pfd)
+
+    def _meta(self, fd: int | None, pfd: int, base: bytes, ti: tarfile.TarInfo, symlink: bool = False) -> None:
+        """Owner, mode, xattrs and mtime; via fd for files/dirs, via (pfd, base) nofollow for the rest."""
+        if self.is_root:
+            if fd is not None:
+                os.fchown(fd, ti.uid, ti.gid)
+            else:
+                os.chown(base, ti.uid, ti.gid, dir_fd=pfd, follow_symlinks=False)
+        if not symlink:
+            if fd is not None:
+                os.fchmod(fd, ti.mode & 0o7777)
+            else:
+                os.chmod(base, ti.mode & 0o7777, dir_fd=pfd)
+        for key, value in ti.pax_headers.items():
+            if not key.startswith("SCHILY.xattr."):
+                continue
+            xname = key[len("SCHILY.xattr."):]
+            if xname.startswith(_SKIP_XATTR_PREFIXES):
+                continue
+            raw = value.encode("utf-8", "surrogateescape")
+            try:
+                if fd is not None:
+                    os.setxattr(fd, xname, raw)
+                else:
+                    os.setxattr(b"/proc/self/fd/%d/%s" % (pfd, base), xname, raw, follow_symlinks=False)
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP) or self.is_root and not symlink:
+                    raise LayerError(f"{ti.name}: cannot set xattr {xname}: {e.strerror}") from None
+        ns = int(ti.mtime * 1_000_000_000)
+        if fd is not None:
+            os.utime(fd, ns=(ns, ns))
+        else:
+            os.utime(base, ns=(ns, ns), dir_fd=pfd, follow_symlinks=False)
+
+    def add(self, tf: tarfile.TarFile, ti: tarfile.TarInfo) -> None:
+        parts = _clean_name(ti.name)
+        if not parts:
+            return  # the root itself ("./"): keep dest as is
+        *parent, base = parts
+        pfd = self.open_dir(tuple(parent), True, ti.name)
+        try:
+            if base == WH_OPAQUE:
+                os.setxattr(pfd, OPAQUE_XATTR, b"y")
+                return
+            if base.startswith(WH_PREFIX):
+                target = base[len(WH_PREFIX):]
+                if target in (b"", b".", b".."):
+                    raise LayerError(f"refusing whiteout entry {ti.name!r}")
+                self._clear(pfd, target, keep_dir=False)
+                if not self.is_root:
+                    raise LayerError(f"{ti.name}: creating a whiteout (char device 0:0) needs root")
+                os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
+                return
+            if ti.isdir():
+                self._clear(pfd, base, keep_dir=True)
+                try:
+                    os.mkdir(base, 0o700, dir_fd=pfd)
+                except FileExistsError:
+                    pass
+                fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=pfd)
+                try:
+                    self._meta(fd, pfd, base, ti)
+                finally:
+                    os.close(fd)
+                self.dir_times.append((parts, int(ti.mtime * 1_000_000_000)))
+            elif ti.isreg():
+                self._clear(pfd, base, keep_dir=False)
+                fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=pfd)
+                try:
+                    src = tf.extractfile(ti)
+                    assert src is not None
+                    while True:
+                        chunk = src.read(_BUF)
+                        if not chunk:
+                            break
+                        os.write(fd, chunk)
+                    self._meta(fd, pfd, base, ti)
+                finally:
+                    os.close(fd)
+            elif ti.issym():
+                self._clear(pfd, base, keep_dir=False)
+                os.symlink(ti.linkname, base, dir_fd=pfd)
+                self._meta(None, pfd, base, ti, symlink=True)
+            elif ti.islnk():
+                lparts = _clean_name(ti.linkname, "hard link target")
+                if not lparts:
+                    raise LayerError(f"hard link {ti.name!r} has an empty target")
+                *lparent, lbase = lparts
+                sfd = self.open_dir(tuple(lparent), False, ti.name)
+                try:
+                    try:
+                        st = os.lstat(lbase, dir_fd=sfd)
+                    except FileNotFoundError:
+                        raise LayerError(f"hard link {ti.name!r} points to {ti.linkname!r}, "
+                                         "which is not in the layer") from None
+                    if stat.S_ISDIR(st.st_mode):
+                        raise LayerError(f"hard link {ti.name!r} points to directory {ti.linkname!r}")
+                    if (sfd, lbase) != (pfd, base):
+                        self._clear(pfd, base, keep_dir=False)
+                        os.link(lbase, base, src_dir_fd=sfd, dst_dir_fd=pfd, follow_symlinks=False)
+                finally:
+                    os.close(sfd)
+            elif ti.ischr() or ti.isblk() or ti.isfifo():
+                self._clear(pfd, base, keep_dir=False)
+                if ti.isfifo():
+                    os.mkfifo(base, 0o600, dir_fd=pfd)
+                else:
+                    if not self.is_root:
+                        raise LayerError(f"{ti.name}: device nodes can only be extracted as root")
+                    kind = stat.S_IFCHR if ti.ischr() else stat.S_IFBLK
+                    os.mknod(base, kind | 0o600, os.makedev(ti.devmajor, ti.devminor), dir_fd=pfd)
+                self._meta(None, pfd, base, ti)
+            else:
+                raise LayerError(f"{ti.name}: unsupported tar entry type {ti.type!r}")
+        finally:
+            os.close(pfd)
+
+    def finish(self) -> None:
+        for parts, ns in reversed(self.dir_times):
+            fd = self.open_dir(parts, False, b"/".join(parts).decode(errors="replace"))
+            try:
+                os.utime(fd, ns=(ns, ns))
+            finally:
+                os.close(fd)
+
+
+def extract_layer(blob_stream: BinaryIO, media_type: str, dest_dir: str | os.PathLike[str], *,
+                  limits: ExtractLimits = ExtractLimits()) -> ExtractResult:
+    """Untar a (possibly compressed) layer into ``dest_dir`` in overlay upper-dir format."""
+    src = _Decompressed(blob_stream, media_type, limits.max_bytes)
+    ex = _Extractor(dest_dir)
+    count = 0
+    try:
+        try:
+            tf = tarfile.open(fileobj=io.BufferedReader(src, _BUF), mode="r|", errorlevel=2)
+        except tarfile.ReadError as e:
+            raise LayerError(f"not a tar archive ({media_type}): {e}") from None
+        with tf:
+            try:
+                for ti in tf:
+                    count += 1
+                    if count > limits.max_entries:
+                        raise LayerError(f"layer has more than {limits.max_entries} entries (archive bomb?)")
+                    ex.add(tf, ti)
+            except tarfile.TarError as e:
+                raise LayerError(f"corrupt layer tar: {e}") from None
+        src.drain()
+        ex.finish()
+    except (zlib.error, zstandard.ZstdError, EOFError) as e:
+        raise LayerError(f"corrupt {src.kind} stream: {e}") from None
+    finally:
+        ex.close()
+    return ExtractResult(diff_id="sha256:" + src.hash.hexdigest(), entries=count, bytes=src.total)
