@@ -1,0 +1,1 @@
+"""The Dockerfile frontend: parser (parse.py), typed instructions, expansion, .dockerignore."""
