@@ -1,0 +1,355 @@
+"""Run one process in an OCI runtime (runc, or crun where it works) on a prepared root filesystem.
+
+`run()` writes an OCI runtime bundle (config.json per the runtime spec, Docker-like defaults: namespaces,
+/proc, /dev, /sys read-only, default capabilities, masked paths), starts `<runtime> --root <state_dir> run`
+in the foreground, streams the combined stdout/stderr to a callback, and always leaves nothing behind: on
+cancel or error the container is killed and `delete --force`d. The runtime is chosen by `find_runtime()`.
+
+Network modes: `none` is a fresh network namespace holding only loopback (the runtime brings `lo` up);
+`host` shares the host's; `default` means `host` (what `docker build` does by default).
+
+Rootless, later: the bundle gains a user namespace with uid/gid mappings (`linux.uidMappings`), no cgroup
+settings, `/sys` as an rbind instead of sysfs, and the runtime runs with `--rootless`; `config_for` keeps all
+of that in one place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import resource
+import shutil
+import subprocess
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backend.mountpoints import mkdirs_in_root, resolve_in_root
+
+NETWORK_MODES = ("none", "host", "default")
+
+DEFAULT_CAPABILITIES = (  # Docker's default set
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+)
+MASKED_PATHS = (
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+DEFAULT_NOFILE = 1 << 20
+
+
+class ContainerError(RuntimeError):
+    """Base of this module's errors (a process exiting non-zero is not one: that is its exit code)."""
+
+
+class RuntimeNotFound(ContainerError):
+    """No usable OCI runtime on this host."""
+
+
+class Cancelled(ContainerError):
+    """The run was cancelled; the container has been killed and deleted."""
+
+
+@dataclass(frozen=True)
+class Process:
+    """What to execute: argv, environment (`KEY=VALUE` strings, or a mapping), cwd and credentials."""
+
+    args: Sequence[str]
+    env: Sequence[str] | Mapping[str, str] = ()
+    cwd: str = "/"
+    uid: int = 0
+    gid: int = 0
+    additional_gids: Sequence[int] = ()
+
+    def __post_init__(self) -> None:
+        if not self.args:
+            raise ValueError("Process.args must not be empty")
+        env = [f"{k}={v}" for k, v in self.env.items()] if isinstance(self.env, Mapping) else list(self.env)
+        object.__setattr__(self, "args", tuple(self.args))
+        object.__setattr__(self, "env", tuple(env))
+        object.__setattr__(self, "additional_gids", tuple(self.additional_gids))
+        if not self.cwd.startswith("/"):
+            raise ValueError(f"Process.cwd must be absolute, got {self.cwd!r}")
+
+
+@dataclass(frozen=True)
+class BindMount:
+    """A host path bound at `target`; read-write binds write through to `source`."""
+
+    source: Path
+    target: str
+    readonly: bool = True
+
+
+@dataclass(frozen=True)
+class TmpfsMount:
+    """A fresh tmpfs at `target`; its contents vanish with the container."""
+
+    target: str
+    size: int | None = None  # bytes
+    mode: int = 0o1777
+
+
+@dataclass(frozen=True)
+class FileMount:
+    """A single host file bound read-only at `target` (secrets: the caller keeps it on its own tmpfs)."""
+
+    source: Path
+    target: str
+
+
+Mount = BindMount | TmpfsMount | FileMount
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    path: str
+    extra_args: tuple[str, ...] = field(default=())
+
+    def command(self, state_dir: Path, *args: str) -> list[str]:
+        return [self.path, "--root", os.fspath(state_dir), *self.extra_args, *args]
+
+
+# ---------------------------------------------------------------------------------------------- detection
+
+@functools.cache
+def _crun_works(path: str) -> bool:
+    """One-time probe: can crun create a container here? (It refuses hybrid cgroup v1+v2 hosts.)
+
+    The probe runs a nonexistent program in an empty root: an error naming that program means every
+    namespace, mount and cgroup step before exec succeeded."""
+    with tempfile.TemporaryDirectory(prefix="irctl-crun-probe.") as d:
+        os.mkdir(os.path.join(d, "rootfs"))
+        cfg = config_for(Path(d, "rootfs"), Process(args=["/irctl-probe"]), [], network="none",
+                         hostname="probe", extra_files={})
+        cfg["mounts"] = [m for m in cfg["mounts"] if m["destination"] in ("/proc", "/dev")]
+        Path(d, "config.json").write_text(json.dumps(cfg))
+        try:
+            res = subprocess.run([path, "--root", os.path.join(d, "state"), "run", "--bundle", d, "irctl-probe"],
+                                 stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        finally:
+            subprocess.run([path, "--root", os.path.join(d, "state"), "delete", "--force", "irctl-probe"],
+                           capture_output=True)
+        return res.returncode != 0 and b"irctl-probe" in res.stderr + res.stdout
+
+
+def find_runtime() -> Runtime:
+    """`$IRCTL_RUNTIME` (a name or a path) if set, else crun when it works on this host, else runc."""
+    forced = os.environ.get("IRCTL_RUNTIME", "").strip()
+    if forced:
+        path = shutil.which(forced)
+        if path is None:
+            raise RuntimeNotFound(f"IRCTL_RUNTIME={forced!r}: no such executable")
+        return Runtime(os.path.basename(forced), path)
+    crun = shutil.which("crun")
+    if crun and _crun_works(crun):
+        return Runtime("crun", crun)
+    runc = shutil.which("runc")
+    if runc:
+        return Runtime("runc", runc)
+    raise RuntimeNotFound("no OCI runtime found: install runc (apt-get install runc) or crun, "
+                          "or point IRCTL_RUNTIME at one")
+
+
+# ---------------------------------------------------------------------------------------------- bundle
+
+def standard_mount_targets() -> tuple[str, ...]:
+    """Container paths the runtime mounts on every run (besides the caller's mounts)."""
+    return ("/proc", "/dev", "/sys", "/etc/hosts", "/etc/resolv.conf")
+
+
+def mount_targets(mounts: Sequence[Mount]) -> tuple[str, ...]:
+    """Every path a run with `mounts` mounts on: what `mountpoints.remove_mount_stubs` needs."""
+    return standard_mount_targets() + tuple(m.target for m in mounts)
+
+
+def hosts_file(hostname: str) -> str:
+    return (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"127.0.1.1\t{hostname}\n")
+
+
+def _host_resolv_conf() -> str:
+    try:
+        text = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        return ""
+    # a stub resolver on the host's loopback is unreachable from a fresh network namespace
+    return text
+
+
+def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, network: str, hostname: str,
+               extra_files: Mapping[str, Path]) -> dict:
+    """The OCI runtime-spec config.json for one run. `extra_files`: container path → host file to bind ro."""
+    if network not in NETWORK_MODES:
+        raise ValueError(f"network must be one of {', '.join(NETWORK_MODES)}, got {network!r}")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    nofile = DEFAULT_NOFILE if hard == resource.RLIM_INFINITY else min(DEFAULT_NOFILE, hard)
+    root_user = process.uid == 0
+    caps = list(DEFAULT_CAPABILITIES)
+    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    if network == "none":
+        namespaces.append({"type": "network"})
+    oci_mounts: list[dict] = [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+    ]
+    for target, source in extra_files.items():
+        oci_mounts.append({"destination": target, "type": "bind", "source": os.fspath(source),
+                           "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]})
+    for m in mounts:
+        if isinstance(m, BindMount):
+            oci_mounts.append({"destination": m.target, "type": "bind", "source": os.fspath(m.source),
+                               "options": ["rbind", "ro" if m.readonly else "rw", "rprivate"]})
+        elif isinstance(m, FileMount):
+            oci_mounts.append({"destination": m.target, "type": "bind", "source": os.fspath(m.source),
+                               "options": ["bind", "ro", "nosuid", "nodev", "noexec"]})
+        elif isinstance(m, TmpfsMount):
+            opts = ["nosuid", "nodev", f"mode={m.mode:o}"]
+            if m.size is not None:
+                opts.append(f"size={m.size}")
+            oci_mounts.append({"destination": m.target, "type": "tmpfs", "source": "tmpfs", "options": opts})
+        else:
+            raise TypeError(f"unknown mount {m!r}")
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": process.uid, "gid": process.gid, "additionalGids": list(process.additional_gids)},
+            "args": list(process.args),
+            "env": list(process.env),
+            "cwd": process.cwd,
+            "capabilities": {
+                "bounding": caps,
+                "effective": caps if root_user else [],
+                "permitted": caps if root_user else [],
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+            "noNewPrivileges": False,
+        },
+        "root": {"path": os.path.abspath(rootfs), "readonly": False},
+        "hostname": hostname,
+        "mounts": oci_mounts,
+        "linux": {
+            "namespaces": namespaces,
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------- run
+
+def _prepare_cwd(rootfs: Path, process: Process) -> None:
+    """Create a missing working directory (owned by the process user), as Docker/BuildKit do."""
+    rel = resolve_in_root(rootfs, process.cwd)
+    if not os.path.isdir(os.path.join(rootfs, rel)):
+        mkdirs_in_root(rootfs, process.cwd, uid=process.uid, gid=process.gid)
+
+
+def _pump(stream, output: Callable[[bytes], None], errors: list[BaseException]) -> None:
+    try:
+        while chunk := os.read(stream.fileno(), 65536):
+            output(chunk)
+    except BaseException as e:  # noqa: BLE001 - reported by the caller
+        errors.append(e)
+        with contextlib.suppress(OSError):  # keep draining so the container never blocks on a full pipe
+            while os.read(stream.fileno(), 65536):
+                pass
+
+
+def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network: str, hostname: str,
+        output: Callable[[bytes], None], state_dir: Path, cancel: threading.Event | None = None,
+        runtime: Runtime | None = None) -> int:
+    """Run `process` in a container on `rootfs`; return its exit code (128+N when killed by signal N).
+
+    Combined stdout/stderr go to `output` as they arrive; stdin is /dev/null. Raises `Cancelled` when
+    `cancel` is set (the container is killed first), `RuntimeNotFound` when there is no runtime."""
+    runtime = runtime or find_runtime()
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    container_id = f"irctl-{uuid.uuid4().hex[:16]}"
+    bundle = Path(tempfile.mkdtemp(prefix=f"{container_id}.", dir=state_dir))
+    try:
+        _prepare_cwd(Path(rootfs), process)
+        files = bundle / "files"
+        files.mkdir()
+        (files / "hosts").write_text(hosts_file(hostname))
+        (files / "resolv.conf").write_text(_host_resolv_conf())
+        cfg = config_for(Path(rootfs), process, mounts, network=network, hostname=hostname,
+                         extra_files={"/etc/hosts": files / "hosts", "/etc/resolv.conf": files / "resolv.conf"})
+        (bundle / "config.json").write_text(json.dumps(cfg, indent=1))
+        return _run_bundle(runtime, state_dir, bundle, container_id, output, cancel)
+    finally:
+        shutil.rmtree(bundle, ignore_errors=True)
+
+
+def _run_bundle(runtime: Runtime, state_dir: Path, bundle: Path, container_id: str,
+                output: Callable[[bytes], None], cancel: threading.Event | None) -> int:
+    proc = subprocess.Popen(runtime.command(state_dir, "run", "--bundle", os.fspath(bundle), container_id),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    errors: list[BaseException] = []
+    pump = threading.Thread(target=_pump, args=(proc.stdout, output, errors), daemon=True)
+    pump.start()
+    cancelled = False
+    try:
+        while True:
+            try:
+                code = proc.wait(timeout=0.05)
+                break
+            except subprocess.TimeoutExpired:
+                if cancel is not None and cancel.is_set():
+                    cancelled = True
+                    _kill(runtime, state_dir, container_id, proc)
+        pump.join()
+    except BaseException:
+        _kill(runtime, state_dir, container_id, proc)
+        raise
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        pump.join(timeout=5)
+        if proc.stdout:
+            proc.stdout.close()
+        subprocess.run(runtime.command(state_dir, "delete", "--force", container_id),
+                       stdin=subprocess.DEVNULL, capture_output=True)
+    if cancelled:
+        raise Cancelled(f"container {container_id} cancelled")
+    if errors:
+        raise errors[0]
+    return code if code >= 0 else 128 - code
+
+
+def _kill(runtime: Runtime, state_dir: Path, container_id: str, proc: subprocess.Popen) -> None:
+    """SIGKILL the container's processes; if the runtime had not created it yet, kill the runtime itself."""
+    for _ in range(50):  # the runtime may still be creating it: retry until it exits
+        subprocess.run(runtime.command(state_dir, "kill", "--all", container_id, "KILL"),
+                       stdin=subprocess.DEVNULL, capture_output=True)
+        try:
+            proc.wait(timeout=0.2)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, 9)
+    proc.wait()

@@ -1,0 +1,1 @@
+"""Test suite; `tests.support` holds shared helpers and fixtures."""
