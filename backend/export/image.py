@@ -1,0 +1,198 @@
+"""What an exporter is given (``ImageSpec``) and the one place that turns it into OCI objects.
+
+``build_image`` compresses the layers (in parallel, cached by diff_id in the BlobStore), skips empty
+ones, reconciles the history with the layers actually kept, and writes the config and the manifest
+as canonical JSON into the BlobStore. Every exporter starts from its ``BuiltImage``. With
+``source_date_epoch`` the output is a pure function of the layer trees and the spec.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence, Union
+
+from backend.blobs import BlobStore
+from backend.layers import (MT_DOCKER_LAYER, MT_DOCKER_LAYER_GZIP, MT_LAYER, MT_LAYER_GZIP, LayerBlob,
+                            is_empty_layer, write_layers_to_store)
+from backend.oci_layout import (MT_DOCKER_CONFIG, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_CONFIG, MT_OCI_INDEX,
+                                MT_OCI_MANIFEST, canonical_json, descriptor)
+
+
+class ExportError(Exception):
+    """An image could not be assembled or written."""
+
+
+@dataclass(frozen=True)
+class LayerSource:
+    """A layer directory (overlay upper-dir format) and, if known, the diff_id of the blob it came from."""
+
+    path: Path
+    diff_id: str | None = None
+
+
+LayerLike = Union[LayerSource, str, os.PathLike]
+
+CONFIG_KEYS = ("User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels",
+               "StopSignal", "Healthcheck", "OnBuild", "Shell", "ArgsEscaped")
+
+
+@dataclass
+class ImageSpec:
+    layers: list[LayerLike]
+    config: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    platform: dict = field(default_factory=lambda: {"os": "linux", "architecture": "amd64"})
+    created: str | None = None
+    annotations: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    compression: str = "gzip"  # gzip | zstd | none
+    level: int | None = None
+    source_date_epoch: int | None = None
+    media_types: str = "oci"  # oci | docker
+    threads: int = 0  # zstd worker threads per layer
+    max_workers: int | None = None  # layers compressed at once
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """An image whose config, manifest and layer blobs are all in the BlobStore."""
+
+    descriptor: dict  # of the manifest, with platform
+    manifest: dict
+    manifest_bytes: bytes
+    config: dict
+    config_bytes: bytes
+    layers: list[LayerBlob]
+
+    @property
+    def digest(self) -> str:
+        return self.descriptor["digest"]
+
+    @property
+    def media_type(self) -> str:
+        return self.descriptor["mediaType"]
+
+
+def rfc3339(epoch: int) -> str:
+    return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _source(x: LayerLike) -> LayerSource:
+    return x if isinstance(x, LayerSource) else LayerSource(Path(x))
+
+
+def reconcile_history(history: Sequence[dict], kept: Sequence[bool], created: str) -> list[dict]:
+    """Make the non-empty history entries line up one-to-one with the layers actually written.
+
+    ``kept[i]`` says whether spec layer ``i`` became a layer. Entries not marked ``empty_layer`` are
+    paired with spec layers in order; a pairing with a skipped layer becomes ``empty_layer``; layers
+    without an entry get a generic one; surplus entries are marked ``empty_layer``.
+    """
+    out: list[dict] = []
+    i = 0
+    for h in history:
+        h = {k: v for k, v in h.items() if v not in (None, "", False)}
+        h.setdefault("created", created)
+        if not h.get("empty_layer"):
+            if i < len(kept) and kept[i]:
+                h.pop("empty_layer", None)
+            else:
+                h["empty_layer"] = True
+            i += 1
+        out.append(h)
+    for k in kept[i:]:
+        if k:
+            out.append({"created": created, "created_by": "irctl", "comment": "layer without history entry"})
+    return out
+
+
+def build_config(spec: ImageSpec, diff_ids: list[str], history: list[dict], created: str) -> dict:
+    cfg = {k: v for k, v in spec.config.items() if v is not None and v != [] and v != {}}
+    unknown = sorted(set(cfg) - set(CONFIG_KEYS))
+    if unknown:
+        raise ExportError(f"unknown image config keys: {', '.join(unknown)} (known: {', '.join(CONFIG_KEYS)})")
+    out: dict = {
+        "architecture": spec.platform.get("architecture", "amd64"),
+        "os": spec.platform.get("os", "linux"),
+        "created": created,
+        "config": cfg,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": history,
+    }
+    if spec.platform.get("variant"):
+        out["variant"] = spec.platform["variant"]
+    return out
+
+
+def build_image(spec: ImageSpec, store: BlobStore, options: ExportOptions = ExportOptions()) -> BuiltImage:
+    """Compress layers, write config + manifest into ``store``, return what was built."""
+    if options.media_types not in ("oci", "docker"):
+        raise ExportError(f"media_types must be 'oci' or 'docker', not {options.media_types!r}")
+    sources = [_source(x) for x in spec.layers]
+    for s in sources:
+        if not s.path.is_dir():
+            raise ExportError(f"layer directory {s.path} does not exist")
+    kept = [not is_empty_layer(s.path) for s in sources]
+    blobs = write_layers_to_store(
+        [(s.path, s.diff_id) for s, k in zip(sources, kept) if k],
+        store,
+        compression=options.compression,
+        level=options.level,
+        source_date_epoch=options.source_date_epoch,
+        max_workers=options.max_workers,
+        threads=options.threads,
+    )
+    sde = options.source_date_epoch
+    if sde is not None:
+        created = rfc3339(sde)
+    else:
+        created = spec.created or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    history = reconcile_history(spec.history, kept, created)
+    if sde is not None:
+        for h in history:
+            h["created"] = created
+    config = build_config(spec, [b.diff_id for b in blobs], history, created)
+    config_bytes = canonical_json(config)
+    store.write_bytes(config_bytes)
+    docker = options.media_types == "docker"
+    layer_descs = [{"mediaType": _layer_media_type(b, docker), "digest": b.digest, "size": b.size} for b in blobs]
+    manifest: dict = {
+        "schemaVersion": 2,
+        "mediaType": MT_DOCKER_MANIFEST if docker else MT_OCI_MANIFEST,
+        "config": descriptor(MT_DOCKER_CONFIG if docker else MT_OCI_CONFIG, config_bytes),
+        "layers": layer_descs,
+    }
+    if spec.annotations and not docker:
+        manifest["annotations"] = dict(spec.annotations)
+    manifest_bytes = canonical_json(manifest)
+    store.write_bytes(manifest_bytes)
+    platform = {k: spec.platform[k] for k in ("architecture", "os", "variant") if spec.platform.get(k)}
+    desc = descriptor(manifest["mediaType"], manifest_bytes, platform=platform)
+    return BuiltImage(desc, manifest, manifest_bytes, config, config_bytes, blobs)
+
+
+def _layer_media_type(b: LayerBlob, docker: bool) -> str:
+    if not docker:
+        return b.media_type
+    return {MT_LAYER_GZIP: MT_DOCKER_LAYER_GZIP, MT_LAYER: MT_DOCKER_LAYER}.get(b.media_type, b.media_type)
+
+
+def build_index(images: Sequence[BuiltImage], store: BlobStore, *, annotations: dict | None = None) -> tuple[dict, bytes]:
+    """An OCI index (or Docker manifest list, if the manifests are Docker ones) over several images."""
+    docker = all(i.media_type == MT_DOCKER_MANIFEST for i in images)
+    index: dict = {
+        "schemaVersion": 2,
+        "mediaType": MT_DOCKER_LIST if docker else MT_OCI_INDEX,
+        "manifests": [dict(i.descriptor) for i in images],
+    }
+    if annotations and not docker:
+        index["annotations"] = dict(annotations)
+    raw = canonical_json(index)
+    store.write_bytes(raw)
+    return descriptor(index["mediaType"], raw), raw
