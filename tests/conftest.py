@@ -1,0 +1,37 @@
+"""Shared fixtures. Keep this small: fixtures live in tests/support/ modules and are imported here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support import e2e_skip_reason
+from tests.support.baseimage import make_busybox_layout, make_busybox_rootfs
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `@pytest.mark.e2e` tests, with the reason, where root or the OCI runtime is missing."""
+    reason = e2e_skip_reason()
+    if reason:
+        for item in items:
+            if "e2e" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A busybox root filesystem directory (also usable as a single lower layer). Do not modify it."""
+    reason = e2e_skip_reason()
+    if reason and "busybox" in reason:
+        pytest.skip(reason)
+    return make_busybox_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
+
+
+@pytest.fixture(scope="session")
+def busybox_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A single-layer OCI image layout of busybox (ref `latest`). Do not modify it."""
+    reason = e2e_skip_reason()
+    if reason and "busybox" in reason:
+        pytest.skip(reason)
+    return make_busybox_layout(tmp_path_factory.mktemp("busybox-oci") / "layout")

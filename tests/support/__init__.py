@@ -1,0 +1,21 @@
+"""Shared test helpers. Fixtures live in modules here and are pulled into tests/conftest.py.
+
+`e2e_skip_reason()` says why real-runtime tests cannot run on this machine (None when they can).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+
+
+@functools.cache
+def e2e_skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "e2e: needs root (real runc and overlay mounts; rootless is not supported yet)"
+    if not (os.environ.get("IRCTL_RUNTIME") or shutil.which("runc") or shutil.which("crun")):
+        return "e2e: no OCI runtime (apt-get install runc)"
+    if not os.path.exists("/bin/busybox"):
+        return "e2e: /bin/busybox missing (apt-get install busybox-static)"
+    return None
