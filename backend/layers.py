@@ -598,6 +598,7 @@ class _Extractor:
                 if not self.is_root:
                     raise LayerError(f"{ti.name}: creating a whiteout (char device 0:0) needs root")
                 os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
+                self._meta(None, pfd, target, ti)
                 return
             if ti.isdir():
                 self._clear(pfd, base, keep_dir=True)
