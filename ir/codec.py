@@ -1,0 +1,175 @@
+"""Canonical msgpack bytes, op digests, and the IR file framing.
+
+msgpack has no canonical form of its own, so the spec defines one (``spec/ir.md`` § Canonical
+encoding) and this module produces exactly those bytes: map keys sorted by their UTF-8 bytes,
+integers in their shortest form, strings as str and binary as bin, no floats, no nil, and every
+field equal to its default omitted.  The digests of ops are computed over those bytes, so any
+writer in any language that follows the rules produces the same digests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import hashlib
+import struct
+from typing import Any
+
+import msgpack
+
+from ir import features as feature_set
+from ir import ops
+from ir.errors import DecodeError, VersionError, key
+from ir.wire import decode, encode, type_name
+
+MAGIC = b"\x89IRG\r\n\x1a\n"
+VERSION = 1
+COMPRESSION_NONE = 0
+COMPRESSION_ZSTD = 1
+HEADER = struct.Struct(">8sHBB")  # magic, major version, compression, reserved (0)
+MEDIA_TYPE = "application/vnd.irctl.graph.v1+msgpack"
+MEDIA_TYPE_ZSTD = "application/vnd.irctl.graph.v1+msgpack+zstd"
+MAX_PAYLOAD = 1 << 30  # a decompressed document larger than 1 GiB is refused
+
+
+def canonical_bytes(obj: Any) -> bytes:
+    """The canonical encoding of a typed IR object (an ``Op``, a ``Document``, …)."""
+    return msgpack.packb(encode(obj), use_bin_type=True)
+
+
+def digest_bytes(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def op_bytes(op: ops.Op) -> bytes:
+    """Canonical bytes of an op, computed once per op object."""
+    cached = op.__dict__.get("_canonical")
+    if cached is None:
+        cached = canonical_bytes(op)
+        object.__setattr__(op, "_canonical", cached)
+    return cached
+
+
+def op_digest(op: ops.Op) -> str:
+    """`sha256:` over the op's canonical bytes — its inputs' digests included, so a Merkle DAG."""
+    cached = op.__dict__.get("_digest")
+    if cached is None:
+        cached = digest_bytes(op_bytes(op))
+        object.__setattr__(op, "_digest", cached)
+    return cached
+
+
+def document_bytes(doc: ops.Document) -> bytes:
+    """Canonical msgpack of a whole document, reusing each op's cached canonical bytes."""
+    wire = encode(dataclasses.replace(doc, ops={}))
+    packer = msgpack.Packer(use_bin_type=True)
+    out = [packer.pack_map_header(len(wire))]
+    for k in wire:  # already sorted
+        out.append(packer.pack(k))
+        if k == "ops":
+            out.append(packer.pack_map_header(len(doc.ops)))
+            for digest in sorted(doc.ops):
+                out.append(packer.pack(digest))
+                out.append(op_bytes(doc.ops[digest]))
+        else:
+            out.append(packer.pack(wire[k]))
+    return b"".join(out)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def dump_document(doc: ops.Document, *, compress: bool = True, level: int = 3) -> bytes:
+    """Serialise a document: header, then (zstd-compressed) canonical msgpack."""
+    payload = document_bytes(doc)
+    if compress:
+        import zstandard
+
+        payload = zstandard.ZstdCompressor(level=level).compress(payload)
+    header = HEADER.pack(MAGIC, VERSION, COMPRESSION_ZSTD if compress else COMPRESSION_NONE, 0)
+    return header + payload
+
+
+def load_raw(data: bytes) -> dict:
+    """Check the header and return the decoded msgpack map, not yet typed or validated."""
+    if len(data) < HEADER.size:
+        if MAGIC.startswith(data[: len(MAGIC)]) and data:
+            raise DecodeError(f"truncated header: {len(data)} of {HEADER.size} bytes")
+        raise DecodeError("not an irctl IR file (too short, no magic header)")
+    magic, version, compression, reserved = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise DecodeError(f"not an irctl IR file: bad magic {magic!r}")
+    if version != VERSION:
+        raise VersionError(
+            f"IR major version {version} is not supported by this irctl (reads version {VERSION}); "
+            + ("upgrade irctl" if version > VERSION else "re-generate the graph"))
+    if reserved != 0:
+        raise DecodeError(f"header reserved byte must be 0, got {reserved}")
+    payload = memoryview(data)[HEADER.size:]
+    if compression == COMPRESSION_ZSTD:
+        import zstandard
+
+        try:
+            payload = zstandard.ZstdDecompressor().decompress(payload, max_output_size=MAX_PAYLOAD)
+        except zstandard.ZstdError as e:
+            raise DecodeError(f"corrupt zstd payload: {e}") from None
+    elif compression != COMPRESSION_NONE:
+        raise DecodeError(f"unknown compression {compression} in header (0 none, 1 zstd)")
+    try:
+        raw = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True)
+    except msgpack.ExtraData:
+        raise DecodeError("trailing bytes after the msgpack document") from None
+    except (ValueError, msgpack.UnpackException) as e:
+        raise DecodeError(f"payload is not valid msgpack: {e or type(e).__name__}") from None
+    if type(raw) is not dict:
+        raise DecodeError(f"document must be a map, got {type_name(raw)}")
+    return raw
+
+
+def check_compatible(raw: dict) -> None:
+    """Fail with a named version or feature before looking at anything else."""
+    version = raw.get("version")
+    if version != VERSION:
+        if type(version) is int:
+            raise VersionError(f"document version {version} is not supported (this irctl reads {VERSION})", "version")
+        raise DecodeError(f"missing or invalid version (expected the integer {VERSION})", "version")
+    features = raw.get("features", [])
+    if type(features) is list:
+        for i, name in enumerate(features):
+            if isinstance(name, str) and name not in feature_set.KNOWN:
+                raise VersionError(
+                    f"unknown feature {name!r}: the graph needs a newer irctl "
+                    f"(this one supports {', '.join(sorted(feature_set.KNOWN))})", f"features[{i}]")
+
+
+def decode_document(raw: dict) -> ops.Document:
+    """Typed document from a raw map; checks version, features, shapes and every op digest."""
+    check_compatible(raw)
+    doc = decode(ops.Document, raw)
+    raw_ops = raw["ops"]
+    pack = msgpack.Packer(use_bin_type=True).pack
+    sha256 = hashlib.sha256
+    for digest, op in doc.ops.items():
+        # Decoding enforced canonical form, so re-packing the raw map yields the canonical bytes.
+        data = pack(raw_ops[digest])
+        if "sha256:" + sha256(data).hexdigest() != digest:
+            raise DecodeError(f"op is stored under a digest that does not match its content "
+                              f"({digest_bytes(data)})", key("ops", digest))
+        op.__dict__["_canonical"] = data
+        op.__dict__["_digest"] = digest
+    return doc
+
+
+def load_document(data: bytes) -> ops.Document:
+    """Bytes of an IR file → typed document (structure checked; see ``ir.validate`` for the rest)."""
+    # Decoding allocates many small objects that can never form cycles; pausing the cyclic
+    # collector meanwhile roughly halves the time for large graphs.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return decode_document(load_raw(data))
+    except RecursionError:
+        raise DecodeError("document nests too deeply") from None
+    finally:
+        if was_enabled:
+            gc.enable()

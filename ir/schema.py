@@ -1,0 +1,98 @@
+"""The JSON Schema of an IR document, derived from ``ir/ops.py``.
+
+``spec/ir.schema.json`` is this function's output, committed so that other languages can use it;
+``tests/ir/test_spec.py`` fails when the two drift.  The schema describes the *JSON form* of a
+document (what ``irctl dump --format json`` prints): identical to the msgpack form except that
+binary values are base64 strings.  Regenerate with ``python -m ir.schema > spec/ir.schema.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from types import NoneType, UnionType
+from typing import Any, Literal
+
+from ir import ops
+
+SCHEMA_ID = "https://irctl.dev/spec/ir/v1/schema.json"
+DIGEST_PATTERN = "^sha256:[0-9a-f]{64}$"
+
+
+def _type_schema(tp: Any, defs: dict) -> dict:
+    origin = typing.get_origin(tp)
+    if tp is str:
+        return {"type": "string"}
+    if tp is bytes:
+        return {"type": "string", "contentEncoding": "base64"}
+    if tp is bool:
+        return {"type": "boolean"}
+    if tp is int:
+        return {"type": "integer"}
+    if origin is Literal:
+        return {"enum": list(typing.get_args(tp))}
+    if origin is tuple:
+        return {"type": "array", "items": _type_schema(typing.get_args(tp)[0], defs)}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _type_schema(typing.get_args(tp)[1], defs)}
+    if origin is UnionType or origin is typing.Union:
+        (inner,) = [a for a in typing.get_args(tp) if a is not NoneType]
+        return _type_schema(inner, defs)
+    if dataclasses.is_dataclass(tp):
+        _class_schema(tp, defs)
+        return {"$ref": f"#/$defs/{tp.__name__}"}
+    raise TypeError(tp)
+
+
+def _class_schema(cls: type, defs: dict) -> None:
+    if cls.__name__ in defs:
+        return
+    defs[cls.__name__] = {}  # reserve: classes may refer to themselves indirectly
+    hints = typing.get_type_hints(cls)
+    props: dict[str, Any] = {}
+    required = []
+    for f in dataclasses.fields(cls):
+        s = dict(_type_schema(hints[f.name], defs))
+        if "doc" in f.metadata:
+            s["description"] = f.metadata["doc"]
+        if f.default is not dataclasses.MISSING and f.default is not None:
+            s["default"] = f.default if not isinstance(f.default, tuple) else list(f.default)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            required.append(f.name)
+        props[f.name] = s
+    out: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": props}
+    if cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("):
+        out["description"] = " ".join(cls.__doc__.split())
+    if required:
+        out["required"] = required
+    if cls in ops.ONE_OF:
+        members = [n for n in props if n != "inputs"]
+        out["oneOf"] = [{"required": [m]} for m in members]
+        out["maxProperties"] = 2 if "inputs" in props else 1
+    defs[cls.__name__] = out
+
+
+def document_schema() -> dict:
+    defs: dict[str, Any] = {}
+    _class_schema(ops.Document, defs)
+    defs["Ref"]["properties"]["op"]["pattern"] = DIGEST_PATTERN
+    defs["Document"]["properties"]["ops"]["propertyNames"] = {"pattern": DIGEST_PATTERN}
+    defs["Document"]["properties"]["metadata"]["propertyNames"] = {"pattern": DIGEST_PATTERN}
+    defs["Document"]["properties"]["version"]["const"] = 1
+    root = dict(defs.pop("Document"))
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "irctl IR v1 document (JSON form)",
+        **root,
+        "$defs": dict(sorted(defs.items())),
+    }
+
+
+def schema_json() -> str:
+    return json.dumps(document_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":
+    print(schema_json(), end="")

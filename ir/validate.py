@@ -1,0 +1,297 @@
+"""Validation of IR documents: the JSON Schema for structure, graph checks for everything else.
+
+``validate_raw`` is what every reader of untrusted bytes runs; ``check_graph`` is the cheap part
+that also guards graphs built in-process by a frontend.  All problems are collected and reported
+together, each with a key path.
+"""
+
+from __future__ import annotations
+
+import base64
+import posixpath
+import re
+from functools import lru_cache
+from typing import Any
+
+from ir import codec, features, ops
+from ir.errors import IRError, ValidationError, ValidationErrors
+
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
+OUTPUTS = {"source": 1, "file": 1, "merge": 1, "diff": 1, "image": 1}
+INPUT_COUNT = {"source": (0, 0), "diff": (2, 2), "image": (1, 1), "merge": (1, None), "exec": (1, None), "file": (0, None)}
+MOUNT_OPTIONS = {"bind": None, "cache": "cache", "tmpfs": "tmpfs", "secret": "secret", "ssh": "ssh"}
+
+
+def short(digest: str) -> str:
+    return digest[:19] + "…" if len(digest) > 19 else digest
+
+
+def op_path(digest: str) -> str:
+    return f"ops[{short(digest)}]"
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@lru_cache(maxsize=1)
+def _validator():
+    import jsonschema
+
+    from ir.schema import document_schema
+
+    schema = document_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)
+
+
+def json_form(value: Any) -> Any:
+    """The JSON form of a decoded document: binary values become base64 strings."""
+    if isinstance(value, dict):
+        return {(k if isinstance(k, str) else repr(k)): json_form(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_form(v) for v in value]
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return value
+
+
+def schema_errors(raw: dict) -> list[IRError]:
+    errors = []
+    for err in sorted(_validator().iter_errors(json_form(raw)), key=lambda e: list(map(str, e.absolute_path))):
+        path = ""
+        for part in err.absolute_path:
+            if isinstance(part, int) or str(part).startswith("sha256:"):
+                path += f"[{short(part) if isinstance(part, str) else part}]"
+            else:
+                path += f".{part}" if path else str(part)
+        errors.append(ValidationError(_schema_message(err), path))
+    return errors
+
+
+def _schema_message(err) -> str:
+    if err.validator == "additionalProperties":
+        return err.message.replace("Additional properties are not allowed", "unknown field(s)")
+    if err.validator == "oneOf":
+        return "exactly one kind must be set"
+    return err.message
+
+
+# --------------------------------------------------------------------------- graph
+
+
+def check_graph(doc: ops.Document) -> list[IRError]:
+    """Every rule the schema cannot express; returns the problems found (empty: valid)."""
+    errors: list[IRError] = []
+
+    def err(msg: str, path: str) -> None:
+        errors.append(ValidationError(msg, path))
+
+    n_outputs: dict[str, int] = {}
+    for digest, op in doc.ops.items():
+        n_outputs[digest] = _outputs(op, op_path(digest), err)
+    for digest, op in doc.ops.items():
+        base = op_path(digest)
+        kind = op.kind
+        lo, hi = INPUT_COUNT[kind]
+        if len(op.inputs) < lo or (hi is not None and len(op.inputs) > hi):
+            want = f"exactly {lo}" if lo == hi else f"at least {lo}"
+            err(f"a {kind} op takes {want} input(s), has {len(op.inputs)}", f"{base}.inputs")
+        for i, ref in enumerate(op.inputs):
+            _check_ref(ref, f"{base}.inputs[{i}]", n_outputs, err)
+        getattr(_Checks, kind)(getattr(op, kind), op, f"{base}.{kind}", err)
+    if not doc.roots:
+        err("a document needs at least one root", "roots")
+    for name, ref in doc.roots.items():
+        _check_ref(ref, f"roots.{name}", n_outputs, err)
+    for digest in doc.metadata:
+        if digest not in doc.ops:
+            err("metadata for an op that is not in the document", f"metadata[{short(digest)}]")
+    for digest, meta in doc.metadata.items():
+        for i, loc in enumerate(meta.locations):
+            if not 0 <= loc.file < len(doc.sources):
+                err(f"file index {loc.file} out of range ({len(doc.sources)} sources)",
+                    f"metadata[{short(digest)}].locations[{i}].file")
+    used = set(features.used_by(doc.ops))
+    for missing in sorted(used - set(doc.features)):
+        err(f"feature {missing!r} is used but not declared", "features")
+    if not errors:
+        _check_acyclic(doc, err)
+    return errors
+
+
+def _outputs(op: ops.Op, path: str, err) -> int:
+    if op.exec is None:
+        return 1
+    outs = sorted(m.output for m in op.exec.mounts if m.output >= 0)
+    if outs != list(range(len(outs))):
+        err(f"mount outputs must be numbered 0..n-1 without gaps or repeats, got {outs}", f"{path}.exec.mounts")
+    return len(outs)
+
+
+def _check_ref(ref: ops.Ref, path: str, n_outputs: dict[str, int], err) -> None:
+    if ref.op not in n_outputs:
+        err(f"refers to op {short(ref.op)} which is not in the document", f"{path}.op")
+    elif not 0 <= ref.output < n_outputs[ref.op]:
+        err(f"output {ref.output} out of range: that op has {n_outputs[ref.op]} output(s)", f"{path}.output")
+
+
+def clean_abs(path: str) -> bool:
+    return path.startswith("/") and posixpath.normpath(path) == path.rstrip("/") or path == "/"
+
+
+def clean_rel(path: str) -> bool:
+    """Relative to some root, never climbing out of it (a leading `/` is allowed and means the root)."""
+    norm = posixpath.normpath("/" + path)
+    return not any(part == ".." for part in path.split("/")) and norm.startswith("/")
+
+
+class _Checks:
+    @staticmethod
+    def source(src: ops.SourceOp, op: ops.Op, path: str, err) -> None:
+        if src.image is not None:
+            if not src.image.ref:
+                err("image reference is empty", f"{path}.image.ref")
+            if src.image.digest and not DIGEST_RE.match(src.image.digest):
+                err("not a sha256 digest", f"{path}.image.digest")
+        elif src.local is not None and not src.local.name:
+            err("local source name is empty", f"{path}.local.name")
+        elif src.http is not None:
+            if not src.http.url.startswith(("http://", "https://")):
+                err("URL must start with http:// or https://", f"{path}.http.url")
+            if src.http.checksum and not DIGEST_RE.match(src.http.checksum):
+                err("checksum must be a sha256 digest", f"{path}.http.checksum")
+            if "/" in src.http.filename or src.http.filename in (".", ".."):
+                err("filename must be a single path component", f"{path}.http.filename")
+        elif src.git is not None and src.git.subdir and not clean_rel(src.git.subdir):
+            err("subdir escapes the checkout", f"{path}.git.subdir")
+        elif src.oci_layout is not None and src.oci_layout.digest and not DIGEST_RE.match(src.oci_layout.digest):
+            err("not a sha256 digest", f"{path}.oci_layout.digest")
+
+    @staticmethod
+    def exec(ex: ops.ExecOp, op: ops.Op, path: str, err) -> None:
+        if not ex.args:
+            err("args must not be empty", f"{path}.args")
+        if not ex.cwd.startswith("/"):
+            err("cwd must be an absolute path", f"{path}.cwd")
+        for i, e in enumerate(ex.env):
+            if "=" not in e or e.startswith("="):
+                err("environment entries are KEY=value", f"{path}.env[{i}]")
+        if not ex.mounts or ex.mounts[0].target != "/":
+            err("the first mount must be the root filesystem at '/'", f"{path}.mounts")
+        targets = set()
+        for i, m in enumerate(ex.mounts):
+            mp = f"{path}.mounts[{i}]"
+            if not clean_abs(m.target):
+                err(f"mount target must be an absolute, normalised path without '..', got {m.target!r}", f"{mp}.target")
+            if m.target in targets:
+                err(f"two mounts at {m.target}", f"{mp}.target")
+            targets.add(m.target)
+            if m.input >= len(op.inputs) or m.input < -1:
+                err(f"input {m.input} out of range ({len(op.inputs)} inputs)", f"{mp}.input")
+            if m.selector and not clean_rel(m.selector):
+                err("selector escapes its input", f"{mp}.selector")
+            for t, opt in MOUNT_OPTIONS.items():
+                if opt and getattr(m, opt) is not None and m.type != t:
+                    err(f"{opt!r} options on a {m.type} mount", f"{mp}.{opt}")
+            if m.type in ("cache", "secret") and getattr(m, m.type) is None:
+                err(f"a {m.type} mount needs its {m.type!r} options", mp)
+            if m.type in ("tmpfs", "secret", "ssh") and m.input != -1:
+                err(f"a {m.type} mount takes no input", f"{mp}.input")
+            if m.type in ("cache", "tmpfs", "secret", "ssh") and m.output != -1:
+                err(f"a {m.type} mount cannot be an output", f"{mp}.output")
+            if m.type == "secret" and m.secret is not None and m.secret.env and i == 0:
+                err("the root mount cannot be a secret", mp)
+        if ex.mounts and ex.mounts[0].type != "bind":
+            err("the root mount must be a bind of an input", f"{path}.mounts[0].type")
+
+    @staticmethod
+    def file(f: ops.FileOp, op: ops.Op, path: str, err) -> None:
+        if f.base >= len(op.inputs) or f.base < -1:
+            err(f"base {f.base} out of range ({len(op.inputs)} inputs)", f"{path}.base")
+        if not f.actions:
+            err("a file op needs at least one action", f"{path}.actions")
+        for i, a in enumerate(f.actions):
+            ap = f"{path}.actions[{i}]"
+            if a.copy is not None:
+                c = a.copy
+                if not 0 <= c.src < len(op.inputs):
+                    err(f"src {c.src} out of range ({len(op.inputs)} inputs)", f"{ap}.copy.src")
+                if not clean_rel(c.src_path):
+                    err(f"source path escapes its input: {c.src_path!r}", f"{ap}.copy.src_path")
+                if not c.dest.startswith("/") or ".." in c.dest.split("/"):
+                    err(f"destination must be absolute without '..': {c.dest!r}", f"{ap}.copy.dest")
+                if c.chmod and not _valid_chmod(c.chmod):
+                    err(f"invalid chmod {c.chmod!r}", f"{ap}.copy.chmod")
+            for kind in ("mkfile", "mkdir", "rm", "symlink"):
+                act = getattr(a, kind)
+                if act is not None and not clean_abs(act.path):
+                    err(f"path must be absolute and normalised: {act.path!r}", f"{ap}.{kind}.path")
+            for kind in ("mkfile", "mkdir"):
+                act = getattr(a, kind)
+                if act is not None and not 0 <= act.mode <= 0o7777:
+                    err(f"mode {act.mode:#o} out of range", f"{ap}.{kind}.mode")
+
+    @staticmethod
+    def merge(m: ops.MergeOp, op: ops.Op, path: str, err) -> None:
+        pass
+
+    @staticmethod
+    def diff(d: ops.DiffOp, op: ops.Op, path: str, err) -> None:
+        pass
+
+    @staticmethod
+    def image(img: ops.ImageOp, op: ops.Op, path: str, err) -> None:
+        for i, e in enumerate(img.config.env):
+            if "=" not in e or e.startswith("="):
+                err("environment entries are KEY=value", f"{path}.config.env[{i}]")
+
+
+_CHMOD_RE = re.compile(r"([0-7]{1,4}|([ugoa]*[-+=][rwxXst]*)(,[ugoa]*[-+=][rwxXst]*)*)\Z")
+
+
+def _valid_chmod(text: str) -> bool:
+    return bool(_CHMOD_RE.match(text))
+
+
+def _check_acyclic(doc: ops.Document, err) -> None:
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    for start in doc.ops:
+        if state.get(start):
+            continue
+        stack = [(start, iter(doc.ops[start].inputs))]
+        state[start] = 1
+        while stack:
+            node, it = stack[-1]
+            ref = next(it, None)
+            if ref is None:
+                state[node] = 2
+                stack.pop()
+                continue
+            s = state.get(ref.op)
+            if s == 1:
+                err("the graph has a cycle through this op", op_path(ref.op))
+                return
+            if s is None and ref.op in doc.ops:
+                state[ref.op] = 1
+                stack.append((ref.op, iter(doc.ops[ref.op].inputs)))
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def load_and_validate(data: bytes) -> ops.Document:
+    """Untrusted bytes → a valid document, or ``ValidationErrors`` / ``DecodeError`` / ``VersionError``."""
+    raw = codec.load_raw(data)
+    codec.check_compatible(raw)
+    errors = schema_errors(raw)
+    if errors:
+        raise ValidationErrors(errors) if len(errors) > 1 else errors[0]
+    doc = codec.decode_document(raw)
+    validate_document(doc)
+    return doc
+
+
+def validate_document(doc: ops.Document) -> None:
+    errors = check_graph(doc)
+    if errors:
+        raise ValidationErrors(errors) if len(errors) > 1 else errors[0]
