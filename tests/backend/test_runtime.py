@@ -1,0 +1,369 @@
+"""The execution layer end to end: real runc (or crun) on real overlay snapshots of a busybox root.
+
+Also USER resolution (backend.userdb), which needs no runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from backend.mountpoints import remove_mount_stubs
+from backend.runtime import (
+    DEFAULT_CAPABILITIES, BindMount, Cancelled, FileMount, Process, TmpfsMount, config_for, find_runtime,
+    mount_targets, run,
+)
+from backend.snapshot import CopySnapshotter, OverlaySnapshotter, is_opaque, is_whiteout, layer_tree_digest
+from backend.userdb import UserError, resolve_user
+
+PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass
+class Result:
+    code: int
+    output: str
+    upper: Path
+
+
+def sh(script: str, **kw) -> Process:
+    return Process(args=["sh", "-c", script], env=kw.pop("env", [PATH, "HOME=/root"]), **kw)
+
+
+def execute(lowers: list[Path], tmp: Path, process: Process, mounts=(), *, network: str = "none",
+            snapshotter=OverlaySnapshotter, name: str = "run", cancel: threading.Event | None = None,
+            clean_stubs: bool = True) -> Result:
+    upper = tmp / f"{name}-upper"
+    upper.mkdir()
+    chunks: list[bytes] = []
+    with snapshotter().mounted(lowers, upper, tmp / f"{name}-work") as root:
+        code = run(root, process, mounts, network=network, hostname="buildbox", output=chunks.append,
+                   state_dir=tmp / "state", cancel=cancel)
+    if clean_stubs:
+        remove_mount_stubs(upper, lowers, mount_targets(mounts))
+    return Result(code, b"".join(chunks).decode(errors="replace"), upper)
+
+
+def layer(upper: Path) -> set[str]:
+    return {str(p.relative_to(upper)) for p in upper.rglob("*")}
+
+
+
+# ---------------------------------------------------------------------------------------------- processes
+
+@pytest.mark.e2e
+def test_echo_and_exit_codes(busybox_rootfs: Path, tmp_path: Path) -> None:
+    r = execute([busybox_rootfs], tmp_path, sh("echo hello from the box; echo to stderr >&2"))
+    assert r.code == 0
+    assert r.output == "hello from the box\nto stderr\n"
+    assert execute([busybox_rootfs], tmp_path, sh("exit 42"), name="b").code == 42
+    assert execute([busybox_rootfs], tmp_path, Process(["/no/such/binary"], env=[PATH]), name="d").code != 0
+
+
+@pytest.mark.e2e
+def test_env_argv_cwd_exactly_as_given(busybox_rootfs: Path, tmp_path: Path) -> None:
+    env = [PATH, "HOME=/root", "EMPTY=", "SPACES=a  b", "QUOTE='\"$x", "DUP=1"]
+    r = execute([busybox_rootfs], tmp_path, Process(["env"], env=env, cwd="/"))
+    assert r.output.splitlines() == env
+    r = execute([busybox_rootfs], tmp_path, Process(["/bin/busybox", "echo", "a  b", "$HOME", "*", ""],
+                                                    env=[PATH], cwd="/etc"), name="argv")
+    assert r.output == "a  b $HOME * \n"
+    r = execute([busybox_rootfs], tmp_path, sh("pwd", cwd="/etc"), name="cwd")
+    assert r.output == "/etc\n"
+
+
+@pytest.mark.e2e
+def test_missing_workdir_is_created_owned_by_the_user_and_kept(busybox_rootfs: Path, tmp_path: Path) -> None:
+    r = execute([busybox_rootfs], tmp_path, sh("pwd; id -u; touch mine", cwd="/srv/app/work", uid=1000, gid=1001))
+    assert r.code == 0, r.output
+    assert r.output == "/srv/app/work\n1000\n"
+    st = os.stat(r.upper / "srv/app/work")
+    assert (st.st_uid, st.st_gid) == (1000, 1001)
+    assert layer(r.upper) == {"srv", "srv/app", "srv/app/work", "srv/app/work/mine"}
+
+
+@pytest.mark.e2e
+def test_user_and_groups(busybox_rootfs: Path, tmp_path: Path) -> None:
+    r = execute([busybox_rootfs], tmp_path, sh("id -u; id -g; id -G; grep -E '^Cap(Eff|Bnd)' /proc/self/status",
+                                               uid=1000, gid=1000, additional_gids=[1000, 5, 20]))
+    lines = r.output.splitlines()
+    assert lines[:2] == ["1000", "1000"]
+    assert sorted(lines[2].split()) == ["1000", "20", "5"]
+    assert lines[3].split() == ["CapEff:", "0000000000000000"]  # non-root: no effective capabilities
+    r = execute([busybox_rootfs], tmp_path, sh("grep CapEff /proc/self/status"), name="root")
+    assert r.output.split() == ["CapEff:", "00000000a80425fb"]  # Docker's default set
+    assert len(DEFAULT_CAPABILITIES) == 14
+
+
+@pytest.mark.e2e
+def test_hostname_hosts_resolv_and_rlimits(busybox_rootfs: Path, tmp_path: Path) -> None:
+    r = execute([busybox_rootfs], tmp_path, sh("hostname; cat /etc/hosts; cat /etc/resolv.conf; ulimit -n; "
+                                               "echo nofile=$(ulimit -n); touch /sys/x 2>/dev/null || echo sys-ro"))
+    lines = r.output.splitlines()
+    assert lines[0] == "buildbox"
+    assert "127.0.0.1\tlocalhost" in lines and "127.0.1.1\tbuildbox" in lines
+    host_resolv = Path("/etc/resolv.conf").read_text() if Path("/etc/resolv.conf").exists() else ""
+    assert host_resolv in r.output
+    import resource
+    assert 0 < int(lines[-2].removeprefix("nofile=")) <= resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert lines[-1] == "sys-ro"
+
+
+@pytest.mark.e2e
+def test_network_none_has_only_loopback_and_it_is_up(busybox_rootfs: Path, tmp_path: Path) -> None:
+    r = execute([busybox_rootfs], tmp_path, sh("cat /proc/net/dev; cat /sys/class/net/lo/flags"))
+    ifaces = [line.split(":")[0].strip() for line in r.output.splitlines()[2:] if ":" in line]
+    assert ifaces == ["lo"]
+    assert int(r.output.splitlines()[-1], 16) & 0x1  # IFF_UP
+
+
+@pytest.mark.e2e
+def test_host_network_sees_the_host_interfaces(busybox_rootfs: Path, tmp_path: Path) -> None:
+    host = {line.split(":")[0].strip() for line in Path("/proc/net/dev").read_text().splitlines()[2:]}
+    r = execute([busybox_rootfs], tmp_path, sh("cat /proc/net/dev"), network="host")
+    inside = {line.split(":")[0].strip() for line in r.output.splitlines()[2:] if ":" in line}
+    assert inside == host
+    r = execute([busybox_rootfs], tmp_path, sh("cat /proc/net/dev"), network="default", name="default")
+    assert {line.split(":")[0].strip() for line in r.output.splitlines()[2:] if ":" in line} == host
+
+
+# ---------------------------------------------------------------------------------------------- mounts and layers
+
+@pytest.mark.e2e
+def test_file_writes_deletes_and_replaced_dirs_land_in_the_layer(busybox_rootfs: Path, tmp_path: Path) -> None:
+    r = execute([busybox_rootfs], tmp_path, sh("echo data > /tmp/new; rm /etc/group; "
+                                               "rm -rf /root && mkdir /root && touch /root/fresh"))
+    assert r.code == 0, r.output
+    assert (r.upper / "tmp/new").read_text() == "data\n"
+    assert is_whiteout(os.lstat(r.upper / "etc/group"))
+    assert is_opaque(r.upper / "root") and (r.upper / "root/fresh").exists()
+    assert layer(r.upper) == {"tmp", "tmp/new", "etc", "etc/group", "root", "root/fresh"}
+
+
+@pytest.mark.e2e
+def test_mount_points_created_only_for_mounting_are_not_in_the_layer(busybox_rootfs: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret")
+    mounts = [BindMount(src, "/mnt/deep/src"), TmpfsMount("/cache/tmp", size=1 << 20),
+              FileMount(secret, "/run/secrets/token")]
+    r = execute([busybox_rootfs], tmp_path, sh("cat /run/secrets/token; echo; ls -d /proc /dev /sys /mnt/deep/src"),
+                mounts, clean_stubs=False)
+    assert r.output.startswith("s3cret\n")
+    stubs = {"proc", "dev", "sys", "etc/hosts", "etc/resolv.conf", "mnt/deep/src", "cache/tmp", "run/secrets/token"}
+    assert stubs <= layer(r.upper)  # what runc leaves in the upper dir ...
+    remove_mount_stubs(r.upper, [busybox_rootfs], mount_targets(mounts))
+    assert layer(r.upper) == set()  # ... and none of it, nor the parents made for it, stays in the layer
+
+
+@pytest.mark.e2e
+def test_image_hosts_and_resolv_conf_are_not_touched(busybox_rootfs: Path, tmp_path: Path) -> None:
+    image = tmp_path / "image-layer"
+    (image / "etc").mkdir(parents=True)
+    (image / "etc/hosts").write_text("10.0.0.1 image-host\n")
+    (image / "etc/resolv.conf").write_text("nameserver 10.9.9.9\n")
+    r = execute([busybox_rootfs, image], tmp_path, sh("cat /etc/hosts /etc/resolv.conf"))
+    assert "buildbox" in r.output and "image-host" not in r.output and "10.9.9.9" not in r.output
+    assert layer(r.upper) == set()
+    assert (image / "etc/hosts").read_text() == "10.0.0.1 image-host\n"
+
+
+@pytest.mark.e2e
+def test_bind_mounts_readonly_and_readwrite(busybox_rootfs: Path, tmp_path: Path) -> None:
+    ro, rw = tmp_path / "ro", tmp_path / "rw"
+    ro.mkdir()
+    rw.mkdir()
+    (ro / "in").write_text("input")
+    r = execute([busybox_rootfs], tmp_path, sh("cat /ro/in; echo; echo x > /ro/out && echo WROTE || echo refused; "
+                                               "echo y > /rw/out && echo ok"),
+                [BindMount(ro, "/ro"), BindMount(rw, "/rw", readonly=False)])
+    assert r.output.splitlines()[0] == "input"
+    assert "refused" in r.output and "WROTE" not in r.output and r.output.endswith("ok\n")
+    assert not (ro / "out").exists()
+    assert (rw / "out").read_text() == "y\n"  # a rw bind writes through to its source ...
+    assert layer(r.upper) == set()  # ... never into the layer
+
+
+@pytest.mark.e2e
+def test_tmpfs_contents_never_reach_the_layer(busybox_rootfs: Path, tmp_path: Path) -> None:
+    r = execute([busybox_rootfs], tmp_path, sh("echo t > /tmp/scratch/file; df /tmp/scratch | tail -1"),
+                [TmpfsMount("/tmp/scratch", size=4 << 20)])
+    assert r.code == 0 and "tmpfs" in r.output
+    assert layer(r.upper) == set()
+
+
+@pytest.mark.e2e
+def test_copy_snapshotter_gives_the_same_layer_as_overlay(busybox_rootfs: Path, tmp_path: Path) -> None:
+    script = ("echo a > /tmp/a; mkdir -p /opt/x/y; ln -s /bin/busybox /opt/x/y/bb; chmod 700 /opt/x; "
+              "chown 1000:1000 /opt/x/y; rm /etc/passwd; rm -rf /root && mkdir /root && echo r > /root/r; "
+              "rm /bin/ls; mkfifo /tmp/fifo; echo more >> /etc/group")
+    digests = {}
+    for snap in (OverlaySnapshotter, CopySnapshotter):
+        r = execute([busybox_rootfs], tmp_path, sh(script), snapshotter=snap, name=snap.name)
+        assert r.code == 0, r.output
+        digests[snap.name] = (layer_tree_digest(r.upper), sorted(layer(r.upper)))
+    assert digests["copy"] == digests["overlay"]
+
+
+# ---------------------------------------------------------------------------------------------- lifecycle
+
+def _mountinfo() -> str:
+    return Path("/proc/self/mountinfo").read_text()
+
+
+def _pids_with(marker: str) -> list[int]:
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if marker.encode() in (p / "cmdline").read_bytes():
+                    pids.append(int(p.name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.mark.e2e
+def test_cancel_kills_the_container_and_leaves_nothing(busybox_rootfs: Path, tmp_path: Path) -> None:
+    marker = "irctl-cancel-test-4242"
+    cancel = threading.Event()
+    seen = threading.Event()
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    state = tmp_path / "state"
+    outcome: list[BaseException | int] = []
+
+    def output(chunk: bytes) -> None:
+        if b"started" in chunk:
+            seen.set()
+
+    def target() -> None:
+        try:
+            with OverlaySnapshotter().mounted([busybox_rootfs], upper, tmp_path / "work") as root:
+                outcome.append(root)  # type: ignore[arg-type]
+                outcome.append(run(root, sh(f": {marker}; echo started; sleep 1000; echo never"), network="none",
+                                   hostname="x", output=output, state_dir=state, cancel=cancel))
+        except BaseException as e:  # noqa: BLE001
+            outcome.append(e)
+
+    t = threading.Thread(target=target)
+    t.start()
+    assert seen.wait(30), "container did not start"
+    assert _pids_with(marker)
+    started = time.monotonic()
+    cancel.set()
+    t.join(30)
+    assert not t.is_alive() and time.monotonic() - started < 15
+    root, result = outcome
+    assert isinstance(result, Cancelled)
+    assert not _pids_with(marker)
+    assert str(root) not in _mountinfo()
+    runtime = find_runtime()
+    import subprocess
+    listed = subprocess.run(runtime.command(state, "list", "--format", "json"), capture_output=True, text=True)
+    assert json.loads(listed.stdout or "null") in (None, [])
+    assert [p.name for p in state.iterdir()] == []  # no bundle or container state left
+
+
+@pytest.mark.e2e
+def test_two_containers_run_concurrently(busybox_rootfs: Path, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    scripts = {  # each waits for the other: only passes if both run at the same time
+        "a": "touch /s/a; i=0; while [ ! -f /s/b ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done; ls /s",
+        "b": "touch /s/b; i=0; while [ ! -f /s/a ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done; ls /s",
+    }
+    results: dict[str, Result] = {}
+
+    def go(name: str) -> None:
+        results[name] = execute([busybox_rootfs], tmp_path, sh(scripts[name]),
+                                [BindMount(shared, "/s", readonly=False)], name=name)
+
+    threads = [threading.Thread(target=go, args=(n,)) for n in scripts]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert time.monotonic() - started < 20
+    assert results["a"].output == results["b"].output == "a\nb\n"
+
+
+def test_config_is_an_oci_runtime_spec_document(busybox_rootfs: Path) -> None:
+    cfg = config_for(busybox_rootfs, Process(["true"], cwd="/"), [TmpfsMount("/t", size=1024)], network="host",
+                     hostname="h", extra_files={})
+    assert cfg["ociVersion"].startswith("1.")
+    assert {"type": "network"} not in cfg["linux"]["namespaces"]
+    assert {m["destination"] for m in cfg["mounts"]} >= {"/proc", "/dev", "/dev/pts", "/dev/shm", "/sys", "/t"}
+    assert cfg["process"]["noNewPrivileges"] is False and cfg["process"]["terminal"] is False
+    with pytest.raises(ValueError):
+        config_for(busybox_rootfs, Process(["true"]), [], network="bridge", hostname="h", extra_files={})
+
+
+# ---------------------------------------------------------------------------------------------- USER resolution
+
+@pytest.fixture
+def userroot(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
+                                     "app:x:1000:1000:App:/home/app:/bin/sh\n"
+                                     "# comment\n"
+                                     "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+    (root / "etc/group").write_text("root:x:0:\nwheel:x:10:app,root\napp:x:1000:\n"
+                                    "audio:x:29:app\nnogroup:x:65534:\n")
+    return root
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ("", (0, 0, (0, 10), "/root")),
+    ("root", (0, 0, (0, 10), "/root")),
+    ("app", (1000, 1000, (1000, 10, 29), "/home/app")),
+    ("1000", (1000, 1000, (1000, 10, 29), "/home/app")),
+    ("app:audio", (1000, 29, (29,), "/home/app")),
+    ("app:65534", (1000, 65534, (65534,), "/home/app")),
+    ("1000:4242", (1000, 4242, (4242,), "/home/app")),
+    ("4242", (4242, 0, (0,), "/")),
+    ("4242:4243", (4242, 4243, (4243,), "/")),
+    ("nobody", (65534, 65534, (65534,), "/nonexistent")),
+])
+def test_resolve_user(userroot: Path, spec: str, expected: tuple) -> None:
+    u = resolve_user(userroot, spec)
+    assert (u.uid, u.gid, u.additional_gids, u.home) == expected
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("ghost", "unable to find user ghost"),
+    ("app:ghosts", "unable to find group ghosts"),
+    ("99999999999", "out of range"),
+    (":wheel", "empty user"),
+])
+def test_resolve_user_errors(userroot: Path, spec: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        resolve_user(userroot, spec)
+
+
+def test_resolve_user_never_reads_outside_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    outside = tmp_path / "outside-passwd"
+    outside.write_text("evil:x:7:7::/:/bin/sh\n")
+    os.symlink(str(outside), root / "etc/passwd")  # absolute: resolves to <root>/<tmp>/outside-passwd
+    with pytest.raises(UserError):
+        resolve_user(root, "evil")
+    os.unlink(root / "etc/passwd")
+    os.mkfifo(root / "etc/passwd")  # must not block
+    assert resolve_user(root, "5").uid == 5
+    assert resolve_user(tmp_path / "empty", "0:0").uid == 0
+
+
+def test_resolve_user_in_the_busybox_image(busybox_rootfs: Path) -> None:
+    assert resolve_user(busybox_rootfs, "nobody").uid == 65534
+    assert stat.S_ISREG(os.stat(busybox_rootfs / "etc/passwd").st_mode)
