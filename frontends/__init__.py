@@ -1,0 +1,102 @@
+"""Frontends turn what a person writes into an IR graph; this module is their common contract.
+
+A frontend is any object with ``name``, ``patterns`` (file names or suffixes it claims) and
+``compile(request, resolver) -> ir.ops.Document``.  Frontends are found through the
+``irctl.frontends`` entry-point group — the built-in ones register there too — so a third party
+adds one by installing a package.  A frontend never executes anything: what it needs to know
+about base images (digest, Env, WorkingDir, OnBuild, history) it asks the ``ImageResolver`` it is
+handed, which the CLI wires to the backend (BuildKit's ResolveImageConfig split).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Protocol
+
+from ir import ops
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """A base image as a frontend sees it."""
+
+    ref: str  # normalised reference, e.g. "127.0.0.1:5000/busybox:latest"
+    digest: str  # manifest digest ("" when the image has none, e.g. scratch)
+    config: dict  # the whole OCI image config JSON: {"config": {...}, "history": [...], ...}
+    platform: ops.Platform = field(default_factory=ops.Platform)
+
+
+class ImageResolver(Protocol):
+    def resolve_image(self, ref: str, platform: ops.Platform) -> ResolvedImage:
+        """Digest and config of a registry image."""
+        ...
+
+    def resolve_oci_layout(self, name: str, ref: str, platform: ops.Platform) -> ResolvedImage:
+        """Digest and config of an image in the OCI layout granted as ``name``."""
+        ...
+
+
+@dataclass(frozen=True)
+class NamedContext:
+    """``--build-context NAME=VALUE``: ``kind`` is ``local`` (a directory granted as NAME),
+    ``image`` (VALUE is a reference) or ``oci_layout`` (a layout granted as NAME, VALUE a tag)."""
+
+    kind: str
+    value: str = ""
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Everything a frontend may read: the source text and the user's options. No file access."""
+
+    source: bytes  # the build file's bytes
+    filename: str = "Dockerfile"  # as the user named it; used in error messages and the source map
+    target: str = ""  # stage/target to build; "" = the last / default
+    build_args: dict[str, str] = field(default_factory=dict)
+    contexts: dict[str, NamedContext] = field(default_factory=dict)  # named contexts
+    context_name: str = "context"  # name of the main local context granted by the CLI
+    ignore_patterns: tuple[str, ...] = ()  # the .dockerignore patterns, already read by the CLI
+    platform: ops.Platform = field(default_factory=ops.Platform)  # target platform
+    build_platform: ops.Platform = field(default_factory=ops.Platform)
+
+
+class Frontend(Protocol):
+    name: str
+    patterns: tuple[str, ...]  # fnmatch patterns on the file name, e.g. ("Dockerfile", "*.Dockerfile")
+
+    def compile(self, request: BuildRequest, resolver: ImageResolver) -> ops.Document:
+        ...
+
+
+class FrontendError(Exception):
+    """A user-facing error from a frontend; ``str()`` is the full located message."""
+
+
+def available() -> dict[str, tuple[Frontend, str]]:
+    """Installed frontends by name, each with the distribution that provides it."""
+    from importlib.metadata import entry_points
+
+    found: dict[str, tuple[Frontend, str]] = {}
+    for ep in entry_points(group="irctl.frontends"):
+        try:
+            frontend = ep.load()
+        except Exception as e:  # a broken plugin must not take the CLI down
+            raise FrontendError(f"frontend {ep.name!r} from {ep.value} failed to load: {e}") from None
+        dist = ep.dist.name if ep.dist is not None else "?"
+        found[ep.name] = (frontend, dist)
+    return found
+
+
+def for_file(filename: str, frontends: dict[str, tuple[Frontend, str]]) -> Frontend | None:
+    """The frontend claiming ``filename`` by name or suffix; exact names beat patterns."""
+    base = PurePath(filename).name
+    best = None
+    for frontend, _dist in frontends.values():
+        for pat in frontend.patterns:
+            if pat == base:
+                return frontend
+            if best is None and fnmatch.fnmatchcase(base, pat):
+                best = frontend
+    return best

@@ -1,0 +1,37 @@
+"""The typer application: registers one module per command.
+
+Command modules import their heavy dependencies inside the command function, so ``irctl --help``
+and a cached rebuild do not pay for what they do not use.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from irctl import errors
+
+app = typer.Typer(
+    name="irctl",
+    help="Daemonless, rootless container-image builder with a content-addressed build-graph IR.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    from irctl import commands
+
+    for register in commands.REGISTRY:
+        register(app)
+
+
+def main() -> None:
+    _register()
+    try:
+        app()
+    except errors.UserError as e:
+        errors.report(e)
+        sys.exit(e.exit_code)
