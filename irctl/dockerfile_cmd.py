@@ -1,0 +1,67 @@
+"""``irctl dockerfile …``: look at a Dockerfile the way the parser sees it.
+
+``irctl dockerfile parse FILE`` prints ``{"instructions": [...]}`` in the reference parser's JSON
+conventions (``shared/corpus/README.md``), then the build-check warnings on stderr.  A parse error
+exits 2 with the located message (``Dockerfile:3:6: …``, the line, a caret), never a traceback.
+The main app mounts this sub-app as ``dockerfile``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from frontends.dockerfile.parse import parse_file
+from frontends.dockerfile.syntax import parse_syntax
+from frontends.errors import SourceError
+
+app = typer.Typer(help="Inspect Dockerfiles.", no_args_is_help=True)
+
+
+@app.callback()
+def _group() -> None:
+    """Dockerfile tools."""
+
+
+@app.command()
+def parse(
+    file: str = typer.Argument(..., help="the Dockerfile ('-' reads standard input)"),
+    syntax_only: bool = typer.Option(
+        False, "--syntax-only", help="stop after BuildKit's parser stage (accept unknown instructions)"
+    ),
+    warnings: bool = typer.Option(True, "--warnings/--no-warnings", help="print build-check warnings"),
+) -> None:
+    """Parse FILE and print its instructions as JSON."""
+    try:
+        if file == "-":
+            text, name = sys.stdin.read(), "Dockerfile"
+            if syntax_only:
+                doc, warns = parse_syntax(text, name).to_oracle_json(), []
+            else:
+                from frontends.dockerfile.parse import parse_dockerfile
+
+                df = parse_dockerfile(text, name)
+                doc, warns = df.to_oracle_json(), df.warnings
+        elif syntax_only:
+            with open(file, "rb") as fh:
+                raw = fh.read()
+            doc, warns = parse_syntax(raw.decode("utf-8"), file).to_oracle_json(), []
+        else:
+            df = parse_file(file)
+            doc, warns = df.to_oracle_json(), df.warnings
+    except SourceError as e:
+        typer.echo(e.format(), err=True)
+        raise typer.Exit(2) from None
+    except (OSError, UnicodeDecodeError) as e:
+        typer.echo(f"{file}: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(doc, ensure_ascii=False, indent=1))
+    if warnings:
+        for w in warns:
+            typer.echo(w.format(), err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
