@@ -22,6 +22,7 @@ import os
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import uuid
@@ -52,6 +53,10 @@ class ContainerError(RuntimeError):
 
 class RuntimeNotFound(ContainerError):
     """No usable OCI runtime on this host."""
+
+
+class ContainerStartError(ContainerError):
+    """The runtime could not create or start the container (bad config, missing executable, ...)."""
 
 
 class Cancelled(ContainerError):
@@ -265,12 +270,13 @@ def _prepare_cwd(rootfs: Path, process: Process) -> None:
         mkdirs_in_root(rootfs, process.cwd, uid=process.uid, gid=process.gid)
 
 
-def _pump(stream, output: Callable[[bytes], None], errors: list[BaseException]) -> None:
+def _pump(stream, output: Callable[[bytes], None], errors: list[BaseException], failed: threading.Event) -> None:
     try:
         while chunk := os.read(stream.fileno(), 65536):
             output(chunk)
-    except BaseException as e:  # noqa: BLE001 - reported by the caller
+    except BaseException as e:  # noqa: BLE001 - re-raised by the caller, which kills the container
         errors.append(e)
+        failed.set()
         with contextlib.suppress(OSError):  # keep draining so the container never blocks on a full pipe
             while os.read(stream.fileno(), 65536):
                 pass
@@ -282,7 +288,9 @@ def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network
     """Run `process` in a container on `rootfs`; return its exit code (128+N when killed by signal N).
 
     Combined stdout/stderr go to `output` as they arrive; stdin is /dev/null. Raises `Cancelled` when
-    `cancel` is set (the container is killed first), `RuntimeNotFound` when there is no runtime."""
+    `cancel` is set (the container is killed first), `ContainerStartError` when the runtime cannot start
+    it (e.g. the executable does not exist), `RuntimeNotFound` when there is no runtime. An exception from
+    `output` kills the container and is re-raised."""
     runtime = runtime or find_runtime()
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -302,42 +310,100 @@ def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network
         shutil.rmtree(bundle, ignore_errors=True)
 
 
+# Runs as a tiny parent of the runtime: `<runtime> run --detach` hands our stdout pipe straight to the
+# container (one pipe, so stdout/stderr keep their order; foreground `runc run` copies them through two
+# pipes and reorders), exits, and the container's init is re-parented to this subreaper, which reaps it.
+_SHIM = r"""
+import ctypes, os, sys
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+status_file, pid_file, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+def finish(kind, status):
+    rc = os.waitstatus_to_exitcode(status)
+    rc = rc if rc >= 0 else 128 - rc
+    with open(status_file, "w") as f:
+        f.write(f"{kind} {rc}")
+    sys.exit(rc)
+runtime = os.fork()
+if runtime == 0:
+    os.execv(argv[0], argv)
+init, reaped = None, {}
+while True:
+    try:
+        pid, status = os.wait()
+    except ChildProcessError:
+        sys.exit(255)
+    reaped[pid] = status
+    if pid == runtime:
+        if os.waitstatus_to_exitcode(status) != 0:
+            finish("runtime", status)
+        with open(pid_file) as f:
+            init = int(f.read())
+    if init in reaped:  # the init may be re-parented and reaped before the runtime's own exit is seen
+        finish("container", reaped[init])
+"""
+
+
 def _run_bundle(runtime: Runtime, state_dir: Path, bundle: Path, container_id: str,
                 output: Callable[[bytes], None], cancel: threading.Event | None) -> int:
-    proc = subprocess.Popen(runtime.command(state_dir, "run", "--bundle", os.fspath(bundle), container_id),
+    status_file, log_file = bundle / "exit-status", bundle / "runtime.log"
+    argv = runtime.command(state_dir, "run", "--detach", "--bundle", os.fspath(bundle),
+                           "--pid-file", os.fspath(bundle / "init.pid"), container_id)
+    argv[1:1] = [f"--log={log_file}", "--log-format=json"]
+    proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _SHIM, os.fspath(status_file),
+                             os.fspath(bundle / "init.pid"), *argv],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     errors: list[BaseException] = []
-    pump = threading.Thread(target=_pump, args=(proc.stdout, output, errors), daemon=True)
+    failed = threading.Event()
+    pump = threading.Thread(target=_pump, args=(proc.stdout, output, errors, failed), daemon=True)
     pump.start()
     cancelled = False
     try:
-        while True:
-            try:
-                code = proc.wait(timeout=0.05)
+        while proc.poll() is None:
+            if cancel is not None and cancel.is_set() or failed.is_set():
+                cancelled = not failed.is_set()
+                _kill(runtime, state_dir, container_id, proc)
                 break
-            except subprocess.TimeoutExpired:
-                if cancel is not None and cancel.is_set():
-                    cancelled = True
-                    _kill(runtime, state_dir, container_id, proc)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.05)
         pump.join()
     except BaseException:
         _kill(runtime, state_dir, container_id, proc)
         raise
     finally:
         if proc.poll() is None:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 9)
             proc.wait()
         pump.join(timeout=5)
         if proc.stdout:
             proc.stdout.close()
         subprocess.run(runtime.command(state_dir, "delete", "--force", container_id),
                        stdin=subprocess.DEVNULL, capture_output=True)
-    if cancelled:
-        raise Cancelled(f"container {container_id} cancelled")
     if errors:
         raise errors[0]
-    return code if code >= 0 else 128 - code
+    if cancelled:
+        raise Cancelled(f"container {container_id} cancelled")
+    kind, _, code = (status_file.read_text() if status_file.exists() else "runtime 255").partition(" ")
+    if kind == "runtime":
+        raise ContainerStartError(f"{runtime.name} could not start the container: {_runtime_error(log_file)}")
+    return int(code)
+
+
+def _runtime_error(log_file: Path) -> str:
+    """The last error the runtime logged (runc/crun write one message per line, text or JSON)."""
+    try:
+        lines = [line for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    for line in reversed(lines):
+        with contextlib.suppress(ValueError, AttributeError):
+            entry = json.loads(line)
+            if entry.get("level") in ("error", "fatal"):
+                return entry.get("msg", line)
+        if "level=error" in line or "level=fatal" in line or not line.startswith("time="):
+            return line.split("msg=", 1)[-1].strip('"')
+    return lines[-1] if lines else "no log"
 
 
 def _kill(runtime: Runtime, state_dir: Path, container_id: str, proc: subprocess.Popen) -> None:

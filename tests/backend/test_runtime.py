@@ -16,7 +16,7 @@ import pytest
 
 from backend.mountpoints import remove_mount_stubs
 from backend.runtime import (
-    DEFAULT_CAPABILITIES, BindMount, Cancelled, FileMount, Process, TmpfsMount, config_for, find_runtime,
+    DEFAULT_CAPABILITIES, BindMount, Cancelled, ContainerStartError, FileMount, Process, TmpfsMount, config_for, find_runtime,
     mount_targets, run,
 )
 from backend.snapshot import CopySnapshotter, OverlaySnapshotter, is_opaque, is_whiteout, layer_tree_digest
@@ -63,7 +63,14 @@ def test_echo_and_exit_codes(busybox_rootfs: Path, tmp_path: Path) -> None:
     assert r.code == 0
     assert r.output == "hello from the box\nto stderr\n"
     assert execute([busybox_rootfs], tmp_path, sh("exit 42"), name="b").code == 42
-    assert execute([busybox_rootfs], tmp_path, Process(["/no/such/binary"], env=[PATH]), name="d").code != 0
+    with pytest.raises(ContainerStartError, match='exec: "/no/such/binary": .*no such file'):
+        execute([busybox_rootfs], tmp_path, Process(["/no/such/binary"], env=[PATH]), name="d")
+
+
+@pytest.mark.e2e
+def test_stdout_and_stderr_keep_their_order(busybox_rootfs: Path, tmp_path: Path) -> None:
+    r = execute([busybox_rootfs], tmp_path, sh("for i in 1 2 3 4 5 6 7 8; do echo out$i; echo err$i >&2; done"))
+    assert r.output.split() == [f"{s}{i}" for i in range(1, 9) for s in ("out", "err")]
 
 
 @pytest.mark.e2e
