@@ -1,7 +1,7 @@
 """Frontends turn what a person writes into an IR graph; this module is their common contract.
 
 A frontend is any object with ``name``, ``patterns`` (file names or suffixes it claims) and
-``compile(request, resolver) -> ir.ops.Document``.  Frontends are found through the
+``compile(request, resolver) -> Compiled``.  Frontends are found through the
 ``irctl.frontends`` entry-point group — the built-in ones register there too — so a third party
 adds one by installing a package.  A frontend never executes anything: what it needs to know
 about base images (digest, Env, WorkingDir, OnBuild, history) it asks the ``ImageResolver`` it is
@@ -62,11 +62,19 @@ class BuildRequest:
     build_platform: ops.Platform = field(default_factory=ops.Platform)
 
 
+@dataclass(frozen=True)
+class Compiled:
+    """A frontend's output: the graph, and warnings (already located, one line each) to print."""
+
+    document: ops.Document
+    warnings: tuple[str, ...] = ()
+
+
 class Frontend(Protocol):
     name: str
     patterns: tuple[str, ...]  # fnmatch patterns on the file name, e.g. ("Dockerfile", "*.Dockerfile")
 
-    def compile(self, request: BuildRequest, resolver: ImageResolver) -> ops.Document:
+    def compile(self, request: BuildRequest, resolver: ImageResolver) -> Compiled:
         ...
 
 
