@@ -16,8 +16,8 @@ import pytest
 
 from backend.mountpoints import remove_mount_stubs
 from backend.runtime import (
-    DEFAULT_CAPABILITIES, BindMount, Cancelled, ContainerStartError, FileMount, Process, TmpfsMount, config_for, find_runtime,
-    mount_targets, run,
+    DEFAULT_CAPABILITIES, BindMount, Cancelled, ContainerStartError, FileMount, Process, RuntimeNotFound,
+    TmpfsMount, config_for, find_runtime, mount_targets, run,
 )
 from backend.snapshot import CopySnapshotter, OverlaySnapshotter, is_opaque, is_whiteout, layer_tree_digest
 from backend.userdb import UserError, resolve_user
@@ -277,6 +277,55 @@ def test_cancel_kills_the_container_and_leaves_nothing(busybox_rootfs: Path, tmp
     listed = subprocess.run(runtime.command(state, "list", "--format", "json"), capture_output=True, text=True)
     assert json.loads(listed.stdout or "null") in (None, [])
     assert [p.name for p in state.iterdir()] == []  # no bundle or container state left
+
+
+@pytest.mark.e2e
+def test_cancel_before_start_and_failing_output_callback_leave_nothing(busybox_rootfs: Path, tmp_path: Path) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        execute([busybox_rootfs], tmp_path, sh("echo never; sleep 100"), cancel=cancel)
+
+    def explode(chunk: bytes) -> None:
+        raise BrokenPipeError("log sink closed")
+
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    started = time.monotonic()
+    with pytest.raises(BrokenPipeError):
+        with OverlaySnapshotter().mounted([busybox_rootfs], upper, tmp_path / "work") as root:
+            run(root, sh("echo boom; sleep 100"), network="none", hostname="x", output=explode,
+                state_dir=tmp_path / "state")
+    assert time.monotonic() - started < 15
+    assert [p.name for p in (tmp_path / "state").iterdir()] == []
+
+
+@pytest.mark.e2e
+def test_runtime_detection(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    detected = find_runtime()
+    assert detected.name in ("runc", "crun") and os.access(detected.path, os.X_OK)
+    if _cgroup_hybrid():
+        assert detected.name == "runc", "crun refuses hybrid cgroup v1+v2 hosts: the probe must notice"
+    monkeypatch.setenv("IRCTL_RUNTIME", "runc")
+    assert find_runtime().name == "runc"
+    monkeypatch.setenv("IRCTL_RUNTIME", "/nonexistent/crun")
+    with pytest.raises(RuntimeNotFound, match="IRCTL_RUNTIME"):
+        find_runtime()
+    monkeypatch.delenv("IRCTL_RUNTIME")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(RuntimeNotFound, match="install runc"):
+        find_runtime()
+
+
+def _cgroup_hybrid() -> bool:
+    mounts = Path("/proc/self/mountinfo").read_text()
+    return " /sys/fs/cgroup/unified " in mounts and " - cgroup " in mounts
+
+
+@pytest.mark.e2e
+def test_home_is_added_by_the_runtime_only_when_missing(busybox_rootfs: Path, tmp_path: Path) -> None:
+    r = execute([busybox_rootfs], tmp_path, Process(["env"], env=[PATH]))
+    assert r.output.splitlines() == [PATH, "HOME=/root"]  # runc (like Docker) fills HOME from passwd
 
 
 @pytest.mark.e2e
