@@ -1,0 +1,132 @@
+"""BuildKit's shell-lexer tables (``envVarTest`` for ProcessWord, ``wordsTest`` for ProcessWords)
+with the harness rules of ``buildkit-parser/README.md``, plus the pattern operators."""
+
+from __future__ import annotations
+
+import pytest
+
+from frontends.dockerfile.expand import Expander, ExpandError, expand_word, expand_words
+from tests.dockerfile.corpus import BUILDKIT, needs_corpus
+
+SHELL = BUILDKIT / "shell"
+
+
+def env_var_cases():
+    if not (SHELL / "envVarTest").is_file():
+        return []
+    out = []
+    for n, line in enumerate((SHELL / "envVarTest").read_text("utf-8").split("\n"), 1):
+        if line.startswith("#"):
+            continue
+        line = line.strip()
+        if not line:
+            continue
+        fields = [f.strip() for f in line.split("|")]
+        assert len(fields) == 3, line
+        platform, source, expected = fields
+        if platform in ("A", "U"):  # Linux: all-platform and Unix lines
+            out.append(pytest.param(source, expected, id=f"L{n}"))
+    return out
+
+
+def words_cases():
+    if not (SHELL / "wordsTest").is_file():
+        return []
+    out, env = [], {}
+    for n, line in enumerate((SHELL / "wordsTest").read_text("utf-8").split("\n"), 1):
+        if line.startswith("#"):
+            continue
+        if line.startswith("ENV "):
+            k, _, v = line[4:].lstrip(" ").partition("=")
+            env[k] = v  # trailing spaces are significant
+            continue
+        if "|" not in line:
+            continue
+        source, expected = line.split("|")
+        out.append(pytest.param(source.strip(), expected.lstrip(" ").split(","), dict(env), id=f"L{n}"))
+    return out
+
+
+ENV = {"PWD": "/home", "SHELL": "bash", "KOREAN": "한국어", "NULL": ""}
+
+
+@needs_corpus
+@pytest.mark.parametrize("source,expected", env_var_cases())
+def test_env_var_table(source, expected):
+    if expected == "error":
+        with pytest.raises(ExpandError):
+            Expander().word(source, ENV)
+    else:
+        assert Expander().word(source, ENV) == expected
+
+
+@needs_corpus
+@pytest.mark.parametrize("source,expected,env", words_cases())
+def test_words_table(source, expected, env):
+    if expected == ["error"]:
+        with pytest.raises(ExpandError):
+            Expander().words(source, env)
+    else:
+        assert Expander().words(source, env) == expected
+
+
+@pytest.mark.parametrize(
+    "source,expected",
+    [
+        ("${v#*/}", "b/c.tar.gz"),
+        ("${v##*/}", "c.tar.gz"),
+        ("${v%.*}", "a/b/c.tar"),
+        ("${v%%.*}", "a/b/c"),
+        ("${v/b/X}", "a/X/c.tar.gz"),
+        ("${v//./_}", "a/b/c_tar_gz"),
+        ("${v/#a/Z}", "a/b/c.tar.gz"),  # no anchors in BuildKit: '#' is literal
+        ("${v:-w}", "a/b/c.tar.gz"),
+        ("${u:-w}", "w"),
+        ("${u-w}", "w"),
+        ("${e-w}", ""),
+        ("${e:-w}", "w"),
+        ("${e+w}", "w"),
+        ("${e:+w}", ""),
+        ("${v:+set}", "set"),
+        ("${v/\\//|}", "a|b/c.tar.gz"),
+    ],
+)
+def test_modifiers(source, expected):
+    assert expand_word(source, {"v": "a/b/c.tar.gz", "e": ""}) == expected
+
+
+def test_errors_carry_the_source():
+    with pytest.raises(ExpandError, match=r'failed to process "\$\{u:\?must be set\}": u: must be set'):
+        expand_word("${u:?must be set}", {})
+
+
+def test_backtick_escape():
+    assert Expander("`").word("a`$b c\\d", {"b": "x"}) == "a$b c\\d"
+
+
+def test_words_keep_quoted_spaces():
+    assert expand_words('a "b  c" $X', {"X": "1 2"}) == ["a", "b  c", "1", "2"]
+
+
+def test_matched_and_unmatched_names():
+    e = Expander().expand("$A ${B:-x} ${C}", {"A": "1"})
+    assert e.matched == {"A"} and e.unmatched == {"B", "C"}
+
+
+def test_skip_unset_keeps_references():
+    lex = Expander(skip_unset_env=True)
+    assert lex.word("$A ${B} ${C:-d} ${D/x/y}", {}) == "$A ${B} ${C:-d} ${D/x/y}"
+
+
+def test_replacement_is_expanded_first():
+    # the replacement is itself a word: $0 is a (always empty) special parameter
+    assert expand_word("${v//b/<$0>}", {"v": "abc"}) == "a<>c"
+
+
+def test_go_replacement_template():
+    # what reaches Go's ReplaceAllString: $0 is the match, $$ a dollar, other $names empty
+    import re
+
+    from frontends.dockerfile.expand import _go_template
+
+    assert re.sub("b", _go_template("<$0|${0}|$$|$x>"), "abc") == "a<b|b|$|>c"
