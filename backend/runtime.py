@@ -1,9 +1,10 @@
 """Run one process in an OCI runtime (runc, or crun where it works) on a prepared root filesystem.
 
 `run()` writes an OCI runtime bundle (config.json per the runtime spec, Docker-like defaults: namespaces,
-/proc, /dev, /sys read-only, default capabilities, masked paths), starts `<runtime> --root <state_dir> run`
-in the foreground, streams the combined stdout/stderr to a callback, and always leaves nothing behind: on
-cancel or error the container is killed and `delete --force`d. The runtime is chosen by `find_runtime()`.
+/proc, /dev, /sys read-only, default capabilities, masked paths), starts `<runtime> --root <state_dir> run
+--detach` under a tiny subreaper shim that reaps the container's init for its exit code, streams the
+combined stdout/stderr (one pipe, order kept) to a callback, and always leaves nothing behind: on cancel or
+error the container is killed and `delete --force`d. The runtime is chosen by `find_runtime()`.
 
 Network modes: `none` is a fresh network namespace holding only loopback (the runtime brings `lo` up);
 `host` shares the host's; `default` means `host` (what `docker build` does by default).
@@ -185,12 +186,11 @@ def hosts_file(hostname: str) -> str:
 
 
 def _host_resolv_conf() -> str:
+    """The host's resolv.conf, copied (a container never sees later edits of the host's)."""
     try:
-        text = Path("/etc/resolv.conf").read_text()
+        return Path("/etc/resolv.conf").read_text()
     except OSError:
         return ""
-    # a stub resolver on the host's loopback is unreachable from a fresh network namespace
-    return text
 
 
 def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, network: str, hostname: str,
@@ -265,9 +265,12 @@ def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, netwo
 
 def _prepare_cwd(rootfs: Path, process: Process) -> None:
     """Create a missing working directory (owned by the process user), as Docker/BuildKit do."""
-    rel = resolve_in_root(rootfs, process.cwd)
-    if not os.path.isdir(os.path.join(rootfs, rel)):
-        mkdirs_in_root(rootfs, process.cwd, uid=process.uid, gid=process.gid)
+    try:
+        rel = resolve_in_root(rootfs, process.cwd)
+        if not os.path.isdir(os.path.join(rootfs, rel)):
+            mkdirs_in_root(rootfs, process.cwd, uid=process.uid, gid=process.gid)
+    except OSError as e:
+        raise ContainerStartError(f"cannot create working directory {process.cwd}: {e}") from e
 
 
 def _pump(stream, output: Callable[[bytes], None], errors: list[BaseException], failed: threading.Event) -> None:
