@@ -199,6 +199,23 @@ def test_bind_mounts_readonly_and_readwrite(busybox_rootfs: Path, tmp_path: Path
 
 
 @pytest.mark.e2e
+def test_rw_bind_of_a_throwaway_snapshot_discards_writes(busybox_rootfs: Path, tmp_path: Path) -> None:
+    """RUN --mount=type=bind,rw: the exec op binds an overlay of the source with a scratch upper."""
+    source = tmp_path / "context"
+    source.mkdir()
+    (source / "in").write_text("ctx")
+    scratch = tmp_path / "scratch-upper"
+    scratch.mkdir()
+    with OverlaySnapshotter().mounted([source], scratch, tmp_path / "scratch-work") as view:
+        r = execute([busybox_rootfs], tmp_path, sh("cat /src/in; echo; echo w > /src/in && rm -f /src/in && "
+                                                   "echo new > /src/new && echo ok"),
+                    [BindMount(view, "/src", readonly=False)])
+    assert r.output == "ctx\nok\n"
+    assert sorted(p.name for p in source.iterdir()) == ["in"] and (source / "in").read_text() == "ctx"
+    assert layer(r.upper) == set()
+
+
+@pytest.mark.e2e
 def test_tmpfs_contents_never_reach_the_layer(busybox_rootfs: Path, tmp_path: Path) -> None:
     r = execute([busybox_rootfs], tmp_path, sh("echo t > /tmp/scratch/file; df /tmp/scratch | tail -1"),
                 [TmpfsMount("/tmp/scratch", size=4 << 20)])
