@@ -1,0 +1,25 @@
+"""``irctl frontends``: what frontends are installed, what files they claim, who provides them."""
+
+from __future__ import annotations
+
+import typer
+
+
+def frontends_cmd() -> None:
+    """List the installed frontends."""
+    from frontends import FrontendError, available
+    from irctl.errors import UserError
+
+    try:
+        found = available()
+    except FrontendError as e:
+        raise UserError(str(e)) from None
+    width = max([len(n) for n in found] + [4])
+    typer.echo(f"{'NAME':<{width}}  {'FILES':<50}  FROM")
+    for name in sorted(found):
+        frontend, dist = found[name]
+        typer.echo(f"{name:<{width}}  {', '.join(frontend.patterns):<50}  {dist}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("frontends")(frontends_cmd)

@@ -1,0 +1,152 @@
+"""Parsing of the docker/buildx-compatible option values shared by ``build``, ``compile`` and
+``solve``: ``--build-arg``, ``--secret``, ``--ssh``, ``--build-context``, ``--output``."""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from irctl.errors import UserError
+
+
+def _csv_fields(text: str, option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in next(csv.reader([text])):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise UserError(f"{option} {text!r}: expected key=value pairs, got {part!r}")
+        out[key.strip().lower()] = value
+    return out
+
+
+def build_args(values: list[str]) -> dict[str, str]:
+    """``K=V`` sets K; a bare ``K`` takes the value of K from the environment (as docker does)."""
+    args: dict[str, str] = {}
+    for v in values:
+        k, sep, val = v.partition("=")
+        if not k:
+            raise UserError(f"--build-arg {v!r}: missing name")
+        if sep:
+            args[k] = val
+        elif k in os.environ:
+            args[k] = os.environ[k]
+    return args
+
+
+def secrets(values: list[str]) -> dict[str, bytes]:
+    """``id=ID,src=PATH`` / ``id=ID,env=VAR`` / ``id=ID`` (env var ID or file) — values read now.
+
+    Messages never quote a value: only ids, paths and variable names."""
+    out: dict[str, bytes] = {}
+    for v in values:
+        f = _csv_fields(v, "--secret")
+        sid = f.get("id")
+        src = f.get("src") or f.get("source")
+        env = f.get("env")
+        if not sid:
+            sid = Path(src).name if src else env
+        if not sid:
+            raise UserError(f"--secret {v!r}: needs id=")
+        if src is None and env is None:
+            env = sid if sid in os.environ else None
+            src = None if env else sid
+        if f.get("type") == "env" and env is None:
+            env = src
+            src = None
+        if env is not None:
+            if env not in os.environ:
+                raise UserError(f"--secret id={sid}: environment variable {env} is not set")
+            out[sid] = os.environ[env].encode()
+        else:
+            try:
+                out[sid] = Path(src).expanduser().read_bytes()
+            except OSError as e:
+                raise UserError(f"--secret id={sid}: cannot read {src}: {e.strerror}") from None
+    return out
+
+
+def ssh_agents(values: list[str]) -> dict[str, Path]:
+    """``default`` (uses $SSH_AUTH_SOCK) or ``ID=SOCKET``."""
+    out: dict[str, Path] = {}
+    for v in values:
+        sid, sep, path = v.partition("=")
+        if not sep:
+            sock = os.environ.get("SSH_AUTH_SOCK")
+            if not sock:
+                raise UserError(f"--ssh {v}: SSH_AUTH_SOCK is not set; pass --ssh {sid}=/path/to/agent.sock")
+            path = sock
+        if not Path(path).exists():
+            raise UserError(f"--ssh {sid}: no agent socket at {path}")
+        out[sid] = Path(path)
+    return out
+
+
+@dataclass
+class NamedContexts:
+    """``--build-context NAME=VALUE`` sorted into what the frontend sees and what the solver grants."""
+
+    frontend: dict = field(default_factory=dict)  # name -> frontends.NamedContext
+    local_dirs: dict[str, Path] = field(default_factory=dict)
+    oci_layouts: dict[str, Path] = field(default_factory=dict)
+
+
+def named_contexts(values: list[str]) -> NamedContexts:
+    from frontends import NamedContext
+
+    out = NamedContexts()
+    for v in values:
+        name, sep, value = v.partition("=")
+        if not sep or not name:
+            raise UserError(f"--build-context {v!r}: expected NAME=VALUE")
+        if value.startswith("docker-image://"):
+            out.frontend[name] = NamedContext("image", value.removeprefix("docker-image://"))
+        elif value.startswith("oci-layout://"):
+            rest = value.removeprefix("oci-layout://")
+            path, tag = rest, ""
+            # oci-layout://PATH[:TAG] or PATH@DIGEST — a colon after the last slash is a tag
+            head, _, tail = rest.rpartition("/")
+            if "@" in tail:
+                tail, _, tag = tail.partition("@")
+                path = f"{head}/{tail}" if head else tail
+            elif ":" in tail:
+                tail, _, tag = tail.partition(":")
+                path = f"{head}/{tail}" if head else tail
+            if not Path(path).exists():
+                raise UserError(f"--build-context {name}: no OCI layout at {path}")
+            out.oci_layouts[name] = Path(path).resolve()
+            out.frontend[name] = NamedContext("oci_layout", tag)
+        elif "://" in value and not value.startswith("file://"):
+            raise UserError(f"--build-context {name}: unsupported source {value!r} "
+                            "(use a directory, docker-image://REF or oci-layout://PATH)")
+        else:
+            path = Path(value.removeprefix("file://"))
+            if not path.is_dir():
+                raise UserError(f"--build-context {name}: {path} is not a directory")
+            out.local_dirs[name] = path.resolve()
+            out.frontend[name] = NamedContext("local", name)
+    return out
+
+
+@dataclass(frozen=True)
+class Output:
+    type: str
+    attrs: dict
+
+
+def outputs(values: list[str]) -> list[Output]:
+    """buildx ``--output``: ``type=oci,dest=x.tar``, ``type=local,dest=dir``, or a bare ``DIR``."""
+    out = []
+    for v in values:
+        if "=" not in v:
+            out.append(Output("local", {"dest": v}))
+            continue
+        f = _csv_fields(v, "--output")
+        t = f.pop("type", "local")
+        if t not in ("oci", "docker", "registry", "image", "local", "tar"):
+            raise UserError(f"--output {v!r}: unknown type {t!r} (oci, docker, registry, local, tar)")
+        if t in ("oci", "docker", "local", "tar") and "dest" not in f:
+            raise UserError(f"--output {v!r}: type={t} needs dest=")
+        out.append(Output("registry" if t == "image" and f.get("push") == "true" else t, f))
+    return out

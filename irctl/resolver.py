@@ -1,0 +1,68 @@
+"""The ``ImageResolver`` a frontend is handed: answers "which digest, which config?" for base
+images from the registry client or a granted OCI layout.  It lives in the CLI because it is glue:
+the frontends define the question, the backend knows how to answer it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from frontends import ResolvedImage
+from ir import ops
+from irctl.errors import UserError
+
+
+def _platform(p: ops.Platform):
+    from backend.oci_layout import Platform
+
+    return Platform(p.os, p.architecture, p.variant or None) if p.variant else Platform(p.os, p.architecture)
+
+
+class Resolver:
+    def __init__(self, cache_root: Path, oci_layouts: dict[str, Path], insecure: tuple[str, ...] = ()) -> None:
+        self.cache_root = cache_root
+        self.oci_layouts = oci_layouts
+        self.insecure = insecure
+        self._client = None
+        self._seen: dict[tuple, ResolvedImage] = {}
+
+    def _registry(self):
+        if self._client is None:
+            from backend.blobs import BlobStore
+            from backend.registry import RegistryClient
+
+            self._client = RegistryClient(store=BlobStore(self.cache_root), insecure=self.insecure)
+        return self._client
+
+    def resolve_image(self, ref: str, platform: ops.Platform) -> ResolvedImage:
+        key = ("image", ref, platform)
+        if key not in self._seen:
+            from backend.registry import RegistryError
+
+            try:
+                r = self._registry().resolve(ref, _platform(platform))
+            except RegistryError as e:
+                raise UserError(f"resolving {ref}: {e}") from None
+            self._seen[key] = ResolvedImage(str(r.reference), r.manifest_digest, r.config, platform)
+        return self._seen[key]
+
+    def resolve_oci_layout(self, name: str, ref: str, platform: ops.Platform) -> ResolvedImage:
+        key = ("oci", name, ref, platform)
+        if key not in self._seen:
+            from backend.oci_layout import LayoutError, OCILayout
+
+            path = self.oci_layouts.get(name)
+            if path is None:
+                raise UserError(f"OCI layout {name!r} was not granted (--build-context {name}=oci-layout://PATH)")
+            try:
+                with OCILayout(path) as layout:
+                    image = layout.resolve(ref or None, _platform(platform))
+                    config = json.loads(layout.read_blob(image.config_digest))
+            except LayoutError as e:
+                raise UserError(str(e)) from None
+            self._seen[key] = ResolvedImage(f"oci-layout://{name}", image.descriptor["digest"], config, platform)
+        return self._seen[key]
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()

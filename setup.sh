@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install what irctl and its test suite need on Debian 12 (run as root): the OCI runtime, the
+# tools that validate exported images, a registry for push/pull tests, and the Python package.
+set -euo pipefail
+cd "$(dirname "$0")"
+packages=(runc busybox-static docker-registry skopeo umoci uidmap fuse-overlayfs openssh-client git)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# docker-registry's Debian package starts a system service on :5000; the tests start their own
+# registries on free loopback ports, so the system one is not needed.
+systemctl disable --now docker-registry >/dev/null 2>&1 || true
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
