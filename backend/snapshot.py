@@ -214,6 +214,8 @@ def _scratch(workdir: Path) -> str:
 
 
 def _rmtree_scratch(path: str) -> None:
+    if os.path.ismount(os.path.join(path, "rootfs")):  # never delete through a live mount
+        raise SnapshotError(f"{path}/rootfs is still mounted; not removing it")
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(path)
 
