@@ -147,6 +147,7 @@ def parse_mount(value: str, expand: Callable[[str], str] | None = None) -> Mount
     ro_auto = True
     deferred: list[str] = []
     explicit: list[str] = []
+    where: dict[str, tuple[int, int]] = {}
     for field, at in split_csv(value):
         key, eq, val = field.partition("=")
         key = key.lower()
@@ -169,6 +170,7 @@ def parse_mount(value: str, expand: Callable[[str], str] | None = None) -> Mount
             explicit.append(_CANON.get(key, key))
             continue
         canon = _CANON.get(key, key)
+        where[canon] = (at, len(field))
         if key not in MOUNT_KEYS:
             raise MountError(
                 f"unexpected key '{key}' in '{field}'" + did_you_mean(key, MOUNT_KEYS), at, len(key)
@@ -231,27 +233,37 @@ def parse_mount(value: str, expand: Callable[[str], str] | None = None) -> Mount
                 raise MountError(f"unexpected key '{key}' for mount type '{m['type']}'", at, len(key))
             m["env"] = val
     spec = MountSpec(**m, deferred=tuple(deferred), explicit=tuple(explicit))
-    return _validate(spec, ro_auto)
+    try:
+        return _validate(spec, ro_auto)
+    except MountError as e:
+        e.offset, e.length = where.get(e.key, (0, 0))  # type: ignore[attr-defined]
+        raise
+
+
+def _invalid(message: str, key: str) -> MountError:
+    e = MountError(message)
+    e.key = key  # type: ignore[attr-defined]
+    return e
 
 
 def _validate(m: MountSpec, ro_auto: bool) -> MountSpec:
     if m.type not in ("secret", "ssh", "cache"):
         for attr in ("mode", "uid", "gid"):
             if getattr(m, attr) is not None:
-                raise MountError(f'{attr} not allowed for "{m.type}" type mounts')
+                raise _invalid(f'{attr} not allowed for "{m.type}" type mounts', attr)
     if ro_auto:
         m = replace(m, readonly=m.type not in ("cache", "tmpfs"))
     if m.type == "secret":
         if m.from_:
-            raise MountError("secret mount should not have a from")
+            raise _invalid("secret mount should not have a from", "from")
         if m.sharing:
-            raise MountError("secret mount should not define sharing")
+            raise _invalid("secret mount should not define sharing", "sharing")
         if not (m.source or m.target or m.id or m.env):
-            raise MountError("invalid secret mount. one of source, target required")
+            raise _invalid("invalid secret mount. one of source, target required", "type")
         if m.source and m.id:
-            raise MountError("both source and id can't be set")
+            raise _invalid("both source and id can't be set", "id")
     if m.sharing and m.type != "cache":
-        raise MountError(f"invalid cache sharing set for {m.type} mount")
+        raise _invalid(f"invalid cache sharing set for {m.type} mount", "sharing")
     return m
 
 

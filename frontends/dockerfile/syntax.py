@@ -109,6 +109,13 @@ class FlagWord:
     text: str
     start: int
     end: int
+    offsets: tuple[int, ...] = ()  # offset in the line of each character of ``text``
+
+    def source_offset(self, index: int) -> int:
+        """Where character ``index`` of :attr:`text` is in the line (quotes/escapes skipped)."""
+        if 0 <= index < len(self.offsets):
+            return self.offsets[index]
+        return self.end if index >= len(self.offsets) else self.start
 
 
 @dataclass
@@ -383,6 +390,7 @@ def extract_flags(line: str, base: int, escape: str) -> tuple[int, list[FlagWord
             return i, words
         start = i
         buf: list[str] = []
+        pos: list[int] = []
         blank_ok = False
         quote = ""
         while i < n:
@@ -400,6 +408,7 @@ def extract_flags(line: str, base: int, escape: str) -> tuple[int, list[FlagWord
                     i += 1
                     ch = line[i]
                 buf.append(ch)
+                pos.append(base + i)
                 i += 1
                 continue
             if ch in _SPACE:
@@ -416,12 +425,13 @@ def extract_flags(line: str, base: int, escape: str) -> tuple[int, list[FlagWord
                 i += 1
                 ch = line[i]
             buf.append(ch)
+            pos.append(base + i)
             i += 1
         word = "".join(buf)
         if word == "--":
             return i, words
         if blank_ok or word:
-            words.append(FlagWord(word, base + start, base + i))
+            words.append(FlagWord(word, base + start, base + i, tuple(pos)))
 
 
 def heredocs_in(line: str) -> list[HeredocBody]:

@@ -155,10 +155,10 @@ class Builder:
             try:
                 m = parse_mount(value)
             except MountError as e:
-                off = fw.start + len("--mount=") + e.offset
-                if fw.text != node.line.text[fw.start:fw.end]:
-                    off = fw.start  # quoted or escaped flag: offsets do not map one to one
-                raise self.error(node, e.message, off, e.length or 1) from None
+                first = fw.text.index("=") + 1 + e.offset
+                off = fw.source_offset(first)
+                end = fw.source_offset(first + max(e.length, 1) - 1) + 1
+                raise self.error(node, e.message, off, end - off) from None
             mounts.append(apply_defaults(m, ssh_n))
             ssh_n += m.type == "ssh"
         net, sec = fv.get("network"), fv.get("security")
