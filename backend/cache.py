@@ -1,0 +1,423 @@
+"""The cache store: committed layers, persistent cache mounts, blobs and the index that maps cache
+keys to results.  Layout (docs/architecture.md)::
+
+    blobs/sha256/<hex>   content-addressed blobs (BlobStore)       layers/<hex>/   immutable layer dirs
+    mounts/<hex>/        persistent cache mounts                    index.db        sqlite: key → result
+    tmp/                 work dirs on the same filesystem, so renames into place are atomic
+    locks/               fcntl lock files
+
+Crash safety: a layer is built in ``tmp/``, fsynced and renamed into ``layers/`` (an existing one
+wins; ours is discarded); an index row is written, in one sqlite transaction, only after every layer
+it names is in place.  A killed build leaves at most a stale ``tmp/s-*`` dir, removed by the next
+session once its lock is free.  Sharing: every solve holds a *shared* lock on ``locks/gc.lock`` for
+its whole run; ``prune`` takes it exclusively, so it never deletes what a running build uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from backend.blobs import BlobStore
+from backend.errors import CacheError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+  key TEXT PRIMARY KEY, outputs TEXT NOT NULL, created REAL NOT NULL, last_used REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS layers (
+  id TEXT PRIMARY KEY, size INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, last_used REAL NOT NULL,
+  blob TEXT, media_type TEXT, blob_size INTEGER);
+"""
+
+
+def default_root(explicit: str | os.PathLike | None = None) -> Path:
+    """``--cache-dir``, ``$IRCTL_CACHE_DIR``, ``$XDG_CACHE_HOME/irctl``, ``~/.cache/irctl``."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("IRCTL_CACHE_DIR"):
+        return Path(os.environ["IRCTL_CACHE_DIR"])
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "irctl"
+    return Path.home() / ".cache" / "irctl"
+
+
+def hexof(digest: str) -> str:
+    return digest.split(":", 1)[-1]
+
+
+def dir_size(path: str | os.PathLike) -> int:
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in (*dirnames, *filenames):
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(dirpath, name))
+                total += st.st_blocks * 512 if stat.S_ISREG(st.st_mode) else 0
+    return total
+
+
+def fsync_tree(path: str | os.PathLike) -> None:
+    """fsync every regular file and directory below ``path`` (before it is renamed into place)."""
+    for dirpath, _dirnames, filenames in os.walk(path):
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(os.lstat(p).st_mode):
+                    fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+        fd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@dataclass(frozen=True)
+class Output:
+    """One cached op output: its content identity, layer ids (bottom first) and image metadata."""
+
+    identity: str
+    layers: tuple[str, ...] = ()
+    image: dict | None = None
+
+    def to_json(self) -> dict:
+        return {"identity": self.identity, "layers": list(self.layers), "image": self.image}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Output":
+        return cls(d["identity"], tuple(d["layers"]), d.get("image"))
+
+
+@dataclass(frozen=True)
+class Usage:
+    results: int
+    layers: int
+    layer_bytes: int
+    blob_bytes: int
+    mount_bytes: int
+    mounts: int
+
+    @property
+    def total(self) -> int:
+        return self.layer_bytes + self.blob_bytes + self.mount_bytes
+
+
+class CacheStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).absolute()
+        self.layers_dir = self.root / "layers"
+        self.mounts_dir = self.root / "mounts"
+        self.tmp_dir = self.root / "tmp"
+        self.locks_dir = self.root / "locks"
+        for d in (self.layers_dir, self.mounts_dir, self.tmp_dir, self.locks_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.blobs = BlobStore(self.root)
+        self.index_path = self.root / "index.db"
+        try:
+            with self._db() as db:
+                db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise CacheError(f"cache index {self.index_path} is unusable: {e}") from None
+
+    # -- sqlite -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.index_path, timeout=60, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout=60000")
+            with contextlib.suppress(sqlite3.OperationalError):
+                db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            yield db
+        finally:
+            db.close()
+
+    # -- locks and sessions ------------------------------------------------------------------
+    def _lock(self, name: str, mode: int, timeout: float | None = None) -> int:
+        fd = os.open(self.locks_dir / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, mode | (fcntl.LOCK_NB if deadline is not None else 0))
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:  # type: ignore[operator]
+                    os.close(fd)
+                    raise
+                time.sleep(0.05)
+
+    @contextlib.contextmanager
+    def locked(self, name: str, *, exclusive: bool = True) -> Iterator[None]:
+        fd = self._lock(name, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Path]:
+        """One build's use of the store: a shared GC lock and a private work dir under ``tmp/``."""
+        gc_fd = self._lock("gc.lock", fcntl.LOCK_SH)
+        try:
+            self.clean_stale()
+            work = Path(tempfile.mkdtemp(prefix="s-", dir=self.tmp_dir))
+            lock_fd = os.open(f"{work}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            try:
+                yield work
+            finally:
+                _umount_below(work)
+                shutil.rmtree(work, ignore_errors=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{work}.lock")
+                os.close(lock_fd)
+        finally:
+            os.close(gc_fd)
+
+    def clean_stale(self) -> None:
+        """Remove work dirs of sessions that died (their lock file is no longer held)."""
+        for lock in self.tmp_dir.glob("s-*.lock"):
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            work = Path(str(lock)[: -len(".lock")])
+            _umount_below(work)
+            shutil.rmtree(work, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)
+            os.close(fd)
+
+    # -- results ------------------------------------------------------------------------------
+    def lookup(self, key: str) -> list[Output] | None:
+        """The outputs cached under ``key`` if every layer they name is present or extractable."""
+        with self._db() as db:
+            row = db.execute("SELECT outputs FROM results WHERE key=?", (key,)).fetchone()
+            if row is None:
+                return None
+            outputs = [Output.from_json(d) for d in json.loads(row[0])]
+            for out in outputs:
+                for lid in out.layers:
+                    if not self.has_layer(lid) and not self._extractable(db, lid):
+                        return None
+            now = time.time()
+            db.execute("UPDATE results SET last_used=? WHERE key=?", (now, key))
+            ids = sorted({lid for o in outputs for lid in o.layers})
+            db.executemany("UPDATE layers SET last_used=? WHERE id=?", [(now, i) for i in ids])
+        return outputs
+
+    def record(self, key: str, outputs: list[Output]) -> None:
+        now = time.time()
+        data = json.dumps([o.to_json() for o in outputs], sort_keys=True)
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO results (key, outputs, created, last_used) VALUES (?,?,?,?)",
+                       (key, data, now, now))
+
+    # -- layers -------------------------------------------------------------------------------
+    def layer_path(self, layer_id: str) -> Path:
+        return self.layers_dir / hexof(layer_id)
+
+    def has_layer(self, layer_id: str) -> bool:
+        return self.layer_path(layer_id).is_dir()
+
+    def new_work_dir(self, session: Path, prefix: str) -> Path:
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=session))
+
+    def commit_layer(self, upper: Path, layer_id: str) -> Path:
+        """Move the finished layer dir ``upper`` (in tmp) to ``layers/<id>``; an existing one wins."""
+        dest = self.layer_path(layer_id)
+        if not dest.exists():
+            fsync_tree(upper)
+            try:
+                os.rename(upper, dest)
+            except OSError:  # another build committed the same layer meanwhile
+                if not dest.is_dir():
+                    raise
+            else:
+                _fsync_dir(self.layers_dir)
+        if upper.exists():
+            shutil.rmtree(upper, ignore_errors=True)
+        now = time.time()
+        with self._db() as db:
+            db.execute("INSERT INTO layers (id, size, created, last_used) VALUES (?,?,?,?) "
+                       "ON CONFLICT(id) DO UPDATE SET last_used=excluded.last_used",
+                       (layer_id, dir_size(dest), now, now))
+        return dest
+
+    def record_layer_blob(self, layer_id: str, blob: str, media_type: str, size: int) -> None:
+        """Remember that layer ``layer_id`` (a diff_id) is the extraction of compressed ``blob``."""
+        now = time.time()
+        with self._db() as db:
+            db.execute("INSERT INTO layers (id, created, last_used, blob, media_type, blob_size) VALUES (?,?,?,?,?,?) "
+                       "ON CONFLICT(id) DO UPDATE SET blob=excluded.blob, media_type=excluded.media_type, "
+                       "blob_size=excluded.blob_size, last_used=excluded.last_used",
+                       (layer_id, now, now, blob, media_type, size))
+
+    def layer_blob(self, layer_id: str) -> tuple[str, str, int] | None:
+        with self._db() as db:
+            row = db.execute("SELECT blob, media_type, blob_size FROM layers WHERE id=?", (layer_id,)).fetchone()
+        return tuple(row) if row and row[0] else None  # type: ignore[return-value]
+
+    def _extractable(self, db: sqlite3.Connection, layer_id: str) -> bool:
+        row = db.execute("SELECT blob FROM layers WHERE id=?", (layer_id,)).fetchone()
+        return bool(row and row[0] and self.blobs.has(row[0]))
+
+    def ensure_layer(self, layer_id: str, build: Callable[[Path], None]) -> Path:
+        """The layer dir for ``layer_id``, made by ``build(tmp_dir)`` under a per-layer lock if missing."""
+        dest = self.layer_path(layer_id)
+        if dest.is_dir():
+            return dest
+        with self.locked(f"layer-{hexof(layer_id)[:32]}.lock"):
+            if dest.is_dir():
+                return dest
+            work = Path(tempfile.mkdtemp(prefix="x-", dir=self.tmp_dir))
+            try:
+                build(work / "layer")
+                return self.commit_layer(work / "layer", layer_id)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+
+    # -- cache mounts -------------------------------------------------------------------------
+    def mount_name(self, cache_id: str) -> str:
+        return hashlib.sha256(cache_id.encode()).hexdigest()[:32]
+
+    def mount_dir(self, cache_id: str, create: Callable[[Path], None]) -> Path:
+        """The persistent dir of cache mount ``cache_id``; ``create(tmp)`` populates it the first time."""
+        dest = self.mounts_dir / self.mount_name(cache_id)
+        if dest.is_dir():
+            return dest
+        with self.locked(f"mount-{self.mount_name(cache_id)}.create"):
+            if not dest.is_dir():
+                work = Path(tempfile.mkdtemp(prefix="m-", dir=self.tmp_dir))
+                try:
+                    create(work / "dir")
+                    os.rename(work / "dir", dest)
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+        return dest
+
+    def mount_lock(self, cache_id: str, *, exclusive: bool, wait: bool = True) -> int | None:
+        """Hold the lock of a cache mount; returns the fd to close, or None (``wait=False``, busy)."""
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        try:
+            return self._lock(f"mount-{self.mount_name(cache_id)}.lock", mode, None if wait else 0)
+        except BlockingIOError:
+            return None
+
+    # -- usage and pruning --------------------------------------------------------------------
+    def du(self) -> Usage:
+        with self._db() as db:
+            n_results = db.execute("SELECT count(*) FROM results").fetchone()[0]
+        layer_dirs = [p for p in self.layers_dir.iterdir() if p.is_dir()]
+        mounts = [p for p in self.mounts_dir.iterdir() if p.is_dir()]
+        blob_bytes = sum(p.stat().st_blocks * 512 for p in self.blobs.blob_dir.iterdir() if p.is_file())
+        return Usage(n_results, len(layer_dirs), sum(dir_size(p) for p in layer_dirs), blob_bytes,
+                     sum(dir_size(p) for p in mounts), len(mounts))
+
+    def prune(self, keep_storage: int = 0, *, all: bool = False, timeout: float = 30.0) -> int:
+        """Delete least recently used results (and what only they use) until the store is at most
+        ``keep_storage`` bytes; ``all`` deletes everything, cache mounts included.  Waits up to
+        ``timeout`` seconds for running builds to end.  Returns the bytes freed."""
+        try:
+            fd = self._lock("gc.lock", fcntl.LOCK_EX, timeout)
+        except BlockingIOError:
+            raise CacheError("the cache store is in use by a running build; try again when it ends") from None
+        try:
+            before = self.du().total
+            self.clean_stale()
+            with self._db() as db:
+                blobs_before = {r[0] for r in db.execute("SELECT blob FROM layers WHERE blob IS NOT NULL")}
+                if all:
+                    db.execute("DELETE FROM results")
+                    db.execute("DELETE FROM layers")
+                else:
+                    self._prune_lru(db, keep_storage)
+                keep = {r[0] for r in db.execute("SELECT id FROM layers")}
+                blobs_keep = {r[0] for r in db.execute("SELECT blob FROM layers WHERE blob IS NOT NULL")}
+            for p in self.layers_dir.iterdir():
+                if "sha256:" + p.name not in keep:
+                    shutil.rmtree(p, ignore_errors=True)
+            if all:
+                for p in self.mounts_dir.iterdir():
+                    shutil.rmtree(p, ignore_errors=True)
+                for p in self.blobs.blob_dir.iterdir():
+                    p.unlink()
+            else:
+                for digest in blobs_before - blobs_keep:  # compressed layers only their layer row named
+                    self.blobs.delete(digest)
+            return max(0, before - self.du().total)
+        finally:
+            os.close(fd)
+
+    def _prune_lru(self, db: sqlite3.Connection, keep_storage: int) -> None:
+        """Drop unreferenced layers, then results, least recently used first, until under budget."""
+        rows = db.execute("SELECT id, size, blob_size, last_used FROM layers ORDER BY last_used ASC").fetchall()
+        sizes = {r[0]: (r[1] or 0) + (r[2] or 0) for r in rows}
+        uses: dict[str, int] = {}
+        parsed = []
+        for key, data in db.execute("SELECT key, outputs FROM results ORDER BY last_used ASC").fetchall():
+            ids = {lid for o in json.loads(data) for lid in o["layers"]}
+            parsed.append((key, ids))
+            for i in ids:
+                uses[i] = uses.get(i, 0) + 1
+        total = sum(sizes.values()) + sum(dir_size(p) for p in self.mounts_dir.iterdir())
+
+        def drop_layer(i: str) -> None:
+            nonlocal total
+            db.execute("DELETE FROM layers WHERE id=?", (i,))
+            total -= sizes.pop(i, 0)
+
+        for r in rows:
+            if total <= keep_storage:
+                return
+            if not uses.get(r[0]):
+                drop_layer(r[0])
+        for key, ids in parsed:
+            if total <= keep_storage:
+                return
+            db.execute("DELETE FROM results WHERE key=?", (key,))
+            for i in ids:
+                uses[i] -= 1
+                if uses[i] == 0 and i in sizes:
+                    drop_layer(i)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _umount_below(path: Path) -> None:
+    """Unmount anything a killed build left mounted below ``path`` (deepest first)."""
+    prefix = os.fspath(path) + "/"
+    try:
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4] for line in f]
+    except OSError:
+        return
+    from backend.snapshot import umount
+
+    for mp in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        with contextlib.suppress(OSError):
+            umount(mp)
