@@ -79,6 +79,9 @@ class Process:
         if not self.args:
             raise ValueError("Process.args must not be empty")
         env = [f"{k}={v}" for k, v in self.env.items()] if isinstance(self.env, Mapping) else list(self.env)
+        bad = [e for e in env if "=" not in e or e.startswith("=")]
+        if bad:
+            raise ValueError(f"Process.env entries must be KEY=VALUE, got {bad[0]!r}")
         object.__setattr__(self, "args", tuple(self.args))
         object.__setattr__(self, "env", tuple(env))
         object.__setattr__(self, "additional_gids", tuple(self.additional_gids))

@@ -12,6 +12,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from backend.mountpoints import LayerView, resolve_in_root, remove_mount_stubs
 from backend.snapshot import (
@@ -286,3 +288,86 @@ def test_busybox_layout_bytes_are_deterministic(tmp_path: Path) -> None:
     b = make_busybox_layout(tmp_path / "b")
     assert (a / "index.json").read_bytes() == (b / "index.json").read_bytes()
     assert sorted(p.name for p in (a / "blobs/sha256").iterdir()) == sorted(p.name for p in (b / "blobs/sha256").iterdir())
+
+
+# ---------------------------------------------------------------------------------------------- differential
+
+NAMES = ["a", "b", "a/x", "a/y", "b/x", "b/x/z"]
+_op = st.one_of(
+    st.tuples(st.just("write"), st.sampled_from(NAMES), st.sampled_from(["", "1", "22"])),
+    st.tuples(st.just("append"), st.sampled_from(NAMES), st.just("+")),
+    st.tuples(st.just("chmod"), st.sampled_from(NAMES), st.sampled_from([0o700, 0o644, 0o4755])),
+    st.tuples(st.just("chown"), st.sampled_from(NAMES), st.sampled_from([0, 1000])),
+    st.tuples(st.just("remove"), st.sampled_from(NAMES), st.none()),
+    st.tuples(st.just("mkdir"), st.sampled_from(NAMES), st.none()),
+    st.tuples(st.just("symlink"), st.sampled_from(NAMES), st.sampled_from(["/a", "../b", "x"])),
+    st.tuples(st.just("rename"), st.sampled_from(NAMES), st.sampled_from(NAMES)),
+    st.tuples(st.just("link"), st.sampled_from(NAMES), st.sampled_from(NAMES)),
+    st.tuples(st.just("xattr"), st.sampled_from(NAMES), st.sampled_from([b"v", b"w"])),
+)
+
+
+def _apply_op(root: Path, op: tuple) -> str:
+    """Apply one operation; returns an outcome tag so both snapshotters must agree on failures too."""
+    kind, name, arg = op
+    p = root / name
+    try:
+        if kind == "write":
+            p.write_text(arg)
+        elif kind == "append":
+            with open(p, "a") as f:
+                f.write(arg)
+        elif kind == "chmod":
+            os.chmod(p, arg, follow_symlinks=False) if not p.is_symlink() else None
+        elif kind == "chown":
+            os.lchown(p, arg, arg)
+        elif kind == "remove":
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        elif kind == "mkdir":
+            p.mkdir()
+        elif kind == "symlink":
+            os.symlink(arg, p)
+        elif kind == "rename":
+            if p.is_dir() and not p.is_symlink():
+                return "skip"  # overlay without redirect_dir refuses (EXDEV); mv would copy instead
+            os.rename(p, root / arg)
+        elif kind == "link":
+            os.link(p, root / arg, follow_symlinks=False)
+        elif kind == "xattr":
+            os.setxattr(p, "user.t", arg, follow_symlinks=False)
+        return "ok"
+    except OSError as e:
+        return type(e).__name__ + str(e.errno)
+
+
+@root_only
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(_op, min_size=1, max_size=12), stacked=st.booleans())
+def test_copy_snapshotter_matches_overlay_for_any_operations(ops: list, stacked: bool,
+                                                             tmp_path_factory: pytest.TempPathFactory) -> None:
+    tmp = tmp_path_factory.mktemp("diff")
+    base = tmp / "base"
+    for d in ("a", "b/x"):
+        (base / d).mkdir(parents=True)
+    (base / "a/x").write_text("ax")
+    (base / "b/x/z").write_text("bxz")
+    os.symlink("x", base / "a/y")
+    lowers = [base]
+    if stacked:  # a second layer deleting a/x and replacing b wholesale
+        top = tmp / "top"
+        (top / "a").mkdir(parents=True)
+        whiteout(top / "a/x")
+        (top / "b").mkdir()
+        os.setxattr(top / "b", OPAQUE_XATTR, b"y")
+        (top / "b/y").write_text("by")
+        lowers.append(top)
+    results = {}
+    for snap in SNAPSHOTTERS:
+        upper = tmp / f"upper-{snap.name}"
+        upper.mkdir()
+        with snap().mounted(lowers, upper, tmp / f"work-{snap.name}") as root:
+            outcomes = [_apply_op(root, op) for op in ops]
+        results[snap.name] = (outcomes, tree(upper), layer_tree_digest(upper))
+    assert results["copy"][0] == results["overlay"][0]
+    assert results["copy"][1] == results["overlay"][1]
+    assert results["copy"][2] == results["overlay"][2]
