@@ -20,6 +20,7 @@ import contextlib
 import functools
 import json
 import os
+import posixpath
 import resource
 import shutil
 import subprocess
@@ -89,6 +90,13 @@ class Process:
             raise ValueError(f"Process.cwd must be absolute, got {self.cwd!r}")
 
 
+def _check_target(mount: object) -> None:
+    target = getattr(mount, "target")
+    if not target.startswith("/"):
+        raise ValueError(f"mount target must be an absolute container path, got {target!r}")
+    object.__setattr__(mount, "target", posixpath.normpath(target).replace("//", "/"))
+
+
 @dataclass(frozen=True)
 class BindMount:
     """A host path bound at `target`; read-write binds write through to `source`."""
@@ -96,6 +104,8 @@ class BindMount:
     source: Path
     target: str
     readonly: bool = True
+
+    __post_init__ = _check_target
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,8 @@ class TmpfsMount:
     size: int | None = None  # bytes
     mode: int = 0o1777
 
+    __post_init__ = _check_target
+
 
 @dataclass(frozen=True)
 class FileMount:
@@ -113,6 +125,8 @@ class FileMount:
 
     source: Path
     target: str
+
+    __post_init__ = _check_target
 
 
 Mount = BindMount | TmpfsMount | FileMount
@@ -222,7 +236,7 @@ def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, netwo
     for target, source in extra_files.items():
         oci_mounts.append({"destination": target, "type": "bind", "source": os.fspath(source),
                            "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]})
-    for m in mounts:
+    for m in sorted(mounts, key=lambda m: m.target.rstrip("/").count("/")):  # parents before children
         if isinstance(m, BindMount):
             oci_mounts.append({"destination": m.target, "type": "bind", "source": os.fspath(m.source),
                                "options": ["rbind", "ro" if m.readonly else "rw", "rprivate"]})

@@ -216,6 +216,18 @@ def test_rw_bind_of_a_throwaway_snapshot_discards_writes(busybox_rootfs: Path, t
 
 
 @pytest.mark.e2e
+def test_nested_mounts_are_mounted_parents_first(busybox_rootfs: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "cache").mkdir(parents=True)
+    r = execute([busybox_rootfs], tmp_path, sh("echo c > /w/src/cache/f && grep -c ' /w/src' /proc/mounts"),
+                [TmpfsMount("/w/src/cache"), BindMount(src, "/w/src", readonly=False)])  # child listed first
+    assert r.code == 0, r.output
+    assert r.output == "2\n"
+    assert list((src / "cache").iterdir()) == []  # the tmpfs, not the bind source, got the write
+    assert layer(r.upper) == set()
+
+
+@pytest.mark.e2e
 def test_tmpfs_contents_never_reach_the_layer(busybox_rootfs: Path, tmp_path: Path) -> None:
     r = execute([busybox_rootfs], tmp_path, sh("echo t > /tmp/scratch/file; df /tmp/scratch | tail -1"),
                 [TmpfsMount("/tmp/scratch", size=4 << 20)])
