@@ -285,7 +285,9 @@ class OverlaySnapshotter(Snapshotter):
     fsconfig, else (old kernels, or > 500 layers) the bottom layers are flattened into one scratch lower."""
 
     name = "overlay"
-    options = {"redirect_dir": "off", "metacopy": "off", "index": "off", "xino": "off"}
+    # Plain upper-dir format only: no redirect xattrs (a renamed lower dir is copied, as by `mv` on EXDEV) and
+    # none followed from a lower (a hostile layer could carry one), no metacopy-only files, no inode index.
+    options = {"redirect_dir": "nofollow", "metacopy": "off", "index": "off", "xino": "off"}
 
     @contextlib.contextmanager
     def mounted(self, lowers: Sequence[Path], upper: Path, workdir: Path) -> Iterator[Path]:
