@@ -42,6 +42,7 @@ WH_OPAQUE = b".wh..wh..opq"
 # xattrs that describe the overlay (or the host) rather than the file; never put in a layer tar
 _SKIP_XATTR_PREFIXES = ("trusted.overlay.", "security.selinux", "system.")
 _BUF = 1 << 20
+_SMALL = 256 << 10
 
 
 class LayerError(Exception):
@@ -125,8 +126,11 @@ def _octal(n: int, width: int) -> bytes:
     return b"%0*o\0" % (width - 1, n)
 
 
+_LIMIT = {8: 8 ** 7, 12: 8 ** 11}
+
+
 def _fits(n: int, width: int) -> bool:
-    return 0 <= n < 8 ** (width - 1)
+    return 0 <= n < _LIMIT[width]
 
 
 def _pax_block(records: list[tuple[bytes, bytes]]) -> bytes:
@@ -145,25 +149,26 @@ def _pad(size: int) -> bytes:
     return b"\0" * (-size % 512)
 
 
+_MAGIC = b"ustar\x0000"
+_NO_DEV = b"\0" * 16
+_TAIL = b"\0" * 167  # prefix (155) + pad (12)
+
+
 def _header(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, typeflag: bytes,
             linkname: bytes, devmajor: int, devminor: int) -> bytes:
-    h = bytearray(512)
-    h[0:len(name[:100])] = name[:100]
-    h[100:108] = _octal(mode, 8)
-    h[108:116] = _octal(uid, 8)
-    h[116:124] = _octal(gid, 8)
-    h[124:136] = _octal(size, 12)
-    h[136:148] = _octal(mtime, 12)
-    h[148:156] = b" " * 8
-    h[156:157] = typeflag
-    h[157:157 + len(linkname[:100])] = linkname[:100]
-    h[257:265] = b"ustar\x0000"
-    # uname/gname stay empty: numeric owners only
-    if typeflag in (b"3", b"4"):
-        h[329:337] = _octal(devmajor, 8)
-        h[337:345] = _octal(devminor, 8)
-    h[148:156] = b"%06o\0 " % sum(h)
-    return bytes(h)
+    dev = b"%07o\0%07o\0" % (devmajor, devminor) if typeflag in (b"3", b"4") else _NO_DEV
+    h = b"".join((
+        name[:100].ljust(100, b"\0"),
+        b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (mode, uid, gid, size, mtime),
+        b"        ",  # checksum placeholder
+        typeflag,
+        linkname[:100].ljust(100, b"\0"),
+        _MAGIC,
+        b"\0" * 64,  # uname, gname: numeric owners only
+        dev,
+        _TAIL,
+    ))
+    return h[:148] + b"%06o\0 " % sum(h) + h[156:]
 
 
 def _entry(name: bytes, st: os.stat_result | None, typeflag: bytes, *, size: int = 0, linkname: bytes = b"",
@@ -280,7 +285,14 @@ def _write_file(sink: _Sink, path: bytes, name: bytes, st: os.stat_result, sde: 
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         size = os.fstat(fd).st_size
-        sink.write(_entry(name, st, b"0", size=size, xattrs=_xattrs(path), sde=sde))
+        header = _entry(name, st, b"0", size=size, xattrs=_xattrs(path), sde=sde)
+        if size <= _SMALL:  # one read, one sink write: most files in most layers
+            data = os.read(fd, size) if size else b""
+            if len(data) != size:
+                raise LayerError(f"{path.decode(errors='replace')}: file changed while being archived")
+            sink.write(header + data + _pad(size))
+            return
+        sink.write(header)
         left = size
         while left > 0:
             chunk = os.read(fd, min(left, _BUF))
@@ -387,17 +399,12 @@ class _Decompressed(io.RawIOBase):
         self.total = 0
         self.hash = hashlib.sha256()
         head = _read_exact(src, 4)
-        kind = "none"
-        if head.startswith(GZIP_MAGIC):
-            kind = "gzip"
-        elif head.startswith(ZSTD_MAGIC):
-            kind = "zstd"
-        elif media_type.endswith(("+gzip", ".gzip")) or media_type.endswith(("+zstd", ".zstd")):
-            if head:  # declared compressed but isn't: trust the bytes, not the label
-                kind = "none"
+        # trust the bytes, not the label: registries and tools mislabel layers both ways
+        kind = "gzip" if head.startswith(GZIP_MAGIC) else "zstd" if head.startswith(ZSTD_MAGIC) else "none"
         self.kind = kind
         self._pending = head
         self._eof = False
+        self._member_done = False
         self._out = bytearray()
         if kind == "gzip":
             self._z = zlib.decompressobj(47)
@@ -425,12 +432,15 @@ class _Decompressed(io.RawIOBase):
                     self._eof = True
                     break
                 while data:
+                    if self._member_done and not data.strip(b"\0"):
+                        break  # zero padding after the last member (some tools pad to a record size)
+                    self._member_done = False
                     self._out += self._z.decompress(data, _BUF * 4)
                     data = self._z.unconsumed_tail
-                    if self._z.eof:  # multi-member gzip
-                        rest = self._z.unused_data
+                    if self._z.eof:  # multi-member gzip: start the next member with what is left
+                        data = self._z.unused_data
                         self._z = zlib.decompressobj(47)
-                        data = rest
+                        self._member_done = True
                     if len(self._out) > _BUF * 8 and data:
                         self._pending = data + self._pending
                         break
@@ -671,6 +681,29 @@ class _Extractor:
                 os.utime(fd, ns=(ns, ns))
             finally:
                 os.close(fd)
+
+
+def extract_stored_layer(store: "BlobStore", desc: dict, dest_dir: str | os.PathLike[str], *,
+                         expected_diff_id: str | None = None, limits: ExtractLimits = ExtractLimits()) -> ExtractResult:
+    """Extract a layer blob from ``store`` (descriptor: digest, size, mediaType) and record
+    diff_id -> blob in the store, so exporting the unchanged layer later reuses the original blob
+    (pass ``LayerSource(path, diff_id=result.diff_id)``). ``expected_diff_id`` comes from the image
+    config's ``rootfs.diff_ids``; a mismatch is an error."""
+    from backend.blobs import CompressedBlob
+
+    with store.open(desc["digest"]) as f:
+        head = f.read(4)
+        f.seek(0)
+        res = extract_layer(f, desc.get("mediaType", MT_LAYER), dest_dir, limits=limits)
+    if expected_diff_id is not None and res.diff_id != expected_diff_id:
+        raise LayerError(f"layer {desc['digest']} uncompresses to {res.diff_id}, but the image config says "
+                         f"{expected_diff_id}")
+    kind = "gzip" if head.startswith(GZIP_MAGIC) else "zstd" if head.startswith(ZSTD_MAGIC) else "none"
+    media_type = desc.get("mediaType") or MEDIA_TYPES[kind]
+    if "docker" in media_type:
+        media_type = MEDIA_TYPES[kind]
+    store.record_compressed(res.diff_id, kind, CompressedBlob(desc["digest"], store.size(desc["digest"]), media_type))
+    return res
 
 
 def extract_layer(blob_stream: BinaryIO, media_type: str, dest_dir: str | os.PathLike[str], *,

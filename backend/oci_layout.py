@@ -268,7 +268,9 @@ def write_layout(dest: str | os.PathLike[str], store: "BlobStore", manifests: It
                 except OSError:
                     shutil.copyfile(store.path(digest), target)
         (dest / "oci-layout").write_bytes(LAYOUT_VERSION)
-        (dest / "index.json").write_bytes(index_bytes)
+        tmp_index = dest / "index.json.partial"
+        tmp_index.write_bytes(index_bytes)
+        os.replace(tmp_index, dest / "index.json")
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".partial")

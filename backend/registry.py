@@ -391,6 +391,7 @@ class RegistryClient:
                                  extra_scopes=(f"repository:{mount_from}:pull",))
             resp.close()
             if resp.status_code == 201:
+                self._origins.setdefault(digest, ref)
                 return "mounted"
         else:
             resp = self._request("POST", ref, uploads, actions="pull,push", ok=(202,), what="blob upload")
@@ -401,6 +402,7 @@ class RegistryClient:
             self._request("PUT", ref, _add_query(location, {"digest": digest}), actions="pull,push",
                           headers={"Content-Type": "application/octet-stream"},
                           content=lambda: self.store.read_bytes(digest), ok=(201,), what="blob upload").close()
+            self._origins.setdefault(digest, ref)
             return "uploaded"
         with self.store.open(digest) as f:
             offset = 0
@@ -410,13 +412,14 @@ class RegistryClient:
                 end = offset + len(chunk) - 1
                 r = self._request("PATCH", ref, location, actions="pull,push", content=chunk, ok=(202,),
                                   headers={"Content-Type": "application/octet-stream",
-                                           "Content-Range": f"{offset}-{end}", "Content-Length": str(len(chunk))},
+                                           "Content-Range": f"{offset}-{end}"},
                                   what="blob upload")
                 r.close()
                 location = urljoin(location, r.headers["Location"])
                 offset = end + 1
         self._request("PUT", ref, _add_query(location, {"digest": digest}), actions="pull,push", content=b"",
                       ok=(201,), what="blob upload").close()
+        self._origins.setdefault(digest, ref)
         return "uploaded"
 
     def push_manifest(self, ref: Reference | str, data: bytes, media_type: str, *, tag: str | None = None) -> str:

@@ -342,3 +342,28 @@ def test_parallel_compression_cached_by_diff_id(tmp_path: Path) -> None:
     assert write_layer_to_store(gone, store, compression="zstd", diff_id=first[0].diff_id) == first[0]
     shutil.rmtree(dirs[0])
     assert store.lookup_compressed(first[0].diff_id, "gzip") is None
+
+
+def test_multi_member_and_zero_padded_gzip(tmp_path: Path) -> None:
+    tar = _tar([("a", "file", b"first"), ("b", "file", b"second")])
+    half = len(tar) // 1024 * 512  # split on a block boundary into two gzip members
+    blob = gzip.compress(tar[:half]) + gzip.compress(tar[half:]) + b"\0" * 3000
+    res = extract_layer(io.BytesIO(blob), MT_LAYER_GZIP, tmp_path / "o")
+    assert res.diff_id == "sha256:" + hashlib.sha256(tar).hexdigest()
+    assert (tmp_path / "o" / "b").read_text() == "second"
+
+
+def test_extract_stored_layer_records_blob_for_reuse(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "store")
+    foreign = gzip.compress(_tar([("etc/", "dir", None), ("etc/os-release", "file", b"ID=test\n")]), 1)
+    digest = store.write_bytes(foreign)
+    desc = {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": digest, "size": len(foreign)}
+    from backend.layers import extract_stored_layer
+
+    with pytest.raises(LayerError, match="but the image config says sha256:0000"):
+        extract_stored_layer(store, desc, tmp_path / "bad", expected_diff_id="sha256:" + "0" * 64)
+    res = extract_stored_layer(store, desc, tmp_path / "l")
+    hit = store.lookup_compressed(res.diff_id, "gzip")
+    assert hit is not None and hit.digest == digest and hit.media_type == MT_LAYER_GZIP
+    # exporting the unchanged layer with its diff_id reuses the original bytes, not our re-tar
+    assert write_layer_to_store(tmp_path / "l", store, diff_id=res.diff_id).digest == digest
