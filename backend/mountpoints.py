@@ -138,18 +138,26 @@ def _empty(path: str, st: os.stat_result) -> bool:
     return stat.S_ISREG(st.st_mode) and st.st_size == 0
 
 
-def remove_mount_stubs(upper: Path, lowers: Sequence[Path], targets: Iterable[str]) -> list[str]:
+def remove_mount_stubs(upper: Path, lowers: Sequence[Path], targets: Iterable[str],
+                       keep: Iterable[str] = ()) -> list[str]:
     """Remove from the layer `upper` the stubs created only to mount on `targets` (container paths).
 
     A target is removed when it is absent from the lowers and still an empty dir or empty file in
     `upper`; then each parent up the path, while it is empty in `upper` and either absent from the lowers
     or present there as a dir with the same owner and mode (copied up only to hold the stub). Returns the
-    removed paths, relative to the root."""
+    removed paths, relative to the root. Paths in `keep` (e.g. the working directory the executor created,
+    which may also be a mount target) and their parents are never removed."""
     view = LayerView(lowers)
+    kept: set[str] = set()
+    for path in keep:
+        rel = resolve_in_root(view, path)
+        while rel:
+            kept.add(rel)
+            rel = os.path.dirname(rel)
     removed: list[str] = []
     for target in sorted(set(targets), key=lambda t: -t.count("/")):
         rel = resolve_in_root(view, target)
-        if not rel or view.lstat(rel) is not None:
+        if not rel or rel in kept or view.lstat(rel) is not None:
             continue
         host = os.path.join(upper, rel)
         try:
@@ -170,7 +178,8 @@ def remove_mount_stubs(upper: Path, lowers: Sequence[Path], targets: Iterable[st
             lower = view.lstat(parent)
             same = lower is not None and stat.S_ISDIR(lower.st_mode) and (
                 lower.st_mode, lower.st_uid, lower.st_gid) == (st.st_mode, st.st_uid, st.st_gid)
-            if not stat.S_ISDIR(st.st_mode) or not _empty(host, st) or not (lower is None or same):
+            if (parent in kept or not stat.S_ISDIR(st.st_mode) or not _empty(host, st)
+                    or not (lower is None or same)):
                 break
             os.rmdir(host)
             removed.append(parent)

@@ -32,7 +32,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.mountpoints import mkdirs_in_root, resolve_in_root
+from backend.mountpoints import mkdirs_in_root, remove_mount_stubs, resolve_in_root
+from backend.snapshot import Snapshotter
 
 NETWORK_MODES = ("none", "host", "default")
 
@@ -361,6 +362,18 @@ while True:
     if init in reaped:  # the init may be re-parented and reaped before the runtime's own exit is seen
         finish("container", reaped[init])
 """
+
+
+def run_on_layers(snapshotter: Snapshotter, lowers: Sequence[Path], upper: Path, workdir: Path, process: Process,
+                  mounts: Sequence[Mount] = (), **run_kwargs) -> int:
+    """Mount a snapshot of `lowers`, `run` the process on it, and leave in `upper` the new layer without the
+    stubs the runtime created for mounting (`remove_mount_stubs`; a working dir created for the run stays).
+
+    `run_kwargs` are `run`'s keyword arguments (network, hostname, output, state_dir, cancel, runtime)."""
+    with snapshotter.mounted(lowers, upper, workdir) as rootfs:
+        code = run(rootfs, process, mounts, **run_kwargs)
+    remove_mount_stubs(upper, lowers, mount_targets(mounts), keep=[process.cwd])
+    return code
 
 
 def _run_bundle(runtime: Runtime, state_dir: Path, bundle: Path, container_id: str,

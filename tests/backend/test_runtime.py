@@ -17,7 +17,7 @@ import pytest
 from backend.mountpoints import remove_mount_stubs
 from backend.runtime import (
     DEFAULT_CAPABILITIES, BindMount, Cancelled, ContainerStartError, FileMount, Process, RuntimeNotFound,
-    TmpfsMount, config_for, find_runtime, mount_targets, run,
+    TmpfsMount, config_for, find_runtime, mount_targets, run, run_on_layers,
 )
 from backend.snapshot import CopySnapshotter, OverlaySnapshotter, is_opaque, is_whiteout, layer_tree_digest
 from backend.userdb import UserError, resolve_user
@@ -42,11 +42,12 @@ def execute(lowers: list[Path], tmp: Path, process: Process, mounts=(), *, netwo
     upper = tmp / f"{name}-upper"
     upper.mkdir()
     chunks: list[bytes] = []
-    with snapshotter().mounted(lowers, upper, tmp / f"{name}-work") as root:
-        code = run(root, process, mounts, network=network, hostname="buildbox", output=chunks.append,
-                   state_dir=tmp / "state", cancel=cancel)
+    kw = dict(network=network, hostname="buildbox", output=chunks.append, state_dir=tmp / "state", cancel=cancel)
     if clean_stubs:
-        remove_mount_stubs(upper, lowers, mount_targets(mounts))
+        code = run_on_layers(snapshotter(), lowers, upper, tmp / f"{name}-work", process, mounts, **kw)
+    else:
+        with snapshotter().mounted(lowers, upper, tmp / f"{name}-work") as root:
+            code = run(root, process, mounts, **kw)
     return Result(code, b"".join(chunks).decode(errors="replace"), upper)
 
 
@@ -168,6 +169,15 @@ def test_mount_points_created_only_for_mounting_are_not_in_the_layer(busybox_roo
     assert stubs <= layer(r.upper)  # what runc leaves in the upper dir ...
     remove_mount_stubs(r.upper, [busybox_rootfs], mount_targets(mounts))
     assert layer(r.upper) == set()  # ... and none of it, nor the parents made for it, stays in the layer
+
+
+@pytest.mark.e2e
+def test_created_workdir_stays_even_when_mounted_over(busybox_rootfs: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    r = execute([busybox_rootfs], tmp_path, sh("pwd", cwd="/app"), [BindMount(src, "/app")])
+    assert r.output == "/app\n"
+    assert layer(r.upper) == {"app"}
 
 
 @pytest.mark.e2e

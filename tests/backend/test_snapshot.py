@@ -260,6 +260,10 @@ def test_remove_mount_stubs(layers: list[Path], tmp_path: Path) -> None:
     assert sorted(removed) == ["etc/hosts", "keep", "keep/secret", "mnt/c", "proc"]
     assert tree(upper) == {"etc": "dir", "etc/written": "by the build", "mnt": "dir", "mnt/a": "dir",
                            "mnt/a/b": "dir", "mnt/a/b/kept": "not empty: not a stub any more", "work": "dir"}
+    (upper / "work/src").mkdir()  # the executor created the working dir, and a bind was mounted on it
+    (upper / "cache").mkdir()
+    assert remove_mount_stubs(upper, layers, ["/work/src", "/cache"], keep=["/work/src"]) == ["cache"]
+    assert (upper / "work/src").is_dir()
 
 
 # ---------------------------------------------------------------------------------------------- base image
