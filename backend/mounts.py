@@ -1,0 +1,161 @@
+"""The runtime mounts of one exec: what each IR mount becomes on the host, and its cleanup.
+
+* ``bind`` of a snapshot: an overlay of its layers with a throwaway upper (read-only unless the
+  mount says otherwise; an rw mount's writes are discarded unless it is an output, whose upper then
+  becomes a layer); a local context is bound directly; ``selector`` is resolved inside the input.
+* ``cache``: ``mounts/<id>`` in the store, created once (uid/gid/mode, seeded from the input);
+  ``shared`` holds a shared lock, ``locked`` an exclusive one, ``private`` takes the dir if it is free
+  and otherwise works on a fresh copy.
+* ``tmpfs``; ``secret`` as a file on a private tmpfs dir outside the rootfs (or an env var);
+  ``ssh`` as a proxy socket to the granted agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ir import ops as irops
+
+from backend import runtime as rt
+from backend.errors import GrantError, SolveError
+from backend.mountpoints import resolve_in_root
+from backend.ops import Workspace
+from backend.result import Snapshot
+
+
+@dataclass
+class Prepared:
+    mounts: list = field(default_factory=list)  # runtime mounts
+    env: list[str] = field(default_factory=list)  # secret env vars
+    outputs: dict[int, tuple[list[Path], Path]] = field(default_factory=dict)  # output -> (lowers, upper)
+    secrets: list[bytes] = field(default_factory=list)  # values to redact from the output
+
+
+def secret_dir() -> Path:
+    """A 0700 dir on a tmpfs for secret files and run bundles ($XDG_RUNTIME_DIR, else /dev/shm)."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/dev/shm"
+    if not os.path.isdir(base):
+        base = tempfile.gettempdir()
+    return Path(tempfile.mkdtemp(prefix="irctl-", dir=base))
+
+
+def prepare(ws: Workspace, stack: contextlib.ExitStack, step_name: str, ex: irops.ExecOp,
+            inputs: list[Snapshot], secrets_dir: Path) -> Prepared:
+    out = Prepared()
+    opts = ws.options
+    for m in ex.mounts[1:]:
+        if m.type == "bind":
+            _bind(ws, stack, m, inputs, out)
+        elif m.type == "cache":
+            _cache(ws, stack, m, inputs, out)
+        elif m.type == "tmpfs":
+            size = m.tmpfs.size if m.tmpfs is not None and m.tmpfs.size else None
+            out.mounts.append(rt.TmpfsMount(m.target, size))
+        elif m.type == "secret":
+            s = m.secret
+            assert s is not None
+            value = opts.secrets.get(s.id)  # type: ignore[attr-defined]
+            if value is None:
+                if s.required:
+                    raise GrantError(f"{step_name}: secret {s.id!r} is required but was not given "
+                                     f"(pass --secret id={s.id},src=FILE or env=VAR)")
+                continue
+            out.secrets.append(value)
+            if s.env:
+                out.env.append(f"{s.env}={value.decode('utf-8', 'surrogateescape')}")
+                continue
+            fd, path = tempfile.mkstemp(prefix="secret-", dir=secrets_dir)
+            with os.fdopen(fd, "wb") as f:
+                f.write(value)
+            os.chown(path, s.uid, s.gid)
+            os.chmod(path, s.mode)
+            out.mounts.append(rt.FileMount(Path(path), m.target))
+        elif m.type == "ssh":
+            s = m.ssh or irops.SSHOptions()
+            agent = opts.ssh.get(s.id)  # type: ignore[attr-defined]
+            if agent is None:
+                if s.required:
+                    raise GrantError(f"{step_name}: ssh agent {s.id!r} is required but was not given "
+                                     f"(pass --ssh {s.id}=SOCKET or --ssh default with $SSH_AUTH_SOCK)")
+                continue
+            from backend.sshproxy import SSHProxy
+
+            proxy = stack.enter_context(SSHProxy(Path(agent), secrets_dir, uid=s.uid, gid=s.gid, mode=s.mode))
+            out.mounts.append(rt.BindMount(proxy.path, m.target, readonly=True))
+        else:  # pragma: no cover - validation rejects unknown types
+            raise SolveError(f"unknown mount type {m.type!r}")
+    return out
+
+
+def _selected_dir(root: Path, selector: str) -> Path:
+    if not selector:
+        return root
+    rel = resolve_in_root(root, selector)
+    path = root / rel
+    if not path.exists():
+        raise SolveError(f"mount selector {selector!r}: no such path in the input")
+    return path
+
+
+def _bind(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: list[Snapshot], out: Prepared) -> None:
+    if m.input < 0:
+        snap = None
+    else:
+        snap = inputs[m.input]
+    if snap is not None and snap.host_dir is not None and m.readonly and not snap.include and not snap.exclude:
+        out.mounts.append(rt.BindMount(_selected_dir(Path(snap.host_dir), m.selector), m.target, readonly=True))
+        return
+    lowers = ws.lowers(snap) if snap is not None else []
+    work = ws.temp_dir("bind-")
+    upper = work / "upper"
+    upper.mkdir()
+    root = stack.enter_context(ws.snapshotter.mounted(lowers, upper, work / "work"))
+    if m.output >= 0:
+        if m.selector:
+            raise SolveError(f"mount {m.target}: an output mount cannot use a selector")
+        out.outputs[m.output] = (lowers, upper)
+    out.mounts.append(rt.BindMount(_selected_dir(root, m.selector), m.target, readonly=m.readonly))
+
+
+def _cache(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: list[Snapshot], out: Prepared) -> None:
+    c = m.cache
+    assert c is not None
+    store = ws.store
+
+    def create(tmp: Path) -> None:
+        if m.input >= 0:
+            from backend.snapshot import apply_layers
+
+            flat = tmp.parent / "seed"
+            snap = inputs[m.input]
+            if snap.host_dir is not None:
+                from backend.ops.file import copy_context
+
+                copy_context(snap, flat)
+            else:
+                apply_layers(ws.lowers(snap), flat)
+            src = _selected_dir(flat, m.selector)
+            os.rename(src, tmp)
+        else:
+            tmp.mkdir()
+        os.chown(tmp, c.uid, c.gid)
+        os.chmod(tmp, c.mode)
+
+    path = store.mount_dir(c.id, create)
+    if c.sharing == "private":
+        fd = store.mount_lock(c.id, exclusive=True, wait=False)
+        if fd is None:  # busy: this user gets its own fresh instance, discarded afterwards
+            fresh = ws.temp_dir("cache-") / "dir"
+            create(fresh)
+            stack.callback(shutil.rmtree, fresh.parent, True)
+            out.mounts.append(rt.BindMount(fresh, m.target, readonly=m.readonly))
+            return
+    else:
+        fd = store.mount_lock(c.id, exclusive=c.sharing == "locked")
+    stack.callback(os.close, fd)
+    out.mounts.append(rt.BindMount(path, m.target, readonly=m.readonly))

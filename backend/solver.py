@@ -1,0 +1,309 @@
+"""Solve an IR document: run what the targets need, reuse what the cache already has.
+
+Each op is one task for the scheduler.  A task computes the op's cache key from the op's own bytes
+with every input replaced by the *identity* of the input's result (its content, never how it was
+made), looks the key up, and only on a miss runs the op's handler.  So a fully cached rebuild
+mounts and executes nothing, and when an op re-runs but produces the same files, everything after
+it is a hit again (early cutoff).  A COPY from a local context is keyed by the checksum of exactly
+the files it selects, so editing an unrelated file does not re-run it.
+
+The graph reaches the host only through ``SolveOptions`` grants (local dirs, OCI layouts, secrets,
+ssh agents, ``allow_insecure``); secrets are never part of a key, a log line or a file in the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ir import ops as irops
+from ir.codec import canonical_bytes
+from ir.errors import ValidationErrors
+from ir.validate import check_graph
+
+from backend.cache import CacheStore, Output, default_root
+from backend.errors import BuildError, GrantError, SolveError
+from backend.events import Event
+from backend.ops import Step, Workspace, layer_id_of
+from backend.result import ImageMeta, Snapshot
+from backend.scheduler import critical_path, run_dag
+
+DEFAULT_JOBS = 16
+
+
+@dataclass
+class SolveOptions:
+    cache_dir: Path | str | None = None  # default: $IRCTL_CACHE_DIR, $XDG_CACHE_HOME/irctl, ~/.cache/irctl
+    local_dirs: dict[str, Path] = field(default_factory=dict)  # granted local contexts
+    oci_layouts: dict[str, Path] = field(default_factory=dict)  # granted OCI layouts
+    secrets: dict[str, bytes] = field(default_factory=dict)
+    ssh: dict[str, Path] = field(default_factory=dict)  # agent id -> socket
+    jobs: int = DEFAULT_JOBS  # concurrent execs
+    no_cache: bool = False
+    allow_insecure: bool = False
+    insecure_registries: tuple[str, ...] = ()
+    on_event: Callable[[Event], None] | None = None
+    materialize: bool = True  # make sure every layer of the returned snapshots exists as a dir
+
+
+def solve(doc: irops.Document, targets: list[str] | None = None, options: SolveOptions | None = None
+          ) -> dict[str, Snapshot]:
+    """Build ``targets`` (root names; default ``["default"]``) and return their snapshots."""
+    return Solver(doc, options or SolveOptions()).solve(targets or ["default"])
+
+
+# ------------------------------------------------------------------------------------- locations
+
+
+def describe(doc: irops.Document, digest: str) -> tuple[str, str]:
+    meta = doc.metadata.get(digest)
+    op = doc.ops[digest]
+    if meta is not None and meta.description:
+        return meta.description, meta.group
+    if op.exec is not None:
+        return "RUN " + " ".join(op.exec.args), meta.group if meta else ""
+    if op.source is not None:
+        s = op.source
+        name = (s.image and s.image.ref) or (s.local and f"local {s.local.name}") or (
+            s.http and s.http.url) or (s.git and s.git.remote) or (s.oci_layout and f"oci-layout {s.oci_layout.name}") \
+            or "scratch"
+        return str(name), meta.group if meta else ""
+    return op.kind, meta.group if meta else ""
+
+
+def source_location(doc: irops.Document, digest: str, context: int = 2) -> str:
+    """``Dockerfile:7`` and the source lines, the op's own marked with ``>>>`` (BuildKit style)."""
+    meta = doc.metadata.get(digest)
+    if meta is None:
+        return ""
+    blocks = []
+    for loc in meta.locations:
+        if not 0 <= loc.file < len(doc.sources):
+            continue
+        src = doc.sources[loc.file]
+        lines = src.data.decode("utf-8", "replace").splitlines()
+        end = loc.end_line or loc.line
+        out = [f"{src.name}:{loc.line}" + (f"-{end}" if end != loc.line else ""), "-" * 20]
+        for n in range(max(1, loc.line - context), min(len(lines), end) + 1):
+            mark = ">>>" if loc.line <= n <= end else "   "
+            out.append(f"{n:>4} | {mark} {lines[n - 1]}")
+        out.append("-" * 20)
+        blocks.append("\n".join(out))
+    return "\n".join(blocks)
+
+
+# ------------------------------------------------------------------------------------- solver
+
+
+class Solver:
+    def __init__(self, doc: irops.Document, options: SolveOptions):
+        self.doc = doc
+        self.options = options
+        self.results: dict[str, list[Snapshot]] = {}
+        self._emit_lock = threading.Lock()
+
+    def emit(self, event: Event) -> None:
+        if self.options.on_event is not None:
+            with self._emit_lock:
+                self.options.on_event(event)
+
+    # -- entry --------------------------------------------------------------------------------
+    def solve(self, targets: list[str]) -> dict[str, Snapshot]:
+        errors = check_graph(self.doc)
+        if errors:
+            raise ValidationErrors(errors) if len(errors) > 1 else errors[0]
+        for t in targets:
+            if t not in self.doc.roots:
+                raise SolveError(f"no target {t!r} in the graph (targets: {', '.join(sorted(self.doc.roots))})")
+        deps = self._reachable([self.doc.roots[t].op for t in targets])
+        self._check_grants(deps)
+        store = CacheStore(default_root(self.options.cache_dir))
+        from backend import mounts as mnt
+        from backend.images import ImageResolver
+        from backend.snapshot import detect_snapshotter
+
+        with store.session() as work:
+            state_dir = mnt.secret_dir()
+            images = ImageResolver(store, insecure=tuple(self.options.insecure_registries))
+            try:
+                snapshotter = detect_snapshotter(store.tmp_dir)
+                ws = Workspace(store=store, work=work, state_dir=state_dir, snapshotter=snapshotter,
+                               options=self.options, images=images, emit=self.emit, cancel=threading.Event(),
+                               exec_slots=threading.Semaphore(max(1, self.options.jobs)))
+                self.emit(Event("info", text=f"snapshotter: {snapshotter.name}"))
+                self.ws = ws
+                cost = {"exec": 10.0, "file": 2.0, "diff": 2.0}
+                prio = critical_path(deps, lambda d: cost.get(self.doc.ops[d].kind, 0.1))
+                run_dag(deps, self._task, priority=prio, cancel=ws.cancel,
+                        workers=max(32, 2 * self.options.jobs))
+                out = {}
+                for t in targets:
+                    ref = self.doc.roots[t]
+                    snap = self.results[ref.op][ref.output]
+                    out[t] = self._materialize(snap) if self.options.materialize else snap
+                return out
+            finally:
+                images.close()
+                shutil.rmtree(state_dir, ignore_errors=True)
+
+    def _reachable(self, roots: list[str]) -> dict[str, list[str]]:
+        deps: dict[str, list[str]] = {}
+        stack = list(roots)
+        while stack:
+            d = stack.pop()
+            if d in deps:
+                continue
+            deps[d] = sorted({r.op for r in self.doc.ops[d].inputs})
+            stack.extend(deps[d])
+        return deps
+
+    def _check_grants(self, deps: dict[str, list[str]]) -> None:
+        from backend.ops.source import check_grants
+
+        for d in sorted(deps):
+            op = self.doc.ops[d]
+            where = self._where(d)
+            if op.source is not None:
+                check_grants(op.source, self.options, where)
+            if op.exec is not None and op.exec.security == "insecure" and not self.options.allow_insecure:
+                raise GrantError(f"{where}: the step asks for security=insecure (all capabilities), which was not "
+                                 "allowed; pass --allow security.insecure")
+
+    def _where(self, digest: str) -> str:
+        desc, _ = describe(self.doc, digest)
+        loc = source_location(self.doc, digest, 0).split("\n", 1)[0]
+        return f"{loc}: {desc}" if loc else desc
+
+    # -- one op -------------------------------------------------------------------------------
+    def _task(self, digest: str) -> None:
+        op = self.doc.ops[digest]
+        inputs = [self.results[r.op][r.output] for r in op.inputs]
+        desc, group = describe(self.doc, digest)
+        step = Step(self.ws, digest, desc, group)
+        try:
+            self.results[digest] = self._solve_op(step, op, inputs)
+        except BuildError as e:
+            if self.ws.cancel.is_set() and e.exit_code is not None and e.exit_code >= 128:
+                raise  # killed because a sibling failed
+            step.event("failed", e.message, time.monotonic() - step.started)
+            raise BuildError(e.message, op=digest, description=desc, location=source_location(self.doc, digest),
+                             output_tail=e.output_tail, exit_code=e.exit_code) from None
+        except (SolveError, OSError) as e:
+            if isinstance(e, GrantError):
+                raise
+            from backend.runtime import Cancelled
+
+            if isinstance(e, Cancelled):
+                raise
+            msg = str(e) if isinstance(e, SolveError) else f"{type(e).__name__}: {e}"
+            step.event("failed", msg, time.monotonic() - step.started)
+            raise BuildError(msg, op=digest, description=desc, location=source_location(self.doc, digest)) from None
+
+    def _solve_op(self, step: Step, op: irops.Op, inputs: list[Snapshot]) -> list[Snapshot]:
+        from backend.ops import source
+
+        ws = self.ws
+        if op.source is not None and not source.is_fetched(op.source):
+            snap = source.resolve_source(ws, step, op.source)
+            step.event("cached", "resolved")
+            return [snap]
+        extra = ""
+        if op.source is not None:
+            fetched = source.fetch_key_extra(op.source)
+            key = None if fetched is None else self._key(op, inputs, fetched)
+        else:
+            key = self._key(op, inputs, extra)
+        if key is not None and not self.options.no_cache:
+            hit = ws.store.lookup(key)
+            if hit is not None:
+                step.event("cached")
+                return [self._from_output(o) for o in hit]
+        if op.kind != "exec":
+            step.event("started")
+        step.started = time.monotonic()
+        outs = self._run(step, op, inputs)
+        if key is not None:
+            ws.store.record(key, [self._to_output(s) for s in outs])
+        step.event("finished", duration=time.monotonic() - step.started)
+        return outs
+
+    def _run(self, step: Step, op: irops.Op, inputs: list[Snapshot]) -> list[Snapshot]:
+        ws = self.ws
+        if op.exec is not None:
+            from backend.ops.exec import run_exec
+
+            n = max((m.output for m in op.exec.mounts), default=-1) + 1
+            return run_exec(ws, step, op.exec, inputs, n)
+        if op.file is not None:
+            from backend.ops.file import run_file
+
+            return [run_file(ws, step, op.file, inputs)]
+        if op.merge is not None:
+            from backend.ops.merge import run_merge
+
+            return [run_merge(ws, step, inputs)]
+        if op.diff is not None:
+            from backend.ops.merge import run_diff
+
+            return [run_diff(ws, step, inputs[0], inputs[1])]
+        if op.image is not None:
+            from backend.ops.image import run_image
+
+            return [run_image(op.image, inputs[0])]
+        from backend.ops.source import fetch_source
+
+        return [fetch_source(ws, step, op.source)]  # type: ignore[arg-type]
+
+    # -- keys ---------------------------------------------------------------------------------
+    def _key(self, op: irops.Op, inputs: list[Snapshot], extra: str) -> str:
+        h = hashlib.sha256(b"irctl-cache-key-v1\0")
+        h.update(canonical_bytes(dataclasses.replace(op, inputs=())))
+        for i, (ref, snap) in enumerate(zip(op.inputs, inputs)):
+            h.update(b"\0input\0" + self._input_identity(op, i, snap).encode())
+        h.update(b"\0extra\0" + extra.encode())
+        return "sha256:" + h.hexdigest()
+
+    def _input_identity(self, op: irops.Op, index: int, snap: Snapshot) -> str:
+        """The identity an input contributes; for a local context only read by copy actions, the
+        checksum of exactly the files those actions select."""
+        f = op.file
+        if f is None or snap.host_dir is None or f.base == index:
+            return snap.identity
+        copies = [a.copy for a in f.actions if a.copy is not None and a.copy.src == index]
+        if not copies:
+            return snap.identity
+        from backend.ops.file import selection_digest
+
+        return "selection:" + ",".join(selection_digest(snap, c) for c in copies)
+
+    # -- snapshots <-> index rows --------------------------------------------------------------
+    def _to_output(self, snap: Snapshot) -> Output:
+        if snap.host_dir is not None:
+            ids = [self.ws.local_layer(snap)]
+        else:
+            ids = [layer_id_of(p) for p in snap.layers]
+        image = dataclasses.asdict(snap.image) if snap.image is not None else None
+        if image is not None:
+            image["history"] = list(image["history"])
+        return Output(snap.identity, tuple(ids), image)
+
+    def _from_output(self, o: Output) -> Snapshot:
+        image = None
+        if o.image is not None:
+            image = ImageMeta(config=o.image["config"], history=tuple(o.image.get("history") or ()),
+                              platform=o.image.get("platform") or {})
+        return Snapshot(identity=o.identity, layers=tuple(self.ws.store.layer_path(i) for i in o.layers), image=image)
+
+    def _materialize(self, snap: Snapshot) -> Snapshot:
+        if snap.host_dir is not None:
+            lid = self.ws.local_layer(snap)
+            return Snapshot(identity=snap.identity, layers=(self.ws.store.layer_path(lid),), image=snap.image)
+        self.ws.lowers(snap)
+        return snap
