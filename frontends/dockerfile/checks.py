@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from frontends.dockerfile import instructions as I
 from frontends.dockerfile.expand import Expander, ExpandError
@@ -51,6 +52,11 @@ class CheckConfig:
         return "all" not in self.skip and rule.lower() not in self.skip
 
 
+@lru_cache(maxsize=None)
+def rule_url(rule: str) -> str:
+    return URL.format(re.sub(r"(?<!^)(?=[A-Z])", "-", rule).lower())
+
+
 def is_secret_name(name: str) -> bool:
     return bool(_SECRET.search(name)) and not _ALLOWED.search(name)
 
@@ -63,8 +69,7 @@ class _Linter:
 
     def warn(self, rule: str, message: str, span: Span) -> None:
         if self.config.enabled(rule):
-            slug = re.sub(r"(?<!^)(?=[A-Z])", "-", rule).lower()
-            self.out.append(SourceWarning(rule, message, span, URL.format(slug)))
+            self.out.append(SourceWarning(rule, message, span, rule_url(rule)))
 
     def run(self, instrs: list[I.Instruction]) -> list[SourceWarning]:
         self._casing(instrs)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
 
@@ -81,6 +81,13 @@ def split_csv(value: str) -> list[tuple[str, int]]:
     """The fields of one Go ``encoding/csv`` record, each with its offset in ``value``."""
     if value == "":
         raise MountError("failed to parse csv mounts: EOF")
+    if '"' not in value and "\n" not in value and "\r" not in value:
+        # without quotes a Go CSV record is exactly the comma-separated pieces
+        fields, offset = [], 0
+        for piece in value.split(","):
+            fields.append((piece, offset))
+            offset += len(piece) + 1
+        return fields
     from lark.exceptions import UnexpectedInput
 
     try:
@@ -141,8 +148,12 @@ _CANON = {"src": "source", "dst": "target", "destination": "target", "ro": "read
           "rw": "readwrite"}
 
 
-def parse_mount(value: str, expand: Callable[[str], str] | None = None) -> MountSpec:
-    """Parse one ``--mount`` value.  Raises :class:`MountError` with an offset into ``value``."""
+def parse_mount(
+    value: str, expand: Callable[[str], str] | None = None, *, ssh_index: int | None = None
+) -> MountSpec:
+    """Parse one ``--mount`` value.  Raises :class:`MountError` with an offset into ``value``.
+    With ``ssh_index`` (the number of ssh mounts before this one in its RUN) the defaults of
+    :func:`apply_defaults` are applied too."""
     m: dict = {"type": "bind"}
     ro_auto = True
     deferred: list[str] = []
@@ -232,12 +243,16 @@ def parse_mount(value: str, expand: Callable[[str], str] | None = None) -> Mount
             if m["type"] != "secret":
                 raise MountError(f"unexpected key '{key}' for mount type '{m['type']}'", at, len(key))
             m["env"] = val
-    spec = MountSpec(**m, deferred=tuple(deferred), explicit=tuple(explicit))
+    if ro_auto:
+        m["readonly"] = m["type"] not in ("cache", "tmpfs")
     try:
-        return _validate(spec, ro_auto)
+        _validate(m)
     except MountError as e:
         e.offset, e.length = where.get(e.key, (0, 0))  # type: ignore[attr-defined]
         raise
+    if ssh_index is not None:
+        _defaults(m, ssh_index)
+    return MountSpec(**m, deferred=tuple(deferred), explicit=tuple(explicit))
 
 
 def _invalid(message: str, key: str) -> MountError:
@@ -246,41 +261,47 @@ def _invalid(message: str, key: str) -> MountError:
     return e
 
 
-def _validate(m: MountSpec, ro_auto: bool) -> MountSpec:
-    if m.type not in ("secret", "ssh", "cache"):
+def _validate(m: dict) -> None:
+    typ = m["type"]
+    if typ not in ("secret", "ssh", "cache"):
         for attr in ("mode", "uid", "gid"):
-            if getattr(m, attr) is not None:
-                raise _invalid(f'{attr} not allowed for "{m.type}" type mounts', attr)
-    if ro_auto:
-        m = replace(m, readonly=m.type not in ("cache", "tmpfs"))
-    if m.type == "secret":
-        if m.from_:
+            if m.get(attr) is not None:
+                raise _invalid(f'{attr} not allowed for "{typ}" type mounts', attr)
+    if typ == "secret":
+        if m.get("from_"):
             raise _invalid("secret mount should not have a from", "from")
-        if m.sharing:
+        if m.get("sharing"):
             raise _invalid("secret mount should not define sharing", "sharing")
-        if not (m.source or m.target or m.id or m.env):
+        if not (m.get("source") or m.get("target") or m.get("id") or m.get("env")):
             raise _invalid("invalid secret mount. one of source, target required", "type")
-        if m.source and m.id:
+        if m.get("source") and m.get("id"):
             raise _invalid("both source and id can't be set", "id")
-    if m.sharing and m.type != "cache":
-        raise _invalid(f"invalid cache sharing set for {m.type} mount", "sharing")
-    return m
+    if m.get("sharing") and typ != "cache":
+        raise _invalid(f"invalid cache sharing set for {typ} mount", "sharing")
+
+
+def _defaults(m: dict, ssh_index: int) -> None:
+    typ = m["type"]
+    if typ == "cache":
+        m["id"] = m.get("id") or m.get("target", "")
+        m["sharing"] = m.get("sharing") or "shared"
+    elif typ == "secret":
+        ident = m.get("source") or m.get("id") or posixpath.basename(m.get("target", ""))
+        target = m.get("target", "")
+        if not target and m.get("env") is None:
+            target = "/run/secrets/" + posixpath.basename(ident)
+        m.update(id=ident, source="", target=target)
+        if m.get("mode") is None:
+            m["mode"] = 0o400
+    elif typ == "ssh":
+        m["id"] = m.get("id") or "default"
+        m["target"] = m.get("target") or f"/run/buildkit/ssh_agent.{ssh_index}"
+        if m.get("mode") is None:
+            m["mode"] = 0o600
 
 
 def apply_defaults(m: MountSpec, ssh_index: int = 0) -> MountSpec:
     """Fill in what BuildKit fills in when it lowers the mount (see the module docstring)."""
-    if m.type == "cache":
-        return replace(m, id=m.id or m.target, sharing=m.sharing or "shared")
-    if m.type == "secret":
-        ident = m.source or m.id or posixpath.basename(m.target)
-        target = m.target
-        if not target and m.env is None:
-            target = "/run/secrets/" + posixpath.basename(ident)
-        mode = 0o400 if m.mode is None else m.mode
-        return replace(m, id=ident, source="", target=target, mode=mode)
-    if m.type == "ssh":
-        return replace(
-            m, id=m.id or "default", target=m.target or f"/run/buildkit/ssh_agent.{ssh_index}",
-            mode=0o600 if m.mode is None else m.mode,
-        )
-    return m
+    d = dict(m.__dict__)
+    _defaults(d, ssh_index)
+    return MountSpec(**d)

@@ -89,7 +89,8 @@ class LineSource:
     def display(self, line: int) -> str:
         """The source line ``line`` (1-based) without its line ending, for diagnostics."""
         if 1 <= line <= len(self.raw):
-            return self.raw[line - 1].rstrip("\r\n")
+            raw = self.raw[line - 1]
+            return raw[:-1].rstrip("\r") if raw[-1:] == "\n" else raw.rstrip("\r")
         return ""
 
     def span(self, line: int, column: int = 1, end_column: int = 0, end_line: int = 0) -> Span:
@@ -118,12 +119,10 @@ class Scanner:
         self.escape = "\\"
         self.directives: list[Directive] = []
         self._directives_done = False
-        self._set_escape("\\")
 
     # -- directives -------------------------------------------------------------------------
     def _set_escape(self, token: str) -> None:
-        e = re.escape(token)
-        self._continuation = re.compile(rf"(?:(?<=[^{e}])|^){e}[ \t]*\Z", re.S)
+        self.escape = token
 
     def _directive(self, token: str, line: int) -> None:
         if self._directives_done:
@@ -143,14 +142,16 @@ class Scanner:
                 raise SourceError(
                     f"invalid escape token '{value}' does not match ` or \\", self.src.span(line)
                 )
-            self.escape = value
             self._set_escape(value)
         self.directives.append(Directive(name, value, line))
 
     def _strip_continuation(self, s: str) -> tuple[str, bool]:
-        m = self._continuation.search(s)
-        if m:
-            return s[: m.start()], False
+        """BuildKit's ``([^E])E[ \t]*$|^E[ \t]*$`` → ``$1`` for escape character E: a line ends
+        in a continuation when its last non-blank character is an unescaped-looking E."""
+        esc = self.escape
+        t = s.rstrip(" \t")
+        if t.endswith(esc) and (len(t) == 1 or t[-2] != esc):
+            return t[:-1], False
         return s, True
 
     # -- the loop ---------------------------------------------------------------------------
@@ -160,12 +161,13 @@ class Scanner:
         i = 0
         while i < n:
             lineno = i + 1
-            token = _trim_newline(raw[i])
+            token = raw[i].rstrip("\r\n")
             stripped = token.lstrip(GO_SPACE)
             indent = len(token) - len(stripped)
-            self._directive(stripped, lineno)
+            if not self._directives_done:
+                self._directive(stripped, lineno)
             i += 1
-            if stripped.startswith("#"):
+            if stripped[:1] == "#":
                 continue
             text, eol = self._strip_continuation(stripped)
             if eol and not text:
@@ -178,11 +180,13 @@ class Scanner:
                 lineno = i + 1
                 rawline = raw[i]
                 i += 1
-                token = _trim_newline(rawline)
-                self._directive(token, lineno)
-                if _is_comment(rawline):
+                token = rawline.rstrip("\r\n")
+                if not self._directives_done:
+                    self._directive(token, lineno)
+                body = token.lstrip(GO_SPACE)
+                if body[:1] == "#":
                     continue
-                if not token.strip(GO_SPACE):
+                if not body:
                     ll.empty_continuation_lines.append(lineno)
                     continue
                 piece, eol = self._strip_continuation(token)

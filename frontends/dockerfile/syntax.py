@@ -26,6 +26,8 @@ from frontends.errors import SourceError, Span
 
 _TOKEN_WS = re.compile(r"[\t\v\f\r ]+")
 _SPACE = frozenset(GO_SPACE)
+_SPACES = re.compile("[" + re.escape(GO_SPACE) + "]+")
+_PLAIN_WORD = re.compile("[^'\"" + re.escape(GO_SPACE) + "]*")
 _HEREDOC_WORD = re.compile(r"(\d*)<<(-?)([^<]*)\Z", re.S)
 _HEREDOC_OP = re.compile(r"(\d*)<<(-?)\Z")
 
@@ -86,6 +88,17 @@ def parse_json_array(rest: str) -> list[str]:
     rest = rest.lstrip(GO_SPACE)
     if not rest.startswith("["):
         raise _NotJSON()
+    # Fast path: whenever Python's (also strict, RFC 8259) decoder reads an array of strings,
+    # Go's does too, with the same result.  Everything else (invalid JSON, NaN, numbers, nested
+    # values) is classified by the grammar, which is the definition of the exec form.
+    try:
+        fast = json.loads(rest)
+    except ValueError:
+        fast = None
+    if isinstance(fast, list) and all(type(x) is str for x in fast):
+        if any("\ud800" <= c <= "\udfff" for x in fast for c in x):
+            fast = ["".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in x) for x in fast]
+        return fast
     from lark.exceptions import LarkError
 
     try:
@@ -102,23 +115,25 @@ def parse_json_array(rest: str) -> list[str]:
     return out
 
 
-@dataclass
+@dataclass(slots=True)
 class FlagWord:
     """A ``--flag[=value]`` word before the arguments, unquoted; ``start``/``end`` index the line."""
 
     text: str
     start: int
     end: int
-    offsets: tuple[int, ...] = ()  # offset in the line of each character of ``text``
+    offsets: tuple[int, ...] = ()  # offset in the line of each character (empty: contiguous)
 
     def source_offset(self, index: int) -> int:
         """Where character ``index`` of :attr:`text` is in the line (quotes/escapes skipped)."""
+        if not self.offsets:
+            return min(self.start + max(index, 0), self.end)
         if 0 <= index < len(self.offsets):
             return self.offsets[index]
         return self.end if index >= len(self.offsets) else self.start
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     """One instruction as BuildKit's parser sees it."""
 
@@ -234,6 +249,8 @@ class SyntaxTree:
 
 def parse_words(rest: str, escape: str) -> list[str]:
     """BuildKit ``parseWords``: split on whitespace outside quotes, keeping quotes and escapes."""
+    if escape not in rest and "'" not in rest and '"' not in rest:
+        return [w for w in _SPACES.split(rest) if w]
     words: list[str] = []
     buf: list[str] = []
     blank_ok = False
@@ -389,6 +406,16 @@ def extract_flags(line: str, base: int, escape: str) -> tuple[int, list[FlagWord
         if not line.startswith("--", i):
             return i, words
         start = i
+        m = _PLAIN_WORD.match(line, i)
+        end = m.end()
+        if (end == n or line[end] in _SPACE) and escape not in line[i:end]:
+            # no quote and no escape in this word: it is taken as it stands
+            word = line[i:end]
+            i = end
+            if word == "--":
+                return i, words
+            words.append(FlagWord(word, base + start, base + i))
+            continue
         buf: list[str] = []
         pos: list[int] = []
         blank_ok = False
@@ -488,18 +515,21 @@ def _heredoc_from(fd: str, chomp: bool, rest: str) -> HeredocBody | None:
 
 def _node_from(text: str, base: int, ll: LogicalLine, escape: str, src: LineSource) -> Node:
     """``newNodeFromLine`` on ``text`` (which starts at ``base`` in ``ll.text``)."""
-    lead = len(text) - len(text.lstrip(GO_SPACE))
-    trimmed = text.strip(GO_SPACE)
-    parts = _TOKEN_WS.split(trimmed, maxsplit=1)
-    cmd = parts[0]
+    stripped = text.lstrip(GO_SPACE)
+    lead = len(text) - len(stripped)
+    trimmed = stripped.rstrip(GO_SPACE)
     cmd_offset = base + lead
     flags: list[FlagWord] = []
     rest = ""
     args_offset = cmd_offset + len(trimmed)
-    if len(parts) == 2:
-        after = trimmed.index(parts[1], len(cmd))
-        offset, flags = extract_flags(parts[1], cmd_offset + after, escape)
-        rest_raw = parts[1][offset:]
+    m = _TOKEN_WS.search(trimmed)
+    if m is None:
+        cmd = trimmed
+    else:
+        cmd, after = trimmed[: m.start()], m.end()
+        tail = trimmed[after:]
+        offset, flags = extract_flags(tail, cmd_offset + after, escape)
+        rest_raw = tail[offset:]
         rest = rest_raw.strip(GO_SPACE)
         args_offset = cmd_offset + after + offset + (len(rest_raw) - len(rest_raw.lstrip(GO_SPACE)))
     keyword = cmd.lower()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from frontends.dockerfile import instructions as I
-from frontends.dockerfile.mounts import MountError, apply_defaults, parse_mount
+from frontends.dockerfile.mounts import MountError, parse_mount
 from frontends.dockerfile.syntax import _HEREDOC_WORD, FlagWord, Node, SyntaxTree, _heredoc_from
 from frontends.errors import SourceError, Span, did_you_mean
 
@@ -153,13 +153,13 @@ class Builder:
         ssh_n = 0
         for value, fw in fv.get("mount", []):
             try:
-                m = parse_mount(value)
+                m = parse_mount(value, ssh_index=ssh_n)
             except MountError as e:
                 first = fw.text.index("=") + 1 + e.offset
                 off = fw.source_offset(first)
                 end = fw.source_offset(first + max(e.length, 1) - 1) + 1
                 raise self.error(node, e.message, off, end - off) from None
-            mounts.append(apply_defaults(m, ssh_n))
+            mounts.append(m)
             ssh_n += m.type == "ssh"
         net, sec = fv.get("network"), fv.get("security")
         for flag, val, allowed in (("network", net, NETWORK_MODES), ("security", sec, SECURITY_MODES)):

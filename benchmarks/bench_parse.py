@@ -1,0 +1,131 @@
+"""Dockerfile parse speed: ours against the ``dockerfile-parse`` PyPI package on the same text.
+
+    python benchmarks/bench_parse.py [--lines 5000] [--runs 5] [--seed 1] [--profile]
+
+Generates a seeded, realistic multi-stage Dockerfile of about ``--lines`` lines (ARGs, FROM ... AS,
+RUN with continuations and ``--mount``, COPY/ADD with flags, ENV/LABEL in both forms, JSON-form
+CMD/ENTRYPOINT, HEALTHCHECK, comments; no heredocs, which ``dockerfile-parse`` does not support),
+then reports the best of ``--runs`` wall-clock times for
+
+* ``parse_syntax``      BuildKit's parser stage (what ``dockerfile-parse`` also does),
+* ``parse_dockerfile``  the full parse: typed instructions, mounts, flag checks, build checks,
+* ``dockerfile-parse``  ``DockerfileParser(...).structure`` (skipped if the package is missing),
+
+and the ratios.  The lark grammars are compiled before timing (they are compiled once per process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from frontends.dockerfile.parse import parse_dockerfile  # noqa: E402
+from frontends.dockerfile.syntax import parse_syntax  # noqa: E402
+
+
+def make_dockerfile(lines: int, seed: int) -> str:
+    rng = random.Random(seed)
+    pkgs = ["curl", "git", "make", "gcc", "libssl-dev", "python3", "ca-certificates", "tzdata", "jq"]
+    out = ["# syntax=docker/dockerfile:1", "ARG BASE=debian:bookworm-slim", "ARG VERSION=1.2.3"]
+    stage = 0
+    while len(out) < lines:
+        out.append(f"FROM --platform=$BUILDPLATFORM ${{BASE}} AS stage{stage}")
+        for _ in range(rng.randint(8, 20)):
+            kind = rng.random()
+            if kind < 0.30:
+                n = rng.randint(2, 6)
+                out.append("RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \\")
+                out.append("    set -eux; \\")
+                out.append("    # install build dependencies")
+                for i in range(n):
+                    out.append(f"    apt-get install -y --no-install-recommends {rng.choice(pkgs)} \\")
+                out.append("    && rm -rf /var/lib/apt/lists/*")
+            elif kind < 0.45:
+                out.append(f"COPY --from=stage{max(stage - 1, 0)} --chown=1000:1000 --chmod=0755 "
+                           f"/src/bin{rng.randint(0, 99)} /usr/local/bin/")
+            elif kind < 0.55:
+                out.append(f"ENV PATH=/opt/bin:$PATH LANG=C.UTF-8 V{rng.randint(0, 9)}=\"a b c\"")
+            elif kind < 0.60:
+                out.append(f"ENV LEGACY_{rng.randint(0, 99)} some value here")
+            elif kind < 0.68:
+                out.append(f'LABEL org.opencontainers.image.version="${{VERSION}}" stage="{stage}"')
+            elif kind < 0.75:
+                out.append(f"WORKDIR /app/{rng.randint(0, 9)}")
+            elif kind < 0.82:
+                out.append('CMD ["/usr/local/bin/app", "--port", "8080"]')
+            elif kind < 0.86:
+                out.append("ADD --checksum=sha256:" + "ab" * 32 + " https://example.invalid/x.tgz /tmp/")
+            elif kind < 0.90:
+                out.append("HEALTHCHECK --interval=30s --timeout=3s CMD curl -f http://localhost/ || exit 1")
+            elif kind < 0.95:
+                out.append(f"# comment {rng.randint(0, 1 << 30)}")
+                out.append("EXPOSE 8080/tcp 9090")
+            else:
+                out.append("USER 1000:1000")
+        stage += 1
+    return "\n".join(out[:lines]) + "\n"
+
+
+def best_of(fn, runs: int) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lines", type=int, default=5000)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--profile", action="store_true", help="cProfile one full parse")
+    args = ap.parse_args()
+
+    text = make_dockerfile(args.lines, args.seed)
+    parse_dockerfile("FROM a\nCMD [\"x\"]\nRUN --mount=type=cache,target=/x true\n")  # warm lark
+    if args.profile:
+        import cProfile
+        import pstats
+
+        cProfile.runctx("parse_dockerfile(text)", globals(), {"text": text}, "/tmp/bench_parse.prof")
+        pstats.Stats("/tmp/bench_parse.prof").sort_stats("cumulative").print_stats(25)
+        return 0
+
+    n_instr = len(parse_syntax(text).nodes)
+    ours_syntax = best_of(lambda: parse_syntax(text), args.runs)
+    ours_full = best_of(lambda: parse_dockerfile(text), args.runs)
+    print(f"input: {args.lines} lines, {len(text):,} bytes, {n_instr} instructions; best of {args.runs}")
+    print(f"  irctl parse_syntax      {ours_syntax * 1000:9.1f} ms")
+    print(f"  irctl parse_dockerfile  {ours_full * 1000:9.1f} ms")
+    try:
+        from dockerfile_parse import DockerfileParser
+    except ImportError:
+        print("  dockerfile-parse        (not installed: pip install dockerfile-parse; skipped)")
+        return 0
+
+    import io
+
+    data = text.encode("utf-8")
+
+    def theirs():
+        return DockerfileParser(fileobj=io.BytesIO(data), env_replace=False).structure
+
+    seen = sum(1 for i in theirs() if i["instruction"] != "COMMENT")
+    if seen != n_instr:
+        print(f"  note: dockerfile-parse sees {seen} instructions")
+    other = best_of(theirs, args.runs)
+    print(f"  dockerfile-parse        {other * 1000:9.1f} ms")
+    print(f"  ratio dockerfile-parse / parse_syntax     = {other / ours_syntax:5.2f}x")
+    print(f"  ratio dockerfile-parse / parse_dockerfile = {other / ours_full:5.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,443 @@
+"""Compile a parsed Dockerfile to an IR document (BuildKit's ``dockerfile2llb``).
+
+    from frontends.dockerfile.convert import compile_dockerfile
+    compiled = compile_dockerfile(request, resolver)   # -> frontends.Compiled
+
+Each stage reachable from the target is lowered once, in dependency order, onto states of
+:mod:`ir.builder`: its FROM becomes a source (a registry image pinned by digest, scratch, a named
+context) or the state of an earlier stage; RUN becomes an exec op (:mod:`.convert_run`), COPY/ADD
+a file op (:mod:`.convert_copy`), WORKDIR a mkdir; the metadata instructions edit the stage's
+image config (:mod:`.image_config`).  Every op carries a source-map entry (description, stage
+group, Dockerfile lines) that is kept out of its digest.  Stages are independent subgraphs unless
+one reads another, so the solver can run them in parallel.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+
+from frontends import BuildRequest, Compiled, ImageResolver, NamedContext
+from frontends.dockerfile import instructions as I
+from frontends.dockerfile.expand import Expander, ExpandError
+from frontends.dockerfile.image_config import (ImageState, expose_history, go_list, go_quoted_list,
+                                               healthcheck_history, is_empty_image, parse_port_specs,
+                                               PortError, valid_signal)
+from frontends.dockerfile.stages import (PROXY_ARGS, DockerfileError, Plan, StageInfo, build_plan,
+                                         stage_ref)
+from frontends.errors import SourceError, Span
+from ir import builder, ops
+
+__all__ = ["compile_dockerfile", "DockerfileError"]
+
+
+@dataclass(eq=False)
+class Dispatch:
+    """A stage being lowered: its state, image config, run defaults and build args."""
+
+    info: StageInfo
+    state: builder.State
+    image: ImageState
+    platform: ops.Platform
+    env: dict[str, str] = field(default_factory=dict)  # what RUN sees: image Env + ARG values
+    cwd: str = "/"
+    user: str = ""
+    build_args: list[tuple[str, str | None]] = field(default_factory=list)
+    cmd_total: int = 0
+    cmd_index: int = 0
+    cmd_set: bool = False
+    on_build: bool = False  # the instruction being lowered is an ONBUILD trigger
+
+    def set_env(self, key: str, value: str) -> None:
+        self.env[key] = value
+
+
+@dataclass
+class External:
+    """An image or named context read by ``COPY --from`` / ``RUN --mount from=``, or a FROM base."""
+
+    state: builder.State
+    image: ImageState
+    platform: ops.Platform
+    counts_as_step: bool = True
+
+
+class Converter:
+    def __init__(self, request: BuildRequest, resolver: ImageResolver) -> None:
+        self.request = request
+        self.resolver = resolver
+        self.done: dict[int, Dispatch] = {}
+        self.active: set[int] = set()
+        self.externals: dict[tuple[str, ops.Platform], External] = {}
+        self._context: builder.State | None = None
+        self.warnings: list[str] = []
+
+    # -- entry ----------------------------------------------------------------------------
+    def compile(self) -> Compiled:
+        from frontends.dockerfile.parse import parse_dockerfile
+
+        req = self.request
+        try:
+            text = req.source.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = req.source[: e.start].count(b"\n") + 1
+            raise DockerfileError(f"invalid UTF-8 (byte 0x{req.source[e.start]:02x})", Span(req.filename, line)) from None
+        if not text.strip():
+            raise DockerfileError("the Dockerfile cannot be empty", Span(req.filename, 1))
+        df = relocated(lambda: parse_dockerfile(text, req.filename))
+        if not df.stages:
+            raise DockerfileError("dockerfile contains no stages to build", Span(req.filename, 1))
+        self.df = df
+        self.expander = Expander(df.escape)
+        self.plan: Plan = build_plan(df.instructions, df.stages, req, self.expander)
+        for w in df.warnings:
+            self.warnings.append(f"{w.span.location()}: warning: {w.rule}: {w.message}")
+        if df.check.error and df.warnings:
+            first = df.warnings[0]
+            raise DockerfileError(f"lint violation found for rules: {first.rule}: {first.message}", first.span)
+        d = self.ensure(self.plan.target)
+        final = d.state.with_image(d.image.to_ir(), d.image.history, d.platform,
+                                   meta=ops.OpMetadata(f"exporting image config of {d.info.group}", d.info.group,
+                                                       (self.location(d.info.from_.span),)))
+        doc = builder.build_document({"default": final},
+                                     sources=(ops.SourceFile(req.filename, "dockerfile", req.source),))
+        return Compiled(doc, tuple(self.warnings))
+
+    # -- helpers --------------------------------------------------------------------------
+    def location(self, span: Span) -> ops.Location:
+        return ops.Location(0, span.line, span.column, span.end_line if span.end_line != span.line else 0)
+
+    def meta(self, d: Dispatch, text: str, span: Span, *, step: bool = True) -> ops.OpMetadata:
+        """Description ``[stage 3/7] RUN make`` (BuildKit ``prefixCommand``), group, location."""
+        return ops.OpMetadata(self.prefix(d, text) if step else text, d.info.group, (self.location(span),))
+
+    def prefix(self, d: Dispatch, text: str) -> str:
+        if d.cmd_total == 0:
+            return text
+        d.cmd_index += 1
+        width = len(str(d.cmd_total))
+        head = "[" + (d.info.display + " " if d.info.display else "")
+        head += f"{d.cmd_index:>{width}}/{d.cmd_total}] "
+        return head + ("ONBUILD " if d.on_build else "") + text
+
+    def describe(self, d: Dispatch, ins: I.Instruction) -> str:
+        """The instruction as progress shows it: first line, variables shown expanded, keyword upper."""
+        first = ins.original.split("\n", 1)[0]
+        try:
+            first = Expander(self.df.escape, raw_quotes=True, skip_unset_env=True).word(first, d.env)
+        except ExpandError:
+            pass
+        kw, sep, rest = first.partition(" ")
+        return kw.upper() + sep + rest
+
+    def word(self, d: Dispatch, text: str, span: Span) -> str:
+        try:
+            return self.expander.word(text, d.env)
+        except ExpandError as e:
+            raise DockerfileError(str(e), span) from None
+
+    def words(self, d: Dispatch, text: str, span: Span) -> list[str]:
+        try:
+            return self.expander.words(text, d.env)
+        except ExpandError as e:
+            raise DockerfileError(str(e), span) from None
+
+    def run_env(self, d: Dispatch) -> tuple[str, ...]:
+        env = dict(d.env)
+        for k in PROXY_ARGS:  # BuildKit passes proxy build args to every RUN without an ARG
+            if k in self.request.build_args and k not in env:
+                env[k] = self.request.build_args[k]
+        return tuple(f"{k}={v}" for k, v in env.items())
+
+    def context(self) -> builder.State:
+        if self._context is None:
+            self._context = builder.local(self.request.context_name, exclude=self.request.ignore_patterns,
+                                          meta=ops.OpMetadata("[internal] load build context"))
+        return self._context
+
+    # -- stages ---------------------------------------------------------------------------
+    def ensure(self, info: StageInfo) -> Dispatch:
+        if info.index in self.done:
+            return self.done[info.index]
+        if info.index in self.active:
+            raise DockerfileError(f"circular dependency detected on stage: {info.group}", info.from_.span)
+        self.active.add(info.index)
+        d, from_desc = self.start(info)
+        if info.context is None:
+            triggers = d.image.on_build
+            d.image.on_build = []
+            parsed = [self.parse_trigger(t, info) for t in triggers]
+            d.cmd_total = (from_desc is not None) + len(parsed) + sum(
+                isinstance(i, (I.Run, I.Copy, I.Add, I.Workdir)) for i in info.instructions)
+            if from_desc is not None:
+                d.state = _with_source_meta(d.state, self.meta(d, from_desc, info.from_.span))
+            for trig in parsed:
+                d.on_build = True
+                self.dispatch(d, trig, info.from_.span)
+            d.on_build = False
+            for ins in info.instructions:
+                self.dispatch(d, ins, ins.span)
+        self.active.discard(info.index)
+        self.done[info.index] = d
+        return d
+
+    def start(self, info: StageInfo) -> tuple[Dispatch, str | None]:
+        """The stage's base: an earlier stage, scratch, a named context or a registry image; and
+        the FROM step's description when the base is a source op of its own."""
+        f = info.from_
+        from_desc = None
+        if info.context is not None:
+            ext = self.named_context(info.name, info.context, info.platform, f.span)
+            d = Dispatch(info, ext.state, ext.image.clone(), ext.platform)
+        elif info.base is not None:
+            base = self.ensure(info.base)
+            d = Dispatch(info, base.state, base.image.clone(), base.platform, dict(base.env), base.cwd,
+                         base.user, list(base.build_args))
+            return d, None
+        elif info.base_name == "scratch":
+            d = Dispatch(info, builder.scratch(), ImageState(), info.platform)
+        else:
+            ext = self.external(info.base_name, info.platform, f.span, from_line=True)
+            d = Dispatch(info, ext.state, ext.image.clone(), ext.platform)
+            img = ext.state.vertex.op.source.image if ext.state.vertex.op.source else None
+            if img is not None:
+                from_desc = f"FROM {img.ref}@{img.digest}" if img.digest else f"FROM {img.ref}"
+            elif ext.counts_as_step:
+                from_desc = f"FROM {info.base_name}"
+        d.image.ensure_path()
+        for e in d.image.env:
+            k, _, v = e.partition("=")
+            d.env[k] = v
+        if d.image.working_dir:
+            d.cwd = posixpath.join("/", d.image.working_dir)
+        d.user = d.image.user
+        return d, from_desc
+
+    def external(self, ref: str, platform: ops.Platform, span: Span, from_line: bool = False) -> External:
+        key = (ref, platform)
+        if key in self.externals:
+            return self.externals[key]
+        ctx = self.request.contexts.get(ref) or self.request.contexts.get(ref.removesuffix(":latest"))
+        if ctx is not None:
+            ext = self.named_context(ref, ctx, platform, span)
+        else:
+            try:
+                resolved = self.resolver.resolve_image(ref, platform)
+            except SourceError:
+                raise
+            except Exception as e:  # the resolver is the backend's; its errors get our location
+                hint = ""
+                names = [s.name for s in self.plan.stages if s.name]
+                from frontends.errors import did_you_mean
+
+                hint = did_you_mean(ref, names)
+                what = "base image" if from_line else "image"
+                raise DockerfileError(f"{what} {ref}: {e}{hint}", span) from None
+            plat = resolved.platform or platform
+            if is_empty_image(resolved.config):
+                state = builder.scratch()
+            else:
+                state = builder.image(resolved.ref, digest=resolved.digest, platform=plat)
+            ext = External(state, ImageState.from_oci(resolved.config), plat)
+        self.externals[key] = ext
+        return ext
+
+    def named_context(self, name: str, ctx: NamedContext, platform: ops.Platform, span: Span) -> External:
+        if ctx.kind == "local":
+            return External(builder.local(name, meta=ops.OpMetadata(f"[internal] load build context {name}")),
+                            ImageState(), platform)
+        try:
+            if ctx.kind == "image":
+                r = self.resolver.resolve_image(ctx.value, platform)
+                state = builder.image(r.ref, digest=r.digest, platform=r.platform or platform)
+            elif ctx.kind == "oci_layout":
+                r = self.resolver.resolve_oci_layout(name, ctx.value, platform)
+                state = builder.oci_layout(name, ref=ctx.value, digest=r.digest, platform=r.platform or platform)
+            else:
+                raise DockerfileError(f"named context {name}: unknown kind {ctx.kind!r}", span)
+        except SourceError:
+            raise
+        except Exception as e:
+            raise DockerfileError(f"named context {name}: {e}", span) from None
+        return External(state, ImageState.from_oci(r.config), r.platform or platform)
+
+    def source_of(self, d: Dispatch, value: str, span: Span, what: str = "copy") -> tuple[builder.State, ImageState]:
+        """The filesystem ``--from=value`` names: a stage (by name or index), an image, a named context."""
+        dep = stage_ref(value, self.plan.stages, self.plan.by_name, span)
+        if dep is not None:
+            if dep.index >= d.info.index:
+                raise DockerfileError(f'cannot {what} from stage "{value}", it needs to be defined before '
+                                      f'current stage "{d.info.group}"', span)
+            src = self.ensure(dep)
+            return src.state, src.image
+        ext = self.external(value, self.request.platform, span)
+        return ext.state, ext.image
+
+    def parse_trigger(self, text: str, info: StageInfo) -> I.Instruction:
+        from frontends.dockerfile.syntax import parse_syntax
+        from frontends.dockerfile.typed import Builder
+
+        span = info.from_.span
+        try:
+            tree = parse_syntax(text, self.request.filename)
+            if len(tree.nodes) != 1:
+                raise DockerfileError("onbuild trigger should be a single expression", span)
+            ins = Builder(tree).build(tree.nodes[0])
+        except DockerfileError:
+            raise
+        except SourceError as e:
+            raise DockerfileError(f"ONBUILD trigger {text!r} of {info.base_name}: {e.message}", span) from None
+        if isinstance(ins, (I.Onbuild, I.From, I.Maintainer)):
+            msg = ("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed" if isinstance(ins, I.Onbuild)
+                   else f"{ins.name} isn't allowed as an ONBUILD trigger")
+            raise DockerfileError(f"ONBUILD trigger of {info.base_name}: {msg}", span)
+        return ins
+
+    # -- instructions ---------------------------------------------------------------------
+    def dispatch(self, d: Dispatch, ins: I.Instruction, span: Span) -> None:
+        from frontends.dockerfile.convert_copy import dispatch_copy
+        from frontends.dockerfile.convert_run import dispatch_run
+
+        if isinstance(ins, I.Run):
+            dispatch_run(self, d, ins, span)
+        elif isinstance(ins, (I.Copy, I.Add)):
+            dispatch_copy(self, d, ins, span)
+        else:
+            getattr(self, "_" + ins.name.lower())(d, ins, span)
+
+    def _env(self, d: Dispatch, ins: I.Env, span: Span) -> None:
+        pairs = [(self.word(d, kv.key, span), self.word(d, kv.value, span)) for kv in ins.pairs]
+        for k, v in pairs:
+            d.set_env(k, v)
+            d.image.set_env(k, v)
+        d.image.commit("ENV " + " ".join(f"{k}={v}" for k, v in pairs), layer=False)
+
+    def _label(self, d: Dispatch, ins: I.Label, span: Span) -> None:
+        pairs = [(self.word(d, kv.key, span), self.word(d, kv.value, span)) for kv in ins.pairs]
+        for k, v in pairs:
+            d.image.labels[k] = v
+        d.image.commit("LABEL " + " ".join(f"{k}={v}" for k, v in pairs), layer=False)
+
+    def _maintainer(self, d: Dispatch, ins: I.Maintainer, span: Span) -> None:
+        value = self.word(d, ins.maintainer, span)
+        d.image.labels["maintainer"] = value
+        d.image.commit(f"MAINTAINER {value}", layer=False)
+
+    def _arg(self, d: Dispatch, ins: I.Arg, span: Span) -> None:
+        parts = []
+        for decl in ins.args:
+            value = decl.default
+            if decl.name in self.request.build_args:
+                value = self.request.build_args[decl.name]
+            elif value is not None:
+                value = self.word(d, value, span)
+            elif decl.name in self.plan.global_args:
+                value = self.plan.global_args[decl.name]
+            if value is not None:
+                d.set_env(decl.name, value)
+            d.build_args.append((decl.name, value))
+            parts.append(decl.name + ("" if value is None else "=" + value))
+        d.image.commit("ARG " + " ".join(parts), layer=False)
+
+    def _workdir(self, d: Dispatch, ins: I.Workdir, span: Span) -> None:
+        path = self.word(d, ins.path, span)
+        wd = posixpath.normpath(posixpath.join("/", d.image.working_dir or "/", path))
+        wd = "/" + wd.lstrip("/")
+        d.image.working_dir = wd
+        d.cwd = wd
+        layer = wd != "/"
+        if layer:
+            owner = owner_of(d.image.user) if d.image.user else None
+            meta = self.meta(d, self.describe(d, ins), span)
+            d.state = d.state.file([ops.FileAction(mkdir=ops.MkdirAction(wd, 0o755, True, owner))], meta=meta)
+        d.image.commit("WORKDIR " + wd, layer=layer)
+
+    def _user(self, d: Dispatch, ins: I.User, span: Span) -> None:
+        user = self.word(d, ins.user, span)
+        d.user = user
+        d.image.user = user
+        d.image.commit(f"USER {user}", layer=False)
+
+    def _expose(self, d: Dispatch, ins: I.Expose, span: Span) -> None:
+        ports = [p for raw in ins.ports for p in self.words(d, raw, span)]
+        try:
+            found = parse_port_specs(ports)
+        except PortError as e:
+            raise DockerfileError(str(e), span) from None
+        d.image.exposed_ports |= found
+        d.image.commit(expose_history(found), layer=False)
+
+    def _volume(self, d: Dispatch, ins: I.Volume, span: Span) -> None:
+        vols = [self.word(d, v, span) for v in ins.paths]
+        for v in vols:
+            if not v:
+                raise DockerfileError("VOLUME specified can not be an empty string", span)
+            d.image.volumes.add(v)
+        d.image.commit(f"VOLUME {go_list(vols)}", layer=False)
+
+    def _stopsignal(self, d: Dispatch, ins: I.StopSignal, span: Span) -> None:
+        sig = self.word(d, ins.signal, span)
+        if not valid_signal(sig):
+            raise DockerfileError(f"Invalid signal: {sig}", span)
+        d.image.stop_signal = sig
+        d.image.commit(f"STOPSIGNAL {sig}", layer=False)
+
+    def _shell(self, d: Dispatch, ins: I.Shell, span: Span) -> None:
+        d.image.shell = list(ins.shell)
+        d.image.commit(f"SHELL {go_list(ins.shell)}", layer=False)
+
+    def _cmd(self, d: Dispatch, ins: I.Cmd, span: Span) -> None:
+        args = list(ins.command.args)
+        if ins.command.shell_form:
+            args = d.image.with_shell(args)
+        d.image.cmd = args
+        d.cmd_set = True
+        d.image.commit(f"CMD {go_quoted_list(args)}", layer=False)
+
+    def _entrypoint(self, d: Dispatch, ins: I.Entrypoint, span: Span) -> None:
+        args = list(ins.command.args)
+        if ins.command.shell_form:
+            args = d.image.with_shell(args)
+        d.image.entrypoint = args
+        if not d.cmd_set:  # Docker: ENTRYPOINT resets an inherited CMD
+            d.image.cmd = None
+        d.image.commit(f"ENTRYPOINT {go_quoted_list(args)}", layer=False)
+
+    def _healthcheck(self, d: Dispatch, ins: I.Healthcheck, span: Span) -> None:
+        def ns(seconds: float) -> int:
+            return int(round(seconds * 1_000_000_000))
+
+        h = ops.Healthcheck(tuple(ins.test), ns(ins.interval), ns(ins.timeout), ns(ins.start_period),
+                            ns(ins.start_interval), ins.retries)
+        d.image.healthcheck = h
+        d.image.commit(healthcheck_history(h), layer=False)
+
+    def _onbuild(self, d: Dispatch, ins: I.Onbuild, span: Span) -> None:
+        d.image.on_build.append(ins.expression)
+
+
+def owner_of(chown: str) -> ops.Owner:
+    user, _, group = chown.partition(":")
+    return ops.Owner(user, group)
+
+
+def _with_source_meta(state: builder.State, meta: ops.OpMetadata) -> builder.State:
+    """Attach metadata to a source vertex (same op, same digest; metadata is not hashed)."""
+    from dataclasses import replace
+
+    return replace(state, vertex=replace(state.vertex, meta=meta))
+
+
+def relocated(fn):
+    """Run ``fn``; the parser's located errors become :class:`DockerfileError` (full text in ``str``)."""
+    try:
+        return fn()
+    except DockerfileError:
+        raise
+    except SourceError as e:
+        raise DockerfileError(e.message, e.span) from None
+
+
+def compile_dockerfile(request: BuildRequest, resolver: ImageResolver) -> Compiled:
+    """The Dockerfile in ``request`` as an IR document whose ``default`` root is the target image."""
+    return Converter(request, resolver).compile()

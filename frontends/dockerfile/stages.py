@@ -1,0 +1,225 @@
+"""The stage plan of a Dockerfile: global ARGs, each FROM expanded, stage references, the target.
+
+This is the part of BuildKit's ``toDispatchState`` that runs before any instruction is lowered:
+the ARGs before the first FROM (with the predefined platform args and the user's build args) are
+evaluated, every ``FROM`` is expanded with them, stage names are indexed, the stages each stage
+reads (``COPY --from``, ``RUN --mount from=``) are collected, circular references are refused with
+the instructions that form the loop, and the target stage is chosen.  Nothing is resolved here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from frontends import BuildRequest, NamedContext
+from frontends import FrontendError as ContractError
+from frontends.dockerfile import instructions as I
+from frontends.dockerfile.expand import Expander, ExpandError
+from frontends.errors import SourceError, Span, did_you_mean
+from ir import ops
+
+PROXY_ARGS = ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY",
+              "http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy")
+_KNOWN_OS = ("linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris", "illumos", "aix")
+
+
+class DockerfileError(SourceError, ContractError):
+    """A located compile error; ``str()`` is the whole message: ``file:line:col: msg``, the line, a caret.
+
+    It is both the parser's :class:`frontends.errors.SourceError` and the contract's
+    :class:`frontends.FrontendError`, so either ``except`` catches it."""
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+class TargetNotFound(ContractError):
+    """``--target`` names no stage of the file."""
+
+
+def platform_string(p: ops.Platform) -> str:
+    return f"{p.os}/{p.architecture}" + (f"/{p.variant}" if p.variant else "")
+
+
+def parse_platform(text: str) -> ops.Platform:
+    """containerd ``platforms.Parse`` for the common spellings: ``os/arch[/variant]`` or ``arch``."""
+    parts = text.strip().lower().split("/")
+    if not all(parts) or len(parts) > 3:
+        raise ValueError(f'"{text}": unknown operating system or architecture: invalid argument')
+    if len(parts) == 1:
+        if parts[0] in _KNOWN_OS:
+            return ops.Platform(os=parts[0])
+        parts = ["linux", parts[0]]
+    arch = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "armel": "arm"}.get(parts[1], parts[1])
+    variant = parts[2] if len(parts) == 3 else {"armhf": "v7", "armel": "v6"}.get(parts[1], "")
+    return ops.Platform(parts[0], arch, variant)
+
+
+def predefined_args(request: BuildRequest, target: str) -> dict[str, str]:
+    """BuildKit ``defaultArgs``: the platform args, TARGETSTAGE and any proxy args given."""
+    out: dict[str, str] = {}
+    for prefix, p in (("BUILD", request.build_platform), ("TARGET", request.platform)):
+        out[prefix + "PLATFORM"] = platform_string(p)
+        out[prefix + "OS"] = p.os
+        out[prefix + "ARCH"] = p.architecture
+        out[prefix + "VARIANT"] = p.variant
+    out["TARGETSTAGE"] = target
+    for k in PROXY_ARGS:
+        if k in request.build_args:
+            out[k] = request.build_args[k]
+    return out
+
+
+@dataclass(eq=False)
+class StageInfo:
+    """One FROM and its instructions, with everything known before lowering."""
+
+    index: int
+    from_: I.From
+    instructions: list[I.Instruction]
+    base_name: str  # FROM's image expanded with the global args
+    platform: ops.Platform
+    base: "StageInfo | None" = None  # FROM <an earlier stage>
+    context: NamedContext | None = None  # the stage is replaced by --build-context NAME=...
+    deps: dict["StageInfo", I.Instruction] = field(default_factory=dict)
+    display: str = ""  # the name used in progress descriptions ("" for a lone stage)
+
+    @property
+    def name(self) -> str:
+        return self.from_.stage_name or ""
+
+    @property
+    def group(self) -> str:
+        return self.name or f"stage-{self.index}"
+
+
+@dataclass
+class Plan:
+    stages: list[StageInfo]
+    by_name: dict[str, StageInfo]
+    global_args: dict[str, str]
+    target: StageInfo
+    external_refs: set[str]
+
+
+def stage_ref(value: str, plan_stages: list[StageInfo], by_name: dict[str, StageInfo], span: Span) -> StageInfo | None:
+    """The stage ``--from=value`` names (by name or index), or None for an image / named context."""
+    if value.lstrip("-").isdigit():
+        idx = int(value)
+        if not 0 <= idx < len(plan_stages):
+            raise DockerfileError(f"invalid stage index {idx}", span)
+        return plan_stages[idx]
+    return by_name.get(value.lower())
+
+
+def build_plan(instrs: list[I.Instruction], stages: list[I.Stage], request: BuildRequest,
+               expander: Expander) -> Plan:
+    target_name = request.target or (stages[-1].name or "")
+    glob = predefined_args(request, target_name)
+    for ins in instrs:
+        if isinstance(ins, I.From):
+            break
+        if isinstance(ins, I.Arg):
+            for decl in ins.args:
+                if decl.name in request.build_args:
+                    glob[decl.name] = request.build_args[decl.name]
+                elif decl.default is not None:
+                    glob[decl.name] = _expand(expander, decl.default, glob, ins.span)
+
+    infos: list[StageInfo] = []
+    by_name: dict[str, StageInfo] = {}
+    for i, st in enumerate(stages):
+        f = st.from_
+        base_name = _expand(expander, f.image, glob, f.span)
+        if not base_name:
+            raise DockerfileError(f"base name ({f.image}) should not be blank", f.span)
+        platform = request.platform
+        if f.platform:
+            text = _expand(expander, f.platform, glob, f.flag("platform").span if f.flag("platform") else f.span)
+            span = f.flag("platform").span if f.flag("platform") else f.span
+            if not text:
+                raise DockerfileError(f"empty platform value from expression {f.platform}", span)
+            try:
+                platform = parse_platform(text)
+            except ValueError as e:
+                raise DockerfileError(f"failed to parse platform {f.platform}: {e}", span) from None
+        info = StageInfo(i, f, st.instructions, base_name, platform)
+        info.base = by_name.get(base_name)  # BuildKit: exact match, stages defined earlier only
+        if info.name and info.name in request.contexts:
+            info.context = request.contexts[info.name]
+            info.base = None
+        infos.append(info)
+        if info.name:
+            by_name[info.name] = info
+
+    external: set[str] = set()
+    for info in infos:
+        for ins in info.instructions:
+            for value, span in references(ins):
+                dep = stage_ref(value, infos, by_name, span)
+                if dep is None:
+                    external.add(value)
+                else:
+                    info.deps.setdefault(dep, ins)
+    _check_cycles(infos)
+
+    single = len(infos) + len(external) == 1
+    for info in infos:
+        info.display = "" if single else info.group
+
+    if request.target:
+        target = by_name.get(request.target.lower())
+        if target is None:
+            names = [s.name for s in infos if s.name]
+            raise TargetNotFound(f'target stage "{request.target}" could not be found'
+                                 + did_you_mean(request.target, names))
+    else:
+        target = infos[-1]
+    return Plan(infos, by_name, glob, target, external)
+
+
+def references(ins: I.Instruction) -> list[tuple[str, Span]]:
+    """Stage or image names an instruction reads from: ``COPY --from``, ``RUN --mount from=``."""
+    out = []
+    if isinstance(ins, I.Copy) and ins.from_:
+        flag = ins.flag("from")
+        out.append((ins.from_, flag.span if flag else ins.span))
+    elif isinstance(ins, I.Run):
+        mount_flags = [f for f in ins.flags if f.name == "mount"]
+        for n, m in enumerate(ins.mounts):
+            if m.from_ and m.type != "tmpfs":
+                span = mount_flags[n].span if n < len(mount_flags) else ins.span
+                out.append((m.from_, span))
+    return out
+
+
+def _check_cycles(infos: list[StageInfo]) -> None:
+    """BuildKit ``validateCircularDependency``: a stage reading itself, directly or through others."""
+    visited: set[int] = set()
+
+    def visit(s: StageInfo, path: list[StageInfo], via: list[I.Instruction]) -> list[I.Instruction] | None:
+        if s.index in visited:
+            return None
+        visited.add(s.index)
+        path.append(s)
+        for dep, ins in s.deps.items():
+            if dep in path:
+                return via + [ins]
+            found = visit(dep, path, via + [ins])
+            if found is not None:
+                return found
+        path.pop()
+        return None
+
+    for s in infos:
+        loop = visit(s, [], [])
+        if loop is not None:
+            where = loop[-1]
+            raise DockerfileError(f"circular dependency detected on stage: {s.group}", where.span)
+
+
+def _expand(expander: Expander, text: str, env: dict[str, str], span: Span) -> str:
+    try:
+        return expander.word(text, env)
+    except ExpandError as e:
+        raise DockerfileError(str(e), span) from None
