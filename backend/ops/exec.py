@@ -96,7 +96,7 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
                 raise BuildError(f"process {_argv(ex.args)} did not complete successfully: exit code {code}",
                                  output_tail=tuple(lines.tail), exit_code=code)
             targets = rt.mount_targets(prepared.mounts)
-        remove_mount_stubs(upper, lowers, targets)
+        remove_mount_stubs(upper, lowers, targets, keep=[ex.cwd])
         results: dict[int, Snapshot] = {}
         base_ids = [f"sha256:{p.name}" for p in lowers]
         if root_mount.output >= 0:

@@ -1,0 +1,85 @@
+"""``irctl solve GRAPH.ir``: build the targets of an IR graph into the cache and print their results.
+
+Grants (the only way a graph reaches the host): ``--local NAME=DIR``, ``--oci-layout NAME=PATH``,
+``--secret``, ``--ssh``, ``--allow security.insecure``.  Output: one JSON object per target with
+its identity and layer dirs, on stdout; progress on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def _pairs(values: list[str], option: str) -> dict[str, Path]:
+    from irctl.errors import UserError
+
+    out = {}
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"{option} {v!r}: expected NAME=PATH")
+        if not Path(path).exists():
+            raise UserError(f"{option} {name}: {path} does not exist")
+        out[name] = Path(path).resolve()
+    return out
+
+
+def solve_cmd(
+    graph: Path = typer.Argument(..., help="IR graph file (irctl compile output)"),
+    target: List[str] = typer.Option([], "--target", "-t", help="root to build (repeatable; default: default)"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="cache store (default $IRCTL_CACHE_DIR, "
+                                             "$XDG_CACHE_HOME/irctl, ~/.cache/irctl)"),
+    local: List[str] = typer.Option([], "--local", help="grant a local directory: NAME=DIR"),
+    oci_layout: List[str] = typer.Option([], "--oci-layout", help="grant an OCI layout: NAME=PATH"),
+    secret: List[str] = typer.Option([], "--secret", help="id=ID,src=PATH or id=ID,env=VAR"),
+    ssh: List[str] = typer.Option([], "--ssh", help="default or ID=SOCKET"),
+    jobs: int = typer.Option(16, "--jobs", "-j", help="concurrent RUN steps"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="do not use cached results"),
+    allow: List[str] = typer.Option([], "--allow", help="security.insecure"),
+    insecure_registry: List[str] = typer.Option([], "--insecure-registry", help="use plain HTTP for this registry"),
+    progress: str = typer.Option("auto", "--progress", help="auto, tty, plain, json, quiet"),
+) -> None:
+    """Solve GRAPH: run what its targets need (reusing the cache) and print their results."""
+    from irctl.errors import UserError, user_errors
+
+    with user_errors():
+        from backend.solver import SolveOptions, solve
+        from ir.validate import load_and_validate
+        from irctl import options as cli_options
+
+        for a in allow:
+            if a != "security.insecure":
+                raise UserError(f"--allow {a!r}: the only entitlement is security.insecure")
+        doc = load_and_validate(graph.read_bytes())
+        try:
+            from irctl.progress import renderer
+
+            render = renderer(progress)
+        except ImportError:  # pragma: no cover - plain fallback
+            import sys
+
+            def render(e):
+                sys.stderr.write(e.plain() + "\n")
+        opts = SolveOptions(cache_dir=cache_dir, local_dirs=_pairs(local, "--local"),
+                            oci_layouts=_pairs(oci_layout, "--oci-layout"), secrets=cli_options.secrets(secret),
+                            ssh=cli_options.ssh_agents(ssh), jobs=jobs, no_cache=no_cache,
+                            allow_insecure="security.insecure" in allow,
+                            insecure_registries=tuple(insecure_registry), on_event=render)
+        try:
+            results = solve(doc, target or ["default"], opts)
+        finally:
+            close = getattr(render, "close", None)
+            if close:
+                close()
+    for name, snap in results.items():
+        typer.echo(json.dumps({"target": name, "identity": snap.identity,
+                               "layers": [str(p) for p in snap.layers],
+                               "image": snap.image.config if snap.image else None}))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("solve")(solve_cmd)
