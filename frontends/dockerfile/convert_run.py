@@ -1,0 +1,151 @@
+"""RUN → an exec op: the command line (shell form, exec form, heredocs) and every ``--mount``.
+
+Follows BuildKit's ``dispatchRun`` and ``dispatchRunMounts``:
+
+* shell form runs ``SHELL`` (default ``/bin/sh -c``) with the joined command; exec form as given;
+* ``RUN <<EOF`` (the whole command one heredoc) runs the body as the script; a body starting with
+  ``#!`` is written to a scratch file mounted at ``/dev/pipes/`` and executed; any other heredoc
+  use is handed to the shell reconstituted (``cmd\\nbody\\nEOF``);
+* mounts: bind (from the context, a stage, an image; ``source`` → selector; read-only unless
+  ``rw``, whose writes are discarded), cache (id defaults to the cleaned target, seeded ``from``),
+  tmpfs, secret, ssh; relative targets are relative to WORKDIR;
+* the environment is the stage's: image Env plus declared ARG values (not persisted), plus proxy
+  build args; cwd and user from WORKDIR and USER.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import TYPE_CHECKING
+
+from frontends.dockerfile import instructions as I
+from frontends.dockerfile.mounts import MountError, MountSpec, apply_defaults, parse_mount
+from frontends.dockerfile.stages import DockerfileError
+from frontends.dockerfile.syntax import _HEREDOC_WORD, _heredoc_from
+from frontends.dockerfile.typed import NETWORK_MODES, SECURITY_MODES
+from frontends.errors import Span, did_you_mean
+from ir import builder, ops
+
+if TYPE_CHECKING:
+    from frontends.dockerfile.convert import Converter, Dispatch
+
+
+def dispatch_run(conv: "Converter", d: "Dispatch", ins: I.Run, span: Span) -> None:
+    args = list(ins.command.args)
+    name = conv.describe(d, ins)
+    extra: list[builder.MountSpec] = []
+    if ins.heredocs:
+        if len(args) != 1 or not ins.command.shell_form:
+            raise DockerfileError(f"parsing produced an invalid run command: {args}", span)
+        if single_heredoc(args[0]):
+            doc = ins.heredocs[0]
+            data = doc.text()
+            if d.image.os != "windows" and doc.content.startswith("#!"):
+                script = builder.scratch().file(
+                    [ops.FileAction(mkfile=ops.MkfileAction("/" + doc.name, data.encode(), 0o755))],
+                    meta=ops.OpMetadata("[internal] preparing inline document", d.info.group,
+                                        (conv.location(span),)))
+                extra.append(builder.bind("/dev/pipes", script, readonly=True))
+                args = [posixpath.join("/dev/pipes/", doc.name)]
+            else:
+                args = [data]
+            name += f" ({summarize_heredoc(doc.content)})"
+        else:
+            args = [args[0] + "".join("\n" + h.content + h.name for h in ins.heredocs)]
+    if ins.command.shell_form:
+        args = d.image.with_shell(args)
+
+    mounts = extra + run_mounts(conv, d, ins, span)
+    network = _mode(conv, d, ins, "network", ins.network, NETWORK_MODES, span)
+    security = _mode(conv, d, ins, "security", ins.security, SECURITY_MODES, span)
+    meta = conv.meta(d, name, span)
+    d.state = d.state.run(args, mounts=mounts, env=conv.run_env(d), cwd=d.cwd, user=d.user,
+                          network=network or "default", security=security or "sandbox", meta=meta)
+    d.image.commit("RUN " + run_command_string(args, d), layer=True, buildkit_suffix=True)
+
+
+def single_heredoc(word: str) -> bool:
+    """BuildKit ``MustParseHeredoc``: the whole command is one ``<<WORD``."""
+    m = _HEREDOC_WORD.match(word)
+    return bool(m and m.group(3) and _heredoc_from(m.group(1), m.group(2) == "-", m.group(3)))
+
+
+def summarize_heredoc(doc: str) -> str:
+    lines = doc.strip().replace("\r\n", "\n").split("\n")
+    return lines[0] + ("..." if len(lines) > 1 else "")
+
+
+def run_command_string(args: list[str], d: "Dispatch") -> str:
+    """BuildKit ``runCommandString``: ``|2 A=1 B=2 /bin/sh -c make`` when ARGs are declared."""
+    seen: dict[str, int] = {}
+    pairs: list[str] = []
+    for key, value in d.build_args:
+        v = d.env.get(key, value if value is not None else "")
+        if key in seen:
+            pairs[seen[key]] = f"{key}={v}"
+        else:
+            seen[key] = len(pairs)
+            pairs.append(f"{key}={v}")
+    head = [f"|{len(pairs)}", *pairs] if pairs else []
+    return " ".join(head + list(args))
+
+
+def _mode(conv, d, ins: I.Run, flag: str, value: str | None, allowed, span: Span) -> str | None:
+    if value is None:
+        return None
+    f = ins.flag(flag)
+    fspan = f.span if f else span
+    value = conv.word(d, value, fspan)
+    if value not in allowed:
+        raise DockerfileError(f'unsupported {flag} mode "{value}"' + did_you_mean(value, allowed), fspan)
+    return value
+
+
+def run_mounts(conv: "Converter", d: "Dispatch", ins: I.Run, span: Span) -> list[builder.MountSpec]:
+    flags = [f for f in ins.flags if f.name == "mount"]
+    out: list[builder.MountSpec] = []
+    ssh_n = 0
+    for n, m in enumerate(ins.mounts):
+        fspan = flags[n].span if n < len(flags) else span
+        if m.deferred:
+            try:
+                m = apply_defaults(parse_mount(flags[n].value or "", expand=lambda s: conv.word(d, s, fspan)), ssh_n)
+            except MountError as e:
+                raise DockerfileError(e.message, fspan) from None
+        ssh_n += m.type == "ssh"
+        out.append(lower_mount(conv, d, m, fspan))
+    return out
+
+
+def lower_mount(conv: "Converter", d: "Dispatch", m: MountSpec, span: Span) -> builder.MountSpec:
+    if m.type in ("secret", "ssh"):
+        target = _abs_target(d, m.target, span) if m.target else ""
+        uid, gid = m.uid or 0, m.gid or 0
+        if m.type == "secret":
+            return builder.secret(m.id, target, env=m.env or "", required=m.required, uid=uid, gid=gid,
+                                  mode=0o400 if m.mode is None else m.mode)
+        return builder.ssh(target, m.id or "default", required=m.required, uid=uid, gid=gid,
+                           mode=0o600 if m.mode is None else m.mode)
+    if not m.target:
+        raise DockerfileError(f"mount target is required for {m.type} mounts", span)
+    target = _abs_target(d, m.target, span)
+    if m.type == "tmpfs":
+        return builder.tmpfs(target, size=m.size or 0)
+    selector = posixpath.normpath(posixpath.join("/", m.source)) if m.source else ""
+    selector = "" if selector in ("/", "//") else selector
+    if m.type == "cache":
+        seed = conv.source_of(d, m.from_, span, "mount")[0] if m.from_ else None
+        cache_id = m.id if "id" in m.explicit else posixpath.normpath(m.target)
+        return builder.cache(target, cache_id, m.sharing or "shared", seed=seed, selector=selector,
+                             uid=m.uid or 0, gid=m.gid or 0, mode=0o755 if m.mode is None else m.mode,
+                             readonly=m.readonly)
+    src = conv.source_of(d, m.from_, span, "mount")[0] if m.from_ else conv.context()
+    return builder.bind(target, src, selector=selector, readonly=m.readonly)
+
+
+def _abs_target(d: "Dispatch", target: str, span: Span) -> str:
+    path = posixpath.normpath(posixpath.join("/", d.cwd, target))
+    path = "/" + path.lstrip("/")
+    if path == "/":
+        raise DockerfileError(f'invalid mount target "{target}"', span)
+    return path
