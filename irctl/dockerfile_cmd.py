@@ -65,3 +65,7 @@ def parse(
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="dockerfile")

@@ -1,0 +1,99 @@
+"""``irctl build``: compile a build file with its frontend, solve the graph, export the result.
+
+Flag spellings follow docker/buildx so existing scripts carry over.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def build(
+    context: Path = typer.Argument(Path("."), help="The build context directory."),
+    file: Optional[Path] = typer.Option(None, "-f", "--file", help="Build file (default: CONTEXT/Dockerfile)."),
+    tags: List[str] = typer.Option([], "-t", "--tag", help="Name the image (repeatable)."),
+    target: str = typer.Option("", "--target", help="Stage to build (default: the last)."),
+    build_arg: List[str] = typer.Option([], "--build-arg", help="K=V build argument (repeatable)."),
+    secret: List[str] = typer.Option([], "--secret", help="id=ID,src=PATH or id=ID,env=VAR (repeatable)."),
+    ssh: List[str] = typer.Option([], "--ssh", help="default[=SOCKET] or ID=SOCKET (repeatable)."),
+    build_context: List[str] = typer.Option([], "--build-context", help="NAME=DIR|docker-image://REF|oci-layout://PATH."),
+    output: List[str] = typer.Option([], "-o", "--output", help="type=oci|docker|registry|local|tar,dest=… (repeatable)."),
+    push: bool = typer.Option(False, "--push", help="Push the -t names (same as --output type=registry)."),
+    frontend: str = typer.Option("", "--frontend", help="Frontend to use (see `irctl frontends`)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Run every step again."),
+    jobs: int = typer.Option(0, "--jobs", "-j", help="Run at most N steps at once (default: no practical limit)."),
+    progress: str = typer.Option("auto", "--progress", help="auto, tty, plain, json or quiet."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache store (default $IRCTL_CACHE_DIR, ~/.cache/irctl)."),
+    insecure_registry: List[str] = typer.Option([], "--insecure-registry", help="Allow plain HTTP to this registry."),
+    allow_insecure: bool = typer.Option(False, "--allow-insecure-entitlement", help="Allow RUN --security=insecure."),
+    ir_out: Optional[Path] = typer.Option(None, "--ir-out", help="Also write the compiled graph here."),
+) -> None:
+    """Build an image from CONTEXT."""
+    from irctl import options as opt
+    from irctl.errors import UserError, user_errors
+
+    with user_errors():
+        if not context.is_dir():
+            raise UserError(f"build context {context} is not a directory")
+        named = opt.named_contexts(build_context)
+        outputs = opt.outputs(output)
+        if push:
+            outputs.append(opt.Output("registry", {}))
+        compiled, root = _compile(context, file, frontend, target, opt.build_args(build_arg), named,
+                                  tuple(insecure_registry), cache_dir)
+        if ir_out is not None:
+            from ir.codec import dump_document
+
+            ir_out.write_bytes(dump_document(compiled.document))
+        snapshot = _solve(compiled.document, context, named, opt.secrets(secret), opt.ssh_agents(ssh),
+                          jobs, no_cache, allow_insecure, tuple(insecure_registry), progress, root)
+        if outputs:
+            from irctl.exporting import export
+
+            export(snapshot, outputs, tags, cache_root=root, insecure=tuple(insecure_registry),
+                   emit=lambda line: typer.echo(line, err=True))
+        elif tags:
+            typer.echo("note: no --output given; the result stays in the build cache "
+                       "(use --output type=oci,dest=… or --push)", err=True)
+
+
+def _compile(context, file, frontend, target, build_args, named, insecure, cache_dir):
+    from backend.cache import default_root
+    from irctl.compiling import CompileOptions, compile_file
+
+    root = default_root(cache_dir)
+    compiled = compile_file(CompileOptions(context=context, file=file, frontend=frontend, target=target,
+                                           build_args=build_args, named_contexts=named.frontend,
+                                           oci_layouts=named.oci_layouts, insecure_registries=insecure), root)
+    for warning in compiled.warnings:
+        typer.echo(warning, err=True)
+    return compiled, root
+
+
+def _solve(doc, context, named, secrets, ssh, jobs, no_cache, allow_insecure, insecure, progress, root):
+    from backend.solver import SolveOptions, solve
+    from irctl.progress import renderer
+
+    render = renderer(progress)
+    options = SolveOptions(cache_dir=root, local_dirs={"context": context.resolve(), **named.local_dirs},
+                           oci_layouts=named.oci_layouts, secrets=secrets, ssh=ssh, no_cache=no_cache,
+                           allow_insecure=allow_insecure, insecure_registries=insecure, on_event=render)
+    if jobs > 0:
+        options.jobs = jobs
+    t0 = time.monotonic()
+    try:
+        result = solve(doc, ["default"], options)
+    finally:
+        render.close()
+    if progress != "quiet":
+        print(f"built in {time.monotonic() - t0:.2f}s", file=sys.stderr)
+    return result["default"]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build")(build)

@@ -1,0 +1,50 @@
+"""``irctl compile``: a build file → an IR file, without building anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def compile_cmd(
+    context: Path = typer.Argument(Path("."), help="The build context directory."),
+    file: Optional[Path] = typer.Option(None, "-f", "--file", help="Build file (default: CONTEXT/Dockerfile)."),
+    out: Path = typer.Option(..., "-o", "--output", help="Where to write the graph ('-' for stdout)."),
+    target: str = typer.Option("", "--target", help="Stage to compile (default: the last)."),
+    build_arg: List[str] = typer.Option([], "--build-arg", help="K=V build argument (repeatable)."),
+    build_context: List[str] = typer.Option([], "--build-context", help="NAME=DIR|docker-image://REF|oci-layout://PATH."),
+    frontend: str = typer.Option("", "--frontend", help="Frontend to use (see `irctl frontends`)."),
+    uncompressed: bool = typer.Option(False, "--uncompressed", help="Write plain msgpack (for debugging)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache store (for resolved image configs)."),
+    insecure_registry: List[str] = typer.Option([], "--insecure-registry", help="Allow plain HTTP to this registry."),
+) -> None:
+    """Compile a build file to the IR."""
+    import sys
+
+    from backend.cache import default_root
+    from ir.codec import dump_document
+    from irctl import options as opt
+    from irctl.compiling import CompileOptions, compile_file
+    from irctl.errors import user_errors
+
+    with user_errors():
+        named = opt.named_contexts(build_context)
+        compiled = compile_file(CompileOptions(
+            context=context, file=file, frontend=frontend, target=target, build_args=opt.build_args(build_arg),
+            named_contexts=named.frontend, oci_layouts=named.oci_layouts,
+            insecure_registries=tuple(insecure_registry)), default_root(cache_dir))
+        for warning in compiled.warnings:
+            typer.echo(warning, err=True)
+        data = dump_document(compiled.document, compress=not uncompressed)
+        if str(out) == "-":
+            sys.stdout.buffer.write(data)
+        else:
+            out.write_bytes(data)
+            doc = compiled.document
+            typer.echo(f"wrote {out}: {len(doc.ops)} ops, roots {', '.join(sorted(doc.roots))}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compile")(compile_cmd)

@@ -1,0 +1,89 @@
+"""From a build file on disk to an IR document: pick the frontend, read the context's ignore
+file, resolve base images, compile.  Shared by ``irctl compile`` and ``irctl build``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ir import ops
+from irctl.errors import UserError
+
+_SYNTAX = re.compile(rb"^\s*#\s*syntax\s*=\s*(\S+)", re.IGNORECASE | re.MULTILINE)
+# `# syntax=` values that mean "the Dockerfile language": BuildKit's frontend images.
+_DOCKERFILE_SYNTAXES = re.compile(r"^(docker\.io/)?(docker/dockerfile(-upstream)?)(:.*)?(@.*)?$")
+
+
+@dataclass
+class CompileOptions:
+    context: Path
+    file: Path | None = None
+    frontend: str = ""
+    target: str = ""
+    build_args: dict[str, str] = field(default_factory=dict)
+    named_contexts: dict = field(default_factory=dict)  # name -> frontends.NamedContext
+    oci_layouts: dict[str, Path] = field(default_factory=dict)
+    insecure_registries: tuple[str, ...] = ()
+    platform: ops.Platform = field(default_factory=ops.Platform)
+
+
+def build_file(context: Path, file: Path | None) -> Path:
+    if file is not None:
+        return file
+    for name in ("Dockerfile", "Containerfile", "irctl.toml", "build.py"):
+        if (context / name).is_file():
+            return context / name
+    raise UserError(f"no build file in {context} (looked for Dockerfile, Containerfile, irctl.toml, build.py); use -f")
+
+
+def choose_frontend(path: Path, data: bytes, requested: str):
+    """``--frontend``, then a ``# syntax=`` directive, then the file name or suffix."""
+    from frontends import FrontendError, available, for_file
+
+    try:
+        found = available()
+    except FrontendError as e:
+        raise UserError(str(e)) from None
+    names = ", ".join(sorted(found)) or "none"
+    if requested:
+        if requested not in found:
+            raise UserError(f"unknown frontend {requested!r} (installed: {names})")
+        return found[requested][0]
+    m = _SYNTAX.search(data[:4096].split(b"\n\n", 1)[0])
+    if m:
+        syntax = m.group(1).decode(errors="replace")
+        if _DOCKERFILE_SYNTAXES.match(syntax) and "dockerfile" in found:
+            return found["dockerfile"][0]
+        if syntax in found:
+            return found[syntax][0]
+    frontend = for_file(path.name, found)
+    if frontend is None:
+        raise UserError(f"{path}: no frontend claims this file (installed: {names}); use --frontend")
+    return frontend
+
+
+def compile_file(opts: CompileOptions, cache_root: Path):
+    """Compile the build file; returns ``frontends.Compiled``."""
+    from frontends import BuildRequest, FrontendError
+    from frontends.dockerfile.dockerignore import find_ignore_file, read_patterns
+    from irctl.resolver import Resolver
+
+    path = build_file(opts.context, opts.file)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{path}: {e.strerror}") from None
+    frontend = choose_frontend(path, data, opts.frontend)
+    ignore = find_ignore_file(opts.context, path if opts.file is not None else None)
+    patterns = tuple(read_patterns(ignore.read_text())) if ignore is not None else ()
+    request = BuildRequest(source=data, filename=str(path.name if path.parent == opts.context else path),
+                           target=opts.target, build_args=opts.build_args, contexts=opts.named_contexts,
+                           ignore_patterns=patterns, platform=opts.platform, build_platform=opts.platform)
+    resolver = Resolver(cache_root, opts.oci_layouts, opts.insecure_registries)
+    try:
+        return frontend.compile(request, resolver)
+    except FrontendError as e:
+        raise UserError(str(e)) from None
+    finally:
+        resolver.close()

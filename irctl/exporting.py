@@ -1,0 +1,92 @@
+"""Send a solved snapshot to the outputs the user asked for (``--output``, ``-t``, ``--push``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from irctl.errors import UserError
+from irctl.options import Output
+
+
+def image_spec(snapshot, created: str | None = None):
+    """A solved snapshot as an exporter's ``ImageSpec``; layer ids double as diff_id hints so a
+    pulled layer's original blob is reused instead of recompressed."""
+    from backend.export.image import ImageSpec, LayerSource
+
+    meta = snapshot.image
+    layers = [LayerSource(Path(p), "sha256:" + Path(p).name) for p in snapshot.layers]
+    if meta is None:
+        return ImageSpec(layers=layers, created=created)
+    return ImageSpec(layers=layers, config=dict(meta.config), history=[dict(h) for h in meta.history],
+                     platform=dict(meta.platform), created=created)
+
+
+def export(snapshot, outputs: list[Output], tags: list[str], *, cache_root: Path, insecure: tuple[str, ...],
+           emit) -> list[str]:
+    """Run every output; returns one line per output describing what was written."""
+    from backend.blobs import BlobStore
+    from backend.export.image import ExportError, ExportOptions
+
+    store = BlobStore(cache_root)
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    done = []
+    for out in outputs:
+        attrs = dict(out.attrs)
+        compression = attrs.get("compression", "gzip")
+        level = int(attrs["compression-level"]) if "compression-level" in attrs else None
+        sde = int(attrs.get("source-date-epoch", epoch)) if (attrs.get("source-date-epoch") or epoch) else None
+        media = "oci" if attrs.get("oci-mediatypes", "true" if out.type != "docker" else "false") == "true" else "docker"
+        options = ExportOptions(compression=compression, level=level, source_date_epoch=sde, media_types=media)
+        names = [n for n in attrs.get("name", "").split(",") if n] or tags
+        try:
+            done.append(_one(out.type, attrs, snapshot, store, options, names, insecure))
+        except ExportError as e:
+            raise UserError(f"exporting {out.type}: {e}") from None
+        emit(done[-1])
+    return done
+
+
+def _one(kind: str, attrs: dict, snapshot, store, options, names: list[str], insecure) -> str:
+    spec = image_spec(snapshot)
+    dest = attrs.get("dest", "")
+    if kind == "oci":
+        from backend.export.oci import export_oci
+
+        tar = attrs.get("tar", "true") != "false"
+        ref = names[0].rpartition(":")[2] if names and ":" in names[0].rpartition("/")[2] else "latest"
+        desc, _ = export_oci(spec, store, dest, tar=tar, ref_name=ref, image_name=names[0] if names else None,
+                             options=options)
+        return f"exported OCI image {desc['digest']} to {dest}"
+    if kind == "docker":
+        from backend.export.docker import export_docker
+
+        image = export_docker(spec, store, dest, names=names, options=options)
+        return f"exported docker archive {image.digest} to {dest}"
+    if kind == "registry":
+        from backend.export.registry import export_registry
+        from backend.registry import RegistryClient, RegistryError
+
+        if not names:
+            raise UserError("pushing needs a name: -t NAME or --output type=registry,name=NAME")
+        client = RegistryClient(store=store, insecure=insecure + tuple(
+            n.split("/", 1)[0] for n in names if attrs.get("registry.insecure") == "true"))
+        try:
+            digest, _ = export_registry(spec, store, names, client, options=options)
+        except RegistryError as e:
+            raise UserError(f"pushing {', '.join(names)}: {e}") from None
+        finally:
+            client.close()
+        return f"pushed {digest} to {', '.join(names)}"
+    if kind == "local":
+        from backend.export.local import export_local
+
+        export_local(spec, dest)
+        return f"exported root filesystem to {dest}"
+    if kind == "tar":
+        from backend.export.local import export_tar
+
+        with open(dest, "wb") as f:
+            digest = export_tar(spec, f, tmp_dir=store.root / "tmp", source_date_epoch=options.source_date_epoch)
+        return f"exported root filesystem tar {digest} to {dest}"
+    raise UserError(f"unknown output type {kind!r}")
