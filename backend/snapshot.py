@@ -18,12 +18,14 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import functools
 import hashlib
 import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -203,14 +205,85 @@ class Snapshotter:
 
     @contextlib.contextmanager
     def mounted(self, lowers: Sequence[Path], upper: Path, workdir: Path) -> Iterator[Path]:
+        """Lowers bottom first; `upper` (created if missing) receives the diff; `workdir` is scratch space
+        on the same filesystem as `upper` (private dirs are made beside it, in its parent)."""
         raise NotImplementedError
         yield Path()  # pragma: no cover
 
 
-def _scratch(workdir: Path) -> str:
+SCRATCH_PREFIX = ".irctl-snap."
+_LOCK = ".lock"
+_ABANDONED_AFTER = 600  # seconds: a scratch dir that never got its lock is abandoned after this
+
+
+@contextlib.contextmanager
+def held_dir(parent: Path, prefix: str) -> Iterator[str]:
+    """A fresh directory under `parent` that carries a lock (flock on `<dir>/.lock`) while it is in use.
+
+    The lock appears already held (locked under a temporary name, then renamed into place), so
+    `abandoned_dirs` can tell a dir whose owner died (lock free) from one still in use. Removes the dir
+    on exit, except a `rootfs` in it that is still a mount point (then it raises)."""
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    tmp_lock = os.path.join(path, ".lock.tmp")
+    fd = os.open(tmp_lock, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(tmp_lock, os.path.join(path, _LOCK))
+        yield path
+        _rmtree_scratch(path)
+    except BaseException:
+        with contextlib.suppress(SnapshotError):
+            _rmtree_scratch(path)
+        raise
+    finally:
+        os.close(fd)
+
+
+def abandoned_dirs(parent: Path, prefix: str) -> Iterator[tuple[str, int]]:
+    """Dirs made by `held_dir(parent, prefix)` whose owner is gone; yields (path, lock fd) with the lock
+    held by the caller, who must close the fd."""
+    try:
+        entries = [e for e in os.scandir(parent) if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        try:
+            fd = os.open(os.path.join(entry.path, _LOCK), os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                if time.time() - entry.stat(follow_symlinks=False).st_mtime > _ABANDONED_AFTER:
+                    fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    yield entry.path, fd
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        yield entry.path, fd
+
+
+def reap_stale_snapshots(parent: Path) -> list[str]:
+    """Unmount and remove snapshot scratch dirs under `parent` (the workdirs' parent, e.g. the cache's tmp/)
+    left by a process that died while a snapshot was mounted. Safe while other processes use `parent`."""
+    reaped = []
+    for path, fd in abandoned_dirs(parent, SCRATCH_PREFIX):
+        try:
+            target = os.path.join(path, "rootfs")
+            if os.path.ismount(target):
+                umount(target)
+            _rmtree_scratch(path)
+            reaped.append(path)
+        finally:
+            os.close(fd)
+    return reaped
+
+
+def _scratch(workdir: Path) -> contextlib.AbstractContextManager[str]:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkdtemp(prefix=f".{workdir.name}.", dir=workdir.parent)
+    return held_dir(workdir.parent, f"{SCRATCH_PREFIX}{workdir.name}.")
 
 
 def _rmtree_scratch(path: str) -> None:
@@ -291,42 +364,40 @@ class OverlaySnapshotter(Snapshotter):
 
     @contextlib.contextmanager
     def mounted(self, lowers: Sequence[Path], upper: Path, workdir: Path) -> Iterator[Path]:
-        scratch = _scratch(workdir)
-        target = os.path.join(scratch, "rootfs")
-        os.mkdir(target)
-        mounted = False
-        try:
-            lower_dirs = [os.path.abspath(p) for p in lowers]
-            if not lower_dirs:
-                empty = os.path.join(scratch, "empty")
-                os.mkdir(empty)
-                lower_dirs = [empty]
-            if len(lower_dirs) > MAX_OVERLAY_LOWERS:
-                flat = os.path.join(scratch, "flat")
-                cut = len(lower_dirs) - MAX_OVERLAY_LOWERS + 1
-                apply_layers([Path(p) for p in lower_dirs[:cut]], Path(flat))
-                lower_dirs = [flat, *lower_dirs[cut:]]
-            top_first = list(reversed(lower_dirs))
-            opts = {"upperdir": os.path.abspath(upper), "workdir": os.path.abspath(workdir), **self.options}
-            data = ",".join([f"lowerdir={':'.join(map(_escape_lower, top_first))}",
-                             *(f"{k}={_escape_lower(v)}" for k, v in opts.items())])
-            if len(data) < _MOUNT_DATA_LIMIT:
-                _mount_overlay_data(target, data)
-            else:
-                try:
-                    _mount_overlay_fsconfig(target, top_first, opts)
-                except OSError:
-                    flat = os.path.join(scratch, "flat")
-                    apply_layers([Path(p) for p in lower_dirs], Path(flat))
-                    _mount_overlay_data(target, ",".join([f"lowerdir={_escape_lower(flat)}",
-                                                          *(f"{k}={_escape_lower(v)}" for k, v in opts.items())]))
-            mounted = True
-            yield Path(target)
-        finally:
-            if mounted:
+        Path(upper).mkdir(parents=True, exist_ok=True)
+        with _scratch(workdir) as scratch:
+            target = os.path.join(scratch, "rootfs")
+            os.mkdir(target)
+            self._mount(scratch, target, [os.path.abspath(p) for p in lowers], upper, workdir)
+            try:
+                yield Path(target)
+            finally:
                 umount(target)
-            _rmtree_scratch(scratch)
         strip_overlay_xattrs(upper)
+
+    def _mount(self, scratch: str, target: str, lower_dirs: list[str], upper: Path, workdir: Path) -> None:
+        if not lower_dirs:
+            empty = os.path.join(scratch, "empty")
+            os.mkdir(empty)
+            lower_dirs = [empty]
+        if len(lower_dirs) > MAX_OVERLAY_LOWERS:
+            flat = os.path.join(scratch, "flat")
+            cut = len(lower_dirs) - MAX_OVERLAY_LOWERS + 1
+            apply_layers([Path(p) for p in lower_dirs[:cut]], Path(flat))
+            lower_dirs = [flat, *lower_dirs[cut:]]
+        top_first = list(reversed(lower_dirs))
+        opts = {"upperdir": os.path.abspath(upper), "workdir": os.path.abspath(workdir), **self.options}
+        tail = [f"{k}={_escape_lower(v)}" for k, v in opts.items()]
+        data = ",".join([f"lowerdir={':'.join(map(_escape_lower, top_first))}", *tail])
+        if len(data) < _MOUNT_DATA_LIMIT:
+            _mount_overlay_data(target, data)
+            return
+        try:
+            _mount_overlay_fsconfig(target, top_first, opts)
+        except OSError:  # no `lowerdir+` (Linux < 6.8): one flattened lower
+            flat = os.path.join(scratch, "flat-all")
+            apply_layers([Path(p) for p in lower_dirs], Path(flat))
+            _mount_overlay_data(target, ",".join([f"lowerdir={_escape_lower(flat)}", *tail]))
 
 
 class CopySnapshotter(Snapshotter):
@@ -336,9 +407,8 @@ class CopySnapshotter(Snapshotter):
 
     @contextlib.contextmanager
     def mounted(self, lowers: Sequence[Path], upper: Path, workdir: Path) -> Iterator[Path]:
-        scratch = _scratch(workdir)
-        root = os.path.join(scratch, "rootfs")
-        try:
+        with _scratch(workdir) as scratch:
+            root = os.path.join(scratch, "rootfs")
             apply_layers(lowers, Path(root))
             before = _metadata_snapshot(root)
             marker = os.path.join(scratch, "snapshot-taken")
@@ -346,8 +416,6 @@ class CopySnapshotter(Snapshotter):
             yield Path(root)
             Path(upper).mkdir(parents=True, exist_ok=True)
             _write_diff(root, before, os.fspath(upper), _btime_ns(marker))
-        finally:
-            _rmtree_scratch(scratch)
 
 
 _Meta = tuple[int, int, int, int, int]  # ino, mode, ctime_ns, mtime_ns, size

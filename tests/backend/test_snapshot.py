@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from backend.mountpoints import LayerView, resolve_in_root, remove_mount_stubs
 from backend.snapshot import (
     OPAQUE_XATTR, CopySnapshotter, OverlaySnapshotter, apply_layers, detect_snapshotter, is_opaque, is_whiteout,
-    layer_tree_digest,
+    layer_tree_digest, reap_stale_snapshots,
 )
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: whiteouts (mknod) and trusted.* xattrs")
@@ -126,7 +126,7 @@ def test_snapshot_records_writes_deletes_and_replaced_dirs(snapshotter, layers: 
                            "etc": "dir (opaque)", "etc/fresh": "f"}
     for p in [upper, *upper.rglob("*")]:  # overlay's bookkeeping (origin, impure, uuid) is not layer content
         assert all(not x.startswith("trusted.overlay.") or x == OPAQUE_XATTR for x in os.listxattr(p))
-    assert not list(work.parent.glob(".work.*")), "scratch dirs must be cleaned up"
+    assert not list(work.parent.glob(".irctl-snap.*")), "scratch dirs must be cleaned up"
 
 
 @root_only
@@ -189,7 +189,7 @@ def test_overlay_many_lowers(count: int, name_len: int, tmp_path: Path) -> None:
         assert len(list(root.iterdir())) == count + 1
         mountpoint = str(root)
     assert mountpoint not in _mounted_targets()
-    assert not list(tmp_path.glob(".work.*"))
+    assert not list(tmp_path.glob(".irctl-snap.*"))
 
 
 @root_only
@@ -375,3 +375,38 @@ def test_copy_snapshotter_matches_overlay_for_any_operations(ops: list, stacked:
     assert results["copy"][0] == results["overlay"][0]
     assert results["copy"][1] == results["overlay"][1]
     assert results["copy"][2] == results["overlay"][2]
+
+
+# ---------------------------------------------------------------------------------------------- crash recovery
+
+@root_only
+def test_reap_stale_snapshots_after_the_owner_died(layers: list[Path], tmp_path: Path) -> None:
+    import signal
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from backend.snapshot import OverlaySnapshotter
+        with OverlaySnapshotter().mounted({[str(p) for p in layers]!r}, Path({str(tmp_path / 'upper')!r}),
+                                          Path({str(tmp_path / 'work')!r})) as root:
+            print(root, flush=True)
+            time.sleep(600)
+    """)
+    (tmp_path / "upper").mkdir()
+    held = tmp_path / "held-work"
+    with OverlaySnapshotter().mounted(layers, tmp_path / "upper2", held) as live:  # another owner, alive
+        child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                                 cwd=Path(__file__).parents[2])
+        root = child.stdout.readline().strip()
+        assert root and os.path.ismount(root)
+        assert reap_stale_snapshots(tmp_path) == []  # the owner is alive: nothing to reap
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+        assert os.path.ismount(root)  # the crash left the mount behind ...
+        reaped = reap_stale_snapshots(tmp_path)
+        assert reaped == [str(Path(root).parent)]
+        assert not os.path.exists(root) and root not in _mounted_targets()  # ... the reaper took it away
+        assert os.path.ismount(live)  # and left the live one alone
