@@ -1,0 +1,234 @@
+"""Local build contexts: a content identity for the whole context and for what one COPY selects.
+
+``scan_context`` walks a context directory through its include/exclude patterns (pruning excluded
+directories no exception can reach into) and returns every visible entry with its type, permission
+bits, size and content digest (or symlink target).  The scan's ``identity`` hashes exactly that,
+sorted: mtimes, owners (they never reach the image: context files are copied as 0:0) and the order
+of the walk do not count.
+
+``StatCache`` makes re-scans cheap: an sqlite table keyed by (context root, path) remembers the
+digest of each file with the stat it was computed from (size, mtime_ns, ctime_ns, inode, device);
+a file whose stat is unchanged is not read again.  As in git, a file modified within
+``RACY_WINDOW_NS`` of the scan is *racy* (a later write in the same timestamp tick could leave the
+stat unchanged): it is hashed but not remembered, so the next scan hashes it again.
+
+``selection_digest(scan_or_dir, action)`` is the checksum of exactly what a ``CopyAction`` selects
+(its wildcard, include/exclude, symlink following, the subtree of a named directory), computed by
+the same selection code the copy uses (``backend/copy.py``), from a scan (no I/O) or a directory
+(a stage's rootfs, hashed on the fly; there owners count, since a stage's owners are copied).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backend.copy import DirTree, Node, SourceView, plan_copy, walk_selection
+
+RACY_WINDOW_NS = 1_000_000_000  # a whole second: also covers filesystems with 1 s timestamps
+_TYPES = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "symlink": stat.S_IFLNK, "other": 0}
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One visible path of a context: ``type`` is ``file``, ``dir``, ``symlink`` or ``other``."""
+
+    type: str
+    mode: int  # permission bits, 0o7777
+    size: int = 0
+    digest: str = ""  # "sha256:…" of a file's contents
+    target: str = ""  # a symlink's target
+
+
+@dataclass(frozen=True)
+class ContextScan:
+    root: Path
+    identity: str  # "sha256:…"
+    entries: dict[str, Entry]  # relative path → entry (the root itself is not an entry)
+    root_mode: int = 0o755
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    stats: dict[str, int] = field(default_factory=dict, compare=False)  # hashed / cached counts
+
+
+def hash_file(path: str | os.PathLike) -> str:
+    """``sha256:<hex>`` of a regular file's contents (never following a final symlink)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+
+
+class StatCache:
+    """Persistent (context root, relpath) → (size, mtime_ns, ctime_ns, ino, dev, digest), in sqlite."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(os.fspath(self.path), timeout=30, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS stat_cache (root TEXT NOT NULL, rel BLOB NOT NULL, "
+                        "size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, ino INTEGER, dev INTEGER, "
+                        "digest TEXT, PRIMARY KEY (root, rel)) WITHOUT ROWID")
+
+    def load(self, root: str) -> dict[str, tuple]:
+        rows = self.db.execute("SELECT rel, size, mtime_ns, ctime_ns, ino, dev, digest FROM stat_cache "
+                               "WHERE root = ?", (root,))
+        return {os.fsdecode(r[0]): r[1:] for r in rows}
+
+    def update(self, root: str, put: dict[str, tuple], drop: list[str]) -> None:
+        if not put and not drop:
+            return
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            if drop:
+                self.db.executemany("DELETE FROM stat_cache WHERE root = ? AND rel = ?",
+                                    [(root, os.fsencode(r)) for r in drop])
+            self.db.executemany("INSERT OR REPLACE INTO stat_cache VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                [(root, os.fsencode(rel), *v) for rel, v in put.items()])
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "StatCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _stat_key(st: os.stat_result) -> tuple:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | None = None) -> ContextScan:
+    """Walk the context ``root`` through the patterns; hash what is visible (see the module doc)."""
+    root_s = os.path.realpath(os.fspath(root))
+    tree = DirTree(SourceView(Path(root_s), tuple(include), tuple(exclude)))
+    cached = stat_cache.load(root_s) if stat_cache is not None else {}
+    put: dict[str, tuple] = {}
+    racy_after = time.time_ns() - RACY_WINDOW_NS
+    entries: dict[str, Entry] = {}
+    hashed = reused = 0
+    filtered = tree.filtered
+    stack = [("", root_s)]
+    while stack:
+        rel, host = stack.pop()
+        try:
+            it = os.scandir(host)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        with it:
+            for e in it:
+                crel = f"{rel}/{e.name}" if rel else e.name
+                st = e.stat(follow_symlinks=False)
+                mode = st.st_mode
+                is_dir = stat.S_ISDIR(mode)
+                if filtered and not tree.visible(crel, is_dir):
+                    continue
+                if is_dir:
+                    entries[crel] = Entry("dir", stat.S_IMODE(mode))
+                    stack.append((crel, e.path))
+                elif stat.S_ISREG(mode):
+                    key = _stat_key(st)
+                    row = cached.get(crel)
+                    if row is not None and tuple(row[:5]) == key:
+                        digest = row[5]
+                        reused += 1
+                    else:
+                        digest = hash_file(e.path)
+                        hashed += 1
+                        if stat_cache is not None and st.st_mtime_ns < racy_after and st.st_ctime_ns < racy_after:
+                            after = os.lstat(e.path)
+                            if _stat_key(after) == key:  # unchanged while we read it
+                                put[crel] = (*key, digest)
+                    entries[crel] = Entry("file", stat.S_IMODE(mode), st.st_size, digest)
+                elif stat.S_ISLNK(mode):
+                    entries[crel] = Entry("symlink", 0o777, 0, "", os.readlink(e.path))
+                elif stat.S_ISSOCK(mode):
+                    continue  # sockets are not content
+                else:
+                    entries[crel] = Entry("other", stat.S_IMODE(mode))
+    if stat_cache is not None:
+        drop = [r for r in cached if r not in entries and not filtered]
+        stat_cache.update(root_s, put, drop)
+    root_mode = stat.S_IMODE(os.stat(root_s).st_mode)
+    return ContextScan(Path(root_s), _identity(entries, root_mode), entries, root_mode, tuple(include),
+                       tuple(exclude), {"hashed": hashed, "reused": reused})
+
+
+def _identity(entries: dict[str, Entry], root_mode: int) -> str:
+    h = hashlib.sha256()
+    h.update(b"irctl.context.v1\0%o\n" % root_mode)
+    for path in sorted(entries, key=os.fsencode):
+        e = entries[path]
+        h.update(b"%s\0%s\0%o\0%s\0%s\n" % (os.fsencode(path), e.type.encode(), e.mode,
+                                             os.fsencode(e.target), e.digest.encode()))
+    return "sha256:" + h.hexdigest()
+
+
+class ScanTree:
+    """A :class:`ContextScan` seen as a tree, for the selection code (no I/O at all)."""
+
+    def __init__(self, scan: ContextScan) -> None:
+        self.scan = scan
+        self.view = SourceView(scan.root, scan.include, scan.exclude, reset_owner=True, label="build context")
+        self._children: dict[str, list[str]] | None = None
+
+    def lstat(self, rel: str) -> Node | None:
+        if not rel:
+            return Node("dir", stat.S_IFDIR | self.scan.root_mode)
+        e = self.scan.entries.get(rel)
+        if e is None:
+            return None
+        return Node(e.type, _TYPES[e.type] | e.mode, e.size, e.target)
+
+    def listdir(self, rel: str) -> list[str]:
+        if self._children is None:
+            children: dict[str, list[str]] = {}
+            for path in self.scan.entries:
+                parent, _, name = path.rpartition("/")
+                children.setdefault(parent, []).append(name)
+            for names in children.values():
+                names.sort()
+            self._children = children
+        return self._children.get(rel, [])
+
+    def file_digest(self, rel: str, node: Node) -> str:
+        return self.scan.entries[rel].digest
+
+    def host(self, rel: str) -> str:
+        return os.path.join(self.scan.root, rel) if rel else os.fspath(self.scan.root)
+
+
+def selection_digest(scan_or_dir: ContextScan | SourceView | Path | str, action) -> str:
+    """``sha256:…`` of exactly what ``action`` (an ``ir.ops.CopyAction``) selects from the source.
+
+    A :class:`ContextScan` is read without I/O; a ``SourceView`` or a directory is walked and hashed
+    (owners count unless the view resets them, as a local context does).  Raises ``FileOpError``
+    when the copy would fail for a missing source."""
+    if isinstance(scan_or_dir, ContextScan):
+        tree, owners = ScanTree(scan_or_dir), False
+    else:
+        view = scan_or_dir if isinstance(scan_or_dir, SourceView) else SourceView(Path(scan_or_dir))
+        tree, owners = DirTree(view), not view.reset_owner
+    plan = plan_copy(tree, action)
+    h = hashlib.sha256()
+    h.update(b"irctl.selection.v1\0")
+    for sel in plan.selections:
+        h.update(b"source\0%s\0%s\n" % (os.fsencode(sel.name), os.fsencode(sel.rel)))
+        for item in walk_selection(tree, sel, plan.include, plan.exclude):
+            node = item.node
+            digest = tree.file_digest(item.rel, node) if node.kind == "file" else ""
+            h.update(b"%s\0%s\0%o\0%s\0%s\0%d" % (os.fsencode(item.comps), node.kind.encode(),
+                                                 stat.S_IMODE(node.mode), os.fsencode(node.target),
+                                                 digest.encode(), item.implied))
+            if owners:
+                h.update(b"\0%d:%d" % (node.uid, node.gid))
+            h.update(b"\n")
+    return "sha256:" + h.hexdigest()

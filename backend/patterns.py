@@ -1,0 +1,264 @@
+"""Dockerignore-style path patterns for the backend (moby/patternmatcher semantics).
+
+The backend must not import ``frontends``, yet it filters local contexts (``LocalSource.include`` /
+``exclude``) and copies (``COPY --exclude``, ``--parents``) with the same rules BuildKit uses:
+
+* patterns are trimmed and cleaned like Go's ``filepath.Clean``; a leading ``!`` makes an
+  *exception* (it re-includes); a leading ``/`` is dropped; ``!`` alone is an error, and so is a
+  malformed character class (the check of ``filepath.Match``);
+* ``*`` and ``?`` do not cross ``/``; ``**`` crosses any number of directories (``**/x`` also
+  matches ``x``; ``dir/**`` is a prefix match); ``[...]`` is a class; ``\\`` escapes;
+* a pattern matches a path when it matches the path *or one of its parent directories*
+  (``MatchesOrParentMatches``); patterns apply in order and the last one that matches wins.
+
+:meth:`Matcher.may_match_under` and :meth:`Matcher.may_unmatch_under` answer, conservatively,
+whether anything below a directory could get another verdict, so a walk can prune whole subtrees.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Iterable
+
+_REGEX_ESCAPE = set(".+()|{}$")
+
+
+class PatternError(ValueError):
+    """A pattern that moby/patternmatcher rejects (``!`` alone, a malformed ``[...]`` class)."""
+
+
+def clean_path(path: str) -> str:
+    """``filepath.Clean`` for slash paths: ``''`` → ``.``, ``a//b/../c/`` → ``a/c``, ``//a`` → ``/a``."""
+    if not path:
+        return "."
+    cleaned = posixpath.normpath(path)
+    if cleaned.startswith("//"):
+        cleaned = "/" + cleaned.lstrip("/")
+    return cleaned
+
+
+def _check_syntax(pattern: str) -> None:
+    """Reject what Go's ``filepath.Match`` calls ``ErrBadPattern``."""
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\":
+            if i + 1 >= n:
+                raise PatternError(f"syntax error in pattern {pattern!r}: trailing backslash")
+            i += 2
+            continue
+        if ch == "[":
+            i += 1
+            if i < n and pattern[i] == "^":
+                i += 1
+            ranges = 0
+            while True:
+                if i < n and pattern[i] == "]" and ranges:
+                    i += 1
+                    break
+                lo, i = _class_char(pattern, i)
+                if i < n and pattern[i] == "-":
+                    _, i = _class_char(pattern, i + 1)
+                ranges += 1
+                del lo
+            continue
+        i += 1
+
+
+def _class_char(pattern: str, i: int) -> tuple[str, int]:
+    n = len(pattern)
+    if i >= n or pattern[i] in "-]":
+        raise PatternError(f"syntax error in pattern {pattern!r}: bad character class")
+    if pattern[i] == "\\":
+        i += 1
+        if i >= n:
+            raise PatternError(f"syntax error in pattern {pattern!r}: bad character class")
+    return pattern[i], i + 1
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """The regular expression patternmatcher builds for a cleaned pattern (without ``!``)."""
+    rx = ["^"]
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        i += 1
+        if ch == "*":
+            if i < n and pattern[i] == "*":
+                i += 1
+                if i < n and pattern[i] == "/":
+                    i += 1
+                rx.append(".*" if i >= n else "(.*/)?")
+            else:
+                rx.append("[^/]*")
+        elif ch == "?":
+            rx.append("[^/]")
+        elif ch in _REGEX_ESCAPE:
+            rx.append("\\" + ch)
+        elif ch == "\\":
+            if i < n:
+                rx.append(re.escape(pattern[i]))
+                i += 1
+            else:
+                rx.append("\\\\")
+        else:
+            rx.append(ch)  # "[", "]", "^", "-" and literal characters go through as Go does
+    rx.append("\\Z")
+    try:
+        return re.compile("".join(rx))
+    except re.error as e:
+        raise PatternError(f"invalid pattern {pattern!r}: {e}") from None
+
+
+class Pattern:
+    """One cleaned pattern; ``exclusion`` is True for ``!pattern``."""
+
+    __slots__ = ("text", "exclusion", "regex", "segments", "_kind", "_arg")
+
+    def __init__(self, text: str, exclusion: bool) -> None:
+        self.text = text
+        self.exclusion = exclusion
+        self.segments = tuple(text.split("/"))
+        self.regex = compile_pattern(text)
+        # patternmatcher's fast paths: an exact string, a "prefix**" or a "**suffix" without other magic
+        magic = any(c in text for c in "*?[]\\")
+        if not magic:
+            self._kind, self._arg = "exact", text
+        elif text.startswith("**") and not any(c in text[2:] for c in "*?[]\\"):
+            self._kind, self._arg = "suffix", text[2:]
+        elif text.endswith("**") and not any(c in text[:-2] for c in "*?[]\\"):
+            self._kind, self._arg = "prefix", text[:-2]
+        else:
+            self._kind, self._arg = "regex", None
+
+    def match(self, path: str) -> bool:
+        kind = self._kind
+        if kind == "exact":
+            return path == self._arg
+        if kind == "prefix":
+            return path.startswith(self._arg)
+        if kind == "suffix":
+            suffix = self._arg
+            return path.endswith(suffix) or (suffix.startswith("/") and path == suffix[1:])
+        return self.regex.match(path) is not None
+
+    def may_match_below(self, dir_parts: tuple[str, ...]) -> bool:
+        """Could this pattern match some path strictly inside the directory ``dir_parts``?"""
+        if "[" in self.text or "\\" in self.text:
+            return True  # a class or an escape may do what a per-segment test cannot see: be safe
+        segs = self.segments
+        for i, part in enumerate(dir_parts):
+            if i >= len(segs):
+                return False
+            seg = segs[i]
+            if "**" in seg:
+                return True
+            if not compile_pattern(seg).match(part):
+                return False
+        return len(segs) > len(dir_parts)
+
+    def __repr__(self) -> str:
+        return f"Pattern({'!' if self.exclusion else ''}{self.text})"
+
+
+def parse_pattern(raw: str) -> Pattern | None:
+    """A pattern as ``patternmatcher.New`` reads it; None for a blank one."""
+    p = raw.strip()
+    if not p:
+        return None
+    exclusion = p.startswith("!")
+    if exclusion:
+        p = p[1:].strip()
+        if not p:
+            raise PatternError('illegal exclusion pattern: "!"')
+    p = clean_path(p)
+    if len(p) > 1 and p.startswith("/"):
+        p = p.lstrip("/") or "/"
+    _check_syntax(p)
+    return Pattern(p, exclusion)
+
+
+class Matcher:
+    """Compiled patterns.  ``matches("a/b.txt")`` is the patternmatcher verdict for that path."""
+
+    _CACHE_LIMIT = 200_000
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.patterns: list[Pattern] = [p for p in map(parse_pattern, patterns) if p is not None]
+        self.has_exclusions = any(p.exclusion for p in self.patterns)
+        self._dir_masks: dict[str, int] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    @staticmethod
+    def _normalize(relpath: str) -> str:
+        path = clean_path(relpath)
+        if path.startswith("/"):
+            path = path.lstrip("/") or "."
+        return path
+
+    def _own_mask(self, path: str) -> int:
+        mask = 0
+        for i, p in enumerate(self.patterns):
+            if p.match(path):
+                mask |= 1 << i
+        return mask
+
+    def _ancestor_mask(self, dirpath: str) -> int:
+        """Bit i set when pattern i matches ``dirpath`` or one of its parents (memoised)."""
+        if dirpath in ("", "."):
+            return 0
+        cached = self._dir_masks.get(dirpath)
+        if cached is not None:
+            return cached
+        mask = self._ancestor_mask(posixpath.dirname(dirpath)) | self._own_mask(dirpath)
+        if len(self._dir_masks) >= self._CACHE_LIMIT:
+            self._dir_masks.clear()
+        self._dir_masks[dirpath] = mask
+        return mask
+
+    def _verdict(self, mask: int) -> bool:
+        matched = False
+        for i, p in enumerate(self.patterns):
+            if p.exclusion != matched:
+                continue
+            if mask >> i & 1:
+                matched = not p.exclusion
+        return matched
+
+    def matches(self, relpath: str) -> bool:
+        """Does ``relpath`` (relative, slash separated) match, itself or through a parent directory?"""
+        if not self.patterns:
+            return False
+        path = self._normalize(relpath)
+        if path == ".":
+            return False
+        mask = self._ancestor_mask(posixpath.dirname(path)) | self._own_mask(path)
+        return self._verdict(mask)
+
+    def matches_exact(self, relpath: str) -> bool:
+        """``MatchesExact``: the verdict without looking at parent directories."""
+        path = self._normalize(relpath)
+        return self._verdict(self._own_mask(path)) if path != "." else False
+
+    def may_match_under(self, dirpath: str) -> bool:
+        """Could some path strictly below ``dirpath`` match?  (False → an include filter may prune it.)"""
+        path = self._normalize(dirpath)
+        if path == ".":
+            return any(not p.exclusion for p in self.patterns)
+        if self.matches(path):
+            return True  # children inherit the match unless an exception flips them
+        parts = tuple(path.split("/"))
+        return any(not p.exclusion and p.may_match_below(parts) for p in self.patterns)
+
+    def may_unmatch_under(self, dirpath: str) -> bool:
+        """Could some path strictly below ``dirpath`` *not* match?  (False → an exclude filter may prune.)"""
+        path = self._normalize(dirpath)
+        if path == "." or not self.matches(path):
+            return True
+        if not self.has_exclusions:
+            return False
+        parts = tuple(path.split("/"))
+        return any(p.exclusion and p.may_match_below(parts) for p in self.patterns)
