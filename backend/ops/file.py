@@ -1,9 +1,9 @@
 """File ops: mount the base's layers with a fresh upper, apply the actions on the merged root with
 read-only views of the source snapshots, and commit the upper as the new layer.
 
-The actions themselves (Docker's COPY semantics, chown by name, …) belong to ``backend.fileops``
-and local-context scanning to ``backend.context``; until those land, the small fallbacks below
-(``_Fallback``) keep the solver working.  Everything that touches them goes through this module.
+The actions themselves (Docker's COPY semantics, chown by name, …) belong to ``backend.fileops``;
+local-context scanning to ``backend.context`` — until that lands, the small fallback scanner below
+(``context_identity``, ``selection_digest``) keeps the solver working.
 """
 
 from __future__ import annotations
@@ -32,14 +32,6 @@ def _context_module():
     except ImportError:
         return None
     return context
-
-
-def _fileops_module():
-    try:
-        from backend import fileops
-    except ImportError:
-        return None
-    return fileops
 
 
 def _matches(rel: str, pattern: str) -> bool:
@@ -150,24 +142,18 @@ def run_file(ws: Workspace, step: Step, op: irops.FileOp, inputs: list[Snapshot]
     upper.mkdir()
     with contextlib.ExitStack() as stack:
         root = stack.enter_context(ws.snapshotter.mounted(lowers, upper, wd))
-        sources: list[Path | None] = []
+        from backend.copy import SourceView
+        from backend.fileops import apply_actions
+
+        sources: list[SourceView] = []
         for i, snap in enumerate(inputs):
             if not any(a.copy is not None and a.copy.src == i for a in op.actions):
-                sources.append(None)
-            elif snap.host_dir is not None and not snap.include and not snap.exclude:
-                sources.append(Path(snap.host_dir))
+                sources.append(SourceView(Path(os.devnull), label="unused input"))
             elif snap.host_dir is not None:
-                d = ws.temp_dir("src-") / "root"
-                copy_context(snap, d)
-                sources.append(d)
+                sources.append(SourceView.context(Path(snap.host_dir), snap.include, snap.exclude))
             else:
-                sources.append(_readonly_view(ws, stack, snap))
-        try:
-            apply_actions(root, op.actions, sources)
-        except SolveError:
-            raise
-        except (OSError, ValueError) as e:
-            raise SolveError(str(e)) from None
+                sources.append(SourceView(_readonly_view(ws, stack, snap)))
+        apply_actions(root, op.actions, sources)
     lid = ws.commit(upper)
     return ws.snapshot(base_ids + ([lid] if lid else []))
 
@@ -177,105 +163,3 @@ def _readonly_view(ws: Workspace, stack: contextlib.ExitStack, snap: Snapshot) -
     work = ws.temp_dir("view-")
     (work / "upper").mkdir()
     return stack.enter_context(ws.snapshotter.mounted(lowers, work / "upper", work / "work"))
-
-
-def apply_actions(root: Path, actions, sources: list[Path | None]) -> None:
-    fileops = _fileops_module()
-    if fileops is not None and hasattr(fileops, "apply_actions"):
-        fileops.apply_actions(root, actions, sources)
-        return
-    _Fallback(root, sources).run(actions)
-
-
-class _Fallback:
-    """Minimal file actions (numeric owners, octal chmod) used until ``backend.fileops`` lands."""
-
-    def __init__(self, root: Path, sources: list[Path | None]):
-        self.root = root
-        self.sources = sources
-
-    def host(self, base: Path, path: str, follow: bool = True) -> Path:
-        from backend.mountpoints import resolve_in_root
-
-        return base / resolve_in_root(base, path, follow_final=follow)
-
-    def owner(self, owner) -> tuple[int, int]:
-        if owner is None:
-            return 0, 0
-        from backend.userdb import resolve_user
-
-        u = resolve_user(self.root, f"{owner.user or '0'}" + (f":{owner.group}" if owner.group else ""))
-        return u.uid, u.gid
-
-    def run(self, actions) -> None:
-        for a in actions:
-            if a.copy is not None:
-                self.copy(a.copy)
-            elif a.mkdir is not None:
-                m = a.mkdir
-                p = self.host(self.root, m.path)
-                if m.parents:
-                    p.mkdir(parents=True, exist_ok=True)
-                else:
-                    p.mkdir()
-                os.chmod(p, m.mode)
-                os.chown(p, *self.owner(m.owner))
-            elif a.mkfile is not None:
-                m = a.mkfile
-                p = self.host(self.root, m.path)
-                p.write_bytes(m.data)
-                os.chmod(p, m.mode)
-                os.chown(p, *self.owner(m.owner))
-                if m.timestamp >= 0:
-                    os.utime(p, (m.timestamp, m.timestamp))
-            elif a.rm is not None:
-                paths = glob.glob(str(self.host(self.root, a.rm.path, False))) if a.rm.allow_wildcard else [
-                    str(self.host(self.root, a.rm.path, False))]
-                if not paths or not any(os.path.lexists(p) for p in paths):
-                    if not a.rm.allow_not_found:
-                        raise SolveError(f"rm {a.rm.path}: no such file or directory")
-                for p in paths:
-                    if os.path.isdir(p) and not os.path.islink(p):
-                        shutil.rmtree(p)
-                    elif os.path.lexists(p):
-                        os.unlink(p)
-            elif a.symlink is not None:
-                p = self.host(self.root, a.symlink.path, False)
-                os.symlink(a.symlink.target, p)
-                os.lchown(p, *self.owner(a.symlink.owner))
-
-    def copy(self, c: irops.CopyAction) -> None:
-        src_root = self.sources[c.src]
-        assert src_root is not None
-        if c.allow_wildcard and any(ch in c.src_path for ch in "*?["):
-            matches = sorted(glob.glob(str(src_root / c.src_path.lstrip("/"))))
-            if not matches and not c.allow_empty_wildcard:
-                raise SolveError(f"copy: no source files were specified ({c.src_path} matched nothing)")
-        else:
-            p = self.host(src_root, c.src_path, c.follow_symlinks)
-            if not os.path.lexists(p):
-                raise SolveError(f"copy: {c.src_path}: not found")
-            matches = [str(p)]
-        uid, gid = self.owner(c.owner)
-        dest_is_dir = c.dest.endswith("/") or len(matches) > 1
-        for m in matches:
-            d = self.host(self.root, c.dest)
-            if os.path.isdir(m) and not os.path.islink(m):
-                target = d / os.path.basename(m) if (not c.contents_only and dest_is_dir) else d
-                shutil.copytree(m, target, symlinks=True, dirs_exist_ok=True)
-                self._fix(target, uid, gid, c)
-            else:
-                if dest_is_dir or d.is_dir():
-                    d.mkdir(parents=True, exist_ok=True)
-                    d = d / os.path.basename(m)
-                else:
-                    d.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(m, d, follow_symlinks=False)
-                self._fix(d, uid, gid, c)
-
-    def _fix(self, top: Path, uid: int, gid: int, c: irops.CopyAction) -> None:
-        paths = [top] + (list(top.rglob("*")) if top.is_dir() and not top.is_symlink() else [])
-        for p in paths:
-            os.lchown(p, uid, gid)
-            if c.chmod and c.chmod.isdigit() and not p.is_symlink():
-                os.chmod(p, int(c.chmod, 8))
