@@ -35,6 +35,16 @@ class Span:
         if self.end_line == 0:
             object.__setattr__(self, "end_line", self.line)
 
+    @classmethod
+    def fast(cls, file: str, line: int, column: int, end_line: int, end_column: int,
+             source_line: str | None) -> "Span":
+        """Construct without the frozen ``__init__``'s per-field ``object.__setattr__`` and the
+        checks (for parsers that make one per token and know their numbers are sane)."""
+        obj = object.__new__(cls)
+        obj.__dict__.update(file=file, line=line, column=column, end_line=end_line,
+                            end_column=end_column, source_line=source_line)
+        return obj
+
     def location(self) -> str:
         return f"{self.file}:{self.line}:{self.column}"
 

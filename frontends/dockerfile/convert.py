@@ -196,6 +196,7 @@ class Converter:
             return d, None
         elif info.base_name == "scratch":
             d = Dispatch(info, builder.scratch(), ImageState(), info.platform)
+            d.state = _with_source_meta(d.state, ops.OpMetadata("FROM scratch", info.group, (self.location(f.span),)))
         else:
             ext = self.external(info.base_name, info.platform, f.span, from_line=True)
             d = Dispatch(info, ext.state, ext.image.clone(), ext.platform)

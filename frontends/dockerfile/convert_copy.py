@@ -116,7 +116,8 @@ def dispatch_copy(conv: "Converter", d: "Dispatch", ins: I.Copy | I.Add, span: S
                 raise DockerfileError(str(e), span) from None
         st = builder.scratch().file(
             [ops.FileAction(mkfile=ops.MkfileAction("/" + content.path, data.encode(), 0o644))],
-            meta=ops.OpMetadata("[internal] preparing inline document", d.info.group, (conv.location(span),)))
+            meta=ops.OpMetadata("[internal] preparing inline document", d.info.group, (conv.location(span),)),
+            on_scratch=True)
         add(st, "/" + content.path)
     commit.append(dest_raw)
 

@@ -44,7 +44,7 @@ def dispatch_run(conv: "Converter", d: "Dispatch", ins: I.Run, span: Span) -> No
                 script = builder.scratch().file(
                     [ops.FileAction(mkfile=ops.MkfileAction("/" + doc.name, data.encode(), 0o755))],
                     meta=ops.OpMetadata("[internal] preparing inline document", d.info.group,
-                                        (conv.location(span),)))
+                                        (conv.location(span),)), on_scratch=True)
                 extra.append(builder.bind("/dev/pipes", script, readonly=True))
                 args = [posixpath.join("/dev/pipes/", doc.name)]
             else:

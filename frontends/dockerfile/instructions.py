@@ -17,7 +17,7 @@ argument list and whether a shell must be prepended (shell form).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 
 from frontends.dockerfile.mounts import MountSpec
 from frontends.errors import Span
@@ -276,3 +276,25 @@ class Stage:
     @property
     def name(self) -> str | None:
         return self.from_.stage_name
+
+
+_FIELD_DEFAULTS: dict[type, tuple[dict, frozenset]] = {}
+
+
+def make(cls: type, **values: object):
+    """Build a frozen instruction (or any frozen dataclass without ``__post_init__`` and without
+    default factories) from keyword values, skipping the generated ``__init__``'s per-field
+    ``object.__setattr__`` calls: the parser makes thousands of them.  Unknown names are an error,
+    missing names take the field default."""
+    entry = _FIELD_DEFAULTS.get(cls)
+    if entry is None:
+        defaults = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+        entry = _FIELD_DEFAULTS[cls] = (defaults, frozenset(f.name for f in fields(cls)))
+    defaults, names = entry
+    if not values.keys() <= names:
+        raise TypeError(f"{cls.__name__} has no field(s) {sorted(values.keys() - names)}")
+    obj = object.__new__(cls)
+    d = obj.__dict__
+    d.update(defaults)
+    d.update(values)
+    return obj

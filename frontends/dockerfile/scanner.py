@@ -85,16 +85,19 @@ class LineSource:
         if parts[-1]:
             lines.append(parts[-1])
         self.raw = lines
+        self._display: list[str] | None = None
 
     def display(self, line: int) -> str:
         """The source line ``line`` (1-based) without its line ending, for diagnostics."""
-        if 1 <= line <= len(self.raw):
-            raw = self.raw[line - 1]
-            return raw[:-1].rstrip("\r") if raw[-1:] == "\n" else raw.rstrip("\r")
+        lines = self._display
+        if lines is None:
+            lines = self._display = [r.rstrip("\r\n") for r in self.raw]
+        if 1 <= line <= len(lines):
+            return lines[line - 1]
         return ""
 
     def span(self, line: int, column: int = 1, end_column: int = 0, end_line: int = 0) -> Span:
-        return Span(self.filename, line, column, end_line or line, end_column, self.display(line))
+        return Span.fast(self.filename, line, column, end_line or line, end_column, self.display(line))
 
 
 def _trim_newline(s: str) -> str:
@@ -166,12 +169,17 @@ class Scanner:
             indent = len(token) - len(stripped)
             if not self._directives_done:
                 self._directive(stripped, lineno)
+            esc = self.escape
             i += 1
             if stripped[:1] == "#":
                 continue
-            text, eol = self._strip_continuation(stripped)
-            if eol and not text:
-                continue
+            t = stripped.rstrip(" \t")
+            if t[-1:] == esc and (len(t) == 1 or t[-2] != esc):
+                text, eol = t[:-1], False
+            else:
+                text, eol = stripped, True
+                if not text:
+                    continue
             ll = LogicalLine(text="", start_line=lineno, end_line=lineno)
             ll.segments.append((0, lineno, indent + 1))
             pieces = [text]
@@ -189,7 +197,11 @@ class Scanner:
                 if not body:
                     ll.empty_continuation_lines.append(lineno)
                     continue
-                piece, eol = self._strip_continuation(token)
+                t = token.rstrip(" \t")
+                if t[-1:] == esc and (len(t) == 1 or t[-2] != esc):
+                    piece, eol = t[:-1], False
+                else:
+                    piece, eol = token, True
                 ll.segments.append((length, lineno, 1))
                 pieces.append(piece)
                 length += len(piece)
