@@ -208,8 +208,8 @@ class Matcher:
 
     def _ancestor_mask(self, dirpath: str) -> int:
         """Bit i set when pattern i matches ``dirpath`` or one of its parents (memoised)."""
-        if dirpath in ("", "."):
-            return 0
+        if dirpath in ("", ".", "/"):
+            return self._own_mask(dirpath) if dirpath == "/" else 0
         cached = self._dir_masks.get(dirpath)
         if cached is not None:
             return cached
@@ -229,19 +229,19 @@ class Matcher:
         return matched
 
     def matches(self, relpath: str) -> bool:
-        """Does ``relpath`` (relative, slash separated) match, itself or through a parent directory?"""
+        """Does ``relpath`` match, itself or through a parent directory?  The path is taken as given
+        (relative, slash separated, clean), like ``MatchesOrParentMatches``; ``.`` never matches."""
         if not self.patterns:
             return False
-        path = self._normalize(relpath)
-        if path == ".":
+        path = relpath
+        if path in ("", "."):
             return False
         mask = self._ancestor_mask(posixpath.dirname(path)) | self._own_mask(path)
         return self._verdict(mask)
 
     def matches_exact(self, relpath: str) -> bool:
         """``MatchesExact``: the verdict without looking at parent directories."""
-        path = self._normalize(relpath)
-        return self._verdict(self._own_mask(path)) if path != "." else False
+        return self._verdict(self._own_mask(relpath)) if relpath not in ("", ".") else False
 
     def may_match_under(self, dirpath: str) -> bool:
         """Could some path strictly below ``dirpath`` match?  (False → an include filter may prune it.)"""
