@@ -31,6 +31,8 @@ DOCKER_HUB_API = "registry-1.docker.io"
 _NAME_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 TRANSIENT_STATUS = (429, 502, 503, 504)
+MAX_MANIFEST = 4 << 20  # what distribution accepts on push
+MAX_CONFIG = 64 << 20
 
 
 class RegistryError(Exception):
@@ -279,8 +281,8 @@ class RegistryClient:
         """(bytes, media type, digest) of a manifest or index; verified if fetched by digest."""
         reference = reference or ref.reference
         resp = self._request("GET", ref, f"/v2/{ref.repository}/manifests/{reference}",
-                             headers={"Accept": ACCEPT_MANIFEST}, what="manifest")
-        data = resp.content
+                             headers={"Accept": ACCEPT_MANIFEST}, what="manifest", stream=True)
+        data = _read_capped(resp, MAX_MANIFEST, f"registry {ref.registry}: manifest for {ref.short}")
         digest = _sha256(data)
         if reference.startswith("sha256:") and digest != reference:
             raise RegistryError(f"registry {ref.registry}: manifest {reference} for {ref.short} "
@@ -320,8 +322,8 @@ class RegistryClient:
         """A small blob (config) in memory, verified."""
         if self.store is not None and self.store.has(digest):
             return self.store.read_bytes(digest)
-        resp = self._request("GET", ref, f"/v2/{ref.repository}/blobs/{digest}", what="blob")
-        data = resp.content
+        resp = self._request("GET", ref, f"/v2/{ref.repository}/blobs/{digest}", what="blob", stream=True)
+        data = _read_capped(resp, MAX_CONFIG, f"registry {ref.registry}: blob {digest} for {ref.short}")
         if _sha256(data) != digest or (size is not None and len(data) != size):
             raise RegistryError(f"registry {ref.registry}: blob {digest} for {ref.short} does not match its "
                                 "digest; not stored", resp.status_code, "DIGEST_INVALID")
@@ -439,6 +441,20 @@ class RegistryClient:
         for d in [manifest["config"], *manifest.get("layers", [])]:
             self.push_blob(ref, d["digest"], mount_from=(mount_from or {}).get(d["digest"]))
         return self.push_manifest(ref, manifest_bytes, media_type, tag=tag)
+
+
+def _read_capped(resp: httpx.Response, limit: int, what: str) -> bytes:
+    buf = bytearray()
+    try:
+        for chunk in resp.iter_bytes(1 << 16):
+            buf += chunk
+            if len(buf) > limit:
+                raise RegistryError(f"{what} is larger than {limit} bytes; refusing it")
+    except (httpx.TransportError, httpx.StreamError) as e:
+        raise RegistryError(f"{what}: {e}") from None
+    finally:
+        resp.close()
+    return bytes(buf)
 
 
 def _add_query(url: str, params: dict[str, str]) -> str:

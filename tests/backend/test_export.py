@@ -244,3 +244,23 @@ def test_read_busybox_layout(busybox_layout: Path, tmp_path: Path) -> None:
         layout.copy_to_store(img, store)
         for d in img.layers:
             store.verify(d["digest"])
+
+
+@needs_root
+def test_pulled_base_layer_exported_as_the_original_blob(tmp_path: Path, busybox_layout: Path) -> None:
+    from backend.layers import extract_stored_layer
+
+    store = BlobStore(tmp_path / "store")
+    with OCILayout(busybox_layout) as layout:
+        base = layout.resolve("latest")
+        layout.copy_to_store(base, store)
+        base_config = json.loads(layout.read_blob(base.config_digest))
+    res = extract_stored_layer(store, base.layers[0], tmp_path / "base",
+                               expected_diff_id=base_config["rootfs"]["diff_ids"][0])
+    top = tmp_path / "top"
+    top.mkdir()
+    (top / "hello").write_text("hi")
+    spec = ImageSpec(layers=[LayerSource(tmp_path / "base", res.diff_id), top])
+    img = build_image(spec, store, ExportOptions(source_date_epoch=SDE))
+    assert img.layers[0].digest == base.layers[0]["digest"]  # byte-identical to the base image's blob
+    assert img.config["rootfs"]["diff_ids"][0] == base_config["rootfs"]["diff_ids"][0]
