@@ -136,7 +136,7 @@ def _cache(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: l
             if snap.host_dir is not None:
                 from backend.ops.file import copy_context
 
-                copy_context(snap, flat)
+                copy_context(ws, snap, flat)
             else:
                 apply_layers(ws.lowers(snap), flat)
             src = _selected_dir(flat, m.selector)

@@ -281,7 +281,7 @@ class Solver:
             return snap.identity
         from backend.ops.file import selection_digest
 
-        return "selection:" + ",".join(selection_digest(snap, c) for c in copies)
+        return "selection:" + ",".join(selection_digest(self.ws, snap, c) for c in copies)
 
     # -- snapshots <-> index rows --------------------------------------------------------------
     def _to_output(self, snap: Snapshot) -> Output:

@@ -53,6 +53,7 @@ class Workspace:
     cancel: threading.Event
     exec_slots: threading.Semaphore
     runtime: object = None  # backend.runtime.Runtime, found on first exec
+    scans: dict[str, object] = field(default_factory=dict)  # context identity -> backend.context.ContextScan
     _local_layers: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -98,7 +99,7 @@ class Workspace:
         from backend.ops.file import copy_context
 
         upper = self.temp_dir("ctx-") / "layer"
-        copy_context(snap, upper)
+        copy_context(self, snap, upper)
         lid = self.commit(upper) or ""
         if not lid:  # an empty context: an empty layer dir still gives overlay a lower
             empty = self.temp_dir("ctx-") / "layer"

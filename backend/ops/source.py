@@ -53,13 +53,13 @@ def resolve_source(ws: Workspace, step: Step, src: irops.SourceOp) -> Snapshot:
     if src.scratch is not None:
         return Snapshot(identity=EMPTY_IDENTITY)
     if src.local is not None:
-        from backend.ops.file import context_identity
+        from backend.ops.file import scan
 
         root = Path(opts.local_dirs[src.local.name]).resolve()  # type: ignore[attr-defined]
         if not root.is_dir():
             raise GrantError(f"local directory {src.local.name!r}: {root} is not a directory")
-        ident = context_identity(root, src.local.include, src.local.exclude)
-        return Snapshot(identity=ident, host_dir=root, include=src.local.include, exclude=src.local.exclude)
+        found = scan(ws, root, src.local.include, src.local.exclude)
+        return Snapshot(identity=found.identity, host_dir=root, include=src.local.include, exclude=src.local.exclude)
     if src.image is not None:
         res = ws.images.resolve_registry(src.image.ref, src.image.digest, src.image.platform)  # type: ignore[attr-defined]
         return _image_snapshot(ws, res)
