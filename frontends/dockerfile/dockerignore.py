@@ -96,8 +96,19 @@ def _compile(pattern: str) -> "re.Pattern[str]":
                 i += 1
             else:
                 rx.append("\\\\")
-        elif ch in "[]":
-            rx.append(ch)
+        elif ch == "[":
+            # a character class, copied through; characters Python would read as nested sets or
+            # set operations are escaped (Go's regexp has neither)
+            j = i + (1 if pattern[i : i + 1] == "^" else 0)
+            j += 1 if pattern[j : j + 1] == "]" else 0
+            end = pattern.find("]", j)
+            if end < 0:
+                raise IgnoreError(f"invalid pattern {pattern!r}: missing closing ]")
+            body = pattern[i:end]
+            rx.append("[" + "".join("\\" + c if c in "[&~|" else c for c in body) + "]")
+            i = end + 1
+        elif ch == "]":
+            rx.append("\\]")
         else:
             rx.append(re.escape(ch) if ch in "^" else ch)
     rx.append("\\Z")

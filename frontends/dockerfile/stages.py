@@ -81,7 +81,7 @@ class StageInfo:
     platform: ops.Platform
     base: "StageInfo | None" = None  # FROM <an earlier stage>
     context: NamedContext | None = None  # the stage is replaced by --build-context NAME=...
-    deps: dict["StageInfo", I.Instruction] = field(default_factory=dict)
+    deps: dict["StageInfo", Span] = field(default_factory=dict)  # stage read -> where
     display: str = ""  # the name used in progress descriptions ("" for a lone stage)
 
     @property
@@ -160,7 +160,7 @@ def build_plan(instrs: list[I.Instruction], stages: list[I.Stage], request: Buil
                 if dep is None:
                     external.add(value)
                 else:
-                    info.deps.setdefault(dep, ins)
+                    info.deps.setdefault(dep, span)
     _check_cycles(infos)
 
     single = len(infos) + len(external) == 1
@@ -197,15 +197,15 @@ def _check_cycles(infos: list[StageInfo]) -> None:
     """BuildKit ``validateCircularDependency``: a stage reading itself, directly or through others."""
     visited: set[int] = set()
 
-    def visit(s: StageInfo, path: list[StageInfo], via: list[I.Instruction]) -> list[I.Instruction] | None:
+    def visit(s: StageInfo, path: list[StageInfo], via: list[Span]) -> list[Span] | None:
         if s.index in visited:
             return None
         visited.add(s.index)
         path.append(s)
-        for dep, ins in s.deps.items():
+        for dep, where in s.deps.items():
             if dep in path:
-                return via + [ins]
-            found = visit(dep, path, via + [ins])
+                return via + [where]
+            found = visit(dep, path, via + [where])
             if found is not None:
                 return found
         path.pop()
@@ -214,8 +214,7 @@ def _check_cycles(infos: list[StageInfo]) -> None:
     for s in infos:
         loop = visit(s, [], [])
         if loop is not None:
-            where = loop[-1]
-            raise DockerfileError(f"circular dependency detected on stage: {s.group}", where.span)
+            raise DockerfileError(f"circular dependency detected on stage: {s.group}", loop[-1])
 
 
 def _expand(expander: Expander, text: str, env: dict[str, str], span: Span) -> str:
