@@ -367,3 +367,52 @@ def test_extract_stored_layer_records_blob_for_reuse(tmp_path: Path) -> None:
     assert hit is not None and hit.digest == digest and hit.media_type == MT_LAYER_GZIP
     # exporting the unchanged layer with its diff_id reuses the original bytes, not our re-tar
     assert write_layer_to_store(tmp_path / "l", store, diff_id=res.diff_id).digest == digest
+
+
+# -- property: any tree of plain files/dirs/symlinks/hard links survives write -> extract -----------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_names = st.text(alphabet=st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)),
+                 min_size=1, max_size=40).filter(lambda n: n not in (".", "..") and not n.startswith(".wh."))
+_tree = st.recursive(
+    st.one_of(st.binary(max_size=3000), st.tuples(st.just("symlink"), _names)),
+    lambda children: st.dictionaries(_names, children, max_size=5),
+    max_leaves=20,
+)
+
+
+def _materialize(d: Path, node: object, links: list[Path]) -> None:
+    d.mkdir()
+    assert isinstance(node, dict)
+    for name, child in node.items():
+        p = d / name
+        if isinstance(child, dict):
+            _materialize(p, child, links)
+        elif isinstance(child, tuple):
+            os.symlink(child[1], p)
+        else:
+            p.write_bytes(child)
+            if len(links) < 3:
+                links.append(p)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tree=st.dictionaries(_names, _tree, max_size=6), mode=st.sampled_from([0o644, 0o4755, 0o2700, 0o600]),
+       compression=st.sampled_from(["gzip", "zstd", "none"]))
+def test_property_round_trip(tmp_path_factory: pytest.TempPathFactory, tree: dict, mode: int,
+                             compression: str) -> None:
+    base = tmp_path_factory.mktemp("prop")
+    links: list[Path] = []
+    _materialize(base / "src", tree, links)
+    for i, p in enumerate(links):
+        os.chmod(p, mode)
+        if not os.path.lexists(p.with_name(p.name[:30] + f"-hl{i}")):
+            os.link(p, p.with_name(p.name[:30] + f"-hl{i}"))
+    set_mtimes(base / "src", T0)
+    buf = io.BytesIO()
+    blob = write_layer(base / "src", buf, compression=compression)
+    res = extract_layer(io.BytesIO(buf.getvalue()), blob.media_type, base / "out")
+    assert res.diff_id == blob.diff_id
+    assert snapshot(base / "out") == snapshot(base / "src")

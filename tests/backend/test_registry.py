@@ -277,3 +277,19 @@ def test_insecure_is_only_for_loopback() -> None:
     assert c._base(parse_reference("ghcr.io/x")) == "https://ghcr.io"
     assert c._base(parse_reference("busybox")) == "https://registry-1.docker.io"
     c.close()
+
+
+def test_skopeo_copy_of_our_exported_layout(tmp_path: Path, registry: str) -> None:
+    from backend.export.oci import export_oci
+
+    store = BlobStore(tmp_path / "store")
+    spec = _spec(tmp_path, "ours")
+    _, [img] = export_oci(spec, store, tmp_path / "layout", tar=False, ref_name="v1",
+                          options=ExportOptions(source_date_epoch=1_700_000_000))
+    run("skopeo", "copy", "--dest-tls-verify=false", f"oci:{tmp_path / 'layout'}:v1", f"docker://{registry}/ours:v1")
+    assert _skopeo_inspect(registry, "ours:v1")["Digest"] == img.digest
+    fresh = BlobStore(tmp_path / "fresh")
+    with RegistryClient(fresh) as client:
+        got = client.pull(f"{registry}/ours:v1")
+    assert got.manifest_digest == img.digest and got.config_bytes == img.config_bytes
+    fresh.verify(img.layers[0].digest)
