@@ -120,6 +120,7 @@ class Run(Instruction):
     mounts: tuple[MountSpec, ...] = ()
     network: str | None = None  # default | none | host
     security: str | None = None  # sandbox | insecure
+    devices: tuple[str, ...] = ()  # --device=name[,required] (CDI devices), as written
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ BOOL, STRING, STRINGS = "bool", "string", "strings"
 
 FLAG_SPECS: dict[str, dict[str, str]] = {
     "FROM": {"platform": STRING},
-    "RUN": {"mount": STRINGS, "network": STRING, "security": STRING},
+    "RUN": {"mount": STRINGS, "network": STRING, "security": STRING, "device": STRINGS},
     "COPY": {"from": STRING, "chown": STRING, "chmod": STRING, "link": BOOL, "parents": BOOL,
              "exclude": STRINGS},
     "ADD": {"chown": STRING, "chmod": STRING, "link": BOOL, "keep-git-dir": BOOL,
@@ -169,7 +169,7 @@ class Builder:
                 f = next(x for x in common["flags"] if x.name == flag)
                 raise SourceError(f'unsupported {flag} mode "{val}"' + did_you_mean(val, allowed), f.span)
         return I.make(I.Run, **common, command=self._command_line(node, node.values), mounts=tuple(mounts),
-                     network=net, security=sec)
+                      network=net, security=sec, devices=tuple(v for v, _ in fv.get("device", [])))
 
     def _cmd(self, node, fv, common):
         return I.make(I.Cmd, **common, command=self._command_line(node, node.values))
