@@ -16,7 +16,7 @@ from dataclasses import dataclass
 _WHO_BITS = {"u": 0o4700, "g": 0o2070, "o": 0o0007}
 _PERM_SHIFT = {"u": 6, "g": 3, "o": 0}
 _CLAUSE = re.compile(r"([ugoa]*)((?:[-+=](?:[rwxXst]*|[ugo]))+)\Z")
-_ACTION = re.compile(r"([-+=])([rwxXst]*|[ugo])")
+_ACTION = re.compile(r"([-+=])([ugo]|[rwxXst]*)")
 
 
 class ChmodError(ValueError):
