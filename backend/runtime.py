@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend.mountpoints import mkdirs_in_root, remove_mount_stubs, resolve_in_root
-from backend.snapshot import Snapshotter
+from backend.snapshot import Snapshotter, abandoned_dirs, held_dir
 
 NETWORK_MODES = ("none", "host", "default")
 
@@ -48,6 +48,7 @@ MASKED_PATHS = (
 )
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 DEFAULT_NOFILE = 1 << 20
+CONTAINER_PREFIX = "irctl-"
 
 
 class ContainerError(RuntimeError):
@@ -315,9 +316,9 @@ def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network
     runtime = runtime or find_runtime()
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    container_id = f"irctl-{uuid.uuid4().hex[:16]}"
-    bundle = Path(tempfile.mkdtemp(prefix=f"{container_id}.", dir=state_dir))
-    try:
+    container_id = f"{CONTAINER_PREFIX}{uuid.uuid4().hex[:16]}"
+    with held_dir(state_dir / "bundles", f"{container_id}.") as path:
+        bundle = Path(path)
         _prepare_cwd(Path(rootfs), process)
         files = bundle / "files"
         files.mkdir()
@@ -327,8 +328,35 @@ def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network
                          extra_files={"/etc/hosts": files / "hosts", "/etc/resolv.conf": files / "resolv.conf"})
         (bundle / "config.json").write_text(json.dumps(cfg, indent=1))
         return _run_bundle(runtime, state_dir, bundle, container_id, output, cancel)
-    finally:
-        shutil.rmtree(bundle, ignore_errors=True)
+
+
+def reap_stale_containers(state_dir: Path, runtime: Runtime | None = None) -> list[str]:
+    """Kill and delete containers under `state_dir` whose irctl process died (its bundle's lock is free),
+    and any of ours whose bundle is gone. Safe while other irctl processes run containers there."""
+    runtime = runtime or find_runtime()
+    state_dir = Path(state_dir)
+    reaped = []
+    for path, fd in abandoned_dirs(state_dir / "bundles", CONTAINER_PREFIX):
+        try:
+            container_id = os.path.basename(path).split(".")[0]
+            _force_delete(runtime, state_dir, container_id)
+            shutil.rmtree(path, ignore_errors=True)
+            reaped.append(container_id)
+        finally:
+            os.close(fd)
+    listed = subprocess.run(runtime.command(state_dir, "list", "--format", "json"), stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True)
+    with contextlib.suppress(ValueError, TypeError):
+        for c in json.loads(listed.stdout or "null") or []:
+            if c["id"].startswith(CONTAINER_PREFIX) and not os.path.isdir(c.get("bundle") or "/nonexistent"):
+                _force_delete(runtime, state_dir, c["id"])
+                reaped.append(c["id"])
+    return reaped
+
+
+def _force_delete(runtime: Runtime, state_dir: Path, container_id: str) -> None:
+    for args in (("kill", "--all", container_id, "KILL"), ("delete", "--force", container_id)):
+        subprocess.run(runtime.command(state_dir, *args), stdin=subprocess.DEVNULL, capture_output=True)
 
 
 # Runs as a tiny parent of the runtime: `<runtime> run --detach` hands our stdout pipe straight to the

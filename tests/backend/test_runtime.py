@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ import pytest
 from backend.mountpoints import remove_mount_stubs
 from backend.runtime import (
     DEFAULT_CAPABILITIES, BindMount, Cancelled, ContainerStartError, FileMount, Process, RuntimeNotFound,
-    TmpfsMount, config_for, find_runtime, mount_targets, run, run_on_layers,
+    TmpfsMount, config_for, find_runtime, mount_targets, reap_stale_containers, run, run_on_layers,
 )
 from backend.snapshot import CopySnapshotter, OverlaySnapshotter, is_opaque, is_whiteout, layer_tree_digest
 from backend.userdb import UserError, resolve_user
@@ -49,6 +51,15 @@ def execute(lowers: list[Path], tmp: Path, process: Process, mounts=(), *, netwo
         with snapshotter().mounted(lowers, upper, tmp / f"{name}-work") as root:
             code = run(root, process, mounts, **kw)
     return Result(code, b"".join(chunks).decode(errors="replace"), upper)
+
+
+def state_is_clean(state: Path) -> bool:
+    """No container known to the runtime, no runtime state dir, no bundle left under `state`."""
+    listed = subprocess.run(find_runtime().command(state, "list", "--format", "json"), capture_output=True,
+                            text=True)
+    leftovers = [p.name for p in state.iterdir() if p.name != "bundles"]
+    return json.loads(listed.stdout or "null") in (None, []) and not leftovers and not list(
+        (state / "bundles").iterdir())
 
 
 def layer(upper: Path) -> set[str]:
@@ -311,11 +322,7 @@ def test_cancel_kills_the_container_and_leaves_nothing(busybox_rootfs: Path, tmp
     assert isinstance(result, Cancelled)
     assert not _pids_with(marker)
     assert str(root) not in _mountinfo()
-    runtime = find_runtime()
-    import subprocess
-    listed = subprocess.run(runtime.command(state, "list", "--format", "json"), capture_output=True, text=True)
-    assert json.loads(listed.stdout or "null") in (None, [])
-    assert [p.name for p in state.iterdir()] == []  # no bundle or container state left
+    assert state_is_clean(state)
 
 
 @pytest.mark.e2e
@@ -336,7 +343,7 @@ def test_cancel_before_start_and_failing_output_callback_leave_nothing(busybox_r
             run(root, sh("echo boom; sleep 100"), network="none", hostname="x", output=explode,
                 state_dir=tmp_path / "state")
     assert time.monotonic() - started < 15
-    assert [p.name for p in (tmp_path / "state").iterdir()] == []
+    assert state_is_clean(tmp_path / "state")
 
 
 @pytest.mark.e2e
@@ -365,6 +372,34 @@ def _cgroup_hybrid() -> bool:
 def test_home_is_added_by_the_runtime_only_when_missing(busybox_rootfs: Path, tmp_path: Path) -> None:
     r = execute([busybox_rootfs], tmp_path, Process(["env"], env=[PATH]))
     assert r.output.splitlines() == [PATH, "HOME=/root"]  # runc (like Docker) fills HOME from passwd
+
+
+@pytest.mark.e2e
+def test_reap_stale_containers_after_irctl_died(busybox_rootfs: Path, tmp_path: Path) -> None:
+    marker = "irctl-reap-test-777"
+    state = tmp_path / "state"
+    script = f"""
+import sys
+from pathlib import Path
+from backend.runtime import Process, run
+run(Path({str(busybox_rootfs)!r}), Process(["sh", "-c", ": {marker}; echo up; sleep 1000; echo never"], env=["PATH=/bin"]),
+    network="none", hostname="x", output=lambda b: (sys.stdout.buffer.write(b), sys.stdout.flush()),
+    state_dir=Path({str(state)!r}))
+"""
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=Path(__file__).parents[2])
+    assert child.stdout.readline() == b"up\n"
+    assert reap_stale_containers(state) == []  # its owner is alive
+    child.kill()  # irctl dies hard: no cleanup ran
+    child.wait()
+    child.stdout.close()
+    assert _pids_with(marker), "the container outlives its irctl process ..."
+    reaped = reap_stale_containers(state)
+    assert len(reaped) == 1 and reaped[0].startswith("irctl-")
+    deadline = time.monotonic() + 10
+    while _pids_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _pids_with(marker)  # ... until the reaper kills it
+    assert state_is_clean(state)
 
 
 @pytest.mark.e2e
