@@ -1,0 +1,5 @@
+"""``python -m irctl``: the same as the ``irctl`` script."""
+
+from irctl.app import main
+
+main()

@@ -1,0 +1,95 @@
+"""``irctl build`` end to end: Dockerfile → IR → runc on overlayfs → an OCI image that runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import irctl, run_image
+
+pytestmark = pytest.mark.e2e
+
+
+def write(ctx: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        p = ctx / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return ctx
+
+
+def test_image_runs_its_cmd(tmp_path, busybox_ref, cache_env):
+    ctx = write(tmp_path / "ctx", {
+        "Dockerfile": f"""FROM {busybox_ref} AS words
+RUN echo hello > /w
+FROM {busybox_ref}
+COPY --from=words /w /out/w
+COPY msg.txt /out/
+WORKDIR /out
+CMD ["sh", "-c", "cat w msg.txt && pwd"]
+""",
+        "msg.txt": "from the context\n"})
+    out = tmp_path / "image"
+    r = irctl("build", ctx, "--progress", "plain", "--output", f"type=oci,tar=false,dest={out}", "-t", "app:v1",
+              env=cache_env)
+    assert r.code == 0, r.stderr
+    assert run_image(out, "v1", tmp_path) == "hello\nfrom the context\n/out\n"
+    inspect = subprocess.run(["skopeo", "inspect", "--config", f"oci:{out}:v1"], capture_output=True, text=True,
+                             check=True)
+    config = json.loads(inspect.stdout)["config"]
+    assert config["Cmd"] == ["sh", "-c", "cat w msg.txt && pwd"]
+    assert config["WorkingDir"] == "/out"
+
+
+def test_second_build_is_all_cache_hits(tmp_path, busybox_ref, cache_env):
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\nRUN echo a > /a\nRUN echo b > /b\n"})
+    first = irctl("build", ctx, "--progress", "json", env=cache_env)
+    assert first.code == 0, first.stderr
+    assert len([e for e in first.events() if e["kind"] == "started"]) >= 2
+    second = irctl("build", ctx, "--progress", "json", env=cache_env)
+    assert second.code == 0, second.stderr
+    assert [e for e in second.events() if e["kind"] == "started"] == []
+    assert len([e for e in second.events() if e["kind"] == "cached"]) >= 2
+
+
+def test_failing_run_names_the_line_and_output(tmp_path, busybox_ref, cache_env):
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\n\nRUN echo about to fail && exit 3\n"})
+    r = irctl("build", ctx, "--progress", "plain", env=cache_env)
+    assert r.code == 1
+    assert "Traceback" not in r.stderr
+    assert "Dockerfile:3" in r.stderr
+    assert "about to fail" in r.stderr
+    assert "exit code 3" in r.stderr or "exit status 3" in r.stderr
+
+
+def test_parse_error_is_located(tmp_path, cache_env):
+    ctx = write(tmp_path / "ctx", {"Dockerfile": "FROM scratch\nRUN --mout=type=cache,target=/x true\n"})
+    r = irctl("build", ctx, env=cache_env)
+    assert r.code != 0
+    assert "Traceback" not in r.stderr
+    assert "Dockerfile:2:5: unknown flag" in r.stderr
+    assert "^" in r.stderr
+
+
+def test_compile_then_validate_and_solve(tmp_path, busybox_ref, cache_env):
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\nRUN echo solved > /s\n"})
+    graph = tmp_path / "g.ir"
+    r = irctl("compile", ctx, "-o", graph, env=cache_env)
+    assert r.code == 0, r.stderr
+    assert irctl("validate", graph).code == 0
+    r = irctl("solve", graph, env=cache_env)
+    assert r.code == 0, r.stderr
+
+
+def test_push_and_pull_back(tmp_path, busybox_ref, registry, cache_env):
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\nRUN echo pushed > /p\nCMD [\"cat\", \"/p\"]\n"})
+    name = f"{registry}/irctl-test/pushed:1"
+    r = irctl("build", ctx, "-t", name, "--push", "--progress", "quiet", env=cache_env)
+    assert r.code == 0, r.stderr
+    layout = tmp_path / "pulled"
+    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{name}", f"oci:{layout}:1"],
+                   check=True, capture_output=True)
+    assert run_image(layout, "1", tmp_path) == "pushed\n"
