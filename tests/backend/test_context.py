@@ -1,0 +1,291 @@
+"""backend.context: scan identity, pruning, the stat cache (hit path reads nothing, racy entries), and
+selection_digest (what one COPY reads; same from a scan and from the directory)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import backend.context as context_mod
+from backend.context import ContextScan, StatCache, scan_context, selection_digest
+from backend.fileops import FileOpError, SourceView
+from ir.ops import CopyAction
+
+
+def make_ctx(root: Path) -> Path:
+    (root / "src" / "pkg").mkdir(parents=True)
+    (root / "docs").mkdir()
+    (root / "node_modules" / "dep").mkdir(parents=True)
+    (root / "src" / "main.py").write_text("print(1)\n")
+    (root / "src" / "pkg" / "mod.py").write_text("x = 1\n")
+    (root / "docs" / "readme.md").write_text("# hi\n")
+    (root / "node_modules" / "dep" / "index.js").write_text("js\n")
+    (root / "top.txt").write_text("top\n")
+    os.symlink("src/main.py", root / "link")
+    return root
+
+
+RACY_NS = 50_000_000
+
+
+def old(path: Path, seconds: float = 10) -> None:
+    """Backdate a tree's mtimes, then let its ctimes leave the (shortened) racy window."""
+    t = time.time() - seconds
+    for p in [path, *path.rglob("*")]:
+        os.utime(p, (t, t), follow_symlinks=False)
+    time.sleep(RACY_NS / 1e9 * 1.5)
+
+
+@pytest.fixture(autouse=True)
+def short_racy_window(monkeypatch):
+    """The real window is a second; the tests shorten it so they need not sleep that long."""
+    monkeypatch.setattr(context_mod, "RACY_WINDOW_NS", RACY_NS)
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Path:
+    return make_ctx(tmp_path / "ctx")
+
+
+# ---------------------------------------------------------------------------------------------- identity
+
+
+def test_entries_and_types(ctx):
+    scan = scan_context(ctx)
+    assert scan.entries["src"].type == "dir"
+    assert scan.entries["src/main.py"].type == "file" and scan.entries["src/main.py"].size == 9
+    assert scan.entries["src/main.py"].digest.startswith("sha256:")
+    assert scan.entries["link"].type == "symlink" and scan.entries["link"].target == "src/main.py"
+    assert scan.identity.startswith("sha256:") and len(scan.identity) == 71
+
+
+def test_identity_ignores_mtime_owner_and_location(ctx, tmp_path):
+    first = scan_context(ctx).identity
+    os.utime(ctx / "top.txt", (1, 1))
+    os.chown(ctx / "src" / "main.py", 1234, 5678)
+    assert scan_context(ctx).identity == first
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(ctx, copy, symlinks=True)  # new inodes, new mtimes, another walk order
+    os.chmod(copy, os.stat(ctx).st_mode)
+    assert scan_context(copy).identity == first
+
+
+@pytest.mark.parametrize("change", ["content", "mode", "rename", "link", "new-empty-dir", "delete"])
+def test_identity_changes(ctx, change):
+    first = scan_context(ctx).identity
+    if change == "content":
+        (ctx / "top.txt").write_text("tOp\n")
+    elif change == "mode":
+        os.chmod(ctx / "top.txt", 0o755)
+    elif change == "rename":
+        os.rename(ctx / "top.txt", ctx / "top2.txt")
+    elif change == "link":
+        os.unlink(ctx / "link")
+        os.symlink("src/pkg/mod.py", ctx / "link")
+    elif change == "new-empty-dir":
+        (ctx / "empty").mkdir()
+    else:
+        os.unlink(ctx / "docs" / "readme.md")
+    assert scan_context(ctx).identity != first
+
+
+def test_patterns_filter_and_prune(ctx, monkeypatch):
+    listed = []
+    real = os.scandir
+
+    def spy(path="."):
+        listed.append(os.path.relpath(os.fspath(path), ctx))
+        return real(path)
+
+    monkeypatch.setattr(context_mod.os, "scandir", spy)
+    scan = scan_context(ctx, exclude=("node_modules", "**/*.md", "!docs/keep.md"))
+    assert "node_modules" not in scan.entries and "docs/readme.md" not in scan.entries
+    assert "node_modules" not in listed  # pruned: no exception can reach inside it
+    assert "docs" not in scan.entries or scan.entries["docs"].type == "dir"
+    inc = scan_context(ctx, include=("src/pkg",))
+    assert sorted(inc.entries) == ["src", "src/pkg", "src/pkg/mod.py"]
+
+
+def test_excluded_dir_kept_only_for_reincluded_content(ctx):
+    scan = scan_context(ctx, exclude=("src", "!src/pkg/mod.py"))
+    assert sorted(k for k in scan.entries if k.startswith("src")) == ["src", "src/pkg", "src/pkg/mod.py"]
+    scan = scan_context(ctx, exclude=("src", "!src/none.py"))
+    assert not any(k.startswith("src") for k in scan.entries)
+
+
+# ---------------------------------------------------------------------------------------------- stat cache
+
+
+def test_stat_cache_hit_path_reads_nothing(ctx, tmp_path, monkeypatch):
+    old(ctx)
+    with StatCache(tmp_path / "cache.db") as cache:
+        first = scan_context(ctx, stat_cache=cache)
+        assert first.stats == {"hashed": 5, "reused": 0}
+
+        def boom(path):
+            raise AssertionError(f"read {path}")
+
+        monkeypatch.setattr(context_mod, "hash_file", boom)
+        again = scan_context(ctx, stat_cache=cache)
+        assert again.identity == first.identity and again.stats == {"hashed": 0, "reused": 5}
+    # persistent: a new cache object on the same database file still hits (hash_file still explodes)
+    with StatCache(tmp_path / "cache.db") as cache:
+        assert scan_context(ctx, stat_cache=cache).stats["hashed"] == 0
+
+
+def test_stat_cache_rehashes_changed_files(ctx, tmp_path):
+    old(ctx)
+    with StatCache(tmp_path / "cache.db") as cache:
+        first = scan_context(ctx, stat_cache=cache)
+        (ctx / "top.txt").write_text("TOP\n")  # same size
+        mt = time.time() - 100
+        os.utime(ctx / "top.txt", (mt, mt))  # even with the old mtime put back, ctime tells
+        second = scan_context(ctx, stat_cache=cache)
+        assert second.stats["hashed"] == 1 and second.identity != first.identity
+        assert second.entries["top.txt"].digest != first.entries["top.txt"].digest
+
+
+def test_racy_entries_are_not_remembered(ctx, tmp_path):
+    old(ctx)
+    with StatCache(tmp_path / "cache.db") as cache:
+        scan_context(ctx, stat_cache=cache)
+        (ctx / "top.txt").write_text("new\n")  # modified "now": within the racy window
+        assert scan_context(ctx, stat_cache=cache).stats["hashed"] == 1
+        assert scan_context(ctx, stat_cache=cache).stats["hashed"] == 1  # still racy: hashed again
+        old(ctx)
+        assert scan_context(ctx, stat_cache=cache).stats["hashed"] == 5  # utime changed every ctime
+        assert scan_context(ctx, stat_cache=cache).stats["hashed"] == 0
+
+
+def test_stat_cache_keyed_by_root(tmp_path):
+    a = make_ctx(tmp_path / "a")
+    b = make_ctx(tmp_path / "b")
+    (b / "top.txt").write_text("bbb\n")
+    old(a)
+    old(b)
+    with StatCache(tmp_path / "cache.db") as cache:
+        sa, sb = scan_context(a, stat_cache=cache), scan_context(b, stat_cache=cache)
+        assert sa.identity != sb.identity
+        assert scan_context(b, stat_cache=cache).identity == sb.identity
+
+
+# ---------------------------------------------------------------------------------------------- selection_digest
+
+
+def test_selection_digest_ignores_unrelated_files(ctx):
+    action = CopyAction(src=0, src_path="/src", dest="/app", contents_only=True)
+    first = selection_digest(scan_context(ctx), action)
+    (ctx / "docs" / "readme.md").write_text("changed\n")
+    (ctx / "unrelated").write_text("x")
+    assert selection_digest(scan_context(ctx), action) == first
+    (ctx / "src" / "pkg" / "mod.py").write_text("x = 2\n")
+    assert selection_digest(scan_context(ctx), action) != first
+
+
+def test_selection_digest_wildcards_and_excludes(ctx):
+    action = CopyAction(src=0, src_path="/src/*.py", dest="/app/", allow_wildcard=True)
+    first = selection_digest(scan_context(ctx), action)
+    (ctx / "src" / "pkg" / "mod.py").write_text("not matched by *.py at the top\n")
+    assert selection_digest(scan_context(ctx), action) == first
+    (ctx / "src" / "new.py").write_text("new\n")
+    assert selection_digest(scan_context(ctx), action) != first
+    ex = CopyAction(src=0, src_path="/", dest="/app", contents_only=True, exclude=("docs",))
+    d1 = selection_digest(scan_context(ctx), ex)
+    (ctx / "docs" / "readme.md").write_text("changed\n")
+    assert selection_digest(scan_context(ctx), ex) == d1
+
+
+def test_selection_digest_errors_like_the_copy(ctx):
+    with pytest.raises(FileOpError, match="file not found in build context: missing"):
+        selection_digest(scan_context(ctx), CopyAction(src=0, src_path="missing", dest="/"))
+
+
+def test_selection_digest_of_a_stage_counts_owners(ctx):
+    action = CopyAction(src=0, src_path="/src", dest="/app")
+    stage = selection_digest(ctx, action)
+    os.chown(ctx / "src" / "main.py", 99, 99)
+    assert selection_digest(ctx, action) != stage
+    assert selection_digest(SourceView.context(ctx), action) == selection_digest(scan_context(ctx), action)
+
+
+# ---------------------------------------------------------------------------------------------- property
+
+
+NAMES = st.sampled_from(["a", "b", "c.txt", "d.md", "e.py", "sub", "x"])
+
+
+@st.composite
+def trees(draw):
+    """A small random tree: (relpath, kind, payload) with kind file/dir/link."""
+    items = {}
+    for _ in range(draw(st.integers(1, 14))):
+        depth = draw(st.integers(1, 3))
+        parts = [draw(NAMES) for _ in range(depth)]
+        for i in range(1, depth):
+            prefix = "/".join(parts[:i])
+            if items.get(prefix, ("dir",))[0] != "dir":
+                break
+            items[prefix] = ("dir", 0o755)
+        else:
+            path = "/".join(parts)
+            if path in items:
+                continue
+            kind = draw(st.sampled_from(["file", "file", "dir", "link"]))
+            if kind == "file":
+                items[path] = ("file", draw(st.sampled_from([b"", b"1", b"22", b"abc"])), draw(st.sampled_from([0o644, 0o755, 0o600])))
+            elif kind == "dir":
+                items[path] = ("dir", draw(st.sampled_from([0o755, 0o700])))
+            else:
+                items[path] = ("link", draw(st.sampled_from(["a", "../a", "/sub", "sub/c.txt", "/etc/passwd", "x/../a"])))
+    return items
+
+
+def build(root: Path, items: dict) -> None:
+    root.mkdir()
+    for path in sorted(items, key=lambda p: p.count("/")):
+        kind, *rest = items[path]
+        p = root / path
+        if any(items.get("/".join(path.split("/")[:i]), ("dir",))[0] != "dir" for i in range(1, path.count("/") + 1)):
+            continue
+        if kind == "dir":
+            p.mkdir(exist_ok=True)
+            os.chmod(p, rest[0])
+        elif kind == "file":
+            p.write_bytes(rest[0])
+            os.chmod(p, rest[1])
+        else:
+            os.symlink(rest[0], p)
+
+
+SRC = st.sampled_from(["/", "a", "sub", "sub/", "x", "*", "*.txt", "s*", "*/c.txt", "sub/*", "?", "[ab]",
+                       "missing", "../sub", "sub/../a", "sub/./c.txt", "x/./sub"])
+PATTERNS = st.lists(st.sampled_from(["*.md", "sub", "!sub/c.txt", "**/*.py", "x/*", "a", "!a", "*/b"]), max_size=3)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=trees(), src=SRC, wildcard=st.booleans(), follow=st.booleans(), contents=st.booleans(),
+       parents=st.booleans(), include=PATTERNS, exclude=PATTERNS, ctx_exclude=PATTERNS)
+def test_selection_digest_scan_equals_directory(tmp_path_factory, items, src, wildcard, follow, contents, parents,
+                                                 include, exclude, ctx_exclude):
+    root = tmp_path_factory.mktemp("prop") / "ctx"
+    build(root, items)
+    include = [p for p in include if not p.startswith("!")]
+    action = CopyAction(src=0, src_path=src, dest="/d/", allow_wildcard=wildcard, follow_symlinks=follow,
+                        contents_only=contents, parents=parents, include=tuple(include), exclude=tuple(exclude),
+                        allow_empty_wildcard=True)
+
+    def digest(source):
+        try:
+            return selection_digest(source, action)
+        except FileOpError as e:
+            return ("error", str(e))
+
+    scan = scan_context(root, exclude=ctx_exclude)
+    assert isinstance(scan, ContextScan)
+    assert digest(scan) == digest(SourceView.context(root, exclude=ctx_exclude))
