@@ -67,6 +67,10 @@ class BlobStore:
                 " digest TEXT NOT NULL, size INTEGER NOT NULL, media_type TEXT NOT NULL,"
                 " PRIMARY KEY (diff_id, compression))"
             )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS layer_alias ("
+                " key TEXT NOT NULL, variant TEXT NOT NULL, diff_id TEXT NOT NULL, PRIMARY KEY (key, variant))"
+            )
 
     # -- sqlite: one short-lived connection per call, WAL, so threads and processes can share it --
     def _connect(self) -> sqlite3.Connection:
@@ -193,6 +197,19 @@ class BlobStore:
                 " VALUES (?, ?, ?, ?, ?)",
                 (diff_id, compression, blob.digest, blob.size, blob.media_type),
             )
+
+
+    # -- immutable layer id (+ tar variant, e.g. SOURCE_DATE_EPOCH) -> diff_id of its tar --
+    def lookup_layer_alias(self, key: str, variant: str) -> str | None:
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT diff_id FROM layer_alias WHERE key=? AND variant=?", (key, variant)).fetchone()
+        return row[0] if row else None
+
+    def record_layer_alias(self, key: str, variant: str, diff_id: str) -> None:
+        check_digest(diff_id)
+        with closing(self._connect()) as db, db:
+            db.execute("INSERT OR REPLACE INTO layer_alias (key, variant, diff_id) VALUES (?, ?, ?)",
+                       (key, variant, diff_id))
 
 
 class BlobWriter:

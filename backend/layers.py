@@ -348,14 +348,23 @@ def write_layer_to_store(layer_dir: str | os.PathLike[str], store: "BlobStore", 
                          diff_id: str | None = None) -> LayerBlob:
     """Compress a layer into ``store``, reusing the blob already recorded for its diff_id.
 
-    ``diff_id`` is a hint (e.g. recorded when the layer was extracted from a pulled blob): if the store
-    maps it to a blob of this compression, the directory is not read at all. Without a hint the tar is
-    hashed once (cheap) to look the mapping up before compressing.
+    ``diff_id`` is a hint naming *immutable* content: the diff_id of the blob the layer was extracted
+    from (a pulled layer), or a committed layer's id. If the store maps it (directly, or through the
+    alias recorded the last time this layer was written with the same SOURCE_DATE_EPOCH) to a blob of
+    this compression, the directory is not read at all. Without a hint the tar is hashed once (cheap)
+    to look the mapping up before compressing.
     """
     from backend.blobs import CompressedBlob
 
+    variant = f"sde={source_date_epoch}"
     if diff_id is None:
         diff_id = layer_diff_id(layer_dir, source_date_epoch=source_date_epoch)
+        hint = None
+    else:
+        hint = diff_id
+        real = store.lookup_layer_alias(hint, variant)
+        if real is not None and store.lookup_compressed(real, compression) is not None:
+            diff_id = real
     hit = store.lookup_compressed(diff_id, compression)
     if hit is not None:
         return LayerBlob(hit.digest, diff_id, hit.size, hit.media_type)
@@ -364,6 +373,8 @@ def write_layer_to_store(layer_dir: str | os.PathLike[str], store: "BlobStore", 
                            source_date_epoch=source_date_epoch, threads=threads)
         w.commit(blob.digest, blob.size)
     store.record_compressed(blob.diff_id, compression, CompressedBlob(blob.digest, blob.size, blob.media_type))
+    if hint is not None and hint != blob.diff_id:
+        store.record_layer_alias(hint, variant, blob.diff_id)
     return blob
 
 

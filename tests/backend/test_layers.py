@@ -416,3 +416,17 @@ def test_property_round_trip(tmp_path_factory: pytest.TempPathFactory, tree: dic
     res = extract_layer(io.BytesIO(buf.getvalue()), blob.media_type, base / "out")
     assert res.diff_id == blob.diff_id
     assert snapshot(base / "out") == snapshot(base / "src")
+
+
+def test_layer_id_hint_remembers_its_tar_per_source_date_epoch(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "store")
+    d = tmp_path / "committed"
+    d.mkdir()
+    (d / "f").write_bytes(os.urandom(5000))
+    layer_id = "sha256:" + "c" * 64  # a committed layer's id, not the diff_id of its tar
+    first = write_layer_to_store(d, store, diff_id=layer_id, source_date_epoch=T0)
+    assert first.diff_id != layer_id
+    shutil.rmtree(d)  # the second export is answered from the store alone
+    assert write_layer_to_store(d, store, diff_id=layer_id, source_date_epoch=T0) == first
+    with pytest.raises(LayerError, match="does not exist"):  # another epoch means another tar
+        write_layer_to_store(d, store, diff_id=layer_id, source_date_epoch=T0 + 1)
