@@ -21,7 +21,8 @@ Public API::
     Expander().expand("...", env)             -> Expansion(result, words, matched, unmatched)
     expand_word(text, env, escape="\\\\")       convenience function; ExpandError on bad syntax
 
-``env`` is any mapping of name to value.  Names are case-sensitive (Linux semantics).
+``env`` is any mapping of name to value.  Names are case-sensitive (Linux semantics) unless
+``case_insensitive_env=True`` (a Windows build).
 """
 
 from __future__ import annotations
@@ -132,6 +133,12 @@ class _Pass:
         if name in self.env:
             self.matched.add(name)
             return self.env[name], True
+        if self.lex.case_insensitive_env:  # Windows: EqualEnvKeys ignores case
+            upper = name.upper()
+            for key, value in self.env.items():
+                if key.upper() == upper:
+                    self.matched.add(name)
+                    return value, True
         self.unmatched.add(name)
         return "", False
 
@@ -422,6 +429,7 @@ class Expander:
         raw_escapes: bool = False,
         skip_process_quotes: bool = False,
         skip_unset_env: bool = False,
+        case_insensitive_env: bool = False,
     ) -> None:
         if escape not in ("\\", "`"):
             raise ValueError(f"escape token must be \\ or `, not {escape!r}")
@@ -430,6 +438,7 @@ class Expander:
         self.raw_escapes = raw_escapes
         self.skip_process_quotes = skip_process_quotes
         self.skip_unset_env = skip_unset_env
+        self.case_insensitive_env = case_insensitive_env
 
     def expand(self, text: str, env: Mapping[str, str] | None = None) -> Expansion:
         p = _Pass(self, text, env or {})

@@ -26,10 +26,6 @@ _DIRECTIVE = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\
 KNOWN_DIRECTIVES = ("syntax", "escape", "check")
 
 
-def go_trim_space(s: str) -> str:
-    return s.strip(GO_SPACE)
-
-
 @dataclass(frozen=True)
 class Directive:
     """A parser directive (``# name=value``) from the head of the file."""
@@ -100,14 +96,6 @@ class LineSource:
         return Span.fast(self.filename, line, column, end_line or line, end_column, self.display(line))
 
 
-def _trim_newline(s: str) -> str:
-    return s.rstrip("\r\n")
-
-
-def _is_comment(s: str) -> bool:
-    return s.lstrip(GO_SPACE).startswith("#")
-
-
 class Scanner:
     """Iterates the logical lines of a Dockerfile.  ``wants_heredocs(text)`` returns the heredocs an
     instruction line announces (empty if it cannot carry any)."""
@@ -147,15 +135,6 @@ class Scanner:
                 )
             self._set_escape(value)
         self.directives.append(Directive(name, value, line))
-
-    def _strip_continuation(self, s: str) -> tuple[str, bool]:
-        """BuildKit's ``([^E])E[ \t]*$|^E[ \t]*$`` → ``$1`` for escape character E: a line ends
-        in a continuation when its last non-blank character is an unescaped-looking E."""
-        esc = self.escape
-        t = s.rstrip(" \t")
-        if t.endswith(esc) and (len(t) == 1 or t[-2] != esc):
-            return t[:-1], False
-        return s, True
 
     # -- the loop ---------------------------------------------------------------------------
     def __iter__(self):
@@ -215,7 +194,7 @@ class Scanner:
                     while i < n:
                         rawline = raw[i]
                         i += 1
-                        candidate = _trim_newline(rawline)
+                        candidate = rawline.rstrip("\r\n")
                         if doc.chomp:
                             candidate = candidate.lstrip("\t")
                         if candidate == doc.name:

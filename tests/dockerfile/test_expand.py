@@ -11,7 +11,8 @@ from tests.dockerfile.corpus import BUILDKIT, needs_corpus
 SHELL = BUILDKIT / "shell"
 
 
-def env_var_cases():
+def env_var_cases(platforms=("A", "U")):
+    """Linux runs the all-platform (A) and Unix (U) lines, Windows the A and W lines."""
     if not (SHELL / "envVarTest").is_file():
         return []
     out = []
@@ -24,7 +25,7 @@ def env_var_cases():
         fields = [f.strip() for f in line.split("|")]
         assert len(fields) == 3, line
         platform, source, expected = fields
-        if platform in ("A", "U"):  # Linux: all-platform and Unix lines
+        if platform in platforms:
             out.append(pytest.param(source, expected, id=f"L{n}"))
     return out
 
@@ -58,6 +59,17 @@ def test_env_var_table(source, expected):
             Expander().word(source, ENV)
     else:
         assert Expander().word(source, ENV) == expected
+
+
+@needs_corpus
+@pytest.mark.parametrize("source,expected", env_var_cases(("A", "W")))
+def test_env_var_table_windows(source, expected):
+    lex = Expander(case_insensitive_env=True)
+    if expected == "error":
+        with pytest.raises(ExpandError):
+            lex.word(source, ENV)
+    else:
+        assert lex.word(source, ENV) == expected
 
 
 @needs_corpus
