@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS results (
 CREATE TABLE IF NOT EXISTS layers (
   id TEXT PRIMARY KEY, size INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, last_used REAL NOT NULL,
   blob TEXT, media_type TEXT, blob_size INTEGER);
+CREATE TABLE IF NOT EXISTS selections (
+  identity TEXT NOT NULL, action TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (identity, action));
 """
 
 
@@ -231,6 +233,18 @@ class CacheStore:
             db.execute("INSERT OR REPLACE INTO results (key, outputs, created, last_used) VALUES (?,?,?,?)",
                        (key, data, now, now))
 
+    def selection(self, identity: str, action: str) -> str | None:
+        """The remembered checksum of what copy ``action`` selects from the snapshot ``identity``."""
+        with self._db() as db:
+            row = db.execute("SELECT digest FROM selections WHERE identity=? AND action=?",
+                             (identity, action)).fetchone()
+        return row[0] if row else None
+
+    def record_selection(self, identity: str, action: str, digest: str) -> None:
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO selections (identity, action, digest) VALUES (?,?,?)",
+                       (identity, action, digest))
+
     # -- layers -------------------------------------------------------------------------------
     def layer_path(self, layer_id: str) -> Path:
         return self.layers_dir / hexof(layer_id)
@@ -346,6 +360,7 @@ class CacheStore:
             with self._db() as db:
                 blobs_before = {r[0] for r in db.execute("SELECT blob FROM layers WHERE blob IS NOT NULL")}
                 if all:
+                    db.execute("DELETE FROM selections")
                     db.execute("DELETE FROM results")
                     db.execute("DELETE FROM layers")
                 else:

@@ -152,6 +152,9 @@ class ImageResolver:
                        for d, l in zip(diff_ids, descs))
         for layer in layers:
             self.store.record_layer_blob(layer.diff_id, layer.blob, layer.media_type, layer.size)
+            comp = compression_of(layer.media_type)  # an exporter reuses the pulled blob once it is here
+            self.store.blobs.record_compressed(layer.diff_id, comp,
+                                               CompressedBlob(layer.blob, layer.size, MEDIA_TYPES[comp]))
         return ResolvedSource(manifest_digest, config, layers)
 
     def _remember(self, res: ResolvedSource, origin: tuple[str, object]) -> None:

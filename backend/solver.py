@@ -271,17 +271,32 @@ class Solver:
         return "sha256:" + h.hexdigest()
 
     def _input_identity(self, op: irops.Op, index: int, snap: Snapshot) -> str:
-        """The identity an input contributes; for a local context only read by copy actions, the
-        checksum of exactly the files those actions select."""
+        """The identity an input contributes.  An input read only by copy actions contributes the
+        checksum of exactly the files they select: from a local context's scan, or (for another
+        stage) from a read-only view of its layers, remembered per (identity, action) so a cached
+        rebuild mounts nothing.  So ``COPY --from=build /out/app`` stays cached when the build
+        stage re-ran but produced the same ``/out/app`` (early cutoff across stages)."""
         f = op.file
-        if f is None or snap.host_dir is None or f.base == index:
+        if f is None or f.base == index:
             return snap.identity
         copies = [a.copy for a in f.actions if a.copy is not None and a.copy.src == index]
         if not copies:
             return snap.identity
         from backend.ops.file import selection_digest
 
-        return "selection:" + ",".join(selection_digest(self.ws, snap, c) for c in copies)
+        if snap.host_dir is not None:
+            return "selection:" + ",".join(selection_digest(self.ws, snap, c) for c in copies)
+        digests = []
+        for c in copies:
+            action = hashlib.sha256(canonical_bytes(c)).hexdigest()
+            found = self.ws.store.selection(snap.identity, action)
+            if found is None:
+                from backend.ops.file import layered_selection_digest
+
+                found = layered_selection_digest(self.ws, snap, c)
+                self.ws.store.record_selection(snap.identity, action, found)
+            digests.append(found)
+        return "selection:" + ",".join(digests)
 
     # -- snapshots <-> index rows --------------------------------------------------------------
     def _to_output(self, snap: Snapshot) -> Output:

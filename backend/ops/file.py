@@ -40,6 +40,15 @@ def selection_digest(ws: Workspace, snap: Snapshot, copy: irops.CopyAction) -> s
     return digest(found, copy)
 
 
+def layered_selection_digest(ws: Workspace, snap: Snapshot, copy: irops.CopyAction) -> str:
+    """Checksum of what ``copy`` selects from a layered snapshot, read through a read-only view."""
+    from backend.context import selection_digest as digest
+    from backend.copy import SourceView
+
+    with contextlib.ExitStack() as stack:
+        return digest(SourceView(_readonly_view(ws, stack, snap)), copy)
+
+
 def copy_context(ws: Workspace, snap: Snapshot, dest: Path) -> None:
     """Copy a local context, as its filters show it and owned by 0:0, into the plain dir ``dest``."""
     found = ws.scans.get(snap.identity) or scan(ws, Path(snap.host_dir), snap.include, snap.exclude)  # type: ignore[arg-type]

@@ -234,3 +234,27 @@ def test_file_ops_merge_diff_and_image(solving: Solving) -> None:
     assert read_file(res["diff"], "/app/hello") == b"hi\n"
     assert res["img"].image is not None and res["img"].image.config == {"Cmd": ["/bin/sh"], "Env": ["A=1"]}
     assert read_file(res["linked"], "/ctx/c.txt") == b"C\n"
+
+
+def test_early_cutoff_across_stages_copy_from(solving: Solving) -> None:
+    """Dockerfile-shaped: a build stage strips comments; the app stage copies its output.  Editing only
+    a comment re-runs the build stage, but COPY --from and everything after it stay cached."""
+    src = solving.context / "prog.sh"
+    src.write_text("# v1\necho hello\n")
+    base = solving.base()
+    build = base.copy(b.local("context"), "prog.sh", "/src/", meta=ops.OpMetadata("build: COPY"),
+                      create_dest_path=True)
+    build = sh(build, "grep -v '^#' /src/prog.sh > /stripped.sh", "build: strip")
+    app = base.copy(build, "/stripped.sh", "/app/", meta=ops.OpMetadata("app: COPY --from=build"),
+                    create_dest_path=True)
+    app = sh(app, "sh /app/stripped.sh > /app/out", "app: run")
+    solving.solve(app)
+    assert len(solving.ran()) == 4
+    src.write_text("# v2, only the comment changed\necho hello\n")
+    res = solving.solve(app)
+    assert solving.ran() == ["build: COPY", "build: strip"]
+    assert read_file(res["default"], "/app/out") == b"hello\n"
+    src.write_text("echo changed\n")
+    res = solving.solve(app)
+    assert solving.ran() == ["build: COPY", "build: strip", "app: COPY --from=build", "app: run"]
+    assert read_file(res["default"], "/app/out") == b"changed\n"
