@@ -232,28 +232,37 @@ class Converter:
                 from frontends.errors import did_you_mean
 
                 hint = did_you_mean(ref, names)
-                what = "base image" if from_line else "image"
-                raise DockerfileError(f"{what} {ref}: {e}{hint}", span) from None
+                if from_line:
+                    raise DockerfileError(f"base image {ref}: {e}{hint}", span) from None
+                raise DockerfileError(f'"{ref}" is neither a stage of this Dockerfile nor an image that '
+                                      f"could be resolved: {e}{hint}", span) from None
             plat = resolved.platform or platform
             if is_empty_image(resolved.config):
                 state = builder.scratch()
             else:
-                state = builder.image(resolved.ref, digest=resolved.digest, platform=plat)
+                desc = f"FROM {resolved.ref}" + (f"@{resolved.digest}" if resolved.digest else "")
+                state = builder.image(resolved.ref, digest=resolved.digest, platform=plat,
+                                      meta=ops.OpMetadata(desc, locations=(self.location(span),)))
             ext = External(state, ImageState.from_oci(resolved.config), plat)
         self.externals[key] = ext
         return ext
 
     def named_context(self, name: str, ctx: NamedContext, platform: ops.Platform, span: Span) -> External:
         if ctx.kind == "local":
-            return External(builder.local(name, meta=ops.OpMetadata(f"[internal] load build context {name}")),
+            return External(builder.local(name, meta=ops.OpMetadata(f"[context {name}] load build context",
+                                                                    locations=(self.location(span),))),
                             ImageState(), platform)
         try:
+            loc = (self.location(span),)
             if ctx.kind == "image":
                 r = self.resolver.resolve_image(ctx.value, platform)
-                state = builder.image(r.ref, digest=r.digest, platform=r.platform or platform)
+                state = builder.image(r.ref, digest=r.digest, platform=r.platform or platform,
+                                      meta=ops.OpMetadata(f"[context {name}] FROM {r.ref}@{r.digest}", locations=loc))
             elif ctx.kind == "oci_layout":
                 r = self.resolver.resolve_oci_layout(name, ctx.value, platform)
-                state = builder.oci_layout(name, ref=ctx.value, digest=r.digest, platform=r.platform or platform)
+                state = builder.oci_layout(name, ref=ctx.value, digest=r.digest, platform=r.platform or platform,
+                                           meta=ops.OpMetadata(f"[context {name}] oci-layout {ctx.value}@{r.digest}",
+                                                               locations=loc))
             else:
                 raise DockerfileError(f"named context {name}: unknown kind {ctx.kind!r}", span)
         except SourceError:

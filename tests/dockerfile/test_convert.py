@@ -17,7 +17,9 @@ from ir.validate import validate_document
 
 DIGEST = "sha256:" + "a" * 64
 LAYOUT_DIGEST = "sha256:" + "c" * 64
-KNOWN = {"alpine", "busybox", "golang", "onbuild-base", "127.0.0.1:5000/busybox:latest", "debian:12"}
+KNOWN = {"alpine", "busybox", "golang", "onbuild-base", "onbuild-from", "onbuild-chain", "127.0.0.1:5000/busybox:latest",
+         "debian:12"}
+BAD_TRIGGERS = {"onbuild-from": ["FROM alpine"], "onbuild-chain": ["ONBUILD RUN x"]}
 
 
 class FakeResolver:
@@ -43,6 +45,7 @@ class FakeResolver:
         }
         if ref == "onbuild-base":
             config["config"]["OnBuild"] = ["COPY . /app/src", "RUN make -C /app/src"]
+        config["config"]["OnBuild"] = BAD_TRIGGERS.get(ref, config["config"].get("OnBuild"))
         return ResolvedImage(name, DIGEST, config, platform)
 
     def resolve_oci_layout(self, name: str, ref: str, platform: ops.Platform) -> ResolvedImage:
@@ -542,7 +545,7 @@ def test_warnings_from_build_checks():
 
 def test_error_is_contract_and_parser_error_with_caret():
     msg = error_of("FROM alpine\nCOPY --from=nosuch /a /b\n")
-    assert msg.splitlines() == ["Dockerfile:2:6: image nosuch: nosuch: not found",
+    assert msg.splitlines() == ["Dockerfile:2:6: \"nosuch\" is neither a stage of this Dockerfile nor an image that could be resolved: nosuch: not found",
                                 "COPY --from=nosuch /a /b", "     ^^^^^^^^^^^^^"]
 
 
