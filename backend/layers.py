@@ -122,10 +122,6 @@ class _Sink:
         self._emit(self._finish())
 
 
-def _octal(n: int, width: int) -> bytes:
-    return b"%0*o\0" % (width - 1, n)
-
-
 _LIMIT = {8: 8 ** 7, 12: 8 ** 11}
 
 
@@ -686,8 +682,12 @@ class _Extractor:
             os.close(pfd)
 
     def finish(self) -> None:
+        """Directory mtimes last (creating children changed them); skip dirs replaced later on."""
         for parts, ns in reversed(self.dir_times):
-            fd = self.open_dir(parts, False, b"/".join(parts).decode(errors="replace"))
+            try:
+                fd = self.open_dir(parts, False, b"/".join(parts).decode(errors="replace"))
+            except (LayerError, FileNotFoundError):
+                continue
             try:
                 os.utime(fd, ns=(ns, ns))
             finally:

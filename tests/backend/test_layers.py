@@ -430,3 +430,12 @@ def test_layer_id_hint_remembers_its_tar_per_source_date_epoch(tmp_path: Path) -
     assert write_layer_to_store(d, store, diff_id=layer_id, source_date_epoch=T0) == first
     with pytest.raises(LayerError, match="does not exist"):  # another epoch means another tar
         write_layer_to_store(d, store, diff_id=layer_id, source_date_epoch=T0 + 1)
+
+
+def test_later_entries_replace_earlier_ones(tmp_path: Path) -> None:
+    tar = _tar([("d/", "dir", None), ("d/x", "file", b"1"), ("d", "file", b"now a file"),
+                ("l", "symlink", "d"), ("l", "file", b"symlink replaced, not followed"), ("e/", "dir", None)])
+    extract_layer(io.BytesIO(tar), MT_LAYER, tmp_path / "o")
+    assert (tmp_path / "o" / "d").read_bytes() == b"now a file"
+    assert not (tmp_path / "o" / "l").is_symlink() and (tmp_path / "o" / "l").read_bytes().startswith(b"symlink")
+    assert (tmp_path / "o" / "e").is_dir()
