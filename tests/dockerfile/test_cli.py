@@ -22,6 +22,8 @@ def test_prints_the_oracle_json():
     res = run(str(path), "--no-warnings")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout) == load_oracle(path)
+    # byte for byte the oracle's file (indent=1, non-ASCII kept, final newline)
+    assert res.stdout == path.with_name(path.name + ".parse.json").read_text("utf-8")
 
 
 def test_stdin_and_warnings():
