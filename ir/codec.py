@@ -92,6 +92,11 @@ def dump_document(doc: ops.Document, *, compress: bool = True, level: int = 3) -
 
 def load_raw(data: bytes) -> dict:
     """Check the header and return the decoded msgpack map, not yet typed or validated."""
+    return load_payload(data)[1]
+
+
+def load_payload(data: bytes) -> tuple[bytes, dict]:
+    """Check the header; return the (decompressed) msgpack payload and its decoded map."""
     if len(data) < HEADER.size:
         if MAGIC.startswith(data[: len(MAGIC)]) and data:
             raise DecodeError(f"truncated header: {len(data)} of {HEADER.size} bytes")
@@ -107,23 +112,47 @@ def load_raw(data: bytes) -> dict:
         raise DecodeError(f"header reserved byte must be 0, got {reserved}")
     payload = memoryview(data)[HEADER.size:]
     if compression == COMPRESSION_ZSTD:
-        import zstandard
-
-        try:
-            payload = zstandard.ZstdDecompressor().decompress(payload, max_output_size=MAX_PAYLOAD)
-        except zstandard.ZstdError as e:
-            raise DecodeError(f"corrupt zstd payload: {e}") from None
+        payload = _decompress(payload)
     elif compression != COMPRESSION_NONE:
         raise DecodeError(f"unknown compression {compression} in header (0 none, 1 zstd)")
+    elif len(payload) > MAX_PAYLOAD:
+        raise DecodeError(f"payload of {len(payload)} bytes exceeds the limit of {MAX_PAYLOAD}")
     try:
         raw = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True)
     except msgpack.ExtraData:
         raise DecodeError("trailing bytes after the msgpack document") from None
-    except (ValueError, msgpack.UnpackException) as e:
+    except (ValueError, TypeError, msgpack.UnpackException) as e:
+        # TypeError: a map key that is itself a map or an array ("unhashable type").
         raise DecodeError(f"payload is not valid msgpack: {e or type(e).__name__}") from None
     if type(raw) is not dict:
         raise DecodeError(f"document must be a map, got {type_name(raw)}")
-    return raw
+    return bytes(payload), raw
+
+
+def _decompress(payload: memoryview) -> bytes:
+    """Exactly one zstd frame that declares its content size, at most ``MAX_PAYLOAD`` bytes."""
+    import zstandard
+
+    try:
+        size = zstandard.frame_content_size(payload)
+    except zstandard.ZstdError as e:
+        raise DecodeError(f"corrupt zstd payload: {e}") from None
+    if size < 0:
+        raise DecodeError("zstd frame does not declare its content size")
+    if size > MAX_PAYLOAD:
+        raise DecodeError(f"zstd frame declares {size} bytes, over the limit of {MAX_PAYLOAD}")
+    dobj = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        out = dobj.decompress(payload)
+    except zstandard.ZstdError as e:
+        raise DecodeError(f"corrupt zstd payload: {e}") from None
+    if not dobj.eof:
+        raise DecodeError("truncated zstd payload")
+    if dobj.unused_data:
+        raise DecodeError(f"{len(dobj.unused_data)} trailing bytes after the zstd frame")
+    if len(out) != size:
+        raise DecodeError(f"zstd frame declares {size} bytes but holds {len(out)}")
+    return out
 
 
 def check_compatible(raw: dict) -> None:
@@ -142,22 +171,60 @@ def check_compatible(raw: dict) -> None:
                     f"(this one supports {', '.join(sorted(feature_set.KNOWN))})", f"features[{i}]")
 
 
-def decode_document(raw: dict) -> ops.Document:
-    """Typed document from a raw map; checks version, features, shapes and every op digest."""
+def decode_document(raw: dict, payload: bytes | None = None) -> ops.Document:
+    """Typed document from a raw map; checks version, features, shapes and every op digest.
+
+    With ``payload`` (the msgpack bytes ``raw`` was read from), also checks that the payload is
+    byte for byte the canonical encoding, so a document has exactly one valid byte form.
+    """
     check_compatible(raw)
     doc = decode(ops.Document, raw)
     raw_ops = raw["ops"]
     pack = msgpack.Packer(use_bin_type=True).pack
     sha256 = hashlib.sha256
+    op_data = {}
+    for digest in raw_ops:
+        # Decoding enforced canonical structure, so re-packing the raw map yields canonical bytes.
+        op_data[digest] = pack(raw_ops[digest])
+    if payload is not None:
+        _check_canonical(raw, op_data, payload)
     for digest, op in doc.ops.items():
-        # Decoding enforced canonical form, so re-packing the raw map yields the canonical bytes.
-        data = pack(raw_ops[digest])
+        data = op_data[digest]
         if "sha256:" + sha256(data).hexdigest() != digest:
             raise DecodeError(f"op is stored under a digest that does not match its content "
                               f"({digest_bytes(data)})", key("ops", digest))
         op.__dict__["_canonical"] = data
         op.__dict__["_digest"] = digest
     return doc
+
+
+def _check_canonical(raw: dict, op_data: dict[str, bytes], payload: bytes) -> None:
+    """Compare the payload with the canonical re-encoding of the raw map; on a difference, name
+    the first place (an integer or string not in its shortest form, a wider map header, …)."""
+    packer = msgpack.Packer(use_bin_type=True)
+    canonical = packer.pack(raw)
+    if canonical == payload:
+        return
+    at = next((i for i, (a, b) in enumerate(zip(canonical, payload)) if a != b), min(len(canonical), len(payload)))
+    offset, path = len(packer.pack_map_header(len(raw))), ""
+    for k, v in raw.items():
+        if offset > at:
+            break
+        offset += len(packer.pack(k))
+        path = k
+        if k != "ops":
+            offset += len(packer.pack(v))
+            continue
+        offset += len(packer.pack_map_header(len(v)))
+        for digest, data in op_data.items():
+            offset += len(packer.pack(digest))
+            if offset > at:
+                break
+            path = key("ops", digest)
+            offset += len(data)
+    raise DecodeError(f"not in canonical encoding: first difference at byte {at} of the msgpack payload "
+                      "(integers and strings use their shortest form, maps and arrays their smallest header)",
+                      path)
 
 
 def load_document(data: bytes) -> ops.Document:
@@ -167,7 +234,8 @@ def load_document(data: bytes) -> ops.Document:
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return decode_document(load_raw(data))
+        payload, raw = load_payload(data)
+        return decode_document(raw, payload)
     except RecursionError:
         raise DecodeError("document nests too deeply") from None
     finally:

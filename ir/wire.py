@@ -59,86 +59,7 @@ def _did_you_mean(word: str, choices) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-# --------------------------------------------------------------------------- value converters
-
-
-def _value_decoder(tp: Any) -> Callable[[Any], Any]:
-    """A function checking/converting one wire value of type ``tp``; raises ``_At`` below it."""
-    origin = typing.get_origin(tp)
-    if tp in (str, bytes, bool, int):
-        what = {str: "a string", bytes: "binary data", bool: "a boolean", int: "an integer"}[tp]
-
-        def dec_scalar(v: Any, tp=tp) -> Any:
-            if type(v) is not tp:
-                raise _fail(f"expected {what}, got {type_name(v)}")
-            return v
-        return dec_scalar
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-
-        def dec_lit(v: Any) -> str:
-            if type(v) is not str or v not in allowed:
-                hint = _did_you_mean(v, allowed) if isinstance(v, str) else ""
-                raise _fail(f"expected one of {', '.join(map(repr, allowed))}, got {v!r}{hint}")
-            return v
-        return dec_lit
-    if origin is tuple:
-        inner = _value_decoder(typing.get_args(tp)[0])
-
-        def dec_list(v: Any) -> tuple:
-            if type(v) is not list:
-                raise _fail(f"expected an array, got {type_name(v)}")
-            i = 0
-            try:
-                out = []
-                for i, x in enumerate(v):
-                    out.append(inner(x))
-                return tuple(out)
-            except _At as e:
-                e.parts.append(i)
-                raise
-        return dec_list
-    if origin is dict:
-        inner = _value_decoder(typing.get_args(tp)[1])
-
-        def dec_map(v: Any) -> dict:
-            if type(v) is not dict:
-                raise _fail(f"expected a map, got {type_name(v)}")
-            keys = list(v)
-            for k in keys:
-                if type(k) is not str:
-                    raise _fail(f"map keys must be strings, got {type_name(k)}")
-            if keys != sorted(keys):
-                raise _fail("map keys are not in canonical (sorted) order")
-            out = {}
-            for k, x in v.items():
-                try:
-                    out[k] = inner(x)
-                except _At as e:
-                    e.parts.append(k)
-                    raise
-            return out
-        return dec_map
-    if origin is UnionType or origin is typing.Union:
-        (inner_tp,) = [a for a in typing.get_args(tp) if a is not NoneType]
-        return _value_decoder(inner_tp)
-    if dataclasses.is_dataclass(tp):
-        return _LazyDecoder(tp)
-    raise TypeError(f"no wire decoder for {tp!r}")
-
-
-class _LazyDecoder:
-    """Resolves a (possibly recursive) class decoder on first use."""
-
-    __slots__ = ("cls", "fn")
-
-    def __init__(self, cls: type) -> None:
-        self.cls, self.fn = cls, None
-
-    def __call__(self, v: Any) -> Any:
-        if self.fn is None:
-            self.fn = _class_decoder(self.cls)
-        return self.fn(v)
+# --------------------------------------------------------------------------- encoders
 
 
 def _value_encoder(tp: Any) -> str:
@@ -219,58 +140,272 @@ class _LazyEncoder:
         return self.fn(o)
 
 
+# --------------------------------------------------------------------------- decoders
+#
+# Each class gets a generated function ``D_<Class>(v)`` with straight-line code per field: a type
+# check, the default-must-be-omitted check, and a direct slot store that skips the frozen
+# dataclass ``__init__``.  Key-level rules (unknown fields, canonical order, required fields,
+# tagged unions) depend only on the tuple of keys, so each distinct key tuple is checked once by a
+# slower function and then remembered.  Errors are raised as ``_At`` and located on the way out.
+
+_M = object()  # "field absent"
+_NS: dict[str, Any] = {"_M": _M, "NEW": object.__new__}
+
+_WHAT = {str: "a string", bytes: "binary data", bool: "a boolean", int: "an integer"}
+
+
+def _bad_type(v: Any, what: str) -> _At:
+    return _At(f"expected {what}, got {type_name(v)}", [])
+
+
+def _bad_lit(v: Any, allowed: tuple) -> _At:
+    hint = _did_you_mean(v, allowed) if isinstance(v, str) else ""
+    shown = repr(v) if type(v) in (str, int, bool) else type_name(v)
+    return _At(f"expected one of {', '.join(map(repr, allowed))}, got {shown}{hint}", [])
+
+
+def _bad_item(items: list, tp: type) -> _At:
+    for i, e in enumerate(items):
+        if type(e) is not tp:
+            return _At(f"expected {_WHAT[tp]}, got {type_name(e)}", [i])
+    raise AssertionError("no bad item")
+
+
+def _bad_value(items: dict, tp: type) -> _At:
+    for k, e in items.items():
+        if type(e) is not tp:
+            return _At(f"expected {_WHAT[tp]}, got {type_name(e)}", [k])
+    raise AssertionError("no bad value")
+
+
+def _locate_item(items: list, dec: Callable[[Any], Any], err: _At) -> _At:
+    """Find which element ``dec`` failed on (decoding is deterministic) and add its index."""
+    for i, e in enumerate(items):
+        try:
+            dec(e)
+        except _At as e2:
+            e2.parts.append(i)
+            return e2
+    return err
+
+
+def _locate_value(items: dict, dec: Callable[[Any], Any], err: _At) -> _At:
+    for k, e in items.items():
+        try:
+            dec(e)
+        except _At as e2:
+            e2.parts.append(k)
+            return e2
+    return err
+
+
+def _check_map_keys(v: dict) -> None:
+    keys = list(v)
+    for k in keys:
+        if type(k) is not str:
+            raise _At(f"map keys must be strings, got {type_name(k)}", [])
+    if keys != sorted(keys):  # code point order is UTF-8 byte order
+        raise _At("map keys are not in canonical (sorted) order", [])
+
+
+def _default_error(name: str) -> _At:
+    return _At(f"field {name!r} equals its default and must be omitted", [name])
+
+
+def _unsorted_error(name: str) -> _At:
+    return _At(f"field {name!r} must be sorted without duplicates", [name])
+
+
+def _check_keys(cls: type, names: list[str], required: list[str], v: dict) -> None:
+    """Raise the first key-level problem of ``v`` as a ``cls``: unknown, out of order, missing, union."""
+    order = {n: i for i, n in enumerate(names)}
+    last = -1
+    for k in v:
+        pos = order.get(k) if type(k) is str else None
+        if pos is None:
+            hint = _did_you_mean(k, names) if isinstance(k, str) else ""
+            shown = repr(k) if type(k) in (str, int, bool, bytes) else type_name(k)
+            raise _At(f"unknown field {shown}{hint}", [])
+        if pos < last:
+            raise _At(f"field {k!r} is out of canonical (sorted) order", [])
+        last = pos
+    for name in required:
+        if name not in v:
+            raise _At(f"missing required field {name!r}", [])
+    if cls in ops.ONE_OF:
+        members = [n for n in names if n != "inputs"]
+        present = [n for n in members if n in v]
+        if len(present) != 1:
+            got = f"got {', '.join(present)}" if present else "got none"
+            raise _At(f"exactly one of {', '.join(members)} must be set, {got}", [])
+
+
+def _child(var: str, cls: type) -> str:
+    """Expression decoding ``var`` as a ``cls``: the shape dispatch inlined, saving a call."""
+    n = cls.__name__
+    return f"(SH_{n}.get(tuple({var})) or SLOW_{n})({var}) if type({var}) is dict else D_{n}({var})"
+
+
+def _convert_lines(tp: Any, tag: str, ns: dict, todo: list) -> list[str]:
+    """Statements that check the wire value ``x`` of type ``tp`` and leave the typed value in ``x``."""
+    origin = typing.get_origin(tp)
+    if origin is UnionType or origin is typing.Union:
+        (tp,) = [a for a in typing.get_args(tp) if a is not NoneType]
+        origin = typing.get_origin(tp)
+    if tp in _WHAT:
+        return [f"if type(x) is not {tp.__name__}: raise _bad_type(x, {_WHAT[tp]!r})"]
+    if origin is Literal:
+        ns[f"L_{tag}"] = frozenset(typing.get_args(tp))
+        ns[f"LT_{tag}"] = typing.get_args(tp)
+        return [f"if type(x) is not str or x not in L_{tag}: raise _bad_lit(x, LT_{tag})"]
+    if dataclasses.is_dataclass(tp):
+        todo.append(tp)
+        return [f"x = {_child('x', tp)}"]
+    if origin is tuple:
+        inner = typing.get_args(tp)[0]
+        head = ["if type(x) is not list: raise _bad_type(x, 'an array')"]
+        if inner in _WHAT:
+            return head + ["for e in x:",
+                           f"    if type(e) is not {inner.__name__}: raise _bad_item(x, {inner.__name__})",
+                           "x = tuple(x)"]
+        if dataclasses.is_dataclass(inner):
+            todo.append(inner)
+            return head + [f"try: x = tuple([{_child('e', inner)} for e in x])",
+                           f"except _At as err: raise _locate_item(x, D_{inner.__name__}, err)"]
+    if origin is dict:
+        inner = typing.get_args(tp)[1]
+        head = ["if type(x) is not dict: raise _bad_type(x, 'a map')", "_check_map_keys(x)"]
+        if inner in _WHAT:
+            return head + ["for e in x.values():",
+                           f"    if type(e) is not {inner.__name__}: raise _bad_value(x, {inner.__name__})",
+                           "x = dict(x)"]
+        if dataclasses.is_dataclass(inner):
+            todo.append(inner)
+            return head + [f"try: x = {{k: {_child('e', inner)} for k, e in x.items()}}",
+                           f"except _At as err: raise _locate_value(x, D_{inner.__name__}, err)"]
+    raise TypeError(f"no wire decoder for {tp!r}")
+
+
+class _ClassPlan:
+    """Everything needed to generate decoders for one class: field specs and per-field code."""
+
+    def __init__(self, cls: type, ns: dict, todo: list) -> None:
+        self.cls, self.name = cls, cls.__name__
+        self.specs = list(_fields(cls))
+        self.names = [s[0] for s in self.specs]
+        self.required = [s[0] for s in self.specs if s[2]]
+        self.slotted = "__slots__" in cls.__dict__
+        self.twin = _twin(cls) if self.slotted else None
+        self.shapes: dict[tuple, Callable[[dict], Any]] = {}
+        self.code: dict[str, list[str]] = {}     # field → statements converting a present ``x``
+        self.absent: dict[str, str] = {}         # field → expression of its default
+        ns[f"C_{self.name}"] = cls
+        ns[f"W_{self.name}"] = self.twin
+        for fname, tp, required, default, sort in self.specs:
+            tag = f"{self.name}_{fname}"
+            lines = ["try:", *("    " + c for c in _convert_lines(tp, tag, ns, todo)),
+                     "except _At as err:", f"    err.parts.append({fname!r})", "    raise"]
+            if not required:
+                if isinstance(default, dict):
+                    self.absent[fname] = "{}"
+                else:
+                    ns[f"DF_{tag}"] = default
+                    self.absent[fname] = f"DF_{tag}"
+                if default is None:
+                    pass  # a present optional value is never None
+                elif dataclasses.is_dataclass(default) or default:
+                    lines.append(f"if x == DF_{tag}: raise _default_error({fname!r})")
+                else:
+                    lines.append(f"if not x: raise _default_error({fname!r})")
+                if sort:
+                    lines.append(f"if x != tuple(sorted(set(x))): raise _unsorted_error({fname!r})")
+            self.code[fname] = lines
+
+    def dispatcher_source(self) -> str:
+        n = self.name
+        return "\n".join([
+            f"def D_{n}(v):",
+            "    if type(v) is not dict: raise _bad_type(v, 'a map')",
+            f"    return (SH_{n}.get(tuple(v)) or SLOW_{n})(v)",
+            "",
+            f"def SLOW_{n}(v):",
+            f"    return NEWSHAPE_{n}(v)(v)", ""])
+
+    def shape_source(self, keys: tuple) -> str:
+        """A decoder for maps with exactly ``keys`` (already checked): unpack the values in one go."""
+        n = self.name
+        present = set(keys)
+        lines = [f"def shape(v):"]
+        if keys:
+            lines.append(f"    {''.join(f'v_{k}, ' for k in keys)}= v.values()")
+        lines.append(f"    o = W_{n}()" if self.twin else f"    o = NEW(C_{n})")
+        if not self.twin:
+            lines.append("    d = o.__dict__")
+        for fname in self.names:
+            store = f"o.{fname} = x" if self.twin else f"d[{fname!r}] = x"
+            if fname in present:
+                lines.append(f"    x = v_{fname}")
+                lines += ["    " + c for c in self.code[fname]]
+            else:
+                lines.append(f"    x = {self.absent[fname]}")
+            lines.append("    " + store)
+        if self.twin:
+            lines.append(f"    o.__class__ = C_{n}")
+        lines.append("    return o")
+        return "\n".join(lines) + "\n"
+
+    def new_shape(self, v: dict) -> Callable[[dict], Any]:
+        _check_keys(self.cls, self.names, self.required, v)
+        keys = tuple(v)
+        local: dict[str, Any] = {}
+        exec(self.shape_source(keys), _NS, local)
+        fn = local["shape"]
+        if len(self.shapes) < _SHAPES_MAX:
+            self.shapes[keys] = fn
+        return fn
+
+
+def _twin(cls: type) -> type:
+    """A plain class with the same slots as the frozen ``cls``: an instance is filled with fast
+    slot stores, then its ``__class__`` is switched to ``cls`` (same memory layout), skipping the
+    frozen dataclass's ``object.__setattr__`` per field."""
+    twin = type(f"_{cls.__name__}Twin", (object,), {"__slots__": cls.__slots__})
+    probe = object.__new__(twin)
+    probe.__class__ = cls  # raises TypeError if the layouts differ
+    return twin
+
+
+_SHAPES_MAX = 1024
+_PLANS: dict[type, _ClassPlan] = {}
+
+
 def _class_decoder(cls: type) -> Callable[[Any], Any]:
     dec = _DECODERS.get(cls)
     if dec is not None:
         return dec
-    specs = list(_fields(cls))
-    names = [s[0] for s in specs]
-    name_set = frozenset(names)
-    converters = {name: _value_decoder(tp) for name, tp, *_ in specs}
-    one_of = cls in ops.ONE_OF
-    members = [n for n in names if n != "inputs"]
-    order = {n: i for i, n in enumerate(names)}
+    if "_At" not in _NS:
+        _NS.update({n: globals()[n] for n in (
+            "_At", "_bad_type", "_bad_lit", "_bad_item", "_bad_value", "_locate_item", "_locate_value",
+            "_check_map_keys", "_default_error", "_unsorted_error")})
+    todo, made = [cls], []
+    while todo:
+        c = todo.pop()
+        if c in _DECODERS or c in _PLANS:
+            continue
+        plan = _PLANS[c] = _ClassPlan(c, _NS, todo)
+        _NS[f"SH_{plan.name}"] = plan.shapes
+        _NS[f"NEWSHAPE_{plan.name}"] = plan.new_shape
+        exec(plan.dispatcher_source(), _NS)
+        made.append(c)
+    for c in made:
+        _DECODERS[c] = _NS[f"D_{c.__name__}"]
+    return _DECODERS[cls]
 
-    optional = {name: default for name, _tp, required, default, _s in specs if not required}
-    sets = frozenset(name for name, *_rest, sort in specs if sort)
-    required = frozenset(name for name, _tp, req, *_rest in specs if req)
 
-    def decode_class(v: Any) -> Any:
-        if type(v) is not dict:
-            raise _fail(f"expected a map, got {type_name(v)}")
-        if not name_set.issuperset(v):
-            for k in v:
-                if k not in name_set:
-                    hint = _did_you_mean(k, names) if isinstance(k, str) else ""
-                    raise _fail(f"unknown field {k!r}{hint}")
-        kwargs = {}
-        last = -1
-        for k, x in v.items():
-            pos = order[k]
-            if pos < last:
-                raise _fail(f"field {k!r} is out of canonical (sorted) order")
-            last = pos
-            try:
-                x = kwargs[k] = converters[k](x)
-            except _At as e:
-                e.parts.append(k)
-                raise
-            if k in optional and x == optional[k]:
-                raise _fail(f"field {k!r} equals its default and must be omitted", k)
-            if k in sets and list(x) != sorted(set(x)):
-                raise _fail(f"field {k!r} must be sorted without duplicates", k)
-        if not required.issubset(kwargs):
-            missing = sorted(required - kwargs.keys())
-            raise _fail(f"missing required field {missing[0]!r}")
-        if one_of:
-            present = [n for n in members if n in kwargs]
-            if len(present) != 1:
-                got = f"got {', '.join(present)}" if present else "got none"
-                raise _fail(f"exactly one of {', '.join(members)} must be set, {got}")
-        return cls(**kwargs)
-
-    _DECODERS[cls] = decode_class
-    return decode_class
+def decoder_source(cls: type, keys: tuple[str, ...]) -> str:
+    """The generated decoder of ``cls`` for maps with exactly ``keys`` (for reading and debugging)."""
+    _class_decoder(cls)
+    return _PLANS[cls].shape_source(keys)
 
 
 # --------------------------------------------------------------------------- public
