@@ -1,6 +1,6 @@
 """Dockerfile parse speed: ours against the ``dockerfile-parse`` PyPI package on the same text.
 
-    python benchmarks/bench_parse.py [--lines 5000] [--runs 5] [--seed 1] [--profile]
+    python benchmarks/bench_parse.py [--lines 5000] [--runs 5] [--seed 1] [--profile] [--no-install]
 
 Generates a seeded, realistic multi-stage Dockerfile of about ``--lines`` lines (ARGs, FROM ... AS,
 RUN with continuations and ``--mount``, COPY/ADD with flags, ENV/LABEL in both forms, JSON-form
@@ -9,7 +9,8 @@ then reports the best of ``--runs`` wall-clock times for
 
 * ``parse_syntax``      BuildKit's parser stage (what ``dockerfile-parse`` also does),
 * ``parse_dockerfile``  the full parse: typed instructions, mounts, flag checks, build checks,
-* ``dockerfile-parse``  ``DockerfileParser(...).structure`` (skipped if the package is missing),
+* ``dockerfile-parse``  ``DockerfileParser(...).structure`` (pip-installed if missing unless
+  ``--no-install``; skipped if it still cannot be imported),
 
 and the ratios (our time / theirs; the runs are interleaved).  The lark grammars are compiled before timing (they are compiled once per process).
 """
@@ -71,6 +72,18 @@ def make_dockerfile(lines: int, seed: int) -> str:
     return "\n".join(out[:lines]) + "\n"
 
 
+def _ensure_dockerfile_parse() -> None:
+    """pip install the comparison package if it is missing; carry on without it if that fails."""
+    try:
+        import dockerfile_parse  # noqa: F401
+    except ImportError:
+        import subprocess
+
+        print("dockerfile-parse missing: trying pip install dockerfile-parse ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dockerfile-parse"],
+                       check=False, timeout=300)
+
+
 def best_of(fn, runs: int) -> float:
     best = float("inf")
     for _ in range(runs):
@@ -86,7 +99,11 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--profile", action="store_true", help="cProfile one full parse")
+    ap.add_argument("--no-install", action="store_true",
+                    help="do not try to pip install dockerfile-parse when it is missing")
     args = ap.parse_args()
+    if not args.no_install:
+        _ensure_dockerfile_parse()
 
     text = make_dockerfile(args.lines, args.seed)
     parse_dockerfile("FROM a\nCMD [\"x\"]\nRUN --mount=type=cache,target=/x true\n")  # warm lark
