@@ -183,8 +183,9 @@ class CacheStore:
             finally:
                 _umount_below(work)
                 shutil.rmtree(work, ignore_errors=True)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(f"{work}.lock")
+                for suffix in (".state", ".lock"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{work}{suffix}")
                 os.close(lock_fd)
         finally:
             os.close(gc_fd)
@@ -202,6 +203,7 @@ class CacheStore:
                 os.close(fd)
                 continue
             work = Path(str(lock)[: -len(".lock")])
+            _reap_runtime_state(Path(f"{work}.state"))
             _umount_below(work)
             shutil.rmtree(work, ignore_errors=True)
             with contextlib.suppress(FileNotFoundError):
@@ -413,6 +415,26 @@ class CacheStore:
                 uses[i] -= 1
                 if uses[i] == 0 and i in sizes:
                     drop_layer(i)
+
+
+def _reap_runtime_state(note: Path) -> None:
+    """Kill and delete the containers a dead build left running, and remove its runtime state dir
+    (on a tmpfs, named in ``tmp/s-*.state``)."""
+    try:
+        state = Path(note.read_text().strip())
+        note.unlink()
+    except OSError:
+        return
+    if not state.name.startswith("irctl-") or not state.is_dir():
+        return
+    import subprocess
+
+    runc = shutil.which(os.environ.get("IRCTL_RUNTIME") or "runc") or shutil.which("crun")
+    for container in state.iterdir():
+        if runc and container.is_dir() and container.name.startswith("irctl-") and "." not in container.name:
+            for args in (["kill", "--all", container.name, "KILL"], ["delete", "--force", container.name]):
+                subprocess.run([runc, "--root", str(state), *args], capture_output=True, stdin=subprocess.DEVNULL)
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def _fsync_dir(path: Path) -> None:

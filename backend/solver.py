@@ -131,6 +131,7 @@ class Solver:
 
         with store.session() as work:
             state_dir = mnt.secret_dir()
+            Path(f"{work}.state").write_text(str(state_dir))  # so a later build can reap it if we die
             images = ImageResolver(store, insecure=tuple(self.options.insecure_registries))
             try:
                 snapshotter = detect_snapshotter(store.tmp_dir)
