@@ -25,6 +25,7 @@ import os
 import sqlite3
 import stat
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,7 +80,7 @@ class StatCache:
     def load(self, root: str) -> dict[str, tuple]:
         rows = self.db.execute("SELECT rel, size, mtime_ns, ctime_ns, ino, dev, digest FROM stat_cache "
                                "WHERE root = ?", (root,))
-        return {os.fsdecode(r[0]): r[1:] for r in rows}
+        return {r[0].decode("utf-8", "surrogateescape"): r[1:] for r in rows}
 
     def update(self, root: str, put: dict[str, tuple], drop: list[str]) -> None:
         if not put and not drop:
@@ -88,9 +89,9 @@ class StatCache:
             self.db.execute("BEGIN IMMEDIATE")
             if drop:
                 self.db.executemany("DELETE FROM stat_cache WHERE root = ? AND rel = ?",
-                                    [(root, os.fsencode(r)) for r in drop])
+                                    [(root, _enc(r)) for r in drop])
             self.db.executemany("INSERT OR REPLACE INTO stat_cache VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                [(root, os.fsencode(rel), *v) for rel, v in put.items()])
+                                [(root, _enc(rel), *v) for rel, v in put.items()])
 
     def close(self) -> None:
         self.db.close()
@@ -100,6 +101,10 @@ class StatCache:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _enc(path: str) -> bytes:
+    return path.encode("utf-8", "surrogateescape")
 
 
 def _stat_key(st: os.stat_result) -> tuple:
@@ -114,7 +119,8 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
     put: dict[str, tuple] = {}
     racy_after = time.time_ns() - RACY_WINDOW_NS
     entries: dict[str, Entry] = {}
-    hashed = reused = 0
+    todo: list[tuple[str, str, os.stat_result, tuple]] = []  # files to hash after the walk
+    reused = 0
     filtered = tree.filtered
     stack = [("", root_s)]
     while stack:
@@ -137,16 +143,12 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
                 elif stat.S_ISREG(mode):
                     key = _stat_key(st)
                     row = cached.get(crel)
-                    if row is not None and tuple(row[:5]) == key:
+                    if row is not None and row[:5] == key:
                         digest = row[5]
                         reused += 1
                     else:
-                        digest = hash_file(e.path)
-                        hashed += 1
-                        if stat_cache is not None and st.st_mtime_ns < racy_after and st.st_ctime_ns < racy_after:
-                            after = os.lstat(e.path)
-                            if _stat_key(after) == key:  # unchanged while we read it
-                                put[crel] = (*key, digest)
+                        todo.append((crel, e.path, st, key))
+                        continue
                     entries[crel] = Entry("file", stat.S_IMODE(mode), st.st_size, digest)
                 elif stat.S_ISLNK(mode):
                     entries[crel] = Entry("symlink", 0o777, 0, "", os.readlink(e.path))
@@ -154,6 +156,18 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
                     continue  # sockets are not content
                 else:
                     entries[crel] = Entry("other", stat.S_IMODE(mode))
+    hashed = len(todo)
+    paths = [t[1] for t in todo]
+    if len(todo) >= 64:  # sha256 releases the GIL: hash on a few threads
+        with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+            digests = list(pool.map(hash_file, paths, chunksize=16))
+    else:
+        digests = [hash_file(p) for p in paths]
+    for (crel, path, st, key), digest in zip(todo, digests):
+        entries[crel] = Entry("file", stat.S_IMODE(st.st_mode), st.st_size, digest)
+        if stat_cache is not None and st.st_mtime_ns < racy_after and st.st_ctime_ns < racy_after:
+            if _stat_key(os.lstat(path)) == key:  # unchanged while we read it
+                put[crel] = (*key, digest)
     if stat_cache is not None:
         drop = [r for r in cached if r not in entries and not filtered]
         stat_cache.update(root_s, put, drop)
@@ -163,13 +177,11 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
 
 
 def _identity(entries: dict[str, Entry], root_mode: int) -> str:
-    h = hashlib.sha256()
-    h.update(b"irctl.context.v1\0%o\n" % root_mode)
-    for path in sorted(entries, key=os.fsencode):
+    lines = [f"irctl.context.v1\0{root_mode:o}\n"]
+    for path in sorted(entries):
         e = entries[path]
-        h.update(b"%s\0%s\0%o\0%s\0%s\n" % (os.fsencode(path), e.type.encode(), e.mode,
-                                             os.fsencode(e.target), e.digest.encode()))
-    return "sha256:" + h.hexdigest()
+        lines.append(f"{path}\0{e.type}\0{e.mode:o}\0{e.target}\0{e.digest}\n")
+    return "sha256:" + hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 class ScanTree:
