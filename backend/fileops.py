@@ -328,6 +328,7 @@ def _copy(root: str, a: CopyAction, sources: Sequence[SourceView], limits: Unpac
                           "must be a directory and end with a /", a.dest)
 
     writer = _Writer(dest, tree, ids, mode, ts_ns)
+    same_root = os.path.realpath(tree.root) == root  # copying within one tree: read it all first
     for sel in plan.selections:
         src_host = tree.host(sel.rel)
         if a.unpack and sel.node.kind == "file" and is_archive(src_host):
@@ -345,12 +346,17 @@ def _copy(root: str, a: CopyAction, sources: Sequence[SourceView], limits: Unpac
             base = posixpath.basename(posixpath.normpath("/" + sel.name))
             if base not in ("", "/", ".", ".."):
                 target_rel = posixpath.join(dest_rel, base) if dest_rel else base
+        items = walk_selection(tree, sel, plan.include, plan.exclude)
+        if same_root:
+            items = list(items)
         if plan.contents_only and src_dir and dst_st is None:
             dest.mkdir_all(target_rel, a.dest)
         else:
             dest.mkdir_all(posixpath.dirname(target_rel), a.dest)
-        for item in walk_selection(tree, sel, plan.include, plan.exclude):
+        for item in items:
             target = dest.host(posixpath.join(target_rel, item.comps) if item.comps else target_rel)
+            if same_root and target == tree.host(item.rel):
+                continue  # a path copied onto itself stays as it is
             writer.write(target, item.node, tree.host(item.rel), top=not item.comps, implied=item.implied,
                          display=a.src_path)
     writer.finish()

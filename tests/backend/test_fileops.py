@@ -546,3 +546,11 @@ def test_rm(root):
     assert not (root / "etc" / "group").exists() and Path("/etc/group").exists()
     t = run(root, FileAction(rm=RmAction("/d")), sources=[])
     assert not any(k == "d" or k.startswith("d/") for k in t)
+
+
+def test_copy_within_one_tree_reads_first(root):
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "f").write_text("x")
+    t = run(root, cp("/a", "/a/b/c", contents_only=True), cp("/a/b/f", "/a/b/f"), sources=[SourceView(root)])
+    assert t["a/b/f"][4] == b"x" and t["a/b/c/b/f"][4] == b"x"
+    assert "a/b/c/b/c" not in t  # the new destination is not copied into itself
