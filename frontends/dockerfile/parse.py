@@ -19,8 +19,9 @@ line and a caret.  Related modules: :mod:`.expand` (variables), :mod:`.mounts` (
 :mod:`.dockerignore`.
 
 Pipeline: :mod:`.scanner` (lines, continuations, directives, heredocs) → :mod:`.syntax` (BuildKit's
-``parser.Parse``: keyword, flags, argument rules) → :mod:`.typed` (BuildKit's ``instructions``:
-typed values, flag checks) → :mod:`.checks` (lint warnings).
+``parser.Parse``: keyword, flags and the argument rules of :mod:`.arguments`) → :mod:`.typed`
+(BuildKit's ``instructions``: typed values, flag checks, :mod:`.mounts`) → :mod:`.checks` (lint
+warnings).
 """
 
 from __future__ import annotations

@@ -1,0 +1,420 @@
+"""Argument rules of Dockerfile instructions, as BuildKit's ``line_parsers.go`` and
+``split_command.go`` apply them to one joined line.
+
+* :func:`extract_flags` – the leading ``--name[=value]`` words (quotes and escapes removed), each
+  with its offsets in the line so errors inside a flag can be pointed at;
+* :func:`apply_rule` – the per-keyword rule: JSON-or-shell (RUN/CMD/ENTRYPOINT/SHELL),
+  JSON-or-whitespace-list (ADD/COPY/VOLUME), whitespace list (FROM/EXPOSE), one string
+  (USER/WORKDIR/…), words (ARG), ``k=v`` pairs or the legacy ``k v`` (ENV/LABEL), HEALTHCHECK;
+* :func:`parse_json_array` – the exec form, decided by the LALR grammar ``grammar.lark`` (Go's
+  ``encoding/json`` strictness) with a fast path for the common array of plain strings;
+* :func:`heredocs_in` – the ``<<[-]NAME`` words of a RUN/COPY/ADD line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from frontends.dockerfile.expand import GO_SPACE, Expander, ExpandError
+from frontends.dockerfile.scanner import HeredocBody
+
+_TOKEN_WS = re.compile(r"[\t\v\f\r ]+")
+_SPACE = frozenset(GO_SPACE)
+_SPACES = re.compile("[" + re.escape(GO_SPACE) + "]+")
+_PLAIN_WORD = re.compile("[^'\"" + re.escape(GO_SPACE) + "]*")
+_HEREDOC_WORD = re.compile(r"(\d*)<<(-?)([^<]*)\Z", re.S)
+_HEREDOC_OP = re.compile(r"(\d*)<<(-?)\Z")
+
+HEREDOC_KEYWORDS = frozenset({"run", "copy", "add"})
+
+#: keyword → argument rule (BuildKit's dispatch table)
+RULES = {
+    "add": "json_or_list",
+    "arg": "name_or_name_val",
+    "cmd": "json_or_string",
+    "copy": "json_or_list",
+    "entrypoint": "json_or_string",
+    "env": "name_val",
+    "expose": "list",
+    "from": "list",
+    "healthcheck": "health",
+    "label": "name_val",
+    "maintainer": "string",
+    "onbuild": "sub_command",
+    "run": "json_or_string",
+    "shell": "json_or_string",
+    "stopsignal": "string",
+    "user": "string",
+    "volume": "json_or_list",
+    "workdir": "string",
+}
+
+NOT_STRING_ARRAY = "when using JSON array syntax, arrays must be comprised of strings only"
+
+
+class _NotJSON(Exception):
+    pass
+
+
+class _NotStrings(Exception):
+    pass
+
+
+@lru_cache(maxsize=1)
+def _json_parser():
+    from lark import Lark
+
+    return Lark.open_from_package(
+        "frontends.dockerfile", "grammar.lark", start="json_array", parser="lalr"
+    )
+
+
+def _decode_jstring(tok: str) -> str:
+    s = json.loads(tok)
+    if any("\ud800" <= c <= "\udfff" for c in s):  # Go replaces unpaired surrogates
+        s = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in s)
+    return s
+
+
+def parse_json_array(rest: str) -> list[str]:
+    """Exec form: a JSON array of strings (Go ``encoding/json`` strictness).  Raises ``_NotJSON``
+    when ``rest`` is not a JSON array at all and ``_NotStrings`` for an array of non-strings."""
+    rest = rest.lstrip(GO_SPACE)
+    if not rest.startswith("["):
+        raise _NotJSON()
+    # Fast path: whenever Python's (also strict, RFC 8259) decoder reads an array of strings,
+    # Go's does too, with the same result.  Everything else (invalid JSON, NaN, numbers, nested
+    # values) is classified by the grammar, which is the definition of the exec form.
+    try:
+        fast = json.loads(rest)
+    except ValueError:
+        fast = None
+    if isinstance(fast, list) and all(type(x) is str for x in fast):
+        if any("\ud800" <= c <= "\udfff" for x in fast for c in x):
+            fast = ["".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in x) for x in fast]
+        return fast
+    from lark.exceptions import LarkError
+
+    try:
+        tree = _json_parser().parse(rest)
+    except LarkError:
+        raise _NotJSON() from None
+    out = []
+    for child in tree.children:
+        if child is None:
+            continue
+        if child.data != "jstring":
+            raise _NotStrings()
+        out.append(_decode_jstring(child.children[0]))
+    return out
+
+
+@dataclass(slots=True)
+class FlagWord:
+    """A ``--flag[=value]`` word before the arguments, unquoted; ``start``/``end`` index the line."""
+
+    text: str
+    start: int
+    end: int
+    offsets: tuple[int, ...] = ()  # offset in the line of each character (empty: contiguous)
+
+    def source_offset(self, index: int) -> int:
+        """Where character ``index`` of :attr:`text` is in the line (quotes/escapes skipped)."""
+        if not self.offsets:
+            return min(self.start + max(index, 0), self.end)
+        if 0 <= index < len(self.offsets):
+            return self.offsets[index]
+        return self.end if index >= len(self.offsets) else self.start
+
+
+def go_quote(s: str) -> str:
+    """Go's ``strconv.Quote`` for valid UTF-8 text."""
+    import unicodedata
+
+    out = ['"']
+    esc = {"\a": r"\a", "\b": r"\b", "\f": r"\f", "\n": r"\n", "\r": r"\r", "\t": r"\t",
+           "\v": r"\v", "\\": "\\\\", '"': '\\"'}
+    for ch in s:
+        if ch in esc:
+            out.append(esc[ch])
+        elif " " <= ch < "\x7f":
+            out.append(ch)
+        elif ord(ch) < 0x20 or ch == "\x7f":
+            out.append("\\x%02x" % ord(ch))
+        elif ch == " " or unicodedata.category(ch)[0] in "LMNPS":
+            out.append(ch)
+        elif ord(ch) < 0x10000:
+            out.append("\\u%04x" % ord(ch))
+        else:
+            out.append("\\U%08x" % ord(ch))
+    out.append('"')
+    return "".join(out)
+
+
+# -- argument rules ---------------------------------------------------------------------------
+
+
+def parse_words(rest: str, escape: str) -> list[str]:
+    """BuildKit ``parseWords``: split on whitespace outside quotes, keeping quotes and escapes."""
+    if escape not in rest and "'" not in rest and '"' not in rest:
+        return [w for w in _SPACES.split(rest) if w]
+    words: list[str] = []
+    buf: list[str] = []
+    blank_ok = False
+    in_word = False
+    quote = ""
+    n = len(rest)
+    i = 0
+    while i < n:
+        ch = rest[i]
+        if not in_word:
+            if ch in _SPACE:
+                i += 1
+                continue
+            in_word = True
+        if not quote:
+            if ch in _SPACE:
+                if blank_ok or buf:
+                    words.append("".join(buf))
+                buf = []
+                blank_ok = False
+                in_word = False
+                i += 1
+                continue
+            if ch in "'\"":
+                quote = ch
+                blank_ok = True
+            if ch == escape:
+                if i + 1 == n:
+                    i += 1
+                    continue
+                buf.append(ch)
+                i += 1
+                ch = rest[i]
+            buf.append(ch)
+            i += 1
+            continue
+        # inside quotes
+        if ch == quote:
+            quote = ""
+        elif ch == escape and quote != "'":
+            if i + 1 == n:
+                quote = ""
+                i += 1
+                continue
+            buf.append(ch)
+            i += 1
+            ch = rest[i]
+        buf.append(ch)
+        i += 1
+    if in_word and (blank_ok or buf):
+        words.append("".join(buf))
+    return words
+
+
+def _split_ws(rest: str) -> list[str]:
+    if rest == "":
+        return []
+    return _TOKEN_WS.split(rest)
+
+
+class _ArgError(Exception):
+    def __init__(self, message: str, offset: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+
+
+def _name_val(rest: str, key: str, escape: str) -> list[str]:
+    words = parse_words(rest, escape)
+    if not words:
+        return []
+    if "=" not in words[0]:
+        parts = _TOKEN_WS.split(rest, maxsplit=1)
+        if len(parts) < 2:
+            raise _ArgError(f"{key} must have two arguments")
+        return [parts[0], parts[1], ""]
+    out: list[str] = []
+    for w in words:
+        if "=" not in w:
+            raise _ArgError(
+                f"Syntax error - can't find = in {go_quote(w)}. Must be of the form: name=value",
+                max(rest.find(w), 0),
+            )
+        k, _, v = w.partition("=")
+        out += [k, v, "="]
+    return out
+
+
+def _maybe_json(rest: str) -> tuple[list[str], bool]:
+    try:
+        return parse_json_array(rest), True
+    except _NotStrings:
+        raise _ArgError(NOT_STRING_ARRAY) from None
+    except _NotJSON:
+        return [rest], False
+
+
+def apply_rule(keyword: str, rest: str, escape: str) -> tuple[list[str], bool]:
+    rule = RULES.get(keyword)
+    if rule is None:
+        return [""], False
+    if rule == "string":
+        return ([rest] if rest else []), False
+    if rule == "list":
+        return _split_ws(rest), False
+    if rule == "json_or_string":
+        if rest == "":
+            return [], False
+        return _maybe_json(rest)
+    if rule == "json_or_list":
+        try:
+            return parse_json_array(rest), True
+        except _NotStrings:
+            raise _ArgError(NOT_STRING_ARRAY) from None
+        except _NotJSON:
+            return _split_ws(rest), False
+    if rule == "name_or_name_val":
+        return parse_words(rest, escape), False
+    if rule == "name_val":
+        return _name_val(rest, "LABEL" if keyword == "label" else "ENV", escape), False
+    if rule == "health":
+        sep = 0
+        while sep < len(rest) and rest[sep] not in _SPACE:
+            sep += 1
+        if sep == 0:
+            return [], False
+        nxt = sep
+        while nxt < len(rest) and rest[nxt] in _SPACE:
+            nxt += 1
+        typ = rest[:sep]
+        tail = rest[nxt:]
+        if tail == "":
+            return [typ], False
+        vals, is_json = _maybe_json(tail)
+        return [typ] + vals, is_json
+    raise AssertionError(rule)
+
+
+# -- keyword and flags ----------------------------------------------------------------------
+
+
+def extract_flags(line: str, base: int, escape: str) -> tuple[int, list[FlagWord]]:
+    """BuildKit ``extractBuilderFlags``: leading ``--words`` (quotes and escapes removed) and the
+    offset in ``line`` where the arguments begin (``len(line)`` if there are none)."""
+    words: list[FlagWord] = []
+    n = len(line)
+    i = 0
+    while True:
+        while i < n and line[i] in _SPACE:
+            i += 1
+        if i >= n:
+            return n, words
+        if not line.startswith("--", i):
+            return i, words
+        start = i
+        m = _PLAIN_WORD.match(line, i)
+        end = m.end()
+        if (end == n or line[end] in _SPACE) and escape not in line[i:end]:
+            # no quote and no escape in this word: it is taken as it stands
+            word = line[i:end]
+            i = end
+            if word == "--":
+                return i, words
+            words.append(FlagWord(word, base + start, base + i))
+            continue
+        buf: list[str] = []
+        pos: list[int] = []
+        blank_ok = False
+        quote = ""
+        while i < n:
+            ch = line[i]
+            if quote:
+                if ch == quote:
+                    quote = ""
+                    i += 1
+                    continue
+                if ch == escape:
+                    if i + 1 == n:
+                        quote = ""
+                        i += 1
+                        continue
+                    i += 1
+                    ch = line[i]
+                buf.append(ch)
+                pos.append(base + i)
+                i += 1
+                continue
+            if ch in _SPACE:
+                break
+            if ch in "'\"":
+                quote = ch
+                blank_ok = True
+                i += 1
+                continue
+            if ch == escape:
+                if i + 1 == n:
+                    i += 1
+                    continue
+                i += 1
+                ch = line[i]
+            buf.append(ch)
+            pos.append(base + i)
+            i += 1
+        word = "".join(buf)
+        if word == "--":
+            return i, words
+        if blank_ok or word:
+            words.append(FlagWord(word, base + start, base + i, tuple(pos)))
+
+
+def heredocs_in(line: str) -> list[HeredocBody]:
+    """The ``<<NAME`` words of a RUN/COPY/ADD line (BuildKit ``heredocsFromLine``)."""
+    lex = Expander("\\", raw_quotes=True, raw_escapes=True, skip_unset_env=True)
+    try:
+        words = lex.words(line)
+    except ExpandError:
+        return []
+    docs: list[HeredocBody] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        m = _HEREDOC_WORD.match(word)
+        if not m:
+            continue
+        fd, chomp, rest = m.group(1), m.group(2) == "-", m.group(3)
+        if rest == "" and _HEREDOC_OP.match(word) and i < len(words):
+            rest = words[i]  # "<<  EOF": whitespace after the operator (BuildKit >= 0.22)
+            if "<" in rest:
+                continue
+            i += 1
+        if not rest:
+            continue
+        doc = _heredoc_from(fd, chomp, rest)
+        if doc is not None:
+            docs.append(doc)
+    return docs
+
+
+def _heredoc_from(fd: str, chomp: bool, rest: str) -> HeredocBody | None:
+    plain = Expander("\\", skip_unset_env=True)
+    raw = Expander("\\", raw_quotes=True, skip_unset_env=True)
+    try:
+        words = plain.words(rest)
+        if len(words) != 1:
+            return None
+        raw_words = raw.words(rest)
+    except ExpandError:
+        return None
+    if len(raw_words) != 1:
+        return None
+    word, word_raw = words[0], raw_words[0]
+    quotes = word.count("'") + word.count('"')
+    quotes_raw = word_raw.count("'") + word_raw.count('"')
+    return HeredocBody(
+        name=word, file_descriptor=int(fd or 0), expand=quotes == quotes_raw, chomp=chomp
+    )
