@@ -212,15 +212,39 @@ def _host_resolv_conf() -> str:
         return ""
 
 
+_CAPS_BY_NUMBER = (  # linux/capability.h order
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+
+
+@functools.cache
+def all_capabilities() -> tuple[str, ...]:
+    """Every capability this process may grant (its bounding set): `security: insecure`."""
+    try:
+        with open("/proc/self/status") as f:
+            bnd = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    except (OSError, StopIteration, ValueError):
+        return DEFAULT_CAPABILITIES
+    return tuple(name for i, name in enumerate(_CAPS_BY_NUMBER) if bnd >> i & 1)
+
+
 def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, network: str, hostname: str,
-               extra_files: Mapping[str, Path]) -> dict:
-    """The OCI runtime-spec config.json for one run. `extra_files`: container path → host file to bind ro."""
+               extra_files: Mapping[str, Path], privileged: bool = False) -> dict:
+    """The OCI runtime-spec config.json for one run. `extra_files`: container path → host file to bind ro.
+    `privileged`: every capability, no masked or read-only paths, all devices allowed (BuildKit's
+    `security.insecure`)."""
     if network not in NETWORK_MODES:
         raise ValueError(f"network must be one of {', '.join(NETWORK_MODES)}, got {network!r}")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     nofile = DEFAULT_NOFILE if hard == resource.RLIM_INFINITY else min(DEFAULT_NOFILE, hard)
     root_user = process.uid == 0
-    caps = list(DEFAULT_CAPABILITIES)
+    caps = list(all_capabilities() if privileged else DEFAULT_CAPABILITIES)
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
     if network == "none":
         namespaces.append({"type": "network"})
@@ -273,9 +297,9 @@ def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, netwo
         "mounts": oci_mounts,
         "linux": {
             "namespaces": namespaces,
-            "maskedPaths": list(MASKED_PATHS),
-            "readonlyPaths": list(READONLY_PATHS),
-            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "maskedPaths": [] if privileged else list(MASKED_PATHS),
+            "readonlyPaths": [] if privileged else list(READONLY_PATHS),
+            "resources": {"devices": [{"allow": privileged, "access": "rwm"}]},
         },
     }
 
@@ -306,7 +330,7 @@ def _pump(stream, output: Callable[[bytes], None], errors: list[BaseException], 
 
 def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network: str, hostname: str,
         output: Callable[[bytes], None], state_dir: Path, cancel: threading.Event | None = None,
-        runtime: Runtime | None = None) -> int:
+        runtime: Runtime | None = None, privileged: bool = False) -> int:
     """Run `process` in a container on `rootfs`; return its exit code (128+N when killed by signal N).
 
     Combined stdout/stderr go to `output` as they arrive; stdin is /dev/null. Raises `Cancelled` when
@@ -325,7 +349,8 @@ def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network
         (files / "hosts").write_text(hosts_file(hostname))
         (files / "resolv.conf").write_text(_host_resolv_conf())
         cfg = config_for(Path(rootfs), process, mounts, network=network, hostname=hostname,
-                         extra_files={"/etc/hosts": files / "hosts", "/etc/resolv.conf": files / "resolv.conf"})
+                         extra_files={"/etc/hosts": files / "hosts", "/etc/resolv.conf": files / "resolv.conf"},
+                         privileged=privileged)
         (bundle / "config.json").write_text(json.dumps(cfg, indent=1))
         return _run_bundle(runtime, state_dir, bundle, container_id, output, cancel)
 
