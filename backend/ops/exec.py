@@ -87,7 +87,7 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
                 try:
                     code = rt.run(rootfs, process, prepared.mounts, network=network,
                                   hostname=ex.hostname or "buildkitsandbox", output=lines, state_dir=ws.state_dir,
-                                  cancel=ws.cancel, runtime=runtime)
+                                  cancel=ws.cancel, runtime=runtime, privileged=ex.security == "insecure")
                 except rt.ContainerStartError as e:
                     lines.flush()
                     raise BuildError(str(e), output_tail=tuple(lines.tail)) from None

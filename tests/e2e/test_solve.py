@@ -258,3 +258,18 @@ def test_early_cutoff_across_stages_copy_from(solving: Solving) -> None:
     res = solving.solve(app)
     assert solving.ran() == ["build: COPY", "build: strip", "app: COPY --from=build", "app: run"]
     assert read_file(res["default"], "/app/out") == b"changed\n"
+
+
+def test_security_insecure_only_when_allowed(solving: Solving) -> None:
+    script = "mkdir -p /m && mount -t tmpfs none /m && echo mounted > /r; grep CapEff /proc/self/status > /caps"
+    step = solving.base().run(["sh", "-c", script], security="insecure")
+    from backend.errors import GrantError
+
+    with pytest.raises(GrantError, match="--allow security.insecure"):
+        solving.solve(step)
+    res = solving.solve(step, allow_insecure=True)
+    assert read_file(res["default"], "/r") == b"mounted\n"
+    sandboxed = sh(solving.base(), "grep CapEff /proc/self/status > /caps")
+    caps = {k: int(read_file(r["default"], "/caps").split()[1], 16)
+            for k, r in (("insecure", res), ("sandbox", solving.solve(sandboxed)))}
+    assert caps["insecure"] & (1 << 21) and not caps["sandbox"] & (1 << 21)  # CAP_SYS_ADMIN
