@@ -62,7 +62,10 @@ class LogicalLine:
 
     def position(self, offset: int) -> tuple[int, int]:
         """(line, column) in the source of character ``offset`` of :attr:`text`."""
-        i = bisect.bisect_right(self.segments, (offset, 1 << 62, 0)) - 1
+        segs = self.segments
+        if len(segs) == 1:
+            return segs[0][1], segs[0][2] + offset
+        i = bisect.bisect_right(segs, (offset, 1 << 62, 0)) - 1
         if i < 0:
             i = 0
         start, line, col = self.segments[i]
