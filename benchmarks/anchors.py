@@ -1,0 +1,272 @@
+"""Time irctl on the anchor cases (``../shared/anchors/cases``) and print ratios against the other
+builders, run side by side on this machine where they are set up.
+
+    python3 benchmarks/anchors.py                  # irctl, plus every anchor tool that is running
+    python3 benchmarks/anchors.py -c "cold noop" -n 3 -t buildkit
+    sudo bash ../shared/anchors/setup.sh           # once, to run BuildKit/buildah/podman side by side
+
+Methodology follows ``anchors/run.sh``: hyperfine ``-N`` with the same ``--prepare`` resets
+(an empty cache for cold cases, a bumped file for ``edit``, a new BUST arg for forced steps), the
+same contexts and the same ``127.0.0.1:5000/busybox:latest`` base.  When the anchors' registry is
+not running this script starts Debian's docker-registry on 127.0.0.1:5000 with our own busybox.
+Tools that are not set up are reported with the figures recorded in ``anchors/results.json``,
+labelled as such — never mixed silently with side-by-side ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parents[1]
+ANCHORS = TOP.parent / "shared" / "anchors"
+WORK = Path(os.environ.get("IRCTL_BENCH_WORK", "/var/tmp/irctl-bench"))
+REGISTRY = "127.0.0.1:5000"
+CASES = ("cold", "noop", "edit", "cachemount", "secret", "bigctx", "bigctx-noop", "export", "export-oci")
+IRCTL = [sys.executable, "-m", "irctl"]
+
+
+def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def registry_up() -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_registry() -> subprocess.Popen | None:
+    """The anchors' registry if it runs, else our own on the same address with our busybox."""
+    if registry_up():
+        return None
+    data = WORK / "registry"
+    data.mkdir(parents=True, exist_ok=True)
+    conf = WORK / "registry.yml"
+    conf.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {data}\n"
+                    f"http:\n  addr: {REGISTRY}\nlog:\n  level: error\n")
+    proc = subprocess.Popen(["docker-registry", "serve", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if registry_up():
+            break
+        time.sleep(0.1)
+    layout = WORK / "busybox-layout"
+    if not layout.exists():
+        sh([sys.executable, "-m", "tests.support.baseimage", str(layout)], cwd=TOP, stdout=subprocess.DEVNULL)
+    sh(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:latest",
+        f"docker://{REGISTRY}/busybox:latest"])
+    return proc
+
+
+def prepare_contexts() -> Path:
+    ctx = WORK / "ctx"
+    for case in (ANCHORS / "cases").iterdir():
+        dest = ctx / case.name
+        if case.name == "bigctx":
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in case.iterdir():
+                if f.is_file():
+                    shutil.copy2(f, dest)
+            if not (dest / "data").exists():
+                sh([sys.executable, str(ANCHORS / "lib" / "gen_bigctx.py"), str(dest / "data")],
+                   stdout=subprocess.DEVNULL)
+        else:
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(case, dest, symlinks=True)
+    (WORK / "secret").mkdir(exist_ok=True)
+    (WORK / "secret" / "tok").write_text("irctl-bench-secret-" + os.urandom(12).hex() + "\n")
+    return ctx
+
+
+# --------------------------------------------------------------------------- irctl commands
+
+
+def irctl_build(case_dir: Path, cache: Path, *extra: str) -> list[str]:
+    return [*IRCTL, "build", "--progress", "quiet", "--cache-dir", str(cache), "-t", f"anchor/{case_dir.name}",
+            *extra, str(case_dir)]
+
+
+def irctl_commands(case: str, ctx: Path) -> tuple[list[str], str | None, list[list[str]]]:
+    """(timed command, --prepare command, warm-up commands run once before timing)."""
+    cache = WORK / "cache" / case
+    reset = f"rm -rf {cache}"
+    bust = ["--build-arg", f"BUST={time.time_ns()}"]
+    if case == "cold":
+        return irctl_build(ctx / "cold", cache), reset, []
+    if case == "noop":
+        cmd = irctl_build(ctx / "cold", cache)
+        return cmd, None, [cmd]
+    if case == "edit":
+        cmd = irctl_build(ctx / "edit", cache)
+        return cmd, f"{ANCHORS}/lib/bump.sh {ctx}/edit/app/stamp.txt", [cmd]
+    if case == "cachemount":
+        # BUST must change on every run: hyperfine runs the same argv, so a wrapper bumps it.
+        return ["sh", "-c", " ".join(irctl_build(ctx / "cachemount", cache)) + ' --build-arg "BUST=$(date +%s%N)"'], \
+            None, [irctl_build(ctx / "cachemount", cache, *bust)]
+    if case == "secret":
+        sec = ["--secret", f"id=tok,src={WORK}/secret/tok"]
+        return ["sh", "-c", " ".join(irctl_build(ctx / "secret", cache, *sec)) + ' --build-arg "BUST=$(date +%s%N)"'], \
+            None, []
+    if case == "bigctx":
+        return irctl_build(ctx / "bigctx", cache), reset, []
+    if case == "bigctx-noop":
+        cmd = irctl_build(ctx / "bigctx", cache)
+        return cmd, None, [cmd]
+    if case == "export":
+        out = WORK / "out" / "export.tar"
+        cmd = irctl_build(ctx / "bigctx", WORK / "cache" / "bigctx-noop", "--output",
+                          f"type=docker,dest={out},compression=none")
+        return cmd, None, [irctl_build(ctx / "bigctx", WORK / "cache" / "bigctx-noop")]
+    if case == "export-oci":
+        out = WORK / "out" / "export-oci.tar"
+        cmd = irctl_build(ctx / "bigctx", WORK / "cache" / "bigctx-noop", "--output", f"type=oci,dest={out}")
+        # the compressed-blob cache would make later runs free; measure a first export each time
+        return cmd, f"rm -rf {WORK}/cache/bigctx-noop/blobs.db", [irctl_build(ctx / "bigctx", WORK / "cache" / "bigctx-noop")]
+    raise ValueError(case)
+
+
+def anchor_commands(tool: str, case: str, ctx: Path) -> tuple[list[str], str | None, list[list[str]]]:
+    tool_sh = str(ANCHORS / "lib" / "tool.sh")
+    build = [tool_sh, "build", tool]
+    tag = f"anchor/{'cold' if case == 'noop' else case}"
+    if case == "cold":
+        return [*build, str(ctx / "cold"), tag], f"{tool_sh} reset {tool} {tag}", []
+    if case == "noop":
+        cmd = [*build, str(ctx / "cold"), tag]
+        return cmd, None, [cmd]
+    if case == "edit":
+        cmd = [*build, str(ctx / "edit"), tag]
+        return cmd, f"{ANCHORS}/lib/bump.sh {ctx}/edit/app/stamp.txt", [cmd]
+    if case == "cachemount":
+        return [*build, str(ctx / "cachemount"), tag, "--bust"], None, []
+    if case == "secret":
+        return [*build, str(ctx / "secret"), tag, "--bust", "--", "--secret", f"id=tok,src={WORK}/secret/tok"], None, []
+    if case == "bigctx":
+        return [*build, str(ctx / "bigctx"), tag], f"{tool_sh} reset {tool} {tag}", []
+    if case == "bigctx-noop":
+        cmd = [*build, str(ctx / "bigctx"), "anchor/bigctx"]
+        return cmd, None, [cmd]
+    if case in ("export", "export-oci"):
+        fmt = "docker" if case == "export" else "oci"
+        return [tool_sh, "export", tool, "anchor/bigctx", str(WORK / "out" / f"{tool}-{case}.tar"), fmt], None, \
+            [[*build, str(ctx / "bigctx"), "anchor/bigctx"]]
+    raise ValueError(case)
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def timed(cmd: list[str], prepare: str | None, warmups: list[list[str]], runs: int) -> list[float]:
+    for w in warmups:
+        subprocess.run(w, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if shutil.which("hyperfine"):
+        with tempfile.NamedTemporaryFile(suffix=".json") as f:
+            args = ["hyperfine", "-N", "--style", "none", "--runs", str(runs), "--export-json", f.name]
+            if prepare:
+                args += ["--prepare", prepare]
+            subprocess.run([*args, " ".join(cmd)], check=True, stdout=subprocess.DEVNULL)
+            return json.load(open(f.name))["results"][0]["times"]
+    times = []
+    for _ in range(runs):
+        if prepare:
+            subprocess.run(prepare, shell=True, check=True)
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def anchors_running() -> set[str]:
+    """Anchor tools usable side by side right now."""
+    tools = set()
+    if not (ANCHORS / "lib" / "tool.sh").exists():
+        return tools
+    if Path("/run/anchor-docker.sock").exists() and shutil.which("docker"):
+        tools.add("buildkit")
+    if shutil.which("buildah"):
+        tools |= {"buildah", "buildah-rootless"}
+    if shutil.which("podman"):
+        tools.add("podman")
+    return tools
+
+
+def recorded() -> dict[tuple[str, str], float]:
+    try:
+        data = json.loads((ANCHORS / "results.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {(r["tool"], r["case"]): r["median"] for r in data.get("bench", []) if r.get("status") == "ok"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-c", "--cases", default=" ".join(CASES))
+    ap.add_argument("-t", "--tools", default="buildkit buildah", help="anchor tools to compare with")
+    ap.add_argument("-n", "--runs", type=int, default=5)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root (irctl builds with runc and overlay mounts; the anchor tools need root too)")
+    WORK.mkdir(parents=True, exist_ok=True)
+    (WORK / "out").mkdir(exist_ok=True)
+    own_registry = ensure_registry()
+    ctx = prepare_contexts()
+    live = anchors_running()
+    old = recorded()
+    tools = args.tools.split()
+    rows = []
+    try:
+        for case in args.cases.split():
+            times = timed(*irctl_commands(case, ctx), runs=args.runs)
+            row = {"case": case, "irctl": statistics.median(times), "min": min(times), "max": max(times)}
+            for tool in tools:
+                if tool in live:
+                    t = timed(*anchor_commands(tool, case, ctx), runs=args.runs)
+                    row[tool] = (statistics.median(t), "side by side")
+                elif (tool, case) in old:
+                    row[tool] = (old[(tool, case)], "recorded")
+            rows.append(row)
+            print(_line(row, tools), flush=True)
+    finally:
+        if own_registry is not None:
+            own_registry.terminate()
+    print()
+    print("| case | irctl s (min-max) | " + " | ".join(f"{t} s | irctl/{t}" for t in tools) + " |")
+    print("|---|---|" + "---|---|" * len(tools))
+    for row in rows:
+        cells = [f"{row['irctl']:.3f} ({row['min']:.3f}-{row['max']:.3f})"]
+        for t in tools:
+            if t in row:
+                v, how = row[t]
+                mark = "" if how == "side by side" else "*"
+                cells += [f"{v:.3f}{mark}", f"{row['irctl'] / v:.2f}"]
+            else:
+                cells += ["-", "-"]
+        print(f"| {row['case']} | " + " | ".join(cells) + " |")
+    if any(how == "recorded" for row in rows for t in tools if t in row for _, how in [row[t]]):
+        print("\n* recorded in ../shared/anchors/results.json on this kind of machine, not run side by side "
+              "(run `sudo bash ../shared/anchors/setup.sh` first to compare live)")
+
+
+def _line(row: dict, tools: list[str]) -> str:
+    parts = [f"{row['case']:<12} irctl {row['irctl']:.3f}s"]
+    for t in tools:
+        if t in row:
+            v, how = row[t]
+            parts.append(f"{t} {v:.3f}s ({how}) ratio {row['irctl'] / v:.2f}")
+    return "  ".join(parts)
+
+
+if __name__ == "__main__":
+    main()
