@@ -2,7 +2,8 @@
 
 ``irctl dockerfile parse FILE`` prints ``{"instructions": [...]}`` in the reference parser's JSON
 conventions (``shared/corpus/README.md``), then the build-check warnings on stderr.  A parse error
-exits 2 with the located message (``Dockerfile:3:6: …``, the line, a caret), never a traceback.
+exits 2 with the located message (``Dockerfile:3:6: …``, the line, a caret), never a traceback
+(an internal error exits 3 with a one-line message).
 The main app mounts this sub-app as ``dockerfile``.
 """
 
@@ -57,6 +58,9 @@ def parse(
     except (OSError, UnicodeDecodeError) as e:
         typer.echo(f"{file}: {e}", err=True)
         raise typer.Exit(2) from None
+    except Exception as e:  # a parser bug: still one line, never a traceback
+        typer.echo(f"{file}: internal error in the Dockerfile parser: {type(e).__name__}: {e}", err=True)
+        raise typer.Exit(3) from None
     typer.echo(json.dumps(doc, ensure_ascii=False, indent=1))
     if warnings:
         for w in warns:
