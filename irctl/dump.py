@@ -1,0 +1,161 @@
+"""``irctl dump``: look at an IR file — a readable listing, its JSON form, Graphviz, or a diff.
+
+    irctl dump graph.irg                 ops grouped by target, inputs first, with mounts and locations
+    irctl dump --format json graph.irg   the document's JSON form (``spec/ir.schema.json``; bytes base64)
+    irctl dump --format dot graph.irg    Graphviz
+    irctl dump --diff old.irg new.irg    ops removed (-), added (+), changed (~); exit 1 when they differ
+
+The file is fully validated first; a bad file exits 2 with its located errors, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import typer
+
+FORMATS = ("text", "json", "dot")
+
+
+def read_document(path: str):
+    """Read and validate an IR file (``-``: standard input); errors name the file, one per line."""
+    from ir.errors import IRError, ValidationErrors
+    from ir.validate import load_and_validate
+    from irctl.errors import UserError
+
+    name = "<stdin>" if path == "-" else path
+    data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
+    try:
+        return load_and_validate(data)
+    except ValidationErrors as e:
+        raise UserError("\n".join(f"{name}: {err}" for err in e.errors), 2) from None
+    except IRError as e:
+        raise UserError(f"{name}: {e}", 2) from None
+
+
+def run_checked(fn, *args) -> int:
+    """Run ``fn`` inside the one user-error path; report and return the exit code (2 for a bad file)."""
+    from irctl.errors import UserError, report, user_errors
+
+    try:
+        with user_errors(exit_code=2):
+            return fn(*args)
+    except UserError as e:
+        report(e)
+        return e.exit_code
+
+
+def text_listing(doc) -> str:
+    from ir import render
+
+    lines = [f"{len(doc.ops)} ops, {len(doc.roots)} roots, features: {', '.join(doc.features) or '-'}"]
+    seen: set[str] = set()
+    groups = [(f"target {name} = {render.ref_text(doc.roots[name])}", [doc.roots[name].op])
+              for name in render.root_order(doc)]
+    groups.append(("unreachable", sorted(doc.ops)))
+    for title, starts in groups:
+        order = render.topo_order(doc, starts, seen)
+        if not order:
+            continue
+        lines.append("")
+        lines.append(title)
+        group = None
+        for digest in order:
+            meta = doc.metadata.get(digest)
+            if meta is not None and meta.group and meta.group != group:
+                group = meta.group
+                lines.append(f"  [{group}]")
+            lines += op_lines(doc, digest)
+    return "\n".join(lines) + "\n"
+
+
+def op_lines(doc, digest: str) -> list[str]:
+    from ir import render
+
+    op = doc.ops[digest]
+    loc = render.location(doc, digest)
+    head = f"  {render.short(digest)}  {op.kind:<6} {render.summary(op)}"
+    lines = [head + (f"  ({loc})" if loc else "")]
+    if op.inputs and op.kind not in ("merge", "diff"):
+        lines.append(f"      inputs: {', '.join(render.ref_text(r) for r in op.inputs)}")
+    lines += [f"      mount {m}" for m in render.mount_lines(op)]
+    return lines
+
+
+def diff_listing(a, b) -> tuple[str, int]:
+    from ir import render
+
+    changes = render.diff(a, b)
+    lines = []
+    for c in changes:
+        doc, digest = (a, c.old) if c.sign == "-" else (b, c.new)
+        op = doc.ops[digest]
+        loc = render.location(doc, digest)
+        at = f"  ({loc})" if loc else ""
+        if c.sign == "~":
+            what = ", ".join(c.fields)
+            lines.append(f"~ {render.short(c.old)} → {render.short(c.new)}  {op.kind:<6} {render.summary(op)}{at}")
+            lines.append(f"      changed: {what}")
+        else:
+            lines.append(f"{c.sign} {render.short(digest)}  {op.kind:<6} {render.summary(op)}{at}")
+    if set(a.roots.items()) != set(b.roots.items()):
+        for name in sorted(set(a.roots) | set(b.roots)):
+            old, new = a.roots.get(name), b.roots.get(name)
+            if old != new:
+                fmt = lambda r: render.ref_text(r) if r is not None else "(none)"  # noqa: E731
+                lines.append(f"root {name}: {fmt(old)} → {fmt(new)}")
+    if not lines:
+        return "no differences\n", 0
+    counts = {s: sum(c.sign == s for c in changes) for s in "-+~"}
+    lines.append(f"{counts['-']} removed, {counts['+']} added, {counts['~']} changed")
+    return "\n".join(lines) + "\n", 1
+
+
+def dump(
+    file: str = typer.Argument(..., help="IR file ('-' reads standard input)."),
+    other: Optional[str] = typer.Argument(None, help="With --diff: the newer IR file."),
+    fmt: str = typer.Option("text", "--format", help="text, json (the schema's JSON form) or dot (Graphviz)."),
+    diff: bool = typer.Option(False, "--diff", help="Compare FILE with OTHER: ops removed, added, changed."),
+) -> None:
+    """Show an IR graph: ops by target, inputs first, with mounts and source locations."""
+
+    def run() -> int:
+        if fmt not in FORMATS:
+            from irctl.errors import UserError
+
+            raise UserError(f"unknown --format {fmt!r} (choose {', '.join(FORMATS)})", 2)
+        if diff:
+            if other is None:
+                from irctl.errors import UserError
+
+                raise UserError("--diff needs two files: irctl dump --diff OLD NEW", 2)
+            text, code = diff_listing(read_document(file), read_document(other))
+            typer.echo(text, nl=False)
+            return code
+        if other is not None:
+            from irctl.errors import UserError
+
+            raise UserError(f"unexpected second file {other!r} (did you mean --diff?)", 2)
+        doc = read_document(file)
+        if fmt == "json":
+            from ir import wire
+            from ir.validate import json_form
+
+            typer.echo(json.dumps(json_form(wire.encode(doc)), indent=2, ensure_ascii=False))
+        elif fmt == "dot":
+            from ir.render import to_dot
+
+            typer.echo(to_dot(doc), nl=False)
+        else:
+            typer.echo(text_listing(doc), nl=False)
+        return 0
+
+    code = run_checked(run)
+    if code:
+        raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("dump")(dump)
