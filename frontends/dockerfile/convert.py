@@ -15,6 +15,7 @@ one reads another, so the solver can run them in parallel.
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass, field
 
 from frontends import BuildRequest, Compiled, ImageResolver, NamedContext
@@ -24,10 +25,12 @@ from frontends.dockerfile.convert_config import ConfigInstructions
 from frontends.dockerfile.image_config import ImageState, is_empty_image
 from frontends.dockerfile.stages import (PROXY_ARGS, DockerfileError, Plan, StageInfo, build_plan,
                                          stage_ref)
-from frontends.errors import SourceError, Span
+from frontends.errors import SourceError, SourceWarning, Span, did_you_mean
 from ir import builder, ops
 
 __all__ = ["compile_dockerfile", "DockerfileError"]
+
+_GUARDED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?[-+?]")
 
 
 @dataclass(eq=False)
@@ -69,6 +72,7 @@ class Converter(ConfigInstructions):
         self.active: set[int] = set()
         self.externals: dict[tuple[str, ops.Platform], External] = {}
         self._context: builder.State | None = None
+        self._ignore = None
         self.warnings: list[str] = []
 
     # -- entry ----------------------------------------------------------------------------
@@ -89,12 +93,14 @@ class Converter(ConfigInstructions):
         self.df = df
         self.expander = Expander(df.escape)
         self.plan: Plan = build_plan(df.instructions, df.stages, req, self.expander)
-        for w in df.warnings:
-            self.warnings.append(f"{w.span.location()}: warning: {w.rule}: {w.message}")
-        if df.check.error and df.warnings:
-            first = df.warnings[0]
-            raise DockerfileError(f"lint violation found for rules: {first.rule}: {first.message}", first.span)
+        self.found: list[SourceWarning] = list(df.warnings)
         d = self.ensure(self.plan.target)
+        self.found.sort(key=lambda w: (w.span.line, w.span.column))
+        if df.check.error and self.found:  # `# check=error=true`: BuildKit fails after lowering
+            first = self.found[0]
+            rules = ", ".join(sorted({w.rule for w in self.found}))
+            raise DockerfileError(f"lint violation found for rules: {rules}: {first.message}", first.span)
+        self.warnings.extend(f"{w.span.location()}: warning: {w.rule}: {w.message}" for w in self.found)
         final = d.state.with_image(d.image.to_ir(), d.image.history, d.platform,
                                    meta=ops.OpMetadata(f"exporting image config of {d.info.group}", d.info.group,
                                                        (self.location(d.info.from_.span),)))
@@ -129,11 +135,26 @@ class Converter(ConfigInstructions):
         kw, sep, rest = first.partition(" ")
         return kw.upper() + sep + rest
 
+    def warn(self, rule: str, message: str, span: Span) -> None:
+        """A build-check warning found while lowering (BuildKit's rules that need more than the text)."""
+        if self.df.check.enabled(rule) and not any(w.rule == rule and w.message == message and w.span == span
+                                                   for w in self.found):
+            slug = re.sub(r"(?<!^)(?=[A-Z])", "-", rule).lower()
+            self.found.append(SourceWarning(rule, message, span, f"https://docs.docker.com/go/dockerfile/rule/{slug}/"))
+
     def word(self, d: Dispatch, text: str, span: Span) -> str:
+        """Expand one word with the stage's environment; report variables used but never defined."""
         try:
-            return self.expander.word(text, d.env)
+            result = self.expander.expand(text, d.env)
         except ExpandError as e:
             raise DockerfileError(str(e), span) from None
+        if result.unmatched:
+            declared = {k for k, _ in d.build_args}
+            guarded = set(_GUARDED.findall(text))  # ${V:-x} and friends handle an unset V themselves
+            for name in sorted(result.unmatched - declared - guarded):
+                self.warn("UndefinedVar", f"Usage of undefined variable '${name}'"
+                          + did_you_mean(name, list(d.env), "$"), span)
+        return result.result
 
     def words(self, d: Dispatch, text: str, span: Span) -> list[str]:
         try:
@@ -147,6 +168,17 @@ class Converter(ConfigInstructions):
             if k in self.request.build_args and k not in env:
                 env[k] = self.request.build_args[k]
         return tuple(f"{k}={v}" for k, v in env.items())
+
+    def ignored(self, src: str) -> bool:
+        """Whether ``.dockerignore`` leaves ``src`` (a COPY/ADD source) out of the context."""
+        if not self.request.ignore_patterns:
+            return False
+        if self._ignore is None:
+            from frontends.dockerfile.dockerignore import Matcher
+
+            self._ignore = Matcher(self.request.ignore_patterns)
+        rel = posixpath.normpath("/" + src).lstrip("/")
+        return bool(rel) and self._ignore.excluded(rel)
 
     def context(self) -> builder.State:
         if self._context is None:

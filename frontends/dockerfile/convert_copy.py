@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from frontends.dockerfile import instructions as I
 from frontends.dockerfile.expand import Expander, ExpandError
 from frontends.dockerfile.stages import DockerfileError
+from frontends.dockerfile.syntax import go_quote
 from frontends.errors import Span
 from ir import builder, ops
 
@@ -101,6 +102,9 @@ def dispatch_copy(conv: "Converter", d: "Dispatch", ins: I.Copy | I.Add, span: S
                     pivot, pattern = "/", src
                 patterns = (_clean("/" + pattern).lstrip("/"),)
                 path = pivot
+            if from_state is None and conv.ignored(src):
+                conv.warn("CopyIgnoredFile", f"Attempting to {kw.capitalize()} file {go_quote(src)} that is "
+                          "excluded by .dockerignore", span)
             add(from_state if from_state is not None else conv.context(), _clean("/" + path),
                 follow_symlinks=True, contents_only=True, include=patterns,
                 unpack=is_add and ins.unpack is not False, allow_wildcard=True, allow_empty_wildcard=True)

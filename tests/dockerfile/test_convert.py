@@ -574,3 +574,19 @@ def test_resolver_errors_never_leak_tracebacks():
 def test_document_json_projection_is_stable():
     text = "FROM alpine\nRUN make\n"
     assert json.dumps(project(compile_text(text).document)) == json.dumps(project(compile_text(text).document))
+
+
+def test_compiler_build_checks_undefined_var_and_ignored_copy():
+    text = "FROM alpine\nARG DECL\nENV A=$NOPE B=${UNSET:-x} C=$DECL D=$PAHT\nCOPY app.log /x\nCOPY keep.log /y\n"
+    c = compile_text(text, ignore_patterns=("*.log", "!keep.log"))
+    assert list(c.warnings) == [
+        "Dockerfile:3:1: warning: UndefinedVar: Usage of undefined variable '$NOPE'",
+        "Dockerfile:3:1: warning: UndefinedVar: Usage of undefined variable '$PAHT' (did you mean $PATH?)",
+        'Dockerfile:4:1: warning: CopyIgnoredFile: Attempting to Copy file "app.log" that is excluded by .dockerignore']
+    skipped = compile_text("# check=skip=UndefinedVar\n" + text)
+    assert not any("UndefinedVar" in w for w in skipped.warnings)
+
+
+def test_check_error_directive_fails_the_build():
+    msg = error_of("# check=error=true\nFROM alpine\nENV A=$NOPE\n")
+    assert msg.startswith("Dockerfile:3:1: lint violation found for rules: UndefinedVar: Usage of undefined variable")
