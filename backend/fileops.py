@@ -21,8 +21,9 @@ selection rules):
   numeric user alone gives gid = uid, as BuildKit) else the source's (a local context's: 0:0);
   ``chmod`` (octal or symbolic) on every copied file and directory; mtimes kept unless ``timestamp``;
   hard links inside one copy stay links; xattrs are copied (best effort); symlinks are copied as links;
-* ``unpack`` (ADD): a local tar archive (plain, gzip, bzip2, xz, zstd) is extracted into ``dest``,
-  safely (``backend/unpack.py``); any other file is copied.
+* ``unpack`` (ADD): a local tar archive (plain, gzip, bzip2, xz, zstd) is extracted into ``dest``
+  (``owner`` replaces the archive's owners), confined to it (``backend/unpack.py``); any other
+  file is copied.
 """
 
 from __future__ import annotations
@@ -333,7 +334,7 @@ def _copy(root: str, a: CopyAction, sources: Sequence[SourceView], limits: Unpac
         src_host = tree.host(sel.rel)
         if a.unpack and sel.node.kind == "file" and is_archive(src_host):
             dest.mkdir_all(dest_rel, a.dest)
-            extract_archive(src_host, dest_host, limits=limits, display=sel.name)
+            extract_archive(src_host, dest_host, limits=limits, display=sel.name, owner=ids)
             continue
         try:
             dst_st = os.stat(dest_host)

@@ -1,15 +1,17 @@
 """ADD of a local archive: detect a tar (plain, gzip, bzip2, xz, zstd) and extract it safely.
 
-Detection is BuildKit's: the file decompresses and its first tar header reads; anything else is
-copied as a file.  Extraction follows Docker's ``archive.Untar`` (owners, modes, mtimes, xattrs
-and devices from the archive; an existing path is replaced unless both are directories) with the
-guards a daemonless builder needs instead of a chroot:
+Detection is BuildKit's ``isArchivePath``: the file decompresses and its first tar header reads;
+anything else is copied as a file.  Extraction follows BuildKit's ``applyRootArchive`` (owners,
+modes, mtimes, xattrs from the archive, ``--chown`` overriding the owners; an existing path is
+replaced unless both are directories; directory times set last), with every path confined to
+``dest`` as ``os.Root`` confines it:
 
 * a name is cleaned and made relative (``/etc/x`` → ``dest/etc/x``); one that climbs out
   (``../x``, ``a/../../x``) is refused;
-* every parent directory of an entry must be a real directory inside ``dest``: an entry that would
-  be written *through* a symlink (a symlink-then-write trick) is refused;
-* a hard link may only point at a non-directory inside ``dest``, reached without symlinks;
+* symlinks met on the way (from the archive or already in ``dest``) are resolved *inside* ``dest``:
+  an absolute target restarts at ``dest``, a relative one that climbs out of it is refused, so a
+  symlink-then-write trick can never reach outside;
+* a hard link must name a non-directory inside ``dest``, resolved the same way;
 * the number of entries and the total size are limited (``UnpackLimits``), which stops bombs.
 """
 
@@ -29,6 +31,8 @@ from dataclasses import dataclass
 import zstandard
 
 from backend.copy import FileOpError
+
+MAX_LINKS = 255
 
 
 @dataclass(frozen=True)
@@ -82,36 +86,73 @@ def is_archive(path: str) -> bool:
 
 
 def _clean(name: str, display: str, what: str) -> str:
-    """A member name made relative and cleaned; refuses one that climbs out of the destination."""
-    cleaned = posixpath.normpath(name).lstrip("/")
-    cleaned = posixpath.normpath(cleaned) if cleaned else "."
+    """A member name made relative and cleaned ('' is dest itself); refuses one that climbs out."""
+    cleaned = posixpath.normpath(name.lstrip("/")) if name.strip("/") else "."
     if cleaned == ".." or cleaned.startswith("../"):
         raise FileOpError(f"refusing to extract {display}: {what} {name!r} is outside the destination", display)
     return "" if cleaned == "." else cleaned
 
 
-def _parent_dirs(dest: str, rel: str, display: str, name: str) -> str:
-    """Make sure every parent of ``rel`` is a real directory inside ``dest``; returns the host path."""
+def _resolve(dest: str, name: str, follow_leaf: bool, display: str) -> str:
+    """``name`` (clean, relative) with every symlink on the way resolved inside ``dest``."""
+    for _ in range(MAX_LINKS):
+        parts = [p for p in name.split("/") if p and p != "."]
+        resolved: list[str] = []
+        followed = False
+        for i, part in enumerate(parts):
+            if i == len(parts) - 1 and not follow_leaf:
+                resolved.append(part)
+                break
+            candidate = "/".join([*resolved, part])
+            try:
+                st = os.lstat(os.path.join(dest, candidate))
+            except (FileNotFoundError, NotADirectoryError):
+                return "/".join([*resolved, *parts[i:]])
+            if not stat.S_ISLNK(st.st_mode):
+                resolved.append(part)
+                continue
+            target = os.readlink(os.path.join(dest, candidate))
+            if target.startswith("/"):
+                name = _clean(target, display, "symlink target")
+            else:
+                name = posixpath.normpath(posixpath.join(posixpath.dirname(candidate), target))
+                if name == ".":
+                    name = ""
+                elif name == ".." or name.startswith("../"):
+                    raise FileOpError(f"refusing to extract {display}: symlink {candidate!r} points outside "
+                                      "the destination", display)
+            rest = "/".join(parts[i + 1:])
+            name = posixpath.join(name, rest) if name and rest else (name or rest)
+            followed = True
+            break
+        if not followed:
+            return "/".join(resolved)
+    raise FileOpError(f"refusing to extract {display}: too many symlinks resolving {name!r}", display)
+
+
+def _make_parents(dest: str, rel: str, display: str) -> str:
+    """Create the missing parents of ``rel`` (resolved: no symlinks) 0755 0:0; returns the host path."""
     current = dest
     parts = rel.split("/")
     for part in parts[:-1]:
         current = os.path.join(current, part)
         try:
-            st = os.lstat(current)
-        except FileNotFoundError:
             os.mkdir(current, 0o755)
-            os.chmod(current, 0o755)
+        except FileExistsError:
+            st = os.lstat(current)
+            if not stat.S_ISDIR(st.st_mode):
+                raise FileOpError(f"refusing to extract {display}: {posixpath.dirname(rel)!r} is not a directory",
+                                  display) from None
             continue
-        if stat.S_ISLNK(st.st_mode):
-            raise FileOpError(f"refusing to extract {display}: {name!r} would be written through the "
-                              f"symlink {posixpath.dirname(rel)!r}", display)
-        if not stat.S_ISDIR(st.st_mode):
-            raise FileOpError(f"refusing to extract {display}: a parent of {name!r} is not a directory", display)
+        os.lchown(current, 0, 0)
+        os.chmod(current, 0o755)
     return os.path.join(current, parts[-1])
 
 
-def extract_archive(path: str, dest: str, *, limits: UnpackLimits = DEFAULT_LIMITS, display: str = "") -> None:
-    """Extract the archive at ``path`` into the existing directory ``dest`` (a host path)."""
+def extract_archive(path: str, dest: str, *, limits: UnpackLimits = DEFAULT_LIMITS, display: str = "",
+                    owner: tuple[int, int] | None = None) -> None:
+    """Extract the archive at ``path`` into the existing directory ``dest`` (a host path).
+    ``owner`` (uid, gid), when given, replaces the owners recorded in the archive (ADD --chown)."""
     display = display or os.path.basename(path)
     dirs: list[tuple[str, tarfile.TarInfo]] = []
     entries = total = 0
@@ -128,8 +169,11 @@ def extract_archive(path: str, dest: str, *, limits: UnpackLimits = DEFAULT_LIMI
                 rel = _clean(m.name, display, "entry")
                 if not rel:
                     continue  # the destination itself ("./")
-                target = _parent_dirs(dest, rel, display, m.name)
-                _extract_member(tf, m, dest, target, display, dirs)
+                rel = _resolve(dest, rel, m.isdir(), display)
+                if not rel:
+                    continue
+                target = _make_parents(dest, rel, display)
+                _extract_member(tf, m, dest, target, display, dirs, owner)
     except (tarfile.TarError, EOFError, zstandard.ZstdError, lzma.LZMAError) as e:
         raise FileOpError(f"failed to extract {display}: {e}", display) from None
     for target, m in reversed(dirs):
@@ -137,7 +181,7 @@ def extract_archive(path: str, dest: str, *, limits: UnpackLimits = DEFAULT_LIMI
 
 
 def _extract_member(tf: tarfile.TarFile, m: tarfile.TarInfo, dest: str, target: str, display: str,
-                    dirs: list) -> None:
+                    dirs: list, owner: tuple[int, int] | None) -> None:
     try:
         st = os.lstat(target)
     except FileNotFoundError:
@@ -159,29 +203,24 @@ def _extract_member(tf: tarfile.TarFile, m: tarfile.TarInfo, dest: str, target: 
         os.symlink(m.linkname, target)
     elif m.islnk():
         link_rel = _clean(m.linkname, display, "hard link target")
-        if not link_rel:
-            raise FileOpError(f"refusing to extract {display}: hard link {m.name!r} to a directory", display)
-        source = os.path.join(dest, link_rel)
-        walk = dest
-        for part in link_rel.split("/"):
-            walk = os.path.join(walk, part)
-            try:
-                lst = os.lstat(walk)
-            except FileNotFoundError:
-                raise FileOpError(f"refusing to extract {display}: hard link {m.name!r} to missing "
-                                  f"{m.linkname!r}", display) from None
-            if stat.S_ISLNK(lst.st_mode) and walk != source:
-                raise FileOpError(f"refusing to extract {display}: hard link {m.name!r} through a symlink", display)
-        if stat.S_ISDIR(os.lstat(source).st_mode):
+        link_rel = _resolve(dest, link_rel, False, display) if link_rel else ""
+        source = os.path.join(dest, link_rel) if link_rel else dest
+        try:
+            lst = os.lstat(source)
+        except (FileNotFoundError, NotADirectoryError):
+            raise FileOpError(f"refusing to extract {display}: hard link {m.name!r} to missing {m.linkname!r}",
+                              display) from None
+        if stat.S_ISDIR(lst.st_mode):
             raise FileOpError(f"refusing to extract {display}: hard link {m.name!r} to a directory", display)
         os.link(source, target, follow_symlinks=False)
-        return
+        if stat.S_ISLNK(lst.st_mode):
+            return
     elif m.ischr() or m.isblk() or m.isfifo():
         kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
         os.mknod(target, kind | (m.mode & 0o7777), os.makedev(m.devmajor, m.devminor))
     else:
-        return  # sparse/contiguous oddities and unknown types are skipped
-    os.lchown(target, m.uid, m.gid)
+        return  # unknown entry types are skipped
+    os.lchown(target, *(owner or (m.uid, m.gid)))
     if not m.issym():
         os.chmod(target, m.mode & 0o7777)
     for key, value in m.pax_headers.items():

@@ -424,7 +424,7 @@ def test_unpack_formats(ctx, root, comp):
         {"name": "top", "type": tarfile.DIRTYPE, "mode": 0o750, "uid": 5, "gid": 6},
         {"name": "top/f", "data": b"content", "mode": 0o600, "uid": 7, "gid": 8},
         {"name": "top/l", "type": tarfile.SYMTYPE, "linkname": "f"},
-        {"name": "top/h", "type": tarfile.LNKTYPE, "linkname": "top/f"},
+        {"name": "top/h", "type": tarfile.LNKTYPE, "linkname": "top/f", "mode": 0o600, "uid": 7, "gid": 8},
     ], comp))
     t = run(root, add("/a.tar", "/x/"), sources=[SourceView.context(ctx)])
     assert t["x/top"] == ("d", 0o750, 5, 6, None)
@@ -454,34 +454,55 @@ def test_unpack_hostile_names(ctx, root):
     assert t["x/etc/evil"][4] == b"inside"  # absolute names land inside dest
 
 
-def test_unpack_symlink_then_write_refused(ctx, root, tmp_path):
+def test_unpack_symlink_then_write_stays_inside(ctx, root, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
-    (ctx / "sw.tar").write_bytes(make_tar([
+    src = [SourceView.context(ctx)]
+    (ctx / "rel.tar").write_bytes(make_tar([
+        {"name": "link", "type": tarfile.SYMTYPE, "linkname": "../../../../../../../.." + str(outside)},
+        {"name": "link/pwned", "data": b"x"},
+    ]))
+    with pytest.raises(FileOpError, match="points outside the destination"):
+        apply_actions(root, [add("/rel.tar", "/x/")], src)
+    (ctx / "abs.tar").write_bytes(make_tar([
         {"name": "link", "type": tarfile.SYMTYPE, "linkname": str(outside)},
         {"name": "link/pwned", "data": b"x"},
     ]))
-    with pytest.raises(FileOpError, match="written through the symlink"):
-        apply_actions(root, [add("/sw.tar", "/x/")], [SourceView.context(ctx)])
-    assert list(outside.iterdir()) == []
-    # an existing image symlink in the destination is not written through either
+    t = run(root, add("/abs.tar", "/y/"), sources=src)
+    assert t["y" + str(outside) + "/pwned"][4] == b"x"  # an absolute target restarts at the destination
+    # an image symlink already in the destination is resolved inside it too
     os.symlink(str(outside), root / "trap")
     (ctx / "t.tar").write_bytes(make_tar([{"name": "trap/pwned", "data": b"x"}]))
-    with pytest.raises(FileOpError, match="written through the symlink"):
-        apply_actions(root, [add("/t.tar", "/")], [SourceView.context(ctx)])
+    t = run(root, add("/t.tar", "/"), sources=src)
+    assert t[str(outside).lstrip("/") + "/pwned"][4] == b"x"
     assert list(outside.iterdir()) == []
+
+
+def test_unpack_into_merged_usr_follows_image_symlink(ctx, root):
+    (root / "usr" / "lib").mkdir(parents=True)
+    os.symlink("usr/lib", root / "lib")
+    (ctx / "l.tar").write_bytes(make_tar([{"name": "lib/libx.so", "data": b"elf"}]))
+    t = run(root, add("/l.tar", "/"), sources=[SourceView.context(ctx)])
+    assert t["usr/lib/libx.so"][4] == b"elf" and t["lib"] == ("l", 0, 0, 0, "usr/lib")
+
+
+def test_unpack_chown_overrides_archive_owners(ctx, root):
+    (ctx / "o.tar").write_bytes(make_tar([{"name": "d", "type": tarfile.DIRTYPE, "uid": 5, "gid": 5},
+                                          {"name": "d/f", "data": b"1", "uid": 7, "gid": 7}]))
+    t = run(root, add("/o.tar", "/o/", owner=Owner("app")), sources=[SourceView.context(ctx)])
+    assert t["o"][2:4] == t["o/d"][2:4] == t["o/d/f"][2:4] == (1000, 1001)
 
 
 def test_unpack_hardlink_outside_refused(ctx, root):
     (ctx / "hl.tar").write_bytes(make_tar([{"name": "h", "type": tarfile.LNKTYPE, "linkname": "../../etc/passwd"}]))
     with pytest.raises(FileOpError, match="outside the destination"):
         apply_actions(root, [add("/hl.tar", "/x/")], [SourceView.context(ctx)])
-    os.symlink("/etc", root / "x" / "s") if (root / "x").is_dir() else None
     (ctx / "hs.tar").write_bytes(make_tar([
         {"name": "s", "type": tarfile.SYMTYPE, "linkname": "/etc"},
         {"name": "h", "type": tarfile.LNKTYPE, "linkname": "s/passwd"}]))
-    with pytest.raises(FileOpError, match="through a symlink"):
+    with pytest.raises(FileOpError, match="hard link 'h' to missing"):  # s/passwd is y/etc/passwd: absent
         apply_actions(root, [add("/hs.tar", "/y/")], [SourceView.context(ctx)])
+    assert os.stat(root / "etc" / "passwd").st_nlink == 1
 
 
 def test_unpack_limits(ctx, root):
