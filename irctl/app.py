@@ -21,15 +21,10 @@ app = typer.Typer(
 )
 
 
-def _register() -> None:
-    from irctl import commands
-
-    for register in commands.REGISTRY:
-        register(app)
-
-
 def main() -> None:
-    _register()
+    from irctl.commands import register_all
+
+    register_all(app)
     try:
         app()
     except errors.UserError as e:

@@ -26,6 +26,7 @@ def build(
     push: bool = typer.Option(False, "--push", help="Push the -t names (same as --output type=registry)."),
     frontend: str = typer.Option("", "--frontend", help="Frontend to use (see `irctl frontends`)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Run every step again."),
+    pull: bool = typer.Option(False, "--pull", help="Ask the registry for base images again (default: reuse)."),
     jobs: int = typer.Option(0, "--jobs", "-j", help="Run at most N steps at once (default: no practical limit)."),
     progress: str = typer.Option("auto", "--progress", help="auto, tty, plain, json or quiet."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache store (default $IRCTL_CACHE_DIR, ~/.cache/irctl)."),
@@ -45,7 +46,7 @@ def build(
         if push:
             outputs.append(opt.Output("registry", {}))
         compiled, root = _compile(context, file, frontend, target, opt.build_args(build_arg), named,
-                                  tuple(insecure_registry), cache_dir)
+                                  tuple(insecure_registry), cache_dir, pull)
         if ir_out is not None:
             from ir.codec import dump_document
 
@@ -62,14 +63,14 @@ def build(
                        "(use --output type=oci,dest=… or --push)", err=True)
 
 
-def _compile(context, file, frontend, target, build_args, named, insecure, cache_dir):
+def _compile(context, file, frontend, target, build_args, named, insecure, cache_dir, pull):
     from backend.cache import default_root
     from irctl.compiling import CompileOptions, compile_file
 
     root = default_root(cache_dir)
     compiled = compile_file(CompileOptions(context=context, file=file, frontend=frontend, target=target,
                                            build_args=build_args, named_contexts=named.frontend,
-                                           oci_layouts=named.oci_layouts, insecure_registries=insecure), root)
+                                           oci_layouts=named.oci_layouts, insecure_registries=insecure, pull=pull), root)
     for warning in compiled.warnings:
         typer.echo(warning, err=True)
     return compiled, root

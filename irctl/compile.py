@@ -19,6 +19,7 @@ def compile_cmd(
     uncompressed: bool = typer.Option(False, "--uncompressed", help="Write plain msgpack (for debugging)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache store (for resolved image configs)."),
     insecure_registry: List[str] = typer.Option([], "--insecure-registry", help="Allow plain HTTP to this registry."),
+    pull: bool = typer.Option(False, "--pull", help="Ask the registry for base images again (default: reuse)."),
 ) -> None:
     """Compile a build file to the IR."""
     import sys
@@ -34,7 +35,7 @@ def compile_cmd(
         compiled = compile_file(CompileOptions(
             context=context, file=file, frontend=frontend, target=target, build_args=opt.build_args(build_arg),
             named_contexts=named.frontend, oci_layouts=named.oci_layouts,
-            insecure_registries=tuple(insecure_registry)), default_root(cache_dir))
+            insecure_registries=tuple(insecure_registry), pull=pull), default_root(cache_dir))
         for warning in compiled.warnings:
             typer.echo(warning, err=True)
         data = dump_document(compiled.document, compress=not uncompressed)

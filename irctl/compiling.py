@@ -25,6 +25,7 @@ class CompileOptions:
     named_contexts: dict = field(default_factory=dict)  # name -> frontends.NamedContext
     oci_layouts: dict[str, Path] = field(default_factory=dict)
     insecure_registries: tuple[str, ...] = ()
+    pull: bool = False  # ask the registry again even for images resolved before
     platform: ops.Platform = field(default_factory=ops.Platform)
 
 
@@ -80,7 +81,7 @@ def compile_file(opts: CompileOptions, cache_root: Path):
     request = BuildRequest(source=data, filename=str(path.name if path.parent == opts.context else path),
                            target=opts.target, build_args=opts.build_args, contexts=opts.named_contexts,
                            ignore_patterns=patterns, platform=opts.platform, build_platform=opts.platform)
-    resolver = Resolver(cache_root, opts.oci_layouts, opts.insecure_registries)
+    resolver = Resolver(cache_root, opts.oci_layouts, opts.insecure_registries, opts.pull)
     try:
         return frontend.compile(request, resolver)
     except FrontendError as e:

@@ -1,10 +1,18 @@
 """The ``ImageResolver`` a frontend is handed: answers "which digest, which config?" for base
 images from the registry client or a granted OCI layout.  It lives in the CLI because it is glue:
-the frontends define the question, the backend knows how to answer it."""
+the frontends define the question, the backend knows how to answer it.
+
+Like ``docker build`` without ``--pull``, a registry image resolved once is reused from the cache
+store (``resolved/``, one small JSON file per reference and platform, written atomically) until
+``--pull`` asks for the registry again; a cached rebuild then needs no network at all.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tempfile
 from pathlib import Path
 
 from frontends import ResolvedImage
@@ -19,10 +27,12 @@ def _platform(p: ops.Platform):
 
 
 class Resolver:
-    def __init__(self, cache_root: Path, oci_layouts: dict[str, Path], insecure: tuple[str, ...] = ()) -> None:
+    def __init__(self, cache_root: Path, oci_layouts: dict[str, Path], insecure: tuple[str, ...] = (),
+                 pull: bool = False) -> None:
         self.cache_root = cache_root
         self.oci_layouts = oci_layouts
         self.insecure = insecure
+        self.pull = pull
         self._client = None
         self._seen: dict[tuple, ResolvedImage] = {}
 
@@ -37,14 +47,42 @@ class Resolver:
     def resolve_image(self, ref: str, platform: ops.Platform) -> ResolvedImage:
         key = ("image", ref, platform)
         if key not in self._seen:
-            from backend.registry import RegistryError
+            memo = self._memo_path(ref, platform)
+            found = None if self.pull else self._recall(memo)
+            if found is None:
+                from backend.registry import RegistryError
 
-            try:
-                r = self._registry().resolve(ref, _platform(platform))
-            except RegistryError as e:
-                raise UserError(f"resolving {ref}: {e}") from None
-            self._seen[key] = ResolvedImage(str(r.reference), r.manifest_digest, r.config, platform)
+                try:
+                    r = self._registry().resolve(ref, _platform(platform))
+                except RegistryError as e:
+                    raise UserError(f"resolving {ref}: {e}") from None
+                found = ResolvedImage(str(r.reference), r.manifest_digest, r.config, platform)
+                self._remember(memo, found)
+            self._seen[key] = found
         return self._seen[key]
+
+    def _memo_path(self, ref: str, platform: ops.Platform) -> Path:
+        name = hashlib.sha256(f"{ref}\0{platform.os}/{platform.architecture}/{platform.variant}".encode()).hexdigest()
+        return self.cache_root / "resolved" / f"{name}.json"
+
+    @staticmethod
+    def _recall(path: Path) -> ResolvedImage | None:
+        try:
+            d = json.loads(path.read_text())
+            return ResolvedImage(d["ref"], d["digest"], d["config"], ops.Platform(**d["platform"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    @staticmethod
+    def _remember(path: Path, image: ResolvedImage) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        p = image.platform
+        data = json.dumps({"ref": image.ref, "digest": image.digest, "config": image.config,
+                           "platform": {"os": p.os, "architecture": p.architecture, "variant": p.variant}})
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            f.write(data)
+        os.replace(tmp, path)
 
     def resolve_oci_layout(self, name: str, ref: str, platform: ops.Platform) -> ResolvedImage:
         key = ("oci", name, ref, platform)
