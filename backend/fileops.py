@@ -189,6 +189,7 @@ class _Writer:
         self.reset_owner = tree.view.reset_owner
         self.links: dict[tuple[int, int], str] = {}
         self.dirs: list[tuple[str, Node, str]] = []  # finished post-order
+        self.merged: list[tuple[str, Node]] = []  # existing top-level dirs: only their times change
 
     def owner_of(self, node: Node) -> tuple[int, int]:
         if self.ids is not None:
@@ -206,10 +207,7 @@ class _Writer:
                     continue
                 with contextlib.suppress(OSError):
                     os.setxattr(target, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
-        if self.ts_ns is not None:
-            os.utime(target, ns=(self.ts_ns, self.ts_ns), follow_symlinks=False)
-        elif node.st is not None:
-            os.utime(target, ns=(node.st.st_atime_ns, node.st.st_mtime_ns), follow_symlinks=False)
+        self.times(target, node)
 
     def write(self, target: str, node: Node, src: str, *, top: bool, implied: bool, display: str) -> None:
         if node.kind == "dir":
@@ -224,6 +222,8 @@ class _Writer:
                 raise FileOpError(f"cannot copy to non-directory: {_rel_display(self.dest.root, target)}", display)
             elif not top and not implied:
                 self.dirs.append((target, node, src))
+            elif top:
+                self.merged.append((target, node))  # fsutil restores the times of a merged-into dir
             return
         try:
             st = os.lstat(target)
@@ -255,6 +255,14 @@ class _Writer:
     def finish(self) -> None:
         for target, node, src in reversed(self.dirs):
             self.meta(target, node, src)
+        for target, node in reversed(self.merged):
+            self.times(target, node)
+
+    def times(self, target: str, node: Node) -> None:
+        if self.ts_ns is not None:
+            os.utime(target, ns=(self.ts_ns, self.ts_ns), follow_symlinks=False)
+        elif node.st is not None:
+            os.utime(target, ns=(node.st.st_atime_ns, node.st.st_mtime_ns), follow_symlinks=False)
 
 
 def _copy_content(src: str, dst: str) -> None:

@@ -575,3 +575,14 @@ def test_copy_within_one_tree_reads_first(root):
     t = run(root, cp("/a", "/a/b/c", contents_only=True), cp("/a/b/f", "/a/b/f"), sources=[SourceView(root)])
     assert t["a/b/f"][4] == b"x" and t["a/b/c/b/f"][4] == b"x"
     assert "a/b/c/b/c" not in t  # the new destination is not copied into itself
+
+
+def test_merged_top_directory_takes_source_times_only(ctx, root):
+    (root / "dst").mkdir()
+    os.chmod(root / "dst", 0o711)
+    os.utime(ctx / "dir", (50, 777))
+    apply_actions(root, [cp("/dir", "/dst", contents_only=True)], [SourceView.context(ctx)])
+    st = os.stat(root / "dst")
+    assert st.st_mtime == 777 and stat.S_IMODE(st.st_mode) == 0o711  # fsutil copyFileTimestamp
+    apply_actions(root, [cp("/dir", "/dst", contents_only=True, timestamp=99)], [SourceView.context(ctx)])
+    assert os.stat(root / "dst").st_mtime == 99
