@@ -249,7 +249,7 @@ class Converter(ConfigInstructions):
         key = (ref, platform)
         if key in self.externals:
             return self.externals[key]
-        ctx = self.request.contexts.get(ref) or self.request.contexts.get(ref.removesuffix(":latest"))
+        ctx = next((self.request.contexts[n] for n in familiar_names(ref) if n in self.request.contexts), None)
         if ctx is not None:
             ext = self.named_context(ref, ctx, platform, span)
         else:
@@ -345,6 +345,21 @@ class Converter(ConfigInstructions):
             dispatch_copy(self, d, ins, span)
         else:
             getattr(self, "_" + ins.name.lower())(d, ins, span)
+
+def familiar_names(ref: str) -> list[str]:
+    """Names a ``--build-context`` may use for an image reference (dockerui ``NamedContext``:
+    the familiar form, without ``:latest``): ``docker.io/library/alpine:latest`` → ``alpine``."""
+    names = [ref]
+    short = ref
+    for prefix in ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"):
+        if short.startswith(prefix):
+            short = short[len(prefix):]
+            break
+    for n in (short, short.removesuffix(":latest")):
+        if n not in names:
+            names.append(n)
+    return names
+
 
 def _with_source_meta(state: builder.State, meta: ops.OpMetadata) -> builder.State:
     """Attach metadata to a source vertex (same op, same digest; metadata is not hashed)."""

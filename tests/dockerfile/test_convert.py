@@ -8,6 +8,8 @@ import base64
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from frontends import BuildRequest, FrontendError, NamedContext, ResolvedImage
 from frontends.dockerfile import FRONTEND
@@ -590,3 +592,25 @@ def test_compiler_build_checks_undefined_var_and_ignored_copy():
 def test_check_error_directive_fails_the_build():
     msg = error_of("# check=error=true\nFROM alpine\nENV A=$NOPE\n")
     assert msg.startswith("Dockerfile:3:1: lint violation found for rules: UndefinedVar: Usage of undefined variable")
+
+
+def test_named_context_matches_familiar_image_names():
+    for base in ("alpine", "alpine:latest", "docker.io/library/alpine", "docker.io/library/alpine:latest"):
+        c = compile_text(f"FROM {base}\nRUN x\n", contexts={"alpine": NamedContext("image", "busybox")})
+        refs = {op.source.image.ref for op in ops_of(c, "source") if op.source.image}
+        assert refs == {"docker.io/library/busybox:latest"}, base
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(["", "# a comment", "#", "   ", "# syntax-like: no"]), min_size=8, max_size=8))
+def test_comments_and_blank_lines_never_change_digests(fillers):
+    body = ["FROM alpine AS a", "ARG V=1", "RUN make $V", "FROM alpine", "COPY --from=a /x /y", "RUN <<EOF",
+            "echo hi", "EOF"]
+    plain = compile_text("\n".join(body) + "\n").document
+    mixed = []
+    for i, line in enumerate(body):
+        mixed.append(line)
+        if fillers[i] and not (5 <= i < 7):  # not inside the heredoc body
+            mixed.append(fillers[i])
+    doc = compile_text("\n".join(mixed) + "\n").document
+    assert set(doc.ops) == set(plain.ops) and doc.roots == plain.roots
