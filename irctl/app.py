@@ -21,6 +21,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _group() -> None:
+    """Keeps irctl a command group even when only the invoked command is registered."""
+
+
 def main() -> None:
     from irctl.commands import register_all
 
