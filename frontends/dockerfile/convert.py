@@ -61,7 +61,6 @@ class External:
     state: builder.State
     image: ImageState
     platform: ops.Platform
-    counts_as_step: bool = True
 
 
 class Converter(ConfigInstructions):
@@ -234,7 +233,7 @@ class Converter(ConfigInstructions):
             img = ext.state.vertex.op.source.image if ext.state.vertex.op.source else None
             if img is not None:
                 from_desc = f"FROM {img.ref}@{img.digest}" if img.digest else f"FROM {img.ref}"
-            elif ext.counts_as_step:
+            else:  # a named context, or an image without layers (scratch)
                 from_desc = f"FROM {info.base_name}"
         d.image.ensure_path()
         for e in d.image.env:
@@ -258,11 +257,7 @@ class Converter(ConfigInstructions):
             except SourceError:
                 raise
             except Exception as e:  # the resolver is the backend's; its errors get our location
-                hint = ""
-                names = [s.name for s in self.plan.stages if s.name]
-                from frontends.errors import did_you_mean
-
-                hint = did_you_mean(ref, names)
+                hint = did_you_mean(ref, [s.name for s in self.plan.stages if s.name])
                 if from_line:
                     raise DockerfileError(f"base image {ref}: {e}{hint}", span) from None
                 raise DockerfileError(f'"{ref}" is neither a stage of this Dockerfile nor an image that '
