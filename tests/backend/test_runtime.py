@@ -21,7 +21,9 @@ from backend.runtime import (
     DEFAULT_CAPABILITIES, BindMount, Cancelled, ContainerStartError, FileMount, Process, RuntimeNotFound,
     TmpfsMount, config_for, find_runtime, mount_targets, reap_stale_containers, run, run_on_layers,
 )
-from backend.snapshot import CopySnapshotter, OverlaySnapshotter, is_opaque, is_whiteout, layer_tree_digest
+from backend.snapshot import (
+    CopySnapshotter, OverlaySnapshotter, apply_layers, is_opaque, is_whiteout, layer_tree_digest,
+)
 from backend.userdb import UserError, resolve_user
 
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -378,11 +380,12 @@ def test_home_is_added_by_the_runtime_only_when_missing(busybox_rootfs: Path, tm
 def test_reap_stale_containers_after_irctl_died(busybox_rootfs: Path, tmp_path: Path) -> None:
     marker = "irctl-reap-test-777"
     state = tmp_path / "state"
+    rootfs = apply_layers([busybox_rootfs], tmp_path / "rootfs")  # a private copy: runc adds mount points
     script = f"""
 import sys
 from pathlib import Path
 from backend.runtime import Process, run
-run(Path({str(busybox_rootfs)!r}), Process(["sh", "-c", ": {marker}; echo up; sleep 1000; echo never"], env=["PATH=/bin"]),
+run(Path({str(rootfs)!r}), Process(["sh", "-c", ": {marker}; echo up; sleep 1000; echo never"], env=["PATH=/bin"]),
     network="none", hostname="x", output=lambda b: (sys.stdout.buffer.write(b), sys.stdout.flush()),
     state_dir=Path({str(state)!r}))
 """
