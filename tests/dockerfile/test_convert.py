@@ -33,7 +33,7 @@ class FakeResolver:
 
     def resolve_image(self, ref: str, platform: ops.Platform) -> ResolvedImage:
         self.calls.append(("image", ref))
-        if ref not in KNOWN:
+        if ref not in KNOWN and ref.removesuffix(":latest") not in KNOWN:
             raise LookupError(f"{ref}: not found")
         name = ref if "/" in ref.split(":")[0] or "." in ref.split("/")[0] else "docker.io/library/" + ref
         if ":" not in name.rsplit("/", 1)[-1]:
@@ -614,3 +614,9 @@ def test_comments_and_blank_lines_never_change_digests(fillers):
             mixed.append(fillers[i])
     doc = compile_text("\n".join(mixed) + "\n").document
     assert set(doc.ops) == set(plain.ops) and doc.roots == plain.roots
+
+
+def test_undeclared_arg_in_from_is_a_warning():
+    c = compile_text("FROM alpine:${TAG:-latest}\nRUN x\n")
+    assert c.warnings == ("Dockerfile:1:1: warning: UndefinedArgInFrom: FROM argument 'TAG' is not declared",)
+    assert any(op.source.image for op in ops_of(c, "source"))
