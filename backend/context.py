@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.copy import DirTree, Node, SourceView, plan_copy, walk_selection
+from backend.copy import DirTree, FileOpError, Node, SourceView, plan_copy, walk_selection
 
 RACY_WINDOW_NS = 1_000_000_000  # a whole second: also covers filesystems with 1 s timestamps
 _TYPES = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "symlink": stat.S_IFLNK, "other": 0}
@@ -114,6 +114,8 @@ def _stat_key(st: os.stat_result) -> tuple:
 def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | None = None) -> ContextScan:
     """Walk the context ``root`` through the patterns; hash what is visible (see the module doc)."""
     root_s = os.path.realpath(os.fspath(root))
+    if not os.path.isdir(root_s):
+        raise FileOpError(f"local context {os.fspath(root)} is not a directory", os.fspath(root))
     tree = DirTree(SourceView(Path(root_s), tuple(include), tuple(exclude)))
     cached = stat_cache.load(root_s) if stat_cache is not None else {}
     put: dict[str, tuple] = {}
@@ -129,10 +131,15 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
             it = os.scandir(host)
         except (FileNotFoundError, NotADirectoryError):
             continue
+        except OSError as err:
+            raise FileOpError(f"cannot read {rel or '.'} in the local context: {err.strerror}", rel) from None
         with it:
             for e in it:
                 crel = f"{rel}/{e.name}" if rel else e.name
-                st = e.stat(follow_symlinks=False)
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # removed while we walked
                 mode = st.st_mode
                 is_dir = stat.S_ISDIR(mode)
                 if filtered and not tree.visible(crel, is_dir):
@@ -160,10 +167,14 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
     paths = [t[1] for t in todo]
     if len(todo) >= 64:  # sha256 releases the GIL: hash on a few threads
         with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-            digests = list(pool.map(hash_file, paths, chunksize=16))
+            digests = list(pool.map(_hash_or_none, paths, chunksize=16))
     else:
-        digests = [hash_file(p) for p in paths]
+        digests = [_hash_or_none(p) for p in paths]
     for (crel, path, st, key), digest in zip(todo, digests):
+        if digest is None:
+            continue  # removed while we walked
+        if isinstance(digest, OSError):
+            raise FileOpError(f"cannot read {crel} in the local context: {digest.strerror}", crel)
         entries[crel] = Entry("file", stat.S_IMODE(st.st_mode), st.st_size, digest)
         if stat_cache is not None and st.st_mtime_ns < racy_after and st.st_ctime_ns < racy_after:
             if _stat_key(os.lstat(path)) == key:  # unchanged while we read it
@@ -174,6 +185,15 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
     root_mode = stat.S_IMODE(os.stat(root_s).st_mode)
     return ContextScan(Path(root_s), _identity(entries, root_mode), entries, root_mode, tuple(include),
                        tuple(exclude), {"hashed": hashed, "reused": reused})
+
+
+def _hash_or_none(path: str):
+    try:
+        return hash_file(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return e
 
 
 def _identity(entries: dict[str, Entry], root_mode: int) -> str:

@@ -289,3 +289,16 @@ def test_selection_digest_scan_equals_directory(tmp_path_factory, items, src, wi
     scan = scan_context(root, exclude=ctx_exclude)
     assert isinstance(scan, ContextScan)
     assert digest(scan) == digest(SourceView.context(root, exclude=ctx_exclude))
+
+
+def test_unreadable_or_missing_context_is_a_clear_error(tmp_path, monkeypatch):
+    with pytest.raises(FileOpError, match="is not a directory"):
+        scan_context(tmp_path / "nope")
+    ctx = make_ctx(tmp_path / "c")
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(context_mod, "hash_file", denied)
+    with pytest.raises(FileOpError, match=r"cannot read .* in the local context: Permission denied"):
+        scan_context(ctx)
