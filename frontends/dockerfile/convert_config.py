@@ -40,7 +40,7 @@ class ConfigInstructions:
         d.image.commit("LABEL " + " ".join(f"{k}={v}" for k, v in pairs), layer=False)
 
     def _maintainer(self, d: Dispatch, ins: I.Maintainer, span: Span) -> None:
-        value = self.word(d, ins.maintainer, span)
+        value = ins.maintainer  # BuildKit does not expand MAINTAINER
         d.image.labels["maintainer"] = value
         d.image.commit(f"MAINTAINER {value}", layer=False)
 

@@ -620,3 +620,27 @@ def test_undeclared_arg_in_from_is_a_warning():
     c = compile_text("FROM alpine:${TAG:-latest}\nRUN x\n")
     assert c.warnings == ("Dockerfile:1:1: warning: UndefinedArgInFrom: FROM argument 'TAG' is not declared",)
     assert any(op.source.image for op in ops_of(c, "source"))
+
+
+LINES = [
+    "FROM alpine AS a", "FROM scratch", "FROM a", "FROM ${BASE}", "FROM nosuch", "FROM --platform=$BUILDPLATFORM busybox",
+    "ARG BASE=alpine", "ARG V", "ARG V=$V-x", "ENV A=$V B=${V:-d}", "ENV P=${PATH}:/x", "LABEL l=$A",
+    "RUN echo $A", "RUN [\"sh\", \"-c\", \"x\"]", "RUN --mount=type=cache,target=$V make", "RUN --network=$V x",
+    "RUN --mount=type=bind,from=a,target=/a x", "RUN --mount=type=secret,id=s,target=rel x", "RUN <<EOF\necho\nEOF",
+    "COPY . .", "COPY --from=a / /", "COPY --from=0 /x /y", "COPY --from=1 /x /y", "COPY --chmod=$V a b",
+    "COPY --link --chown=$V:$V a /b/", "COPY <<EOF /f\n$A\nEOF", "ADD https://e.com/x.tgz /", "ADD a.tar /",
+    "ADD git@h:r.git#r:s /", "WORKDIR $V", "WORKDIR /", "USER $V", "EXPOSE $V 80", "EXPOSE 1-2/udp",
+    "VOLUME $V", "STOPSIGNAL $V", "SHELL [\"/bin/bash\", \"-c\"]", "CMD x", "ENTRYPOINT [\"e\"]",
+    "HEALTHCHECK CMD x", "HEALTHCHECK NONE", "ONBUILD RUN x", "MAINTAINER $V", "# comment", "",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(LINES), min_size=1, max_size=12), st.dictionaries(
+    st.sampled_from(["V", "BASE", "HTTP_PROXY"]), st.sampled_from(["", "1", "alpine", "/x", "a b", "$V"]), max_size=2))
+def test_compile_never_crashes(lines, build_args):
+    """Any mix of instructions compiles to a valid document or fails with a located FrontendError."""
+    try:
+        compile_text("FROM alpine AS first\n" + "\n".join(lines) + "\n", build_args=build_args)
+    except FrontendError as e:
+        assert str(e) and "Traceback" not in str(e)
