@@ -644,3 +644,11 @@ def test_compile_never_crashes(lines, build_args):
         compile_text("FROM alpine AS first\n" + "\n".join(lines) + "\n", build_args=build_args)
     except FrontendError as e:
         assert str(e) and "Traceback" not in str(e)
+
+
+def test_reordering_independent_stages_keeps_digests():
+    a = "FROM alpine AS a\nRUN make a\n"
+    b = "FROM golang AS b\nRUN make b\n"
+    final = "FROM scratch\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n"
+    one, two = compile_text(a + b + final).document, compile_text(b + a + final).document
+    assert set(one.ops) == set(two.ops) and one.roots == two.roots
