@@ -1,0 +1,435 @@
+"""Stage lowering shared by the frontends that build images step by step (Dockerfile, TOML, Python DSL).
+
+A *stage* is a filesystem state plus the image config and history being built on top of it, and
+the defaults a ``run`` inherits (environment, working directory, user, declared build args).
+Every function here takes values that are already expanded and typed — no source text, no
+spans — and edits the stage exactly as BuildKit's ``dockerfile2llb`` would, so two frontends that
+say the same thing emit the same ops, the same image config and the same history
+(``created_by``) strings, hence the same digests::
+
+    s = begin(builder.image(ref, digest), ImageState.from_oci(config), platform)
+    set_workdir(s, "/src", meta)
+    run(s, ["make"], shell_form=True, mounts=[...], env=run_env(s, {}), meta=meta)
+    copy_files(s, ["/out/app"], "/usr/bin/", from_state=other.state, context=ctx, meta=meta)
+    final = finish(s, meta)
+
+Problems are raised as :class:`StageError` (a message only); the caller knows where in its own
+source the value came from and re-raises it located.  Any object with the attributes of
+:class:`Stage` may be passed (the Dockerfile compiler's ``Dispatch`` has them).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Sequence
+
+from frontends.dockerfile.convert_copy import (check_checksum, check_chmod, dest_path, is_http,
+                                               parse_git_ref, url_filename)
+from frontends.dockerfile.image_config import (ImageState, PortError, expose_history, go_list,
+                                               go_quoted_list, healthcheck_history, is_empty_image,
+                                               parse_port_specs, valid_signal)
+from frontends.dockerfile.mounts import MountSpec as MountRequest
+from frontends.dockerfile.stages import PROXY_ARGS
+from frontends.errors import SourceError, Span
+from ir import builder, ops
+
+__all__ = ["Stage", "StageError", "MountRequest", "begin", "derive", "finish"]
+
+
+_NOWHERE = Span("", 0)  # the Dockerfile checks want a span; ours are re-located by the caller
+
+
+class StageError(ValueError):
+    """A bad value; the frontend adds the location."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(eq=False)
+class Stage:
+    """A stage being built (the shape of the Dockerfile compiler's ``Dispatch``)."""
+
+    state: builder.State
+    image: ImageState
+    platform: ops.Platform
+    env: dict[str, str] = field(default_factory=dict)  # what a run sees: image Env + declared args
+    cwd: str = "/"
+    user: str = ""
+    build_args: list[tuple[str, str | None]] = field(default_factory=list)
+    cmd_set: bool = False
+
+
+def begin(state: builder.State, image: ImageState, platform: ops.Platform) -> Stage:
+    """A stage on a source (image, scratch, named context): PATH defaulted, Env/WorkingDir/User inherited."""
+    s = Stage(state, image.clone(), platform)
+    s.image.ensure_path()
+    for e in s.image.env:
+        k, _, v = e.partition("=")
+        s.env[k] = v
+    if s.image.working_dir:
+        s.cwd = posixpath.join("/", s.image.working_dir)
+    s.user = s.image.user
+    return s
+
+
+def derive(base: Stage) -> Stage:
+    """A stage ``FROM`` an earlier stage: everything carried over, nothing re-defaulted."""
+    return Stage(base.state, base.image.clone(), base.platform, dict(base.env), base.cwd, base.user,
+                 list(base.build_args))
+
+
+def finish(s: Stage, meta: ops.OpMetadata | None = None) -> builder.State:
+    """The stage as an image: its filesystem with the config and history attached."""
+    return s.state.with_image(s.image.to_ir(), s.image.history, s.platform, meta=meta)
+
+
+# --------------------------------------------------------------------------- image config
+
+
+def set_env(s: Stage, pairs: Sequence[tuple[str, str]]) -> None:
+    for k, v in pairs:
+        s.env[k] = v
+        s.image.set_env(k, v)
+    s.image.commit("ENV " + " ".join(f"{k}={v}" for k, v in pairs), layer=False)
+
+
+def add_labels(s: Stage, pairs: Sequence[tuple[str, str]]) -> None:
+    for k, v in pairs:
+        s.image.labels[k] = v
+    s.image.commit("LABEL " + " ".join(f"{k}={v}" for k, v in pairs), layer=False)
+
+
+def declare_arg(s: Stage, name: str, value: str | None) -> None:
+    """``ARG name[=value]`` with the value already chosen (build arg, default or global)."""
+    if value is not None:
+        s.env[name] = value
+    s.build_args.append((name, value))
+    s.image.commit("ARG " + name + ("" if value is None else "=" + value), layer=False)
+
+
+def set_workdir(s: Stage, path: str, meta: ops.OpMetadata | None = None) -> str:
+    """``WORKDIR``: relative to the current one; a mkdir (owned by USER) unless it is ``/``."""
+    wd = posixpath.normpath(posixpath.join("/", s.image.working_dir or "/", path))
+    wd = "/" + wd.lstrip("/")
+    s.image.working_dir = wd
+    s.cwd = wd
+    layer = wd != "/"
+    if layer:
+        owner = owner_of(s.image.user) if s.image.user else None
+        s.state = s.state.file([ops.FileAction(mkdir=ops.MkdirAction(wd, 0o755, True, owner))], meta=meta)
+    s.image.commit("WORKDIR " + wd, layer=layer)
+    return wd
+
+
+def set_user(s: Stage, user: str) -> None:
+    s.user = user
+    s.image.user = user
+    s.image.commit(f"USER {user}", layer=False)
+
+
+def expose(s: Stage, ports: Sequence[str]) -> None:
+    try:
+        found = parse_port_specs(list(ports))
+    except PortError as e:
+        raise StageError(str(e)) from None
+    s.image.exposed_ports |= found
+    s.image.commit(expose_history(found), layer=False)
+
+
+def add_volumes(s: Stage, paths: Sequence[str]) -> None:
+    for v in paths:
+        if not v:
+            raise StageError("VOLUME specified can not be an empty string")
+        s.image.volumes.add(v)
+    s.image.commit(f"VOLUME {go_list(paths)}", layer=False)
+
+
+def set_stop_signal(s: Stage, sig: str) -> None:
+    if not valid_signal(sig):
+        raise StageError(f"Invalid signal: {sig}")
+    s.image.stop_signal = sig
+    s.image.commit(f"STOPSIGNAL {sig}", layer=False)
+
+
+def set_shell(s: Stage, shell: Sequence[str]) -> None:
+    if not shell:
+        raise StageError("SHELL requires at least one argument")
+    s.image.shell = list(shell)
+    s.image.commit(f"SHELL {go_list(shell)}", layer=False)
+
+
+def set_cmd(s: Stage, args: Sequence[str], shell_form: bool) -> None:
+    argv = s.image.with_shell(args) if shell_form else list(args)
+    s.image.cmd = argv
+    s.cmd_set = True
+    s.image.commit(f"CMD {go_quoted_list(argv)}", layer=False)
+
+
+def set_entrypoint(s: Stage, args: Sequence[str], shell_form: bool) -> None:
+    argv = s.image.with_shell(args) if shell_form else list(args)
+    s.image.entrypoint = argv
+    if not s.cmd_set:  # Docker: ENTRYPOINT resets an inherited CMD
+        s.image.cmd = None
+    s.image.commit(f"ENTRYPOINT {go_quoted_list(argv)}", layer=False)
+
+
+def set_healthcheck(s: Stage, h: ops.Healthcheck) -> None:
+    s.image.healthcheck = h
+    s.image.commit(healthcheck_history(h), layer=False)
+
+
+def healthcheck(test: Sequence[str] | None, *, shell_form: bool = False, interval: float = 0, timeout: float = 0,
+                start_period: float = 0, start_interval: float = 0, retries: int = 0) -> ops.Healthcheck:
+    """A healthcheck from seconds: ``test=None`` disables (``NONE``), shell form runs ``CMD-SHELL``."""
+    def ns(seconds: float) -> int:
+        return int(round(seconds * 1_000_000_000))
+
+    if test is None:
+        argv: tuple[str, ...] = ("NONE",)
+    elif shell_form:
+        argv = ("CMD-SHELL", " ".join(test))
+    else:
+        argv = ("CMD", *test)
+    return ops.Healthcheck(argv, ns(interval), ns(timeout), ns(start_period), ns(start_interval), retries)
+
+
+def owner_of(chown: str) -> ops.Owner:
+    user, _, group = chown.partition(":")
+    return ops.Owner(user, group)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run_env(s: Stage, build_args: Mapping[str, str]) -> tuple[str, ...]:
+    """The environment of a run: the stage's, plus proxy build args (BuildKit passes those without an ARG)."""
+    env = dict(s.env)
+    for k in PROXY_ARGS:
+        if k in build_args and k not in env:
+            env[k] = build_args[k]
+    return tuple(f"{k}={v}" for k, v in env.items())
+
+
+def run_command_string(args: Sequence[str], s: Stage) -> str:
+    """BuildKit ``runCommandString``: ``|2 A=1 B=2 /bin/sh -c make`` when ARGs are declared."""
+    seen: dict[str, int] = {}
+    pairs: list[str] = []
+    for key, value in s.build_args:
+        v = s.env.get(key, value if value is not None else "")
+        if key in seen:
+            pairs[seen[key]] = f"{key}={v}"
+        else:
+            seen[key] = len(pairs)
+            pairs.append(f"{key}={v}")
+    head = [f"|{len(pairs)}", *pairs] if pairs else []
+    return " ".join(head + list(args))
+
+
+def run(s: Stage, args: Sequence[str], *, shell_form: bool, mounts: Sequence[builder.MountSpec] = (),
+        env: Sequence[str], network: str = "default", security: str = "sandbox",
+        cwd: str | None = None, user: str | None = None, meta: ops.OpMetadata | None = None) -> None:
+    """``RUN``: an exec op on the stage's root; history ``RUN <argv> # buildkit``."""
+    argv = s.image.with_shell(args) if shell_form else list(args)
+    if not argv:
+        raise StageError("a run needs a command")
+    s.state = s.state.run(argv, mounts=list(mounts), env=tuple(env), cwd=cwd or s.cwd,
+                          user=s.user if user is None else user, network=network or "default",
+                          security=security or "sandbox", meta=meta)
+    s.image.commit("RUN " + run_command_string(argv, s), layer=True, buildkit_suffix=True)
+
+
+def mount_target(cwd: str, target: str) -> str:
+    """A mount target relative to the working directory, made absolute; ``/`` is refused."""
+    path = posixpath.normpath(posixpath.join("/", cwd, target))
+    path = "/" + path.lstrip("/")
+    if path == "/":
+        raise StageError(f'invalid mount target "{target}"')
+    return path
+
+
+def lower_mount(s: Stage, m: MountRequest, source_of: Callable[[str], builder.State],
+                context: Callable[[], builder.State]) -> builder.MountSpec:
+    """A mount, defaults already applied (``frontends.dockerfile.mounts.apply_defaults``), as the
+    builder's: ``source_of(name)`` is the state ``from=name`` reads, ``context()`` the build context."""
+    if m.type in ("secret", "ssh"):
+        target = mount_target(s.cwd, m.target) if m.target else ""
+        uid, gid = m.uid or 0, m.gid or 0
+        if m.type == "secret":
+            return builder.secret(m.id, target, env=m.env or "", required=m.required, uid=uid, gid=gid,
+                                  mode=0o400 if m.mode is None else m.mode)
+        return builder.ssh(target, m.id or "default", required=m.required, uid=uid, gid=gid,
+                           mode=0o600 if m.mode is None else m.mode)
+    if not m.target:
+        raise StageError(f"mount target is required for {m.type} mounts")
+    target = mount_target(s.cwd, m.target)
+    if m.type == "tmpfs":
+        return builder.tmpfs(target, size=m.size or 0)
+    selector = posixpath.normpath(posixpath.join("/", m.source)) if m.source else ""
+    selector = "" if selector in ("/", "//") else selector
+    if m.type == "cache":
+        seed = source_of(m.from_) if m.from_ else None
+        cache_id = m.id if "id" in m.explicit else posixpath.normpath(m.target)
+        return builder.cache(target, cache_id, m.sharing or "shared", seed=seed, selector=selector,
+                             uid=m.uid or 0, gid=m.gid or 0, mode=0o755 if m.mode is None else m.mode,
+                             readonly=m.readonly)
+    src = source_of(m.from_) if m.from_ else context()
+    return builder.bind(target, src, selector=selector, readonly=m.readonly)
+
+
+# --------------------------------------------------------------------------- copy / add
+
+
+def copy_files(s: Stage, sources: Sequence[str], dest: str, *, context: Callable[[], builder.State],
+               from_state: builder.State | None = None, add: bool = False, chown: str = "", chmod: str = "",
+               exclude: Iterable[str] = (), parents: bool = False, link: bool = False, checksum: str = "",
+               keep_git_dir: bool = False, unpack: bool | None = None,
+               inline: Sequence[tuple[str, bytes]] = (), meta: ops.OpMetadata | None = None,
+               link_meta: ops.OpMetadata | None = None, chmod_text: str | None = None) -> None:
+    """``COPY``/``ADD`` (BuildKit ``dispatchCopy``) with every value expanded: one file op of copy
+    actions, or with ``link`` one on scratch merged on top.  ``inline`` files (path, bytes) are
+    made on scratch first (``COPY <<EOF``).  ``chmod_text`` is the mode as the user wrote it, for
+    the history line (default: the normalised mode)."""
+    kw = "ADD" if add else "COPY"
+    dest_abs = dest_path(s.cwd, dest)
+    if chmod:
+        try:
+            chmod = check_chmod(chmod, _NOWHERE)
+        except SourceError as e:
+            raise StageError(e.message) from None
+    if add and checksum:
+        try:
+            check_checksum(checksum, list(sources), _NOWHERE)
+        except SourceError as e:
+            raise StageError(e.message) from None
+    exclude = tuple(exclude)
+    history = [kw]
+    if parents:
+        history.append("--parents")
+    if chown:
+        history.append("--chown=" + chown)
+    if chmod:
+        history.append("--chmod=" + (chmod_text or chmod))
+    common = dict(owner=owner_of(chown) if chown else None, chmod=chmod, exclude=exclude)
+    actions: list[ops.FileAction] = []
+    inputs: list[builder.State] = []
+
+    def put(state: builder.State, src_path: str, **more) -> None:
+        inputs.append(state)
+        actions.append(ops.FileAction(copy=ops.CopyAction(src=len(inputs) - 1, src_path=src_path, dest=dest_abs,
+                                                          create_dest_path=True, **common, **more)))
+
+    for src in sources:
+        history.append(src)
+        git = parse_git_ref(src)
+        if git is not None and from_state is None:
+            if not add:
+                raise StageError("source can't be a git ref for COPY")
+            remote, ref, subdir = git
+            put(builder.git(remote, ref, keep_git_dir=keep_git_dir, subdir=subdir, meta=meta), "/",
+                contents_only=True)
+        elif is_http(src) and from_state is None:
+            if not add:
+                raise StageError("source can't be a URL for COPY")
+            name = url_filename(src)
+            put(builder.http(src, checksum=checksum, filename=name, meta=meta), "/" + name, unpack=unpack is True)
+        else:
+            patterns: tuple[str, ...] = ()
+            path = src
+            if parents:
+                pivot, sep, pattern = src.partition("/./")
+                if not sep:
+                    pivot, pattern = "/", src
+                patterns = (_clean("/" + pattern).lstrip("/"),)
+                path = pivot
+            put(from_state if from_state is not None else context(), _clean("/" + path),
+                follow_symlinks=True, contents_only=True, include=patterns,
+                unpack=add and unpack is not False, allow_wildcard=True, allow_empty_wildcard=True)
+    for path, data in inline:
+        history.append("<<" + path)
+        doc = builder.scratch().file([ops.FileAction(mkfile=ops.MkfileAction("/" + path, data, 0o644))],
+                                     meta=ops.OpMetadata("[internal] preparing inline document",
+                                                         meta.group if meta else "",
+                                                         meta.locations if meta else ()), on_scratch=True)
+        put(doc, "/" + path)
+    if not actions:
+        raise StageError(f"{kw} needs at least one source")
+    history.append(dest)
+    if link:
+        layer = s.state.file(actions, inputs, meta=meta, on_scratch=True)
+        s.state = s.state.merge([layer], meta=link_meta or meta)
+    else:
+        s.state = s.state.file(actions, inputs, meta=meta)
+    s.image.commit(" ".join(history), layer=True, buildkit_suffix=True)
+
+
+def _clean(path: str) -> str:
+    out = posixpath.normpath(path)
+    return "/" + out.lstrip("/")
+
+
+# --------------------------------------------------------------------------- sources
+
+
+@dataclass
+class Source:
+    """A filesystem a stage starts from or reads: an image, a named context, scratch."""
+
+    state: builder.State
+    image: ImageState
+    platform: ops.Platform
+    description: str = ""  # "FROM ref@digest", for progress ("" when not a step of its own)
+
+
+def resolve_source(request, resolver, ref: str, platform: ops.Platform,
+                   locations: Sequence[ops.Location] = ()) -> Source:
+    """What a name that is not a stage means, as BuildKit reads it: ``scratch``; a named context
+    given with ``--build-context`` (``ref`` or ``ref`` without ``:latest``); else a registry image
+    resolved through ``resolver`` and pinned by digest (an image without layers is scratch)."""
+    if ref == "scratch":
+        return Source(builder.scratch(), ImageState(), platform, "FROM scratch")
+    ctx = request.contexts.get(ref) or request.contexts.get(ref.removesuffix(":latest"))
+    if ctx is not None:
+        return named_context(request, resolver, ref, ctx, platform, locations)
+    try:
+        resolved = resolver.resolve_image(ref, platform)
+    except SourceError:
+        raise
+    except Exception as e:  # the resolver is the backend's; the caller adds our location
+        raise StageError(f"image {ref}: {e}") from None
+    plat = resolved.platform or platform
+    if is_empty_image(resolved.config):
+        return Source(builder.scratch(), ImageState.from_oci(resolved.config), plat, f"FROM {ref}")
+    desc = f"FROM {resolved.ref}" + (f"@{resolved.digest}" if resolved.digest else "")
+    state = builder.image(resolved.ref, digest=resolved.digest, platform=plat,
+                          meta=ops.OpMetadata(desc, locations=tuple(locations)))
+    return Source(state, ImageState.from_oci(resolved.config), plat, desc)
+
+
+def named_context(request, resolver, name: str, ctx, platform: ops.Platform,
+                  locations: Sequence[ops.Location] = ()) -> Source:
+    """``--build-context NAME=…``: a local directory, an image, or an image in an OCI layout."""
+    loc = tuple(locations)
+    if ctx.kind == "local":
+        return Source(builder.local(name, meta=ops.OpMetadata(f"[context {name}] load build context", locations=loc)),
+                      ImageState(), platform)
+    try:
+        if ctx.kind == "image":
+            r = resolver.resolve_image(ctx.value, platform)
+            desc = f"[context {name}] FROM {r.ref}@{r.digest}"
+            state = builder.image(r.ref, digest=r.digest, platform=r.platform or platform,
+                                  meta=ops.OpMetadata(desc, locations=loc))
+        elif ctx.kind == "oci_layout":
+            r = resolver.resolve_oci_layout(name, ctx.value, platform)
+            desc = f"[context {name}] oci-layout {ctx.value}@{r.digest}"
+            state = builder.oci_layout(name, ref=ctx.value, digest=r.digest, platform=r.platform or platform,
+                                       meta=ops.OpMetadata(desc, locations=loc))
+        else:
+            raise StageError(f"named context {name}: unknown kind {ctx.kind!r}")
+    except (SourceError, StageError):
+        raise
+    except Exception as e:
+        raise StageError(f"named context {name}: {e}") from None
+    return Source(state, ImageState.from_oci(r.config), r.platform or platform, desc)
