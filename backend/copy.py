@@ -323,7 +323,8 @@ class CopyPlan:
 
 
 def _not_found(tree, src_path: str) -> FileOpError:
-    label = tree.view.describe() if isinstance(tree, DirTree) else "build context"
+    view = getattr(tree, "view", None)
+    label = view.describe() if view is not None else "build context"
     return FileOpError(f"file not found in {label}: {src_path}", src_path)
 
 
@@ -354,6 +355,9 @@ def plan_copy(tree, action) -> CopyPlan:
         if not wildcard and tree.lstat(resolve(tree, f"{rel}/{unescape(pattern)}", follow_final=False)) is None:
             raise _not_found(tree, src_path)
         sel = Selected(pivot, rel, node)
+        if wildcard and not action.allow_empty_wildcard and \
+                not any(item.comps for item in walk_selection(tree, sel, include, Matcher(()))):
+            raise _not_found(tree, src_path)
         return CopyPlan((sel,), include, exclude, True, True)
 
     wildcard = action.allow_wildcard and has_wildcards(src_path)

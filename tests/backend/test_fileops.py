@@ -586,3 +586,11 @@ def test_merged_top_directory_takes_source_times_only(ctx, root):
     assert st.st_mtime == 777 and stat.S_IMODE(st.st_mode) == 0o711  # fsutil copyFileTimestamp
     apply_actions(root, [cp("/dir", "/dst", contents_only=True, timestamp=99)], [SourceView.context(ctx)])
     assert os.stat(root / "dst").st_mtime == 99
+
+
+def test_parents_wildcard_matching_nothing(ctx, root):
+    with pytest.raises(FileOpError, match=r"file not found in build context: \*/\*.nothing"):
+        apply_actions(root, [cp("*/*.nothing", "/p/", parents=True, allow_wildcard=True)], [SourceView.context(ctx)])
+    before = tree(root)
+    assert run(root, cp("*/*.nothing", "/p/", parents=True, allow_wildcard=True, allow_empty_wildcard=True),
+               sources=[SourceView.context(ctx)]) == {**before, "p": ("d", 0o755, 0, 0, None)}
