@@ -24,7 +24,7 @@ from frontends.dockerfile.expand import Expander, ExpandError
 from frontends.dockerfile.convert_config import ConfigInstructions
 from frontends.dockerfile.image_config import ImageState, is_empty_image
 from frontends.dockerfile.stages import (PROXY_ARGS, DockerfileError, Plan, StageInfo, build_plan,
-                                         stage_ref)
+                                         platform_string, stage_ref)
 from frontends.errors import SourceError, SourceWarning, Span, did_you_mean
 from ir import builder, ops
 
@@ -230,6 +230,7 @@ class Converter(ConfigInstructions):
         else:
             ext = self.external(info.base_name, info.platform, f.span, from_line=True)
             d = Dispatch(info, ext.state, ext.image.clone(), ext.platform)
+            self.check_base_platform(info, ext)
             img = ext.state.vertex.op.source.image if ext.state.vertex.op.source else None
             if img is not None:
                 from_desc = f"FROM {img.ref}@{img.digest}" if img.digest else f"FROM {img.ref}"
@@ -243,6 +244,15 @@ class Converter(ConfigInstructions):
             d.cwd = posixpath.join("/", d.image.working_dir)
         d.user = d.image.user
         return d, from_desc
+
+    def check_base_platform(self, info: StageInfo, ext: External) -> None:
+        """BuildKit's InvalidBaseImagePlatform check: the config says another OS/architecture."""
+        got = ext.image.platform
+        want = info.platform
+        if got is not None and (got.os, got.architecture) != (want.os, want.architecture):
+            self.warn("InvalidBaseImagePlatform", f"Base image {info.from_.image} was pulled with platform "
+                      f'"{platform_string(got)}", expected "{platform_string(want)}" for current build',
+                      info.from_.span)
 
     def external(self, ref: str, platform: ops.Platform, span: Span, from_line: bool = False) -> External:
         key = (ref, platform)

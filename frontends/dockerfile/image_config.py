@@ -36,6 +36,7 @@ class ImageState:
     on_build: list[str] = field(default_factory=list)
     history: list[ops.HistoryEntry] = field(default_factory=list)
     os: str = "linux"
+    platform: ops.Platform | None = None  # what the config says it is built for, when it says
 
     @classmethod
     def from_oci(cls, blob: dict | None) -> "ImageState":
@@ -55,7 +56,9 @@ class ImageState:
                    user=c.get("User") or "", labels=dict(c.get("Labels") or {}),
                    exposed_ports=set(c.get("ExposedPorts") or {}), volumes=set(c.get("Volumes") or {}),
                    stop_signal=c.get("StopSignal") or "", healthcheck=health, shell=list(c.get("Shell") or ()),
-                   on_build=list(c.get("OnBuild") or ()), history=history, os=blob.get("os") or "linux")
+                   on_build=list(c.get("OnBuild") or ()), history=history, os=blob.get("os") or "linux",
+                   platform=ops.Platform(blob["os"], blob["architecture"], blob.get("variant") or "")
+                   if blob.get("os") and blob.get("architecture") else None)
 
     def clone(self) -> "ImageState":
         return copy.deepcopy(self)

@@ -652,3 +652,14 @@ def test_reordering_independent_stages_keeps_digests():
     final = "FROM scratch\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n"
     one, two = compile_text(a + b + final).document, compile_text(b + a + final).document
     assert set(one.ops) == set(two.ops) and one.roots == two.roots
+
+
+def test_base_image_platform_mismatch_is_a_warning():
+    class Arm(FakeResolver):
+        def resolve_image(self, ref, platform):
+            r = super().resolve_image(ref, platform)
+            return ResolvedImage(r.ref, r.digest, {**r.config, "architecture": "arm64"}, r.platform)
+
+    c = compile_text("FROM alpine\n", Arm())
+    assert c.warnings == ('Dockerfile:1:1: warning: InvalidBaseImagePlatform: Base image alpine was pulled with '
+                          'platform "linux/arm64", expected "linux/amd64" for current build',)
