@@ -302,25 +302,55 @@ def apply_rule(keyword: str, rest: str, escape: str) -> tuple[list[str], bool]:
 # -- keyword and flags ----------------------------------------------------------------------
 
 
+def _byte_view(line: str) -> tuple[str, list[int]]:
+    """BuildKit reads flags byte by byte (``rune(line[pos])``): every byte of a non-ASCII
+    character becomes the Latin-1 character of that value, and the bytes 0x85 and 0xA0 count as
+    spaces.  Reproduce that view of ``line``, with the index in ``line`` of every byte."""
+    chars: list[str] = []
+    offs: list[int] = []
+    for k, c in enumerate(line):
+        if c < "\x80":
+            chars.append(c)
+            offs.append(k)
+        else:
+            for b in c.encode("utf-8", "surrogatepass"):
+                chars.append(chr(b))
+                offs.append(k)
+    return "".join(chars), offs
+
+
 def extract_flags(line: str, base: int, escape: str) -> tuple[int, list[FlagWord]]:
     """BuildKit ``extractBuilderFlags``: leading ``--words`` (quotes and escapes removed) and the
-    offset in ``line`` where the arguments begin (``len(line)`` if there are none)."""
+    offset in ``line`` where the arguments begin (``len(line)`` if there are none).  The flag
+    words are read the way BuildKit reads them, byte by byte (see :func:`_byte_view`)."""
+    if line.isascii():
+        seq, offs = line, None
+    else:
+        seq, offs = _byte_view(line)
+    n = len(seq)
+
+    def at(j: int) -> int:
+        if offs is None:
+            return j
+        while 0 < j < n and offs[j] == offs[j - 1]:
+            j += 1  # never cut a character in two: go on to the next one
+        return offs[j] if j < n else len(line)
+
     words: list[FlagWord] = []
-    n = len(line)
     i = 0
     while True:
-        while i < n and line[i] in _SPACE:
+        while i < n and seq[i] in _SPACE:
             i += 1
         if i >= n:
-            return n, words
-        if not line.startswith("--", i):
-            return i, words
+            return len(line), words
+        if not seq.startswith("--", i):
+            return at(i), words
         start = i
-        m = _PLAIN_WORD.match(line, i)
+        m = _PLAIN_WORD.match(seq, i)
         end = m.end()
-        if (end == n or line[end] in _SPACE) and escape not in line[i:end]:
+        if offs is None and (end == n or seq[end] in _SPACE) and escape not in seq[i:end]:
             # no quote and no escape in this word: it is taken as it stands
-            word = line[i:end]
+            word = seq[i:end]
             i = end
             if word == "--":
                 return i, words
@@ -331,7 +361,7 @@ def extract_flags(line: str, base: int, escape: str) -> tuple[int, list[FlagWord
         blank_ok = False
         quote = ""
         while i < n:
-            ch = line[i]
+            ch = seq[i]
             if quote:
                 if ch == quote:
                     quote = ""
@@ -343,9 +373,9 @@ def extract_flags(line: str, base: int, escape: str) -> tuple[int, list[FlagWord
                         i += 1
                         continue
                     i += 1
-                    ch = line[i]
+                    ch = seq[i]
                 buf.append(ch)
-                pos.append(base + i)
+                pos.append(base + at(i))
                 i += 1
                 continue
             if ch in _SPACE:
@@ -360,15 +390,15 @@ def extract_flags(line: str, base: int, escape: str) -> tuple[int, list[FlagWord
                     i += 1
                     continue
                 i += 1
-                ch = line[i]
+                ch = seq[i]
             buf.append(ch)
-            pos.append(base + i)
+            pos.append(base + at(i))
             i += 1
         word = "".join(buf)
         if word == "--":
-            return i, words
+            return at(i), words
         if blank_ok or word:
-            words.append(FlagWord(word, base + start, base + i, tuple(pos)))
+            words.append(FlagWord(word, base + at(start), base + at(i), tuple(pos)))
 
 
 def heredocs_in(line: str) -> list[HeredocBody]:

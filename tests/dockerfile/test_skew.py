@@ -58,3 +58,23 @@ def test_check_is_a_directive():
         ("check", "skip=JSONArgsRecommended"), ("escape", "`")]
     assert [n.original for n in t.nodes] == ["FROM alpine", "RUN echo a   b"]
     assert t.nodes[1].end_line == 5
+
+
+def test_onbuild_heredocs_stay_on_the_onbuild_node():
+    """BuildKit (since PR #2209) reads heredocs for ONBUILD RUN/COPY/ADD and keeps them on the
+    ONBUILD node; the oracle's binding looks for them on the trigger and so shows none."""
+    t = parse_syntax("FROM a\nONBUILD RUN <<EOF\necho hi\nEOF\nRUN true\n")
+    onbuild = t.nodes[1]
+    assert (onbuild.start_line, onbuild.end_line) == (2, 4)
+    assert [(h.name, h.content) for h in onbuild.heredocs] == [("EOF", "echo hi\n")]
+    assert onbuild.original == "ONBUILD RUN <<EOF\necho hi\nEOF\n"
+    assert [n.cmd for n in t.nodes] == ["FROM", "ONBUILD", "RUN"]
+
+
+def test_flag_words_are_read_byte_by_byte():
+    """BuildKit's extractBuilderFlags reads bytes: a non-ASCII character becomes one Latin-1
+    character per UTF-8 byte, and the bytes 0x85/0xA0 end the word."""
+    t = parse_syntax("FROM a\nCOPY --chown=josé a b\nCOPY --from=x\u00a0y a b\n")
+    assert [f.text for f in t.nodes[1].flags] == ["--chown=josÃ©"]
+    assert [f.text for f in t.nodes[2].flags] == ["--from=xÂ"]
+    assert t.nodes[2].values == ["y", "a", "b"]
