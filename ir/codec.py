@@ -166,9 +166,7 @@ def check_compatible(raw: dict) -> None:
     if type(features) is list:
         for i, name in enumerate(features):
             if isinstance(name, str) and name not in feature_set.KNOWN:
-                raise VersionError(
-                    f"unknown feature {name!r}: the graph needs a newer irctl "
-                    f"(this one supports {', '.join(sorted(feature_set.KNOWN))})", f"features[{i}]")
+                raise VersionError(f"unknown feature {name!r}: the graph needs a newer irctl", f"features[{i}]")
 
 
 def decode_document(raw: dict, payload: bytes | None = None) -> ops.Document:

@@ -9,13 +9,32 @@ from __future__ import annotations
 
 from ir import ops
 
-KNOWN = frozenset({
-    "source.image", "source.local", "source.http", "source.git", "source.oci_layout", "source.scratch",
-    "exec", "exec.network", "exec.security.insecure",
-    "exec.mount.bind", "exec.mount.cache", "exec.mount.tmpfs", "exec.mount.secret", "exec.mount.ssh",
-    "file.copy", "file.mkfile", "file.mkdir", "file.rm", "file.symlink",
-    "merge", "diff", "image",
-})
+# Every feature of IR v1 and what makes a graph use it (``spec/ir.md`` § Features is generated from this).
+DESCRIPTIONS = {
+    "source.image": "a `source` op with `image`",
+    "source.local": "a `source` op with `local`",
+    "source.http": "a `source` op with `http`",
+    "source.git": "a `source` op with `git`",
+    "source.oci_layout": "a `source` op with `oci_layout`",
+    "source.scratch": "a `source` op with `scratch`",
+    "exec": "an `exec` op",
+    "exec.network": "an `exec` op whose `network` is not `default`",
+    "exec.security.insecure": "an `exec` op whose `security` is `insecure`",
+    "exec.mount.bind": "an `exec` op with a `bind` mount other than `mounts[0]`",
+    "exec.mount.cache": "an `exec` op with a `cache` mount",
+    "exec.mount.tmpfs": "an `exec` op with a `tmpfs` mount",
+    "exec.mount.secret": "an `exec` op with a `secret` mount",
+    "exec.mount.ssh": "an `exec` op with an `ssh` mount",
+    "file.copy": "a `file` op with a `copy` action",
+    "file.mkfile": "a `file` op with a `mkfile` action",
+    "file.mkdir": "a `file` op with a `mkdir` action",
+    "file.rm": "a `file` op with an `rm` action",
+    "file.symlink": "a `file` op with a `symlink` action",
+    "merge": "a `merge` op",
+    "diff": "a `diff` op",
+    "image": "an `image` op",
+}
+KNOWN = frozenset(DESCRIPTIONS)
 
 
 def of_op(op: ops.Op) -> set[str]:

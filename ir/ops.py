@@ -301,10 +301,9 @@ class ImageOp:
 
 @dataclass(frozen=True)
 class Op:
-    """One node. Its digest is `sha256:` over its canonical bytes, inputs included (a Merkle DAG).
+    """One node. Its digest is `sha256:` over its canonical bytes, inputs included (a Merkle DAG)."""
 
-    Not slotted: ``ir.codec`` caches the canonical bytes and digest in the instance dict.
-    """
+    # Not slotted: ``ir.codec`` caches the canonical bytes and digest in the instance dict.
 
     inputs: tuple[Ref, ...] = field(default=(), metadata=doc("Edges to the ops this one reads, in order."))
     source: SourceOp | None = field(default=None, metadata=doc("A source of files."))

@@ -8,6 +8,7 @@ binary values are base64 strings.  Regenerate with ``python -m ir.schema > spec/
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import typing
@@ -18,6 +19,8 @@ from ir import ops
 
 SCHEMA_ID = "https://irctl.dev/spec/ir/v1/schema.json"
 DIGEST_PATTERN = "^sha256:[0-9a-f]{64}$"
+OPTIONAL_DIGEST_PATTERN = "^(sha256:[0-9a-f]{64})?$"
+ENV_PATTERN = "^[^=]+="
 
 
 def _type_schema(tp: Any, defs: dict) -> dict:
@@ -56,8 +59,11 @@ def _class_schema(cls: type, defs: dict) -> None:
         s = dict(_type_schema(hints[f.name], defs))
         if "doc" in f.metadata:
             s["description"] = f.metadata["doc"]
+        if f.metadata.get("flag") == ops.SORTED:
+            s["uniqueItems"] = True
         if f.default is not dataclasses.MISSING and f.default is not None:
-            s["default"] = f.default if not isinstance(f.default, tuple) else list(f.default)
+            s["default"] = (list(f.default) if isinstance(f.default, tuple)
+                            else base64.b64encode(f.default).decode() if isinstance(f.default, bytes) else f.default)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             required.append(f.name)
         props[f.name] = s
@@ -80,6 +86,17 @@ def document_schema() -> dict:
     defs["Document"]["properties"]["ops"]["propertyNames"] = {"pattern": DIGEST_PATTERN}
     defs["Document"]["properties"]["metadata"]["propertyNames"] = {"pattern": DIGEST_PATTERN}
     defs["Document"]["properties"]["version"]["const"] = 1
+    defs["Document"]["properties"]["roots"]["minProperties"] = 1
+    # The graph rules that a schema can state (``ir.validate.check_graph`` has them all).
+    for cls, name in (("ImageSource", "digest"), ("OCILayoutSource", "digest"), ("HTTPSource", "checksum")):
+        defs[cls]["properties"][name]["pattern"] = OPTIONAL_DIGEST_PATTERN
+    for cls, name in (("ExecOp", "args"), ("ExecOp", "mounts"), ("FileOp", "actions")):
+        defs[cls]["properties"][name]["minItems"] = 1
+    for cls in ("ExecOp", "ImageConfig"):
+        defs[cls]["properties"]["env"]["items"]["pattern"] = ENV_PATTERN
+    defs["ExecOp"]["properties"]["cwd"]["pattern"] = "^/"
+    defs["Mount"]["properties"]["target"]["pattern"] = "^/"
+    defs["HTTPSource"]["properties"]["url"]["pattern"] = "^https?://"
     root = dict(defs.pop("Document"))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -136,7 +136,10 @@ def _check_ref(ref: ops.Ref, path: str, n_outputs: dict[str, int], err) -> None:
 
 
 def clean_abs(path: str) -> bool:
-    return path.startswith("/") and posixpath.normpath(path) == path.rstrip("/") or path == "/"
+    """Absolute and normalised: no `.`, `..` or empty component (a trailing `/` is allowed)."""
+    if path == "/":
+        return True
+    return path.startswith("/") and not path.startswith("//") and posixpath.normpath(path) == path.rstrip("/")
 
 
 def clean_rel(path: str) -> bool:

@@ -10,7 +10,6 @@ The file is fully validated first; a bad file exits 2 with its located errors, n
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Optional
 
@@ -140,10 +139,9 @@ def dump(
             raise UserError(f"unexpected second file {other!r} (did you mean --diff?)", 2)
         doc = read_document(file)
         if fmt == "json":
-            from ir import wire
-            from ir.validate import json_form
+            from ir import jsonform
 
-            typer.echo(json.dumps(json_form(wire.encode(doc)), indent=2, ensure_ascii=False))
+            typer.echo(jsonform.dumps(doc))
         elif fmt == "dot":
             from ir.render import to_dot
 
