@@ -133,3 +133,56 @@ def test_parent_directory_matching_is_complete():
     assert m.matches("a/b/c/d/e")
     assert not m.matches("x/a/b")
     assert Matcher(["*/tmp/*"]).matches("x/tmp/y/z")
+
+
+# ---------------------------------------------------------------------------------------------- properties
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+ATOMS = st.sampled_from(["a", "b", "*", "**", "?", "[ab]", "x.txt", "*.txt", "dir", ".", ".."])
+PATTERN = st.builds(lambda neg, parts: ("!" if neg else "") + "/".join(parts), st.booleans(),
+                    st.lists(ATOMS, min_size=1, max_size=3))
+PATHS = ["a", "b", "a/b", "a/b/c", "dir/x.txt", "x.txt", "a/x.txt", "dir", "b/a", "ab", "a/a/a", "dir/a/x.txt",
+         "dir/dir/b/x.txt", "a/b/c/d"]
+
+
+def _matcher(patterns):
+    try:
+        return Matcher(patterns)
+    except PatternError:
+        return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(PATTERN, min_size=1, max_size=4))
+def test_pruning_is_sound(patterns):
+    """A pruned directory never hides a path that would get the other verdict."""
+    m = _matcher(patterns)
+    if m is None:
+        return
+    dirs = {p.rsplit("/", i)[0] for p in PATHS for i in range(1, p.count("/") + 1)}
+    for d in dirs:
+        below = [p for p in PATHS if p.startswith(d + "/")]
+        if not m.may_match_under(d):
+            assert not any(m.matches(p) for p in below), (patterns, d)
+        if not m.may_unmatch_under(d):
+            assert all(m.matches(p) for p in below), (patterns, d)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(PATTERN, min_size=1, max_size=4))
+def test_same_verdicts_as_the_dockerignore_frontend(patterns):
+    """The frontend's .dockerignore matcher (CopyIgnoredFile check) and this one agree."""
+    from frontends.dockerfile.dockerignore import IgnoreError, read_patterns
+    from frontends.dockerfile.dockerignore import Matcher as FrontendMatcher
+
+    m = _matcher(patterns)
+    try:
+        f = FrontendMatcher(read_patterns("\n".join(patterns)))
+    except IgnoreError:
+        f = None
+    assert (m is None) == (f is None)
+    if m is not None:
+        for path in PATHS:
+            assert m.matches(path) == f.excluded(path), (patterns, path)
