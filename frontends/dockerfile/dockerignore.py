@@ -189,13 +189,20 @@ class Matcher:
 
     def excluded(self, relpath: str, is_dir: bool = False) -> bool:
         """Is ``relpath`` (slash-separated, relative to the context root) excluded?"""
-        path = go_clean(relpath.replace(os.sep, "/")).lstrip("/")
+        path = go_clean(relpath.replace(os.sep, "/"))
+        if path == "/":
+            return self._decide(self._own_mask(path))  # the root: only "**"-like patterns match
+        path = path.lstrip("/")
         if path in ("", "."):
             return False
         if is_dir:
             mask = self._ancestor_mask(path)
         else:
             mask = self._ancestor_mask(posixpath.dirname(path)) | self._own_mask(path)
+        return self._decide(mask)
+
+    def _decide(self, mask: int) -> bool:
+        """Apply the patterns in order to a path matched (itself or a parent) by ``mask``."""
         matched = False
         for i, p in enumerate(self.patterns):
             if p.exclusion != matched:

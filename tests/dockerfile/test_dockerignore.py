@@ -45,6 +45,44 @@ def test_matching(patterns, path, excluded):
     assert Matcher(read_patterns("\n".join(patterns))).excluded(path) is excluded
 
 
+# From moby/patternmatcher's TestMatches (patternmatcher_test.go): (pattern, path, excluded), where
+# "excluded" is MatchesOrParentMatches, the question a build context asks.
+UPSTREAM = [
+    ("**", "file", True), ("**", "dir/file/", True), ("**/", "file", True), ("**", "/", True),
+    ("**/**", "dir/file", True), ("dir/**", "dir/dir2/file", True), ("**/dir", "dir", True),
+    ("**/dir", "dir/file", True), ("**/dir2/*", "dir/dir2/file", True),
+    ("**/dir2/*", "dir/dir2/file/", True), ("**/dir2/**", "dir/dir2/dir3/file", True),
+    ("**file", "file", True), ("**file", "dir/dir/file", True), ("**/file*", "dir/dir/file.txt", True),
+    ("**/file*txt", "dir/dir/file.txt", True), ("**/**/*.txt2", "dir/dir/file.txt", False),
+    ("**/*.txt", "file.txt", True), ("a**/*.txt", "a/dir/dir/file.txt", True),
+    ("a/*.txt", "a/dir/file.txt", False), ("a/*.txt**", "a/file.txt", True),
+    ("a[b-d]e", "ae", False), ("a[b-d]e", "ace", True), ("a[^b-d]e", "aze", True),
+    (".*", ".foo", True), (".*", "foo", False), ("abc.def", "abcdef", False),
+    ("abc?def", "abcZdef", True), ("abc?def", "abcdef", False), ("**/foo/bar", "dir/dir2/foo/bar", True),
+    ("abc/**", "abc", False), ("abc/**", "abc/def/ghi", True), ("**/.foo", "bar.foo", False),
+    ("a(b)c/def", "a(b)c/def", True), ("a.|)$(}+{bc", "a.|)$(}+{bc", True),
+    ("dist/*.whl", "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", True),
+    ("a\\\\", "a\\", True), ("a\\*b", "a*b", True),
+]
+
+
+@pytest.mark.parametrize("pattern,path,excluded", UPSTREAM)
+def test_upstream_table(pattern, path, excluded):
+    assert Matcher([pattern]).excluded(path) is excluded
+
+
+@pytest.mark.parametrize(
+    "patterns,path,excluded",
+    [
+        (["**", "!util/docker/web"], "util/docker/web/foo", False),
+        (["**", "!util/docker/web", "util/docker/web/foo"], "util/docker/web/foo", True),
+        (["**", "!dist/*.whl"], "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", False),
+    ],
+)
+def test_upstream_multi(patterns, path, excluded):
+    assert Matcher(patterns).excluded(path) is excluded
+
+
 def test_bang_alone_is_an_error():
     with pytest.raises(IgnoreError):
         Matcher(["!"])
