@@ -160,7 +160,8 @@ class Lowerer:
                 platform = parse_platform(text)
             except ValueError as e:
                 raise RecipeError(f"failed to parse platform {text}: {e}", decl.where.at(_join(decl.where.path, "platform"))) from None
-        if base in self.by_name and base != decl.name and base not in self.request.contexts:
+        if (decl.base_is_stage is not False and base in self.by_name and base != decl.name
+                and base not in self.request.contexts):
             return S.derive(self.ensure(self.by_name[base], base_where)), None
         src = self.external(base, platform, base_where)
         s = S.begin(src.state, src.image, src.platform)

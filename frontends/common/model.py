@@ -67,6 +67,7 @@ class StageDecl:
     steps: tuple[Step, ...]
     where: Where
     platform: str = ""
+    base_is_stage: bool | None = None  # None: when ``base`` names a stage; False: never (an image)
 
 
 @dataclass(frozen=True)
