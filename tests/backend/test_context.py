@@ -151,15 +151,17 @@ def test_stat_cache_rehashes_changed_files(ctx, tmp_path):
         assert second.entries["top.txt"].digest != first.entries["top.txt"].digest
 
 
-def test_racy_entries_are_not_remembered(ctx, tmp_path):
+def test_racy_entries_are_not_remembered(ctx, tmp_path, monkeypatch):
     old(ctx)
     with StatCache(tmp_path / "cache.db") as cache:
-        scan_context(ctx, stat_cache=cache)
-        (ctx / "top.txt").write_text("new\n")  # modified "now": within the racy window
+        assert scan_context(ctx, stat_cache=cache).stats["hashed"] == 5
+        (ctx / "top.txt").write_text("new\n")
+        monkeypatch.setattr(context_mod, "RACY_WINDOW_NS", 3600 * 10**9)  # "modified now", however slow we are
         assert scan_context(ctx, stat_cache=cache).stats["hashed"] == 1
-        assert scan_context(ctx, stat_cache=cache).stats["hashed"] == 1  # still racy: hashed again
-        old(ctx)
-        assert scan_context(ctx, stat_cache=cache).stats["hashed"] == 5  # utime changed every ctime
+        assert scan_context(ctx, stat_cache=cache).stats["hashed"] == 1  # racy: not remembered, hashed again
+        monkeypatch.setattr(context_mod, "RACY_WINDOW_NS", RACY_NS)
+        time.sleep(RACY_NS / 1e9 * 1.5)
+        assert scan_context(ctx, stat_cache=cache).stats["hashed"] == 1  # old enough now: remembered
         assert scan_context(ctx, stat_cache=cache).stats["hashed"] == 0
 
 
