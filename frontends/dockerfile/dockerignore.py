@@ -28,10 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from frontends.errors import FrontendError
+
 _REGEX_SPECIAL = set(".+()|{}$")
 
 
-class IgnoreError(ValueError):
+class IgnoreError(FrontendError, ValueError):
     """An invalid pattern (``!`` alone, a bad character class)."""
 
 

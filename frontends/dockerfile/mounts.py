@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
 
-from frontends.errors import did_you_mean
+from frontends.errors import FrontendError, did_you_mean
 
 MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
 SHARING_MODES = ("shared", "private", "locked")
@@ -38,7 +38,7 @@ MOUNT_KEYS = (
 )
 
 
-class MountError(Exception):
+class MountError(FrontendError):
     """Bad ``--mount`` value; ``offset`` is the index in the value where the problem starts."""
 
     def __init__(self, message: str, offset: int = 0, length: int = 0) -> None:
