@@ -8,7 +8,9 @@ device 0:0, an opaque directory carries `trusted.overlay.opaque=y`. Two snapshot
   on overlayfs): it materialises the lowers, records a metadata snapshot, and writes the diff on exit.
 
 Both leave in `upper` exactly the diff in layer format, with overlay's private xattrs stripped, so the same
-operations give the same `layer_tree_digest` whichever is used. Rootless later: mount with `userxattr`
+operations give the same `layer_tree_digest` whichever is used. While mounted, a snapshot's private scratch
+dir (beside `workdir`) holds a lock, so `reap_stale_snapshots` can unmount what a killed process left behind
+without touching snapshots other processes are using. Rootless later: mount with `userxattr`
 (xattr prefix `user.overlay.`) inside a user namespace, or fuse-overlayfs; `XATTR_PREFIX` is the one knob.
 """
 
@@ -78,8 +80,8 @@ def _copy_meta(src: str, dst: str, st: os.stat_result, *, xattrs: bool = True, t
         os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
-def _copy_entry(src: str, dst: str, st: os.stat_result) -> None:
-    """Copy one non-directory entry (file, symlink, device, fifo) with its metadata."""
+def copy_entry(src: str, dst: str, st: os.stat_result) -> None:
+    """Copy one non-directory entry (file, symlink, device, fifo) with its metadata (`st` = lstat of src)."""
     mode = st.st_mode
     if stat.S_ISREG(mode):
         shutil.copyfile(src, dst, follow_symlinks=False)
@@ -90,6 +92,9 @@ def _copy_entry(src: str, dst: str, st: os.stat_result) -> None:
     elif stat.S_ISSOCK(mode):
         return  # sockets are not content
     _copy_meta(src, dst, st)
+
+
+_copy_entry = copy_entry  # the earlier private name, still imported elsewhere
 
 
 def _remove(path: str) -> None:
