@@ -141,16 +141,28 @@ class _Linter:
                 self.warn("ConsistentInstructionCasing", f"Command '{w}' should match the case of "
                           f"the command majority ({majority})", ins.span)
 
+    @staticmethod
+    def _word_span(ins: I.Instruction, word: str, last: bool = True) -> Span:
+        """The span of ``word`` on the instruction's first line, or the instruction's span."""
+        line = ins.span.source_line or ""
+        found = [m.start() for m in re.finditer(rf"(?<!\S){re.escape(word)}(?!\S)", line)
+                 if m.start() >= ins.span.column - 1]
+        if not found:
+            return ins.span
+        col = (found[-1] if last else found[0]) + 1
+        return Span.fast(ins.span.file, ins.span.line, col, ins.span.line, col + len(word), line)
+
     def _from(self, ins: I.From, meta_args: set[str], stages: dict[str, I.From]) -> None:
         if ins.stage_name_as_written:
             written = ins.stage_name_as_written
             if written != written.lower():
-                self.warn("StageNameCasing", f"Stage name '{written}' should be lowercase", ins.span)
+                self.warn("StageNameCasing", f"Stage name '{written}' should be lowercase",
+                          self._word_span(ins, written))
             as_word = ins.original.split()[-2] if len(ins.original.split()) >= 2 else "AS"
             kw = ins.keyword
             if (kw == kw.lower()) != (as_word == as_word.lower()):
                 self.warn("FromAsCasing", f"'{as_word}' and '{kw}' keywords' casing do not match",
-                          ins.span)
+                          self._word_span(ins, as_word))
             name = ins.stage_name
             if name in _RESERVED_STAGES:
                 self.warn("ReservedStageName", "Stage name should not use the same name as "
