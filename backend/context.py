@@ -28,6 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from backend.copy import DirTree, FileOpError, Node, SourceView, plan_copy, walk_selection
 
@@ -35,8 +36,7 @@ RACY_WINDOW_NS = 1_000_000_000  # a whole second: also covers filesystems with 1
 _TYPES = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "symlink": stat.S_IFLNK, "other": 0}
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One visible path of a context: ``type`` is ``file``, ``dir``, ``symlink`` or ``other``."""
 
     type: str

@@ -25,8 +25,9 @@ import posixpath
 import re
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from backend.errors import SolveError
 from backend.patterns import Matcher, PatternError
@@ -69,8 +70,7 @@ class SourceView:
 # ---------------------------------------------------------------------------------------------- trees
 
 
-@dataclass(frozen=True)
-class Node:
+class Node(NamedTuple):
     """One entry of a tree.  ``kind``: ``dir``, ``file``, ``symlink`` or ``other`` (device, fifo)."""
 
     kind: str
@@ -79,7 +79,7 @@ class Node:
     target: str = ""  # symlink target
     uid: int = 0
     gid: int = 0
-    st: os.stat_result | None = field(default=None, compare=False, repr=False)
+    st: os.stat_result | None = None  # the lstat it came from (directory trees only)
 
 
 def node_from_stat(st: os.stat_result) -> Node:
