@@ -123,6 +123,18 @@ def test_user_and_groups(busybox_rootfs: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
+def test_privileged_runs_get_every_capability_and_unmasked_proc(busybox_rootfs: Path, tmp_path: Path) -> None:
+    chunks: list[bytes] = []
+    upper = tmp_path / "upper"
+    with OverlaySnapshotter().mounted([busybox_rootfs], upper, tmp_path / "work") as root:
+        run(root, sh("grep CapEff /proc/self/status; grep -c ' /proc/keys ' /proc/mounts"), network="none",
+            hostname="x", output=chunks.append, state_dir=tmp_path / "state", privileged=True)
+    host_bnd = next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines()
+                    if line.startswith("CapBnd:"))
+    assert b"".join(chunks).decode().split() == ["CapEff:", host_bnd, "0"]
+
+
+@pytest.mark.e2e
 def test_hostname_hosts_resolv_and_rlimits(busybox_rootfs: Path, tmp_path: Path) -> None:
     r = execute([busybox_rootfs], tmp_path, sh("hostname; cat /etc/hosts; cat /etc/resolv.conf; ulimit -n; "
                                                "echo nofile=$(ulimit -n); touch /sys/x 2>/dev/null || echo sys-ro"))
