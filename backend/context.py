@@ -33,6 +33,7 @@ from typing import NamedTuple
 from backend.copy import DirTree, FileOpError, Node, SourceView, plan_copy, walk_selection
 
 RACY_WINDOW_NS = 1_000_000_000  # a whole second: also covers filesystems with 1 s timestamps
+BIG_FILE = 1 << 20  # files this large are hashed in parallel (small ones are faster serially)
 _TYPES = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "symlink": stat.S_IFLNK, "other": 0}
 
 
@@ -60,8 +61,13 @@ class ContextScan:
 def hash_file(path: str | os.PathLike) -> str:
     """``sha256:<hex>`` of a regular file's contents (never following a final symlink)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb", buffering=0) as f:
-        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+    try:
+        h = hashlib.sha256()
+        while chunk := os.read(fd, 1 << 20):  # (file_digest zeroes a fresh 256 KiB buffer per file)
+            h.update(chunk)
+        return "sha256:" + h.hexdigest()
+    finally:
+        os.close(fd)
 
 
 class StatCache:
@@ -164,13 +170,13 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
                 else:
                     entries[crel] = Entry("other", stat.S_IMODE(mode))
     hashed = len(todo)
-    paths = [t[1] for t in todo]
-    if len(todo) >= 64:  # sha256 releases the GIL: hash on a few threads
-        with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-            digests = list(pool.map(_hash_or_none, paths, chunksize=16))
-    else:
-        digests = [_hash_or_none(p) for p in paths]
-    for (crel, path, st, key), digest in zip(todo, digests):
+    big = [t[1] for t in todo if t[2].st_size >= BIG_FILE]
+    digests: dict[str, object] = {}
+    if len(big) > 1:  # sha256 releases the GIL on large buffers: big files hash on a few threads
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            digests.update(zip(big, pool.map(_hash_or_none, big)))
+    for crel, path, st, key in todo:
+        digest = digests[path] if path in digests else _hash_or_none(path)
         if digest is None:
             continue  # removed while we walked
         if isinstance(digest, OSError):

@@ -304,3 +304,9 @@ def test_unreadable_or_missing_context_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(context_mod, "hash_file", denied)
     with pytest.raises(FileOpError, match=r"cannot read .* in the local context: Permission denied"):
         scan_context(ctx)
+
+
+def test_parallel_hashing_of_big_files_gives_the_same_scan(ctx, monkeypatch):
+    serial = scan_context(ctx)
+    monkeypatch.setattr(context_mod, "BIG_FILE", 1)  # every file "big": hashed on the thread pool
+    assert scan_context(ctx) == serial
