@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from frontends.dockerfile import instructions as I
 from frontends.dockerfile.checks import CheckConfig, run_checks
-from frontends.dockerfile.syntax import SyntaxTree, parse_syntax
+from frontends.dockerfile.syntax import SyntaxTree, gc_paused, parse_syntax
 from frontends.dockerfile.typed import Builder
 from frontends.errors import SourceError, SourceWarning
 
@@ -77,6 +77,11 @@ class Dockerfile:
 
 def parse_dockerfile(text: str, filename: str = "Dockerfile") -> Dockerfile:
     """Parse and type-check ``text``.  Raises :class:`SourceError` on the first error."""
+    with gc_paused():
+        return _parse_dockerfile(text, filename)
+
+
+def _parse_dockerfile(text: str, filename: str) -> Dockerfile:
     tree = parse_syntax(text, filename)
     builder = Builder(tree)
     instrs = [builder.build(node) for node in tree.nodes]
