@@ -131,8 +131,12 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
     reused = 0
     filtered = tree.filtered
     stack = [("", root_s)]
+    # the per-entry loop is the warm path: locals only, one lstat, one dict lookup
+    s_isdir, s_isreg, s_islnk, s_imode = stat.S_ISDIR, stat.S_ISREG, stat.S_ISLNK, stat.S_IMODE
+    lookup = cached.get
     while stack:
         rel, host = stack.pop()
+        prefix = rel + "/" if rel else ""
         try:
             it = os.scandir(host)
         except (FileNotFoundError, NotADirectoryError):
@@ -141,34 +145,33 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
             raise FileOpError(f"cannot read {rel or '.'} in the local context: {err.strerror}", rel) from None
         with it:
             for e in it:
-                crel = f"{rel}/{e.name}" if rel else e.name
+                crel = prefix + e.name
                 try:
                     st = e.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue  # removed while we walked
                 mode = st.st_mode
-                is_dir = stat.S_ISDIR(mode)
-                if filtered and not tree.visible(crel, is_dir):
-                    continue
-                if is_dir:
-                    entries[crel] = Entry("dir", stat.S_IMODE(mode))
-                    stack.append((crel, e.path))
-                elif stat.S_ISREG(mode):
-                    key = _stat_key(st)
-                    row = cached.get(crel)
+                if s_isreg(mode):
+                    if filtered and not tree.visible(crel, False):
+                        continue
+                    key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+                    row = lookup(crel)
                     if row is not None and row[:5] == key:
-                        digest = row[5]
                         reused += 1
+                        entries[crel] = Entry("file", s_imode(mode), st.st_size, row[5])
                     else:
                         todo.append((crel, e.path, st, key))
+                elif s_isdir(mode):
+                    if filtered and not tree.visible(crel, True):
                         continue
-                    entries[crel] = Entry("file", stat.S_IMODE(mode), st.st_size, digest)
-                elif stat.S_ISLNK(mode):
+                    entries[crel] = Entry("dir", s_imode(mode))
+                    stack.append((crel, e.path))
+                elif filtered and not tree.visible(crel, False):
+                    continue
+                elif s_islnk(mode):
                     entries[crel] = Entry("symlink", 0o777, 0, "", os.readlink(e.path))
-                elif stat.S_ISSOCK(mode):
-                    continue  # sockets are not content
-                else:
-                    entries[crel] = Entry("other", stat.S_IMODE(mode))
+                elif not stat.S_ISSOCK(mode):  # sockets are not content
+                    entries[crel] = Entry("other", s_imode(mode))
     hashed = len(todo)
     big = [t[1] for t in todo if t[2].st_size >= BIG_FILE]
     digests: dict[str, object] = {}
