@@ -1,0 +1,153 @@
+"""The codec: round trips, byte stability, digests, and the typed decoder against the dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from ir import builder as b
+from ir import codec, ops, validate, wire
+from ir.errors import DecodeError
+from tests.ir.strategies import D1, documents, states
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@SETTINGS
+@given(documents())
+def test_round_trip_is_identity_and_byte_stable(doc: ops.Document) -> None:
+    for compress in (False, True):
+        data = codec.dump_document(doc, compress=compress)
+        back = validate.load_and_validate(data)
+        assert back == doc
+        assert codec.dump_document(back, compress=compress) == data
+        assert {d: codec.op_digest(op) for d, op in back.ops.items()} == {d: d for d in doc.ops}
+
+
+@SETTINGS
+@given(states())
+def test_digest_is_sha256_of_canonical_bytes_and_canonical_bytes_are_a_fixpoint(state: b.State) -> None:
+    op = state.vertex.op
+    data = codec.canonical_bytes(op)
+    assert codec.op_digest(op) == state.vertex.digest == codec.digest_bytes(data)
+    raw = msgpack.unpackb(data, raw=False)
+    assert msgpack.packb(raw, use_bin_type=True) == data
+    fresh = wire.decode(ops.Op, raw)
+    assert fresh == op  # (ops holding ImageConfig.labels, a dict, are not hashable)
+    assert codec.canonical_bytes(dataclasses.replace(fresh)) == data  # a fresh object, no cached bytes
+
+
+@SETTINGS
+@given(documents())
+def test_decoded_objects_are_the_real_frozen_classes(doc: ops.Document) -> None:
+    back = codec.load_document(codec.dump_document(doc))
+    stack: list = [back]
+    while stack:
+        obj = stack.pop()
+        if dataclasses.is_dataclass(obj):
+            assert type(obj).__module__ == "ir.ops"
+            for f in dataclasses.fields(obj):
+                stack.append(getattr(obj, f.name))
+            if dataclasses.fields(obj):
+                name = dataclasses.fields(obj)[0].name
+                with pytest.raises(dataclasses.FrozenInstanceError):
+                    setattr(obj, name, getattr(obj, name))
+        elif isinstance(obj, (tuple, list)):
+            assert type(obj) is tuple
+            stack.extend(obj)
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+
+
+def test_identical_ops_from_different_places_are_one_node() -> None:
+    a = b.image("busybox", digest=D1).run(["true"])
+    c = b.image("busybox", digest=D1).run(["true"])
+    assert a.vertex.digest == c.vertex.digest
+    doc = b.build_document({"default": a.merge([c])})
+    assert len(doc.ops) == 3
+
+
+def test_metadata_is_not_hashed() -> None:
+    a = b.image("busybox", digest=D1).with_meta("one", "g", [ops.Location(0, 1)]).run(["true"])
+    c = b.image("busybox", digest=D1).with_meta("two", "h", [ops.Location(0, 9)]).run(["true"])
+    assert a.vertex.digest == c.vertex.digest
+
+
+def test_encoder_omits_defaults_and_sorts_keys_and_sets() -> None:
+    cfg = ops.ImageConfig(labels={"é": "1", "Z": "2", "a": "3"}, exposed_ports=("80/tcp", "443/tcp", "80/tcp"))
+    wire_form = wire.encode(cfg)
+    assert list(wire_form) == ["exposed_ports", "labels"]
+    assert wire_form["exposed_ports"] == ["443/tcp", "80/tcp"]
+    assert list(wire_form["labels"]) == ["Z", "a", "é"]
+    assert wire.encode(ops.Mount("/")) == {"target": "/"}
+    assert wire.encode(ops.Op(source=ops.SourceOp(scratch=ops.ScratchSource()))) == {"source": {"scratch": {}}}
+
+
+def test_shortest_integer_forms() -> None:
+    def enc(n: int) -> bytes:
+        return codec.canonical_bytes(ops.Ref("x", n))[len(b"\x82\xa2op\xa1x\xa6output"):]
+
+    assert enc(1) == b"\x01"
+    assert enc(127) == b"\x7f"
+    assert enc(128) == b"\xcc\x80"
+    assert enc(65536) == b"\xce\x00\x01\x00\x00"
+    assert enc(2 ** 64 - 1) == b"\xcf" + b"\xff" * 8
+    assert enc(-1) == b"\xff"
+    assert enc(-33) == b"\xd0\xdf"
+
+
+def test_decoder_caches_shapes_but_still_checks_values() -> None:
+    dec = wire._class_decoder(ops.Ref)
+    assert dec({"op": "a"}) == ops.Ref("a")
+    with pytest.raises(Exception) as info:
+        wire.decode(ops.Ref, {"op": 1})
+    assert str(info.value) == "op: expected a string, got integer"
+    with pytest.raises(DecodeError, match="output: expected an integer, got boolean"):
+        wire.decode(ops.Ref, {"op": "a", "output": True})
+    with pytest.raises(DecodeError, match="output: field 'output' equals its default"):
+        wire.decode(ops.Ref, {"op": "a", "output": 0})
+
+
+@pytest.mark.parametrize("value, message", [
+    ([], "expected a map, got array"),
+    ("", "expected a map, got string"),
+    ({"output": 1, "op": "a"}, "field 'op' is out of canonical (sorted) order"),
+    ({"op": "a", "ouput": 1}, "unknown field 'ouput' (did you mean 'output'?)"),
+    ({1: "a"}, "unknown field 1"),
+    ({"output": 1}, "missing required field 'op'"),
+    ({"op": None}, "op: expected a string, got nil"),
+    ({"op": b"a"}, "op: expected a string, got binary"),
+    ({"op": "a", "output": 1.0}, "output: expected an integer, got float"),
+])
+def test_decoder_errors(value, message: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        wire.decode(ops.Ref, value)
+    assert str(info.value) == message
+
+
+def test_decoder_error_paths_through_lists_and_maps() -> None:
+    raw = {"args": ["true"], "mounts": [{"target": "/"}, {"input": "0", "target": "/x"}]}
+    with pytest.raises(DecodeError) as info:
+        wire.decode(ops.ExecOp, raw, "ops[sha256:abc]")
+    assert str(info.value) == "ops[sha256:abc].mounts[1].input: expected an integer, got string"
+    raw = {"config": {"labels": {"a": "1", "b": 2}}}
+    with pytest.raises(DecodeError) as info:
+        wire.decode(ops.ImageOp, raw)
+    assert str(info.value) == "config.labels.b: expected a string, got integer"
+    with pytest.raises(DecodeError) as info:
+        wire.decode(ops.ImageOp, {"config": {"labels": {"b": "1", "a": "2"}}})
+    assert str(info.value) == "config.labels: map keys are not in canonical (sorted) order"
+
+
+def test_union_members() -> None:
+    with pytest.raises(DecodeError, match="exactly one of copy, mkdir, mkfile, rm, symlink must be set, got none"):
+        wire.decode(ops.FileAction, {})
+    assert wire.decode(ops.SourceOp, {"scratch": {}}) == ops.SourceOp(scratch=ops.ScratchSource())
+
+
+def test_document_bytes_reuse_cached_op_bytes() -> None:
+    doc = b.build_document({"default": b.image("busybox", digest=D1).run(["true"])})
+    assert codec.document_bytes(doc) == msgpack.packb(wire.encode(doc), use_bin_type=True)
