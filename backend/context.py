@@ -122,7 +122,7 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
     root_s = os.path.realpath(os.fspath(root))
     if not os.path.isdir(root_s):
         raise FileOpError(f"local context {os.fspath(root)} is not a directory", os.fspath(root))
-    tree = DirTree(SourceView(Path(root_s), tuple(include), tuple(exclude)))
+    tree = DirTree(SourceView.context(Path(root_s), tuple(include), tuple(exclude)))
     cached = stat_cache.load(root_s) if stat_cache is not None else {}
     put: dict[str, tuple] = {}
     racy_after = time.time_ns() - RACY_WINDOW_NS

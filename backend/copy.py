@@ -103,8 +103,11 @@ class DirTree:
             view = SourceView(Path(view))
         self.view = view
         self.root = os.fspath(view.root)
-        self.include = Matcher(view.include)
-        self.exclude = Matcher(view.exclude)
+        try:
+            self.include = Matcher(view.include)
+            self.exclude = Matcher(view.exclude)
+        except PatternError as e:
+            raise FileOpError(f"invalid pattern in the filters of {view.describe()}: {e}") from None
         self.filtered = bool(self.include or self.exclude)
         self._visible: dict[str, bool] = {}
 
