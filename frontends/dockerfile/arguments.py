@@ -157,6 +157,10 @@ def go_quote(s: str) -> str:
 # -- argument rules ---------------------------------------------------------------------------
 
 
+_RUN_PLAIN = {e: re.compile("[^'\"" + re.escape(e + GO_SPACE) + "]+") for e in ("\\", "`")}
+_RUN_QUOTED = {(q, e): re.compile("[^" + re.escape(q + e) + "]+") for q in "'\"" for e in ("\\", "`")}
+
+
 def parse_words(rest: str, escape: str) -> list[str]:
     """BuildKit ``parseWords``: split on whitespace outside quotes, keeping quotes and escapes."""
     if escape not in rest and "'" not in rest and '"' not in rest:
@@ -176,6 +180,11 @@ def parse_words(rest: str, escape: str) -> list[str]:
                 continue
             in_word = True
         if not quote:
+            if ch not in _SPACE and ch not in "'\"" and ch != escape:
+                j = _RUN_PLAIN[escape].match(rest, i).end()  # a run of ordinary characters
+                buf.append(rest[i:j])
+                i = j
+                continue
             if ch in _SPACE:
                 if blank_ok or buf:
                     words.append("".join(buf))
@@ -198,6 +207,11 @@ def parse_words(rest: str, escape: str) -> list[str]:
             i += 1
             continue
         # inside quotes
+        if ch != quote and ch != escape:
+            j = _RUN_QUOTED[quote, escape].match(rest, i).end()
+            buf.append(rest[i:j])
+            i = j
+            continue
         if ch == quote:
             quote = ""
         elif ch == escape and quote != "'":

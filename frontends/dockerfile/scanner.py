@@ -48,7 +48,7 @@ class HeredocBody:
     end_line: int = 0  # the terminator's line
 
 
-@dataclass
+@dataclass(slots=True)
 class LogicalLine:
     """One instruction's text with continuations joined, and where each piece came from."""
 
@@ -162,8 +162,7 @@ class Scanner:
                 text, eol = stripped, True
                 if not text:
                     continue
-            ll = LogicalLine(text="", start_line=lineno, end_line=lineno)
-            ll.segments.append((0, lineno, indent + 1))
+            ll = LogicalLine("", lineno, lineno, [(0, lineno, indent + 1)], [], [])
             pieces = [text]
             length = len(text)
             while not eol and i < n:
@@ -192,7 +191,7 @@ class Scanner:
             if "<<" in ll.text:
                 for doc in self.wants_heredocs(ll.text, self):
                     doc.start_line = i + 1
-                    body: list[str] = []
+                    collected: list[str] = []
                     terminated = False
                     while i < n:
                         rawline = raw[i]
@@ -203,13 +202,13 @@ class Scanner:
                         if candidate == doc.name:
                             terminated = True
                             break
-                        body.append(rawline)
+                        collected.append(rawline)
                     if not terminated:
                         raise SourceError(
                             f"unterminated heredoc {doc.name!r} (no line with just {doc.name})",
                             self.src.span(ll.start_line, ll.segments[0][2]),
                         )
-                    doc.content = "".join(body)
+                    doc.content = "".join(collected)
                     doc.end_line = i
                     ll.heredocs.append(doc)
                 ll.end_line = i
