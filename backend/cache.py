@@ -183,15 +183,20 @@ class CacheStore:
             finally:
                 _umount_below(work)
                 shutil.rmtree(work, ignore_errors=True)
-                for suffix in (".state", ".lock"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(f"{work}{suffix}")
+                with contextlib.suppress(OSError):
+                    if not Path(Path(f"{work}.state").read_text().strip()).exists():
+                        os.unlink(f"{work}.state")  # else kept: the next session reaps that runtime dir
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{work}.lock")
                 os.close(lock_fd)
         finally:
             os.close(gc_fd)
 
     def clean_stale(self) -> None:
         """Remove work dirs of sessions that died (their lock file is no longer held)."""
+        for note in self.tmp_dir.glob("s-*.state"):  # a session that ended but could not remove its runtime dir
+            if not Path(str(note)[: -len(".state")] + ".lock").exists():
+                _reap_runtime_state(note)
         for lock in self.tmp_dir.glob("s-*.lock"):
             try:
                 fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)

@@ -114,6 +114,8 @@ def _bind(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: li
     work = ws.temp_dir("bind-")
     upper = work / "upper"
     upper.mkdir()
+    if m.output < 0:  # writes discarded: the whole scratch goes once unmounted (callbacks run LIFO)
+        stack.callback(shutil.rmtree, work, True)
     root = stack.enter_context(ws.snapshotter.mounted(lowers, upper, work / "work"))
     if m.output >= 0:
         if m.selector:

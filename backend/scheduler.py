@@ -105,8 +105,16 @@ def run_dag(deps: Mapping[K, Sequence[K]], work: Callable[[K], None], *, priorit
                for i in range(max(1, min(workers, total)))]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.join()
+    except BaseException:  # Ctrl-C or SIGTERM in the caller: kill running containers, let every task clean up
+        with cond:
+            cancel.set()
+            cond.notify_all()
+        for t in threads:
+            t.join()
+        raise
     if errors:
         raise _first_real(errors)
     if cancel.is_set() and state["done"] < total:

@@ -173,9 +173,18 @@ class Solver:
             where = self._where(d)
             if op.source is not None:
                 check_grants(op.source, self.options, where)
-            if op.exec is not None and op.exec.security == "insecure" and not self.options.allow_insecure:
+            if op.exec is None:
+                continue
+            if op.exec.security == "insecure" and not self.options.allow_insecure:
                 raise GrantError(f"{where}: the step asks for security=insecure (all capabilities), which was not "
                                  "allowed; pass --allow security.insecure")
+            for m in op.exec.mounts:
+                if m.secret is not None and m.secret.required and m.secret.id not in self.options.secrets:
+                    raise GrantError(f"{where}: secret {m.secret.id!r} is required but was not given "
+                                     f"(pass --secret id={m.secret.id},src=FILE or env=VAR)")
+                if m.type == "ssh" and m.ssh is not None and m.ssh.required and m.ssh.id not in self.options.ssh:
+                    raise GrantError(f"{where}: ssh agent {m.ssh.id!r} is required but was not given "
+                                     f"(pass --ssh {m.ssh.id}=SOCKET, or --ssh default with $SSH_AUTH_SOCK set)")
 
     def _where(self, digest: str) -> str:
         desc, _ = describe(self.doc, digest)
@@ -196,16 +205,15 @@ class Solver:
             step.event("failed", e.message, time.monotonic() - step.started)
             raise BuildError(e.message, op=digest, description=desc, location=source_location(self.doc, digest),
                              output_tail=e.output_tail, exit_code=e.exit_code) from None
-        except (SolveError, OSError) as e:
-            if isinstance(e, GrantError):
-                raise
+        except Exception as e:
             from backend.runtime import Cancelled
 
-            if isinstance(e, Cancelled):
+            if isinstance(e, (GrantError, Cancelled)):
                 raise
             msg = str(e) if isinstance(e, SolveError) else f"{type(e).__name__}: {e}"
             step.event("failed", msg, time.monotonic() - step.started)
-            raise BuildError(msg, op=digest, description=desc, location=source_location(self.doc, digest)) from None
+            raise BuildError(msg, op=digest, description=desc,
+                             location=source_location(self.doc, digest)) from (None if isinstance(e, SolveError) else e)
 
     def _solve_op(self, step: Step, op: irops.Op, inputs: list[Snapshot]) -> list[Snapshot]:
         from backend.ops import source

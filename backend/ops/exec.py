@@ -11,7 +11,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import shutil
+import tempfile
 import time
+from pathlib import Path
 
 from ir import ops as irops
 
@@ -26,12 +28,24 @@ from backend.userdb import UserError, resolve_user
 TAIL_LINES = 20
 
 
+def redaction_forms(secrets: list[bytes]) -> list[bytes]:
+    """What to replace in output lines, longest first: each value, the value without surrounding
+    whitespace (a file written by ``echo value > file`` ends in a newline, which never reaches a
+    split line), and each line of a multi-line value (8 bytes or more, e.g. a PEM key's lines)."""
+    forms: set[bytes] = set()
+    for s in secrets:
+        forms.update(f for f in (s, s.strip()) if f)
+        if b"\n" in s.strip():
+            forms.update(part.strip() for part in s.split(b"\n") if len(part.strip()) >= 8)
+    return sorted(forms, key=len, reverse=True)
+
+
 class _Lines:
     """Splits the output stream into lines, redacts secrets, emits log events, keeps the tail."""
 
     def __init__(self, step: Step, secrets: list[bytes]):
         self.step = step
-        self.secrets = [s for s in secrets if s]
+        self.secrets = redaction_forms(secrets)
         self.buf = b""
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
 
@@ -61,13 +75,14 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
     work = ws.temp_dir("exec-")
     upper = work / "upper"
     upper.mkdir()
-    secrets_dir = mnt.secret_dir()
+    # inside the solve's runtime state dir, so a later build removes it if this one is killed
+    secrets_dir = Path(tempfile.mkdtemp(prefix="secrets-", dir=ws.state_dir))
     lines = _Lines(step, [])
     try:
         with contextlib.ExitStack() as stack:
             rootfs = stack.enter_context(ws.snapshotter.mounted(lowers, upper, work / "work"))
             prepared = mnt.prepare(ws, stack, step.description or step.digest, ex, inputs, secrets_dir)
-            lines.secrets = [s for s in prepared.secrets if s]
+            lines.secrets = redaction_forms(prepared.secrets)
             try:
                 user = resolve_user(rootfs, ex.user)
             except UserError as e:

@@ -95,6 +95,7 @@ def run_file(ws: Workspace, step: Step, op: irops.FileOp, inputs: list[Snapshot]
                 sources.append(SourceView(_readonly_view(ws, stack, snap)))
         apply_actions(root, op.actions, sources)
     lid = ws.commit(upper)
+    shutil.rmtree(work, ignore_errors=True)
     return ws.snapshot(base_ids + ([lid] if lid else []))
 
 
@@ -102,4 +103,5 @@ def _readonly_view(ws: Workspace, stack: contextlib.ExitStack, snap: Snapshot) -
     lowers = ws.lowers(snap)
     work = ws.temp_dir("view-")
     (work / "upper").mkdir()
+    stack.callback(shutil.rmtree, work, True)
     return stack.enter_context(ws.snapshotter.mounted(lowers, work / "upper", work / "work"))
