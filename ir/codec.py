@@ -123,7 +123,7 @@ def load_payload(data: bytes) -> tuple[bytes, dict]:
         raise DecodeError("trailing bytes after the msgpack document") from None
     except (ValueError, TypeError, msgpack.UnpackException) as e:
         # TypeError: a map key that is itself a map or an array ("unhashable type").
-        raise DecodeError(f"payload is not valid msgpack: {e or type(e).__name__}") from None
+        raise DecodeError(f"payload is not valid msgpack: {str(e) or type(e).__name__}") from None
     if type(raw) is not dict:
         raise DecodeError(f"document must be a map, got {type_name(raw)}")
     return bytes(payload), raw

@@ -95,7 +95,8 @@ def check_graph(doc: ops.Document) -> list[IRError]:
         lo, hi = INPUT_COUNT[kind]
         if len(op.inputs) < lo or (hi is not None and len(op.inputs) > hi):
             want = f"exactly {lo}" if lo == hi else f"at least {lo}"
-            err(f"a {kind} op takes {want} input(s), has {len(op.inputs)}", f"{base}.inputs")
+            article = "an" if kind[0] in "aeiou" else "a"
+            err(f"{article} {kind} op takes {want} input(s), has {len(op.inputs)}", f"{base}.inputs")
         for i, ref in enumerate(op.inputs):
             _check_ref(ref, f"{base}.inputs[{i}]", n_outputs, err)
         getattr(_Checks, kind)(getattr(op, kind), op, f"{base}.{kind}", err)

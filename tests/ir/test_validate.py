@@ -1,0 +1,75 @@
+"""Graph checks on hand-built typed documents (what a frontend could build in-process)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ir import builder as b
+from ir import ops, validate
+from ir.errors import ValidationError, ValidationErrors
+from tests.ir.strategies import D1
+
+A = "sha256:" + "a" * 64
+B = "sha256:" + "b" * 64
+C = "sha256:" + "c" * 64
+
+
+def exec_op(*inputs: str) -> ops.Op:
+    return ops.Op(inputs=tuple(ops.Ref(d) for d in inputs),
+                  exec=ops.ExecOp(args=("true",), mounts=(ops.Mount("/", input=0, output=0),)))
+
+
+def messages(doc: ops.Document) -> list[str]:
+    return [str(e) for e in validate.check_graph(doc)]
+
+
+def test_cycle_is_found_and_named() -> None:
+    doc = ops.Document(1, {A: exec_op(B), B: exec_op(C), C: exec_op(A)}, {"default": ops.Ref(A)}, ("exec",))
+    assert messages(doc) == [f"ops[{A[:19]}…]: the graph has a cycle through this op"]
+
+
+def test_self_loop() -> None:
+    doc = ops.Document(1, {A: exec_op(A)}, {"default": ops.Ref(A)}, ("exec",))
+    assert messages(doc) == [f"ops[{A[:19]}…]: the graph has a cycle through this op"]
+
+
+def test_dangling_input_and_all_errors_reported_together() -> None:
+    doc = ops.Document(1, {A: exec_op(B)}, {"default": ops.Ref(A, 3), "x": ops.Ref(C)})
+    assert messages(doc) == [
+        f"ops[{A[:19]}…].inputs[0].op: refers to op {B[:19]}… which is not in the document",
+        f"roots.default.output: output 3 out of range: that op has 1 output(s)",
+        f"roots.x.op: refers to op {C[:19]}… which is not in the document",
+        "features: feature 'exec' is used but not declared",
+    ]
+    with pytest.raises(ValidationErrors) as info:
+        validate.validate_document(doc)
+    assert len(info.value.errors) == 4 and str(info.value).count("\n") == 3
+
+
+def test_one_error_is_a_plain_validation_error() -> None:
+    doc = ops.Document(1, {A: ops.Op(merge=ops.MergeOp())}, {"default": ops.Ref(A)}, ("merge",))
+    with pytest.raises(ValidationError) as info:
+        validate.validate_document(doc)
+    assert not isinstance(info.value, ValidationErrors)
+    assert str(info.value) == f"ops[{A[:19]}…].inputs: a merge op takes at least 1 input(s), has 0"
+
+
+def test_builder_graphs_are_valid() -> None:
+    ctx = b.local()
+    st = (b.image("busybox", digest=D1).with_env("A", "1").with_mount(b.cache("/c"))
+          .run(["make"], mounts=[b.bind("/src", ctx), b.secret("s"), b.ssh(), b.tmpfs("/tmp")])
+          .copy(ctx, "a", "/a", link=True).mkdir("/d").mkfile("/d/f", b"x").symlink("f", "/d/l").rm("/d/l"))
+    doc = b.build_document({"default": st.with_image(ops.ImageConfig())})
+    validate.validate_document(doc)
+
+
+@pytest.mark.parametrize("path, ok", [("/", True), ("/a", True), ("/a/", True), ("//a", False), ("/a/../b", False),
+                                      ("/a/./b", False), ("/a//b", False), ("a", False), ("", False)])
+def test_clean_abs(path: str, ok: bool) -> None:
+    assert validate.clean_abs(path) is ok
+
+
+@pytest.mark.parametrize("path, ok", [("a", True), ("/a/b", True), ("", True), ("..", False), ("a/../../b", False),
+                                      ("a/..", False)])
+def test_clean_rel(path: str, ok: bool) -> None:
+    assert validate.clean_rel(path) is ok
