@@ -10,8 +10,11 @@ Stable API (used by the IR compiler, ``convert.py``)::
     df.meta_args       # the ARGs before the first FROM
     df.stages          # [Stage(from_=From, instructions=[...]), ...]
     df.warnings        # [SourceWarning(rule, message, span, url)], BuildKit build checks
+    df.check           # CheckConfig from "# check=skip=...;error=true" (error: fail on warnings)
     df.to_oracle_json()  # {"instructions": [...]}, the reference parser's JSON conventions
     df.dump()          # BuildKit's Node.Dump() text
+    parse_file(path)   # the same from a file (UTF-8, BOM ignored; bad UTF-8 is a SourceError)
+    parse_syntax(text) # only BuildKit's parser stage: untyped nodes, unknown keywords accepted
 
 Every instruction has ``.span`` (file, line, column, end line).  Bad input raises
 :class:`frontends.errors.SourceError`, whose ``format()`` gives ``Dockerfile:12:5: message``, the
@@ -34,11 +37,13 @@ from frontends.dockerfile.syntax import SyntaxTree, gc_paused, parse_syntax
 from frontends.dockerfile.typed import Builder
 from frontends.errors import SourceError, SourceWarning
 
-__all__ = ["Dockerfile", "parse_dockerfile", "parse_syntax", "SourceError", "SourceWarning"]
+__all__ = ["Dockerfile", "parse_dockerfile", "parse_file", "parse_syntax", "SourceError", "SourceWarning"]
 
 
 @dataclass
 class Dockerfile:
+    """A parsed Dockerfile (see the module docstring)."""
+
     filename: str
     directives: dict[str, str]
     escape: str
