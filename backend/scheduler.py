@@ -109,11 +109,10 @@ def run_dag(deps: Mapping[K, Sequence[K]], work: Callable[[K], None], *, priorit
         for t in threads:
             t.join()
     except BaseException:  # Ctrl-C or SIGTERM in the caller: kill running containers, let every task clean up
-        with cond:
+        with cond:  # (not join(): before 3.12 a join() interrupted once may return early the next time)
             cancel.set()
             cond.notify_all()
-        for t in threads:
-            t.join()
+            cond.wait_for(lambda: state["running"] == 0)
         raise
     if errors:
         raise _first_real(errors)

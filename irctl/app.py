@@ -26,8 +26,16 @@ def _group() -> None:
     """Keeps irctl a command group even when only the invoked command is registered."""
 
 
+def _terminate(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: a build cancels and cleans up after itself
+
+
 def main() -> None:
+    import signal
+
     from irctl.commands import register_all
+
+    signal.signal(signal.SIGTERM, _terminate)
 
     register_all(app)
     try:
