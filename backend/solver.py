@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import shutil
 import threading
 import time
@@ -166,25 +165,32 @@ class Solver:
         return deps
 
     def _check_grants(self, deps: dict[str, list[str]]) -> None:
+        """Refuse, before anything runs, a graph that wants what the user did not grant (all at once)."""
         from backend.ops.source import check_grants
 
+        problems: list[str] = []
         for d in sorted(deps):
             op = self.doc.ops[d]
             where = self._where(d)
             if op.source is not None:
-                check_grants(op.source, self.options, where)
+                try:
+                    check_grants(op.source, self.options, where)
+                except GrantError as e:
+                    problems.append(str(e))
             if op.exec is None:
                 continue
             if op.exec.security == "insecure" and not self.options.allow_insecure:
-                raise GrantError(f"{where}: the step asks for security=insecure (all capabilities), which was not "
-                                 "allowed; pass --allow security.insecure")
+                problems.append(f"{where}: the step asks for security=insecure (all capabilities), which was not "
+                                "allowed; pass --allow security.insecure")
             for m in op.exec.mounts:
                 if m.secret is not None and m.secret.required and m.secret.id not in self.options.secrets:
-                    raise GrantError(f"{where}: secret {m.secret.id!r} is required but was not given "
-                                     f"(pass --secret id={m.secret.id},src=FILE or env=VAR)")
+                    problems.append(f"{where}: secret {m.secret.id!r} is required but was not given "
+                                    f"(pass --secret id={m.secret.id},src=FILE or env=VAR)")
                 if m.type == "ssh" and m.ssh is not None and m.ssh.required and m.ssh.id not in self.options.ssh:
-                    raise GrantError(f"{where}: ssh agent {m.ssh.id!r} is required but was not given "
-                                     f"(pass --ssh {m.ssh.id}=SOCKET, or --ssh default with $SSH_AUTH_SOCK set)")
+                    problems.append(f"{where}: ssh agent {m.ssh.id!r} is required but was not given "
+                                    f"(pass --ssh {m.ssh.id}=SOCKET, or --ssh default with $SSH_AUTH_SOCK set)")
+        if problems:
+            raise GrantError("\n".join(dict.fromkeys(problems)))
 
     def _where(self, digest: str) -> str:
         desc, _ = describe(self.doc, digest)

@@ -11,7 +11,6 @@ import filecmp
 import hashlib
 import os
 import stat
-from pathlib import Path
 
 from backend.ops import Step, Workspace, layer_id_of
 from backend.result import Snapshot
