@@ -131,8 +131,9 @@ class DirTree:
             node = Node("symlink", st.st_mode, 0, os.readlink(self.host(rel)), st.st_uid, st.st_gid, st)
         return node
 
-    def visible(self, rel: str, is_dir: bool) -> bool:
-        """Does the filtered source hold ``rel``?  (Its parents are assumed visible.)"""
+    def _direct(self, rel: str, is_dir: bool) -> bool | None:
+        """The filters' verdict on ``rel`` alone; None for a directory kept only if something below
+        it is visible (excluded or not included itself, but an exception or include may reach inside)."""
         inc, exc = self.include, self.exclude
         inc_ok = not inc or inc.matches(rel)
         exc_hit = bool(exc) and exc.matches(rel)
@@ -142,20 +143,51 @@ class DirTree:
             return False
         if not (inc_ok or inc.may_match_under(rel)) or (exc_hit and not exc.may_unmatch_under(rel)):
             return False
-        # a directory kept only for what may be re-included below it exists when something does
-        cached = self._visible.get(rel)
-        if cached is None:
-            cached = any(True for _ in self.listdir(rel))
-            self._visible[rel] = cached
-        return cached
+        return None
 
-    def listdir(self, rel: str) -> list[str]:
+    def visible(self, rel: str, is_dir: bool) -> bool:
+        """Does the filtered source hold ``rel``?  (Its parents are assumed visible.)"""
+        verdict = self._direct(rel, is_dir)
+        if verdict is not None:
+            return verdict
+        known = self._visible.get(rel)
+        return known if known is not None else self._has_visible_below(rel)
+
+    def _has_visible_below(self, rel: str) -> bool:
+        """Search below ``rel`` (iteratively: trees may nest deeper than the recursion limit)."""
+        explored: list[str] = []
+        stack = [rel]
+        while stack:
+            d = stack.pop()
+            explored.append(d)
+            for name, is_dir in self._entries(d):
+                child = f"{d}/{name}"
+                verdict = self._direct(child, is_dir)
+                if verdict is None:
+                    verdict = self._visible.get(child)
+                if verdict:
+                    while True:  # everything from rel down to d leads to a visible entry
+                        self._visible[d] = True
+                        if d == rel:
+                            return True
+                        d = posixpath.dirname(d)
+                if verdict is None:
+                    stack.append(child)
+        for d in explored:
+            self._visible[d] = False
+        return False
+
+    def _entries(self, rel: str) -> list[tuple[str, bool]]:
         try:
             with os.scandir(self.host(rel)) as it:
                 entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
         except (FileNotFoundError, NotADirectoryError):
             return []
         entries.sort()
+        return entries
+
+    def listdir(self, rel: str) -> list[str]:
+        entries = self._entries(rel)
         if not self.filtered:
             return [name for name, _ in entries]
         return [name for name, is_dir in entries if self.visible(f"{rel}/{name}" if rel else name, is_dir)]

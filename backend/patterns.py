@@ -207,16 +207,30 @@ class Matcher:
         return mask
 
     def _ancestor_mask(self, dirpath: str) -> int:
-        """Bit i set when pattern i matches ``dirpath`` or one of its parents (memoised)."""
+        """Bit i set when pattern i matches ``dirpath`` or one of its parents (memoised, iterative:
+        a context may nest deeper than Python's recursion limit)."""
         if dirpath in ("", ".", "/"):
             return self._own_mask(dirpath) if dirpath == "/" else 0
         cached = self._dir_masks.get(dirpath)
         if cached is not None:
             return cached
-        mask = self._ancestor_mask(posixpath.dirname(dirpath)) | self._own_mask(dirpath)
-        if len(self._dir_masks) >= self._CACHE_LIMIT:
+        chain = []
+        path = dirpath
+        mask = 0
+        while path not in ("", ".", "/"):
+            known = self._dir_masks.get(path)
+            if known is not None:
+                mask = known
+                break
+            chain.append(path)
+            path = posixpath.dirname(path)
+        else:
+            mask = self._own_mask(path) if path == "/" else 0
+        if len(self._dir_masks) + len(chain) >= self._CACHE_LIMIT:
             self._dir_masks.clear()
-        self._dir_masks[dirpath] = mask
+        for path in reversed(chain):
+            mask |= self._own_mask(path)
+            self._dir_masks[path] = mask
         return mask
 
     def _verdict(self, mask: int) -> bool:

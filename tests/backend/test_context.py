@@ -310,3 +310,21 @@ def test_parallel_hashing_of_big_files_gives_the_same_scan(ctx, monkeypatch):
     serial = scan_context(ctx)
     monkeypatch.setattr(context_mod, "BIG_FILE", 1)  # every file "big": hashed on the thread pool
     assert scan_context(ctx) == serial
+
+
+def test_deeper_than_the_recursion_limit(tmp_path):
+    root = tmp_path / "deep"
+    root.mkdir()
+    fd = cur = os.open(root, os.O_RDONLY)
+    for _ in range(1100):
+        os.mkdir("d", dir_fd=cur)
+        nxt = os.open("d", os.O_RDONLY, dir_fd=cur)
+        if cur != fd:
+            os.close(cur)
+        cur = nxt
+    os.close(os.open("f", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=cur))
+    os.close(cur)
+    os.close(fd)
+    assert len(scan_context(root).entries) == 1101
+    assert len(scan_context(root, exclude=("**", "!**/f")).entries) == 1101
+    assert scan_context(root, exclude=("**", "!**/g")).entries == {}
