@@ -57,6 +57,8 @@ def text_listing(doc) -> str:
     for title, starts in groups:
         order = render.topo_order(doc, starts, seen)
         if not order:
+            if title.startswith("target"):
+                lines += ["", title + "  (listed above)"]
             continue
         lines.append("")
         lines.append(title)
