@@ -85,6 +85,8 @@ def apply_actions(root: Path, actions: Sequence[FileAction], sources: Sequence[S
             raise FileOpError(f"{verb} failed: {e}", what) from None
         except OSError as e:
             raise FileOpError(f"{verb} failed: {_os_message(e, root_s, sources)}", what) from None
+        except RecursionError:
+            raise FileOpError(f"{verb} failed: directory tree too deep: {what}", what) from None
 
 
 def _os_message(e: OSError, root: str, sources: Sequence[SourceView]) -> str:
