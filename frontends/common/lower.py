@@ -77,7 +77,7 @@ class Lowerer:
         for name, (stage, where) in targets.items():
             if stage not in self.by_name:
                 raise RecipeError(f'target "{name}" names no stage: "{stage}"'
-                                  + did_you_mean(stage, list(self.by_name)), where)
+                                  + quoted_hint(stage, list(self.by_name)), where)
         wanted = self.request.target
         if wanted:
             if wanted in targets:
@@ -85,7 +85,7 @@ class Lowerer:
             if wanted in self.by_name:
                 return self.by_name[wanted]
             raise FrontendError(f'target "{wanted}" could not be found'
-                                + did_you_mean(wanted, sorted({*targets, *self.by_name})))
+                                + quoted_hint(wanted, sorted({*targets, *self.by_name})))
         if "default" in targets:
             return self.by_name[targets["default"][0]]
         return self.recipe.stages[-1]
@@ -119,7 +119,7 @@ class Lowerer:
                 self.externals[key] = S.resolve_source(self.request, self.resolver, ref, platform,
                                                        (self.location(where),))
             except S.StageError as e:
-                raise RecipeError(e.message + did_you_mean(ref, list(self.by_name)), where) from None
+                raise RecipeError(e.message + quoted_hint(ref, list(self.by_name)), where) from None
         return self.externals[key]
 
     def source_of(self, name: str, current: StageDecl, where: Where) -> builder.State:
@@ -149,17 +149,17 @@ class Lowerer:
         return s
 
     def start(self, decl: StageDecl) -> tuple[S.Stage, str | None]:
-        base_where = decl.where.at(_join(decl.where.path, "from"))
+        base_where = decl.base_where or decl.where
         base = self.word(decl.base, self.globals, base_where)
         if not base:
             raise RecipeError(f"base name ({decl.base}) should not be blank", base_where)
         platform = self.request.platform
         if decl.platform:
-            text = self.word(decl.platform, self.globals, decl.where)
+            text = self.word(decl.platform, self.globals, decl.platform_where or decl.where)
             try:
                 platform = parse_platform(text)
             except ValueError as e:
-                raise RecipeError(f"failed to parse platform {text}: {e}", decl.where.at(_join(decl.where.path, "platform"))) from None
+                raise RecipeError(f"failed to parse platform {text}: {e}", decl.platform_where or decl.where) from None
         if (decl.base_is_stage is not False and base in self.by_name and base != decl.name
                 and base not in self.request.contexts):
             return S.derive(self.ensure(self.by_name[base], base_where)), None
@@ -178,7 +178,7 @@ class Lowerer:
     # -- steps ----------------------------------------------------------------------------
     def dispatch(self, decl: StageDecl, s: S.Stage, step: Step, counter: dict) -> None:
         f, w = step.fields, step.where
-        word = lambda v, at=w: self.word(v, s.env, at)  # noqa: E731
+        word = lambda v, at=step.at(step.kind): self.word(v, s.env, at)  # noqa: E731
         try:
             if step.kind == "run":
                 self.run(decl, s, step, counter)
@@ -223,7 +223,7 @@ class Lowerer:
             else:
                 raise RecipeError(f"unknown step kind {step.kind!r}", w)
         except S.StageError as e:
-            raise RecipeError(e.message, w) from None
+            raise RecipeError(e.message, step.at(_error_key(step, e.message)) if w.path else w) from None
 
     def run(self, decl: StageDecl, s: S.Stage, step: Step, counter: dict) -> None:
         f, w = step.fields, step.where
@@ -239,8 +239,8 @@ class Lowerer:
         env = dict(e.split("=", 1) for e in S.run_env(s, self.request.build_args))
         for k, v in f.get("env", ()):
             env[self.word(k, s.env, w)] = self.word(v, s.env, w)
-        network = self.mode(f.get("network"), NETWORK_MODES, "network", s, w)
-        security = self.mode(f.get("security"), SECURITY_MODES, "security", s, w)
+        network = self.mode(f.get("network"), NETWORK_MODES, "network", s, step.at("network"))
+        security = self.mode(f.get("security"), SECURITY_MODES, "security", s, step.at("security"))
         mounts = []
         ssh_n = 0
         for m in f.get("mounts", ()):
@@ -252,13 +252,12 @@ class Lowerer:
               network=network or "default", security=security or "sandbox", cwd=cwd, user=user,
               meta=self.meta(decl, counter, text, w))
 
-    def mode(self, value, allowed, what: str, s: S.Stage, w: Where) -> str | None:
+    def mode(self, value, allowed, what: str, s: S.Stage, where: Where) -> str | None:
         if value is None:
             return None
-        value = self.word(value, s.env, w)
+        value = self.word(value, s.env, where)
         if value not in allowed:
-            raise RecipeError(f'unknown {what} mode "{value}"' + quoted_hint(value, allowed),
-                              w.at(_join(w.path, what)))
+            raise RecipeError(f'unknown {what} mode "{value}"' + quoted_hint(value, allowed), where)
         return value
 
     def mount(self, decl: StageDecl, s: S.Stage, m: Mount, cwd: str, ssh_n: int) -> builder.MountSpec:
@@ -275,13 +274,13 @@ class Lowerer:
 
     def copy(self, decl: StageDecl, s: S.Stage, step: Step, counter: dict) -> None:
         f, w = step.fields, step.where
-        word = lambda v, key=None: self.word(v, s.env, w.at(_join(w.path, key)) if key else w)  # noqa: E731
+        word = lambda v, key=None: self.word(v, s.env, step.at(key) if key else w)  # noqa: E731
         add = step.kind == "add"
         sources = [word(x, "src") for x in f["src"]]
         dest = word(f["dest"], "dest")
-        from_state = self.source_of(word(f["from"], "from"), decl, w.at(_join(w.path, "from"))) if f.get("from") else None
+        from_state = self.source_of(word(f["from"], "from"), decl, step.at("from")) if f.get("from") else None
         chmod = f.get("chmod", "")
-        chmod = f"{chmod:o}" if isinstance(chmod, int) and not isinstance(chmod, bool) else word(chmod, "chmod")
+        chmod = f"{chmod:04o}" if isinstance(chmod, int) and not isinstance(chmod, bool) else word(chmod, "chmod")
         text = step.text or " ".join(["ADD" if add else "COPY", *sources, dest])
         meta = self.meta(decl, counter, text, w)
         head, sep, rest = meta.description.partition("] ")
@@ -292,7 +291,7 @@ class Lowerer:
                      exclude=[word(e, "exclude") for e in f.get("exclude", ())], parents=bool(f.get("parents")),
                      link=bool(f.get("link")), checksum=word(f.get("checksum", ""), "checksum"),
                      keep_git_dir=bool(f.get("keep_git_dir")), unpack=f.get("unpack"),
-                     meta=meta, link_meta=link_meta)
+                     meta=meta, link_meta=link_meta, chmod_text=chmod)
 
 
 def lower(recipe: Recipe, request: BuildRequest, resolver: ImageResolver,
@@ -302,6 +301,19 @@ def lower(recipe: Recipe, request: BuildRequest, resolver: ImageResolver,
         return Lowerer(recipe, request, resolver, sources).compile()
     except SourceError as e:  # a located error from a shared Dockerfile helper
         raise RecipeError(e.message, Where(e.span.file, e.span.line)) from None
+
+
+_ERROR_KEYS = (("chmod", "chmod"), ("checksum", "checksum"), ("git ref", "copy"), ("URL", "copy"))
+
+
+def _error_key(step: Step, message: str) -> str:
+    """Which key of ``step`` a shared stage check complained about."""
+    if step.kind in ("copy", "add"):
+        for needle, key in _ERROR_KEYS:
+            if needle in message:
+                return step.kind if key == "copy" else key
+        return step.kind
+    return step.kind
 
 
 def _with_meta(state: builder.State, meta: ops.OpMetadata) -> builder.State:

@@ -58,6 +58,12 @@ class Step:
     fields: dict[str, Any]
     where: Where
     text: str = ""  # how progress shows it, e.g. "RUN make"
+    lines: dict[str, int] = field(default_factory=dict)  # line of each field's key, when known
+
+    def at(self, key: str) -> Where:
+        """Where field ``key`` of this step is (its own line when known)."""
+        w = self.where
+        return Where(w.file, self.lines.get(key, w.line), f"{w.path}.{key}" if w.path else "", w.column)
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,8 @@ class StageDecl:
     steps: tuple[Step, ...]
     where: Where
     platform: str = ""
+    base_where: Where | None = None  # where ``from`` is written (default: ``where``)
+    platform_where: Where | None = None  # where ``platform`` is written (default: ``where``)
     base_is_stage: bool | None = None  # None: when ``base`` names a stage; False: never (an image)
 
 

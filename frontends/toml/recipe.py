@@ -98,8 +98,8 @@ class _Reader:
             return self.fail(f"expected {' or '.join(_TYPE_NAMES[t] for t in want)}, got {_toml_type(e.instance)}", path)
         if v == "const":
             return self.fail(f"unsupported value {json.dumps(e.instance)}: expected {json.dumps(e.validator_value)}", path)
-        if v == "propertyNames":
-            return self.fail(f'invalid name "{e.instance}"', path)
+        if "propertyNames" in e.schema_path:
+            return self.fail(f'invalid name "{e.instance}"', path + (e.instance,))
         if v == "pattern":
             return self.fail(f'invalid value "{e.instance}"', path)
         if v in ("minItems", "minProperties", "minLength"):
@@ -124,7 +124,9 @@ class _Reader:
             base = ("stages", name)
             steps = [self.step(per_kind, raw, base + ("steps", n)) for n, raw in enumerate(table.get("steps", ()))]
             steps += self.config(table.get("config", {}), base + ("config",))
-            stages.append(StageDecl(name, table["from"], tuple(steps), self.where(base), table.get("platform", "")))
+            stages.append(StageDecl(name, table["from"], tuple(steps), self.where(base), table.get("platform", ""),
+                                    base_where=self.where(base + ("from",)),
+                                    platform_where=self.where(base + ("platform",))))
         targets = {t: (stage, self.where(("targets", t))) for t, stage in doc.get("targets", {}).items()}
         return Recipe(tuple(stages), args, targets, language="toml", expand=True)
 
@@ -185,7 +187,8 @@ class _Reader:
                 fields["retries"] = raw["retries"]
         else:  # arg
             fields = {"name": raw["arg"], "default": _text(raw["default"]) if "default" in raw else None}
-        return Step(kind, fields, where)
+        lines = {k: self.lines[path + (k,)] for k in raw if path + (k,) in self.lines}
+        return Step(kind, fields, where, lines=lines)
 
     def config(self, table: dict, path: tuple) -> list[Step]:
         steps = []
