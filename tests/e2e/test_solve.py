@@ -273,3 +273,20 @@ def test_security_insecure_only_when_allowed(solving: Solving) -> None:
     caps = {k: int(read_file(r["default"], "/caps").split()[1], 16)
             for k, r in (("insecure", res), ("sandbox", solving.solve(sandboxed)))}
     assert caps["insecure"] & (1 << 21) and not caps["sandbox"] & (1 << 21)  # CAP_SYS_ADMIN
+
+
+def test_cache_mount_seeded_from_its_input_with_owner_and_mode(solving: Solving) -> None:
+    base = solving.base()
+    seed = b.scratch().mkdir("/deps", parents=True).mkfile("/deps/seeded.txt", b"from the seed\n")
+    cache = b.cache("/cache", id="seeded", seed=seed, selector="deps", uid=65534, gid=65534, mode=0o750)
+    step = sh(base, "cat /cache/seeded.txt > /got; stat -c '%u:%g %a' /cache > /meta", mounts=[cache])
+    res = solving.solve(step)
+    assert read_file(res["default"], "/got") == b"from the seed\n"
+    assert read_file(res["default"], "/meta") == b"65534:65534 750\n"
+
+
+def test_bind_selector_mounts_a_sub_path(solving: Solving) -> None:
+    data = b.scratch().mkdir("/a/b", parents=True).mkfile("/a/b/f", b"deep\n")
+    step = sh(solving.base(), "cat /in/f > /got", mounts=[b.bind("/in", data, selector="/a/b")])
+    res = solving.solve(step)
+    assert read_file(res["default"], "/got") == b"deep\n"
