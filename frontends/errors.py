@@ -41,8 +41,13 @@ class Span:
         """Construct without the frozen ``__init__``'s per-field ``object.__setattr__`` and the
         checks (for parsers that make one per token and know their numbers are sane)."""
         obj = object.__new__(cls)
-        obj.__dict__.update(file=file, line=line, column=column, end_line=end_line,
-                            end_column=end_column, source_line=source_line)
+        d = obj.__dict__
+        d["file"] = file
+        d["line"] = line
+        d["column"] = column
+        d["end_line"] = end_line
+        d["end_column"] = end_column
+        d["source_line"] = source_line
         return obj
 
     def location(self) -> str:

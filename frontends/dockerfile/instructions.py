@@ -279,23 +279,22 @@ class Stage:
         return self.from_.stage_name
 
 
-_FIELD_DEFAULTS: dict[type, tuple[dict, frozenset]] = {}
+_FIELD_NAMES: dict[type, frozenset] = {}
 
 
 def make(cls: type, **values: object):
-    """Build a frozen instruction (or any frozen dataclass without ``__post_init__`` and without
-    default factories) from keyword values, skipping the generated ``__init__``'s per-field
-    ``object.__setattr__`` calls: the parser makes thousands of them.  Unknown names are an error,
-    missing names take the field default."""
-    entry = _FIELD_DEFAULTS.get(cls)
-    if entry is None:
-        defaults = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
-        entry = _FIELD_DEFAULTS[cls] = (defaults, frozenset(f.name for f in fields(cls)))
-    defaults, names = entry
+    """Build a frozen instruction (or any frozen dataclass without ``__post_init__`` whose defaults
+    are plain values) from keyword values, skipping the generated ``__init__``'s per-field
+    ``object.__setattr__`` calls: the parser makes thousands of them.  A field left out reads its
+    default from the class attribute the dataclass keeps for it.  Unknown names are an error."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        for f in fields(cls):
+            if f.default is MISSING and f.name not in values:
+                raise TypeError(f"{cls.__name__} needs {f.name}")
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))
     if not values.keys() <= names:
         raise TypeError(f"{cls.__name__} has no field(s) {sorted(values.keys() - names)}")
     obj = object.__new__(cls)
-    d = obj.__dict__
-    d.update(defaults)
-    d.update(values)
+    obj.__dict__.update(values)
     return obj

@@ -36,6 +36,7 @@ MOUNT_KEYS = (
     "type", "from", "source", "target", "readonly", "id", "sharing", "required", "mode", "uid",
     "gid", "src", "dst", "destination", "ro", "rw", "readwrite", "size", "env",
 )
+_KEYS = frozenset(MOUNT_KEYS)
 
 
 class MountError(FrontendError):
@@ -175,14 +176,14 @@ def parse_mount(
             else:
                 raise MountError(
                     f"invalid field '{field}' must be a key=value pair"
-                    + (did_you_mean(key, MOUNT_KEYS) if key not in MOUNT_KEYS else ""),
+                    + (did_you_mean(key, MOUNT_KEYS) if key not in _KEYS else ""),
                     at, len(field),
                 )
             explicit.append(_CANON.get(key, key))
             continue
         canon = _CANON.get(key, key)
         where[canon] = (at, len(field))
-        if key not in MOUNT_KEYS:
+        if key not in _KEYS:
             raise MountError(
                 f"unexpected key '{key}' in '{field}'" + did_you_mean(key, MOUNT_KEYS), at, len(key)
             )
@@ -252,7 +253,13 @@ def parse_mount(
         raise
     if ssh_index is not None:
         _defaults(m, ssh_index)
-    return MountSpec(**m, deferred=tuple(deferred), explicit=tuple(explicit))
+    # built without the frozen __init__ (15 object.__setattr__ calls); absent fields read the
+    # class-level defaults of the dataclass
+    spec = object.__new__(MountSpec)
+    spec.__dict__.update(m)
+    spec.__dict__["deferred"] = tuple(deferred)
+    spec.__dict__["explicit"] = tuple(explicit)
+    return spec
 
 
 def _invalid(message: str, key: str) -> MountError:

@@ -44,6 +44,7 @@ class Builder:
     def __init__(self, tree: SyntaxTree) -> None:
         self.tree = tree
         self.src = tree.source
+        self._methods = {kw: getattr(self, "_" + kw.lower()) for kw in I.INSTRUCTION_TYPES}
 
     # -- locating ---------------------------------------------------------------------------
     def at(self, node: Node, offset: int, length: int = 1) -> Span:
@@ -110,7 +111,7 @@ class Builder:
     # -- the dispatch -----------------------------------------------------------------------
     def build(self, node: Node) -> I.Instruction:
         kw = node.cmd.upper()
-        method = getattr(self, "_" + kw.lower(), None) if kw in I.INSTRUCTION_TYPES else None
+        method = self._methods.get(kw)
         if method is None:
             raise self.error(node, f"unknown instruction: {node.cmd}"
                              + did_you_mean(node.cmd.upper(), list(I.KEYWORDS)))
