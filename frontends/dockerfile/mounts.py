@@ -51,6 +51,11 @@ class MountError(FrontendError):
 
 @dataclass(frozen=True)
 class MountSpec:
+    """One ``RUN --mount``: BuildKit's ``instructions.Mount`` with its aliases resolved (``src`` →
+    ``source``, ``dst``/``destination`` → ``target``, ``ro``/``rw`` → ``readonly``) and, when made
+    by the parser, BuildKit's defaults applied (module docstring).  ``target`` may be relative (to
+    the WORKDIR) and values listed in ``deferred`` still hold ``$variables``."""
+
     type: str = "bind"
     target: str = ""
     source: str = ""
