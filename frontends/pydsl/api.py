@@ -52,7 +52,8 @@ class DslError(FrontendError):
     def __init__(self, message: str, where: Where | None = None) -> None:
         self.where = where or caller()
         self.message = message
-        super().__init__(f"{self.where.file}:{self.where.line}: {message}" if self.where.line else message)
+        head = f"{self.where.file}:{self.where.line}" if self.where.line else self.where.file
+        super().__init__(f"{head}: {message}")
 
 
 def caller() -> Where:
@@ -62,7 +63,14 @@ def caller() -> Where:
         f = f.f_back
     if f is None:
         return Where("<unknown>")
-    return Where(f.f_code.co_filename, f.f_lineno)
+    column = 0
+    try:  # the column where the calling expression starts (Python 3.11 code positions)
+        pos = list(f.f_code.co_positions())[f.f_lasti // 2]
+        if pos[0] == f.f_lineno and pos[2] is not None:
+            column = pos[2] + 1
+    except (IndexError, ValueError):
+        pass
+    return Where(f.f_code.co_filename, f.f_lineno, column=column)
 
 
 # --------------------------------------------------------------------------- the session
@@ -118,6 +126,8 @@ class Stage:
         ``env``/``workdir``/``user`` apply to this run only; ``network`` is ``default``, ``none``
         or ``host``; ``security`` ``sandbox`` or ``insecure``."""
         command = _command(cmd, "run")
+        _choice("run: network", network, ("default", "none", "host"))
+        _choice("run: security", security, ("sandbox", "insecure"))
         mounts = tuple(mounts)
         for m in mounts:
             if not isinstance(m, Mount):
@@ -254,7 +264,9 @@ def _mount(kind: str, **options: Any) -> Mount:
 def cache(target: str, *, id: str | None = None, sharing: str | None = None, from_: "Stage | str | None" = None,
           source: str | None = None, mode: int | None = None, uid: int | None = None, gid: int | None = None,
           readonly: bool | None = None) -> Mount:
-    """A persistent cache directory at ``target`` (id defaults to the target), shared by builds."""
+    """A persistent cache directory at ``target`` (id defaults to the target), shared by builds;
+    ``sharing`` is ``shared`` (default), ``private`` or ``locked``."""
+    _choice("cache: sharing", sharing, ("shared", "private", "locked"))
     return _mount("cache", target=target, id=id, sharing=sharing, **{"from": from_}, source=source, mode=mode,
                   uid=uid, gid=gid, readonly=readonly)
 
@@ -288,6 +300,16 @@ def _str(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise DslError(f"{what}: expected a string, got {type(value).__name__}")
     return value
+
+
+def _choice(what: str, value, allowed: tuple[str, ...]) -> None:
+    if value is None:
+        return
+    if value not in allowed:
+        from frontends.common.lower import quoted_hint
+
+        hint = quoted_hint(str(value), allowed) or f" (one of: {', '.join(allowed)})"
+        raise DslError(f'{what}: unknown value "{value}"{hint}')
 
 
 def _command(cmd, what: str):

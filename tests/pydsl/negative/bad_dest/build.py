@@ -1,0 +1,2 @@
+from frontends.pydsl import *
+app = image("busybox").copy("a", 3)

@@ -1,0 +1,2 @@
+from frontends.pydsl import *
+image("busybox").cmd([])

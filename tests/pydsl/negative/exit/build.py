@@ -1,0 +1,3 @@
+from frontends.pydsl import *
+import sys
+sys.exit(2)

@@ -1,0 +1,3 @@
+from frontends.pydsl import *
+app = image("nosuch")
+target("default", app)

@@ -1,0 +1,2 @@
+from frontends.pydsl import *
+target("default", image("busybox").stopsignal("SIGFOO"))

@@ -1,0 +1,3 @@
+from frontends.pydsl import *
+target("default", image("busybox"))
+target("test", image("alpine"))

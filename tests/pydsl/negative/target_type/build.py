@@ -1,0 +1,2 @@
+from frontends.pydsl import *
+target("default", "busybox")
