@@ -26,6 +26,9 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable
 
 import zstandard
 
+from backend.snapshot import OPAQUE_XATTR as _OVERLAY_OPAQUE_XATTR
+from backend.userns import in_user_namespace
+
 if TYPE_CHECKING:
     from backend.blobs import BlobStore
 
@@ -36,11 +39,12 @@ MT_DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 MT_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 MEDIA_TYPES = {"gzip": MT_LAYER_GZIP, "zstd": MT_LAYER_ZSTD, "none": MT_LAYER}
 
-OPAQUE_XATTR = "trusted.overlay.opaque"
+OPAQUE_XATTR = _OVERLAY_OPAQUE_XATTR  # user.overlay.opaque in a rootless build's user namespace
 WH_PREFIX = b".wh."
 WH_OPAQUE = b".wh..wh..opq"
-# xattrs that describe the overlay (or the host) rather than the file; never put in a layer tar
-_SKIP_XATTR_PREFIXES = ("trusted.overlay.", "security.selinux", "system.")
+# xattrs that describe the overlay (or the host) rather than the file; never put in a layer tar, never
+# taken from one (user.overlay.* would steer a rootless `userxattr` overlay mount)
+_SKIP_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.", "security.selinux", "system.")
 _BUF = 1 << 20
 _SMALL = 256 << 10
 
@@ -70,6 +74,7 @@ class ExtractResult:
     diff_id: str  # sha256 of the uncompressed tar as read
     entries: int
     bytes: int
+    skipped: tuple[str, ...] = ()  # device nodes left out (rootless: a user namespace cannot make them)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,6 +512,8 @@ class _Extractor:
         os.makedirs(self.dest, exist_ok=True)
         self.root_fd = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY)
         self.is_root = os.geteuid() == 0
+        self.userns = self.is_root and in_user_namespace()  # root in name only: no devices, no trusted.*
+        self.skipped: list[str] = []
         self.dir_times: list[tuple[tuple[bytes, ...], int]] = []
 
     def close(self) -> None:
@@ -567,10 +574,16 @@ class _Extractor:
     def _meta(self, fd: int | None, pfd: int, base: bytes, ti: tarfile.TarInfo, symlink: bool = False) -> None:
         """Owner, mode, xattrs and mtime; via fd for files/dirs, via (pfd, base) nofollow for the rest."""
         if self.is_root:
-            if fd is not None:
-                os.fchown(fd, ti.uid, ti.gid)
-            else:
-                os.chown(base, ti.uid, ti.gid, dir_fd=pfd, follow_symlinks=False)
+            try:
+                if fd is not None:
+                    os.fchown(fd, ti.uid, ti.gid)
+                else:
+                    os.chown(base, ti.uid, ti.gid, dir_fd=pfd, follow_symlinks=False)
+            except OSError as e:
+                if e.errno != errno.EINVAL or not self.userns:
+                    raise
+                raise LayerError(f"{ti.name}: owner {ti.uid}:{ti.gid} is not mapped in this user namespace "
+                                 "(give the user a larger range in /etc/subuid and /etc/subgid)") from None
         if not symlink:
             if fd is not None:
                 os.fchmod(fd, ti.mode & 0o7777)
@@ -589,7 +602,8 @@ class _Extractor:
                 else:
                     os.setxattr(b"/proc/self/fd/%d/%s" % (pfd, base), xname, raw, follow_symlinks=False)
             except OSError as e:
-                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP) or self.is_root and not symlink:
+                if (e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP)
+                        or self.is_root and not self.userns and not symlink):
                     raise LayerError(f"{ti.name}: cannot set xattr {xname}: {e.strerror}") from None
         ns = int(ti.mtime * 1_000_000_000)
         if fd is not None:
@@ -671,6 +685,11 @@ class _Extractor:
                 if ti.isfifo():
                     os.mkfifo(base, 0o600, dir_fd=pfd)
                 else:
+                    if self.userns:
+                        self.skipped.append(ti.name)
+                        _warn(f"{ti.name}: device node {ti.devmajor}:{ti.devminor} skipped (rootless build: "
+                              "a user namespace cannot create device nodes)")
+                        return
                     if not self.is_root:
                         raise LayerError(f"{ti.name}: device nodes can only be extracted as root")
                     kind = stat.S_IFCHR if ti.ischr() else stat.S_IFBLK
@@ -743,4 +762,11 @@ def extract_layer(blob_stream: BinaryIO, media_type: str, dest_dir: str | os.Pat
         raise LayerError(f"corrupt {src.kind} stream: {e}") from None
     finally:
         ex.close()
-    return ExtractResult(diff_id="sha256:" + src.hash.hexdigest(), entries=count, bytes=src.total)
+    return ExtractResult(diff_id="sha256:" + src.hash.hexdigest(), entries=count, bytes=src.total,
+                         skipped=tuple(ex.skipped))
+
+
+def _warn(text: str) -> None:
+    import sys
+
+    sys.stderr.write(f"warning: {text}\n")

@@ -9,9 +9,10 @@ error the container is killed and `delete --force`d. The runtime is chosen by `f
 Network modes: `none` is a fresh network namespace holding only loopback (the runtime brings `lo` up);
 `host` shares the host's; `default` means `host` (what `docker build` does by default).
 
-Rootless, later: the bundle gains a user namespace with uid/gid mappings (`linux.uidMappings`), no cgroup
-settings, `/sys` as an rbind instead of sysfs, and the runtime runs with `--rootless`; `config_for` keeps all
-of that in one place.
+Rootless (this process is uid 0 of the user namespace `backend.userns` made): the bundle gains a user
+namespace whose uid/gid mappings repeat ours (`linux.uidMappings`), no cgroup settings, `/sys` as an rbind
+instead of sysfs (a sysfs mount needs a network namespace of our own), and runc runs with `--rootless true`;
+`config_for` and `find_runtime` keep all of that in one place.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pathlib import Path
 
 from backend.mountpoints import mkdirs_in_root, remove_mount_stubs, resolve_in_root
 from backend.snapshot import Snapshotter, abandoned_dirs, held_dir
+from backend.userns import in_user_namespace, read_id_map
 
 NETWORK_MODES = ("none", "host", "default")
 
@@ -176,15 +178,20 @@ def find_runtime() -> Runtime:
         path = shutil.which(forced)
         if path is None:
             raise RuntimeNotFound(f"IRCTL_RUNTIME={forced!r}: no such executable")
-        return Runtime(os.path.basename(forced), path)
+        return Runtime(os.path.basename(forced), path, _rootless_args(path))
     crun = shutil.which("crun")
     if crun and _crun_works(crun):
         return Runtime("crun", crun)
     runc = shutil.which("runc")
     if runc:
-        return Runtime("runc", runc)
+        return Runtime("runc", runc, _rootless_args(runc))
     raise RuntimeNotFound("no OCI runtime found: install runc (apt-get install runc) or crun, "
                           "or point IRCTL_RUNTIME at one")
+
+
+def _rootless_args(path: str) -> tuple[str, ...]:
+    """runc's global `--rootless true` inside a user namespace (no cgroups, devices bound, not created)."""
+    return ("--rootless", "true") if in_user_namespace() and os.path.basename(path).startswith("runc") else ()
 
 
 # ---------------------------------------------------------------------------------------------- bundle
@@ -235,10 +242,12 @@ def all_capabilities() -> tuple[str, ...]:
 
 
 def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, network: str, hostname: str,
-               extra_files: Mapping[str, Path], privileged: bool = False) -> dict:
+               extra_files: Mapping[str, Path], privileged: bool = False, rootless: bool | None = None) -> dict:
     """The OCI runtime-spec config.json for one run. `extra_files`: container path → host file to bind ro.
     `privileged`: every capability, no masked or read-only paths, all devices allowed (BuildKit's
-    `security.insecure`)."""
+    `security.insecure`). `rootless` (default: whether we are in a user namespace): see the module doc."""
+    if rootless is None:
+        rootless = in_user_namespace()
     if network not in NETWORK_MODES:
         raise ValueError(f"network must be one of {', '.join(NETWORK_MODES)}, got {network!r}")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -257,7 +266,9 @@ def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, netwo
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
          "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}
+        if not rootless else
+        {"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]},
     ]
     for target, source in extra_files.items():
         oci_mounts.append({"destination": target, "type": "bind", "source": os.fspath(source),
@@ -276,6 +287,18 @@ def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, netwo
             oci_mounts.append({"destination": m.target, "type": "tmpfs", "source": "tmpfs", "options": opts})
         else:
             raise TypeError(f"unknown mount {m!r}")
+    linux: dict = {
+        "namespaces": namespaces,
+        "maskedPaths": [] if privileged else list(MASKED_PATHS),
+        "readonlyPaths": [] if privileged else list(READONLY_PATHS),
+        "resources": {"devices": [{"allow": privileged, "access": "rwm"}]},
+    }
+    if rootless:  # our own mappings again, one user namespace deeper; no cgroups
+        namespaces.append({"type": "user"})
+        del linux["resources"]
+        for kind in ("uid", "gid"):
+            linux[f"{kind}Mappings"] = [{"containerID": inside, "hostID": inside, "size": count}
+                                        for inside, _outside, count in read_id_map(kind)]
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -295,12 +318,7 @@ def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, netwo
         "root": {"path": os.path.abspath(rootfs), "readonly": False},
         "hostname": hostname,
         "mounts": oci_mounts,
-        "linux": {
-            "namespaces": namespaces,
-            "maskedPaths": [] if privileged else list(MASKED_PATHS),
-            "readonlyPaths": [] if privileged else list(READONLY_PATHS),
-            "resources": {"devices": [{"allow": privileged, "access": "rwm"}]},
-        },
+        "linux": linux,
     }
 
 

@@ -10,8 +10,9 @@ device 0:0, an opaque directory carries `trusted.overlay.opaque=y`. Two snapshot
 Both leave in `upper` exactly the diff in layer format, with overlay's private xattrs stripped, so the same
 operations give the same `layer_tree_digest` whichever is used. While mounted, a snapshot's private scratch
 dir (beside `workdir`) holds a lock, so `reap_stale_snapshots` can unmount what a killed process left behind
-without touching snapshots other processes are using. Rootless later: mount with `userxattr`
-(xattr prefix `user.overlay.`) inside a user namespace, or fuse-overlayfs; `XATTR_PREFIX` is the one knob.
+without touching snapshots other processes are using. Rootless (inside the user namespace of
+`backend.userns`): overlayfs is mounted with `userxattr`, so `XATTR_PREFIX` is `user.overlay.`; where the
+kernel refuses, `FuseOverlaySnapshotter` (fuse-overlayfs) or the copy fallback take over.
 """
 
 from __future__ import annotations
@@ -31,8 +32,20 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-XATTR_PREFIX = "trusted.overlay."
+
+
+def _overlay_xattr_prefix() -> str:
+    """`trusted.overlay.` as real root; `user.overlay.` (mount option `userxattr`) inside a user namespace,
+    where trusted.* xattrs cannot be written. Layers on disk keep the namespace's own spelling (a rootless
+    cache is the user's own); `layer_tree_digest` and the layer tars spell both the same way."""
+    from backend.userns import in_user_namespace
+
+    return "user.overlay." if in_user_namespace() else "trusted.overlay."
+
+
+XATTR_PREFIX = _overlay_xattr_prefix()
 OPAQUE_XATTR = XATTR_PREFIX + "opaque"
+CANONICAL_OPAQUE_XATTR = "trusted.overlay.opaque"  # how an opaque dir counts in a layer's identity
 MAX_OVERLAY_LOWERS = 500  # OVL_MAX_STACK
 _MOUNT_DATA_LIMIT = 4000  # mount(2) copies at most one page of options
 
@@ -193,7 +206,8 @@ def layer_tree_digest(layer_dir: Path) -> str:
                     dev = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
                 elif kind == "d":
                     stack.append(relpath)
-                xattrs = ",".join(f"{k}={v.hex()}" for k, v in sorted(_xattrs(entry.path).items()))
+                xattrs = ",".join(f"{k}={v.hex()}" for k, v in sorted(
+                    (CANONICAL_OPAQUE_XATTR if k == OPAQUE_XATTR else k, v) for k, v in _xattrs(entry.path).items()))
                 fields = [kind, f"{stat.S_IMODE(mode):o}", str(st.st_uid), str(st.st_gid), xattrs, link, content, dev]
                 records.append((os.fsencode(relpath), "\0".join(fields).encode("utf-8", "surrogateescape")))
     for path, rec in sorted(records):
@@ -305,7 +319,7 @@ def _libc() -> ctypes.CDLL:
 
 _MNT_DETACH = 2
 _SYS_FSOPEN, _SYS_FSCONFIG, _SYS_FSMOUNT, _SYS_MOVE_MOUNT = 430, 431, 432, 429  # same on every arch
-_FSCONFIG_SET_STRING, _FSCONFIG_CMD_CREATE = 1, 6
+_FSCONFIG_SET_FLAG, _FSCONFIG_SET_STRING, _FSCONFIG_CMD_CREATE = 0, 1, 6
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
 
 
@@ -320,7 +334,7 @@ def _mount_overlay_data(target: str, data: str) -> None:
     _check(_libc().mount(b"overlay", target.encode(), b"overlay", 0, data.encode()), f"mount overlay on {target}")
 
 
-def _mount_overlay_fsconfig(target: str, lowers: Sequence[str], options: dict[str, str]) -> None:
+def _mount_overlay_fsconfig(target: str, lowers: Sequence[str], options: dict[str, str | None]) -> None:
     """Mount with the new mount API, appending lowers one by one (`lowerdir+`, Linux >= 6.8)."""
     libc = _libc()
     libc.syscall.restype = ctypes.c_long
@@ -332,7 +346,10 @@ def _mount_overlay_fsconfig(target: str, lowers: Sequence[str], options: dict[st
         for lower in lowers:  # fsconfig wants the topmost first, like the lowerdir string
             setstr("lowerdir+", lower)
         for k, v in options.items():
-            setstr(k, v)
+            if v is None:  # a flag such as userxattr
+                _check(libc.syscall(_SYS_FSCONFIG, fs, _FSCONFIG_SET_FLAG, k.encode(), None, 0), f"fsconfig {k}")
+            else:
+                setstr(k, v)
         _check(libc.syscall(_SYS_FSCONFIG, fs, _FSCONFIG_CMD_CREATE, None, None, 0), "fsconfig create")
         mnt = _check(libc.syscall(_SYS_FSMOUNT, fs, 1, 0), "fsmount")  # FSMOUNT_CLOEXEC
         try:
@@ -365,7 +382,8 @@ class OverlaySnapshotter(Snapshotter):
     name = "overlay"
     # Plain upper-dir format only: no redirect xattrs (a renamed lower dir is copied, as by `mv` on EXDEV) and
     # none followed from a lower (a hostile layer could carry one), no metacopy-only files, no inode index.
-    options = {"redirect_dir": "nofollow", "metacopy": "off", "index": "off", "xino": "off"}
+    options: dict[str, str | None] = {"redirect_dir": "nofollow", "metacopy": "off", "index": "off", "xino": "off",
+                                      **({"userxattr": None} if XATTR_PREFIX.startswith("user.") else {})}
 
     @contextlib.contextmanager
     def mounted(self, lowers: Sequence[Path], upper: Path, workdir: Path) -> Iterator[Path]:
@@ -392,7 +410,7 @@ class OverlaySnapshotter(Snapshotter):
             lower_dirs = [flat, *lower_dirs[cut:]]
         top_first = list(reversed(lower_dirs))
         opts = {"upperdir": os.path.abspath(upper), "workdir": os.path.abspath(workdir), **self.options}
-        tail = [f"{k}={_escape_lower(v)}" for k, v in opts.items()]
+        tail = [k if v is None else f"{k}={_escape_lower(v)}" for k, v in opts.items()]  # None: a flag
         data = ",".join([f"lowerdir={':'.join(map(_escape_lower, top_first))}", *tail])
         if len(data) < _MOUNT_DATA_LIMIT:
             _mount_overlay_data(target, data)

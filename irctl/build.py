@@ -41,6 +41,9 @@ def build(
     with user_errors():
         if not context.is_dir():
             raise UserError(f"build context {context} is not a directory")
+        from irctl.rootless import enter_if_unprivileged
+
+        enter_if_unprivileged(announce=progress != "quiet")
         named = opt.named_contexts(build_context)
         outputs = opt.outputs(output)
         if push:

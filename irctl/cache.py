@@ -62,6 +62,9 @@ def prune(keep_storage: str = typer.Option("0", "--keep-storage", help="keep at 
     from irctl.errors import user_errors
 
     with user_errors():
+        from irctl.rootless import enter_if_unprivileged
+
+        enter_if_unprivileged(announce=False)  # layers hold files of the user's subordinate ids
         from backend.cache import CacheStore, default_root
 
         store = CacheStore(default_root(cache_dir))

@@ -47,6 +47,9 @@ def solve_cmd(
     from irctl.errors import UserError, user_errors
 
     with user_errors():
+        from irctl.rootless import enter_if_unprivileged
+
+        enter_if_unprivileged(announce=progress != "quiet")
         from backend.solver import SolveOptions, solve
         from ir.validate import load_and_validate
         from irctl import options as cli_options
