@@ -131,11 +131,13 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
     reused = 0
     filtered = tree.filtered
     stack = [("", root_s)]
+    walked: set[str] = set()
     # the per-entry loop is the warm path: locals only, one lstat, one dict lookup
     s_isdir, s_isreg, s_islnk, s_imode = stat.S_ISDIR, stat.S_ISREG, stat.S_ISLNK, stat.S_IMODE
     lookup = cached.get
     while stack:
         rel, host = stack.pop()
+        walked.add(rel)
         prefix = rel + "/" if rel else ""
         try:
             it = os.scandir(host)
@@ -189,7 +191,8 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
             if _stat_key(os.lstat(path)) == key:  # unchanged while we read it
                 put[crel] = (*key, digest)
     if stat_cache is not None:
-        drop = [r for r in cached if r not in entries and not filtered]
+        # forget files that are gone: all of them after a full scan, those of walked dirs after a filtered one
+        drop = [r for r in cached if r not in entries and (not filtered or r.rpartition("/")[0] in walked)]
         stat_cache.update(root_s, put, drop)
     root_mode = stat.S_IMODE(os.stat(root_s).st_mode)
     return ContextScan(Path(root_s), _identity(entries, root_mode), entries, root_mode, tuple(include),

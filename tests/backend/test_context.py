@@ -348,3 +348,13 @@ def remove_chain(root: Path) -> None:
         os.close(child)
         os.rmdir("d", dir_fd=parent)
     os.close(fds[0])
+
+
+def test_stat_cache_forgets_deleted_files(ctx, tmp_path):
+    old(ctx)
+    with StatCache(tmp_path / "cache.db") as cache:
+        scan_context(ctx, exclude=("docs",), stat_cache=cache)
+        assert "src/main.py" in cache.load(os.path.realpath(ctx))
+        os.unlink(ctx / "src" / "main.py")
+        scan_context(ctx, exclude=("docs",), stat_cache=cache)
+        assert "src/main.py" not in cache.load(os.path.realpath(ctx))
