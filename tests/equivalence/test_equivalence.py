@@ -123,3 +123,14 @@ def test_solver_builds_it_once(tmp_path, busybox_layout):
     roots = {load_document((tmp_path / f"{name}.ir").read_bytes()).roots["default"] for name in FILES}
     assert len(roots) == 1
     assert run_image(tmp_path / "image-build.py", "latest", tmp_path) == "hello from greet.sh\n"
+
+
+def test_the_examples_are_one_image():
+    """examples/hello (Dockerfile), examples/recipe (TOML) and examples/pydsl (Python) are the same graph."""
+    examples = HERE.parent.parent / "examples"
+    files = {"Dockerfile": examples / "hello" / "Dockerfile", "irctl.toml": examples / "recipe" / "irctl.toml",
+             "build.py": examples / "pydsl" / "build.py"}
+    roots = {frontend_name: FILES[frontend_name][0].compile(
+        BuildRequest(path.read_bytes(), filename=path.name), FakeResolver()).document.roots["default"]
+        for frontend_name, path in files.items()}
+    assert len(set(roots.values())) == 1, roots
