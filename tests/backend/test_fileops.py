@@ -594,3 +594,56 @@ def test_parents_wildcard_matching_nothing(ctx, root):
     before = tree(root)
     assert run(root, cp("*/*.nothing", "/p/", parents=True, allow_wildcard=True, allow_empty_wildcard=True),
                sources=[SourceView.context(ctx)]) == {**before, "p": ("d", 0o755, 0, 0, None)}
+
+
+# ---------------------------------------------------------------------------------------------- property: writer fidelity
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from backend.context import scan_context  # noqa: E402
+from backend.copy import DirTree, plan_copy, walk_selection  # noqa: E402
+from tests.backend.test_context import PATTERNS, build, trees  # noqa: E402
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=trees(), src=st.sampled_from(["/", "sub", "x"]), include=PATTERNS, exclude=PATTERNS,
+       chmod=st.sampled_from(["", "0640", "a=rX", "u+w,go-w"]))
+def test_copied_tree_is_exactly_the_selection(tmp_path_factory, items, src, include, exclude, chmod):
+    """What the copy writes (types, modes, contents, link targets) is what the selection walk reads."""
+    base = tmp_path_factory.mktemp("w")
+    build(base / "ctx", items)
+    root = base / "root"
+    root.mkdir()
+    action = CopyAction(src=0, src_path=src, dest="/out/", contents_only=True, create_dest_path=True,
+                        include=tuple(p for p in include if not p.startswith("!")), exclude=tuple(exclude),
+                        chmod=chmod)
+    view = SourceView.context(base / "ctx")
+    tree_ = DirTree(view)
+    try:
+        plan = plan_copy(tree_, action)
+    except FileOpError:
+        with pytest.raises(FileOpError):
+            apply_actions(root, [FileAction(copy=action)], [view])
+        return
+    if not plan.selections or plan.selections[0].node.kind != "dir":
+        return
+    mode = parse_chmod(chmod)
+    expected = {}
+    for item in walk_selection(tree_, plan.selections[0], plan.include, plan.exclude):
+        if not item.comps:
+            continue
+        n = item.node
+        perm = stat.S_IMODE(n.mode)
+        if mode is not None and n.kind != "symlink":
+            perm = mode.apply(n.mode, n.kind == "dir")
+        content = (base / "ctx" / item.rel).read_bytes() if n.kind == "file" else n.target
+        expected[item.comps] = (n.kind, 0o777 if n.kind == "symlink" else perm, content)
+    apply_actions(root, [FileAction(copy=action)], [view])
+    out = scan_context(root / "out")
+    got = {}
+    for rel, e in out.entries.items():
+        content = (root / "out" / rel).read_bytes() if e.type == "file" else e.target
+        got[rel] = (e.type, e.mode, content)
+    assert got == expected
+    assert all(os.lstat(root / "out" / rel).st_uid == 0 for rel in got)
