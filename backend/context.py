@@ -2,15 +2,16 @@
 
 ``scan_context`` walks a context directory through its include/exclude patterns (pruning excluded
 directories no exception can reach into) and returns every visible entry with its type, permission
-bits, size and content digest (or symlink target).  The scan's ``identity`` hashes exactly that,
-sorted: mtimes, owners (they never reach the image: context files are copied as 0:0) and the order
+bits, size and content digest (or symlink target).  The scan's ``identity`` hashes exactly that
+(and the root's permission bits), sorted: mtimes, owners (they never reach the image: context files are copied as 0:0) and the order
 of the walk do not count.
 
 ``StatCache`` makes re-scans cheap: an sqlite table keyed by (context root, path) remembers the
 digest of each file with the stat it was computed from (size, mtime_ns, ctime_ns, inode, device);
-a file whose stat is unchanged is not read again.  As in git, a file modified within
-``RACY_WINDOW_NS`` of the scan is *racy* (a later write in the same timestamp tick could leave the
-stat unchanged): it is hashed but not remembered, so the next scan hashes it again.
+a file whose stat is unchanged is not read again.  As in git, a file whose mtime or ctime falls
+within ``RACY_WINDOW_NS`` of the scan is *racy* (a later write in the same timestamp tick could leave
+the stat unchanged): it is hashed but not remembered, so the next scan hashes it again.  The digest
+is remembered with the stat taken *before* reading, and only if the file did not change meanwhile.
 
 ``selection_digest(scan_or_dir, action)`` is the checksum of exactly what a ``CopyAction`` selects
 (its wildcard, include/exclude, symlink following, the subtree of a named directory), computed by
