@@ -55,7 +55,9 @@ def _listxattr(p: bytes) -> list[str]:
         return []
 
 
-def apply_layer(layer: bytes, dest: bytes, is_root: bool) -> None:
+def apply_layer(layer: bytes, dest: bytes, is_root: bool, private_devices: bool = False) -> None:
+    """``private_devices``: device nodes become root:root 0600 (a node on the host is a door to the
+    hardware; a hostile image must not hand one to another user)."""
     links: dict[tuple[int, int], bytes] = {}
     dir_meta: list[tuple[bytes, bytes, os.stat_result]] = []
 
@@ -95,6 +97,11 @@ def apply_layer(layer: bytes, dest: bytes, is_root: bool) -> None:
                 if not is_root:
                     continue
                 os.mknod(d, stat.S_IFMT(m) | 0o600, st.st_rdev)
+                if private_devices:
+                    _copy_meta(s, d, st, is_root)
+                    os.chown(d, 0, 0, follow_symlinks=False)
+                    os.chmod(d, stat.S_IMODE(m) & 0o600)
+                    continue
             else:
                 continue
             _copy_meta(s, d, st, is_root)
@@ -104,19 +111,19 @@ def apply_layer(layer: bytes, dest: bytes, is_root: bool) -> None:
         _copy_meta(s, d, st, is_root)
 
 
-def flatten_layers(layers: Sequence[LayerLike], dest: str | os.PathLike[str]) -> Path:
+def flatten_layers(layers: Sequence[LayerLike], dest: str | os.PathLike[str], private_devices: bool = False) -> Path:
     """Apply ``layers`` (bottom first) onto ``dest`` (created if needed)."""
     out = os.fsencode(os.fspath(dest))
     os.makedirs(out, exist_ok=True)
     is_root = os.geteuid() == 0
     for layer in layers:
-        apply_layer(os.fsencode(os.fspath(_source(layer).path)), out, is_root)
+        apply_layer(os.fsencode(os.fspath(_source(layer).path)), out, is_root, private_devices)
     return Path(os.fsdecode(out))
 
 
 def export_local(spec: ImageSpec, dest: str | os.PathLike[str]) -> Path:
     """Write the image's flattened rootfs into directory ``dest``."""
-    return flatten_layers(spec.layers, dest)
+    return flatten_layers(spec.layers, dest, private_devices=True)
 
 
 def export_tar(spec: ImageSpec, out: BinaryIO, *, tmp_dir: str | os.PathLike[str] | None = None,
