@@ -1,0 +1,158 @@
+"""Run the irctl CLI as an unprivileged user (default `irctl-test`, `$IRCTL_TEST_USER`) through `runuser`.
+
+The suite itself runs as root (as CI does); `UserCLI` copies what the user needs into a temp dir the user
+owns (the repo's packages, and — when the test interpreter lives where the user cannot read, e.g. under
+/root — the installed dependencies, for a system python3 of the same version), then runs
+`runuser -u USER -- env HOME=... python3 -m irctl ...`. Tests skip, with the reason, where the user, their
+subordinate ids, newuidmap/newgidmap, runc or busybox are missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata as md
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support import e2e_skip_reason
+
+USER = os.environ.get("IRCTL_TEST_USER", "irctl-test")
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = ("ir", "frontends", "backend", "irctl")
+
+
+@functools.cache
+def rootless_skip_reason() -> str | None:
+    base = e2e_skip_reason()
+    if base:
+        return base
+    if shutil.which("runuser") is None:
+        return "rootless: runuser missing (util-linux)"
+    try:
+        pw = pwd.getpwnam(USER)
+    except KeyError:
+        return (f"rootless: no user {USER!r} (as root: useradd -m {USER} && "
+                f"usermod --add-subuids 300000-365535 --add-subgids 300000-365535 {USER})")
+    from backend.userns import problems
+
+    missing = problems(USER, pw.pw_uid, pw.pw_gid)
+    return "rootless: " + "; ".join(missing) if missing else None
+
+
+def _dist_closure(name: str) -> list[md.Distribution]:
+    from packaging.markers import Marker
+
+    seen: dict[str, md.Distribution] = {}
+    todo = [name]
+    while todo:
+        n = todo.pop()
+        key = re.sub(r"[-_.]+", "-", n).lower()
+        if key in seen:
+            continue
+        try:
+            dist = md.distribution(n)
+        except md.PackageNotFoundError:
+            continue
+        seen[key] = dist
+        for req in dist.requires or []:
+            spec, _, marker = req.partition(";")
+            if marker and (("extra" in marker) or not Marker(marker).evaluate()):
+                continue
+            todo.append(re.split(r"[\s<>=!~\[(]", spec.strip(), maxsplit=1)[0])
+    return list(seen.values())
+
+
+def _copy_site(dest: Path) -> None:
+    """The installed files of irctl's runtime dependencies (and irctl's dist-info: entry points)."""
+    for dist in _dist_closure("irctl"):
+        base = Path(dist.locate_file(""))
+        tops = {Path(f).parts[0] for f in dist.files or () if not str(f).startswith("..")}
+        for top in tops:
+            src = base / top
+            if top.startswith("__editable__") or top.endswith(".pth") or not src.exists():
+                continue
+            if src.is_dir():
+                shutil.copytree(src, dest / top, dirs_exist_ok=True, symlinks=True,
+                                ignore=shutil.ignore_patterns("__pycache__", "RECORD"))
+            else:
+                shutil.copy2(src, dest / top)
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+class UserCLI:
+    """`irctl` as USER: `cli.run("build", ...)`; `cli.home` is the user's HOME (the cache is under it)."""
+
+    def __init__(self, root: Path):
+        self.pw = pwd.getpwnam(USER)
+        self.root = root
+        self.home = root / "home"
+        src = root / "src"
+        for pkg in PACKAGES:
+            shutil.copytree(REPO / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+        self.pythonpath = [src]
+        self.python = sys.executable
+        if not self._works():
+            site = root / "site"
+            site.mkdir()
+            _copy_site(site)
+            self.pythonpath.append(site)
+            self.python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or "/usr/bin/python3"
+        self.home.mkdir()
+        self.chown(root)
+        if not self._works():
+            pytest.skip(f"rootless: {USER} cannot run a Python {sys.version_info[0]}.{sys.version_info[1]} "
+                        f"with irctl's dependencies (tried {sys.executable} and {self.python})")
+
+    def chown(self, path: Path) -> None:
+        for dirpath, dirnames, filenames in os.walk(path):
+            for name in [".", *dirnames, *filenames]:
+                os.lchown(os.path.join(dirpath, name), self.pw.pw_uid, self.pw.pw_gid)
+
+    def env(self) -> list[str]:
+        return ["env", "-i", f"HOME={self.home}", f"USER={USER}", f"LOGNAME={USER}",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                f"PYTHONPATH={os.pathsep.join(map(str, self.pythonpath))}", "PYTHONDONTWRITEBYTECODE=1",
+                "LANG=C.UTF-8"]
+
+    def _works(self) -> bool:
+        probe = "import typer, msgpack, zstandard, lark, httpx, jsonschema, rich, irctl.app"
+        res = subprocess.run(["runuser", "-u", USER, "--", *self.env(), self.python, "-c", probe],
+                             capture_output=True, cwd="/")
+        return res.returncode == 0
+
+    def run(self, *args: str, cwd: Path | None = None, timeout: float = 300) -> Result:
+        import time
+
+        t0 = time.monotonic()
+        res = subprocess.run(["runuser", "-u", USER, "--", *self.env(), self.python, "-m", "irctl", *args],
+                             capture_output=True, text=True, cwd=cwd or self.root, timeout=timeout)
+        return Result(res.returncode, res.stdout, res.stderr, time.monotonic() - t0)
+
+
+@pytest.fixture(scope="session")
+def user_cli() -> UserCLI:
+    reason = rootless_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    root = Path(tempfile.mkdtemp(prefix="irctl-rootless.", dir="/tmp"))
+    os.chmod(root, 0o755)
+    try:
+        yield UserCLI(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
