@@ -165,7 +165,7 @@ class Lowerer:
             return S.derive(self.ensure(self.by_name[base], base_where)), None
         src = self.external(base, platform, base_where)
         s = S.begin(src.state, src.image, src.platform)
-        return s, (src.description or None)
+        return s, (src.description or f"FROM {base}")
 
     def meta(self, decl: StageDecl, counter: dict, text: str, where: Where, step: bool = True) -> ops.OpMetadata:
         if step and counter["n"]:

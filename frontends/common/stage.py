@@ -65,6 +65,12 @@ class Stage:
 def begin(state: builder.State, image: ImageState, platform: ops.Platform) -> Stage:
     """A stage on a source (image, scratch, named context): PATH defaulted, Env/WorkingDir/User inherited."""
     s = Stage(state, image.clone(), platform)
+    inherit(s)
+    return s
+
+
+def inherit(s: Stage) -> None:
+    """Run defaults from the base image's config: PATH when it has none, its Env, WorkingDir, User."""
     s.image.ensure_path()
     for e in s.image.env:
         k, _, v = e.partition("=")
@@ -72,7 +78,6 @@ def begin(state: builder.State, image: ImageState, platform: ops.Platform) -> St
     if s.image.working_dir:
         s.cwd = posixpath.join("/", s.image.working_dir)
     s.user = s.image.user
-    return s
 
 
 def derive(base: Stage) -> Stage:
@@ -110,8 +115,9 @@ def declare_arg(s: Stage, name: str, value: str | None) -> None:
     s.image.commit("ARG " + name + ("" if value is None else "=" + value), layer=False)
 
 
-def set_workdir(s: Stage, path: str, meta: ops.OpMetadata | None = None) -> str:
-    """``WORKDIR``: relative to the current one; a mkdir (owned by USER) unless it is ``/``."""
+def set_workdir(s: Stage, path: str, meta: ops.OpMetadata | Callable[[], ops.OpMetadata] | None = None) -> str:
+    """``WORKDIR``: relative to the current one; a mkdir (owned by USER) unless it is ``/``.
+    ``meta`` may be a function, called only when the mkdir is made (a progress step is counted)."""
     wd = posixpath.normpath(posixpath.join("/", s.image.working_dir or "/", path))
     wd = "/" + wd.lstrip("/")
     s.image.working_dir = wd
@@ -119,7 +125,8 @@ def set_workdir(s: Stage, path: str, meta: ops.OpMetadata | None = None) -> str:
     layer = wd != "/"
     if layer:
         owner = owner_of(s.image.user) if s.image.user else None
-        s.state = s.state.file([ops.FileAction(mkdir=ops.MkdirAction(wd, 0o755, True, owner))], meta=meta)
+        s.state = s.state.file([ops.FileAction(mkdir=ops.MkdirAction(wd, 0o755, True, owner))],
+                               meta=meta() if callable(meta) else meta)
     s.image.commit("WORKDIR " + wd, layer=layer)
     return wd
 
@@ -287,11 +294,13 @@ def copy_files(s: Stage, sources: Sequence[str], dest: str, *, context: Callable
                exclude: Iterable[str] = (), parents: bool = False, link: bool = False, checksum: str = "",
                keep_git_dir: bool = False, unpack: bool | None = None,
                inline: Sequence[tuple[str, bytes]] = (), meta: ops.OpMetadata | None = None,
-               link_meta: ops.OpMetadata | None = None, chmod_text: str | None = None) -> None:
+               link_meta: ops.OpMetadata | None = None, chmod_text: str | None = None,
+               on_local: Callable[[str], None] | None = None) -> None:
     """``COPY``/``ADD`` (BuildKit ``dispatchCopy``) with every value expanded: one file op of copy
     actions, or with ``link`` one on scratch merged on top.  ``inline`` files (path, bytes) are
     made on scratch first (``COPY <<EOF``).  ``chmod_text`` is the mode as the user wrote it, for
-    the history line (default: the normalised mode)."""
+    the history line (default: the normalised mode).  ``on_local(src)`` is called for each
+    source read from the build context (the Dockerfile warns about ignored ones)."""
     kw = "ADD" if add else "COPY"
     dest_abs = dest_path(s.cwd, dest)
     if chmod:
@@ -344,6 +353,8 @@ def copy_files(s: Stage, sources: Sequence[str], dest: str, *, context: Callable
                     pivot, pattern = "/", src
                 patterns = (_clean("/" + pattern).lstrip("/"),)
                 path = pivot
+            if from_state is None and on_local is not None:
+                on_local(src)
             put(from_state if from_state is not None else context(), _clean("/" + path),
                 follow_symlinks=True, contents_only=True, include=patterns,
                 unpack=add and unpack is not False, allow_wildcard=True, allow_empty_wildcard=True)
@@ -388,9 +399,11 @@ def resolve_source(request, resolver, ref: str, platform: ops.Platform,
     """What a name that is not a stage means, as BuildKit reads it: ``scratch``; a named context
     given with ``--build-context`` (``ref`` or ``ref`` without ``:latest``); else a registry image
     resolved through ``resolver`` and pinned by digest (an image without layers is scratch)."""
+    from frontends.dockerfile.convert import familiar_names
+
     if ref == "scratch":
         return Source(builder.scratch(), ImageState(), platform, "FROM scratch")
-    ctx = request.contexts.get(ref) or request.contexts.get(ref.removesuffix(":latest"))
+    ctx = next((request.contexts[n] for n in familiar_names(ref) if n in request.contexts), None)
     if ctx is not None:
         return named_context(request, resolver, ref, ctx, platform, locations)
     try:
@@ -399,9 +412,14 @@ def resolve_source(request, resolver, ref: str, platform: ops.Platform,
         raise
     except Exception as e:  # the resolver is the backend's; the caller adds our location
         raise StageError(f"image {ref}: {e}") from None
+    return image_source(resolved, platform, locations)
+
+
+def image_source(resolved, platform: ops.Platform, locations: Sequence[ops.Location] = ()) -> Source:
+    """A resolved registry image as a source op pinned by digest (one without layers is scratch)."""
     plat = resolved.platform or platform
     if is_empty_image(resolved.config):
-        return Source(builder.scratch(), ImageState.from_oci(resolved.config), plat, f"FROM {ref}")
+        return Source(builder.scratch(), ImageState.from_oci(resolved.config), plat, "")
     desc = f"FROM {resolved.ref}" + (f"@{resolved.digest}" if resolved.digest else "")
     state = builder.image(resolved.ref, digest=resolved.digest, platform=plat,
                           meta=ops.OpMetadata(desc, locations=tuple(locations)))
