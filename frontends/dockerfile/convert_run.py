@@ -18,6 +18,7 @@ from __future__ import annotations
 import posixpath
 from typing import TYPE_CHECKING
 
+from frontends.common import stage as S
 from frontends.dockerfile import instructions as I
 from frontends.dockerfile.mounts import MountError, MountSpec, apply_defaults, parse_mount
 from frontends.dockerfile.stages import DockerfileError
@@ -59,9 +60,11 @@ def dispatch_run(conv: "Converter", d: "Dispatch", ins: I.Run, span: Span) -> No
     network = _mode(conv, d, ins, "network", ins.network, NETWORK_MODES, span)
     security = _mode(conv, d, ins, "security", ins.security, SECURITY_MODES, span)
     meta = conv.meta(d, name, span)
-    d.state = d.state.run(args, mounts=mounts, env=conv.run_env(d), cwd=d.cwd, user=d.user,
-                          network=network or "default", security=security or "sandbox", meta=meta)
-    d.image.commit("RUN " + run_command_string(args, d), layer=True, buildkit_suffix=True)
+    try:
+        S.run(d, args, shell_form=False, mounts=mounts, env=conv.run_env(d), network=network or "default",
+              security=security or "sandbox", meta=meta)
+    except S.StageError as e:
+        raise DockerfileError(e.message, span) from None
 
 
 def single_heredoc(word: str) -> bool:
@@ -75,19 +78,8 @@ def summarize_heredoc(doc: str) -> str:
     return lines[0] + ("..." if len(lines) > 1 else "")
 
 
-def run_command_string(args: list[str], d: "Dispatch") -> str:
-    """BuildKit ``runCommandString``: ``|2 A=1 B=2 /bin/sh -c make`` when ARGs are declared."""
-    seen: dict[str, int] = {}
-    pairs: list[str] = []
-    for key, value in d.build_args:
-        v = d.env.get(key, value if value is not None else "")
-        if key in seen:
-            pairs[seen[key]] = f"{key}={v}"
-        else:
-            seen[key] = len(pairs)
-            pairs.append(f"{key}={v}")
-    head = [f"|{len(pairs)}", *pairs] if pairs else []
-    return " ".join(head + list(args))
+# BuildKit ``runCommandString`` (``|2 A=1 B=2 /bin/sh -c make``), shared with the other frontends.
+run_command_string = S.run_command_string
 
 
 def _mode(conv, d, ins: I.Run, flag: str, value: str | None, allowed, span: Span) -> str | None:
@@ -118,34 +110,9 @@ def run_mounts(conv: "Converter", d: "Dispatch", ins: I.Run, span: Span) -> list
 
 
 def lower_mount(conv: "Converter", d: "Dispatch", m: MountSpec, span: Span) -> builder.MountSpec:
-    if m.type in ("secret", "ssh"):
-        target = _abs_target(d, m.target, span) if m.target else ""
-        uid, gid = m.uid or 0, m.gid or 0
-        if m.type == "secret":
-            return builder.secret(m.id, target, env=m.env or "", required=m.required, uid=uid, gid=gid,
-                                  mode=0o400 if m.mode is None else m.mode)
-        return builder.ssh(target, m.id or "default", required=m.required, uid=uid, gid=gid,
-                           mode=0o600 if m.mode is None else m.mode)
-    if not m.target:
-        raise DockerfileError(f"mount target is required for {m.type} mounts", span)
-    target = _abs_target(d, m.target, span)
-    if m.type == "tmpfs":
-        return builder.tmpfs(target, size=m.size or 0)
-    selector = posixpath.normpath(posixpath.join("/", m.source)) if m.source else ""
-    selector = "" if selector in ("/", "//") else selector
-    if m.type == "cache":
-        seed = conv.source_of(d, m.from_, span, "mount")[0] if m.from_ else None
-        cache_id = m.id if "id" in m.explicit else posixpath.normpath(m.target)
-        return builder.cache(target, cache_id, m.sharing or "shared", seed=seed, selector=selector,
-                             uid=m.uid or 0, gid=m.gid or 0, mode=0o755 if m.mode is None else m.mode,
-                             readonly=m.readonly)
-    src = conv.source_of(d, m.from_, span, "mount")[0] if m.from_ else conv.context()
-    return builder.bind(target, src, selector=selector, readonly=m.readonly)
-
-
-def _abs_target(d: "Dispatch", target: str, span: Span) -> str:
-    path = posixpath.normpath(posixpath.join("/", d.cwd, target))
-    path = "/" + path.lstrip("/")
-    if path == "/":
-        raise DockerfileError(f'invalid mount target "{target}"', span)
-    return path
+    """A mount with its defaults applied, lowered by :func:`frontends.common.stage.lower_mount`
+    (``from=`` read through :meth:`Converter.source_of`, so stage order and images are checked here)."""
+    try:
+        return S.lower_mount(d, m, lambda name: conv.source_of(d, name, span, "mount")[0], conv.context)
+    except S.StageError as e:
+        raise DockerfileError(e.message, span) from None
