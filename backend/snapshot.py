@@ -27,6 +27,7 @@ import hashlib
 import os
 import shutil
 import stat
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -423,6 +424,99 @@ class OverlaySnapshotter(Snapshotter):
             _mount_overlay_data(target, ",".join([f"lowerdir={_escape_lower(flat)}", *tail]))
 
 
+class FuseOverlaySnapshotter(Snapshotter):
+    """fuse-overlayfs, where the kernel's overlayfs cannot be mounted (rootless on kernels < 5.11, or a
+    filesystem without user xattrs). Its upper dir is overlay's format except for its own opaque markers
+    (`user.fuseoverlayfs.opaque`, a `.wh..wh..opq` file) and, where mknod is refused, `.wh.NAME` files
+    for whiteouts: `_normalize_fuse_upper` turns those into the layer format after unmounting."""
+
+    name = "fuse-overlayfs"
+
+    @contextlib.contextmanager
+    def mounted(self, lowers: Sequence[Path], upper: Path, workdir: Path) -> Iterator[Path]:
+        Path(upper).mkdir(parents=True, exist_ok=True)
+        with _scratch(workdir) as scratch:
+            Path(workdir).mkdir(parents=True, exist_ok=True)
+            target = os.path.join(scratch, "rootfs")
+            os.mkdir(target)
+            lower_dirs = [os.path.abspath(p) for p in lowers]
+            if not lower_dirs:
+                lower_dirs = [os.path.join(scratch, "empty")]
+                os.mkdir(lower_dirs[0])
+            if len(lower_dirs) > MAX_OVERLAY_LOWERS:
+                flat = os.path.join(scratch, "flat")
+                cut = len(lower_dirs) - MAX_OVERLAY_LOWERS + 1
+                apply_layers([Path(p) for p in lower_dirs[:cut]], Path(flat))
+                lower_dirs = [flat, *lower_dirs[cut:]]
+            dirs = [*lower_dirs, os.path.abspath(upper), os.path.abspath(workdir)]
+            if any(c in d for d in dirs for c in ",:"):
+                raise SnapshotError("fuse-overlayfs: a layer path contains ',' or ':'")
+            opts = (f"lowerdir={':'.join(reversed(lower_dirs))},upperdir={os.path.abspath(upper)},"
+                    f"workdir={os.path.abspath(workdir)}")
+            res = subprocess.run([shutil.which("fuse-overlayfs") or "fuse-overlayfs", "-o", opts, target],
+                                 stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            if res.returncode != 0:
+                raise SnapshotError(f"fuse-overlayfs: {res.stderr.strip() or res.returncode}")
+            try:
+                yield Path(target)
+            finally:
+                _unmount_fuse(target)
+        _normalize_fuse_upper(os.fspath(upper))
+        strip_overlay_xattrs(upper)
+
+
+_FUSE_XATTR_PREFIX = "user.fuseoverlayfs."
+_WH_OPAQUE_FILE = ".wh..wh..opq"
+
+
+def _unmount_fuse(target: str) -> None:
+    try:
+        umount(target)
+    except OSError:
+        tool = shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount"
+        res = subprocess.run([tool, "-u", target], stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise SnapshotError(f"cannot unmount {target}: {res.stderr.strip()}") from None
+
+
+def _normalize_fuse_upper(upper: str) -> None:
+    """fuse-overlayfs' upper dir into the layer format (see `FuseOverlaySnapshotter`); dir times kept."""
+    for dirpath, _dirnames, filenames in os.walk(upper):
+        st_dir = os.lstat(dirpath)
+        changed = False
+        opaque = False
+        with contextlib.suppress(OSError):
+            opaque = os.getxattr(dirpath, _FUSE_XATTR_PREFIX + "opaque", follow_symlinks=False) == b"y"
+        for name in filenames:
+            if not name.startswith(".wh."):
+                continue
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            os.unlink(path)
+            changed = True
+            if name == _WH_OPAQUE_FILE:
+                opaque = True
+            elif stat.S_ISREG(st.st_mode) and name != ".wh..opq":  # a whiteout made without mknod
+                hidden = os.path.join(dirpath, name[4:])
+                if not os.path.lexists(hidden):
+                    os.mknod(hidden, stat.S_IFCHR | 0o000, 0)
+        with contextlib.suppress(OSError):
+            for x in os.listxattr(dirpath, follow_symlinks=False):
+                if x.startswith(_FUSE_XATTR_PREFIX):
+                    os.removexattr(dirpath, x, follow_symlinks=False)
+                    changed = True
+        if opaque:
+            os.setxattr(dirpath, OPAQUE_XATTR, b"y")
+        if changed or opaque:
+            os.utime(dirpath, ns=(st_dir.st_atime_ns, st_dir.st_mtime_ns))
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            with contextlib.suppress(OSError):
+                for x in os.listxattr(path, follow_symlinks=False):
+                    if x.startswith(_FUSE_XATTR_PREFIX):
+                        os.removexattr(path, x, follow_symlinks=False)
+
+
 class CopySnapshotter(Snapshotter):
     """Fallback without overlayfs: copy the lowers into a scratch root, diff it against a metadata snapshot."""
 
@@ -550,35 +644,49 @@ def _born_after(path: str, since: int | None) -> bool:
 # ---------------------------------------------------------------------------------------------- detection
 
 @functools.cache
-def _overlay_works(tmp_root: str) -> bool:
+def _overlay_works(tmp_root: str, kind: str = "overlay") -> bool:
+    """Probe: a deleted file becomes a whiteout, a re-created dir an opaque one, in the upper dir."""
+    snap = FuseOverlaySnapshotter() if kind == "fuse-overlayfs" else OverlaySnapshotter()
+    if kind == "fuse-overlayfs" and (shutil.which("fuse-overlayfs") is None or not os.access("/dev/fuse", os.R_OK | os.W_OK)):
+        return False
     try:
         base = tempfile.mkdtemp(prefix=".overlay-probe.", dir=tmp_root)
     except OSError:
         return False
     try:
-        for d in ("lower", "upper", "work", "merged"):
-            os.mkdir(os.path.join(base, d))
+        for d in ("lower/d", "upper", "work", "merged"):
+            os.makedirs(os.path.join(base, d))
         Path(base, "lower", "f").write_bytes(b"x")
-        snap = OverlaySnapshotter()
+        Path(base, "lower", "d", "g").write_bytes(b"x")
         with snap.mounted([Path(base, "lower")], Path(base, "upper"), Path(base, "work")) as root:
             os.unlink(root / "f")
-        return is_whiteout(os.lstat(os.path.join(base, "upper", "f")))
-    except OSError:
+            os.unlink(root / "d" / "g")
+            os.rmdir(root / "d")
+            os.mkdir(root / "d")
+        return is_whiteout(os.lstat(os.path.join(base, "upper", "f"))) and is_opaque(os.path.join(base, "upper", "d"))
+    except (OSError, SnapshotError):
         return False
     finally:
-        _rmtree_scratch(base)
+        with contextlib.suppress(OSError, SnapshotError):
+            _rmtree_scratch(base)
 
 
 def detect_snapshotter(tmp_root: Path) -> Snapshotter:
     """The best snapshotter for layers stored under `tmp_root` (probed once per path, then cached).
 
-    `$IRCTL_SNAPSHOTTER=overlay|copy` overrides the probe."""
+    Kernel overlayfs first, then fuse-overlayfs, then copying. `$IRCTL_SNAPSHOTTER=overlay|fuse-overlayfs|copy`
+    overrides the probe."""
     forced = os.environ.get("IRCTL_SNAPSHOTTER", "").strip().lower()
     if forced == "copy":
         return CopySnapshotter()
     if forced == "overlay":
         return OverlaySnapshotter()
+    if forced == "fuse-overlayfs":
+        return FuseOverlaySnapshotter()
     if forced:
-        raise SnapshotError(f"IRCTL_SNAPSHOTTER={forced!r}: expected 'overlay' or 'copy'")
+        raise SnapshotError(f"IRCTL_SNAPSHOTTER={forced!r}: expected 'overlay', 'fuse-overlayfs' or 'copy'")
     Path(tmp_root).mkdir(parents=True, exist_ok=True)
-    return OverlaySnapshotter() if _overlay_works(os.path.abspath(tmp_root)) else CopySnapshotter()
+    for kind, cls in (("overlay", OverlaySnapshotter), ("fuse-overlayfs", FuseOverlaySnapshotter)):
+        if _overlay_works(os.path.abspath(tmp_root), kind):
+            return cls()
+    return CopySnapshotter()

@@ -124,11 +124,15 @@ class UserCLI:
             for name in [".", *dirnames, *filenames]:
                 os.lchown(os.path.join(dirpath, name), self.pw.pw_uid, self.pw.pw_gid)
 
-    def env(self) -> list[str]:
-        return ["env", "-i", f"HOME={self.home}", f"USER={USER}", f"LOGNAME={USER}",
+    def env(self, extra: dict[str, str] | None = None) -> list[str]:
+        return ["env", "-i", *(f"{k}={v}" for k, v in (extra or {}).items()), f"HOME={self.home}", f"USER={USER}", f"LOGNAME={USER}",
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 f"PYTHONPATH={os.pathsep.join(map(str, self.pythonpath))}", "PYTHONDONTWRITEBYTECODE=1",
                 "LANG=C.UTF-8"]
+
+    def can_use_fuse(self) -> bool:
+        res = subprocess.run(["runuser", "-u", USER, "--", "test", "-r", "/dev/fuse", "-a", "-w", "/dev/fuse"])
+        return res.returncode == 0 and shutil.which("fuse-overlayfs") is not None
 
     def _works(self) -> bool:
         probe = "import typer, msgpack, zstandard, lark, httpx, jsonschema, rich, irctl.app"
@@ -136,11 +140,12 @@ class UserCLI:
                              capture_output=True, cwd="/")
         return res.returncode == 0
 
-    def run(self, *args: str, cwd: Path | None = None, timeout: float = 300) -> Result:
+    def run(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 300) -> Result:
         import time
 
         t0 = time.monotonic()
-        res = subprocess.run(["runuser", "-u", USER, "--", *self.env(), self.python, "-m", "irctl", *args],
+        res = subprocess.run(["runuser", "-u", USER, "--", *self.env(env), self.python, "-m", "irctl", *args],
                              capture_output=True, text=True, cwd=cwd or self.root, timeout=timeout)
         return Result(res.returncode, res.stdout, res.stderr, time.monotonic() - t0)
 
