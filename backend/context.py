@@ -26,7 +26,6 @@ import os
 import sqlite3
 import stat
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -179,6 +178,8 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
     big = [t[1] for t in todo if t[2].st_size >= BIG_FILE]
     digests: dict[str, object] = {}
     if len(big) > 1:  # sha256 releases the GIL on large buffers: big files hash on a few threads
+        from concurrent.futures import ThreadPoolExecutor  # only for big files; keeps the import cheap
+
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             digests.update(zip(big, pool.map(_hash_or_none, big)))
     for crel, path, st, key in todo:

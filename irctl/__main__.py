@@ -1,5 +1,5 @@
 """``python -m irctl``: the same as the ``irctl`` script."""
 
-from irctl.app import main
+from irctl.entry import main
 
 main()

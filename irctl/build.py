@@ -56,6 +56,13 @@ def build(
             ir_out.write_bytes(dump_document(compiled.document))
         snapshot = _solve(compiled.document, context, named, opt.secrets(secret), opt.ssh_agents(ssh),
                           jobs, no_cache, allow_insecure, tuple(insecure_registry), progress, root)
+        if not frontend:
+            from irctl import fastpath
+
+            fastpath.remember({"context": str(context), "file": str(file) if file else None, "target": target,
+                               "build_arg": build_arg, "build_context": build_context,
+                               "insecure": insecure_registry, "cache_dir": str(cache_dir) if cache_dir else None},
+                              [str(p) for p in snapshot.layers], len(compiled.document.ops))
         if outputs:
             from irctl.exporting import export
 

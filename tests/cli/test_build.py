@@ -49,10 +49,16 @@ def test_second_build_is_all_cache_hits(tmp_path, busybox_ref, cache_env):
     first = irctl("build", ctx, "--progress", "json", env=cache_env)
     assert first.code == 0, first.stderr
     assert len([e for e in first.events() if e["kind"] == "started"]) >= 2
-    second = irctl("build", ctx, "--progress", "json", env=cache_env)
+    # through the solver (an output forces it past the no-op fast path): every step a cache hit
+    second = irctl("build", ctx, "--progress", "json", "--output", f"type=local,dest={tmp_path / 'out'}",
+                   env=cache_env)
     assert second.code == 0, second.stderr
     assert [e for e in second.events() if e["kind"] == "started"] == []
     assert len([e for e in second.events() if e["kind"] == "cached"]) >= 2
+    # and the fast path: nothing started, one summary event
+    third = irctl("build", ctx, "--progress", "json", env=cache_env)
+    assert [e for e in third.events() if e["kind"] == "started"] == []
+    assert [e["description"] for e in third.events()] == ["build inputs unchanged: all 4 steps cached"]
 
 
 def test_failing_run_names_the_line_and_output(tmp_path, busybox_ref, cache_env):

@@ -1,0 +1,201 @@
+"""The no-op rebuild: answer "nothing changed" without compiling or solving.
+
+A build's result is a pure function of its inputs: the build file, the context's files (after the
+ignore file), named contexts, build arguments, the target, the base images as resolved before
+(``resolved/`` in the cache store; ``--pull`` refreshes them and is never fast-pathed), and irctl's
+own code.  After every successful build ``remember`` writes a memo under ``builds/`` keyed by a
+digest of all of that; before the next one, ``try_build`` recomputes the key — stat-cached, so an
+unchanged context is not read — and when the memo's layers are all still in the store, it is done.
+
+It handles only what needs no export: ``irctl build`` with no ``--output``/``--push`` and none of
+the options that change how a build runs (``--no-cache``, ``--pull``, ``--frontend``, …).  Anything
+else, and any miss, falls through to the ordinary path, which is always correct on its own.  This
+module imports nothing heavy: no typer, no frontends, no IR, no solver.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+MEMO_VERSION = b"irctl-build-memo-v1\0"
+_PACKAGES = ("frontends", "ir", "backend", "irctl")
+_VALUE_OPTIONS = {"-f": "file", "--file": "file", "-t": "tag", "--tag": "tag", "--target": "target",
+                  "--build-arg": "build_arg", "--build-context": "build_context", "--secret": "secret",
+                  "--ssh": "ssh", "--progress": "progress", "--cache-dir": "cache_dir", "--jobs": "jobs",
+                  "-j": "jobs", "--insecure-registry": "insecure"}
+_LISTS = {"tag", "build_arg", "build_context", "secret", "ssh", "insecure"}
+
+
+def parse_argv(argv: list[str]) -> dict | None:
+    """The options of a fast-pathable ``irctl build`` command line, or None."""
+    opts: dict = {k: [] for k in _LISTS}
+    positional: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        name, eq, value = a.partition("=") if a.startswith("--") else (a, "", "")
+        if a == "--":
+            positional += argv[i + 1:]
+            break
+        if name in _VALUE_OPTIONS:
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    return None
+                value = argv[i]
+            key = _VALUE_OPTIONS[name]
+            if key in _LISTS:
+                opts[key].append(value)
+            else:
+                opts[key] = value
+        elif a.startswith("-"):
+            return None  # an option the fast path does not handle (outputs, --no-cache, --pull, …)
+        else:
+            positional.append(a)
+        i += 1
+    if len(positional) > 1:
+        return None
+    opts["context"] = positional[0] if positional else "."
+    return opts
+
+
+def cache_root(explicit: str | None) -> Path:
+    """Same order as ``backend.cache.default_root`` (kept in step by a test)."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("IRCTL_CACHE_DIR"):
+        return Path(os.environ["IRCTL_CACHE_DIR"])
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "irctl"
+    return Path.home() / ".cache" / "irctl"
+
+
+def _code_fingerprint() -> bytes:
+    """Every source file of irctl by path, size and mtime: a changed irctl never reuses a memo."""
+    from importlib.util import find_spec
+
+    h = hashlib.sha256()
+    for pkg in _PACKAGES:
+        spec = find_spec(pkg)  # locates the package without running its __init__
+        for root in (spec.submodule_search_locations or []) if spec else []:
+            for dirpath, dirnames, filenames in os.walk(root):
+                dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+                for f in sorted(filenames):
+                    if f.endswith((".py", ".lark", ".json")):
+                        st = os.stat(os.path.join(dirpath, f))
+                        h.update(f"{dirpath}/{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.digest()
+
+
+def _tree_identity(root: Path, cache: Path) -> str:
+    """The content identity of a directory (every file; stat-cached), via the backend's scanner."""
+    from backend.context import StatCache, scan_context
+
+    with StatCache(cache / "contexts.db") as stat_cache:
+        return scan_context(root.resolve(), stat_cache=stat_cache).identity
+
+
+def _build_file(context: Path, file: str | None) -> Path | None:
+    if file:
+        return Path(file)
+    for name in ("Dockerfile", "Containerfile", "irctl.toml", "build.py"):
+        if (context / name).is_file():
+            return context / name
+    return None
+
+
+def build_key(opts: dict, cache: Path) -> str | None:
+    """Digest of every input of the build, or None when something cannot be keyed cheaply."""
+    context = Path(opts["context"])
+    build_file = _build_file(context, opts.get("file"))
+    if build_file is None or not context.is_dir():
+        return None
+    if build_file.suffix == ".py":
+        return None  # a Python build file may read anything; always compile it
+    h = hashlib.sha256(MEMO_VERSION)
+    h.update(_code_fingerprint())
+    h.update(f"file\0{build_file.resolve()}\0".encode())
+    h.update(build_file.read_bytes())
+    for ignore in (build_file.with_name(build_file.name + ".dockerignore"), context / ".dockerignore"):
+        if ignore.is_file():
+            h.update(f"ignore\0{ignore.resolve()}\0".encode() + ignore.read_bytes())
+    h.update(f"context\0{context.resolve()}\0{_tree_identity(context, cache)}\n".encode())
+    h.update(f"target\0{opts.get('target', '')}\n".encode())
+    for arg in sorted(opts["build_arg"]):
+        name, eq, value = arg.partition("=")
+        h.update(f"arg\0{name}\0{value if eq else os.environ.get(name, '')}\0{bool(eq or name in os.environ)}\n".encode())
+    for spec in sorted(opts["build_context"]):
+        name, _, value = spec.partition("=")
+        h.update(f"named\0{spec}\n".encode())
+        if value.startswith("oci-layout://"):
+            path = value.removeprefix("oci-layout://").split("@")[0]
+            head, _, tail = path.rpartition("/")
+            path = f"{head}/{tail.split(':')[0]}" if head else tail.split(":")[0]
+            index = Path(path) / "index.json"
+            if not index.is_file():
+                return None
+            h.update(index.read_bytes())
+        elif "://" not in value:
+            if not Path(value).is_dir():
+                return None
+            h.update(_tree_identity(Path(value), cache).encode())
+    h.update(" ".join(sorted(opts["insecure"])).encode())
+    resolved = cache / "resolved"
+    if resolved.is_dir():
+        for memo in sorted(resolved.glob("*.json")):
+            h.update(memo.name.encode() + memo.read_bytes())
+    return h.hexdigest()
+
+
+def try_build(argv: list[str]) -> int | None:
+    """Exit status of a fast no-op build, or None to take the ordinary path."""
+    opts = parse_argv(argv)
+    if opts is None:
+        return None
+    try:
+        cache = cache_root(opts.get("cache_dir"))
+        key = build_key(opts, cache)
+        if key is None:
+            return None
+        memo = json.loads((cache / "builds" / f"{key}.json").read_text())
+    except (OSError, ValueError, ImportError):
+        return None
+    if not all(os.path.isdir(p) for p in memo.get("layers", [])):
+        return None
+    _report(opts.get("progress", "auto"), memo)
+    if opts["tag"]:
+        sys.stderr.write("note: no --output given; the result stays in the build cache "
+                         "(use --output type=oci,dest=… or --push)\n")
+    return 0
+
+
+def _report(progress: str, memo: dict) -> None:
+    steps = memo.get("steps", 0)
+    text = f"build inputs unchanged: all {steps} steps cached"
+    if progress == "json":
+        sys.stderr.write(json.dumps({"kind": "cached", "op": "", "description": text, "group": "",
+                                     "text": "", "duration": 0.0, "time": 0.0}) + "\n")
+    elif progress != "quiet":
+        sys.stderr.write(f"=> {text}\n")
+
+
+def remember(opts: dict, layers: list[str], steps: int) -> None:
+    """Record a successful build for ``try_build``; never fails the build."""
+    try:
+        cache = cache_root(opts.get("cache_dir"))
+        key = build_key(opts, cache)
+        if key is None:
+            return
+        target = cache / "builds" / f"{key}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"layers": layers, "steps": steps}, f)
+        os.replace(tmp, target)
+    except (OSError, ValueError, ImportError):
+        pass
