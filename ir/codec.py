@@ -9,11 +9,12 @@ writer in any language that follows the rules produces the same digests.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import hashlib
 import struct
-from typing import Any
+from typing import Any, Iterator
 
 import msgpack
 
@@ -81,7 +82,8 @@ def document_bytes(doc: ops.Document) -> bytes:
 
 def dump_document(doc: ops.Document, *, compress: bool = True, level: int = 3) -> bytes:
     """Serialise a document: header, then (zstd-compressed) canonical msgpack."""
-    payload = document_bytes(doc)
+    with gc_paused():
+        payload = document_bytes(doc)
     if compress:
         import zstandard
 
@@ -225,17 +227,25 @@ def _check_canonical(raw: dict, op_data: dict[str, bytes], payload: bytes) -> No
                       path)
 
 
-def load_document(data: bytes) -> ops.Document:
-    """Bytes of an IR file → typed document (structure checked; see ``ir.validate`` for the rest)."""
-    # Decoding allocates many small objects that can never form cycles; pausing the cyclic
-    # collector meanwhile roughly halves the time for large graphs.
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: decoding and checking a big graph allocate many small
+    objects that never form cycles, and each full collection would walk all of them (for a
+    100,000-op graph that roughly halves the time)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        payload, raw = load_payload(data)
-        return decode_document(raw, payload)
-    except RecursionError:
-        raise DecodeError("document nests too deeply") from None
+        yield
     finally:
         if was_enabled:
             gc.enable()
+
+
+def load_document(data: bytes) -> ops.Document:
+    """Bytes of an IR file → typed document (structure checked; see ``ir.validate`` for the rest)."""
+    with gc_paused():
+        try:
+            payload, raw = load_payload(data)
+            return decode_document(raw, payload)
+        except RecursionError:
+            raise DecodeError("document nests too deeply") from None

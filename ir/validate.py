@@ -81,6 +81,11 @@ def _schema_message(err) -> str:
 
 def check_graph(doc: ops.Document) -> list[IRError]:
     """Every rule the schema cannot express; returns the problems found (empty: valid)."""
+    with codec.gc_paused():
+        return _check_graph(doc)
+
+
+def _check_graph(doc: ops.Document) -> list[IRError]:
     errors: list[IRError] = []
 
     def err(msg: str, path: str) -> None:
