@@ -55,7 +55,7 @@ from ir.ops import CopyAction, FileAction, MkdirAction, MkfileAction, Owner, RmA
 
 __all__ = ["FileOpError", "SourceView", "UnpackLimits", "apply_actions", "resolve_owner"]
 
-_PRIVATE_XATTR = "trusted.overlay."
+_PRIVATE_XATTR = ("trusted.overlay.", "user.overlay.")  # overlay's own, as root and rootless (userxattr)
 
 
 def apply_actions(root: Path, actions: Sequence[FileAction], sources: Sequence[SourceView], *,

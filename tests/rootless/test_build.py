@@ -219,3 +219,10 @@ def test_multistage_build(cli, snapshotter):
     assert sorted(os.listdir(rootfs / "gone")) == ["g"]
     assert not os.path.lexists(rootfs / "bin/vi") and not os.path.lexists(rootfs / "usr/bin/less")
     assert os.listdir(rootfs / "usr/sbin") == ["only"]
+
+    if snapshotter == "auto":  # the store holds files of subordinate ids: pruning works rootless too
+        pruned = runner.run("cache", "prune", "--all")
+        assert pruned.returncode == 0, pruned.stderr
+        assert pruned.stdout.startswith("freed "), pruned.stdout
+        layers_dir = runner.home / ".cache" / "irctl" / "layers"
+        assert not layers_dir.exists() or not any(layers_dir.iterdir())
