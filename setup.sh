@@ -14,4 +14,8 @@ fi
 # docker-registry's Debian package starts a system service on :5000; the tests start their own
 # registries on free loopback ports, so the system one is not needed.
 systemctl disable --now docker-registry >/dev/null 2>&1 || true
+# An unprivileged user with subordinate ids: tests/rootless run the same builds as this user.
+id irctl-test >/dev/null 2>&1 || useradd -m -s /bin/sh irctl-test
+grep -q '^irctl-test:' /etc/subuid || usermod --add-subuids 300000-365535 irctl-test
+grep -q '^irctl-test:' /etc/subgid || usermod --add-subgids 300000-365535 irctl-test
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
