@@ -24,7 +24,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
-from frontends.dockerfile.convert_copy import (check_checksum, check_chmod, dest_path, is_http,
+from frontends.dockerfile.convert_copy import (_clean, check_checksum, check_chmod, dest_path, is_http,
                                                parse_git_ref, url_filename)
 from frontends.dockerfile.image_config import (ImageState, PortError, expose_history, go_list,
                                                go_quoted_list, healthcheck_history, is_empty_image,
@@ -375,10 +375,6 @@ def copy_files(s: Stage, sources: Sequence[str], dest: str, *, context: Callable
         s.state = s.state.file(actions, inputs, meta=meta)
     s.image.commit(" ".join(history), layer=True, buildkit_suffix=True)
 
-
-def _clean(path: str) -> str:
-    out = posixpath.normpath(path)
-    return "/" + out.lstrip("/")
 
 
 # --------------------------------------------------------------------------- sources

@@ -22,7 +22,7 @@ from frontends.dockerfile.expand import Expander, ExpandError
 from frontends.dockerfile.stages import DockerfileError
 from frontends.dockerfile.syntax import go_quote
 from frontends.errors import Span
-from ir import builder, ops
+from ir import ops
 
 if TYPE_CHECKING:
     from frontends.dockerfile.convert import Converter, Dispatch
@@ -34,6 +34,8 @@ _SHA256 = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def dispatch_copy(conv: "Converter", d: "Dispatch", ins: I.Copy | I.Add, span: Span) -> None:
+    from frontends.common import stage as S  # (it reads this module's helpers: imported late)
+
     is_add = isinstance(ins, I.Add)
     kw = "ADD" if is_add else "COPY"
 
@@ -43,7 +45,6 @@ def dispatch_copy(conv: "Converter", d: "Dispatch", ins: I.Copy | I.Add, span: S
 
     sources = [conv.word(d, s, span) for s in ins.sources]
     dest_raw = conv.word(d, ins.dest, span)
-    dest = dest_path(d.cwd, dest_raw)
     chown = conv.word(d, ins.chown, flag_span("chown")) if ins.chown else ""
     chmod = conv.word(d, ins.chmod, flag_span("chmod")) if ins.chmod else ""
     if chmod:
@@ -55,84 +56,40 @@ def dispatch_copy(conv: "Converter", d: "Dispatch", ins: I.Copy | I.Add, span: S
         check_checksum(checksum, sources, flag_span("checksum"))
     parents = bool(getattr(ins, "parents", False))
 
-    commit = [kw]
-    if parents:
-        commit.append("--parents")
-    if chown:
-        commit.append("--chown=" + chown)
-    if ins.chmod:
-        commit.append("--chmod=" + (ins.chmod if "$" not in ins.chmod else chmod))
-
     desc = conv.prefix(d, conv.describe(d, ins))
     meta = ops.OpMetadata(desc, d.info.group, (conv.location(span),))
-    common = dict(owner=_owner(chown), chmod=chmod, exclude=exclude)
-    actions: list[ops.FileAction] = []
-    inputs: list[builder.State] = []
-
-    def add(state: builder.State, src_path: str, **kw) -> None:
-        inputs.append(state)
-        actions.append(ops.FileAction(copy=ops.CopyAction(src=len(inputs) - 1, src_path=src_path, dest=dest,
-                                                          create_dest_path=True, **common, **kw)))
+    head, sep, rest = desc.partition("] ")
+    link_meta = ops.OpMetadata(f"{head}] LINK {rest}" if sep else "LINK " + desc, d.info.group, meta.locations)
 
     from_state = None
     if isinstance(ins, I.Copy) and ins.from_:
         from_state = conv.source_of(d, ins.from_, flag_span("from"))[0]
 
-    for src in sources:
-        commit.append(src)
-        git = parse_git_ref(src)
-        if git is not None and from_state is None:
-            if not is_add:
-                raise DockerfileError("source can't be a git ref for COPY", span)
-            remote, ref, subdir = git
-            st = builder.git(remote, ref, keep_git_dir=ins.keep_git_dir, subdir=subdir, meta=meta)
-            add(st, "/", contents_only=True)
-        elif is_http(src) and from_state is None:
-            if not is_add:
-                raise DockerfileError("source can't be a URL for COPY", span)
-            name = url_filename(src)
-            st = builder.http(src, checksum=checksum, filename=name, meta=meta)
-            add(st, "/" + name, unpack=ins.unpack is True)
-        else:
-            patterns: tuple[str, ...] = ()
-            path = src
-            if parents:
-                pivot, sep, pattern = src.partition("/./")
-                if not sep:
-                    pivot, pattern = "/", src
-                patterns = (_clean("/" + pattern).lstrip("/"),)
-                path = pivot
-            if from_state is None and conv.ignored(src):
-                conv.warn("CopyIgnoredFile", f"Attempting to {kw.capitalize()} file {go_quote(src)} that is "
-                          "excluded by .dockerignore", span)
-            add(from_state if from_state is not None else conv.context(), _clean("/" + path),
-                follow_symlinks=True, contents_only=True, include=patterns,
-                unpack=is_add and ins.unpack is not False, allow_wildcard=True, allow_empty_wildcard=True)
+    def ignored(src: str) -> None:
+        if conv.ignored(src):
+            conv.warn("CopyIgnoredFile", f"Attempting to {kw.capitalize()} file {go_quote(src)} that is "
+                      "excluded by .dockerignore", span)
 
     raw = Expander("\\", skip_process_quotes=True)
+    inline = []
     for content in ins.contents:
-        commit.append("<<" + content.path)
         data = content.data
         if content.expand:
             try:
                 data = raw.word(data, d.env)
             except ExpandError as e:
                 raise DockerfileError(str(e), span) from None
-        st = builder.scratch().file(
-            [ops.FileAction(mkfile=ops.MkfileAction("/" + content.path, data.encode(), 0o644))],
-            meta=ops.OpMetadata("[internal] preparing inline document", d.info.group, (conv.location(span),)),
-            on_scratch=True)
-        add(st, "/" + content.path)
-    commit.append(dest_raw)
+        inline.append((content.path, data.encode()))
 
-    if ins.link:
-        layer = d.state.file(actions, inputs, meta=meta, on_scratch=True)
-        head, sep, rest = desc.partition("] ")
-        link_desc = f"{head}] LINK {rest}" if sep else "LINK " + desc
-        d.state = d.state.merge([layer], meta=ops.OpMetadata(link_desc, d.info.group, meta.locations))
-    else:
-        d.state = d.state.file(actions, inputs, meta=meta)
-    d.image.commit(" ".join(commit), layer=True, buildkit_suffix=True)
+    try:
+        S.copy_files(d, sources, dest_raw, context=conv.context, from_state=from_state, add=is_add, chown=chown,
+                     chmod=chmod, chmod_text=ins.chmod if ins.chmod and "$" not in ins.chmod else chmod,
+                     exclude=exclude, parents=parents, link=ins.link, checksum=checksum,
+                     keep_git_dir=bool(getattr(ins, "keep_git_dir", False)),
+                     unpack=ins.unpack if is_add else None, inline=inline, meta=meta, link_meta=link_meta,
+                     on_local=ignored)
+    except S.StageError as e:
+        raise DockerfileError(e.message, span) from None
 
 
 def dest_path(cwd: str, p: str) -> str:
@@ -148,13 +105,6 @@ def dest_path(cwd: str, p: str) -> str:
 def _clean(path: str) -> str:
     out = posixpath.normpath(path)
     return "/" + out.lstrip("/")
-
-
-def _owner(chown: str) -> ops.Owner | None:
-    if not chown:
-        return None
-    user, _, group = chown.partition(":")
-    return ops.Owner(user, group)
 
 
 def check_chmod(chmod: str, span: Span) -> str:
