@@ -19,11 +19,12 @@ import re
 from dataclasses import dataclass, field
 
 from frontends import BuildRequest, Compiled, ImageResolver, NamedContext
+from frontends.common import stage as S
 from frontends.dockerfile import instructions as I
 from frontends.dockerfile.expand import Expander, ExpandError
 from frontends.dockerfile.convert_config import ConfigInstructions
-from frontends.dockerfile.image_config import ImageState, is_empty_image
-from frontends.dockerfile.stages import (PROXY_ARGS, DockerfileError, Plan, StageInfo, build_plan,
+from frontends.dockerfile.image_config import ImageState
+from frontends.dockerfile.stages import (DockerfileError, Plan, StageInfo, build_plan,
                                          platform_string, stage_ref)
 from frontends.errors import SourceError, SourceWarning, Span, did_you_mean
 from ir import builder, ops
@@ -162,11 +163,7 @@ class Converter(ConfigInstructions):
             raise DockerfileError(str(e), span) from None
 
     def run_env(self, d: Dispatch) -> tuple[str, ...]:
-        env = dict(d.env)
-        for k in PROXY_ARGS:  # BuildKit passes proxy build args to every RUN without an ARG
-            if k in self.request.build_args and k not in env:
-                env[k] = self.request.build_args[k]
-        return tuple(f"{k}={v}" for k, v in env.items())
+        return S.run_env(d, self.request.build_args)  # + proxy build args, which need no ARG
 
     def ignored(self, src: str) -> bool:
         """Whether ``.dockerignore`` leaves ``src`` (a COPY/ADD source) out of the context."""
@@ -236,13 +233,7 @@ class Converter(ConfigInstructions):
                 from_desc = f"FROM {img.ref}@{img.digest}" if img.digest else f"FROM {img.ref}"
             else:  # a named context, or an image without layers (scratch)
                 from_desc = f"FROM {info.base_name}"
-        d.image.ensure_path()
-        for e in d.image.env:
-            k, _, v = e.partition("=")
-            d.env[k] = v
-        if d.image.working_dir:
-            d.cwd = posixpath.join("/", d.image.working_dir)
-        d.user = d.image.user
+        S.inherit(d)
         return d, from_desc
 
     def check_base_platform(self, info: StageInfo, ext: External) -> None:
@@ -272,40 +263,17 @@ class Converter(ConfigInstructions):
                     raise DockerfileError(f"base image {ref}: {e}{hint}", span) from None
                 raise DockerfileError(f'"{ref}" is neither a stage of this Dockerfile nor an image that '
                                       f"could be resolved: {e}{hint}", span) from None
-            plat = resolved.platform or platform
-            if is_empty_image(resolved.config):
-                state = builder.scratch()
-            else:
-                desc = f"FROM {resolved.ref}" + (f"@{resolved.digest}" if resolved.digest else "")
-                state = builder.image(resolved.ref, digest=resolved.digest, platform=plat,
-                                      meta=ops.OpMetadata(desc, locations=(self.location(span),)))
-            ext = External(state, ImageState.from_oci(resolved.config), plat)
+            src = S.image_source(resolved, platform, (self.location(span),))
+            ext = External(src.state, src.image, src.platform)
         self.externals[key] = ext
         return ext
 
     def named_context(self, name: str, ctx: NamedContext, platform: ops.Platform, span: Span) -> External:
-        if ctx.kind == "local":
-            return External(builder.local(name, meta=ops.OpMetadata(f"[context {name}] load build context",
-                                                                    locations=(self.location(span),))),
-                            ImageState(), platform)
         try:
-            loc = (self.location(span),)
-            if ctx.kind == "image":
-                r = self.resolver.resolve_image(ctx.value, platform)
-                state = builder.image(r.ref, digest=r.digest, platform=r.platform or platform,
-                                      meta=ops.OpMetadata(f"[context {name}] FROM {r.ref}@{r.digest}", locations=loc))
-            elif ctx.kind == "oci_layout":
-                r = self.resolver.resolve_oci_layout(name, ctx.value, platform)
-                state = builder.oci_layout(name, ref=ctx.value, digest=r.digest, platform=r.platform or platform,
-                                           meta=ops.OpMetadata(f"[context {name}] oci-layout {ctx.value}@{r.digest}",
-                                                               locations=loc))
-            else:
-                raise DockerfileError(f"named context {name}: unknown kind {ctx.kind!r}", span)
-        except SourceError:
-            raise
-        except Exception as e:
-            raise DockerfileError(f"named context {name}: {e}", span) from None
-        return External(state, ImageState.from_oci(r.config), r.platform or platform)
+            src = S.named_context(self.request, self.resolver, name, ctx, platform, (self.location(span),))
+        except S.StageError as e:
+            raise DockerfileError(e.message, span) from None
+        return External(src.state, src.image, src.platform)
 
     def source_of(self, d: Dispatch, value: str, span: Span, what: str = "copy") -> tuple[builder.State, ImageState]:
         """The filesystem ``--from=value`` names: a stage (by name or index), an image, a named context."""
