@@ -22,11 +22,10 @@ from frontends.dockerfile.expand import Expander, ExpandError
 from frontends.dockerfile.image_config import ImageState
 from frontends.dockerfile.mounts import MountError, parse_mount
 from frontends.dockerfile.stages import parse_platform, predefined_args
+from frontends.dockerfile.typed import NETWORK_MODES, SECURITY_MODES
 from frontends.errors import SourceError, did_you_mean
 from ir import builder, ops
 
-NETWORK_MODES = ("default", "none", "host")
-SECURITY_MODES = ("sandbox", "insecure")
 _LAYER_STEPS = ("run", "copy", "add", "workdir")
 
 

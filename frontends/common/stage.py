@@ -1,11 +1,13 @@
-"""Stage lowering shared by the frontends that build images step by step (Dockerfile, TOML, Python DSL).
+"""Stage lowering: the one implementation every step-by-step frontend uses (Dockerfile, TOML, Python DSL).
 
 A *stage* is a filesystem state plus the image config and history being built on top of it, and
 the defaults a ``run`` inherits (environment, working directory, user, declared build args).
 Every function here takes values that are already expanded and typed — no source text, no
-spans — and edits the stage exactly as BuildKit's ``dockerfile2llb`` would, so two frontends that
-say the same thing emit the same ops, the same image config and the same history
-(``created_by``) strings, hence the same digests::
+spans — and edits the stage exactly as BuildKit's ``dockerfile2llb`` would.  The Dockerfile
+compiler (``frontends/dockerfile/convert*.py``) and :mod:`frontends.common.lower` (TOML recipes,
+Python build files) both call these functions, so the same build said in any of the three
+languages gives the same ops, image config and history (``created_by``) strings, hence the same
+digests (``tests/equivalence/``)::
 
     s = begin(builder.image(ref, digest), ImageState.from_oci(config), platform)
     set_workdir(s, "/src", meta)
@@ -15,7 +17,9 @@ say the same thing emit the same ops, the same image config and the same history
 
 Problems are raised as :class:`StageError` (a message only); the caller knows where in its own
 source the value came from and re-raises it located.  Any object with the attributes of
-:class:`Stage` may be passed (the Dockerfile compiler's ``Dispatch`` has them).
+:class:`Stage` may be passed (the Dockerfile compiler's ``Dispatch`` has them).  The leaf rules
+(image config record, history formatting, ``--mount`` parsing, COPY paths and chmod) stay in the
+Dockerfile package's modules and are imported from there.
 """
 
 from __future__ import annotations
@@ -374,7 +378,6 @@ def copy_files(s: Stage, sources: Sequence[str], dest: str, *, context: Callable
     else:
         s.state = s.state.file(actions, inputs, meta=meta)
     s.image.commit(" ".join(history), layer=True, buildkit_suffix=True)
-
 
 
 # --------------------------------------------------------------------------- sources
