@@ -199,29 +199,37 @@ def decode_document(raw: dict, payload: bytes | None = None) -> ops.Document:
 
 
 def _check_canonical(raw: dict, op_data: dict[str, bytes], payload: bytes) -> None:
-    """Compare the payload with the canonical re-encoding of the raw map; on a difference, name
-    the first place (an integer or string not in its shortest form, a wider map header, …)."""
+    """Compare the payload with the canonical re-encoding of the raw map (reusing each op's
+    re-packed bytes); on a difference, name the first place (an integer or string not in its
+    shortest form, a wider map header, a duplicated key, …)."""
     packer = msgpack.Packer(use_bin_type=True)
-    canonical = packer.pack(raw)
+    pack = packer.pack
+    parts: list[bytes] = [packer.pack_map_header(len(raw))]
+    marks: list[tuple[int, str]] = []  # (index in parts where a value starts, its key path)
+    for k, v in raw.items():
+        parts.append(pack(k))
+        marks.append((len(parts), k))
+        if k == "ops":
+            parts.append(packer.pack_map_header(len(v)))
+            for digest, data in op_data.items():
+                parts.append(pack(digest))
+                marks.append((len(parts), digest))
+                parts.append(data)
+        else:
+            parts.append(pack(v))
+    canonical = b"".join(parts)
     if canonical == payload:
         return
     at = next((i for i, (a, b) in enumerate(zip(canonical, payload)) if a != b), min(len(canonical), len(payload)))
-    offset, path = len(packer.pack_map_header(len(raw))), ""
-    for k, v in raw.items():
-        if offset > at:
+    path, offset, mark = "", 0, 0
+    for i, part in enumerate(parts):
+        if offset + len(part) > at:
             break
-        offset += len(packer.pack(k))
-        path = k
-        if k != "ops":
-            offset += len(packer.pack(v))
-            continue
-        offset += len(packer.pack_map_header(len(v)))
-        for digest, data in op_data.items():
-            offset += len(packer.pack(digest))
-            if offset > at:
-                break
-            path = key("ops", digest)
-            offset += len(data)
+        offset += len(part)
+        while mark < len(marks) and marks[mark][0] <= i + 1:
+            name = marks[mark][1]
+            path = key("ops", name) if name.startswith("sha256:") else name
+            mark += 1
     raise DecodeError(f"not in canonical encoding: first difference at byte {at} of the msgpack payload "
                       "(integers and strings use their shortest form, maps and arrays their smallest header)",
                       path)
