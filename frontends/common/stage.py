@@ -449,4 +449,4 @@ def named_context(request, resolver, name: str, ctx, platform: ops.Platform,
         raise
     except Exception as e:
         raise StageError(f"named context {name}: {e}") from None
-    return Source(state, ImageState.from_oci(r.config), r.platform or platform, desc)
+    return Source(state, ImageState.from_oci(r.config), r.platform or platform)
