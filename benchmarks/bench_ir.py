@@ -25,6 +25,14 @@ from ir import builder as b  # noqa: E402
 from ir import codec, ops, validate  # noqa: E402
 
 
+def make_lean_graph(n_ops: int) -> ops.Document:
+    """A chain of small exec ops and no metadata: about five objects and 200 bytes per op."""
+    st = b.image("127.0.0.1:5000/busybox:latest", digest="sha256:" + "ab" * 32)
+    for i in range(n_ops - 1):
+        st = st.run(["sh", "-c", f"echo {i} >> /log"])
+    return b.build_document({"default": st})
+
+
 def make_graph(n_ops: int) -> ops.Document:
     base = b.image("127.0.0.1:5000/busybox:latest", digest="sha256:" + "ab" * 32)
     ctx = b.local("context", exclude=["*.tmp", ".git"])
@@ -71,10 +79,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--profile", choices=["encode", "decode"])
     ap.add_argument("--no-validate", action="store_true", help="time only the codec")
+    ap.add_argument("--lean", action="store_true", help="a chain of small exec ops without metadata")
     args = ap.parse_args()
 
     t = time.perf_counter()
-    doc = make_graph(args.ops)
+    doc = (make_lean_graph if args.lean else make_graph)(args.ops)
     print(f"built {len(doc.ops)} ops in {time.perf_counter() - t:.2f} s")
     data = codec.dump_document(doc)
     raw = codec.dump_document(doc, compress=False)
