@@ -255,7 +255,10 @@ class _Checks:
                 err("environment entries are KEY=value", f"{path}.config.env[{i}]")
 
 
-_CHMOD_RE = re.compile(r"([0-7]{1,4}|([ugoa]*[-+=][rwxXst]*)(,[ugoa]*[-+=][rwxXst]*)*)\Z")
+# chmod(1) symbolic modes: clauses of [ugoa]* followed by one or more [-+=] actions, each with
+# permission letters or a copied class (`go=u`); or 1-4 octal digits.
+_CLAUSE = r"[ugoa]*(?:[-+=](?:[rwxXst]*|[ugo]))+"
+_CHMOD_RE = re.compile(rf"(?:[0-7]{{1,4}}|{_CLAUSE}(?:,{_CLAUSE})*)\Z")
 
 
 def _valid_chmod(text: str) -> bool:
