@@ -187,6 +187,17 @@ def set_entrypoint(s: Stage, args: Sequence[str], shell_form: bool) -> None:
     s.image.commit(f"ENTRYPOINT {go_quoted_list(argv)}", layer=False)
 
 
+def set_maintainer(s: Stage, name: str) -> None:
+    """``MAINTAINER`` (deprecated): the ``maintainer`` label."""
+    s.image.labels["maintainer"] = name
+    s.image.commit(f"MAINTAINER {name}", layer=False)
+
+
+def add_onbuild(s: Stage, instruction: str) -> None:
+    """``ONBUILD``: a Dockerfile instruction for images built FROM this one (no history line)."""
+    s.image.on_build.append(instruction)
+
+
 def set_healthcheck(s: Stage, h: ops.Healthcheck) -> None:
     s.image.healthcheck = h
     s.image.commit(healthcheck_history(h), layer=False)

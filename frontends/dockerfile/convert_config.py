@@ -34,9 +34,7 @@ class ConfigInstructions:
         S.add_labels(d, [(self.word(d, kv.key, span), self.word(d, kv.value, span)) for kv in ins.pairs])
 
     def _maintainer(self, d: Dispatch, ins: I.Maintainer, span: Span) -> None:
-        value = ins.maintainer  # BuildKit does not expand MAINTAINER
-        d.image.labels["maintainer"] = value
-        d.image.commit(f"MAINTAINER {value}", layer=False)
+        S.set_maintainer(d, ins.maintainer)  # BuildKit does not expand MAINTAINER
 
     def _arg(self, d: Dispatch, ins: I.Arg, span: Span) -> None:
         parts = []
@@ -91,7 +89,7 @@ class ConfigInstructions:
         S.set_healthcheck(d, h)
 
     def _onbuild(self, d: Dispatch, ins: I.Onbuild, span: Span) -> None:
-        d.image.on_build.append(ins.expression)
+        S.add_onbuild(d, ins.expression)
 
 
 owner_of = S.owner_of
