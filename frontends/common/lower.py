@@ -52,6 +52,7 @@ class Lowerer:
         self.externals: dict[tuple[str, ops.Platform], S.Source] = {}
         self._context: builder.State | None = None
         self.expander = Expander("\\", skip_process_quotes=True)
+        self.warnings: list[str] = []
 
     # -- entry ----------------------------------------------------------------------------
     def compile(self) -> Compiled:
@@ -67,7 +68,7 @@ class Lowerer:
         final = S.finish(s, ops.OpMetadata(f"exporting image config of {target_stage.name}", target_stage.name,
                                            (self.location(target_stage.where),)))
         doc = builder.build_document({"default": final}, sources=tuple(self.sources))
-        return Compiled(doc)
+        return Compiled(doc, tuple(self.warnings))
 
     def target(self) -> StageDecl:
         if not self.recipe.stages:
@@ -162,8 +163,17 @@ class Lowerer:
         if (decl.base_is_stage is not False and base in self.by_name and base != decl.name
                 and base not in self.request.contexts):
             return S.derive(self.ensure(self.by_name[base], base_where)), None
+        if decl.name in self.request.contexts:  # --build-context NAME=… replaces the stage NAME
+            src = S.named_context(self.request, self.resolver, decl.name, self.request.contexts[decl.name],
+                                  platform, (self.location(decl.where),))
+            return S.begin(src.state, src.image, src.platform), None
         src = self.external(base, platform, base_where)
         s = S.begin(src.state, src.image, src.platform)
+        if s.image.on_build:
+            self.warnings.append(f"{base_where.file}:{base_where.line}: warning: base image {base} has ONBUILD "
+                                 f"triggers, which only a Dockerfile runs; they are dropped: "
+                                 + "; ".join(s.image.on_build))
+            s.image.on_build = []
         return s, (src.description or f"FROM {base}")
 
     def meta(self, decl: StageDecl, counter: dict, text: str, where: Where, step: bool = True) -> ops.OpMetadata:
@@ -210,6 +220,10 @@ class Lowerer:
                 S.set_healthcheck(s, S.healthcheck(argv, shell_form=isinstance(cmd, str),
                                                    **{k: f[k] for k in ("interval", "timeout", "start_period",
                                                                          "start_interval", "retries") if k in f}))
+            elif step.kind == "onbuild":
+                S.add_onbuild(s, f["value"])
+            elif step.kind == "maintainer":
+                S.set_maintainer(s, f["value"])  # not expanded, as in a Dockerfile
             elif step.kind == "arg":
                 name, default = f["name"], f.get("default")
                 if name in self.request.build_args:

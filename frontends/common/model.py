@@ -21,6 +21,7 @@ entrypoint
 shell          ``argv`` []
 healthcheck    ``cmd`` (None: NONE · str · list), ``interval`` … (seconds), ``retries``
 arg            ``name``, ``default`` (None: no default)
+onbuild        ``value`` (a Dockerfile instruction)   maintainer  ``value``
 =============  ===========================================================================
 """
 

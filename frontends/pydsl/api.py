@@ -221,6 +221,14 @@ class Stage:
     def stopsignal(self, signal: str) -> "Stage":
         return self._add("stopsignal", f"STOPSIGNAL {signal}", value=_str(signal, "stopsignal"))
 
+    def onbuild(self, instruction: str) -> "Stage":
+        """A Dockerfile instruction that builds ``FROM`` this image will run (``ONBUILD``)."""
+        return self._add("onbuild", f"ONBUILD {instruction}", value=_str(instruction, "onbuild"))
+
+    def maintainer(self, name: str) -> "Stage":
+        """The deprecated ``MAINTAINER`` (the ``maintainer`` label)."""
+        return self._add("maintainer", f"MAINTAINER {name}", value=_str(name, "maintainer"))
+
     def arg(self, name: str, default: str | None = None) -> "Stage":
         """Declare build arg ``name`` in this stage (as Dockerfile ``ARG``): later runs see it in
         their environment; its value is ``--build-arg``, else ``default``, else the global :func:`arg`."""

@@ -28,7 +28,7 @@ from frontends.toml.lines import format_path, key_lines, line_of
 # workdir, user), else the one kind key it has.
 PRIMARY = ("run", "copy", "add")
 KINDS = PRIMARY + ("env", "label", "workdir", "user", "expose", "volume", "entrypoint", "cmd", "healthcheck",
-                   "stopsignal", "shell", "arg")
+                   "stopsignal", "shell", "arg", "onbuild", "maintainer")
 CONFIG_ORDER = (("shell", "shell"), ("env", "env"), ("labels", "label"), ("user", "user"), ("workdir", "workdir"),
                 ("expose", "expose"), ("volumes", "volume"), ("stopsignal", "stopsignal"),
                 ("healthcheck", "healthcheck"), ("entrypoint", "entrypoint"), ("cmd", "cmd"))
@@ -164,7 +164,7 @@ class _Reader:
             fields["src"] = [src] if isinstance(src, str) else list(src)
         elif kind in ("env", "label"):
             fields = {"pairs": [(k, _text(v)) for k, v in raw[kind].items()]}
-        elif kind in ("workdir", "user", "stopsignal"):
+        elif kind in ("workdir", "user", "stopsignal", "onbuild", "maintainer"):
             fields = {"value": raw[kind]}
         elif kind == "expose":
             ports = raw["expose"] if isinstance(raw["expose"], list) else [raw["expose"]]

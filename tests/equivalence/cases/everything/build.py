@@ -26,6 +26,8 @@ assets = (tools.named("assets")
 
 final = (image("busybox", name="final")
          .copy("/assets", "/srv/assets", from_=assets)
+         .maintainer("someone@example.com")
+         .onbuild("RUN make plugins")
          .expose(8080, "53/udp")
          .volume("/data", "/cache")
          .stopsignal("SIGTERM")
