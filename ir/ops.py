@@ -20,6 +20,29 @@ def doc(text: str, **extra) -> dict:
     return {"doc": text, **extra}
 
 
+class FrozenMap(dict):
+    """A read-only, hashable ``dict`` for map-valued fields of frozen ops (``ImageConfig.labels``),
+    so an op stays immutable — its cached digest cannot go stale — and hashable.  It is a ``dict``
+    subclass: it compares equal to a plain dict with the same items and encodes the same way."""
+
+    __slots__ = ()
+
+    def _readonly(self, *args, **kwargs):
+        raise TypeError("an IR op's map is read-only; build a new op (dataclasses.replace)")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _readonly  # type: ignore[assignment]
+    __ior__ = _readonly  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items())))
+
+    def __reduce__(self):
+        return (FrozenMap, (dict(self),))
+
+    def __repr__(self) -> str:
+        return dict.__repr__(self)
+
+
 # --------------------------------------------------------------------------- edges and shared
 
 
@@ -267,7 +290,7 @@ class ImageConfig:
     entrypoint: tuple[str, ...] = field(default=(), metadata=doc("`Entrypoint`."))
     working_dir: str = field(default="", metadata=doc("`WorkingDir`."))
     user: str = field(default="", metadata=doc("`User`."))
-    labels: dict[str, str] = field(default_factory=dict, metadata=doc("`Labels`."))
+    labels: dict[str, str] = field(default_factory=FrozenMap, metadata=doc("`Labels`."))
     exposed_ports: tuple[str, ...] = field(default=(), metadata=doc("`ExposedPorts` keys, e.g. `80/tcp`.", flag=SORTED))
     volumes: tuple[str, ...] = field(default=(), metadata=doc("`Volumes` keys.", flag=SORTED))
     stop_signal: str = field(default="", metadata=doc("`StopSignal`."))
@@ -277,6 +300,8 @@ class ImageConfig:
 
     def __post_init__(self) -> None:
         _sort_sets(self)
+        if type(self.labels) is not FrozenMap:
+            object.__setattr__(self, "labels", FrozenMap(self.labels))
 
 
 @dataclass(frozen=True, slots=True)

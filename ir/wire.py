@@ -149,7 +149,7 @@ class _LazyEncoder:
 # slower function and then remembered.  Errors are raised as ``_At`` and located on the way out.
 
 _M = object()  # "field absent"
-_NS: dict[str, Any] = {"_M": _M, "NEW": object.__new__}
+_NS: dict[str, Any] = {"_M": _M, "NEW": object.__new__, "FrozenMap": ops.FrozenMap, "EMPTY_MAP": ops.FrozenMap()}
 
 _WHAT = {str: "a string", bytes: "binary data", bool: "a boolean", int: "an integer"}
 
@@ -278,7 +278,7 @@ def _convert_lines(tp: Any, tag: str, ns: dict, todo: list) -> list[str]:
         if inner in _WHAT:
             return head + ["for e in x.values():",
                            f"    if type(e) is not {inner.__name__}: raise _bad_value(x, {inner.__name__})",
-                           "x = dict(x)"]
+                           "x = FrozenMap(x)"]
         if dataclasses.is_dataclass(inner):
             todo.append(inner)
             return head + [f"try: x = {{k: {_child('e', inner)} for k, e in x.items()}}",
@@ -310,7 +310,9 @@ class _ClassPlan:
             lines = ["try:", *("    " + c for c in _convert_lines(tp, tag, ns, todo)),
                      "except _At as err:", f"    err.parts.append({fname!r})", "    raise"]
             if not required:
-                if isinstance(default, dict):
+                if isinstance(default, ops.FrozenMap):
+                    self.absent[fname] = "EMPTY_MAP"
+                elif isinstance(default, dict):
                     self.absent[fname] = "{}"
                 else:
                     ns[f"DF_{tag}"] = default

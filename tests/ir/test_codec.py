@@ -36,7 +36,7 @@ def test_digest_is_sha256_of_canonical_bytes_and_canonical_bytes_are_a_fixpoint(
     raw = msgpack.unpackb(data, raw=False)
     assert msgpack.packb(raw, use_bin_type=True) == data
     fresh = wire.decode(ops.Op, raw)
-    assert fresh == op  # (ops holding ImageConfig.labels, a dict, are not hashable)
+    assert fresh == op and hash(fresh) == hash(op)
     assert codec.canonical_bytes(dataclasses.replace(fresh)) == data  # a fresh object, no cached bytes
 
 
@@ -151,3 +151,19 @@ def test_union_members() -> None:
 def test_document_bytes_reuse_cached_op_bytes() -> None:
     doc = b.build_document({"default": b.image("busybox", digest=D1).run(["true"])})
     assert codec.document_bytes(doc) == msgpack.packb(wire.encode(doc), use_bin_type=True)
+
+
+def test_ops_are_immutable_and_hashable_even_with_labels() -> None:
+    import copy
+    import pickle
+
+    cfg = ops.ImageConfig(labels={"b": "1", "a": "2"})
+    assert type(cfg.labels) is ops.FrozenMap and cfg.labels == {"a": "2", "b": "1"}
+    with pytest.raises(TypeError, match="read-only"):
+        cfg.labels["c"] = "3"  # type: ignore[index]
+    with pytest.raises(TypeError, match="read-only"):
+        cfg.labels.update(c="3")
+    op = b.image("busybox", digest=D1).with_image(cfg).vertex.op
+    assert hash(op) == hash(copy.deepcopy(op)) and pickle.loads(pickle.dumps(op)) == op
+    back = codec.load_document(codec.dump_document(b.build_document({"default": b.image("x").with_image(cfg)})))
+    assert all(type(o.image.config.labels) is ops.FrozenMap for o in back.ops.values() if o.image)
