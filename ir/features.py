@@ -37,27 +37,35 @@ DESCRIPTIONS = {
 KNOWN = frozenset(DESCRIPTIONS)
 
 
+_SOURCES = tuple((k, f"source.{k}") for k in ("image", "local", "http", "git", "oci_layout", "scratch"))
+_ACTIONS = tuple((k, f"file.{k}") for k in ("copy", "mkfile", "mkdir", "rm", "symlink"))
+_MOUNTS = {t: f"exec.mount.{t}" for t in ("bind", "cache", "tmpfs", "secret", "ssh")}
+
+
 def of_op(op: ops.Op) -> set[str]:
-    if op.source is not None:
-        (kind,) = [k for k in ("image", "local", "http", "git", "oci_layout", "scratch")
-                   if getattr(op.source, k) is not None]
-        return {f"source.{kind}"}
-    if op.exec is not None:
+    """The features one op uses."""
+    d = op.__dict__
+    src = d["source"]
+    if src is not None:
+        return {name for k, name in _SOURCES if getattr(src, k) is not None}
+    ex = d["exec"]
+    if ex is not None:
         found = {"exec"}
-        if op.exec.network != "default":
+        if ex.network != "default":
             found.add("exec.network")
-        if op.exec.security == "insecure":
+        if ex.security == "insecure":
             found.add("exec.security.insecure")
-        for m in op.exec.mounts[1:]:
-            found.add(f"exec.mount.{m.type}")
+        for m in ex.mounts[1:]:
+            found.add(_MOUNTS[m.type])
         return found
-    if op.file is not None:
-        return {f"file.{k}" for a in op.file.actions
-                for k in ("copy", "mkfile", "mkdir", "rm", "symlink") if getattr(a, k) is not None}
+    f = d["file"]
+    if f is not None:
+        return {name for a in f.actions for k, name in _ACTIONS if getattr(a, k) is not None}
     return {op.kind}
 
 
 def used_by(op_map: dict[str, ops.Op]) -> tuple[str, ...]:
+    """Every feature the ops use, sorted: what a document's ``features`` must declare."""
     found: set[str] = set()
     for op in op_map.values():
         found |= of_op(op)

@@ -17,9 +17,7 @@ from ir import codec, features, ops
 from ir.errors import IRError, ValidationError, ValidationErrors
 
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
-OUTPUTS = {"source": 1, "file": 1, "merge": 1, "diff": 1, "image": 1}
 INPUT_COUNT = {"source": (0, 0), "diff": (2, 2), "image": (1, 1), "merge": (1, None), "exec": (1, None), "file": (0, None)}
-MOUNT_OPTIONS = {"bind": None, "cache": "cache", "tmpfs": "tmpfs", "secret": "secret", "ssh": "ssh"}
 
 
 def short(digest: str) -> str:
@@ -91,31 +89,38 @@ def _check_graph(doc: ops.Document) -> list[IRError]:
     def err(msg: str, path: str) -> None:
         errors.append(ValidationError(msg, path))
 
+    # Key paths are built only when there is an error: this loop runs once per op.
     n_outputs: dict[str, int] = {}
+    kinds: dict[str, str] = {}
     for digest, op in doc.ops.items():
-        n_outputs[digest] = _outputs(op, op_path(digest), err)
+        d = op.__dict__
+        kind = kinds[digest] = next(k for k in ops.OP_KINDS if d[k] is not None)
+        n_outputs[digest] = 1 if kind != "exec" else _outputs(op, digest, err)
+    checks = _CHECKS
     for digest, op in doc.ops.items():
-        base = op_path(digest)
-        kind = op.kind
+        kind = kinds[digest]
+        n_in = len(op.inputs)
         lo, hi = INPUT_COUNT[kind]
-        if len(op.inputs) < lo or (hi is not None and len(op.inputs) > hi):
+        if n_in < lo or (hi is not None and n_in > hi):
             want = f"exactly {lo}" if lo == hi else f"at least {lo}"
             article = "an" if kind[0] in "aeiou" else "a"
-            err(f"{article} {kind} op takes {want} input(s), has {len(op.inputs)}", f"{base}.inputs")
+            err(f"{article} {kind} op takes {want} input(s), has {n_in}", f"{op_path(digest)}.inputs")
         for i, ref in enumerate(op.inputs):
-            _check_ref(ref, f"{base}.inputs[{i}]", n_outputs, err)
-        getattr(_Checks, kind)(getattr(op, kind), op, f"{base}.{kind}", err)
+            n = n_outputs.get(ref.op)
+            if n is None or not 0 <= ref.output < n:
+                _check_ref(ref, f"{op_path(digest)}.inputs[{i}]", n_outputs, err)
+        checks[kind](op.__dict__[kind], op, digest, err)
     if not doc.roots:
         err("a document needs at least one root", "roots")
     for name, ref in doc.roots.items():
         _check_ref(ref, f"roots.{name}", n_outputs, err)
-    for digest in doc.metadata:
+    n_sources = len(doc.sources)
+    for digest, meta in doc.metadata.items():
         if digest not in doc.ops:
             err("metadata for an op that is not in the document", f"metadata[{short(digest)}]")
-    for digest, meta in doc.metadata.items():
         for i, loc in enumerate(meta.locations):
-            if not 0 <= loc.file < len(doc.sources):
-                err(f"file index {loc.file} out of range ({len(doc.sources)} sources)",
+            if not 0 <= loc.file < n_sources:
+                err(f"file index {loc.file} out of range ({n_sources} sources)",
                     f"metadata[{short(digest)}].locations[{i}].file")
     used = set(features.used_by(doc.ops))
     for missing in sorted(used - set(doc.features)):
@@ -125,12 +130,11 @@ def _check_graph(doc: ops.Document) -> list[IRError]:
     return errors
 
 
-def _outputs(op: ops.Op, path: str, err) -> int:
-    if op.exec is None:
-        return 1
+def _outputs(op: ops.Op, digest: str, err) -> int:
     outs = sorted(m.output for m in op.exec.mounts if m.output >= 0)
     if outs != list(range(len(outs))):
-        err(f"mount outputs must be numbered 0..n-1 without gaps or repeats, got {outs}", f"{path}.exec.mounts")
+        err(f"mount outputs must be numbered 0..n-1 without gaps or repeats, got {outs}",
+            f"{op_path(digest)}.exec.mounts")
     return len(outs)
 
 
@@ -143,9 +147,8 @@ def _check_ref(ref: ops.Ref, path: str, n_outputs: dict[str, int], err) -> None:
 
 def clean_abs(path: str) -> bool:
     """Absolute and normalised: no `.`, `..` or empty component (a trailing `/` is allowed)."""
-    if path == "/":
-        return True
-    return path.startswith("/") and not path.startswith("//") and posixpath.normpath(path) == path.rstrip("/")
+    return path.startswith("/") and (path == "/" or (
+        "//" not in path and "/./" not in path and "/../" not in path and not path.endswith(("/.", "/.."))))
 
 
 def clean_rel(path: str) -> bool:
@@ -155,8 +158,11 @@ def clean_rel(path: str) -> bool:
 
 
 class _Checks:
+    """One check per op kind: ``(body, op, digest, err)``; paths are built only on errors."""
+
     @staticmethod
-    def source(src: ops.SourceOp, op: ops.Op, path: str, err) -> None:
+    def source(src: ops.SourceOp, op: ops.Op, digest: str, err) -> None:
+        path = f"{op_path(digest)}.source"
         if src.image is not None:
             if not src.image.ref:
                 err("image reference is empty", f"{path}.image.ref")
@@ -177,44 +183,51 @@ class _Checks:
             err("not a sha256 digest", f"{path}.oci_layout.digest")
 
     @staticmethod
-    def exec(ex: ops.ExecOp, op: ops.Op, path: str, err) -> None:
+    def exec(ex: ops.ExecOp, op: ops.Op, digest: str, err) -> None:
+        def path() -> str:
+            return f"{op_path(digest)}.exec"
+
         if not ex.args:
-            err("args must not be empty", f"{path}.args")
+            err("args must not be empty", f"{path()}.args")
         if not ex.cwd.startswith("/"):
-            err("cwd must be an absolute path", f"{path}.cwd")
+            err("cwd must be an absolute path", f"{path()}.cwd")
         for i, e in enumerate(ex.env):
             if "=" not in e or e.startswith("="):
-                err("environment entries are KEY=value", f"{path}.env[{i}]")
-        if not ex.mounts or ex.mounts[0].target != "/":
-            err("the first mount must be the root filesystem at '/'", f"{path}.mounts")
+                err("environment entries are KEY=value", f"{path()}.env[{i}]")
+        mounts = ex.mounts
+        if not mounts or mounts[0].target != "/":
+            err("the first mount must be the root filesystem at '/'", f"{path()}.mounts")
+        n_in = len(op.inputs)
         targets = set()
-        for i, m in enumerate(ex.mounts):
-            mp = f"{path}.mounts[{i}]"
-            if not clean_abs(m.target):
-                err(f"mount target must be an absolute, normalised path without '..', got {m.target!r}", f"{mp}.target")
-            if m.target in targets:
-                err(f"two mounts at {m.target}", f"{mp}.target")
-            targets.add(m.target)
-            if m.input >= len(op.inputs) or m.input < -1:
-                err(f"input {m.input} out of range ({len(op.inputs)} inputs)", f"{mp}.input")
+        for i, m in enumerate(mounts):
+            t, target = m.type, m.target
+            if not clean_abs(target):
+                err(f"mount target must be an absolute, normalised path without '..', got {target!r}",
+                    f"{path()}.mounts[{i}].target")
+            if target in targets:
+                err(f"two mounts at {target}", f"{path()}.mounts[{i}].target")
+            targets.add(target)
+            if m.input >= n_in or m.input < -1:
+                err(f"input {m.input} out of range ({n_in} inputs)", f"{path()}.mounts[{i}].input")
             if m.selector and not clean_rel(m.selector):
-                err("selector escapes its input", f"{mp}.selector")
-            for t, opt in MOUNT_OPTIONS.items():
-                if opt and getattr(m, opt) is not None and m.type != t:
-                    err(f"{opt!r} options on a {m.type} mount", f"{mp}.{opt}")
-            if m.type in ("cache", "secret") and getattr(m, m.type) is None:
-                err(f"a {m.type} mount needs its {m.type!r} options", mp)
-            if m.type in ("tmpfs", "secret", "ssh") and m.input != -1:
-                err(f"a {m.type} mount takes no input", f"{mp}.input")
-            if m.type in ("cache", "tmpfs", "secret", "ssh") and m.output != -1:
-                err(f"a {m.type} mount cannot be an output", f"{mp}.output")
-            if m.type == "secret" and m.secret is not None and m.secret.env and i == 0:
-                err("the root mount cannot be a secret", mp)
-        if ex.mounts and ex.mounts[0].type != "bind":
-            err("the root mount must be a bind of an input", f"{path}.mounts[0].type")
+                err("selector escapes its input", f"{path()}.mounts[{i}].selector")
+            if t == "bind" and m.cache is None and m.tmpfs is None and m.secret is None and m.ssh is None:
+                continue  # the common case: nothing else applies
+            for opt in ("cache", "tmpfs", "secret", "ssh"):
+                if getattr(m, opt) is not None and t != opt:
+                    err(f"{opt!r} options on a {t} mount", f"{path()}.mounts[{i}].{opt}")
+            if t in ("cache", "secret") and getattr(m, t) is None:
+                err(f"a {t} mount needs its {t!r} options", f"{path()}.mounts[{i}]")
+            if t in ("tmpfs", "secret", "ssh") and m.input != -1:
+                err(f"a {t} mount takes no input", f"{path()}.mounts[{i}].input")
+            if t in ("cache", "tmpfs", "secret", "ssh") and m.output != -1:
+                err(f"a {t} mount cannot be an output", f"{path()}.mounts[{i}].output")
+        if mounts and mounts[0].type != "bind":
+            err("the root mount must be a bind of an input", f"{path()}.mounts[0].type")
 
     @staticmethod
-    def file(f: ops.FileOp, op: ops.Op, path: str, err) -> None:
+    def file(f: ops.FileOp, op: ops.Op, digest: str, err) -> None:
+        path = f"{op_path(digest)}.file"
         if f.base >= len(op.inputs) or f.base < -1:
             err(f"base {f.base} out of range ({len(op.inputs)} inputs)", f"{path}.base")
         if not f.actions:
@@ -241,18 +254,21 @@ class _Checks:
                     err(f"mode {act.mode:#o} out of range", f"{ap}.{kind}.mode")
 
     @staticmethod
-    def merge(m: ops.MergeOp, op: ops.Op, path: str, err) -> None:
+    def merge(m: ops.MergeOp, op: ops.Op, digest: str, err) -> None:
         pass
 
     @staticmethod
-    def diff(d: ops.DiffOp, op: ops.Op, path: str, err) -> None:
+    def diff(d: ops.DiffOp, op: ops.Op, digest: str, err) -> None:
         pass
 
     @staticmethod
-    def image(img: ops.ImageOp, op: ops.Op, path: str, err) -> None:
+    def image(img: ops.ImageOp, op: ops.Op, digest: str, err) -> None:
         for i, e in enumerate(img.config.env):
             if "=" not in e or e.startswith("="):
-                err("environment entries are KEY=value", f"{path}.config.env[{i}]")
+                err("environment entries are KEY=value", f"{op_path(digest)}.image.config.env[{i}]")
+
+
+_CHECKS = {kind: getattr(_Checks, kind) for kind in ops.OP_KINDS}
 
 
 # chmod(1) symbolic modes: clauses of [ugoa]* followed by one or more [-+=] actions, each with
