@@ -397,8 +397,14 @@ def reap_stale_containers(state_dir: Path, runtime: Runtime | None = None) -> li
     return reaped
 
 
+def _kill_all_args(container_id: str) -> tuple[str, ...]:
+    """SIGKILL every process of the container. Rootless there is no cgroup to list them (`kill --all` fails):
+    SIGKILL its init, whose death ends the container's pid namespace and everything in it."""
+    return ("kill", container_id, "KILL") if in_user_namespace() else ("kill", "--all", container_id, "KILL")
+
+
 def _force_delete(runtime: Runtime, state_dir: Path, container_id: str) -> None:
-    for args in (("kill", "--all", container_id, "KILL"), ("delete", "--force", container_id)):
+    for args in (_kill_all_args(container_id), ("delete", "--force", container_id)):
         subprocess.run(runtime.command(state_dir, *args), stdin=subprocess.DEVNULL, capture_output=True)
 
 
@@ -513,7 +519,7 @@ def _runtime_error(log_file: Path) -> str:
 def _kill(runtime: Runtime, state_dir: Path, container_id: str, proc: subprocess.Popen) -> None:
     """SIGKILL the container's processes; if the runtime had not created it yet, kill the runtime itself."""
     for _ in range(50):  # the runtime may still be creating it: retry until it exits
-        subprocess.run(runtime.command(state_dir, "kill", "--all", container_id, "KILL"),
+        subprocess.run(runtime.command(state_dir, *_kill_all_args(container_id)),
                        stdin=subprocess.DEVNULL, capture_output=True)
         try:
             proc.wait(timeout=0.2)
