@@ -30,6 +30,7 @@ COMPRESSION_ZSTD = 1
 HEADER = struct.Struct(">8sHBB")  # magic, major version, compression, reserved (0)
 MEDIA_TYPE = "application/vnd.irctl.graph.v1+msgpack"
 MEDIA_TYPE_ZSTD = "application/vnd.irctl.graph.v1+msgpack+zstd"
+MEDIA_TYPE_JSON = "application/vnd.irctl.graph.v1+json"  # the JSON form (``ir.jsonform``)
 MAX_PAYLOAD = 1 << 30  # a decompressed document larger than 1 GiB is refused
 
 

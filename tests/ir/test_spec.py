@@ -74,5 +74,5 @@ def test_every_known_feature_and_class_is_in_the_spec() -> None:
 def test_framing_constants_match_the_spec() -> None:
     text = (SPEC / "ir.md").read_text(encoding="utf-8")
     assert " ".join(f"{c:02X}" for c in codec.MAGIC) in text
-    assert codec.MEDIA_TYPE in text and codec.MEDIA_TYPE_ZSTD in text
+    assert codec.MEDIA_TYPE in text and codec.MEDIA_TYPE_ZSTD in text and codec.MEDIA_TYPE_JSON in text
     assert codec.HEADER.size == 12 and "12-byte header" in text
