@@ -13,12 +13,18 @@ import hashlib
 import ipaddress
 import json
 import re
+import ssl
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 from urllib.parse import urlencode, urljoin
 
-import httpx
+# httpx's __init__ imports its command-line tool (click, rich, pygments: ~40 ms per build) unless that
+# import fails, which it handles; irctl never runs httpx's CLI.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+import httpx  # noqa: E402
 
 from backend.auth import Authenticator, Credentials, parse_challenge
 from backend.blobs import BlobStore, DigestMismatch, check_digest
@@ -145,6 +151,36 @@ def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+class _LazyTLSTransport(httpx.BaseTransport):
+    """httpx's default transport, except that its TLS context (loading the CA bundle costs 50-500 ms)
+    is made on the first ``https://`` request: a plain-HTTP (loopback) registry never pays for it.
+    ``http://`` requests go through a pool whose context has no CA at all, so it could never
+    verify a server (it never does TLS: the scheme decides, request by request)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._plain: httpx.HTTPTransport | None = None
+        self._tls: httpx.HTTPTransport | None = None
+
+    def _transport(self, https: bool) -> httpx.HTTPTransport:
+        with self._lock:
+            if https:
+                if self._tls is None:
+                    self._tls = httpx.HTTPTransport()
+                return self._tls
+            if self._plain is None:
+                self._plain = httpx.HTTPTransport(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+            return self._plain
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._transport(request.url.scheme != "http").handle_request(request)
+
+    def close(self) -> None:
+        for t in (self._plain, self._tls):
+            if t is not None:
+                t.close()
+
+
 @dataclass
 class RegistryClient:
     store: BlobStore | None = None
@@ -160,8 +196,8 @@ class RegistryClient:
 
     def __post_init__(self) -> None:
         self.insecure = frozenset(self.insecure)
-        self._http = httpx.Client(timeout=self.timeout, follow_redirects=True, transport=self.transport,
-                                  headers={"User-Agent": "irctl"})
+        self._http = httpx.Client(timeout=self.timeout, follow_redirects=True,
+                                  transport=self.transport or _LazyTLSTransport(), headers={"User-Agent": "irctl"})
 
     def close(self) -> None:
         self._http.close()
