@@ -68,23 +68,62 @@ def dir_size(path: str | os.PathLike) -> int:
     return total
 
 
-def fsync_tree(path: str | os.PathLike) -> None:
-    """fsync every regular file and directory below ``path`` (before it is renamed into place)."""
-    for dirpath, _dirnames, filenames in os.walk(path):
-        for name in filenames:
-            p = os.path.join(dirpath, name)
-            with contextlib.suppress(OSError):
-                if stat.S_ISREG(os.lstat(p).st_mode):
-                    fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-        fd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY)
+SYNCFS_MIN_FILES = 256  # from this many regular files on, a tree is flushed with one syncfs(2)
+
+
+def fsync_tree(path: str | os.PathLike) -> int:
+    """Make every regular file and directory below ``path`` durable (before it is renamed into place);
+    returns what ``dir_size`` would (so a commit walks the tree once).
+
+    A small tree is fsynced file by file and dir by dir.  A tree of ``SYNCFS_MIN_FILES`` files or more
+    is flushed with one ``syncfs(2)`` of its filesystem: one journal commit instead of one per file
+    (20,000 fsyncs of a COPY layer took longer than the copy).  syncfs also writes back whatever else
+    is dirty on that filesystem, which is why small trees do not use it."""
+    files: list[str] = []
+    dirs: list[str] = []
+    total = 0
+    stack = [os.fspath(path)]
+    while stack:
+        d = stack.pop()
+        dirs.append(d)
+        with contextlib.suppress(OSError), os.scandir(d) as it:
+            for e in it:
+                with contextlib.suppress(OSError):
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(e.path)
+                    elif e.is_file(follow_symlinks=False):
+                        files.append(e.path)
+                        total += e.stat(follow_symlinks=False).st_blocks * 512
+    if len(files) >= SYNCFS_MIN_FILES and _syncfs(dirs[0]):
+        return total
+    for p in files:
+        with contextlib.suppress(OSError):
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    for d in dirs:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+    return total
+
+
+def _syncfs(path: str) -> bool:
+    """``syncfs(2)`` the filesystem holding ``path``; False where it is not available or fails."""
+    import ctypes
+
+    fn = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+    if fn is None:
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return fn(fd) == 0
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -265,13 +304,15 @@ class CacheStore:
     def commit_layer(self, upper: Path, layer_id: str) -> Path:
         """Move the finished layer dir ``upper`` (in tmp) to ``layers/<id>``; an existing one wins."""
         dest = self.layer_path(layer_id)
+        size = None
         if not dest.exists():
-            fsync_tree(upper)
+            size = fsync_tree(upper)
             try:
                 os.rename(upper, dest)
             except OSError:  # another build committed the same layer meanwhile
                 if not dest.is_dir():
                     raise
+                size = None
             else:
                 _fsync_dir(self.layers_dir)
         if upper.exists():
@@ -280,7 +321,7 @@ class CacheStore:
         with self._db() as db:
             db.execute("INSERT INTO layers (id, size, created, last_used) VALUES (?,?,?,?) "
                        "ON CONFLICT(id) DO UPDATE SET last_used=excluded.last_used",
-                       (layer_id, dir_size(dest), now, now))
+                       (layer_id, dir_size(dest) if size is None else size, now, now))
         return dest
 
     def record_layer_blob(self, layer_id: str, blob: str, media_type: str, size: int) -> None:
