@@ -23,6 +23,7 @@ import json
 import os
 import posixpath
 import resource
+import select
 import shutil
 import subprocess
 import sys
@@ -468,19 +469,20 @@ def _run_bundle(runtime: Runtime, state_dir: Path, bundle: Path, container_id: s
     pump = threading.Thread(target=_pump, args=(proc.stdout, output, errors, failed), daemon=True)
     pump.start()
     cancelled = False
+    exited = _ExitWaiter(proc)
     try:
         while proc.poll() is None:
             if cancel is not None and cancel.is_set() or failed.is_set():
                 cancelled = not failed.is_set()
                 _kill(runtime, state_dir, container_id, proc)
                 break
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=0.05)
+            exited(0.05)
         pump.join()
     except BaseException:
         _kill(runtime, state_dir, container_id, proc)
         raise
     finally:
+        exited.close()
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, 9)
@@ -498,6 +500,31 @@ def _run_bundle(runtime: Runtime, state_dir: Path, bundle: Path, container_id: s
     if kind == "runtime":
         raise ContainerStartError(f"{runtime.name} could not start the container: {_runtime_error(log_file)}")
     return int(code)
+
+
+class _ExitWaiter:
+    """Waits up to N seconds for `proc` to exit and returns as soon as it does (through a pidfd;
+    `Popen.wait(timeout)` sleeps in steps of up to 50 ms, which a short RUN pays after every exit)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.pidfd: int | None = None
+        with contextlib.suppress(AttributeError, OSError):
+            self.pidfd = os.pidfd_open(proc.pid)
+
+    def __call__(self, timeout: float) -> None:
+        if self.pidfd is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=timeout)
+            return
+        poller = select.poll()
+        poller.register(self.pidfd, select.POLLIN)
+        poller.poll(int(timeout * 1000))
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
 
 def _runtime_error(log_file: Path) -> str:
