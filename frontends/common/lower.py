@@ -141,7 +141,7 @@ class Lowerer:
         s, from_desc = self.start(decl)
         counter = {"i": 0, "n": (from_desc is not None) + sum(st.kind in _LAYER_STEPS for st in decl.steps)}
         if from_desc is not None:
-            s.state = _with_meta(s.state, self.meta(decl, counter, from_desc, decl.where))
+            s.state = _with_meta(s.state, self.meta(decl, counter, from_desc, decl.base_where or decl.where))
         for step in decl.steps:
             self.dispatch(decl, s, step, counter)
         self.active.pop()
