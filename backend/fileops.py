@@ -29,7 +29,7 @@ selection rules):
 from __future__ import annotations
 
 import contextlib
-import errno
+import hashlib
 import os
 import posixpath
 import shutil
@@ -58,13 +58,24 @@ __all__ = ["FileOpError", "SourceView", "UnpackLimits", "apply_actions", "resolv
 _PRIVATE_XATTR = ("trusted.overlay.", "user.overlay.")  # overlay's own, as root and rootless (userxattr)
 
 
+Written = dict[str, tuple[str, int, int, int]]  # relpath -> (sha256 hex, size, mtime_ns, ctime_ns)
+
+
 def apply_actions(root: Path, actions: Sequence[FileAction], sources: Sequence[SourceView], *,
-                  limits: UnpackLimits = DEFAULT_LIMITS) -> None:
-    """Apply ``actions`` in order to the writable directory ``root``; ``sources[i]`` is input ``i``."""
+                  limits: UnpackLimits = DEFAULT_LIMITS, written: Written | None = None) -> None:
+    """Apply ``actions`` in order to the writable directory ``root``; ``sources[i]`` is input ``i``.
+
+    ``written``, when given, receives the content digest of every regular file the copies wrote (hashed
+    while copying), keyed by its path relative to ``root`` with its size, mtime and ctime afterwards:
+    ``layer_tree_digest`` trusts a digest only while the file's stat still matches, so a committed
+    layer is not read a second time.  Notes older than a non-copy action are dropped."""
     root_s = os.path.realpath(os.fspath(root))
     for action in actions:
+        if written is not None and (action.copy is None or action.copy.unpack):
+            written.clear()  # mkfile, rm, unpacking, ... may rewrite a noted file within one clock tick
         if action.copy is not None:
-            verb, what, run = "COPY", action.copy.src_path, lambda a=action.copy: _copy(root_s, a, sources, limits)
+            verb, what, run = "COPY", action.copy.src_path, \
+                lambda a=action.copy: _copy(root_s, a, sources, limits, written)
         elif action.mkfile is not None:
             verb, what, run = "mkfile", action.mkfile.path, lambda a=action.mkfile: _mkfile(root_s, a)
         elif action.mkdir is not None:
@@ -186,8 +197,9 @@ class _Writer:
     """Writes one copy action's entries: contents, links, owner, mode, xattrs, times."""
 
     def __init__(self, dest: _Dest, tree: DirTree, ids: tuple[int, int] | None, mode: ModeSpec | None,
-                 ts_ns: int | None) -> None:
+                 ts_ns: int | None, written: Written | None = None) -> None:
         self.dest, self.tree, self.ids, self.mode, self.ts_ns = dest, tree, ids, mode, ts_ns
+        self.written = written
         self.reset_owner = tree.view.reset_owner
         self.links: dict[tuple[int, int], str] = {}
         self.dirs: list[tuple[str, Node, str]] = []  # finished post-order
@@ -231,6 +243,8 @@ class _Writer:
             st = os.lstat(target)
         except FileNotFoundError:
             st = None
+        if self.written is not None:
+            self.written.pop(target[len(self.dest.root) + 1:], None)
         if st is not None:
             if stat.S_ISDIR(st.st_mode):
                 raise FileOpError(f"cannot replace directory {_rel_display(self.dest.root, target)} with a file",
@@ -245,7 +259,8 @@ class _Writer:
                     os.link(first, target)
                     return
                 self.links[key] = target
-            _copy_content(src, target)
+            self.copy_file(target, node, src)
+            return
         elif node.kind == "symlink":
             os.symlink(node.target, target)
         elif node.st is not None and (stat.S_ISCHR(node.mode) or stat.S_ISBLK(node.mode) or stat.S_ISFIFO(node.mode)):
@@ -253,6 +268,37 @@ class _Writer:
         else:
             return  # sockets are not content
         self.meta(target, node, src)
+
+    def copy_file(self, target: str, node: Node, src: str) -> None:
+        """A regular file with its metadata, through its descriptors (one path lookup each), hashed
+        while copied (see ``apply_actions``' ``written``)."""
+        fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(fd_in).st_mode):
+                raise FileOpError(f"not a regular file: {src}")
+            fd_out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                digest = _transfer_hashed(fd_in, fd_out)
+                os.fchown(fd_out, *self.owner_of(node))  # first: chown clears setuid bits
+                os.fchmod(fd_out, self.mode.apply(node.mode, False) if self.mode else stat.S_IMODE(node.mode))
+                with contextlib.suppress(OSError):
+                    for name in os.listxattr(fd_in):
+                        if name.startswith(_PRIVATE_XATTR):
+                            continue
+                        with contextlib.suppress(OSError):
+                            os.setxattr(fd_out, name, os.getxattr(fd_in, name))
+                if self.ts_ns is not None:
+                    os.utime(fd_out, ns=(self.ts_ns, self.ts_ns))
+                elif node.st is not None:
+                    os.utime(fd_out, ns=(node.st.st_atime_ns, node.st.st_mtime_ns))
+                if self.written is not None:
+                    st = os.fstat(fd_out)
+                    self.written[target[len(self.dest.root) + 1:]] = (digest, st.st_size, st.st_mtime_ns,
+                                                                     st.st_ctime_ns)
+            finally:
+                os.close(fd_out)
+        finally:
+            os.close(fd_in)
 
     def finish(self) -> None:
         for target, node, src in reversed(self.dirs):
@@ -267,39 +313,17 @@ class _Writer:
             os.utime(target, ns=(node.st.st_atime_ns, node.st.st_mtime_ns), follow_symlinks=False)
 
 
-def _copy_content(src: str, dst: str) -> None:
-    fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    try:
-        st = os.fstat(fd_in)
-        if not stat.S_ISREG(st.st_mode):
-            raise FileOpError(f"not a regular file: {src}")
-        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            _transfer(fd_in, fd_out)
-        finally:
-            os.close(fd_out)
-    finally:
-        os.close(fd_in)
-
-
-def _transfer(fd_in: int, fd_out: int) -> None:
-    try:
-        while os.copy_file_range(fd_in, fd_out, 1 << 30):
-            pass
-        return
-    except OSError as e:
-        if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
-            raise
-    os.lseek(fd_in, 0, os.SEEK_SET)
-    os.lseek(fd_out, 0, os.SEEK_SET)
-    os.ftruncate(fd_out, 0)
-    while True:
-        chunk = os.read(fd_in, 1 << 20)
-        if not chunk:
-            return
+def _transfer_hashed(fd_in: int, fd_out: int) -> str:
+    """Copy through user space, hashing on the way: the bytes written are the bytes hashed.  (No
+    copy_file_range: into an overlay mount it fails with EXDEV anyway, and the layer digest would
+    read the file back.)"""
+    h = hashlib.sha256()
+    while chunk := os.read(fd_in, 1 << 20):
+        h.update(chunk)
         view = memoryview(chunk)
         while view:
             view = view[os.write(fd_out, view):]
+    return h.hexdigest()
 
 
 def _source(sources: Sequence[SourceView], index: int) -> SourceView:
@@ -309,7 +333,8 @@ def _source(sources: Sequence[SourceView], index: int) -> SourceView:
     return view if isinstance(view, SourceView) else SourceView(Path(view))
 
 
-def _copy(root: str, a: CopyAction, sources: Sequence[SourceView], limits: UnpackLimits) -> None:
+def _copy(root: str, a: CopyAction, sources: Sequence[SourceView], limits: UnpackLimits,
+          written: Written | None = None) -> None:
     view = _source(sources, a.src)
     tree = DirTree(view)
     ids = resolve_owner(root, a.owner)
@@ -338,7 +363,7 @@ def _copy(root: str, a: CopyAction, sources: Sequence[SourceView], limits: Unpac
         raise FileOpError(f"{a.src_path} matches {len(plan.selections)} paths: the destination {a.dest} "
                           "must be a directory and end with a /", a.dest)
 
-    writer = _Writer(dest, tree, ids, mode, ts_ns)
+    writer = _Writer(dest, tree, ids, mode, ts_ns, written)
     same_root = os.path.realpath(tree.root) == root  # copying within one tree: read it all first
     for sel in plan.selections:
         src_host = tree.host(sel.rel)

@@ -177,12 +177,14 @@ def strip_overlay_xattrs(upper: Path) -> None:
                         os.removexattr(p, x, follow_symlinks=False)
 
 
-def layer_tree_digest(layer_dir: Path) -> str:
+def layer_tree_digest(layer_dir: Path, known: dict[str, tuple[str, int, int, int]] | None = None) -> str:
     """Content identity of a layer: sha256 over its sorted entries, independent of mtimes and inode numbers.
 
     Each entry contributes its relative path, type, permission bits, uid, gid, xattrs, symlink target,
     content sha256 (regular files) and device numbers (char/block devices, so whiteouts count). The layer
-    root itself is not included. Hard links hash as independent files."""
+    root itself is not included. Hard links hash as independent files. `known` maps a relative path to
+    (sha256 hex, size, mtime_ns, ctime_ns) noted when the file was written (`fileops.apply_actions`); a
+    file whose stat still matches is not read again."""
     h = hashlib.sha256(b"irctl-layer-tree-v1\0")
     root = os.fspath(layer_dir)
     stack = [""]
@@ -199,8 +201,12 @@ def layer_tree_digest(layer_dir: Path) -> str:
                     mode) else "s"
                 content = link = dev = ""
                 if kind == "f":
-                    with open(entry.path, "rb") as f:
-                        content = hashlib.file_digest(f, "sha256").hexdigest()
+                    note = known.get(relpath) if known else None
+                    if note is not None and note[1:] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+                        content = note[0]
+                    else:
+                        with open(entry.path, "rb") as f:
+                            content = hashlib.file_digest(f, "sha256").hexdigest()
                 elif kind == "l":
                     link = os.readlink(entry.path)
                 elif kind in "cb":

@@ -69,12 +69,13 @@ class Workspace:
             return self.runtime
 
     # -- layers -------------------------------------------------------------------------------
-    def commit(self, upper: Path) -> str | None:
-        """Commit a finished upper dir as a layer; None when it changes nothing."""
+    def commit(self, upper: Path, known: dict | None = None) -> str | None:
+        """Commit a finished upper dir as a layer; None when it changes nothing.  ``known``: content
+        digests noted while writing it (see ``layer_tree_digest``)."""
         if not any(os.scandir(upper)):
             shutil.rmtree(upper, ignore_errors=True)
             return None
-        lid = layer_tree_digest(upper)
+        lid = layer_tree_digest(upper, known)
         self.store.commit_layer(upper, lid)
         return lid
 

@@ -80,6 +80,7 @@ def run_file(ws: Workspace, step: Step, op: irops.FileOp, inputs: list[Snapshot]
     work = ws.temp_dir("file-")
     upper, wd = work / "upper", work / "work"
     upper.mkdir()
+    written: dict = {}  # content digests noted by the copies, so the commit does not read them back
     with contextlib.ExitStack() as stack:
         root = stack.enter_context(ws.snapshotter.mounted(lowers, upper, wd))
         from backend.copy import SourceView
@@ -93,8 +94,8 @@ def run_file(ws: Workspace, step: Step, op: irops.FileOp, inputs: list[Snapshot]
                 sources.append(SourceView.context(Path(snap.host_dir), snap.include, snap.exclude))
             else:
                 sources.append(SourceView(_readonly_view(ws, stack, snap)))
-        apply_actions(root, op.actions, sources)
-    lid = ws.commit(upper)
+        apply_actions(root, op.actions, sources, written=written)
+    lid = ws.commit(upper, written)
     shutil.rmtree(work, ignore_errors=True)
     return ws.snapshot(base_ids + ([lid] if lid else []))
 
