@@ -28,28 +28,25 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
+from frontends.common.errors import StageError
+from frontends.common.sources import Source, image_source, named_context, resolve_source  # noqa: F401 (API)
 from frontends.dockerfile.convert_copy import (_clean, check_checksum, check_chmod, dest_path, is_http,
                                                parse_git_ref, url_filename)
 from frontends.dockerfile.image_config import (ImageState, PortError, expose_history, go_list,
-                                               go_quoted_list, healthcheck_history, is_empty_image,
+                                               go_quoted_list, healthcheck_history,
                                                parse_port_specs, valid_signal)
 from frontends.dockerfile.mounts import MountSpec as MountRequest
 from frontends.dockerfile.stages import PROXY_ARGS
 from frontends.errors import SourceError, Span
 from ir import builder, ops
 
-__all__ = ["Stage", "StageError", "MountRequest", "begin", "derive", "finish"]
+__all__ = ["Stage", "StageError", "MountRequest", "begin", "derive", "finish", "Source", "resolve_source",
+           "image_source", "named_context"]
 
 
 _NOWHERE = Span("", 0)  # the Dockerfile checks want a span; ours are re-located by the caller
 
 
-class StageError(ValueError):
-    """A bad value; the frontend adds the location."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass(eq=False)
@@ -389,75 +386,3 @@ def copy_files(s: Stage, sources: Sequence[str], dest: str, *, context: Callable
     else:
         s.state = s.state.file(actions, inputs, meta=meta)
     s.image.commit(" ".join(history), layer=True, buildkit_suffix=True)
-
-
-# --------------------------------------------------------------------------- sources
-
-
-@dataclass
-class Source:
-    """A filesystem a stage starts from or reads: an image, a named context, scratch."""
-
-    state: builder.State
-    image: ImageState
-    platform: ops.Platform
-    description: str = ""  # "FROM ref@digest", for progress ("" when not a step of its own)
-
-
-def resolve_source(request, resolver, ref: str, platform: ops.Platform,
-                   locations: Sequence[ops.Location] = ()) -> Source:
-    """What a name that is not a stage means, as BuildKit reads it: ``scratch``; a named context
-    given with ``--build-context`` (``ref`` or ``ref`` without ``:latest``); else a registry image
-    resolved through ``resolver`` and pinned by digest (an image without layers is scratch)."""
-    from frontends.dockerfile.convert import familiar_names
-
-    if ref == "scratch":
-        return Source(builder.scratch(), ImageState(), platform, "FROM scratch")
-    ctx = next((request.contexts[n] for n in familiar_names(ref) if n in request.contexts), None)
-    if ctx is not None:
-        return named_context(request, resolver, ref, ctx, platform, locations)
-    try:
-        resolved = resolver.resolve_image(ref, platform)
-    except SourceError:
-        raise
-    except Exception as e:  # the resolver is the backend's; the caller adds our location
-        raise StageError(f"image {ref}: {e}") from None
-    return image_source(resolved, platform, locations)
-
-
-def image_source(resolved, platform: ops.Platform, locations: Sequence[ops.Location] = ()) -> Source:
-    """A resolved registry image as a source op pinned by digest (one without layers is scratch)."""
-    plat = resolved.platform or platform
-    if is_empty_image(resolved.config):
-        return Source(builder.scratch(), ImageState.from_oci(resolved.config), plat, "")
-    desc = f"FROM {resolved.ref}" + (f"@{resolved.digest}" if resolved.digest else "")
-    state = builder.image(resolved.ref, digest=resolved.digest, platform=plat,
-                          meta=ops.OpMetadata(desc, locations=tuple(locations)))
-    return Source(state, ImageState.from_oci(resolved.config), plat, desc)
-
-
-def named_context(request, resolver, name: str, ctx, platform: ops.Platform,
-                  locations: Sequence[ops.Location] = ()) -> Source:
-    """``--build-context NAME=…``: a local directory, an image, or an image in an OCI layout."""
-    loc = tuple(locations)
-    if ctx.kind == "local":
-        return Source(builder.local(name, meta=ops.OpMetadata(f"[context {name}] load build context", locations=loc)),
-                      ImageState(), platform)
-    try:
-        if ctx.kind == "image":
-            r = resolver.resolve_image(ctx.value, platform)
-            desc = f"[context {name}] FROM {r.ref}@{r.digest}"
-            state = builder.image(r.ref, digest=r.digest, platform=r.platform or platform,
-                                  meta=ops.OpMetadata(desc, locations=loc))
-        elif ctx.kind == "oci_layout":
-            r = resolver.resolve_oci_layout(name, ctx.value, platform)
-            desc = f"[context {name}] oci-layout {ctx.value}@{r.digest}"
-            state = builder.oci_layout(name, ref=ctx.value, digest=r.digest, platform=r.platform or platform,
-                                       meta=ops.OpMetadata(desc, locations=loc))
-        else:
-            raise StageError(f"named context {name}: unknown kind {ctx.kind!r}")
-    except (SourceError, StageError):
-        raise
-    except Exception as e:
-        raise StageError(f"named context {name}: {e}") from None
-    return Source(state, ImageState.from_oci(r.config), r.platform or platform)
