@@ -65,16 +65,19 @@ def document_bytes(doc: ops.Document) -> bytes:
     """Canonical msgpack of a whole document, reusing each op's cached canonical bytes."""
     wire = encode(dataclasses.replace(doc, ops={}))
     packer = msgpack.Packer(use_bin_type=True)
+    pack = packer.pack
     out = [packer.pack_map_header(len(wire))]
     for k in wire:  # already sorted
-        out.append(packer.pack(k))
+        out.append(pack(k))
         if k == "ops":
-            out.append(packer.pack_map_header(len(doc.ops)))
-            for digest in sorted(doc.ops):
-                out.append(packer.pack(digest))
-                out.append(op_bytes(doc.ops[digest]))
+            op_map = doc.ops
+            out.append(packer.pack_map_header(len(op_map)))
+            for digest in sorted(op_map):
+                op = op_map[digest]
+                out.append(pack(digest))
+                out.append(op.__dict__.get("_canonical") or op_bytes(op))
         else:
-            out.append(packer.pack(wire[k]))
+            out.append(pack(wire[k]))
     return b"".join(out)
 
 

@@ -99,45 +99,44 @@ def _dataclasses_in(tp: Any) -> list[type]:
     return [c for a in typing.get_args(tp) for c in _dataclasses_in(a)]
 
 
-def _class_encoder(cls: type) -> Callable[[Any], dict]:
-    enc = _ENCODERS.get(cls)
-    if enc is not None:
-        return enc
-    ns: dict[str, Any] = {}
+_ENC_NS: dict[str, Any] = {}  # every generated encoder, calling each other by name
+
+
+def _encoder_source(cls: type, todo: list) -> str:
     lines = [f"def E_{cls.__name__}(o):", "    d = {}"]
     for name, tp, required, default, sort in _fields(cls):
-        ns[f"D_{name}"] = default
+        _ENC_NS[f"DE_{cls.__name__}_{name}"] = default
         expr = _value_encoder(tp)
         if sort:
             expr = f"sorted({expr})"
         lines.append(f"    x = o.{name}")
         if required:
             lines.append(f"    d[{name!r}] = {expr}")
-        elif default is None or default == () or default == {} or default is False:
-            lines.append(f"    if x: d[{name!r}] = {expr}" if default is not None else
-                         f"    if x is not None: d[{name!r}] = {expr}")
+        elif default is None:
+            lines.append(f"    if x is not None: d[{name!r}] = {expr}")
+        elif default == () or default == {} or default is False:
+            lines.append(f"    if x: d[{name!r}] = {expr}")
         else:
-            lines.append(f"    if x != D_{name}: d[{name!r}] = {expr}")
-        for sub in _dataclasses_in(tp):
-            ns[f"E_{sub.__name__}"] = _LazyEncoder(sub)
+            lines.append(f"    if x != DE_{cls.__name__}_{name}: d[{name!r}] = {expr}")
+        todo.extend(_dataclasses_in(tp))
     lines.append("    return d")
-    exec("\n".join(lines), ns)
-    enc = _ENCODERS[cls] = ns[f"E_{cls.__name__}"]
-    return enc
+    return "\n".join(lines) + "\n"
 
 
-class _LazyEncoder:
-    """Resolves a (possibly recursive) class encoder on first use."""
-
-    __slots__ = ("cls", "fn")
-
-    def __init__(self, cls: type) -> None:
-        self.cls, self.fn = cls, None
-
-    def __call__(self, o: Any) -> dict:
-        if self.fn is None:
-            self.fn = _class_encoder(self.cls)
-        return self.fn(o)
+def _class_encoder(cls: type) -> Callable[[Any], dict]:
+    enc = _ENCODERS.get(cls)
+    if enc is not None:
+        return enc
+    todo, made = [cls], []
+    while todo:
+        c = todo.pop()
+        if c in _ENCODERS or c in made:
+            continue
+        made.append(c)
+        exec(_encoder_source(c, todo), _ENC_NS)
+    for c in made:
+        _ENCODERS[c] = _ENC_NS[f"E_{c.__name__}"]
+    return _ENCODERS[cls]
 
 
 # --------------------------------------------------------------------------- decoders
