@@ -66,6 +66,8 @@ class _Scanner:
                 value = t[self.i + 3:j]
                 self.advance(j + 3 - self.i)
                 return value
+        if self.i >= len(t):  # an unterminated string ran to the end (invalid TOML)
+            return ""
         q = t[self.i]
         j = self.i + 1
         while j < len(t) and t[j] != q:
@@ -172,8 +174,11 @@ class _Scanner:
                     continue
                 self.keyval(path)
         else:  # number, bool, date: up to a delimiter
+            start = self.i
             while self.i < len(self.t) and self.t[self.i] not in ",]}\n#":
                 self.i += 1
+            if self.i == start and self.peek() in ",]}":
+                self.advance()  # a stray delimiter (invalid TOML): step over it rather than loop on it
 
 
 def _escaped(t: str, j: int) -> bool:
