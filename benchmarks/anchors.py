@@ -90,6 +90,14 @@ def prepare_contexts() -> Path:
     return ctx
 
 
+def compile_bytecode() -> None:
+    """Write irctl's ``__pycache__`` as an installed package has it (pip compiles on install).  An
+    editable checkout run with ``PYTHONDONTWRITEBYTECODE=1`` (as in CI shells) otherwise recompiles
+    every module from source on every build: ~0.3 s of CPU per invocation."""
+    sh([sys.executable, "-m", "compileall", "-q", *(str(TOP / p) for p in ("irctl", "backend", "ir", "frontends"))],
+       stdout=subprocess.DEVNULL)
+
+
 # --------------------------------------------------------------------------- irctl commands
 
 
@@ -222,6 +230,7 @@ def main() -> None:
     (WORK / "out").mkdir(exist_ok=True)
     own_registry = ensure_registry()
     ctx = prepare_contexts()
+    compile_bytecode()
     live = anchors_running()
     old = recorded()
     tools = args.tools.split()
