@@ -304,6 +304,8 @@ class Lowerer:
                      exclude=[word(e, "exclude") for e in f.get("exclude", ())], parents=bool(f.get("parents")),
                      link=bool(f.get("link")), checksum=word(f.get("checksum", ""), "checksum"),
                      keep_git_dir=bool(f.get("keep_git_dir")), unpack=f.get("unpack"),
+                     inline=[(name, self.word(text, s.env, step.at("inline")).encode())
+                             for name, text in f.get("inline", ())],
                      meta=meta, link_meta=link_meta, chmod_text=chmod)
 
 

@@ -138,13 +138,15 @@ class Stage:
                          workdir=workdir, user=user, network=network, security=security)
 
     def copy(self, src: str | Sequence[str], dest: str, *, from_: "Stage | str | None" = None, chown: str = "",
-             chmod: str | int = "", link: bool = False, exclude: Sequence[str] = (), parents: bool = False) -> "Stage":
+             chmod: str | int = "", link: bool = False, exclude: Sequence[str] = (), parents: bool = False,
+             inline: Mapping[str, str] | None = None) -> "Stage":
         """Copy ``src`` (a path or paths in the build context, or in ``from_``: another stage, an
         image reference or a named context) to ``dest`` (relative to the working directory; a
         trailing ``/`` makes it a directory).  ``link=True`` makes the copy independent of the
-        layers below (``COPY --link``)."""
+        layers below (``COPY --link``).  ``inline={"motd": "hello\\n"}`` writes files from text
+        (``COPY <<motd``), copied after ``src`` (which may then be ``[]``)."""
         return self._copy("copy", src, dest, from_=from_, chown=chown, chmod=chmod, link=link,
-                          exclude=exclude, parents=parents)
+                          exclude=exclude, parents=parents, inline=inline)
 
     def add(self, src: str | Sequence[str], dest: str, *, chown: str = "", chmod: str | int = "", link: bool = False,
             exclude: Sequence[str] = (), checksum: str = "", keep_git_dir: bool = False,
@@ -165,9 +167,14 @@ class Stage:
         fields = {k: v for k, v in options.items() if v not in ("", False, None, ())}
         if "exclude" in fields:
             fields["exclude"] = list(fields["exclude"])
+        if "inline" in fields:
+            fields["inline"] = [(_str(k, f"{kind}: inline"), _str(v, f"{kind}: inline {k}"))
+                                for k, v in dict(fields["inline"]).items()]
+        if not sources and "inline" not in fields:
+            raise DslError(f"{kind}: nothing to copy")
         if from_ is not None:
             fields["from"] = from_
-        text = " ".join([kind.upper(), *sources, dest])
+        text = " ".join([kind.upper(), *sources, *(f"<<{k}" for k, _ in fields.get("inline", ())), dest])
         return self._add(kind, text, src=sources, dest=dest, **fields)
 
     def workdir(self, path: str) -> "Stage":

@@ -160,8 +160,11 @@ class _Reader:
                       "security": raw.get("security"), "mounts": mounts}
         elif kind in ("copy", "add"):
             src = raw[kind]
-            fields = {k: v for k, v in raw.items() if k != kind}
+            fields = {k: v for k, v in raw.items() if k not in (kind, "inline")}
             fields["src"] = [src] if isinstance(src, str) else list(src)
+            fields["inline"] = list(raw.get("inline", {}).items())
+            if not fields["src"] and not fields["inline"]:
+                raise self.fail(f"{kind} needs a source (or inline files)", path + (kind,))
         elif kind in ("env", "label"):
             fields = {"pairs": [(k, _text(v)) for k, v in raw[kind].items()]}
         elif kind in ("workdir", "user", "stopsignal", "onbuild", "maintainer"):
