@@ -296,16 +296,19 @@ def apply_rule(keyword: str, rest: str, escape: str) -> tuple[list[str], bool]:
     if rule == "name_val":
         return _name_val(rest, "LABEL" if keyword == "label" else "ENV", escape), False
     if rule == "health":
+        # BuildKit scans this line byte by byte (``unicode.IsSpace(rune(rest[i]))``): in a
+        # multi-byte character only a lone 0x85 or 0xA0 byte counts as a space.
+        raw = rest.encode("utf-8", "surrogatepass")
         sep = 0
-        while sep < len(rest) and rest[sep] not in _SPACE:
+        while sep < len(raw) and chr(raw[sep]) not in _SPACE:
             sep += 1
         if sep == 0:
             return [], False
         nxt = sep
-        while nxt < len(rest) and rest[nxt] in _SPACE:
+        while nxt < len(raw) and chr(raw[nxt]) in _SPACE:
             nxt += 1
-        typ = rest[:sep]
-        tail = rest[nxt:]
+        typ = raw[:sep].decode("utf-8", "replace")
+        tail = raw[nxt:].decode("utf-8", "replace")
         if tail == "":
             return [typ], False
         vals, is_json = _maybe_json(tail)
