@@ -41,8 +41,8 @@ def user_errors(exit_code: int = 1) -> Iterator[None]:
             raise UserError(f"{e.filename}: {e.strerror}", exit_code) from None
         raise
     except Exception as e:
-        # Frontend and backend errors define a user-facing str(); anything else is a bug.
-        if getattr(type(e), "user_facing", False) or type(e).__name__.endswith(("Error",)) and _is_ours(e):
+        # Exceptions our packages define carry a user-facing str(); anything else is a bug.
+        if getattr(type(e), "user_facing", False) or _is_ours(e):
             raise UserError(str(e), exit_code) from None
         raise
 
