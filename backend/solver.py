@@ -49,6 +49,9 @@ class SolveOptions:
     allow_insecure: bool = False
     insecure_registries: tuple[str, ...] = ()
     on_event: Callable[[Event], None] | None = None
+    # unfiltered scans (backend.context.ContextScan) of granted dirs by realpath, taken by this build
+    # just before (the CLI's fast-path check): reused for sources without include/exclude patterns
+    context_scans: dict[str, object] = field(default_factory=dict)
     materialize: bool = True  # make sure every layer of the returned snapshots exists as a dir
 
 

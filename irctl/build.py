@@ -44,6 +44,9 @@ def build(
         from irctl.rootless import enter_if_unprivileged
 
         enter_if_unprivileged(announce=progress != "quiet")
+        from irctl.fastpath import take_scans
+
+        scans = take_scans()  # what a fast-path miss just scanned: not walked again below
         named = opt.named_contexts(build_context)
         outputs = opt.outputs(output)
         if push:
@@ -55,14 +58,14 @@ def build(
 
             ir_out.write_bytes(dump_document(compiled.document))
         snapshot = _solve(compiled.document, context, named, opt.secrets(secret), opt.ssh_agents(ssh),
-                          jobs, no_cache, allow_insecure, tuple(insecure_registry), progress, root)
+                          jobs, no_cache, allow_insecure, tuple(insecure_registry), progress, root, scans)
         if not frontend:
             from irctl import fastpath
 
             fastpath.remember({"context": str(context), "file": str(file) if file else None, "target": target,
                                "build_arg": build_arg, "build_context": build_context,
                                "insecure": insecure_registry, "cache_dir": str(cache_dir) if cache_dir else None},
-                              [str(p) for p in snapshot.layers], len(compiled.document.ops))
+                              [str(p) for p in snapshot.layers], len(compiled.document.ops), scans)
         if outputs:
             from irctl.exporting import export
 
@@ -86,14 +89,15 @@ def _compile(context, file, frontend, target, build_args, named, insecure, cache
     return compiled, root
 
 
-def _solve(doc, context, named, secrets, ssh, jobs, no_cache, allow_insecure, insecure, progress, root):
+def _solve(doc, context, named, secrets, ssh, jobs, no_cache, allow_insecure, insecure, progress, root, scans):
     from backend.solver import SolveOptions, solve
     from irctl.progress import renderer
 
     render = renderer(progress)
     options = SolveOptions(cache_dir=root, local_dirs={"context": context.resolve(), **named.local_dirs},
                            oci_layouts=named.oci_layouts, secrets=secrets, ssh=ssh, no_cache=no_cache,
-                           allow_insecure=allow_insecure, insecure_registries=insecure, on_event=render)
+                           allow_insecure=allow_insecure, insecure_registries=insecure, on_event=render,
+                           context_scans=scans)
     if jobs > 0:
         options.jobs = jobs
     t0 = time.monotonic()

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 MEMO_VERSION = b"irctl-build-memo-v1\0"
+_SCANS: dict[str, object] = {}  # context scans made by try_build in this process, for take_scans()
 _PACKAGES = ("frontends", "ir", "backend", "irctl")
 _VALUE_OPTIONS = {"-f": "file", "--file": "file", "-t": "tag", "--tag": "tag", "--target": "target",
                   "--build-arg": "build_arg", "--build-context": "build_context", "--secret": "secret",
@@ -92,12 +93,29 @@ def _code_fingerprint() -> bytes:
     return h.digest()
 
 
-def _tree_identity(root: Path, cache: Path) -> str:
-    """The content identity of a directory (every file; stat-cached), via the backend's scanner."""
+def _tree_identity(root: Path, cache: Path, scans: dict | None = None) -> str:
+    """The content identity of a directory (every file; stat-cached), via the backend's scanner.
+    ``scans`` (realpath -> unfiltered ContextScan) holds what this build already scanned; new scans
+    are added to it."""
     from backend.context import StatCache, scan_context
 
+    real = os.path.realpath(root)
+    if scans is not None and real in scans:
+        return scans[real].identity  # type: ignore[attr-defined]
     with StatCache(cache / "contexts.db") as stat_cache:
-        return scan_context(root.resolve(), stat_cache=stat_cache).identity
+        found = scan_context(Path(real), stat_cache=stat_cache)
+    if scans is not None:
+        scans[real] = found
+    return found.identity
+
+
+def take_scans() -> dict:
+    """The context scans ``try_build`` made in this process (then forgotten here): the build that
+    follows a fast-path miss reuses them instead of walking (and on a cold cache hashing) the same
+    context again, so one build sees one state of its context from start to memo."""
+    scans = dict(_SCANS)
+    _SCANS.clear()
+    return scans
 
 
 def _build_file(context: Path, file: str | None) -> Path | None:
@@ -109,7 +127,7 @@ def _build_file(context: Path, file: str | None) -> Path | None:
     return None
 
 
-def build_key(opts: dict, cache: Path) -> str | None:
+def build_key(opts: dict, cache: Path, scans: dict | None = None) -> str | None:
     """Digest of every input of the build, or None when something cannot be keyed cheaply."""
     context = Path(opts["context"])
     build_file = _build_file(context, opts.get("file"))
@@ -124,7 +142,7 @@ def build_key(opts: dict, cache: Path) -> str | None:
     for ignore in (build_file.with_name(build_file.name + ".dockerignore"), context / ".dockerignore"):
         if ignore.is_file():
             h.update(f"ignore\0{ignore.resolve()}\0".encode() + ignore.read_bytes())
-    h.update(f"context\0{context.resolve()}\0{_tree_identity(context, cache)}\n".encode())
+    h.update(f"context\0{context.resolve()}\0{_tree_identity(context, cache, scans)}\n".encode())
     h.update(f"target\0{opts.get('target', '')}\n".encode())
     for arg in sorted(opts["build_arg"]):
         name, eq, value = arg.partition("=")
@@ -143,7 +161,7 @@ def build_key(opts: dict, cache: Path) -> str | None:
         elif "://" not in value:
             if not Path(value).is_dir():
                 return None
-            h.update(_tree_identity(Path(value), cache).encode())
+            h.update(_tree_identity(Path(value), cache, scans).encode())
     h.update(" ".join(sorted(opts["insecure"])).encode())
     resolved = cache / "resolved"
     if resolved.is_dir():
@@ -159,7 +177,7 @@ def try_build(argv: list[str]) -> int | None:
         return None
     try:
         cache = cache_root(opts.get("cache_dir"))
-        key = build_key(opts, cache)
+        key = build_key(opts, cache, _SCANS)
         if key is None:
             return None
         memo = json.loads((cache / "builds" / f"{key}.json").read_text())
@@ -184,11 +202,12 @@ def _report(progress: str, memo: dict) -> None:
         sys.stderr.write(f"=> {text}\n")
 
 
-def remember(opts: dict, layers: list[str], steps: int) -> None:
-    """Record a successful build for ``try_build``; never fails the build."""
+def remember(opts: dict, layers: list[str], steps: int, scans: dict | None = None) -> None:
+    """Record a successful build for ``try_build``; never fails the build.  ``scans``: the context
+    scans the build used (see ``take_scans``), so the memo is keyed by what was built."""
     try:
         cache = cache_root(opts.get("cache_dir"))
-        key = build_key(opts, cache)
+        key = build_key(opts, cache, scans)
         if key is None:
             return
         target = cache / "builds" / f"{key}.json"

@@ -58,7 +58,12 @@ def resolve_source(ws: Workspace, step: Step, src: irops.SourceOp) -> Snapshot:
         root = Path(opts.local_dirs[src.local.name]).resolve()  # type: ignore[attr-defined]
         if not root.is_dir():
             raise GrantError(f"local directory {src.local.name!r}: {root} is not a directory")
-        found = scan(ws, root, src.local.include, src.local.exclude)
+        unfiltered = not src.local.include and not src.local.exclude
+        found = opts.context_scans.get(str(root)) if unfiltered else None  # type: ignore[attr-defined]
+        if found is None:
+            found = scan(ws, root, src.local.include, src.local.exclude)
+        else:
+            ws.scans[found.identity] = found
         return Snapshot(identity=found.identity, host_dir=root, include=src.local.include, exclude=src.local.exclude)
     if src.image is not None:
         res = ws.images.resolve_registry(src.image.ref, src.image.digest, src.image.platform)  # type: ignore[attr-defined]
