@@ -21,6 +21,10 @@ def enter_if_unprivileged(*, announce: bool = True) -> None:
         raise UserError("not root and IRCTL_ROOTLESS=0: refusing to build in a user namespace")
     from backend import userns
 
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # a user's soft limit is often 1024
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     uid = os.getuid()
     try:
         userns.enter()

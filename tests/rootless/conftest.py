@@ -71,9 +71,10 @@ def _dist_closure(name: str) -> list[md.Distribution]:
     return list(seen.values())
 
 
-def _copy_site(dest: Path) -> None:
-    """The installed files of irctl's runtime dependencies (and irctl's dist-info: entry points)."""
-    for dist in _dist_closure("irctl"):
+def _copy_site(dest: Path, roots: tuple[str, ...] = ("irctl",)) -> None:
+    """The installed files of these distributions and their dependencies (dist-infos too: entry points)."""
+    dists = {d.metadata["Name"]: d for r in roots for d in _dist_closure(r)}
+    for dist in dists.values():
         base = Path(dist.locate_file(""))
         tops = {Path(f).parts[0] for f in dist.files or () if not str(f).startswith("..")}
         for top in tops:
@@ -98,19 +99,22 @@ class Result:
 class UserCLI:
     """`irctl` as USER: `cli.run("build", ...)`; `cli.home` is the user's HOME (the cache is under it)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, with_tests: bool = False):
         self.pw = pwd.getpwnam(USER)
         self.root = root
         self.home = root / "home"
         src = root / "src"
-        for pkg in PACKAGES:
+        for pkg in PACKAGES + (("tests", "spec") if with_tests else ()):
             shutil.copytree(REPO / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+        if with_tests:
+            shutil.copy2(REPO / "pyproject.toml", src / "pyproject.toml")
+        self.src = src
         self.pythonpath = [src]
         self.python = sys.executable
         if not self._works():
             site = root / "site"
             site.mkdir()
-            _copy_site(site)
+            _copy_site(site, ("irctl", "pytest", "hypothesis", "pytest-xdist") if with_tests else ("irctl",))
             self.pythonpath.append(site)
             self.python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or "/usr/bin/python3"
         self.home.mkdir()
@@ -136,9 +140,17 @@ class UserCLI:
 
     def _works(self) -> bool:
         probe = "import typer, msgpack, zstandard, lark, httpx, jsonschema, rich, irctl.app"
+        if self.src.joinpath("tests").is_dir():
+            probe += ", pytest, hypothesis, xdist"
         res = subprocess.run(["runuser", "-u", USER, "--", *self.env(), self.python, "-c", probe],
                              capture_output=True, cwd="/")
         return res.returncode == 0
+
+    def pytest(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+        """pytest as USER in the user namespace (`-p tests.rootless.enter`), on the copied tests."""
+        return subprocess.run(["runuser", "-u", USER, "--", *self.env(), self.python, "-m", "pytest",
+                               "-p", "tests.rootless.enter", "-p", "no:cacheprovider", *args],
+                              capture_output=True, text=True, cwd=self.src, timeout=timeout)
 
     def run(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
             timeout: float = 300) -> Result:
