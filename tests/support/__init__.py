@@ -13,7 +13,8 @@ import shutil
 @functools.cache
 def e2e_skip_reason() -> str | None:
     if os.geteuid() != 0:
-        return "e2e: needs root (real runc and overlay mounts; rootless is not supported yet)"
+        return ("e2e: needs root (real runc and overlay mounts); as a user with subordinate ids, "
+                "run pytest -p tests.rootless.enter")
     if not (os.environ.get("IRCTL_RUNTIME") or shutil.which("runc") or shutil.which("crun")):
         return "e2e: no OCI runtime (apt-get install runc)"
     if not os.path.exists("/bin/busybox"):
