@@ -44,9 +44,14 @@ def build(
         from irctl.rootless import enter_if_unprivileged
 
         enter_if_unprivileged(announce=progress != "quiet")
-        from irctl.fastpath import take_scans
+        from irctl import fastpath
 
-        scans = take_scans()  # what a fast-path miss just scanned: not walked again below
+        memo_opts = {"context": str(context), "file": str(file) if file else None, "target": target,
+                     "build_arg": build_arg, "build_context": build_context, "insecure": insecure_registry,
+                     "cache_dir": str(cache_dir) if cache_dir else None}
+        scans = fastpath.take_scans()  # what a fast-path miss just scanned: not walked again below
+        if not scans and not frontend:  # no fast-path check ran (--output, ...): scan once here for all
+            fastpath.prescan(memo_opts, scans)
         named = opt.named_contexts(build_context)
         outputs = opt.outputs(output)
         if push:
@@ -60,12 +65,7 @@ def build(
         snapshot = _solve(compiled.document, context, named, opt.secrets(secret), opt.ssh_agents(ssh),
                           jobs, no_cache, allow_insecure, tuple(insecure_registry), progress, root, scans)
         if not frontend:
-            from irctl import fastpath
-
-            fastpath.remember({"context": str(context), "file": str(file) if file else None, "target": target,
-                               "build_arg": build_arg, "build_context": build_context,
-                               "insecure": insecure_registry, "cache_dir": str(cache_dir) if cache_dir else None},
-                              [str(p) for p in snapshot.layers], len(compiled.document.ops), scans)
+            fastpath.remember(memo_opts, [str(p) for p in snapshot.layers], len(compiled.document.ops), scans)
         if outputs:
             from irctl.exporting import export
 

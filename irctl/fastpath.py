@@ -202,6 +202,15 @@ def _report(progress: str, memo: dict) -> None:
         sys.stderr.write(f"=> {text}\n")
 
 
+def prescan(opts: dict, scans: dict) -> None:
+    """Scan the build's contexts into ``scans`` as ``try_build`` would have (for builds that skip it,
+    e.g. with ``--output``): the solver and ``remember`` then share that one scan."""
+    try:
+        build_key(opts, cache_root(opts.get("cache_dir")), scans)
+    except (OSError, ValueError, ImportError):
+        pass
+
+
 def remember(opts: dict, layers: list[str], steps: int, scans: dict | None = None) -> None:
     """Record a successful build for ``try_build``; never fails the build.  ``scans``: the context
     scans the build used (see ``take_scans``), so the memo is keyed by what was built."""
