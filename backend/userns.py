@@ -17,7 +17,6 @@ carry the in-namespace ids.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 import pwd
@@ -102,7 +101,7 @@ def in_user_namespace() -> bool:
 
 @functools.cache
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return ctypes.CDLL(None, use_errno=True)  # libc is already loaded; find_library would run ldconfig
 
 
 def problems(user: str | None = None, uid: int | None = None, gid: int | None = None) -> list[str]:
