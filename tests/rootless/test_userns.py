@@ -96,3 +96,44 @@ def test_a_user_without_subordinate_ids_is_told_what_to_do(user_cli, tmp_path: P
 def test_skip_reason_is_specific():
     reason = rootless_skip_reason()
     assert reason is None or reason.startswith(("rootless:", "e2e:"))
+
+
+_LAYER_SCRIPT = """
+import os, sys
+from pathlib import Path
+{enter}
+from backend.snapshot import OPAQUE_XATTR, layer_tree_digest
+d = Path(sys.argv[1])
+(d / "etc").mkdir(parents=True)
+(d / "etc" / "f").write_text("x")
+os.mknod(d / "gone", 0o020000, 0)
+(d / "opq").mkdir()
+os.setxattr(d / "opq", OPAQUE_XATTR, b"y")
+for p in (d / "etc" / "f", d / "etc", d / "gone", d / "opq"):
+    os.chown(p, 0, 0)
+    if not str(p).endswith("gone"):
+        os.chmod(p, 0o755)
+print(OPAQUE_XATTR, layer_tree_digest(d))
+"""
+
+
+@pytest.mark.e2e
+def test_layer_identity_is_the_same_root_and_rootless(user_cli, tmp_path: Path):
+    """Opaque dirs are spelt trusted.overlay.opaque as root and user.overlay.opaque rootless; owners are the
+    namespace's: the same layer has the same identity either way, so cache keys agree."""
+    import subprocess
+    import sys
+
+    script = user_cli.root / "layer_identity.py"
+    script.write_text(_LAYER_SCRIPT.format(enter="from backend import userns\nif os.geteuid():\n    userns.enter()"))
+    os.chmod(script, 0o644)
+    as_root = subprocess.run([sys.executable, str(script), str(tmp_path / "layer")], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(user_cli.src)}, check=True).stdout.split()
+    work = user_cli.root / "layer-identity"
+    work.mkdir()
+    user_cli.chown(work)
+    rootless = subprocess.run(["runuser", "-u", user_cli.pw.pw_name, "--", *user_cli.env(), user_cli.python,
+                               str(script), str(work / "layer")], capture_output=True, text=True, check=True,
+                              cwd="/").stdout.split()
+    assert as_root[0] == "trusted.overlay.opaque" and rootless[0] == "user.overlay.opaque"
+    assert as_root[1] == rootless[1]
