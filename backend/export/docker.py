@@ -15,7 +15,7 @@ from typing import Sequence
 
 from backend.blobs import BlobStore
 from backend.export.image import BuiltImage, ExportError, ExportOptions, ImageSpec, build_image
-from backend.oci_layout import ANNOT_IMAGE_NAME, ANNOT_REF_NAME, LAYOUT_VERSION, MT_OCI_INDEX, _tinfo
+from backend.oci_layout import ANNOT_IMAGE_NAME, ANNOT_REF_NAME, LAYOUT_VERSION, MT_OCI_INDEX, _tinfo, add_file
 
 
 def _repo_tag(name: str) -> tuple[str, str]:
@@ -60,8 +60,7 @@ def export_docker(spec: ImageSpec, store: BlobStore, dest: str | os.PathLike[str
         tf.addfile(_tinfo("blobs/sha256", mtime, tarfile.DIRTYPE, 0o755))
         for d in digests:
             p = store.path(d)
-            with open(p, "rb") as bf:
-                tf.addfile(_tinfo(blob(d), mtime, tarfile.REGTYPE, 0o644, p.stat().st_size), bf)
+            add_file(tf, _tinfo(blob(d), mtime, tarfile.REGTYPE, 0o644, p.stat().st_size), p)
         for name, data in (("index.json", json.dumps(index, separators=(",", ":")).encode()),
                            ("manifest.json", json.dumps(manifest_json, separators=(",", ":")).encode()),
                            ("oci-layout", LAYOUT_VERSION),
