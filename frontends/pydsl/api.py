@@ -101,9 +101,11 @@ def _current() -> Session:
 
 @dataclass(frozen=True, eq=False)
 class Stage:
-    """An image being described: a base (image reference or ``scratch``) and steps, in order."""
+    """An image being described: a base (an image reference, ``scratch``, or another stage) and
+    steps, in order.  Chaining adds steps to the same stage; :meth:`stage` starts a new stage
+    from this one (Dockerfile ``FROM this AS name``)."""
 
-    base: str
+    base: "str | Stage"
     steps: tuple[Step, ...] = ()
     name: str = ""
     platform: str = ""
@@ -112,9 +114,11 @@ class Stage:
     def _add(self, kind: str, text: str, **fields: Any) -> "Stage":
         return replace(self, steps=self.steps + (Step(kind, fields, caller(), text),))
 
-    def named(self, name: str) -> "Stage":
-        """The same stage under ``name`` (progress groups, ``irctl dump``)."""
-        return replace(self, name=_str(name, "named: name"))
+    def stage(self, name: str = "") -> "Stage":
+        """A new stage that starts from this one, as Dockerfile ``FROM this AS name``: files,
+        config, environment and declared args carry over; a ``cmd`` set here is no longer this
+        stage's own, so a later ``entrypoint`` resets it (Docker's rule)."""
+        return Stage(self, name=_str(name, "stage: name"), platform=self.platform, where=caller())
 
     # -- filesystem steps ---------------------------------------------------------------
     def run(self, cmd: str | Sequence[str], *, mounts: Iterable[Mount] = (), env: Mapping[str, str] | None = None,

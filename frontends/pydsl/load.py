@@ -66,15 +66,19 @@ class _Namer:
         key = id(stage)
         if key in self.names:
             return self.names[key]
-        base = stage.name or hint or f"stage-{len(self.names)}"
-        name, n = base, 1
+        wanted = stage.name or hint or f"stage-{len(self.names)}"
+        name, n = wanted, 1
         while name in self.taken:
             n += 1
-            name = f"{base}-{n}"
+            name = f"{wanted}-{n}"
         self.taken.add(name)
         self.names[key] = name
+        if isinstance(stage.base, Stage):  # FROM another stage
+            base, from_stage = self.name(stage.base), True
+        else:
+            base, from_stage = stage.base, False
         steps = tuple(self.step(s) for s in stage.steps)
-        self.decls.append(StageDecl(name, stage.base, steps, stage.where, stage.platform, base_is_stage=False))
+        self.decls.append(StageDecl(name, base, steps, stage.where, stage.platform, base_is_stage=from_stage))
         return name
 
     def ref(self, value):

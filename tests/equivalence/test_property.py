@@ -73,6 +73,7 @@ def builds(draw):
 
 
 def _mount_csv(m: dict) -> str:
+    m = {"type": m["type"], **m}  # the type first: the Dockerfile checks later keys against it
     return ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in m.items())
 
 
@@ -144,7 +145,7 @@ def pydsl(stages) -> str:
     out = ["from frontends.pydsl import bind, cache, image, secret, target, tmpfs", ""]
     helpers = {"cache": "cache", "secret": "secret", "tmpfs": "tmpfs", "bind": "bind"}
     for name, base, steps in stages:
-        start = f'{base}.named("{name}")' if base.startswith("s") else f'image("{base}", name="{name}")'
+        start = f'{base}.stage("{name}")' if base.startswith("s") else f'image("{base}", name="{name}")'
         chain = [f"{name} = ({start}"]
         for s in steps:
             k = s["kind"]

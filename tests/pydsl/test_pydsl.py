@@ -151,3 +151,16 @@ def test_frontend_claims_build_py():
     assert for_file("build.py", found) is FRONTEND
     assert for_file("web.build.py", found) is FRONTEND
     assert for_file("setup.py", found) is None
+
+
+def test_stage_starts_a_new_stage_like_from():
+    """Chained steps are one stage; ``.stage()`` is ``FROM this``: an inherited CMD is reset by a
+    later ENTRYPOINT there (Docker's rule), but kept when both are set in one stage."""
+    def image_of(text):
+        doc = compile_text("from frontends.pydsl import image, target\n" + text)
+        return next(op.image for op in doc.ops.values() if op.image)
+
+    same = image_of('target("default", image("busybox").cmd(["a"]).entrypoint(["e"]))\n')
+    assert same.config.cmd == ("a",)
+    derived = image_of('b = image("busybox").cmd(["a"])\ntarget("default", b.stage("app").entrypoint(["e"]))\n')
+    assert derived.config.cmd == () and derived.config.entrypoint == ("e",)

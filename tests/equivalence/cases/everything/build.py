@@ -14,7 +14,7 @@ tools = (image(BASE, name="tools")
          .run(["/bin/echo", "exec", "form"])
          .user("root"))
 
-assets = (tools.named("assets")
+assets = (tools.stage("assets")
           .shell(["/bin/bash", "-o", "pipefail", "-c"])
           .run("npm ci | tee log",
                mounts=[secret("npm", env="NPM_TOKEN"), ssh(required=True),
