@@ -253,6 +253,15 @@ class CacheStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock)
             os.close(fd)
+        # a layer extraction or cache-mount creation that died: its (free) lock names it
+        for work in [*self.tmp_dir.glob("x-*-*"), *self.tmp_dir.glob("m-*-*")]:
+            kind, name = work.name.split("-")[:2]
+            try:
+                fd = self._lock(f"layer-{name}.lock" if kind == "x" else f"mount-{name}.create", fcntl.LOCK_EX, 0)
+            except BlockingIOError:
+                continue
+            shutil.rmtree(work, ignore_errors=True)
+            os.close(fd)
 
     # -- results ------------------------------------------------------------------------------
     def lookup(self, key: str) -> list[Output] | None:
@@ -350,7 +359,7 @@ class CacheStore:
         with self.locked(f"layer-{hexof(layer_id)[:32]}.lock"):
             if dest.is_dir():
                 return dest
-            work = Path(tempfile.mkdtemp(prefix="x-", dir=self.tmp_dir))
+            work = Path(tempfile.mkdtemp(prefix=f"x-{hexof(layer_id)[:32]}-", dir=self.tmp_dir))
             try:
                 build(work / "layer")
                 return self.commit_layer(work / "layer", layer_id)
@@ -368,7 +377,7 @@ class CacheStore:
             return dest
         with self.locked(f"mount-{self.mount_name(cache_id)}.create"):
             if not dest.is_dir():
-                work = Path(tempfile.mkdtemp(prefix="m-", dir=self.tmp_dir))
+                work = Path(tempfile.mkdtemp(prefix=f"m-{self.mount_name(cache_id)}-", dir=self.tmp_dir))
                 try:
                     create(work / "dir")
                     os.rename(work / "dir", dest)
