@@ -281,7 +281,15 @@ class Lowerer:
             return S.lower_mount(SimpleNamespace(cwd=cwd), req,
                                  lambda name: self.source_of(name, decl, m.where), self.context)
         except MountError as e:
-            raise RecipeError(e.message, m.where) from None
+            key, at = "", 0
+            for name, text in [("type", fields[0]), *((k, f) for (k, _), f in zip(m.options, fields[1:]))]:
+                if at <= e.offset:
+                    key = name
+                at += len(text) + 1
+            where = m.where
+            if where.path and key and (e.offset or e.length):  # TOML: name the key at fault
+                where = Where(where.file, m.lines.get(key, where.line), f"{where.path}.{key}", where.column)
+            raise RecipeError(e.message, where) from None
         except S.StageError as e:
             raise RecipeError(e.message, m.where) from None
 

@@ -51,6 +51,7 @@ class Mount:
     type: str
     options: tuple[tuple[str, Any], ...]
     where: Where
+    lines: dict[str, int] = field(default_factory=dict)  # line of each option's key, when known
 
 
 @dataclass(frozen=True)

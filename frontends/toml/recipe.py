@@ -153,7 +153,9 @@ class _Reader:
         where = self.where(path)
         if kind == "run":
             mounts = tuple(Mount(m["type"], tuple((k, v) for k, v in m.items() if k != "type"),
-                                 self.where(path + ("mounts", n)))
+                                 self.where(path + ("mounts", n)),
+                                 {k: self.lines[path + ("mounts", n, k)] for k in m
+                                  if path + ("mounts", n, k) in self.lines})
                            for n, m in enumerate(raw.get("mounts", ())))
             fields = {"cmd": raw["run"], "env": [(k, _text(v)) for k, v in raw.get("env", {}).items()],
                       "workdir": raw.get("workdir"), "user": raw.get("user"), "network": raw.get("network"),
