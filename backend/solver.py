@@ -104,6 +104,15 @@ def source_location(doc: irops.Document, digest: str, context: int = 2) -> str:
 # ------------------------------------------------------------------------------------- solver
 
 
+def _warm_runtime(ws: Workspace) -> None:
+    """``ws.find_runtime()`` ahead of the first exec (probing crun costs two process runs); an error
+    is left for the exec that needs the runtime to report."""
+    try:
+        ws.find_runtime()
+    except Exception:  # noqa: BLE001 - reported by the first exec
+        pass
+
+
 class Solver:
     def __init__(self, doc: irops.Document, options: SolveOptions):
         self.doc = doc
@@ -142,10 +151,19 @@ class Solver:
                                exec_slots=threading.Semaphore(max(1, self.options.jobs)))
                 self.emit(Event("info", text=f"snapshotter: {snapshotter.name}"))
                 self.ws = ws
+                warm = None
+                if any(self.doc.ops[d].exec is not None for d in deps):
+                    # find (and probe) the OCI runtime while the first steps pull and extract their bases
+                    warm = threading.Thread(target=_warm_runtime, args=(ws,), name="find-runtime", daemon=True)
+                    warm.start()
                 cost = {"exec": 10.0, "file": 2.0, "diff": 2.0}
                 prio = critical_path(deps, lambda d: cost.get(self.doc.ops[d].kind, 0.1))
-                run_dag(deps, self._task, priority=prio, cancel=ws.cancel,
-                        workers=max(32, 2 * self.options.jobs))
+                try:
+                    run_dag(deps, self._task, priority=prio, cancel=ws.cancel,
+                            workers=max(32, 2 * self.options.jobs))
+                finally:
+                    if warm is not None:
+                        warm.join()
                 out = {}
                 for t in targets:
                     ref = self.doc.roots[t]
