@@ -140,3 +140,29 @@ def with_contextlib_suppress(fn) -> None:
         fn()
     except ProcessLookupError:
         pass
+
+
+def test_kill_during_layer_extraction_leaves_nothing(tmp_path):
+    """A build killed while it extracts a big pulled layer: the next build succeeds and the half
+    extraction (``tmp/x-*``) is gone — it is named after its layer lock, which is free again."""
+    from tests.security.conftest import entry, make_layout, tar_bytes
+
+    layout = make_layout(tmp_path / "layout", [tar_bytes([entry(f"d{i % 50}/f{i}", data=b"x" * 100)
+                                                          for i in range(40000)])])
+    ctx = write_ctx(tmp_path / "ctx", {"Dockerfile": "FROM big\nRUN test -f /d1/f1\n"})
+    cache = tmp_path / "cache"
+    argv = [sys.executable, "-m", "irctl", "build", str(ctx), "--progress", "plain",
+            "--build-context", f"big=oci-layout://{layout}:latest"]
+    env = {**os.environ, "IRCTL_CACHE_DIR": str(cache)}
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+                         start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list((cache / "tmp").glob("x-*")) and p.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    with_contextlib_suppress(lambda: os.killpg(p.pid, signal.SIGKILL))
+    p.wait()
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=ROOT, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert sorted(x.name for x in (cache / "tmp").iterdir()) == []
+    assert mounts_under(cache) == []

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.security.conftest import Scan, needles, scan_bytes, scan_tree, write_ctx
+from tests.security.conftest import Scan, mounts_under, needles, scan_bytes, scan_tree, write_ctx
 
 pytestmark = pytest.mark.e2e
 
@@ -151,4 +151,5 @@ def test_secrets_never_leak(tmp_path: Path, busybox_layout: Path) -> None:
     print(f"\nsecrets scan: {leaks.scan.files} files + {leaks.texts} output streams, {leaks.scan.bytes} bytes, "
           f"{len(leaks.scan.hits)} hits; leftover runtime dirs: {[str(p) for p in leftovers]}")
     assert leaks.scan.hits == [], "\n".join(leaks.scan.hits)
+    assert mounts_under(leaks.cache) == [], "a build left mounts behind"
     assert leftovers == [], "a build left runtime dirs behind (secret files / bundles)"
