@@ -148,7 +148,7 @@ def test_kill_during_layer_extraction_leaves_nothing(tmp_path):
     from tests.security.conftest import entry, make_layout, tar_bytes
 
     layout = make_layout(tmp_path / "layout", [tar_bytes([entry(f"d{i % 50}/f{i}", data=b"x" * 100)
-                                                          for i in range(40000)])])
+                                                          for i in range(15000)])])
     ctx = write_ctx(tmp_path / "ctx", {"Dockerfile": "FROM big\nRUN test -f /d1/f1\n"})
     cache = tmp_path / "cache"
     argv = [sys.executable, "-m", "irctl", "build", str(ctx), "--progress", "plain",
