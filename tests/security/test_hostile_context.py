@@ -117,3 +117,21 @@ def test_copy_destination_symlinks_stay_in_the_image(tmp_path, layout_ctx, case)
 def _error_line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if "error" in line.lower()]
     return (lines[0] if lines else stderr.strip().splitlines()[-1])[:220]
+
+
+@pytest.mark.parametrize("use", ["USER pwn\nRUN id -u > /uid", "COPY --chown=pwn f /f"])
+def test_user_lookup_never_reads_host_files(tmp_path, layout_ctx, use):
+    """An image whose /etc/passwd is a symlink to a host file: USER and --chown resolve inside the
+    image (the symlink leads nowhere), never against the host's file."""
+    host = Path("/tmp") / f"irctl-hostpasswd-{uuid.uuid4().hex}"
+    host.write_text("pwn:x:4242:4242::/:/bin/sh\n")
+    try:
+        ctx = write_ctx(tmp_path / "ctx", {"f": "x\n"})
+        r, out = build(tmp_path, ctx, f"RUN ln -sf {host} /etc/passwd && ln -sf {host} /etc/group\n{use}\n",
+                       layout_ctx, "user")
+        assert r.code != 0, "the host's passwd file was used"
+        assert "Traceback" not in r.stderr
+        assert "pwn" in _error_line(r.stderr), r.stderr
+        print(f"{use.splitlines()[0]}: refused: {_error_line(r.stderr)}")
+    finally:
+        host.unlink()
