@@ -31,7 +31,7 @@ def build(
     progress: str = typer.Option("auto", "--progress", help="auto, tty, plain, json or quiet."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache store (default $IRCTL_CACHE_DIR, ~/.cache/irctl)."),
     insecure_registry: List[str] = typer.Option([], "--insecure-registry", help="Allow plain HTTP to this registry."),
-    allow_insecure: bool = typer.Option(False, "--allow-insecure-entitlement", help="Allow RUN --security=insecure."),
+    allow: List[str] = typer.Option([], "--allow", help="Grant an entitlement: security.insecure (RUN --security=insecure)."),
     ir_out: Optional[Path] = typer.Option(None, "--ir-out", help="Also write the compiled graph here."),
 ) -> None:
     """Build an image from CONTEXT."""
@@ -52,6 +52,7 @@ def build(
         scans = fastpath.take_scans()  # what a fast-path miss just scanned: not walked again below
         if not scans and not frontend:  # no fast-path check ran (--output, ...): scan once here for all
             fastpath.prescan(memo_opts, scans)
+        allow_insecure = opt.entitlements(allow)
         named = opt.named_contexts(build_context)
         outputs = opt.outputs(output)
         if push:

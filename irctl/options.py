@@ -35,6 +35,14 @@ def build_args(values: list[str]) -> dict[str, str]:
     return args
 
 
+def entitlements(values: list[str]) -> bool:
+    """``--allow security.insecure`` (buildx's spelling); returns whether insecure RUNs are allowed."""
+    for v in values:
+        if v != "security.insecure":
+            raise UserError(f"--allow {v!r}: the only entitlement is security.insecure")
+    return "security.insecure" in values
+
+
 def secrets(values: list[str]) -> dict[str, bytes]:
     """``id=ID,src=PATH`` / ``id=ID,env=VAR`` / ``id=ID`` (env var ID or file) — values read now.
 

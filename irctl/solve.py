@@ -44,7 +44,7 @@ def solve_cmd(
     progress: str = typer.Option("auto", "--progress", help="auto, tty, plain, json, quiet"),
 ) -> None:
     """Solve GRAPH: run what its targets need (reusing the cache) and print their results."""
-    from irctl.errors import UserError, user_errors
+    from irctl.errors import user_errors
 
     with user_errors():
         from irctl.rootless import enter_if_unprivileged
@@ -54,9 +54,7 @@ def solve_cmd(
         from ir.validate import load_and_validate
         from irctl import options as cli_options
 
-        for a in allow:
-            if a != "security.insecure":
-                raise UserError(f"--allow {a!r}: the only entitlement is security.insecure")
+        allow_insecure = cli_options.entitlements(allow)
         doc = load_and_validate(graph.read_bytes())
         try:
             from irctl.progress import renderer
@@ -70,7 +68,7 @@ def solve_cmd(
         opts = SolveOptions(cache_dir=cache_dir, local_dirs=_pairs(local, "--local"),
                             oci_layouts=_pairs(oci_layout, "--oci-layout"), secrets=cli_options.secrets(secret),
                             ssh=cli_options.ssh_agents(ssh), jobs=jobs, no_cache=no_cache,
-                            allow_insecure="security.insecure" in allow,
+                            allow_insecure=allow_insecure,
                             insecure_registries=tuple(insecure_registry), on_event=render)
         try:
             results = solve(doc, target or ["default"], opts)
