@@ -8,6 +8,7 @@ was made from which uncompressed layer (diff_id + compression), so a layer is ne
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -118,6 +119,7 @@ class BlobStore:
 
     def _commit_bytes(self, data: bytes, digest: str) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix="blob-")
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held while written: CacheStore.clean_stale removes it once free
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -218,6 +220,7 @@ class BlobWriter:
     def __init__(self, store: BlobStore):
         self.store = store
         fd, self.tmp_path = tempfile.mkstemp(dir=store.tmp_dir, prefix="ingest-")
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held while written: CacheStore.clean_stale removes it once free
         self._f = os.fdopen(fd, "wb")
         self._h = hashlib.sha256()
         self.size = 0

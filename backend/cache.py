@@ -262,6 +262,15 @@ class CacheStore:
                 continue
             shutil.rmtree(work, ignore_errors=True)
             os.close(fd)
+        for tmp in [*self.tmp_dir.glob("ingest-*"), *self.tmp_dir.glob("blob-*")]:  # a blob write that died
+            with contextlib.suppress(OSError):
+                if time.time() - tmp.stat().st_mtime > 60:  # (its writer locks it right after creating it)
+                    fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        tmp.unlink()
+                    finally:
+                        os.close(fd)
 
     # -- results ------------------------------------------------------------------------------
     def lookup(self, key: str) -> list[Output] | None:
