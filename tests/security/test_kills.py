@@ -166,3 +166,32 @@ def test_kill_during_layer_extraction_leaves_nothing(tmp_path):
     assert r.returncode == 0, r.stderr
     assert sorted(x.name for x in (cache / "tmp").iterdir()) == []
     assert mounts_under(cache) == []
+
+
+def test_stale_blob_temp_files_are_removed_once_free(tmp_path):
+    """A download or blob write killed midway leaves ``tmp/ingest-*``; the next session removes it
+    when its writer's lock is free (a live writer holds it), never a fresh or locked one."""
+    import fcntl
+
+    from backend.blobs import BlobWriter
+    from backend.cache import CacheStore
+
+    store = CacheStore(tmp_path / "cache")
+    dead = store.tmp_dir / "ingest-dead"
+    dead.write_bytes(b"half a layer")
+    os.utime(dead, (time.time() - 3600, time.time() - 3600))
+    live = BlobWriter(store.blobs)
+    live.write(b"still downloading")
+    os.utime(live.tmp_path, (time.time() - 3600, time.time() - 3600))
+    fresh = store.tmp_dir / "blob-fresh"
+    fresh.write_bytes(b"just created")
+    with store.session():
+        pass
+    assert not dead.exists()
+    assert Path(live.tmp_path).exists() and fresh.exists()
+    fd = os.open(live.tmp_path, os.O_RDONLY)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
