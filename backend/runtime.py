@@ -349,13 +349,15 @@ def _pump(stream, output: Callable[[bytes], None], errors: list[BaseException], 
 
 def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network: str, hostname: str,
         output: Callable[[bytes], None], state_dir: Path, cancel: threading.Event | None = None,
-        runtime: Runtime | None = None, privileged: bool = False) -> int:
+        runtime: Runtime | None = None, privileged: bool = False, deferred: list | None = None) -> int:
     """Run `process` in a container on `rootfs`; return its exit code (128+N when killed by signal N).
 
     Combined stdout/stderr go to `output` as they arrive; stdin is /dev/null. Raises `Cancelled` when
     `cancel` is set (the container is killed first), `ContainerStartError` when the runtime cannot start
     it (e.g. the executable does not exist), `RuntimeNotFound` when there is no runtime. An exception from
-    `output` kills the container and is re-raised."""
+    `output` kills the container and is re-raised. With `deferred` (a list), the `delete` of a container
+    that exited by itself runs in the background (its thread is appended): the caller calls
+    `finish_deferred(deferred)` before removing `state_dir`."""
     runtime = runtime or find_runtime()
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -371,7 +373,7 @@ def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network
                          extra_files={"/etc/hosts": files / "hosts", "/etc/resolv.conf": files / "resolv.conf"},
                          privileged=privileged)
         (bundle / "config.json").write_text(json.dumps(cfg, indent=1))
-        return _run_bundle(runtime, state_dir, bundle, container_id, output, cancel)
+        return _run_bundle(runtime, state_dir, bundle, container_id, output, cancel, deferred)
 
 
 def reap_stale_containers(state_dir: Path, runtime: Runtime | None = None) -> list[str]:
@@ -455,7 +457,7 @@ def run_on_layers(snapshotter: Snapshotter, lowers: Sequence[Path], upper: Path,
 
 
 def _run_bundle(runtime: Runtime, state_dir: Path, bundle: Path, container_id: str,
-                output: Callable[[bytes], None], cancel: threading.Event | None) -> int:
+                output: Callable[[bytes], None], cancel: threading.Event | None, deferred: list | None = None) -> int:
     status_file, log_file = bundle / "exit-status", bundle / "runtime.log"
     argv = runtime.command(state_dir, "run", "--detach", "--bundle", os.fspath(bundle),
                            "--pid-file", os.fspath(bundle / "init.pid"), container_id)
@@ -468,7 +470,7 @@ def _run_bundle(runtime: Runtime, state_dir: Path, bundle: Path, container_id: s
     failed = threading.Event()
     pump = threading.Thread(target=_pump, args=(proc.stdout, output, errors, failed), daemon=True)
     pump.start()
-    cancelled = False
+    cancelled = finished = False
     exited = _ExitWaiter(proc)
     try:
         while proc.poll() is None:
@@ -478,6 +480,7 @@ def _run_bundle(runtime: Runtime, state_dir: Path, bundle: Path, container_id: s
                 break
             exited(0.05)
         pump.join()
+        finished = not cancelled and not errors
     except BaseException:
         _kill(runtime, state_dir, container_id, proc)
         raise
@@ -490,8 +493,14 @@ def _run_bundle(runtime: Runtime, state_dir: Path, bundle: Path, container_id: s
         pump.join(timeout=5)
         if proc.stdout:
             proc.stdout.close()
-        subprocess.run(runtime.command(state_dir, "delete", "--force", container_id),
-                       stdin=subprocess.DEVNULL, capture_output=True)
+        delete = runtime.command(state_dir, "delete", "--force", container_id)
+        if finished and deferred is not None:  # the container is gone; its runtime state can go later
+            t = threading.Thread(target=subprocess.run, args=(delete,), name=f"delete-{container_id}", daemon=True,
+                                 kwargs={"stdin": subprocess.DEVNULL, "capture_output": True})
+            t.start()
+            deferred.append(t)
+        else:
+            subprocess.run(delete, stdin=subprocess.DEVNULL, capture_output=True)
     if errors:
         raise errors[0]
     if cancelled:
@@ -500,6 +509,12 @@ def _run_bundle(runtime: Runtime, state_dir: Path, bundle: Path, container_id: s
     if kind == "runtime":
         raise ContainerStartError(f"{runtime.name} could not start the container: {_runtime_error(log_file)}")
     return int(code)
+
+
+def finish_deferred(deferred: list) -> None:
+    """Wait for the runtime `delete`s that `run(..., deferred=deferred)` left running."""
+    while deferred:
+        deferred.pop().join()
 
 
 class _ExitWaiter:

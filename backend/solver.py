@@ -172,6 +172,11 @@ class Solver:
                 return out
             finally:
                 images.close()
+                ws_ = getattr(self, "ws", None)
+                if ws_ is not None:
+                    from backend.runtime import finish_deferred
+
+                    finish_deferred(ws_.deferred)  # runtime state lives in state_dir
                 shutil.rmtree(state_dir, ignore_errors=True)
 
     def _reachable(self, roots: list[str]) -> dict[str, list[str]]:

@@ -54,6 +54,7 @@ class Workspace:
     exec_slots: threading.Semaphore
     runtime: object = None  # backend.runtime.Runtime, found on first exec
     scans: dict[str, object] = field(default_factory=dict)  # context identity -> backend.context.ContextScan
+    deferred: list = field(default_factory=list)  # runtime deletes still running (backend.runtime.finish_deferred)
     _local_layers: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -102,7 +102,8 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
                 try:
                     code = rt.run(rootfs, process, prepared.mounts, network=network,
                                   hostname=ex.hostname or "buildkitsandbox", output=lines, state_dir=ws.state_dir,
-                                  cancel=ws.cancel, runtime=runtime, privileged=ex.security == "insecure")
+                                  cancel=ws.cancel, runtime=runtime, privileged=ex.security == "insecure",
+                                  deferred=ws.deferred)
                 except rt.ContainerStartError as e:
                     lines.flush()
                     raise BuildError(str(e), output_tail=tuple(lines.tail)) from None
