@@ -5,6 +5,7 @@
     python benchmarks/fuzz_run.py dockerfile --engine atheris --seconds 600   # coverage-guided
     python benchmarks/fuzz_run.py ir --engine hypothesis --examples 20000     # property-based
     python benchmarks/fuzz_run.py toml --engine atheris --seconds 300
+    python benchmarks/fuzz_run.py ir-struct --seconds 600                     # edits of decoded graphs
 
 Targets: dockerfile (parse + compile + validate the IR), ir (load_and_validate + render), toml
 (read_recipe + compile + validate).  ``--out`` (default ``/tmp/irctl-fuzz/<target>``) keeps the
@@ -25,12 +26,49 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def ir_structure(T):
+    """``ir-struct``: the fuzzer's bytes choose a valid seed graph and edits to its decoded map
+    (which value, replaced by what); the edited map is re-encoded canonically with op digests fixed,
+    so coverage guidance works on graph validation rather than on the framing."""
+    import atheris
+
+    seeds = [T.ir_payload(s)[1] for s in T.ir_seeds()[::2]]
+    values = [None, True, False, 0, -1, 1 << 40, -(1 << 63), "", "/", "..", "../../etc", "/a/../b", "a//b", "exec",
+              "bind", "cache", "secret", "ssh", "tmpfs", "insecure", "none", "host", "sha256:" + "0" * 64, b"",
+              b"\x00", [], {}, [0], {"op": "sha256:" + "1" * 64}, 1.5]
+
+    def build(data: bytes) -> bytes:
+        import copy
+
+        fdp = atheris.FuzzedDataProvider(data)
+        raw = copy.deepcopy(seeds[fdp.ConsumeIntInRange(0, len(seeds) - 1)])
+        for _ in range(fdp.ConsumeIntInRange(1, 4)):
+            paths = T.paths_of(raw)
+            path = paths[fdp.ConsumeIntInRange(0, len(paths) - 1)]
+            choice = fdp.ConsumeIntInRange(0, len(values) + 2)
+            if choice < len(values):
+                raw = T.set_path(raw, path, copy.deepcopy(values[choice]))
+            elif choice == len(values) and path:
+                raw = T.set_path(raw, path, None, delete=True)
+            else:
+                raw = T.set_path(raw, path, fdp.ConsumeUnicodeNoSurrogates(fdp.ConsumeIntInRange(0, 12)))
+        try:
+            return T.ir_encode(raw, redigest=fdp.ConsumeBool())
+        except (TypeError, ValueError, OverflowError):
+            return b""
+
+    return build
+
+
 class Recorder:
     def __init__(self, target: str, out: Path):
         from tests.fuzz import targets as T
 
         self.T = T
-        self.fn = T.TARGETS[target]
+        self.fn = T.TARGETS.get(target)
+        if target == "ir-struct":
+            build, check = ir_structure(T), T.TARGETS["ir"]
+            self.fn = lambda data: check(build(data))
         self.target = target
         self.out = out
         (out / "findings").mkdir(parents=True, exist_ok=True)
@@ -114,7 +152,7 @@ def run_hypothesis(rec: Recorder, examples: int, target: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("target", choices=["dockerfile", "ir", "toml"])
+    ap.add_argument("target", choices=["dockerfile", "ir", "ir-struct", "toml"])
     ap.add_argument("--engine", choices=["atheris", "hypothesis"], default="atheris")
     ap.add_argument("--seconds", type=int, default=300, help="atheris: run time")
     ap.add_argument("--examples", type=int, default=5000, help="hypothesis: examples per property")
@@ -125,7 +163,7 @@ def main() -> None:
     rec = Recorder(args.target, out)
     from tests.fuzz import targets as T
 
-    seeds = T.SEEDS[args.target]()
+    seeds = T.SEEDS[args.target]() if args.target in T.SEEDS else [bytes(range(64))] * 4
     try:
         if args.engine == "atheris":
             run_atheris(rec, args.seconds, seeds)
