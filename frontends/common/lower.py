@@ -19,7 +19,6 @@ from frontends import BuildRequest, Compiled, FrontendError, ImageResolver
 from frontends.common import stage as S
 from frontends.common.model import Mount, Recipe, StageDecl, Step, Where
 from frontends.dockerfile.expand import Expander, ExpandError
-from frontends.dockerfile.image_config import ImageState
 from frontends.dockerfile.mounts import MountError, parse_mount
 from frontends.dockerfile.stages import parse_platform, predefined_args
 from frontends.dockerfile.typed import NETWORK_MODES, SECURITY_MODES

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from frontends.dockerfile import instructions as I
 from frontends.dockerfile.expand import Expander, ExpandError
 from frontends.dockerfile.stages import DockerfileError
-from frontends.dockerfile.syntax import go_quote
+from frontends.dockerfile.arguments import go_quote
 from frontends.errors import Span
 from ir import ops
 

@@ -22,7 +22,7 @@ from frontends.common import stage as S
 from frontends.dockerfile import instructions as I
 from frontends.dockerfile.mounts import MountError, MountSpec, apply_defaults, parse_mount
 from frontends.dockerfile.stages import DockerfileError
-from frontends.dockerfile.syntax import _HEREDOC_WORD, _heredoc_from
+from frontends.dockerfile.arguments import _HEREDOC_WORD, _heredoc_from
 from frontends.dockerfile.typed import NETWORK_MODES, SECURITY_MODES
 from frontends.errors import Span, did_you_mean
 from ir import builder, ops

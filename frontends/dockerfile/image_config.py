@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from frontends.dockerfile.syntax import go_quote
+from frontends.dockerfile.arguments import go_quote
 from ir import ops
 
 HISTORY_COMMENT = "buildkit.dockerfile.v0"

@@ -18,10 +18,9 @@ from __future__ import annotations
 import gc
 from dataclasses import dataclass, field
 
-from frontends.dockerfile.arguments import (  # noqa: F401  (re-exported for the compiler)
-    _HEREDOC_WORD, _TOKEN_WS, HEREDOC_KEYWORDS, NOT_STRING_ARRAY, RULES, FlagWord, _ArgError,
-    _heredoc_from, _NotJSON, _NotStrings, apply_rule, extract_flags, go_quote, heredocs_in,
-    parse_json_array, parse_words,
+from frontends.dockerfile.arguments import (
+    _TOKEN_WS, HEREDOC_KEYWORDS, FlagWord, _ArgError, _NotJSON, _NotStrings, apply_rule, extract_flags,
+    go_quote, heredocs_in, parse_json_array,
 )
 from frontends.dockerfile.expand import GO_SPACE
 from frontends.dockerfile.scanner import Directive, HeredocBody, LineSource, LogicalLine, Scanner

@@ -12,7 +12,8 @@ import re
 
 from frontends.dockerfile import instructions as I
 from frontends.dockerfile.mounts import MountError, parse_mount
-from frontends.dockerfile.syntax import _HEREDOC_WORD, FlagWord, Node, SyntaxTree, _heredoc_from
+from frontends.dockerfile.arguments import _HEREDOC_WORD, FlagWord, _heredoc_from
+from frontends.dockerfile.syntax import Node, SyntaxTree
 from frontends.errors import SourceError, Span, did_you_mean
 
 BOOL, STRING, STRINGS = "bool", "string", "strings"
