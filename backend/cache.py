@@ -214,9 +214,12 @@ class CacheStore:
         gc_fd = self._lock("gc.lock", fcntl.LOCK_SH)
         try:
             self.clean_stale()
-            work = Path(tempfile.mkdtemp(prefix="s-", dir=self.tmp_dir))
-            lock_fd = os.open(f"{work}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # the lock is held before it appears under its name: another build's clean_stale() could
+            # otherwise take a just-created s-*.lock for a dead session's and delete our work dir
+            lock_fd, tmp_lock = tempfile.mkstemp(prefix="s-", suffix=".lock.tmp", dir=self.tmp_dir)
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            work = Path(tempfile.mkdtemp(prefix="s-", dir=self.tmp_dir))
+            os.rename(tmp_lock, f"{work}.lock")
             try:
                 yield work
             finally:
