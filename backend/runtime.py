@@ -462,23 +462,36 @@ def _run_bundle(runtime: Runtime, state_dir: Path, bundle: Path, container_id: s
     argv = runtime.command(state_dir, "run", "--detach", "--bundle", os.fspath(bundle),
                            "--pid-file", os.fspath(bundle / "init.pid"), container_id)
     argv[1:1] = [f"--log={log_file}", "--log-format=json"]
-    proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _SHIM, os.fspath(status_file),
-                             os.fspath(bundle / "init.pid"), *argv],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    direct = _subreaper()  # we reap the container's init ourselves: no shim process to start
+    if not direct:
+        argv = [sys.executable, "-I", "-S", "-c", _SHIM, os.fspath(status_file), os.fspath(bundle / "init.pid"),
+                *argv]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     errors: list[BaseException] = []
     failed = threading.Event()
     pump = threading.Thread(target=_pump, args=(proc.stdout, output, errors, failed), daemon=True)
     pump.start()
     cancelled = finished = False
-    exited = _ExitWaiter(proc)
+    result: tuple[str, int] | None = None  # direct: ("runtime" | "container", exit code)
+    init: int | None = None  # direct: the container's init, our child once the runtime has exited
+    exited = _ExitWaiter(proc.pid, proc)
     try:
-        while proc.poll() is None:
+        while proc.poll() is None:  # the shim, or (direct) the runtime until the container has started
             if cancel is not None and cancel.is_set() or failed.is_set():
                 cancelled = not failed.is_set()
                 _kill(runtime, state_dir, container_id, proc)
                 break
             exited(0.05)
+        if direct and not cancelled and not failed.is_set():
+            if proc.returncode != 0:
+                result = ("runtime", proc.returncode)
+            else:
+                init = int((bundle / "init.pid").read_text().strip())
+                result = ("container", _wait_init(init, runtime, state_dir, container_id, proc, cancel, failed))
+                init = None
+                if cancel is not None and cancel.is_set() or failed.is_set():
+                    cancelled = not failed.is_set()
         pump.join()
         finished = not cancelled and not errors
     except BaseException:
@@ -490,6 +503,12 @@ def _run_bundle(runtime: Runtime, state_dir: Path, bundle: Path, container_id: s
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, 9)
             proc.wait()
+        if init is not None:  # interrupted while it ran: killed above, reap it (best effort)
+            with contextlib.suppress(ChildProcessError, OSError):
+                for _ in range(50):
+                    if os.waitpid(init, os.WNOHANG)[0] == init:
+                        break
+                    threading.Event().wait(0.1)
         pump.join(timeout=5)
         if proc.stdout:
             proc.stdout.close()
@@ -505,10 +524,48 @@ def _run_bundle(runtime: Runtime, state_dir: Path, bundle: Path, container_id: s
         raise errors[0]
     if cancelled:
         raise Cancelled(f"container {container_id} cancelled")
-    kind, _, code = (status_file.read_text() if status_file.exists() else "runtime 255").partition(" ")
+    if result is not None:
+        kind, code = result
+    else:
+        kind, _, text = (status_file.read_text() if status_file.exists() else "runtime 255").partition(" ")
+        code = int(text)
     if kind == "runtime":
         raise ContainerStartError(f"{runtime.name} could not start the container: {_runtime_error(log_file)}")
-    return int(code)
+    return code
+
+
+@functools.cache
+def _subreaper() -> bool:
+    """Make this process a child subreaper, once (`PR_SET_CHILD_SUBREAPER`): the init of a container
+    that `<runtime> run --detach` started becomes our child when the runtime exits, so we wait for it
+    ourselves instead of through a shim process (a Python start per RUN).  False where refused."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _wait_init(init: int, runtime: Runtime, state_dir: Path, container_id: str, proc: subprocess.Popen,
+               cancel: threading.Event | None, failed: threading.Event) -> int:
+    """Reap the container's init (our child: see `_subreaper`); on cancel or an output error kill the
+    container first.  Returns its exit code, 128+N when killed by signal N."""
+    waiter = _ExitWaiter(init)
+    try:
+        while True:
+            pid, status = os.waitpid(init, os.WNOHANG)
+            if pid == init:
+                break
+            if cancel is not None and cancel.is_set() or failed.is_set():
+                _kill(runtime, state_dir, container_id, proc)
+                _, status = os.waitpid(init, 0)
+                break
+            waiter(0.05)
+    finally:
+        waiter.close()
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
 
 
 def finish_deferred(deferred: list) -> None:
@@ -518,17 +575,20 @@ def finish_deferred(deferred: list) -> None:
 
 
 class _ExitWaiter:
-    """Waits up to N seconds for `proc` to exit and returns as soon as it does (through a pidfd;
+    """Waits up to N seconds for process `pid` to exit and returns as soon as it does (through a pidfd;
     `Popen.wait(timeout)` sleeps in steps of up to 50 ms, which a short RUN pays after every exit)."""
 
-    def __init__(self, proc: subprocess.Popen) -> None:
+    def __init__(self, pid: int, proc: subprocess.Popen | None = None) -> None:
         self.proc = proc
         self.pidfd: int | None = None
         with contextlib.suppress(AttributeError, OSError):
-            self.pidfd = os.pidfd_open(proc.pid)
+            self.pidfd = os.pidfd_open(pid)
 
     def __call__(self, timeout: float) -> None:
         if self.pidfd is None:
+            if self.proc is None:
+                threading.Event().wait(min(timeout, 0.01))
+                return
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=timeout)
             return
