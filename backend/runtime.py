@@ -483,7 +483,12 @@ def _run_bundle(runtime: Runtime, state_dir: Path, bundle: Path, container_id: s
                 _kill(runtime, state_dir, container_id, proc)
                 break
             exited(0.05)
-        if direct and not cancelled and not failed.is_set():
+        if direct and (cancelled or failed.is_set()) and proc.wait() == 0 and (bundle / "init.pid").exists():
+            # The kill above can land before the runtime has created the container, which the runtime
+            # then starts anyway: kill it again now that it exists, and reap its init below.
+            init = int((bundle / "init.pid").read_text().strip())
+            _kill(runtime, state_dir, container_id, proc)
+        elif direct and not cancelled and not failed.is_set():
             if proc.returncode != 0:
                 result = ("runtime", proc.returncode)
             else:
