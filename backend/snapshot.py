@@ -111,7 +111,8 @@ def copy_entry(src: str, dst: str, st: os.stat_result) -> None:
 _copy_entry = copy_entry  # the earlier private name, still imported elsewhere
 
 
-def _remove(path: str) -> None:
+def remove_path(path: str | bytes) -> None:
+    """Remove a file, link or whole directory; a missing path is fine."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -145,18 +146,18 @@ def _apply_dir(src: str, dst: str, dir_meta: dict, links: dict) -> None:
         s, d = entry.path, os.path.join(dst, entry.name)
         st = entry.stat(follow_symlinks=False)
         if is_whiteout(st):
-            _remove(d)
+            remove_path(d)
             continue
         if stat.S_ISDIR(st.st_mode):
             if os.path.lexists(d) and (not os.path.isdir(d) or os.path.islink(d)):
-                _remove(d)
+                remove_path(d)
             elif os.path.isdir(d) and is_opaque(s):
                 shutil.rmtree(d)
             os.makedirs(d, exist_ok=True)
             dir_meta[d] = (s, st)
             _apply_dir(s, d, dir_meta, links)
             continue
-        _remove(d)
+        remove_path(d)
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in links:
             os.link(links[key], d)

@@ -18,17 +18,7 @@ from typing import BinaryIO, Sequence
 
 from backend.export.image import ImageSpec, LayerLike, _source
 from backend.layers import OPAQUE_XATTR, _SKIP_XATTR_PREFIXES, write_layer
-
-
-def _remove(path: bytes) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
+from backend.snapshot import remove_path
 
 
 def _copy_meta(src: bytes, dst: bytes, st: os.stat_result, is_root: bool) -> None:
@@ -67,7 +57,7 @@ def apply_layer(layer: bytes, dest: bytes, is_root: bool, private_devices: bool 
             st = os.lstat(s)
             m = st.st_mode
             if stat.S_ISCHR(m) and st.st_rdev == 0:
-                _remove(d)
+                remove_path(d)
                 continue
             if stat.S_ISDIR(m):
                 opaque = False
@@ -76,12 +66,12 @@ def apply_layer(layer: bytes, dest: bytes, is_root: bool, private_devices: bool 
                 except OSError:
                     pass
                 if opaque or not (os.path.isdir(d) and not os.path.islink(d)):
-                    _remove(d)
+                    remove_path(d)
                     os.mkdir(d, 0o700)
                 visit(s, d)
                 dir_meta.append((s, d, st))
                 continue
-            _remove(d)
+            remove_path(d)
             key = (st.st_dev, st.st_ino)
             if stat.S_ISREG(m) and st.st_nlink > 1 and key in links:
                 os.link(links[key], d)
