@@ -2,7 +2,8 @@
 
 Grants (the only way a graph reaches the host): ``--local NAME=DIR``, ``--oci-layout NAME=PATH``,
 ``--secret``, ``--ssh``, ``--allow security.insecure``.  Output: one JSON object per target with
-its identity and layer dirs, on stdout; progress on stderr.
+its identity and layer dirs, on stdout; progress on stderr.  ``--output``/``-o`` (as for
+``irctl build``) exports the first target, so an image from any generator can leave the cache.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def solve_cmd(
     allow: List[str] = typer.Option([], "--allow", help="security.insecure"),
     insecure_registry: List[str] = typer.Option([], "--insecure-registry", help="use plain HTTP for this registry"),
     progress: str = typer.Option("auto", "--progress", help="auto, tty, plain, json, quiet"),
+    output: List[str] = typer.Option([], "-o", "--output", help="export the first target: type=oci|docker|registry|local|tar,…"),
+    tags: List[str] = typer.Option([], "--tag", help="image name for oci/docker/registry outputs (repeatable)"),
 ) -> None:
     """Solve GRAPH: run what its targets need (reusing the cache) and print their results."""
     from irctl.errors import user_errors
@@ -55,6 +58,7 @@ def solve_cmd(
         from irctl import options as cli_options
 
         allow_insecure = cli_options.entitlements(allow)
+        outputs = cli_options.outputs(output)
         doc = load_and_validate(graph.read_bytes())
         try:
             from irctl.progress import renderer
@@ -76,6 +80,12 @@ def solve_cmd(
             close = getattr(render, "close", None)
             if close:
                 close()
+        if outputs:
+            from backend.cache import default_root
+            from irctl.exporting import export
+
+            export(results[(target or ["default"])[0]], outputs, tags, cache_root=default_root(cache_dir),
+                   insecure=tuple(insecure_registry), emit=lambda line: typer.echo(line, err=True))
     for name, snap in results.items():
         typer.echo(json.dumps({"target": name, "identity": snap.identity,
                                "layers": [str(p) for p in snap.layers],

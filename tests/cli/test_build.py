@@ -81,13 +81,15 @@ def test_parse_error_is_located(tmp_path, cache_env):
 
 
 def test_compile_then_validate_and_solve(tmp_path, busybox_ref, cache_env):
-    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\nRUN echo solved > /s\n"})
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\nRUN echo solved > /s\nCMD [\"cat\", \"/s\"]\n"})
     graph = tmp_path / "g.ir"
     r = irctl("compile", ctx, "-o", graph, env=cache_env)
     assert r.code == 0, r.stderr
     assert irctl("validate", graph).code == 0
-    r = irctl("solve", graph, env=cache_env)
+    out = tmp_path / "image"
+    r = irctl("solve", graph, "-o", f"type=oci,tar=false,dest={out}", "--tag", "solved:1", env=cache_env)
     assert r.code == 0, r.stderr
+    assert run_image(out, "1", tmp_path) == "solved\n"
 
 
 def test_push_and_pull_back(tmp_path, busybox_ref, registry, cache_env):
