@@ -26,9 +26,16 @@ def export(snapshot, outputs: list[Output], tags: list[str], *, cache_root: Path
            emit) -> list[str]:
     """Run every output; returns one line per output describing what was written."""
     from backend.blobs import BlobStore
-    from backend.export.image import ExportError, ExportOptions
+    from backend.cache import CacheStore
 
     store = BlobStore(cache_root)
+    with CacheStore(cache_root).locked("gc.lock", exclusive=False):  # a concurrent prune waits for us
+        return _export_all(snapshot, outputs, tags, store, insecure, emit)
+
+
+def _export_all(snapshot, outputs, tags, store, insecure, emit) -> list[str]:
+    from backend.export.image import ExportError, ExportOptions
+
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     done = []
     for out in outputs:
