@@ -305,7 +305,7 @@ class Solver:
     # -- keys ---------------------------------------------------------------------------------
     def _key(self, op: irops.Op, inputs: list[Snapshot], extra: str) -> str:
         h = hashlib.sha256(b"irctl-cache-key-v1\0")
-        h.update(canonical_bytes(dataclasses.replace(op, inputs=())))
+        h.update(canonical_bytes(irops.replace(op, inputs=())))
         for i, (ref, snap) in enumerate(zip(op.inputs, inputs)):
             h.update(b"\0input\0" + self._input_identity(op, i, snap).encode())
         h.update(b"\0extra\0" + extra.encode())

@@ -15,7 +15,6 @@ frontends, the Python DSL and third-party Python generators all emit graphs thro
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
@@ -177,7 +176,8 @@ class State:
                 inputs.append((s.vertex, s.output))
                 remap[i] = len(inputs) - 1
         fixed = tuple(
-            replace(a, copy=replace(a.copy, src=remap[a.copy.src])) if a.copy is not None else a for a in actions)
+            ops.replace(a, copy=ops.replace(a.copy, src=remap[a.copy.src])) if a.copy is not None else a
+            for a in actions)
         v = vertex("file", ops.FileOp(actions=fixed, base=-1 if on_scratch else 0), inputs, meta or self.meta)
         return self._next(v)
 
@@ -278,5 +278,5 @@ def build_document(targets: dict[str, State], sources: Sequence[ops.SourceFile] 
 
 def _merge_meta(a: ops.OpMetadata, b: ops.OpMetadata) -> ops.OpMetadata:
     locs = a.locations + tuple(loc for loc in b.locations if loc not in a.locations)
-    return dataclasses.replace(a, description=a.description or b.description, group=a.group or b.group,
-                               locations=locs)
+    return ops.replace(a, description=a.description or b.description, group=a.group or b.group,
+                       locations=locs)

@@ -5,18 +5,24 @@ encoding) and this module produces exactly those bytes: map keys sorted by their
 integers in their shortest form, strings as str and binary as bin, no floats, no nil, and every
 field equal to its default omitted.  The digests of ops are computed over those bytes, so any
 writer in any language that follows the rules produces the same digests.
+
+Encoding and the normal load are msgspec's, in C, on the ``ir.ops`` structs: a file is accepted
+only when msgspec decodes it *and* re-encoding the result gives back the very same bytes, which
+rules out every non-canonical form at once (key order, integer widths, defaults present, nil…).
+A file that fails either test goes through the strict reference decoder (``ir.wire``) to say
+exactly what is wrong and where.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import hashlib
 import struct
 from typing import Any, Iterator
 
 import msgpack
+import msgspec
 
 from ir import features as feature_set
 from ir import ops
@@ -48,7 +54,7 @@ def op_bytes(op: ops.Op) -> bytes:
     cached = op.__dict__.get("_canonical")
     if cached is None:
         cached = canonical_bytes(op)
-        object.__setattr__(op, "_canonical", cached)
+        op.__dict__["_canonical"] = cached
     return cached
 
 
@@ -57,13 +63,13 @@ def op_digest(op: ops.Op) -> str:
     cached = op.__dict__.get("_digest")
     if cached is None:
         cached = digest_bytes(op_bytes(op))
-        object.__setattr__(op, "_digest", cached)
+        op.__dict__["_digest"] = cached
     return cached
 
 
 def document_bytes(doc: ops.Document) -> bytes:
     """Canonical msgpack of a whole document, reusing each op's cached canonical bytes."""
-    wire = encode(dataclasses.replace(doc, ops={}))
+    wire = encode(ops.replace(doc, ops={}))
     packer = msgpack.Packer(use_bin_type=True)
     pack = packer.pack
     out = [packer.pack_map_header(len(wire))]
@@ -103,6 +109,21 @@ def load_raw(data: bytes) -> dict:
 
 def load_payload(data: bytes) -> tuple[bytes, dict]:
     """Check the header; return the (decompressed) msgpack payload and its decoded map."""
+    payload = unframe(data)
+    try:
+        raw = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True)
+    except msgpack.ExtraData:
+        raise DecodeError("trailing bytes after the msgpack document") from None
+    except (ValueError, TypeError, msgpack.UnpackException) as e:
+        # TypeError: a map key that is itself a map or an array ("unhashable type").
+        raise DecodeError(f"payload is not valid msgpack: {str(e) or type(e).__name__}") from None
+    if type(raw) is not dict:
+        raise DecodeError(f"document must be a map, got {type_name(raw)}")
+    return payload, raw
+
+
+def unframe(data: bytes) -> bytes:
+    """Check the header; return the (decompressed) msgpack payload."""
     if len(data) < HEADER.size:
         if MAGIC.startswith(data[: len(MAGIC)]) and data:
             raise DecodeError(f"truncated header: {len(data)} of {HEADER.size} bytes")
@@ -123,16 +144,7 @@ def load_payload(data: bytes) -> tuple[bytes, dict]:
         raise DecodeError(f"unknown compression {compression} in header (0 none, 1 zstd)")
     elif len(payload) > MAX_PAYLOAD:
         raise DecodeError(f"payload of {len(payload)} bytes exceeds the limit of {MAX_PAYLOAD}")
-    try:
-        raw = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True)
-    except msgpack.ExtraData:
-        raise DecodeError("trailing bytes after the msgpack document") from None
-    except (ValueError, TypeError, msgpack.UnpackException) as e:
-        # TypeError: a map key that is itself a map or an array ("unhashable type").
-        raise DecodeError(f"payload is not valid msgpack: {str(e) or type(e).__name__}") from None
-    if type(raw) is not dict:
-        raise DecodeError(f"document must be a map, got {type_name(raw)}")
-    return bytes(payload), raw
+    return bytes(payload)
 
 
 def _decompress(payload: memoryview) -> bytes:
@@ -257,7 +269,64 @@ def load_document(data: bytes) -> ops.Document:
     """Bytes of an IR file → typed document (structure checked; see ``ir.validate`` for the rest)."""
     with gc_paused():
         try:
-            payload, raw = load_payload(data)
+            payload = unframe(data)
+            doc = _load_canonical(payload)
+            if doc is not None:
+                return doc
+            payload, raw = load_payload(data)  # refused above: say why, with the reference decoder
             return decode_document(raw, payload)
         except RecursionError:
             raise DecodeError("document nests too deeply") from None
+
+
+# msgspec, in C: struct fields and map keys sorted; a field left out when it *is* its default object
+# (identity, not equality — fine for decoded structs, see ``ops.Node``, but not for built ones,
+# which ``canonical_bytes`` encodes).
+_REENCODE = msgspec.msgpack.Encoder(order="sorted").encode
+_DECODE_DOCUMENT = msgspec.msgpack.Decoder(ops.Document).decode
+
+
+def _load_canonical(payload: bytes) -> ops.Document | None:
+    """The document if ``payload`` is a canonical, digest-true encoding of one, else ``None``.
+
+    msgspec checks types, required fields and unknown keys while decoding; equality with the
+    re-encoded document checks everything canonical (no field at its default, sorted keys and
+    sets, shortest integers and headers, no nil); what is left are the tagged unions and the
+    digests, checked here per op.
+    """
+    try:
+        doc = _DECODE_DOCUMENT(payload)
+    except (msgspec.DecodeError, ValueError, TypeError):
+        return None
+    if doc.version != VERSION or not feature_set.KNOWN.issuperset(doc.features):
+        return None
+    encode_op, sha256 = _REENCODE, hashlib.sha256
+    for digest, op in doc.ops.items():
+        if not _one_kind(op):
+            return None
+        data = encode_op(op)
+        if "sha256:" + sha256(data).hexdigest() != digest:
+            return None
+        d = op.__dict__
+        d["_canonical"] = data
+        d["_digest"] = digest
+    if _REENCODE(doc) != payload:
+        return None
+    return doc
+
+
+def _one_kind(op: ops.Op) -> bool:
+    """Exactly one member set in each tagged union of ``op`` (``ops.ONE_OF``)."""
+    src, ex, fl = op.source, op.exec, op.file
+    if (src is not None) + (ex is not None) + (fl is not None) + (op.merge is not None) \
+            + (op.diff is not None) + (op.image is not None) != 1:
+        return False
+    if src is not None:
+        return (src.image is not None) + (src.local is not None) + (src.http is not None) \
+            + (src.git is not None) + (src.oci_layout is not None) + (src.scratch is not None) == 1
+    if fl is not None:
+        for a in fl.actions:
+            if (a.copy is not None) + (a.mkfile is not None) + (a.mkdir is not None) \
+                    + (a.rm is not None) + (a.symlink is not None) != 1:
+                return False
+    return True

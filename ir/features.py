@@ -44,11 +44,10 @@ _MOUNTS = {t: f"exec.mount.{t}" for t in ("bind", "cache", "tmpfs", "secret", "s
 
 def of_op(op: ops.Op) -> set[str]:
     """The features one op uses."""
-    d = op.__dict__
-    src = d["source"]
+    src = op.source
     if src is not None:
         return {name for k, name in _SOURCES if getattr(src, k) is not None}
-    ex = d["exec"]
+    ex = op.exec
     if ex is not None:
         found = {"exec"}
         if ex.network != "default":
@@ -58,7 +57,7 @@ def of_op(op: ops.Op) -> set[str]:
         for m in ex.mounts[1:]:
             found.add(_MOUNTS[m.type])
         return found
-    f = d["file"]
+    f = op.file
     if f is not None:
         return {name for a in f.actions for k, name in _ACTIONS if getattr(a, k) is not None}
     return {op.kind}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import json
 import typing
 from types import NoneType, UnionType
@@ -24,7 +23,7 @@ from ir.errors import DecodeError
 
 def to_json(value: Any) -> Any:
     """JSON form of a typed IR object (or of a wire value)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if isinstance(value, ops.Node):
         value = wire.encode(value)
     return _b64(value)
 
@@ -56,8 +55,8 @@ def _convert(tp: Any, v: Any, path: str) -> Any:
             return base64.b64decode(v, validate=True)
         except (binascii.Error, ValueError):
             raise DecodeError("binary values are base64 strings in the JSON form", path) from None
-    if dataclasses.is_dataclass(tp) and type(v) is dict:
-        hints = typing.get_type_hints(tp)
+    if ops.is_node(tp) and type(v) is dict:
+        hints = {f.name: f.type for f in ops.field_specs(tp)}
         return {k: (_convert(hints[k], x, f"{path}.{k}" if path else k) if k in hints else x) for k, x in v.items()}
     if origin is tuple and type(v) is list:
         return [_convert(typing.get_args(tp)[0], x, f"{path}[{i}]") for i, x in enumerate(v)]

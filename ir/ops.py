@@ -1,23 +1,111 @@
 """The IR v1 node types: the single definition of the build graph.
 
-Every class here is a frozen dataclass whose fields *are* the wire format: the field name is the
-msgpack key, the Python default is the spec default (and is omitted on the wire), and the
-``doc`` metadata is the text the spec and the JSON Schema use.  The codec (``ir/wire.py``) and the
-schema (``ir/schema.py``) are derived from these classes, so the format is defined exactly once.
+Every class here is a frozen ``msgspec.Struct`` whose fields *are* the wire format: the field name
+is the msgpack key, the Python default is the spec default (and is omitted on the wire), and the
+``doc`` annotation is the text the spec and the JSON Schema use.  The codec (``ir/codec.py``,
+``ir/wire.py``) and the schema (``ir/schema.py``) are derived from these classes, so the format
+is defined exactly once.  Structs rather than dataclasses because msgspec decodes msgpack straight
+into them in C, which is what lets a 100,000-op graph load in a fraction of a second.
 
 A class listed in ``ONE_OF`` is a tagged union: exactly one of its fields is set.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Literal
+import functools
+import typing
+from typing import Annotated, Any, Literal, NamedTuple
 
-SORTED = "sorted"  # field metadata flag: an order-insensitive list, stored sorted
+import msgspec
+from msgspec.structs import force_setattr
+
+replace = msgspec.structs.replace  # ``ops.replace(op, exec=…)``: a new node with some fields changed
 
 
-def doc(text: str, **extra) -> dict:
-    return {"doc": text, **extra}
+class _Sorted:
+    def __repr__(self) -> str:
+        return "SORTED"
+
+
+SORTED = _Sorted()  # annotation marker: an order-insensitive list, stored sorted and unique
+
+
+def doc(text: str) -> msgspec.Meta:
+    return msgspec.Meta(description=text)
+
+
+class Node(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+    """Base of every IR class: immutable, strict about unknown keys, defaults left off the wire.
+    ``gc=False``: nodes form trees, never cycles, so the collector need not track millions of them.
+
+    msgspec omits a field when its value *is* the default object, not when it equals it.  A
+    decoded field that was absent holds the default object; one that was present holds a new
+    object, and for a canonical file it differs from the default.  So re-encoding a decoded node
+    gives back exactly its input bytes, which is how ``ir.codec`` checks canonical form in C.  The
+    exception is a default that decoding cannot reproduce by identity (``0o644``, ``"linux"``,
+    ``Platform()``): the classes with such fields (``defaults_by_identity``) have a
+    ``__post_init__`` that swaps an equal value for the default object, so a present field equal
+    to its default is dropped on re-encoding and the file is refused as non-canonical."""
+
+
+class FieldSpec(NamedTuple):
+    """One field of an IR class as the codec, schema and spec tables need it."""
+
+    name: str
+    type: Any        # the plain type, ``Annotated`` stripped
+    doc: str
+    sorted: bool     # an order-insensitive list (``SORTED``)
+    required: bool
+    default: Any     # the default value (``None`` when required)
+
+
+def is_node(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, Node)
+
+
+@functools.cache
+def field_specs(cls: type) -> tuple[FieldSpec, ...]:
+    """The fields of ``cls`` in definition order."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    out = []
+    for f in msgspec.structs.fields(cls):
+        hint = hints[f.name]
+        extras = getattr(hint, "__metadata__", ())
+        text = next((m.description for m in extras if isinstance(m, msgspec.Meta)), "") or ""
+        required = f.required
+        default = (None if required else f.default if f.default is not msgspec.NODEFAULT
+                   else f.default_factory())
+        out.append(FieldSpec(f.name, typing.get_args(hint)[0] if extras else hint, text, SORTED in extras,
+                             required, default))
+    return tuple(out)
+
+
+def _sorted_set(items: tuple) -> tuple:
+    return tuple(sorted(set(items)))
+
+
+def _decoded_as_itself(spec: FieldSpec) -> bool:
+    """Whether msgspec decodes this field's default value as the default object itself: shared
+    immutables (None, booleans, small ints, empty and one-character strings, ``()``, ``b""``) and
+    ``Literal`` members (msgspec returns the literal's own object)."""
+    d = spec.default
+    return (d is None or d is True or d is False or d == () or d == b"" or (isinstance(d, dict) and not d)
+            or (type(d) is int and -5 <= d <= 256) or (type(d) is str and len(d) <= 1 and d <= "\xff")
+            or typing.get_origin(spec.type) is Literal)
+
+
+@functools.cache
+def defaults_by_identity(cls: type) -> tuple[tuple[str, Any], ...]:
+    """(field, default object) of the fields of ``cls`` that ``__post_init__`` must normalise."""
+    return tuple((f.name, f.default) for f in field_specs(cls) if not f.required and not _decoded_as_itself(f))
+
+
+def _default_identity(self: Node) -> None:
+    """``__post_init__`` of the classes ``defaults_by_identity`` names (see ``Node``)."""
+    for name, default in defaults_by_identity(type(self)):
+        value = getattr(self, name)
+        if value is not default and value == default:
+            force_setattr(self, name, default)
 
 
 class FrozenMap(dict):
@@ -28,7 +116,7 @@ class FrozenMap(dict):
     __slots__ = ()
 
     def _readonly(self, *args, **kwargs):
-        raise TypeError("an IR op's map is read-only; build a new op (dataclasses.replace)")
+        raise TypeError("an IR op's map is read-only; build a new op (ops.replace)")
 
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _readonly  # type: ignore[assignment]
     __ior__ = _readonly  # type: ignore[assignment]
@@ -43,300 +131,295 @@ class FrozenMap(dict):
         return dict.__repr__(self)
 
 
+EMPTY_MAP = FrozenMap()
+
+
 # --------------------------------------------------------------------------- edges and shared
 
 
-@dataclass(frozen=True, slots=True)
-class Ref:
+class Ref(Node):
     """An edge: output ``output`` of the op whose digest is ``op``."""
 
-    op: str = field(metadata=doc("Digest of the producing op, `sha256:` + 64 lowercase hex digits."))
-    output: int = field(default=0, metadata=doc("Output index of that op."))
+    op: Annotated[str, doc("Digest of the producing op, `sha256:` + 64 lowercase hex digits.")]
+    output: Annotated[int, doc("Output index of that op.")] = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Platform:
-    os: str = field(default="linux", metadata=doc("GOOS-style operating system."))
-    architecture: str = field(default="amd64", metadata=doc("GOARCH-style architecture."))
-    variant: str = field(default="", metadata=doc("CPU variant, e.g. `v8` for arm64."))
+class Platform(Node):
+    os: Annotated[str, doc("GOOS-style operating system.")] = "linux"
+    architecture: Annotated[str, doc("GOARCH-style architecture.")] = "amd64"
+    variant: Annotated[str, doc("CPU variant, e.g. `v8` for arm64.")] = ""
+
+    __post_init__ = _default_identity
 
 
-@dataclass(frozen=True, slots=True)
-class Owner:
+class Owner(Node):
     """A user and group, each a name (resolved in the destination's /etc/passwd, /etc/group) or an id."""
 
-    user: str = field(default="", metadata=doc("User name or numeric id; empty means 0."))
-    group: str = field(default="", metadata=doc("Group name or numeric id; empty means the user's primary group, or 0."))
+    user: Annotated[str, doc("User name or numeric id; empty means 0.")] = ""
+    group: Annotated[str, doc("Group name or numeric id; empty means the user's primary group, or 0.")] = ""
 
 
 # --------------------------------------------------------------------------- source
 
 
-@dataclass(frozen=True, slots=True)
-class ImageSource:
-    ref: str = field(metadata=doc("Fully qualified reference, e.g. `127.0.0.1:5000/busybox:latest`."))
-    digest: str = field(default="", metadata=doc("Manifest digest pinning the image; empty: resolve `ref` when solving."))
-    platform: Platform = field(default_factory=Platform, metadata=doc("Platform to select from an index."))
+class ImageSource(Node):
+    ref: Annotated[str, doc("Fully qualified reference, e.g. `127.0.0.1:5000/busybox:latest`.")]
+    digest: Annotated[str, doc("Manifest digest pinning the image; empty: resolve `ref` when solving.")] = ""
+    platform: Annotated[Platform, doc("Platform to select from an index.")] = Platform()
+
+    __post_init__ = _default_identity
 
 
-@dataclass(frozen=True, slots=True)
-class LocalSource:
-    name: str = field(metadata=doc("Name of a local directory granted by the user when solving (e.g. `context`)."))
-    include: tuple[str, ...] = field(default=(), metadata=doc("Only these patterns (dockerignore syntax); empty: all."))
-    exclude: tuple[str, ...] = field(default=(), metadata=doc("Excluded patterns in order, dockerignore syntax, `!` re-includes."))
+class LocalSource(Node):
+    name: Annotated[str, doc("Name of a local directory granted by the user when solving (e.g. `context`).")]
+    include: Annotated[tuple[str, ...], doc("Only these patterns (dockerignore syntax); empty: all.")] = ()
+    exclude: Annotated[tuple[str, ...], doc("Excluded patterns in order, dockerignore syntax, `!` re-includes.")] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class HTTPSource:
-    url: str = field(metadata=doc("`http://` or `https://` URL."))
-    checksum: str = field(default="", metadata=doc("Expected `sha256:` digest of the body; a mismatch fails the op."))
-    filename: str = field(default="", metadata=doc("File name in the output; default: last URL path segment."))
-    mode: int = field(default=0o644, metadata=doc("Permission bits of the file."))
+class HTTPSource(Node):
+    url: Annotated[str, doc("`http://` or `https://` URL.")]
+    checksum: Annotated[str, doc("Expected `sha256:` digest of the body; a mismatch fails the op.")] = ""
+    filename: Annotated[str, doc("File name in the output; default: last URL path segment.")] = ""
+    mode: Annotated[int, doc("Permission bits of the file.")] = 0o644
+
+    __post_init__ = _default_identity
 
 
-@dataclass(frozen=True, slots=True)
-class GitSource:
-    remote: str = field(metadata=doc("Repository URL as the git CLI accepts it."))
-    ref: str = field(default="", metadata=doc("Branch, tag or commit; empty: the remote's HEAD."))
-    keep_git_dir: bool = field(default=False, metadata=doc("Keep the `.git` directory in the output."))
-    subdir: str = field(default="", metadata=doc("Only this sub-directory of the checkout."))
+class GitSource(Node):
+    remote: Annotated[str, doc("Repository URL as the git CLI accepts it.")]
+    ref: Annotated[str, doc("Branch, tag or commit; empty: the remote's HEAD.")] = ""
+    keep_git_dir: Annotated[bool, doc("Keep the `.git` directory in the output.")] = False
+    subdir: Annotated[str, doc("Only this sub-directory of the checkout.")] = ""
 
 
-@dataclass(frozen=True, slots=True)
-class OCILayoutSource:
-    name: str = field(metadata=doc("Name of an OCI image layout granted by the user when solving."))
-    ref: str = field(default="", metadata=doc("Tag (`org.opencontainers.image.ref.name`) inside the layout."))
-    digest: str = field(default="", metadata=doc("Manifest digest inside the layout; wins over `ref`."))
-    platform: Platform = field(default_factory=Platform, metadata=doc("Platform to select from an index."))
+class OCILayoutSource(Node):
+    name: Annotated[str, doc("Name of an OCI image layout granted by the user when solving.")]
+    ref: Annotated[str, doc("Tag (`org.opencontainers.image.ref.name`) inside the layout.")] = ""
+    digest: Annotated[str, doc("Manifest digest inside the layout; wins over `ref`.")] = ""
+    platform: Annotated[Platform, doc("Platform to select from an index.")] = Platform()
+
+    __post_init__ = _default_identity
 
 
-@dataclass(frozen=True, slots=True)
-class ScratchSource:
+class ScratchSource(Node):
     """An empty filesystem."""
 
 
-@dataclass(frozen=True, slots=True)
-class SourceOp:
-    image: ImageSource | None = field(default=None, metadata=doc("A registry image's root filesystem."))
-    local: LocalSource | None = field(default=None, metadata=doc("Files of a local directory."))
-    http: HTTPSource | None = field(default=None, metadata=doc("One file downloaded over HTTP(S)."))
-    git: GitSource | None = field(default=None, metadata=doc("A git checkout."))
-    oci_layout: OCILayoutSource | None = field(default=None, metadata=doc("An image from an OCI layout on disk."))
-    scratch: ScratchSource | None = field(default=None, metadata=doc("Nothing at all."))
+class SourceOp(Node):
+    image: Annotated[ImageSource | None, doc("A registry image's root filesystem.")] = None
+    local: Annotated[LocalSource | None, doc("Files of a local directory.")] = None
+    http: Annotated[HTTPSource | None, doc("One file downloaded over HTTP(S).")] = None
+    git: Annotated[GitSource | None, doc("A git checkout.")] = None
+    oci_layout: Annotated[OCILayoutSource | None, doc("An image from an OCI layout on disk.")] = None
+    scratch: Annotated[ScratchSource | None, doc("Nothing at all.")] = None
 
 
 # --------------------------------------------------------------------------- exec
 
 
-@dataclass(frozen=True, slots=True)
-class CacheOptions:
-    id: str = field(metadata=doc("Cache identity; mounts with the same id share one persistent directory."))
-    sharing: Literal["shared", "private", "locked"] = field(
-        default="shared", metadata=doc("`shared`: concurrent users share it; `private`: each concurrent user gets its own; `locked`: one at a time."))
-    uid: int = field(default=0, metadata=doc("Owner of the directory when first created."))
-    gid: int = field(default=0, metadata=doc("Group of the directory when first created."))
-    mode: int = field(default=0o755, metadata=doc("Mode of the directory when first created."))
+class CacheOptions(Node):
+    id: Annotated[str, doc("Cache identity; mounts with the same id share one persistent directory.")]
+    sharing: Annotated[Literal["shared", "private", "locked"], doc("`shared`: concurrent users share it; `private`: each concurrent user gets its own; `locked`: one at a time.")] = "shared"
+    uid: Annotated[int, doc("Owner of the directory when first created.")] = 0
+    gid: Annotated[int, doc("Group of the directory when first created.")] = 0
+    mode: Annotated[int, doc("Mode of the directory when first created.")] = 0o755
+
+    __post_init__ = _default_identity
 
 
-@dataclass(frozen=True, slots=True)
-class TmpfsOptions:
-    size: int = field(default=0, metadata=doc("Size limit in bytes; 0: the runtime's default."))
+class TmpfsOptions(Node):
+    size: Annotated[int, doc("Size limit in bytes; 0: the runtime's default.")] = 0
 
 
-@dataclass(frozen=True, slots=True)
-class SecretOptions:
-    id: str = field(metadata=doc("Secret id; the value is supplied by the user when solving, never stored in the IR."))
-    env: str = field(default="", metadata=doc("Expose the value in this environment variable instead of a file."))
-    uid: int = field(default=0, metadata=doc("Owner of the secret file."))
-    gid: int = field(default=0, metadata=doc("Group of the secret file."))
-    mode: int = field(default=0o400, metadata=doc("Mode of the secret file."))
-    required: bool = field(default=False, metadata=doc("Fail when the secret is not supplied (else the mount is skipped)."))
+class SecretOptions(Node):
+    id: Annotated[str, doc("Secret id; the value is supplied by the user when solving, never stored in the IR.")]
+    env: Annotated[str, doc("Expose the value in this environment variable instead of a file.")] = ""
+    uid: Annotated[int, doc("Owner of the secret file.")] = 0
+    gid: Annotated[int, doc("Group of the secret file.")] = 0
+    mode: Annotated[int, doc("Mode of the secret file.")] = 0o400
+    required: Annotated[bool, doc("Fail when the secret is not supplied (else the mount is skipped).")] = False
 
 
-@dataclass(frozen=True, slots=True)
-class SSHOptions:
-    id: str = field(default="default", metadata=doc("SSH agent id granted with `--ssh ID=…`."))
-    uid: int = field(default=0, metadata=doc("Owner of the socket."))
-    gid: int = field(default=0, metadata=doc("Group of the socket."))
-    mode: int = field(default=0o600, metadata=doc("Mode of the socket."))
-    required: bool = field(default=False, metadata=doc("Fail when no agent is supplied."))
+class SSHOptions(Node):
+    id: Annotated[str, doc("SSH agent id granted with `--ssh ID=…`.")] = "default"
+    uid: Annotated[int, doc("Owner of the socket.")] = 0
+    gid: Annotated[int, doc("Group of the socket.")] = 0
+    mode: Annotated[int, doc("Mode of the socket.")] = 0o600
+    required: Annotated[bool, doc("Fail when no agent is supplied.")] = False
+
+    __post_init__ = _default_identity
 
 
-@dataclass(frozen=True, slots=True)
-class Mount:
-    target: str = field(metadata=doc("Absolute path inside the container; mounts[0] MUST be `/`."))
-    type: Literal["bind", "cache", "tmpfs", "secret", "ssh"] = field(default="bind", metadata=doc("Mount type."))
-    input: int = field(default=-1, metadata=doc("Index into the op's `inputs` mounted here (bind), or seeding it (cache); -1: none (empty)."))
-    selector: str = field(default="", metadata=doc("Sub-path of the input to mount instead of its root."))
-    readonly: bool = field(default=False, metadata=doc("Mount read-only."))
-    output: int = field(default=-1, metadata=doc("Output index receiving this mount's final contents; -1: discarded."))
-    cache: CacheOptions | None = field(default=None, metadata=doc("Required for, and only for, `type: cache`."))
-    tmpfs: TmpfsOptions | None = field(default=None, metadata=doc("Options for `type: tmpfs`."))
-    secret: SecretOptions | None = field(default=None, metadata=doc("Required for, and only for, `type: secret`."))
-    ssh: SSHOptions | None = field(default=None, metadata=doc("Options for `type: ssh`."))
+class Mount(Node):
+    target: Annotated[str, doc("Absolute path inside the container; mounts[0] MUST be `/`.")]
+    type: Annotated[Literal["bind", "cache", "tmpfs", "secret", "ssh"], doc("Mount type.")] = "bind"
+    input: Annotated[int, doc("Index into the op's `inputs` mounted here (bind), or seeding it (cache); -1: none (empty).")] = -1
+    selector: Annotated[str, doc("Sub-path of the input to mount instead of its root.")] = ""
+    readonly: Annotated[bool, doc("Mount read-only.")] = False
+    output: Annotated[int, doc("Output index receiving this mount's final contents; -1: discarded.")] = -1
+    cache: Annotated[CacheOptions | None, doc("Required for, and only for, `type: cache`.")] = None
+    tmpfs: Annotated[TmpfsOptions | None, doc("Options for `type: tmpfs`.")] = None
+    secret: Annotated[SecretOptions | None, doc("Required for, and only for, `type: secret`.")] = None
+    ssh: Annotated[SSHOptions | None, doc("Options for `type: ssh`.")] = None
 
 
-@dataclass(frozen=True, slots=True)
-class ExecOp:
-    args: tuple[str, ...] = field(metadata=doc("argv; args[0] is looked up in PATH of `env`."))
-    mounts: tuple[Mount, ...] = field(metadata=doc("Mounts; the first is the root filesystem at `/`."))
-    env: tuple[str, ...] = field(default=(), metadata=doc("Environment as `KEY=value`, in order."))
-    cwd: str = field(default="/", metadata=doc("Working directory, created when missing."))
-    user: str = field(default="", metadata=doc("`user[:group]` by name or id, resolved in the root filesystem; empty: root."))
-    hostname: str = field(default="", metadata=doc("Hostname; empty: the runtime's default."))
-    network: Literal["default", "none", "host"] = field(default="default", metadata=doc("`none`: only loopback; `host`: the host's network; `default`: the solver's default (host)."))
-    security: Literal["sandbox", "insecure"] = field(default="sandbox", metadata=doc("`insecure` grants all capabilities (must be allowed by the user when solving)."))
+class ExecOp(Node):
+    args: Annotated[tuple[str, ...], doc("argv; args[0] is looked up in PATH of `env`.")]
+    mounts: Annotated[tuple[Mount, ...], doc("Mounts; the first is the root filesystem at `/`.")]
+    env: Annotated[tuple[str, ...], doc("Environment as `KEY=value`, in order.")] = ()
+    cwd: Annotated[str, doc("Working directory, created when missing.")] = "/"
+    user: Annotated[str, doc("`user[:group]` by name or id, resolved in the root filesystem; empty: root.")] = ""
+    hostname: Annotated[str, doc("Hostname; empty: the runtime's default.")] = ""
+    network: Annotated[Literal["default", "none", "host"], doc("`none`: only loopback; `host`: the host's network; `default`: the solver's default (host).")] = "default"
+    security: Annotated[Literal["sandbox", "insecure"], doc("`insecure` grants all capabilities (must be allowed by the user when solving).")] = "sandbox"
 
 
 # --------------------------------------------------------------------------- file
 
 
-@dataclass(frozen=True, slots=True)
-class CopyAction:
-    src: int = field(metadata=doc("Index into the op's `inputs` to copy from."))
-    src_path: str = field(metadata=doc("Path in the source; may hold wildcards when `allow_wildcard`."))
-    dest: str = field(metadata=doc("Absolute destination path; a trailing `/` means a directory."))
-    owner: Owner | None = field(default=None, metadata=doc("Owner of copied files; absent: 0:0."))
-    chmod: str = field(default="", metadata=doc("Mode of copied files: octal (`0755`) or symbolic (`u+x,g-w`); empty: keep."))
-    follow_symlinks: bool = field(default=False, metadata=doc("Follow a symlink named by `src_path`."))
-    contents_only: bool = field(default=False, metadata=doc("Copy a directory's contents rather than the directory."))
-    allow_wildcard: bool = field(default=False, metadata=doc("Expand `*`, `?`, `[…]` in `src_path`."))
-    allow_empty_wildcard: bool = field(default=False, metadata=doc("A wildcard matching nothing is not an error."))
-    create_dest_path: bool = field(default=False, metadata=doc("Create missing parent directories of `dest`."))
-    include: tuple[str, ...] = field(default=(), metadata=doc("Only paths matching these patterns."))
-    exclude: tuple[str, ...] = field(default=(), metadata=doc("Skip paths matching these patterns."))
-    parents: bool = field(default=False, metadata=doc("Keep the source's parent directories below `dest` (`COPY --parents`)."))
-    unpack: bool = field(default=False, metadata=doc("Extract a tar archive (optionally compressed) instead of copying it."))
-    timestamp: int = field(default=-1, metadata=doc("Set mtimes to this Unix time; -1: keep."))
+class CopyAction(Node):
+    src: Annotated[int, doc("Index into the op's `inputs` to copy from.")]
+    src_path: Annotated[str, doc("Path in the source; may hold wildcards when `allow_wildcard`.")]
+    dest: Annotated[str, doc("Absolute destination path; a trailing `/` means a directory.")]
+    owner: Annotated[Owner | None, doc("Owner of copied files; absent: 0:0.")] = None
+    chmod: Annotated[str, doc("Mode of copied files: octal (`0755`) or symbolic (`u+x,g-w`); empty: keep.")] = ""
+    follow_symlinks: Annotated[bool, doc("Follow a symlink named by `src_path`.")] = False
+    contents_only: Annotated[bool, doc("Copy a directory's contents rather than the directory.")] = False
+    allow_wildcard: Annotated[bool, doc("Expand `*`, `?`, `[…]` in `src_path`.")] = False
+    allow_empty_wildcard: Annotated[bool, doc("A wildcard matching nothing is not an error.")] = False
+    create_dest_path: Annotated[bool, doc("Create missing parent directories of `dest`.")] = False
+    include: Annotated[tuple[str, ...], doc("Only paths matching these patterns.")] = ()
+    exclude: Annotated[tuple[str, ...], doc("Skip paths matching these patterns.")] = ()
+    parents: Annotated[bool, doc("Keep the source's parent directories below `dest` (`COPY --parents`).")] = False
+    unpack: Annotated[bool, doc("Extract a tar archive (optionally compressed) instead of copying it.")] = False
+    timestamp: Annotated[int, doc("Set mtimes to this Unix time; -1: keep.")] = -1
 
 
-@dataclass(frozen=True, slots=True)
-class MkfileAction:
-    path: str = field(metadata=doc("Absolute path of the new file."))
-    data: bytes = field(default=b"", metadata=doc("Contents."))
-    mode: int = field(default=0o644, metadata=doc("Permission bits."))
-    owner: Owner | None = field(default=None, metadata=doc("Owner; absent: 0:0."))
-    timestamp: int = field(default=-1, metadata=doc("mtime as Unix time; -1: now."))
+class MkfileAction(Node):
+    path: Annotated[str, doc("Absolute path of the new file.")]
+    data: Annotated[bytes, doc("Contents.")] = b""
+    mode: Annotated[int, doc("Permission bits.")] = 0o644
+    owner: Annotated[Owner | None, doc("Owner; absent: 0:0.")] = None
+    timestamp: Annotated[int, doc("mtime as Unix time; -1: now.")] = -1
+
+    __post_init__ = _default_identity
 
 
-@dataclass(frozen=True, slots=True)
-class MkdirAction:
-    path: str = field(metadata=doc("Absolute path of the new directory."))
-    mode: int = field(default=0o755, metadata=doc("Permission bits."))
-    parents: bool = field(default=False, metadata=doc("Create missing parents and accept an existing directory."))
-    owner: Owner | None = field(default=None, metadata=doc("Owner; absent: 0:0."))
-    timestamp: int = field(default=-1, metadata=doc("mtime as Unix time; -1: now."))
+class MkdirAction(Node):
+    path: Annotated[str, doc("Absolute path of the new directory.")]
+    mode: Annotated[int, doc("Permission bits.")] = 0o755
+    parents: Annotated[bool, doc("Create missing parents and accept an existing directory.")] = False
+    owner: Annotated[Owner | None, doc("Owner; absent: 0:0.")] = None
+    timestamp: Annotated[int, doc("mtime as Unix time; -1: now.")] = -1
+
+    __post_init__ = _default_identity
 
 
-@dataclass(frozen=True, slots=True)
-class RmAction:
-    path: str = field(metadata=doc("Absolute path to remove, recursively."))
-    allow_not_found: bool = field(default=False, metadata=doc("A missing path is not an error."))
-    allow_wildcard: bool = field(default=False, metadata=doc("Expand wildcards in `path`."))
+class RmAction(Node):
+    path: Annotated[str, doc("Absolute path to remove, recursively.")]
+    allow_not_found: Annotated[bool, doc("A missing path is not an error.")] = False
+    allow_wildcard: Annotated[bool, doc("Expand wildcards in `path`.")] = False
 
 
-@dataclass(frozen=True, slots=True)
-class SymlinkAction:
-    target: str = field(metadata=doc("What the link points to (stored verbatim)."))
-    path: str = field(metadata=doc("Absolute path of the new link."))
-    owner: Owner | None = field(default=None, metadata=doc("Owner; absent: 0:0."))
-    timestamp: int = field(default=-1, metadata=doc("mtime as Unix time; -1: now."))
+class SymlinkAction(Node):
+    target: Annotated[str, doc("What the link points to (stored verbatim).")]
+    path: Annotated[str, doc("Absolute path of the new link.")]
+    owner: Annotated[Owner | None, doc("Owner; absent: 0:0.")] = None
+    timestamp: Annotated[int, doc("mtime as Unix time; -1: now.")] = -1
 
 
-@dataclass(frozen=True, slots=True)
-class FileAction:
-    copy: CopyAction | None = field(default=None, metadata=doc("Copy files from an input."))
-    mkfile: MkfileAction | None = field(default=None, metadata=doc("Create a file."))
-    mkdir: MkdirAction | None = field(default=None, metadata=doc("Create a directory."))
-    rm: RmAction | None = field(default=None, metadata=doc("Remove a path."))
-    symlink: SymlinkAction | None = field(default=None, metadata=doc("Create a symbolic link."))
+class FileAction(Node):
+    copy: Annotated[CopyAction | None, doc("Copy files from an input.")] = None
+    mkfile: Annotated[MkfileAction | None, doc("Create a file.")] = None
+    mkdir: Annotated[MkdirAction | None, doc("Create a directory.")] = None
+    rm: Annotated[RmAction | None, doc("Remove a path.")] = None
+    symlink: Annotated[SymlinkAction | None, doc("Create a symbolic link.")] = None
 
 
-@dataclass(frozen=True, slots=True)
-class FileOp:
-    actions: tuple[FileAction, ...] = field(metadata=doc("Actions applied in order to the base."))
-    base: int = field(default=0, metadata=doc("Index into `inputs` of the filesystem to start from; -1: empty."))
+class FileOp(Node):
+    actions: Annotated[tuple[FileAction, ...], doc("Actions applied in order to the base.")]
+    base: Annotated[int, doc("Index into `inputs` of the filesystem to start from; -1: empty.")] = 0
 
 
 # --------------------------------------------------------------------------- merge, diff, image
 
 
-@dataclass(frozen=True, slots=True)
-class MergeOp:
+class MergeOp(Node):
     """Union of all inputs' filesystems, later inputs winning, deletions in later inputs applied."""
 
 
-@dataclass(frozen=True, slots=True)
-class DiffOp:
+class DiffOp(Node):
     """What `inputs[1]` (upper) changes relative to `inputs[0]` (lower), deletions as whiteouts."""
 
 
-@dataclass(frozen=True, slots=True)
-class Healthcheck:
-    test: tuple[str, ...] = field(metadata=doc("`[\"NONE\"]`, `[\"CMD\", …]` or `[\"CMD-SHELL\", cmd]`."))
-    interval: int = field(default=0, metadata=doc("Nanoseconds; 0: inherit the default."))
-    timeout: int = field(default=0, metadata=doc("Nanoseconds."))
-    start_period: int = field(default=0, metadata=doc("Nanoseconds."))
-    start_interval: int = field(default=0, metadata=doc("Nanoseconds."))
-    retries: int = field(default=0, metadata=doc("Consecutive failures before unhealthy."))
+class Healthcheck(Node):
+    test: Annotated[tuple[str, ...], doc("`[\"NONE\"]`, `[\"CMD\", …]` or `[\"CMD-SHELL\", cmd]`.")]
+    interval: Annotated[int, doc("Nanoseconds; 0: inherit the default.")] = 0
+    timeout: Annotated[int, doc("Nanoseconds.")] = 0
+    start_period: Annotated[int, doc("Nanoseconds.")] = 0
+    start_interval: Annotated[int, doc("Nanoseconds.")] = 0
+    retries: Annotated[int, doc("Consecutive failures before unhealthy.")] = 0
 
 
-@dataclass(frozen=True, slots=True)
-class ImageConfig:
+class ImageConfig(Node):
     """The runtime configuration of an image, as the OCI image config's `config` object."""
 
-    env: tuple[str, ...] = field(default=(), metadata=doc("`Env`, as `KEY=value` in order."))
-    cmd: tuple[str, ...] = field(default=(), metadata=doc("`Cmd`."))
-    entrypoint: tuple[str, ...] = field(default=(), metadata=doc("`Entrypoint`."))
-    working_dir: str = field(default="", metadata=doc("`WorkingDir`."))
-    user: str = field(default="", metadata=doc("`User`."))
-    labels: dict[str, str] = field(default_factory=FrozenMap, metadata=doc("`Labels`."))
-    exposed_ports: tuple[str, ...] = field(default=(), metadata=doc("`ExposedPorts` keys, e.g. `80/tcp`.", flag=SORTED))
-    volumes: tuple[str, ...] = field(default=(), metadata=doc("`Volumes` keys.", flag=SORTED))
-    stop_signal: str = field(default="", metadata=doc("`StopSignal`."))
-    healthcheck: Healthcheck | None = field(default=None, metadata=doc("`Healthcheck`."))
-    shell: tuple[str, ...] = field(default=(), metadata=doc("`Shell` (Docker extension)."))
-    on_build: tuple[str, ...] = field(default=(), metadata=doc("`OnBuild` triggers (Docker extension)."))
+    env: Annotated[tuple[str, ...], doc("`Env`, as `KEY=value` in order.")] = ()
+    cmd: Annotated[tuple[str, ...], doc("`Cmd`.")] = ()
+    entrypoint: Annotated[tuple[str, ...], doc("`Entrypoint`.")] = ()
+    working_dir: Annotated[str, doc("`WorkingDir`.")] = ""
+    user: Annotated[str, doc("`User`.")] = ""
+    labels: Annotated[dict[str, str], doc("`Labels`.")] = EMPTY_MAP
+    exposed_ports: Annotated[tuple[str, ...], doc("`ExposedPorts` keys, e.g. `80/tcp`."), SORTED] = ()
+    volumes: Annotated[tuple[str, ...], doc("`Volumes` keys."), SORTED] = ()
+    stop_signal: Annotated[str, doc("`StopSignal`.")] = ""
+    healthcheck: Annotated[Healthcheck | None, doc("`Healthcheck`.")] = None
+    shell: Annotated[tuple[str, ...], doc("`Shell` (Docker extension).")] = ()
+    on_build: Annotated[tuple[str, ...], doc("`OnBuild` triggers (Docker extension).")] = ()
 
     def __post_init__(self) -> None:
-        _sort_sets(self)
+        # Order-insensitive lists are kept sorted and unique, so equal values compare equal; labels
+        # become read-only (and hashable) so a node cannot change under its cached digest.
+        if self.exposed_ports:
+            force_setattr(self, "exposed_ports", _sorted_set(self.exposed_ports))
+        if self.volumes:
+            force_setattr(self, "volumes", _sorted_set(self.volumes))
         if type(self.labels) is not FrozenMap:
-            object.__setattr__(self, "labels", FrozenMap(self.labels))
+            force_setattr(self, "labels", FrozenMap(self.labels) if self.labels else EMPTY_MAP)
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    created_by: str = field(default="", metadata=doc("The instruction that made this step."))
-    comment: str = field(default="", metadata=doc("Free text."))
-    created: str = field(default="", metadata=doc("RFC 3339 time; empty: the exporter's build time or SOURCE_DATE_EPOCH."))
-    empty_layer: bool = field(default=False, metadata=doc("This step changed no files."))
+class HistoryEntry(Node):
+    created_by: Annotated[str, doc("The instruction that made this step.")] = ""
+    comment: Annotated[str, doc("Free text.")] = ""
+    created: Annotated[str, doc("RFC 3339 time; empty: the exporter's build time or SOURCE_DATE_EPOCH.")] = ""
+    empty_layer: Annotated[bool, doc("This step changed no files.")] = False
 
 
-@dataclass(frozen=True, slots=True)
-class ImageOp:
+class ImageOp(Node):
     """An image: the root filesystem of `inputs[0]` with a runtime config and history."""
 
-    config: ImageConfig = field(default_factory=ImageConfig, metadata=doc("Runtime config."))
-    history: tuple[HistoryEntry, ...] = field(default=(), metadata=doc("History, oldest first, base image's included."))
-    platform: Platform = field(default_factory=Platform, metadata=doc("Platform of the image."))
+    config: Annotated[ImageConfig, doc("Runtime config.")] = ImageConfig()
+    history: Annotated[tuple[HistoryEntry, ...], doc("History, oldest first, base image's included.")] = ()
+    platform: Annotated[Platform, doc("Platform of the image.")] = Platform()
+
+    __post_init__ = _default_identity
 
 
 # --------------------------------------------------------------------------- the op
 
 
-@dataclass(frozen=True)
-class Op:
+class Op(Node, dict=True, gc=True):
     """One node. Its digest is `sha256:` over its canonical bytes, inputs included (a Merkle DAG)."""
 
-    # Not slotted: ``ir.codec`` caches the canonical bytes and digest in the instance dict.
+    # ``dict=True``: ``ir.codec`` caches the canonical bytes and digest in the instance dict.
 
-    inputs: tuple[Ref, ...] = field(default=(), metadata=doc("Edges to the ops this one reads, in order."))
-    source: SourceOp | None = field(default=None, metadata=doc("A source of files."))
-    exec: ExecOp | None = field(default=None, metadata=doc("Run a process."))
-    file: FileOp | None = field(default=None, metadata=doc("File actions."))
-    merge: MergeOp | None = field(default=None, metadata=doc("Union of inputs."))
-    diff: DiffOp | None = field(default=None, metadata=doc("Difference of two inputs."))
-    image: ImageOp | None = field(default=None, metadata=doc("Attach an image config."))
+    inputs: Annotated[tuple[Ref, ...], doc("Edges to the ops this one reads, in order.")] = ()
+    source: Annotated[SourceOp | None, doc("A source of files.")] = None
+    exec: Annotated[ExecOp | None, doc("Run a process.")] = None
+    file: Annotated[FileOp | None, doc("File actions.")] = None
+    merge: Annotated[MergeOp | None, doc("Union of inputs.")] = None
+    diff: Annotated[DiffOp | None, doc("Difference of two inputs.")] = None
+    image: Annotated[ImageOp | None, doc("Attach an image config.")] = None
 
     @property
     def kind(self) -> str:
@@ -355,48 +438,38 @@ ONE_OF = (Op, SourceOp, FileAction)
 # --------------------------------------------------------------------------- metadata (not hashed)
 
 
-@dataclass(frozen=True, slots=True)
-class Location:
+class Location(Node):
     """A span in one of the document's `sources`; lines and columns 1-based, end inclusive."""
 
-    file: int = field(metadata=doc("Index into `sources`."))
-    line: int = field(metadata=doc("First line."))
-    column: int = field(default=0, metadata=doc("First column; 0: unknown."))
-    end_line: int = field(default=0, metadata=doc("Last line; 0: same as `line`."))
-    end_column: int = field(default=0, metadata=doc("Last column; 0: unknown."))
+    file: Annotated[int, doc("Index into `sources`.")]
+    line: Annotated[int, doc("First line.")]
+    column: Annotated[int, doc("First column; 0: unknown.")] = 0
+    end_line: Annotated[int, doc("Last line; 0: same as `line`.")] = 0
+    end_column: Annotated[int, doc("Last column; 0: unknown.")] = 0
 
 
-@dataclass(frozen=True, slots=True)
-class OpMetadata:
-    description: str = field(default="", metadata=doc("Human description, e.g. `[build 3/5] RUN make`."))
-    group: str = field(default="", metadata=doc("Progress group, e.g. the stage name."))
-    locations: tuple[Location, ...] = field(default=(), metadata=doc("Where in the sources this op came from."))
+class OpMetadata(Node):
+    description: Annotated[str, doc("Human description, e.g. `[build 3/5] RUN make`.")] = ""
+    group: Annotated[str, doc("Progress group, e.g. the stage name.")] = ""
+    locations: Annotated[tuple[Location, ...], doc("Where in the sources this op came from.")] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class SourceFile:
-    name: str = field(metadata=doc("File name as the user knows it."))
-    language: str = field(default="", metadata=doc("Frontend that read it, e.g. `dockerfile`."))
-    data: bytes = field(default=b"", metadata=doc("Its contents, so errors can quote the lines."))
+class SourceFile(Node):
+    name: Annotated[str, doc("File name as the user knows it.")]
+    language: Annotated[str, doc("Frontend that read it, e.g. `dockerfile`.")] = ""
+    data: Annotated[bytes, doc("Its contents, so errors can quote the lines.")] = b""
 
 
-@dataclass(frozen=True, slots=True)
-class Document:
+class Document(Node):
     """A whole graph: the decoded msgpack payload of an IR file."""
 
-    version: int = field(metadata=doc("Major version; this spec is 1."))
-    ops: dict[str, Op] = field(metadata=doc("Every op, keyed by its digest."))
-    roots: dict[str, Ref] = field(metadata=doc("Named targets; `default` is built when none is named."))
-    features: tuple[str, ...] = field(default=(), metadata=doc("Every feature the graph uses.", flag=SORTED))
-    metadata: dict[str, OpMetadata] = field(default_factory=dict, metadata=doc("Per-op metadata keyed by digest; not hashed."))
-    sources: tuple[SourceFile, ...] = field(default=(), metadata=doc("Source files that `Location`s point into."))
+    version: Annotated[int, doc("Major version; this spec is 1.")]
+    ops: Annotated[dict[str, Op], doc("Every op, keyed by its digest.")]
+    roots: Annotated[dict[str, Ref], doc("Named targets; `default` is built when none is named.")]
+    features: Annotated[tuple[str, ...], doc("Every feature the graph uses."), SORTED] = ()
+    metadata: Annotated[dict[str, OpMetadata], doc("Per-op metadata keyed by digest; not hashed.")] = {}
+    sources: Annotated[tuple[SourceFile, ...], doc("Source files that `Location`s point into.")] = ()
 
     def __post_init__(self) -> None:
-        _sort_sets(self)
-
-
-def _sort_sets(obj) -> None:
-    """Order-insensitive lists are kept sorted and unique, so equal values compare equal."""
-    for f in fields(obj):
-        if f.metadata.get("flag") == SORTED:
-            object.__setattr__(obj, f.name, tuple(sorted(set(getattr(obj, f.name)))))
+        if self.features:
+            force_setattr(self, "features", _sorted_set(self.features))

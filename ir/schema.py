@@ -9,7 +9,6 @@ binary values are base64 strings.  Regenerate with ``python -m ir.schema > spec/
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import typing
 from types import NoneType, UnionType
@@ -42,7 +41,7 @@ def _type_schema(tp: Any, defs: dict) -> dict:
     if origin is UnionType or origin is typing.Union:
         (inner,) = [a for a in typing.get_args(tp) if a is not NoneType]
         return _type_schema(inner, defs)
-    if dataclasses.is_dataclass(tp):
+    if ops.is_node(tp):
         _class_schema(tp, defs)
         return {"$ref": f"#/$defs/{tp.__name__}"}
     raise TypeError(tp)
@@ -52,20 +51,19 @@ def _class_schema(cls: type, defs: dict) -> None:
     if cls.__name__ in defs:
         return
     defs[cls.__name__] = {}  # reserve: classes may refer to themselves indirectly
-    hints = typing.get_type_hints(cls)
     props: dict[str, Any] = {}
     required = []
-    for f in dataclasses.fields(cls):
-        s = dict(_type_schema(hints[f.name], defs))
-        if "doc" in f.metadata:
-            s["description"] = f.metadata["doc"]
-        if f.metadata.get("flag") == ops.SORTED:
+    for f in ops.field_specs(cls):
+        s = dict(_type_schema(f.type, defs))
+        if f.doc:
+            s["description"] = f.doc
+        if f.sorted:
             s["uniqueItems"] = True
-        if f.default is not dataclasses.MISSING and f.default is not None:
+        if f.required:
+            required.append(f.name)
+        elif f.default is not None and not isinstance(f.default, (ops.Node, dict)):
             s["default"] = (list(f.default) if isinstance(f.default, tuple)
                             else base64.b64encode(f.default).decode() if isinstance(f.default, bytes) else f.default)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            required.append(f.name)
         props[f.name] = s
     out: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": props}
     if cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("):

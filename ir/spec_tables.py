@@ -7,7 +7,6 @@ cannot drift (``tests/ir/test_spec.py`` compares).  Regenerate the spec's marked
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import typing
 from types import NoneType, UnionType
@@ -24,13 +23,12 @@ def classes() -> list[type]:
     out: list[type] = []
 
     def visit(tp: Any) -> None:
-        if dataclasses.is_dataclass(tp):
+        if ops.is_node(tp):
             if tp in out:
                 return
             out.append(tp)
-            hints = typing.get_type_hints(tp)
-            for f in dataclasses.fields(tp):
-                visit(hints[f.name])
+            for f in ops.field_specs(tp):
+                visit(f.type)
         for arg in typing.get_args(tp):
             visit(arg)
 
@@ -51,15 +49,15 @@ def type_text(tp: Any) -> str:
         return "array of " + type_text(typing.get_args(tp)[0])
     if origin is dict:
         return "map of string → " + type_text(typing.get_args(tp)[1])
-    if dataclasses.is_dataclass(tp):
+    if ops.is_node(tp):
         return f"[{tp.__name__}](#{tp.__name__.lower()})"
     raise TypeError(tp)
 
 
-def default_text(f: dataclasses.Field) -> str:
-    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+def default_text(f: ops.FieldSpec) -> str:
+    if f.required:
         return "**required**"
-    value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    value = f.default
     if value is None:
         return "absent"
     if isinstance(value, bool):
@@ -76,23 +74,22 @@ def default_text(f: dataclasses.Field) -> str:
 
 
 def class_table(cls: type) -> str:
-    hints = typing.get_type_hints(cls)
     lines = [f"#### {cls.__name__}", ""]
     if cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("):
         lines += [" ".join(cls.__doc__.split()), ""]
     if cls in ops.ONE_OF:
-        members = [f"`{f.name}`" for f in dataclasses.fields(cls) if f.name != "inputs"]
+        members = [f"`{f.name}`" for f in ops.field_specs(cls) if f.name != "inputs"]
         lines += [f"A tagged union: exactly one of {', '.join(members)} MUST be present.", ""]
-    fs = dataclasses.fields(cls)
+    fs = ops.field_specs(cls)
     if not fs:
         lines += ["No fields: always encoded as the empty map.", ""]
         return "\n".join(lines)
     lines += ["| Field | Type | Default | Meaning |", "|---|---|---|---|"]
     for f in fs:
-        tp = type_text(hints[f.name])
-        if f.metadata.get("flag") == ops.SORTED:
+        tp = type_text(f.type)
+        if f.sorted:
             tp += " (sorted, unique)"
-        text = f.metadata.get("doc", "").replace("|", "\\|")
+        text = f.doc.replace("|", "\\|")
         lines.append(f"| `{f.name}` | {tp} | {default_text(f)} | {text} |")
     lines.append("")
     return "\n".join(lines)

@@ -93,8 +93,7 @@ def _check_graph(doc: ops.Document) -> list[IRError]:
     n_outputs: dict[str, int] = {}
     kinds: dict[str, str] = {}
     for digest, op in doc.ops.items():
-        d = op.__dict__
-        kind = kinds[digest] = next(k for k in ops.OP_KINDS if d[k] is not None)
+        kind = kinds[digest] = op.kind
         n_outputs[digest] = 1 if kind != "exec" else _outputs(op, digest, err)
     checks = _CHECKS
     for digest, op in doc.ops.items():
@@ -109,7 +108,7 @@ def _check_graph(doc: ops.Document) -> list[IRError]:
             n = n_outputs.get(ref.op)
             if n is None or not 0 <= ref.output < n:
                 _check_ref(ref, f"{op_path(digest)}.inputs[{i}]", n_outputs, err)
-        checks[kind](op.__dict__[kind], op, digest, err)
+        checks[kind](getattr(op, kind), op, digest, err)
     if not doc.roots:
         err("a document needs at least one root", "roots")
     for name, ref in doc.roots.items():

@@ -1,17 +1,18 @@
 """Conversion between the typed op classes and their wire form (plain maps, lists and scalars).
 
-Both directions are *derived* from the dataclass definitions in ``ir/ops.py``: for each class a
-small encoder and decoder function is generated once (the same idea as attrs/msgspec), so a
-100,000-op graph converts in a fraction of a second instead of paying reflection per field.
+Both directions are *derived* from the class definitions in ``ir/ops.py``: for each class a small
+encoder and decoder function is generated once, instead of paying reflection per field.
 
-Decoding is strict and canonical: unknown keys, wrong types, floats, keys out of canonical order,
-a field present with its default value, or a tagged union with zero or two members set are all
-errors.  Errors carry their key path; it is assembled only when an error is raised.
+This is the *reference* decoder: strict and canonical, with an error that names the problem and
+its key path.  Unknown keys, wrong types, floats, keys out of canonical order, a field present
+with its default value, or a tagged union with zero or two members set are all errors.  IR files
+are loaded by msgspec in C (``ir.codec``), which is an order of magnitude faster but says less;
+when msgspec or the canonical check refuses a file, this decoder explains why.  The JSON form
+(``ir.jsonform``) is read through it too.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import typing
 from types import NoneType, UnionType
@@ -67,16 +68,16 @@ def _value_encoder(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is tuple:
         inner = typing.get_args(tp)[0]
-        return "list(x)" if not dataclasses.is_dataclass(inner) else f"[E_{inner.__name__}(e) for e in x]"
+        return "list(x)" if not ops.is_node(inner) else f"[E_{inner.__name__}(e) for e in x]"
     if origin is dict:
         inner = typing.get_args(tp)[1]
-        if dataclasses.is_dataclass(inner):
+        if ops.is_node(inner):
             return f"{{k: E_{inner.__name__}(x[k]) for k in sorted(x)}}"
         return "{k: x[k] for k in sorted(x)}"
     if origin is UnionType or origin is typing.Union:
         (inner,) = [a for a in typing.get_args(tp) if a is not NoneType]
         return _value_encoder(inner)
-    if dataclasses.is_dataclass(tp):
+    if ops.is_node(tp):
         return f"E_{tp.__name__}(x)"
     return "x"
 
@@ -85,18 +86,15 @@ def _value_encoder(tp: Any) -> str:
 
 
 def _fields(cls: type):
-    hints = typing.get_type_hints(cls)
-    for f in sorted(dataclasses.fields(cls), key=lambda f: f.name.encode()):
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        default = (f.default if f.default is not dataclasses.MISSING
-                   else f.default_factory() if not required else None)
-        yield f.name, hints[f.name], required, default, f.metadata.get("flag") == ops.SORTED
+    """(name, type, required, default, sorted) of each field, in wire (sorted key) order."""
+    for f in sorted(ops.field_specs(cls), key=lambda f: f.name.encode()):
+        yield f.name, f.type, f.required, f.default, f.sorted
 
 
-def _dataclasses_in(tp: Any) -> list[type]:
-    if dataclasses.is_dataclass(tp):
+def _nodes_in(tp: Any) -> list[type]:
+    if ops.is_node(tp):
         return [tp]
-    return [c for a in typing.get_args(tp) for c in _dataclasses_in(a)]
+    return [c for a in typing.get_args(tp) for c in _nodes_in(a)]
 
 
 _ENC_NS: dict[str, Any] = {}  # every generated encoder, calling each other by name
@@ -118,7 +116,7 @@ def _encoder_source(cls: type, todo: list) -> str:
             lines.append(f"    if x: d[{name!r}] = {expr}")
         else:
             lines.append(f"    if x != DE_{cls.__name__}_{name}: d[{name!r}] = {expr}")
-        todo.extend(_dataclasses_in(tp))
+        todo.extend(_nodes_in(tp))
     lines.append("    return d")
     return "\n".join(lines) + "\n"
 
@@ -142,13 +140,11 @@ def _class_encoder(cls: type) -> Callable[[Any], dict]:
 # --------------------------------------------------------------------------- decoders
 #
 # Each class gets a generated function ``D_<Class>(v)`` with straight-line code per field: a type
-# check, the default-must-be-omitted check, and a direct slot store that skips the frozen
-# dataclass ``__init__``.  Key-level rules (unknown fields, canonical order, required fields,
+# check and the default-must-be-omitted check, then one constructor call.  Key-level rules (unknown fields, canonical order, required fields,
 # tagged unions) depend only on the tuple of keys, so each distinct key tuple is checked once by a
 # slower function and then remembered.  Errors are raised as ``_At`` and located on the way out.
 
-_M = object()  # "field absent"
-_NS: dict[str, Any] = {"_M": _M, "NEW": object.__new__, "FrozenMap": ops.FrozenMap, "EMPTY_MAP": ops.FrozenMap()}
+_NS: dict[str, Any] = {"FrozenMap": ops.FrozenMap}
 
 _WHAT = {str: "a string", bytes: "binary data", bool: "a boolean", int: "an integer"}
 
@@ -257,7 +253,7 @@ def _convert_lines(tp: Any, tag: str, ns: dict, todo: list) -> list[str]:
         ns[f"L_{tag}"] = frozenset(typing.get_args(tp))
         ns[f"LT_{tag}"] = typing.get_args(tp)
         return [f"if type(x) is not str or x not in L_{tag}: raise _bad_lit(x, LT_{tag})"]
-    if dataclasses.is_dataclass(tp):
+    if ops.is_node(tp):
         todo.append(tp)
         return [f"x = {_child('x', tp)}"]
     if origin is tuple:
@@ -267,7 +263,7 @@ def _convert_lines(tp: Any, tag: str, ns: dict, todo: list) -> list[str]:
             return head + ["for e in x:",
                            f"    if type(e) is not {inner.__name__}: raise _bad_item(x, {inner.__name__})",
                            "x = tuple(x)"]
-        if dataclasses.is_dataclass(inner):
+        if ops.is_node(inner):
             todo.append(inner)
             return head + [f"try: x = tuple([{_child('e', inner)} for e in x])",
                            f"except _At as err: raise _locate_item(x, D_{inner.__name__}, err)"]
@@ -278,7 +274,7 @@ def _convert_lines(tp: Any, tag: str, ns: dict, todo: list) -> list[str]:
             return head + ["for e in x.values():",
                            f"    if type(e) is not {inner.__name__}: raise _bad_value(x, {inner.__name__})",
                            "x = FrozenMap(x)"]
-        if dataclasses.is_dataclass(inner):
+        if ops.is_node(inner):
             todo.append(inner)
             return head + [f"try: x = {{k: {_child('e', inner)} for k, e in x.items()}}",
                            f"except _At as err: raise _locate_value(x, D_{inner.__name__}, err)"]
@@ -293,32 +289,18 @@ class _ClassPlan:
         self.specs = list(_fields(cls))
         self.names = [s[0] for s in self.specs]
         self.required = [s[0] for s in self.specs if s[2]]
-        self.slotted = "__slots__" in cls.__dict__
-        # Filling slots through a twin class costs one ``__class__`` switch but makes every store a
-        # plain slot store; measured faster than slot descriptors from two fields up (and even at 1).
-        self.twin = _twin(cls) if self.slotted and len(self.specs) >= _TWIN_MIN_FIELDS else None
         self.shapes: dict[tuple, Callable[[dict], Any]] = {}
         self.code: dict[str, list[str]] = {}     # field → statements converting a present ``x``
-        self.absent: dict[str, str] = {}         # field → expression of its default
         ns[f"C_{self.name}"] = cls
-        ns[f"W_{self.name}"] = self.twin
         for fname, tp, required, default, sort in self.specs:
             tag = f"{self.name}_{fname}"
-            if self.slotted and not self.twin:
-                ns[f"S_{tag}"] = cls.__dict__[fname].__set__
             lines = ["try:", *("    " + c for c in _convert_lines(tp, tag, ns, todo)),
                      "except _At as err:", f"    err.parts.append({fname!r})", "    raise"]
             if not required:
-                if isinstance(default, ops.FrozenMap):
-                    self.absent[fname] = "EMPTY_MAP"
-                elif isinstance(default, dict):
-                    self.absent[fname] = "{}"
-                else:
-                    ns[f"DF_{tag}"] = default
-                    self.absent[fname] = f"DF_{tag}"
+                ns[f"DF_{tag}"] = default
                 if default is None:
                     pass  # a present optional value is never None
-                elif dataclasses.is_dataclass(default) or default:
+                elif ops.is_node(default) or default:
                     lines.append(f"if x == DF_{tag}: raise _default_error({fname!r})")
                 else:
                     lines.append(f"if not x: raise _default_error({fname!r})")
@@ -337,27 +319,21 @@ class _ClassPlan:
             f"    return NEWSHAPE_{n}(v)(v)", ""])
 
     def shape_source(self, keys: tuple) -> str:
-        """A decoder for maps with exactly ``keys`` (already checked): unpack the values in one go."""
+        """A decoder for maps with exactly ``keys`` (already checked): unpack the values in one go;
+        absent fields are left to the constructor's defaults."""
         n = self.name
         present = set(keys)
-        lines = [f"def shape(v):"]
+        lines = ["def shape(v):"]
         if keys:
             lines.append(f"    {''.join(f'v_{k}, ' for k in keys)}= v.values()")
-        lines.append(f"    o = W_{n}()" if self.twin else f"    o = NEW(C_{n})")
-        if not self.slotted:
-            lines.append("    d = o.__dict__")
+        args = []
         for fname in self.names:
-            store = (f"o.{fname} = x" if self.twin else f"S_{n}_{fname}(o, x)" if self.slotted
-                     else f"d[{fname!r}] = x")
             if fname in present:
                 lines.append(f"    x = v_{fname}")
                 lines += ["    " + c for c in self.code[fname]]
-            else:
-                lines.append(f"    x = {self.absent[fname]}")
-            lines.append("    " + store)
-        if self.twin:
-            lines.append(f"    o.__class__ = C_{n}")
-        lines.append("    return o")
+                lines.append(f"    f_{fname} = x")
+                args.append(f"{fname}=f_{fname}")
+        lines.append(f"    return C_{n}({', '.join(args)})")
         return "\n".join(lines) + "\n"
 
     def new_shape(self, v: dict) -> Callable[[dict], Any]:
@@ -371,18 +347,7 @@ class _ClassPlan:
         return fn
 
 
-def _twin(cls: type) -> type:
-    """A plain class with the same slots as the frozen ``cls``: an instance is filled with fast
-    slot stores, then its ``__class__`` is switched to ``cls`` (same memory layout), skipping the
-    frozen dataclass's ``object.__setattr__`` per field."""
-    twin = type(f"_{cls.__name__}Twin", (object,), {"__slots__": cls.__slots__})
-    probe = object.__new__(twin)
-    probe.__class__ = cls  # raises TypeError if the layouts differ
-    return twin
-
-
 _SHAPES_MAX = 1024
-_TWIN_MIN_FIELDS = 1
 _PLANS: dict[type, _ClassPlan] = {}
 
 

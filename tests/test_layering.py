@@ -1,6 +1,6 @@
 """Data flows one way (docs/architecture.md): parse every import and fail on a forbidden arrow.
 
-    ir/         imports nothing of ours; besides the standard library only msgpack, zstandard, jsonschema
+    ir/         imports nothing of ours; besides the standard library only msgpack, msgspec, zstandard, jsonschema
     frontends/  imports ir (and itself) only
     backend/    imports ir (and itself) only
     irctl/      the composition root: may import everything
@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 OURS = {"ir", "frontends", "backend", "irctl"}
 ALLOWED = {"ir": {"ir"}, "frontends": {"frontends", "ir"}, "backend": {"backend", "ir"}, "irctl": OURS}
-IR_THIRD_PARTY = {"msgpack", "zstandard", "jsonschema"}
+IR_THIRD_PARTY = {"msgpack", "msgspec", "zstandard", "jsonschema"}
 
 
 def imports(path: Path, package: str) -> list[tuple[int, str]]:

@@ -200,4 +200,4 @@ def test_secret_values_never_appear() -> None:
     doc = good_doc()
     mounts = [m for op in doc.ops.values() if op.exec for m in op.exec.mounts if m.secret]
     assert [m.secret.id for m in mounts] == ["tok"]
-    assert not any("value" in f for f in ops.SecretOptions.__dataclass_fields__)
+    assert not any("value" in f for f in ops.SecretOptions.__struct_fields__)

@@ -5,12 +5,15 @@ the end.  (``tests/ir/fuzz_ir.py`` is the longer, coverage-guided atheris run.)"
 
 from __future__ import annotations
 
+import hashlib
+import typing
+
 import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ir import codec, validate
+from ir import codec, ops, validate, wire
 from ir.errors import IRError, ValidationErrors
 from tests.ir.strategies import documents
 
@@ -109,6 +112,108 @@ def test_byte_mutants(data: bytes) -> None:
 @given(structural_mutants())
 def test_structural_mutants(data: bytes) -> None:
     check(data)
+
+
+# --------------------------------------------------------------------------- fast load = reference
+
+
+def reference(payload: bytes) -> ops.Document | None:
+    """What the strict reference decoder (``ir.wire``) makes of a payload, or ``None``."""
+    try:
+        raw = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        if type(raw) is not dict:
+            return None
+        return codec.decode_document(raw, payload)
+    except (IRError, ValueError, TypeError, msgpack.UnpackException, RecursionError):
+        return None
+
+
+def assert_agree(data: bytes) -> None:
+    """msgspec's canonical load accepts exactly what the reference decoder accepts."""
+    try:
+        payload = codec.unframe(data)
+    except IRError:
+        return
+    fast, slow = codec._load_canonical(payload), reference(payload)
+    assert (fast is None) == (slow is None), (fast, slow)
+    assert fast == slow
+
+
+@FUZZ
+@given(byte_mutants())
+def test_fast_load_agrees_on_byte_mutants(data: bytes) -> None:
+    assert_agree(data)
+
+
+@FUZZ
+@given(structural_mutants())
+def test_fast_load_agrees_on_structural_mutants(data: bytes) -> None:
+    assert_agree(data)
+
+
+def _node_maps(raw, cls: type):
+    """(map, class) for every map in a wire value that decodes as an IR class, with its class."""
+    yield raw, cls
+    for f in ops.field_specs(cls):
+        if f.name not in raw:
+            continue
+        tp = f.type
+        args = typing.get_args(tp)
+        inner = next((a for a in (tp, *args) if ops.is_node(a)), None)
+        value = raw[f.name]
+        if inner is not None and type(value) is dict and typing.get_origin(tp) is not dict:
+            yield from _node_maps(value, inner)
+        elif inner is not None and type(value) is list:
+            for item in value:
+                yield from _node_maps(item, inner)
+        elif inner is not None and type(value) is dict:
+            for item in value.values():
+                yield from _node_maps(item, inner)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(documents(), st.data())
+def test_a_field_spelled_out_at_its_default_is_refused_by_both(doc: ops.Document, data) -> None:
+    """The case identity-based omission could miss: a present field equal to its default (``mode:
+    420``, ``platform: {}``) must make the file non-canonical for the fast load too."""
+    raw = msgpack.unpackb(codec.document_bytes(doc), raw=False)
+    candidates = [(m, f) for m, cls in _node_maps(raw, ops.Document) for f in ops.field_specs(cls)
+                  if not f.required and f.name not in m and f.default is not None]
+    if not candidates:
+        return
+    node, f = data.draw(st.sampled_from(candidates))
+    node[f.name] = wire.encode(f.default) if isinstance(f.default, ops.Node) else (
+        list(f.default) if isinstance(f.default, tuple) else dict(f.default) if isinstance(f.default, dict) else f.default)
+    items = sorted(node.items())
+    node.clear()
+    node.update(items)
+    payload = msgpack.packb(rekeyed(raw), use_bin_type=True)  # digests true: only canonical form is wrong
+    assert codec._load_canonical(payload) is None
+    assert reference(payload) is None
+
+
+def rekeyed(raw: dict) -> dict:
+    """``raw`` with every op stored under the digest of its bytes as they now are (inputs, roots
+    and metadata following), so a mutation is not refused merely for a digest mismatch."""
+    old_ops, new_ops, renamed = raw["ops"], {}, {}
+
+    def visit(digest: str) -> str:
+        if digest not in renamed:
+            op = old_ops[digest]
+            for ref in op.get("inputs", []):
+                ref["op"] = visit(ref["op"])
+            renamed[digest] = "sha256:" + hashlib.sha256(msgpack.packb(op, use_bin_type=True)).hexdigest()
+            new_ops[renamed[digest]] = op
+        return renamed[digest]
+
+    for digest in list(old_ops):
+        visit(digest)
+    raw["ops"] = dict(sorted(new_ops.items()))
+    for ref in raw["roots"].values():
+        ref["op"] = renamed[ref["op"]]
+    if "metadata" in raw:
+        raw["metadata"] = dict(sorted((renamed[d], m) for d, m in raw["metadata"].items()))
+    return raw
 
 
 # --------------------------------------------------------------------------- regressions
