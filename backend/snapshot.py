@@ -694,7 +694,8 @@ def _overlay_works(tmp_root: str, kind: str = "overlay") -> bool:
 
 
 def detect_snapshotter(tmp_root: Path) -> Snapshotter:
-    """The best snapshotter for layers stored under `tmp_root` (probed once per path, then cached).
+    """The best snapshotter for layers on `tmp_root`'s filesystem, probed with a scratch overlay
+    mounted below `tmp_root` (a build's session work dir, so a kill mid-probe leaks nothing).
 
     Kernel overlayfs first, then fuse-overlayfs, then copying. `$IRCTL_SNAPSHOTTER=overlay|fuse-overlayfs|copy`
     overrides the probe."""

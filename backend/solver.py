@@ -145,7 +145,9 @@ class Solver:
             Path(f"{work}.state").write_text(str(state_dir))  # so a later build can reap it if we die
             images = ImageResolver(store, insecure=tuple(self.options.insecure_registries))
             try:
-                snapshotter = detect_snapshotter(store.tmp_dir)
+                # probed inside the session's work dir: if we are killed mid-probe, the next
+                # build's clean_stale() unmounts and removes it with the rest of our session
+                snapshotter = detect_snapshotter(work)
                 ws = Workspace(store=store, work=work, state_dir=state_dir, snapshotter=snapshotter,
                                options=self.options, images=images, emit=self.emit, cancel=threading.Event(),
                                exec_slots=threading.Semaphore(max(1, self.options.jobs)))
