@@ -68,23 +68,13 @@ def op_digest(op: ops.Op) -> str:
 
 
 def document_bytes(doc: ops.Document) -> bytes:
-    """Canonical msgpack of a whole document, reusing each op's cached canonical bytes."""
-    wire = encode(ops.replace(doc, ops={}))
-    packer = msgpack.Packer(use_bin_type=True)
-    pack = packer.pack
-    out = [packer.pack_map_header(len(wire))]
-    for k in wire:  # already sorted
-        out.append(pack(k))
-        if k == "ops":
-            op_map = doc.ops
-            out.append(packer.pack_map_header(len(op_map)))
-            for digest in sorted(op_map):
-                op = op_map[digest]
-                out.append(pack(digest))
-                out.append(op.__dict__.get("_canonical") or op_bytes(op))
-        else:
-            out.append(pack(wire[k]))
-    return b"".join(out)
+    """Canonical msgpack of a whole document: each op's canonical bytes (cached by the builder or
+    the loader) spliced in as ``msgspec.Raw``, the rest encoded by msgspec.  msgspec's omission of
+    defaults by identity is exact there: the classes outside the ops (``Ref``, ``OpMetadata``,
+    ``Location``, ``SourceFile``) only have defaults that are shared objects (``0``, ``""``, ``()``,
+    ``b""``), which every equal value is."""
+    raw_ops = {digest: msgspec.Raw(op.__dict__.get("_canonical") or op_bytes(op)) for digest, op in doc.ops.items()}
+    return _REENCODE(ops.replace(doc, ops=raw_ops))
 
 
 # --------------------------------------------------------------------------- files

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 import msgpack
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 
@@ -147,9 +148,20 @@ def test_union_members() -> None:
     assert wire.decode(ops.SourceOp, {"scratch": {}}) == ops.SourceOp(scratch=ops.ScratchSource())
 
 
-def test_document_bytes_reuse_cached_op_bytes() -> None:
-    doc = b.build_document({"default": b.image("busybox", digest=D1).run(["true"])})
+@SETTINGS
+@given(documents())
+def test_document_bytes_are_the_reference_encoding(doc: ops.Document) -> None:
     assert codec.document_bytes(doc) == msgpack.packb(wire.encode(doc), use_bin_type=True)
+
+
+def test_classes_outside_the_ops_have_only_shared_defaults() -> None:
+    """What lets ``document_bytes`` encode roots, metadata and sources with msgspec (which leaves
+    out a field when it *is* its default object): defaults that every equal value is."""
+    for cls in (ops.Ref, ops.OpMetadata, ops.Location, ops.SourceFile):
+        for f in ops.field_specs(cls):
+            assert f.required or any(f.default is v for v in (0, "", (), b"", None, False)), (cls, f)
+    built = ops.OpMetadata(description="abc"[3:], group=str(), locations=tuple([]))
+    assert codec.canonical_bytes(built) == b"\x80" == msgspec.msgpack.encode(built)
 
 
 def test_ops_are_immutable_and_hashable_even_with_labels() -> None:
