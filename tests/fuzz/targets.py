@@ -5,7 +5,8 @@ finding.
 
 * ``dockerfile``: ``parse_dockerfile`` then the compiler to IR (in-memory image resolver), and the
   compiled graph must pass ``validate_document`` — a compiler emitting an invalid graph is a bug.
-* ``ir``: ``ir.validate.load_and_validate``; on success the graph must render (``irctl dump``).
+* ``ir``: ``ir.validate.load_and_validate``; on success the graph must render (``irctl dump``); the
+  fast msgspec load must accept exactly what the strict reference decoder accepts.
 * ``toml``: ``frontends.toml.recipe.read_recipe`` then lowering to IR, validated like the above.
 """
 
@@ -104,6 +105,7 @@ def ir(data: bytes) -> None:
     from ir.validate import load_and_validate
 
     with deadline():
+        _fast_load_agrees(data)
         try:
             doc = load_and_validate(data)
         except IRError:
@@ -120,6 +122,29 @@ def ir(data: bytes) -> None:
             pass
         except Exception as e:
             raise Finding(f"a valid graph does not render: {type(e).__name__}: {e}") from e
+
+
+def _fast_load_agrees(data: bytes) -> None:
+    """msgspec's canonical load (``ir.codec``) accepts exactly what the strict reference decoder
+    accepts, and both make the same document."""
+    import msgpack
+
+    from ir import codec
+    from ir.errors import IRError
+
+    try:
+        payload = codec.unframe(data)
+    except IRError:
+        return
+    fast = codec._load_canonical(payload)
+    try:
+        raw = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        slow = codec.decode_document(raw, payload) if type(raw) is dict else None
+    except (IRError, ValueError, TypeError, msgpack.UnpackException, RecursionError):
+        slow = None
+    if (fast is None) != (slow is None) or fast != slow:
+        raise Finding(f"the fast load {'accepts' if fast is not None else 'refuses'} what the reference decoder "
+                      f"{'accepts' if slow is not None else 'refuses'}")
 
 
 def toml(data: bytes) -> None:
