@@ -170,11 +170,11 @@ class Converter(ConfigInstructions):
         if not self.request.ignore_patterns:
             return False
         if self._ignore is None:
-            from frontends.dockerfile.dockerignore import Matcher
+            from frontends.dockerfile.dockerignore import ignore_matcher
 
-            self._ignore = Matcher(self.request.ignore_patterns)
+            self._ignore = ignore_matcher(self.request.ignore_patterns)
         rel = posixpath.normpath("/" + src).lstrip("/")
-        return bool(rel) and self._ignore.excluded(rel)
+        return bool(rel) and self._ignore.matches(rel)
 
     def context(self) -> builder.State:
         if self._context is None:

@@ -1,18 +1,23 @@
-"""Dockerignore-style path patterns for the backend (moby/patternmatcher semantics).
+"""Dockerignore path patterns (moby/patternmatcher semantics): the one matcher of the project.
 
-The backend must not import ``frontends``, yet it filters local contexts (``LocalSource.include`` /
-``exclude``) and copies (``COPY --exclude``, ``--parents``) with the same rules BuildKit uses:
+The pattern language is part of the IR contract (``LocalSource.include``/``exclude`` and
+``CopyAction.include``/``exclude`` say "dockerignore syntax", ``spec/ir.md``), so it lives here and
+both sides use it: the backend filters contexts and copies with it, the Dockerfile frontend asks it
+whether ``.dockerignore`` leaves a COPY source out (finding and reading that file stays in
+``frontends/dockerfile/dockerignore.py``).  The rules, as BuildKit applies them:
 
 * patterns are trimmed and cleaned like Go's ``filepath.Clean``; a leading ``!`` makes an
   *exception* (it re-includes); a leading ``/`` is dropped; ``!`` alone is an error, and so is a
-  malformed character class (the check of ``filepath.Match``);
+  malformed character class or a trailing ``\\`` (the check of ``filepath.Match``);
 * ``*`` and ``?`` do not cross ``/``; ``**`` crosses any number of directories (``**/x`` also
   matches ``x``; ``dir/**`` is a prefix match); ``[...]`` is a class; ``\\`` escapes;
 * a pattern matches a path when it matches the path *or one of its parent directories*
   (``MatchesOrParentMatches``); patterns apply in order and the last one that matches wins.
 
-:meth:`Matcher.may_match_under` and :meth:`Matcher.may_unmatch_under` answer, conservatively,
-whether anything below a directory could get another verdict, so a walk can prune whole subtrees.
+:class:`Matcher` remembers per directory which patterns match it or a parent, so a file in a walk
+costs one test per pattern.  :meth:`Matcher.may_match_under` and :meth:`Matcher.may_unmatch_under`
+answer, conservatively, whether anything below a directory could get another verdict, so a walk can
+prune whole subtrees.
 """
 
 from __future__ import annotations
@@ -57,24 +62,24 @@ def _check_syntax(pattern: str) -> None:
                 if i < n and pattern[i] == "]" and ranges:
                     i += 1
                     break
-                lo, i = _class_char(pattern, i)
+                i = _class_char(pattern, i)
                 if i < n and pattern[i] == "-":
-                    _, i = _class_char(pattern, i + 1)
+                    i = _class_char(pattern, i + 1)
                 ranges += 1
-                del lo
             continue
         i += 1
 
 
-def _class_char(pattern: str, i: int) -> tuple[str, int]:
+def _class_char(pattern: str, i: int) -> int:
+    """The index after the class character (or escape) at ``i``."""
     n = len(pattern)
-    if i >= n or pattern[i] in "-]":
+    if i < n and pattern[i] in "-]":
         raise PatternError(f"syntax error in pattern {pattern!r}: bad character class")
-    if pattern[i] == "\\":
+    if i < n and pattern[i] == "\\":
         i += 1
-        if i >= n:
-            raise PatternError(f"syntax error in pattern {pattern!r}: bad character class")
-    return pattern[i], i + 1
+    if i >= n:
+        raise PatternError(f"syntax error in pattern {pattern!r}: missing closing ]")
+    return i + 1
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
@@ -223,7 +228,10 @@ class Matcher:
                 mask = known
                 break
             chain.append(path)
-            path = posixpath.dirname(path)
+            parent = posixpath.dirname(path)
+            if parent == path:  # "//": a path nobody should pass, but not a reason to loop forever
+                break
+            path = parent
         else:
             mask = self._own_mask(path) if path == "/" else 0
         if len(self._dir_masks) + len(chain) >= self._CACHE_LIMIT:
