@@ -119,7 +119,7 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
 class Pattern:
     """One cleaned pattern; ``exclusion`` is True for ``!pattern``."""
 
-    __slots__ = ("text", "exclusion", "regex", "segments", "_kind", "_arg")
+    __slots__ = ("text", "exclusion", "regex", "segments", "_kind", "_arg", "test")
 
     def __init__(self, text: str, exclusion: bool) -> None:
         self.text = text
@@ -136,17 +136,23 @@ class Pattern:
             self._kind, self._arg = "prefix", text[:-2]
         else:
             self._kind, self._arg = "regex", None
+        self.test = self._tester()
+
+    def _tester(self):
+        """``path -> truthy`` for this pattern, one call into C (a walk makes it once per path and pattern)."""
+        kind, arg = self._kind, self._arg
+        if kind == "exact":
+            return arg.__eq__
+        if kind == "prefix":  # str.startswith
+            return re.compile(re.escape(arg)).match
+        if kind == "suffix":  # str.endswith; "**/x" also matches "x" itself
+            if arg.startswith("/"):
+                return re.compile("(?:^|/)" + re.escape(arg[1:]) + "\\Z").search
+            return re.compile(re.escape(arg) + "\\Z").search
+        return self.regex.match
 
     def match(self, path: str) -> bool:
-        kind = self._kind
-        if kind == "exact":
-            return path == self._arg
-        if kind == "prefix":
-            return path.startswith(self._arg)
-        if kind == "suffix":
-            suffix = self._arg
-            return path.endswith(suffix) or (suffix.startswith("/") and path == suffix[1:])
-        return self.regex.match(path) is not None
+        return bool(self.test(path))
 
     def may_match_below(self, dir_parts: tuple[str, ...]) -> bool:
         """Could this pattern match some path strictly inside the directory ``dir_parts``?"""
@@ -192,7 +198,9 @@ class Matcher:
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns: list[Pattern] = [p for p in map(parse_pattern, patterns) if p is not None]
         self.has_exclusions = any(p.exclusion for p in self.patterns)
+        self._tests = tuple((1 << i, p.test) for i, p in enumerate(self.patterns))
         self._dir_masks: dict[str, int] = {}
+        self._verdicts: dict[int, bool] = {}  # mask -> verdict: a walk sees few distinct masks
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
@@ -206,9 +214,9 @@ class Matcher:
 
     def _own_mask(self, path: str) -> int:
         mask = 0
-        for i, p in enumerate(self.patterns):
-            if p.match(path):
-                mask |= 1 << i
+        for bit, test in self._tests:
+            if test(path):
+                mask |= bit
         return mask
 
     def _ancestor_mask(self, dirpath: str) -> int:
@@ -242,6 +250,16 @@ class Matcher:
         return mask
 
     def _verdict(self, mask: int) -> bool:
+        known = self._verdicts.get(mask)
+        if known is not None:
+            return known
+        if len(self._verdicts) >= self._CACHE_LIMIT:
+            self._verdicts.clear()
+        self._verdicts[mask] = verdict = self._apply(mask)
+        return verdict
+
+    def _apply(self, mask: int) -> bool:
+        """The patterns in order over the ones ``mask`` says match: the last match wins."""
         matched = False
         for i, p in enumerate(self.patterns):
             if p.exclusion != matched:
