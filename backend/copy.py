@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from backend.errors import SolveError
-from backend.patterns import Matcher, PatternError
+from ir.patterns import Matcher, PatternError
 
 MAX_SYMLINKS = 40
 WILDCARD_CHARS = "*?["

@@ -5,5 +5,6 @@ The leaf of the project: it imports only the standard library, msgpack, zstandar
 ``wire`` (typed ⇄ wire form, generated per class), ``codec`` (canonical bytes, digests, file
 framing), ``schema`` (JSON Schema derived from ``ops``), ``jsonform`` (the JSON form), ``validate``
 (graph checks), ``features``, ``builder`` (the chainable Python API), ``render`` (summaries, dot,
-diffs for humans), ``spec_tables`` (the generated tables of the spec).
+diffs for humans), ``spec_tables`` (the generated tables of the spec), ``patterns`` (the
+dockerignore path patterns of ``include``/``exclude`` fields, matched the same way by both sides).
 """

@@ -17,11 +17,10 @@ from typing import Any
 
 from frontends import BuildRequest, Compiled, FrontendError, ImageResolver
 from frontends.common import stage as S
-from frontends.common.model import Mount, Recipe, StageDecl, Step, Where
-from frontends.dockerfile.expand import Expander, ExpandError
-from frontends.dockerfile.mounts import MountError, parse_mount
-from frontends.dockerfile.stages import parse_platform, predefined_args
-from frontends.dockerfile.typed import NETWORK_MODES, SECURITY_MODES
+from frontends.common.expand import Expander, ExpandError
+from frontends.common.model import NETWORK_MODES, SECURITY_MODES, Mount, Recipe, StageDecl, Step, Where
+from frontends.common.mounts import MountError, parse_mount
+from frontends.common.platforms import parse_platform, predefined_args
 from frontends.errors import SourceError, did_you_mean
 from ir import builder, ops
 

@@ -30,6 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# the values of a run step's ``network`` and ``security`` (Dockerfile ``RUN --network``/``--security``;
+# the IR's ``ExecOp.network``/``security``)
+NETWORK_MODES = ("default", "none", "host")
+SECURITY_MODES = ("sandbox", "insecure")
+
 
 @dataclass(frozen=True)
 class Where:

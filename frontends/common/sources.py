@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from frontends.common.errors import StageError
-from frontends.dockerfile.image_config import ImageState, is_empty_image
+from frontends.common.image_config import ImageState, is_empty_image
 from frontends.errors import SourceError
 from ir import builder, ops
 
@@ -31,8 +31,6 @@ def resolve_source(request, resolver, ref: str, platform: ops.Platform,
     """What a name that is not a stage means, as BuildKit reads it: ``scratch``; a named context
     given with ``--build-context`` (``ref`` or ``ref`` without ``:latest``); else a registry image
     resolved through ``resolver`` and pinned by digest (an image without layers is scratch)."""
-    from frontends.dockerfile.convert import familiar_names
-
     if ref == "scratch":
         return Source(builder.scratch(), ImageState(), platform, "FROM scratch")
     ctx = next((request.contexts[n] for n in familiar_names(ref) if n in request.contexts), None)
@@ -83,3 +81,18 @@ def named_context(request, resolver, name: str, ctx, platform: ops.Platform,
     except Exception as e:
         raise StageError(f"named context {name}: {e}") from None
     return Source(state, ImageState.from_oci(r.config), r.platform or platform)
+
+
+def familiar_names(ref: str) -> list[str]:
+    """Names a ``--build-context`` may use for an image reference (dockerui ``NamedContext``:
+    the familiar form, without ``:latest``): ``docker.io/library/alpine:latest`` → ``alpine``."""
+    names = [ref]
+    short = ref
+    for prefix in ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"):
+        if short.startswith(prefix):
+            short = short[len(prefix):]
+            break
+    for n in (short, short.removesuffix(":latest")):
+        if n not in names:
+            names.append(n)
+    return names

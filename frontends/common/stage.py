@@ -18,8 +18,10 @@ digests (``tests/equivalence/``)::
 Problems are raised as :class:`StageError` (a message only); the caller knows where in its own
 source the value came from and re-raises it located.  Any object with the attributes of
 :class:`Stage` may be passed (the Dockerfile compiler's ``Dispatch`` has them).  The leaf rules
-(image config record, history formatting, ``--mount`` parsing, COPY paths and chmod) stay in the
-Dockerfile package's modules and are imported from there.
+live beside this module, in ``frontends/common/``: the image config record (``image_config``), Go
+history formatting (``gostrings``), ``--mount`` parsing (``mounts``), COPY paths, chmod and
+checksums (``copy_paths``), platforms and predefined args (``platforms``), variable expansion
+(``expand``).  This package never imports a frontend (``tests/test_layering.py``).
 """
 
 from __future__ import annotations
@@ -28,25 +30,19 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
+from frontends.common.copy_paths import (_clean, check_checksum, check_chmod, dest_path, is_http, parse_git_ref,
+                                         url_filename)
 from frontends.common.errors import StageError
+from frontends.common.gostrings import go_list, go_quoted_list
+from frontends.common.image_config import (ImageState, PortError, expose_history, healthcheck_history,
+                                           parse_port_specs, valid_signal)
+from frontends.common.mounts import MountSpec as MountRequest
+from frontends.common.platforms import PROXY_ARGS
 from frontends.common.sources import Source, image_source, named_context, resolve_source  # noqa: F401 (API)
-from frontends.dockerfile.convert_copy import (_clean, check_checksum, check_chmod, dest_path, is_http,
-                                               parse_git_ref, url_filename)
-from frontends.dockerfile.image_config import (ImageState, PortError, expose_history, go_list,
-                                               go_quoted_list, healthcheck_history,
-                                               parse_port_specs, valid_signal)
-from frontends.dockerfile.mounts import MountSpec as MountRequest
-from frontends.dockerfile.stages import PROXY_ARGS
-from frontends.errors import SourceError, Span
 from ir import builder, ops
 
 __all__ = ["Stage", "StageError", "MountRequest", "begin", "derive", "finish", "Source", "resolve_source",
            "image_source", "named_context"]
-
-
-_NOWHERE = Span("", 0)  # the Dockerfile checks want a span; ours are re-located by the caller
-
-
 
 
 @dataclass(eq=False)
@@ -271,7 +267,7 @@ def mount_target(cwd: str, target: str) -> str:
 
 def lower_mount(s: Stage, m: MountRequest, source_of: Callable[[str], builder.State],
                 context: Callable[[], builder.State]) -> builder.MountSpec:
-    """A mount, defaults already applied (``frontends.dockerfile.mounts.apply_defaults``), as the
+    """A mount, defaults already applied (``frontends.common.mounts.apply_defaults``), as the
     builder's: ``source_of(name)`` is the state ``from=name`` reads, ``context()`` the build context."""
     if m.type in ("secret", "ssh"):
         target = mount_target(s.cwd, m.target) if m.target else ""
@@ -316,15 +312,9 @@ def copy_files(s: Stage, sources: Sequence[str], dest: str, *, context: Callable
     kw = "ADD" if add else "COPY"
     dest_abs = dest_path(s.cwd, dest)
     if chmod:
-        try:
-            chmod = check_chmod(chmod, _NOWHERE)
-        except SourceError as e:
-            raise StageError(e.message) from None
+        chmod = check_chmod(chmod)
     if add and checksum:
-        try:
-            check_checksum(checksum, list(sources), _NOWHERE)
-        except SourceError as e:
-            raise StageError(e.message) from None
+        check_checksum(checksum, list(sources))
     exclude = tuple(exclude)
     history = [kw]
     if parents:

@@ -18,7 +18,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from frontends.dockerfile.expand import GO_SPACE, Expander, ExpandError
+from frontends.common.expand import GO_SPACE, Expander, ExpandError
+from frontends.common.gostrings import go_quote
 from frontends.dockerfile.scanner import HeredocBody
 
 _TOKEN_WS = re.compile(r"[\t\v\f\r ]+")
@@ -128,30 +129,6 @@ class FlagWord:
         if 0 <= index < len(self.offsets):
             return self.offsets[index]
         return self.end if index >= len(self.offsets) else self.start
-
-
-def go_quote(s: str) -> str:
-    """Go's ``strconv.Quote`` for valid UTF-8 text."""
-    import unicodedata
-
-    out = ['"']
-    esc = {"\a": r"\a", "\b": r"\b", "\f": r"\f", "\n": r"\n", "\r": r"\r", "\t": r"\t",
-           "\v": r"\v", "\\": "\\\\", '"': '\\"'}
-    for ch in s:
-        if ch in esc:
-            out.append(esc[ch])
-        elif " " <= ch < "\x7f":
-            out.append(ch)
-        elif ord(ch) < 0x20 or ch == "\x7f":
-            out.append("\\x%02x" % ord(ch))
-        elif ch == " " or unicodedata.category(ch)[0] in "LMNPS":
-            out.append(ch)
-        elif ord(ch) < 0x10000:
-            out.append("\\u%04x" % ord(ch))
-        else:
-            out.append("\\U%08x" % ord(ch))
-    out.append('"')
-    return "".join(out)
 
 
 # -- argument rules ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ Each stage reachable from the target is lowered once, in dependency order, onto 
 :mod:`ir.builder`: its FROM becomes a source (a registry image pinned by digest, scratch, a named
 context) or the state of an earlier stage; RUN becomes an exec op (:mod:`.convert_run`), COPY/ADD
 a file op (:mod:`.convert_copy`), WORKDIR a mkdir; the metadata instructions edit the stage's
-image config (:mod:`.image_config`).  Every op carries a source-map entry (description, stage
+image config (:mod:`frontends.common.image_config`).  Every op carries a source-map entry (description, stage
 group, Dockerfile lines) that is kept out of its digest.  Stages are independent subgraphs unless
 one reads another, so the solver can run them in parallel.
 """
@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 
 from frontends import BuildRequest, Compiled, ImageResolver, NamedContext
 from frontends.common import stage as S
+from frontends.common.expand import Expander, ExpandError
+from frontends.common.image_config import ImageState
+from frontends.common.platforms import platform_string
+from frontends.common.sources import familiar_names
 from frontends.dockerfile import instructions as I
-from frontends.dockerfile.expand import Expander, ExpandError
 from frontends.dockerfile.convert_config import ConfigInstructions
-from frontends.dockerfile.image_config import ImageState
-from frontends.dockerfile.stages import (DockerfileError, Plan, StageInfo, build_plan,
-                                         platform_string, stage_ref)
+from frontends.dockerfile.stages import DockerfileError, Plan, StageInfo, build_plan, stage_ref
 from frontends.errors import SourceError, SourceWarning, Span, did_you_mean
 from ir import builder, ops
 
@@ -170,11 +171,11 @@ class Converter(ConfigInstructions):
         if not self.request.ignore_patterns:
             return False
         if self._ignore is None:
-            from frontends.dockerfile.dockerignore import Matcher
+            from frontends.dockerfile.dockerignore import ignore_matcher
 
-            self._ignore = Matcher(self.request.ignore_patterns)
+            self._ignore = ignore_matcher(self.request.ignore_patterns)
         rel = posixpath.normpath("/" + src).lstrip("/")
-        return bool(rel) and self._ignore.excluded(rel)
+        return bool(rel) and self._ignore.matches(rel)
 
     def context(self) -> builder.State:
         if self._context is None:
@@ -318,21 +319,6 @@ class Converter(ConfigInstructions):
             dispatch_copy(self, d, ins, span)
         else:
             getattr(self, "_" + ins.name.lower())(d, ins, span)
-
-def familiar_names(ref: str) -> list[str]:
-    """Names a ``--build-context`` may use for an image reference (dockerui ``NamedContext``:
-    the familiar form, without ``:latest``): ``docker.io/library/alpine:latest`` → ``alpine``."""
-    names = [ref]
-    short = ref
-    for prefix in ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"):
-        if short.startswith(prefix):
-            short = short[len(prefix):]
-            break
-    for n in (short, short.removesuffix(":latest")):
-        if n not in names:
-            names.append(n)
-    return names
-
 
 def _with_source_meta(state: builder.State, meta: ops.OpMetadata) -> builder.State:
     """Attach metadata to a source vertex (same op, same digest; metadata is not hashed)."""

@@ -19,11 +19,11 @@ import posixpath
 from typing import TYPE_CHECKING
 
 from frontends.common import stage as S
+from frontends.common.model import NETWORK_MODES, SECURITY_MODES
+from frontends.common.mounts import MountError, MountSpec, apply_defaults, parse_mount
 from frontends.dockerfile import instructions as I
-from frontends.dockerfile.mounts import MountError, MountSpec, apply_defaults, parse_mount
-from frontends.dockerfile.stages import DockerfileError
 from frontends.dockerfile.arguments import _HEREDOC_WORD, _heredoc_from
-from frontends.dockerfile.typed import NETWORK_MODES, SECURITY_MODES
+from frontends.dockerfile.stages import DockerfileError
 from frontends.errors import Span, did_you_mean
 from ir import builder, ops
 

@@ -2,7 +2,7 @@
 
 These are what the IR compiler consumes.  Values are *as written* (variables not yet expanded:
 ``FROM ${BASE}`` keeps ``${BASE}``) because expansion depends on build arguments and the base
-image's environment, which only the compiler knows; :mod:`.expand` does it then.
+image's environment, which only the compiler knows; :mod:`frontends.common.expand` does it then.
 
 Every instruction has
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
 
-from frontends.dockerfile.mounts import MountSpec
+from frontends.common.mounts import MountSpec
 from frontends.errors import Span
 
 

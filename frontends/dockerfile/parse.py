@@ -18,12 +18,12 @@ Stable API (used by the IR compiler, ``convert.py``)::
 
 Every instruction has ``.span`` (file, line, column, end line).  Bad input raises
 :class:`frontends.errors.SourceError`, whose ``format()`` gives ``Dockerfile:12:5: message``, the
-line and a caret.  Related modules: :mod:`.expand` (variables), :mod:`.mounts` (``MountSpec``),
-:mod:`.dockerignore`.
+line and a caret.  Related modules: :mod:`frontends.common.expand` (variables),
+:mod:`frontends.common.mounts` (``MountSpec``), :mod:`.dockerignore`.
 
 Pipeline: :mod:`.scanner` (lines, continuations, directives, heredocs) → :mod:`.syntax` (BuildKit's
 ``parser.Parse``: keyword, flags and the argument rules of :mod:`.arguments`) → :mod:`.typed`
-(BuildKit's ``instructions``: typed values, flag checks, :mod:`.mounts`) → :mod:`.checks` (lint
+(BuildKit's ``instructions``: typed values, flag checks, :mod:`frontends.common.mounts`) → :mod:`.checks` (lint
 warnings).
 """
 

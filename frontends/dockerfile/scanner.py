@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from frontends.dockerfile.expand import GO_SPACE
+from frontends.common.expand import GO_SPACE
 from frontends.errors import SourceError, Span
 
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 import gc
 from dataclasses import dataclass, field
 
+from frontends.common.expand import GO_SPACE
+from frontends.common.gostrings import go_quote
 from frontends.dockerfile.arguments import (
     _TOKEN_WS, HEREDOC_KEYWORDS, FlagWord, _ArgError, _NotJSON, _NotStrings, apply_rule, extract_flags,
-    go_quote, heredocs_in, parse_json_array,
+    heredocs_in, parse_json_array,
 )
-from frontends.dockerfile.expand import GO_SPACE
 from frontends.dockerfile.scanner import Directive, HeredocBody, LineSource, LogicalLine, Scanner
 from frontends.errors import SourceError, Span
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 
+from frontends.common.model import NETWORK_MODES, SECURITY_MODES
+from frontends.common.mounts import MountError, parse_mount
 from frontends.dockerfile import instructions as I
-from frontends.dockerfile.mounts import MountError, parse_mount
 from frontends.dockerfile.arguments import _HEREDOC_WORD, FlagWord, _heredoc_from
 from frontends.dockerfile.syntax import Node, SyntaxTree
 from frontends.errors import SourceError, Span, did_you_mean
@@ -29,8 +30,6 @@ FLAG_SPECS: dict[str, dict[str, str]] = {
                     "start-interval": STRING, "retries": STRING},
 }
 
-NETWORK_MODES = ("default", "none", "host")
-SECURITY_MODES = ("sandbox", "insecure")
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9\-_.]*$")
 _OCTAL = re.compile(r"^[0-7]+$")
 _SYMBOLIC = re.compile(r"^[ugoa]*(?:[-+=](?:[rwxXst]*|[ugo]))+(?:,[ugoa]*(?:[-+=](?:[rwxXst]*|[ugo]))+)*$")

@@ -113,6 +113,21 @@ def test_patterns_filter_and_prune(ctx, monkeypatch):
     assert sorted(inc.entries) == ["src", "src/pkg", "src/pkg/mod.py"]
 
 
+def test_ignore_file_patterns_prune_and_reinclude(tmp_path):
+    # (was the Dockerfile frontend's own walk over its copy of the matcher)
+    for p in ["a.md", "README.md", "src/main.go", "src/x/y.go", "src/x/y.c", "node_modules/m/i.js",
+              "docs/keep.md", "docs/drop.md", "docs/sub/z.md"]:
+        f = tmp_path / p
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("x")
+    seen = set(scan_context(tmp_path, exclude=("*.md", "!README.md", "node_modules", "src/**/*.c", "docs",
+                                               "!docs/keep.md")).entries)
+    assert not any(s == "node_modules" or s.startswith("node_modules/") for s in seen)
+    assert "docs/keep.md" in seen and "docs/drop.md" not in seen and "docs/sub/z.md" not in seen
+    assert {"README.md", "src", "src/main.go", "src/x", "src/x/y.go"} <= seen
+    assert "src/x/y.c" not in seen and "a.md" not in seen
+
+
 def test_excluded_dir_kept_only_for_reincluded_content(ctx):
     scan = scan_context(ctx, exclude=("src", "!src/pkg/mod.py"))
     assert sorted(k for k in scan.entries if k.startswith("src")) == ["src", "src/pkg", "src/pkg/mod.py"]

@@ -1,12 +1,19 @@
-""".dockerignore semantics (moby/patternmatcher) and the walk with directory pruning."""
+""".dockerignore: reading and finding the file, and what its patterns leave out.
+
+The matcher is ``ir.patterns`` (tested against moby/patternmatcher's tables in
+``tests/ir/test_patterns.py``); here, the patterns as the ignore file gives them to it."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from frontends.dockerfile.dockerignore import (
-    IgnoreError, Matcher, find_ignore_file, load_matcher, read_patterns,
+    IgnoreError, find_ignore_file, ignore_matcher, load_matcher, read_patterns,
 )
+from ir.patterns import Matcher, PatternError
+from tests.ir.test_patterns import PATHS, PATTERN
 
 
 def test_reading_cleans_and_skips():
@@ -42,87 +49,20 @@ def test_reading_cleans_and_skips():
     ],
 )
 def test_matching(patterns, path, excluded):
-    assert Matcher(read_patterns("\n".join(patterns))).excluded(path) is excluded
+    assert ignore_matcher(read_patterns("\n".join(patterns))).matches(path) is excluded
 
 
-# From moby/patternmatcher's TestMatches (patternmatcher_test.go): (pattern, path, excluded), where
-# "excluded" is MatchesOrParentMatches, the question a build context asks.
-UPSTREAM = [
-    ("**", "file", True), ("**", "dir/file/", True), ("**/", "file", True), ("**", "/", True),
-    ("**/**", "dir/file", True), ("dir/**", "dir/dir2/file", True), ("**/dir", "dir", True),
-    ("**/dir", "dir/file", True), ("**/dir2/*", "dir/dir2/file", True),
-    ("**/dir2/*", "dir/dir2/file/", True), ("**/dir2/**", "dir/dir2/dir3/file", True),
-    ("**file", "file", True), ("**file", "dir/dir/file", True), ("**/file*", "dir/dir/file.txt", True),
-    ("**/file*txt", "dir/dir/file.txt", True), ("**/**/*.txt2", "dir/dir/file.txt", False),
-    ("**/*.txt", "file.txt", True), ("a**/*.txt", "a/dir/dir/file.txt", True),
-    ("a/*.txt", "a/dir/file.txt", False), ("a/*.txt**", "a/file.txt", True),
-    ("a[b-d]e", "ae", False), ("a[b-d]e", "ace", True), ("a[^b-d]e", "aze", True),
-    (".*", ".foo", True), (".*", "foo", False), ("abc.def", "abcdef", False),
-    ("abc?def", "abcZdef", True), ("abc?def", "abcdef", False), ("**/foo/bar", "dir/dir2/foo/bar", True),
-    ("abc/**", "abc", False), ("abc/**", "abc/def/ghi", True), ("**/.foo", "bar.foo", False),
-    ("a(b)c/def", "a(b)c/def", True), ("a.|)$(}+{bc", "a.|)$(}+{bc", True),
-    ("dist/*.whl", "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", True),
-    ("a\\\\", "a\\", True), ("a\\*b", "a*b", True),
-]
-
-
-@pytest.mark.parametrize("pattern,path,excluded", UPSTREAM)
-def test_upstream_table(pattern, path, excluded):
-    assert Matcher([pattern]).excluded(path) is excluded
-
-
-@pytest.mark.parametrize(
-    "patterns,path,excluded",
-    [
-        (["**", "!util/docker/web"], "util/docker/web/foo", False),
-        (["**", "!util/docker/web", "util/docker/web/foo"], "util/docker/web/foo", True),
-        (["**", "!dist/*.whl"], "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", False),
-    ],
-)
-def test_upstream_multi(patterns, path, excluded):
-    assert Matcher(patterns).excluded(path) is excluded
-
-
-def test_bang_alone_is_an_error():
-    with pytest.raises(IgnoreError):
-        Matcher(["!"])
-
-
-def test_pruning_decisions():
-    m = Matcher(["node_modules", "*", "!src/**/*.go", "!docs/keep.md"])
-    assert m.can_prune("node_modules")
-    assert m.can_prune("vendor")
-    assert not m.can_prune("src")
-    assert not m.can_prune("docs")
-    assert m.can_prune("docs/sub")
-    assert not Matcher(["*", "!**/x"]).can_prune("any/where")
-
-
-def test_walk_prunes_and_reincludes(tmp_path):
-    for p in ["a.md", "README.md", "src/main.go", "src/x/y.go", "src/x/y.c", "node_modules/m/i.js",
-              "docs/keep.md", "docs/drop.md", "docs/sub/z.md"]:
-        f = tmp_path / p
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text("x")
-    m = Matcher(["*.md", "!README.md", "node_modules", "src/**/*.c", "docs", "!docs/keep.md"])
-    seen = list(m.walk(tmp_path))
-    assert "node_modules" not in seen and not any(s.startswith("node_modules/") for s in seen)
-    assert "docs/keep.md" in seen and "docs/drop.md" not in seen and "docs/sub/z.md" not in seen
-    assert {"README.md", "src", "src/main.go", "src/x", "src/x/y.go"} <= set(seen)
-    assert "src/x/y.c" not in seen and "a.md" not in seen
-
-
-def test_walk_never_enters_pruned_directories(tmp_path, monkeypatch):
-    (tmp_path / "big" / "deep").mkdir(parents=True)
-    (tmp_path / "big" / "deep" / "f").write_text("x")
-    (tmp_path / "ok").write_text("x")
-    import os
-
-    visited = []
-    real = os.scandir
-    monkeypatch.setattr(os, "scandir", lambda p: visited.append(str(p)) or real(p))
-    assert list(Matcher(["big"]).walk(tmp_path)) == ["ok"]
-    assert not any("big" in v for v in visited)
+@pytest.mark.parametrize("text,message", [
+    ("!\n", 'illegal exclusion pattern: "!"'),
+    ("  !  \n", 'illegal exclusion pattern: "!"'),
+    ("src/[ab\n", "syntax error in pattern 'src/[ab': missing closing ]"),
+    ("[x-]\n", "syntax error in pattern '[x-]': bad character class"),
+    ("a\\\n", "syntax error in pattern 'a\\\\': trailing backslash"),
+])
+def test_a_bad_pattern_is_a_frontend_error(text, message):
+    with pytest.raises(IgnoreError) as e:
+        ignore_matcher(read_patterns(text))
+    assert str(e.value) == message
 
 
 def test_find_ignore_file(tmp_path):
@@ -135,5 +75,26 @@ def test_find_ignore_file(tmp_path):
     assert find_ignore_file(ctx, df) == ctx / ".dockerignore"
     (ctx / "build" / "app.Dockerfile.dockerignore").write_text("*.tmp\n")
     assert find_ignore_file(ctx, df) == ctx / "build" / "app.Dockerfile.dockerignore"
-    assert load_matcher(ctx, df).excluded("x.tmp") and not load_matcher(ctx, df).excluded("x.log")
-    assert load_matcher(ctx).excluded("x.log")
+    assert load_matcher(ctx, df).matches("x.tmp") and not load_matcher(ctx, df).matches("x.log")
+    assert load_matcher(ctx).matches("x.log")
+    assert not load_matcher(tmp_path).matches("x.log")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(PATTERN, min_size=1, max_size=4))
+def test_the_ignore_file_gives_the_backend_the_same_verdicts(patterns):
+    """Patterns read from an ignore file (what the frontend checks COPY sources with) and the same
+    lines taken as they are (what any IR emitter may hand the backend) are accepted, rejected and
+    matched alike."""
+    try:
+        raw = Matcher(patterns)
+    except PatternError:
+        raw = None
+    try:
+        read = ignore_matcher(read_patterns("\n".join(patterns)))
+    except IgnoreError:
+        read = None
+    assert (raw is None) == (read is None)
+    if raw is not None:
+        for path in PATHS:
+            assert raw.matches(path) == read.matches(path), (patterns, path)

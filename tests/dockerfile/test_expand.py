@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from frontends.dockerfile.expand import Expander, ExpandError, expand_word, expand_words
+from frontends.common.expand import Expander, ExpandError, expand_word, expand_words
 from tests.dockerfile.corpus import BUILDKIT, needs_corpus
 
 SHELL = BUILDKIT / "shell"
@@ -139,6 +139,6 @@ def test_go_replacement_template():
     # what reaches Go's ReplaceAllString: $0 is the match, $$ a dollar, other $names empty
     import re
 
-    from frontends.dockerfile.expand import _go_template
+    from frontends.common.expand import _go_template
 
     assert re.sub("b", _go_template("<$0|${0}|$$|$x>"), "abc") == "a<b|b|$|>c"

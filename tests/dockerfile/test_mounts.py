@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from frontends.dockerfile.mounts import MountError, apply_defaults, parse_mount, ram_in_bytes, split_csv
+from frontends.common.mounts import MountError, apply_defaults, parse_mount, ram_in_bytes, split_csv
 from frontends.dockerfile.parse import parse_dockerfile
 
 

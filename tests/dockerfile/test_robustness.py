@@ -7,8 +7,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from frontends.dockerfile.dockerignore import IgnoreError, Matcher
-from frontends.dockerfile.expand import Expander, ExpandError
+from frontends.common.expand import Expander, ExpandError
+from frontends.dockerfile.dockerignore import IgnoreError, ignore_matcher
 from frontends.dockerfile.parse import parse_dockerfile
 from frontends.errors import SourceError
 
@@ -54,8 +54,9 @@ def test_expander_never_crashes(word):
        st.text(alphabet="ab/.", min_size=1, max_size=10))
 def test_ignore_matcher_never_crashes(patterns, path):
     try:
-        m = Matcher(patterns)
+        m = ignore_matcher(patterns)
     except IgnoreError:
         return
-    m.excluded(path)
-    m.can_prune(path)
+    m.matches(path)
+    m.may_match_under(path)
+    m.may_unmatch_under(path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from frontends.dockerfile.arguments import go_quote
+from frontends.common.gostrings import go_char, go_duration, go_quote, go_quoted_list
 from ir import ops
 
 HISTORY_COMMENT = "buildkit.dockerfile.v0"
@@ -112,57 +112,6 @@ def is_empty_image(blob: dict | None) -> bool:
     if diff_ids is None or diff_ids:
         return False
     return all(h.get("empty_layer") for h in blob.get("history") or ())
-
-
-# --------------------------------------------------------------------------- Go formatting
-
-
-def go_list(values) -> str:
-    """``fmt.Sprintf("%v", []string)``: ``[a b c]``."""
-    return "[" + " ".join(values) + "]"
-
-
-def go_quoted_list(values) -> str:
-    """``fmt.Sprintf("%q", []string)``: ``["a" "b"]``."""
-    return "[" + " ".join(go_quote(v) for v in values) + "]"
-
-
-def go_duration(ns: int) -> str:
-    """Go's ``time.Duration.String``."""
-    if ns == 0:
-        return "0s"
-    sign = "-" if ns < 0 else ""
-    ns = abs(ns)
-    if ns < 1_000_000_000:
-        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
-            if ns >= size:
-                return sign + _frac(ns, size) + unit
-    h, rem = divmod(ns, 3_600_000_000_000)
-    m, rem = divmod(rem, 60_000_000_000)
-    out = ""
-    if h:
-        out += f"{h}h"
-    if h or m:
-        out += f"{m}m"
-    out += _frac(rem, 1_000_000_000) + "s"
-    return sign + out
-
-
-def _frac(value: int, unit: int) -> str:
-    whole, rest = divmod(value, unit)
-    if not rest:
-        return str(whole)
-    digits = len(str(unit)) - 1
-    return f"{whole}." + f"{rest:0{digits}d}".rstrip("0")
-
-
-def go_char(n: int) -> str:
-    """``%q`` of an int: a quoted rune literal."""
-    if 0x20 <= n < 0x7F and chr(n) not in "'\\":
-        return f"'{chr(n)}'"
-    if n < 0x100:
-        return "'\\x%02x'" % n
-    return "'\\u%04x'" % n
 
 
 def healthcheck_history(h: ops.Healthcheck) -> str:

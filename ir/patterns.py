@@ -1,18 +1,23 @@
-"""Dockerignore-style path patterns for the backend (moby/patternmatcher semantics).
+"""Dockerignore path patterns (moby/patternmatcher semantics): the one matcher of the project.
 
-The backend must not import ``frontends``, yet it filters local contexts (``LocalSource.include`` /
-``exclude``) and copies (``COPY --exclude``, ``--parents``) with the same rules BuildKit uses:
+The pattern language is part of the IR contract (``LocalSource.include``/``exclude`` and
+``CopyAction.include``/``exclude`` say "dockerignore syntax", ``spec/ir.md``), so it lives here and
+both sides use it: the backend filters contexts and copies with it, the Dockerfile frontend asks it
+whether ``.dockerignore`` leaves a COPY source out (finding and reading that file stays in
+``frontends/dockerfile/dockerignore.py``).  The rules, as BuildKit applies them:
 
 * patterns are trimmed and cleaned like Go's ``filepath.Clean``; a leading ``!`` makes an
   *exception* (it re-includes); a leading ``/`` is dropped; ``!`` alone is an error, and so is a
-  malformed character class (the check of ``filepath.Match``);
+  malformed character class or a trailing ``\\`` (the check of ``filepath.Match``);
 * ``*`` and ``?`` do not cross ``/``; ``**`` crosses any number of directories (``**/x`` also
   matches ``x``; ``dir/**`` is a prefix match); ``[...]`` is a class; ``\\`` escapes;
 * a pattern matches a path when it matches the path *or one of its parent directories*
   (``MatchesOrParentMatches``); patterns apply in order and the last one that matches wins.
 
-:meth:`Matcher.may_match_under` and :meth:`Matcher.may_unmatch_under` answer, conservatively,
-whether anything below a directory could get another verdict, so a walk can prune whole subtrees.
+:class:`Matcher` remembers per directory which patterns match it or a parent, so a file in a walk
+costs one test per pattern.  :meth:`Matcher.may_match_under` and :meth:`Matcher.may_unmatch_under`
+answer, conservatively, whether anything below a directory could get another verdict, so a walk can
+prune whole subtrees.
 """
 
 from __future__ import annotations
@@ -57,24 +62,24 @@ def _check_syntax(pattern: str) -> None:
                 if i < n and pattern[i] == "]" and ranges:
                     i += 1
                     break
-                lo, i = _class_char(pattern, i)
+                i = _class_char(pattern, i)
                 if i < n and pattern[i] == "-":
-                    _, i = _class_char(pattern, i + 1)
+                    i = _class_char(pattern, i + 1)
                 ranges += 1
-                del lo
             continue
         i += 1
 
 
-def _class_char(pattern: str, i: int) -> tuple[str, int]:
+def _class_char(pattern: str, i: int) -> int:
+    """The index after the class character (or escape) at ``i``."""
     n = len(pattern)
-    if i >= n or pattern[i] in "-]":
+    if i < n and pattern[i] in "-]":
         raise PatternError(f"syntax error in pattern {pattern!r}: bad character class")
-    if pattern[i] == "\\":
+    if i < n and pattern[i] == "\\":
         i += 1
-        if i >= n:
-            raise PatternError(f"syntax error in pattern {pattern!r}: bad character class")
-    return pattern[i], i + 1
+    if i >= n:
+        raise PatternError(f"syntax error in pattern {pattern!r}: missing closing ]")
+    return i + 1
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
@@ -114,7 +119,7 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
 class Pattern:
     """One cleaned pattern; ``exclusion`` is True for ``!pattern``."""
 
-    __slots__ = ("text", "exclusion", "regex", "segments", "_kind", "_arg")
+    __slots__ = ("text", "exclusion", "regex", "segments", "_kind", "_arg", "test")
 
     def __init__(self, text: str, exclusion: bool) -> None:
         self.text = text
@@ -131,17 +136,23 @@ class Pattern:
             self._kind, self._arg = "prefix", text[:-2]
         else:
             self._kind, self._arg = "regex", None
+        self.test = self._tester()
+
+    def _tester(self):
+        """``path -> truthy`` for this pattern, one call into C (a walk makes it once per path and pattern)."""
+        kind, arg = self._kind, self._arg
+        if kind == "exact":
+            return arg.__eq__
+        if kind == "prefix":  # str.startswith
+            return re.compile(re.escape(arg)).match
+        if kind == "suffix":  # str.endswith; "**/x" also matches "x" itself
+            if arg.startswith("/"):
+                return re.compile("(?:^|/)" + re.escape(arg[1:]) + "\\Z").search
+            return re.compile(re.escape(arg) + "\\Z").search
+        return self.regex.match
 
     def match(self, path: str) -> bool:
-        kind = self._kind
-        if kind == "exact":
-            return path == self._arg
-        if kind == "prefix":
-            return path.startswith(self._arg)
-        if kind == "suffix":
-            suffix = self._arg
-            return path.endswith(suffix) or (suffix.startswith("/") and path == suffix[1:])
-        return self.regex.match(path) is not None
+        return bool(self.test(path))
 
     def may_match_below(self, dir_parts: tuple[str, ...]) -> bool:
         """Could this pattern match some path strictly inside the directory ``dir_parts``?"""
@@ -187,7 +198,9 @@ class Matcher:
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns: list[Pattern] = [p for p in map(parse_pattern, patterns) if p is not None]
         self.has_exclusions = any(p.exclusion for p in self.patterns)
+        self._tests = tuple((1 << i, p.test) for i, p in enumerate(self.patterns))
         self._dir_masks: dict[str, int] = {}
+        self._verdicts: dict[int, bool] = {}  # mask -> verdict: a walk sees few distinct masks
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
@@ -201,9 +214,9 @@ class Matcher:
 
     def _own_mask(self, path: str) -> int:
         mask = 0
-        for i, p in enumerate(self.patterns):
-            if p.match(path):
-                mask |= 1 << i
+        for bit, test in self._tests:
+            if test(path):
+                mask |= bit
         return mask
 
     def _ancestor_mask(self, dirpath: str) -> int:
@@ -223,7 +236,10 @@ class Matcher:
                 mask = known
                 break
             chain.append(path)
-            path = posixpath.dirname(path)
+            parent = posixpath.dirname(path)
+            if parent == path:  # "//": a path nobody should pass, but not a reason to loop forever
+                break
+            path = parent
         else:
             mask = self._own_mask(path) if path == "/" else 0
         if len(self._dir_masks) + len(chain) >= self._CACHE_LIMIT:
@@ -234,6 +250,16 @@ class Matcher:
         return mask
 
     def _verdict(self, mask: int) -> bool:
+        known = self._verdicts.get(mask)
+        if known is not None:
+            return known
+        if len(self._verdicts) >= self._CACHE_LIMIT:
+            self._verdicts.clear()
+        self._verdicts[mask] = verdict = self._apply(mask)
+        return verdict
+
+    def _apply(self, mask: int) -> bool:
+        """The patterns in order over the ones ``mask`` says match: the last match wins."""
         matched = False
         for i, p in enumerate(self.patterns):
             if p.exclusion != matched:

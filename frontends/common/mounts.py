@@ -78,7 +78,7 @@ def _csv_parser():
     from lark import Lark
 
     return Lark.open_from_package(
-        "frontends.dockerfile", "mount_csv.lark", start="csv_record", parser="lalr",
+        "frontends.common", "mount_csv.lark", start="csv_record", parser="lalr",
         propagate_positions=True,
     )
 
