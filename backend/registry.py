@@ -26,6 +26,22 @@ from urllib.parse import urlencode, urljoin
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 import httpx  # noqa: E402
 
+
+def import_httpcore() -> None:
+    """Import httpcore (httpx imports it on its first transport) without trio.  httpcore imports
+    trio, when installed, only for its async locks under a trio event loop (~0.1 s here); irctl's
+    clients are synchronous.  trio stays importable for anyone else afterwards."""
+    if "httpcore" in sys.modules:
+        return
+    block = "trio" not in sys.modules
+    if block:
+        sys.modules["trio"] = None  # type: ignore[assignment]  # makes `import trio` raise ImportError
+    try:
+        import httpcore  # noqa: F401
+    finally:
+        if block and "trio" in sys.modules and sys.modules["trio"] is None:
+            del sys.modules["trio"]
+
 from backend.auth import Authenticator, Credentials, parse_challenge
 from backend.blobs import BlobStore, DigestMismatch, check_digest
 from backend.oci_layout import INDEX_TYPES, MANIFEST_TYPES, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, \
@@ -164,6 +180,7 @@ class _LazyTLSTransport(httpx.BaseTransport):
 
     def _transport(self, https: bool) -> httpx.HTTPTransport:
         with self._lock:
+            import_httpcore()
             if https:
                 if self._tls is None:
                     self._tls = httpx.HTTPTransport()
