@@ -220,9 +220,12 @@ class CacheStore:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             work = Path(tempfile.mkdtemp(prefix="s-", dir=self.tmp_dir))
             os.rename(tmp_lock, f"{work}.lock")
+            idle = self._idle_connections()
             try:
                 yield work
             finally:
+                for db in idle:
+                    db.close()
                 _umount_below(work)
                 shutil.rmtree(work, ignore_errors=True)
                 with contextlib.suppress(OSError):
@@ -233,6 +236,25 @@ class CacheStore:
                 os.close(lock_fd)
         finally:
             os.close(gc_fd)
+
+    def _idle_connections(self) -> list[sqlite3.Connection]:
+        """One idle connection to each sqlite index for the length of a session.  Every store call
+        opens and closes its own connection, and the close of the *last* connection to a WAL
+        database checkpoints it (an fsync, then the WAL file is deleted): 2-3 ms per call here, four
+        or five times per small layer.  While this one stays open no other close is the last; the
+        WAL is checkpointed at SQLite's size threshold and once when the session ends.  Durability
+        is unchanged where it matters: a layer is fsynced before the row naming it is written."""
+        idle = []
+        for path in (self.index_path, self.blobs.db_path):
+            with contextlib.suppress(sqlite3.Error):
+                db = sqlite3.connect(path, timeout=60, isolation_level=None)
+                try:
+                    db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # maps the WAL index
+                except sqlite3.Error:
+                    db.close()
+                    continue
+                idle.append(db)
+        return idle
 
     def clean_stale(self) -> None:
         """Remove work dirs of sessions that died (their lock file is no longer held)."""
