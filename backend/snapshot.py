@@ -693,11 +693,26 @@ def _overlay_works(tmp_root: str, kind: str = "overlay") -> bool:
             _rmtree_scratch(base)
 
 
-def detect_snapshotter(tmp_root: Path) -> Snapshotter:
+def _probe_key(tmp_root: Path) -> str | None:
+    """What a positive overlay probe depends on: this boot of this kernel, the filesystem, who we
+    are and in which user namespace (rootless mounts use ``userxattr``)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        userns = os.readlink("/proc/self/ns/user")
+        dev = os.stat(tmp_root).st_dev
+    except OSError:
+        return None
+    return f"overlay-probe-v1 {os.uname().release} {boot} {dev} {os.geteuid()} {userns}"
+
+
+def detect_snapshotter(tmp_root: Path, *, probe_dir: Path | None = None, memo: Path | None = None) -> Snapshotter:
     """The best snapshotter for layers stored under `tmp_root` (probed once per path, then cached).
 
     Kernel overlayfs first, then fuse-overlayfs, then copying. `$IRCTL_SNAPSHOTTER=overlay|fuse-overlayfs|copy`
-    overrides the probe."""
+    overrides the probe.  `probe_dir` (same filesystem): where the probe mounts, e.g. a build's
+    work dir, which the next build reaps if this one is killed mid-probe (default `tmp_root`).
+    `memo`: a file remembering a positive overlay probe for this boot, filesystem and user (see
+    `_probe_key`), so later builds skip the probe's mount (10-20 ms); other results are not kept."""
     forced = os.environ.get("IRCTL_SNAPSHOTTER", "").strip().lower()
     if forced == "copy":
         return CopySnapshotter()
@@ -708,7 +723,18 @@ def detect_snapshotter(tmp_root: Path) -> Snapshotter:
     if forced:
         raise SnapshotError(f"IRCTL_SNAPSHOTTER={forced!r}: expected 'overlay', 'fuse-overlayfs' or 'copy'")
     Path(tmp_root).mkdir(parents=True, exist_ok=True)
+    key = _probe_key(tmp_root) if memo is not None else None
+    if key is not None:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if Path(memo).read_text() == key:  # type: ignore[arg-type]
+                return OverlaySnapshotter()
     for kind, cls in (("overlay", OverlaySnapshotter), ("fuse-overlayfs", FuseOverlaySnapshotter)):
-        if _overlay_works(os.path.abspath(tmp_root), kind):
+        if _overlay_works(os.path.abspath(probe_dir or tmp_root), kind):
+            if kind == "overlay" and key is not None:
+                with contextlib.suppress(OSError):
+                    fd, tmp = tempfile.mkstemp(prefix=".tmp-probe-", dir=probe_dir or tmp_root)
+                    with os.fdopen(fd, "w") as f:
+                        f.write(key)
+                    os.replace(tmp, memo)  # type: ignore[arg-type]
             return cls()
     return CopySnapshotter()

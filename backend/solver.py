@@ -145,7 +145,7 @@ class Solver:
             Path(f"{work}.state").write_text(str(state_dir))  # so a later build can reap it if we die
             images = ImageResolver(store, insecure=tuple(self.options.insecure_registries))
             try:
-                snapshotter = detect_snapshotter(store.tmp_dir)
+                snapshotter = detect_snapshotter(store.tmp_dir, probe_dir=work, memo=store.root / "snapshotter.probe")
                 ws = Workspace(store=store, work=work, state_dir=state_dir, snapshotter=snapshotter,
                                options=self.options, images=images, emit=self.emit, cancel=threading.Event(),
                                exec_slots=threading.Semaphore(max(1, self.options.jobs)))

@@ -206,6 +206,29 @@ def test_mount_is_gone_after_an_exception(layers: list[Path], tmp_path: Path) ->
 
 
 @root_only
+def test_detect_snapshotter_remembers_a_positive_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import backend.snapshot as snapshot
+
+    probes = []
+    real = snapshot._overlay_works.__wrapped__
+
+    def counting(root: str, kind: str = "overlay") -> bool:
+        probes.append((root, kind))
+        return real(root, kind)
+
+    monkeypatch.setattr(snapshot, "_overlay_works", counting)
+    work, memo = tmp_path / "tmp" / "s-1", tmp_path / "snapshotter.probe"
+    work.mkdir(parents=True)
+    assert detect_snapshotter(tmp_path / "tmp", probe_dir=work, memo=memo).name == "overlay"
+    assert probes == [(str(work), "overlay")] and os.listdir(work) == []  # probed in (and cleaned from) work
+    assert detect_snapshotter(tmp_path / "tmp", probe_dir=work, memo=memo).name == "overlay"
+    assert len(probes) == 1  # remembered
+    memo.write_text(memo.read_text().replace("overlay-probe-v1", "overlay-probe-v1 another-boot"))
+    assert detect_snapshotter(tmp_path / "tmp", probe_dir=work, memo=memo).name == "overlay"
+    assert len(probes) == 2  # a memo of another boot/kernel/fs/user is not trusted
+
+
+@root_only
 def test_detect_snapshotter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert detect_snapshotter(tmp_path).name == "overlay"  # ext4/tmpfs as root: overlay mounts
     monkeypatch.setenv("IRCTL_SNAPSHOTTER", "copy")
