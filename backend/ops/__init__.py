@@ -66,7 +66,7 @@ class Workspace:
             if self.runtime is None:
                 from backend.runtime import find_runtime
 
-                self.runtime = find_runtime()
+                self.runtime = find_runtime(memo=self.store.root / "runtime.probe", scratch=self.work)
             return self.runtime
 
     # -- layers -------------------------------------------------------------------------------
