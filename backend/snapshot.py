@@ -322,7 +322,9 @@ def _rmtree_scratch(path: str) -> None:
 
 @functools.cache
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # libc is already loaded: find_library("c") would run `ldconfig -p` (~25 ms), once per thread
+    # that gets here first at the same time (the first RUNs of a build all mount at once)
+    return ctypes.CDLL(None, use_errno=True)
 
 
 _MNT_DETACH = 2
