@@ -4,6 +4,7 @@ Whiteouts (char 0:0) and `trusted.*` xattrs need root, so almost everything here
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -164,6 +165,30 @@ def test_empty_lowers_give_an_empty_writable_root(snapshotter, tmp_path: Path) -
         assert list(root.iterdir()) == []
         (root / "f").write_text("1")
     assert tree(upper) == {"f": "1"}
+
+
+@root_only
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS, ids=lambda s: s.name)
+def test_readonly_view_shows_the_merged_tree(snapshotter, layers: list[Path], tmp_path: Path) -> None:
+    """``readonly`` shows what ``mounted`` shows (whiteouts and opaque dirs applied), for one layer
+    or several, and leaves nothing mounted; the overlay one refuses writes."""
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    with snapshotter().mounted(layers, upper, tmp_path / "rw" / "work") as root:
+        expected = tree(root)
+    for lowers, want in ((layers, expected), (layers[:1], None)):
+        work = tmp_path / f"ro-{len(lowers)}"
+        work.mkdir()
+        with snapshotter().readonly(lowers, work / "work") as root:
+            assert tree(root) == (want if want is not None else tree(lowers[0]))
+            mountpoint = str(root)
+            if snapshotter is OverlaySnapshotter:
+                with pytest.raises(OSError) as e:
+                    (root / "new").write_text("x")
+                assert e.value.errno == errno.EROFS
+        assert f" {mountpoint} " not in _mounted_targets()
+        assert not list(work.glob(".irctl-snap.*"))
+    assert tree(layers[1]) != {} and not (layers[1] / "new").exists() and not (layers[0] / "new").exists()
 
 
 def _mounted_targets() -> str:
