@@ -177,7 +177,9 @@ def _crun_probe_key(path: str) -> str | None:
     try:
         st = os.stat(path)
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        userns = os.readlink("/proc/self/ns/user")
+        # the id maps, not the namespace's inode: a rootless build makes a new namespace every
+        # time, with the same maps (the user's subordinate ids), so the answer is the same
+        userns = " ".join(w for m in ("uid", "gid") for w in Path(f"/proc/self/{m}_map").read_text().split())
     except OSError:
         return None
     return f"crun-probe-v1 {path} {st.st_size} {st.st_mtime_ns} {boot} {os.geteuid()} {userns}"

@@ -723,10 +723,12 @@ def _overlay_works(tmp_root: str, kind: str = "overlay") -> bool:
 
 def _probe_key(tmp_root: Path) -> str | None:
     """What a positive overlay probe depends on: this boot of this kernel, the filesystem, who we
-    are and in which user namespace (rootless mounts use ``userxattr``)."""
+    are and with which user-namespace id maps (rootless mounts use ``userxattr``)."""
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        userns = os.readlink("/proc/self/ns/user")
+        # the id maps, not the namespace's inode: a rootless build makes a new namespace every
+        # time, with the same maps (the user's subordinate ids), so the answer is the same
+        userns = " ".join(w for m in ("uid", "gid") for w in Path(f"/proc/self/{m}_map").read_text().split())
         dev = os.stat(tmp_root).st_dev
     except OSError:
         return None
