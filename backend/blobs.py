@@ -73,6 +73,10 @@ class BlobStore:
                 " key TEXT NOT NULL, variant TEXT NOT NULL, diff_id TEXT NOT NULL, PRIMARY KEY (key, variant))"
             )
 
+    @property
+    def db_path(self) -> Path:
+        return self._db_path
+
     # -- sqlite: one short-lived connection per call, WAL, so threads and processes can share it --
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self._db_path, timeout=60, isolation_level=None)

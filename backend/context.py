@@ -77,7 +77,10 @@ class StatCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(os.fspath(self.path), timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:  # another process is switching it right now (SQLite does not
+            pass  # wait for that lock); WAL is persistent, as in BlobStore and CacheStore
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS stat_cache (root TEXT NOT NULL, rel BLOB NOT NULL, "
                         "size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, ino INTEGER, dev INTEGER, "

@@ -74,7 +74,7 @@ class ImageResolver:
 
     # -- resolution ---------------------------------------------------------------------------
     def resolve_registry(self, ref_text: str, digest: str, platform) -> ResolvedSource:
-        from backend.registry import RegistryError, parse_reference
+        from backend.reference import RegistryError, parse_reference
 
         try:
             ref = parse_reference(ref_text)
@@ -183,7 +183,7 @@ class ImageResolver:
         self.store.blobs.record_compressed(diff_id, comp, CompressedBlob(blob, size, MEDIA_TYPES[comp]))
 
     def _fetch(self, blob: str, size: int) -> None:
-        from backend.registry import RegistryError
+        from backend.reference import RegistryError
 
         with self._lock:
             origin = self._origins.get(blob)

@@ -10,9 +10,7 @@ Transient failures (connection errors, 429/502/503/504) are retried a bounded nu
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
-import re
 import ssl
 import sys
 import threading
@@ -30,105 +28,30 @@ from backend.auth import Authenticator, Credentials, parse_challenge
 from backend.blobs import BlobStore, DigestMismatch, check_digest
 from backend.oci_layout import INDEX_TYPES, MANIFEST_TYPES, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, \
     MT_OCI_MANIFEST, Platform, select_manifest, LayoutError
+# references live in backend.reference (no httpx); callers keep finding them here
+from backend.reference import DOCKER_HUB, DOCKER_HUB_API, Reference, RegistryError, is_loopback_host, \
+    parse_reference  # noqa: F401
 
 ACCEPT_MANIFEST = ", ".join((MT_OCI_INDEX, MT_OCI_MANIFEST, MT_DOCKER_LIST, MT_DOCKER_MANIFEST))
-DOCKER_HUB = "docker.io"
-DOCKER_HUB_API = "registry-1.docker.io"
-_NAME_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 TRANSIENT_STATUS = (429, 502, 503, 504)
 MAX_MANIFEST = 4 << 20  # what distribution accepts on push
 MAX_CONFIG = 64 << 20
 
 
-class RegistryError(Exception):
-    """A registry request failed; ``status`` is the HTTP status (0 for connection errors)."""
-
-    def __init__(self, message: str, status: int = 0, code: str = ""):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-@dataclass(frozen=True)
-class Reference:
-    registry: str  # as written by the user: docker.io, ghcr.io, 127.0.0.1:5000
-    repository: str  # library/busybox
-    tag: str | None = None
-    digest: str | None = None
-
-    @property
-    def api_host(self) -> str:
-        return DOCKER_HUB_API if self.registry == DOCKER_HUB else self.registry
-
-    @property
-    def reference(self) -> str:
-        """What goes after ``/manifests/``: the digest if pinned, else the tag."""
-        return self.digest or self.tag or "latest"
-
-    @property
-    def short(self) -> str:
-        """``busybox:nope`` style, for messages."""
-        repo = self.repository.removeprefix("library/") if self.registry == DOCKER_HUB else self.repository
-        return repo + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
-
-    def with_digest(self, digest: str) -> "Reference":
-        return Reference(self.registry, self.repository, self.tag, digest)
-
-    def with_tag(self, tag: str | None) -> "Reference":
-        return Reference(self.registry, self.repository, tag, None)
-
-    def __str__(self) -> str:
-        return f"{self.registry}/{self.repository}" + (f":{self.tag}" if self.tag else "") + \
-            (f"@{self.digest}" if self.digest else "")
-
-
-def parse_reference(text: str) -> Reference:
-    """Parse ``[registry/]repo[:tag][@digest]``; the tag defaults to ``latest`` unless a digest is given."""
-    s = text.strip()
-    if not s:
-        raise RegistryError("empty image reference")
-    digest = None
-    if "@" in s:
-        s, digest = s.split("@", 1)
-        try:
-            check_digest(digest)
-        except Exception:
-            raise RegistryError(f"bad digest in reference {text!r}: want sha256:<64 hex>") from None
-    tag = None
-    slash = s.rfind("/")
-    colon = s.rfind(":")
-    if colon > slash:
-        s, tag = s[:colon], s[colon + 1:]
-        if not _TAG_RE.match(tag):
-            raise RegistryError(f"bad tag {tag!r} in reference {text!r}")
-    first, _, rest = s.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
-        registry, repo = first, rest
-    else:
-        registry, repo = DOCKER_HUB, s
-    if registry in ("index.docker.io", "registry-1.docker.io"):
-        registry = DOCKER_HUB
-    if registry == DOCKER_HUB and "/" not in repo:
-        repo = "library/" + repo
-    if not _NAME_RE.match(repo):
-        hint = " (repository names must be lowercase)" if repo.lower() != repo else ""
-        raise RegistryError(f"bad repository name {repo!r} in reference {text!r}{hint}")
-    if tag is None and digest is None:
-        tag = "latest"
-    return Reference(registry, repo, tag, digest)
-
-
-def is_loopback_host(host: str) -> bool:
-    h = host.rsplit(":", 1)[0] if not host.endswith("]") and host.count(":") == 1 else host
-    if h.startswith("[") and "]" in h:
-        h = h[1:h.index("]")]
-    if h == "localhost":
-        return True
+def import_httpcore() -> None:
+    """Import httpcore (httpx imports it on its first transport) without trio.  httpcore imports
+    trio, when installed, only for its async locks under a trio event loop (~0.1 s here); irctl's
+    clients are synchronous.  trio stays importable for anyone else afterwards."""
+    if "httpcore" in sys.modules:
+        return
+    block = "trio" not in sys.modules
+    if block:
+        sys.modules["trio"] = None  # type: ignore[assignment]  # makes `import trio` raise ImportError
     try:
-        return ipaddress.ip_address(h).is_loopback
-    except ValueError:
-        return False
+        import httpcore  # noqa: F401
+    finally:
+        if block and "trio" in sys.modules and sys.modules["trio"] is None:
+            del sys.modules["trio"]
 
 
 @dataclass(frozen=True)
@@ -164,6 +87,7 @@ class _LazyTLSTransport(httpx.BaseTransport):
 
     def _transport(self, https: bool) -> httpx.HTTPTransport:
         with self._lock:
+            import_httpcore()
             if https:
                 if self._tls is None:
                     self._tls = httpx.HTTPTransport()

@@ -172,8 +172,41 @@ def _crun_works(path: str) -> bool:
         return res.returncode != 0 and b"irctl-probe" in res.stderr + res.stdout
 
 
-def find_runtime() -> Runtime:
-    """`$IRCTL_RUNTIME` (a name or a path) if set, else crun when it works on this host, else runc."""
+def _crun_probe_key(path: str) -> str | None:
+    """What the crun probe's answer depends on: that binary, this boot (cgroup layout), who we are."""
+    try:
+        st = os.stat(path)
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        # the id maps, not the namespace's inode: a rootless build makes a new namespace every
+        # time, with the same maps (the user's subordinate ids), so the answer is the same
+        userns = " ".join(w for m in ("uid", "gid") for w in Path(f"/proc/self/{m}_map").read_text().split())
+    except OSError:
+        return None
+    return f"crun-probe-v1 {path} {st.st_size} {st.st_mtime_ns} {boot} {os.geteuid()} {userns}"
+
+
+def _crun_usable(path: str, memo: Path | None, scratch: Path | None) -> bool:
+    """``_crun_works``, remembered in the file ``memo`` (written through ``scratch``, a dir on its
+    filesystem) for the same binary, boot and user: the probe costs two runtime runs per build."""
+    key = _crun_probe_key(path) if memo is not None else None
+    if key is not None:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            found, _, answer = Path(memo).read_text().partition("\n")  # type: ignore[arg-type]
+            if found == key and answer in ("yes", "no"):
+                return answer == "yes"
+    works = _crun_works(path)
+    if key is not None:
+        with contextlib.suppress(OSError):
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-runtime-", dir=scratch or Path(memo).parent)  # type: ignore[arg-type]
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{key}\n{'yes' if works else 'no'}")
+            os.replace(tmp, memo)  # type: ignore[arg-type]
+    return works
+
+
+def find_runtime(memo: Path | None = None, scratch: Path | None = None) -> Runtime:
+    """`$IRCTL_RUNTIME` (a name or a path) if set, else crun when it works on this host, else runc.
+    `memo`: a file where whether crun works here is remembered (see `_crun_usable`)."""
     forced = os.environ.get("IRCTL_RUNTIME", "").strip()
     if forced:
         path = shutil.which(forced)
@@ -181,7 +214,7 @@ def find_runtime() -> Runtime:
             raise RuntimeNotFound(f"IRCTL_RUNTIME={forced!r}: no such executable")
         return Runtime(os.path.basename(forced), path, _rootless_args(path))
     crun = shutil.which("crun")
-    if crun and _crun_works(crun):
+    if crun and _crun_usable(crun, memo, scratch):
         return Runtime("crun", crun)
     runc = shutil.which("runc")
     if runc:

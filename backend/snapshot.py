@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import functools
@@ -237,6 +236,14 @@ class Snapshotter:
         raise NotImplementedError
         yield Path()  # pragma: no cover
 
+    @contextlib.contextmanager
+    def readonly(self, lowers: Sequence[Path], workdir: Path) -> Iterator[Path]:
+        """A view of `lowers` (bottom first) to read from, never to write to; `workdir` as for
+        `mounted` (its parent is the caller's, who removes it).  By default `mounted` with a
+        throwaway upper dir beside `workdir`."""
+        with self.mounted(lowers, Path(workdir).with_name(Path(workdir).name + ".upper"), workdir) as root:
+            yield root
+
 
 SCRATCH_PREFIX = ".irctl-snap."
 _LOCK = ".lock"
@@ -322,7 +329,9 @@ def _rmtree_scratch(path: str) -> None:
 
 @functools.cache
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # libc is already loaded: find_library("c") would run `ldconfig -p` (~25 ms), once per thread
+    # that gets here first at the same time (the first RUNs of a build all mount at once)
+    return ctypes.CDLL(None, use_errno=True)
 
 
 _MNT_DETACH = 2
@@ -410,6 +419,24 @@ class OverlaySnapshotter(Snapshotter):
                 umount(target)
         strip_overlay_xattrs(upper)
 
+    @contextlib.contextmanager
+    def readonly(self, lowers: Sequence[Path], workdir: Path) -> Iterator[Path]:
+        """A read-only overlay of the lowers alone: no upper or work dir to create, fill and remove,
+        and none of the checks the kernel makes on a writable upper (a third of the cost)."""
+        with _scratch(workdir) as scratch:
+            target = os.path.join(scratch, "rootfs")
+            os.mkdir(target)
+            lower_dirs = [os.path.abspath(p) for p in lowers]
+            while len(lower_dirs) < 2:  # without an upper, overlayfs wants two lowers
+                empty = os.path.join(scratch, f"empty{len(lower_dirs)}")
+                os.mkdir(empty)
+                lower_dirs.insert(0, empty)
+            self._mount_with(scratch, target, lower_dirs, None, None, dict(self.options))
+            try:
+                yield Path(target)
+            finally:
+                umount(target)
+
     def _mount(self, scratch: str, target: str, lower_dirs: list[str], upper: Path, workdir: Path) -> None:
         options = {**self.options, **type(self).volatile}
         try:
@@ -420,8 +447,8 @@ class OverlaySnapshotter(Snapshotter):
             type(self).volatile = {}  # a kernel without `volatile`
             self._mount_with(scratch, target, lower_dirs, upper, workdir, dict(self.options))
 
-    def _mount_with(self, scratch: str, target: str, lower_dirs: list[str], upper: Path, workdir: Path,
-                    options: dict[str, str | None]) -> None:
+    def _mount_with(self, scratch: str, target: str, lower_dirs: list[str], upper: Path | None,
+                    workdir: Path | None, options: dict[str, str | None]) -> None:
         if not lower_dirs:
             empty = os.path.join(scratch, "empty")
             os.makedirs(empty, exist_ok=True)
@@ -432,7 +459,8 @@ class OverlaySnapshotter(Snapshotter):
             apply_layers([Path(p) for p in lower_dirs[:cut]], Path(flat))
             lower_dirs = [flat, *lower_dirs[cut:]]
         top_first = list(reversed(lower_dirs))
-        opts = {"upperdir": os.path.abspath(upper), "workdir": os.path.abspath(workdir), **options}
+        opts = {"upperdir": os.path.abspath(upper), "workdir": os.path.abspath(workdir), **options} \
+            if upper is not None and workdir is not None else dict(options)  # no upper: a read-only mount
         tail = [k if v is None else f"{k}={_escape_lower(v)}" for k, v in opts.items()]  # None: a flag
         data = ",".join([f"lowerdir={':'.join(map(_escape_lower, top_first))}", *tail])
         if len(data) < _MOUNT_DATA_LIMIT:
@@ -693,12 +721,28 @@ def _overlay_works(tmp_root: str, kind: str = "overlay") -> bool:
             _rmtree_scratch(base)
 
 
-def detect_snapshotter(tmp_root: Path) -> Snapshotter:
-    """The best snapshotter for layers on `tmp_root`'s filesystem, probed with a scratch overlay
-    mounted below `tmp_root` (a build's session work dir, so a kill mid-probe leaks nothing).
+def _probe_key(tmp_root: Path) -> str | None:
+    """What a positive overlay probe depends on: this boot of this kernel, the filesystem, who we
+    are and with which user-namespace id maps (rootless mounts use ``userxattr``)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        # the id maps, not the namespace's inode: a rootless build makes a new namespace every
+        # time, with the same maps (the user's subordinate ids), so the answer is the same
+        userns = " ".join(w for m in ("uid", "gid") for w in Path(f"/proc/self/{m}_map").read_text().split())
+        dev = os.stat(tmp_root).st_dev
+    except OSError:
+        return None
+    return f"overlay-probe-v1 {os.uname().release} {boot} {dev} {os.geteuid()} {userns}"
+
+
+def detect_snapshotter(tmp_root: Path, *, probe_dir: Path | None = None, memo: Path | None = None) -> Snapshotter:
+    """The best snapshotter for layers stored under `tmp_root`.
 
     Kernel overlayfs first, then fuse-overlayfs, then copying. `$IRCTL_SNAPSHOTTER=overlay|fuse-overlayfs|copy`
-    overrides the probe."""
+    overrides the probe.  `probe_dir` (same filesystem): where the probe mounts, e.g. a build's
+    work dir, which the next build reaps if this one is killed mid-probe (default `tmp_root`).
+    `memo`: a file remembering a positive overlay probe for this boot, filesystem and user (see
+    `_probe_key`), so later builds skip the probe's mount (10-20 ms); other results are not kept."""
     forced = os.environ.get("IRCTL_SNAPSHOTTER", "").strip().lower()
     if forced == "copy":
         return CopySnapshotter()
@@ -709,7 +753,18 @@ def detect_snapshotter(tmp_root: Path) -> Snapshotter:
     if forced:
         raise SnapshotError(f"IRCTL_SNAPSHOTTER={forced!r}: expected 'overlay', 'fuse-overlayfs' or 'copy'")
     Path(tmp_root).mkdir(parents=True, exist_ok=True)
+    key = _probe_key(tmp_root) if memo is not None else None
+    if key is not None:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if Path(memo).read_text() == key:  # type: ignore[arg-type]
+                return OverlaySnapshotter()
     for kind, cls in (("overlay", OverlaySnapshotter), ("fuse-overlayfs", FuseOverlaySnapshotter)):
-        if _overlay_works(os.path.abspath(tmp_root), kind):
+        if _overlay_works(os.path.abspath(probe_dir or tmp_root), kind):
+            if kind == "overlay" and key is not None:
+                with contextlib.suppress(OSError):
+                    fd, tmp = tempfile.mkstemp(prefix=".tmp-probe-", dir=probe_dir or tmp_root)
+                    with os.fdopen(fd, "w") as f:
+                        f.write(key)
+                    os.replace(tmp, memo)  # type: ignore[arg-type]
             return cls()
     return CopySnapshotter()

@@ -145,9 +145,7 @@ class Solver:
             Path(f"{work}.state").write_text(str(state_dir))  # so a later build can reap it if we die
             images = ImageResolver(store, insecure=tuple(self.options.insecure_registries))
             try:
-                # probed inside the session's work dir: if we are killed mid-probe, the next
-                # build's clean_stale() unmounts and removes it with the rest of our session
-                snapshotter = detect_snapshotter(work)
+                snapshotter = detect_snapshotter(store.tmp_dir, probe_dir=work, memo=store.root / "snapshotter.probe")
                 ws = Workspace(store=store, work=work, state_dir=state_dir, snapshotter=snapshotter,
                                options=self.options, images=images, emit=self.emit, cancel=threading.Event(),
                                exec_slots=threading.Semaphore(max(1, self.options.jobs)))
@@ -232,7 +230,8 @@ class Solver:
         desc, group = describe(self.doc, digest)
         step = Step(self.ws, digest, desc, group)
         try:
-            self.results[digest] = self._solve_op(step, op, inputs)
+            with step.resources:
+                self.results[digest] = self._solve_op(step, op, inputs)
         except BuildError as e:
             if self.ws.cancel.is_set() and e.exit_code is not None and e.exit_code >= 128:
                 raise  # killed because a sibling failed
@@ -262,7 +261,7 @@ class Solver:
             fetched = source.fetch_key_extra(op.source)
             key = None if fetched is None else self._key(op, inputs, fetched)
         else:
-            key = self._key(op, inputs, extra)
+            key = self._key(op, inputs, extra, step)
         if key is not None and not self.options.no_cache:
             hit = ws.store.lookup(key)
             if hit is not None:
@@ -305,15 +304,15 @@ class Solver:
         return [fetch_source(ws, step, op.source)]  # type: ignore[arg-type]
 
     # -- keys ---------------------------------------------------------------------------------
-    def _key(self, op: irops.Op, inputs: list[Snapshot], extra: str) -> str:
+    def _key(self, op: irops.Op, inputs: list[Snapshot], extra: str, step: Step | None = None) -> str:
         h = hashlib.sha256(b"irctl-cache-key-v1\0")
         h.update(canonical_bytes(irops.replace(op, inputs=())))
         for i, (ref, snap) in enumerate(zip(op.inputs, inputs)):
-            h.update(b"\0input\0" + self._input_identity(op, i, snap).encode())
+            h.update(b"\0input\0" + self._input_identity(op, i, snap, step).encode())
         h.update(b"\0extra\0" + extra.encode())
         return "sha256:" + h.hexdigest()
 
-    def _input_identity(self, op: irops.Op, index: int, snap: Snapshot) -> str:
+    def _input_identity(self, op: irops.Op, index: int, snap: Snapshot, step: Step | None = None) -> str:
         """The identity an input contributes.  An input read only by copy actions contributes the
         checksum of exactly the files they select: from a local context's scan, or (for another
         stage) from a read-only view of its layers, remembered per (identity, action) so a cached
@@ -335,7 +334,7 @@ class Solver:
                 if snap.host_dir is not None:  # from the context's scan: no I/O, but 20,000 files take 0.3 s
                     found = selection_digest(self.ws, snap, c)
                 else:
-                    found = layered_selection_digest(self.ws, snap, c)
+                    found = layered_selection_digest(self.ws, snap, c, step)  # the copy reuses step's view
                 self.ws.store.record_selection(snap.identity, action, found)
             digests.append(found)
         return "selection:" + ",".join(digests)

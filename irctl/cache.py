@@ -57,18 +57,29 @@ def du(cache_dir: Optional[Path] = _CACHE_DIR) -> None:
 @app.command("prune")
 def prune(keep_storage: str = typer.Option("0", "--keep-storage", help="keep at most this much (e.g. 5GB)"),
           all_: bool = typer.Option(False, "--all", help="delete everything, cache mounts included"),
+          keep_images: bool = typer.Option(False, "--keep-images",
+                                           help="with --all: keep the base images builds pulled (their blobs and "
+                                                "unpacked layers), as `docker builder prune -a` keeps pulled images"),
           cache_dir: Optional[Path] = _CACHE_DIR) -> None:
     """Delete least recently used cache entries until the store fits in --keep-storage."""
-    from irctl.errors import user_errors
+    from irctl.errors import UserError, user_errors
 
     with user_errors():
+        if keep_images and not all_:
+            raise UserError("--keep-images goes with --all (a size-bounded prune drops least recently used entries)")
         from irctl.rootless import enter_if_unprivileged
 
         enter_if_unprivileged(announce=False)  # layers hold files of the user's subordinate ids
         from backend.cache import CacheStore, default_root
 
-        store = CacheStore(default_root(cache_dir))
-        freed = store.prune(parse_size(keep_storage), all=all_)
+        root = default_root(cache_dir)
+        store = CacheStore(root)
+        images = None
+        if keep_images:
+            from irctl.resolver import remembered_images
+
+            images = remembered_images(root)
+        freed = store.prune(parse_size(keep_storage), all=all_, keep_images=images)
     typer.echo(f"freed {human(freed)}; total now {human(store.du().total)}")
 
 

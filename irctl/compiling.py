@@ -38,12 +38,84 @@ def build_file(context: Path, file: Path | None) -> Path:
     raise UserError(f"no build file in {context} (looked for Dockerfile, Containerfile, irctl.toml, build.py); use -f")
 
 
+def _entry_point_specs(group: str) -> dict[str, str] | None:
+    """``name -> "module:attr"`` of the entry points in ``group``, read straight from the
+    ``*.dist-info``/``*.egg-info`` dirs on ``sys.path`` the way ``importlib.metadata`` finds them
+    (path order, the first distribution of a name wins, a later entry point of the same name
+    replaces an earlier one, as ``frontends.available`` does).  Importing ``importlib.metadata``
+    and parsing every distribution's metadata costs ~40 ms per build; this reads a few small
+    files.  None when the path holds something only ``importlib.metadata`` understands (a zip)."""
+    import os
+    import re
+    import sys
+
+    specs: dict[str, str] = {}
+    seen: set[str] = set()
+    for entry in sys.path:
+        root = entry or "."
+        if not os.path.isdir(root):
+            if os.path.exists(root):
+                return None  # a zip or egg file on the path
+            continue
+        try:
+            names = sorted(n for n in os.listdir(root) if n.endswith((".dist-info", ".egg-info")))
+        except OSError:
+            continue
+        for name in names:
+            dist = re.sub(r"[-_.]+", "_", name.rsplit(".", 1)[0].split("-")[0]).lower()
+            if dist in seen:
+                continue
+            seen.add(dist)
+            try:
+                text = Path(root, name, "entry_points.txt").read_text(encoding="utf-8")
+            except FileNotFoundError:
+                continue
+            except (OSError, UnicodeDecodeError):
+                return None
+            section = None
+            for line in text.splitlines():
+                line = line.strip()
+                if not line or line.startswith(("#", ";")):
+                    continue
+                if line.startswith("[") and line.endswith("]"):
+                    section = line[1:-1].strip()
+                elif section == group:
+                    key, eq, value = line.partition("=")
+                    if not eq:
+                        return None
+                    specs[key.strip()] = value.strip()
+    return specs
+
+
+def _installed_frontends() -> dict:
+    """``frontends.available()``'s mapping (the distribution named only as "?"), without
+    importlib.metadata when the entry points can be read directly (``_entry_point_specs``)."""
+    import importlib
+
+    from frontends import FrontendError, available
+
+    specs = _entry_point_specs("irctl.frontends")
+    if specs is None:
+        return available()
+    found = {}
+    for name, spec in specs.items():
+        module, _, attr = spec.partition(":")
+        try:
+            obj = importlib.import_module(module.strip())
+            for part in attr.split("[", 1)[0].strip().split(".") if attr else ():
+                obj = getattr(obj, part)
+        except Exception as e:  # a broken plugin must not take the CLI down (as in available())
+            raise FrontendError(f"frontend {name!r} from {spec} failed to load: {e}") from None
+        found[name] = (obj, "?")
+    return found
+
+
 def choose_frontend(path: Path, data: bytes, requested: str):
     """``--frontend``, then a ``# syntax=`` directive, then the file name or suffix."""
-    from frontends import FrontendError, available, for_file
+    from frontends import FrontendError, for_file
 
     try:
-        found = available()
+        found = _installed_frontends()
     except FrontendError as e:
         raise UserError(str(e)) from None
     names = ", ".join(sorted(found)) or "none"

@@ -26,6 +26,16 @@ def _platform(p: ops.Platform):
     return Platform(p.os, p.architecture, p.variant or None) if p.variant else Platform(p.os, p.architecture)
 
 
+def remembered_images(cache_root: Path) -> tuple[str, ...]:
+    """The manifest (or index) digests of every registry image resolved into ``cache_root``."""
+    found = []
+    for memo in sorted((cache_root / "resolved").glob("*.json")):
+        image = Resolver._recall(memo)
+        if image is not None:
+            found.append(image.digest)
+    return tuple(found)
+
+
 class Resolver:
     def __init__(self, cache_root: Path, oci_layouts: dict[str, Path], insecure: tuple[str, ...] = (),
                  pull: bool = False) -> None:

@@ -9,6 +9,7 @@ and everything downstream of an op that re-ran but produced the same files is a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -66,7 +67,7 @@ class Workspace:
             if self.runtime is None:
                 from backend.runtime import find_runtime
 
-                self.runtime = find_runtime()
+                self.runtime = find_runtime(memo=self.store.root / "runtime.probe", scratch=self.work)
             return self.runtime
 
     # -- layers -------------------------------------------------------------------------------
@@ -126,6 +127,9 @@ class Step:
     description: str
     group: str
     started: float = field(default_factory=time.monotonic)
+    # what the step holds until it ends (read-only views of its inputs: backend.ops.file.readonly_view)
+    resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    views: dict[str, Path] = field(default_factory=dict)
 
     def event(self, kind: str, text: str = "", duration: float = 0.0) -> None:
         self.ws.emit(Event(kind, self.digest, self.description, self.group, text, duration))  # type: ignore[arg-type]

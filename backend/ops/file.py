@@ -40,11 +40,14 @@ def selection_digest(ws: Workspace, snap: Snapshot, copy: irops.CopyAction) -> s
     return digest(found, copy)
 
 
-def layered_selection_digest(ws: Workspace, snap: Snapshot, copy: irops.CopyAction) -> str:
-    """Checksum of what ``copy`` selects from a layered snapshot, read through a read-only view."""
+def layered_selection_digest(ws: Workspace, snap: Snapshot, copy: irops.CopyAction, step: Step | None = None) -> str:
+    """Checksum of what ``copy`` selects from a layered snapshot, read through a read-only view
+    (``step``'s, which its copy then reads too)."""
     from backend.context import selection_digest as digest
     from backend.copy import SourceView
 
+    if step is not None:
+        return digest(SourceView(readonly_view(ws, step, snap)), copy)
     with contextlib.ExitStack() as stack:
         return digest(SourceView(_readonly_view(ws, stack, snap)), copy)
 
@@ -93,16 +96,24 @@ def run_file(ws: Workspace, step: Step, op: irops.FileOp, inputs: list[Snapshot]
             elif snap.host_dir is not None:
                 sources.append(SourceView.context(Path(snap.host_dir), snap.include, snap.exclude))
             else:
-                sources.append(SourceView(_readonly_view(ws, stack, snap)))
+                sources.append(SourceView(readonly_view(ws, step, snap)))
         apply_actions(root, op.actions, sources, written=written)
     lid = ws.commit(upper, written)
     shutil.rmtree(work, ignore_errors=True)
     return ws.snapshot(base_ids + ([lid] if lid else []))
 
 
+def readonly_view(ws: Workspace, step: Step, snap: Snapshot) -> Path:
+    """A read-only view of the layered snapshot ``snap``, mounted once per step: the cache key's
+    selection digest and the copy itself read the same mount, unmounted when the step ends."""
+    view = step.views.get(snap.identity)
+    if view is None:
+        view = step.views[snap.identity] = _readonly_view(ws, step.resources, snap)
+    return view
+
+
 def _readonly_view(ws: Workspace, stack: contextlib.ExitStack, snap: Snapshot) -> Path:
     lowers = ws.lowers(snap)
     work = ws.temp_dir("view-")
-    (work / "upper").mkdir()
     stack.callback(shutil.rmtree, work, True)
-    return stack.enter_context(ws.snapshotter.mounted(lowers, work / "upper", work / "work"))
+    return stack.enter_context(ws.snapshotter.readonly(lowers, work / "work"))

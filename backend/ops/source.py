@@ -108,7 +108,9 @@ def fetch_source(ws: Workspace, step: Step, src: irops.SourceOp) -> Snapshot:
 
 
 def _http(h: irops.HTTPSource, layer: Path, step: Step) -> None:
-    import httpx
+    from backend.registry import httpx, import_httpcore
+
+    import_httpcore()
 
     name = h.filename or (h.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "index.html")
     dest = layer / name

@@ -93,6 +93,49 @@ def test_prune_all_and_lru(tmp_path: Path) -> None:
     assert store.du().total == 0 and store.lookup("new") is None
 
 
+def test_prune_all_keeping_pulled_images(tmp_path: Path) -> None:
+    """``prune(all=True, keep_images=...)`` drops every build result but keeps the named images: an
+    index, its manifest, config and layer blobs, and the extracted layer (as docker builder prune -a)."""
+    import gzip
+    import io
+    import json
+    import tarfile
+
+    store = CacheStore(tmp_path)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tf:
+        info = tarfile.TarInfo("hello")
+        info.size = 2
+        tf.addfile(info, io.BytesIO(b"hi"))
+    diff_id = "sha256:" + __import__("hashlib").sha256(raw.getvalue()).hexdigest()
+    layer_blob = store.blobs.write_bytes(gzip.compress(raw.getvalue()))
+    config = store.blobs.write_bytes(json.dumps({"rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode())
+    manifest = store.blobs.write_bytes(json.dumps({
+        "schemaVersion": 2, "config": {"digest": config, "size": 1},
+        "layers": [{"digest": layer_blob, "size": 1, "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip"}],
+    }).encode())
+    index = store.blobs.write_bytes(json.dumps({"manifests": [{"digest": manifest}, {"digest": "nonsense"}]}).encode())
+    other = store.blobs.write_bytes(b"an exported blob of a built layer")
+    store.record_layer_blob(diff_id, layer_blob, "application/vnd.oci.image.layer.v1.tar+gzip", 1)
+
+    def extract(dest: Path) -> None:
+        dest.mkdir()
+        (dest / "hello").write_bytes(b"hi")
+
+    base = store.ensure_layer(diff_id, extract)
+    with store.session() as s:
+        built = make_layer(store, s, {"built": b"b" * 1000})
+    store.record("k", [Output("sha256:" + "1" * 64, (diff_id, built))])
+
+    store.prune(all=True, keep_images=(index,))
+    assert store.lookup("k") is None and not store.layer_path(built).exists()
+    assert base.is_dir() and store.has_layer(diff_id) and store.layer_blob(diff_id) == (
+        layer_blob, "application/vnd.oci.image.layer.v1.tar+gzip", 1)
+    assert all(store.blobs.has(d) for d in (index, manifest, config, layer_blob)) and not store.blobs.has(other)
+    store.prune(all=True)
+    assert store.du().total == 0 and not base.exists()
+
+
 def test_prune_waits_for_running_builds(tmp_path: Path) -> None:
     store = CacheStore(tmp_path)
     with store.session():

@@ -377,6 +377,28 @@ def test_runtime_detection(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
         find_runtime()
 
 
+@pytest.mark.e2e
+def test_crun_probe_is_remembered_per_binary_and_boot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import shutil as _shutil
+
+    import backend.runtime as runtime
+
+    crun = _shutil.which("crun")
+    if crun is None:
+        pytest.skip("no crun here")
+    monkeypatch.delenv("IRCTL_RUNTIME", raising=False)
+    probes = []
+    real = runtime._crun_works.__wrapped__
+    monkeypatch.setattr(runtime, "_crun_works", lambda path: probes.append(path) or real(path))
+    memo = tmp_path / "runtime.probe"
+    first = find_runtime(memo=memo, scratch=tmp_path)
+    assert probes == [crun] and memo.read_text().endswith(("\nyes", "\nno"))
+    assert find_runtime(memo=memo, scratch=tmp_path) == first and len(probes) == 1  # remembered
+    memo.write_text(memo.read_text().replace(crun, crun + "-another-binary"))
+    assert find_runtime(memo=memo, scratch=tmp_path) == first and len(probes) == 2  # not that binary: probed
+    assert [p.name for p in tmp_path.iterdir()] == ["runtime.probe"]
+
+
 def _cgroup_hybrid() -> bool:
     mounts = Path("/proc/self/mountinfo").read_text()
     return " /sys/fs/cgroup/unified " in mounts and " - cgroup " in mounts

@@ -4,6 +4,7 @@ Whiteouts (char 0:0) and `trusted.*` xattrs need root, so almost everything here
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -166,6 +167,30 @@ def test_empty_lowers_give_an_empty_writable_root(snapshotter, tmp_path: Path) -
     assert tree(upper) == {"f": "1"}
 
 
+@root_only
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS, ids=lambda s: s.name)
+def test_readonly_view_shows_the_merged_tree(snapshotter, layers: list[Path], tmp_path: Path) -> None:
+    """``readonly`` shows what ``mounted`` shows (whiteouts and opaque dirs applied), for one layer
+    or several, and leaves nothing mounted; the overlay one refuses writes."""
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    with snapshotter().mounted(layers, upper, tmp_path / "rw" / "work") as root:
+        expected = tree(root)
+    for lowers, want in ((layers, expected), (layers[:1], None)):
+        work = tmp_path / f"ro-{len(lowers)}"
+        work.mkdir()
+        with snapshotter().readonly(lowers, work / "work") as root:
+            assert tree(root) == (want if want is not None else tree(lowers[0]))
+            mountpoint = str(root)
+            if snapshotter is OverlaySnapshotter:
+                with pytest.raises(OSError) as e:
+                    (root / "new").write_text("x")
+                assert e.value.errno == errno.EROFS
+        assert f" {mountpoint} " not in _mounted_targets()
+        assert not list(work.glob(".irctl-snap.*"))
+    assert tree(layers[1]) != {} and not (layers[1] / "new").exists() and not (layers[0] / "new").exists()
+
+
 def _mounted_targets() -> str:
     return Path("/proc/self/mountinfo").read_text()
 
@@ -203,6 +228,29 @@ def test_mount_is_gone_after_an_exception(layers: list[Path], tmp_path: Path) ->
             1 / 0
     assert mountpoint not in _mounted_targets()
     assert (upper / "f").read_text() == "x"
+
+
+@root_only
+def test_detect_snapshotter_remembers_a_positive_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import backend.snapshot as snapshot
+
+    probes = []
+    real = snapshot._overlay_works.__wrapped__
+
+    def counting(root: str, kind: str = "overlay") -> bool:
+        probes.append((root, kind))
+        return real(root, kind)
+
+    monkeypatch.setattr(snapshot, "_overlay_works", counting)
+    work, memo = tmp_path / "tmp" / "s-1", tmp_path / "snapshotter.probe"
+    work.mkdir(parents=True)
+    assert detect_snapshotter(tmp_path / "tmp", probe_dir=work, memo=memo).name == "overlay"
+    assert probes == [(str(work), "overlay")] and os.listdir(work) == []  # probed in (and cleaned from) work
+    assert detect_snapshotter(tmp_path / "tmp", probe_dir=work, memo=memo).name == "overlay"
+    assert len(probes) == 1  # remembered
+    memo.write_text(memo.read_text().replace("overlay-probe-v1", "overlay-probe-v1 another-boot"))
+    assert detect_snapshotter(tmp_path / "tmp", probe_dir=work, memo=memo).name == "overlay"
+    assert len(probes) == 2  # a memo of another boot/kernel/fs/user is not trusted
 
 
 @root_only

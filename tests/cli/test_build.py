@@ -61,6 +61,21 @@ def test_second_build_is_all_cache_hits(tmp_path, busybox_ref, cache_env):
     assert [e["description"] for e in third.events()] == ["build inputs unchanged: all 4 steps cached"]
 
 
+def test_prune_all_keep_images_keeps_only_the_pulled_base(tmp_path, busybox_ref, cache_env):
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\nRUN echo a > /a\n"})
+    assert irctl("build", ctx, env=cache_env).code == 0
+    assert irctl("cache", "prune", "--keep-images", env=cache_env).code == 1  # goes with --all
+    pruned = irctl("cache", "prune", "--all", "--keep-images", env=cache_env)
+    assert pruned.code == 0, pruned.stderr
+    du = irctl("cache", "du", env=cache_env).stdout
+    assert "results: 0" in du and "layers:  1 " in du  # busybox's one layer, still unpacked
+    again = irctl("build", ctx, "--progress", "json", env=cache_env)
+    assert again.code == 0, again.stderr
+    assert "[2/2] RUN echo a > /a" in [e["description"] for e in again.events() if e["kind"] == "started"]
+    assert irctl("cache", "prune", "--all", env=cache_env).code == 0
+    assert "layers:  0 " in irctl("cache", "du", env=cache_env).stdout
+
+
 def test_failing_run_names_the_line_and_output(tmp_path, busybox_ref, cache_env):
     ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\n\nRUN echo about to fail && exit 3\n"})
     r = irctl("build", ctx, "--progress", "plain", env=cache_env)

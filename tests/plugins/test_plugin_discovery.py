@@ -49,6 +49,22 @@ def test_frontends_lists_the_plugin_and_the_built_ins(plugin_path):
     assert "irctl.toml" in rows["toml"] and "build.py" in rows["pydsl"]
 
 
+@pytest.mark.parametrize("with_plugin", [True, False], ids=["plugin", "built-ins"])
+def test_the_build_reads_the_same_entry_points_as_importlib_metadata(plugin_path, with_plugin):
+    """``irctl build`` reads the entry points itself (irctl.compiling._entry_point_specs, to skip
+    importing importlib.metadata); it must find what ``frontends.available()`` finds."""
+    code = ("import sys; from frontends import available; from irctl.compiling import _installed_frontends; "
+            "assert 'importlib.metadata' not in sys.modules; mine = _installed_frontends(); "
+            "assert 'importlib.metadata' not in sys.modules; theirs = available(); "
+            "assert {k: v[0] for k, v in mine.items()} == {k: v[0] for k, v in theirs.items()}, (mine, theirs); "
+            "print(' '.join(sorted(mine)))")
+    extra = {"PYTHONPATH": os.pathsep.join(p for p in (str(plugin_path) if with_plugin else "", str(ROOT)) if p)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **extra}, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == sorted(["dockerfile", "pydsl", "toml", *(["demo"] if with_plugin else [])])
+
+
 def test_without_the_plugin_it_is_unknown(tmp_path):
     (tmp_path / "hello.greet").write_text("from busybox\nsay hi\n")
     r = irctl("compile", tmp_path, "-f", tmp_path / "hello.greet", "-o", tmp_path / "g.ir", plugin=None)
