@@ -233,6 +233,41 @@ def recorded() -> dict[tuple[str, str], float]:
     return {(r["tool"], r["case"]): r["median"] for r in data.get("bench", []) if r.get("status") == "ok"}
 
 
+def parallel_span(ctx: Path, runs: int) -> list[tuple[float, float]]:
+    """The ``cold`` case's parallelism, from the build's own events: for each run (after the same
+    reset as the timed runs), the span from the first of the four independent stages' steps
+    starting to the last one finishing, and the longest single stage's own time.  Fixed costs
+    (start-up, the final stage) are outside both, so span / longest measures only how well the
+    independent stages overlap: 1.0 is perfect, N is one after another."""
+    cmd, reset, pull = irctl_commands("cold", ctx)
+    for c in pull:
+        sh(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = []
+    for _ in range(runs):
+        sh(["sh", "-c", reset], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        json_cmd = [*cmd[:cmd.index("--progress") + 1], "json", *cmd[cmd.index("--progress") + 2:]]
+        p = subprocess.run(json_cmd, capture_output=True, text=True, check=True)
+        starts: dict[str, float] = {}
+        branches: dict[str, list[float]] = {}  # stage → [first start, last end]
+        for line in p.stderr.splitlines():
+            if not line.startswith("{"):
+                continue
+            e = json.loads(line)
+            if e["group"] not in ("s1", "s2", "s3", "s4"):
+                continue
+            if e["kind"] == "started":
+                starts[e["op"]] = e["time"]
+            elif e["kind"] == "finished" and e["op"] in starts:
+                span = branches.setdefault(e["group"], [starts[e["op"]], e["time"]])
+                span[0], span[1] = min(span[0], starts[e["op"]]), max(span[1], e["time"])
+        if len(branches) != 4:
+            raise SystemExit(f"parallel span: expected events of stages s1-s4, got {sorted(branches)}")
+        first = min(b[0] for b in branches.values())
+        last = max(b[1] for b in branches.values())
+        out.append((last - first, max(b[1] - b[0] for b in branches.values())))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-c", "--cases", default=" ".join(CASES))
@@ -266,6 +301,13 @@ def main() -> None:
                     row[tool] = (old[(tool, case)], "recorded")
             rows.append(row)
             print(_line(row, tools), flush=True)
+            if case == "cold":
+                spans = parallel_span(ctx, args.runs)
+                ratios = sorted(span / longest for span, longest in spans)
+                print(f"cold: the 4 independent stages span {statistics.median([s for s, _ in spans]):.3f} s against "
+                      f"{statistics.median([lo for _, lo in spans]):.3f} s for the longest alone: ratio "
+                      f"{statistics.median(ratios):.3f} ({ratios[0]:.3f}-{ratios[-1]:.3f}; 1.0 = perfectly parallel)",
+                      flush=True)
     finally:
         if own_registry is not None:
             own_registry.terminate()
