@@ -86,9 +86,17 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     """The regular expression patternmatcher builds for a cleaned pattern (without ``!``)."""
     rx = ["^"]
     i, n = 0, len(pattern)
+    in_class = False
     while i < n:
         ch = pattern[i]
         i += 1
+        if in_class and ch in "[&~|":
+            # literal in a Go class too; escaped so Python does not read a nested set or a set
+            # operation (and warn: "FutureWarning: Possible nested set")
+            rx.append("\\" + ch)
+            continue
+        if ch == "[" or (ch == "]" and in_class):
+            in_class = ch == "["
         if ch == "*":
             if i < n and pattern[i] == "*":
                 i += 1
