@@ -1,4 +1,4 @@
-"""Typed Dockerfile instructions: one frozen dataclass per keyword, each with its exact place.
+"""Typed Dockerfile instructions: one frozen struct per keyword, each with its exact place.
 
 These are what the IR compiler consumes.  Values are *as written* (variables not yet expanded:
 ``FROM ${BASE}`` keeps ``${BASE}``) because expansion depends on build arguments and the base
@@ -17,14 +17,15 @@ argument list and whether a shell must be prepended (shell form).
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
+
+import msgspec
 
 from frontends.common.mounts import MountSpec
 from frontends.errors import Span
 
 
-@dataclass(frozen=True)
-class Flag:
+class Flag(msgspec.Struct, frozen=True):
     """A ``--name[=value]`` word; ``value`` is None for a bare boolean flag."""
 
     name: str
@@ -32,8 +33,7 @@ class Flag:
     span: Span
 
 
-@dataclass(frozen=True)
-class Heredoc:
+class Heredoc(msgspec.Struct, frozen=True):
     """A here-document: ``<<[-]NAME`` and its body (raw, final newline kept, tabs not stripped).
 
     ``expand`` is False when any part of the delimiter was quoted (``<<'EOF'``): the body is then
@@ -52,8 +52,7 @@ class Heredoc:
         return "".join(line.lstrip("\t") for line in self.content.splitlines(keepends=True))
 
 
-@dataclass(frozen=True)
-class CommandLine:
+class CommandLine(msgspec.Struct, frozen=True):
     """``RUN``/``CMD``/``ENTRYPOINT`` arguments: exec form (``shell_form`` False) is the argv;
     shell form is one string to be run by the stage's SHELL."""
 
@@ -65,8 +64,7 @@ class CommandLine:
         return " ".join(self.args)
 
 
-@dataclass(frozen=True)
-class KeyValue:
+class KeyValue(msgspec.Struct, frozen=True):
     """An ENV or LABEL pair.  ``legacy`` marks the ``ENV key value`` (space-separated) form.
     Key and value are as written: quotes and escapes are removed when expanded."""
 
@@ -75,16 +73,14 @@ class KeyValue:
     legacy: bool = False
 
 
-@dataclass(frozen=True)
-class ArgDecl:
+class ArgDecl(msgspec.Struct, frozen=True):
     """``ARG name[=default]``; ``default`` None means no default."""
 
     name: str
     default: str | None = None
 
 
-@dataclass(frozen=True)
-class Instruction:
+class Instruction(msgspec.Struct, frozen=True):
     keyword: str
     span: Span
     original: str
@@ -104,7 +100,6 @@ class Instruction:
         return None
 
 
-@dataclass(frozen=True)
 class From(Instruction):
     KEYWORD = "FROM"
     image: str = ""
@@ -113,7 +108,6 @@ class From(Instruction):
     platform: str | None = None
 
 
-@dataclass(frozen=True)
 class Run(Instruction):
     KEYWORD = "RUN"
     command: CommandLine = CommandLine((), True)
@@ -123,50 +117,42 @@ class Run(Instruction):
     devices: tuple[str, ...] = ()  # --device=name[,required] (CDI devices), as written
 
 
-@dataclass(frozen=True)
 class Cmd(Instruction):
     KEYWORD = "CMD"
     command: CommandLine = CommandLine((), True)
 
 
-@dataclass(frozen=True)
 class Entrypoint(Instruction):
     KEYWORD = "ENTRYPOINT"
     command: CommandLine = CommandLine((), True)
 
 
-@dataclass(frozen=True)
 class Shell(Instruction):
     KEYWORD = "SHELL"
     shell: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
 class Label(Instruction):
     KEYWORD = "LABEL"
     pairs: tuple[KeyValue, ...] = ()
 
 
-@dataclass(frozen=True)
 class Env(Instruction):
     KEYWORD = "ENV"
     pairs: tuple[KeyValue, ...] = ()
 
 
-@dataclass(frozen=True)
 class Maintainer(Instruction):
     KEYWORD = "MAINTAINER"
     maintainer: str = ""
 
 
-@dataclass(frozen=True)
 class Expose(Instruction):
     KEYWORD = "EXPOSE"
     ports: tuple[str, ...] = ()  # as written: "80", "53/udp", "${PORT}", "8000-8010"
 
 
-@dataclass(frozen=True)
-class SourceContent:
+class SourceContent(msgspec.Struct, frozen=True):
     """A COPY/ADD source given inline as a heredoc (``COPY <<EOF /dst``)."""
 
     path: str
@@ -174,7 +160,6 @@ class SourceContent:
     expand: bool
 
 
-@dataclass(frozen=True)
 class FileOp(Instruction):
     """Common shape of COPY and ADD."""
 
@@ -188,14 +173,12 @@ class FileOp(Instruction):
     exclude: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
 class Copy(FileOp):
     KEYWORD = "COPY"
     from_: str | None = None
     parents: bool = False
 
 
-@dataclass(frozen=True)
 class Add(FileOp):
     KEYWORD = "ADD"
     checksum: str | None = None
@@ -203,44 +186,37 @@ class Add(FileOp):
     unpack: bool | None = None  # None: BuildKit decides (local archives are unpacked)
 
 
-@dataclass(frozen=True)
 class Volume(Instruction):
     KEYWORD = "VOLUME"
     paths: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
 class User(Instruction):
     KEYWORD = "USER"
     user: str = ""
 
 
-@dataclass(frozen=True)
 class Workdir(Instruction):
     KEYWORD = "WORKDIR"
     path: str = ""
 
 
-@dataclass(frozen=True)
 class Arg(Instruction):
     KEYWORD = "ARG"
     args: tuple[ArgDecl, ...] = ()
 
 
-@dataclass(frozen=True)
 class Onbuild(Instruction):
     KEYWORD = "ONBUILD"
     expression: str = ""  # the trigger's source text, stored in the image config
     trigger: Instruction | None = None
 
 
-@dataclass(frozen=True)
 class StopSignal(Instruction):
     KEYWORD = "STOPSIGNAL"
     signal: str = ""
 
 
-@dataclass(frozen=True)
 class Healthcheck(Instruction):
     """``HEALTHCHECK NONE`` has ``test == ("NONE",)``; otherwise ``("CMD", argv...)`` or
     ``("CMD-SHELL", command)`` as in the image config.  Durations are in seconds (0 = unset)."""
@@ -279,22 +255,6 @@ class Stage:
         return self.from_.stage_name
 
 
-_FIELD_NAMES: dict[type, frozenset] = {}
-
-
 def make(cls: type, **values: object):
-    """Build a frozen instruction (or any frozen dataclass without ``__post_init__`` whose defaults
-    are plain values) from keyword values, skipping the generated ``__init__``'s per-field
-    ``object.__setattr__`` calls: the parser makes thousands of them.  A field left out reads its
-    default from the class attribute the dataclass keeps for it.  Unknown names are an error."""
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        for f in fields(cls):
-            if f.default is MISSING and f.name not in values:
-                raise TypeError(f"{cls.__name__} needs {f.name}")
-        names = _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))
-    if not values.keys() <= names:
-        raise TypeError(f"{cls.__name__} has no field(s) {sorted(values.keys() - names)}")
-    obj = object.__new__(cls)
-    obj.__dict__.update(values)
-    return obj
+    """Build a frozen instruction from keyword values (what the parser calls, thousands of times)."""
+    return cls(**values)
