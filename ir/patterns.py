@@ -103,10 +103,14 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
                 if i < n and pattern[i] == "/":
                     i += 1
                 rx.append(".*" if i >= n else "(.*/)?")
+            elif in_class:  # Go reads the "[^/]" it emits as "[", "^", "/" in the open class, then "]"
+                rx.append("\\[\\^/]*")
+                in_class = False
             else:
                 rx.append("[^/]*")
         elif ch == "?":
-            rx.append("[^/]")
+            rx.append("\\[\\^/]" if in_class else "[^/]")
+            in_class = False
         elif ch in _REGEX_ESCAPE:
             rx.append("\\" + ch)
         elif ch == "\\":
