@@ -17,6 +17,18 @@ import re
 Path = tuple  # of str keys and int indices
 
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
+_ESCAPE = re.compile(r"\\(u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|.)", re.S)
+_SIMPLE_ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r", "e": "\x1b", '"': '"', "\\": "\\"}
+
+
+def _unescape(m: re.Match) -> str:
+    """One escape of a TOML basic string (``codecs``' unicode_escape would read the UTF-8 bytes of
+    non-ASCII keys as Latin-1 and warn about escapes Python lacks)."""
+    esc = m.group(1)
+    if len(esc) > 1:
+        code = int(esc[1:], 16)
+        return chr(code) if code <= 0x10FFFF else m.group(0)
+    return _SIMPLE_ESCAPES.get(esc, m.group(0))
 _WS = " \t"
 
 
@@ -73,8 +85,8 @@ class _Scanner:
         while j < len(t) and t[j] != q:
             j += 2 if (q == '"' and t[j] == "\\") else 1
         value = t[self.i + 1:j]
-        if q == '"':
-            value = value.encode().decode("unicode_escape", errors="ignore") if "\\" in value else value
+        if q == '"' and "\\" in value:
+            value = _ESCAPE.sub(_unescape, value)
         self.advance(j + 1 - self.i)
         return value
 

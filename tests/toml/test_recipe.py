@@ -94,6 +94,16 @@ def test_key_lines_cover_tables_inline_tables_and_arrays():
     assert format_path(("arr", 1, "quoted.key")) == 'arr[1]."quoted.key"'
 
 
+def test_key_lines_unescape_quoted_keys_as_toml_does():
+    """Non-ASCII and escaped quoted keys get the same names as tomllib gives them."""
+    import tomllib
+
+    text = '"é\\u00e9\\t\\"x" = 1\n"naïve" = 2\n"a\\\\b" = 3\n'
+    lines = key_lines(text)
+    for key, line in zip(tomllib.loads(text), (1, 2, 3)):
+        assert lines[(key,)] == line
+
+
 def test_key_lines_of_every_example_match_tomllib():
     """Every path tomllib reports in our recipes has a line."""
     files = [*ROOT.glob("examples/recipe/*.toml"), *HERE.glob("golden/*/recipe.toml")]
