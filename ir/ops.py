@@ -86,11 +86,11 @@ def _sorted_set(items: tuple) -> tuple:
 
 def _decoded_as_itself(spec: FieldSpec) -> bool:
     """Whether msgspec decodes this field's default value as the default object itself: shared
-    immutables (None, booleans, small ints, empty and one-character strings, ``()``, ``b""``) and
+    immutables (None, booleans, small ints, empty and one-ASCII-character strings, ``()``, ``b""``) and
     ``Literal`` members (msgspec returns the literal's own object)."""
     d = spec.default
     return (d is None or d is True or d is False or d == () or d == b"" or (isinstance(d, dict) and not d)
-            or (type(d) is int and -5 <= d <= 256) or (type(d) is str and len(d) <= 1 and d <= "\xff")
+            or (type(d) is int and -5 <= d <= 256) or (type(d) is str and len(d) <= 1 and d < "\x80")
             or typing.get_origin(spec.type) is Literal)
 
 
