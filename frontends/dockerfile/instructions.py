@@ -253,8 +253,3 @@ class Stage:
     @property
     def name(self) -> str | None:
         return self.from_.stage_name
-
-
-def make(cls: type, **values: object):
-    """Build a frozen instruction from keyword values (what the parser calls, thousands of times)."""
-    return cls(**values)

@@ -106,7 +106,7 @@ class Builder:
             values[name] = value
         else:
             values.setdefault(name, []).append((value, fw))  # type: ignore[union-attr]
-        return I.make(I.Flag, name=name, value=value if eq else None, span=span)
+        return I.Flag(name=name, value=value if eq else None, span=span)
 
     # -- the dispatch -----------------------------------------------------------------------
     def build(self, node: Node) -> I.Instruction:
@@ -142,7 +142,7 @@ class Builder:
                                  "start with a number or contain symbols", off, len(args[2]))
         elif len(args) != 1:
             raise self.error(node, "FROM requires either one or three arguments")
-        return I.make(I.From, **common, image=args[0], stage_name=name,
+        return I.From(**common, image=args[0], stage_name=name,
                       stage_name_as_written=args[2] if name else None, platform=fv.get("platform"))
 
     def _command_line(self, node: Node, values: list[str]) -> I.CommandLine:
@@ -169,21 +169,21 @@ class Builder:
             if val is not None and "$" not in val and val not in allowed:
                 f = next(x for x in common["flags"] if x.name == flag)
                 raise SourceError(f'unsupported {flag} mode "{val}"' + did_you_mean(val, allowed), f.span)
-        return I.make(I.Run, **common, command=self._command_line(node, node.values), mounts=tuple(mounts),
+        return I.Run(**common, command=self._command_line(node, node.values), mounts=tuple(mounts),
                       network=net, security=sec, devices=tuple(v for v, _ in fv.get("device", [])))
 
     def _cmd(self, node, fv, common):
-        return I.make(I.Cmd, **common, command=self._command_line(node, node.values))
+        return I.Cmd(**common, command=self._command_line(node, node.values))
 
     def _entrypoint(self, node, fv, common):
-        return I.make(I.Entrypoint, **common, command=self._command_line(node, node.values))
+        return I.Entrypoint(**common, command=self._command_line(node, node.values))
 
     def _shell(self, node, fv, common):
         if not node.values or (node.json and not node.values):
             raise self.error(node, "SHELL requires at least one argument")
         if not node.json:
             raise self.args_error(node, "SHELL requires the arguments to be in JSON form")
-        return I.make(I.Shell, **common, shell=tuple(node.values))
+        return I.Shell(**common, shell=tuple(node.values))
 
     def _pairs(self, node: Node) -> tuple[I.KeyValue, ...]:
         kw = node.keyword.upper()
@@ -198,18 +198,18 @@ class Builder:
         return tuple(out)
 
     def _env(self, node, fv, common):
-        return I.make(I.Env, **common, pairs=self._pairs(node))
+        return I.Env(**common, pairs=self._pairs(node))
 
     def _label(self, node, fv, common):
-        return I.make(I.Label, **common, pairs=self._pairs(node))
+        return I.Label(**common, pairs=self._pairs(node))
 
     def _maintainer(self, node, fv, common):
-        return I.make(I.Maintainer, **common, maintainer=self._exactly_one(node))
+        return I.Maintainer(**common, maintainer=self._exactly_one(node))
 
     def _expose(self, node, fv, common):
         if not node.values:
             raise self.error(node, "EXPOSE requires at least one argument")
-        return I.make(I.Expose, **common, ports=tuple(node.values))
+        return I.Expose(**common, ports=tuple(node.values))
 
     def _file_op(self, node: Node, fv: dict, common: dict) -> dict:
         kw = node.keyword.upper()
@@ -242,7 +242,7 @@ class Builder:
                     exclude=tuple(v for v, _ in fv.get("exclude", [])))
 
     def _copy(self, node, fv, common):
-        return I.make(I.Copy, **common, **self._file_op(node, fv, common), from_=fv.get("from"),
+        return I.Copy(**common, **self._file_op(node, fv, common), from_=fv.get("from"),
                       parents=bool(fv.get("parents", False)))
 
     def _add(self, node, fv, common):
@@ -250,7 +250,7 @@ class Builder:
         if checksum and "$" not in checksum and not _DIGEST.match(checksum):
             f = next(x for x in common["flags"] if x.name == "checksum")
             raise SourceError(f'invalid checksum digest format "{checksum}"', f.span)
-        return I.make(I.Add, **common, **self._file_op(node, fv, common), checksum=checksum,
+        return I.Add(**common, **self._file_op(node, fv, common), checksum=checksum,
                      keep_git_dir=bool(fv.get("keep-git-dir", False)), unpack=fv.get("unpack"))
 
     def _volume(self, node, fv, common):
@@ -261,16 +261,16 @@ class Builder:
             if not v.strip():
                 raise self.args_error(node, "VOLUME specified can not be an empty string")
             paths.append(v.strip())
-        return I.make(I.Volume, **common, paths=tuple(paths))
+        return I.Volume(**common, paths=tuple(paths))
 
     def _user(self, node, fv, common):
-        return I.make(I.User, **common, user=self._exactly_one(node))
+        return I.User(**common, user=self._exactly_one(node))
 
     def _workdir(self, node, fv, common):
-        return I.make(I.Workdir, **common, path=self._exactly_one(node))
+        return I.Workdir(**common, path=self._exactly_one(node))
 
     def _stopsignal(self, node, fv, common):
-        return I.make(I.StopSignal, **common, signal=self._exactly_one(node))
+        return I.StopSignal(**common, signal=self._exactly_one(node))
 
     def _arg(self, node, fv, common):
         if not node.values:
@@ -281,7 +281,7 @@ class Builder:
             if eq and not name:
                 raise self.args_error(node, "ARG names can not be blank")
             decls.append(I.ArgDecl(name, default if eq else None))
-        return I.make(I.Arg, **common, args=tuple(decls))
+        return I.Arg(**common, args=tuple(decls))
 
     def _onbuild(self, node, fv, common):
         sub = node.sub
@@ -297,7 +297,7 @@ class Builder:
         expression = re.sub(r"(?i)^\s*ONBUILD\s*", "", node.line.text)
         for h in node.heredocs:
             expression += "\n" + h.content + h.name
-        return I.make(I.Onbuild, **common, expression=expression, trigger=trigger)
+        return I.Onbuild(**common, expression=expression, trigger=trigger)
 
     def _healthcheck(self, node, fv, common):
         if not node.values:
@@ -307,7 +307,7 @@ class Builder:
         if typ == "NONE":
             if args:
                 raise self.args_error(node, "HEALTHCHECK NONE takes no arguments")
-            return I.make(I.Healthcheck, **common, test=("NONE",))
+            return I.Healthcheck(**common, test=("NONE",))
         if typ != "CMD":
             raise self.args_error(node, f'Unknown type "{typ}" in HEALTHCHECK (try CMD)')
         if not args:
@@ -326,7 +326,7 @@ class Builder:
             retries = int(raw)
             if retries < 0:
                 raise SourceError(f"--retries cannot be negative ({retries})", f.span)
-        return I.make(I.Healthcheck, **common, test=test, retries=retries, **times)
+        return I.Healthcheck(**common, test=test, retries=retries, **times)
 
     def _duration(self, node, common, name: str, raw: str) -> float:
         if raw == "" or "$" in raw:
