@@ -8,7 +8,7 @@ it is a hit again (early cutoff).  A COPY from a local context is keyed by the c
 the files it selects, so editing an unrelated file does not re-run it.
 
 The graph reaches the host only through ``SolveOptions`` grants (local dirs, OCI layouts, secrets,
-ssh agents, ``allow_insecure``); secrets are never part of a key, a log line or a file in the store.
+ssh agents, ``entitlements``); secrets are never part of a key, a log line or a file in the store.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ir.errors import ValidationErrors
 from ir.validate import check_graph
 
 from backend.cache import CacheStore, Output, default_root
+from backend.entitlements import Entitlements
 from backend.errors import BuildError, GrantError, SolveError
 from backend.events import Event
 from backend.ops import Step, Workspace, layer_id_of
@@ -46,7 +47,7 @@ class SolveOptions:
     ssh: dict[str, Path] = field(default_factory=dict)  # agent id -> socket
     jobs: int = DEFAULT_JOBS  # concurrent execs
     no_cache: bool = False
-    allow_insecure: bool = False
+    entitlements: Entitlements = field(default_factory=Entitlements)  # --allow
     insecure_registries: tuple[str, ...] = ()
     on_event: Callable[[Event], None] | None = None
     # unfiltered scans (backend.context.ContextScan) of granted dirs by realpath, taken by this build
@@ -205,7 +206,7 @@ class Solver:
                     problems.append(str(e))
             if op.exec is None:
                 continue
-            if op.exec.security == "insecure" and not self.options.allow_insecure:
+            if op.exec.security == "insecure" and not self.options.entitlements.insecure:
                 problems.append(f"{where}: the step asks for security=insecure (all capabilities), which was not "
                                 "allowed; pass --allow security.insecure")
             for m in op.exec.mounts:

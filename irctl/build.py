@@ -31,7 +31,7 @@ def build(
     progress: str = typer.Option("auto", "--progress", help="auto, tty, plain, json or quiet."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache store (default $IRCTL_CACHE_DIR, ~/.cache/irctl)."),
     insecure_registry: List[str] = typer.Option([], "--insecure-registry", help="Allow plain HTTP to this registry."),
-    allow: List[str] = typer.Option([], "--allow", help="Grant an entitlement: security.insecure (RUN --security=insecure)."),
+    allow: List[str] = typer.Option([], "--allow", help="Grant an entitlement: security.insecure, network.host, network.private, fs.read=PATH."),
     ir_out: Optional[Path] = typer.Option(None, "--ir-out", help="Also write the compiled graph here."),
 ) -> None:
     """Build an image from CONTEXT."""
@@ -52,7 +52,7 @@ def build(
         scans = fastpath.take_scans()  # what a fast-path miss just scanned: not walked again below
         if not scans and not frontend:  # no fast-path check ran (--output, ...): scan once here for all
             fastpath.prescan(memo_opts, scans)
-        allow_insecure = opt.entitlements(allow)
+        granted = opt.entitlements(allow)
         named = opt.named_contexts(build_context)
         outputs = opt.outputs(output)
         if push:
@@ -64,7 +64,7 @@ def build(
 
             ir_out.write_bytes(dump_document(compiled.document))
         snapshot = _solve(compiled.document, context, named, opt.secrets(secret), opt.ssh_agents(ssh),
-                          jobs, no_cache, allow_insecure, tuple(insecure_registry), progress, root, scans)
+                          jobs, no_cache, granted, tuple(insecure_registry), progress, root, scans)
         if not frontend:
             fastpath.remember(memo_opts, [str(p) for p in snapshot.layers], len(compiled.document.ops), scans)
         if outputs:
@@ -90,14 +90,14 @@ def _compile(context, file, frontend, target, build_args, named, insecure, cache
     return compiled, root
 
 
-def _solve(doc, context, named, secrets, ssh, jobs, no_cache, allow_insecure, insecure, progress, root, scans):
+def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure, progress, root, scans):
     from backend.solver import SolveOptions, solve
     from irctl.progress import renderer
 
     render = renderer(progress)
     options = SolveOptions(cache_dir=root, local_dirs={"context": context.resolve(), **named.local_dirs},
                            oci_layouts=named.oci_layouts, secrets=secrets, ssh=ssh, no_cache=no_cache,
-                           allow_insecure=allow_insecure, insecure_registries=insecure, on_event=render,
+                           entitlements=granted, insecure_registries=insecure, on_event=render,
                            context_scans=scans)
     if jobs > 0:
         options.jobs = jobs

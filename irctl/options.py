@@ -35,12 +35,14 @@ def build_args(values: list[str]) -> dict[str, str]:
     return args
 
 
-def entitlements(values: list[str]) -> bool:
-    """``--allow security.insecure`` (buildx's spelling); returns whether insecure RUNs are allowed."""
-    for v in values:
-        if v != "security.insecure":
-            raise UserError(f"--allow {v!r}: the only entitlement is security.insecure")
-    return "security.insecure" in values
+def entitlements(values: list[str]):
+    """``--allow`` values (buildx's spellings) as ``backend.entitlements.Entitlements``."""
+    from backend.entitlements import EntitlementError, parse
+
+    try:
+        return parse(values)
+    except EntitlementError as e:
+        raise UserError(str(e)) from None
 
 
 def secrets(values: list[str]) -> dict[str, bytes]:

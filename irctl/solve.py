@@ -40,7 +40,7 @@ def solve_cmd(
     ssh: List[str] = typer.Option([], "--ssh", help="default or ID=SOCKET"),
     jobs: int = typer.Option(16, "--jobs", "-j", help="concurrent RUN steps"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not use cached results"),
-    allow: List[str] = typer.Option([], "--allow", help="security.insecure"),
+    allow: List[str] = typer.Option([], "--allow", help="security.insecure, network.host, network.private, fs.read=PATH"),
     insecure_registry: List[str] = typer.Option([], "--insecure-registry", help="use plain HTTP for this registry"),
     progress: str = typer.Option("auto", "--progress", help="auto, tty, plain, json, quiet"),
     output: List[str] = typer.Option([], "-o", "--output", help="export the first target: type=oci|docker|registry|local|tar,…"),
@@ -57,7 +57,7 @@ def solve_cmd(
         from ir.validate import load_and_validate
         from irctl import options as cli_options
 
-        allow_insecure = cli_options.entitlements(allow)
+        granted = cli_options.entitlements(allow)
         outputs = cli_options.outputs(output)
         doc = load_and_validate(graph.read_bytes())
         try:
@@ -72,7 +72,7 @@ def solve_cmd(
         opts = SolveOptions(cache_dir=cache_dir, local_dirs=_pairs(local, "--local"),
                             oci_layouts=_pairs(oci_layout, "--oci-layout"), secrets=cli_options.secrets(secret),
                             ssh=cli_options.ssh_agents(ssh), jobs=jobs, no_cache=no_cache,
-                            allow_insecure=allow_insecure,
+                            entitlements=granted,
                             insecure_registries=tuple(insecure_registry), on_event=render)
         try:
             results = solve(doc, target or ["default"], opts)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from backend.entitlements import Entitlements
 from backend.errors import BuildError
 from ir import builder as b
 from ir import ops
@@ -267,7 +268,7 @@ def test_security_insecure_only_when_allowed(solving: Solving) -> None:
 
     with pytest.raises(GrantError, match="--allow security.insecure"):
         solving.solve(step)
-    res = solving.solve(step, allow_insecure=True)
+    res = solving.solve(step, entitlements=Entitlements(insecure=True))
     assert read_file(res["default"], "/r") == b"mounted\n"
     sandboxed = sh(solving.base(), "grep CapEff /proc/self/status > /caps")
     caps = {k: int(read_file(r["default"], "/caps").split()[1], 16)
