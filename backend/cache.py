@@ -31,6 +31,7 @@ from pathlib import Path
 
 from backend.blobs import BlobError, BlobStore
 from backend.errors import CacheError
+from backend import safefs
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -227,7 +228,7 @@ class CacheStore:
                 for db in idle:
                     db.close()
                 _umount_below(work)
-                shutil.rmtree(work, ignore_errors=True)
+                safefs.rmtree(work, ignore_errors=True)
                 with contextlib.suppress(OSError):
                     if not Path(Path(f"{work}.state").read_text().strip()).exists():
                         os.unlink(f"{work}.state")  # else kept: the next session reaps that runtime dir
@@ -274,7 +275,7 @@ class CacheStore:
             work = Path(str(lock)[: -len(".lock")])
             _reap_runtime_state(Path(f"{work}.state"))
             _umount_below(work)
-            shutil.rmtree(work, ignore_errors=True)
+            safefs.rmtree(work, ignore_errors=True)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock)
             os.close(fd)
@@ -285,7 +286,7 @@ class CacheStore:
                 fd = self._lock(f"layer-{name}.lock" if kind == "x" else f"mount-{name}.create", fcntl.LOCK_EX, 0)
             except BlockingIOError:
                 continue
-            shutil.rmtree(work, ignore_errors=True)
+            safefs.rmtree(work, ignore_errors=True)
             os.close(fd)
         for tmp in [*self.tmp_dir.glob("ingest-*"), *self.tmp_dir.glob("blob-*")]:  # a blob write that died
             with contextlib.suppress(OSError):
@@ -359,7 +360,7 @@ class CacheStore:
             else:
                 _fsync_dir(self.layers_dir)
         if upper.exists():
-            shutil.rmtree(upper, ignore_errors=True)
+            safefs.rmtree(upper, ignore_errors=True)
         now = time.time()
         with self._db() as db:
             db.execute("INSERT INTO layers (id, size, created, last_used) VALUES (?,?,?,?) "
@@ -398,7 +399,7 @@ class CacheStore:
                 build(work / "layer")
                 return self.commit_layer(work / "layer", layer_id)
             finally:
-                shutil.rmtree(work, ignore_errors=True)
+                safefs.rmtree(work, ignore_errors=True)
 
     # -- cache mounts -------------------------------------------------------------------------
     def mount_name(self, cache_id: str) -> str:
@@ -416,7 +417,7 @@ class CacheStore:
                     create(work / "dir")
                     os.rename(work / "dir", dest)
                 finally:
-                    shutil.rmtree(work, ignore_errors=True)
+                    safefs.rmtree(work, ignore_errors=True)
         return dest
 
     def mount_lock(self, cache_id: str, *, exclusive: bool, wait: bool = True) -> int | None:
@@ -468,10 +469,10 @@ class CacheStore:
                 blobs_keep = {r[0] for r in db.execute("SELECT blob FROM layers WHERE blob IS NOT NULL")}
             for p in self.layers_dir.iterdir():
                 if "sha256:" + p.name not in keep:
-                    shutil.rmtree(p, ignore_errors=True)
+                    safefs.rmtree(p, ignore_errors=True)
             if all:
                 for p in self.mounts_dir.iterdir():
-                    shutil.rmtree(p, ignore_errors=True)
+                    safefs.rmtree(p, ignore_errors=True)
                 for p in self.blobs.blob_dir.iterdir():
                     if "sha256:" + p.name not in kept_blobs:
                         p.unlink()
@@ -563,7 +564,7 @@ def _reap_runtime_state(note: Path) -> None:
         if runc and container.is_dir() and container.name.startswith("irctl-") and "." not in container.name:
             for args in (["kill", "--all", container.name, "KILL"], ["delete", "--force", container.name]):
                 subprocess.run([runc, "--root", str(state), *args], capture_output=True, stdin=subprocess.DEVNULL)
-    shutil.rmtree(state, ignore_errors=True)
+    safefs.rmtree(state, ignore_errors=True)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -32,7 +32,6 @@ import contextlib
 import hashlib
 import os
 import posixpath
-import shutil
 import stat
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +51,7 @@ from backend.copy import (
 from backend.unpack import DEFAULT_LIMITS, UnpackLimits, extract_archive, is_archive
 from backend.userdb import UserError, resolve_user
 from ir.ops import CopyAction, FileAction, MkdirAction, MkfileAction, Owner, RmAction, SymlinkAction
+from backend import safefs
 
 __all__ = ["FileOpError", "SourceView", "UnpackLimits", "apply_actions", "resolve_owner"]
 
@@ -472,7 +472,7 @@ def _rm_one(root: str, tree: DirTree, path: str, allow_not_found: bool) -> None:
             return
         raise FileOpError(f"{path}: no such file or directory", path) from None
     if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(host)
+        safefs.rmtree(host)
     else:
         os.unlink(host)
 

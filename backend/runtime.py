@@ -37,6 +37,7 @@ from pathlib import Path
 from backend.mountpoints import mkdirs_in_root, remove_mount_stubs, resolve_in_root
 from backend.snapshot import Snapshotter, abandoned_dirs, held_dir
 from backend.userns import in_user_namespace, read_id_map
+from backend import safefs
 
 NETWORK_MODES = ("none", "host", "default")
 
@@ -419,7 +420,7 @@ def reap_stale_containers(state_dir: Path, runtime: Runtime | None = None) -> li
         try:
             container_id = os.path.basename(path).split(".")[0]
             _force_delete(runtime, state_dir, container_id)
-            shutil.rmtree(path, ignore_errors=True)
+            safefs.rmtree(path, ignore_errors=True)
             reaped.append(container_id)
         finally:
             os.close(fd)

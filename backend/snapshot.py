@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from backend import safefs
 
 
 def _overlay_xattr_prefix() -> str:
@@ -117,7 +118,7 @@ def remove_path(path: str | bytes) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
+        safefs.rmtree(path)
     else:
         os.unlink(path)
 
@@ -151,7 +152,7 @@ def _apply_dir(src: str, dst: str, dir_meta: dict, links: dict) -> None:
             if os.path.lexists(d) and (not os.path.isdir(d) or os.path.islink(d)):
                 remove_path(d)
             elif os.path.isdir(d) and is_opaque(s):
-                shutil.rmtree(d)
+                safefs.rmtree(d)
             os.makedirs(d, exist_ok=True)
             dir_meta[d] = (s, st)
             _apply_dir(s, d, dir_meta, links)
@@ -324,7 +325,7 @@ def _rmtree_scratch(path: str) -> None:
     if os.path.ismount(os.path.join(path, "rootfs")):  # never delete through a live mount
         raise SnapshotError(f"{path}/rootfs is still mounted; not removing it")
     with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(path)
+        safefs.rmtree(path)
 
 
 @functools.cache

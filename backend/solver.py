@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from backend.events import Event
 from backend.ops import Step, Workspace, layer_id_of
 from backend.result import ImageMeta, Snapshot
 from backend.scheduler import critical_path, run_dag
+from backend import safefs
 
 DEFAULT_JOBS = 16
 
@@ -178,7 +178,7 @@ class Solver:
                     from backend.runtime import finish_deferred
 
                     finish_deferred(ws_.deferred)  # runtime state lives in state_dir
-                shutil.rmtree(state_dir, ignore_errors=True)
+                safefs.rmtree(state_dir, ignore_errors=True)
 
     def _reachable(self, roots: list[str]) -> dict[str, list[str]]:
         deps: dict[str, list[str]] = {}

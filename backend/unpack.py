@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import zstandard
 
 from backend.copy import FileOpError
+from backend import safefs
 
 MAX_LINKS = 255
 
@@ -188,7 +189,7 @@ def _extract_member(tf: tarfile.TarFile, m: tarfile.TarInfo, dest: str, target: 
         st = None
     if st is not None and not (stat.S_ISDIR(st.st_mode) and m.isdir()):
         if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(target)
+            safefs.rmtree(target)
         else:
             os.unlink(target)
     if m.isreg():

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -24,6 +23,7 @@ from backend.cache import CacheStore
 from backend.events import Event
 from backend.result import ImageMeta, Snapshot
 from backend.snapshot import Snapshotter, layer_tree_digest
+from backend import safefs
 
 EMPTY_IDENTITY = "sha256:" + hashlib.sha256(b"irctl-layers-v1\0").hexdigest()
 
@@ -75,7 +75,7 @@ class Workspace:
         """Commit a finished upper dir as a layer; None when it changes nothing.  ``known``: content
         digests noted while writing it (see ``layer_tree_digest``)."""
         if not any(os.scandir(upper)):
-            shutil.rmtree(upper, ignore_errors=True)
+            safefs.rmtree(upper, ignore_errors=True)
             return None
         lid = layer_tree_digest(upper, known)
         self.store.commit_layer(upper, lid)

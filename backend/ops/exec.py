@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from backend.mountpoints import remove_mount_stubs
 from backend.ops import Step, Workspace
 from backend.result import Snapshot
 from backend.userdb import UserError, resolve_user
+from backend import safefs
 
 TAIL_LINES = 20
 
@@ -123,8 +123,8 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
             results[index] = ws.snapshot([f"sha256:{p.name}" for p in mlowers] + ([lid] if lid else []))
         return [results[i] for i in range(n_outputs)]
     finally:
-        shutil.rmtree(secrets_dir, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
+        safefs.rmtree(secrets_dir, ignore_errors=True)
+        safefs.rmtree(work, ignore_errors=True)
 
 
 def _argv(args) -> str:

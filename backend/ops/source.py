@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from ir import ops as irops
 from backend.errors import GrantError, SolveError
 from backend.ops import EMPTY_IDENTITY, Step, Workspace
 from backend.result import ImageMeta, Snapshot
+from backend import safefs
 
 
 def is_fetched(src: irops.SourceOp) -> bool:
@@ -103,7 +103,7 @@ def fetch_source(ws: Workspace, step: Step, src: irops.SourceOp) -> Snapshot:
     else:
         _git(src.git, layer, work, step)  # type: ignore[arg-type]
     lid = ws.commit(layer)
-    shutil.rmtree(work, ignore_errors=True)
+    safefs.rmtree(work, ignore_errors=True)
     return ws.snapshot([lid] if lid else [])
 
 
@@ -147,7 +147,7 @@ def _git(g: irops.GitSource, layer: Path, work: Path, step: Step) -> None:
     git("fetch", "-q", "--depth", "1", "origin", g.ref or "HEAD", cwd=checkout)
     git("-c", "advice.detachedHead=false", "checkout", "-q", "FETCH_HEAD", cwd=checkout)
     if not g.keep_git_dir:
-        shutil.rmtree(checkout / ".git")
+        safefs.rmtree(checkout / ".git")
     src = checkout / g.subdir if g.subdir else checkout
     if not src.is_dir():
         raise SolveError(f"git {g.remote}: no directory {g.subdir!r} in the checkout")
