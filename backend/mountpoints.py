@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from backend import safefs
-from backend.snapshot import is_opaque, is_whiteout
+from backend.snapshot import OPAQUE_XATTR, is_opaque, is_whiteout
 
 MAX_SYMLINKS = 40
 
@@ -133,6 +133,13 @@ def mkdirs_in_root(root: Path, path: str, *, uid: int, gid: int, mode: int = 0o7
     return Path(current)
 
 
+def _opaque_fd(fd: int) -> bool:
+    try:
+        return os.getxattr(fd, OPAQUE_XATTR) == b"y"
+    except OSError:
+        return False
+
+
 def _empty_at(dir_fd: int, name: bytes, st: os.stat_result) -> bool:
     if stat.S_ISDIR(st.st_mode):
         try:
@@ -140,7 +147,7 @@ def _empty_at(dir_fd: int, name: bytes, st: os.stat_result) -> bool:
         except OSError:
             return False
         try:
-            return not os.listdir(fd) and not is_opaque(safefs.fd_path(fd))
+            return not os.listdir(fd) and not _opaque_fd(fd)
         finally:
             os.close(fd)
     return stat.S_ISREG(st.st_mode) and st.st_size == 0

@@ -128,12 +128,12 @@ def lstat_at(dir_fd: int, name: bytes | str) -> os.stat_result | None:
         return None
 
 
-def fd_path(dir_fd: int, name: bytes | str = b"") -> bytes:
+def fd_path(dir_fd: int, name: bytes | str) -> bytes:
     """A short path naming `name` in `dir_fd` for calls without a dir_fd form (xattrs): the magic
     link is the directory itself, `name` is then looked up in it (not followed when it is a link,
-    given follow_symlinks=False)."""
-    base = b"/proc/self/fd/%d" % dir_fd
-    return base + b"/" + os.fsencode(name) if name else base
+    given follow_symlinks=False). For the directory itself pass its fd to the call instead: with
+    follow_symlinks=False, `/proc/self/fd/N` alone would name the magic link, not the directory."""
+    return b"/proc/self/fd/%d/%s" % (dir_fd, os.fsencode(name))
 
 
 # ---------------------------------------------------------------------------------------------- walking

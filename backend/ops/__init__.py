@@ -23,7 +23,7 @@ from backend.cache import CacheStore
 from backend.events import Event
 from backend.result import ImageMeta, Snapshot
 from backend.snapshot import Snapshotter, layer_tree_digest
-from backend import safefs
+from backend import devnodes, safefs
 
 EMPTY_IDENTITY = "sha256:" + hashlib.sha256(b"irctl-layers-v1\0").hexdigest()
 
@@ -77,6 +77,7 @@ class Workspace:
         if not any(os.scandir(upper)):
             safefs.rmtree(upper, ignore_errors=True)
             return None
+        devnodes.convert_tree(upper)  # no device node is ever stored (backend.devnodes)
         lid = layer_tree_digest(upper, known)
         self.store.commit_layer(upper, lid)
         return lid
