@@ -164,8 +164,9 @@ class CacheStore:
         self.mounts_dir = self.root / "mounts"
         self.tmp_dir = self.root / "tmp"
         self.locks_dir = self.root / "locks"
+        safefs.private_dir(self.root)  # 0700, and an older store's 0755 fixed: nothing for other users
         for d in (self.layers_dir, self.mounts_dir, self.tmp_dir, self.locks_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            safefs.private_dir(d)
         self.blobs = BlobStore(self.root)
         self.index_path = self.root / "index.db"
         try:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from backend import safefs
 from backend.copy import DirTree, FileOpError, Node, SourceView, plan_copy, walk_selection
 
 RACY_WINDOW_NS = 1_000_000_000  # a whole second: also covers filesystems with 1 s timestamps
@@ -75,7 +76,7 @@ class StatCache:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        safefs.private_dir(self.path.parent)
         self.db = sqlite3.connect(os.fspath(self.path), timeout=30, isolation_level=None)
         try:
             self.db.execute("PRAGMA journal_mode=WAL")

@@ -394,7 +394,7 @@ def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network
     `finish_deferred(deferred)` before removing `state_dir`."""
     runtime = runtime or find_runtime()
     state_dir = Path(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    safefs.private_dir(state_dir)
     container_id = f"{CONTAINER_PREFIX}{uuid.uuid4().hex[:16]}"
     with held_dir(state_dir / "bundles", f"{container_id}.") as path:
         bundle = Path(path)

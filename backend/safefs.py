@@ -28,6 +28,7 @@ import resource
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 MAX_DEPTH = 4096  # directories below a root; BuildKit's and Docker's walkers fail around PATH_MAX too
 
@@ -346,20 +347,26 @@ def remove_at(dir_fd: int, name: bytes | str) -> None:
 PRIVATE_MODE = 0o700
 
 
-def private_dir(path: str | os.PathLike, *, parents: bool = True) -> None:
-    """Create `path` (and missing parents, when asked) mode 0700, and make an existing one 0700: a
-    store or runtime dir another local user can enter hands them devices, setuid files and secrets."""
-    p = os.fspath(path)
-    try:
-        os.mkdir(p, PRIVATE_MODE)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        if not parents:
-            raise
-        os.makedirs(p, PRIVATE_MODE, exist_ok=True)
-    st = os.lstat(p)
+def private_dir(path: str | os.PathLike) -> Path:
+    """Create `path` mode 0700 (missing parents too: irctl made them, so they are irctl's), and make
+    an existing one of ours 0700 (a store an older irctl created 0755): a store or runtime dir another
+    local user can enter hands them device nodes, setuid files, secrets and other users' builds."""
+    p = Path(path)
+    missing = []
+    while not os.path.lexists(p):
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, PRIVATE_MODE)
+        except FileExistsError:
+            pass
+    p = Path(path)
+    st = os.stat(p)
     if not stat.S_ISDIR(st.st_mode):
-        raise NotADirectoryError(errno.ENOTDIR, "not a directory", p)
-    if stat.S_IMODE(st.st_mode) != PRIVATE_MODE and st.st_uid == os.geteuid():
-        os.chmod(p, PRIVATE_MODE)
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", os.fspath(p))
+    if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():
+        os.chmod(p, stat.S_IMODE(st.st_mode) & 0o700 | 0o700)
+    return p
