@@ -61,11 +61,10 @@ def hexof(digest: str) -> str:
 
 def dir_size(path: str | os.PathLike) -> int:
     total = 0
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in (*dirnames, *filenames):
-            with contextlib.suppress(OSError):
-                st = os.lstat(os.path.join(dirpath, name))
-                total += st.st_blocks * 512 if stat.S_ISREG(st.st_mode) else 0
+    with contextlib.suppress(OSError):
+        for e in safefs.walk(path, sort=False):  # iterative: a layer may nest deeper than the stack
+            if stat.S_ISREG(e.st.st_mode):
+                total += e.st.st_blocks * 512
     return total
 
 
@@ -74,42 +73,29 @@ SYNCFS_MIN_FILES = 256  # from this many regular files on, a tree is flushed wit
 
 def fsync_tree(path: str | os.PathLike) -> int:
     """Make every regular file and directory below ``path`` durable (before it is renamed into place);
-    returns what ``dir_size`` would (so a commit walks the tree once).
+    returns what ``dir_size`` would (so a commit needs no other walk for the size).
 
     A small tree is fsynced file by file and dir by dir.  A tree of ``SYNCFS_MIN_FILES`` files or more
     is flushed with one ``syncfs(2)`` of its filesystem: one journal commit instead of one per file
     (20,000 fsyncs of a COPY layer took longer than the copy).  syncfs also writes back whatever else
     is dirty on that filesystem, which is why small trees do not use it."""
-    files: list[str] = []
-    dirs: list[str] = []
+    files = 0
     total = 0
-    stack = [os.fspath(path)]
-    while stack:
-        d = stack.pop()
-        dirs.append(d)
-        with contextlib.suppress(OSError), os.scandir(d) as it:
-            for e in it:
-                with contextlib.suppress(OSError):
-                    if e.is_dir(follow_symlinks=False):
-                        stack.append(e.path)
-                    elif e.is_file(follow_symlinks=False):
-                        files.append(e.path)
-                        total += e.stat(follow_symlinks=False).st_blocks * 512
-    if len(files) >= SYNCFS_MIN_FILES and _syncfs(dirs[0]):
+    for e in safefs.walk(path, sort=False, where="in a layer"):  # iterative, fd-relative: any depth
+        if stat.S_ISREG(e.st.st_mode):
+            files += 1
+            total += e.st.st_blocks * 512
+    if files >= SYNCFS_MIN_FILES and _syncfs(os.fspath(path)):
         return total
-    for p in files:
-        with contextlib.suppress(OSError):
-            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    for d in dirs:
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    _fsync_dir(Path(path))
+    for e in safefs.walk(path, sort=False, where="in a layer"):
+        if stat.S_ISREG(e.st.st_mode) or stat.S_ISDIR(e.st.st_mode):
+            with contextlib.suppress(OSError):
+                fd = e.open(os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
     return total
 
 

@@ -141,6 +141,9 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
     lookup = cached.get
     while stack:
         rel, host = stack.pop()
+        if rel.count("/") >= safefs.MAX_DEPTH:
+            raise FileOpError(f"the local context nests deeper than {safefs.MAX_DEPTH} directories at "
+                              f"{safefs.short_path(rel)!r}", safefs.short_path(rel))
         walked.add(rel)
         prefix = rel + "/" if rel else ""
         try:
@@ -148,7 +151,8 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
         except (FileNotFoundError, NotADirectoryError):
             continue
         except OSError as err:
-            raise FileOpError(f"cannot read {rel or '.'} in the local context: {err.strerror}", rel) from None
+            raise FileOpError(f"cannot read {safefs.short_path(rel or '.')} in the local context: {err.strerror}",
+                              safefs.short_path(rel)) from None
         with it:
             for e in it:
                 crel = prefix + e.name

@@ -566,6 +566,8 @@ def _clean_name(raw: str, what: str = "entry") -> tuple[bytes, ...]:
     parts = tuple(p for p in name.split(b"/") if p not in (b"", b"."))
     if any(p == b".." for p in parts):
         raise LayerError(f"refusing {what} name {raw!r}: contains '..'")
+    if len(parts) > safefs.MAX_DEPTH:
+        raise LayerError(f"refusing {what} name {raw[:60]!r}…: nested deeper than {safefs.MAX_DEPTH} levels")
     return parts
 
 
@@ -578,15 +580,33 @@ class _Extractor:
         self.userns = self.is_root and in_user_namespace()  # root in name only: no devices, no trusted.*
         self.skipped: list[str] = []
         self.dir_times: list[tuple[tuple[bytes, ...], int]] = []
+        # fds of the dirs on the last path opened: a tar lists a tree depth-first, so the next entry's
+        # parent is mostly on it (a 4096-deep tree costs 4096 opens, not 8 million)
+        self.chain: list[tuple[bytes, int]] = []
 
     def close(self) -> None:
+        self.truncate(0)
         os.close(self.root_fd)
+
+    def truncate(self, keep: int) -> None:
+        """Forget the open dirs below the first `keep` (one of them is about to be replaced)."""
+        while len(self.chain) > keep:
+            os.close(self.chain.pop()[1])
 
     def open_dir(self, parts: tuple[bytes, ...], create: bool, display: str) -> int:
         """fd of dest/parts, refusing to pass through any symlink (or non-directory)."""
-        fd = os.dup(self.root_fd)
+        same = 0
+        for (name, _), p in zip(self.chain, parts):
+            if name != p:
+                break
+            same += 1
+        self.truncate(same)
+        if len(self.chain) == len(parts):
+            return os.dup(self.chain[-1][1] if self.chain else self.root_fd)
+        safefs.raise_nofile(len(parts) + 256)
+        fd = os.dup(self.chain[-1][1] if self.chain else self.root_fd)
         try:
-            for i, p in enumerate(parts):
+            for i, p in enumerate(parts[same:], same):
                 try:
                     nfd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
                 except FileNotFoundError:
@@ -604,6 +624,7 @@ class _Extractor:
                     raise
                 os.close(fd)
                 fd = nfd
+                self.chain.append((p, os.dup(fd)))
             return fd
         except BaseException:
             os.close(fd)
@@ -670,6 +691,7 @@ class _Extractor:
             return  # the root itself ("./"): keep dest as is
         *parent, base = parts
         pfd = self.open_dir(tuple(parent), True, ti.name)
+        self.truncate(len(parent))  # this entry may replace `base`: no open dir below the parent
         try:
             if base == WH_OPAQUE:
                 os.setxattr(pfd, OPAQUE_XATTR, b"y")
@@ -720,6 +742,7 @@ class _Extractor:
                     raise LayerError(f"hard link {ti.name!r} has an empty target")
                 *lparent, lbase = lparts
                 sfd = self.open_dir(tuple(lparent), False, ti.name)
+                self.truncate(0)  # the link may replace a dir on that path
                 try:
                     try:
                         st = os.lstat(lbase, dir_fd=sfd)

@@ -27,10 +27,10 @@ import os
 import resource
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-MAX_DEPTH = 4096  # directories below a root; BuildKit's and Docker's walkers fail around PATH_MAX too
+MAX_DEPTH = 4096
+_SHORT_PATH = 3072  # directories below a root; BuildKit's and Docker's walkers fail around PATH_MAX too
 
 _SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437}.get(os.uname().machine, 437)
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -139,7 +139,8 @@ def fd_path(dir_fd: int, name: bytes | str) -> bytes:
 
 # ---------------------------------------------------------------------------------------------- walking
 
-def _raise_nofile(need: int) -> None:
+def raise_nofile(need: int) -> None:
+    """Raise the soft RLIMIT_NOFILE towards `need` (walks hold one fd per level)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < need:
         target = need if hard == resource.RLIM_INFINITY else min(need, hard)
@@ -149,16 +150,15 @@ def _raise_nofile(need: int) -> None:
             pass
 
 
-@dataclass
 class Entry:
     """One entry met by `walk`: `rel` its path from the root (bytes), `dir_fd` its parent's fd (valid
-    until the walk moves on), `st` its lstat."""
+    until the walk moves on), `st` its lstat, `root` the walk's root path when it was given one."""
 
-    rel: bytes
-    name: bytes
-    dir_fd: int
-    st: os.stat_result
-    depth: int
+    __slots__ = ("rel", "name", "dir_fd", "st", "depth", "root")
+
+    def __init__(self, rel: bytes, name: bytes, dir_fd: int, st: os.stat_result, depth: int,
+                 root: bytes | None = None) -> None:
+        self.rel, self.name, self.dir_fd, self.st, self.depth, self.root = rel, name, dir_fd, st, depth, root
 
     @property
     def is_dir(self) -> bool:
@@ -172,13 +172,30 @@ class Entry:
 
     @property
     def xpath(self) -> bytes:
-        """Path for xattr calls (with follow_symlinks=False)."""
+        """Path for xattr calls (with follow_symlinks=False): the full path while it is short (every
+        directory on it was just met by the walk as a directory, and the tree is at rest), else one
+        relative to the parent's fd through /proc (any depth)."""
+        if self.root is not None and len(self.root) + len(self.rel) < _SHORT_PATH:
+            return self.root + b"/" + self.rel
         return fd_path(self.dir_fd, self.name)
 
 
+def short_path(path: bytes | str | os.PathLike) -> str:
+    """A path cut to at most ~80 characters for one error line (a deep tree's paths run to 20 KB)."""
+    shown = os.fsdecode(os.fspath(path))
+    return shown if len(shown) <= 80 else shown[:40] + "…" + shown[-30:]
+
+
+def os_error_text(e: OSError) -> str:
+    """`strerror: path` with the path cut (`short_path`), for an OSError met while building."""
+    text = e.strerror or str(e)
+    if e.filename is not None:
+        text += f": {short_path(e.filename)}"
+    return text
+
+
 def too_deep(rel: bytes | str, where: str = "") -> TreeError:
-    shown = os.fsdecode(rel)
-    shown = shown if len(shown) <= 80 else shown[:40] + "…" + shown[-30:]
+    shown = short_path(rel)
     return TreeError(errno.ELOOP, f"directory tree{(' ' + where) if where else ''} nests deeper than "
                      f"{MAX_DEPTH} levels at {shown!r}")
 
@@ -190,10 +207,11 @@ def walk(root: str | bytes | os.PathLike | int, *, sort: bool = True, descend=No
     may return False to skip a directory's contents. A directory deeper than `MAX_DEPTH` raises
     `TreeError` naming it."""
     if isinstance(root, int):
-        top = os.dup(root)
+        top, root_path = os.dup(root), None
     else:
-        top = os.open(os.fsencode(os.fspath(root)), _DIR_FLAGS)
-    _raise_nofile(MAX_DEPTH + 512)
+        root_path = os.fsencode(os.fspath(root))
+        top = os.open(root_path, _DIR_FLAGS)
+    raise_nofile(MAX_DEPTH + 512)
     stack: list[tuple[int, bytes, Iterator[bytes], int]] = []
     try:
         stack.append((top, b"", iter(_names(top, sort)), 0))
@@ -209,7 +227,7 @@ def walk(root: str | bytes | os.PathLike | int, *, sort: bool = True, descend=No
             except FileNotFoundError:
                 continue
             rel = prefix + name
-            entry = Entry(rel, name, fd, st, depth + 1)
+            entry = Entry(rel, name, fd, st, depth + 1, root_path)
             yield entry
             if stat.S_ISDIR(st.st_mode) and (descend is None or descend(entry)):
                 if depth + 1 >= MAX_DEPTH:
@@ -234,7 +252,7 @@ def walk(root: str | bytes | os.PathLike | int, *, sort: bool = True, descend=No
 
 
 def _names(fd: int, sort: bool) -> list[bytes]:
-    names = [os.fsencode(n) for n in os.listdir(fd)]
+    names = [n.encode("utf-8", "surrogateescape") for n in os.listdir(fd)]  # os.fsencode, without the calls
     return sorted(names) if sort else names
 
 

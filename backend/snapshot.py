@@ -200,42 +200,36 @@ def layer_tree_digest(layer_dir: Path, known: dict[str, tuple[str, int, int, int
     file whose stat still matches is not read again."""
     h = hashlib.sha256(b"irctl-layer-tree-v1\0")
     root = os.fspath(layer_dir)
-    stack = [""]
     records: list[tuple[bytes, bytes]] = []
-    while stack:
-        rel = stack.pop()
-        with os.scandir(os.path.join(root, rel) if rel else root) as it:
-            for entry in it:
-                relpath = f"{rel}/{entry.name}" if rel else entry.name
-                st = entry.stat(follow_symlinks=False)
-                mode = st.st_mode
-                kind = "d" if stat.S_ISDIR(mode) else "f" if stat.S_ISREG(mode) else "l" if stat.S_ISLNK(
-                    mode) else "c" if stat.S_ISCHR(mode) else "b" if stat.S_ISBLK(mode) else "p" if stat.S_ISFIFO(
-                    mode) else "s"
-                content = link = dev = ""
-                if kind == "f":
-                    note = known.get(relpath) if known else None
-                    if note is not None and note[1:] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
-                        content = note[0]
-                    else:
-                        with open(entry.path, "rb") as f:
-                            content = hashlib.file_digest(f, "sha256").hexdigest()
-                elif kind == "l":
-                    link = os.readlink(entry.path)
-                elif kind in "cb":
-                    dev = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
-                elif kind == "d":
-                    stack.append(relpath)
-                found = _xattrs(entry.path)
-                if kind == "f" and st.st_size == 0 and devnodes.DEVICE_XATTR in found:
-                    node = devnodes.decode(found.pop(devnodes.DEVICE_XATTR))
-                    if node is not None:  # a placeholder counts as the node it stands for
-                        kind = "c" if node[0] == stat.S_IFCHR else "b"
-                        content, dev = "", f"{os.major(node[1])}:{os.minor(node[1])}"
-                xattrs = ",".join(f"{k}={v.hex()}" for k, v in sorted(
-                    (CANONICAL_OPAQUE_XATTR if k == OPAQUE_XATTR else k, v) for k, v in found.items()))
-                fields = [kind, f"{stat.S_IMODE(mode):o}", str(st.st_uid), str(st.st_gid), xattrs, link, content, dev]
-                records.append((os.fsencode(relpath), "\0".join(fields).encode("utf-8", "surrogateescape")))
+    for entry in safefs.walk(layer_dir, sort=False, where="in a layer"):  # iterative, fd-relative
+        relpath = os.fsdecode(entry.rel)
+        st = entry.st
+        mode = st.st_mode
+        kind = "d" if stat.S_ISDIR(mode) else "f" if stat.S_ISREG(mode) else "l" if stat.S_ISLNK(
+            mode) else "c" if stat.S_ISCHR(mode) else "b" if stat.S_ISBLK(mode) else "p" if stat.S_ISFIFO(
+            mode) else "s"
+        content = link = dev = ""
+        if kind == "f":
+            note = known.get(relpath) if known else None
+            if note is not None and note[1:] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+                content = note[0]
+            else:
+                with open(entry.open(), "rb") as f:
+                    content = hashlib.file_digest(f, "sha256").hexdigest()
+        elif kind == "l":
+            link = os.fsdecode(entry.readlink())
+        elif kind in "cb":
+            dev = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+        found = _xattrs(entry.xpath)
+        if kind == "f" and st.st_size == 0 and devnodes.DEVICE_XATTR in found:
+            node = devnodes.decode(found.pop(devnodes.DEVICE_XATTR))
+            if node is not None:  # a placeholder counts as the node it stands for
+                kind = "c" if node[0] == stat.S_IFCHR else "b"
+                content, dev = "", f"{os.major(node[1])}:{os.minor(node[1])}"
+        xattrs = ",".join(f"{k}={v.hex()}" for k, v in sorted(
+            (CANONICAL_OPAQUE_XATTR if k == OPAQUE_XATTR else k, v) for k, v in found.items()))
+        fields = [kind, f"{stat.S_IMODE(mode):o}", str(st.st_uid), str(st.st_gid), xattrs, link, content, dev]
+        records.append((entry.rel, "\0".join(fields).encode("utf-8", "surrogateescape")))
     for path, rec in sorted(records):
         h.update(path + b"\0" + rec + b"\0\n")
     return "sha256:" + h.hexdigest()

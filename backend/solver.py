@@ -244,7 +244,9 @@ class Solver:
 
             if isinstance(e, (GrantError, Cancelled)):
                 raise
-            msg = str(e) if isinstance(e, SolveError) else f"{type(e).__name__}: {e}"
+            msg = (str(e) if isinstance(e, (SolveError, safefs.TreeError)) else
+                   f"{type(e).__name__}: {safefs.os_error_text(e)}" if isinstance(e, OSError) else
+                   f"{type(e).__name__}: {e}")
             step.event("failed", msg, time.monotonic() - step.started)
             raise BuildError(msg, op=digest, description=desc,
                              location=source_location(self.doc, digest)) from (None if isinstance(e, SolveError) else e)

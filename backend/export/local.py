@@ -158,6 +158,9 @@ def _few(paths: list[str]) -> str:
 def export_tar(spec: ImageSpec, out: BinaryIO, *, tmp_dir: str | os.PathLike[str] | None = None,
                source_date_epoch: int | None = None) -> str:
     """Write the flattened rootfs as one uncompressed tar to ``out``; returns its sha256 digest."""
-    with tempfile.TemporaryDirectory(prefix="flatten-", dir=tmp_dir) as tmp:
+    tmp = tempfile.mkdtemp(prefix="flatten-", dir=tmp_dir)
+    try:
         flatten_layers(spec.layers, tmp)
         return write_layer(tmp, out, compression="none", source_date_epoch=source_date_epoch).diff_id
+    finally:
+        safefs.rmtree(tmp, ignore_errors=True)
