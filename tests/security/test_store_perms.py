@@ -186,3 +186,31 @@ def test_rootless_store_gives_other_users_nothing(user_cli, busybox_layout, tmp_
     assert _devices(cache) == [] and _devices(out) == []
     assert _setid(out) == []
     assert "type=local: 2 device node(s) not created" in r.stderr, r.stderr
+
+
+def test_pulled_layer_devices_stay_placeholders(tmp_path):
+    """A base image's device nodes: placeholders in the store, skipped by type=local, real entries in
+    the layers of an OCI export (the pulled blob is reused as it was)."""
+    import tarfile
+
+    from tests.security.conftest import make_layout
+
+    layout = make_layout(tmp_path / "layout", [_devs_tar()])
+    ctx = write_ctx(tmp_path / "ctx", {"Dockerfile": "FROM img\nRUN test -f /dev/mem || ls -l /dev\n"})
+    cache = tmp_path / "cache"
+    env = {"IRCTL_CACHE_DIR": str(cache)}
+    base = ["build", ctx, "--progress", "plain", "--build-context", f"img=oci-layout://{layout}:latest"]
+    r = irctl(*base, "--output", f"type=local,dest={tmp_path / 'out'}", env=env)
+    assert r.code == 0, r.stderr
+    assert _devices(cache) == [] and _devices(tmp_path / "out") == []
+    assert "type=local: 2 device node(s) not created (/dev/disk, /dev/mem)" in r.stderr, r.stderr
+    r = irctl(*base, "--output", f"type=oci,tar=false,dest={tmp_path / 'oci'}", env=env)
+    assert r.code == 0, r.stderr
+    kinds = set()
+    for blob in (tmp_path / "oci" / "blobs" / "sha256").iterdir():
+        try:
+            with tarfile.open(blob) as tf:
+                kinds |= {(m.name, m.type) for m in tf if m.isdev()}
+        except tarfile.TarError:
+            continue
+    assert kinds == {("dev/mem", tarfile.CHRTYPE), ("dev/disk", tarfile.BLKTYPE)}, kinds
