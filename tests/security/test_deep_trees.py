@@ -17,6 +17,16 @@ from tests.security.conftest import make_layout, write_ctx
 
 pytestmark = pytest.mark.e2e
 
+
+@pytest.fixture(autouse=True)
+def _remove_deep_trees(tmp_path):
+    """pytest removes old temp dirs with shutil.rmtree, which recurses: these trees go now, iteratively."""
+    yield
+    from backend import safefs
+
+    for p in tmp_path.iterdir():
+        safefs.rmtree(p, True)
+
 NEST = "mkdir x && i=0; while [ $i -lt {n} ]; do mkdir t && mv x t/d && mv t x; i=$((i+1)); done"  # no long paths
 
 
