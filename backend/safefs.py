@@ -355,11 +355,6 @@ def _rmtree_at(pfd: int, base: bytes, ignore_errors: bool) -> None:
         raise first_error
 
 
-def remove_at(dir_fd: int, name: bytes | str) -> None:
-    """Remove `name` in `dir_fd` (a file, a link, a whole tree); a missing name is fine."""
-    rmtree_at(dir_fd, name)
-
-
 # ---------------------------------------------------------------------------------------------- private dirs
 
 PRIVATE_MODE = 0o700

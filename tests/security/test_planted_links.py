@@ -115,3 +115,34 @@ def test_stub_cleanup_never_follows_a_planted_parent(tmp_path):
     assert _snapshot(v) == before
     assert removed == ["moved/b/c", "moved/b", "moved"]
     assert (upper / "a").is_symlink() and (upper / "g").is_symlink() and (upper / "r").is_symlink()
+
+
+@pytest.mark.parametrize("openat2", [True, False], ids=["openat2", "nofollow-walk"])
+def test_open_beneath_refuses_a_link_at_every_level(tmp_path, monkeypatch, openat2):
+    """The primitive under every lookup in a step's output: any symlink on the path is an error, with
+    openat2 and with the O_NOFOLLOW walk used where openat2 is missing."""
+    import errno
+
+    from backend import safefs
+
+    if not openat2:
+        monkeypatch.setattr(safefs, "_openat2_works", False)
+    v = _victim(tmp_path)
+    root = tmp_path / "root"
+    (root / "a" / "b" / "c").mkdir(parents=True)
+    os.symlink(v, root / "abs")
+    os.symlink("../../..", root / "a" / "rel")
+    os.symlink("/", root / "a" / "b" / "slash")
+    os.symlink("c", root / "a" / "b" / "inside")  # even a link that stays inside is not followed
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.close(safefs.open_beneath(fd, "a/b/c"))
+        for path in ("abs", "abs/b", "a/rel", "a/rel/tmp", "a/b/slash", "a/b/slash/tmp", "a/b/inside"):
+            with pytest.raises(OSError) as e:
+                os.close(safefs.open_beneath(fd, path))
+            assert e.value.errno in (errno.ELOOP, errno.ENOTDIR, errno.EXDEV), path  # never followed
+            assert safefs.open_parent(fd, path + "/x") is None, path
+        with pytest.raises(safefs.TreeError):
+            safefs.open_beneath(fd, "a/../../x")
+    finally:
+        os.close(fd)
