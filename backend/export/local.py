@@ -28,21 +28,31 @@ from backend.layers import OPAQUE_XATTR, _SKIP_XATTR_PREFIXES, write_layer
 from backend.snapshot import remove_path
 
 
-def _copy_meta(src: bytes, dst: bytes, st: os.stat_result, is_root: bool) -> None:
+_FILE_CAPS = "security.capability"  # file capabilities: privilege like setuid, for whoever runs the file
+
+
+def _copy_meta(src: bytes, dst: bytes, st: os.stat_result, is_root: bool, private: bool = False) -> bool:
+    """Owner, mode, xattrs and times of ``src`` onto ``dst``; ``private`` leaves file capabilities out
+    (returns True when ``src`` had some)."""
     link = stat.S_ISLNK(st.st_mode)
+    had_caps = False
+    if is_root:  # first: chown clears setuid bits and security.capability
+        os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
     for name in _listxattr(src):
         if name.startswith(_SKIP_XATTR_PREFIXES):
+            continue
+        if private and name == _FILE_CAPS:
+            had_caps = True
             continue
         try:
             os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
         except OSError as e:
             if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
                 raise
-    if is_root:
-        os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
     if not link:
         os.chmod(dst, stat.S_IMODE(st.st_mode))
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+    return had_caps
 
 
 def _listxattr(p: bytes) -> list[str]:
@@ -58,6 +68,7 @@ class LocalReport:
 
     devices: list[str] = field(default_factory=list)  # device nodes (and their placeholders) not created
     setid: list[str] = field(default_factory=list)  # files whose setuid/setgid bits were cleared
+    caps: list[str] = field(default_factory=list)  # files whose capabilities (security.capability) were left out
 
 
 def apply_layer(layer: bytes, dest: bytes, is_root: bool, private: bool = False,
@@ -67,8 +78,9 @@ def apply_layer(layer: bytes, dest: bytes, is_root: bool, private: bool = False,
     earlier layer left there is replaced, never written through).
 
     ``private`` (a ``type=local`` export, a directory other users may reach): no device node is
-    created — a node on the host is a door to the hardware — and setuid/setgid bits are cleared, so
-    the export never hands another user a program that runs with more privilege than they have."""
+    created — a node on the host is a door to the hardware — and setuid/setgid bits and file
+    capabilities are cleared, so the export never hands another user a program that runs with more
+    privilege than they have."""
     links: dict[tuple[int, int], bytes] = {}
     dir_meta: list[tuple[bytes, bytes, os.stat_result]] = []
     report = report if report is not None else LocalReport()
@@ -113,7 +125,8 @@ def apply_layer(layer: bytes, dest: bytes, is_root: bool, private: bool = False,
             os.mkfifo(d, 0o600)
         else:
             continue
-        _copy_meta(s, d, st, is_root)
+        if _copy_meta(s, d, st, is_root, private):
+            report.caps.append(os.fsdecode(e.rel))
         if private and not stat.S_ISLNK(m) and m & (stat.S_ISUID | stat.S_ISGID):
             os.chmod(d, stat.S_IMODE(m) & ~(stat.S_ISUID | stat.S_ISGID))
             report.setid.append(os.fsdecode(e.rel))
@@ -146,6 +159,9 @@ def export_local(spec: ImageSpec, dest: str | os.PathLike[str], *,
             "a type=tar or image export keeps them")
     if report.setid:
         say(f"type=local: setuid/setgid bits cleared on {len(report.setid)} file(s) ({_few(report.setid)}); "
+            "a type=tar or image export keeps them")
+    if report.caps:
+        say(f"type=local: file capabilities left out on {len(report.caps)} file(s) ({_few(report.caps)}); "
             "a type=tar or image export keeps them")
     return out
 

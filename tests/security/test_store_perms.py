@@ -7,6 +7,7 @@ store created 0755 included — and the export must hold no device node and no s
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -214,3 +215,32 @@ def test_pulled_layer_devices_stay_placeholders(tmp_path):
         except tarfile.TarError:
             continue
     assert kinds == {("dev/mem", tarfile.CHRTYPE), ("dev/disk", tarfile.BLKTYPE)}, kinds
+
+
+def test_file_capabilities_are_left_out_of_a_local_export(shared_dir, layout_ctx):
+    """security.capability (e.g. cap_setuid+ep) is privilege like setuid for whoever runs the file:
+    a type=local export leaves it out (with a warning), a rootfs tar keeps it."""
+    import struct
+    import tarfile
+
+    caps = struct.pack("<IIIII", 0x02000001, 1 << 1, 0, 0, 0)  # VFS_CAP_REVISION_2 | effective, CAP_DAC_OVERRIDE
+    info = tarfile.TarInfo("capsh")
+    info.mode, info.size = 0o755, 4
+    info.pax_headers = {"SCHILY.xattr.security.capability": caps.decode("latin-1")}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, encoding="latin-1") as tf:
+        tf.addfile(info, io.BytesIO(b"#!/x"))
+    ctx = write_ctx(shared_dir / "ctx", {"Dockerfile": "FROM busybox\nADD caps.tar /\n", "caps.tar": buf.getvalue()})
+    env = {"IRCTL_CACHE_DIR": str(shared_dir / "cache")}
+    out = shared_dir / "out"
+    r = irctl("build", ctx, "--progress", "plain", *layout_ctx, "--output", f"type=local,dest={out}", env=env)
+    assert r.code == 0, r.stderr
+    assert (out / "capsh").is_file()
+    assert "security.capability" not in os.listxattr(out / "capsh")
+    assert "type=local: file capabilities left out on 1 file(s) (/capsh)" in r.stderr, r.stderr
+    r = irctl("build", ctx, "--progress", "plain", *layout_ctx, "--output", f"type=tar,dest={shared_dir / 'r.tar'}",
+              env=env)
+    assert r.code == 0, r.stderr
+    with tarfile.open(shared_dir / "r.tar", encoding="latin-1") as tf:
+        m = tf.getmember("capsh")
+    assert m.pax_headers.get("SCHILY.xattr.security.capability", "").encode("latin-1") == caps
