@@ -49,6 +49,15 @@ def refusal(addr: str) -> str | None:
     return _kind(ip)
 
 
+def literal_refusal(host: str) -> str | None:
+    """Why ``host`` needs the grant judging by its spelling alone (an address, ``localhost``), or None;
+    the solver's up-front check, before any name is resolved."""
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):  # RFC 6761: always loopback
+        return "loopback"
+    return refusal(name)
+
+
 @dataclass(frozen=True)
 class Checked:
     host: str  # as the URL spells it (no brackets)

@@ -41,7 +41,7 @@ from backend.errors import GrantError, SolveError
 NETWORK = ("https", "http", "ssh", "git")
 _PORTS = {"https": 443, "http": 80, "ssh": 22, "git": 9418}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_HOST = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?|\[[0-9A-Fa-f:.]+\]")
+_HOST = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?\.?|\[[0-9A-Fa-f:.]+\]")
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
 _REF = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/-]*")
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://(.*)", re.DOTALL)
@@ -151,8 +151,7 @@ def check_grants(g: irops.GitSource, granted: Entitlements, where: str) -> None:
         raise GrantError(f"{where}: the git source reads the host repository {r.path}, which was not granted; "
                          f"pass --allow fs.read={r.path} (or a directory above it)")
     if r.kind != "local" and not granted.network_private:
-        why = "loopback" if r.host.lower() == "localhost" or r.host.lower().endswith(".localhost") \
-            else netcheck.refusal(r.host)
+        why = netcheck.literal_refusal(r.host)
         if why:
             raise GrantError(f"{where}: git remote {g.remote}: {r.host} is {why}; the host's own or private "
                              f"networks are reachable only when granted; pass {netcheck.GRANT}")

@@ -43,13 +43,13 @@ def check_grants(src: irops.SourceOp, options, where: str) -> None:
     if src.http is not None and not options.entitlements.network_private:
         from urllib.parse import urlsplit
 
-        from backend.netcheck import GRANT, refusal
+        from backend.netcheck import GRANT, literal_refusal
 
         try:
             host = urlsplit(src.http.url).hostname or ""
         except ValueError:
             host = ""
-        why = "loopback" if host == "localhost" or host.endswith(".localhost") else refusal(host)
+        why = literal_refusal(host)
         if why:
             raise GrantError(f"{where}: GET {src.http.url}: {host} is {why}; the host's own or private networks "
                              f"are reachable only when granted; pass {GRANT}")

@@ -1,0 +1,306 @@
+"""Class 2: a graph reads the host only through what the command line grants.
+
+Local git repositories (a path or ``file://``; a 0700 root-only one) need ``--allow fs.read=``;
+http sources, ``ADD http://…`` and git remotes on the host's loopback, link-local (the cloud metadata
+address), private or otherwise non-global addresses — literal, or a name that resolves there, or a
+redirect that leads there — need ``--allow network.private``.  Refusals name the grant; with the
+grant, the same graph works (real servers on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from backend import netcheck
+from backend.errors import GrantError
+from backend.ops import http as http_source
+from ir import builder as b
+from ir import ops
+from tests.cli.conftest import irctl
+from tests.security.test_host_exec import make_repo, write_graph
+
+SECRET = "root-only-repository-secret-7f3a"
+LOOPBACK_SECRET = "loopback-service-token-91c2"
+
+
+def layer_files(stdout: str) -> dict[str, str]:
+    out = {}
+    for layer in json.loads(stdout)["layers"]:
+        for p in Path(layer).rglob("*"):
+            if p.is_file():
+                out[str(p.relative_to(layer))] = p.read_text(errors="replace")
+    return out
+
+
+def tree_has(root: Path, needle: str) -> bool:
+    for p in root.rglob("*"):
+        if p.is_file() and not p.is_symlink() and needle.encode() in p.read_bytes():
+            return True
+    return False
+
+
+# ------------------------------------------------------------------------------ local git repos
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Path:
+    """A repository in a 0700 directory (as root: root-only) holding a secret."""
+    return make_repo(tmp_path / "vault", {"secret.txt": SECRET + "\n"})
+
+
+def test_local_git_repository_needs_fs_read(tmp_path: Path, vault: Path) -> None:
+    granted_elsewhere = tmp_path / "elsewhere"
+    granted_elsewhere.mkdir()
+    (granted_elsewhere / "link").symlink_to(vault)  # a link in a granted dir does not grant its target
+    remotes = [str(vault), f"file://{vault}", str(vault) + "/", f"{vault}/.git", f"{granted_elsewhere}/../vault/repo",
+               f"{granted_elsewhere}/link", f"file://{granted_elsewhere}/link"]
+    for i, remote in enumerate(remotes):
+        cache = tmp_path / f"cache{i}"
+        graph = write_graph(tmp_path / f"g{i}.ir", b.git(remote, "main"))
+        for allow in ([], ["--allow", f"fs.read={granted_elsewhere}"]):
+            r = irctl("solve", graph, "--cache-dir", cache, *allow, "--progress", "plain", timeout=120)
+            assert r.code != 0, (remote, allow)
+            assert "--allow fs.read=" in r.stderr and "Traceback" not in r.stderr, r.stderr
+            assert SECRET not in r.stdout + r.stderr
+            assert not cache.exists() or not tree_has(cache, SECRET), remote
+
+
+def test_local_git_repository_with_the_grant(tmp_path: Path, vault: Path) -> None:
+    for i, (remote, grant) in enumerate([(str(vault), vault.parent), (f"file://{vault}", vault),
+                                         (str(vault), vault.parent.parent)]):
+        graph = write_graph(tmp_path / f"g{i}.ir", b.git(remote, "main"))
+        r = irctl("solve", graph, "--cache-dir", tmp_path / "cache", "--allow", f"fs.read={grant}",
+                  "--progress", "plain", timeout=120)
+        assert r.code == 0, r.stderr
+        assert layer_files(r.stdout)["secret.txt"] == SECRET + "\n"
+
+
+def test_dockerfile_add_of_a_local_repository_is_refused(tmp_path: Path, vault: Path) -> None:
+    """``ADD file:///…/repo`` or a local path ADD never reads outside the context: either the frontend
+    treats it as a context path, or the git source needs the grant."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    for src in (f"file://{vault}", f"{vault}.git", f"git@localhost:{vault}"):
+        (ctx / "Dockerfile").write_text(f"FROM scratch\nADD {src} /r\n")
+        r = irctl("build", ctx, "--cache-dir", tmp_path / "cache", "--progress", "plain", timeout=120)
+        assert r.code != 0, src
+        assert SECRET not in r.stderr and "Traceback" not in r.stderr
+        assert not tree_has(tmp_path / "cache", SECRET) if (tmp_path / "cache").exists() else True
+
+
+# ------------------------------------------------------------------------------------ http
+
+class Served:
+    def __init__(self, host: str = "127.0.0.1", redirect_to: str = "") -> None:
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                hits.append(self.path)
+                if redirect_to:
+                    self.send_response(302)
+                    self.send_header("Location", redirect_to)
+                    self.end_headers()
+                    return
+                body = LOOPBACK_SECRET.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.port = self.server.server_port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def served():
+    s = Served()
+    yield s
+    s.close()
+
+
+def _loopback_name() -> str | None:
+    """This machine's host name when it resolves to a loopback address (as /etc/hosts often has it)."""
+    name = socket.gethostname()
+    try:
+        return name if all(netcheck.refusal(i[4][0]) for i in socket.getaddrinfo(name, 80)) else None
+    except OSError:
+        return None
+
+
+def _private_urls(port: int) -> list[str]:
+    urls = [f"http://127.0.0.1:{port}/f", f"http://[::1]:{port}/f", "http://169.254.169.254/latest/meta-data/",
+            f"http://localhost:{port}/f", f"http://LOCALHOST:{port}/f",
+            f"http://0.0.0.0:{port}/f", f"http://2130706433:{port}/f", f"http://127.1:{port}/f",
+            f"http://0x7f000001:{port}/f", f"http://[::ffff:127.0.0.1]:{port}/f", f"http://[::127.0.0.1]:{port}/f",
+            "http://10.0.0.1/f", "http://172.16.0.1/f", "http://192.168.1.1/f", "http://100.64.0.1/f",
+            "http://[fc00::1]/f", "http://[fe80::1]/f", "http://224.0.0.1/f", "http://[ff02::1]/f",
+            f"http://user@127.0.0.1:{port}/f", f"https://127.0.0.1:{port}/f", "http://[2002:7f00:1::]/f",
+            f"http://127.0.0.1.nip.invalid.localhost:{port}/f"]
+    name = _loopback_name()
+    if name:
+        urls.append(f"http://{name}:{port}/f")
+    return urls
+
+
+def test_http_source_to_private_addresses_is_refused(tmp_path: Path, served: Served) -> None:
+    for i, url in enumerate(_private_urls(served.port)):
+        graph = write_graph(tmp_path / f"g{i}.ir", b.http(url))
+        r = irctl("solve", graph, "--cache-dir", tmp_path / "cache", "--progress", "plain", timeout=60)
+        assert r.code != 0, url
+        assert "--allow network.private" in r.stderr and "Traceback" not in r.stderr, (url, r.stderr)
+    assert served.hits == []
+
+
+def test_http_source_to_loopback_with_the_grant(tmp_path: Path, served: Served) -> None:
+    for i, url in enumerate([f"http://127.0.0.1:{served.port}/f", f"http://localhost:{served.port}/f"]):
+        graph = write_graph(tmp_path / f"g{i}.ir", b.http(url))
+        r = irctl("solve", graph, "--cache-dir", tmp_path / "cache", "--allow", "network.private",
+                  "--progress", "plain", timeout=60)
+        assert r.code == 0, r.stderr
+        assert layer_files(r.stdout)["f"] == LOOPBACK_SECRET
+    assert served.hits == ["/f", "/f"]
+
+
+def test_dockerfile_add_from_loopback_needs_the_grant(tmp_path: Path, served: Served) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM scratch\nADD http://127.0.0.1:{served.port}/token /token\n")
+    r = irctl("build", ctx, "--cache-dir", tmp_path / "cache", "--progress", "plain", timeout=60)
+    assert r.code != 0
+    assert "Dockerfile:2" in r.stderr and "--allow network.private" in r.stderr, r.stderr
+    assert served.hits == []
+    r = irctl("build", ctx, "--cache-dir", tmp_path / "cache", "--allow", "network.private", "--progress", "plain",
+              "--output", f"type=local,dest={tmp_path / 'out'}", timeout=60)
+    assert r.code == 0, r.stderr
+    assert (tmp_path / "out" / "token").read_text() == LOOPBACK_SECRET
+
+
+class _Step:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, text: str) -> None:
+        self.lines.append(text)
+
+
+@pytest.fixture
+def public_127_0_0_2(monkeypatch):
+    """Treat 127.0.0.2 as if it were a public address: a stand-in for an allowed host on the internet."""
+    real = netcheck._kind
+    monkeypatch.setattr(netcheck, "_kind", lambda a: None if str(a) == "127.0.0.2" else real(a))
+
+
+def test_redirect_from_an_allowed_host_to_loopback_is_refused(tmp_path: Path, served: Served,
+                                                              public_127_0_0_2) -> None:
+    targets = [f"http://127.0.0.1:{served.port}/token", f"http://localhost:{served.port}/token",
+               "http://169.254.169.254/latest/meta-data/", f"http://[::1]:{served.port}/token"]
+    for target in targets:
+        hop = Served("127.0.0.2", redirect_to=target)
+        try:
+            layer = tmp_path / "layer"
+            shutil.rmtree(layer, ignore_errors=True)
+            layer.mkdir()
+            with pytest.raises(GrantError, match="--allow network.private"):
+                http_source.fetch(ops.HTTPSource(f"http://127.0.0.2:{hop.port}/start"), layer, _Step(), False)
+            assert hop.hits == ["/start"]
+            assert list(layer.iterdir()) == []
+        finally:
+            hop.close()
+    assert served.hits == []
+    # the same chain is followed with the grant
+    hop = Served("127.0.0.2", redirect_to=f"http://127.0.0.1:{served.port}/token")
+    try:
+        layer = tmp_path / "layer2"
+        layer.mkdir()
+        http_source.fetch(ops.HTTPSource(f"http://127.0.0.2:{hop.port}/start"), layer, _Step(), True)
+        assert (layer / "start").read_text() == LOOPBACK_SECRET
+    finally:
+        hop.close()
+
+
+def test_redirect_to_another_scheme_or_in_a_loop_is_refused(tmp_path: Path, public_127_0_0_2) -> None:
+    from backend.errors import SolveError
+
+    for target, message in (("file:///etc/passwd", "not http or https"), ("gopher://127.0.0.2/x", "not http"),
+                            ("/again", "redirects")):
+        hop = Served("127.0.0.2", redirect_to=target)
+        try:
+            with pytest.raises(SolveError, match=message):
+                http_source.fetch(ops.HTTPSource(f"http://127.0.0.2:{hop.port}/start"), tmp_path, _Step(), True)
+        finally:
+            hop.close()
+
+
+def test_the_connection_goes_to_the_checked_address(tmp_path: Path, served: Served, monkeypatch) -> None:
+    """No DNS-rebinding window: a name is resolved once; a second answer (here: a dead address)
+    is never asked for, the checked address is what is connected to."""
+    answers = iter([[(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", served.port))],
+                    [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", served.port))]])
+    real = socket.getaddrinfo
+    monkeypatch.setattr(netcheck.socket, "getaddrinfo",
+                        lambda host, *a, **k: next(answers) if host == "rebind.example" else real(host, *a, **k))
+    http_source.fetch(ops.HTTPSource(f"http://rebind.example:{served.port}/x"), tmp_path, _Step(), True)
+    assert (tmp_path / "x").read_text() == LOOPBACK_SECRET
+
+
+# -------------------------------------------------------------------------------- git remotes
+
+def test_git_remotes_on_private_addresses_are_refused(tmp_path: Path) -> None:
+    remotes = ["git://127.0.0.1/repo", "http://127.0.0.1:9/r.git", "https://[::1]/r.git", "ssh://localhost/x",
+               "git@127.0.0.1:x", "ssh://root@169.254.169.254/x", "https://10.1.2.3/r.git", "git://[fe80::1]/r",
+               "https://LocalHost/r.git", "https://a.localhost./r.git"]
+    name = _loopback_name()
+    if name:
+        remotes += [f"https://{name}/r.git", f"git@{name}:r"]
+    for i, remote in enumerate(remotes):
+        graph = write_graph(tmp_path / f"g{i}.ir", b.git(remote, "main"))
+        r = irctl("solve", graph, "--cache-dir", tmp_path / "cache", "--progress", "plain", timeout=60)
+        assert r.code != 0, remote
+        assert "--allow network.private" in r.stderr and "Traceback" not in r.stderr, (remote, r.stderr)
+
+
+@pytest.fixture
+def git_daemon(tmp_path: Path, vault: Path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={vault.parent}",
+                             "--listen=127.0.0.1", f"--port={port}", str(vault.parent)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"})
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            break
+        except OSError:
+            threading.Event().wait(0.05)
+    yield port
+    proc.kill()
+    proc.wait()
+
+
+def test_git_remote_on_loopback_with_the_grant(tmp_path: Path, git_daemon: int) -> None:
+    graph = write_graph(tmp_path / "g.ir", b.git(f"git://127.0.0.1:{git_daemon}/repo", "main"))
+    r = irctl("solve", graph, "--cache-dir", tmp_path / "cache", "--progress", "plain", timeout=120)
+    assert r.code != 0 and "--allow network.private" in r.stderr
+    r = irctl("solve", graph, "--cache-dir", tmp_path / "cache", "--allow", "network.private", "--progress", "plain",
+              timeout=120)
+    assert r.code == 0, r.stderr
+    assert layer_files(r.stdout)["secret.txt"] == SECRET + "\n"
