@@ -101,7 +101,8 @@ def bwrap_argv(bwrap: str) -> list[str]:
             pyc = Path(importlib.util.cache_from_source(str(path)))
             if pyc.is_file():
                 argv += ["--ro-bind", str(pyc), f"/irctl/lib/__pycache__/{pyc.name}"]
-    argv += ["--dev", "/dev", "--size", str(TMPFS), "--tmpfs", "/tmp", "--remount-ro", "/", "--chdir", "/tmp"]
+    argv += ["--dev", "/dev", "--size", str(TMPFS), "--tmpfs", "/tmp", "--remount-ro", "/dev", "--remount-ro", "/",
+             "--chdir", "/tmp"]
     return argv
 
 

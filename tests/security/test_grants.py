@@ -13,6 +13,7 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -283,7 +284,7 @@ def git_daemon(tmp_path: Path, vault: Path):
         port = s.getsockname()[1]
     proc = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={vault.parent}",
                              "--listen=127.0.0.1", f"--port={port}", str(vault.parent)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"})
     for _ in range(100):
         try:
@@ -292,7 +293,7 @@ def git_daemon(tmp_path: Path, vault: Path):
         except OSError:
             threading.Event().wait(0.05)
     yield port
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)  # git daemon runs git-daemon as its child
     proc.wait()
 
 
