@@ -21,6 +21,7 @@ from frontends import BuildRequest, FrontendError, ResolvedImage
 from frontends.pydsl import FRONTEND
 from ir import ops
 from tests.cli.conftest import irctl
+from tests.rootless.conftest import user_cli  # noqa: F401  (fixture)
 
 HEAD = "from frontends.pydsl import image, target\n"
 TAIL = 'target("default", image("busybox"))\n'
@@ -203,3 +204,20 @@ def test_without_namespaces_it_fails_closed(tmp_path: Path, monkeypatch) -> None
     assert not (tmp_path / "ran").exists()
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert "bubblewrap (bwrap) is not installed" in compile_text("\n")
+
+
+def test_rootless_user_gets_the_same_sandbox(user_cli, tmp_path: Path) -> None:  # noqa: F811
+    """As an unprivileged user (tests/rootless): the sandbox starts, the user's own files are not there."""
+    ctx = user_cli.root / "pydsl-ctx"
+    ctx.mkdir(exist_ok=True)
+    (user_cli.home / "own-secret").write_text("user secret")
+    tail = 'from frontends.pydsl import scratch\ntarget("default", scratch())\n'  # no registry needed
+    (ctx / "build.py").write_text(HEAD + "import os\nprint(os.getuid())\n" + tail)
+    (ctx / "evil.py").write_text(HEAD + f"open({str(user_cli.home / 'own-secret')!r}).read()\n" + tail)
+    user_cli.chown(user_cli.root)
+    ok = user_cli.run("compile", ctx, "-f", ctx / "build.py", "-o", ctx / "o.ir", "--cache-dir", ctx / "cache")
+    assert ok.returncode == 0, ok.stderr
+    bad = user_cli.run("compile", ctx, "-f", ctx / "evil.py", "--frontend", "pydsl", "-o", ctx / "o2.ir",
+                       "--cache-dir", ctx / "cache")
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("evil.py:2: FileNotFoundError"), bad.stderr
