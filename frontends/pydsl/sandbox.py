@@ -119,6 +119,37 @@ def _clean(text: str, limit: int = MAX_WARNING) -> str:
     return _CONTROL.sub("?", text[:limit])
 
 
+class _TimedChannel(wire.Channel):
+    """The parent's end: every read and write waits at most until the child's deadline, so a child
+    that sends half a frame, or stops reading its answers, cannot hang irctl."""
+
+    def __init__(self, child: "_Child") -> None:
+        super().__init__(child.proc.stdout, child.proc.stdin)
+        self.child = child
+        os.set_blocking(child.proc.stdin.fileno(), False)  # type: ignore[union-attr]
+
+    def _wait(self, fileobj, event: int) -> None:
+        with selectors.DefaultSelector() as sel:
+            sel.register(fileobj, event)
+            if not sel.select(max(self.child.left(), 0.0)):
+                self.child.kill()
+                raise FrontendError(f"{self.child.name}: the build file ran longer than {self.child.seconds:g} s "
+                                    "in the sandbox")
+
+    def _read(self, n: int) -> bytes:
+        self._wait(self.reader, selectors.EVENT_READ)
+        return self.reader.read(n)
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            self._wait(self.writer, selectors.EVENT_WRITE)
+            try:
+                view = view[os.write(self.writer.fileno(), view):]
+            except BlockingIOError:
+                continue
+
+
 class _Child:
     def __init__(self, request: BuildRequest, resolver: ImageResolver) -> None:
         self.request = request
@@ -135,9 +166,9 @@ class _Child:
         self.stderr = bytearray()
         self.reader = threading.Thread(target=self._drain, daemon=True)
         self.reader.start()
-        self.chan = wire.Channel(self.proc.stdout, self.proc.stdin)
         self.waited = 0.0  # time spent answering the child's questions: not the child's
         self.started = time.monotonic()
+        self.chan = _TimedChannel(self)
 
     def _drain(self) -> None:
         assert self.proc.stderr is not None
@@ -150,16 +181,12 @@ class _Child:
         text = _clean(bytes(self.stderr).decode("utf-8", "replace"), MAX_STDERR).strip()
         return text
 
+    def left(self) -> float:
+        """Seconds of the wall-clock budget left (time spent in the parent's resolver not counted)."""
+        return self.seconds - (time.monotonic() - self.started - self.waited)
+
     def receive(self) -> dict:
         """The child's next frame, within the wall-clock budget."""
-        left = self.seconds - (time.monotonic() - self.started - self.waited)
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        ready = sel.select(max(left, 0.0))
-        sel.close()
-        if not ready:
-            self.kill()
-            raise FrontendError(f"{self.name}: the build file ran longer than {self.seconds:g} s in the sandbox")
         return self.chan.receive()
 
     def kill(self) -> None:

@@ -27,13 +27,19 @@ class Channel:
 
     def send(self, msg: dict) -> None:
         data = msgpack.packb(msg, use_bin_type=True)
-        self.writer.write(struct.pack(">I", len(data)) + data)
+        self._write(struct.pack(">I", len(data)) + data)
+
+    def _write(self, data: bytes) -> None:
+        self.writer.write(data)
         self.writer.flush()
+
+    def _read(self, n: int) -> bytes:
+        return self.reader.read(n)
 
     def _exact(self, n: int) -> bytes:
         chunks, got = [], 0
         while got < n:
-            chunk = self.reader.read(min(n - got, 1 << 20))
+            chunk = self._read(min(n - got, 1 << 20))
             if not chunk:
                 raise EOFError("the other side closed the pipe")
             chunks.append(chunk)

@@ -167,19 +167,45 @@ def test_output_flood_is_cut(capfd) -> None:
 
 @pytest.mark.parametrize("frame", [
     "struct.pack('>I', 0xFFFFFFF0)",  # a 4 GB message
+    "b'\\x00\\x00'",  # half a header, then silence
+    "struct.pack('>I', 100) + b'x'",  # a short body, then silence
     "struct.pack('>I', 5) + b'\\xc1\\xc1\\xc1\\xc1\\xc1'",  # not msgpack
     "(lambda m: struct.pack('>I', len(m)) + m)(msgpack.packb({'op': 'resolve_image', 'ref': 5, 'platform': 1}))",
     "(lambda m: struct.pack('>I', len(m)) + m)(msgpack.packb({'op': 'run', 'argv': ['touch', '/tmp/x']}))",
     "(lambda m: struct.pack('>I', len(m)) + m)(msgpack.packb({'op': 'done', 'document': b'junk', 'warnings': []}))",
 ])
-def test_a_hostile_child_cannot_make_the_parent_do_anything_else(frame: str) -> None:
+def test_a_hostile_child_cannot_make_the_parent_do_anything_else(frame: str, monkeypatch) -> None:
     """The build file writes its own frames to every fd that could be the reply pipe."""
+    monkeypatch.setenv("IRCTL_PYDSL_TIMEOUT", "3")
+    t = time.monotonic()
     msg = compile_text("import os, struct, msgpack\n"
                        f"data = {frame}\n"
                        "for fd in range(3, 20):\n"
                        "    try:\n        os.write(fd, data)\n    except OSError:\n        pass\n"
-                       "import time\ntime.sleep(5)\n")
-    assert msg.startswith("build.py: the sandbox") or msg.startswith("build.py: the sandboxed build file"), msg
+                       "import time\ntime.sleep(30)\n")
+    assert time.monotonic() - t < 15
+    assert msg.startswith(("build.py: the sandbox", "build.py: the sandboxed build file",
+                           "build.py: the build file ran longer than 3 s")), msg
+
+
+def test_a_child_that_stops_reading_cannot_hang_the_parent(monkeypatch) -> None:
+    """It asks for an image and never reads the (large) answer: the parent's write times out."""
+    monkeypatch.setenv("IRCTL_PYDSL_TIMEOUT", "3")
+
+    class Big(Resolver):
+        def resolve_image(self, ref, platform):
+            r = super().resolve_image(ref, platform)
+            return ResolvedImage(r.ref, r.digest, {"config": {"Env": ["X=" + "y" * (4 << 20)]}}, platform)
+
+    body = ("import os, struct, msgpack\n"
+            "m = msgpack.packb({'op': 'resolve_image', 'ref': 'busybox', 'platform': ['linux', 'amd64', '']})\n"
+            "for fd in range(3, 20):\n"
+            "    try:\n        os.write(fd, struct.pack('>I', len(m)) + m)\n    except OSError:\n        pass\n"
+            "import time\ntime.sleep(30)\n")
+    t = time.monotonic()
+    with pytest.raises(FrontendError, match="longer than 3 s"):
+        FRONTEND.compile(BuildRequest((HEAD + body + TAIL).encode(), filename="build.py"), Big())
+    assert time.monotonic() - t < 15
 
 
 def test_the_cli_reports_a_sandbox_error_on_one_located_line(tmp_path: Path) -> None:
