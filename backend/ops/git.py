@@ -17,15 +17,17 @@ Reading the host: a local path or ``file://`` remote reads a repository of the h
 refused unless it lies (symlinks resolved) under an ``--allow fs.read=PATH`` grant — checked in
 the solver's up-front grant check.  A network remote's host is resolved and checked by
 :mod:`backend.netcheck` before git runs (``--allow network.private`` for the host's own and private
-networks); for http(s) git is pinned to the checked address (``http.curloptResolve``) and does not
-follow redirects.  ssh and git:// remotes are checked but not pinned: ssh resolves the name again
-(and applies the user's ssh_config), a residual DNS-rebinding window.
+networks); git is pinned to the checked address — for http(s) with ``http.curloptResolve`` (and no
+redirects), for ssh with ``-o HostName=ADDR -o HostKeyAlias=NAME`` under ``ssh -F /dev/null`` (no
+ssh_config, as BuildKit runs it).  git:// remotes are checked but not pinned (git resolves the name
+again: a residual DNS-rebinding window), and neither is anything behind a proxy from the environment.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -179,11 +181,16 @@ class Git:
                 config.append(f"http.curloptResolve={self.remote.host}:{self.remote.port}:{addr}")
             config.append(f"http.followRedirects={'initial' if granted.network_private else 'false'}")
         self.config = [a for c in config for a in ("-c", c)]
+        # ssh: no ssh_config (-F /dev/null, as BuildKit does: no ProxyCommand, no aliases), and pinned to
+        # the checked address, the name kept for known_hosts
+        ssh = ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "ClearAllForwardings=yes"]
+        if self.remote.kind == "ssh" and netcheck.refusal(self.remote.host) is None:
+            ssh += ["-o", f"HostName={checked.address}", "-o", f"HostKeyAlias={self.remote.host}"]
         env = {k: os.environ[k] for k in _KEEP_ENV if k in os.environ}
         env.update(GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL="/dev/null",
                    GIT_ALLOW_PROTOCOL=":".join(protocols), GIT_PROTOCOL_FROM_USER="0", GIT_ASKPASS="/bin/false",
-                   SSH_ASKPASS="/bin/false", GIT_SSH_VARIANT="ssh",
-                   GIT_SSH_COMMAND="ssh -o BatchMode=yes -o ClearAllForwardings=yes -o PermitLocalCommand=no")
+                   SSH_ASKPASS="/bin/false", GIT_SSH_VARIANT="ssh", LC_ALL="C",
+                   GIT_SSH_COMMAND=" ".join(shlex.quote(a) for a in ssh))
         self.env = env
 
     def run(self, *args: str, cwd: Path, timeout: float = 600) -> str:

@@ -305,3 +305,22 @@ def test_git_remote_on_loopback_with_the_grant(tmp_path: Path, git_daemon: int) 
               timeout=120)
     assert r.code == 0, r.stderr
     assert layer_files(r.stdout)["secret.txt"] == SECRET + "\n"
+
+
+def test_ssh_runs_without_ssh_config_and_pinned_to_the_checked_address(tmp_path: Path) -> None:
+    """A stand-in ``ssh`` on PATH records how git runs it: ``-F /dev/null`` (no ProxyCommand or
+    alias from ssh_config), ``HostName=`` the address irctl checked, the name kept for known_hosts."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "ssh-args"
+    (bindir / "ssh").write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" >> {log}\nexit 1\n")
+    (bindir / "ssh").chmod(0o755)
+    env = {"PATH": f"{bindir}:{os.environ['PATH']}", "GIT_SSH_COMMAND": f"touch {tmp_path / 'user-ssh-command'}"}
+    graph = write_graph(tmp_path / "g.ir", b.git("git@localhost:team/repo.git", "main"))
+    r = irctl("solve", graph, "--cache-dir", tmp_path / "cache", "--allow", "network.private", env=env, timeout=60)
+    assert r.code != 0  # the stand-in refuses
+    args = log.read_text().splitlines()
+    assert args[:2] == ["-F", "/dev/null"], args
+    assert "HostName=127.0.0.1" in args or "HostName=::1" in args, args
+    assert "HostKeyAlias=localhost" in args and "BatchMode=yes" in args
+    assert not (tmp_path / "user-ssh-command").exists()
