@@ -324,3 +324,23 @@ def test_ssh_runs_without_ssh_config_and_pinned_to_the_checked_address(tmp_path:
     assert "HostName=127.0.0.1" in args or "HostName=::1" in args, args
     assert "HostKeyAlias=localhost" in args and "BatchMode=yes" in args
     assert not (tmp_path / "user-ssh-command").exists()
+
+
+def test_a_proxy_from_the_environment_is_used_but_is_no_way_around(tmp_path: Path, served: Served,
+                                                                   monkeypatch) -> None:
+    """With ``http_proxy`` set, a public URL goes through the proxy (the user's choice, even on
+    loopback); a private target is refused before the proxy is asked."""
+    real = socket.getaddrinfo
+    monkeypatch.setattr(netcheck.socket, "getaddrinfo", lambda host, *a, **k: (
+        [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 80))] if host == "public.example"
+        else real(host, *a, **k)))
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{served.port}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    http_source.fetch(ops.HTTPSource("http://public.example/f"), tmp_path, _Step(), False)
+    assert served.hits == ["http://public.example/f"]
+    assert (tmp_path / "f").read_text() == LOOPBACK_SECRET
+    for url in ("http://127.0.0.1:1/x", "http://169.254.169.254/x", "http://localhost/x"):
+        with pytest.raises(GrantError, match="--allow network.private"):
+            http_source.fetch(ops.HTTPSource(url), tmp_path, _Step(), False)
+    assert served.hits == ["http://public.example/f"]
