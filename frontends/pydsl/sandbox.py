@@ -160,7 +160,7 @@ class _Child:
             raise FrontendError(f"{self.name}: the Python DSL runs only in a sandbox, and bubblewrap (bwrap) is not "
                                 "installed; install it (Debian: apt-get install bubblewrap)")
         self.seconds = _timeout()
-        argv = bwrap_argv(bwrap) + [os.path.realpath(sys.executable), "-I", "-B", "-c", _BOOT]
+        argv = bwrap_argv(bwrap) + [os.path.realpath(sys.executable), "-I", "-S", "-B", "-c", _BOOT]
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      bufsize=0, preexec_fn=lambda: _limits(self.seconds), start_new_session=True)
         self.stderr = bytearray()
