@@ -45,7 +45,10 @@ def fetch(h: irops.HTTPSource, layer: Path, step, allow_private: bool) -> None:
         name = "index.html"
     dest = layer / name
     digest = hashlib.sha256()
-    url = httpx.URL(h.url)
+    try:
+        url = httpx.URL(h.url)
+    except httpx.InvalidURL as e:
+        raise SolveError(f"GET {h.url}: not a URL irctl can fetch: {e}") from None
     try:
         for _ in range(MAX_REDIRECTS + 1):
             if url.scheme not in _DEFAULT_PORTS:
@@ -65,7 +68,10 @@ def fetch(h: irops.HTTPSource, layer: Path, step, allow_private: bool) -> None:
                 try:
                     if resp.is_redirect:
                         location = resp.headers.get("location", "")
-                        url = url.join(location)
+                        try:
+                            url = url.join(location)
+                        except httpx.InvalidURL as e:
+                            raise SolveError(f"GET {h.url}: redirected to an invalid URL: {e}") from None
                         step.info(f"GET {h.url}: redirected to {url}")
                         continue
                     if resp.status_code != 200:
