@@ -142,6 +142,47 @@ def check_ref(remote: str, ref: str) -> None:
                          "(letters, digits, '.', '_', '-', '/'; no leading '-', no '..')")
 
 
+def local_paths(path: str, limit: int = 64) -> list[str]:
+    """Every host path git may read for the local repository ``path``: the candidates upload-pack
+    tries (``path``, ``path.git``, ``path/.git``, ``path.git/.git``), where a ``.git`` *file* points
+    (``gitdir:``), a worktree's ``commondir`` and ``objects/info/alternates``, transitively.  Each must
+    lie under the grant, or a granted directory could lead git anywhere."""
+    seen: list[str] = []
+    todo = [path, path + ".git", os.path.join(path, ".git"), os.path.join(path + ".git", ".git")]
+    while todo and len(seen) < limit:
+        p = os.path.realpath(todo.pop(0))
+        if p in seen or not os.path.exists(p):
+            continue
+        seen.append(p)
+        if os.path.isfile(p) and os.path.basename(p) == ".git":
+            text = _small(p)
+            if text.startswith("gitdir:"):
+                todo.append(os.path.join(os.path.dirname(p), text[len("gitdir:"):].strip()))
+        elif os.path.isdir(p):
+            common = _small(os.path.join(p, "commondir")).strip()
+            if common:
+                todo.append(os.path.join(p, common))
+            objects = os.path.join(p, "objects")
+            for line in _small(os.path.join(objects, "info", "alternates")).splitlines():
+                if line.strip() and not line.startswith("#"):
+                    todo.append(os.path.join(objects, line.strip()))
+    if todo:
+        seen.append("(more alternates than irctl follows)")
+    return seen
+
+
+def _small(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read(65536).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _ungranted(path: str, granted: Entitlements) -> str | None:
+    return next((p for p in local_paths(path) if not granted.may_read(p)), None)
+
+
 def check_grants(g: irops.GitSource, granted: Entitlements, where: str) -> None:
     """Before anything runs: the remote is well-formed and, if it reads the host, granted."""
     try:
@@ -149,9 +190,13 @@ def check_grants(g: irops.GitSource, granted: Entitlements, where: str) -> None:
         check_ref(g.remote, g.ref)
     except SolveError as e:
         raise GrantError(f"{where}: {e}") from None
-    if r.kind == "local" and not granted.may_read(r.path):
-        raise GrantError(f"{where}: the git source reads the host repository {r.path}, which was not granted; "
-                         f"pass --allow fs.read={r.path} (or a directory above it)")
+    if r.kind == "local":
+        outside = _ungranted(r.path, granted)
+        if outside is not None:
+            via = "" if outside == os.path.realpath(r.path) else f" (through {outside})"
+            raise GrantError(f"{where}: the git source reads the host repository {r.path}{via}, which was not "
+                             f"granted; pass --allow fs.read={r.path if not via else outside} (or a directory "
+                             "above it)")
     if r.kind != "local" and not granted.network_private:
         why = netcheck.literal_refusal(r.host)
         if why:
@@ -169,7 +214,7 @@ class Git:
         config = list(_SAFE_CONFIG)
         protocols = list(NETWORK)
         if self.remote.kind == "local":
-            if not granted.may_read(self.remote.path):  # the up-front check said so; never trust one place
+            if _ungranted(self.remote.path, granted) is not None:  # checked up front too; now, as git runs
                 raise GrantError(f"git {g.remote}: not under an --allow fs.read= grant")
             protocols.append("file")
         else:

@@ -346,3 +346,24 @@ def test_a_proxy_from_the_environment_is_used_but_is_no_way_around(tmp_path: Pat
         with pytest.raises(GrantError, match="--allow network.private"):
             http_source.fetch(ops.HTTPSource(url), tmp_path, _Step(), False)
     assert served.hits == ["http://public.example/f"]
+
+
+def test_a_granted_directory_cannot_lead_git_outside_the_grant(tmp_path: Path, vault: Path) -> None:
+    """Ways a path under the grant makes git read another repository: ``NAME.git`` next to it (git
+    tries that name too) as a link, a ``.git`` file (``gitdir:``), ``objects/info/alternates``."""
+    granted = tmp_path / "granted"
+    granted.mkdir()
+    (granted / "foo.git").symlink_to(vault)  # the remote names granted/foo; git tries granted/foo.git
+    wt = granted / "wt"
+    wt.mkdir()
+    (wt / ".git").write_text(f"gitdir: {vault / '.git'}\n")
+    alt = make_repo(granted / "alt", {"other.txt": "x\n"})
+    (alt / ".git" / "objects" / "info").mkdir(exist_ok=True)
+    (alt / ".git" / "objects" / "info" / "alternates").write_text(f"{vault / '.git' / 'objects'}\n")
+    for i, remote in enumerate([str(granted / "foo"), str(wt), f"file://{wt}", str(alt)]):
+        graph = write_graph(tmp_path / f"g{i}.ir", b.git(remote, "main"))
+        r = irctl("solve", graph, "--cache-dir", tmp_path / "cache", "--allow", f"fs.read={granted}",
+                  "--progress", "plain", timeout=120)
+        assert r.code != 0, remote
+        assert "--allow fs.read=" in r.stderr and str(vault) in r.stderr, r.stderr
+    assert not tree_has(tmp_path / "cache", SECRET) if (tmp_path / "cache").exists() else True
