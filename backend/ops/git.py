@@ -108,8 +108,8 @@ def parse_remote(remote: str) -> Remote:
             raise _refuse(remote, f"user {user!r} is not a plain name")
         if not _HOST.fullmatch(host) or host.startswith("["):
             raise _refuse(remote, f"host {host!r} is not a host name")
-        if path.startswith("-"):
-            raise _refuse(remote, "the path starts with '-'")
+        if not path or path.startswith("-"):
+            raise _refuse(remote, "the path after ':' is empty or starts with '-'")
         return Remote("ssh", host=host, port=22)
     if not remote.startswith("/"):
         raise _refuse(remote, "a local repository must be an absolute path (or file:///PATH)")

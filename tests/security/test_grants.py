@@ -367,3 +367,30 @@ def test_a_granted_directory_cannot_lead_git_outside_the_grant(tmp_path: Path, v
         assert r.code != 0, remote
         assert "--allow fs.read=" in r.stderr and str(vault) in r.stderr, r.stderr
     assert not tree_has(tmp_path / "cache", SECRET) if (tmp_path / "cache").exists() else True
+
+
+@pytest.mark.parametrize("remote,kind,where", [
+    ("/srv/a:b", "local", "/srv/a:b"),  # a '/' before the ':': a path (git's rule)
+    ("srv:a/b", "ssh", "srv"),  # a ':' before any '/': scp-like ssh
+    ("git@srv:/abs/path", "ssh", "srv"),
+    ("C:/x", "ssh", "C"),  # on Linux git reads a drive letter as a host too
+    ("file:///srv/r", "local", "/srv/r"),
+    ("https://h.example:8443/r.git", "https", "h.example"),
+    ("ssh://git@[::1]:2222/r", "ssh", "::1"),
+])
+def test_remote_kinds_follow_gits_own_rules(remote: str, kind: str, where: str) -> None:
+    from backend.ops.git import parse_remote
+
+    r = parse_remote(remote)
+    assert r.kind == kind and (r.path if kind == "local" else r.host) == where
+
+
+@pytest.mark.parametrize("remote", ["srv", "./repo", "../repo", "repo:", ":path", "file://host/r", "file:///a%2fb",
+                                    "ftp://h/r", "git+ssh://h/r", "ssh://h:99999/r", "ssh://h:x/r",
+                                    "https://h/r\\x", "https://[::1%eth0]/r"])
+def test_remotes_irctl_will_not_hand_to_git(remote: str) -> None:
+    from backend.errors import SolveError
+    from backend.ops.git import parse_remote
+
+    with pytest.raises(SolveError):
+        parse_remote(remote)
