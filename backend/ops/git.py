@@ -14,8 +14,9 @@ such as LFS), no hooks, no templates, none of the caller's ``GIT_*`` variables, 
 transports in ``GIT_ALLOW_PROTOCOL`` (``file`` only for a granted local repository).
 
 Reading the host: a local path or ``file://`` remote reads a repository of the host, so it is
-refused unless it lies (symlinks resolved) under an ``--allow fs.read=PATH`` grant — checked in
-the solver's up-front grant check.  A network remote's host is resolved and checked by
+refused unless it lies (symlinks resolved) under an ``--allow fs.read=PATH`` grant — it, and every
+other path git would read for it (:func:`local_paths`: ``NAME.git``, a ``.git`` file's ``gitdir:``,
+``commondir``, alternates) — checked in the solver's up-front grant check and again as git starts.  A network remote's host is resolved and checked by
 :mod:`backend.netcheck` before git runs (``--allow network.private`` for the host's own and private
 networks); git is pinned to the checked address — for http(s) with ``http.curloptResolve`` (and no
 redirects), for ssh with ``-o HostName=ADDR -o HostKeyAlias=NAME`` under ``ssh -F /dev/null`` (no
