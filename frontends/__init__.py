@@ -1,14 +1,17 @@
 """Frontends turn what a person writes into an IR graph; this module is their common contract.
 
 A frontend is any object with ``name``, ``patterns`` (file names or suffixes it claims) and
-``compile(request, resolver) -> Compiled``, and may declare ``executes_code = True`` (default False):
-its build files are programs (the Python DSL).  Such a frontend is never chosen by a ``# syntax=``
-line or by a file found in the context, only by ``--frontend NAME`` or an explicit ``-f FILE`` whose
-name it claims (:func:`executes_code`), and it must run the program in a sandbox itself.  Frontends are found through the
-``irctl.frontends`` entry-point group — the built-in ones register there too — so a third party
-adds one by installing a package.  A frontend never executes anything: what it needs to know
-about base images (digest, Env, WorkingDir, OnBuild, history) it asks the ``ImageResolver`` it is
-handed, which the CLI wires to the backend (BuildKit's ResolveImageConfig split).
+``compile(request, resolver) -> Compiled``.  Frontends are found through the ``irctl.frontends``
+entry-point group — the built-in ones register there too — so a third party adds one by installing
+a package.  A frontend never executes anything on the host: what it needs to know about base images
+(digest, Env, WorkingDir, OnBuild, history) it asks the ``ImageResolver`` it is handed, which the
+CLI wires to the backend (BuildKit's ResolveImageConfig split).
+
+A frontend whose build files are programs (the Python DSL) declares ``executes_code = True``
+(:func:`executes_code`; default False) and runs them in a sandbox itself, as BuildKit runs a
+``# syntax=`` frontend in a container.  irctl never chooses such a frontend by a ``# syntax=`` line
+or for a file it merely finds in the context — both come from the untrusted side — only by
+``--frontend NAME`` or an explicit ``-f FILE`` whose name it claims.
 """
 
 from __future__ import annotations
