@@ -36,6 +36,18 @@ def _proxy_for(url) -> str | None:
     return proxy
 
 
+def _verify():
+    """CA certificates as httpx finds them with ``trust_env`` (``SSL_CERT_FILE``/``SSL_CERT_DIR``),
+    which the client here turns off for the proxy variables it handles itself."""
+    import ssl
+
+    if os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    return True
+
+
 def fetch(h: irops.HTTPSource, layer: Path, step, allow_private: bool) -> None:
     from backend.registry import httpx, import_httpcore
 
@@ -56,7 +68,7 @@ def fetch(h: irops.HTTPSource, layer: Path, step, allow_private: bool) -> None:
             port = url.port or _DEFAULT_PORTS[url.scheme]
             checked = resolve(url.host, port, allow_private, f"GET {url}")
             proxy = _proxy_for(url)
-            with httpx.Client(trust_env=False, proxy=proxy, timeout=60, follow_redirects=False,
+            with httpx.Client(trust_env=False, proxy=proxy, timeout=60, follow_redirects=False, verify=_verify(),
                               headers={"User-Agent": "irctl"}) as client:
                 if proxy:
                     request = client.build_request("GET", url)

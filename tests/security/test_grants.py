@@ -395,3 +395,36 @@ def test_remotes_irctl_will_not_hand_to_git(remote: str) -> None:
 
     with pytest.raises(SolveError):
         parse_remote(remote)
+
+
+def test_https_is_verified_against_the_name_while_connecting_to_the_checked_address(tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    """Pinning must not weaken TLS: the certificate is checked for the URL's name (SNI too)."""
+    import ssl
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl missing")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=public.example", "-addext", "subjectAltName=DNS:public.example", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True)
+    hop = Served("127.0.0.2")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    hop.server.socket = ctx.wrap_socket(hop.server.socket, server_side=True)
+    real = socket.getaddrinfo
+    monkeypatch.setattr(netcheck.socket, "getaddrinfo", lambda host, *a, **k: (
+        [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", hop.port))]
+        if host in ("public.example", "other.example") else real(host, *a, **k)))
+    real_kind = netcheck._kind
+    monkeypatch.setattr(netcheck, "_kind", lambda a: None if str(a) == "127.0.0.2" else real_kind(a))
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    try:
+        http_source.fetch(ops.HTTPSource(f"https://public.example:{hop.port}/f"), tmp_path, _Step(), False)
+        assert (tmp_path / "f").read_text() == LOOPBACK_SECRET
+        from backend.errors import SolveError
+
+        with pytest.raises(SolveError, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+            http_source.fetch(ops.HTTPSource(f"https://other.example:{hop.port}/g"), tmp_path, _Step(), False)
+    finally:
+        hop.close()
