@@ -178,8 +178,8 @@ class _Child:
                 self.stderr += chunk[:room]
 
     def output(self) -> str:
-        text = _clean(bytes(self.stderr).decode("utf-8", "replace"), MAX_STDERR).strip()
-        return text
+        """What the build file printed (cut at MAX_STDERR, control characters replaced)."""
+        return _clean(bytes(self.stderr).decode("utf-8", "replace"), MAX_STDERR).strip()
 
     def left(self) -> float:
         """Seconds of the wall-clock budget left (time spent in the parent's resolver not counted)."""
@@ -221,7 +221,6 @@ class _Child:
 
     def answer(self, msg: dict) -> None:
         """A resolver question from the child: checked, answered by the real resolver, or refused."""
-        from frontends import ResolvedImage  # noqa: F401
         from ir import ops
 
         op = msg.get("op")
