@@ -20,8 +20,9 @@ other path git would read for it (:func:`local_paths`: ``NAME.git``, a ``.git`` 
 :mod:`backend.netcheck` before git runs (``--allow network.private`` for the host's own and private
 networks); git is pinned to the checked address — for http(s) with ``http.curloptResolve`` (and no
 redirects), for ssh with ``-o HostName=ADDR -o HostKeyAlias=NAME`` under ``ssh -F /dev/null`` (no
-ssh_config, as BuildKit runs it).  git:// remotes are checked but not pinned (git resolves the name
-again: a residual DNS-rebinding window), and neither is anything behind a proxy from the environment.
+ssh_config, as BuildKit runs it), for git:// with ``url.git://ADDR:PORT/.insteadOf`` (the daemon
+sees the address, not the name, as its virtual host).  Nothing behind a proxy from the environment
+is pinned (the proxy resolves the name again).
 """
 
 from __future__ import annotations
@@ -225,6 +226,11 @@ class Git:
                     and checked.address != self.remote.host:
                 addr = f"[{checked.address}]" if ":" in checked.address else checked.address
                 config.append(f"http.curloptResolve={self.remote.host}:{self.remote.port}:{addr}")
+            if self.remote.kind == "git" and netcheck.refusal(self.remote.host) is None:
+                # git:// has no resolve option: rewrite the URL's host part to the checked address
+                addr = f"[{checked.address}]" if ":" in checked.address else checked.address
+                prefix = g.remote[:g.remote.index("/", len("git://")) + 1] if "/" in g.remote[6:] else g.remote
+                config.append(f"url.git://{addr}:{self.remote.port}/.insteadOf={prefix}")
             config.append(f"http.followRedirects={'initial' if granted.network_private else 'false'}")
         self.config = [a for c in config for a in ("-c", c)]
         # ssh: no ssh_config (-F /dev/null, as BuildKit does: no ProxyCommand, no aliases), and pinned to

@@ -300,8 +300,12 @@ def git_daemon(tmp_path: Path, vault: Path):
     proc.wait()
 
 
-def test_git_remote_on_loopback_with_the_grant(tmp_path: Path, git_daemon: int) -> None:
-    graph = write_graph(tmp_path / "g.ir", b.git(f"git://127.0.0.1:{git_daemon}/repo", "main"))
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "name"])
+def test_git_remote_on_loopback_with_the_grant(tmp_path: Path, git_daemon: int, host: str) -> None:
+    """Refused without the grant; with it, fetched — by a name too (git:// pinned to the checked address)."""
+    if host == "name":
+        host = _loopback_name() or pytest.skip("no host name resolving to loopback")
+    graph = write_graph(tmp_path / "g.ir", b.git(f"git://{host}:{git_daemon}/repo", "main"))
     r = irctl("solve", graph, "--cache-dir", tmp_path / "cache", "--progress", "plain", timeout=120)
     assert r.code != 0 and "--allow network.private" in r.stderr
     r = irctl("solve", graph, "--cache-dir", tmp_path / "cache", "--allow", "network.private", "--progress", "plain",
