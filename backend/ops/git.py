@@ -31,6 +31,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -174,14 +175,26 @@ def local_paths(path: str, limit: int = 64) -> list[str]:
 
 
 def _small(path: str) -> str:
+    """The start of a regular file (never blocks on a FIFO or device), or ""."""
     try:
-        with open(path, "rb") as f:
-            return f.read(65536).decode("utf-8", "replace")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return os.read(fd, 65536).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
 
 
 def _ungranted(path: str, granted: Entitlements) -> str | None:
+    """The first path git would read for ``path`` that no grant covers; nothing is read on the host
+    unless ``path`` itself is granted."""
+    if not granted.may_read(path):
+        return os.path.realpath(path)
     return next((p for p in local_paths(path) if not granted.may_read(p)), None)
 
 
