@@ -3,7 +3,7 @@
 # tools that validate exported images, a registry for push/pull tests, and the Python package.
 set -euo pipefail
 cd "$(dirname "$0")"
-packages=(runc busybox-static docker-registry skopeo umoci uidmap fuse-overlayfs openssh-client git)
+packages=(runc busybox-static docker-registry skopeo umoci uidmap fuse-overlayfs openssh-client git bubblewrap)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -259,7 +259,7 @@ class Solver:
             return [snap]
         extra = ""
         if op.source is not None:
-            fetched = source.fetch_key_extra(op.source)
+            fetched = source.fetch_key_extra(op.source, self.options)
             key = None if fetched is None else self._key(op, inputs, fetched)
         else:
             key = self._key(op, inputs, extra, step)

@@ -1,7 +1,9 @@
 """``irctl solve GRAPH.ir``: build the targets of an IR graph into the cache and print their results.
 
 Grants (the only way a graph reaches the host): ``--local NAME=DIR``, ``--oci-layout NAME=PATH``,
-``--secret``, ``--ssh``, ``--allow security.insecure``.  Output: one JSON object per target with
+``--secret``, ``--ssh``, ``--allow security.insecure``, ``--allow fs.read=PATH`` (git sources from local
+repositories under PATH), ``--allow network.private`` (http/git sources on loopback, link-local or
+private addresses).  Output: one JSON object per target with
 its identity and layer dirs, on stdout; progress on stderr.  ``--output``/``-o`` (as for
 ``irctl build``) exports the first target, so an image from any generator can leave the cache.
 """
