@@ -48,6 +48,7 @@ class SolveOptions:
     jobs: int = DEFAULT_JOBS  # concurrent execs
     no_cache: bool = False
     entitlements: Entitlements = field(default_factory=Entitlements)  # --allow
+    network: str = "default"  # --network: what a step with `network: default` gets (default | none | host)
     insecure_registries: tuple[str, ...] = ()
     on_event: Callable[[Event], None] | None = None
     # unfiltered scans (backend.context.ContextScan) of granted dirs by realpath, taken by this build
@@ -206,6 +207,12 @@ class Solver:
                     problems.append(str(e))
             if op.exec is None:
                 continue
+            network = op.exec.network if op.exec.network != "default" else self.options.network
+            if network == "host" and not self.options.entitlements.network_host:
+                how = ("the step asks for network=host" if op.exec.network == "host"
+                       else "--network host gives the step")
+                problems.append(f"{where}: {how} (the host's network namespace), which was not allowed; "
+                                "pass --allow network.host")
             if op.exec.security == "insecure" and not self.options.entitlements.insecure:
                 problems.append(f"{where}: the step asks for security=insecure (all capabilities), which was not "
                                 "allowed; pass --allow security.insecure")

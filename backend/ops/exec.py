@@ -89,7 +89,7 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
                 raise SolveError(str(e)) from None
             process = rt.Process(args=ex.args, env=[*ex.env, *prepared.env], cwd=ex.cwd, uid=user.uid,
                                  gid=user.gid, additional_gids=user.additional_gids)
-            network = "none" if ex.network == "none" else "host"
+            network = ex.network if ex.network != "default" else ws.options.network
             runtime = ws.find_runtime()
             waited = time.monotonic()
             with ws.exec_slots:
