@@ -37,6 +37,7 @@ CLONE_NEWNET = 0x40000000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 GUEST_DNS = "10.0.2.3"
 READY_TIMEOUT = 10.0
+TUN = "/dev/net/tun"
 
 
 class NetworkError(RuntimeError):
@@ -94,6 +95,9 @@ class StepNetwork:
         if slirp is None:
             raise NetworkError("slirp4netns is not installed (apt-get install slirp4netns): it gives steps their "
                                "private network; use --network none or --network host (--allow network.host)")
+        if not os.access(TUN, os.R_OK | os.W_OK):
+            raise NetworkError(f"the step's private network needs {TUN}, which this user cannot open (udev makes it "
+                               f"0666 on Debian: as root, chmod 0666 {TUN}); or build with --network none")
         self.fd = _new_netns()
         ready_r, ready_w = os.pipe()
         exit_r, exit_w = os.pipe()

@@ -265,6 +265,9 @@ class Solver:
             step.event("cached", "resolved")
             return [snap]
         extra = ""
+        if op.exec is not None and op.exec.network == "default" and self.options.network != "default":
+            # `--network none|host` changes what such a step sees, as its own RUN --network= would
+            extra = f"network={self.options.network}"
         if op.source is not None:
             fetched = source.fetch_key_extra(op.source)
             key = None if fetched is None else self._key(op, inputs, fetched)

@@ -1,0 +1,174 @@
+"""Steps' networks, as root and rootless: `default` is a private namespace per step (slirp4netns) from
+which the host's loopback services are unreachable but the outside world is; `none` is loopback only;
+`host` (RUN --network=host, or `irctl build --network host`) needs --allow network.host, refused up front
+otherwise; the network helper never outlives irctl, not even a SIGKILLed one."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.rootless.conftest import user_cli  # noqa: F401  (fixture)
+from tests.security.conftest import write_ctx
+from tests.security.sandbox_support import builder  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class _Quiet(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        body = b"host-secret-7c1e\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def loopback_server():
+    """An HTTP server on the host's 127.0.0.1 (a stand-in for a local admin API, a metadata proxy…)."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Quiet)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+def _probe(port: int) -> str:
+    """Shell that records the interfaces, the resolv.conf and whether each address reaches the server."""
+    get = "(printf 'GET / HTTP/1.0\\r\\n\\r\\n'; sleep 1)"  # stdin kept open: busybox nc may quit at its EOF
+    tries = "; ".join(f"({get} | timeout 5 nc -w 3 {addr} {port}) > /r/{name} 2>&1"
+                      for name, addr in (("loopback", "127.0.0.1"), ("gateway", "10.0.2.2")))
+    return ("mkdir /r; cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' > /r/ifaces; "
+            f"cat /etc/resolv.conf > /r/resolv; {tries}; true")
+
+
+def _host_ifaces() -> list[str]:
+    return sorted(line.split(":")[0].strip() for line in Path("/proc/net/dev").read_text().splitlines()[2:])
+
+
+def test_default_network_is_private(builder, loopback_server):
+    r, out = builder.build(f"FROM busybox\nRUN {_probe(loopback_server)}\n")
+    assert r.code == 0, r.stderr
+    assert sorted((out / "r" / "ifaces").read_text().split()) == ["lo", "tap0"]
+    assert (out / "r" / "resolv").read_text().splitlines()[0] == "nameserver 10.0.2.3"
+    for name in ("loopback", "gateway"):  # the step's own lo; slirp's host alias with host loopback disabled
+        assert "host-secret" not in (out / "r" / name).read_text(), name
+
+
+def test_host_network_needs_the_grant(builder, loopback_server):
+    dockerfile = f"FROM busybox\nRUN --network=host {_probe(loopback_server)}\n"
+    r, _ = builder.build(dockerfile)
+    assert r.code != 0
+    assert "network.host" in r.stderr and "--allow network.host" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    r, _ = builder.build(f"FROM busybox\nRUN {_probe(loopback_server)}\n", "--network", "host")
+    assert r.code != 0
+    assert "--network host" in r.stderr and "--allow network.host" in r.stderr, r.stderr
+    # granted: the host's namespace, its loopback service included
+    for args in ((), ("--network", "host")):
+        df = dockerfile if not args else f"FROM busybox\nRUN {_probe(loopback_server)}\n"
+        r, out = builder.build(df, "--allow", "network.host", *args)
+        assert r.code == 0, r.stderr
+        assert "host-secret" in (out / "r" / "loopback").read_text()
+        if builder.mode == "root":
+            assert sorted((out / "r" / "ifaces").read_text().split()) == _host_ifaces()
+
+
+def test_network_none_by_flag_and_by_step(builder, loopback_server):
+    r, out = builder.build(f"FROM busybox\nRUN {_probe(loopback_server)}\n")  # cached, with the default network
+    assert r.code == 0 and sorted((out / "r" / "ifaces").read_text().split()) == ["lo", "tap0"], r.stderr
+    # --network none is part of the step's cache key: not the cached default-network result
+    for df, args in ((f"FROM busybox\nRUN {_probe(loopback_server)}\n", ("--network", "none")),
+                     (f"FROM busybox\nRUN --network=none {_probe(loopback_server)}\n", ())):
+        r, out = builder.build(df, *args)
+        assert r.code == 0, r.stderr
+        assert (out / "r" / "ifaces").read_text().split() == ["lo"]
+        assert "host-secret" not in (out / "r" / "loopback").read_text()
+
+
+def test_unknown_network_mode_is_refused(builder):
+    r, _ = builder.build("FROM busybox\nRUN true\n", "--network", "bridge")
+    assert r.code != 0 and "--network 'bridge'" in r.stderr and "Traceback" not in r.stderr
+
+
+def _outside() -> str | None:
+    """A name the host can resolve and reach on port 80 (the package mirror), else None."""
+    try:
+        addr = socket.getaddrinfo("deb.debian.org", 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+        socket.create_connection((addr, 80), timeout=5).close()
+    except OSError:
+        return None
+    return "deb.debian.org"
+
+
+def test_default_network_reaches_the_outside(builder):
+    name = _outside()
+    if name is None:
+        pytest.skip("the host itself cannot reach deb.debian.org:80")
+    # DNS through slirp4netns's forwarder (busybox's own resolver), then TCP to the address it gave
+    script = (f"nslookup {name} > /dns 2>&1; addr=$(grep -A9 '^Name:' /dns | sed -n 's/^Address[^:]*: *//p' "
+              "| grep -v : | head -1); echo \"$addr\" > /addr; "
+              f"(printf 'HEAD / HTTP/1.0\\r\\nHost: {name}\\r\\n\\r\\n'; sleep 2) | timeout 10 nc -w 5 $addr 80 "
+              "| head -1 > /http")
+    r, out = builder.build(f"FROM busybox\nRUN {script}\n")
+    assert r.code == 0, r.stderr
+    assert (out / "addr").read_text().strip(), (out / "dns").read_text()
+    assert (out / "http").read_text().startswith("HTTP/1."), (out / "http").read_text()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for t in os.listdir(f"/proc/{pid}/task")
+                for c in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def test_network_helper_dies_with_a_killed_irctl(tmp_path, layout_ctx):
+    ctx = write_ctx(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nRUN echo started; sleep 60\n"})
+    env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
+    p = subprocess.Popen([sys.executable, "-m", "irctl", "build", str(ctx), "--progress", "plain", *layout_ctx],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+                         stdin=subprocess.DEVNULL)
+    slirp = []
+    try:
+        deadline = time.monotonic() + 60
+        while not slirp and time.monotonic() < deadline:
+            slirp = [c for c in _children(p.pid) if "slirp4netns" in " ".join(_cmdline(c)[:1])]
+            time.sleep(0.05)
+        assert slirp, "no slirp4netns child seen"
+        time.sleep(0.5)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_cmdline(s) and "slirp4netns" in _cmdline(s)[0] for s in slirp):
+        time.sleep(0.1)
+    assert not any(_cmdline(s) and "slirp4netns" in _cmdline(s)[0] for s in slirp), "slirp4netns outlived irctl"
+    # the next build reaps the container the killed one left (and works)
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo again\n")
+    r = subprocess.run([sys.executable, "-m", "irctl", "build", str(ctx), "--progress", "plain", *layout_ctx],
+                       capture_output=True, text=True, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, timeout=120)
+    assert r.returncode == 0, r.stderr
