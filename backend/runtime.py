@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend.mountpoints import mkdirs_in_root, remove_mount_stubs, resolve_in_root
-from backend.netns import NetworkError, StepNetwork, resolv_conf
+from backend.netns import NetworkError, NetworkPool, StepNetwork, resolv_conf
 from backend.seccomp import SeccompError, linux_seccomp
 from backend.snapshot import Snapshotter, abandoned_dirs, held_dir
 from backend.userns import in_user_namespace, read_id_map
@@ -401,7 +401,8 @@ def _pump(stream, output: Callable[[bytes], None], errors: list[BaseException], 
 
 def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network: str, hostname: str,
         output: Callable[[bytes], None], state_dir: Path, cancel: threading.Event | None = None,
-        runtime: Runtime | None = None, privileged: bool = False, deferred: list | None = None) -> int:
+        runtime: Runtime | None = None, privileged: bool = False, deferred: list | None = None,
+        networks: NetworkPool | None = None) -> int:
     """Run `process` in a container on `rootfs`; return its exit code (128+N when killed by signal N).
 
     Combined stdout/stderr go to `output` as they arrive; stdin is /dev/null. Raises `Cancelled` when
@@ -409,7 +410,8 @@ def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network
     it (e.g. the executable does not exist), `RuntimeNotFound` when there is no runtime. An exception from
     `output` kills the container and is re-raised. With `deferred` (a list), the `delete` of a container
     that exited by itself runs in the background (its thread is appended): the caller calls
-    `finish_deferred(deferred)` before removing `state_dir`."""
+    `finish_deferred(deferred)` before removing `state_dir`. `networks`: where a `network="default"` run
+    takes its private network from (a build's pool, see `backend.netns`); without it one is started here."""
     runtime = runtime or find_runtime()
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -421,7 +423,8 @@ def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network
             net = None
             if network == "default":  # slirp4netns starts while the bundle is written
                 try:
-                    net = stack.enter_context(StepNetwork())
+                    net = networks.take() if networks is not None else StepNetwork().start()
+                    stack.callback(net.close)
                 except NetworkError as e:
                     raise ContainerStartError(str(e)) from None
             files = bundle / "files"

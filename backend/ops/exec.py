@@ -103,7 +103,7 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
                     code = rt.run(rootfs, process, prepared.mounts, network=network,
                                   hostname=ex.hostname or "buildkitsandbox", output=lines, state_dir=ws.state_dir,
                                   cancel=ws.cancel, runtime=runtime, privileged=ex.security == "insecure",
-                                  deferred=ws.deferred)
+                                  deferred=ws.deferred, networks=ws.networks)
                 except rt.ContainerStartError as e:
                     lines.flush()
                     raise BuildError(str(e), output_tail=tuple(lines.tail)) from None
