@@ -1,13 +1,22 @@
 """Run one process in an OCI runtime (runc, or crun where it works) on a prepared root filesystem.
 
-`run()` writes an OCI runtime bundle (config.json per the runtime spec, Docker-like defaults: namespaces,
-/proc, /dev, /sys read-only, default capabilities, masked paths), starts `<runtime> --root <state_dir> run
---detach` under a tiny subreaper shim that reaps the container's init for its exit code, streams the
+`run()` writes an OCI runtime bundle (config.json per the runtime spec), starts `<runtime> --root <state_dir>
+run --detach` under a tiny subreaper shim that reaps the container's init for its exit code, streams the
 combined stdout/stderr (one pipe, order kept) to a callback, and always leaves nothing behind: on cancel or
 error the container is killed and `delete --force`d. The runtime is chosen by `find_runtime()`.
 
-Network modes: `none` is a fresh network namespace holding only loopback (the runtime brings `lo` up);
-`host` shares the host's; `default` means `host` (what `docker build` does by default).
+The sandbox, at least Docker's/BuildKit's defaults (`config_for` is its one home): pid/ipc/uts/mount
+namespaces; Docker's capability set without CAP_NET_RAW (`DEFAULT_CAPABILITIES`); Docker's seccomp profile
+for that set (`backend.seccomp`, and no run without it); `noNewPrivileges` (setuid binaries such as sudo do
+not elevate: BuildKit leaves this off); masked and read-only /proc paths; /sys read-only; at most
+`PIDS_LIMIT` processes (the pids cgroup as root, RLIMIT_NPROC in the run's own user namespace rootless);
+`DEFAULT_TMPFS_SIZE` for a tmpfs mount without a size. `privileged` (`security=insecure`, granted by the
+caller) drops all of it but the namespaces and the pids limit, as BuildKit's insecure mode does.
+
+Network modes: `default` is a private network namespace per run with outbound access through slirp4netns
+and no way to the host's loopback (`backend.netns`, which also pools their start-up), as root and rootless;
+`none` is a fresh namespace holding only loopback (the runtime brings `lo` up); `host` shares the host's
+(the solver allows it only under `--allow network.host`).
 
 Rootless (this process is uid 0 of the user namespace `backend.userns` made): the bundle gains a user
 namespace whose uid/gid mappings repeat ours (`linux.uidMappings`), no cgroup settings, `/sys` as an rbind
@@ -366,7 +375,9 @@ def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, netwo
                 "permitted": caps if root_user else [],
             },
             "rlimits": rlimits,
-            "noNewPrivileges": True,
+            # setuid/setgid/file caps do not elevate (`USER app` + `RUN sudo …` fails; BuildKit leaves this off
+            # since moby/buildkit#745 for that reason); `security=insecure` steps get it off too
+            "noNewPrivileges": not privileged,
         },
         "root": {"path": os.path.abspath(rootfs), "readonly": False},
         "hostname": hostname,

@@ -172,3 +172,15 @@ def test_network_helper_dies_with_a_killed_irctl(tmp_path, layout_ctx):
     r = subprocess.run([sys.executable, "-m", "irctl", "build", str(ctx), "--progress", "plain", *layout_ctx],
                        capture_output=True, text=True, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_every_step_gets_a_fresh_namespace(builder):
+    """The pool only starts networks ahead: no two steps share one (nor state left in it)."""
+    r, out = builder.build("FROM busybox\nRUN readlink /proc/self/ns/net > /a; cat /proc/net/tcp | wc -l > /ta; "
+                           "nc -l -p 7777 -e true & sleep 0.2\n"
+                           "RUN readlink /proc/self/ns/net > /b; (echo x; sleep 1) | timeout 3 nc 127.0.0.1 7777 "
+                           "> /probe 2>&1; echo $? >> /probe\n")
+    assert r.code == 0, r.stderr
+    a, b = (out / "a").read_text().strip(), (out / "b").read_text().strip()
+    assert a.startswith("net:[") and a != b
+    assert (out / "probe").read_text().splitlines()[-1] != "0"  # the first step's listener is gone

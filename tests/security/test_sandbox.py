@@ -112,12 +112,13 @@ def test_tmpfs_without_size_gets_the_default(builder):
 
 
 def test_insecure_step_runs_without_the_filter(builder):
-    """The control: security=insecure (granted) drops seccomp and no_new_privileges' companion caps."""
-    r, out = builder.build("FROM busybox\nRUN --security=insecure grep -E 'Seccomp:|CapBnd' /proc/self/status "
+    """The control: security=insecure (granted) runs without the filter, with every capability and
+    without no_new_privileges (so the probes above can tell)."""
+    r, out = builder.build("FROM busybox\nRUN --security=insecure grep -E 'Seccomp:|CapBnd|NoNewPrivs' /proc/self/status "
                            "> /status\n", "--allow", "security.insecure")
     assert r.code == 0, r.stderr
     st = _status((out / "status").read_text())
-    assert st["Seccomp"] == "0"
+    assert st["Seccomp"] == "0" and st["NoNewPrivs"] == "0"
     assert int(st["CapBnd"], 16) >> CAP_SYS_ADMIN & 1
 
 
