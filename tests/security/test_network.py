@@ -184,3 +184,21 @@ def test_every_step_gets_a_fresh_namespace(builder):
     a, b = (out / "a").read_text().strip(), (out / "b").read_text().strip()
     assert a.startswith("net:[") and a != b
     assert (out / "probe").read_text().splitlines()[-1] != "0"  # the first step's listener is gone
+
+
+def test_solve_refuses_host_network_without_the_grant(tmp_path, layout_ctx):
+    """A third party's IR asking for the host's network gets it only from the command line."""
+    from tests.cli.conftest import irctl
+
+    ctx = write_ctx(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nRUN --network=host true\nRUN true\n"})
+    graph = tmp_path / "g.irb"
+    r = irctl("compile", ctx, "-o", graph, *layout_ctx)
+    assert r.code == 0, r.stderr
+    env = {"IRCTL_CACHE_DIR": str(tmp_path / "cache")}
+    layout = layout_ctx[1].split("=", 1)[1].removeprefix("oci-layout://").rsplit(":", 1)[0]
+    r = irctl("solve", graph, "--progress", "plain", "--oci-layout", f"busybox={layout}", env=env)
+    assert r.code != 0 and "network=host" in r.stderr and "--allow network.host" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    r = irctl("solve", graph, "--progress", "plain", "--oci-layout", f"busybox={layout}", "--allow", "network.host",
+              env=env)
+    assert r.code == 0, r.stderr
