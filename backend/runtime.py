@@ -62,7 +62,9 @@ MASKED_PATHS = (
 )
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 DEFAULT_NOFILE = 1 << 20
-PIDS_LIMIT = 4096  # processes + threads per step: a fork bomb stops here (podman: 2048; Docker, BuildKit: none)
+# Processes + threads per step: a fork bomb stops here (podman: 2048; Docker, BuildKit: none). Threads count,
+# so it grows with the cores a `make -j$(nproc)` or a threaded compiler fans out to.
+PIDS_LIMIT = max(4096, 32 * (os.cpu_count() or 1))
 DEFAULT_TMPFS_SIZE = 1 << 30  # a tmpfs mount without size= (the kernel's default is half of RAM, per mount)
 CONTAINER_PREFIX = "irctl-"
 
