@@ -202,3 +202,53 @@ def test_solve_refuses_host_network_without_the_grant(tmp_path, layout_ctx):
     r = irctl("solve", graph, "--progress", "plain", "--oci-layout", f"busybox={layout}", "--allow", "network.host",
               env=env)
     assert r.code == 0, r.stderr
+
+
+def _dns_stub(sock: socket.socket, stop: threading.Event) -> None:
+    """Answer every A query with 192.0.2.77 (enough DNS for busybox's nslookup)."""
+    import struct
+
+    sock.settimeout(0.2)
+    while not stop.is_set():
+        try:
+            data, addr = sock.recvfrom(512)
+        except OSError:  # the timeout included
+            continue
+        question = data[12:12 + data[12:].index(b"\0") + 5]
+        is_a = struct.unpack("!H", question[-4:-2])[0] == 1
+        answer = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + bytes([192, 0, 2, 77]) if is_a else b""
+        sock.sendto(data[:2] + struct.pack("!HHHHH", 0x8180, 1, int(is_a), 0, 0) + question + answer, addr)
+
+
+def test_dns_works_with_a_loopback_host_resolver(tmp_path, layout_ctx):
+    """A host whose resolver is on its loopback (systemd-resolved's 127.0.0.53): the step cannot reach the
+    host's loopback, yet its DNS (slirp4netns's forwarder, which asks from the host side) still works."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: binds port 53 and a private mount namespace")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("127.0.0.1", 53))
+    except OSError as e:
+        sock.close()
+        pytest.skip(f"127.0.0.1:53 busy: {e}")
+    stop = threading.Event()
+    stub = threading.Thread(target=_dns_stub, args=(sock, stop), daemon=True)
+    stub.start()
+    try:
+        resolv = tmp_path / "resolv.conf"
+        resolv.write_text("nameserver 127.0.0.1\nsearch example.test\n")
+        ctx = write_ctx(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nRUN cat /etc/resolv.conf > /resolv; "
+                                                         "nslookup build.example > /dns 2>&1\n"})
+        out = tmp_path / "out"
+        build = [sys.executable, "-m", "irctl", "build", str(ctx), "--progress", "plain", *layout_ctx,
+                 "--output", f"type=local,dest={out}"]
+        r = subprocess.run(["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+                            str(resolv), *build], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                           env={**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr
+        assert (out / "resolv").read_text() == "nameserver 10.0.2.3\nsearch example.test\n"
+        assert "192.0.2.77" in (out / "dns").read_text(), (out / "dns").read_text()
+    finally:
+        stop.set()
+        stub.join()
+        sock.close()
