@@ -252,3 +252,40 @@ def test_dns_works_with_a_loopback_host_resolver(tmp_path, layout_ctx):
         stop.set()
         stub.join()
         sock.close()
+
+
+def test_no_usable_tun_device_is_a_clear_error(monkeypatch, tmp_path):
+    from backend import netns
+
+    monkeypatch.setattr(netns, "TUN", str(tmp_path / "no-tun"))
+    with pytest.raises(netns.NetworkError, match=r"chmod 0666 .*--network none"):
+        netns.StepNetwork().start()
+    monkeypatch.setattr(netns.shutil, "which", lambda name: None)
+    with pytest.raises(netns.NetworkError, match="slirp4netns is not installed"):
+        netns.StepNetwork().start()
+
+
+def test_pool_hands_out_fresh_networks_and_leaves_no_helper():
+    from backend import netns
+
+    pool = netns.NetworkPool()
+    pool.prestart()
+    nets = [pool.take() for _ in range(3)]
+    try:
+        paths = set()
+        for net in nets:
+            net.wait_ready()
+            paths.add(os.stat(net.path).st_ino)
+        assert len(paths) == 3  # three distinct namespaces
+        helpers = [n.proc.pid for n in nets]
+    finally:
+        for net in nets:
+            net.close()
+        pool.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() and "slirp" in " ".join(_cmdline(p))
+                                              for p in helpers):
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{p}").exists() and "slirp" in " ".join(_cmdline(p)) for p in helpers)
+    time.sleep(0.5)  # a prestart still under way closes its network itself once it sees the pool closed
+    assert not [c for c in _children(os.getpid()) if "slirp4netns" in " ".join(_cmdline(c)[:1])]
