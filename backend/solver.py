@@ -48,6 +48,7 @@ class SolveOptions:
     jobs: int = DEFAULT_JOBS  # concurrent execs
     no_cache: bool = False
     entitlements: Entitlements = field(default_factory=Entitlements)  # --allow
+    network: str = "default"  # --network: what a step with `network: default` gets (default | none | host)
     insecure_registries: tuple[str, ...] = ()
     on_event: Callable[[Event], None] | None = None
     # unfiltered scans (backend.context.ContextScan) of granted dirs by realpath, taken by this build
@@ -108,6 +109,8 @@ def source_location(doc: irops.Document, digest: str, context: int = 2) -> str:
 def _warm_runtime(ws: Workspace) -> None:
     """``ws.find_runtime()`` ahead of the first exec (probing crun costs two process runs); an error
     is left for the exec that needs the runtime to report."""
+    if ws.networks is not None:
+        ws.networks.prestart()  # the first step's network, while bases are pulled
     try:
         ws.find_runtime()
     except Exception:  # noqa: BLE001 - reported by the first exec
@@ -152,6 +155,10 @@ class Solver:
                                exec_slots=threading.Semaphore(max(1, self.options.jobs)))
                 self.emit(Event("info", text=f"snapshotter: {snapshotter.name}"))
                 self.ws = ws
+                if any(self._network(d) == "default" for d in deps):
+                    from backend.netns import NetworkPool
+
+                    ws.networks = NetworkPool()
                 warm = None
                 if any(self.doc.ops[d].exec is not None for d in deps):
                     # find (and probe) the OCI runtime while the first steps pull and extract their bases
@@ -174,6 +181,8 @@ class Solver:
             finally:
                 images.close()
                 ws_ = getattr(self, "ws", None)
+                if ws_ is not None and ws_.networks is not None:
+                    ws_.networks.close()
                 if ws_ is not None:
                     from backend.runtime import finish_deferred
 
@@ -191,6 +200,13 @@ class Solver:
             stack.extend(deps[d])
         return deps
 
+    def _network(self, digest: str) -> str | None:
+        """The network an exec op runs with: its own mode, or ``--network`` for ``default``."""
+        ex = self.doc.ops[digest].exec
+        if ex is None:
+            return None
+        return ex.network if ex.network != "default" else self.options.network
+
     def _check_grants(self, deps: dict[str, list[str]]) -> None:
         """Refuse, before anything runs, a graph that wants what the user did not grant (all at once)."""
         from backend.ops.source import check_grants
@@ -206,6 +222,12 @@ class Solver:
                     problems.append(str(e))
             if op.exec is None:
                 continue
+            network = self._network(d)
+            if network == "host" and not self.options.entitlements.network_host:
+                how = ("the step asks for network=host" if op.exec.network == "host"
+                       else "--network host gives the step")
+                problems.append(f"{where}: {how} (the host's network namespace), which was not allowed; "
+                                "pass --allow network.host")
             if op.exec.security == "insecure" and not self.options.entitlements.insecure:
                 problems.append(f"{where}: the step asks for security=insecure (all capabilities), which was not "
                                 "allowed; pass --allow security.insecure")
@@ -258,6 +280,9 @@ class Solver:
             step.event("cached", "resolved")
             return [snap]
         extra = ""
+        if op.exec is not None and op.exec.network == "default" and self.options.network != "default":
+            # `--network none|host` changes what such a step sees, as its own RUN --network= would
+            extra = f"network={self.options.network}"
         if op.source is not None:
             fetched = source.fetch_key_extra(op.source, self.options)
             key = None if fetched is None else self._key(op, inputs, fetched)

@@ -47,6 +47,8 @@ def solve_cmd(
     progress: str = typer.Option("auto", "--progress", help="auto, tty, plain, json, quiet"),
     output: List[str] = typer.Option([], "-o", "--output", help="export the first target: type=oci|docker|registry|local|tar,…"),
     tags: List[str] = typer.Option([], "--tag", help="image name for oci/docker/registry outputs (repeatable)"),
+    network: str = typer.Option("default", "--network", help="network of steps with network: default — default "
+                                "(private, outbound only), none, or host (needs --allow network.host)"),
 ) -> None:
     """Solve GRAPH: run what its targets need (reusing the cache) and print their results."""
     from irctl.errors import user_errors
@@ -60,6 +62,7 @@ def solve_cmd(
         from irctl import options as cli_options
 
         granted = cli_options.entitlements(allow)
+        network = cli_options.network(network)
         outputs = cli_options.outputs(output)
         doc = load_and_validate(graph.read_bytes())
         try:
@@ -74,7 +77,7 @@ def solve_cmd(
         opts = SolveOptions(cache_dir=cache_dir, local_dirs=_pairs(local, "--local"),
                             oci_layouts=_pairs(oci_layout, "--oci-layout"), secrets=cli_options.secrets(secret),
                             ssh=cli_options.ssh_agents(ssh), jobs=jobs, no_cache=no_cache,
-                            entitlements=granted,
+                            entitlements=granted, network=network,
                             insecure_registries=tuple(insecure_registry), on_event=render)
         try:
             results = solve(doc, target or ["default"], opts)

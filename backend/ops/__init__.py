@@ -56,6 +56,7 @@ class Workspace:
     runtime: object = None  # backend.runtime.Runtime, found on first exec
     scans: dict[str, object] = field(default_factory=dict)  # context identity -> backend.context.ContextScan
     deferred: list = field(default_factory=list)  # runtime deletes still running (backend.runtime.finish_deferred)
+    networks: object = None  # backend.netns.NetworkPool when some step has the default (private) network
     _local_layers: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

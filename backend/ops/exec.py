@@ -89,7 +89,7 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
                 raise SolveError(str(e)) from None
             process = rt.Process(args=ex.args, env=[*ex.env, *prepared.env], cwd=ex.cwd, uid=user.uid,
                                  gid=user.gid, additional_gids=user.additional_gids)
-            network = "none" if ex.network == "none" else "host"
+            network = ex.network if ex.network != "default" else ws.options.network
             runtime = ws.find_runtime()
             waited = time.monotonic()
             with ws.exec_slots:
@@ -103,7 +103,7 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
                     code = rt.run(rootfs, process, prepared.mounts, network=network,
                                   hostname=ex.hostname or "buildkitsandbox", output=lines, state_dir=ws.state_dir,
                                   cancel=ws.cancel, runtime=runtime, privileged=ex.security == "insecure",
-                                  deferred=ws.deferred)
+                                  deferred=ws.deferred, networks=ws.networks)
                 except rt.ContainerStartError as e:
                     lines.flush()
                     raise BuildError(str(e), output_tail=tuple(lines.tail)) from None
