@@ -1,0 +1,122 @@
+"""Hostile input costs bounded memory and time, and ends in a located error, never a traceback.
+
+* IR files: no file under 1 MiB makes ``irctl validate``/``dump``/``solve`` exceed 256 MiB of RSS
+  (``ir.limits``); each hostile file (``hostile_ir.cases``) is run through the real CLI in its own
+  process, whose peak RSS ``os.wait4`` reports, under an address-space limit as a backstop.
+* Step output: the redaction and the output tail handle 64 MiB without a newline, or in very long
+  lines, in linear time and bounded memory (``backend.events``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.security import hostile_ir
+
+MIB = 1 << 20
+RSS_LIMIT = 256 * MIB
+
+
+# Runs ARGV in a grandchild and prints its peak RSS: a process forked from pytest starts with
+# pytest's RSS as its high-water mark (Linux keeps it across exec), a small launcher does not.
+_LAUNCHER = """
+import os, resource, sys
+argv, limit, fd = sys.argv[3:], int(sys.argv[1]), int(sys.argv[2])
+pid = os.fork()
+if pid == 0:
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    os.execv(argv[0], argv)
+_, status, usage = os.wait4(pid, 0)
+os.write(fd, str(usage.ru_maxrss * 1024).encode())
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def run_measured(argv: list[str], *, stdin: bytes | None = None, timeout: float = 120,
+                 env: dict | None = None) -> tuple[int, bytes, bytes, int]:
+    """Run ``argv``; return (exit code, stdout, stderr, peak RSS in bytes) of that process alone.
+    An address-space limit far above the one under test is a backstop: a regression fails the
+    test, not the machine."""
+    r, w = os.pipe()
+    try:
+        proc = subprocess.run([sys.executable, "-c", _LAUNCHER, str(4 << 30), str(w), *argv], input=stdin or b"",
+                              capture_output=True, timeout=timeout, env=env, pass_fds=(w,))
+    finally:
+        os.close(w)
+    with os.fdopen(r, "rb") as f:
+        rss = int(f.read() or 0)
+    return proc.returncode, proc.stdout, proc.stderr, rss
+
+
+def irctl(*args) -> list[str]:
+    return [sys.executable, "-m", "irctl", *map(str, args)]
+
+
+CASES = hostile_ir.cases()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_hostile_ir_file_costs_bounded_memory(name: str, tmp_path: Path) -> None:
+    data = CASES[name]
+    assert len(data) < MIB
+    path = tmp_path / f"{name}.irg"
+    path.write_bytes(data)
+    code, out, err, rss = run_measured(irctl("validate", path))
+    text = err.decode()
+    print(f"{name}: {len(data)} bytes, peak RSS {rss / MIB:.0f} MiB: {text.strip()[:160]}")
+    assert "Traceback" not in text and "MemoryError" not in text
+    assert code == 2, text
+    lines = text.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), text
+    assert rss < RSS_LIMIT, f"{name}: peak RSS {rss / MIB:.0f} MiB"
+
+
+@pytest.mark.parametrize("name", ["at-budget-args", "rle-bomb-args", "roots-map-zstd", "deep-maps"])
+@pytest.mark.parametrize("command", ["dump", "solve", "dump --format json"])
+def test_other_readers_of_ir_files_are_bounded_too(name: str, command: str, tmp_path: Path) -> None:
+    path = tmp_path / f"{name}.irg"
+    path.write_bytes(CASES[name])
+    env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
+    code, out, err, rss = run_measured(irctl(*command.split(), path), env=env)
+    assert "Traceback" not in err.decode()
+    assert code == 2 and len(err.decode().strip().splitlines()) == 1, err
+    assert rss < RSS_LIMIT, f"{command} {name}: peak RSS {rss / MIB:.0f} MiB"
+
+
+def test_standard_input_is_bounded_too() -> None:
+    code, out, err, rss = run_measured(irctl("validate", "-"), stdin=CASES["rle-bomb-empty-lists"])
+    assert code == 2 and b"over the limit" in err and rss < RSS_LIMIT
+
+
+def test_a_large_legitimate_graph_under_1_mib_is_accepted(tmp_path: Path) -> None:
+    """The limits leave room: a 4,000-op graph with metadata (~0.4 MiB compressed) validates,
+    dumps and stays far under the limit."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from bench_ir import make_graph
+
+    from ir.codec import dump_document
+
+    data = dump_document(make_graph(4000))
+    assert len(data) < MIB
+    path = tmp_path / "big.irg"
+    path.write_bytes(data)
+    for command in ("validate", "dump"):
+        code, out, err, rss = run_measured(irctl(command, path))
+        assert code == 0, err
+        assert rss < RSS_LIMIT / 2, f"{command}: {rss / MIB:.0f} MiB"
+
+
+def test_limits_are_relative_to_the_file() -> None:
+    """The ratio and budget grow with the file, so big legitimate graphs are not refused."""
+    from ir import limits
+
+    assert limits.allowed_payload(100) == limits.MIN_PAYLOAD_ALLOWANCE
+    assert limits.allowed_payload(10 * MIB) == limits.MAX_RATIO * 10 * MIB
+    assert limits.allowed_payload(1 << 30) == limits.MAX_PAYLOAD
+    assert limits.budget(1000) == limits.MIN_BUDGET
+    assert limits.budget(100 * MIB) == limits.BUDGET_PER_BYTE * 100 * MIB
