@@ -120,3 +120,71 @@ def test_limits_are_relative_to_the_file() -> None:
     assert limits.allowed_payload(1 << 30) == limits.MAX_PAYLOAD
     assert limits.budget(1000) == limits.MIN_BUDGET
     assert limits.budget(100 * MIB) == limits.BUDGET_PER_BYTE * 100 * MIB
+
+
+# ------------------------------------------------------------------------------- step output
+
+def _output_dockerfile(mib: int) -> str:
+    n = mib << 20
+    return (f"FROM busybox\n"
+            f"RUN head -c {n} /dev/zero | tr '\\0' x; echo\n"  # one line of N bytes
+            f"RUN yes $(head -c 200000 /dev/zero | tr '\\0' a) | head -c {n}\n")  # 200 KB lines
+
+
+@pytest.mark.e2e
+def test_step_output_costs_linear_time_and_bounded_memory(tmp_path: Path, busybox_layout: Path) -> None:
+    """Main took 1 s for 8 MiB without a newline and 12 s for 32 MiB (quadratic); now 4 times
+    the output takes about 4 times as long, and memory does not grow with the line."""
+    times, rss = {}, {}
+    for mib in (16, 64):
+        ctx = tmp_path / f"ctx{mib}"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text(_output_dockerfile(mib))
+        env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
+        t0 = time.monotonic()
+        code, out, err, rss[mib] = run_measured(
+            irctl("build", ctx, "--build-context", f"busybox=oci-layout://{busybox_layout}:latest",
+                  "--progress=plain", "--no-cache"), env=env, timeout=300)
+        times[mib] = time.monotonic() - t0
+        assert code == 0, err[-2000:]
+        lines = err.decode().splitlines()
+        cut = [line for line in lines if "more bytes of this line not shown" in line]
+        assert len(cut) >= 2 and all(len(line) < 70 * 1024 for line in lines)
+    print(f"output 16 MiB: {times[16]:.2f}s {rss[16] / MIB:.0f} MiB; 64 MiB: {times[64]:.2f}s {rss[64] / MIB:.0f} MiB")
+    assert times[64] < 8 * times[16] + 2, times  # quadratic would be 16 times
+    assert rss[64] < rss[16] + 32 * MIB, rss
+
+
+def test_lines_cut_long_lines_and_never_show_part_of_a_secret() -> None:
+    from backend.output import MAX_LINE, Lines, Redactor
+
+    secret = b"S3CRET-" + b"v" * 40
+    got: list[str] = []
+    lines = Lines(got.append, Redactor([secret]))
+    # a secret straddling the cut, one after it, and one split across chunks
+    data = b"a" * (MAX_LINE - 10) + secret + b"b" * 100 + secret + b"\n" + b"x" * 5 + secret[:9]
+    for i in range(0, len(data), 7):
+        lines(data[i:i + 7])
+    lines(secret[9:] + b"\n" + b"tail")
+    lines.flush()
+    assert got[0].startswith("a" * (MAX_LINE - 10) + "****") and "S3CRET" not in got[0]
+    assert got[0].endswith("more bytes of this line not shown]")
+    assert got[1] == "xxxxx****" and got[2] == "tail"
+    assert len(lines.tail) == 3
+
+
+def test_lines_time_is_linear_in_the_output() -> None:
+    from backend.output import Lines, Redactor
+
+    def run(mib: int, pattern: bytes) -> float:
+        lines = Lines(lambda text: None, Redactor([b"a-secret-value", b"another one"]))
+        chunk = (pattern * (65536 // len(pattern) + 1))[:65536]
+        t0 = time.perf_counter()
+        for _ in range(mib * 16):
+            lines(chunk)
+        lines.flush()
+        return time.perf_counter() - t0
+
+    for pattern in (b"x", b"y" * 300_000 + b"\n", b"z" * 1000 + b"\n"):
+        t8, t32 = min(run(8, pattern) for _ in range(2)), min(run(32, pattern) for _ in range(2))
+        assert t32 < 8 * t8 + 0.05, (pattern[:4], t8, t32)
