@@ -47,6 +47,7 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
             process = rt.Process(args=ex.args, env=[*ex.env, *prepared.env], cwd=ex.cwd, uid=user.uid,
                                  gid=user.gid, additional_gids=user.additional_gids)
             network = "none" if ex.network == "none" else "host"
+            since = time.time() - 0.05  # ctimes come from a coarse clock, at most a tick behind
             runtime = ws.find_runtime()
             waited = time.monotonic()
             with ws.exec_slots:
@@ -70,6 +71,8 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
                                  output_tail=tuple(lines.tail), exit_code=code)
             targets = rt.mount_targets(prepared.mounts)
         remove_mount_stubs(upper, lowers, targets, keep=[ex.cwd])
+        if ws.redactor:
+            _report_secrets(ws, step, upper, prepared, since)
         results: dict[int, Snapshot] = {}
         base_ids = [f"sha256:{p.name}" for p in lowers]
         if root_mount.output >= 0:
@@ -82,6 +85,22 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
     finally:
         shutil.rmtree(secrets_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _report_secrets(ws: Workspace, step: Step, upper: Path, prepared: mnt.Prepared, since: float) -> None:
+    """Warn (naming the step and the paths, never the value) when the step wrote a secret value of
+    the build into its layer, an output mount or a cache mount (``backend.secretscan``)."""
+    from backend import secretscan
+
+    found = [("/" + p) for p in secretscan.find(ws.redactor, upper)]
+    for index, (_, mupper) in prepared.outputs.items():
+        found += [f"output mount {index}: /{p}" for p in secretscan.find(ws.redactor, mupper)]
+    for target, path in prepared.caches:
+        found += [f"cache mount {target}: {target.rstrip('/')}/{p}" for p in secretscan.find(ws.redactor, path, since)]
+    for where in found:
+        step.info(f"warning: {step.description or step.digest[:19]}: a secret value of this build was written "
+                  f"to {where} (it stays in the {'cache' if where.startswith('cache') else 'image'}; "
+                  "use a secret mount instead of copying the value)")
 
 
 def _argv(args) -> str:
