@@ -17,6 +17,7 @@ import typer
 from frontends.dockerfile.parse import parse_file
 from frontends.dockerfile.syntax import parse_syntax
 from frontends.errors import SourceError
+from irctl.terminal import json_text, printable
 
 app = typer.Typer(help="Inspect Dockerfiles.", no_args_is_help=True)
 
@@ -53,18 +54,18 @@ def parse(
             df = parse_file(file)
             doc, warns = df.to_oracle_json(), df.warnings
     except SourceError as e:
-        typer.echo(e.format(), err=True)
+        typer.echo(printable(e.format(), newlines=True), err=True)
         raise typer.Exit(2) from None
     except (OSError, UnicodeDecodeError) as e:
-        typer.echo(f"{file}: {e}", err=True)
+        typer.echo(printable(f"{file}: {e}", newlines=True), err=True)
         raise typer.Exit(2) from None
     except Exception as e:  # a parser bug: still one line, never a traceback
-        typer.echo(f"{file}: internal error in the Dockerfile parser: {type(e).__name__}: {e}", err=True)
+        typer.echo(printable(f"{file}: internal error in the Dockerfile parser: {type(e).__name__}: {e}"), err=True)
         raise typer.Exit(3) from None
-    typer.echo(json.dumps(doc, ensure_ascii=False, indent=1))
+    typer.echo(json_text(json.dumps(doc, ensure_ascii=False, indent=1)))
     if warnings:
         for w in warns:
-            typer.echo(w.format(), err=True)
+            typer.echo(printable(w.format(), newlines=True), err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -122,6 +122,8 @@ def dump(
 ) -> None:
     """Show an IR graph: ops by target, inputs first, with mounts and source locations."""
 
+    from irctl.terminal import printable
+
     def run() -> int:
         if fmt not in FORMATS:
             from irctl.errors import UserError
@@ -133,7 +135,7 @@ def dump(
 
                 raise UserError("--diff needs two files: irctl dump --diff OLD NEW", 2)
             text, code = diff_listing(read_document(file), read_document(other))
-            typer.echo(text, nl=False)
+            typer.echo(printable(text, newlines=True), nl=False)
             return code
         if other is not None:
             from irctl.errors import UserError
@@ -147,9 +149,9 @@ def dump(
         elif fmt == "dot":
             from ir.render import to_dot
 
-            typer.echo(to_dot(doc), nl=False)
+            typer.echo(printable(to_dot(doc), newlines=True), nl=False)
         else:
-            typer.echo(text_listing(doc), nl=False)
+            typer.echo(printable(text_listing(doc), newlines=True), nl=False)
         return 0
 
     code = run_checked(run)
