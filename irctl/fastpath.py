@@ -137,11 +137,17 @@ def build_key(opts: dict, cache: Path, scans: dict | None = None) -> str | None:
         return None  # a Python build file may read anything; always compile it
     h = hashlib.sha256(MEMO_VERSION)
     h.update(_code_fingerprint())
-    h.update(f"file\0{build_file.resolve()}\0".encode())
-    h.update(build_file.read_bytes())
-    for ignore in (build_file.with_name(build_file.name + ".dockerignore"), context / ".dockerignore"):
-        if ignore.is_file():
-            h.update(f"ignore\0{ignore.resolve()}\0".encode() + ignore.read_bytes())
+    from frontends.errors import FrontendError
+    from frontends.files import read_context_file
+
+    try:  # the same bounded, confined reads as the compiler: an error is reported by the ordinary path
+        h.update(f"file\0{build_file.resolve()}\0".encode())
+        h.update(read_context_file(build_file, context, "build file"))
+        for ignore in (build_file.with_name(build_file.name + ".dockerignore"), context / ".dockerignore"):
+            if ignore.is_file():
+                h.update(f"ignore\0{ignore.resolve()}\0".encode() + read_context_file(ignore, context, "ignore file"))
+    except (FrontendError, OSError):
+        return None
     h.update(f"context\0{context.resolve()}\0{_tree_identity(context, cache, scans)}\n".encode())
     h.update(f"target\0{opts.get('target', '')}\n".encode())
     for arg in sorted(opts["build_arg"]):
