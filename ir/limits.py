@@ -54,6 +54,29 @@ _TABLE = _classes()
 _CHUNK = 1 << 20
 
 
+MAX_FILE = MAX_PAYLOAD + 64  # an IR file (header and payload) larger than this cannot be valid
+
+
+def read_file(stream) -> bytes:
+    """Read an IR file from a binary stream, at most ``MAX_FILE`` bytes: a huge (or sparse, or
+    endless) file is refused before it fills memory."""
+    import os
+    import stat
+
+    from ir.errors import DecodeError
+
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        st = None
+    if st is not None and stat.S_ISREG(st.st_mode) and st.st_size > MAX_FILE:
+        raise DecodeError(f"file of {st.st_size} bytes, larger than {MAX_FILE}: not an IR file this reader accepts")
+    data = stream.read(MAX_FILE + 1)
+    if len(data) > MAX_FILE:
+        raise DecodeError(f"file larger than {MAX_FILE} bytes: not an IR file this reader accepts")
+    return data
+
+
 def allowed_payload(frame_size: int) -> int:
     """The largest decompressed payload allowed for a compressed frame of ``frame_size`` bytes."""
     return min(MAX_PAYLOAD, max(MIN_PAYLOAD_ALLOWANCE, MAX_RATIO * frame_size))

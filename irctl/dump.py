@@ -24,9 +24,15 @@ def read_document(path: str):
     from ir.validate import load_and_validate
     from irctl.errors import UserError
 
+    from ir.limits import read_file
+
     name = "<stdin>" if path == "-" else path
-    data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
     try:
+        if path == "-":
+            data = read_file(sys.stdin.buffer)
+        else:
+            with open(path, "rb") as f:
+                data = read_file(f)
         return load_and_validate(data)
     except ValidationErrors as e:
         raise UserError("\n".join(f"{name}: {err}" for err in e.errors), 2) from None

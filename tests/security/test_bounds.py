@@ -188,3 +188,15 @@ def test_lines_time_is_linear_in_the_output() -> None:
     for pattern in (b"x", b"y" * 300_000 + b"\n", b"z" * 1000 + b"\n"):
         t8, t32 = min(run(8, pattern) for _ in range(2)), min(run(32, pattern) for _ in range(2))
         assert t32 < 8 * t8 + 0.05, (pattern[:4], t8, t32)
+
+
+@pytest.mark.parametrize("command", ["validate", "dump", "solve"])
+def test_a_huge_sparse_ir_file_is_refused_before_reading(command: str, tmp_path: Path) -> None:
+    path = tmp_path / "huge.irg"
+    with open(path, "wb") as f:
+        f.write(hostile_ir.frame(b"\x80", compress=False))
+        f.truncate(8 << 30)
+    env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
+    code, out, err, rss = run_measured(irctl(command, path), env=env)
+    assert code == 2 and b"larger than" in err and b"Traceback" not in err, err
+    assert rss < 100 * MIB
