@@ -3,8 +3,9 @@
 USER is resolved against the mounted root (``backend.userdb``), the working directory is created
 when missing (by the runtime), mount stubs are removed from the upper before it is committed, and
 every secret value of the build is redacted from every output line before it becomes an event
-(``backend.output``).  The run bundle
-(whose config.json may hold a secret env var) lives on a tmpfs and is deleted with the run.
+(``backend.output``); what the step wrote is scanned for those values when the build has any
+(``backend.secretscan``).  The run bundle (whose config.json may hold a secret env var) lives on a
+tmpfs and is deleted with the run.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def _report_secrets(ws: Workspace, step: Step, upper: Path, prepared: mnt.Prepar
     the build into its layer, an output mount or a cache mount (``backend.secretscan``)."""
     from backend import secretscan
 
-    found = [("/" + p) for p in secretscan.find(ws.redactor, upper)]
+    found = ["/" + p for p in secretscan.find(ws.redactor, upper)]
     for index, (_, mupper) in prepared.outputs.items():
         found += [f"output mount {index}: /{p}" for p in secretscan.find(ws.redactor, mupper)]
     for target, path in prepared.caches:

@@ -200,3 +200,43 @@ def test_a_huge_sparse_ir_file_is_refused_before_reading(command: str, tmp_path:
     code, out, err, rss = run_measured(irctl(command, path), env=env)
     assert code == 2 and b"larger than" in err and b"Traceback" not in err, err
     assert rss < 100 * MIB
+
+
+def test_lines_never_show_a_secret_however_the_output_is_chunked() -> None:
+    """Property: whatever the chunking and wherever values, parts of values and long runs fall,
+    no emitted line holds a value, and a line under the limit is its input with values masked."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from backend.output import MAX_LINE, Lines, Redactor
+
+    secrets = [b"tok-1234567890", b"pem line abcdefgh\nsecond line ijklmnop\n", b"  padded-value  "]
+    redactor = Redactor(secrets)
+    pieces = st.sampled_from([b"tok-1234567890", b"tok-12345", b"67890", b"pem line abcdefgh", b"second line ijklmnop",
+                              b"padded-value", b"\n", b"x", b"y" * 1000, b"z" * (MAX_LINE - 5)])
+
+    @settings(max_examples=150, deadline=None, database=None)
+    @given(st.lists(pieces, max_size=40), st.lists(st.integers(1, 70_000), min_size=1, max_size=20))
+    def check(parts, cuts):
+        data = b"".join(parts)
+        got: list[str] = []
+        lines = Lines(got.append, redactor)
+        pos = 0
+        for n in cuts * (len(data) // max(1, sum(cuts)) + 1):
+            if pos >= len(data):
+                break
+            lines(data[pos:pos + n])
+            pos += n
+        lines.flush()
+        for text in got:
+            for form in redactor.forms:
+                assert form.decode() not in text
+        expected = [line for line in data.split(b"\n")]
+        if expected and expected[-1] == b"":
+            expected.pop()
+        assert len(got) == len(expected)
+        for text, line in zip(got, expected):
+            if len(line) <= MAX_LINE:
+                assert text == redactor.bytes(line).decode()
+
+    check()
