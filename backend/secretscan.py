@@ -8,9 +8,10 @@ cache mount, where only regular files whose ctime is not older than the step's s
 process cannot set a ctime back).  Reading is in 1 MiB blocks with an overlap of the longest value,
 so the cost is proportional to what the step wrote (plus one ``lstat`` per entry of a cache mount).
 
-Only the exact forms of ``backend.output.Redactor`` of ``MIN_LENGTH`` bytes or more are found: a value the step transformed
-(encoded, compressed, encrypted, split) is not.  The walk never follows a symlink, opens only
-regular files with ``O_NOFOLLOW``, and uses an explicit stack, not recursion.
+Only the exact forms of ``backend.output.Redactor`` of ``MIN_LENGTH`` bytes or more are found: a
+value the step transformed (encoded, compressed, encrypted, split) is not, nor one in a file *name*.
+The walk never follows a symlink, opens only regular files with ``O_NOFOLLOW``, and uses an
+explicit stack, not recursion.
 """
 
 from __future__ import annotations

@@ -21,10 +21,9 @@ FORMATS = ("text", "json", "dot")
 def read_document(path: str):
     """Read and validate an IR file (``-``: standard input); errors name the file, one per line."""
     from ir.errors import IRError, ValidationErrors
+    from ir.limits import read_file
     from ir.validate import load_and_validate
     from irctl.errors import UserError
-
-    from ir.limits import read_file
 
     name = "<stdin>" if path == "-" else path
     try:

@@ -111,8 +111,9 @@ def cases(scale: int = 1) -> dict[str, bytes]:
         # as many tiny tokens as the estimate lets in: the real peak stays under it
         "at-budget-empty-lists": at_budget(lambda k: array_of(k, b"\x90"), 1000, False),
         "at-budget-empty-maps": at_budget(lambda k: array_of(k, b"\x80"), 1000, False),
-        "at-budget-file-actions": at_budget(lambda k: splice(doc({"file": {"actions": "MARK" * 8}}),
-                                                             msgpack.packb("MARK" * 8), array_of(k, b"\x80")), 1000, False),
+        "at-budget-file-actions": at_budget(
+            lambda k: splice(doc({"file": {"actions": "MARK" * 8}}), msgpack.packb("MARK" * 8), array_of(k, b"\x80")),
+            1000, False),
         "at-budget-args": at_budget(_random_args, 1000, True),
         "roots-map-zstd": frame(splice(doc(), msgpack.packb({"default": {"op": DIGEST}}),
                                        b"\xdf" + struct.pack(">I", 2 * n) +

@@ -106,7 +106,8 @@ def test_f_outside_the_context_is_read_as_named(tmp_path: Path, host: dict) -> N
     link = tmp_path / "my.Dockerfile"
     link.symlink_to(host["dir"] / "Dockerfile")
     ctx = _ctx(tmp_path)
-    code, out, err, _ = run_measured(COMMANDS[0](ctx, "-f", link), env={**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "c")})
+    env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "c")}
+    code, out, err, _ = run_measured(COMMANDS[0](ctx, "-f", link), env=env)
     assert code == 0, err.decode()
 
 

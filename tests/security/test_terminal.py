@@ -27,7 +27,8 @@ RAW = [TITLE, CLEAR, "\x1b]", "\x1b[2J", "\u009b", "\x07", "\r#9 DONE", "\x08"]
 
 
 def _printf(text: str) -> str:
-    return "".join(f"\\{ord(c):03o}" if ord(c) < 0x20 or ord(c) > 0x7e else c for c in text.encode("utf-8").decode("latin-1"))
+    raw = text.encode("utf-8").decode("latin-1")
+    return "".join(f"\\{ord(c):03o}" if ord(c) < 0x20 or ord(c) > 0x7e else c for c in raw)
 
 
 STEP = f"printf '{_printf(TITLE + CLEAR + C1_CSI + FORGED)}-from-step\\n'"
