@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.security.test_bounds import MIB, run_measured
+from tests.security.measure import MIB, run_measured
 
 OK = "FROM scratch\nCOPY a /a\n"
 
