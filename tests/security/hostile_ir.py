@@ -21,7 +21,7 @@ DIGEST = "sha256:" + "0" * 64
 
 def frame(payload: bytes, compress: bool = True) -> bytes:
     if compress:
-        payload = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(payload)
+        payload = zstandard.ZstdCompressor(level=3, write_content_size=True).compress(payload)
     return HEADER.pack(MAGIC, 1, 1 if compress else 0, 0) + payload
 
 

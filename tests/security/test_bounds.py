@@ -208,3 +208,27 @@ def test_lines_never_show_a_secret_however_the_output_is_chunked() -> None:
                 assert text == redactor.bytes(line).decode()
 
     check()
+
+
+def test_graph_checks_and_rendering_are_linear_on_a_lattice(tmp_path: Path) -> None:
+    """A lattice of merges has 2^300 paths from root to base: every reader (checks, listing, dot,
+    diff, the scheduler's critical path) must visit each op once."""
+    from backend.scheduler import critical_path
+    from ir import builder as b
+    from ir.codec import dump_document
+
+    base = b.image("busybox", digest="sha256:" + "ab" * 32)
+    x, y = base.mkfile("/a", b"1"), base.mkfile("/b", b"2")
+    for i in range(300):
+        x, y = x.merge([y]).mkfile(f"/x{i}", b"x"), y.merge([x]).mkfile(f"/y{i}", b"y")
+    doc = b.build_document({"default": x.merge([y])})
+    path = tmp_path / "lattice.irg"
+    path.write_bytes(dump_document(doc))
+    for command in (["validate"], ["dump"], ["dump", "--format", "dot"], ["dump", "--diff", path]):
+        t0 = time.monotonic()
+        code, out, err, rss = run_measured(irctl(*command, path), timeout=60)
+        assert code in (0,) and time.monotonic() - t0 < 20, (command, err)
+    deps = {d: sorted({r.op for r in op.inputs}) for d, op in doc.ops.items()}
+    t0 = time.monotonic()
+    critical_path(deps, lambda d: 1.0)
+    assert time.monotonic() - t0 < 1
