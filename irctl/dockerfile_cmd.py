@@ -17,6 +17,7 @@ import typer
 from frontends.dockerfile.parse import parse_file
 from frontends.dockerfile.syntax import parse_syntax
 from frontends.errors import SourceError
+from frontends.files import FileError
 from irctl.terminal import json_text, printable
 
 app = typer.Typer(help="Inspect Dockerfiles.", no_args_is_help=True)
@@ -47,14 +48,18 @@ def parse(
                 df = parse_dockerfile(text, name)
                 doc, warns = df.to_oracle_json(), df.warnings
         elif syntax_only:
-            with open(file, "rb") as fh:
-                raw = fh.read()
+            from frontends.files import read_context_file
+
+            raw = read_context_file(file, None, "Dockerfile")
             doc, warns = parse_syntax(raw.decode("utf-8"), file).to_oracle_json(), []
         else:
             df = parse_file(file)
             doc, warns = df.to_oracle_json(), df.warnings
     except SourceError as e:
         typer.echo(printable(e.format(), newlines=True), err=True)
+        raise typer.Exit(2) from None
+    except FileError as e:
+        typer.echo(printable(str(e)), err=True)
         raise typer.Exit(2) from None
     except (OSError, UnicodeDecodeError) as e:
         typer.echo(printable(f"{file}: {e}", newlines=True), err=True)

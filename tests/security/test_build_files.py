@@ -134,3 +134,11 @@ def test_a_file_just_over_the_limit_is_refused_and_one_under_is_read(tmp_path: P
     os.mkfifo(ctx / "fifo")
     with pytest.raises(FileError, match="not a regular file"):  # and does not block
         read_context_file(ctx / "fifo", ctx, "build file")
+
+
+@pytest.mark.parametrize("extra", [[], ["--syntax-only"]])
+def test_dockerfile_parse_command_reads_bounded(extra: list, tmp_path: Path, host: dict) -> None:
+    big = tmp_path / "Dockerfile"
+    with open(big, "wb") as f:
+        f.truncate(8 << 30)
+    _refused(_irctl("dockerfile", "parse", *extra, big), tmp_path, host["marker"], "over the limit of 16.0 MiB")
