@@ -127,7 +127,7 @@ def dump(
 ) -> None:
     """Show an IR graph: ops by target, inputs first, with mounts and source locations."""
 
-    from irctl.terminal import printable
+    from irctl.terminal import json_text, printable
 
     def run() -> int:
         if fmt not in FORMATS:
@@ -150,7 +150,13 @@ def dump(
         if fmt == "json":
             from ir import jsonform
 
-            typer.echo(jsonform.dumps(doc))
+            out, batch = sys.stdout, []
+            for piece in jsonform.iter_dumps(doc):
+                batch.append(piece)
+                if len(batch) >= 4096:
+                    out.write(json_text("".join(batch)))
+                    batch.clear()
+            out.write(json_text("".join(batch)) + "\n")
         elif fmt == "dot":
             from ir.render import to_dot
 

@@ -121,6 +121,21 @@ def cases(scale: int = 1) -> dict[str, bytes]:
     }
 
 
+def valid_near_budget() -> bytes:
+    """A *valid* graph under 1 MiB whose decoding estimate is near the budget (one exec op with
+    900,000 two-letter arguments and 100,000 env entries): what every reader of a valid file —
+    the listing, JSON, Graphviz — must also handle within the limit."""
+    import random
+
+    from ir import builder as b
+    from ir.codec import dump_document
+
+    rnd = random.Random(1)
+    args = [rnd.choice("abcd") + rnd.choice("abcd") for _ in range(900_000)]
+    st = b.image("busybox", digest="sha256:" + "ab" * 32).run(args, env=[f"{a}=1" for a in args[:100_000]])
+    return dump_document(b.build_document({"default": st}))
+
+
 if __name__ == "__main__":  # write the cases to a directory, to try them by hand
     import pathlib
 

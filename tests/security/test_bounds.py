@@ -232,3 +232,17 @@ def test_graph_checks_and_rendering_are_linear_on_a_lattice(tmp_path: Path) -> N
     t0 = time.monotonic()
     critical_path(deps, lambda d: 1.0)
     assert time.monotonic() - t0 < 1
+
+
+@pytest.mark.parametrize("command", ["validate", "dump", "dump --format json", "dump --format dot"])
+def test_a_valid_graph_near_the_budget_is_read_and_rendered_within_the_limit(command: str, tmp_path: Path) -> None:
+    from ir import codec, limits
+
+    data = hostile_ir.valid_near_budget()
+    assert len(data) < MIB and limits.estimate(codec.unframe(data)) > limits.MIN_BUDGET * 0.8
+    path = tmp_path / "big.irg"
+    path.write_bytes(data)
+    code, out, err, rss = run_measured(irctl(*command.split(), path))
+    assert code == 0, err
+    print(f"{command}: peak RSS {rss / MIB:.0f} MiB")
+    assert rss < RSS_LIMIT, f"{command}: {rss / MIB:.0f} MiB"
