@@ -32,6 +32,7 @@ from backend.entitlements import Entitlements
 from backend.errors import BuildError, GrantError, SolveError
 from backend.events import Event
 from backend.ops import Step, Workspace, layer_id_of
+from backend.output import Redactor
 from backend.result import ImageMeta, Snapshot
 from backend.scheduler import critical_path, run_dag
 
@@ -123,9 +124,14 @@ class Solver:
         self.options = options
         self.results: dict[str, list[Snapshot]] = {}
         self._emit_lock = threading.Lock()
+        self.redactor = Redactor(self.options.secrets.values())
 
     def emit(self, event: Event) -> None:
+        """Hand an event to the renderer with every secret value of the build masked in its text
+        (output lines are masked already; this also covers errors and info messages)."""
         if self.options.on_event is not None:
+            if self.redactor and event.text and event.kind != "log":  # log lines: masked by backend.output
+                event = dataclasses.replace(event, text=self.redactor.text(event.text))
             with self._emit_lock:
                 self.options.on_event(event)
 
@@ -152,6 +158,7 @@ class Solver:
                 snapshotter = detect_snapshotter(store.tmp_dir, probe_dir=work, memo=store.root / "snapshotter.probe")
                 ws = Workspace(store=store, work=work, state_dir=state_dir, snapshotter=snapshotter,
                                options=self.options, images=images, emit=self.emit, cancel=threading.Event(),
+                               redactor=self.redactor,
                                exec_slots=threading.Semaphore(max(1, self.options.jobs)))
                 self.emit(Event("info", text=f"snapshotter: {snapshotter.name}"))
                 self.ws = ws
@@ -258,15 +265,16 @@ class Solver:
         except BuildError as e:
             if self.ws.cancel.is_set() and e.exit_code is not None and e.exit_code >= 128:
                 raise  # killed because a sibling failed
-            step.event("failed", e.message, time.monotonic() - step.started)
-            raise BuildError(e.message, op=digest, description=desc, location=source_location(self.doc, digest),
+            message = self.redactor.text(e.message)
+            step.event("failed", message, time.monotonic() - step.started)
+            raise BuildError(message, op=digest, description=desc, location=source_location(self.doc, digest),
                              output_tail=e.output_tail, exit_code=e.exit_code) from None
         except Exception as e:
             from backend.runtime import Cancelled
 
             if isinstance(e, (GrantError, Cancelled)):
                 raise
-            msg = str(e) if isinstance(e, SolveError) else f"{type(e).__name__}: {e}"
+            msg = self.redactor.text(str(e) if isinstance(e, SolveError) else f"{type(e).__name__}: {e}")
             step.event("failed", msg, time.monotonic() - step.started)
             raise BuildError(msg, op=digest, description=desc,
                              location=source_location(self.doc, digest)) from (None if isinstance(e, SolveError) else e)

@@ -88,8 +88,10 @@ def _compile(context, file, frontend, target, build_args, named, insecure, cache
     compiled = compile_file(CompileOptions(context=context, file=file, frontend=frontend, target=target,
                                            build_args=build_args, named_contexts=named.frontend,
                                            oci_layouts=named.oci_layouts, insecure_registries=insecure, pull=pull), root)
+    from irctl.terminal import printable
+
     for warning in compiled.warnings:
-        typer.echo(warning, err=True)
+        typer.echo(printable(str(warning), newlines=True), err=True)
     return compiled, root
 
 

@@ -154,16 +154,18 @@ def compile_file(opts: CompileOptions, cache_root: Path):
     """Compile the build file; returns ``frontends.Compiled``."""
     from frontends import BuildRequest, FrontendError
     from frontends.dockerfile.dockerignore import find_ignore_file, read_patterns
+    from frontends.files import FileError, read_context_file, read_ignore_file
     from irctl.resolver import Resolver
 
     path = build_file(opts.context, opts.file)
     try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"{path}: {e.strerror}") from None
+        # bounded, and confined to the context when inside it (``frontends.files``)
+        data = read_context_file(path, opts.context, "build file")
+        ignore = find_ignore_file(opts.context, path if opts.file is not None else None)
+        patterns = tuple(read_patterns(read_ignore_file(ignore, opts.context))) if ignore is not None else ()
+    except FileError as e:
+        raise UserError(str(e)) from None
     frontend = choose_frontend(path, data, opts.frontend, explicit=opts.file is not None)
-    ignore = find_ignore_file(opts.context, path if opts.file is not None else None)
-    patterns = tuple(read_patterns(ignore.read_text())) if ignore is not None else ()
     request = BuildRequest(source=data, filename=str(path.name if path.parent == opts.context else path),
                            target=opts.target, build_args=opts.build_args, contexts=opts.named_contexts,
                            ignore_patterns=patterns, platform=opts.platform, build_platform=opts.platform)

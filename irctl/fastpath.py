@@ -149,7 +149,16 @@ def build_key(opts: dict, cache: Path, scans: dict | None = None) -> str | None:
         return None
     if build_file.suffix == ".py":
         return None  # a program (pydsl): never keyed; the ordinary path decides if it may run, sandboxed
-    data = build_file.read_bytes()
+    from frontends.errors import FrontendError
+    from frontends.files import read_context_file
+
+    try:  # the same bounded, confined reads as the compiler: an error is reported by the ordinary path
+        data = read_context_file(build_file, context, "build file")
+        ignores = [(ignore, read_context_file(ignore, context, "ignore file"))
+                   for ignore in (build_file.with_name(build_file.name + ".dockerignore"), context / ".dockerignore")
+                   if ignore.is_file()]
+    except (FrontendError, OSError):
+        return None
     syntax = _syntax(data)
     if syntax is not None and not syntax.startswith((b"docker/dockerfile", b"docker.io/docker/dockerfile")):
         return None  # `# syntax=` names another frontend: the ordinary path chooses (and may refuse) it
@@ -157,9 +166,8 @@ def build_key(opts: dict, cache: Path, scans: dict | None = None) -> str | None:
     h.update(_code_fingerprint())
     h.update(f"file\0{build_file.resolve()}\0".encode())
     h.update(data)
-    for ignore in (build_file.with_name(build_file.name + ".dockerignore"), context / ".dockerignore"):
-        if ignore.is_file():
-            h.update(f"ignore\0{ignore.resolve()}\0".encode() + ignore.read_bytes())
+    for ignore, text in ignores:
+        h.update(f"ignore\0{ignore.resolve()}\0".encode() + text)
     h.update(f"context\0{context.resolve()}\0{_tree_identity(context, cache, scans)}\n".encode())
     h.update(f"target\0{opts.get('target', '')}\n".encode())
     for arg in sorted(opts["build_arg"]):

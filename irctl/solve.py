@@ -64,7 +64,10 @@ def solve_cmd(
         granted = cli_options.entitlements(allow)
         network = cli_options.network(network)
         outputs = cli_options.outputs(output)
-        doc = load_and_validate(graph.read_bytes())
+        from ir.limits import read_file
+
+        with open(graph, "rb") as f:
+            doc = load_and_validate(read_file(f))
         try:
             from irctl.progress import renderer
 
