@@ -3,7 +3,7 @@
 # tools that validate exported images, a registry for push/pull tests, and the Python package.
 set -euo pipefail
 cd "$(dirname "$0")"
-packages=(runc busybox-static docker-registry skopeo umoci uidmap fuse-overlayfs openssh-client git)
+packages=(runc busybox-static docker-registry skopeo umoci uidmap fuse-overlayfs openssh-client git bubblewrap slirp4netns)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -18,4 +18,7 @@ systemctl disable --now docker-registry >/dev/null 2>&1 || true
 id irctl-test >/dev/null 2>&1 || useradd -m -s /bin/sh irctl-test
 grep -q '^irctl-test:' /etc/subuid || usermod --add-subuids 300000-365535 irctl-test
 grep -q '^irctl-test:' /etc/subgid || usermod --add-subgids 300000-365535 irctl-test
+# Rootless steps get their private network from slirp4netns, which opens /dev/net/tun: udev makes it 0666
+# on a Debian system, but a machine without udev may have left it 0600.
+[ -c /dev/net/tun ] && chmod 0666 /dev/net/tun
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'

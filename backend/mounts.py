@@ -33,7 +33,8 @@ class Prepared:
     mounts: list = field(default_factory=list)  # runtime mounts
     env: list[str] = field(default_factory=list)  # secret env vars
     outputs: dict[int, tuple[list[Path], Path]] = field(default_factory=dict)  # output -> (lowers, upper)
-    secrets: list[bytes] = field(default_factory=list)  # values to redact from the output
+    secrets: list[bytes] = field(default_factory=list)  # values this step mounts
+    caches: list[tuple[str, Path]] = field(default_factory=list)  # writable cache mounts: (target, host dir)
 
 
 def secret_dir() -> Path:
@@ -156,8 +157,10 @@ def _cache(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: l
             create(fresh)
             stack.callback(safefs.rmtree, fresh.parent, True)
             out.mounts.append(rt.BindMount(fresh, m.target, readonly=m.readonly))
-            return
+            return  # discarded afterwards: nothing to scan for secrets
     else:
         fd = store.mount_lock(c.id, exclusive=c.sharing == "locked")
     stack.callback(os.close, fd)
     out.mounts.append(rt.BindMount(path, m.target, readonly=m.readonly))
+    if not m.readonly:
+        out.caches.append((m.target, path))

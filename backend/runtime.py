@@ -1,13 +1,22 @@
 """Run one process in an OCI runtime (runc, or crun where it works) on a prepared root filesystem.
 
-`run()` writes an OCI runtime bundle (config.json per the runtime spec, Docker-like defaults: namespaces,
-/proc, /dev, /sys read-only, default capabilities, masked paths), starts `<runtime> --root <state_dir> run
---detach` under a tiny subreaper shim that reaps the container's init for its exit code, streams the
+`run()` writes an OCI runtime bundle (config.json per the runtime spec), starts `<runtime> --root <state_dir>
+run --detach` under a tiny subreaper shim that reaps the container's init for its exit code, streams the
 combined stdout/stderr (one pipe, order kept) to a callback, and always leaves nothing behind: on cancel or
 error the container is killed and `delete --force`d. The runtime is chosen by `find_runtime()`.
 
-Network modes: `none` is a fresh network namespace holding only loopback (the runtime brings `lo` up);
-`host` shares the host's; `default` means `host` (what `docker build` does by default).
+The sandbox, at least Docker's/BuildKit's defaults (`config_for` is its one home): pid/ipc/uts/mount
+namespaces; Docker's capability set without CAP_NET_RAW (`DEFAULT_CAPABILITIES`); Docker's seccomp profile
+for that set (`backend.seccomp`, and no run without it); `noNewPrivileges` (setuid binaries such as sudo do
+not elevate: BuildKit leaves this off); masked and read-only /proc paths; /sys read-only; at most
+`PIDS_LIMIT` processes (the pids cgroup as root, RLIMIT_NPROC in the run's own user namespace rootless);
+`DEFAULT_TMPFS_SIZE` for a tmpfs mount without a size. `privileged` (`security=insecure`, granted by the
+caller) drops all of it but the namespaces and the pids limit, as BuildKit's insecure mode does.
+
+Network modes: `default` is a private network namespace per run with outbound access through slirp4netns
+and no way to the host's loopback (`backend.netns`, which also pools their start-up), as root and rootless;
+`none` is a fresh namespace holding only loopback (the runtime brings `lo` up); `host` shares the host's
+(the solver allows it only under `--allow network.host`).
 
 Rootless (this process is uid 0 of the user namespace `backend.userns` made): the bundle gains a user
 namespace whose uid/gid mappings repeat ours (`linux.uidMappings`), no cgroup settings, `/sys` as an rbind
@@ -35,14 +44,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend.mountpoints import mkdirs_in_root, remove_mount_stubs, resolve_in_root
+from backend.netns import NetworkError, NetworkPool, StepNetwork, resolv_conf
+from backend.seccomp import SeccompError, linux_seccomp
 from backend.snapshot import Snapshotter, abandoned_dirs, held_dir
 from backend.userns import in_user_namespace, read_id_map
 from backend import safefs
 
 NETWORK_MODES = ("none", "host", "default")
 
-DEFAULT_CAPABILITIES = (  # Docker's default set
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+DEFAULT_CAPABILITIES = (  # Docker's default set without CAP_NET_RAW (no raw sockets: no sniffing, no spoofing)
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_SETGID",
     "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
     "CAP_AUDIT_WRITE",
 )
@@ -52,6 +63,10 @@ MASKED_PATHS = (
 )
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 DEFAULT_NOFILE = 1 << 20
+# Processes + threads per step: a fork bomb stops here (podman: 2048; Docker, BuildKit: none). Threads count,
+# so it grows with the cores a `make -j$(nproc)` or a threaded compiler fans out to.
+PIDS_LIMIT = max(4096, 32 * (os.cpu_count() or 1))
+DEFAULT_TMPFS_SIZE = 1 << 30  # a tmpfs mount without size= (the kernel's default is half of RAM, per mount)
 CONTAINER_PREFIX = "irctl-"
 
 
@@ -183,7 +198,7 @@ def _crun_probe_key(path: str) -> str | None:
         userns = " ".join(w for m in ("uid", "gid") for w in Path(f"/proc/self/{m}_map").read_text().split())
     except OSError:
         return None
-    return f"crun-probe-v1 {path} {st.st_size} {st.st_mtime_ns} {boot} {os.geteuid()} {userns}"
+    return f"crun-probe-v2 {path} {st.st_size} {st.st_mtime_ns} {boot} {os.geteuid()} {userns}"
 
 
 def _crun_usable(path: str, memo: Path | None, scratch: Path | None) -> bool:
@@ -277,14 +292,18 @@ def all_capabilities() -> tuple[str, ...]:
 
 
 def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, network: str, hostname: str,
-               extra_files: Mapping[str, Path], privileged: bool = False, rootless: bool | None = None) -> dict:
+               extra_files: Mapping[str, Path], privileged: bool = False, rootless: bool | None = None,
+               netns: str | None = None) -> dict:
     """The OCI runtime-spec config.json for one run. `extra_files`: container path → host file to bind ro.
-    `privileged`: every capability, no masked or read-only paths, all devices allowed (BuildKit's
-    `security.insecure`). `rootless` (default: whether we are in a user namespace): see the module doc."""
+    `privileged`: every capability, no masked or read-only paths, all devices allowed, no seccomp filter
+    (BuildKit's `security.insecure`). `rootless` (default: whether we are in a user namespace): see the
+    module doc. `netns`: for `network="default"`, the path of the namespace to join (`backend.netns`)."""
     if rootless is None:
         rootless = in_user_namespace()
     if network not in NETWORK_MODES:
         raise ValueError(f"network must be one of {', '.join(NETWORK_MODES)}, got {network!r}")
+    if (network == "default") != (netns is not None):
+        raise ValueError("a netns path goes with network='default', and only with it")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     nofile = DEFAULT_NOFILE if hard == resource.RLIM_INFINITY else min(DEFAULT_NOFILE, hard)
     root_user = process.uid == 0
@@ -292,6 +311,9 @@ def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, netwo
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
     if network == "none":
         namespaces.append({"type": "network"})
+    elif network == "default":
+        namespaces.append({"type": "network", "path": netns})
+    rlimits = [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}]
     oci_mounts: list[dict] = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -317,8 +339,7 @@ def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, netwo
                                "options": ["bind", "ro", "nosuid", "nodev", "noexec"]})
         elif isinstance(m, TmpfsMount):
             opts = ["nosuid", "nodev", f"mode={m.mode:o}"]
-            if m.size is not None:
-                opts.append(f"size={m.size}")
+            opts.append(f"size={m.size if m.size is not None else DEFAULT_TMPFS_SIZE}")
             oci_mounts.append({"destination": m.target, "type": "tmpfs", "source": "tmpfs", "options": opts})
         else:
             raise TypeError(f"unknown mount {m!r}")
@@ -326,11 +347,20 @@ def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, netwo
         "namespaces": namespaces,
         "maskedPaths": [] if privileged else list(MASKED_PATHS),
         "readonlyPaths": [] if privileged else list(READONLY_PATHS),
-        "resources": {"devices": [{"allow": privileged, "access": "rwm"}]},
+        "resources": {"devices": [{"allow": privileged, "access": "rwm"}], "pids": {"limit": PIDS_LIMIT}},
     }
+    if not privileged:
+        try:
+            linux["seccomp"] = linux_seccomp(tuple(caps))
+        except SeccompError as e:
+            raise ContainerStartError(str(e)) from None
     if rootless:  # our own mappings again, one user namespace deeper; no cgroups
         namespaces.append({"type": "user"})
         del linux["resources"]
+        # No pids cgroup: RLIMIT_NPROC instead. Since Linux 5.14 it counts per (user namespace, uid), and
+        # each run has a user namespace of its own, so it bounds this step's processes only (a rootful
+        # step's uid 0 is the host's root, which RLIMIT_NPROC exempts: the cgroup above does it there).
+        rlimits.append({"type": "RLIMIT_NPROC", "hard": PIDS_LIMIT, "soft": PIDS_LIMIT})
         for kind in ("uid", "gid"):
             linux[f"{kind}Mappings"] = [{"containerID": inside, "hostID": inside, "size": count}
                                         for inside, _outside, count in read_id_map(kind)]
@@ -347,8 +377,10 @@ def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, netwo
                 "effective": caps if root_user else [],
                 "permitted": caps if root_user else [],
             },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
-            "noNewPrivileges": False,
+            "rlimits": rlimits,
+            # setuid/setgid/file caps do not elevate (`USER app` + `RUN sudo …` fails; BuildKit leaves this off
+            # since moby/buildkit#745 for that reason); `security=insecure` steps get it off too
+            "noNewPrivileges": not privileged,
         },
         "root": {"path": os.path.abspath(rootfs), "readonly": False},
         "hostname": hostname,
@@ -383,7 +415,8 @@ def _pump(stream, output: Callable[[bytes], None], errors: list[BaseException], 
 
 def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network: str, hostname: str,
         output: Callable[[bytes], None], state_dir: Path, cancel: threading.Event | None = None,
-        runtime: Runtime | None = None, privileged: bool = False, deferred: list | None = None) -> int:
+        runtime: Runtime | None = None, privileged: bool = False, deferred: list | None = None,
+        networks: NetworkPool | None = None) -> int:
     """Run `process` in a container on `rootfs`; return its exit code (128+N when killed by signal N).
 
     Combined stdout/stderr go to `output` as they arrive; stdin is /dev/null. Raises `Cancelled` when
@@ -391,7 +424,8 @@ def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network
     it (e.g. the executable does not exist), `RuntimeNotFound` when there is no runtime. An exception from
     `output` kills the container and is re-raised. With `deferred` (a list), the `delete` of a container
     that exited by itself runs in the background (its thread is appended): the caller calls
-    `finish_deferred(deferred)` before removing `state_dir`."""
+    `finish_deferred(deferred)` before removing `state_dir`. `networks`: where a `network="default"` run
+    takes its private network from (a build's pool, see `backend.netns`); without it one is started here."""
     runtime = runtime or find_runtime()
     state_dir = Path(state_dir)
     safefs.private_dir(state_dir)
@@ -399,15 +433,29 @@ def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network
     with held_dir(state_dir / "bundles", f"{container_id}.") as path:
         bundle = Path(path)
         _prepare_cwd(Path(rootfs), process)
-        files = bundle / "files"
-        files.mkdir()
-        (files / "hosts").write_text(hosts_file(hostname))
-        (files / "resolv.conf").write_text(_host_resolv_conf())
-        cfg = config_for(Path(rootfs), process, mounts, network=network, hostname=hostname,
-                         extra_files={"/etc/hosts": files / "hosts", "/etc/resolv.conf": files / "resolv.conf"},
-                         privileged=privileged)
-        (bundle / "config.json").write_text(json.dumps(cfg, indent=1))
-        return _run_bundle(runtime, state_dir, bundle, container_id, output, cancel, deferred)
+        with contextlib.ExitStack() as stack:
+            net = None
+            if network == "default":  # slirp4netns starts while the bundle is written
+                try:
+                    net = networks.take() if networks is not None else StepNetwork().start()
+                    stack.callback(net.close)
+                except NetworkError as e:
+                    raise ContainerStartError(str(e)) from None
+            files = bundle / "files"
+            files.mkdir()
+            (files / "hosts").write_text(hosts_file(hostname))
+            resolv = _host_resolv_conf()
+            (files / "resolv.conf").write_text(resolv_conf(resolv) if net is not None else resolv)
+            cfg = config_for(Path(rootfs), process, mounts, network=network, hostname=hostname,
+                             extra_files={"/etc/hosts": files / "hosts", "/etc/resolv.conf": files / "resolv.conf"},
+                             privileged=privileged, netns=net.path if net is not None else None)
+            (bundle / "config.json").write_text(json.dumps(cfg, indent=1))
+            if net is not None:
+                try:
+                    net.wait_ready()
+                except NetworkError as e:
+                    raise ContainerStartError(str(e)) from None
+            return _run_bundle(runtime, state_dir, bundle, container_id, output, cancel, deferred)
 
 
 def reap_stale_containers(state_dir: Path, runtime: Runtime | None = None) -> list[str]:

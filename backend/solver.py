@@ -31,6 +31,7 @@ from backend.entitlements import Entitlements
 from backend.errors import BuildError, GrantError, SolveError
 from backend.events import Event
 from backend.ops import Step, Workspace, layer_id_of
+from backend.output import Redactor
 from backend.result import ImageMeta, Snapshot
 from backend.scheduler import critical_path, run_dag
 from backend import safefs
@@ -48,6 +49,7 @@ class SolveOptions:
     jobs: int = DEFAULT_JOBS  # concurrent execs
     no_cache: bool = False
     entitlements: Entitlements = field(default_factory=Entitlements)  # --allow
+    network: str = "default"  # --network: what a step with `network: default` gets (default | none | host)
     insecure_registries: tuple[str, ...] = ()
     on_event: Callable[[Event], None] | None = None
     # unfiltered scans (backend.context.ContextScan) of granted dirs by realpath, taken by this build
@@ -108,6 +110,8 @@ def source_location(doc: irops.Document, digest: str, context: int = 2) -> str:
 def _warm_runtime(ws: Workspace) -> None:
     """``ws.find_runtime()`` ahead of the first exec (probing crun costs two process runs); an error
     is left for the exec that needs the runtime to report."""
+    if ws.networks is not None:
+        ws.networks.prestart()  # the first step's network, while bases are pulled
     try:
         ws.find_runtime()
     except Exception:  # noqa: BLE001 - reported by the first exec
@@ -120,9 +124,14 @@ class Solver:
         self.options = options
         self.results: dict[str, list[Snapshot]] = {}
         self._emit_lock = threading.Lock()
+        self.redactor = Redactor(self.options.secrets.values())
 
     def emit(self, event: Event) -> None:
+        """Hand an event to the renderer with every secret value of the build masked in its text
+        (output lines are masked already; this also covers errors and info messages)."""
         if self.options.on_event is not None:
+            if self.redactor and event.text and event.kind != "log":  # log lines: masked by backend.output
+                event = dataclasses.replace(event, text=self.redactor.text(event.text))
             with self._emit_lock:
                 self.options.on_event(event)
 
@@ -149,9 +158,14 @@ class Solver:
                 snapshotter = detect_snapshotter(store.tmp_dir, probe_dir=work, memo=store.root / "snapshotter.probe")
                 ws = Workspace(store=store, work=work, state_dir=state_dir, snapshotter=snapshotter,
                                options=self.options, images=images, emit=self.emit, cancel=threading.Event(),
+                               redactor=self.redactor,
                                exec_slots=threading.Semaphore(max(1, self.options.jobs)))
                 self.emit(Event("info", text=f"snapshotter: {snapshotter.name}"))
                 self.ws = ws
+                if any(self._network(d) == "default" for d in deps):
+                    from backend.netns import NetworkPool
+
+                    ws.networks = NetworkPool()
                 warm = None
                 if any(self.doc.ops[d].exec is not None for d in deps):
                     # find (and probe) the OCI runtime while the first steps pull and extract their bases
@@ -174,6 +188,8 @@ class Solver:
             finally:
                 images.close()
                 ws_ = getattr(self, "ws", None)
+                if ws_ is not None and ws_.networks is not None:
+                    ws_.networks.close()
                 if ws_ is not None:
                     from backend.runtime import finish_deferred
 
@@ -191,6 +207,13 @@ class Solver:
             stack.extend(deps[d])
         return deps
 
+    def _network(self, digest: str) -> str | None:
+        """The network an exec op runs with: its own mode, or ``--network`` for ``default``."""
+        ex = self.doc.ops[digest].exec
+        if ex is None:
+            return None
+        return ex.network if ex.network != "default" else self.options.network
+
     def _check_grants(self, deps: dict[str, list[str]]) -> None:
         """Refuse, before anything runs, a graph that wants what the user did not grant (all at once)."""
         from backend.ops.source import check_grants
@@ -206,6 +229,12 @@ class Solver:
                     problems.append(str(e))
             if op.exec is None:
                 continue
+            network = self._network(d)
+            if network == "host" and not self.options.entitlements.network_host:
+                how = ("the step asks for network=host" if op.exec.network == "host"
+                       else "--network host gives the step")
+                problems.append(f"{where}: {how} (the host's network namespace), which was not allowed; "
+                                "pass --allow network.host")
             if op.exec.security == "insecure" and not self.options.entitlements.insecure:
                 problems.append(f"{where}: the step asks for security=insecure (all capabilities), which was not "
                                 "allowed; pass --allow security.insecure")
@@ -236,17 +265,19 @@ class Solver:
         except BuildError as e:
             if self.ws.cancel.is_set() and e.exit_code is not None and e.exit_code >= 128:
                 raise  # killed because a sibling failed
-            step.event("failed", e.message, time.monotonic() - step.started)
-            raise BuildError(e.message, op=digest, description=desc, location=source_location(self.doc, digest),
+            message = self.redactor.text(e.message)
+            step.event("failed", message, time.monotonic() - step.started)
+            raise BuildError(message, op=digest, description=desc, location=source_location(self.doc, digest),
                              output_tail=e.output_tail, exit_code=e.exit_code) from None
         except Exception as e:
             from backend.runtime import Cancelled
 
             if isinstance(e, (GrantError, Cancelled)):
                 raise
-            msg = (str(e) if isinstance(e, (SolveError, safefs.TreeError)) else
-                   f"{type(e).__name__}: {safefs.os_error_text(e)}" if isinstance(e, OSError) else
-                   f"{type(e).__name__}: {e}")
+            msg = self.redactor.text(
+                str(e) if isinstance(e, (SolveError, safefs.TreeError)) else
+                f"{type(e).__name__}: {safefs.os_error_text(e)}" if isinstance(e, OSError) else
+                f"{type(e).__name__}: {e}")
             step.event("failed", msg, time.monotonic() - step.started)
             raise BuildError(msg, op=digest, description=desc,
                              location=source_location(self.doc, digest)) from (None if isinstance(e, SolveError) else e)
@@ -260,8 +291,11 @@ class Solver:
             step.event("cached", "resolved")
             return [snap]
         extra = ""
+        if op.exec is not None and op.exec.network == "default" and self.options.network != "default":
+            # `--network none|host` changes what such a step sees, as its own RUN --network= would
+            extra = f"network={self.options.network}"
         if op.source is not None:
-            fetched = source.fetch_key_extra(op.source)
+            fetched = source.fetch_key_extra(op.source, self.options)
             key = None if fetched is None else self._key(op, inputs, fetched)
         else:
             key = self._key(op, inputs, extra, step)

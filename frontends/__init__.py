@@ -1,11 +1,17 @@
 """Frontends turn what a person writes into an IR graph; this module is their common contract.
 
 A frontend is any object with ``name``, ``patterns`` (file names or suffixes it claims) and
-``compile(request, resolver) -> Compiled``.  Frontends are found through the
-``irctl.frontends`` entry-point group — the built-in ones register there too — so a third party
-adds one by installing a package.  A frontend never executes anything: what it needs to know
-about base images (digest, Env, WorkingDir, OnBuild, history) it asks the ``ImageResolver`` it is
-handed, which the CLI wires to the backend (BuildKit's ResolveImageConfig split).
+``compile(request, resolver) -> Compiled``.  Frontends are found through the ``irctl.frontends``
+entry-point group — the built-in ones register there too — so a third party adds one by installing
+a package.  A frontend never executes anything on the host: what it needs to know about base images
+(digest, Env, WorkingDir, OnBuild, history) it asks the ``ImageResolver`` it is handed, which the
+CLI wires to the backend (BuildKit's ResolveImageConfig split).
+
+A frontend whose build files are programs (the Python DSL) declares ``executes_code = True``
+(:func:`executes_code`; default False) and runs them in a sandbox itself, as BuildKit runs a
+``# syntax=`` frontend in a container.  irctl never chooses such a frontend by a ``# syntax=`` line
+or for a file it merely finds in the context — both come from the untrusted side — only by
+``--frontend NAME`` or an explicit ``-f FILE`` whose name it claims.
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ class Compiled:
 class Frontend(Protocol):
     name: str
     patterns: tuple[str, ...]  # fnmatch patterns on the file name, e.g. ("Dockerfile", "*.Dockerfile")
+    executes_code: bool  # optional, default False: build files are programs this frontend runs
 
     def compile(self, request: BuildRequest, resolver: ImageResolver) -> Compiled:
         ...
@@ -80,6 +87,11 @@ class Frontend(Protocol):
 
 class FrontendError(Exception):
     """A user-facing error from a frontend; ``str()`` is the full located message."""
+
+
+def executes_code(frontend: object) -> bool:
+    """Whether ``frontend`` runs its build files as programs (a missing attribute means no)."""
+    return getattr(frontend, "executes_code", False) is not False
 
 
 def available() -> dict[str, tuple[Frontend, str]]:

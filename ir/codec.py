@@ -27,7 +27,7 @@ import msgpack
 import msgspec
 
 from ir import features as feature_set
-from ir import ops
+from ir import limits, ops
 from ir.errors import DecodeError, VersionError, key
 from ir.wire import decode, encode, type_name
 
@@ -39,7 +39,7 @@ HEADER = struct.Struct(">8sHBB")  # magic, major version, compression, reserved 
 MEDIA_TYPE = "application/vnd.irctl.graph.v1+msgpack"
 MEDIA_TYPE_ZSTD = "application/vnd.irctl.graph.v1+msgpack+zstd"
 MEDIA_TYPE_JSON = "application/vnd.irctl.graph.v1+json"  # the JSON form (``ir.jsonform``)
-MAX_PAYLOAD = 1 << 30  # a decompressed document larger than 1 GiB is refused
+MAX_PAYLOAD = limits.MAX_PAYLOAD  # a decompressed document larger than 1 GiB is refused
 
 
 def canonical_bytes(obj: Any) -> bytes:
@@ -136,11 +136,17 @@ def unframe(data: bytes) -> bytes:
         raise DecodeError(f"unknown compression {compression} in header (0 none, 1 zstd)")
     elif len(payload) > MAX_PAYLOAD:
         raise DecodeError(f"payload of {len(payload)} bytes exceeds the limit of {MAX_PAYLOAD}")
+    cost, allowed = limits.estimate(payload), limits.budget(len(data))
+    if cost > allowed:
+        raise DecodeError(f"decoding this payload could take up to {cost >> 20} MiB, over the limit of "
+                          f"{allowed >> 20} MiB for a file of {len(data)} bytes (too many small values)")
     return bytes(payload)
 
 
 def _decompress(payload: memoryview) -> bytes:
-    """Exactly one zstd frame that declares its content size, at most ``MAX_PAYLOAD`` bytes."""
+    """Exactly one zstd frame that declares its content size, at most ``MAX_PAYLOAD`` bytes and
+    ``limits.MAX_RATIO`` times the frame's size: the declared size is checked before any byte
+    is decompressed, and decompression never goes past it."""
     import zstandard
 
     try:
@@ -151,6 +157,11 @@ def _decompress(payload: memoryview) -> bytes:
         raise DecodeError("zstd frame does not declare its content size")
     if size > MAX_PAYLOAD:
         raise DecodeError(f"zstd frame declares {size} bytes, over the limit of {MAX_PAYLOAD}")
+    allowed = limits.allowed_payload(len(payload))
+    if size > allowed:
+        raise DecodeError(f"zstd frame declares {size} bytes from {len(payload)} compressed, over the limit of "
+                          f"{allowed} ({limits.MAX_RATIO} times the compressed size, at least "
+                          f"{limits.MIN_PAYLOAD_ALLOWANCE})")
     dobj = zstandard.ZstdDecompressor().decompressobj()
     try:
         out = dobj.decompress(payload)

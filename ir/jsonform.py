@@ -13,7 +13,7 @@ import binascii
 import json
 import typing
 from types import NoneType, UnionType
-from typing import Any
+from typing import Any, Iterator
 
 import msgpack
 
@@ -77,4 +77,18 @@ def document_from_json(value: Any) -> ops.Document:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(to_json(value), indent=2, ensure_ascii=False)
+    return "".join(iter_dumps(value))
+
+
+def iter_dumps(value: Any) -> Iterator[str]:
+    """The JSON text of a typed IR object or a wire value, in pieces: a caller that writes them as
+    they come never holds the whole text (indented JSON is several times the document's size), and
+    binary values are base64'd while writing, not in a second copy of the document."""
+    encoder = json.JSONEncoder(indent=2, ensure_ascii=False, default=_bytes_b64)
+    return encoder.iterencode(wire.encode(value) if isinstance(value, ops.Node) else to_json(value))
+
+
+def _bytes_b64(value: Any) -> str:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"{type(value).__name__} is not part of the JSON form")

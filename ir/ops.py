@@ -270,7 +270,7 @@ class ExecOp(Node):
     cwd: Annotated[str, doc("Working directory, created when missing.")] = "/"
     user: Annotated[str, doc("`user[:group]` by name or id, resolved in the root filesystem; empty: root.")] = ""
     hostname: Annotated[str, doc("Hostname; empty: the runtime's default.")] = ""
-    network: Annotated[Literal["default", "none", "host"], doc("`none`: only loopback; `host`: the host's network; `default`: the solver's default (host).")] = "default"
+    network: Annotated[Literal["default", "none", "host"], doc("`none`: only loopback; `host`: the host's network; `default`: the solver's default (irctl: a private network namespace per step, outbound access only).")] = "default"
     security: Annotated[Literal["sandbox", "insecure"], doc("`insecure` grants all capabilities (must be allowed by the user when solving).")] = "sandbox"
 
 

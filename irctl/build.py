@@ -33,6 +33,8 @@ def build(
     insecure_registry: List[str] = typer.Option([], "--insecure-registry", help="Allow plain HTTP to this registry."),
     allow: List[str] = typer.Option([], "--allow", help="Grant an entitlement: security.insecure, network.host, network.private, fs.read=PATH."),
     ir_out: Optional[Path] = typer.Option(None, "--ir-out", help="Also write the compiled graph here."),
+    network: str = typer.Option("default", "--network", help="Network of RUN steps: default (private, outbound "
+                                "only), none, or host (needs --allow network.host)."),
 ) -> None:
     """Build an image from CONTEXT."""
     from irctl import options as opt
@@ -53,6 +55,7 @@ def build(
         if not scans and not frontend:  # no fast-path check ran (--output, ...): scan once here for all
             fastpath.prescan(memo_opts, scans)
         granted = opt.entitlements(allow)
+        network = opt.network(network)
         named = opt.named_contexts(build_context)
         outputs = opt.outputs(output)
         if push:
@@ -64,7 +67,7 @@ def build(
 
             ir_out.write_bytes(dump_document(compiled.document))
         snapshot = _solve(compiled.document, context, named, opt.secrets(secret), opt.ssh_agents(ssh),
-                          jobs, no_cache, granted, tuple(insecure_registry), progress, root, scans)
+                          jobs, no_cache, granted, tuple(insecure_registry), progress, root, scans, network)
         if not frontend:
             fastpath.remember(memo_opts, [str(p) for p in snapshot.layers], len(compiled.document.ops), scans)
         if outputs:
@@ -85,12 +88,14 @@ def _compile(context, file, frontend, target, build_args, named, insecure, cache
     compiled = compile_file(CompileOptions(context=context, file=file, frontend=frontend, target=target,
                                            build_args=build_args, named_contexts=named.frontend,
                                            oci_layouts=named.oci_layouts, insecure_registries=insecure, pull=pull), root)
+    from irctl.terminal import printable
+
     for warning in compiled.warnings:
-        typer.echo(warning, err=True)
+        typer.echo(printable(str(warning), newlines=True), err=True)
     return compiled, root
 
 
-def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure, progress, root, scans):
+def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure, progress, root, scans, network):
     from backend.solver import SolveOptions, solve
     from irctl.progress import renderer
 
@@ -98,7 +103,7 @@ def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure,
     options = SolveOptions(cache_dir=root, local_dirs={"context": context.resolve(), **named.local_dirs},
                            oci_layouts=named.oci_layouts, secrets=secrets, ssh=ssh, no_cache=no_cache,
                            entitlements=granted, insecure_registries=insecure, on_event=render,
-                           context_scans=scans)
+                           context_scans=scans, network=network)
     if jobs > 0:
         options.jobs = jobs
     t0 = time.monotonic()

@@ -36,15 +36,17 @@ def compile_cmd(
             context=context, file=file, frontend=frontend, target=target, build_args=opt.build_args(build_arg),
             named_contexts=named.frontend, oci_layouts=named.oci_layouts,
             insecure_registries=tuple(insecure_registry), pull=pull), default_root(cache_dir))
+        from irctl.terminal import printable
+
         for warning in compiled.warnings:
-            typer.echo(warning, err=True)
+            typer.echo(printable(str(warning), newlines=True), err=True)
         data = dump_document(compiled.document, compress=not uncompressed)
         if str(out) == "-":
             sys.stdout.buffer.write(data)
         else:
             out.write_bytes(data)
             doc = compiled.document
-            typer.echo(f"wrote {out}: {len(doc.ops)} ops, roots {', '.join(sorted(doc.roots))}", err=True)
+            typer.echo(printable(f"wrote {out}: {len(doc.ops)} ops, roots {', '.join(sorted(doc.roots))}"), err=True)
 
 
 def register(app: typer.Typer) -> None:

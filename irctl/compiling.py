@@ -110,9 +110,14 @@ def _installed_frontends() -> dict:
     return found
 
 
-def choose_frontend(path: Path, data: bytes, requested: str):
-    """``--frontend``, then a ``# syntax=`` directive, then the file name or suffix."""
-    from frontends import FrontendError, for_file
+def choose_frontend(path: Path, data: bytes, requested: str, explicit: bool = False):
+    """``--frontend``, then a ``# syntax=`` directive, then the file name or suffix.
+
+    A frontend that executes its build files (``frontends.executes_code``) is chosen only by
+    ``--frontend`` or, when ``explicit`` (the user passed ``-f``), by the name of that file: never by
+    a ``# syntax=`` line or a file that merely sits in the context — both come from the untrusted
+    side."""
+    from frontends import FrontendError, executes_code, for_file
 
     try:
         found = _installed_frontends()
@@ -129,10 +134,19 @@ def choose_frontend(path: Path, data: bytes, requested: str):
         if _DOCKERFILE_SYNTAXES.match(syntax) and "dockerfile" in found:
             return found["dockerfile"][0]
         if syntax in found:
+            if executes_code(found[syntax][0]):
+                line = data[:m.start(1)].count(b"\n") + 1
+                raise UserError(f"{path}:{line}: '# syntax={syntax}' names a frontend that executes the build file "
+                                f"as a program; a syntax line may never select it (pass --frontend {syntax} "
+                                "to run this file deliberately, sandboxed)")
             return found[syntax][0]
     frontend = for_file(path.name, found)
     if frontend is None:
         raise UserError(f"{path}: no frontend claims this file (installed: {names}); use --frontend")
+    if executes_code(frontend) and not explicit:
+        raise UserError(f"{path}: found in the context, but the {frontend.name!r} frontend executes its build file as "
+                        f"a program and is never chosen automatically; pass -f {path} or --frontend "
+                        f"{frontend.name} to run it (sandboxed)")
     return frontend
 
 
@@ -140,16 +154,18 @@ def compile_file(opts: CompileOptions, cache_root: Path):
     """Compile the build file; returns ``frontends.Compiled``."""
     from frontends import BuildRequest, FrontendError
     from frontends.dockerfile.dockerignore import find_ignore_file, read_patterns
+    from frontends.files import FileError, read_context_file, read_ignore_file
     from irctl.resolver import Resolver
 
     path = build_file(opts.context, opts.file)
     try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"{path}: {e.strerror}") from None
-    frontend = choose_frontend(path, data, opts.frontend)
-    ignore = find_ignore_file(opts.context, path if opts.file is not None else None)
-    patterns = tuple(read_patterns(ignore.read_text())) if ignore is not None else ()
+        # bounded, and confined to the context when inside it (``frontends.files``)
+        data = read_context_file(path, opts.context, "build file")
+        ignore = find_ignore_file(opts.context, path if opts.file is not None else None)
+        patterns = tuple(read_patterns(read_ignore_file(ignore, opts.context))) if ignore is not None else ()
+    except FileError as e:
+        raise UserError(str(e)) from None
+    frontend = choose_frontend(path, data, opts.frontend, explicit=opts.file is not None)
     request = BuildRequest(source=data, filename=str(path.name if path.parent == opts.context else path),
                            target=opts.target, build_args=opts.build_args, contexts=opts.named_contexts,
                            ignore_patterns=patterns, platform=opts.platform, build_platform=opts.platform)

@@ -17,6 +17,8 @@ import typer
 from frontends.dockerfile.parse import parse_file
 from frontends.dockerfile.syntax import parse_syntax
 from frontends.errors import SourceError
+from frontends.files import FileError
+from irctl.terminal import json_text, printable
 
 app = typer.Typer(help="Inspect Dockerfiles.", no_args_is_help=True)
 
@@ -46,25 +48,29 @@ def parse(
                 df = parse_dockerfile(text, name)
                 doc, warns = df.to_oracle_json(), df.warnings
         elif syntax_only:
-            with open(file, "rb") as fh:
-                raw = fh.read()
+            from frontends.files import read_context_file
+
+            raw = read_context_file(file, None, "Dockerfile")
             doc, warns = parse_syntax(raw.decode("utf-8"), file).to_oracle_json(), []
         else:
             df = parse_file(file)
             doc, warns = df.to_oracle_json(), df.warnings
     except SourceError as e:
-        typer.echo(e.format(), err=True)
+        typer.echo(printable(e.format(), newlines=True), err=True)
+        raise typer.Exit(2) from None
+    except FileError as e:
+        typer.echo(printable(str(e)), err=True)
         raise typer.Exit(2) from None
     except (OSError, UnicodeDecodeError) as e:
-        typer.echo(f"{file}: {e}", err=True)
+        typer.echo(printable(f"{file}: {e}", newlines=True), err=True)
         raise typer.Exit(2) from None
     except Exception as e:  # a parser bug: still one line, never a traceback
-        typer.echo(f"{file}: internal error in the Dockerfile parser: {type(e).__name__}: {e}", err=True)
+        typer.echo(printable(f"{file}: internal error in the Dockerfile parser: {type(e).__name__}: {e}"), err=True)
         raise typer.Exit(3) from None
-    typer.echo(json.dumps(doc, ensure_ascii=False, indent=1))
+    typer.echo(json_text(json.dumps(doc, ensure_ascii=False, indent=1)))
     if warnings:
         for w in warns:
-            typer.echo(w.format(), err=True)
+            typer.echo(printable(w.format(), newlines=True), err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

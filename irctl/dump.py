@@ -21,12 +21,17 @@ FORMATS = ("text", "json", "dot")
 def read_document(path: str):
     """Read and validate an IR file (``-``: standard input); errors name the file, one per line."""
     from ir.errors import IRError, ValidationErrors
+    from ir.limits import read_file
     from ir.validate import load_and_validate
     from irctl.errors import UserError
 
     name = "<stdin>" if path == "-" else path
-    data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
     try:
+        if path == "-":
+            data = read_file(sys.stdin.buffer)
+        else:
+            with open(path, "rb") as f:
+                data = read_file(f)
         return load_and_validate(data)
     except ValidationErrors as e:
         raise UserError("\n".join(f"{name}: {err}" for err in e.errors), 2) from None
@@ -122,6 +127,8 @@ def dump(
 ) -> None:
     """Show an IR graph: ops by target, inputs first, with mounts and source locations."""
 
+    from irctl.terminal import json_text, printable
+
     def run() -> int:
         if fmt not in FORMATS:
             from irctl.errors import UserError
@@ -133,7 +140,7 @@ def dump(
 
                 raise UserError("--diff needs two files: irctl dump --diff OLD NEW", 2)
             text, code = diff_listing(read_document(file), read_document(other))
-            typer.echo(text, nl=False)
+            typer.echo(printable(text, newlines=True), nl=False)
             return code
         if other is not None:
             from irctl.errors import UserError
@@ -143,13 +150,19 @@ def dump(
         if fmt == "json":
             from ir import jsonform
 
-            typer.echo(jsonform.dumps(doc))
+            out, batch = sys.stdout, []
+            for piece in jsonform.iter_dumps(doc):
+                batch.append(piece)
+                if len(batch) >= 4096:
+                    out.write(json_text("".join(batch)))
+                    batch.clear()
+            out.write(json_text("".join(batch)) + "\n")
         elif fmt == "dot":
             from ir.render import to_dot
 
-            typer.echo(to_dot(doc), nl=False)
+            typer.echo(printable(to_dot(doc), newlines=True), nl=False)
         else:
-            typer.echo(text_listing(doc), nl=False)
+            typer.echo(printable(text_listing(doc), newlines=True), nl=False)
         return 0
 
     code = run_checked(run)

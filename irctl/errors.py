@@ -18,7 +18,11 @@ class UserError(Exception):
 
 
 def report(e: BaseException) -> None:
-    text = str(e)
+    """Write the message to stderr, control characters escaped (``irctl.terminal``): it may quote
+    a Dockerfile line, a path from a context, a step's output or IR metadata."""
+    from irctl.terminal import printable
+
+    text = printable(str(e), newlines=True)
     sys.stderr.write(("error: " + text if "\n" not in text and not _located(text) else text) + "\n")
 
 

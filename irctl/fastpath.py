@@ -127,6 +127,20 @@ def _build_file(context: Path, file: str | None) -> Path | None:
     return None
 
 
+def _syntax(data: bytes) -> bytes | None:
+    """The ``# syntax=`` value as ``irctl.compiling._SYNTAX`` finds it (without importing ``re``)."""
+    for line in data[:4096].split(b"\n\n", 1)[0].splitlines():
+        rest = line.strip()
+        if not rest.startswith(b"#"):
+            continue
+        rest = rest[1:].strip()
+        if rest[:6].lower() == b"syntax" and rest[6:].lstrip().startswith(b"="):
+            value = rest[6:].lstrip()[1:].split()
+            if value:
+                return value[0]
+    return None
+
+
 def build_key(opts: dict, cache: Path, scans: dict | None = None) -> str | None:
     """Digest of every input of the build, or None when something cannot be keyed cheaply."""
     context = Path(opts["context"])
@@ -134,14 +148,26 @@ def build_key(opts: dict, cache: Path, scans: dict | None = None) -> str | None:
     if build_file is None or not context.is_dir():
         return None
     if build_file.suffix == ".py":
-        return None  # a Python build file may read anything; always compile it
+        return None  # a program (pydsl): never keyed; the ordinary path decides if it may run, sandboxed
+    from frontends.errors import FrontendError
+    from frontends.files import read_context_file
+
+    try:  # the same bounded, confined reads as the compiler: an error is reported by the ordinary path
+        data = read_context_file(build_file, context, "build file")
+        ignores = [(ignore, read_context_file(ignore, context, "ignore file"))
+                   for ignore in (build_file.with_name(build_file.name + ".dockerignore"), context / ".dockerignore")
+                   if ignore.is_file()]
+    except (FrontendError, OSError):
+        return None
+    syntax = _syntax(data)
+    if syntax is not None and not syntax.startswith((b"docker/dockerfile", b"docker.io/docker/dockerfile")):
+        return None  # `# syntax=` names another frontend: the ordinary path chooses (and may refuse) it
     h = hashlib.sha256(MEMO_VERSION)
     h.update(_code_fingerprint())
     h.update(f"file\0{build_file.resolve()}\0".encode())
-    h.update(build_file.read_bytes())
-    for ignore in (build_file.with_name(build_file.name + ".dockerignore"), context / ".dockerignore"):
-        if ignore.is_file():
-            h.update(f"ignore\0{ignore.resolve()}\0".encode() + ignore.read_bytes())
+    h.update(data)
+    for ignore, text in ignores:
+        h.update(f"ignore\0{ignore.resolve()}\0".encode() + text)
     h.update(f"context\0{context.resolve()}\0{_tree_identity(context, cache, scans)}\n".encode())
     h.update(f"target\0{opts.get('target', '')}\n".encode())
     for arg in sorted(opts["build_arg"]):

@@ -1,4 +1,6 @@
-"""``irctl frontends``: what frontends are installed, what files they claim, who provides them."""
+"""``irctl frontends``: what frontends are installed, what files they claim, whether they execute
+their build files as programs (then chosen only by ``--frontend`` or ``-f``, and run sandboxed), who
+provides them."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import typer
 
 def frontends_cmd() -> None:
     """List the installed frontends."""
-    from frontends import FrontendError, available
+    from frontends import FrontendError, available, executes_code
     from irctl.errors import UserError
 
     try:
@@ -15,10 +17,11 @@ def frontends_cmd() -> None:
     except FrontendError as e:
         raise UserError(str(e)) from None
     width = max([len(n) for n in found] + [4])
-    typer.echo(f"{'NAME':<{width}}  {'FILES':<50}  FROM")
+    typer.echo(f"{'NAME':<{width}}  {'FILES':<50}  {'RUNS CODE':<9}  FROM")
     for name in sorted(found):
         frontend, dist = found[name]
-        typer.echo(f"{name:<{width}}  {', '.join(frontend.patterns):<50}  {dist}")
+        runs = "yes" if executes_code(frontend) else "no"
+        typer.echo(f"{name:<{width}}  {', '.join(frontend.patterns):<50}  {runs:<9}  {dist}")
 
 
 def register(app: typer.Typer) -> None:

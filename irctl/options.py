@@ -45,6 +45,18 @@ def entitlements(values: list[str]):
         raise UserError(str(e)) from None
 
 
+NETWORK_MODES = ("default", "none", "host")
+
+
+def network(value: str) -> str:
+    """``--network``: what a step without its own ``RUN --network=`` gets (buildx's flag): ``default`` (a
+    private namespace with outbound access), ``none`` (loopback only) or ``host`` (needs --allow network.host,
+    which the solver checks)."""
+    if value not in NETWORK_MODES:
+        raise UserError(f"--network {value!r}: expected one of {', '.join(NETWORK_MODES)}")
+    return value
+
+
 def secrets(values: list[str]) -> dict[str, bytes]:
     """``id=ID,src=PATH`` / ``id=ID,env=VAR`` / ``id=ID`` (env var ID or file) — values read now.
 

@@ -2,16 +2,22 @@
 
 Modes follow buildx: ``auto`` picks ``tty`` when stderr is a terminal and ``plain`` otherwise;
 ``quiet`` prints nothing but errors.  Each renderer is a callable taking ``backend.events.Event``
-and is safe to call from the solver's worker threads.
+and is safe to call from the solver's worker threads.  Every text that came from the graph or a
+step (names, log lines, errors) goes through ``irctl.terminal.printable`` first, and the tty view
+builds rich ``Text`` objects rather than markup, so neither a control sequence nor a ``[red]``
+in a description reaches the terminal as such.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import sys
 import threading
 import time
 from typing import TextIO
+
+from irctl.terminal import printable
 
 
 def renderer(mode: str, stream: TextIO = sys.stderr):
@@ -44,7 +50,11 @@ class _Numbered:
 
 
 def _name(e) -> str:
-    return e.description or (e.op[7:19] if e.op else "")
+    return printable(e.description or (e.op[7:19] if e.op else ""))
+
+
+def _text(e) -> str:
+    return printable(e.text)
 
 
 class PlainProgress(_Numbered):
@@ -54,15 +64,15 @@ class PlainProgress(_Numbered):
 
     def __call__(self, e) -> None:
         if e.kind == "info":
-            line = f"=> {e.text}"
+            line = f"=> {_text(e)}"
         else:
             n = self.number(e.op) if e.op else 0
             line = {
                 "started": f"#{n} {_name(e)}",
                 "cached": f"#{n} {_name(e)}\n#{n} CACHED",
                 "finished": f"#{n} DONE {e.duration:.1f}s",
-                "failed": f"#{n} ERROR: {e.text}",
-                "log": f"#{n} {e.text}",
+                "failed": f"#{n} ERROR: {_text(e)}",
+                "log": f"#{n} {_text(e)}",
             }[e.kind]
         self.stream.write(line + "\n")
         self.stream.flush()
@@ -87,7 +97,7 @@ class JsonProgress:
 class QuietProgress:
     def __call__(self, e) -> None:
         if e.kind == "failed":
-            sys.stderr.write(f"ERROR {_name(e)}: {e.text}\n")
+            sys.stderr.write(f"ERROR {_name(e)}: {_text(e)}\n")
 
     def close(self) -> None:
         pass
@@ -120,29 +130,34 @@ class TtyProgress(_Numbered):
                 if row["state"] != "running":
                     continue
                 out.append(f" => #{row['n']} {row['name']} {time.monotonic() - row['t0']:.1f}s\n")
-                for line in row["log"][-5:]:
+                for line in row["log"]:
                     out.append(f"    {line}\n", style="dim")
         return out
 
     def __call__(self, e) -> None:
+        from rich.text import Text
+
         if e.kind == "info":
-            self.console.print(f"[dim]=> {e.text}[/dim]", highlight=False)
+            self.console.print(Text(f"=> {_text(e)}", style="dim"), highlight=False)
             return
         n = self.number(e.op)
         with self.lock:
-            row = self.rows.setdefault(e.op, {"n": n, "name": _name(e), "state": "new", "t0": e.mono, "log": []})
+            row = self.rows.setdefault(e.op, {"n": n, "name": _name(e), "state": "new", "t0": e.mono,
+                                              "log": collections.deque(maxlen=5)})
             if e.kind == "started":
                 row.update(state="running", t0=e.mono)
             elif e.kind == "log":
-                row["log"].append(e.text)
+                row["log"].append(_text(e)[:1000])  # the live view shows the end of a few short lines
             elif e.kind in ("cached", "finished", "failed"):
                 row["state"] = e.kind
         if e.kind == "cached":
-            self.console.print(f" => [blue]CACHED[/blue] #{n} {_name(e)}", highlight=False)
+            self.console.print(Text.assemble(" => ", ("CACHED", "blue"), f" #{n} {_name(e)}"), highlight=False)
         elif e.kind == "finished":
-            self.console.print(f" => #{n} {_name(e)} [green]{e.duration:.1f}s[/green]", highlight=False)
+            self.console.print(Text.assemble(f" => #{n} {_name(e)} ", (f"{e.duration:.1f}s", "green")),
+                               highlight=False)
         elif e.kind == "failed":
-            self.console.print(f" => [red]ERROR[/red] #{n} {_name(e)}: {e.text}", highlight=False)
+            self.console.print(Text.assemble(" => ", ("ERROR", "red"), f" #{n} {_name(e)}: {_text(e)}"),
+                               highlight=False)
 
     def close(self) -> None:
         self.live.stop()

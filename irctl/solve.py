@@ -1,7 +1,9 @@
 """``irctl solve GRAPH.ir``: build the targets of an IR graph into the cache and print their results.
 
 Grants (the only way a graph reaches the host): ``--local NAME=DIR``, ``--oci-layout NAME=PATH``,
-``--secret``, ``--ssh``, ``--allow security.insecure``.  Output: one JSON object per target with
+``--secret``, ``--ssh``, ``--allow security.insecure``, ``--allow fs.read=PATH`` (git sources from local
+repositories under PATH), ``--allow network.private`` (http/git sources on loopback, link-local or
+private addresses).  Output: one JSON object per target with
 its identity and layer dirs, on stdout; progress on stderr.  ``--output``/``-o`` (as for
 ``irctl build``) exports the first target, so an image from any generator can leave the cache.
 """
@@ -45,6 +47,8 @@ def solve_cmd(
     progress: str = typer.Option("auto", "--progress", help="auto, tty, plain, json, quiet"),
     output: List[str] = typer.Option([], "-o", "--output", help="export the first target: type=oci|docker|registry|local|tar,…"),
     tags: List[str] = typer.Option([], "--tag", help="image name for oci/docker/registry outputs (repeatable)"),
+    network: str = typer.Option("default", "--network", help="network of steps with network: default — default "
+                                "(private, outbound only), none, or host (needs --allow network.host)"),
 ) -> None:
     """Solve GRAPH: run what its targets need (reusing the cache) and print their results."""
     from irctl.errors import user_errors
@@ -58,8 +62,12 @@ def solve_cmd(
         from irctl import options as cli_options
 
         granted = cli_options.entitlements(allow)
+        network = cli_options.network(network)
         outputs = cli_options.outputs(output)
-        doc = load_and_validate(graph.read_bytes())
+        from ir.limits import read_file
+
+        with open(graph, "rb") as f:
+            doc = load_and_validate(read_file(f))
         try:
             from irctl.progress import renderer
 
@@ -72,7 +80,7 @@ def solve_cmd(
         opts = SolveOptions(cache_dir=cache_dir, local_dirs=_pairs(local, "--local"),
                             oci_layouts=_pairs(oci_layout, "--oci-layout"), secrets=cli_options.secrets(secret),
                             ssh=cli_options.ssh_agents(ssh), jobs=jobs, no_cache=no_cache,
-                            entitlements=granted,
+                            entitlements=granted, network=network,
                             insecure_registries=tuple(insecure_registry), on_event=render)
         try:
             results = solve(doc, target or ["default"], opts)

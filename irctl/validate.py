@@ -15,8 +15,10 @@ def validate(file: str = typer.Argument(..., help="IR file ('-' reads standard i
     def run() -> int:
         doc = read_document(file)
         roots = ", ".join(sorted(doc.roots))
-        typer.echo(f"{name}: valid IR v{doc.version}: {len(doc.ops)} ops, {len(doc.roots)} roots ({roots}), "
-                   f"{len(doc.features)} features ({', '.join(doc.features) or '-'})")
+        from irctl.terminal import printable
+
+        typer.echo(printable(f"{name}: valid IR v{doc.version}: {len(doc.ops)} ops, {len(doc.roots)} roots ({roots}), "
+                   f"{len(doc.features)} features ({', '.join(doc.features) or '-'})"))
         return 0
 
     code = run_checked(run)

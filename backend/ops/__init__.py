@@ -21,6 +21,7 @@ from typing import Callable
 
 from backend.cache import CacheStore
 from backend.events import Event
+from backend.output import Redactor
 from backend.result import ImageMeta, Snapshot
 from backend.snapshot import Snapshotter, layer_tree_digest
 from backend import devnodes, safefs
@@ -54,8 +55,10 @@ class Workspace:
     cancel: threading.Event
     exec_slots: threading.Semaphore
     runtime: object = None  # backend.runtime.Runtime, found on first exec
+    redactor: Redactor = field(default_factory=Redactor)  # every secret value of the build
     scans: dict[str, object] = field(default_factory=dict)  # context identity -> backend.context.ContextScan
     deferred: list = field(default_factory=list)  # runtime deletes still running (backend.runtime.finish_deferred)
+    networks: object = None  # backend.netns.NetworkPool when some step has the default (private) network
     _local_layers: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -2,13 +2,14 @@
 
 USER is resolved against the mounted root (``backend.userdb``), the working directory is created
 when missing (by the runtime), mount stubs are removed from the upper before it is committed, and
-secret values are redacted from every output line before it becomes an event.  The run bundle
-(whose config.json may hold a secret env var) lives on a tmpfs and is deleted with the run.
+every secret value of the build is redacted from every output line before it becomes an event
+(``backend.output``); what the step wrote is scanned for those values when the build has any
+(``backend.secretscan``).  The run bundle (whose config.json may hold a secret env var) lives on a
+tmpfs and is deleted with the run.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import tempfile
 import time
@@ -21,52 +22,10 @@ from backend import runtime as rt
 from backend.errors import BuildError, SolveError
 from backend.mountpoints import remove_mount_stubs
 from backend.ops import Step, Workspace
+from backend.output import Lines
 from backend.result import Snapshot
 from backend.userdb import UserError, resolve_user
 from backend import safefs
-
-TAIL_LINES = 20
-
-
-def redaction_forms(secrets: list[bytes]) -> list[bytes]:
-    """What to replace in output lines, longest first: each value, the value without surrounding
-    whitespace (a file written by ``echo value > file`` ends in a newline, which never reaches a
-    split line), and each line of a multi-line value (8 bytes or more, e.g. a PEM key's lines)."""
-    forms: set[bytes] = set()
-    for s in secrets:
-        forms.update(f for f in (s, s.strip()) if f)
-        if b"\n" in s.strip():
-            forms.update(part.strip() for part in s.split(b"\n") if len(part.strip()) >= 8)
-    return sorted(forms, key=len, reverse=True)
-
-
-class _Lines:
-    """Splits the output stream into lines, redacts secrets, emits log events, keeps the tail."""
-
-    def __init__(self, step: Step, secrets: list[bytes]):
-        self.step = step
-        self.secrets = redaction_forms(secrets)
-        self.buf = b""
-        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-
-    def __call__(self, chunk: bytes) -> None:
-        self.buf += chunk
-        *lines, self.buf = self.buf.split(b"\n")
-        for line in lines:
-            self._emit(line)
-
-    def _emit(self, line: bytes) -> None:
-        for s in self.secrets:
-            line = line.replace(s, b"****")
-        text = line.decode("utf-8", "replace")
-        self.tail.append(text)
-        self.step.log(text)
-
-    def flush(self) -> None:
-        if self.buf:
-            self._emit(self.buf)
-            self.buf = b""
-
 
 def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot], n_outputs: int) -> list[Snapshot]:
     root_mount = ex.mounts[0]
@@ -77,19 +36,19 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
     upper.mkdir()
     # inside the solve's runtime state dir, so a later build removes it if this one is killed
     secrets_dir = Path(tempfile.mkdtemp(prefix="secrets-", dir=ws.state_dir))
-    lines = _Lines(step, [])
+    lines = Lines(step.log, ws.redactor)
     try:
         with contextlib.ExitStack() as stack:
             rootfs = stack.enter_context(ws.snapshotter.mounted(lowers, upper, work / "work"))
             prepared = mnt.prepare(ws, stack, step.description or step.digest, ex, inputs, secrets_dir)
-            lines.secrets = redaction_forms(prepared.secrets)
             try:
                 user = resolve_user(rootfs, ex.user)
             except UserError as e:
                 raise SolveError(str(e)) from None
             process = rt.Process(args=ex.args, env=[*ex.env, *prepared.env], cwd=ex.cwd, uid=user.uid,
                                  gid=user.gid, additional_gids=user.additional_gids)
-            network = "none" if ex.network == "none" else "host"
+            network = ex.network if ex.network != "default" else ws.options.network
+            since = time.time() - 0.05  # ctimes come from a coarse clock, at most a tick behind
             runtime = ws.find_runtime()
             waited = time.monotonic()
             with ws.exec_slots:
@@ -103,7 +62,7 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
                     code = rt.run(rootfs, process, prepared.mounts, network=network,
                                   hostname=ex.hostname or "buildkitsandbox", output=lines, state_dir=ws.state_dir,
                                   cancel=ws.cancel, runtime=runtime, privileged=ex.security == "insecure",
-                                  deferred=ws.deferred)
+                                  deferred=ws.deferred, networks=ws.networks)
                 except rt.ContainerStartError as e:
                     lines.flush()
                     raise BuildError(str(e), output_tail=tuple(lines.tail)) from None
@@ -113,6 +72,8 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
                                  output_tail=tuple(lines.tail), exit_code=code)
             targets = rt.mount_targets(prepared.mounts)
         remove_mount_stubs(upper, lowers, targets, keep=[ex.cwd])
+        if ws.redactor:
+            _report_secrets(ws, step, upper, prepared, since)
         results: dict[int, Snapshot] = {}
         base_ids = [f"sha256:{p.name}" for p in lowers]
         if root_mount.output >= 0:
@@ -125,6 +86,22 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
     finally:
         safefs.rmtree(secrets_dir, ignore_errors=True)
         safefs.rmtree(work, ignore_errors=True)
+
+
+def _report_secrets(ws: Workspace, step: Step, upper: Path, prepared: mnt.Prepared, since: float) -> None:
+    """Warn (naming the step and the paths, never the value) when the step wrote a secret value of
+    the build into its layer, an output mount or a cache mount (``backend.secretscan``)."""
+    from backend import secretscan
+
+    found = ["/" + p for p in secretscan.find(ws.redactor, upper)]
+    for index, (_, mupper) in prepared.outputs.items():
+        found += [f"output mount {index}: /{p}" for p in secretscan.find(ws.redactor, mupper)]
+    for target, path in prepared.caches:
+        found += [f"cache mount {target}: {target.rstrip('/')}/{p}" for p in secretscan.find(ws.redactor, path, since)]
+    for where in found:
+        step.info(f"warning: {step.description or step.digest[:19]}: a secret value of this build was written "
+                  f"to {where} (it stays in the {'cache' if where.startswith('cache') else 'image'}; "
+                  "use a secret mount instead of copying the value)")
 
 
 def _argv(args) -> str:

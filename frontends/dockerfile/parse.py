@@ -101,9 +101,11 @@ def _parse_dockerfile(text: str, filename: str) -> Dockerfile:
 
 
 def parse_file(path: str, display_name: str | None = None) -> Dockerfile:
-    """Read ``path`` as UTF-8 (a leading BOM is ignored) and parse it."""
-    with open(path, "rb") as fh:
-        raw = fh.read()
+    """Read ``path`` as UTF-8 (a leading BOM is ignored) and parse it; at most
+    ``frontends.files.MAX_SIZE`` bytes (a larger file is a ``FileError``)."""
+    from frontends.files import read_context_file
+
+    raw = read_context_file(path, None, "Dockerfile")
     name = display_name or path
     try:
         text = raw.decode("utf-8")

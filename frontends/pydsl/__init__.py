@@ -5,7 +5,9 @@
     target("default", app)
 
 The API lives in :mod:`.api` (re-exported here); :mod:`.load` executes a build file and compiles
-what it declares.  Loading a build file executes its Python (see ``docs/frontends.md``).
+what it declares.  Loading a build file executes its Python, so the frontend declares
+``executes_code``: it is chosen only explicitly, and :mod:`.sandbox` runs the file under bubblewrap
+(see ``docs/frontends.md``).
 ``FRONTEND`` is what the ``irctl.frontends`` entry point loads."""
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ __all__ = ["Stage", "DslError", "image", "scratch", "arg", "target", "cache", "s
 class PythonDslFrontend:
     name = "pydsl"
     patterns = ("build.py", "*.build.py", "irctl.py")
+    executes_code = True  # chosen only by --frontend pydsl or -f build.py; runs sandboxed (.sandbox)
 
     def compile(self, request: "BuildRequest", resolver: "ImageResolver") -> "Compiled":
-        from frontends.pydsl.load import compile_pydsl
+        from frontends.pydsl.sandbox import compile_sandboxed
 
-        return compile_pydsl(request, resolver)
+        return compile_sandboxed(request, resolver)
 
     def __repr__(self) -> str:
         return "<frontend pydsl>"

@@ -1,8 +1,8 @@
 """Load a Python build file and compile the stages it declares.
 
-**Loading a build file executes it.**  It is Python, with the rights of the user running
-``irctl`` — like a Makefile or a ``setup.py``; only build files you trust should be built.  What
-the frontend itself never does is run a build step: the file's calls to :mod:`.api` only record a
+**Loading a build file executes it**, so this module runs only inside the sandbox
+(:mod:`.sandbox` starts :mod:`.child`, which calls :func:`compile_pydsl`); the frontend object never
+calls it on the host.  What the frontend itself never does is run a build step: the file's calls to :mod:`.api` only record a
 recipe, which is lowered to IR by the code the TOML frontend uses (:mod:`frontends.common.lower`),
 so the same image compiles to the same graph from either, or from a Dockerfile.
 

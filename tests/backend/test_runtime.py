@@ -18,7 +18,7 @@ import pytest
 
 from backend.mountpoints import remove_mount_stubs
 from backend.runtime import (
-    DEFAULT_CAPABILITIES, BindMount, Cancelled, ContainerStartError, FileMount, Process, RuntimeNotFound,
+    DEFAULT_CAPABILITIES, PIDS_LIMIT, BindMount, Cancelled, ContainerStartError, FileMount, Process, RuntimeNotFound,
     TmpfsMount, config_for, find_runtime, mount_targets, reap_stale_containers, run, run_on_layers,
 )
 from backend.snapshot import (
@@ -118,8 +118,8 @@ def test_user_and_groups(busybox_rootfs: Path, tmp_path: Path) -> None:
     assert sorted(lines[2].split()) == ["1000", "20", "5"]
     assert lines[3].split() == ["CapEff:", "0000000000000000"]  # non-root: no effective capabilities
     r = execute([busybox_rootfs], tmp_path, sh("grep CapEff /proc/self/status"), name="root")
-    assert r.output.split() == ["CapEff:", "00000000a80425fb"]  # Docker's default set
-    assert len(DEFAULT_CAPABILITIES) == 14
+    assert r.output.split() == ["CapEff:", "00000000a80405fb"]  # Docker's default set without CAP_NET_RAW
+    assert len(DEFAULT_CAPABILITIES) == 13
 
 
 @pytest.mark.e2e
@@ -163,7 +163,7 @@ def test_host_network_sees_the_host_interfaces(busybox_rootfs: Path, tmp_path: P
     inside = {line.split(":")[0].strip() for line in r.output.splitlines()[2:] if ":" in line}
     assert inside == host
     r = execute([busybox_rootfs], tmp_path, sh("cat /proc/net/dev"), network="default", name="default")
-    assert {line.split(":")[0].strip() for line in r.output.splitlines()[2:] if ":" in line} == host
+    assert {line.split(":")[0].strip() for line in r.output.splitlines()[2:] if ":" in line} == {"lo", "tap0"}
 
 
 # ---------------------------------------------------------------------------------------------- mounts and layers
@@ -469,7 +469,12 @@ def test_config_is_an_oci_runtime_spec_document(busybox_rootfs: Path) -> None:
     assert cfg["ociVersion"].startswith("1.")
     assert {"type": "network"} not in cfg["linux"]["namespaces"]
     assert {m["destination"] for m in cfg["mounts"]} >= {"/proc", "/dev", "/dev/pts", "/dev/shm", "/sys", "/t"}
-    assert cfg["process"]["noNewPrivileges"] is False and cfg["process"]["terminal"] is False
+    assert cfg["process"]["noNewPrivileges"] is True and cfg["process"]["terminal"] is False
+    assert cfg["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert cfg["linux"]["resources"]["pids"] == {"limit": PIDS_LIMIT}
+    assert "size=1024" in next(m for m in cfg["mounts"] if m["destination"] == "/t")["options"]
+    with pytest.raises(ValueError):  # the default network needs the namespace backend.netns made
+        config_for(busybox_rootfs, Process(["true"]), [], network="default", hostname="h", extra_files={})
     with pytest.raises(ValueError):
         config_for(busybox_rootfs, Process(["true"]), [], network="bridge", hostname="h", extra_files={})
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from backend.entitlements import Entitlements
 from backend.events import Recorder
 from backend.solver import SolveOptions, solve
 from ir import builder as b
@@ -119,12 +120,15 @@ def test_http_source_checksum_verified_and_cached(solving: Solving, tmp_path: Pa
         url = f"http://127.0.0.1:{server.server_port}/tool.sh"
         good = "sha256:" + hashlib.sha256(b"echo tool\n").hexdigest()
         src = b.http(url, checksum=good, mode=0o755)
-        res = solving.solve(solving.base().copy(src, "/tool.sh", "/usr/local/bin/tool", create_dest_path=True))
+        loopback = Entitlements(network_private=True)  # the server is on the host's loopback
+        res = solving.solve(solving.base().copy(src, "/tool.sh", "/usr/local/bin/tool", create_dest_path=True),
+                            entitlements=loopback)
         assert read_file(res["default"], "/usr/local/bin/tool") == b"echo tool\n"
-        solving.solve(solving.base().copy(src, "/tool.sh", "/usr/local/bin/tool", create_dest_path=True))
+        solving.solve(solving.base().copy(src, "/tool.sh", "/usr/local/bin/tool", create_dest_path=True),
+                      entitlements=loopback)
         assert solving.ran() == []
         with pytest.raises(Exception, match="expected checksum"):
-            solving.solve(b.http(url, checksum="sha256:" + "0" * 64))
+            solving.solve(b.http(url, checksum="sha256:" + "0" * 64), entitlements=loopback)
     finally:
         server.shutdown()
     assert os.path.isdir(solving.cache)

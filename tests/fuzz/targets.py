@@ -143,6 +143,37 @@ def _fast_load_agrees(data: bytes) -> None:
                       f"{'accepts' if slow is not None else 'refuses'}")
 
 
+def ir_memory(data: bytes) -> None:
+    """``ir.limits``: the estimate bounds what decoding allocates.  When the limits let the bytes
+    through, the load (fast msgspec path, then the strict reference decoder) may allocate at most
+    the estimate plus the file and two copies of the payload (tracemalloc's peak); the limits
+    refuse with a located ``DecodeError``."""
+    import tracemalloc
+
+    from ir import codec, limits
+    from ir.errors import IRError
+
+    with deadline():
+        try:
+            payload = codec.unframe(data)
+        except IRError:
+            return
+        bound = limits.estimate(payload) + len(data) + 2 * len(payload) + (1 << 20)
+        tracemalloc.start()
+        try:
+            try:
+                codec.load_document(data)
+            except IRError:
+                pass
+            except Exception as e:
+                raise Finding(f"load_document raised {type(e).__name__}: {e}") from e
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        if peak > bound:
+            raise Finding(f"decoding allocated {peak} bytes, over the estimate's bound {bound}")
+
+
 def toml(data: bytes) -> None:
     from frontends import BuildRequest, FrontendError
     from frontends import errors as ferrors
@@ -170,7 +201,7 @@ def toml(data: bytes) -> None:
         _check_compiled(compiled)
 
 
-TARGETS = {"dockerfile": dockerfile, "ir": ir, "toml": toml}
+TARGETS = {"dockerfile": dockerfile, "ir": ir, "ir_memory": ir_memory, "toml": toml}
 
 
 # ------------------------------------------------------------------------------------ seeds
@@ -201,7 +232,7 @@ def ir_seeds() -> list[bytes]:
     return out
 
 
-SEEDS = {"dockerfile": dockerfile_seeds, "ir": ir_seeds, "toml": toml_seeds}
+SEEDS = {"dockerfile": dockerfile_seeds, "ir": ir_seeds, "ir_memory": ir_seeds, "toml": toml_seeds}
 
 
 # ------------------------------------------------------------------------------------ IR mutation

@@ -133,3 +133,31 @@ def test_ir_deep_nesting_is_refused():
 @pytest.mark.parametrize("target,path", T.regression_inputs(), ids=lambda x: getattr(x, "name", x))
 def test_regressions(target, path):
     check(target, path.read_bytes())
+
+
+# Tokens whose decoded objects are many times their size, and wrappers that make them pass as
+# much of the schema as possible: the memory estimate of ``ir.limits`` must stay an upper bound.
+TINY_TOKENS = [b"\x90", b"\x80", b"\xc0", b"\xe0", b"\xcd\x01\x00", b"\xa2ab", b"\xa3a=b", b"\xd4\x01\x00",
+               b"\x81\xa6target\xa1/", b"\x91\x90", b"\x81\xa1k\x80", b"\xc4\x00", b"\xcb" + b"\x00" * 8]
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(token=st.sampled_from(TINY_TOKENS), n=st.integers(0, 200_000), wrap=st.integers(0, 4),
+       compress=st.booleans())
+def test_ir_memory_estimate_bounds_decoding(token, n, wrap, compress):
+    from tests.security import hostile_ir as H
+
+    items = H.array_of(n, token)
+    marker = "MARK" * 8
+    shapes = [items,
+              H.splice(H.doc({"exec": {"args": marker, "mounts": [{"target": "/"}]}}), msgpack_str(marker), items),
+              H.splice(H.doc({"exec": {"args": ["sh"], "mounts": marker}}), msgpack_str(marker), items),
+              H.splice(H.doc({"file": {"actions": marker}}), msgpack_str(marker), items),
+              H.splice(H.doc({"image": {"history": marker}}), msgpack_str(marker), items)]
+    check("ir_memory", H.frame(shapes[wrap], compress=compress))
+
+
+def msgpack_str(text: str) -> bytes:
+    import msgpack
+
+    return msgpack.packb(text)

@@ -32,10 +32,11 @@ def write(ctx: Path, files: dict[str, str]) -> Path:
 
 
 @pytest.mark.e2e
-def test_build_finds_build_py_and_the_image_runs(tmp_path, busybox_layout):
+def test_build_runs_an_explicit_build_py_and_the_image_runs(tmp_path, busybox_layout):
     ctx = write(tmp_path / "ctx", {"build.py": BUILD, "msg.txt": "from the context\n"})
     out = tmp_path / "image"
-    r = irctl("build", ctx, "--build-context", f"busybox=oci-layout://{busybox_layout}", "--build-arg", "WHO=dsl",
+    r = irctl("build", ctx, "-f", ctx / "build.py", "--build-context", f"busybox=oci-layout://{busybox_layout}",
+              "--build-arg", "WHO=dsl",
               "--progress", "plain", "--output", f"type=oci,tar=false,dest={out}", "-t", "app:v1",
               env={"IRCTL_CACHE_DIR": str(tmp_path / "cache")})
     assert r.code == 0, r.stderr
@@ -44,6 +45,6 @@ def test_build_finds_build_py_and_the_image_runs(tmp_path, busybox_layout):
 
 def test_an_exception_in_the_build_file_names_its_line(tmp_path):
     ctx = write(tmp_path / "ctx", {"build.py": BUILD.replace('.workdir("/out")', '.workdir(OUT)')})
-    r = irctl("build", ctx, env={"IRCTL_CACHE_DIR": str(tmp_path / "cache")})
+    r = irctl("build", ctx, "--frontend", "pydsl", env={"IRCTL_CACHE_DIR": str(tmp_path / "cache")})
     assert r.code == 1
     assert r.stderr == "build.py:8: NameError: name 'OUT' is not defined\n"

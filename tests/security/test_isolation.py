@@ -1,6 +1,6 @@
 """Two builds at once on one cache store (identical builds committing the same layers, and builds
 sharing a cache mount in each sharing mode) both finish correctly; ``--network none`` really has
-no network."""
+no network, and the default network does not reach the host's loopback."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def test_identical_builds_at_once(tmp_path, layout_ctx):
 def test_network_none_has_only_loopback(tmp_path, layout_ctx, registry):
     host, port = registry.split(":")  # (busybox-static's wget crashes resolving; nc takes an address)
     probe = (f"cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' > /ifaces; "
-             f"printf 'GET /v2/ HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc -w 3 {host} {port} | head -1 > /net 2>&1; "
+             f"(printf 'GET /v2/ HTTP/1.0\\r\\n\\r\\n'; sleep 1) | timeout 5 nc -w 3 {host} {port} | head -1 > /net 2>&1; "
              "grep -q 'HTTP/1.. 200' /net && echo reachable > /net || echo unreachable > /net")
     ctx = write_ctx(tmp_path / "ctx", {"Dockerfile": f"FROM busybox\nRUN --network=none {probe}\n"})
     out = tmp_path / "none"
@@ -89,10 +89,17 @@ def test_network_none_has_only_loopback(tmp_path, layout_ctx, registry):
     assert r.code == 0, r.stderr
     assert (out / "ifaces").read_text().split() == ["lo"]
     assert (out / "net").read_text() == "unreachable\n"
-    # the control: the default network reaches the registry
+    # the default network is a private namespace: the host's loopback registry is out of reach there too
     (ctx / "Dockerfile").write_text(f"FROM busybox\nRUN {probe}\n")
-    out = tmp_path / "host"
+    out = tmp_path / "default"
     r = irctl("build", ctx, "--progress", "plain", *layout_ctx, "--output", f"type=local,dest={out}",
               env={"IRCTL_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.code == 0, r.stderr
+    assert sorted((out / "ifaces").read_text().split()) == ["lo", "tap0"]
+    assert (out / "net").read_text() == "unreachable\n"
+    # the control: the host's network (granted) reaches the registry, so the probe can tell
+    out = tmp_path / "host"
+    r = irctl("build", ctx, "--progress", "plain", *layout_ctx, "--output", f"type=local,dest={out}",
+              "--network", "host", "--allow", "network.host", env={"IRCTL_CACHE_DIR": str(tmp_path / "cache")})
     assert r.code == 0, r.stderr
     assert (out / "net").read_text() == "reachable\n"

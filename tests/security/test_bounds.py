@@ -1,0 +1,248 @@
+"""Hostile input costs bounded memory and time, and ends in a located error, never a traceback.
+
+* IR files: no file under 1 MiB makes ``irctl validate``/``dump``/``solve`` exceed 256 MiB of RSS
+  (``ir.limits``); each hostile file (``hostile_ir.cases``) is run through the real CLI in its own
+  process, whose peak RSS ``os.wait4`` reports, under an address-space limit as a backstop.
+* Step output: the redaction and the output tail handle 64 MiB without a newline, or in very long
+  lines, in linear time and bounded memory (``backend.events``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.security import hostile_ir
+from tests.security.measure import MIB, run_measured
+
+RSS_LIMIT = 256 * MIB
+
+
+def irctl(*args) -> list[str]:
+    return [sys.executable, "-m", "irctl", *map(str, args)]
+
+
+CASES = hostile_ir.cases()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_hostile_ir_file_costs_bounded_memory(name: str, tmp_path: Path) -> None:
+    data = CASES[name]
+    assert len(data) < MIB
+    path = tmp_path / f"{name}.irg"
+    path.write_bytes(data)
+    code, out, err, rss = run_measured(irctl("validate", path))
+    text = err.decode()
+    print(f"{name}: {len(data)} bytes, peak RSS {rss / MIB:.0f} MiB: {text.strip()[:160]}")
+    assert "Traceback" not in text and "MemoryError" not in text
+    assert code == 2, text
+    lines = text.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), text
+    assert rss < RSS_LIMIT, f"{name}: peak RSS {rss / MIB:.0f} MiB"
+
+
+@pytest.mark.parametrize("name", ["at-budget-args", "rle-bomb-args", "roots-map-zstd", "deep-maps"])
+@pytest.mark.parametrize("command", ["dump", "solve", "dump --format json"])
+def test_other_readers_of_ir_files_are_bounded_too(name: str, command: str, tmp_path: Path) -> None:
+    path = tmp_path / f"{name}.irg"
+    path.write_bytes(CASES[name])
+    env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
+    code, out, err, rss = run_measured(irctl(*command.split(), path), env=env)
+    assert "Traceback" not in err.decode()
+    assert code == 2 and len(err.decode().strip().splitlines()) == 1, err
+    assert rss < RSS_LIMIT, f"{command} {name}: peak RSS {rss / MIB:.0f} MiB"
+
+
+def test_standard_input_is_bounded_too() -> None:
+    code, out, err, rss = run_measured(irctl("validate", "-"), stdin=CASES["rle-bomb-empty-lists"])
+    assert code == 2 and b"over the limit" in err and rss < RSS_LIMIT
+
+
+def test_a_large_legitimate_graph_under_1_mib_is_accepted(tmp_path: Path) -> None:
+    """The limits leave room: a 4,000-op graph with metadata (~0.4 MiB compressed) validates,
+    dumps and stays far under the limit."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from bench_ir import make_graph
+
+    from ir.codec import dump_document
+
+    data = dump_document(make_graph(4000))
+    assert len(data) < MIB
+    path = tmp_path / "big.irg"
+    path.write_bytes(data)
+    for command in ("validate", "dump"):
+        code, out, err, rss = run_measured(irctl(command, path))
+        assert code == 0, err
+        assert rss < RSS_LIMIT / 2, f"{command}: {rss / MIB:.0f} MiB"
+
+
+def test_limits_are_relative_to_the_file() -> None:
+    """The ratio and budget grow with the file, so big legitimate graphs are not refused."""
+    from ir import limits
+
+    assert limits.allowed_payload(100) == limits.MIN_PAYLOAD_ALLOWANCE
+    assert limits.allowed_payload(10 * MIB) == limits.MAX_RATIO * 10 * MIB
+    assert limits.allowed_payload(1 << 30) == limits.MAX_PAYLOAD
+    assert limits.budget(1000) == limits.MIN_BUDGET
+    assert limits.budget(100 * MIB) == limits.BUDGET_PER_BYTE * 100 * MIB
+
+
+# ------------------------------------------------------------------------------- step output
+
+def _output_dockerfile(mib: int) -> str:
+    n = mib << 20
+    return (f"FROM busybox\n"
+            f"RUN head -c {n} /dev/zero | tr '\\0' x; echo\n"  # one line of N bytes
+            f"RUN yes $(head -c 200000 /dev/zero | tr '\\0' a) | head -c {n}\n")  # 200 KB lines
+
+
+@pytest.mark.e2e
+def test_step_output_costs_linear_time_and_bounded_memory(tmp_path: Path, busybox_layout: Path) -> None:
+    """Main took 1 s for 8 MiB without a newline and 12 s for 32 MiB (quadratic); now 4 times
+    the output takes about 4 times as long, and memory does not grow with the line."""
+    times, rss = {}, {}
+    for mib in (16, 64):
+        ctx = tmp_path / f"ctx{mib}"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text(_output_dockerfile(mib))
+        env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
+        t0 = time.monotonic()
+        code, out, err, rss[mib] = run_measured(
+            irctl("build", ctx, "--build-context", f"busybox=oci-layout://{busybox_layout}:latest",
+                  "--progress=plain", "--no-cache"), env=env, timeout=300)
+        times[mib] = time.monotonic() - t0
+        assert code == 0, err[-2000:]
+        lines = err.decode().splitlines()
+        cut = [line for line in lines if "more bytes of this line not shown" in line]
+        assert len(cut) >= 2 and all(len(line) < 70 * 1024 for line in lines)
+    print(f"output 16 MiB: {times[16]:.2f}s {rss[16] / MIB:.0f} MiB; 64 MiB: {times[64]:.2f}s {rss[64] / MIB:.0f} MiB")
+    assert times[64] < 8 * times[16] + 2, times  # quadratic would be 16 times
+    assert rss[64] < rss[16] + 32 * MIB, rss
+
+
+def test_lines_cut_long_lines_and_never_show_part_of_a_secret() -> None:
+    from backend.output import MAX_LINE, Lines, Redactor
+
+    secret = b"S3CRET-" + b"v" * 40
+    got: list[str] = []
+    lines = Lines(got.append, Redactor([secret]))
+    # a secret straddling the cut, one after it, and one split across chunks
+    data = b"a" * (MAX_LINE - 10) + secret + b"b" * 100 + secret + b"\n" + b"x" * 5 + secret[:9]
+    for i in range(0, len(data), 7):
+        lines(data[i:i + 7])
+    lines(secret[9:] + b"\n" + b"tail")
+    lines.flush()
+    assert got[0].startswith("a" * (MAX_LINE - 10) + "****") and "S3CRET" not in got[0]
+    assert got[0].endswith("more bytes of this line not shown]")
+    assert got[1] == "xxxxx****" and got[2] == "tail"
+    assert len(lines.tail) == 3
+
+
+def test_lines_time_is_linear_in_the_output() -> None:
+    from backend.output import Lines, Redactor
+
+    def run(mib: int, pattern: bytes) -> float:
+        lines = Lines(lambda text: None, Redactor([b"a-secret-value", b"another one"]))
+        chunk = (pattern * (65536 // len(pattern) + 1))[:65536]
+        t0 = time.perf_counter()
+        for _ in range(mib * 16):
+            lines(chunk)
+        lines.flush()
+        return time.perf_counter() - t0
+
+    for pattern in (b"x", b"y" * 300_000 + b"\n", b"z" * 1000 + b"\n"):
+        t8, t32 = min(run(8, pattern) for _ in range(2)), min(run(32, pattern) for _ in range(2))
+        assert t32 < 8 * t8 + 0.05, (pattern[:4], t8, t32)
+
+
+@pytest.mark.parametrize("command", ["validate", "dump", "solve"])
+def test_a_huge_sparse_ir_file_is_refused_before_reading(command: str, tmp_path: Path) -> None:
+    path = tmp_path / "huge.irg"
+    with open(path, "wb") as f:
+        f.write(hostile_ir.frame(b"\x80", compress=False))
+        f.truncate(8 << 30)
+    env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
+    code, out, err, rss = run_measured(irctl(command, path), env=env)
+    assert code == 2 and b"larger than" in err and b"Traceback" not in err, err
+    assert rss < 100 * MIB
+
+
+def test_lines_never_show_a_secret_however_the_output_is_chunked() -> None:
+    """Property: whatever the chunking and wherever values, parts of values and long runs fall,
+    no emitted line holds a value, and a line under the limit is its input with values masked."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from backend.output import MAX_LINE, Lines, Redactor
+
+    secrets = [b"tok-1234567890", b"pem line abcdefgh\nsecond line ijklmnop\n", b"  padded-value  "]
+    redactor = Redactor(secrets)
+    pieces = st.sampled_from([b"tok-1234567890", b"tok-12345", b"67890", b"pem line abcdefgh", b"second line ijklmnop",
+                              b"padded-value", b"\n", b"x", b"y" * 1000, b"z" * (MAX_LINE - 5)])
+
+    @settings(max_examples=150, deadline=None, database=None)
+    @given(st.lists(pieces, max_size=40), st.lists(st.integers(1, 70_000), min_size=1, max_size=20))
+    def check(parts, cuts):
+        data = b"".join(parts)
+        got: list[str] = []
+        lines = Lines(got.append, redactor)
+        pos = 0
+        for n in cuts * (len(data) // max(1, sum(cuts)) + 1):
+            if pos >= len(data):
+                break
+            lines(data[pos:pos + n])
+            pos += n
+        lines.flush()
+        for text in got:
+            for form in redactor.forms:
+                assert form.decode() not in text
+        expected = [line for line in data.split(b"\n")]
+        if expected and expected[-1] == b"":
+            expected.pop()
+        assert len(got) == len(expected)
+        for text, line in zip(got, expected):
+            if len(line) <= MAX_LINE:
+                assert text == redactor.bytes(line).decode()
+
+    check()
+
+
+def test_graph_checks_and_rendering_are_linear_on_a_lattice(tmp_path: Path) -> None:
+    """A lattice of merges has 2^300 paths from root to base: every reader (checks, listing, dot,
+    diff, the scheduler's critical path) must visit each op once."""
+    from backend.scheduler import critical_path
+    from ir import builder as b
+    from ir.codec import dump_document
+
+    base = b.image("busybox", digest="sha256:" + "ab" * 32)
+    x, y = base.mkfile("/a", b"1"), base.mkfile("/b", b"2")
+    for i in range(300):
+        x, y = x.merge([y]).mkfile(f"/x{i}", b"x"), y.merge([x]).mkfile(f"/y{i}", b"y")
+    doc = b.build_document({"default": x.merge([y])})
+    path = tmp_path / "lattice.irg"
+    path.write_bytes(dump_document(doc))
+    for command in (["validate"], ["dump"], ["dump", "--format", "dot"], ["dump", "--diff", path]):
+        t0 = time.monotonic()
+        code, out, err, rss = run_measured(irctl(*command, path), timeout=60)
+        assert code in (0,) and time.monotonic() - t0 < 20, (command, err)
+    deps = {d: sorted({r.op for r in op.inputs}) for d, op in doc.ops.items()}
+    t0 = time.monotonic()
+    critical_path(deps, lambda d: 1.0)
+    assert time.monotonic() - t0 < 1
+
+
+@pytest.mark.parametrize("command", ["validate", "dump", "dump --format json", "dump --format dot"])
+def test_a_valid_graph_near_the_budget_is_read_and_rendered_within_the_limit(command: str, tmp_path: Path) -> None:
+    from ir import codec, limits
+
+    data = hostile_ir.valid_near_budget()
+    assert len(data) < MIB and limits.estimate(codec.unframe(data)) > limits.MIN_BUDGET * 0.8
+    path = tmp_path / "big.irg"
+    path.write_bytes(data)
+    code, out, err, rss = run_measured(irctl(*command.split(), path))
+    assert code == 0, err
+    print(f"{command}: peak RSS {rss / MIB:.0f} MiB")
+    assert rss < RSS_LIMIT, f"{command}: {rss / MIB:.0f} MiB"
