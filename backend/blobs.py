@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from backend import safefs
+
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 CHUNK = 1 << 20
 
@@ -58,8 +60,8 @@ class BlobStore:
         self.root = Path(root)
         self.blob_dir = self.root / "blobs" / "sha256"
         self.tmp_dir = self.root / "tmp"
-        self.blob_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        for d in (self.root, self.blob_dir.parent, self.blob_dir, self.tmp_dir):
+            safefs.private_dir(d)
         self._db_path = self.root / "blobs.db"
         with closing(self._connect()) as db, db:
             db.execute(

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from backend.blobs import BlobError, BlobStore
 from backend.errors import CacheError
+from backend import safefs
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -60,11 +61,10 @@ def hexof(digest: str) -> str:
 
 def dir_size(path: str | os.PathLike) -> int:
     total = 0
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in (*dirnames, *filenames):
-            with contextlib.suppress(OSError):
-                st = os.lstat(os.path.join(dirpath, name))
-                total += st.st_blocks * 512 if stat.S_ISREG(st.st_mode) else 0
+    with contextlib.suppress(OSError):
+        for e in safefs.walk(path, sort=False):  # iterative: a layer may nest deeper than the stack
+            if stat.S_ISREG(e.st.st_mode):
+                total += e.st.st_blocks * 512
     return total
 
 
@@ -73,42 +73,29 @@ SYNCFS_MIN_FILES = 256  # from this many regular files on, a tree is flushed wit
 
 def fsync_tree(path: str | os.PathLike) -> int:
     """Make every regular file and directory below ``path`` durable (before it is renamed into place);
-    returns what ``dir_size`` would (so a commit walks the tree once).
+    returns what ``dir_size`` would (so a commit needs no other walk for the size).
 
     A small tree is fsynced file by file and dir by dir.  A tree of ``SYNCFS_MIN_FILES`` files or more
     is flushed with one ``syncfs(2)`` of its filesystem: one journal commit instead of one per file
     (20,000 fsyncs of a COPY layer took longer than the copy).  syncfs also writes back whatever else
     is dirty on that filesystem, which is why small trees do not use it."""
-    files: list[str] = []
-    dirs: list[str] = []
+    files = 0
     total = 0
-    stack = [os.fspath(path)]
-    while stack:
-        d = stack.pop()
-        dirs.append(d)
-        with contextlib.suppress(OSError), os.scandir(d) as it:
-            for e in it:
-                with contextlib.suppress(OSError):
-                    if e.is_dir(follow_symlinks=False):
-                        stack.append(e.path)
-                    elif e.is_file(follow_symlinks=False):
-                        files.append(e.path)
-                        total += e.stat(follow_symlinks=False).st_blocks * 512
-    if len(files) >= SYNCFS_MIN_FILES and _syncfs(dirs[0]):
+    for e in safefs.walk(path, sort=False, where="in a layer"):  # iterative, fd-relative: any depth
+        if stat.S_ISREG(e.st.st_mode):
+            files += 1
+            total += e.st.st_blocks * 512
+    if files >= SYNCFS_MIN_FILES and _syncfs(os.fspath(path)):
         return total
-    for p in files:
-        with contextlib.suppress(OSError):
-            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    for d in dirs:
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    _fsync_dir(Path(path))
+    for e in safefs.walk(path, sort=False, where="in a layer"):
+        if stat.S_ISREG(e.st.st_mode) or stat.S_ISDIR(e.st.st_mode):
+            with contextlib.suppress(OSError):
+                fd = e.open(os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
     return total
 
 
@@ -163,8 +150,9 @@ class CacheStore:
         self.mounts_dir = self.root / "mounts"
         self.tmp_dir = self.root / "tmp"
         self.locks_dir = self.root / "locks"
+        safefs.private_dir(self.root)  # 0700, and an older store's 0755 fixed: nothing for other users
         for d in (self.layers_dir, self.mounts_dir, self.tmp_dir, self.locks_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            safefs.private_dir(d)
         self.blobs = BlobStore(self.root)
         self.index_path = self.root / "index.db"
         try:
@@ -227,7 +215,7 @@ class CacheStore:
                 for db in idle:
                     db.close()
                 _umount_below(work)
-                shutil.rmtree(work, ignore_errors=True)
+                safefs.rmtree(work, ignore_errors=True)
                 with contextlib.suppress(OSError):
                     if not Path(Path(f"{work}.state").read_text().strip()).exists():
                         os.unlink(f"{work}.state")  # else kept: the next session reaps that runtime dir
@@ -274,7 +262,7 @@ class CacheStore:
             work = Path(str(lock)[: -len(".lock")])
             _reap_runtime_state(Path(f"{work}.state"))
             _umount_below(work)
-            shutil.rmtree(work, ignore_errors=True)
+            safefs.rmtree(work, ignore_errors=True)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock)
             os.close(fd)
@@ -285,7 +273,7 @@ class CacheStore:
                 fd = self._lock(f"layer-{name}.lock" if kind == "x" else f"mount-{name}.create", fcntl.LOCK_EX, 0)
             except BlockingIOError:
                 continue
-            shutil.rmtree(work, ignore_errors=True)
+            safefs.rmtree(work, ignore_errors=True)
             os.close(fd)
         for tmp in [*self.tmp_dir.glob("ingest-*"), *self.tmp_dir.glob("blob-*")]:  # a blob write that died
             with contextlib.suppress(OSError):
@@ -359,7 +347,7 @@ class CacheStore:
             else:
                 _fsync_dir(self.layers_dir)
         if upper.exists():
-            shutil.rmtree(upper, ignore_errors=True)
+            safefs.rmtree(upper, ignore_errors=True)
         now = time.time()
         with self._db() as db:
             db.execute("INSERT INTO layers (id, size, created, last_used) VALUES (?,?,?,?) "
@@ -398,7 +386,7 @@ class CacheStore:
                 build(work / "layer")
                 return self.commit_layer(work / "layer", layer_id)
             finally:
-                shutil.rmtree(work, ignore_errors=True)
+                safefs.rmtree(work, ignore_errors=True)
 
     # -- cache mounts -------------------------------------------------------------------------
     def mount_name(self, cache_id: str) -> str:
@@ -416,7 +404,7 @@ class CacheStore:
                     create(work / "dir")
                     os.rename(work / "dir", dest)
                 finally:
-                    shutil.rmtree(work, ignore_errors=True)
+                    safefs.rmtree(work, ignore_errors=True)
         return dest
 
     def mount_lock(self, cache_id: str, *, exclusive: bool, wait: bool = True) -> int | None:
@@ -468,10 +456,10 @@ class CacheStore:
                 blobs_keep = {r[0] for r in db.execute("SELECT blob FROM layers WHERE blob IS NOT NULL")}
             for p in self.layers_dir.iterdir():
                 if "sha256:" + p.name not in keep:
-                    shutil.rmtree(p, ignore_errors=True)
+                    safefs.rmtree(p, ignore_errors=True)
             if all:
                 for p in self.mounts_dir.iterdir():
-                    shutil.rmtree(p, ignore_errors=True)
+                    safefs.rmtree(p, ignore_errors=True)
                 for p in self.blobs.blob_dir.iterdir():
                     if "sha256:" + p.name not in kept_blobs:
                         p.unlink()
@@ -563,7 +551,7 @@ def _reap_runtime_state(note: Path) -> None:
         if runc and container.is_dir() and container.name.startswith("irctl-") and "." not in container.name:
             for args in (["kill", "--all", container.name, "KILL"], ["delete", "--force", container.name]):
                 subprocess.run([runc, "--root", str(state), *args], capture_output=True, stdin=subprocess.DEVNULL)
-    shutil.rmtree(state, ignore_errors=True)
+    safefs.rmtree(state, ignore_errors=True)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from backend import safefs
 from backend.copy import DirTree, FileOpError, Node, SourceView, plan_copy, walk_selection
 
 RACY_WINDOW_NS = 1_000_000_000  # a whole second: also covers filesystems with 1 s timestamps
@@ -75,7 +76,7 @@ class StatCache:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        safefs.private_dir(self.path.parent)
         self.db = sqlite3.connect(os.fspath(self.path), timeout=30, isolation_level=None)
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -140,6 +141,9 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
     lookup = cached.get
     while stack:
         rel, host = stack.pop()
+        if rel.count("/") >= safefs.MAX_DEPTH:
+            raise FileOpError(f"the local context nests deeper than {safefs.MAX_DEPTH} directories at "
+                              f"{safefs.short_path(rel)!r}", safefs.short_path(rel))
         walked.add(rel)
         prefix = rel + "/" if rel else ""
         try:
@@ -147,7 +151,8 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
         except (FileNotFoundError, NotADirectoryError):
             continue
         except OSError as err:
-            raise FileOpError(f"cannot read {rel or '.'} in the local context: {err.strerror}", rel) from None
+            raise FileOpError(f"cannot read {safefs.short_path(rel or '.')} in the local context: {err.strerror}",
+                              safefs.short_path(rel)) from None
         with it:
             for e in it:
                 crel = prefix + e.name

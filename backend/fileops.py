@@ -32,7 +32,6 @@ import contextlib
 import hashlib
 import os
 import posixpath
-import shutil
 import stat
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +51,7 @@ from backend.copy import (
 from backend.unpack import DEFAULT_LIMITS, UnpackLimits, extract_archive, is_archive
 from backend.userdb import UserError, resolve_user
 from ir.ops import CopyAction, FileAction, MkdirAction, MkfileAction, Owner, RmAction, SymlinkAction
+from backend import devnodes, safefs
 
 __all__ = ["FileOpError", "SourceView", "UnpackLimits", "apply_actions", "resolve_owner"]
 
@@ -263,7 +263,9 @@ class _Writer:
             return
         elif node.kind == "symlink":
             os.symlink(node.target, target)
-        elif node.st is not None and (stat.S_ISCHR(node.mode) or stat.S_ISBLK(node.mode) or stat.S_ISFIFO(node.mode)):
+        elif node.st is not None and devnodes.is_device(node.mode, node.st.st_rdev):
+            devnodes.make_placeholder_at(target, node.mode, node.st.st_rdev)  # never a node in the store
+        elif node.st is not None and (stat.S_ISCHR(node.mode) or stat.S_ISFIFO(node.mode)):
             os.mknod(target, node.mode, node.st.st_rdev)
         else:
             return  # sockets are not content
@@ -472,7 +474,7 @@ def _rm_one(root: str, tree: DirTree, path: str, allow_not_found: bool) -> None:
             return
         raise FileOpError(f"{path}: no such file or directory", path) from None
     if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(host)
+        safefs.rmtree(host)
     else:
         os.unlink(host)
 

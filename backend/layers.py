@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable
 
 import zstandard
 
+from backend import devnodes, safefs
 from backend.snapshot import OPAQUE_XATTR as _OVERLAY_OPAQUE_XATTR
 from backend.userns import in_user_namespace
 
@@ -44,7 +45,7 @@ WH_PREFIX = b".wh."
 WH_OPAQUE = b".wh..wh..opq"
 # xattrs that describe the overlay (or the host) rather than the file; never put in a layer tar, never
 # taken from one (user.overlay.* would steer a rootless `userxattr` overlay mount)
-_SKIP_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.", "security.selinux", "system.")
+_SKIP_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.", "security.selinux", "system.", *devnodes.XATTR_NAMES)
 _BUF = 1 << 20
 _SMALL = 256 << 10
 
@@ -232,7 +233,8 @@ def _header(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, t
 
 
 def _entry(name: bytes, st: os.stat_result | None, typeflag: bytes, *, size: int = 0, linkname: bytes = b"",
-           xattrs: dict[str, bytes] | None = None, mode: int | None = None, sde: int | None = None) -> bytes:
+           xattrs: dict[str, bytes] | None = None, mode: int | None = None, sde: int | None = None,
+           rdev: int | None = None) -> bytes:
     uid = st.st_uid if st else 0
     gid = st.st_gid if st else 0
     mtime = int(st.st_mtime) if st else 0
@@ -259,7 +261,7 @@ def _entry(name: bytes, st: os.stat_result | None, typeflag: bytes, *, size: int
         records.append((b"SCHILY.xattr." + key.encode(), xattrs[key]))  # type: ignore[index]
     devmajor = devminor = 0
     if st is not None and typeflag in (b"3", b"4"):
-        devmajor, devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        devmajor, devminor = os.major(st.st_rdev if rdev is None else rdev), os.minor(st.st_rdev if rdev is None else rdev)
         if not (_fits(devmajor, 8) and _fits(devminor, 8)):
             raise LayerError(f"{name.decode(errors='replace')}: device number too large for tar")
     out = _pax_block(records) if records else b""
@@ -304,52 +306,54 @@ def _is_opaque(path: bytes) -> bool:
 
 
 def _walk_tar(root: bytes, sink: _Sink, sde: int | None) -> None:
+    """Depth-first, names sorted bytewise, each directory before its contents (`safefs.walk`: no
+    recursion, every name opened relative to its parent's fd, no link followed)."""
     links: dict[tuple[int, int], bytes] = {}
-
-    def visit(dirpath: bytes, prefix: bytes) -> None:
-        with os.scandir(dirpath) as it:
-            names = sorted(e.name for e in it)
-        for base in names:
-            path = dirpath + b"/" + base
-            name = prefix + base
-            st = os.lstat(path)
-            m = st.st_mode
-            if stat.S_ISDIR(m):
-                sink.write(_entry(name + b"/", st, b"5", xattrs=_xattrs(path), sde=sde))
-                if _is_opaque(path):
-                    sink.write(_entry(name + b"/" + WH_OPAQUE, st, b"0", mode=0, sde=sde))
-                visit(path, name + b"/")
-            elif stat.S_ISREG(m):
-                key = (st.st_dev, st.st_ino)
-                if st.st_nlink > 1 and key in links:
-                    sink.write(_entry(name, st, b"1", linkname=links[key], sde=sde))
-                    continue
-                if st.st_nlink > 1:
-                    links[key] = name
-                _write_file(sink, path, name, st, sde)
-            elif stat.S_ISLNK(m):
-                sink.write(_entry(name, st, b"2", linkname=os.readlink(path), xattrs=_xattrs(path), sde=sde))
-            elif stat.S_ISCHR(m) and st.st_rdev == 0:
-                sink.write(_entry(prefix + WH_PREFIX + base, st, b"0", mode=0, sde=sde))
-            elif stat.S_ISCHR(m) or stat.S_ISBLK(m):
-                sink.write(_entry(name, st, b"3" if stat.S_ISCHR(m) else b"4", xattrs=_xattrs(path), sde=sde))
-            elif stat.S_ISFIFO(m):
-                sink.write(_entry(name, st, b"6", xattrs=_xattrs(path), sde=sde))
-            # sockets and other types are not representable in a layer: skipped, like docker/buildkit
-
-    visit(root, b"")
+    for e in safefs.walk(root, where="in a layer"):
+        name, st, path = e.rel, e.st, e.xpath
+        base = e.name
+        prefix = name[: len(name) - len(base)]
+        m = st.st_mode
+        if stat.S_ISDIR(m):
+            sink.write(_entry(name + b"/", st, b"5", xattrs=_xattrs(path), sde=sde))
+            if _is_opaque(path):
+                sink.write(_entry(name + b"/" + WH_OPAQUE, st, b"0", mode=0, sde=sde))
+        elif stat.S_ISREG(m):
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in links:
+                sink.write(_entry(name, st, b"1", linkname=links[key], sde=sde))
+                continue
+            node = devnodes.placeholder_of(path, st) if st.st_size == 0 else None
+            if node is not None:  # the store's stand-in for a device node: the node again in the tar
+                sink.write(_entry(name, st, b"3" if node[0] == stat.S_IFCHR else b"4", xattrs=_xattrs(path),
+                                  sde=sde, rdev=node[1]))
+                continue
+            if st.st_nlink > 1:
+                links[key] = name
+            _write_file(sink, path, name, st, sde, fd=e.open())
+        elif stat.S_ISLNK(m):
+            sink.write(_entry(name, st, b"2", linkname=e.readlink(), xattrs=_xattrs(path), sde=sde))
+        elif stat.S_ISCHR(m) and st.st_rdev == 0:
+            sink.write(_entry(prefix + WH_PREFIX + base, st, b"0", mode=0, sde=sde))
+        elif stat.S_ISCHR(m) or stat.S_ISBLK(m):
+            sink.write(_entry(name, st, b"3" if stat.S_ISCHR(m) else b"4", xattrs=_xattrs(path), sde=sde))
+        elif stat.S_ISFIFO(m):
+            sink.write(_entry(name, st, b"6", xattrs=_xattrs(path), sde=sde))
+        # sockets and other types are not representable in a layer: skipped, like docker/buildkit
     sink.write(b"\0" * 1024)
 
 
-def _write_file(sink: _Sink, path: bytes, name: bytes, st: os.stat_result, sde: int | None) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+def _write_file(sink: _Sink, path: bytes, name: bytes, st: os.stat_result, sde: int | None,
+                fd: int | None = None) -> None:
+    if fd is None:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         size = os.fstat(fd).st_size
         header = _entry(name, st, b"0", size=size, xattrs=_xattrs(path), sde=sde)
         if size <= _SMALL:  # one read, one sink write: most files in most layers
             data = os.read(fd, size) if size else b""
             if len(data) != size:
-                raise LayerError(f"{path.decode(errors='replace')}: file changed while being archived")
+                raise LayerError(f"{name.decode(errors='replace')}: file changed while being archived")
             sink.write(header + data + _pad(size))
             return
         sink.write(header)
@@ -357,7 +361,7 @@ def _write_file(sink: _Sink, path: bytes, name: bytes, st: os.stat_result, sde: 
         while left > 0:
             chunk = os.read(fd, min(left, _BUF))
             if not chunk:
-                raise LayerError(f"{path.decode(errors='replace')}: file shrank while being archived")
+                raise LayerError(f"{name.decode(errors='replace')}: file shrank while being archived")
             sink.write(chunk)
             left -= len(chunk)
         sink.write(_pad(size))
@@ -562,6 +566,8 @@ def _clean_name(raw: str, what: str = "entry") -> tuple[bytes, ...]:
     parts = tuple(p for p in name.split(b"/") if p not in (b"", b"."))
     if any(p == b".." for p in parts):
         raise LayerError(f"refusing {what} name {raw!r}: contains '..'")
+    if len(parts) > safefs.MAX_DEPTH:
+        raise LayerError(f"refusing {what} name {raw[:60]!r}…: nested deeper than {safefs.MAX_DEPTH} levels")
     return parts
 
 
@@ -574,15 +580,33 @@ class _Extractor:
         self.userns = self.is_root and in_user_namespace()  # root in name only: no devices, no trusted.*
         self.skipped: list[str] = []
         self.dir_times: list[tuple[tuple[bytes, ...], int]] = []
+        # fds of the dirs on the last path opened: a tar lists a tree depth-first, so the next entry's
+        # parent is mostly on it (a 4096-deep tree costs 4096 opens, not 8 million)
+        self.chain: list[tuple[bytes, int]] = []
 
     def close(self) -> None:
+        self.truncate(0)
         os.close(self.root_fd)
+
+    def truncate(self, keep: int) -> None:
+        """Forget the open dirs below the first `keep` (one of them is about to be replaced)."""
+        while len(self.chain) > keep:
+            os.close(self.chain.pop()[1])
 
     def open_dir(self, parts: tuple[bytes, ...], create: bool, display: str) -> int:
         """fd of dest/parts, refusing to pass through any symlink (or non-directory)."""
-        fd = os.dup(self.root_fd)
+        same = 0
+        for (name, _), p in zip(self.chain, parts):
+            if name != p:
+                break
+            same += 1
+        self.truncate(same)
+        if len(self.chain) == len(parts):
+            return os.dup(self.chain[-1][1] if self.chain else self.root_fd)
+        safefs.raise_nofile(len(parts) + 256)
+        fd = os.dup(self.chain[-1][1] if self.chain else self.root_fd)
         try:
-            for i, p in enumerate(parts):
+            for i, p in enumerate(parts[same:], same):
                 try:
                     nfd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
                 except FileNotFoundError:
@@ -600,6 +624,7 @@ class _Extractor:
                     raise
                 os.close(fd)
                 fd = nfd
+                self.chain.append((p, os.dup(fd)))
             return fd
         except BaseException:
             os.close(fd)
@@ -618,17 +643,7 @@ class _Extractor:
             os.unlink(base, dir_fd=pfd)
 
     def _rmtree(self, pfd: int, base: bytes) -> None:
-        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=pfd)
-        try:
-            for name in os.listdir(fd):
-                st = os.lstat(name, dir_fd=fd)
-                if stat.S_ISDIR(st.st_mode):
-                    self._rmtree(fd, name)
-                else:
-                    os.unlink(name, dir_fd=fd)
-        finally:
-            os.close(fd)
-        os.rmdir(base, dir_fd=pfd)
+        safefs.rmtree_at(pfd, base)
 
     def _meta(self, fd: int | None, pfd: int, base: bytes, ti: tarfile.TarInfo, symlink: bool = False) -> None:
         """Owner, mode, xattrs and mtime; via fd for files/dirs, via (pfd, base) nofollow for the rest."""
@@ -676,6 +691,7 @@ class _Extractor:
             return  # the root itself ("./"): keep dest as is
         *parent, base = parts
         pfd = self.open_dir(tuple(parent), True, ti.name)
+        self.truncate(len(parent))  # this entry may replace `base`: no open dir below the parent
         try:
             if base == WH_OPAQUE:
                 os.setxattr(pfd, OPAQUE_XATTR, b"y")
@@ -726,6 +742,7 @@ class _Extractor:
                     raise LayerError(f"hard link {ti.name!r} has an empty target")
                 *lparent, lbase = lparts
                 sfd = self.open_dir(tuple(lparent), False, ti.name)
+                self.truncate(0)  # the link may replace a dir on that path
                 try:
                     try:
                         st = os.lstat(lbase, dir_fd=sfd)
@@ -743,16 +760,18 @@ class _Extractor:
                 self._clear(pfd, base, keep_dir=False)
                 if ti.isfifo():
                     os.mkfifo(base, 0o600, dir_fd=pfd)
-                else:
-                    if self.userns:
-                        self.skipped.append(ti.name)
-                        _warn(f"{ti.name}: device node {ti.devmajor}:{ti.devminor} skipped (rootless build: "
-                              "a user namespace cannot create device nodes)")
-                        return
-                    if not self.is_root:
-                        raise LayerError(f"{ti.name}: device nodes can only be extracted as root")
+                else:  # never a node in the store: its placeholder (backend.devnodes)
                     kind = stat.S_IFCHR if ti.ischr() else stat.S_IFBLK
-                    os.mknod(base, kind | 0o600, os.makedev(ti.devmajor, ti.devminor), dir_fd=pfd)
+                    if not 0 <= ti.devmajor < 1 << 12 or not 0 <= ti.devminor < 1 << 20:
+                        raise LayerError(f"{ti.name}: device number {ti.devmajor}:{ti.devminor} out of range")
+                    fd = devnodes.make_placeholder(pfd, base, kind | (ti.mode & 0o7777),
+                                                   os.makedev(ti.devmajor, ti.devminor))
+                    try:
+                        self._meta(fd, pfd, base, ti)
+                        os.fchmod(fd, ti.mode & 0o1777)
+                    finally:
+                        os.close(fd)
+                    return
                 self._meta(None, pfd, base, ti)
             else:
                 raise LayerError(f"{ti.name}: unsupported tar entry type {ti.type!r}")

@@ -17,7 +17,8 @@ import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from backend.snapshot import is_opaque, is_whiteout
+from backend import safefs
+from backend.snapshot import OPAQUE_XATTR, is_opaque, is_whiteout
 
 MAX_SYMLINKS = 40
 
@@ -132,10 +133,47 @@ def mkdirs_in_root(root: Path, path: str, *, uid: int, gid: int, mode: int = 0o7
     return Path(current)
 
 
-def _empty(path: str, st: os.stat_result) -> bool:
+def _opaque_fd(fd: int) -> bool:
+    try:
+        return os.getxattr(fd, OPAQUE_XATTR) == b"y"
+    except OSError:
+        return False
+
+
+def _empty_at(dir_fd: int, name: bytes, st: os.stat_result) -> bool:
     if stat.S_ISDIR(st.st_mode):
-        return not os.listdir(path) and not is_opaque(path)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError:
+            return False
+        try:
+            return not os.listdir(fd) and not _opaque_fd(fd)
+        finally:
+            os.close(fd)
     return stat.S_ISREG(st.st_mode) and st.st_size == 0
+
+
+def _remove_if_stub(upper_fd: int, rel: str, lower: os.stat_result | None, *, parent: bool) -> bool:
+    """Remove `rel` from the upper dir if it is still a stub; False when it is not there, not empty,
+    or reached only through something the step replaced (a symlink or a file on the way: never
+    followed, the layer keeps it as the step left it)."""
+    opened = safefs.open_parent(upper_fd, rel)
+    if opened is None:
+        return False
+    pfd, name = opened
+    try:
+        st = safefs.lstat_at(pfd, name)
+        if st is None or not _empty_at(pfd, name, st):
+            return False
+        if parent:
+            same = lower is not None and stat.S_ISDIR(lower.st_mode) and (
+                lower.st_mode, lower.st_uid, lower.st_gid) == (st.st_mode, st.st_uid, st.st_gid)
+            if not stat.S_ISDIR(st.st_mode) or not (lower is None or same):
+                return False
+        (os.rmdir if stat.S_ISDIR(st.st_mode) else os.unlink)(name, dir_fd=pfd)
+        return True
+    finally:
+        os.close(pfd)
 
 
 def remove_mount_stubs(upper: Path, lowers: Sequence[Path], targets: Iterable[str],
@@ -146,7 +184,10 @@ def remove_mount_stubs(upper: Path, lowers: Sequence[Path], targets: Iterable[st
     `upper`; then each parent up the path, while it is empty in `upper` and either absent from the lowers
     or present there as a dir with the same owner and mode (copied up only to hold the stub). Returns the
     removed paths, relative to the root. Paths in `keep` (e.g. the working directory the executor created,
-    which may also be a mount target) and their parents are never removed."""
+    which may also be a mount target) and their parents are never removed.
+
+    `upper` was written by the step: every lookup in it goes through `safefs.open_parent`, so a
+    parent the step replaced with a symlink (to the host, or `../../..`) is never followed."""
     view = LayerView(lowers)
     kept: set[str] = set()
     for path in keep:
@@ -155,34 +196,21 @@ def remove_mount_stubs(upper: Path, lowers: Sequence[Path], targets: Iterable[st
             kept.add(rel)
             rel = os.path.dirname(rel)
     removed: list[str] = []
-    for target in sorted(set(targets), key=lambda t: -t.count("/")):
-        rel = resolve_in_root(view, target)
-        if not rel or rel in kept or view.lstat(rel) is not None:
-            continue
-        host = os.path.join(upper, rel)
-        try:
-            st = os.lstat(host)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        if not _empty(host, st):
-            continue
-        (os.rmdir if stat.S_ISDIR(st.st_mode) else os.unlink)(host)
-        removed.append(rel)
-        parent = os.path.dirname(rel)
-        while parent:
-            host = os.path.join(upper, parent)
-            try:
-                st = os.lstat(host)
-            except FileNotFoundError:
-                break
-            lower = view.lstat(parent)
-            same = lower is not None and stat.S_ISDIR(lower.st_mode) and (
-                lower.st_mode, lower.st_uid, lower.st_gid) == (st.st_mode, st.st_uid, st.st_gid)
-            if (parent in kept or not stat.S_ISDIR(st.st_mode) or not _empty(host, st)
-                    or not (lower is None or same)):
-                break
-            os.rmdir(host)
-            removed.append(parent)
-            parent = os.path.dirname(parent)
+    upper_fd = os.open(upper, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for target in sorted(set(targets), key=lambda t: -t.count("/")):
+            rel = resolve_in_root(view, target)
+            if not rel or rel in kept or view.lstat(rel) is not None:
+                continue
+            if not _remove_if_stub(upper_fd, rel, None, parent=False):
+                continue
+            removed.append(rel)
+            parent = os.path.dirname(rel)
+            while parent and parent not in kept:
+                if not _remove_if_stub(upper_fd, parent, view.lstat(parent), parent=True):
+                    break
+                removed.append(parent)
+                parent = os.path.dirname(parent)
+    finally:
+        os.close(upper_fd)
     return removed
-

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from backend.errors import GrantError, SolveError
 from backend.mountpoints import resolve_in_root
 from backend.ops import Workspace
 from backend.result import Snapshot
+from backend import safefs
 
 
 @dataclass
@@ -116,7 +116,7 @@ def _bind(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: li
     upper = work / "upper"
     upper.mkdir()
     if m.output < 0:  # writes discarded: the whole scratch goes once unmounted (callbacks run LIFO)
-        stack.callback(shutil.rmtree, work, True)
+        stack.callback(safefs.rmtree, work, True)
     root = stack.enter_context(ws.snapshotter.mounted(lowers, upper, work / "work"))
     if m.output >= 0:
         if m.selector:
@@ -155,7 +155,7 @@ def _cache(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: l
         if fd is None:  # busy: this user gets its own fresh instance, discarded afterwards
             fresh = ws.temp_dir("cache-") / "dir"
             create(fresh)
-            stack.callback(shutil.rmtree, fresh.parent, True)
+            stack.callback(safefs.rmtree, fresh.parent, True)
             out.mounts.append(rt.BindMount(fresh, m.target, readonly=m.readonly))
             return  # discarded afterwards: nothing to scan for secrets
     else:

@@ -48,6 +48,7 @@ from backend.netns import NetworkError, NetworkPool, StepNetwork, resolv_conf
 from backend.seccomp import SeccompError, linux_seccomp
 from backend.snapshot import Snapshotter, abandoned_dirs, held_dir
 from backend.userns import in_user_namespace, read_id_map
+from backend import safefs
 
 NETWORK_MODES = ("none", "host", "default")
 
@@ -427,7 +428,7 @@ def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network
     takes its private network from (a build's pool, see `backend.netns`); without it one is started here."""
     runtime = runtime or find_runtime()
     state_dir = Path(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    safefs.private_dir(state_dir)
     container_id = f"{CONTAINER_PREFIX}{uuid.uuid4().hex[:16]}"
     with held_dir(state_dir / "bundles", f"{container_id}.") as path:
         bundle = Path(path)
@@ -467,7 +468,7 @@ def reap_stale_containers(state_dir: Path, runtime: Runtime | None = None) -> li
         try:
             container_id = os.path.basename(path).split(".")[0]
             _force_delete(runtime, state_dir, container_id)
-            shutil.rmtree(path, ignore_errors=True)
+            safefs.rmtree(path, ignore_errors=True)
             reaped.append(container_id)
         finally:
             os.close(fd)

@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from backend import devnodes, safefs
 
 
 def _overlay_xattr_prefix() -> str:
@@ -100,7 +101,11 @@ def copy_entry(src: str, dst: str, st: os.stat_result) -> None:
         shutil.copyfile(src, dst, follow_symlinks=False)
     elif stat.S_ISLNK(mode):
         os.symlink(os.readlink(src), dst)
-    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
+    elif devnodes.is_device(mode, st.st_rdev):
+        devnodes.make_placeholder_at(dst, mode, st.st_rdev)  # never a node in the store
+        _copy_meta(src, dst, st)
+        return
+    elif stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):  # a whiteout or a fifo
         os.mknod(dst, mode, st.st_rdev)
     elif stat.S_ISSOCK(mode):
         return  # sockets are not content
@@ -117,7 +122,7 @@ def remove_path(path: str | bytes) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
+        safefs.rmtree(path)
     else:
         os.unlink(path)
 
@@ -125,7 +130,10 @@ def remove_path(path: str | bytes) -> None:
 def apply_layers(lowers: Sequence[Path], dest: Path) -> Path:
     """Flatten layers (bottom first) into the plain directory `dest`, honouring whiteouts and opaque dirs.
 
-    The result carries no whiteouts and no overlay xattrs. Hard links inside one layer are kept."""
+    The result carries no whiteouts and no overlay xattrs. Hard links inside one layer are kept. The
+    layers are walked with `safefs.walk` (no recursion, no link followed); a directory of `dest` is
+    entered only after it was checked (or made) a real directory, so a symlink from a lower layer is
+    replaced, never written through."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     dir_meta: dict[str, tuple[str, os.stat_result]] = {}
@@ -139,11 +147,9 @@ def apply_layers(lowers: Sequence[Path], dest: Path) -> Path:
 
 
 def _apply_dir(src: str, dst: str, dir_meta: dict, links: dict) -> None:
-    with os.scandir(src) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for entry in entries:
-        s, d = entry.path, os.path.join(dst, entry.name)
-        st = entry.stat(follow_symlinks=False)
+    for e in safefs.walk(src, where="in a layer"):
+        s, d = os.fsdecode(os.path.join(os.fsencode(src), e.rel)), os.path.join(dst, os.fsdecode(e.rel))
+        st = e.st
         if is_whiteout(st):
             remove_path(d)
             continue
@@ -151,10 +157,9 @@ def _apply_dir(src: str, dst: str, dir_meta: dict, links: dict) -> None:
             if os.path.lexists(d) and (not os.path.isdir(d) or os.path.islink(d)):
                 remove_path(d)
             elif os.path.isdir(d) and is_opaque(s):
-                shutil.rmtree(d)
+                safefs.rmtree(d)
             os.makedirs(d, exist_ok=True)
             dir_meta[d] = (s, st)
-            _apply_dir(s, d, dir_meta, links)
             continue
         remove_path(d)
         key = (st.st_dev, st.st_ino)
@@ -168,13 +173,21 @@ def _apply_dir(src: str, dst: str, dir_meta: dict, links: dict) -> None:
 
 def strip_overlay_xattrs(upper: Path) -> None:
     """Remove overlayfs' bookkeeping xattrs (origin, impure, uuid, ...) from a layer, keeping `opaque`."""
-    for dirpath, dirnames, filenames in os.walk(upper):
-        for name in [".", *dirnames, *filenames]:
-            p = os.path.join(dirpath, name)
-            with contextlib.suppress(OSError):
-                for x in os.listxattr(p, follow_symlinks=False):
-                    if x.startswith(XATTR_PREFIX) and x != OPAQUE_XATTR:
-                        os.removexattr(p, x, follow_symlinks=False)
+    top = os.open(upper, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        _strip_xattrs(top)
+        for e in safefs.walk(top, sort=False, where="in a step's output"):
+            _strip_xattrs(e.xpath)
+    finally:
+        os.close(top)
+
+
+def _strip_xattrs(p: bytes | int) -> None:
+    nofollow = {} if isinstance(p, int) else {"follow_symlinks": False}
+    with contextlib.suppress(OSError):
+        for x in os.listxattr(p, **nofollow):
+            if x.startswith(XATTR_PREFIX) and x != OPAQUE_XATTR:
+                os.removexattr(p, x, **nofollow)
 
 
 def layer_tree_digest(layer_dir: Path, known: dict[str, tuple[str, int, int, int]] | None = None) -> str:
@@ -187,36 +200,36 @@ def layer_tree_digest(layer_dir: Path, known: dict[str, tuple[str, int, int, int
     file whose stat still matches is not read again."""
     h = hashlib.sha256(b"irctl-layer-tree-v1\0")
     root = os.fspath(layer_dir)
-    stack = [""]
     records: list[tuple[bytes, bytes]] = []
-    while stack:
-        rel = stack.pop()
-        with os.scandir(os.path.join(root, rel) if rel else root) as it:
-            for entry in it:
-                relpath = f"{rel}/{entry.name}" if rel else entry.name
-                st = entry.stat(follow_symlinks=False)
-                mode = st.st_mode
-                kind = "d" if stat.S_ISDIR(mode) else "f" if stat.S_ISREG(mode) else "l" if stat.S_ISLNK(
-                    mode) else "c" if stat.S_ISCHR(mode) else "b" if stat.S_ISBLK(mode) else "p" if stat.S_ISFIFO(
-                    mode) else "s"
-                content = link = dev = ""
-                if kind == "f":
-                    note = known.get(relpath) if known else None
-                    if note is not None and note[1:] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
-                        content = note[0]
-                    else:
-                        with open(entry.path, "rb") as f:
-                            content = hashlib.file_digest(f, "sha256").hexdigest()
-                elif kind == "l":
-                    link = os.readlink(entry.path)
-                elif kind in "cb":
-                    dev = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
-                elif kind == "d":
-                    stack.append(relpath)
-                xattrs = ",".join(f"{k}={v.hex()}" for k, v in sorted(
-                    (CANONICAL_OPAQUE_XATTR if k == OPAQUE_XATTR else k, v) for k, v in _xattrs(entry.path).items()))
-                fields = [kind, f"{stat.S_IMODE(mode):o}", str(st.st_uid), str(st.st_gid), xattrs, link, content, dev]
-                records.append((os.fsencode(relpath), "\0".join(fields).encode("utf-8", "surrogateescape")))
+    for entry in safefs.walk(layer_dir, sort=False, where="in a layer"):  # iterative, fd-relative
+        relpath = os.fsdecode(entry.rel)
+        st = entry.st
+        mode = st.st_mode
+        kind = "d" if stat.S_ISDIR(mode) else "f" if stat.S_ISREG(mode) else "l" if stat.S_ISLNK(
+            mode) else "c" if stat.S_ISCHR(mode) else "b" if stat.S_ISBLK(mode) else "p" if stat.S_ISFIFO(
+            mode) else "s"
+        content = link = dev = ""
+        if kind == "f":
+            note = known.get(relpath) if known else None
+            if note is not None and note[1:] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+                content = note[0]
+            else:
+                with open(entry.open(), "rb") as f:
+                    content = hashlib.file_digest(f, "sha256").hexdigest()
+        elif kind == "l":
+            link = os.fsdecode(entry.readlink())
+        elif kind in "cb":
+            dev = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+        found = _xattrs(entry.xpath)
+        if kind == "f" and st.st_size == 0 and devnodes.DEVICE_XATTR in found:
+            node = devnodes.decode(found.pop(devnodes.DEVICE_XATTR))
+            if node is not None:  # a placeholder counts as the node it stands for
+                kind = "c" if node[0] == stat.S_IFCHR else "b"
+                content, dev = "", f"{os.major(node[1])}:{os.minor(node[1])}"
+        xattrs = ",".join(f"{k}={v.hex()}" for k, v in sorted(
+            (CANONICAL_OPAQUE_XATTR if k == OPAQUE_XATTR else k, v) for k, v in found.items()))
+        fields = [kind, f"{stat.S_IMODE(mode):o}", str(st.st_uid), str(st.st_gid), xattrs, link, content, dev]
+        records.append((entry.rel, "\0".join(fields).encode("utf-8", "surrogateescape")))
     for path, rec in sorted(records):
         h.update(path + b"\0" + rec + b"\0\n")
     return "sha256:" + h.hexdigest()
@@ -324,7 +337,7 @@ def _rmtree_scratch(path: str) -> None:
     if os.path.ismount(os.path.join(path, "rootfs")):  # never delete through a live mount
         raise SnapshotError(f"{path}/rootfs is still mounted; not removing it")
     with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(path)
+        safefs.rmtree(path)
 
 
 @functools.cache
@@ -531,7 +544,11 @@ def _unmount_fuse(target: str) -> None:
 
 def _normalize_fuse_upper(upper: str) -> None:
     """fuse-overlayfs' upper dir into the layer format (see `FuseOverlaySnapshotter`); dir times kept."""
-    for dirpath, _dirnames, filenames in os.walk(upper):
+    dirs = [b""] + [e.rel for e in safefs.walk(upper, sort=False, where="in a step's output") if e.is_dir]
+    for rel in dirs:
+        dirpath = os.path.join(upper, os.fsdecode(rel)) if rel else upper
+        with os.scandir(dirpath) as it:
+            filenames = [e.name for e in it if not e.is_dir(follow_symlinks=False)]
         st_dir = os.lstat(dirpath)
         changed = False
         opaque = False
@@ -619,14 +636,20 @@ def _write_diff(root: str, before: dict[str, _Meta], upper: str, since: int | No
     made: set[str] = set()
 
     def ensure_dir(rel: str) -> None:
-        if not rel or rel in made:
-            return
-        ensure_dir(os.path.dirname(rel))
-        if not os.path.isdir(os.path.join(upper, rel)):
-            os.mkdir(os.path.join(upper, rel))
-        made.add(rel)
+        missing = []
+        while rel and rel not in made:
+            missing.append(rel)
+            rel = os.path.dirname(rel)
+        for r in reversed(missing):
+            if not os.path.isdir(os.path.join(upper, r)):
+                os.mkdir(os.path.join(upper, r))
+            made.add(r)
 
-    def walk(rel: str, fresh: bool) -> None:
+    stack: list[tuple[str, bool]] = [("", False)]  # iterative: a step's tree may nest deeper than the stack
+    while stack:
+        rel, fresh = stack.pop()
+        if rel.count("/") >= safefs.MAX_DEPTH:
+            raise safefs.too_deep(rel, "in a step's output")
         with os.scandir(os.path.join(root, rel)) as it:
             entries = sorted(it, key=lambda e: e.name)
         for e in entries:
@@ -638,25 +661,23 @@ def _write_diff(root: str, before: dict[str, _Meta], upper: str, since: int | No
                         and (old == _meta(st) or not _born_after(e.path, since))):
                     if old != _meta(st):
                         ensure_dir(r)  # copied up: the dir itself or an entry in it changed
-                    walk(r, False)
+                    stack.append((r, False))
                     continue
                 ensure_dir(r)
                 if old is not None:  # created where something used to be: hides the lower entirely
                     os.setxattr(os.path.join(upper, r), OPAQUE_XATTR, b"y")
-                walk(r, True)
+                stack.append((r, True))
                 continue
             if old is not None and old == _meta(st):
                 continue
             ensure_dir(rel)
             _copy_entry(e.path, os.path.join(upper, r), st)
         if fresh:
-            return
+            continue
         gone = children.get(rel, set()) - {e.name for e in entries}
         for name in sorted(gone):
             ensure_dir(rel)
             os.mknod(os.path.join(upper, rel, name), stat.S_IFCHR | 0o000, 0)
-
-    walk("", False)
     for r in sorted(made, reverse=True):  # children first so parent mtimes stick
         src = os.path.join(root, r)
         _copy_meta(src, os.path.join(upper, r), os.lstat(src))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from backend.ops import Step, Workspace, layer_id_of
 from backend.output import Redactor
 from backend.result import ImageMeta, Snapshot
 from backend.scheduler import critical_path, run_dag
+from backend import safefs
 
 DEFAULT_JOBS = 16
 
@@ -194,7 +194,7 @@ class Solver:
                     from backend.runtime import finish_deferred
 
                     finish_deferred(ws_.deferred)  # runtime state lives in state_dir
-                shutil.rmtree(state_dir, ignore_errors=True)
+                safefs.rmtree(state_dir, ignore_errors=True)
 
     def _reachable(self, roots: list[str]) -> dict[str, list[str]]:
         deps: dict[str, list[str]] = {}
@@ -274,7 +274,10 @@ class Solver:
 
             if isinstance(e, (GrantError, Cancelled)):
                 raise
-            msg = self.redactor.text(str(e) if isinstance(e, SolveError) else f"{type(e).__name__}: {e}")
+            msg = self.redactor.text(
+                str(e) if isinstance(e, (SolveError, safefs.TreeError)) else
+                f"{type(e).__name__}: {safefs.os_error_text(e)}" if isinstance(e, OSError) else
+                f"{type(e).__name__}: {e}")
             step.event("failed", msg, time.monotonic() - step.started)
             raise BuildError(msg, op=digest, description=desc,
                              location=source_location(self.doc, digest)) from (None if isinstance(e, SolveError) else e)

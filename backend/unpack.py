@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import zstandard
 
 from backend.copy import FileOpError
+from backend import devnodes, safefs
 
 MAX_LINKS = 255
 
@@ -188,7 +189,7 @@ def _extract_member(tf: tarfile.TarFile, m: tarfile.TarInfo, dest: str, target: 
         st = None
     if st is not None and not (stat.S_ISDIR(st.st_mode) and m.isdir()):
         if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(target)
+            safefs.rmtree(target)
         else:
             os.unlink(target)
     if m.isreg():
@@ -215,16 +216,21 @@ def _extract_member(tf: tarfile.TarFile, m: tarfile.TarInfo, dest: str, target: 
         os.link(source, target, follow_symlinks=False)
         if stat.S_ISLNK(lst.st_mode):
             return
-    elif m.ischr() or m.isblk() or m.isfifo():
-        kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
-        os.mknod(target, kind | (m.mode & 0o7777), os.makedev(m.devmajor, m.devminor))
+    elif m.isfifo():
+        os.mkfifo(target, 0o600)
+    elif m.ischr() or m.isblk():  # never a node in the store: its placeholder (backend.devnodes)
+        if not 0 <= m.devmajor < 1 << 12 or not 0 <= m.devminor < 1 << 20:
+            raise FileOpError(f"refusing to extract {display}: {m.name!r} has device number "
+                              f"{m.devmajor}:{m.devminor}", display)
+        kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
+        devnodes.make_placeholder_at(target, kind | (m.mode & 0o7777), os.makedev(m.devmajor, m.devminor))
     else:
         return  # unknown entry types are skipped
     os.lchown(target, *(owner or (m.uid, m.gid)))
     if not m.issym():
-        os.chmod(target, m.mode & 0o7777)
+        os.chmod(target, m.mode & (0o1777 if m.ischr() or m.isblk() else 0o7777))
     for key, value in m.pax_headers.items():
-        if key.startswith("SCHILY.xattr."):
+        if key.startswith("SCHILY.xattr.") and not key[len("SCHILY.xattr."):].startswith(devnodes.XATTR_NAMES):
             with contextlib.suppress(OSError):
                 os.setxattr(target, key[len("SCHILY.xattr."):], value.encode("utf-8", "surrogateescape"),
                             follow_symlinks=False)

@@ -246,7 +246,10 @@ def remember(opts: dict, layers: list[str], steps: int, scans: dict | None = Non
         if key is None:
             return
         target = cache / "builds" / f"{key}.json"
-        target.parent.mkdir(parents=True, exist_ok=True)
+        from backend.safefs import private_dir
+
+        private_dir(cache)
+        private_dir(target.parent)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         with os.fdopen(fd, "w") as f:
             json.dump({"layers": layers, "steps": steps}, f)

@@ -85,7 +85,9 @@ class Resolver:
 
     @staticmethod
     def _remember(path: Path, image: ResolvedImage) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from backend.safefs import private_dir
+
+        private_dir(path.parent)
         p = image.platform
         data = json.dumps({"ref": image.ref, "digest": image.digest, "config": image.config,
                            "platform": {"os": p.os, "architecture": p.architecture, "variant": p.variant}})

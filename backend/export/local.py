@@ -3,7 +3,11 @@
 Layers are applied bottom first onto ``dest`` as overlayfs would show them: a whiteout (char 0:0)
 deletes the path below, an opaque directory hides everything below it, the rest replaces what was
 there. Hard links inside one layer stay hard links. ``export_tar`` flattens into a temp dir and tars it
-with the same deterministic writer as layers.
+with the same deterministic writer as layers (device nodes stay placeholders there, `backend.devnodes`,
+and become char/block entries in the tar).
+
+``type=local`` writes into a directory other local users may reach, so it creates no device node and
+clears setuid/setgid bits, with a warning line saying how many (see ``apply_layer``).
 """
 
 from __future__ import annotations
@@ -14,28 +18,41 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Sequence
+import sys
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable, Sequence
 
+from backend import devnodes, safefs
 from backend.export.image import ImageSpec, LayerLike, _source
 from backend.layers import OPAQUE_XATTR, _SKIP_XATTR_PREFIXES, write_layer
 from backend.snapshot import remove_path
 
 
-def _copy_meta(src: bytes, dst: bytes, st: os.stat_result, is_root: bool) -> None:
+_FILE_CAPS = "security.capability"  # file capabilities: privilege like setuid, for whoever runs the file
+
+
+def _copy_meta(src: bytes, dst: bytes, st: os.stat_result, is_root: bool, private: bool = False) -> bool:
+    """Owner, mode, xattrs and times of ``src`` onto ``dst``; ``private`` leaves file capabilities out
+    (returns True when ``src`` had some)."""
     link = stat.S_ISLNK(st.st_mode)
+    had_caps = False
+    if is_root:  # first: chown clears setuid bits and security.capability
+        os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
     for name in _listxattr(src):
         if name.startswith(_SKIP_XATTR_PREFIXES):
+            continue
+        if private and name == _FILE_CAPS:
+            had_caps = True
             continue
         try:
             os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
         except OSError as e:
             if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
                 raise
-    if is_root:
-        os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
     if not link:
         os.chmod(dst, stat.S_IMODE(st.st_mode))
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+    return had_caps
 
 
 def _listxattr(p: bytes) -> list[str]:
@@ -45,80 +62,121 @@ def _listxattr(p: bytes) -> list[str]:
         return []
 
 
-def apply_layer(layer: bytes, dest: bytes, is_root: bool, private_devices: bool = False) -> None:
-    """``private_devices``: device nodes become root:root 0600 (a node on the host is a door to the
-    hardware; a hostile image must not hand one to another user)."""
+@dataclass
+class LocalReport:
+    """What a ``private`` flatten left out or changed, for one warning line each."""
+
+    devices: list[str] = field(default_factory=list)  # device nodes (and their placeholders) not created
+    setid: list[str] = field(default_factory=list)  # files whose setuid/setgid bits were cleared
+    caps: list[str] = field(default_factory=list)  # files whose capabilities (security.capability) were left out
+
+
+def apply_layer(layer: bytes, dest: bytes, is_root: bool, private: bool = False,
+                report: LocalReport | None = None) -> None:
+    """Apply one layer onto ``dest``. The layer is walked with ``safefs.walk`` (no recursion, no link
+    followed); a directory of ``dest`` is entered only once it is a real directory (a symlink an
+    earlier layer left there is replaced, never written through).
+
+    ``private`` (a ``type=local`` export, a directory other users may reach): no device node is
+    created — a node on the host is a door to the hardware — and setuid/setgid bits and file
+    capabilities are cleared, so the export never hands another user a program that runs with more
+    privilege than they have."""
     links: dict[tuple[int, int], bytes] = {}
     dir_meta: list[tuple[bytes, bytes, os.stat_result]] = []
-
-    def visit(src_dir: bytes, dst_dir: bytes) -> None:
-        for name in sorted(os.listdir(src_dir)):
-            s, d = src_dir + b"/" + name, dst_dir + b"/" + name
-            st = os.lstat(s)
-            m = st.st_mode
-            if stat.S_ISCHR(m) and st.st_rdev == 0:
-                remove_path(d)
-                continue
-            if stat.S_ISDIR(m):
-                opaque = False
-                try:
-                    opaque = os.getxattr(s, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-                except OSError:
-                    pass
-                if opaque or not (os.path.isdir(d) and not os.path.islink(d)):
-                    remove_path(d)
-                    os.mkdir(d, 0o700)
-                visit(s, d)
-                dir_meta.append((s, d, st))
-                continue
+    report = report if report is not None else LocalReport()
+    for e in safefs.walk(layer, where="in a layer"):
+        s, d = layer + b"/" + e.rel, dest + b"/" + e.rel
+        st = e.st
+        m = st.st_mode
+        if stat.S_ISCHR(m) and st.st_rdev == 0:
             remove_path(d)
-            key = (st.st_dev, st.st_ino)
-            if stat.S_ISREG(m) and st.st_nlink > 1 and key in links:
-                os.link(links[key], d)
+            continue
+        if stat.S_ISDIR(m):
+            opaque = False
+            try:
+                opaque = os.getxattr(s, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+            except OSError:
+                pass
+            if opaque or not (os.path.isdir(d) and not os.path.islink(d)):
+                remove_path(d)
+                os.mkdir(d, 0o700)
+            dir_meta.append((s, d, st))
+            continue
+        remove_path(d)
+        node = devnodes.placeholder_of(s, st) if stat.S_ISREG(m) and st.st_size == 0 else None
+        if node is not None or devnodes.is_device(m, st.st_rdev):
+            if private:
+                report.devices.append(os.fsdecode(e.rel))
                 continue
-            if stat.S_ISREG(m):
-                shutil.copyfile(s, d, follow_symlinks=False)
-                links[key] = d
-            elif stat.S_ISLNK(m):
-                os.symlink(os.readlink(s), d)
-            elif stat.S_ISFIFO(m):
-                os.mkfifo(d, 0o600)
-            elif stat.S_ISCHR(m) or stat.S_ISBLK(m):
-                if not is_root:
-                    continue
-                os.mknod(d, stat.S_IFMT(m) | 0o600, st.st_rdev)
-                if private_devices:
-                    _copy_meta(s, d, st, is_root)
-                    os.chown(d, 0, 0, follow_symlinks=False)
-                    os.chmod(d, stat.S_IMODE(m) & 0o600)
-                    continue
-            else:
-                continue
+            kind, rdev = node if node is not None else (stat.S_IFMT(m), st.st_rdev)
+            devnodes.make_placeholder_at(d, kind | stat.S_IMODE(m), rdev)  # the tar writer emits the node
             _copy_meta(s, d, st, is_root)
-
-    visit(layer, dest)
-    for s, d, st in dir_meta:  # children first (post-order), so mtimes stick
+            continue
+        key = (st.st_dev, st.st_ino)
+        if stat.S_ISREG(m) and st.st_nlink > 1 and key in links:
+            os.link(links[key], d)
+            continue
+        if stat.S_ISREG(m):
+            shutil.copyfile(s, d, follow_symlinks=False)
+            links[key] = d
+        elif stat.S_ISLNK(m):
+            os.symlink(os.readlink(s), d)
+        elif stat.S_ISFIFO(m):
+            os.mkfifo(d, 0o600)
+        else:
+            continue
+        if _copy_meta(s, d, st, is_root, private):
+            report.caps.append(os.fsdecode(e.rel))
+        if private and not stat.S_ISLNK(m) and m & (stat.S_ISUID | stat.S_ISGID):
+            os.chmod(d, stat.S_IMODE(m) & ~(stat.S_ISUID | stat.S_ISGID))
+            report.setid.append(os.fsdecode(e.rel))
+    for s, d, st in reversed(dir_meta):  # children first, so mtimes stick
         _copy_meta(s, d, st, is_root)
+        if private and st.st_mode & stat.S_ISUID:  # setgid on a dir only sets the group of new files
+            os.chmod(d, stat.S_IMODE(st.st_mode) & ~stat.S_ISUID)
 
 
-def flatten_layers(layers: Sequence[LayerLike], dest: str | os.PathLike[str], private_devices: bool = False) -> Path:
+def flatten_layers(layers: Sequence[LayerLike], dest: str | os.PathLike[str], private: bool = False,
+                   report: LocalReport | None = None) -> Path:
     """Apply ``layers`` (bottom first) onto ``dest`` (created if needed)."""
     out = os.fsencode(os.fspath(dest))
     os.makedirs(out, exist_ok=True)
     is_root = os.geteuid() == 0
     for layer in layers:
-        apply_layer(os.fsencode(os.fspath(_source(layer).path)), out, is_root, private_devices)
+        apply_layer(os.fsencode(os.fspath(_source(layer).path)), out, is_root, private, report)
     return Path(os.fsdecode(out))
 
 
-def export_local(spec: ImageSpec, dest: str | os.PathLike[str]) -> Path:
-    """Write the image's flattened rootfs into directory ``dest``."""
-    return flatten_layers(spec.layers, dest, private_devices=True)
+def export_local(spec: ImageSpec, dest: str | os.PathLike[str], *,
+                 warn: Callable[[str], None] | None = None) -> Path:
+    """Write the image's flattened rootfs into directory ``dest``: no device nodes, no setuid/setgid
+    bits (one warning line each, with how many and the first few paths)."""
+    report = LocalReport()
+    out = flatten_layers(spec.layers, dest, private=True, report=report)
+    say = warn or (lambda text: sys.stderr.write(f"warning: {text}\n"))
+    if report.devices:
+        say(f"type=local: {len(report.devices)} device node(s) not created ({_few(report.devices)}); "
+            "a type=tar or image export keeps them")
+    if report.setid:
+        say(f"type=local: setuid/setgid bits cleared on {len(report.setid)} file(s) ({_few(report.setid)}); "
+            "a type=tar or image export keeps them")
+    if report.caps:
+        say(f"type=local: file capabilities left out on {len(report.caps)} file(s) ({_few(report.caps)}); "
+            "a type=tar or image export keeps them")
+    return out
+
+
+def _few(paths: list[str]) -> str:
+    shown = ", ".join("/" + p for p in paths[:3])
+    return shown + (", …" if len(paths) > 3 else "")
 
 
 def export_tar(spec: ImageSpec, out: BinaryIO, *, tmp_dir: str | os.PathLike[str] | None = None,
                source_date_epoch: int | None = None) -> str:
     """Write the flattened rootfs as one uncompressed tar to ``out``; returns its sha256 digest."""
-    with tempfile.TemporaryDirectory(prefix="flatten-", dir=tmp_dir) as tmp:
+    tmp = tempfile.mkdtemp(prefix="flatten-", dir=tmp_dir)
+    try:
         flatten_layers(spec.layers, tmp)
         return write_layer(tmp, out, compression="none", source_date_epoch=source_date_epoch).diff_id
+    finally:
+        safefs.rmtree(tmp, ignore_errors=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -25,6 +24,7 @@ from backend.events import Event
 from backend.output import Redactor
 from backend.result import ImageMeta, Snapshot
 from backend.snapshot import Snapshotter, layer_tree_digest
+from backend import devnodes, safefs
 
 EMPTY_IDENTITY = "sha256:" + hashlib.sha256(b"irctl-layers-v1\0").hexdigest()
 
@@ -78,8 +78,9 @@ class Workspace:
         """Commit a finished upper dir as a layer; None when it changes nothing.  ``known``: content
         digests noted while writing it (see ``layer_tree_digest``)."""
         if not any(os.scandir(upper)):
-            shutil.rmtree(upper, ignore_errors=True)
+            safefs.rmtree(upper, ignore_errors=True)
             return None
+        devnodes.convert_tree(upper)  # no device node is ever stored (backend.devnodes)
         lid = layer_tree_digest(upper, known)
         self.store.commit_layer(upper, lid)
         return lid

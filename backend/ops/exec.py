@@ -11,7 +11,6 @@ tmpfs and is deleted with the run.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from backend.ops import Step, Workspace
 from backend.output import Lines
 from backend.result import Snapshot
 from backend.userdb import UserError, resolve_user
+from backend import safefs
 
 def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot], n_outputs: int) -> list[Snapshot]:
     root_mount = ex.mounts[0]
@@ -84,8 +84,8 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
             results[index] = ws.snapshot([f"sha256:{p.name}" for p in mlowers] + ([lid] if lid else []))
         return [results[i] for i in range(n_outputs)]
     finally:
-        shutil.rmtree(secrets_dir, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
+        safefs.rmtree(secrets_dir, ignore_errors=True)
+        safefs.rmtree(work, ignore_errors=True)
 
 
 def _report_secrets(ws: Workspace, step: Step, upper: Path, prepared: mnt.Prepared, since: float) -> None:

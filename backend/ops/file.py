@@ -16,6 +16,7 @@ from ir import ops as irops
 
 from backend.ops import Step, Workspace
 from backend.result import Snapshot
+from backend import safefs
 
 # ----------------------------------------------------------------------------------------- contexts
 
@@ -99,7 +100,7 @@ def run_file(ws: Workspace, step: Step, op: irops.FileOp, inputs: list[Snapshot]
                 sources.append(SourceView(readonly_view(ws, step, snap)))
         apply_actions(root, op.actions, sources, written=written)
     lid = ws.commit(upper, written)
-    shutil.rmtree(work, ignore_errors=True)
+    safefs.rmtree(work, ignore_errors=True)
     return ws.snapshot(base_ids + ([lid] if lid else []))
 
 
@@ -115,5 +116,5 @@ def readonly_view(ws: Workspace, step: Step, snap: Snapshot) -> Path:
 def _readonly_view(ws: Workspace, stack: contextlib.ExitStack, snap: Snapshot) -> Path:
     lowers = ws.lowers(snap)
     work = ws.temp_dir("view-")
-    stack.callback(shutil.rmtree, work, True)
+    stack.callback(safefs.rmtree, work, True)
     return stack.enter_context(ws.snapshotter.readonly(lowers, work / "work"))

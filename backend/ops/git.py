@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import stat
 import subprocess
 import tempfile
@@ -39,7 +38,7 @@ from pathlib import Path
 
 from ir import ops as irops
 
-from backend import netcheck
+from backend import netcheck, safefs
 from backend.entitlements import Entitlements
 from backend.errors import GrantError, SolveError
 
@@ -286,7 +285,7 @@ class Git:
         self.run("fetch", "-q", "--no-tags", "--depth", "1", "--", "origin", g.ref or "HEAD", cwd=checkout)
         self.run("checkout", "-q", "FETCH_HEAD", cwd=checkout)
         if not g.keep_git_dir:
-            shutil.rmtree(checkout / ".git")
+            safefs.rmtree(checkout / ".git")  # iterative: a hostile repo may nest deeper than the stack
         src = checkout
         for part in Path(g.subdir).parts if g.subdir else ():
             src = src / part

@@ -12,6 +12,7 @@ import hashlib
 import os
 import stat
 
+from backend import safefs
 from backend.ops import Step, Workspace, layer_id_of
 from backend.result import Snapshot
 from backend.snapshot import _copy_entry, apply_layers
@@ -63,44 +64,54 @@ def _same(a: str, b: str, sa: os.stat_result, sb: os.stat_result) -> bool:
 
 
 def _diff_dirs(a: str, b: str, out: str) -> bool:
-    """Write into ``out`` what turns tree ``a`` into tree ``b``; True when anything differs."""
-    changed = False
-    names_a = set(os.listdir(a))
-    for name in sorted(os.listdir(b)):
-        pa, pb, po = os.path.join(a, name), os.path.join(b, name), os.path.join(out, name)
-        sb = os.lstat(pb)
-        sa = os.lstat(pa) if name in names_a else None
-        if stat.S_ISDIR(sb.st_mode):
-            os.mkdir(po)
-            sub = _diff_dirs(pa, pb, po) if sa is not None and stat.S_ISDIR(sa.st_mode) else _copy_tree(pb, po)
-            meta_same = sa is not None and stat.S_ISDIR(sa.st_mode) and (sa.st_mode, sa.st_uid, sa.st_gid) == (
-                sb.st_mode, sb.st_uid, sb.st_gid)
-            if sa is not None and not stat.S_ISDIR(sa.st_mode):
-                sub = True
-            if not sub and meta_same:
-                os.rmdir(po)
-            else:
-                os.chown(po, sb.st_uid, sb.st_gid)
-                os.chmod(po, stat.S_IMODE(sb.st_mode))
+    """Write into ``out`` what turns tree ``a`` into tree ``b``; True when anything differs.
+
+    Iterative (trees may nest deeper than Python's stack): a pre-order pass writes every changed
+    entry and whiteout and makes every directory of ``b`` in ``out``; a post-order pass (reverse
+    pre-order) removes the directories that hold no change and whose owner and mode are unchanged."""
+    # per dir of out: [pa, pb, po, copied (new or replaced: always kept), direct change, kept child]
+    dirs: list[list] = []
+    index: dict[str, int] = {}
+    root_changed = False
+    stack: list[tuple[str, str, str, bool, int]] = [(a, b, out, False, -1)]  # (pa, pb, po, copying, parent)
+    while stack:
+        da, db, do, copying, parent = stack.pop()
+        if do.count("/") - out.count("/") > safefs.MAX_DEPTH:
+            raise safefs.too_deep(os.path.relpath(do, out), "in a diff")
+        names_a = set() if copying else set(os.listdir(da))
+        changed = False
+        for name in sorted(os.listdir(db)):
+            pa, pb, po = os.path.join(da, name), os.path.join(db, name), os.path.join(do, name)
+            sb = os.lstat(pb)
+            sa = os.lstat(pa) if name in names_a else None
+            if stat.S_ISDIR(sb.st_mode):
+                os.mkdir(po)
+                child_copy = copying or sa is None or not stat.S_ISDIR(sa.st_mode)
+                index[po] = len(dirs)
+                dirs.append([pa, pb, po, sb, sa, child_copy, False, False, parent if parent >= 0 else None, do])
+                stack.append((pa, pb, po, child_copy, index[po]))
+            elif copying or sa is None or not _same(pa, pb, sa, sb):
+                _copy_entry(pb, po, sb)
                 changed = True
-        elif sa is None or not _same(pa, pb, sa, sb):
-            _copy_entry(pb, po, sb)
-            changed = True
-    for name in sorted(names_a - set(os.listdir(b))):
-        os.mknod(os.path.join(out, name), stat.S_IFCHR, 0)
-        changed = True
-    return changed
-
-
-def _copy_tree(src: str, dst: str) -> bool:
-    for name in sorted(os.listdir(src)):
-        s, d = os.path.join(src, name), os.path.join(dst, name)
-        st = os.lstat(s)
-        if stat.S_ISDIR(st.st_mode):
-            os.mkdir(d)
-            _copy_tree(s, d)
-            os.chown(d, st.st_uid, st.st_gid)
-            os.chmod(d, stat.S_IMODE(st.st_mode))
+        if not copying:
+            for name in sorted(names_a - set(os.listdir(db))):
+                os.mknod(os.path.join(do, name), stat.S_IFCHR, 0)
+                changed = True
+        if parent < 0:
+            root_changed = root_changed or changed
         else:
-            _copy_entry(s, d, st)
-    return True
+            dirs[parent][6] = dirs[parent][6] or changed
+    for pa, pb, po, sb, sa, copied, direct, kept_child, parent, _ in reversed(dirs):
+        sub = copied or direct or kept_child
+        meta_same = sa is not None and stat.S_ISDIR(sa.st_mode) and (sa.st_mode, sa.st_uid, sa.st_gid) == (
+            sb.st_mode, sb.st_uid, sb.st_gid)
+        if not sub and meta_same:
+            os.rmdir(po)
+            continue
+        os.chown(po, sb.st_uid, sb.st_gid)
+        os.chmod(po, stat.S_IMODE(sb.st_mode))
+        if parent is None:
+            root_changed = True
+        else:
+            dirs[parent][7] = True
+    return root_changed

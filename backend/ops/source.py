@@ -14,7 +14,6 @@ address (``--allow network.private``; names are resolved and checked when fetche
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from ir import ops as irops
@@ -22,6 +21,7 @@ from ir import ops as irops
 from backend.errors import GrantError
 from backend.ops import EMPTY_IDENTITY, Step, Workspace
 from backend.result import ImageMeta, Snapshot
+from backend import safefs
 
 
 def is_fetched(src: irops.SourceOp) -> bool:
@@ -114,5 +114,5 @@ def fetch_source(ws: Workspace, step: Step, src: irops.SourceOp) -> Snapshot:
 
         git.fetch(src.git, layer, work, granted)  # type: ignore[arg-type]
     lid = ws.commit(layer)
-    shutil.rmtree(work, ignore_errors=True)
+    safefs.rmtree(work, ignore_errors=True)
     return ws.snapshot([lid] if lid else [])

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from backend.devnodes import DEVICE_XATTR, placeholder_of
+
 from backend.blobs import BlobStore
 from backend.layers import (MT_LAYER, MT_LAYER_GZIP, MT_LAYER_ZSTD, OPAQUE_XATTR, ExtractLimits, LayerError,
                             extract_layer, is_empty_layer, write_layer, write_layer_to_store, write_layers_to_store)
@@ -91,7 +93,12 @@ def snapshot(d: Path, *, mtimes: bool = True, skip_xattrs: tuple[str, ...] = ())
             entry = {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid, "xattrs": xa}
             if mtimes:
                 entry["mtime"] = int(st.st_mtime)
-            if stat.S_ISREG(st.st_mode):
+            node = placeholder_of(p, st)  # the store keeps a device node as its placeholder
+            if node is not None:
+                xa.pop(DEVICE_XATTR, None)
+                entry["mode"] = node[0] | stat.S_IMODE(st.st_mode)
+                entry["rdev"] = (os.major(node[1]), os.minor(node[1]))
+            elif stat.S_ISREG(st.st_mode):
                 entry["sha"] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
                 inodes.setdefault((st.st_dev, st.st_ino), []).append(rel)
             elif stat.S_ISLNK(st.st_mode):

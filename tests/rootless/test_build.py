@@ -180,7 +180,7 @@ def test_multistage_build(cli, snapshotter):
     assert re.search(rf"^=> snapshotter: {expected}$", first.stderr, re.M), first.stderr
     if mode == "rootless":
         assert "rootless: user namespace as uid 0" in first.stderr
-        assert "dev/mydev: device node 1:3 skipped (rootless build" in first.stderr
+        assert "skipped" not in first.stderr  # a device node is a placeholder in the store (backend.devnodes)
     assert (runner.home / ".cache" / "irctl" / "index.db").is_file()
 
     second = runner.run(*args, env=env)
@@ -198,6 +198,7 @@ def test_multistage_build(cli, snapshotter):
     assert (everything["home/app"].uid, everything["home/app"].gid) == (1000, 1000)
     assert (everything["home/app/mine.txt"].uid, everything["home/app/mine.txt"].gid) == (1000, 1000)
     assert "usr/bin/.wh.less" in everything
+    assert (everything["dev/mydev"].type, everything["dev/mydev"].devmajor) == (tarfile.CHRTYPE, 1)
     assert "gone/.wh..wh..opq" in everything
     for members in layers:
         for m in members.values():
