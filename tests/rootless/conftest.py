@@ -104,7 +104,7 @@ class UserCLI:
         self.root = root
         self.home = root / "home"
         src = root / "src"
-        for pkg in PACKAGES + (("tests", "spec") if with_tests else ()):
+        for pkg in PACKAGES + (("tests", "spec", "benchmarks") if with_tests else ()):
             shutil.copytree(REPO / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
         if with_tests:
             shutil.copy2(REPO / "pyproject.toml", src / "pyproject.toml")

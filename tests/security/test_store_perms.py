@@ -105,7 +105,15 @@ def _setid(root: Path) -> list[str]:
             and not os.path.isdir(p)]
 
 
+def _real_root() -> None:
+    from backend.userns import in_user_namespace
+
+    if in_user_namespace():
+        pytest.skip("RUN mknod needs real root (rootless: test_rootless_store_gives_other_users_nothing)")
+
+
 def _other_exists() -> None:
+    _real_root()
     if subprocess.run(["id", OTHER], capture_output=True).returncode != 0:
         pytest.skip(f"no user {OTHER!r}")
 
@@ -137,6 +145,7 @@ def test_store_and_local_export_give_other_users_nothing(shared_dir, layout_ctx)
 def test_image_exports_keep_devices_and_setuid(shared_dir, layout_ctx):
     """Faithful images: a rootfs tar and a layer tar still carry the nodes (as tar entries, never as
     nodes on disk) and the setuid bits."""
+    _real_root()
     import tarfile
 
     ctx = write_ctx(shared_dir / "ctx", {"Dockerfile": HOSTILE.format(mknod=MKNOD), "devs.tar": _devs_tar()})
