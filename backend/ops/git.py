@@ -168,9 +168,24 @@ def local_paths(path: str, limit: int = 64) -> list[str]:
             for line in _small(os.path.join(objects, "info", "alternates")).splitlines():
                 if line.strip() and not line.startswith("#"):
                     todo.append(os.path.join(objects, line.strip()))
+            if not os.path.lexists(os.path.join(p, ".git")):  # a git dir: git follows every link in it
+                todo.extend(_links_in(p))                   # (objects/, refs/, HEAD, packed-refs…)
     if todo:
-        seen.append("(more alternates than irctl follows)")
+        seen.append("(more linked paths than irctl follows)")
     return seen
+
+
+def _links_in(gitdir: str) -> list[str]:
+    """Where the symlinks inside ``gitdir`` lead: an ``objects`` or ``refs`` that is a link to another
+    repository makes git read that repository, so each target is checked like the repository itself."""
+    try:
+        targets = {os.path.realpath(os.path.join(gitdir, os.fsdecode(e.rel)))
+                   for e in safefs.walk(gitdir, sort=False, where="in a local git repository")
+                   if stat.S_ISLNK(e.st.st_mode)}
+    except OSError as e:
+        return [f"(unreadable: {safefs.os_error_text(e)})"]
+    inside = os.path.realpath(gitdir) + os.sep
+    return sorted(t for t in targets if not t.startswith(inside))  # links within it are walked already
 
 
 def _small(path: str) -> str:

@@ -374,6 +374,39 @@ def test_a_granted_directory_cannot_lead_git_outside_the_grant(tmp_path: Path, v
     assert not tree_has(tmp_path / "cache", SECRET) if (tmp_path / "cache").exists() else True
 
 
+def test_links_inside_a_granted_repository_cannot_lead_git_outside_the_grant(tmp_path: Path, vault: Path) -> None:
+    """A repository under the grant whose ``objects`` and ``refs`` (or only a packed ref, or
+    ``HEAD``) are symlinks into an ungranted repository: git follows links inside a git dir, so the
+    targets are checked like the repository (found by the review after issue 11)."""
+    granted = tmp_path / "granted"
+    granted.mkdir()
+    bare = granted / "bare.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    for name in ("objects", "refs"):
+        shutil.rmtree(bare / name)
+        (bare / name).symlink_to(vault / ".git" / name)
+    wt = make_repo(granted / "wt", {"x.txt": "x\n"})  # a work tree whose .git/objects is a link
+    shutil.rmtree(wt / ".git" / "objects")
+    (wt / ".git" / "objects").symlink_to(vault / ".git" / "objects")
+    deep = make_repo(granted / "deep", {"x.txt": "x\n"})  # one loose-object directory linked
+    loose = next(p for p in sorted((vault / ".git" / "objects").iterdir()) if len(p.name) == 2)
+    shutil.rmtree(deep / ".git" / "objects" / loose.name, ignore_errors=True)
+    (deep / ".git" / "objects" / loose.name).symlink_to(loose)
+    for i, remote in enumerate([str(bare), f"file://{bare}", str(wt), str(deep)]):
+        graph = write_graph(tmp_path / f"g{i}.ir", b.git(remote, "main"))
+        r = irctl("solve", graph, "--cache-dir", tmp_path / "cache", "--allow", f"fs.read={granted}",
+                  "--progress", "plain", timeout=120)
+        assert r.code != 0, (remote, r.stdout)
+        assert "--allow fs.read=" in r.stderr and str(vault) in r.stderr, r.stderr
+    assert not tree_has(tmp_path / "cache", SECRET) if (tmp_path / "cache").exists() else True
+    plain = make_repo(granted / "plain", {"ok.txt": "ok\n"})  # links that stay inside are fine
+    (plain / ".git" / "HEAD.link").symlink_to(plain / ".git" / "HEAD")
+    graph = write_graph(tmp_path / "ok.ir", b.git(str(plain), "main"))
+    r = irctl("solve", graph, "--cache-dir", tmp_path / "cache", "--allow", f"fs.read={granted}",
+              "--progress", "plain", timeout=120)
+    assert r.code == 0, r.stderr
+
+
 @pytest.mark.parametrize("remote,kind,where", [
     ("/srv/a:b", "local", "/srv/a:b"),  # a '/' before the ':': a path (git's rule)
     ("srv:a/b", "ssh", "srv"),  # a ':' before any '/': scp-like ssh
