@@ -124,7 +124,7 @@ class _TimedChannel(wire.Channel):
     that sends half a frame, or stops reading its answers, cannot hang irctl."""
 
     def __init__(self, child: "_Child") -> None:
-        super().__init__(child.proc.stdout, child.proc.stdin)
+        super().__init__(child.proc.stdout, child.proc.stdin, hostile=True)
         self.child = child
         os.set_blocking(child.proc.stdin.fileno(), False)  # type: ignore[union-attr]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -186,6 +187,31 @@ def test_a_hostile_child_cannot_make_the_parent_do_anything_else(frame: str, mon
     assert time.monotonic() - t < 15
     assert msg.startswith(("build.py: the sandbox", "build.py: the sandboxed build file",
                            "build.py: the build file ran longer than 3 s")), msg
+
+
+@pytest.mark.parametrize("frame", [
+    "b'\\xdd' + struct.pack('>I', N) + b'\\x90' * N",  # 64 M empty arrays: 1 byte each on the wire
+    "b'\\xdd' + struct.pack('>I', N) + b'\\x80' * N",  # empty maps
+    "b'\\xdd' + struct.pack('>I', N // 4005) + (b'\\xdc' + struct.pack('>H', 4000) + b'\\x90' * 4000) * (N // 4005)",
+    "b'\\xdd' + struct.pack('>I', N // 8005) + (b'\\xdc' + struct.pack('>H', 4000) + b'\\xd0\\x80' * 4000) * (N // 8005)",
+])
+def test_a_child_frame_that_decodes_huge_costs_the_parent_bounded_memory(tmp_path: Path, frame: str) -> None:
+    """A frame under the size limit made of one-byte containers (or small ints) that msgpack turns
+    into 64-byte objects: the parent (irctl, on the host) took 4.8 GB and 26 s for one (found by the
+    review after issue 11).  Through the real CLI, measured alone."""
+    from tests.security.measure import MIB, run_measured
+
+    (tmp_path / "build.py").write_text(
+        "import os, struct\n"
+        f"N = (64 << 20) - 16\nbody = {frame}\ndata = struct.pack('>I', len(body)) + body\n"
+        "for fd in range(3, 20):\n"
+        "    try:\n        os.write(fd, data)\n    except OSError:\n        pass\n"
+        "import time\ntime.sleep(30)\n")
+    code, _, err, rss = run_measured([sys.executable, "-m", "irctl", "compile", "-f", str(tmp_path / "build.py"),
+                                      str(tmp_path), "-o", str(tmp_path / "g.ir")], timeout=120)
+    text = err.decode(errors="replace")
+    assert code == 1 and "broke the protocol" in text and "Traceback" not in text, text
+    assert rss < 256 * MIB, f"{rss / MIB:.0f} MiB"
 
 
 def test_a_child_that_stops_reading_cannot_hang_the_parent(monkeypatch) -> None:
