@@ -119,6 +119,12 @@ def _clean(text: str, limit: int = MAX_WARNING) -> str:
     return _CONTROL.sub("?", text[:limit])
 
 
+def _lookup_failed(n: int) -> str:
+    """What the child is told instead of the resolver's error (replaced by it in the message the
+    user sees)."""
+    return f"image lookup #{n} failed (irctl shows why)"
+
+
 class _TimedChannel(wire.Channel):
     """The parent's end: every read and write waits at most until the child's deadline, so a child
     that sends half a frame, or stops reading its answers, cannot hang irctl."""
@@ -167,6 +173,7 @@ class _Child:
         self.reader = threading.Thread(target=self._drain, daemon=True)
         self.reader.start()
         self.waited = 0.0  # time spent answering the child's questions: not the child's
+        self.lookup_errors: list[str] = []  # the resolver's errors, kept from the child (see answer)
         self.started = time.monotonic()
         self.chan = _TimedChannel(self)
 
@@ -241,7 +248,10 @@ class _Child:
         except wire.WireError:
             raise
         except Exception as e:  # the resolver's own error: the child reports it at the line that asked
-            self.chan.send({"error": str(e)})
+            # but never learns its text: a registry's error body (a loopback service's answer) must
+            # not reach a program that can write it into the image; irctl shows it if the build fails
+            self.lookup_errors.append(_clean(str(e), 1024))
+            self.chan.send({"error": _lookup_failed(len(self.lookup_errors))})
             return
         finally:
             self.waited += time.monotonic() - t
@@ -273,7 +283,10 @@ class _Child:
                         raise wire.WireError(f"more than {MAX_RESOLVES} image lookups")
                     self.answer(msg)
                 elif op == "fail" and set(msg) == {"op", "message"} and isinstance(msg["message"], str):
-                    raise FrontendError(_clean(msg["message"], 16384))
+                    text = _clean(msg["message"], 16384)
+                    for i, e in enumerate(self.lookup_errors[:64], 1):  # the child saw placeholders
+                        text = text.replace(_lookup_failed(i), e)
+                    raise FrontendError(text)
                 elif op == "done" and set(msg) == {"op", "document", "warnings"} \
                         and isinstance(msg["document"], bytes) and isinstance(msg["warnings"], list):
                     warnings = msg["warnings"]

@@ -214,6 +214,58 @@ def test_a_child_frame_that_decodes_huge_costs_the_parent_bounded_memory(tmp_pat
     assert rss < 256 * MIB, f"{rss / MIB:.0f} MiB"
 
 
+def test_a_registry_error_body_never_reaches_the_build_file(tmp_path: Path) -> None:
+    """The parent resolves images for the child, on any registry (a loopback one too, like FROM);
+    the resolver's error quotes the registry's answer, so a build file asking for
+    ``127.0.0.1:PORT/…`` read a loopback service's response body and wrote it into the image (found
+    by the review after issue 11).  The child gets only "image lookup #N failed"; the user sees the reason
+    when the build fails."""
+    import http.server
+    import subprocess
+
+    secret = "loopback-service-body-5be1"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = ('{"errors":[{"code":"X","message":"%s"}]}' % secret).encode()
+            self.send_response(404 if "/404/" in self.path else 500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        (tmp_path / "build.py").write_text(
+            "import os, struct, msgpack\nfrom frontends.pydsl import image, scratch, target\n"
+            "def ask(ref):  # straight over the pipe\n"
+            "    m = msgpack.packb({'op': 'resolve_image', 'ref': ref, 'platform': ['linux', 'amd64', '']})\n"
+            "    os.write(4, struct.pack('>I', len(m)) + m)\n"
+            "    n = struct.unpack('>I', os.read(3, 4))[0]\n    data = b''\n"
+            "    while len(data) < n:\n        data += os.read(3, n - len(data))\n"
+            "    return repr(msgpack.unpackb(data))\n"
+            f"got = [ask('127.0.0.1:{port}/404/x:y'), ask('127.0.0.1:{port}/500/x:y')]\n"
+            "target('default', scratch().label('got', ' | '.join(got)))\n")
+        r = irctl("compile", "--frontend", "pydsl", "-f", tmp_path / "build.py", tmp_path, "-o", tmp_path / "g.ir",
+                  "--cache-dir", tmp_path / "cache", timeout=120)
+        assert r.code == 0, r.stderr
+        dump = subprocess.run([sys.executable, "-m", "irctl", "dump", "--format", "json", str(tmp_path / "g.ir")],
+                              capture_output=True, text=True, check=True).stdout
+        assert "image lookup #2 failed" in dump and secret not in dump, dump
+        (tmp_path / "fail.py").write_text(f"from frontends.pydsl import image, target\n"
+                                          f"target('default', image('127.0.0.1:{port}/404/x:y'))\n")
+        r = irctl("compile", "--frontend", "pydsl", "-f", tmp_path / "fail.py", tmp_path, "-o", tmp_path / "f.ir",
+                  "--cache-dir", tmp_path / "cache", timeout=120)
+        assert r.code == 1 and "fail.py:2: " in r.stderr and secret in r.stderr, r.stderr  # the user sees why
+    finally:
+        server.shutdown()
+
+
 def test_a_child_that_stops_reading_cannot_hang_the_parent(monkeypatch) -> None:
     """It asks for an image and never reads the (large) answer: the parent's write times out."""
     monkeypatch.setenv("IRCTL_PYDSL_TIMEOUT", "3")
