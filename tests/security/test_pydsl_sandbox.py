@@ -66,6 +66,34 @@ def test_host_files_are_not_there(path: str) -> None:
     assert msg.startswith("build.py:3: ") or msg.startswith("build.py:2: "), msg
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the caller's own files: a root-owned 0600 file needs root")
+def test_a_root_only_file_in_a_bound_directory_stays_unreadable() -> None:
+    """The sandbox binds /usr and Python's prefix read-only; its uid 65534 was the caller's uid
+    outside, so as root it read any root-owned 0600 file there (found by the review after issue 11).
+    Now the child is the host's nobody."""
+    import sysconfig
+
+    probes = [Path("/usr/local/share") / f".irctl-pydsl-probe-{os.getpid()}",
+              Path(sysconfig.get_paths()["stdlib"]) / f".irctl-pydsl-probe-{os.getpid()}"]
+    try:
+        for p in probes:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.write(fd, b"root-only-in-usr-9d2e")
+            os.close(fd)
+            msg = compile_text(f"import os\nassert os.path.exists({str(p)!r}), 'not bound'\nopen({str(p)!r}).read()\n")
+            assert msg.startswith("build.py:4: PermissionError"), (p, msg)
+        msg = compile_text("import os\nassert os.getuid() == 65534 and os.getgid() == 65534 and not os.getgroups()\n"
+                           "assert open('/proc/self/uid_map').read().split() in (['65534', '65534', '1'], "
+                           "['0', '0', '1', '65534', '65534', '1']), 'map'\n"
+                           "caps = [l for l in open('/proc/self/status') if l.startswith(('CapEff', 'CapPrm'))]\n"
+                           "assert all(l.split()[1] == '0' * 16 for l in caps), caps\n")
+        assert msg == "" or "No such file" in msg, msg  # /proc may be absent: then the uid checks passed
+    finally:
+        for p in probes:
+            p.unlink(missing_ok=True)
+
+
 def test_home_context_cache_and_tmp_are_not_there(tmp_path: Path) -> None:
     home = Path.home() / f".irctl-sandbox-probe-{os.getpid()}"
     home.write_text("home secret")
@@ -243,11 +271,15 @@ def test_a_registry_error_body_never_reaches_the_build_file(tmp_path: Path) -> N
     try:
         (tmp_path / "build.py").write_text(
             "import os, struct, msgpack\nfrom frontends.pydsl import image, scratch, target\n"
+            "import fcntl, stat\n"
+            "def mode(fd):\n    try:\n        return stat.S_ISFIFO(os.fstat(fd).st_mode) and fcntl.fcntl(fd, fcntl.F_GETFL) & 3\n"
+            "    except OSError:\n        return None\n"
+            "rd = [fd for fd in range(3, 20) if mode(fd) == 0][0]\nwr = [fd for fd in range(3, 20) if mode(fd) == 1][0]\n"
             "def ask(ref):  # straight over the pipe\n"
             "    m = msgpack.packb({'op': 'resolve_image', 'ref': ref, 'platform': ['linux', 'amd64', '']})\n"
-            "    os.write(4, struct.pack('>I', len(m)) + m)\n"
-            "    n = struct.unpack('>I', os.read(3, 4))[0]\n    data = b''\n"
-            "    while len(data) < n:\n        data += os.read(3, n - len(data))\n"
+            "    os.write(wr, struct.pack('>I', len(m)) + m)\n"
+            "    n = struct.unpack('>I', os.read(rd, 4))[0]\n    data = b''\n"
+            "    while len(data) < n:\n        data += os.read(rd, n - len(data))\n"
             "    return repr(msgpack.unpackb(data))\n"
             f"got = [ask('127.0.0.1:{port}/404/x:y'), ask('127.0.0.1:{port}/500/x:y')]\n"
             "target('default', scratch().label('got', ' | '.join(got)))\n")
