@@ -240,7 +240,8 @@ class _Child:
             try:
                 pid = int(json.loads(data)["child-pid"])
             except (ValueError, KeyError, TypeError):
-                return  # bwrap stopped before its namespaces existed: reported by run() as a start failure
+                self.kill()  # bwrap stopped (or stalled) before its namespaces existed: a start failure
+                return
             for name in ("uid_map", "gid_map"):
                 with open(f"/proc/{pid}/{name}", "w") as f:
                     f.write(NOBODY_MAP)
