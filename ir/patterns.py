@@ -95,9 +95,9 @@ def _atoms(rx: str) -> list[tuple[str, object]] | None:
     """The regex ``compile_pattern`` made, as atoms: ("one", test) one character, ("star", test) any
     run of characters passing test, ("dslash", None) ``(.*/)?``.  None when it has a shape this
     parser does not know (then the regex is used as it is)."""
-    if not (rx.startswith("^") and rx.endswith("\\Z")):
+    if not rx.endswith("\\Z"):
         return None
-    body, atoms, i = rx[1:-2], [], 0
+    body, atoms, i = rx[1 if rx.startswith("^") else 0:-2], [], 0
     while i < len(body):
         if body.startswith("(.*/)?", i):
             atoms.append(("dslash", None))
@@ -135,6 +135,20 @@ def _atoms(rx: str) -> list[tuple[str, object]] | None:
         else:
             atoms.append(("one", test))
     return atoms
+
+
+class Linear:
+    """A compiled pattern whose ``match`` (whole string) runs in linear time: the regex's own when it
+    has fewer than ``_NFA_FROM`` unbounded parts, else the automaton.  For other wildcard
+    languages built on the same regex shapes (``backend.copy``'s ``filepath.Match``)."""
+
+    def __init__(self, regex: re.Pattern[str]) -> None:
+        atoms = _atoms(regex.pattern)
+        self.pattern = regex.pattern
+        if atoms is not None and sum(kind != "one" for kind, _ in atoms) >= _NFA_FROM:
+            self.match = lambda text: _nfa_match(atoms, text)  # type: ignore[method-assign]
+        else:
+            self.match = regex.match  # type: ignore[method-assign]
 
 
 def _ANY(c: str) -> bool:

@@ -295,3 +295,21 @@ def test_the_automaton_agrees_with_the_regex() -> None:
                 assert bool(rx.match(t)) == _nfa_match(atoms, t), (p, rx.pattern, t)
                 checked += 1
     assert checked > 50000
+
+
+def test_a_hostile_copy_wildcard_costs_linear_time(tmp_path: Path) -> None:
+    """The same backtracking through ``COPY *a*a…*b`` (Go's ``filepath.Match`` rules) against a
+    200-character name in the context (found by the review after issue 11)."""
+    from tests.cli.conftest import irctl
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / ("a" * 200)).write_text("x")
+    (ctx / ("a" * 20 + "b")).write_text("y")
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY " + "*a" * 12 + "*b /x/\n")
+    t = time.monotonic()
+    r = irctl("build", "--progress", "plain", "--cache-dir", tmp_path / "cache", "-o",
+              f"type=local,dest={tmp_path / 'out'}", ctx, timeout=60)
+    assert r.code == 0, r.stderr
+    assert time.monotonic() - t < 20
+    assert sorted(p.name for p in (tmp_path / "out" / "x").iterdir()) == ["a" * 20 + "b"]
