@@ -240,7 +240,7 @@ def has_wildcards(text: str) -> bool:
     return False
 
 
-def component_regex(seg: str, whole: str) -> re.Pattern[str]:
+def component_regex(seg: str, whole: str):
     """Go ``filepath.Match`` for one path component, as a regular expression."""
     rx, i, n = [], 0, len(seg)
     while i < n:
@@ -295,7 +295,9 @@ def component_regex(seg: str, whole: str) -> re.Pattern[str]:
             i = j
         else:
             rx.append(re.escape(ch))
-    return re.compile("".join(rx) + r"\Z", re.S)
+    from ir.patterns import Linear
+
+    return Linear(re.compile("".join(rx) + r"\Z", re.S))  # many stars: linear, not re's backtracking
 
 
 def unescape(text: str) -> str:

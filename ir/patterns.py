@@ -82,6 +82,116 @@ def _class_char(pattern: str, i: int) -> int:
     return i + 1
 
 
+# Python's re backtracks: a pattern with k stars against a name of n characters may cost n**k steps
+# (``*a*a*a*a*a*a*a*a*b`` in a hostile .dockerignore against a 60-character name took minutes; Go's
+# regexp, which BuildKit uses, is linear).  A pattern with this many unbounded parts is matched by
+# simulating its automaton instead (time: path length x pattern length, ~100x the C regex on short
+# paths); fewer keep the C regex, at most quadratic in a name (255 bytes) or a path's depth, and
+# fast for the common patterns ("*.pyc", "**/*.pyc", "dir/**").
+_NFA_FROM = 3
+
+
+def _atoms(rx: str) -> list[tuple[str, object]] | None:
+    """The regex ``compile_pattern`` made, as atoms: ("one", test) one character, ("star", test) any
+    run of characters passing test, ("dslash", None) ``(.*/)?``.  None when it has a shape this
+    parser does not know (then the regex is used as it is)."""
+    if not rx.endswith("\\Z"):
+        return None
+    body, atoms, i = rx[1 if rx.startswith("^") else 0:-2], [], 0
+    while i < len(body):
+        if body.startswith("(.*/)?", i):
+            atoms.append(("dslash", None))
+            i += 6
+            continue
+        if body.startswith(".*", i):
+            atoms.append(("star", _ANY))
+            i += 2
+            continue
+        ch = body[i]
+        if ch == "[":
+            j = i + 1
+            if body.startswith("^", j):
+                j += 1
+            if body.startswith("]", j):
+                j += 1
+            while j < len(body) and body[j] != "]":
+                j += 2 if body[j] == "\\" else 1
+            if j >= len(body):
+                return None
+            piece, i = body[i:j + 1], j + 1
+        elif ch == "\\":
+            piece, i = body[i:i + 2], i + 2
+        elif ch in "^()|?*+{}.$":  # an anchor or an operator: not a shape made here for the automaton
+            return None
+        else:
+            piece, i = re.escape(ch), i + 1
+        try:
+            test = re.compile(piece, re.DOTALL).fullmatch
+        except re.error:
+            return None
+        if body.startswith("*", i):
+            atoms.append(("star", test))
+            i += 1
+        else:
+            atoms.append(("one", test))
+    return atoms
+
+
+class Linear:
+    """A compiled pattern whose ``match`` (whole string) runs in linear time: the regex's own when it
+    has fewer than ``_NFA_FROM`` unbounded parts, else the automaton.  For other wildcard
+    languages built on the same regex shapes (``backend.copy``'s ``filepath.Match``)."""
+
+    def __init__(self, regex: re.Pattern[str]) -> None:
+        atoms = _atoms(regex.pattern)
+        self.pattern = regex.pattern
+        if atoms is not None and sum(kind != "one" for kind, _ in atoms) >= _NFA_FROM:
+            self.match = lambda text: _nfa_match(atoms, text)  # type: ignore[method-assign]
+        else:
+            self.match = regex.match  # type: ignore[method-assign]
+
+
+def _ANY(c: str) -> bool:
+    return True
+
+
+def _nfa_match(atoms: list[tuple[str, object]], text: str) -> bool:
+    """Whether ``atoms`` match all of ``text``: the set of states advanced one character at a time
+    (a state is an atom index, and for ``(.*/)?`` whether it is inside the group)."""
+    n = len(atoms)
+
+    def closure(states: set[tuple[int, bool]]) -> set[tuple[int, bool]]:
+        todo = list(states)
+        while todo:
+            k, inside = todo.pop()
+            if k < n and not inside and atoms[k][0] != "one" and (k + 1, False) not in states:
+                states.add((k + 1, False))
+                todo.append((k + 1, False))
+        return states
+
+    current = closure({(0, False)})
+    for c in text:
+        following: set[tuple[int, bool]] = set()
+        for k, inside in current:
+            if k >= n:
+                continue
+            kind, test = atoms[k]
+            if kind == "one":
+                if test(c):  # type: ignore[operator]
+                    following.add((k + 1, False))
+            elif kind == "star":
+                if test(c):  # type: ignore[operator]
+                    following.add((k, False))
+            else:
+                following.add((k, True))
+                if c == "/":
+                    following.add((k + 1, False))
+        if not following:
+            return False
+        current = closure(following)
+    return (n, False) in current
+
+
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     """The regular expression patternmatcher builds for a cleaned pattern (without ``!``)."""
     rx = ["^"]
@@ -161,6 +271,9 @@ class Pattern:
             if arg.startswith("/"):
                 return re.compile("(?:^|/)" + re.escape(arg[1:]) + "\\Z").search
             return re.compile(re.escape(arg) + "\\Z").search
+        atoms = _atoms(self.regex.pattern)
+        if atoms is not None and sum(kind != "one" for kind, _ in atoms) >= _NFA_FROM:
+            return lambda path: _nfa_match(atoms, path)
         return self.regex.match
 
     def match(self, path: str) -> bool:

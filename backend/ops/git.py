@@ -49,7 +49,9 @@ _HOST = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?\.?|\[[0-9A-Fa-
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
 _REF = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/-]*")
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://(.*)", re.DOTALL)
-_KEEP_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SSH_AUTH_SOCK",
+# HOME and SSH_AUTH_SOCK are not kept: git runs with an empty HOME (no ~/.netrc for curl) and ssh with
+# no key files and no agent but the one granted with --ssh default (see Git.__init__)
+_KEEP_ENV = ("PATH", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ",
              "http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
              "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE")
 # Settings that keep a hostile repository or remote from running anything; the repository's own
@@ -168,9 +170,24 @@ def local_paths(path: str, limit: int = 64) -> list[str]:
             for line in _small(os.path.join(objects, "info", "alternates")).splitlines():
                 if line.strip() and not line.startswith("#"):
                     todo.append(os.path.join(objects, line.strip()))
+            if not os.path.lexists(os.path.join(p, ".git")):  # a git dir: git follows every link in it
+                todo.extend(_links_in(p))                   # (objects/, refs/, HEAD, packed-refs…)
     if todo:
-        seen.append("(more alternates than irctl follows)")
+        seen.append("(more linked paths than irctl follows)")
     return seen
+
+
+def _links_in(gitdir: str) -> list[str]:
+    """Where the symlinks inside ``gitdir`` lead: an ``objects`` or ``refs`` that is a link to another
+    repository makes git read that repository, so each target is checked like the repository itself."""
+    try:
+        targets = {os.path.realpath(os.path.join(gitdir, os.fsdecode(e.rel)))
+                   for e in safefs.walk(gitdir, sort=False, where="in a local git repository")
+                   if stat.S_ISLNK(e.st.st_mode)}
+    except OSError as e:
+        return [f"(unreadable: {safefs.os_error_text(e)})"]
+    inside = os.path.realpath(gitdir) + os.sep
+    return sorted(t for t in targets if not t.startswith(inside))  # links within it are walked already
 
 
 def _small(path: str) -> str:
@@ -221,7 +238,9 @@ def check_grants(g: irops.GitSource, granted: Entitlements, where: str) -> None:
 class Git:
     """git, run the safe way for one remote (see the module docstring)."""
 
-    def __init__(self, g: irops.GitSource, granted: Entitlements) -> None:
+    def __init__(self, g: irops.GitSource, granted: Entitlements, agent: str | os.PathLike | None = None) -> None:
+        """``agent``: the ssh agent socket granted with ``--ssh default``, the only credential git may
+        use; without it git authenticates as nobody (no agent, no ~/.ssh keys, no ~/.netrc)."""
         self.g = g
         self.remote = parse_remote(g.remote)
         check_ref(g.remote, g.ref)
@@ -247,7 +266,8 @@ class Git:
         self.config = [a for c in config for a in ("-c", c)]
         # ssh: no ssh_config (-F /dev/null, as BuildKit does: no ProxyCommand, no aliases), and pinned to
         # the checked address, the name kept for known_hosts
-        ssh = ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "ClearAllForwardings=yes"]
+        ssh = ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "ClearAllForwardings=yes",
+               "-o", "IdentityFile=none", "-o", f"IdentityAgent={os.fspath(agent) if agent else 'none'}"]
         if self.remote.kind == "ssh" and netcheck.refusal(self.remote.host) is None:
             ssh += ["-o", f"HostName={checked.address}", "-o", f"HostKeyAlias={self.remote.host}"]
         env = {k: os.environ[k] for k in _KEEP_ENV if k in os.environ}
@@ -259,9 +279,10 @@ class Git:
 
     def run(self, *args: str, cwd: Path, timeout: float = 600) -> str:
         try:
-            r = subprocess.run(["git", *self.config, *args], cwd=cwd, capture_output=True, text=True,
-                               env={**self.env, "GIT_CEILING_DIRECTORIES": str(cwd.parent)}, timeout=timeout,
-                               stdin=subprocess.DEVNULL, errors="replace")
+            with tempfile.TemporaryDirectory(prefix="irctl-git-home-") as home:  # empty: no ~/.netrc
+                r = subprocess.run(["git", *self.config, *args], cwd=cwd, capture_output=True, text=True,
+                                   env={**self.env, "HOME": home, "GIT_CEILING_DIRECTORIES": str(cwd.parent)},
+                                   timeout=timeout, stdin=subprocess.DEVNULL, errors="replace")
         except (OSError, subprocess.SubprocessError) as e:
             raise SolveError(f"git {args[0]} {self.g.remote}: {e}") from None
         if r.returncode != 0:
@@ -295,11 +316,12 @@ class Git:
             os.rename(src / entry, layer / entry)
 
 
-def fetch_key_extra(g: irops.GitSource, granted: Entitlements) -> str:
+def fetch_key_extra(g: irops.GitSource, granted: Entitlements, agent: str | os.PathLike | None = None) -> str:
     if re.fullmatch(r"[0-9a-f]{40}", g.ref or ""):
         return g.ref
-    return Git(g, granted).resolve_ref()
+    return Git(g, granted, agent).resolve_ref()
 
 
-def fetch(g: irops.GitSource, layer: Path, work: Path, granted: Entitlements) -> None:
-    Git(g, granted).checkout(layer, work)
+def fetch(g: irops.GitSource, layer: Path, work: Path, granted: Entitlements,
+          agent: str | os.PathLike | None = None) -> None:
+    Git(g, granted, agent).checkout(layer, work)

@@ -97,7 +97,7 @@ def fetch_key_extra(src: irops.SourceOp, options) -> str | None:
         return "" if src.http.checksum else None
     from backend.ops import git
 
-    return git.fetch_key_extra(src.git, options.entitlements)  # type: ignore[arg-type]
+    return git.fetch_key_extra(src.git, options.entitlements, options.ssh.get("default"))  # type: ignore[arg-type]
 
 
 def fetch_source(ws: Workspace, step: Step, src: irops.SourceOp) -> Snapshot:
@@ -112,7 +112,7 @@ def fetch_source(ws: Workspace, step: Step, src: irops.SourceOp) -> Snapshot:
     else:
         from backend.ops import git
 
-        git.fetch(src.git, layer, work, granted)  # type: ignore[arg-type]
+        git.fetch(src.git, layer, work, granted, ws.options.ssh.get("default"))  # type: ignore[arg-type,attr-defined]
     lid = ws.commit(layer)
     safefs.rmtree(work, ignore_errors=True)
     return ws.snapshot([lid] if lid else [])

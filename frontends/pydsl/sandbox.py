@@ -51,6 +51,14 @@ _PACKAGES = ("frontends", "ir")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _BOOT = ("import sys; sys.path[:0] = ['/irctl', '/irctl/lib']; "
          "from frontends.pydsl.child import main; main()")
+# As root, the sandbox's user namespace maps its uid to the caller's: uid 65534 inside was root
+# outside, and read every root-owned file the bound directories hold (mode 0600 included).  So as
+# root irctl writes the map itself — 0 and 65534 to themselves — and the child's first act is to
+# become 65534 (the host's nobody), keeping only CAP_SETUID/CAP_SETGID until then (and to close the
+# end of the map pipe bwrap leaves open).
+_DROP = ("import os; os.closerange(3, 65536); os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534); "
+         "assert os.getresuid() == (65534,) * 3; ")
+NOBODY_MAP = "0 0 1\n65534 65534 1\n"
 
 
 def _timeout() -> float:
@@ -69,12 +77,18 @@ def _module_path(name: str) -> Path:
     return Path(spec.origin)
 
 
-def bwrap_argv(bwrap: str) -> list[str]:
-    """The bubblewrap command line (without the Python command)."""
+def bwrap_argv(bwrap: str, map_fds: tuple[int, int] | None = None) -> list[str]:
+    """The bubblewrap command line (without the Python command).  ``map_fds`` (as root): the
+    (block, info) pipe ends through which irctl writes the user namespace's map (see ``_DROP``)."""
+    if map_fds is None:
+        user = ["--disable-userns", "--cap-drop", "ALL", "--uid", "65534", "--gid", "65534"]
+    else:  # --disable-userns cannot go with a map written from outside; the child's seccomp refuses unshare
+        user = ["--userns-block-fd", str(map_fds[0]), "--info-fd", str(map_fds[1]), "--cap-drop", "ALL",
+                "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     argv = [bwrap, "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
-            "--unshare-cgroup", "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--unshare-cgroup", *user, "--die-with-parent", "--new-session",
             "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
-            "--setenv", "HOME", "/tmp", "--uid", "65534", "--gid", "65534", "--hostname", "pydsl"]
+            "--setenv", "HOME", "/tmp", "--hostname", "pydsl"]
     for top in ("bin", "lib", "lib32", "lib64", "libx32", "sbin"):
         p = Path("/", top)
         if p.is_symlink():
@@ -101,9 +115,30 @@ def bwrap_argv(bwrap: str) -> list[str]:
             pyc = Path(importlib.util.cache_from_source(str(path)))
             if pyc.is_file():
                 argv += ["--ro-bind", str(pyc), f"/irctl/lib/__pycache__/{pyc.name}"]
-    argv += ["--dev", "/dev", "--size", str(TMPFS), "--tmpfs", "/tmp", "--remount-ro", "/dev", "--remount-ro", "/",
+    argv = _open_parents(argv)
+    argv += ["--dev", "/dev", "--perms", "1777", "--size", str(TMPFS), "--tmpfs", "/tmp", "--remount-ro", "/dev", "--remount-ro", "/",
              "--chdir", "/tmp"]
     return argv
+
+
+def _open_parents(argv: list[str]) -> list[str]:
+    """``argv`` with a ``--perms 0755 --dir`` for every directory bwrap would create above a bind's
+    destination (it makes them 0700, which the child, 65534 as root, could not pass)."""
+    out: list[str] = []
+    made: set[str] = set()
+    i = 0
+    while i < len(argv):
+        if argv[i] in ("--ro-bind", "--tmpfs", "--symlink"):
+            dest = argv[i + (1 if argv[i] == "--tmpfs" else 2)]
+            for parent in reversed(Path(dest).parents):
+                p = str(parent)
+                if p != "/" and p not in made:
+                    made.add(p)
+                    out += ["--perms", "0755", "--dir", p]
+            made.add(dest)
+        out.append(argv[i])
+        i += 1
+    return out
 
 
 def _limits(seconds: float) -> None:
@@ -119,12 +154,18 @@ def _clean(text: str, limit: int = MAX_WARNING) -> str:
     return _CONTROL.sub("?", text[:limit])
 
 
+def _lookup_failed(n: int) -> str:
+    """What the child is told instead of the resolver's error (replaced by it in the message the
+    user sees)."""
+    return f"image lookup #{n} failed (irctl shows why)"
+
+
 class _TimedChannel(wire.Channel):
     """The parent's end: every read and write waits at most until the child's deadline, so a child
     that sends half a frame, or stops reading its answers, cannot hang irctl."""
 
     def __init__(self, child: "_Child") -> None:
-        super().__init__(child.proc.stdout, child.proc.stdin)
+        super().__init__(child.proc.stdout, child.proc.stdin, hostile=True)
         self.child = child
         os.set_blocking(child.proc.stdin.fileno(), False)  # type: ignore[union-attr]
 
@@ -160,15 +201,56 @@ class _Child:
             raise FrontendError(f"{self.name}: the Python DSL runs only in a sandbox, and bubblewrap (bwrap) is not "
                                 "installed; install it (Debian: apt-get install bubblewrap)")
         self.seconds = _timeout()
-        argv = bwrap_argv(bwrap) + [os.path.realpath(sys.executable), "-I", "-S", "-B", "-c", _BOOT]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     bufsize=0, preexec_fn=lambda: _limits(self.seconds), start_new_session=True)
+        root = os.geteuid() == 0
+        block, info = (os.pipe(), os.pipe()) if root else ((-1, -1), (-1, -1))
+        argv = bwrap_argv(bwrap, (block[0], info[1]) if root else None) + [
+            os.path.realpath(sys.executable), "-I", "-S", "-B", "-c", (_DROP if root else "") + _BOOT]
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         bufsize=0, preexec_fn=lambda: _limits(self.seconds), start_new_session=True,
+                                         pass_fds=(block[0], info[1]) if root else ())
+        finally:
+            for fd in (block[0], info[1]):
+                if fd >= 0:
+                    os.close(fd)
+        if root:
+            self._map_user_namespace(block[1], info[0])
         self.stderr = bytearray()
         self.reader = threading.Thread(target=self._drain, daemon=True)
         self.reader.start()
         self.waited = 0.0  # time spent answering the child's questions: not the child's
+        self.lookup_errors: list[str] = []  # the resolver's errors, kept from the child (see answer)
         self.started = time.monotonic()
         self.chan = _TimedChannel(self)
+
+    def _map_user_namespace(self, block_w: int, info_r: int) -> None:
+        """Write the sandbox's uid and gid maps (root: ``NOBODY_MAP``), then let bwrap go on.  bwrap
+        reports its child's pid on ``info_r`` first; if it fails before that, the run fails at start."""
+        import json
+
+        try:
+            data = b""
+            with selectors.DefaultSelector() as sel:
+                sel.register(info_r, selectors.EVENT_READ)
+                while not data.rstrip().endswith(b"}") and len(data) < 65536 and sel.select(10):
+                    chunk = os.read(info_r, 4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            try:
+                pid = int(json.loads(data)["child-pid"])
+            except (ValueError, KeyError, TypeError):
+                self.kill()  # bwrap stopped (or stalled) before its namespaces existed: a start failure
+                return
+            for name in ("uid_map", "gid_map"):
+                with open(f"/proc/{pid}/{name}", "w") as f:
+                    f.write(NOBODY_MAP)
+            os.write(block_w, b"1")
+        except OSError:
+            self.kill()  # no map: the sandbox must not start
+        finally:
+            os.close(block_w)
+            os.close(info_r)
 
     def _drain(self) -> None:
         assert self.proc.stderr is not None
@@ -241,7 +323,10 @@ class _Child:
         except wire.WireError:
             raise
         except Exception as e:  # the resolver's own error: the child reports it at the line that asked
-            self.chan.send({"error": str(e)})
+            # but never learns its text: a registry's error body (a loopback service's answer) must
+            # not reach a program that can write it into the image; irctl shows it if the build fails
+            self.lookup_errors.append(_clean(str(e), 1024))
+            self.chan.send({"error": _lookup_failed(len(self.lookup_errors))})
             return
         finally:
             self.waited += time.monotonic() - t
@@ -273,7 +358,10 @@ class _Child:
                         raise wire.WireError(f"more than {MAX_RESOLVES} image lookups")
                     self.answer(msg)
                 elif op == "fail" and set(msg) == {"op", "message"} and isinstance(msg["message"], str):
-                    raise FrontendError(_clean(msg["message"], 16384))
+                    text = _clean(msg["message"], 16384)
+                    for i, e in enumerate(self.lookup_errors[:64], 1):  # the child saw placeholders
+                        text = text.replace(_lookup_failed(i), e)
+                    raise FrontendError(text)
                 elif op == "done" and set(msg) == {"op", "document", "warnings"} \
                         and isinstance(msg["document"], bytes) and isinstance(msg["warnings"], list):
                     warnings = msg["warnings"]

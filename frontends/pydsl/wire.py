@@ -21,9 +21,18 @@ class WireError(Exception):
     """A frame that is not what the protocol allows."""
 
 
+# What the parent accepts from the child beyond the frame size: msgpack spends ~64 bytes on an empty
+# array or map that costs one byte on the wire, so a 64 MiB frame of them would take 4 GiB of the
+# parent's memory; the child's messages are small maps (a few short lists and one bytes document).
+MAX_ITEMS = 65536  # list elements and map entries in one message, all levels together
+MAX_LEN = 4096  # one list's or map's length
+
+
 class Channel:
-    def __init__(self, reader, writer, limit: int = MAX_FRAME) -> None:
-        self.reader, self.writer, self.limit = reader, writer, limit
+    def __init__(self, reader, writer, limit: int = MAX_FRAME, hostile: bool = False) -> None:
+        """``hostile``: frames from the other side are untrusted (the parent's end): bounded in items
+        as well as bytes."""
+        self.reader, self.writer, self.limit, self.hostile = reader, writer, limit, hostile
 
     def send(self, msg: dict) -> None:
         data = msgpack.packb(msg, use_bin_type=True)
@@ -51,12 +60,27 @@ class Channel:
         if n > self.limit:
             raise WireError(f"a {n}-byte message (the limit is {self.limit})")
         try:
-            msg = msgpack.unpackb(self._exact(n), raw=False, strict_map_key=True, use_list=True)
+            msg = msgpack.unpackb(self._exact(n), raw=False, strict_map_key=True, use_list=True,
+                                  **(_bounded() if self.hostile else {}))
         except (ValueError, msgpack.UnpackException) as e:
             raise WireError(f"not a message: {e}") from None
         if not isinstance(msg, dict):
             raise WireError("not a map")
         return msg
+
+
+def _bounded() -> dict:
+    """msgpack options refusing a message with more than MAX_ITEMS items or a list or map longer
+    than MAX_LEN (checked on the declared length, before it is built)."""
+    seen = [0]
+
+    def count(obj):
+        seen[0] += len(obj) + 1
+        if seen[0] > MAX_ITEMS:
+            raise ValueError(f"more than {MAX_ITEMS} items in one message")
+        return obj
+
+    return {"max_array_len": MAX_LEN, "max_map_len": MAX_LEN, "list_hook": count, "object_hook": count}
 
 
 def platform_out(p: ops.Platform) -> list[str]:

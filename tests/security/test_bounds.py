@@ -246,3 +246,70 @@ def test_a_valid_graph_near_the_budget_is_read_and_rendered_within_the_limit(com
     assert code == 0, err
     print(f"{command}: peak RSS {rss / MIB:.0f} MiB")
     assert rss < RSS_LIMIT, f"{command}: {rss / MIB:.0f} MiB"
+
+
+HOSTILE_PATTERNS = ["*a" * 12 + "*b", "**/" + "*a" * 10 + "*b", "a*a*a*a*a*a*a*a*[!x]", "*?" * 10 + "*/x"]
+
+
+@pytest.mark.parametrize("pattern", HOSTILE_PATTERNS)
+def test_a_hostile_ignore_pattern_costs_linear_time(tmp_path: Path, pattern: str) -> None:
+    """A .dockerignore line with many stars against a long name: Python's backtracking regex took
+    n**k steps — ``*a*a*a*a*a*a*a*a*a*a*a*a*b`` and a 200-character name ran for more than ten
+    minutes and ignored SIGTERM (found by the review after issue 11).  Through the real CLI."""
+    from tests.cli.conftest import irctl
+
+    ctx = tmp_path / "ctx"
+    (ctx / ("a" * 200)).mkdir(parents=True)
+    (ctx / ("a" * 200) / ("a" * 200)).write_text("x")
+    (ctx / ".dockerignore").write_text(pattern + "\n")
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
+    t = time.monotonic()
+    r = irctl("build", "--progress", "plain", "--cache-dir", tmp_path / "cache", ctx, timeout=60)
+    assert r.code == 0, r.stderr
+    assert time.monotonic() - t < 20
+
+
+def test_the_automaton_agrees_with_the_regex() -> None:
+    """Where the ignore matcher simulates a pattern's automaton (many stars), it gives the regex's
+    answer: random patterns over the pattern language, random paths."""
+    import random
+    import warnings
+
+    from ir.patterns import PatternError, _atoms, _nfa_match, compile_pattern
+
+    rng = random.Random(11)
+    checked = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(20000):
+            p = "".join(rng.choice("ab/*?.[]^-\\!") for _ in range(rng.randint(1, 10)))
+            try:
+                rx = compile_pattern(p)
+            except PatternError:
+                continue
+            atoms = _atoms(rx.pattern)
+            if atoms is None:
+                continue
+            for _ in range(8):
+                t = "".join(rng.choice("ab/.[]^-*?\\!") for _ in range(rng.randint(0, 8)))
+                assert bool(rx.match(t)) == _nfa_match(atoms, t), (p, rx.pattern, t)
+                checked += 1
+    assert checked > 50000
+
+
+def test_a_hostile_copy_wildcard_costs_linear_time(tmp_path: Path) -> None:
+    """The same backtracking through ``COPY *a*a…*b`` (Go's ``filepath.Match`` rules) against a
+    200-character name in the context (found by the review after issue 11)."""
+    from tests.cli.conftest import irctl
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / ("a" * 200)).write_text("x")
+    (ctx / ("a" * 20 + "b")).write_text("y")
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY " + "*a" * 12 + "*b /x/\n")
+    t = time.monotonic()
+    r = irctl("build", "--progress", "plain", "--cache-dir", tmp_path / "cache", "-o",
+              f"type=local,dest={tmp_path / 'out'}", ctx, timeout=60)
+    assert r.code == 0, r.stderr
+    assert time.monotonic() - t < 20
+    assert sorted(p.name for p in (tmp_path / "out" / "x").iterdir()) == ["a" * 20 + "b"]

@@ -374,6 +374,39 @@ def test_a_granted_directory_cannot_lead_git_outside_the_grant(tmp_path: Path, v
     assert not tree_has(tmp_path / "cache", SECRET) if (tmp_path / "cache").exists() else True
 
 
+def test_links_inside_a_granted_repository_cannot_lead_git_outside_the_grant(tmp_path: Path, vault: Path) -> None:
+    """A repository under the grant whose ``objects`` and ``refs`` (or only a packed ref, or
+    ``HEAD``) are symlinks into an ungranted repository: git follows links inside a git dir, so the
+    targets are checked like the repository (found by the review after issue 11)."""
+    granted = tmp_path / "granted"
+    granted.mkdir()
+    bare = granted / "bare.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    for name in ("objects", "refs"):
+        shutil.rmtree(bare / name)
+        (bare / name).symlink_to(vault / ".git" / name)
+    wt = make_repo(granted / "wt", {"x.txt": "x\n"})  # a work tree whose .git/objects is a link
+    shutil.rmtree(wt / ".git" / "objects")
+    (wt / ".git" / "objects").symlink_to(vault / ".git" / "objects")
+    deep = make_repo(granted / "deep", {"x.txt": "x\n"})  # one loose-object directory linked
+    loose = next(p for p in sorted((vault / ".git" / "objects").iterdir()) if len(p.name) == 2)
+    shutil.rmtree(deep / ".git" / "objects" / loose.name, ignore_errors=True)
+    (deep / ".git" / "objects" / loose.name).symlink_to(loose)
+    for i, remote in enumerate([str(bare), f"file://{bare}", str(wt), str(deep)]):
+        graph = write_graph(tmp_path / f"g{i}.ir", b.git(remote, "main"))
+        r = irctl("solve", graph, "--cache-dir", tmp_path / "cache", "--allow", f"fs.read={granted}",
+                  "--progress", "plain", timeout=120)
+        assert r.code != 0, (remote, r.stdout)
+        assert "--allow fs.read=" in r.stderr and str(vault) in r.stderr, r.stderr
+    assert not tree_has(tmp_path / "cache", SECRET) if (tmp_path / "cache").exists() else True
+    plain = make_repo(granted / "plain", {"ok.txt": "ok\n"})  # links that stay inside are fine
+    (plain / ".git" / "HEAD.link").symlink_to(plain / ".git" / "HEAD")
+    graph = write_graph(tmp_path / "ok.ir", b.git(str(plain), "main"))
+    r = irctl("solve", graph, "--cache-dir", tmp_path / "cache", "--allow", f"fs.read={granted}",
+              "--progress", "plain", timeout=120)
+    assert r.code == 0, r.stderr
+
+
 @pytest.mark.parametrize("remote,kind,where", [
     ("/srv/a:b", "local", "/srv/a:b"),  # a '/' before the ':': a path (git's rule)
     ("srv:a/b", "ssh", "srv"),  # a ':' before any '/': scp-like ssh
@@ -432,3 +465,63 @@ def test_https_is_verified_against_the_name_while_connecting_to_the_checked_addr
             http_source.fetch(ops.HTTPSource(f"https://other.example:{hop.port}/g"), tmp_path, _Step(), False)
     finally:
         hop.close()
+
+
+# ------------------------------------------------------------------------------ the caller's credentials
+
+def test_git_never_uses_the_callers_credentials_without_a_grant(tmp_path: Path) -> None:
+    """A graph's git remote must not authenticate as the caller: not with the ssh agent in
+    ``$SSH_AUTH_SOCK``, not with the keys in ``~/.ssh``, not with ``~/.netrc`` (curl reads it) —
+    or an untrusted graph fetches the caller's private repositories into the image (found by the
+    review after issue 11).  The agent is used only when granted with ``--ssh default``, as BuildKit's
+    git source uses only the forwarded agent.  ssh is a recording stand-in first on PATH; the https
+    server is real and records any Authorization header."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".netrc").write_text("machine 127.0.0.1 login caller password netrc-password-c81f\n")
+    os.chmod(home / ".netrc", 0o600)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "ssh.log"
+    (bin_dir / "ssh").write_text(f'#!/bin/sh\n{{ echo "ARGS $*"; echo "AGENT=$SSH_AUTH_SOCK"; }} >> {log}\nexit 255\n')
+    os.chmod(bin_dir / "ssh", 0o755)
+    agent = tmp_path / "agent.sock"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(agent))
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="x"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {"HOME": str(home), "SSH_AUTH_SOCK": str(agent), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    try:
+        ssh_graph = write_graph(tmp_path / "s.ir", b.git("ssh://git@127.0.0.1:2222/org/private.git", "main"))
+        r = irctl("solve", ssh_graph, "--cache-dir", tmp_path / "cache", "--allow", "network.private",
+                  "--progress", "plain", env=env, timeout=120)
+        assert r.code != 0
+        text = log.read_text()
+        assert "IdentityAgent=none" in text and "IdentityFile=none" in text and f"AGENT={agent}" not in text, text
+        log.unlink()
+        r = irctl("solve", ssh_graph, "--cache-dir", tmp_path / "cache", "--allow", "network.private",
+                  "--ssh", f"default={agent}", "--progress", "plain", env=env, timeout=120)
+        text = log.read_text()
+        assert f"IdentityAgent={agent}" in text and "IdentityFile=none" in text, text  # granted: that agent only
+        port = server.server_address[1]
+        https_graph = write_graph(tmp_path / "h.ir", b.git(f"http://127.0.0.1:{port}/org/private.git", "main"))
+        r = irctl("solve", https_graph, "--cache-dir", tmp_path / "cache", "--allow", "network.private",
+                  "--progress", "plain", env=env, timeout=120)
+        assert r.code != 0 and seen, (r.stderr, seen)
+        assert seen == [""] * len(seen), seen  # no credentials from ~/.netrc
+    finally:
+        server.shutdown()
+        sock.close()
