@@ -141,4 +141,42 @@ def test_go_replacement_template():
 
     from frontends.common.expand import _go_template
 
-    assert re.sub("b", _go_template("<$0|${0}|$$|$x>"), "abc") == "a<b|b|$|>c"
+    assert re.sub("b", lambda m: _go_template("<$0|${0}|$$|$x>")(m.group(0)), "abc") == "a<b|b|$|>c"
+
+
+def _regex_reference(pattern: str, greedy: bool, anchored: bool):
+    """What BuildKit does: the wildcard as a regexp (the shape Go's regexp gets), matched leftmost-first."""
+    import re
+
+    star = ".*" if greedy else ".*?"
+    body = "".join(star if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile(("^" if anchored else "") + body)
+
+
+def test_the_automaton_gives_the_regexps_answers():
+    """`_Glob` (linear time) against the regexp on every pattern over {a, b, *, ?} up to 4 long and
+    random values: ``#``/``##``/``%``/``%%`` trims and ``/``/``//`` substitutions agree."""
+    import itertools
+    import random
+
+    rng = random.Random(7)
+    values = ["", "a", "b", "\n", "ab\nab"] + ["".join(rng.choice("ab\n") for _ in range(rng.randrange(1, 10)))
+                                              for _ in range(20)]
+    for n in range(5):
+        for chars in itertools.product("ab*?", repeat=n):
+            pattern = "".join(chars)
+            for v in values:
+                for op, greedy in (("#", False), ("##", True), ("%", False), ("%%", True)):
+                    if op.startswith("#"):
+                        m = _regex_reference(pattern, greedy, True).search(v)
+                        want = v[m.end():] if m else v
+                    else:
+                        m = _regex_reference(pattern[::-1], greedy, True).search(v[::-1])
+                        want = (v[::-1][m.end():] if m else v[::-1])[::-1]
+                    assert expand_word("${v%s%s}" % (op, pattern), {"v": v}) == want, (op, pattern, v)
+                if not pattern:  # "${v//x}" reads as // with the pattern x
+                    continue
+                rx = _regex_reference(pattern, True, False)
+                for op, count in (("/", 1), ("//", 0)):
+                    want = rx.sub("<>", v, count=count)
+                    assert expand_word("${v%s%s/<>}" % (op, pattern), {"v": v}) == want, (op, pattern, v)

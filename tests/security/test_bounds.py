@@ -313,3 +313,20 @@ def test_a_hostile_copy_wildcard_costs_linear_time(tmp_path: Path) -> None:
     assert r.code == 0, r.stderr
     assert time.monotonic() - t < 20
     assert sorted(p.name for p in (tmp_path / "out" / "x").iterdir()) == ["a" * 20 + "b"]
+
+
+@pytest.mark.parametrize("modifier", ["/*a*a*a*a*a*a*a*a*a*a*b/x", "//*a*a*a*a*a*a*a*a*a*a*b/x", "#*a*a*a*a*a*a*a*a*a*a*b",
+                                      "##*a*a*a*a*a*a*a*a*a*a*b", "%a*a*a*a*a*a*a*a*a*a*b*", "%%a*a*a*a*a*a*a*a*a*a*b*"])
+def test_a_hostile_substitution_pattern_costs_linear_time(tmp_path: Path, modifier: str) -> None:
+    """``${V/pattern/x}``, ``${V#pattern}``, ``${V%pattern}`` with many stars on a long value: the
+    compile runs on the host, and a backtracking regex did not finish (found by the review after
+    issue 11). Through the real CLI, on a value 100 times longer than the one that hung."""
+    from tests.cli.conftest import irctl
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM scratch\nARG V={'a' * 30000}\nENV X=${{V{modifier}}}\n")
+    t = time.monotonic()
+    r = irctl("compile", ctx, "-o", tmp_path / "g.ir", timeout=120)
+    assert r.code == 0, r.stderr
+    assert time.monotonic() - t < 30
