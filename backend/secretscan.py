@@ -10,8 +10,8 @@ so the cost is proportional to what the step wrote (plus one ``lstat`` per entry
 
 Only the exact forms of ``backend.output.Redactor`` of ``MIN_LENGTH`` bytes or more are found: a
 value the step transformed (encoded, compressed, encrypted, split) is not, nor one in a file *name*.
-The walk never follows a symlink, opens only regular files with ``O_NOFOLLOW``, and uses an
-explicit stack, not recursion.
+The walk (``safefs.walk``) never follows a symlink, opens names relative to their parent's fd, only
+regular files, and does not recurse.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import stat
 from pathlib import Path
 from typing import Iterator
 
+from backend import safefs
 from backend.output import Redactor
 
 BLOCK = 1 << 20
@@ -28,28 +29,20 @@ MIN_LENGTH = 6  # shorter forms would match everywhere: not looked for in files 
 
 
 def _files(root: Path, since: float | None) -> Iterator[tuple[str, int]]:
-    """(path relative to root, fd) of regular files under root, without following links."""
-    stack = [""]
-    while stack:
-        rel = stack.pop()
-        try:
-            entries = list(os.scandir(os.path.join(root, rel)))
-        except OSError:
-            continue
-        for entry in entries:
-            name = os.path.join(rel, entry.name)
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                stack.append(name)
-            elif stat.S_ISREG(st.st_mode) and st.st_size and (since is None or st.st_ctime >= since):
+    """(path relative to root, fd) of regular files under root: ``safefs.walk`` opens every name
+    relative to its parent's fd, so a directory another step swaps for a link (a shared cache mount)
+    is never followed."""
+    try:
+        for entry in safefs.walk(root, sort=False):
+            st = entry.st
+            if stat.S_ISREG(st.st_mode) and st.st_size and (since is None or st.st_ctime >= since):
                 try:
-                    fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+                    fd = entry.open(os.O_RDONLY | os.O_NONBLOCK)
                 except OSError:
                     continue
-                yield name, fd
+                yield os.fsdecode(entry.rel), fd
+    except (OSError, safefs.TreeError):  # gone, or too deep: what the commit itself reports
+        return
 
 
 def _holds(fd: int, redactor: Redactor) -> bool:
