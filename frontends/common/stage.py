@@ -257,10 +257,15 @@ def run(s: Stage, args: Sequence[str], *, shell_form: bool, mounts: Sequence[bui
 
 
 def mount_target(cwd: str, target: str) -> str:
-    """A mount target relative to the working directory, made absolute; ``/`` is refused."""
+    """A mount target relative to the working directory, made absolute; ``/`` is refused.  An
+    empty target is the working directory itself (BuildKit joins it the same way), so a bind,
+    cache or tmpfs mount without ``target=`` lands there, and is refused only when that is ``/``."""
     path = posixpath.normpath(posixpath.join("/", cwd, target))
     path = "/" + path.lstrip("/")
     if path == "/":
+        if not target:
+            raise StageError('invalid mount target "/": a mount without target= mounts at the working '
+                             'directory, which is / here (give target= or set WORKDIR)')
         raise StageError(f'invalid mount target "{target}"')
     return path
 
@@ -277,8 +282,6 @@ def lower_mount(s: Stage, m: MountRequest, source_of: Callable[[str], builder.St
                                   mode=0o400 if m.mode is None else m.mode)
         return builder.ssh(target, m.id or "default", required=m.required, uid=uid, gid=gid,
                            mode=0o600 if m.mode is None else m.mode)
-    if not m.target:
-        raise StageError(f"mount target is required for {m.type} mounts")
     target = mount_target(s.cwd, m.target)
     if m.type == "tmpfs":
         return builder.tmpfs(target, size=m.size or 0)

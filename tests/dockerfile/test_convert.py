@@ -397,6 +397,23 @@ def test_run_mounts_all_types():
     assert mounts["/run/buildkit/ssh_agent.1"].ssh == ops.SSHOptions("gh", mode=0o666, required=True)
 
 
+def test_mount_without_target_lands_on_the_working_directory():
+    """BuildKit joins an empty target with WORKDIR (``dispatchRunMounts``): bind, cache and tmpfs
+    mounts without ``target=`` land there; only a working directory of ``/`` is refused."""
+    c = compile_text("FROM alpine AS dep\nFROM alpine\nWORKDIR /app\n"
+                     "RUN --mount=type=bind,source=requirements.txt cat requirements.txt\n"
+                     "RUN --mount=type=bind,from=dep,source=/out make\n"
+                     "RUN --mount=type=cache make\nRUN --mount=type=tmpfs make\n")
+    bind_ctx, bind_dep, cache, tmpfs = (by_description(c, text).exec.mounts[1] for text in (
+        "type=bind,source=req", "from=dep", "type=cache", "type=tmpfs"))
+    assert (bind_ctx.target, bind_ctx.selector, bind_ctx.readonly) == ("/app", "/requirements.txt", True)
+    assert (bind_dep.target, bind_dep.selector) == ("/app", "/out")
+    assert cache.target == "/app" and cache.cache == ops.CacheOptions(".")  # BuildKit: path.Clean("")
+    assert tmpfs.target == "/app" and tmpfs.tmpfs is not None
+    msg = error_of("FROM alpine\nWORKDIR /\nRUN --mount=type=bind,source=x cat x\n")
+    assert 'invalid mount target "/"' in msg and "working directory" in msg and "Dockerfile:3" in msg
+
+
 def test_mount_values_expanded_from_args():
     c = compile_text("FROM alpine\nARG DIR=/cache\nRUN --mount=type=cache,target=$DIR make\n")
     (m,) = ops_of(c, "exec")[0].exec.mounts[1:]
