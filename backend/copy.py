@@ -356,7 +356,7 @@ class CopyPlan:
     include: Matcher
     exclude: Matcher
     contents_only: bool
-    wildcard: bool  # the source named more than one path (a dest must then be a directory)
+    wildcard: bool  # the source is a pattern (several matches onto a non-directory dest replace one another)
 
 
 def _not_found(tree, src_path: str) -> FileOpError:

@@ -33,7 +33,7 @@ import hashlib
 import os
 import posixpath
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from backend.chmod import ChmodError, ModeSpec, parse_chmod
@@ -62,20 +62,22 @@ Written = dict[str, tuple[str, int, int, int]]  # relpath -> (sha256 hex, size, 
 
 
 def apply_actions(root: Path, actions: Sequence[FileAction], sources: Sequence[SourceView], *,
-                  limits: UnpackLimits = DEFAULT_LIMITS, written: Written | None = None) -> None:
+                  limits: UnpackLimits = DEFAULT_LIMITS, written: Written | None = None,
+                  warn: Callable[[str], None] | None = None) -> None:
     """Apply ``actions`` in order to the writable directory ``root``; ``sources[i]`` is input ``i``.
 
     ``written``, when given, receives the content digest of every regular file the copies wrote (hashed
     while copying), keyed by its path relative to ``root`` with its size, mtime and ctime afterwards:
     ``layer_tree_digest`` trusts a digest only while the file's stat still matches, so a committed
-    layer is not read a second time.  Notes older than a non-copy action are dropped."""
+    layer is not read a second time.  Notes older than a non-copy action are dropped.  ``warn``
+    receives what builds but is likely a mistake (a wildcard copying several paths onto one)."""
     root_s = os.path.realpath(os.fspath(root))
     for action in actions:
         if written is not None and (action.copy is None or action.copy.unpack):
             written.clear()  # mkfile, rm, unpacking, ... may rewrite a noted file within one clock tick
         if action.copy is not None:
             verb, what, run = "COPY", action.copy.src_path, \
-                lambda a=action.copy: _copy(root_s, a, sources, limits, written)
+                lambda a=action.copy: _copy(root_s, a, sources, limits, written, warn)
         elif action.mkfile is not None:
             verb, what, run = "mkfile", action.mkfile.path, lambda a=action.mkfile: _mkfile(root_s, a)
         elif action.mkdir is not None:
@@ -336,7 +338,7 @@ def _source(sources: Sequence[SourceView], index: int) -> SourceView:
 
 
 def _copy(root: str, a: CopyAction, sources: Sequence[SourceView], limits: UnpackLimits,
-          written: Written | None = None) -> None:
+          written: Written | None = None, warn: Callable[[str], None] | None = None) -> None:
     view = _source(sources, a.src)
     tree = DirTree(view)
     ids = resolve_owner(root, a.owner)
@@ -362,8 +364,16 @@ def _copy(root: str, a: CopyAction, sources: Sequence[SourceView], limits: Unpac
     dest_host = dest.host(dest_rel)
 
     if plan.wildcard and not a.parents and len(plan.selections) > 1 and not dir_hint and not os.path.isdir(dest_host):
-        raise FileOpError(f"{a.src_path} matches {len(plan.selections)} paths: the destination {a.dest} "
-                          "must be a directory and end with a /", a.dest)
+        # BuildKit copies each match in turn onto the destination (``docopy``): files replace one
+        # another and the last match wins.  Builds that rely on it exist, so follow, and say so.
+        if warn is not None:
+            names = [sel.name for sel in plan.selections]
+            shown = ", ".join(names[:3]) + (f", … ({len(names)} in all)" if len(names) > 3 else "")
+            last = (f" and {a.dest} ends up as {names[-1]}"
+                    if all(sel.node.kind != "dir" for sel in plan.selections) else "")
+            warn(f"{a.src_path} matches {len(names)} paths ({shown}) but the destination {a.dest} is not "
+                 f"a directory: they are copied onto it one after the other, so a file replaces the one "
+                 f"before{last}; end the destination with / to keep them all")
 
     writer = _Writer(dest, tree, ids, mode, ts_ns, written)
     same_root = os.path.realpath(tree.root) == root  # copying within one tree: read it all first

@@ -98,7 +98,8 @@ def run_file(ws: Workspace, step: Step, op: irops.FileOp, inputs: list[Snapshot]
                 sources.append(SourceView.context(Path(snap.host_dir), snap.include, snap.exclude))
             else:
                 sources.append(SourceView(readonly_view(ws, step, snap)))
-        apply_actions(root, op.actions, sources, written=written)
+        apply_actions(root, op.actions, sources, written=written,
+                      warn=lambda text: step.info(f"warning: {step.description or step.digest[:19]}: {text}"))
     lid = ws.commit(upper, written)
     safefs.rmtree(work, ignore_errors=True)
     return ws.snapshot(base_ids + ([lid] if lid else []))

@@ -203,11 +203,24 @@ def test_wildcard_nothing_matches(ctx, root):
                sources=[SourceView.context(ctx)]) == before
 
 
-def test_multiple_sources_need_a_directory_dest(ctx, root):
-    with pytest.raises(FileOpError, match="must be a directory and end with a /"):
-        apply_actions(root, [cp("/*.txt", "/file", allow_wildcard=True)], [SourceView.context(ctx)])
+def test_several_matches_onto_a_file_dest_replace_one_another(ctx, root):
+    """BuildKit copies each match in turn onto the destination: the last file wins (checked
+    against the local BuildKit); irctl builds it too, and warns."""
+    warnings: list[str] = []
+    apply_actions(root, [cp("/*.txt", "/file", allow_wildcard=True)], [SourceView.context(ctx)], warn=warnings.append)
+    assert tree(root)["file"][:2] == ("f", 0o644) and tree(root)["file"][4] == b"B"
+    assert len(warnings) == 1 and "/*.txt matches 2 paths" in warnings[0] and "ends up as b.txt" in warnings[0]
     t = run(root, cp("/a*.txt", "/single", allow_wildcard=True), sources=[SourceView.context(ctx)])
-    assert t["single"][4] == b"A"  # one match: a file dest is fine
+    assert t["single"][4] == b"A"  # one match: a file dest, and nothing to warn about
+    (ctx / "a.d").mkdir()
+    (ctx / "a.d" / "in").write_bytes(b"I")
+    warnings.clear()
+    t = run(root, cp("/a*", "/mixed", allow_wildcard=True), sources=[SourceView.context(ctx)])
+    assert t["mixed"][0] == "d" and t["mixed/in"][4] == b"I" and t["mixed/a.txt"][4] == b"A"  # dir first, file into it
+    apply_actions(root, [cp("/[ab]*", "/w2", allow_wildcard=True)], [SourceView.context(ctx)], warn=warnings.append)
+    assert "ends up as" not in warnings[0]  # with a directory among the matches, no file simply "wins"
+    with pytest.raises(FileOpError, match="/w3.*not a directory"):  # a file, then a dir onto it: an error, as BuildKit
+        apply_actions(root, [cp("/b.txt", "/w3"), cp("/[a]*", "/w3", allow_wildcard=True)], [SourceView.context(ctx)])
 
 
 # ---------------------------------------------------------------------------------------------- owners, modes, times

@@ -48,3 +48,17 @@ RUN ls -A /app > /after.txt
     assert (out / "tmpfs.txt").read_text() == "tmpfs\n"
     assert (out / "cache.txt").read_text() == "c\n"
     assert (out / "after.txt").read_text() == ""  # nothing the mounts held stays in /app
+
+
+def test_copy_pattern_onto_a_file_destination_builds_and_warns(tmp_path, busybox_layout):
+    """BuildKit (v0.8 and current ``docopy``) copies each match onto the destination in turn:
+    ``/dest`` is the last file; a directory match before a file makes ``/dest`` a directory."""
+    dockerfile = "FROM base\nCOPY *.txt /dest\nCOPY [cd]* /mixed\n"
+    out, stderr = build(tmp_path, busybox_layout, {"Dockerfile": dockerfile, "a.txt": "A\n", "b.txt": "B\n",
+                                                   "c/y": "Y\n", "d.txt": "D\n"})
+    assert (out / "dest").read_text() == "D\n"
+    assert sorted(p.name for p in (out / "mixed").iterdir()) == ["d.txt", "y"]
+    warnings = [line for line in stderr.splitlines() if "warning:" in line]
+    assert len(warnings) == 2, stderr
+    assert "COPY *.txt /dest" in warnings[0] and "matches 3 paths (a.txt, b.txt, d.txt)" in warnings[0]
+    assert "ends up as d.txt" in warnings[0] and "end the destination with /" in warnings[0]
