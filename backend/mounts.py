@@ -7,7 +7,10 @@
   ``shared`` holds a shared lock, ``locked`` an exclusive one, ``private`` takes the dir if it is free
   and otherwise works on a fresh copy.
 * ``tmpfs``; ``secret`` as a file on a private tmpfs dir outside the rootfs (or an env var);
-  ``ssh`` as a proxy socket to the granted agent.
+  ``ssh`` as a proxy socket to the granted agent, and ``SSH_AUTH_SOCK`` set to the first ssh
+  mount's target unless the step's environment sets it (BuildKit's client does this when it
+  writes the exec; here it is derived at run time from the target, which is already in the op, so
+  the variable is never in the graph, the cache key or the image config).
 """
 
 from __future__ import annotations
@@ -90,7 +93,18 @@ def prepare(ws: Workspace, stack: contextlib.ExitStack, step_name: str, ex: irop
             out.mounts.append(rt.BindMount(proxy.path, m.target, readonly=True))
         else:  # pragma: no cover - validation rejects unknown types
             raise SolveError(f"unknown mount type {m.type!r}")
+    out.env.extend(ssh_auth_sock(ex, out.env))
     return out
+
+
+def ssh_auth_sock(ex: irops.ExecOp, extra_env: list[str]) -> list[str]:
+    """``SSH_AUTH_SOCK=<target of the first ssh mount>`` when the exec has one and neither its
+    environment nor ``extra_env`` names the variable (an explicit ENV or ARG wins, as in BuildKit).
+    Set whether or not an optional agent was granted, as BuildKit does."""
+    first = next((m.target for m in ex.mounts[1:] if m.type == "ssh"), None)
+    if first is None or any(e.split("=", 1)[0] == "SSH_AUTH_SOCK" for e in (*ex.env, *extra_env)):
+        return []
+    return [f"SSH_AUTH_SOCK={first}"]
 
 
 def _selected_dir(root: Path, selector: str) -> Path:

@@ -7,6 +7,11 @@ test says where).
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +67,81 @@ def test_copy_pattern_onto_a_file_destination_builds_and_warns(tmp_path, busybox
     assert len(warnings) == 2, stderr
     assert "COPY *.txt /dest" in warnings[0] and "matches 3 paths (a.txt, b.txt, d.txt)" in warnings[0]
     assert "ends up as d.txt" in warnings[0] and "end the destination with /" in warnings[0]
+
+
+def _ssh_add_tools(dest: Path) -> None:
+    """The host's ssh-add with the libraries and loader it links (busybox has no agent client)."""
+    dest.mkdir(parents=True)
+    ldd = subprocess.run(["ldd", shutil.which("ssh-add")], capture_output=True, text=True, check=True).stdout
+    libs = [p for p in re.findall(r"(/\S+\.so[.\d]*)", ldd)]
+    for path in [shutil.which("ssh-add"), *libs]:
+        shutil.copy(path, dest / Path(path).name)
+    loader = next(Path(p).name for p in libs if "ld-linux" in p)
+    (dest / "run").write_text(f'#!/bin/sh\nexec /tools/{loader} --library-path /tools /tools/ssh-add "$@"\n')
+    (dest / "run").chmod(0o755)
+
+
+@pytest.fixture
+def agent(tmp_path: Path):
+    """A real ssh-agent holding one generated key; yields (socket, the key's fingerprint)."""
+    if shutil.which("ssh-agent") is None or shutil.which("ssh-keygen") is None:
+        pytest.skip("openssh-client missing")
+    sock = tmp_path / "agent.sock"
+    proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            if sock.exists():
+                break
+            time.sleep(0.02)
+        key = tmp_path / "key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "irctl-parity", "-f", key], check=True)
+        subprocess.run(["ssh-add", "-q", key], check=True, env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
+                       capture_output=True)
+        fp = subprocess.run(["ssh-keygen", "-lf", key], capture_output=True, text=True, check=True).stdout.split()[1]
+        yield sock, fp
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def test_ssh_mount_sets_ssh_auth_sock(tmp_path, busybox_layout, agent):
+    """BuildKit's client sets SSH_AUTH_SOCK to the first ssh mount's target unless the environment
+    has it (``ExecOp.Marshal``); ``ssh-add -l`` in the step then lists the agent's key.  The host
+    socket's path is in neither the graph nor the cache key: another agent path is all cache hits."""
+    sock, fingerprint = agent
+    dockerfile = """\
+FROM base AS main
+RUN --mount=type=bind,source=tools,target=/tools --mount=type=ssh /tools/run -l > /keys.txt
+RUN --mount=type=ssh echo "$SSH_AUTH_SOCK" > /default.txt
+RUN --mount=type=ssh,target=/a.sock --mount=type=ssh,id=other,target=/b.sock echo "$SSH_AUTH_SOCK" > /first.txt
+ARG SSH_AUTH_SOCK=/from-arg
+RUN --mount=type=ssh echo "$SSH_AUTH_SOCK" > /arg.txt
+FROM base AS env
+ENV SSH_AUTH_SOCK=/from-env
+RUN --mount=type=ssh echo "$SSH_AUTH_SOCK" > /env.txt
+FROM main
+COPY --from=env /env.txt /
+"""
+    _ssh_add_tools(tmp_path / "ctx" / "tools")
+    ir = tmp_path / "graph.ir"
+    out, _ = build(tmp_path, busybox_layout, {"Dockerfile": dockerfile}, "--ssh", f"default={sock}", "--ir-out", ir)
+    keys = (out / "keys.txt").read_text()
+    assert fingerprint in keys and "irctl-parity" in keys, keys
+    assert (out / "default.txt").read_text() == "/run/buildkit/ssh_agent.0\n"
+    assert (out / "first.txt").read_text() == "/a.sock\n"
+    assert (out / "arg.txt").read_text() == "/from-arg\n" and (out / "env.txt").read_text() == "/from-env\n"
+
+    from ir.codec import load_document
+
+    doc = load_document(ir.read_bytes())
+    envs = [e for op in doc.ops.values() if op.exec for e in op.exec.env]
+    assert not any(e.startswith("SSH_AUTH_SOCK=/run") or e.startswith("SSH_AUTH_SOCK=/a") for e in envs)
+    assert str(sock) not in str(doc)
+    moved = tmp_path / "elsewhere.sock"
+    os.symlink(sock, moved)
+    (tmp_path / "out2").mkdir()
+    r = irctl("build", tmp_path / "ctx", "--progress", "json", "--cache-dir", tmp_path / "cache",
+              "--build-context", f"base=oci-layout://{busybox_layout}:latest", "--ssh", f"default={moved}",
+              "--output", f"type=local,dest={tmp_path / 'out2'}")
+    assert r.code == 0, r.stderr
+    assert [e for e in r.events() if e["kind"] == "started"] == []
