@@ -132,13 +132,14 @@ def resolve_owner(root: str | Path, owner: Owner | None) -> tuple[int, int] | No
     user, group = owner.user.strip(), owner.group.strip()
     if not user:
         uid, gid = 0, 0
-    elif user.isdigit():
-        uid = gid = int(user)
+    elif user.isascii() and user.isdigit():
+        uid = gid = resolve_user(Path(root), f"{user}:0").uid  # (range-checked)
     else:
         found = resolve_user(Path(root), user)
         uid, gid = found.uid, found.gid
     if group:
-        gid = int(group) if group.isdigit() else resolve_user(Path(root), f"{uid}:{group}").gid
+        numeric = group.isascii() and group.isdigit()
+        gid = resolve_user(Path(root), f"0:{group}" if numeric else f"{uid}:{group}", fast_path=numeric).gid
     return uid, gid
 
 

@@ -1,10 +1,16 @@
 """USER resolution: `name`, `uid`, `name:group`, `uid:gid` against the image's /etc/passwd and /etc/group.
 
-Docker's semantics (runc's `GetExecUser`): a numeric uid or gid need not exist in the files; a name that
-is not found is an error; without an explicit group the user's primary group comes from passwd (0 when the
-uid has no entry) and the supplementary groups are the groups listing the user's name. With an explicit
-group there are no supplementary groups besides it. The primary gid is always in `additional_gids` (as
-containerd does since CVE-2023-25173). The files are read inside the root: symlinks never lead out.
+BuildKit's semantics (``executor/oci/user.go`` over runc's `GetExecUser`): `uid:gid` given both as
+numbers (or `root`) is taken as is, without reading the files; otherwise a numeric uid or gid need not
+exist in the files, a name that is not found is an error, without an explicit group the user's primary
+group comes from passwd (0 when the uid has no entry) and the supplementary groups are the groups of
+/etc/group listing the user's name; with an explicit group there are none besides it. The primary gid
+is always in `additional_gids` (current BuildKit's ``ensureAdditionalGids``, as containerd since
+CVE-2023-25173; BuildKit v0.8 left it out, so busybox's `id` printed no `groups=` for root there).
+
+The files belong to the image: read inside the root (symlinks never lead out), regular files only,
+at most 10 MiB (BuildKit's limit; a larger file is an error rather than a truncated last line), lines
+split at newlines only, ids only in ASCII digits and in range.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from pathlib import Path
 from backend.mountpoints import DirView, LayerView, resolve_in_root
 
 MAX_ID = 2**31 - 1
-_MAX_DB_BYTES = 16 << 20
+_MAX_DB_BYTES = 10 << 20
 
 
 class UserError(ValueError):
@@ -45,9 +51,11 @@ def _read_db(view: DirView | LayerView, path: str) -> list[list[str]]:
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # a fifo or device must not hang or feed us
             return []
-        data = f.read(_MAX_DB_BYTES)
+        data = f.read(_MAX_DB_BYTES + 1)
+    if len(data) > _MAX_DB_BYTES:
+        raise UserError(f"{path} is larger than {_MAX_DB_BYTES >> 20} MiB")
     rows = []
-    for line in data.decode("utf-8", "replace").splitlines():
+    for line in data.decode("utf-8", "replace").split("\n"):
         line = line.strip()
         if line and not line.startswith("#"):
             rows.append(line.split(":"))
@@ -55,23 +63,24 @@ def _read_db(view: DirView | LayerView, path: str) -> list[list[str]]:
 
 
 def _parse_id(text: str) -> int | None:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # str.isdigit alone accepts "²", which int() refuses
         return None
-    value = int(text)
+    value = int(text) if len(text) <= 10 else MAX_ID + 1
     if value > MAX_ID:
-        raise UserError(f"id {text} out of range (0..{MAX_ID})")
+        raise UserError(f"id {text if len(text) <= 20 else text[:20] + '…'} out of range (0..{MAX_ID})")
     return value
 
 
 def _int(field: str) -> int | None:
-    try:
-        return int(field)
-    except ValueError:
-        return None
+    """An id field of passwd or group; None when it is not a plain in-range number."""
+    if not (field.isascii() and field.isdigit()) or len(field) > 10 or int(field) > MAX_ID:
+        return None  # (the length first: int() refuses strings of thousands of digits)
+    return int(field)
 
 
-def resolve_user(root: Path | DirView | LayerView, spec: str) -> ResolvedUser:
-    """Resolve a Dockerfile USER string against the root filesystem `root` (a dir or a LayerView)."""
+def resolve_user(root: Path | DirView | LayerView, spec: str, *, fast_path: bool = True) -> ResolvedUser:
+    """Resolve a Dockerfile USER string against the root filesystem `root` (a dir or a LayerView).
+    ``fast_path=False`` looks `root` up like any name (COPY --chown does, as BuildKit's ``readUser``)."""
     view = root if isinstance(root, (DirView, LayerView)) else DirView(Path(root))
     user_arg, _, group_arg = (spec or "").strip().partition(":")
     if not user_arg:
@@ -79,6 +88,11 @@ def resolve_user(root: Path | DirView | LayerView, spec: str) -> ResolvedUser:
             raise UserError(f"invalid user {spec!r}: empty user name")
         user_arg = "0"
     uid_arg = _parse_id(user_arg)
+    if group_arg and fast_path:  # BuildKit's fast path (ParseUIDGID): both numeric, or `root`, read no file
+        fast_uid = 0 if user_arg == "root" else uid_arg
+        fast_gid = 0 if group_arg == "root" else _parse_id(group_arg)
+        if fast_uid is not None and fast_gid is not None:
+            return ResolvedUser(uid=fast_uid, gid=fast_gid, additional_gids=(fast_gid,))
     passwd = [r for r in _read_db(view, "/etc/passwd") if len(r) >= 4]
     match = None
     for row in passwd:

@@ -240,6 +240,11 @@ def test_chown_by_name_id_and_group(ctx, root):
         apply_actions(root, [cp("/a.txt", "/x/", owner=Owner("nobody"))], src)
     with pytest.raises(FileOpError, match="unable to find group nogroup"):
         apply_actions(root, [cp("/a.txt", "/x/", owner=Owner("app", "nogroup"))], src)
+    # digits to str.isdigit but not to int(), and ids past 2**31-1: errors, never a traceback
+    for owner, message in [(Owner("\u00b2"), "unable to find user"), (Owner("1", "\u00b2"), "unable to find group"),
+                           (Owner("9" * 5000), "out of range"), (Owner("1", "99999999999"), "out of range")]:
+        with pytest.raises(FileOpError, match=message):
+            apply_actions(root, [cp("/a.txt", "/x/", owner=owner)], src)
 
 
 def test_owner_resolved_in_destination_not_host(ctx, root, tmp_path):

@@ -501,7 +501,10 @@ def userroot(tmp_path: Path) -> Path:
     ("1000", (1000, 1000, (1000, 10, 29), "/home/app")),
     ("app:audio", (1000, 29, (29,), "/home/app")),
     ("app:65534", (1000, 65534, (65534,), "/home/app")),
-    ("1000:4242", (1000, 4242, (4242,), "/home/app")),
+    ("1000:4242", (1000, 4242, (4242,), "/")),  # BuildKit's fast path: both numeric, no file read
+    ("root:10", (0, 10, (10,), "/")),
+    ("app:root", (1000, 0, (0,), "/home/app")),
+    ("root:wheel", (0, 10, (10,), "/root")),
     ("4242", (4242, 0, (0,), "/")),
     ("4242:4243", (4242, 4243, (4243,), "/")),
     ("nobody", (65534, 65534, (65534,), "/nonexistent")),
@@ -515,6 +518,9 @@ def test_resolve_user(userroot: Path, spec: str, expected: tuple) -> None:
     ("ghost", "unable to find user ghost"),
     ("app:ghosts", "unable to find group ghosts"),
     ("99999999999", "out of range"),
+    pytest.param("9" * 5000, "out of range", id="5000-digits"),
+    ("\u00b2", "unable to find user \u00b2"),  # a digit to str.isdigit, not to int()
+    ("app:\u0661", "unable to find group"),
     (":wheel", "empty user"),
 ])
 def test_resolve_user_errors(userroot: Path, spec: str, message: str) -> None:
@@ -534,6 +540,25 @@ def test_resolve_user_never_reads_outside_the_root(tmp_path: Path) -> None:
     os.mkfifo(root / "etc/passwd")  # must not block
     assert resolve_user(root, "5").uid == 5
     assert resolve_user(tmp_path / "empty", "0:0").uid == 0
+
+
+def test_resolve_user_reads_hostile_files_boundedly(tmp_path: Path) -> None:
+    """The image's passwd and group are the image author's: weird lines are skipped or read as runc
+    reads them (lines end at newlines only), ids out of range are no ids, and a file over BuildKit's
+    10 MiB is an error, not a silently truncated last line."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_bytes(b"u:x:1000:1000::/:/bin/sh\nbig:x:99999999999999:1::/:\n:::\n\xff\xfe\n")
+    (root / "etc/group").write_bytes(b"odd:x:20:u\x1cwheel:x:0:u\nhuge:x:99999999999:u\nshort:x\n"
+                                     b"real:x:30:nobody,u,\n" + b"pad:x:40:" + b"y," * 1000 + b"\n")
+    u = resolve_user(root, "u")
+    assert u.additional_gids == (1000, 30)  # not 0: "\x1c" does not end a line; a huge gid is skipped
+    with pytest.raises(UserError, match="malformed passwd entry"):
+        resolve_user(root, "big")
+    (root / "etc/group").write_bytes(b"g:x:1:u\n" + b"#" * (10 << 20))
+    with pytest.raises(UserError, match="/etc/group is larger than 10 MiB"):
+        resolve_user(root, "u")
+    assert resolve_user(root, "1000:5").gid == 5  # both numeric: the fast path reads neither file
 
 
 def test_resolve_user_in_the_busybox_image(busybox_rootfs: Path) -> None:

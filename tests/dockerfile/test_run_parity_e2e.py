@@ -145,3 +145,60 @@ COPY --from=env /env.txt /
               "--output", f"type=local,dest={tmp_path / 'out2'}")
     assert r.code == 0, r.stderr
     assert [e for e in r.events() if e["kind"] == "started"] == []
+
+
+IDS_DOCKERFILE = """\
+FROM {base}
+RUN echo "alice:x:1000:1000::/home/alice:/bin/sh" >> /etc/passwd && \\
+    echo "bob:x:1001:1001::/:/bin/sh" >> /etc/passwd && \\
+    echo "alice:x:1000:alice" >> /etc/group && echo "dev:x:2000:alice,bob" >> /etc/group && \\
+    echo "ops:x:2001:bob,alice" >> /etc/group && echo "dev2:x:2000:alice" >> /etc/group
+RUN echo "root: $(id)" > /ids && chmod 666 /ids
+""" + "".join(f'USER {u}\nRUN echo "{u}: $(id)" >> /ids\n' for u in (
+    "alice", "alice:dev", "1000", "1000:2001", "4242", "4242:2000", "root:dev", "bob", "0")) + """\
+USER root
+RUN rm /etc/passwd /etc/group
+USER root:10
+RUN echo "root:10 without passwd: $(id)" >> /ids
+"""
+
+# Current BuildKit (executor/oci/user.go): the groups of /etc/group listing the user, none besides
+# the group given explicitly, none for a uid without a passwd entry, `uid:gid` and `root` taken
+# without reading the files, and the primary gid always first among the groups
+# (ensureAdditionalGids).  BuildKit v0.8 (the local dockerd) printed the same on debian; on busybox,
+# whose `id` lists exactly the kernel's groups, it printed no `groups=` where only the primary
+# group is there, and `bob` as groups=2000(dev),2001(ops).
+IDS_BUSYBOX = """\
+root: uid=0(root) gid=0(root) groups=0(root)
+alice: uid=1000(alice) gid=1000(alice) groups=1000(alice),2000(dev),2001(ops)
+alice:dev: uid=1000(alice) gid=2000(dev) groups=2000(dev)
+1000: uid=1000(alice) gid=1000(alice) groups=1000(alice),2000(dev),2001(ops)
+1000:2001: uid=1000(alice) gid=2001(ops) groups=2001(ops)
+4242: uid=4242 gid=0(root) groups=0(root)
+4242:2000: uid=4242 gid=2000(dev) groups=2000(dev)
+root:dev: uid=0(root) gid=2000(dev) groups=2000(dev)
+bob: uid=1001(bob) gid=1001 groups=1001,2000(dev),2001(ops)
+0: uid=0(root) gid=0(root) groups=0(root)
+root:10 without passwd: uid=0 gid=10 groups=10
+"""
+IDS_DEBIAN = IDS_BUSYBOX  # coreutils prints the primary group first whether or not it is listed
+
+
+def test_user_groups_as_buildkit_on_busybox(tmp_path, busybox_layout):
+    out, _ = build(tmp_path, busybox_layout, {"Dockerfile": IDS_DOCKERFILE.format(base="base")})
+    assert (out / "ids").read_text() == IDS_BUSYBOX
+
+
+def test_user_groups_as_buildkit_on_debian(tmp_path, busybox_layout):
+    """The same on Debian (coreutils' ``id``), from the anchors' registry when it is there."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:5000/v2/debian/tags/list", timeout=2) as r:
+            if b"bookworm" not in r.read():
+                raise OSError("no bookworm tag")
+    except OSError:
+        pytest.skip("no 127.0.0.1:5000/debian:bookworm (../shared/anchors/setup.sh makes it)")
+    base = "127.0.0.1:5000/debian:bookworm"
+    out, _ = build(tmp_path, busybox_layout, {"Dockerfile": IDS_DOCKERFILE.format(base=base)})
+    assert (out / "ids").read_text() == IDS_DEBIAN
