@@ -280,9 +280,9 @@ def _mount(kind: str, **options: Any) -> Mount:
     return Mount(kind, opts, caller())
 
 
-def cache(target: str | None = None, *, id: str | None = None, sharing: str | None = None, from_: "Stage | str | None" = None,
-          source: str | None = None, mode: int | None = None, uid: int | None = None, gid: int | None = None,
-          readonly: bool | None = None) -> Mount:
+def cache(target: str | None = None, *, id: str | None = None, sharing: str | None = None,
+          from_: "Stage | str | None" = None, source: str | None = None, mode: int | None = None,
+          uid: int | None = None, gid: int | None = None, readonly: bool | None = None) -> Mount:
     """A persistent cache directory at ``target`` (id defaults to the target; without a target,
     the working directory), shared by builds; ``sharing`` is ``shared`` (default), ``private`` or
     ``locked``."""
@@ -298,7 +298,8 @@ def secret(id: str, target: str | None = None, *, env: str | None = None, requir
     return _mount("secret", id=id, target=target, env=env, required=required or None, mode=mode, uid=uid, gid=gid)
 
 
-def bind(target: str | None = None, *, from_: "Stage | str | None" = None, source: str | None = None, rw: bool = False) -> Mount:
+def bind(target: str | None = None, *, from_: "Stage | str | None" = None, source: str | None = None,
+         rw: bool = False) -> Mount:
     """Files of the build context (or of ``from_``) at ``target`` (default: the working
     directory, as BuildKit), read-only unless ``rw`` (writes are discarded)."""
     return _mount("bind", target=target, **{"from": from_}, source=source, readwrite=True if rw else None)
