@@ -368,7 +368,7 @@ def _copy(root: str, a: CopyAction, sources: Sequence[SourceView], limits: Unpac
         # BuildKit copies each match in turn onto the destination (``docopy``): files replace one
         # another and the last match wins.  Builds that rely on it exist, so follow, and say so.
         if warn is not None:
-            names = [sel.name for sel in plan.selections]
+            names = [sel.name if len(sel.name) <= 200 else sel.name[:200] + "…" for sel in plan.selections]
             shown = ", ".join(names[:3]) + (f", … ({len(names)} in all)" if len(names) > 3 else "")
             last = (f" and {a.dest} ends up as {names[-1]}"
                     if all(sel.node.kind != "dir" for sel in plan.selections) else "")
