@@ -13,6 +13,7 @@ ssh agents, ``entitlements``); secrets are never part of a key, a log line or a 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import posixpath
@@ -57,6 +58,8 @@ class SolveOptions:
     # just before (the CLI's fast-path check): reused for sources without include/exclude patterns
     context_scans: dict[str, object] = field(default_factory=dict)
     materialize: bool = True  # make sure every layer of the returned snapshots exists as a dir
+    # what each step's key was made of, saved for the next build's --explain (backend.buildrecord)
+    record: object = None
 
 
 def solve(doc: irops.Document, targets: list[str] | None = None, options: SolveOptions | None = None
@@ -196,6 +199,13 @@ class Solver:
         from backend.images import ImageResolver
         from backend.snapshot import detect_snapshotter
 
+        record = self.options.record
+        if record is not None:
+            try:
+                record.open(store.root)
+                record.no_cache = self.options.no_cache
+            except OSError:  # an unwritable record never fails a build
+                self.options.record = record = None
         with store.session() as work:
             state_dir = mnt.secret_dir()
             Path(f"{work}.state").write_text(str(state_dir))  # so a later build can reap it if we die
@@ -230,6 +240,9 @@ class Solver:
                     ref = self.doc.roots[t]
                     snap = self.results[ref.op][ref.output]
                     out[t] = self._materialize(snap) if self.options.materialize else snap
+                if record is not None:
+                    with contextlib.suppress(OSError):
+                        record.save()
                 return out
             finally:
                 images.close()
@@ -335,29 +348,45 @@ class Solver:
         if op.source is not None and not source.is_fetched(op.source):
             snap = source.resolve_source(ws, step, op.source)
             step.event("cached", "resolved")
+            self._note(step, op, "resolved", identities=[snap.identity])
             return [snap]
         extra = ""
         if op.exec is not None and op.exec.network == "default" and self.options.network != "default":
             # `--network none|host` changes what such a step sees, as its own RUN --network= would
             extra = f"network={self.options.network}"
+        parts: list = []
         if op.source is not None:
             fetched = source.fetch_key_extra(op.source, self.options)
-            key = None if fetched is None else self._key(op, inputs, fetched)
+            extra = fetched or ""
+            key = None if fetched is None else self._key(op, inputs, fetched, parts=parts)
         else:
-            key = self._key(op, inputs, extra, step)
+            key = self._key(op, inputs, extra, step, parts)
         if key is not None and not self.options.no_cache:
             hit = ws.store.lookup(key)
             if hit is not None:
                 step.event("cached")
+                self._note(step, op, "cached", key or "", parts, extra, [o.identity for o in hit])
                 return [self._from_output(o) for o in hit]
+        self._note(step, op, "ran", key or "", parts, extra)  # (noted before it runs: a failed step is explained too)
         if op.kind != "exec":
             step.event("started")
         step.started = time.monotonic()
         outs = self._run(step, op, inputs)
         if key is not None:
             ws.store.record(key, [self._to_output(s) for s in outs])
+        self._note(step, op, "ran", key or "", parts, extra, [s.identity for s in outs])
         step.event("finished", duration=time.monotonic() - step.started)
         return outs
+
+    def _note(self, step: Step, op: irops.Op, status: str, key: str = "", parts: list | None = None,
+              extra: str = "", identities: list[str] | None = None) -> None:
+        """Tell the build record (if any) what this step's key was made of."""
+        record = self.options.record
+        if record is None:
+            return
+        inputs = [(ref.op, ref.output, part) for ref, part in zip(op.inputs, parts or ())]
+        record.note(step.digest, op, key_body(op), self.redactor.text(step.description), step.group, status,
+                    key, inputs, extra, identities)
 
     def _run(self, step: Step, op: irops.Op, inputs: list[Snapshot]) -> list[Snapshot]:
         ws = self.ws
@@ -387,11 +416,16 @@ class Solver:
         return [fetch_source(ws, step, op.source)]  # type: ignore[arg-type]
 
     # -- keys ---------------------------------------------------------------------------------
-    def _key(self, op: irops.Op, inputs: list[Snapshot], extra: str, step: Step | None = None) -> str:
+    def _key(self, op: irops.Op, inputs: list[Snapshot], extra: str, step: Step | None = None,
+             parts: list | None = None) -> str:
+        """The cache key; ``parts`` receives what each input contributed (for the build record)."""
         h = hashlib.sha256(b"irctl-cache-key-v1\0")
         h.update(canonical_bytes(key_body(op)))
         for i, (ref, snap) in enumerate(zip(op.inputs, inputs)):
-            h.update(b"\0input\0" + self._input_identity(op, i, snap, step).encode())
+            part = self._input_identity(op, i, snap, step)
+            h.update(b"\0input\0" + part.encode())
+            if parts is not None:
+                parts.append(part)
         h.update(b"\0extra\0" + extra.encode())
         return "sha256:" + h.hexdigest()
 
@@ -404,6 +438,8 @@ class Solver:
         but produced the same ``/out/app`` (early cutoff across stages)."""
         reads = read_selections(op, index)
         if reads is None:
+            if snap.host_dir is not None and self.options.record is not None:
+                self._context_listing(snap)
             return snap.identity
         digests = []
         for kind, c in reads:  # a pure function of (identity, selection): remembered, as walking it is not free
@@ -419,15 +455,35 @@ class Solver:
         from backend.copy import FileOpError
         from backend.ops.file import layered_selection_digest, selection_digest
 
+        record = self.options.record
+        listing: list | None = [] if record is not None else None
         try:
             if snap.host_dir is not None:  # from the context's scan: no I/O, but 20,000 files take 0.3 s
-                return selection_digest(self.ws, snap, c)
-            return layered_selection_digest(self.ws, snap, c, step)  # a copy reuses step's view
+                found = selection_digest(self.ws, snap, c, listing)
+            else:
+                found = layered_selection_digest(self.ws, snap, c, step, listing)  # a copy reuses step's view
+            if record is not None:
+                with contextlib.suppress(OSError):
+                    record.save_listing(found, listing)
+            return found
         except FileOpError as e:
             if not missing_ok:
                 raise
             # a mount of a path that is not there: the mount itself reports it when the step runs
             return "missing:" + hashlib.sha256(str(e).encode("utf-8", "surrogateescape")).hexdigest()
+
+    def _context_listing(self, snap: Snapshot) -> None:
+        """Keep the file list of a local context a step reads whole, for ``--explain``."""
+        record = self.options.record
+        if record.has_listing(snap.identity):  # type: ignore[union-attr]
+            return
+        found = self.ws.scans.get(snap.identity)
+        if found is None:
+            return
+        entries = [(rel, hashlib.sha256(f"{e.type}\0{e.mode:o}\0{e.target}\0{e.digest}".encode(
+            "utf-8", "surrogateescape")).hexdigest()[:16]) for rel, e in found.entries.items()]  # type: ignore[attr-defined]
+        with contextlib.suppress(OSError):
+            record.save_listing(snap.identity, entries)  # type: ignore[union-attr]
 
     # -- snapshots <-> index rows --------------------------------------------------------------
     def _to_output(self, snap: Snapshot) -> Output:
