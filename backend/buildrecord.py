@@ -191,7 +191,7 @@ def _kind(op: irops.Op) -> str:
     if op.source is None:
         return op.kind
     s = op.source
-    return "image" if (s.image or s.oci_layout) else "local" if s.local else "source"
+    return "base" if (s.image or s.oci_layout) else "local" if s.local else "source"
 
 
 def _hex(digest: str) -> str:

@@ -32,7 +32,8 @@ class Explanation:
 def explain(record) -> list[Explanation]:
     """One explanation per step that ran in ``record`` (a ``BuildRecord`` after a solve)."""
     cur: dict[str, dict] = record.steps
-    ran = [(d, e) for d, e in cur.items() if e.get("status") == "ran"]
+    # (an image op only attaches the config: it "runs" whenever its input changed, which says nothing new)
+    ran = [(d, e) for d, e in cur.items() if e.get("status") == "ran" and e.get("kind") != "image"]
     if not ran:
         return []
     if record.no_cache:
@@ -76,8 +77,8 @@ def format_text(record, explanations: list[Explanation]) -> list[str]:
 
 
 def _label(entry: dict) -> tuple[str, str]:
-    if entry.get("kind") == "image":
-        return entry.get("group", ""), "image " + str(entry.get("detail", {}).get("ref", ""))
+    if entry.get("kind") == "base":
+        return entry.get("group", ""), "base " + str(entry.get("detail", {}).get("ref", ""))
     return entry.get("group", ""), re.sub(r"^\[[^\]]*\]\s*", "", entry.get("desc", ""))
 
 
@@ -160,7 +161,7 @@ def _short(digest: str) -> str:
 def _input_change(ci: list, pi: list, cur: dict, prev: dict, record) -> str:
     cprod, pprod = cur.get(ci[0]) or {}, prev.get(pi[0]) or {}
     kind = cprod.get("kind")
-    if kind == "image":
+    if kind == "base":
         cref, pref = cprod.get("detail", {}).get("ref", "?"), pprod.get("detail", {}).get("ref", "?")
         if cref != pref:
             return f"the base image changed: {pref} -> {cref}"
