@@ -97,17 +97,21 @@ class BuildRecord:
             return  # a rebuild that changed nothing: nothing to write
         rec = {"version": VERSION, "name": self.name, "label": self.label, "time": time.time(),
                "no_cache": self.no_cache, "steps": steps}
-        path = self._path()
-        new = not path.exists()
-        _write_atomic(path, json.dumps(rec, sort_keys=True, separators=(",", ":")).encode())
-        if new:
-            self._forget_old_records()
+        _write_atomic(self._path(), json.dumps(rec, sort_keys=True, separators=(",", ":")).encode())
+        self._forget_old_records()
 
     def _forget_old_records(self) -> None:
+        """Keep the MAX_RECORDS most recently written records and the listings they name; remove
+        what killed builds left half-written (a temporary name, never read)."""
         records = sorted((self.root / "records").glob("*.json"), key=_mtime)  # type: ignore[operator]
         for old in records[:-MAX_RECORDS]:
             with contextlib.suppress(OSError):
                 old.unlink()
+        now = time.time()
+        for tmp in [*self.root.glob("*/.tmp-*"), *self.root.glob(".tmp-*")]:  # type: ignore[union-attr]
+            if now - _mtime(tmp) > 3600:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
         listings = list((self.root / "listings").iterdir())  # type: ignore[operator]
         if len(listings) <= 4 * MAX_RECORDS + 256:
             return
@@ -117,7 +121,6 @@ class BuildRecord:
                 for entry in json.loads(rec.read_text()).get("steps", {}).values():
                     for _, _, part in entry.get("inputs", ()):
                         kept.update(_hex(d) for d in part.removeprefix("selection:").split(","))
-        now = time.time()
         for p in listings:
             if p.name not in kept and now - _mtime(p) > 3600:  # (a running build may not have saved yet)
                 with contextlib.suppress(OSError):

@@ -10,7 +10,8 @@ result of the step that produced it.
 Pairing, most certain first: the same op digest (the same op on the same inputs); the same stage
 and instruction text (the ``[stage n/m]`` counter left out, so inserting a step moves nothing); then
 along the graph: when two steps are paired, the steps producing their inputs at the same index are
-paired too, which finds a step whose text changed (an edited RUN, a FROM with a new digest).
+paired too, and so are the steps taking them at the same input, which finds a step whose text
+changed (an edited RUN, a FROM with a new digest).
 """
 
 from __future__ import annotations
@@ -95,16 +96,29 @@ def match_steps(cur: dict[str, dict], prev: dict[str, dict]) -> dict[str, str]:
             p = by_label[_label(e)].pop(0)
             pairs[d] = p
             used.add(p)
+    cons, pcons = _consumers(cur), _consumers(prev)
     todo = list(pairs.items())
     while todo:
         d, p = todo.pop()
-        for (cprod, _, _), (pprod, _, _) in zip(cur[d].get("inputs", ()), prev[p].get("inputs", ())):
-            if cprod in cur and pprod in prev and cprod not in pairs and pprod not in used \
-                    and cur[cprod].get("kind") == prev[pprod].get("kind"):
-                pairs[cprod] = pprod
-                used.add(pprod)
-                todo.append((cprod, pprod))
+        near = [(c[0], q[0]) for c, q in zip(cur[d].get("inputs", ()), prev[p].get("inputs", ()))]
+        for key, users in cons.get(d, {}).items():  # and the steps that take them at the same input
+            if len(users) == 1 and len(pcons.get(p, {}).get(key, ())) == 1:
+                near.append((users[0], pcons[p][key][0]))
+        for c, q in near:
+            if c in cur and q in prev and c not in pairs and q not in used and cur[c].get("kind") == prev[q].get("kind"):
+                pairs[c] = q
+                used.add(q)
+                todo.append((c, q))
     return pairs
+
+
+def _consumers(steps: dict[str, dict]) -> dict[str, dict[tuple[int, int], list[str]]]:
+    """producer -> (its output, input index) -> the steps taking it there."""
+    out: dict[str, dict[tuple[int, int], list[str]]] = {}
+    for d, e in steps.items():
+        for i, (producer, output, _) in enumerate(e.get("inputs", ())):
+            out.setdefault(producer, {}).setdefault((output, i), []).append(d)
+    return out
 
 
 # ------------------------------------------------------------------------------------------- reasons

@@ -99,3 +99,29 @@ def test_explain_plain_output_and_a_record_without_secret_values(tmp_path, busyb
     assert stored.count(b"argvalue2") == 1  # in the description only: an env value is kept as a keyed hash
     assert {oct(p.stat().st_mode & 0o077) for p in records.rglob("*")} == {"0o0"}  # private to the user
     assert os.stat(records).st_mode & 0o777 == 0o700
+
+
+def test_a_build_killed_midway_leaves_the_previous_record(tmp_path, busybox_ref, cache_env):
+    import signal
+    import subprocess
+    import sys
+
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\nRUN echo a > /a\n"})
+    explain(ctx, tmp_path, cache_env)
+    records = list((Path(cache_env["IRCTL_CACHE_DIR"]) / "explain" / "records").glob("*.json"))
+    before = [p.read_bytes() for p in records]
+    (ctx / "Dockerfile").write_text(f"FROM {busybox_ref}\nRUN sleep 30\n")
+    p = subprocess.Popen([sys.executable, "-m", "irctl", "build", str(ctx), "--progress", "json", "--output",
+                          f"type=local,dest={tmp_path / 'out'}"], env={**os.environ, **cache_env},
+                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+                         start_new_session=True)
+    try:
+        for line in p.stderr:  # type: ignore[union-attr]
+            if '"kind": "started"' in line and "sleep 30" in line:
+                break
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    assert [p.read_bytes() for p in records] == before
+    (ctx / "Dockerfile").write_text(f"FROM {busybox_ref}\nRUN sleep 0\n")
+    assert explain(ctx, tmp_path, cache_env) == {"RUN sleep 0": ["the command changed (was: [2/2] RUN echo a > /a)"]}
