@@ -48,8 +48,24 @@ def target_name(kind: str, path: str | os.PathLike, target: str) -> str:
     return f"{kind}\0{os.path.realpath(os.fspath(path))}\0{target}"
 
 
+class Listing(list):
+    """The (path, entry hash) pairs of one selection, as the walk yields them; past MAX_LISTING
+    entries it stops keeping them (a listing that long is not saved), so a step selecting a million
+    files costs no memory here."""
+
+    overflow = False
+
+    def append(self, item) -> None:
+        if len(self) < MAX_LISTING:
+            super().append(item)
+        else:
+            self.overflow = True
+
+
 class BuildRecord:
     """What one build did, step by step; filled by the solver, saved after a successful build."""
+
+    MAX_LISTING = MAX_LISTING
 
     def __init__(self, name: str, label: str = "") -> None:
         self.name = name
@@ -127,12 +143,17 @@ class BuildRecord:
                     p.unlink()
 
     # -- listings -----------------------------------------------------------------------------
+    @staticmethod
+    def new_listing() -> Listing:
+        return Listing()
+
     def has_listing(self, digest: str) -> bool:
         return self.root is not None and (self.root / "listings" / _hex(digest)).exists()
 
     def save_listing(self, digest: str, entries: list[tuple[str, str]]) -> None:
         """Remember which paths (with a hash of each entry) the selection ``digest`` held."""
-        if self.root is None or len(entries) > MAX_LISTING or self.has_listing(digest):
+        if self.root is None or len(entries) > MAX_LISTING or getattr(entries, "overflow", False) \
+                or self.has_listing(digest):
             return
         text = "".join(f"{h} {path}\n" for path, h in entries if "\n" not in path)
         _write_atomic(self.root / "listings" / _hex(digest),

@@ -40,7 +40,7 @@ def explain(record) -> list[Explanation]:
     if record.no_cache:
         return [Explanation(e["desc"], ("--no-cache: every step runs again",)) for _, e in ran]
     if record.previous is None:
-        return [Explanation(e["desc"], ("first build of this target: there is no earlier build to compare with",))
+        return [Explanation(e["desc"], ("first build of this target: no earlier successful build to compare with",))
                 for _, e in ran]
     prev: dict[str, dict] = record.previous["steps"]
     pairs = match_steps(cur, prev)
@@ -105,7 +105,8 @@ def match_steps(cur: dict[str, dict], prev: dict[str, dict]) -> dict[str, str]:
             if len(users) == 1 and len(pcons.get(p, {}).get(key, ())) == 1:
                 near.append((users[0], pcons[p][key][0]))
         for c, q in near:
-            if c in cur and q in prev and c not in pairs and q not in used and cur[c].get("kind") == prev[q].get("kind"):
+            if c in cur and q in prev and c not in pairs and q not in used \
+                    and cur[c].get("kind") == prev[q].get("kind"):
                 pairs[c] = q
                 used.add(q)
                 todo.append((c, q))
@@ -161,7 +162,8 @@ def _body_changes(c: dict, p: dict) -> list[str]:
         elif cenv[k] != penv[k]:
             env.append(f"the value of {k} changed (ENV or build arg)")
     out += env[:MAX_ENV] + ([f"and {len(env) - MAX_ENV} more variables changed"] if len(env) > MAX_ENV else [])
-    for field, words in (("user", "USER changed"), ("cwd", "WORKDIR changed"), ("mounts", "its --mount options changed"),
+    for field, words in (("user", "USER changed"), ("cwd", "WORKDIR changed"),
+                         ("mounts", "its --mount options changed"),
                          ("other", "its RUN options changed (network, security or hostname)")):
         if cd.get(field) != pd.get(field):
             out.append(words)
@@ -179,7 +181,11 @@ def _input_change(ci: list, pi: list, cur: dict, prev: dict, record) -> str:
         cref, pref = cprod.get("detail", {}).get("ref", "?"), pprod.get("detail", {}).get("ref", "?")
         if cref != pref:
             return f"the base image changed: {pref} -> {cref}"
-        return f"the base image {cref} changed: digest {_short(pi[2])} -> {_short(ci[2])}"
+        digests = f"digest {_short((pprod.get('out') or ['?'])[0])} -> {_short((cprod.get('out') or ['?'])[0])}"
+        if ci[2].startswith("selection:"):
+            files = _file_changes(ci[2], pi[2], record, absolute=True)
+            return f"files it reads from the image {cref} ({digests}) changed" + (f": {files}" if files else "")
+        return f"the base image {cref} changed: {digests}"
     files = _file_changes(ci[2], pi[2], record, absolute=kind != "local")
     if kind == "local":
         if files:

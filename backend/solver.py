@@ -147,7 +147,8 @@ def read_selections(op: irops.Op, index: int) -> list[tuple[str, irops.CopyActio
     for n, m in enumerate(ex.mounts):
         if m.input != index:
             continue
-        if n == 0 or m.type not in ("bind", "cache") or m.output >= 0 or posixpath.normpath("/" + m.selector.lstrip("/")) == "/":
+        whole = posixpath.normpath("/" + m.selector.lstrip("/")) == "/"
+        if n == 0 or m.type not in ("bind", "cache") or m.output >= 0 or whole:
             return None
         reads.append(("mount", irops.CopyAction(src=index, src_path=m.selector, dest="/", follow_symlinks=True)))
     return reads or None
@@ -456,7 +457,7 @@ class Solver:
         from backend.ops.file import layered_selection_digest, selection_digest
 
         record = self.options.record
-        listing: list | None = [] if record is not None else None
+        listing = record.new_listing() if record is not None else None
         try:
             if snap.host_dir is not None:  # from the context's scan: no I/O, but 20,000 files take 0.3 s
                 found = selection_digest(self.ws, snap, c, listing)
@@ -478,10 +479,12 @@ class Solver:
         if record.has_listing(snap.identity):  # type: ignore[union-attr]
             return
         found = self.ws.scans.get(snap.identity)
-        if found is None:
+        if found is None or len(found.entries) > record.MAX_LISTING:  # type: ignore[attr-defined,union-attr]
             return
-        entries = [(rel, hashlib.sha256(f"{e.type}\0{e.mode:o}\0{e.target}\0{e.digest}".encode(
-            "utf-8", "surrogateescape")).hexdigest()[:16]) for rel, e in found.entries.items()]  # type: ignore[attr-defined]
+        entries = record.new_listing()  # type: ignore[union-attr]
+        for rel, e in found.entries.items():  # type: ignore[attr-defined]
+            line = f"{e.type}\0{e.mode:o}\0{e.target}\0{e.digest}".encode("utf-8", "surrogateescape")
+            entries.append((rel, hashlib.sha256(line).hexdigest()[:16]))
         with contextlib.suppress(OSError):
             record.save_listing(snap.identity, entries)  # type: ignore[union-attr]
 

@@ -39,7 +39,7 @@ def test_reasons_for_an_edited_command_an_env_change_and_a_new_step(tmp_path: Pa
                                                                   mounts=(ops.Mount("/", input=0, output=0),)))
     rec.note(op_digest(base), base, base, "[build 1/2] FROM busybox:1", "build", "resolved", identities=["sha256:" + "a" * 64])
     rec.note(op_digest(run), run, run, "[build 2/2] RUN make", "build", "ran", "key1", [(op_digest(base), 0, "sha256:" + "a" * 64)])
-    assert [x.reasons for x in explain(rec)] == [("first build of this target: there is no earlier build to compare with",)]
+    assert [x.reasons for x in explain(rec)] == [("first build of this target: no earlier successful build to compare with",)]
     rec.save()
 
     again = BuildRecord(rec.name)
@@ -96,5 +96,11 @@ def test_records_and_listings_are_bounded(tmp_path: Path, monkeypatch) -> None:
     assert len(list((tmp_path / "explain" / "records").glob("*.json"))) == 3
     rec.save_listing("sha256:" + "c" * 64, [("a", "1"), ("b", "2"), ("c", "3")])  # too long: not kept
     assert rec.listing("sha256:" + "c" * 64) is None
+    walked = rec.new_listing()
+    for n in range(1000):  # what a selection walk appends: kept only up to the bound
+        walked.append((str(n), "h"))
+    assert len(walked) == 2 and walked.overflow
+    rec.save_listing("sha256:" + "e" * 64, walked)
+    assert rec.listing("sha256:" + "e" * 64) is None
     rec.save_listing("sha256:" + "d" * 64, [("a", "1"), ("b b", "2")])
     assert rec.listing("sha256:" + "d" * 64) == {"a": "1", "b b": "2"}

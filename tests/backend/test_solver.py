@@ -182,6 +182,8 @@ def test_read_selections_counts_an_input_whole_when_any_use_is_whole() -> None:
     assert read_selections(exec_op(ops.Mount("/r", input=1, selector="/a"), ops.Mount("/w", input=1)), 1) is None
     assert read_selections(exec_op(ops.Mount("/r", input=1, selector="/./")), 1) is None  # its root
     assert read_selections(exec_op(ops.Mount("/w", input=1, output=1)), 1) is None  # an output
+    seed = exec_op(ops.Mount("/c", type="cache", input=1, selector="/cache", cache=ops.CacheOptions(id="c")))
+    assert [a.src_path for _, a in read_selections(seed, 1)] == ["/cache"]  # a cache seeded from a sub-path
 
 
 def test_key_body_leaves_out_cache_id_and_sharing_only() -> None:

@@ -8,6 +8,7 @@ to the reasons printed for it with ``--progress json``.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,7 @@ def test_explain_names_the_context_files_a_copy_or_a_bind_mount_reads(tmp_path, 
         "Dockerfile": f"FROM {busybox_ref}\n{pip}\nCOPY src /src\n",
         "requirements.txt": "flask\n", "src/app.py": "1\n", "src/util.py": "1\n", "notes.txt": "1\n"})
     first = explain(ctx, tmp_path, cache_env)
-    assert first[pip] == ["first build of this target: there is no earlier build to compare with"]
+    assert first[pip] == ["first build of this target: no earlier successful build to compare with"]
     (ctx / "src" / "app.py").write_text("2\n")
     (ctx / "src" / "new.py").write_text("new\n")
     (ctx / "src" / "util.py").unlink()
@@ -64,11 +65,16 @@ def test_explain_names_a_base_image_whose_digest_changed(tmp_path, busybox_ref, 
         r = irctl("build", push, "-t", base, "--push", "--progress", "quiet", env=cache_env)
         assert r.code == 0, r.stderr
         if marker == "one":
-            ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {base}\nRUN cat /m > /seen\n"})
+            ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {base}\nRUN cat /m > /seen\nFROM {busybox_ref}\n"
+                                                         f"RUN --mount=type=bind,from={base},source=/m,target=/x cat /x\n"
+                                                         "COPY --from=0 /seen /seen\n"})
             explain(ctx, tmp_path, cache_env)
     why = explain(ctx, tmp_path, cache_env, "--pull")
     (reason,) = why["RUN cat /m > /seen"]
-    assert reason.startswith(f"the base image {base} changed: digest "), reason
+    assert re.fullmatch(f"the base image {re.escape(base)} changed: digest [0-9a-f]{{12}} -> [0-9a-f]{{12}}", reason)
+    (mounted,) = [v for k, v in why.items() if k.endswith("cat /x")]  # a bind mount from= the image
+    digests = reason.rpartition(": ")[2]
+    assert mounted == [f"files it reads from the image {base} ({digests}) changed: /m (changed)"]
 
 
 def test_explain_no_cache_and_a_pruned_result(tmp_path, busybox_ref, cache_env):
