@@ -49,10 +49,13 @@ def test_run_with_a_context_bind_mount_is_keyed_by_the_mounted_file_only(tmp_pat
 def test_run_with_a_stage_bind_mount_is_keyed_by_the_selection_through_planted_links(tmp_path, busybox_ref,
                                                                                      cache_env):
     # the build stage plants /out/link -> /data/real (absolute: resolved inside the stage, as the mount does)
-    build = ("RUN mkdir -p /out /data && echo keep$W > /data/real && ln -s /data/real /out/link "
-             "&& echo $V > /out/other")
-    use = "RUN --mount=type=bind,from=build,source=/out/link,target=/l cat /l > /seen"
-    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref} AS build\nARG V=1\nARG W=1\n{build}\n"
+    # and /out/dir -> ../data
+    build = ("RUN mkdir -p /out /data && echo keep$W > /data/real && chown $O /data/real "
+             "&& ln -s /data/real /out/link && ln -s ../data /out/dir && echo $V > /out/other")
+    # two mounts of the stage: a link to the file, and a path through a link to its dir
+    use = ("RUN --mount=type=bind,from=build,source=/out/link,target=/l "
+           "--mount=type=bind,from=build,source=/out/dir/real,target=/r cat /l /r > /seen")
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref} AS build\nARG V=1\nARG W=1\nARG O=0\n{build}\n"
                                                  f"FROM {busybox_ref}\n{use}\n"})
     def steps(*args: str) -> list[str]:  # (descriptions show the args expanded)
         return ["build" if "mkdir" in s else "use" for s in ran(ctx, tmp_path, cache_env, *args)]
@@ -62,6 +65,8 @@ def test_run_with_a_stage_bind_mount_is_keyed_by_the_selection_through_planted_l
     assert steps("--build-arg", "V=2") == ["build"]
     # the file the link points at changes: the step re-runs
     assert steps("--build-arg", "V=2", "--build-arg", "W=2") == ["build", "use"]
+    # only its owner changes: the step sees that too
+    assert steps("--build-arg", "V=2", "--build-arg", "W=2", "--build-arg", "O=1") == ["build", "use"]
 
 
 def test_a_missing_mount_source_is_reported_by_the_mount(tmp_path, busybox_ref, cache_env):
