@@ -99,7 +99,7 @@ class BuildRecord:
         except (OSError, ValueError):
             return None
         if not isinstance(rec, dict) or rec.get("version") != VERSION or rec.get("name") != self.name \
-                or not isinstance(rec.get("steps"), dict):
+                or not isinstance(rec.get("steps"), dict) or not all(map(_valid_step, rec["steps"].values())):
             return None
         return rec
 
@@ -209,6 +209,22 @@ class BuildRecord:
         if src is not None and src.local is not None:
             return {"local": src.local.name}
         return {}
+
+
+_STEP_FIELDS = {"desc": str, "group": str, "kind": str, "status": str, "key": str, "body": str, "detail": dict,
+                "extra": str, "inputs": list, "out": list}
+
+
+def _valid_step(entry: object) -> bool:
+    """A step entry as ``note`` writes it (a record edited by hand into another shape is not read)."""
+    if not isinstance(entry, dict) or any(not isinstance(entry.get(k), t) for k, t in _STEP_FIELDS.items()):
+        return False
+    inputs_ok = all(isinstance(i, list) and len(i) == 3 and isinstance(i[0], str) and isinstance(i[1], int)
+                    and isinstance(i[2], str) for i in entry["inputs"])
+    detail = entry["detail"]
+    env = detail.get("env", {})
+    return inputs_ok and all(isinstance(o, str) for o in entry["out"]) and isinstance(env, dict) \
+        and all(isinstance(v, (str, dict)) for v in detail.values())
 
 
 def _kind(op: irops.Op) -> str:

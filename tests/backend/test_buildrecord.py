@@ -64,7 +64,11 @@ def test_a_torn_or_foreign_record_counts_as_absent_and_writes_are_atomic(tmp_pat
     rec.save()
     path = rec._path()
     good = path.read_bytes()
-    for bad in (good[: len(good) // 2], b"[]", json.dumps({**json.loads(good), "name": "other"}).encode()):
+    shapes = [json.loads(good) for _ in range(3)]
+    shapes[0]["steps"]["x"]["inputs"] = [[1, 2]]
+    shapes[1]["steps"]["x"] = "step"
+    shapes[2]["name"] = "other"
+    for bad in (good[: len(good) // 2], b"[]", *(json.dumps(x).encode() for x in shapes)):
         path.write_bytes(bad)
         fresh = BuildRecord(rec.name)
         fresh.open(tmp_path)
