@@ -47,7 +47,9 @@ def explain(record) -> list[Explanation]:
     out = []
     for d, e in ran:
         p = pairs.get(d)
-        if p is None:
+        if not e.get("key"):
+            why = ["it is never cached: what it fetches is pinned by no checksum or commit"]
+        elif p is None:
             why = ["a new step: nothing stood in its place in the previous build"]
         else:
             why = _reasons(e, prev[p], cur, prev, record)
