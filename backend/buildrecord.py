@@ -70,7 +70,7 @@ class BuildRecord:
     def __init__(self, name: str, label: str = "") -> None:
         self.name = name
         self.label = label or name.split("\0")[1]  # how the target is named to the user
-        self.steps: dict[str, dict] = {}  # op digest -> entry, in the order the steps finished
+        self.steps: dict[str, dict] = {}  # op digest -> entry, in the order the steps started
         self.no_cache = False
         self.root: Path | None = None
         self._salt = b""
