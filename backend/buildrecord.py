@@ -72,6 +72,7 @@ class BuildRecord:
         self.label = label or name.split("\0")[1]  # how the target is named to the user
         self.steps: dict[str, dict] = {}  # op digest -> entry, in the order the steps started
         self.no_cache = False
+        self.build_args: list[str] = []  # names (never values) of the build args given on the command line
         self.root: Path | None = None
         self._salt = b""
         self._lock = threading.Lock()
@@ -99,7 +100,9 @@ class BuildRecord:
         except (OSError, ValueError):
             return None
         if not isinstance(rec, dict) or rec.get("version") != VERSION or rec.get("name") != self.name \
-                or not isinstance(rec.get("steps"), dict) or not all(map(_valid_step, rec["steps"].values())):
+                or not isinstance(rec.get("steps"), dict) or not all(map(_valid_step, rec["steps"].values())) \
+                or not isinstance(rec.get("build_args", []), list) \
+                or not all(isinstance(a, str) for a in rec.get("build_args", [])):
             return None
         return rec
 
@@ -109,10 +112,12 @@ class BuildRecord:
             return
         steps = dict(list(self.steps.items())[:MAX_STEPS])
         prev = self.previous
-        if prev is not None and prev.get("steps") == steps and prev.get("no_cache") == self.no_cache:
+        args = sorted(set(self.build_args))
+        if prev is not None and prev.get("steps") == steps and prev.get("no_cache") == self.no_cache \
+                and prev.get("build_args") == args:
             return  # a rebuild that changed nothing: nothing to write
         rec = {"version": VERSION, "name": self.name, "label": self.label, "time": time.time(),
-               "no_cache": self.no_cache, "steps": steps}
+               "no_cache": self.no_cache, "build_args": args, "steps": steps}
         _write_atomic(self._path(), json.dumps(rec, sort_keys=True, separators=(",", ":")).encode())
         self._forget_old_records()
 

@@ -44,6 +44,8 @@ def explain(record) -> list[Explanation]:
                 for _, e in ran]
     prev: dict[str, dict] = record.previous["steps"]
     pairs = match_steps(cur, prev)
+    given = record.previous.get("build_args")
+    args = set(record.build_args) | set(given if isinstance(given, list) else ())  # --build-arg names
     out = []
     for d, e in ran:
         p = pairs.get(d)
@@ -52,7 +54,7 @@ def explain(record) -> list[Explanation]:
         elif p is None:
             why = ["a new step: nothing stood in its place in the previous build"]
         else:
-            why = _reasons(e, prev[p], cur, prev, record)
+            why = _reasons(e, prev[p], cur, prev, record, args)
         out.append(Explanation(e["desc"], tuple(why)))
     return out
 
@@ -127,14 +129,14 @@ def _consumers(steps: dict[str, dict]) -> dict[str, dict[tuple[int, int], list[s
 # ------------------------------------------------------------------------------------------- reasons
 
 
-def _reasons(c: dict, p: dict, cur: dict, prev: dict, record) -> list[str]:
+def _reasons(c: dict, p: dict, cur: dict, prev: dict, record, args: set) -> list[str]:
     if c.get("key") and c.get("key") == p.get("key"):
         return ["its result from the previous build is no longer in the cache (pruned)"]
     if c.get("kind") != p.get("kind"):
         return [f"the instruction changed (was: {p.get('desc', '?')})"]
     out: list[str] = []
     if c.get("body") != p.get("body"):
-        out += _body_changes(c, p)
+        out += _body_changes(c, p, args)
     if c.get("extra") != p.get("extra"):
         out.append("the --network option changed" if c.get("kind") == "exec" else "how it is fetched changed")
     for ci, pi in zip(c.get("inputs", ()), p.get("inputs", ())):
@@ -147,7 +149,7 @@ def _was(c: dict, p: dict) -> str:
     return f" (was: {p.get('desc', '?')})" if _label(c) != _label(p) else ""
 
 
-def _body_changes(c: dict, p: dict) -> list[str]:
+def _body_changes(c: dict, p: dict, args: set) -> list[str]:
     cd, pd = c.get("detail") or {}, p.get("detail") or {}
     if c.get("kind") != "exec":
         return [f"the instruction changed{_was(c, p)}"]
@@ -157,12 +159,14 @@ def _body_changes(c: dict, p: dict) -> list[str]:
     cenv, penv = cd.get("env") or {}, pd.get("env") or {}
     env = []
     for k in sorted(set(cenv) | set(penv)):
+        what = f"the build arg {k}" if k in args else k  # given with --build-arg (this time or the last)
+        where = "" if k in args else " (ENV or build arg)"
         if k not in penv:
-            env.append(f"{k} is now set (ENV or build arg)")
+            env.append(f"{what} is now set{where}")
         elif k not in cenv:
-            env.append(f"{k} is no longer set (ENV or build arg)")
+            env.append(f"{what} is no longer set{where}")
         elif cenv[k] != penv[k]:
-            env.append(f"the value of {k} changed (ENV or build arg)")
+            env.append(f"the value of {what} changed{where}")
     out += env[:MAX_ENV] + ([f"and {len(env) - MAX_ENV} more variables changed"] if len(env) > MAX_ENV else [])
     for field, words in (("user", "USER changed"), ("cwd", "WORKDIR changed"),
                          ("mounts", "its --mount options changed"),

@@ -73,6 +73,7 @@ def build(
 
         path = build_file(context, file)
         record = BuildRecord(target_name("build", path, target), f"{path}" + (f" --target {target}" if target else ""))
+        record.build_args = list(opt.build_args(build_arg))
         snapshot = _solve(compiled.document, context, named, opt.secrets(secret), opt.ssh_agents(ssh),
                           jobs, no_cache, granted, tuple(insecure_registry), progress, root, scans, network,
                           record, explain)

@@ -50,7 +50,7 @@ def test_explain_names_the_build_arg_the_instruction_and_the_upstream_step(tmp_p
     explain(ctx, tmp_path, cache_env)
     why = explain(ctx, tmp_path, cache_env, "--build-arg", "V=2")
     assert why == {
-        "RUN echo 2 > /v": ["the value of V changed (ENV or build arg)"],
+        "RUN echo 2 > /v": ["the value of the build arg V changed"],
         "COPY --from=build /v /v": ["files it reads from [build 2/2] RUN echo 2 > /v changed: /v (changed)"],
         "RUN cat /v > /w": ["[stage-1 2/3] COPY --from=build /v /v re-ran and produced different files"]}
     (ctx / "Dockerfile").write_text((ctx / "Dockerfile").read_text().replace("echo $V", "echo x$V"))
@@ -97,7 +97,7 @@ def test_explain_plain_output_and_a_record_without_secret_values(tmp_path, busyb
         assert r.code == 0, r.stderr
     assert "why 1 step of " in r.stderr and "ran, compared with its build of " in r.stderr
     assert "\n => [2/2] RUN --mount=type=secret,id=tok echo **** argvalue2 > /x\n" in r.stderr
-    assert "\n      the value of TOKEN changed (ENV or build arg)\n" in r.stderr
+    assert "\n      the value of the build arg TOKEN changed\n" in r.stderr
     assert secret not in r.stderr.partition("why 1 step")[2]
     records = Path(cache_env["IRCTL_CACHE_DIR"]) / "explain"
     stored = b"".join(p.read_bytes() for p in records.rglob("*") if p.is_file())
