@@ -260,12 +260,14 @@ class ScanTree:
         return os.path.join(self.scan.root, rel) if rel else os.fspath(self.scan.root)
 
 
-def selection_digest(scan_or_dir: ContextScan | SourceView | Path | str, action) -> str:
+def selection_digest(scan_or_dir: ContextScan | SourceView | Path | str, action,
+                     listing: list[tuple[str, str]] | None = None) -> str:
     """``sha256:…`` of exactly what ``action`` (an ``ir.ops.CopyAction``) selects from the source.
 
     A :class:`ContextScan` is read without I/O; a ``SourceView`` or a directory is walked and hashed
     (owners count unless the view resets them, as a local context does).  Raises ``FileOpError``
-    when the copy would fail for a missing source."""
+    when the copy would fail for a missing source.  ``listing`` receives (path in the source, hash of
+    its entry) per entry, so a later build can name the files that changed (``backend.explain``)."""
     if isinstance(scan_or_dir, ContextScan):
         tree, owners = ScanTree(scan_or_dir), False
     else:
@@ -279,10 +281,12 @@ def selection_digest(scan_or_dir: ContextScan | SourceView | Path | str, action)
         for item in walk_selection(tree, sel, plan.include, plan.exclude):
             node = item.node
             digest = tree.file_digest(item.rel, node) if node.kind == "file" else ""
-            h.update(b"%s\0%s\0%o\0%s\0%s\0%d" % (os.fsencode(item.comps), node.kind.encode(),
-                                                 stat.S_IMODE(node.mode), os.fsencode(node.target),
-                                                 digest.encode(), item.implied))
+            line = b"%s\0%s\0%o\0%s\0%s\0%d" % (os.fsencode(item.comps), node.kind.encode(),
+                                                stat.S_IMODE(node.mode), os.fsencode(node.target),
+                                                digest.encode(), item.implied)
             if owners:
-                h.update(b"\0%d:%d" % (node.uid, node.gid))
-            h.update(b"\n")
+                line += b"\0%d:%d" % (node.uid, node.gid)
+            h.update(line + b"\n")
+            if listing is not None:
+                listing.append((item.rel, hashlib.sha256(line).hexdigest()[:16]))
     return "sha256:" + h.hexdigest()

@@ -4,8 +4,8 @@ Each op is one task for the scheduler.  A task computes the op's cache key from 
 with every input replaced by the *identity* of the input's result (its content, never how it was
 made), looks the key up, and only on a miss runs the op's handler.  So a fully cached rebuild
 mounts and executes nothing, and when an op re-runs but produces the same files, everything after
-it is a hit again (early cutoff).  A COPY from a local context is keyed by the checksum of exactly
-the files it selects, so editing an unrelated file does not re-run it.
+it is a hit again (early cutoff).  A COPY, or a RUN that bind-mounts part of an input, is keyed by
+the checksum of exactly the files it selects, so editing an unrelated file does not re-run it.
 
 The graph reaches the host only through ``SolveOptions`` grants (local dirs, OCI layouts, secrets,
 ssh agents, ``entitlements``); secrets are never part of a key, a log line or a file in the store.
@@ -13,8 +13,10 @@ ssh agents, ``entitlements``); secrets are never part of a key, a log line or a 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import posixpath
 import threading
 import time
 from collections.abc import Callable
@@ -56,6 +58,8 @@ class SolveOptions:
     # just before (the CLI's fast-path check): reused for sources without include/exclude patterns
     context_scans: dict[str, object] = field(default_factory=dict)
     materialize: bool = True  # make sure every layer of the returned snapshots exists as a dir
+    # what each step's key was made of, saved for the next build's --explain (backend.buildrecord)
+    record: object = None
 
 
 def solve(doc: irops.Document, targets: list[str] | None = None, options: SolveOptions | None = None
@@ -104,6 +108,52 @@ def source_location(doc: irops.Document, digest: str, context: int = 2) -> str:
     return "\n".join(blocks)
 
 
+# ------------------------------------------------------------------------------------- keys
+
+
+def key_body(op: irops.Op) -> irops.Op:
+    """The op as its cache key sees it: without its inputs (their identities are added instead),
+    and with what is a policy rather than an input left out.  A cache mount's ``id`` and
+    ``sharing`` say which persistent dir a step gets and how concurrent users share it, not what
+    the step reads (a cache's contents are never part of a key), so changing either does not
+    re-run the step — as BuildKit (moby/buildkit#4585) keys it.  Such a mount is keyed as the
+    Dockerfile default (id = target, shared), so a default cache mount keeps its older keys;
+    ``uid``/``gid``/``mode`` (the new dir's owner and mode, which the step sees) stay in the key."""
+    op = irops.replace(op, inputs=())
+    ex = op.exec
+    if ex is None or not any(m.cache is not None and (m.cache.id != m.target or m.cache.sharing != "shared")
+                             for m in ex.mounts):
+        return op
+    mounts = tuple(irops.replace(m, cache=irops.replace(m.cache, id=m.target, sharing="shared"))
+                   if m.cache is not None else m for m in ex.mounts)
+    return irops.replace(op, exec=irops.replace(ex, mounts=mounts))
+
+
+def read_selections(op: irops.Op, index: int) -> list[tuple[str, irops.CopyAction]] | None:
+    """What op reads of its input ``index``, when that is only parts of it: one ``("copy",
+    action)`` per copy from it, one ``("mount", action)`` per bind or cache-seed mount of a sub-path
+    (the mount resolves ``selector`` as a copy that follows symlinks would, and sees the selected
+    file or dir with its mode, owner and everything below it).  None: the input counts whole (a
+    rootfs, a file op's base, a mount of its root, an output mount)."""
+    f, ex = op.file, op.exec
+    if f is not None:
+        if f.base == index:
+            return None
+        reads = [("copy", a.copy) for a in f.actions if a.copy is not None and a.copy.src == index]
+        return reads or None
+    if ex is None:
+        return None
+    reads = []
+    for n, m in enumerate(ex.mounts):
+        if m.input != index:
+            continue
+        whole = posixpath.normpath("/" + m.selector.lstrip("/")) == "/"
+        if n == 0 or m.type not in ("bind", "cache") or m.output >= 0 or whole:
+            return None
+        reads.append(("mount", irops.CopyAction(src=index, src_path=m.selector, dest="/", follow_symlinks=True)))
+    return reads or None
+
+
 # ------------------------------------------------------------------------------------- solver
 
 
@@ -150,6 +200,13 @@ class Solver:
         from backend.images import ImageResolver
         from backend.snapshot import detect_snapshotter
 
+        record = self.options.record
+        if record is not None:
+            try:
+                record.open(store.root)
+                record.no_cache = self.options.no_cache
+            except OSError:  # an unwritable record never fails a build
+                self.options.record = record = None
         with store.session() as work:
             state_dir = mnt.secret_dir()
             Path(f"{work}.state").write_text(str(state_dir))  # so a later build can reap it if we die
@@ -184,6 +241,9 @@ class Solver:
                     ref = self.doc.roots[t]
                     snap = self.results[ref.op][ref.output]
                     out[t] = self._materialize(snap) if self.options.materialize else snap
+                if record is not None:
+                    with contextlib.suppress(OSError):
+                        record.save()
                 return out
             finally:
                 images.close()
@@ -289,29 +349,45 @@ class Solver:
         if op.source is not None and not source.is_fetched(op.source):
             snap = source.resolve_source(ws, step, op.source)
             step.event("cached", "resolved")
+            self._note(step, op, "resolved", identities=[snap.identity])
             return [snap]
         extra = ""
         if op.exec is not None and op.exec.network == "default" and self.options.network != "default":
             # `--network none|host` changes what such a step sees, as its own RUN --network= would
             extra = f"network={self.options.network}"
+        parts: list = []
         if op.source is not None:
             fetched = source.fetch_key_extra(op.source, self.options)
-            key = None if fetched is None else self._key(op, inputs, fetched)
+            extra = fetched or ""
+            key = None if fetched is None else self._key(op, inputs, fetched, parts=parts)
         else:
-            key = self._key(op, inputs, extra, step)
+            key = self._key(op, inputs, extra, step, parts)
         if key is not None and not self.options.no_cache:
             hit = ws.store.lookup(key)
             if hit is not None:
                 step.event("cached")
+                self._note(step, op, "cached", key or "", parts, extra, [o.identity for o in hit])
                 return [self._from_output(o) for o in hit]
+        self._note(step, op, "ran", key or "", parts, extra)  # (noted before it runs: a failed step is explained too)
         if op.kind != "exec":
             step.event("started")
         step.started = time.monotonic()
         outs = self._run(step, op, inputs)
         if key is not None:
             ws.store.record(key, [self._to_output(s) for s in outs])
+        self._note(step, op, "ran", key or "", parts, extra, [s.identity for s in outs])
         step.event("finished", duration=time.monotonic() - step.started)
         return outs
+
+    def _note(self, step: Step, op: irops.Op, status: str, key: str = "", parts: list | None = None,
+              extra: str = "", identities: list[str] | None = None) -> None:
+        """Tell the build record (if any) what this step's key was made of."""
+        record = self.options.record
+        if record is None:
+            return
+        inputs = [(ref.op, ref.output, part) for ref, part in zip(op.inputs, parts or ())]
+        record.note(step.digest, op, key_body(op), self.redactor.text(step.description), step.group, status,
+                    key, inputs, extra, identities)
 
     def _run(self, step: Step, op: irops.Op, inputs: list[Snapshot]) -> list[Snapshot]:
         ws = self.ws
@@ -341,40 +417,76 @@ class Solver:
         return [fetch_source(ws, step, op.source)]  # type: ignore[arg-type]
 
     # -- keys ---------------------------------------------------------------------------------
-    def _key(self, op: irops.Op, inputs: list[Snapshot], extra: str, step: Step | None = None) -> str:
+    def _key(self, op: irops.Op, inputs: list[Snapshot], extra: str, step: Step | None = None,
+             parts: list | None = None) -> str:
+        """The cache key; ``parts`` receives what each input contributed (for the build record)."""
         h = hashlib.sha256(b"irctl-cache-key-v1\0")
-        h.update(canonical_bytes(irops.replace(op, inputs=())))
+        h.update(canonical_bytes(key_body(op)))
         for i, (ref, snap) in enumerate(zip(op.inputs, inputs)):
-            h.update(b"\0input\0" + self._input_identity(op, i, snap, step).encode())
+            part = self._input_identity(op, i, snap, step)
+            h.update(b"\0input\0" + part.encode())
+            if parts is not None:
+                parts.append(part)
         h.update(b"\0extra\0" + extra.encode())
         return "sha256:" + h.hexdigest()
 
     def _input_identity(self, op: irops.Op, index: int, snap: Snapshot, step: Step | None = None) -> str:
-        """The identity an input contributes.  An input read only by copy actions contributes the
-        checksum of exactly the files they select: from a local context's scan, or (for another
-        stage) from a read-only view of its layers, remembered per (identity, action) so a cached
-        rebuild mounts nothing.  So ``COPY --from=build /out/app`` stays cached when the build
-        stage re-ran but produced the same ``/out/app`` (early cutoff across stages)."""
-        f = op.file
-        if f is None or f.base == index:
-            return snap.identity
-        copies = [a.copy for a in f.actions if a.copy is not None and a.copy.src == index]
-        if not copies:
+        """The identity an input contributes.  An input an op only reads part of contributes the
+        checksum of exactly that part (``read_selections``): from a local context's scan, or (for
+        another stage) from a read-only view of its layers, remembered per (identity, selection) so
+        a cached rebuild mounts nothing.  So ``COPY --from=build /out/app`` and
+        ``RUN --mount=type=bind,from=build,source=/out/app`` stay cached when the build stage re-ran
+        but produced the same ``/out/app`` (early cutoff across stages)."""
+        reads = read_selections(op, index)
+        if reads is None:
+            if snap.host_dir is not None and self.options.record is not None:
+                self._context_listing(snap)
             return snap.identity
         digests = []
-        for c in copies:  # a pure function of (identity, action): remembered, as walking it is not free
-            action = hashlib.sha256(canonical_bytes(c)).hexdigest()
+        for kind, c in reads:  # a pure function of (identity, selection): remembered, as walking it is not free
+            action = hashlib.sha256((b"mount\0" if kind == "mount" else b"") + canonical_bytes(c)).hexdigest()
             found = self.ws.store.selection(snap.identity, action)
             if found is None:
-                from backend.ops.file import layered_selection_digest, selection_digest
-
-                if snap.host_dir is not None:  # from the context's scan: no I/O, but 20,000 files take 0.3 s
-                    found = selection_digest(self.ws, snap, c)
-                else:
-                    found = layered_selection_digest(self.ws, snap, c, step)  # the copy reuses step's view
+                found = self._selection_digest(snap, c, step, missing_ok=kind == "mount")
                 self.ws.store.record_selection(snap.identity, action, found)
             digests.append(found)
         return "selection:" + ",".join(digests)
+
+    def _selection_digest(self, snap: Snapshot, c: irops.CopyAction, step: Step | None, missing_ok: bool) -> str:
+        from backend.copy import FileOpError
+        from backend.ops.file import layered_selection_digest, selection_digest
+
+        record = self.options.record
+        listing = record.new_listing() if record is not None else None
+        try:
+            if snap.host_dir is not None:  # from the context's scan: no I/O, but 20,000 files take 0.3 s
+                found = selection_digest(self.ws, snap, c, listing)
+            else:
+                found = layered_selection_digest(self.ws, snap, c, step, listing)  # a copy reuses step's view
+            if record is not None:
+                with contextlib.suppress(OSError):
+                    record.save_listing(found, listing)
+            return found
+        except FileOpError as e:
+            if not missing_ok:
+                raise
+            # a mount of a path that is not there: the mount itself reports it when the step runs
+            return "missing:" + hashlib.sha256(str(e).encode("utf-8", "surrogateescape")).hexdigest()
+
+    def _context_listing(self, snap: Snapshot) -> None:
+        """Keep the file list of a local context a step reads whole, for ``--explain``."""
+        record = self.options.record
+        if record.has_listing(snap.identity):  # type: ignore[union-attr]
+            return
+        found = self.ws.scans.get(snap.identity)
+        if found is None or len(found.entries) > record.MAX_LISTING:  # type: ignore[attr-defined,union-attr]
+            return
+        entries = record.new_listing()  # type: ignore[union-attr]
+        for rel, e in found.entries.items():  # type: ignore[attr-defined]
+            line = f"{e.type}\0{e.mode:o}\0{e.target}\0{e.digest}".encode("utf-8", "surrogateescape")
+            entries.append((rel, hashlib.sha256(line).hexdigest()[:16]))
+        with contextlib.suppress(OSError):
+            record.save_listing(snap.identity, entries)  # type: ignore[union-attr]
 
     # -- snapshots <-> index rows --------------------------------------------------------------
     def _to_output(self, snap: Snapshot) -> Output:

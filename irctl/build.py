@@ -35,6 +35,8 @@ def build(
     ir_out: Optional[Path] = typer.Option(None, "--ir-out", help="Also write the compiled graph here."),
     network: str = typer.Option("default", "--network", help="Network of RUN steps: default (private, outbound "
                                 "only), none, or host (needs --allow network.host)."),
+    explain: bool = typer.Option(False, "--explain", help="Say why each step that ran missed the cache (compared "
+                                 "with the last build of the same build file and target)."),
 ) -> None:
     """Build an image from CONTEXT."""
     from irctl import options as opt
@@ -66,8 +68,15 @@ def build(
             from ir.codec import dump_document
 
             ir_out.write_bytes(dump_document(compiled.document))
+        from backend.buildrecord import BuildRecord, target_name
+        from irctl.compiling import build_file
+
+        path = build_file(context, file)
+        record = BuildRecord(target_name("build", path, target), f"{path}" + (f" --target {target}" if target else ""))
+        record.build_args = list(opt.build_args(build_arg))
         snapshot = _solve(compiled.document, context, named, opt.secrets(secret), opt.ssh_agents(ssh),
-                          jobs, no_cache, granted, tuple(insecure_registry), progress, root, scans, network)
+                          jobs, no_cache, granted, tuple(insecure_registry), progress, root, scans, network,
+                          record, explain)
         if not frontend:
             fastpath.remember(memo_opts, [str(p) for p in snapshot.layers], len(compiled.document.ops), scans)
         if outputs:
@@ -95,7 +104,8 @@ def _compile(context, file, frontend, target, build_args, named, insecure, cache
     return compiled, root
 
 
-def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure, progress, root, scans, network):
+def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure, progress, root, scans, network,
+           record, explain):
     from backend.solver import SolveOptions, solve
     from irctl.progress import renderer
 
@@ -103,7 +113,7 @@ def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure,
     options = SolveOptions(cache_dir=root, local_dirs={"context": context.resolve(), **named.local_dirs},
                            oci_layouts=named.oci_layouts, secrets=secrets, ssh=ssh, no_cache=no_cache,
                            entitlements=granted, insecure_registries=insecure, on_event=render,
-                           context_scans=scans, network=network)
+                           context_scans=scans, network=network, record=record)
     if jobs > 0:
         options.jobs = jobs
     t0 = time.monotonic()
@@ -111,6 +121,10 @@ def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure,
         result = solve(doc, ["default"], options)
     finally:
         render.close()
+        if explain:
+            from irctl.options import print_explanation
+
+            print_explanation(options.record, progress)
     if progress != "quiet":
         print(f"built in {time.monotonic() - t0:.2f}s", file=sys.stderr)
     return result["default"]

@@ -172,3 +172,25 @@ def outputs(values: list[str]) -> list[Output]:
             raise UserError(f"--output {v!r}: type={t} needs dest=")
         out.append(Output("registry" if t == "image" and f.get("push") == "true" else t, f))
     return out
+
+
+def print_explanation(record, progress: str) -> None:
+    """``--explain``: why each step that ran missed the cache, on stderr after the progress output
+    (one JSON object per step with ``--progress json``)."""
+    import json
+    import sys
+
+    from backend.explain import explain, format_text
+    from irctl.terminal import printable
+
+    if record is None:  # the cache store's record dir could not be used
+        print("explain: no build record could be kept in the cache store", file=sys.stderr)
+        return
+    found = explain(record)
+    if progress == "json":
+        for x in found:
+            print(json.dumps({"kind": "explain", "description": x.description, "reasons": list(x.reasons)}),
+                  file=sys.stderr)
+        return
+    for line in format_text(record, found):
+        print(printable(line), file=sys.stderr)

@@ -49,6 +49,8 @@ def solve_cmd(
     tags: List[str] = typer.Option([], "--tag", help="image name for oci/docker/registry outputs (repeatable)"),
     network: str = typer.Option("default", "--network", help="network of steps with network: default — default "
                                 "(private, outbound only), none, or host (needs --allow network.host)"),
+    explain: bool = typer.Option(False, "--explain", help="say why each step that ran missed the cache (compared "
+                                 "with the last solve of the same graph file and targets)"),
 ) -> None:
     """Solve GRAPH: run what its targets need (reusing the cache) and print their results."""
     from irctl.errors import user_errors
@@ -82,12 +84,18 @@ def solve_cmd(
                             ssh=cli_options.ssh_agents(ssh), jobs=jobs, no_cache=no_cache,
                             entitlements=granted, network=network,
                             insecure_registries=tuple(insecure_registry), on_event=render)
+        from backend.buildrecord import BuildRecord, target_name
+
+        names = ",".join(target or ["default"])
+        opts.record = BuildRecord(target_name("solve", graph, names), f"{graph} (targets {names})")
         try:
             results = solve(doc, target or ["default"], opts)
         finally:
             close = getattr(render, "close", None)
             if close:
                 close()
+            if explain:
+                cli_options.print_explanation(opts.record, progress)
         if outputs:
             from backend.cache import default_root
             from irctl.exporting import export

@@ -31,26 +31,28 @@ def scan(ws: Workspace, root: Path, include: tuple[str, ...], exclude: tuple[str
     return result
 
 
-def selection_digest(ws: Workspace, snap: Snapshot, copy: irops.CopyAction) -> str:
-    """Checksum of exactly the files ``copy`` selects from the local context ``snap``."""
+def selection_digest(ws: Workspace, snap: Snapshot, copy: irops.CopyAction, listing: list | None = None) -> str:
+    """Checksum of exactly the files ``copy`` selects from the local context ``snap`` (``listing``:
+    see ``backend.context.selection_digest``)."""
     from backend.context import selection_digest as digest
 
     found = ws.scans.get(snap.identity)
     if found is None:
         found = scan(ws, Path(snap.host_dir), snap.include, snap.exclude)  # type: ignore[arg-type]
-    return digest(found, copy)
+    return digest(found, copy, listing)
 
 
-def layered_selection_digest(ws: Workspace, snap: Snapshot, copy: irops.CopyAction, step: Step | None = None) -> str:
+def layered_selection_digest(ws: Workspace, snap: Snapshot, copy: irops.CopyAction, step: Step | None = None,
+                             listing: list | None = None) -> str:
     """Checksum of what ``copy`` selects from a layered snapshot, read through a read-only view
     (``step``'s, which its copy then reads too)."""
     from backend.context import selection_digest as digest
     from backend.copy import SourceView
 
     if step is not None:
-        return digest(SourceView(readonly_view(ws, step, snap)), copy)
+        return digest(SourceView(readonly_view(ws, step, snap)), copy, listing)
     with contextlib.ExitStack() as stack:
-        return digest(SourceView(_readonly_view(ws, stack, snap)), copy)
+        return digest(SourceView(_readonly_view(ws, stack, snap)), copy, listing)
 
 
 def copy_context(ws: Workspace, snap: Snapshot, dest: Path) -> None:

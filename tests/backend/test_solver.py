@@ -162,3 +162,39 @@ def test_diff_of_unrelated_snapshots_writes_whiteouts(tmp_path: Path) -> None:
 
     assert sorted(os.listdir(layer)) == ["gone", "new"]
     assert stat.S_ISCHR(os.lstat(layer / "gone").st_mode)
+
+
+def test_read_selections_counts_an_input_whole_when_any_use_is_whole() -> None:
+    from backend.solver import read_selections
+
+    def exec_op(*mounts: ops.Mount) -> ops.Op:
+        root = ops.Mount("/", input=0, output=0)
+        return ops.Op(inputs=(ops.Ref("sha256:" + "a" * 64), ops.Ref("sha256:" + "b" * 64)),
+                      exec=ops.ExecOp(args=("true",), mounts=(root, *mounts)))
+
+    two = exec_op(ops.Mount("/r", input=1, selector="/req.txt", readonly=True),
+                  ops.Mount("/s", input=1, selector="src"))  # a writable mount without output reads too
+    reads = read_selections(two, 1)
+    assert [(kind, a.src_path, a.follow_symlinks) for kind, a in reads] == [
+        ("mount", "/req.txt", True), ("mount", "src", True)]
+    assert read_selections(two, 0) is None  # the rootfs
+    assert read_selections(exec_op(ops.Mount("/r", input=0, selector="/etc")), 0) is None  # also the rootfs
+    assert read_selections(exec_op(ops.Mount("/r", input=1, selector="/a"), ops.Mount("/w", input=1)), 1) is None
+    assert read_selections(exec_op(ops.Mount("/r", input=1, selector="/./")), 1) is None  # its root
+    assert read_selections(exec_op(ops.Mount("/w", input=1, output=1)), 1) is None  # an output
+    seed = exec_op(ops.Mount("/c", type="cache", input=1, selector="/cache", cache=ops.CacheOptions(id="c")))
+    assert [a.src_path for _, a in read_selections(seed, 1)] == ["/cache"]  # a cache seeded from a sub-path
+
+
+def test_key_body_leaves_out_cache_id_and_sharing_only() -> None:
+    from backend.solver import key_body
+
+    def op(**cache) -> ops.Op:
+        return ops.Op(exec=ops.ExecOp(args=("true",), mounts=(
+            ops.Mount("/", input=-1, output=0),
+            ops.Mount("/c", type="cache", cache=ops.CacheOptions(**{"id": "/c", **cache})))))
+
+    default = key_body(op())
+    assert default == op()  # a default cache mount keeps its key
+    assert key_body(op(sharing="locked")) == key_body(op(id="x", sharing="private")) == default
+    assert key_body(op(uid=1000)) != default and key_body(op(mode=0o700)) != default

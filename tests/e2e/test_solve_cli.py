@@ -71,3 +71,21 @@ def test_failing_solve_prints_location_without_traceback(tmp_path: Path, busybox
     assert p.returncode == 1
     assert "Dockerfile:2" in p.stderr and ">>> RUN echo about to fail; false" in p.stderr
     assert "about to fail" in p.stderr and "exit code 1" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_solve_explain_names_the_changed_context_file(tmp_path: Path, busybox_layout: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "msg").write_text("hi\n")
+    base = b.oci_layout("busybox", ref="latest").with_env("PATH", PATH)
+    s = base.copy(b.local("context"), "msg", "/msg", meta=ops.OpMetadata("COPY msg /msg")).run(["sh", "-c", "cat /msg"])
+    graph = tmp_path / "g.ir"
+    graph.write_bytes(dump_document(b.build_document({"default": s})))
+    grants = ["--cache-dir", tmp_path / "cache", "--local", f"context={ctx}", "--oci-layout", f"busybox={busybox_layout}"]
+    first = irctl("solve", graph, *grants, "--progress", "plain", "--explain")
+    assert "\n => COPY msg /msg\n      first build of this target" in first.stderr
+    (ctx / "msg").write_text("hello\n")
+    again = irctl("solve", graph, *grants, "--progress", "plain", "--explain")
+    assert f"why 2 steps of {graph} (targets default) ran, compared with" in again.stderr
+    assert "\n => COPY msg /msg\n      build context files it reads changed: msg (changed)\n" in again.stderr
+    assert "\n => RUN sh -c cat /msg\n      COPY msg /msg re-ran and produced different files\n" in again.stderr

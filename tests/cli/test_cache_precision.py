@@ -1,0 +1,94 @@
+"""``irctl build`` end to end: a RUN step is keyed by exactly what its mounts select (issue 12).
+
+Each build passes ``--output`` so it goes through the solver (the no-op fast path would answer
+before any key is computed); ``ran`` lists the steps that executed rather than hit the cache.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import irctl
+from tests.cli.test_build import write
+
+pytestmark = pytest.mark.e2e
+
+
+def ran(ctx: Path, tmp_path: Path, env: dict, *args: str) -> list[str]:
+    r = irctl("build", ctx, "--progress", "json", "--output", f"type=local,dest={tmp_path / 'out'}", *args, env=env)
+    assert r.code == 0, r.stderr
+    steps = [e["description"].split("] ", 1)[-1] for e in r.events() if e["kind"] == "finished"]
+    return [s for s in steps if s.startswith("RUN")]
+
+
+def test_run_with_a_context_bind_mount_is_keyed_by_the_mounted_file_only(tmp_path, busybox_ref, cache_env):
+    # (the steps write nothing, so one re-running leaves the next one's rootfs as it was)
+    deps = "RUN --mount=type=bind,source=requirements.txt,target=/tmp/r.txt cat /tmp/r.txt"
+    listing = "RUN --mount=type=bind,source=sub,target=/s,rw ls -ln /s"
+    ctx = write(tmp_path / "ctx", {
+        "Dockerfile": f"FROM {busybox_ref}\n{deps}\n{listing}\n",
+        "requirements.txt": "flask\n", "app.py": "print(1)\n", "sub/x": "x\n", "sub/ignored.log": "1\n",
+        ".dockerignore": "sub/*.log\n"})
+    assert ran(ctx, tmp_path, cache_env) == [deps, listing]
+    (ctx / "app.py").write_text("print(2)\n")  # an unrelated file: nothing re-runs
+    (ctx / "new.txt").write_text("new\n")
+    assert ran(ctx, tmp_path, cache_env) == []
+    (ctx / "sub" / "ignored.log").write_text("2\n")  # below the mounted dir, but .dockerignore'd
+    assert ran(ctx, tmp_path, cache_env) == []
+    (ctx / "sub" / "y").write_text("y\n")  # a new file in the mounted subdirectory
+    assert ran(ctx, tmp_path, cache_env) == [listing]
+    (ctx / "requirements.txt").write_text("flask\nrequests\n")  # the mounted file itself
+    assert ran(ctx, tmp_path, cache_env) == [deps]
+    os.chmod(ctx / "requirements.txt", 0o600)  # its mode is visible to the step too
+    assert ran(ctx, tmp_path, cache_env) == [deps]
+
+
+def test_run_with_a_stage_bind_mount_is_keyed_by_the_selection_through_planted_links(tmp_path, busybox_ref,
+                                                                                     cache_env):
+    # the build stage plants /out/link -> /data/real (absolute: resolved inside the stage, as the mount does)
+    # and /out/dir -> ../data
+    build = ("RUN mkdir -p /out /data && echo keep$W > /data/real && chown $O /data/real "
+             "&& ln -s /data/real /out/link && ln -s ../data /out/dir && echo $V > /out/other")
+    # two mounts of the stage: a link to the file, and a path through a link to its dir
+    use = ("RUN --mount=type=bind,from=build,source=/out/link,target=/l "
+           "--mount=type=bind,from=build,source=/out/dir/real,target=/r cat /l /r > /seen")
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref} AS build\nARG V=1\nARG W=1\nARG O=0\n{build}\n"
+                                                 f"FROM {busybox_ref}\n{use}\n"})
+    def steps(*args: str) -> list[str]:  # (descriptions show the args expanded)
+        return ["build" if "mkdir" in s else "use" for s in ran(ctx, tmp_path, cache_env, *args)]
+
+    assert steps() == ["build", "use"]
+    # the stage re-runs and changes a file the mount does not select: early cutoff
+    assert steps("--build-arg", "V=2") == ["build"]
+    # the file the link points at changes: the step re-runs
+    assert steps("--build-arg", "V=2", "--build-arg", "W=2") == ["build", "use"]
+    # only its owner changes: the step sees that too
+    assert steps("--build-arg", "V=2", "--build-arg", "W=2", "--build-arg", "O=1") == ["build", "use"]
+
+
+def test_a_missing_mount_source_is_reported_by_the_mount(tmp_path, busybox_ref, cache_env):
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\n"
+                                                 "RUN --mount=type=bind,source=nope.txt,target=/n cat /n\n"})
+    r = irctl("build", ctx, "--progress", "plain", env=cache_env)
+    assert r.code != 0
+    assert "nope.txt" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cache_mount_sharing_and_id_are_not_inputs(tmp_path, busybox_ref, cache_env):
+    def dockerfile(opts: str) -> None:
+        (ctx / "Dockerfile").write_text(f"FROM {busybox_ref}\nRUN --mount=type=cache,target=/c{opts} ls -ld /c > /o\n")
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    dockerfile("")
+    assert len(ran(ctx, tmp_path, cache_env)) == 1
+    for opts in (",sharing=locked", ",sharing=private", ",id=other,sharing=locked"):
+        dockerfile(opts)
+        assert ran(ctx, tmp_path, cache_env) == [], opts
+    dockerfile(",uid=1000")  # the new dir's owner is visible to the step: an input
+    assert len(ran(ctx, tmp_path, cache_env)) == 1
+    dockerfile(",uid=1000,mode=0700")
+    assert len(ran(ctx, tmp_path, cache_env)) == 1
