@@ -184,15 +184,69 @@ def test_blob_with_wrong_digest_rejected_and_not_stored(tmp_path: Path) -> None:
         stop_registry(proc)
 
 
-def test_connection_errors_retried_a_bounded_number_of_times(tmp_path: Path) -> None:
+class _Counting(httpx.BaseTransport):
+    """The client's real transport, counting the requests that reach it."""
+
+    def __init__(self) -> None:
+        from backend.registry import _LazyTLSTransport
+
+        self.inner = _LazyTLSTransport()
+        self.requests = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_connection_resets_retried_a_bounded_number_of_times(tmp_path: Path) -> None:
+    import socket
+    import struct
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+
+    def reset_every_connection() -> None:  # accept, then close with RST (SO_LINGER 0)
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.recv(1)
+            conn.close()
+
+    threading.Thread(target=reset_every_connection, daemon=True).start()
+    counting = _Counting()
+    try:
+        with RegistryClient(BlobStore(tmp_path), retries=2, backoff=0.01, transport=counting) as client:
+            with pytest.raises(RegistryError, match=r"registry 127.0.0.1:\d+: \w+Error.*after 3 attempts"):
+                client.resolve(f"127.0.0.1:{port}/x:1")
+    finally:
+        server.close()
+    assert counting.requests == 3
+
+
+@pytest.mark.parametrize("host", ["no-such-registry.invalid", "127.0.0.1:{refused}"])
+def test_unresolvable_or_refusing_registry_is_not_retried(tmp_path: Path, host: str) -> None:
+    """A name that does not resolve (or no network to resolve it) and a refused connection fail the
+    same way again: one attempt, no backoff (a mistyped stage name is an image on docker.io)."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: connection refused
-    with RegistryClient(BlobStore(tmp_path), retries=2, backoff=0.01) as client:
-        with pytest.raises(RegistryError, match=r"registry 127.0.0.1:\d+: ConnectError.*after 3 attempts"):
-            client.resolve(f"127.0.0.1:{port}/x:1")
+        refused = s.getsockname()[1]  # closed again: connection refused
+    counting = _Counting()
+    with RegistryClient(BlobStore(tmp_path), retries=4, backoff=5.0, transport=counting,
+                        insecure=("no-such-registry.invalid",)) as client:
+        with pytest.raises(RegistryError, match=r"ConnectError: .*(not known|resolution|refused)") as e:
+            client.resolve(f"{host.format(refused=refused)}/x:1")
+    assert "attempts" not in str(e.value)
+    assert counting.requests == 1
 
 
 # -- bearer tokens and transient errors, with a token-checking front on the real registry ---------
