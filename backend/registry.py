@@ -295,8 +295,10 @@ class RegistryClient:
                                 "digest; not stored", resp.status_code, "DIGEST_INVALID")
         return data
 
-    def fetch_blob(self, ref: Reference | str, digest: str, size: int | None = None) -> str:
-        """Download a blob into the store (skipped if present); verified, never stored if wrong."""
+    def fetch_blob(self, ref: Reference | str, digest: str, size: int | None = None,
+                   progress: Callable[[int], None] | None = None) -> str:
+        """Download a blob into the store (skipped if present); verified, never stored if wrong.
+        ``progress``: called with the byte count after each chunk (``backend.events.Meter``)."""
         ref = parse_reference(ref) if isinstance(ref, str) else ref
         if self.store is None:
             raise RegistryError("fetch_blob needs a BlobStore")
@@ -310,6 +312,8 @@ class RegistryClient:
                 with self.store.writer() as w:
                     for chunk in resp.iter_bytes(1 << 20):
                         w.write(chunk)
+                        if progress is not None:
+                            progress(w.size)
                         if size is not None and w.size > size:
                             break
                     try:

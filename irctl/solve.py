@@ -82,8 +82,15 @@ def solve_cmd(
                             ssh=cli_options.ssh_agents(ssh), jobs=jobs, no_cache=no_cache,
                             entitlements=granted, network=network,
                             insecure_registries=tuple(insecure_registry), on_event=render)
+        from backend.errors import BuildError
+
         try:
             results = solve(doc, target or ["default"], opts)
+        except BuildError as e:
+            claim = getattr(render, "claim", None)
+            if claim:
+                claim(e.op)  # reported once, by the error below
+            raise
         finally:
             close = getattr(render, "close", None)
             if close:
