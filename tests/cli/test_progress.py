@@ -83,7 +83,6 @@ def test_hostile_layer_size_is_an_error_and_not_a_broken_display(tmp_path, regis
         assert len(line) < 600, line
         if line.startswith("#1 sha256:"):  # a size shown is at most a few characters, whatever it claims
             assert len(line) <= len("#1 sha256:") + 64 + len(" 1.036MB / >999EB 12.3s done"), line
-    print(r.stderr)
 
 
 def test_plain_log_lines_carry_elapsed_seconds_and_a_failed_run_says_its_error_once(tmp_path, busybox_ref,
