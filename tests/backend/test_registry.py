@@ -254,6 +254,7 @@ def test_unresolvable_or_refusing_registry_is_not_retried(tmp_path: Path, host: 
 class _Front(http.server.ThreadingHTTPServer):
     upstream = ""
     fail_next = 0
+    blob_length: int | None = None  # a Content-Length to claim for blobs instead of the true one
     token_requests: list[tuple[str, str]] = []
 
 
@@ -263,11 +264,11 @@ class _FrontHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a: object) -> None:
         pass
 
-    def _send(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
+    def _send(self, status: int, body: bytes = b"", headers: dict | None = None, length: int | None = None) -> None:
         self.send_response(status)
         for k, v in (headers or {}).items():
             self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(body) if length is None else length))
         self.end_headers()
         self.wfile.write(body)
 
@@ -285,7 +286,11 @@ class _FrontHandler(http.server.BaseHTTPRequestHandler):
             self.server.fail_next -= 1
             return self._send(503, b"busy")
         r = httpx.get(f"http://{self.server.upstream}{self.path}", headers={"Accept": self.headers.get("Accept", "")})
-        self._send(r.status_code, r.content, {"Content-Type": r.headers.get("Content-Type", "application/json")})
+        lie = self.server.blob_length if "/blobs/" in self.path else None
+        try:
+            self._send(r.status_code, r.content, {"Content-Type": r.headers.get("Content-Type", "application/json")}, lie)
+        except OSError:  # the client hung up on a lie
+            pass
 
 
 @pytest.fixture
@@ -300,6 +305,32 @@ def front(registry: str) -> Iterator[_Front]:  # noqa: F811
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@pytest.mark.parametrize("length", [10**18, 10])
+def test_lying_content_length_is_an_error_and_progress_keeps_the_descriptor_size(
+        tmp_path: Path, registry: str, front: _Front, length: int) -> None:
+    """Progress totals come from the manifest's descriptor (verified with the digest), never from a
+    Content-Length: a registry claiming 10**18 bytes, or 10, fails the pull and nothing is stored."""
+    from backend.events import Meter, Recorder
+
+    store = BlobStore(tmp_path / "store")
+    with RegistryClient(store) as client:
+        _, [img] = export_registry(_spec(tmp_path, "liar", size=300_000), store, [f"{registry}/liar:1"], client)
+    layer = img.layers[0]
+    front_addr = f"127.0.0.1:{front.server_address[1]}"
+    front.blob_length = length
+    fresh = BlobStore(tmp_path / "fresh")
+    rec = Recorder()
+    meter = Meter(rec, ("sha256:" + "0" * 64, "FROM liar", ""), layer.digest, layer.size, interval=0.0)
+    client = RegistryClient(fresh, auth=Authenticator({front_addr: Credentials("alice", "s3cret")}),
+                            backoff=0.01, retries=1)
+    meter(0)  # as backend.images does before a fetch
+    with client, pytest.raises(RegistryError, match=f"blob {layer.digest} for liar:1"):
+        client.fetch_blob(f"{front_addr}/liar:1", layer.digest, layer.size, progress=meter)
+    assert not fresh.has(layer.digest)
+    assert {e.total for e in rec.of("progress")} == {layer.size}
+    assert all(e.current <= layer.size for e in rec.of("progress"))
 
 
 def test_bearer_token_with_credentials_and_503_retry(tmp_path: Path, registry: str, front: _Front) -> None:
