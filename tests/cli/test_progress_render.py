@@ -138,3 +138,15 @@ def test_fit_keeps_prefix_and_suffix():
     assert fit(" => ", "[a 1/2] RUN " + "y" * 50, "3.0s", 30) == " => [a 1/2] RUN yyyyyyyy… 3.0s"
     assert len(fit(" => ", "n" * 100, "", 30)) == 30
     assert fit(" => ", "short", "1.0s", 30) == " => short 1.0s"
+
+
+def test_json_progress_events_carry_the_byte_counts():
+    import json
+
+    out = io.StringIO()
+    p = renderer("json", out)
+    p(Event("progress", FROM, "[1/2] FROM x", "", "sha256:" + "b" * 64, 0.25, current=5, total=10))
+    p(ev("log", text="hi"))
+    first, second = (json.loads(line) for line in out.getvalue().splitlines())
+    assert (first["kind"], first["current"], first["total"], first["done"]) == ("progress", 5, 10, False)
+    assert "current" not in second  # other kinds keep their shape
