@@ -207,11 +207,13 @@ class QuietProgress(_Steps):
 
 
 def fit(prefix: str, name: str, suffix: str, width: int) -> str:
-    """``prefix name suffix`` in ``width`` columns: the name is cut (with …) so that its start (the
-    ``[stage n/m]`` label) and the suffix (a time) stay."""
-    room = width - len(prefix) - (len(suffix) + 1 if suffix else 0)
-    if len(name) > room:
-        name = name[:max(room - 1, 0)] + "…" if room > 0 else ""
+    """``prefix name suffix`` in ``width`` terminal cells: the name is cut (with …) so that its start
+    (the ``[stage n/m]`` label) and the suffix (a time) stay; wide characters count as two."""
+    from rich.cells import cell_len, set_cell_size
+
+    room = width - cell_len(prefix) - (cell_len(suffix) + 1 if suffix else 0)
+    if cell_len(name) > room:
+        name = set_cell_size(name, room - 1).rstrip(" ") + "…" if room > 0 else ""
     return f"{prefix}{name}" + (f" {suffix}" if suffix else "")
 
 

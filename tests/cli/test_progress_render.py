@@ -138,6 +138,11 @@ def test_fit_keeps_prefix_and_suffix():
     assert fit(" => ", "[a 1/2] RUN " + "y" * 50, "3.0s", 30) == " => [a 1/2] RUN yyyyyyyy… 3.0s"
     assert len(fit(" => ", "n" * 100, "", 30)) == 30
     assert fit(" => ", "short", "1.0s", 30) == " => short 1.0s"
+    wide = fit(" => ", "[a 1/2] RUN echo " + "漢字" * 20, "3.0s", 30)  # two cells each
+    assert wide.endswith("… 3.0s") and wide.startswith(" => [a 1/2] RUN echo 漢")
+    from rich.cells import cell_len
+
+    assert cell_len(wide) <= 30
 
 
 def test_json_progress_events_carry_the_byte_counts():
