@@ -58,11 +58,13 @@ def test_pull_progress_in_plain_mode_is_bounded_per_layer(tmp_path, registry, bu
     r = irctl("build", ctx, "--progress", "plain", env=cache_env)
     assert r.code == 0, r.stderr
     lines = r.stderr.splitlines()
-    assert lines[0].startswith("#1 [1/2] FROM ") and lines[1] == "#1 DONE 0.0s", r.stderr
+    import re
+
+    assert lines[0].startswith("#1 [1/2] FROM ") and re.fullmatch(r"#1 DONE \d+\.\ds", lines[1]), r.stderr
     download = [line for line in lines if line.startswith("#1 sha256:")]
     extract = [line for line in lines if line.startswith("#1 extracting sha256:")]
     assert len(download) == 2 and len(extract) == 2, r.stderr  # begun, done: never a line per chunk
-    assert download[0].endswith(" 0B / 1.036MB") or " 0B / " in download[0], r.stderr
+    assert re.search(r" 0B / \d+(\.\d+)?[kM]B$", download[0]), r.stderr
     size = download[0].rsplit(" / ", 1)[1]
     assert download[1].endswith(f" {size} / {size} {download[1].split()[-2]} done"), r.stderr
     assert extract[1].endswith(" done"), r.stderr
