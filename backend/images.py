@@ -5,6 +5,10 @@ an exec or file op needs them (``ImageResolver.ensure_layer``); a fully cached r
 A pinned digest whose manifest and config are already in the blob store is resolved offline.
 Extracted layers are identified by their diff_id; the compressed blob is kept and recorded against
 that diff_id in the blob store, so an exporter writes it out again without recompressing.
+
+A layer is fetched and extracted by whichever step first needs it, but its progress (bytes of the
+blob downloaded, then read while extracting: ``backend.events.Meter``) is reported under the source
+op that named the image, as BuildKit shows it under ``FROM``.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from pathlib import Path
 from backend.blobs import CompressedBlob
 from backend.cache import CacheStore
 from backend.errors import SolveError
+from backend.events import Callback, Meter, MeteredReader
 from backend.layers import MEDIA_TYPES, extract_layer
 from backend.oci_layout import INDEX_TYPES, OCILayout, Platform, select_manifest
 
 SourceOrigin = tuple[str, str]  # ("registry", "host/repo") or ("layout", "/path")
+Owner = tuple[str, str, str]  # the source op a layer's progress is shown under: (digest, description, group)
+NO_OWNER: Owner = ("", "", "")
 
 
 @dataclass(frozen=True)
@@ -53,12 +60,14 @@ def to_platform(p) -> Platform:
 class ImageResolver:
     """Resolves image and OCI-layout sources for one solve; knows where to fetch each layer's blob."""
 
-    def __init__(self, store: CacheStore, *, insecure: tuple[str, ...] = ()):
+    def __init__(self, store: CacheStore, *, insecure: tuple[str, ...] = (), emit: Callback | None = None):
         self.store = store
         self.insecure = insecure
+        self.emit = emit
         self._client = None
         self._lock = threading.Lock()
         self._origins: dict[str, tuple[str, object]] = {}  # blob digest -> ("registry", Reference) | ("layout", path)
+        self._owners: dict[str, Owner] = {}  # blob digest -> the op whose progress shows it
 
     def client(self):
         with self._lock:
@@ -73,7 +82,7 @@ class ImageResolver:
             self._client.close()
 
     # -- resolution ---------------------------------------------------------------------------
-    def resolve_registry(self, ref_text: str, digest: str, platform) -> ResolvedSource:
+    def resolve_registry(self, ref_text: str, digest: str, platform, owner: Owner = NO_OWNER) -> ResolvedSource:
         from backend.reference import RegistryError, parse_reference
 
         try:
@@ -82,7 +91,7 @@ class ImageResolver:
                 ref = ref.with_digest(digest)
                 offline = self._offline(digest, to_platform(platform))
                 if offline is not None:
-                    self._remember(offline, ("registry", ref))
+                    self._remember(offline, ("registry", ref), owner)
                     return offline
             img = self.client().resolve(ref, to_platform(platform))
         except RegistryError as e:
@@ -92,10 +101,10 @@ class ImageResolver:
         if img.index_digest:
             self.store.blobs.write_bytes(self.client().get_manifest(img.reference, img.index_digest)[0])
         res = self._from_manifest(img.manifest_digest, img.manifest, img.config)
-        self._remember(res, ("registry", img.reference))
+        self._remember(res, ("registry", img.reference), owner)
         return res
 
-    def resolve_layout(self, path: Path, ref: str, digest: str, platform) -> ResolvedSource:
+    def resolve_layout(self, path: Path, ref: str, digest: str, platform, owner: Owner = NO_OWNER) -> ResolvedSource:
         from backend.oci_layout import LayoutError
 
         try:
@@ -121,7 +130,7 @@ class ImageResolver:
         except (LayoutError, KeyError, ValueError) as e:
             raise SolveError(f"OCI layout {path}: {e}") from None
         res = self._from_manifest(manifest_digest, image.manifest, config)
-        self._remember(res, ("layout", path))
+        self._remember(res, ("layout", path), owner)
         return res
 
     def _offline(self, digest: str, platform: Platform) -> ResolvedSource | None:
@@ -157,10 +166,16 @@ class ImageResolver:
                                                CompressedBlob(layer.blob, layer.size, MEDIA_TYPES[comp]))
         return ResolvedSource(manifest_digest, config, layers)
 
-    def _remember(self, res: ResolvedSource, origin: tuple[str, object]) -> None:
+    def _remember(self, res: ResolvedSource, origin: tuple[str, object], owner: Owner) -> None:
         with self._lock:
             for layer in res.layers:
                 self._origins.setdefault(layer.blob, origin)
+                self._owners.setdefault(layer.blob, owner)
+
+    def _meter(self, blob: str, label: str, total: int) -> Meter:
+        with self._lock:
+            owner = self._owners.get(blob, NO_OWNER)
+        return Meter(self.emit if owner[0] else None, owner, label, total)
 
     # -- lazy extraction ----------------------------------------------------------------------
     def ensure_layer(self, layer_id: str) -> Path:
@@ -175,8 +190,11 @@ class ImageResolver:
         if not self.store.blobs.has(blob):
             self._fetch(blob, size)
         dest.mkdir()
+        meter = self._meter(blob, f"extracting {blob}", size)
         with self.store.blobs.open(blob) as f:
-            got = extract_layer(f, media_type, dest).diff_id
+            meter(0)
+            got = extract_layer(MeteredReader(f, meter), media_type, dest).diff_id  # type: ignore[arg-type]
+        meter.finish()
         if got != diff_id:
             raise SolveError(f"layer blob {blob} unpacks to {got}, but the image config says {diff_id}")
         comp = compression_of(media_type)
@@ -190,11 +208,14 @@ class ImageResolver:
         if origin is None:
             raise SolveError(f"layer blob {blob} is missing from the cache; re-run without a pruned cache")
         kind, where = origin
+        meter = self._meter(blob, blob, size)
+        meter(0)
         try:
             if kind == "registry":
-                self.client().fetch_blob(where, blob, size or None)
+                self.client().fetch_blob(where, blob, size or None, progress=meter)
             else:
                 with OCILayout(where) as layout, layout.open_blob(blob) as f:  # type: ignore[arg-type]
-                    self.store.blobs.ingest(f, blob, size or None)
+                    self.store.blobs.ingest(MeteredReader(f, meter), blob, size or None)  # type: ignore[arg-type]
         except RegistryError as e:
             raise SolveError(f"pulling layer {blob}: {e}") from None
+        meter.finish()

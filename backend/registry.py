@@ -4,13 +4,17 @@ References follow Docker's rules (``busybox`` = ``docker.io/library/busybox:late
 component with ``.``/``:`` or ``localhost`` is a registry). Plain HTTP is used only for loopback or hosts
 named insecure. Auth: anonymous or credentialed bearer tokens from the ``WWW-Authenticate`` challenge,
 or basic auth. Every manifest and blob is verified against its digest before it is used or stored.
-Transient failures (connection errors, 429/502/503/504) are retried a bounded number of times.
+Transient failures (a timeout, a connection reset or cut mid-reply, 429, 500/502/503/504) are retried a
+bounded number of times; a failure that would only repeat (a name that does not resolve, no route, a
+refused connection, a TLS error) is reported at once (``_transient``).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import socket
 import ssl
 import sys
 import threading
@@ -33,7 +37,7 @@ from backend.reference import DOCKER_HUB, DOCKER_HUB_API, Reference, RegistryErr
     parse_reference  # noqa: F401
 
 ACCEPT_MANIFEST = ", ".join((MT_OCI_INDEX, MT_OCI_MANIFEST, MT_DOCKER_LIST, MT_DOCKER_MANIFEST))
-TRANSIENT_STATUS = (429, 502, 503, 504)
+TRANSIENT_STATUS = (429, 500, 502, 503, 504)
 MAX_MANIFEST = 4 << 20  # what distribution accepts on push
 MAX_CONFIG = 64 << 20
 
@@ -159,6 +163,8 @@ class RegistryClient:
                 req = self._http.build_request(method, url, headers=hdrs, content=body, params=params)
                 resp = self._http.send(req, stream=stream)
             except httpx.TransportError as e:
+                if not _transient(e):
+                    raise RegistryError(f"registry {ref.registry}: {type(e).__name__}: {e}") from None
                 if attempt < self.retries:
                     attempt += 1
                     time.sleep(self.backoff * 2 ** (attempt - 1))
@@ -289,8 +295,10 @@ class RegistryClient:
                                 "digest; not stored", resp.status_code, "DIGEST_INVALID")
         return data
 
-    def fetch_blob(self, ref: Reference | str, digest: str, size: int | None = None) -> str:
-        """Download a blob into the store (skipped if present); verified, never stored if wrong."""
+    def fetch_blob(self, ref: Reference | str, digest: str, size: int | None = None,
+                   progress: Callable[[int], None] | None = None) -> str:
+        """Download a blob into the store (skipped if present); verified, never stored if wrong.
+        ``progress``: called with the byte count after each chunk (``backend.events.Meter``)."""
         ref = parse_reference(ref) if isinstance(ref, str) else ref
         if self.store is None:
             raise RegistryError("fetch_blob needs a BlobStore")
@@ -304,6 +312,8 @@ class RegistryClient:
                 with self.store.writer() as w:
                     for chunk in resp.iter_bytes(1 << 20):
                         w.write(chunk)
+                        if progress is not None:
+                            progress(w.size)
                         if size is not None and w.size > size:
                             break
                     try:
@@ -401,6 +411,33 @@ class RegistryClient:
         for d in [manifest["config"], *manifest.get("layers", [])]:
             self.push_blob(ref, d["digest"], mount_from=(mount_from or {}).get(d["digest"]))
         return self.push_manifest(ref, manifest_bytes, media_type, tag=tag)
+
+
+_FINAL_ERRNOS = (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH)
+
+
+def _transient(e: httpx.TransportError) -> bool:
+    """Whether another attempt could succeed: a timeout or a connection that broke (reset, closed
+    mid-reply) may; a host name that does not resolve (no such host, or no network to ask), no route,
+    a refused connection or a TLS failure fails the same way again, as docker's and BuildKit's pulls
+    assume.  Retrying those only delays the error: a mistyped ``COPY --from=biuld`` is an image name
+    on docker.io, and its "did you mean build?" came after five attempts."""
+    if isinstance(e, httpx.TimeoutException):
+        return True
+    if isinstance(e, (httpx.UnsupportedProtocol, httpx.ProxyError, httpx.LocalProtocolError)):
+        return False
+    cause: BaseException | None = e
+    for _ in range(8):  # httpx wraps httpcore's error, which wraps the socket's
+        if cause is None:
+            break
+        if isinstance(cause, socket.gaierror):
+            return False
+        if isinstance(cause, ssl.SSLError) and not isinstance(cause, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+            return False  # a certificate or protocol mismatch; an EOF mid-handshake is a cut connection
+        if isinstance(cause, OSError) and cause.errno in _FINAL_ERRNOS:
+            return False
+        cause = cause.__cause__ or cause.__context__
+    return True
 
 
 def _read_capped(resp: httpx.Response, limit: int, what: str) -> bytes:

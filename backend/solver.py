@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import os
 import posixpath
 import threading
 import time
@@ -168,6 +169,19 @@ def _warm_runtime(ws: Workspace) -> None:
         pass
 
 
+def _snapshotter_event(name: str) -> Event:
+    """Kernel overlayfs is the norm: shown with ``--debug`` only; anything else is worth a line."""
+    if name == "overlay":
+        return Event("debug", text=f"snapshotter: {name}")
+    if os.environ.get("IRCTL_SNAPSHOTTER", "").strip():
+        why = "as IRCTL_SNAPSHOTTER asks"
+    else:
+        why = "kernel overlayfs is not usable here"
+    if name == "copy":
+        why += "; each step copies its base, which is slower"
+    return Event("info", text=f"snapshotter: {name} ({why})")
+
+
 class Solver:
     def __init__(self, doc: irops.Document, options: SolveOptions):
         self.doc = doc
@@ -210,14 +224,14 @@ class Solver:
         with store.session() as work:
             state_dir = mnt.secret_dir()
             Path(f"{work}.state").write_text(str(state_dir))  # so a later build can reap it if we die
-            images = ImageResolver(store, insecure=tuple(self.options.insecure_registries))
+            images = ImageResolver(store, insecure=tuple(self.options.insecure_registries), emit=self.emit)
             try:
                 snapshotter = detect_snapshotter(store.tmp_dir, probe_dir=work, memo=store.root / "snapshotter.probe")
                 ws = Workspace(store=store, work=work, state_dir=state_dir, snapshotter=snapshotter,
                                options=self.options, images=images, emit=self.emit, cancel=threading.Event(),
                                redactor=self.redactor,
                                exec_slots=threading.Semaphore(max(1, self.options.jobs)))
-                self.emit(Event("info", text=f"snapshotter: {snapshotter.name}"))
+                self.emit(_snapshotter_event(snapshotter.name))
                 self.ws = ws
                 if any(self._network(d) == "default" for d in deps):
                     from backend.netns import NetworkPool
@@ -348,7 +362,10 @@ class Solver:
         ws = self.ws
         if op.source is not None and not source.is_fetched(op.source):
             snap = source.resolve_source(ws, step, op.source)
-            step.event("cached", "resolved")
+            if all(p.is_dir() for p in snap.layers):
+                step.event("cached", "resolved")
+            else:  # layers still to pull: their progress comes under this op when a step needs them
+                step.event("finished", "resolved", time.monotonic() - step.started)
             self._note(step, op, "resolved", identities=[snap.identity])
             return [snap]
         extra = ""

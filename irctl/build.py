@@ -29,6 +29,7 @@ def build(
     pull: bool = typer.Option(False, "--pull", help="Ask the registry for base images again (default: reuse)."),
     jobs: int = typer.Option(0, "--jobs", "-j", help="Run at most N steps at once (default: no practical limit)."),
     progress: str = typer.Option("auto", "--progress", help="auto, tty, plain, json or quiet."),
+    debug: bool = typer.Option(False, "--debug", help="Also show diagnostic detail (the snapshotter in use)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache store (default $IRCTL_CACHE_DIR, ~/.cache/irctl)."),
     insecure_registry: List[str] = typer.Option([], "--insecure-registry", help="Allow plain HTTP to this registry."),
     allow: List[str] = typer.Option([], "--allow", help="Grant an entitlement: security.insecure, network.host, network.private, fs.read=PATH."),
@@ -76,7 +77,7 @@ def build(
         record.build_args = list(opt.build_args(build_arg))
         snapshot = _solve(compiled.document, context, named, opt.secrets(secret), opt.ssh_agents(ssh),
                           jobs, no_cache, granted, tuple(insecure_registry), progress, root, scans, network,
-                          record, explain)
+                          record, explain, debug)
         if not frontend:
             fastpath.remember(memo_opts, [str(p) for p in snapshot.layers], len(compiled.document.ops), scans)
         if outputs:
@@ -105,11 +106,12 @@ def _compile(context, file, frontend, target, build_args, named, insecure, cache
 
 
 def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure, progress, root, scans, network,
-           record, explain):
+           record, explain, debug=False):
+    from backend.errors import BuildError
     from backend.solver import SolveOptions, solve
     from irctl.progress import renderer
 
-    render = renderer(progress)
+    render = renderer(progress, debug=debug)
     options = SolveOptions(cache_dir=root, local_dirs={"context": context.resolve(), **named.local_dirs},
                            oci_layouts=named.oci_layouts, secrets=secrets, ssh=ssh, no_cache=no_cache,
                            entitlements=granted, insecure_registries=insecure, on_event=render,
@@ -119,6 +121,9 @@ def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure,
     t0 = time.monotonic()
     try:
         result = solve(doc, ["default"], options)
+    except BuildError as e:
+        render.claim(e.op)  # its error report (after the build) says it once, with the Dockerfile excerpt
+        raise
     finally:
         render.close()
         if explain:

@@ -88,8 +88,15 @@ def solve_cmd(
 
         names = ",".join(target or ["default"])
         opts.record = BuildRecord(target_name("solve", graph, names), f"{graph} (targets {names})")
+        from backend.errors import BuildError
+
         try:
             results = solve(doc, target or ["default"], opts)
+        except BuildError as e:
+            claim = getattr(render, "claim", None)
+            if claim:
+                claim(e.op)  # reported once, by the error below
+            raise
         finally:
             close = getattr(render, "close", None)
             if close:

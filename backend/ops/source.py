@@ -82,11 +82,13 @@ def resolve_source(ws: Workspace, step: Step, src: irops.SourceOp) -> Snapshot:
             ws.scans[found.identity] = found
         return Snapshot(identity=found.identity, host_dir=root, include=src.local.include, exclude=src.local.exclude)
     if src.image is not None:
-        res = ws.images.resolve_registry(src.image.ref, src.image.digest, src.image.platform)  # type: ignore[attr-defined]
+        res = ws.images.resolve_registry(src.image.ref, src.image.digest, src.image.platform,  # type: ignore[attr-defined]
+                                         (step.digest, step.description, step.group))
         return _image_snapshot(ws, res)
     if src.oci_layout is not None:
         o = src.oci_layout
-        res = ws.images.resolve_layout(Path(opts.oci_layouts[o.name]), o.ref, o.digest, o.platform)  # type: ignore[attr-defined]
+        res = ws.images.resolve_layout(Path(opts.oci_layouts[o.name]), o.ref, o.digest, o.platform,  # type: ignore[attr-defined]
+                                       (step.digest, step.description, step.group))
         return _image_snapshot(ws, res)
     raise AssertionError("fetched source passed to resolve_source")
 

@@ -184,15 +184,69 @@ def test_blob_with_wrong_digest_rejected_and_not_stored(tmp_path: Path) -> None:
         stop_registry(proc)
 
 
-def test_connection_errors_retried_a_bounded_number_of_times(tmp_path: Path) -> None:
+class _Counting(httpx.BaseTransport):
+    """The client's real transport, counting the requests that reach it."""
+
+    def __init__(self) -> None:
+        from backend.registry import _LazyTLSTransport
+
+        self.inner = _LazyTLSTransport()
+        self.requests = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_connection_resets_retried_a_bounded_number_of_times(tmp_path: Path) -> None:
+    import socket
+    import struct
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+
+    def reset_every_connection() -> None:  # accept, then close with RST (SO_LINGER 0)
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.recv(1)
+            conn.close()
+
+    threading.Thread(target=reset_every_connection, daemon=True).start()
+    counting = _Counting()
+    try:
+        with RegistryClient(BlobStore(tmp_path), retries=2, backoff=0.01, transport=counting) as client:
+            with pytest.raises(RegistryError, match=r"registry 127.0.0.1:\d+: \w+Error.*after 3 attempts"):
+                client.resolve(f"127.0.0.1:{port}/x:1")
+    finally:
+        server.close()
+    assert counting.requests == 3
+
+
+@pytest.mark.parametrize("host", ["no-such-registry.invalid", "127.0.0.1:{refused}"])
+def test_unresolvable_or_refusing_registry_is_not_retried(tmp_path: Path, host: str) -> None:
+    """A name that does not resolve (or no network to resolve it) and a refused connection fail the
+    same way again: one attempt, no backoff (a mistyped stage name is an image on docker.io)."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: connection refused
-    with RegistryClient(BlobStore(tmp_path), retries=2, backoff=0.01) as client:
-        with pytest.raises(RegistryError, match=r"registry 127.0.0.1:\d+: ConnectError.*after 3 attempts"):
-            client.resolve(f"127.0.0.1:{port}/x:1")
+        refused = s.getsockname()[1]  # closed again: connection refused
+    counting = _Counting()
+    with RegistryClient(BlobStore(tmp_path), retries=4, backoff=5.0, transport=counting,
+                        insecure=("no-such-registry.invalid",)) as client:
+        with pytest.raises(RegistryError, match=r"ConnectError: .*(not known|resolution|refused)") as e:
+            client.resolve(f"{host.format(refused=refused)}/x:1")
+    assert "attempts" not in str(e.value)
+    assert counting.requests == 1
 
 
 # -- bearer tokens and transient errors, with a token-checking front on the real registry ---------
@@ -200,6 +254,7 @@ def test_connection_errors_retried_a_bounded_number_of_times(tmp_path: Path) -> 
 class _Front(http.server.ThreadingHTTPServer):
     upstream = ""
     fail_next = 0
+    blob_length: int | None = None  # a Content-Length to claim for blobs instead of the true one
     token_requests: list[tuple[str, str]] = []
 
 
@@ -209,11 +264,11 @@ class _FrontHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a: object) -> None:
         pass
 
-    def _send(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
+    def _send(self, status: int, body: bytes = b"", headers: dict | None = None, length: int | None = None) -> None:
         self.send_response(status)
         for k, v in (headers or {}).items():
             self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(body) if length is None else length))
         self.end_headers()
         self.wfile.write(body)
 
@@ -231,7 +286,11 @@ class _FrontHandler(http.server.BaseHTTPRequestHandler):
             self.server.fail_next -= 1
             return self._send(503, b"busy")
         r = httpx.get(f"http://{self.server.upstream}{self.path}", headers={"Accept": self.headers.get("Accept", "")})
-        self._send(r.status_code, r.content, {"Content-Type": r.headers.get("Content-Type", "application/json")})
+        lie = self.server.blob_length if "/blobs/" in self.path else None
+        try:
+            self._send(r.status_code, r.content, {"Content-Type": r.headers.get("Content-Type", "application/json")}, lie)
+        except OSError:  # the client hung up on a lie
+            pass
 
 
 @pytest.fixture
@@ -246,6 +305,32 @@ def front(registry: str) -> Iterator[_Front]:  # noqa: F811
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@pytest.mark.parametrize("length", [10**18, 10])
+def test_lying_content_length_is_an_error_and_progress_keeps_the_descriptor_size(
+        tmp_path: Path, registry: str, front: _Front, length: int) -> None:
+    """Progress totals come from the manifest's descriptor (verified with the digest), never from a
+    Content-Length: a registry claiming 10**18 bytes, or 10, fails the pull and nothing is stored."""
+    from backend.events import Meter, Recorder
+
+    store = BlobStore(tmp_path / "store")
+    with RegistryClient(store) as client:
+        _, [img] = export_registry(_spec(tmp_path, "liar", size=300_000), store, [f"{registry}/liar:1"], client)
+    layer = img.layers[0]
+    front_addr = f"127.0.0.1:{front.server_address[1]}"
+    front.blob_length = length
+    fresh = BlobStore(tmp_path / "fresh")
+    rec = Recorder()
+    meter = Meter(rec, ("sha256:" + "0" * 64, "FROM liar", ""), layer.digest, layer.size, interval=0.0)
+    client = RegistryClient(fresh, auth=Authenticator({front_addr: Credentials("alice", "s3cret")}),
+                            backoff=0.01, retries=1)
+    meter(0)  # as backend.images does before a fetch
+    with client, pytest.raises(RegistryError, match=f"blob {layer.digest} for liar:1"):
+        client.fetch_blob(f"{front_addr}/liar:1", layer.digest, layer.size, progress=meter)
+    assert not fresh.has(layer.digest)
+    assert {e.total for e in rec.of("progress")} == {layer.size}
+    assert all(e.current <= layer.size for e in rec.of("progress"))
 
 
 def test_bearer_token_with_credentials_and_503_retry(tmp_path: Path, registry: str, front: _Front) -> None:

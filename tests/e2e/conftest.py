@@ -39,9 +39,10 @@ class Solving:
         return solve(doc, list(targets), self.options(**kw))
 
     def ran(self) -> list[str]:
-        """Descriptions of the ops the last solve executed (not cache hits)."""
+        """Descriptions of the ops the last solve executed (not cache hits; not an image source that
+        was only resolved, whose layers are pulled under it when a step needs them)."""
         assert self.last is not None
-        return [e.description for e in self.last.of("finished")]
+        return [e.description for e in self.last.of("finished") if e.text != "resolved"]
 
     def logs(self) -> str:
         assert self.last is not None

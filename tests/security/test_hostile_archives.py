@@ -10,6 +10,7 @@ import gzip
 import io
 import lzma
 import os
+import re
 import stat
 import uuid
 from pathlib import Path
@@ -59,7 +60,12 @@ def _host_untouched(mark: str) -> list[str]:
 
 
 def _error_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if "error" in line.lower()]
+    """The error report's first line: after a step's `#n ERROR` marker (the message follows, once)."""
+    all_lines = stderr.splitlines()
+    for i, line in enumerate(all_lines[:-1]):
+        if re.match(r"#\d+ ERROR ", line):
+            return all_lines[i + 1][:220]
+    lines = [line for line in all_lines if "error" in line.lower()]
     return (lines[0] if lines else stderr.strip().splitlines()[-1])[:220]
 
 

@@ -7,6 +7,7 @@ host must be untouched."""
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -115,7 +116,12 @@ def test_copy_destination_symlinks_stay_in_the_image(tmp_path, layout_ctx, case)
 
 
 def _error_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if "error" in line.lower()]
+    """The error report's first line: after a step's `#n ERROR` marker (the message follows, once)."""
+    all_lines = stderr.splitlines()
+    for i, line in enumerate(all_lines[:-1]):
+        if re.match(r"#\d+ ERROR ", line):
+            return all_lines[i + 1][:220]
+    lines = [line for line in all_lines if "error" in line.lower()]
     return (lines[0] if lines else stderr.strip().splitlines()[-1])[:220]
 
 
