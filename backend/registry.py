@@ -58,6 +58,17 @@ def import_httpcore() -> None:
             del sys.modules["trio"]
 
 
+MAX_RETRY_AFTER = 30.0  # seconds: a registry asking for more is not waited for longer
+
+
+def retry_delay(retry_after: str, backoff: float) -> float:
+    """The wait before a retry: a registry's ``Retry-After`` seconds (ASCII digits only: ``²`` is
+    ``isdigit()``), capped; an HTTP date or anything else falls back to our own backoff."""
+    if retry_after.isascii() and retry_after.isdigit() and len(retry_after) <= 6:
+        return min(float(retry_after), MAX_RETRY_AFTER)
+    return backoff
+
+
 @dataclass(frozen=True)
 class ResolvedImage:
     reference: Reference
@@ -182,10 +193,7 @@ class RegistryClient:
                 resp.close()
                 attempt += 1
                 delay = self.backoff * 2 ** (attempt - 1)
-                ra = resp.headers.get("Retry-After", "")
-                if ra.isdigit():
-                    delay = min(float(ra), 30.0)
-                time.sleep(delay)
+                time.sleep(retry_delay(resp.headers.get("Retry-After", ""), delay))
                 continue
             if resp.status_code not in ok:
                 raise self._error(resp, ref, what)

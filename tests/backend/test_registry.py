@@ -7,6 +7,7 @@ import http.server
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -254,6 +255,7 @@ def test_unresolvable_or_refusing_registry_is_not_retried(tmp_path: Path, host: 
 class _Front(http.server.ThreadingHTTPServer):
     upstream = ""
     fail_next = 0
+    retry_after = ""  # a Retry-After header sent with the 503s
     blob_length: int | None = None  # a Content-Length to claim for blobs instead of the true one
     token_requests: list[tuple[str, str]] = []
 
@@ -284,7 +286,7 @@ class _FrontHandler(http.server.BaseHTTPRequestHandler):
                 "WWW-Authenticate": f'Bearer realm="http://{host}/token",service="front"'})
         if self.server.fail_next > 0:
             self.server.fail_next -= 1
-            return self._send(503, b"busy")
+            return self._send(503, b"busy", {"Retry-After": self.server.retry_after} if self.server.retry_after else None)
         r = httpx.get(f"http://{self.server.upstream}{self.path}", headers={"Accept": self.headers.get("Accept", "")})
         lie = self.server.blob_length if "/blobs/" in self.path else None
         try:
@@ -351,6 +353,27 @@ def test_bearer_token_with_credentials_and_503_retry(tmp_path: Path, registry: s
     scopes = [p for p, _ in server.token_requests]
     assert any("scope=repository%3Asecure%3Apull" in p and "service=front" in p for p in scopes)
     assert len(server.token_requests) == 2  # one refused anonymous attempt, then one token reused for all
+
+
+@pytest.mark.parametrize("retry_after", ["\u00b2", "99999999999999999999", "-1", "Wed, 21 Oct 2015 07:28:00 GMT", "0"])
+def test_hostile_retry_after_is_bounded_and_never_a_traceback(
+        tmp_path: Path, registry: str, front: _Front, retry_after: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Retry-After is the registry's word: a superscript digit (``isdigit`` but not ``int``), a
+    huge or negative number or an HTTP date must neither crash the pull nor stall it."""
+    import backend.registry
+
+    monkeypatch.setattr(backend.registry, "MAX_RETRY_AFTER", 2.0)
+    store = BlobStore(tmp_path / "store")
+    with RegistryClient(store) as client:
+        export_registry(_spec(tmp_path, "busy"), store, [f"{registry}/busy:1"], client)
+    front_addr = f"127.0.0.1:{front.server_address[1]}"
+    client = RegistryClient(BlobStore(tmp_path / "fresh"), auth=Authenticator({front_addr: Credentials("alice", "s3cret")}),
+                            backoff=0.01)
+    front.fail_next, front.retry_after = 1, retry_after
+    t0 = time.monotonic()
+    with client:
+        client.resolve(f"{front_addr}/busy:1")
+    assert time.monotonic() - t0 < 4
 
 
 def test_insecure_is_only_for_loopback() -> None:
