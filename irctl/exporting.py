@@ -11,11 +11,13 @@ from irctl.options import Output
 
 def image_spec(snapshot, created: str | None = None):
     """A solved snapshot as an exporter's ``ImageSpec``; layer ids double as diff_id hints so a
-    pulled layer's original blob is reused instead of recompressed."""
-    from backend.export.image import ImageSpec, LayerSource
+    pulled layer's original blob is reused instead of recompressed, and each layer carries the time
+    its step ran (the history's times: a cached step keeps its own)."""
+    from backend.export.image import ImageSpec, LayerSource, rfc3339_ns
 
     meta = snapshot.image
-    layers = [LayerSource(Path(p), "sha256:" + Path(p).name) for p in snapshot.layers]
+    layers = [LayerSource(Path(p), "sha256:" + Path(p).name, None if t is None else rfc3339_ns(t))
+              for p, t in zip(snapshot.layers, snapshot.layer_times())]
     if meta is None:
         return ImageSpec(layers=layers, created=created)
     return ImageSpec(layers=layers, config=dict(meta.config), history=[dict(h) for h in meta.history],
