@@ -2,9 +2,8 @@
 
 Layers are applied bottom first onto ``dest`` as overlayfs would show them: a whiteout (char 0:0)
 deletes the path below, an opaque directory hides everything below it, the rest replaces what was
-there. Hard links inside one layer stay hard links. ``export_tar`` flattens into a temp dir and tars it
-with the same deterministic writer as layers (device nodes stay placeholders there, `backend.devnodes`,
-and become char/block entries in the tar).
+there. Hard links inside one layer stay hard links. ``export_tar`` writes the same tree as a tar
+without flattening it on disk (``backend.export.rootfs``).
 
 ``type=local`` writes into a directory other local users may reach, so it creates no device node and
 clears setuid/setgid bits, with a warning line saying how many (see ``apply_layer``).
@@ -16,7 +15,6 @@ import errno
 import os
 import shutil
 import stat
-import tempfile
 from pathlib import Path
 import sys
 from dataclasses import dataclass, field
@@ -24,7 +22,7 @@ from typing import BinaryIO, Callable, Sequence
 
 from backend import devnodes, safefs
 from backend.export.image import ImageSpec, LayerLike, _source
-from backend.layers import OPAQUE_XATTR, _SKIP_XATTR_PREFIXES, write_layer
+from backend.layers import OPAQUE_XATTR, _SKIP_XATTR_PREFIXES
 from backend.snapshot import remove_path
 
 
@@ -173,10 +171,8 @@ def _few(paths: list[str]) -> str:
 
 def export_tar(spec: ImageSpec, out: BinaryIO, *, tmp_dir: str | os.PathLike[str] | None = None,
                source_date_epoch: int | None = None) -> str:
-    """Write the flattened rootfs as one uncompressed tar to ``out``; returns its sha256 digest."""
-    tmp = tempfile.mkdtemp(prefix="flatten-", dir=tmp_dir)
-    try:
-        flatten_layers(spec.layers, tmp)
-        return write_layer(tmp, out, compression="none", source_date_epoch=source_date_epoch).diff_id
-    finally:
-        safefs.rmtree(tmp, ignore_errors=True)
+    """Write the flattened rootfs as one uncompressed tar to ``out``; returns its sha256 digest.
+    (Straight from the layers, ``backend.export.rootfs``; ``tmp_dir`` is no longer needed.)"""
+    from backend.export.rootfs import write_rootfs_tar
+
+    return write_rootfs_tar([_source(x).path for x in spec.layers], out, source_date_epoch=source_date_epoch)
