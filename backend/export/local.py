@@ -176,3 +176,22 @@ def export_tar(spec: ImageSpec, out: BinaryIO, *, tmp_dir: str | os.PathLike[str
     from backend.export.rootfs import write_rootfs_tar
 
     return write_rootfs_tar([_source(x).path for x in spec.layers], out, source_date_epoch=source_date_epoch)
+
+
+def export_tar_file(spec: ImageSpec, dest: str | os.PathLike[str], *, memo_root: str | os.PathLike[str],
+                    source_date_epoch: int | None = None) -> str:
+    """``export_tar`` into file ``dest`` (replaced atomically); returns the tar's digest. The layers
+    must be the store's (immutable, named by content): a tar of the same layers already at ``dest``,
+    untouched since, is not written again (``backend.export.reuse``)."""
+    from backend.export.reuse import ExportMemo, replacing, what_digest
+
+    memo = ExportMemo(memo_root)
+    what = what_digest("rootfs-tar", *(os.fsencode(os.path.abspath(_source(x).path)) for x in spec.layers),
+                       b"%d" % source_date_epoch if source_date_epoch is not None else b"-")
+    rec = memo.unchanged(dest, what)
+    if rec is not None and isinstance(rec.get("result"), str) and rec["result"].startswith("sha256:"):
+        return rec["result"]
+    with replacing(dest) as f:
+        digest = export_tar(spec, f, source_date_epoch=source_date_epoch)
+    memo.remember(dest, what, result=digest)
+    return digest
