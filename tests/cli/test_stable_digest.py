@@ -105,3 +105,16 @@ def test_a_cache_written_before_result_times_gives_stable_digests(tmp_path, busy
     third, cfg3 = _build(ctx, tmp_path / "three", cache_env)
     assert second == third
     assert all(h["created"] for h in cfg2["history"])
+
+
+def test_noop_rebuild_pushes_the_same_digest(tmp_path, busybox_ref, registry, cache_env):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(_dockerfile(busybox_ref, "echo b > /b"))
+    name = f"{registry}/irctl-test/stable:1"
+    pushed = []
+    for _ in range(2):
+        r = irctl("build", ctx, "-t", name, "--push", "--progress", "quiet", env=cache_env)
+        assert r.code == 0, r.stderr
+        pushed += [line.split()[1] for line in r.stderr.splitlines() if line.startswith("pushed ")]
+    assert len(pushed) == 2 and pushed[0] == pushed[1]
