@@ -269,8 +269,8 @@ def write_layout(dest: str | os.PathLike[str], store: "BlobStore", manifests: It
     if memo.unchanged(dest, what) is not None:
         return dest
     if not tar:
-        members = _write_layout_dir(dest, store, sorted(blobs), index_bytes)
-        memo.remember(dest, what, members)
+        members, index_st = _write_layout_dir(dest, store, sorted(blobs), index_bytes)
+        memo.remember(dest, what, members, written={"index.json": index_st})
         return dest
     from backend.export.reuse import replacing
 
@@ -292,12 +292,15 @@ def write_layout(dest: str | os.PathLike[str], store: "BlobStore", manifests: It
             add_file(tf, ti, p)
         add_bytes("index.json", index_bytes)
         add_bytes("oci-layout", LAYOUT_VERSION)
-    memo.remember(dest, what)
+        mine = os.fstat(f.fileno())
+    memo.remember(dest, what, written={"": mine})
     return dest
 
 
-def _write_layout_dir(dest: Path, store: "BlobStore", digests: list[str], index_bytes: bytes) -> list[str]:
-    """The directory form; returns the paths written (for ``ExportMemo``). A blob already there is
+def _write_layout_dir(dest: Path, store: "BlobStore", digests: list[str], index_bytes: bytes
+                      ) -> tuple[list[str], os.stat_result]:
+    """The directory form; returns the paths written and the fstat of the index written (for
+    ``ExportMemo``). A blob already there is
     kept when it is the store's own file (a hard link) or hashes to its name; anything else there —
     a symlink, a stale or foreign file — is replaced by rename, never written through. A symlink in
     place of ``blobs/`` or ``blobs/sha256/`` is refused."""
@@ -329,7 +332,8 @@ def _write_layout_dir(dest: Path, store: "BlobStore", digests: list[str], index_
         f.write(LAYOUT_VERSION)
     with replacing(dest / "index.json", 0o644) as f:
         f.write(index_bytes)
-    return members + ["oci-layout", "index.json"]
+        index_st = os.fstat(f.fileno())
+    return members + ["oci-layout", "index.json"], index_st
 
 
 def _same_blob(target: Path, src: Path, digest: str) -> bool:

@@ -71,5 +71,6 @@ def export_docker(spec: ImageSpec, store: BlobStore, dest: str | os.PathLike[str
             add_file(tf, _tinfo(blob(d), mtime, tarfile.REGTYPE, 0o644, p.stat().st_size), p)
         for name, data in files:
             tf.addfile(_tinfo(name, mtime, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
-    memo.remember(dest, what)
+        mine = os.fstat(f.fileno())
+    memo.remember(dest, what, written={"": mine})
     return image

@@ -227,5 +227,6 @@ def export_tar_file(spec: ImageSpec, dest: str | os.PathLike[str], *, memo_root:
         return rec["result"]
     with replacing(dest) as f:
         digest = export_tar(spec, f, source_date_epoch=source_date_epoch)
-    memo.remember(dest, what, result=digest)
+        mine = os.fstat(f.fileno())
+    memo.remember(dest, what, result=digest, written={"": mine})
     return digest

@@ -91,14 +91,17 @@ class ExportMemo:
             self._record_path(Path(os.path.abspath(dest))).unlink()
 
     def remember(self, dest: str | os.PathLike[str], what: str, members: Sequence[str] = ("",),
-                 result: str = "") -> None:
+                 result: str = "", written: dict[str, os.stat_result] | None = None) -> None:
         """Record that ``dest`` now holds ``what``; ``members``: the files written, relative to
-        ``dest`` ("" is ``dest`` itself). Never fails the export: at worst the next one rewrites."""
+        ``dest`` ("" is ``dest`` itself); ``written``: the fstat of the files we wrote, by member,
+        so a file another export renamed over ours meanwhile is not taken for ours. Never fails
+        the export: at worst the next one rewrites."""
         dest = Path(os.path.abspath(dest))
         files = []
         for rel in members:
             ident = _identity(dest / rel if rel else dest)
-            if ident is None:
+            mine = (written or {}).get(rel)
+            if ident is None or mine is not None and (ident[0], ident[1]) != (mine.st_dev, mine.st_ino):
                 self.forget(dest)
                 return
             files.append([rel, ident])

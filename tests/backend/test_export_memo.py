@@ -50,3 +50,15 @@ def test_replacing_leaves_nothing_when_the_writer_fails(tmp_path: Path) -> None:
     except RuntimeError:
         pass
     assert dest.read_bytes() == b"old" and os.listdir(tmp_path) == ["out"]
+
+
+def test_a_file_renamed_over_ours_is_not_recorded_as_ours(tmp_path: Path) -> None:
+    """Two exports to one destination at once: the record must describe the file we wrote."""
+    memo, dest = ExportMemo(tmp_path / "store"), tmp_path / "out"
+    with replacing(dest) as f:
+        f.write(b"ours")
+        mine = os.fstat(f.fileno())
+    with replacing(dest) as f:  # the other export's rename lands before we record
+        f.write(b"theirs")
+    memo.remember(dest, "ours", written={"": mine})
+    assert memo.unchanged(dest, "ours") is None
