@@ -71,7 +71,7 @@ def build(
         memo_key = None
         if not frontend:
             memo_key = fastpath.remember(memo_opts, [str(p) for p in snapshot.layers], len(compiled.document.ops),
-                                         scans)
+                                         scans, keep_exports=not no_cache)
         if outputs:
             from irctl.exporting import export
 

@@ -213,7 +213,7 @@ def try_build(argv: list[str]) -> int | None:
         memo = json.loads((cache / "builds" / f"{key}.json").read_text())
     except (OSError, ValueError, ImportError):
         return None
-    if not all(os.path.isdir(p) for p in memo.get("layers", [])):
+    if not all(os.path.isdir(p) for p in memo.get("layers", [])) or _dead_session_left(cache):
         return None
     lines = _exported(opts, cache, memo) if opts["output"] else []
     if lines is None:
@@ -225,6 +225,38 @@ def try_build(argv: list[str]) -> int | None:
         sys.stderr.write("note: no --output given; the result stays in the build cache "
                          "(use --output type=oci,dest=… or --push)\n")
     return 0
+
+
+def _dead_session_left(cache: Path) -> bool:
+    """Whether a killed build left its work dir, mounts or containers for the next solve to reap
+    (``CacheStore.clean_stale``): that next build is then the ordinary one, so debris never
+    outlives a build.  Its lock file is held while a build lives: one non-blocking try each."""
+    import fcntl
+
+    tmp = cache / "tmp"
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        return False
+    for name in names:
+        if not name.startswith("s-"):
+            continue
+        if name.endswith(".state") and name[: -len(".state")] + ".lock" not in names:
+            return True  # a runtime dir its session could not remove
+        if not name.endswith(".lock"):
+            continue
+        try:
+            fd = os.open(tmp / name, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return False
 
 
 def export_request(opts: dict) -> str:
@@ -271,10 +303,12 @@ def prescan(opts: dict, scans: dict) -> None:
         pass
 
 
-def remember(opts: dict, layers: list[str], steps: int, scans: dict | None = None) -> str | None:
+def remember(opts: dict, layers: list[str], steps: int, scans: dict | None = None,
+             keep_exports: bool = True) -> str | None:
     """Record a successful build for ``try_build``; never fails the build.  ``scans``: the context
     scans the build used (see ``take_scans``), so the memo is keyed by what was built.  Returns the
-    memo's key (for ``remember_export``).  Exports recorded for the same layers are kept."""
+    memo's key (for ``remember_export``).  Exports recorded for the same layers are kept, unless
+    ``keep_exports`` is False (``--no-cache``: the steps ran again, the image's times moved)."""
     try:
         cache = cache_root(opts.get("cache_dir"))
         key = build_key(opts, cache, scans)
@@ -282,7 +316,7 @@ def remember(opts: dict, layers: list[str], steps: int, scans: dict | None = Non
             return None
         memo = {"layers": layers, "steps": steps}
         old = _read_memo(cache, key)
-        if old.get("layers") == layers and isinstance(old.get("exports"), dict):
+        if keep_exports and old.get("layers") == layers and isinstance(old.get("exports"), dict):
             memo["exports"] = old["exports"]
         _write_memo(cache, key, memo)
         return key

@@ -139,3 +139,31 @@ def test_oci_directory_layout_is_checked_file_by_file(ctx, cache_env, tmp_path):
     r = irctl("build", "--progress", "plain", "--output", out, ctx, env=cache_env)
     assert r.code != 0 and "refusing to write through it" in r.stderr and "Traceback" not in r.stderr
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_killed_builds_debris_sends_the_next_build_down_the_ordinary_path(ctx, cache_env, tmp_path):
+    """The solver reaps what a killed build left (work dir, mounts, containers); the fast path
+    would not, so it steps aside while such debris is there."""
+    out = f"type=oci,dest={tmp_path / 'out.tar'}"
+    build(ctx, cache_env, "--output", out)
+    assert FAST in build(ctx, cache_env, "--output", out)
+    tmp = Path(cache_env["IRCTL_CACHE_DIR"]) / "tmp"
+    (tmp / "s-dead").mkdir()
+    (tmp / "s-dead.lock").touch()  # nobody holds it: its build is gone
+    assert FAST not in build(ctx, cache_env, "--output", out)
+    assert not (tmp / "s-dead").exists() and not (tmp / "s-dead.lock").exists()
+    assert FAST in build(ctx, cache_env, "--output", out)
+
+
+def test_no_cache_forgets_the_exports_of_the_build_it_replaced(tmp_path, busybox_ref, cache_env):
+    """``--no-cache`` re-runs the steps and re-dates them, even when their files are the same (a
+    COPY): the image changes, so an earlier export of the same inputs no longer answers for it."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {busybox_ref}\nCOPY a.txt /a.txt\n")
+    (ctx / "a.txt").write_text("a\n")
+    out = f"type=oci,dest={tmp_path / 'out.tar'}"
+    first = exported_line(build(ctx, cache_env, "--output", out))
+    build(ctx, cache_env, "--no-cache")
+    again = build(ctx, cache_env, "--output", out)
+    assert FAST not in again and exported_line(again) != first
