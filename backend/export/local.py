@@ -17,7 +17,6 @@ import shutil
 import stat
 from pathlib import Path
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Sequence
 
@@ -79,93 +78,60 @@ def apply_layer(layer: bytes, dest: bytes, is_root: bool, private: bool = False,
     ``private`` (a ``type=local`` export, a directory other users may reach): no device node is
     created — a node on the host is a door to the hardware — and setuid/setgid bits and file
     capabilities are cleared, so the export never hands another user a program that runs with more
-    privilege than they have.
-
-    Regular files are copied by a few threads (creating a file is kernel time, ~0.2-1 ms here, and
-    the calls release the GIL); directories, removals, links and the report stay in walk order, and
-    every copy has finished before the layer's directory times are set and the next layer starts."""
-    links: dict[tuple[int, int], tuple[bytes, Future]] = {}
+    privilege than they have."""
+    links: dict[tuple[int, int], bytes] = {}
     dir_meta: list[tuple[bytes, bytes, os.stat_result]] = []
     report = report if report is not None else LocalReport()
-    copies: list[tuple[str, Future | tuple[bool, bool]]] = []
-    with ThreadPoolExecutor(max_workers=COPY_THREADS, thread_name_prefix="local-copy") as pool:
-        try:
-            for e in safefs.walk(layer, where="in a layer"):
-                s, d = layer + b"/" + e.rel, dest + b"/" + e.rel
-                st = e.st
-                m = st.st_mode
-                if stat.S_ISCHR(m) and st.st_rdev == 0:
-                    remove_path(d)
-                    continue
-                if stat.S_ISDIR(m):
-                    opaque = False
-                    try:
-                        opaque = os.getxattr(s, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-                    except OSError:
-                        pass
-                    if opaque or not (os.path.isdir(d) and not os.path.islink(d)):
-                        remove_path(d)
-                        os.mkdir(d, 0o700)
-                    dir_meta.append((s, d, st))
-                    continue
+    for e in safefs.walk(layer, where="in a layer"):
+        s, d = layer + b"/" + e.rel, dest + b"/" + e.rel
+        st = e.st
+        m = st.st_mode
+        if stat.S_ISCHR(m) and st.st_rdev == 0:
+            remove_path(d)
+            continue
+        if stat.S_ISDIR(m):
+            opaque = False
+            try:
+                opaque = os.getxattr(s, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+            except OSError:
+                pass
+            if opaque or not (os.path.isdir(d) and not os.path.islink(d)):
                 remove_path(d)
-                node = devnodes.placeholder_of(s, st) if stat.S_ISREG(m) and st.st_size == 0 else None
-                if node is not None or devnodes.is_device(m, st.st_rdev):
-                    if private:
-                        report.devices.append(os.fsdecode(e.rel))
-                        continue
-                    kind, rdev = node if node is not None else (stat.S_IFMT(m), st.st_rdev)
-                    devnodes.make_placeholder_at(d, kind | stat.S_IMODE(m), rdev)  # the tar writer emits the node
-                    _copy_meta(s, d, st, is_root)
-                    continue
-                key = (st.st_dev, st.st_ino)
-                if stat.S_ISREG(m) and st.st_nlink > 1 and key in links:
-                    first, done = links[key]
-                    done.result()  # the first name is in place
-                    os.link(first, d)
-                    continue
-                if stat.S_ISREG(m):
-                    task = pool.submit(_copy_file, s, d, st, is_root, private)
-                    links[key] = (d, task)
-                    copies.append((os.fsdecode(e.rel), task))
-                    continue
-                if stat.S_ISLNK(m):
-                    os.symlink(os.readlink(s), d)
-                elif stat.S_ISFIFO(m):
-                    os.mkfifo(d, 0o600)
-                else:
-                    continue
-                copies.append((os.fsdecode(e.rel), _finish_meta(s, d, st, is_root, private)))
-        finally:
-            # walk order, for the report; raises the first copy's error (after every copy ended)
-            results = [(rel, task.result() if isinstance(task, Future) else task) for rel, task in copies]
-    for rel, (caps, setid) in results:
-        if caps:
-            report.caps.append(rel)
-        if setid:
-            report.setid.append(rel)
+                os.mkdir(d, 0o700)
+            dir_meta.append((s, d, st))
+            continue
+        remove_path(d)
+        node = devnodes.placeholder_of(s, st) if stat.S_ISREG(m) and st.st_size == 0 else None
+        if node is not None or devnodes.is_device(m, st.st_rdev):
+            if private:
+                report.devices.append(os.fsdecode(e.rel))
+                continue
+            kind, rdev = node if node is not None else (stat.S_IFMT(m), st.st_rdev)
+            devnodes.make_placeholder_at(d, kind | stat.S_IMODE(m), rdev)  # the tar writer emits the node
+            _copy_meta(s, d, st, is_root)
+            continue
+        key = (st.st_dev, st.st_ino)
+        if stat.S_ISREG(m) and st.st_nlink > 1 and key in links:
+            os.link(links[key], d)
+            continue
+        if stat.S_ISREG(m):
+            shutil.copyfile(s, d, follow_symlinks=False)
+            links[key] = d
+        elif stat.S_ISLNK(m):
+            os.symlink(os.readlink(s), d)
+        elif stat.S_ISFIFO(m):
+            os.mkfifo(d, 0o600)
+        else:
+            continue
+        if _copy_meta(s, d, st, is_root, private):
+            report.caps.append(os.fsdecode(e.rel))
+        if private and not stat.S_ISLNK(m) and m & (stat.S_ISUID | stat.S_ISGID):
+            os.chmod(d, stat.S_IMODE(m) & ~(stat.S_ISUID | stat.S_ISGID))
+            report.setid.append(os.fsdecode(e.rel))
     for s, d, st in reversed(dir_meta):  # children first, so mtimes stick
         _copy_meta(s, d, st, is_root)
         if private and st.st_mode & stat.S_ISUID:  # setgid on a dir only sets the group of new files
             os.chmod(d, stat.S_IMODE(st.st_mode) & ~stat.S_ISUID)
-
-
-COPY_THREADS = 4
-
-
-def _copy_file(s: bytes, d: bytes, st: os.stat_result, is_root: bool, private: bool) -> tuple[bool, bool]:
-    shutil.copyfile(s, d, follow_symlinks=False)
-    return _finish_meta(s, d, st, is_root, private)
-
-
-def _finish_meta(s: bytes, d: bytes, st: os.stat_result, is_root: bool, private: bool) -> tuple[bool, bool]:
-    """Metadata of a non-directory; (had file capabilities left out, had setuid/setgid cleared)."""
-    caps = _copy_meta(s, d, st, is_root, private)
-    m = st.st_mode
-    setid = private and not stat.S_ISLNK(m) and bool(m & (stat.S_ISUID | stat.S_ISGID))
-    if setid:
-        os.chmod(d, stat.S_IMODE(m) & ~(stat.S_ISUID | stat.S_ISGID))
-    return caps, setid
 
 
 def flatten_layers(layers: Sequence[LayerLike], dest: str | os.PathLike[str], private: bool = False,
