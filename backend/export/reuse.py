@@ -9,10 +9,12 @@ ns). An export whose ``what`` and file identities are unchanged is skipped. Anyt
 image, a file someone rewrote, truncated, replaced, touched or swapped for a symlink (ctime cannot be
 set back), a memo that cannot be read — is written again, atomically, as always.
 
-Racing writers: a change in the same clock tick as our last write could keep every field. So
-``remember`` records only once the clock has passed the files' newest ctime by two ticks of the
-coarsest kernel clock (a wait of at most ~20 ms after a real write, none after a skip), and never
-on a filesystem whose times are whole seconds (there the memo is not used).
+Racing writers: a change in the same clock tick as a stat could keep every field. So ``remember``
+waits until the clock has passed the files' newest ctime by two ticks of the kernel's coarse clock
+(~8 ms at 250 Hz after a real write, none after a skip) and stats them again: any later change gets
+a later ctime. (A change by another process inside that tick, right after our rename, would still
+pass: only reading the bytes back could tell, which costs as much as writing them.) A filesystem
+whose times are whole seconds is never recorded (there the memo is not used).
 
 The records live in the store (``exports/``, private like the rest) and name the destination by
 its absolute path; nothing from the destination is ever trusted beyond its ``lstat``.
@@ -30,7 +32,17 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Iterator, Sequence
 
-SETTLE_NS = 20_000_000  # two ticks of a 100 Hz coarse clock, the coarsest Linux has
+def _settle_ns() -> int:
+    """Two ticks of the coarse clock file times come from (4 ms at 250 Hz); 20 ms (two ticks at
+    100 Hz, the coarsest Linux has) where it cannot be asked."""
+    try:
+        tick = time.clock_getres(5)  # CLOCK_REALTIME_COARSE
+    except (OSError, AttributeError):
+        return 20_000_000
+    return min(20_000_000, max(2_000_000, int(2 * tick * 1e9)))
+
+
+SETTLE_NS = _settle_ns()
 
 
 def what_digest(kind: str, *parts: bytes) -> str:
@@ -110,8 +122,11 @@ class ExportMemo:
             self.forget(dest)  # whole-second times (or a clock far off): a same-tick change would hide
             return
         wait = newest + SETTLE_NS - time.time_ns()
-        if wait > 0:
+        if wait > 0:  # then look again: a change after this second look gets a later ctime
             time.sleep(wait / 1e9)
+            if [[rel, _identity(dest / rel if rel else dest)] for rel, _ in files] != files:
+                self.forget(dest)  # touched meanwhile: not ours to vouch for
+                return
         try:
             from backend.safefs import private_dir
 
