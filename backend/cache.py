@@ -4,7 +4,7 @@ keys to results.  Layout (docs/architecture.md)::
     blobs/sha256/<hex>   content-addressed blobs (BlobStore)       layers/<hex>/   immutable layer dirs
     mounts/<hex>/        persistent cache mounts                    index.db        sqlite: key → result
     tmp/                 work dirs on the same filesystem, so renames into place are atomic
-    locks/               fcntl lock files
+    locks/               fcntl lock files                           exports/        what each export dest holds
 
 Crash safety: a layer is built in ``tmp/``, fsynced and renamed into ``layers/`` (an existing one
 wins; ours is discarded); an index row is written, in one sqlite transaction, only after every layer
