@@ -4,7 +4,7 @@ keys to results.  Layout (docs/architecture.md)::
     blobs/sha256/<hex>   content-addressed blobs (BlobStore)       layers/<hex>/   immutable layer dirs
     mounts/<hex>/        persistent cache mounts                    index.db        sqlite: key → result
     tmp/                 work dirs on the same filesystem, so renames into place are atomic
-    locks/               fcntl lock files
+    locks/               fcntl lock files                           exports/        what each export dest holds
 
 Crash safety: a layer is built in ``tmp/``, fsynced and renamed into ``layers/`` (an existing one
 wins; ours is discarded); an index row is written, in one sqlite transaction, only after every layer
@@ -115,18 +115,30 @@ def _syncfs(path: str) -> bool:
 
 @dataclass(frozen=True)
 class Output:
-    """One cached op output: its content identity, layer ids (bottom first) and image metadata."""
+    """One cached op output: its content identity, layer ids (bottom first), image metadata, and when
+    the result that made each layer was made (ns since the epoch, parallel to ``layers``).
+
+    ``created`` is stored in the same row, hence the same transaction, as the rest; a row written
+    before it existed has none (an empty tuple), and a reader falls back to the layer's first commit
+    time (``CacheStore.layer_times``): stable too, so an old cache gives stable digests from then on."""
 
     identity: str
     layers: tuple[str, ...] = ()
     image: dict | None = None
+    created: tuple[int | None, ...] = ()
 
     def to_json(self) -> dict:
-        return {"identity": self.identity, "layers": list(self.layers), "image": self.image}
+        d = {"identity": self.identity, "layers": list(self.layers), "image": self.image}
+        if self.created:
+            d["created"] = list(self.created)
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "Output":
-        return cls(d["identity"], tuple(d["layers"]), d.get("image"))
+        created = d.get("created")
+        ok = (isinstance(created, list) and len(created) == len(d["layers"])
+              and all(t is None or type(t) is int for t in created))
+        return cls(d["identity"], tuple(d["layers"]), d.get("image"), tuple(created) if ok else ())
 
 
 @dataclass(frozen=True)
@@ -363,6 +375,17 @@ class CacheStore:
                        "ON CONFLICT(id) DO UPDATE SET blob=excluded.blob, media_type=excluded.media_type, "
                        "blob_size=excluded.blob_size, last_used=excluded.last_used",
                        (layer_id, now, now, blob, media_type, size))
+
+    def layer_times(self, layer_ids: list[str]) -> dict[str, int]:
+        """When each layer was first committed to the store (ns since the epoch), for layers whose
+        producing result has no recorded time (a cache written by an older irctl)."""
+        out: dict[str, int] = {}
+        with self._db() as db:
+            for lid in dict.fromkeys(layer_ids):
+                row = db.execute("SELECT created FROM layers WHERE id=?", (lid,)).fetchone()
+                if row is not None:
+                    out[lid] = int(row[0] * 1_000_000_000)
+        return out
 
     def layer_blob(self, layer_id: str) -> tuple[str, str, int] | None:
         with self._db() as db:

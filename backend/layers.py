@@ -100,9 +100,10 @@ class _Sink:
             z2 = cctx.compressobj()
             self._compress = z2.compress
             self._finish = z2.flush
-        elif compression == "none":
+        elif compression == "none":  # the output is the tar: one hash serves as both digests
             self._compress = bytes
             self._finish = bytes
+            self.dig = self.diff
         else:
             raise LayerError(f"unknown compression {compression!r} (gzip, zstd or none)")
 
@@ -119,7 +120,8 @@ class _Sink:
 
     def _emit(self, data: bytes) -> None:
         if data:
-            self.dig.update(data)
+            if self.dig is not self.diff:
+                self.dig.update(data)
             self.out.write(data)
             self.size += len(data)
 

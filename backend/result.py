@@ -28,3 +28,10 @@ class Snapshot:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     image: ImageMeta | None = None
+    # when the result that made each layer was made (ns since the epoch, parallel to ``layers``; None:
+    # unknown): an exporter's history times, so a cached step keeps its time and a no-op rebuild
+    # gives the same image digest.  Not content: left out of comparisons, never part of a key.
+    created: tuple[int | None, ...] = field(default=(), compare=False)
+
+    def layer_times(self) -> tuple[int | None, ...]:
+        return self.created if len(self.created) == len(self.layers) else (None,) * len(self.layers)

@@ -182,6 +182,17 @@ def _snapshotter_event(name: str) -> Event:
     return Event("info", text=f"snapshotter: {name} ({why})")
 
 
+def _stamp(outs: list[Snapshot], inputs: list[Snapshot], now: int) -> list[Snapshot]:
+    """Give each layer of an op's fresh outputs its time: an input's layer keeps the input's time, a
+    layer the op made is ``now``.  (A layer the op made whose bytes happen to equal an older layer
+    still gets ``now``: the step ran, as BuildKit's new snapshot would.)"""
+    known: dict[Path, int | None] = {}
+    for snap in inputs:
+        known.update(zip(snap.layers, snap.layer_times()))
+    return [dataclasses.replace(s, created=tuple(known[p] if p in known else now for p in s.layers))
+            if s.host_dir is None else s for s in outs]
+
+
 class Solver:
     def __init__(self, doc: irops.Document, options: SolveOptions):
         self.doc = doc
@@ -254,7 +265,7 @@ class Solver:
                 for t in targets:
                     ref = self.doc.roots[t]
                     snap = self.results[ref.op][ref.output]
-                    out[t] = self._materialize(snap) if self.options.materialize else snap
+                    out[t] = self._known_times(self._materialize(snap) if self.options.materialize else snap)
                 if record is not None:
                     with contextlib.suppress(OSError):
                         record.save()
@@ -389,7 +400,7 @@ class Solver:
         if op.kind != "exec":
             step.event("started")
         step.started = time.monotonic()
-        outs = self._run(step, op, inputs)
+        outs = _stamp(self._run(step, op, inputs), inputs, time.time_ns())
         if key is not None:
             ws.store.record(key, [self._to_output(s) for s in outs])
         self._note(step, op, "ran", key or "", parts, extra, [s.identity for s in outs])
@@ -514,14 +525,26 @@ class Solver:
         image = dataclasses.asdict(snap.image) if snap.image is not None else None
         if image is not None:
             image["history"] = list(image["history"])
-        return Output(snap.identity, tuple(ids), image)
+        created = snap.layer_times() if snap.host_dir is None else (None,)
+        return Output(snap.identity, tuple(ids), image, created if any(t is not None for t in created) else ())
 
     def _from_output(self, o: Output) -> Snapshot:
         image = None
         if o.image is not None:
             image = ImageMeta(config=o.image["config"], history=tuple(o.image.get("history") or ()),
                               platform=o.image.get("platform") or {})
-        return Snapshot(identity=o.identity, layers=tuple(self.ws.store.layer_path(i) for i in o.layers), image=image)
+        return Snapshot(identity=o.identity, layers=tuple(self.ws.store.layer_path(i) for i in o.layers), image=image,
+                        created=o.created)
+
+    def _known_times(self, snap: Snapshot) -> Snapshot:
+        """``snap`` with a time for every layer: where no result recorded one (a base image's layers, a
+        cache from an older irctl) the layer's first commit to the store, which does not move either."""
+        times = snap.layer_times()
+        if all(t is not None for t in times):
+            return snap
+        ids = [layer_id_of(p) for p in snap.layers]
+        first = self.ws.store.layer_times([i for i, t in zip(ids, times) if t is None])
+        return dataclasses.replace(snap, created=tuple(t if t is not None else first.get(i) for i, t in zip(ids, times)))
 
     def _materialize(self, snap: Snapshot) -> Snapshot:
         if snap.host_dir is not None:

@@ -391,7 +391,7 @@ class ImageConfig(Node):
 class HistoryEntry(Node):
     created_by: Annotated[str, doc("The instruction that made this step.")] = ""
     comment: Annotated[str, doc("Free text.")] = ""
-    created: Annotated[str, doc("RFC 3339 time; empty: the exporter's build time or SOURCE_DATE_EPOCH.")] = ""
+    created: Annotated[str, doc("RFC 3339 time; empty: when the step that made the entry's layer ran (kept while it is cached; an empty entry takes the time before it), or SOURCE_DATE_EPOCH.")] = ""
     empty_layer: Annotated[bool, doc("This step changed no files.")] = False
 
 

@@ -78,13 +78,17 @@ def build(
         snapshot = _solve(compiled.document, context, named, opt.secrets(secret), opt.ssh_agents(ssh),
                           jobs, no_cache, granted, tuple(insecure_registry), progress, root, scans, network,
                           record, explain, debug)
+        memo_key = None
         if not frontend:
-            fastpath.remember(memo_opts, [str(p) for p in snapshot.layers], len(compiled.document.ops), scans)
+            memo_key = fastpath.remember(memo_opts, [str(p) for p in snapshot.layers], len(compiled.document.ops),
+                                         scans, keep_exports=not no_cache)
         if outputs:
             from irctl.exporting import export
 
-            export(snapshot, outputs, tags, cache_root=root, insecure=tuple(insecure_registry),
-                   emit=lambda line: typer.echo(line, err=True))
+            exported = export(snapshot, outputs, tags, cache_root=root, insecure=tuple(insecure_registry),
+                              emit=lambda line: typer.echo(line, err=True))
+            if not push:
+                fastpath.remember_export(memo_opts["cache_dir"], memo_key, {"output": output, "tag": tags}, exported)
         elif tags:
             typer.echo("note: no --output given; the result stays in the build cache "
                        "(use --output type=oci,dest=… or --push)", err=True)

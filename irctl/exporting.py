@@ -11,11 +11,13 @@ from irctl.options import Output
 
 def image_spec(snapshot, created: str | None = None):
     """A solved snapshot as an exporter's ``ImageSpec``; layer ids double as diff_id hints so a
-    pulled layer's original blob is reused instead of recompressed."""
-    from backend.export.image import ImageSpec, LayerSource
+    pulled layer's original blob is reused instead of recompressed, and each layer carries the time
+    its step ran (the history's times: a cached step keeps its own)."""
+    from backend.export.image import ImageSpec, LayerSource, rfc3339_ns
 
     meta = snapshot.image
-    layers = [LayerSource(Path(p), "sha256:" + Path(p).name) for p in snapshot.layers]
+    layers = [LayerSource(Path(p), "sha256:" + Path(p).name, None if t is None else rfc3339_ns(t))
+              for p, t in zip(snapshot.layers, snapshot.layer_times())]
     if meta is None:
         return ImageSpec(layers=layers, created=created)
     return ImageSpec(layers=layers, config=dict(meta.config), history=[dict(h) for h in meta.history],
@@ -23,8 +25,9 @@ def image_spec(snapshot, created: str | None = None):
 
 
 def export(snapshot, outputs: list[Output], tags: list[str], *, cache_root: Path, insecure: tuple[str, ...],
-           emit) -> list[str]:
-    """Run every output; returns one line per output describing what was written."""
+           emit) -> list[dict]:
+    """Run every output; returns per output the line describing what was written (``line``) and, for
+    a file the store's export memo vouches for (``backend.export.reuse``), its ``dest`` and ``what``."""
     from backend.blobs import BlobStore
     from backend.cache import CacheStore
 
@@ -47,11 +50,22 @@ def _export_all(snapshot, outputs, tags, store, insecure, emit) -> list[str]:
         options = ExportOptions(compression=compression, level=level, source_date_epoch=sde, media_types=media)
         names = [n for n in attrs.get("name", "").split(",") if n] or tags
         try:
-            done.append(_one(out.type, attrs, snapshot, store, options, names, insecure))
+            line = _one(out.type, attrs, snapshot, store, options, names, insecure)
         except ExportError as e:
             raise UserError(f"exporting {out.type}: {e}") from None
-        emit(done[-1])
+        emit(line)
+        done.append({"line": line, **_held(store, out.type, attrs)})
     return done
+
+
+def _held(store, kind: str, attrs: dict) -> dict:
+    """``dest`` and ``what`` of a file output the export memo recorded (what a no-op rebuild checks)."""
+    if kind not in ("oci", "docker", "tar") or not attrs.get("dest"):
+        return {}
+    from backend.export.reuse import ExportMemo
+
+    rec = ExportMemo(store.root).current(attrs["dest"])
+    return {"dest": rec["dest"], "what": rec["what"]} if rec and "what" in rec and "dest" in rec else {}
 
 
 def _one(kind: str, attrs: dict, snapshot, store, options, names: list[str], insecure) -> str:
@@ -91,9 +105,8 @@ def _one(kind: str, attrs: dict, snapshot, store, options, names: list[str], ins
         export_local(spec, dest)
         return f"exported root filesystem to {dest}"
     if kind == "tar":
-        from backend.export.local import export_tar
+        from backend.export.local import export_tar_file
 
-        with open(dest, "wb") as f:
-            digest = export_tar(spec, f, tmp_dir=store.root / "tmp", source_date_epoch=options.source_date_epoch)
+        digest = export_tar_file(spec, dest, memo_root=store.root, source_date_epoch=options.source_date_epoch)
         return f"exported root filesystem tar {digest} to {dest}"
     raise UserError(f"unknown output type {kind!r}")

@@ -7,10 +7,13 @@ own code.  After every successful build ``remember`` writes a memo under ``build
 digest of all of that; before the next one, ``try_build`` recomputes the key — stat-cached, so an
 unchanged context is not read — and when the memo's layers are all still in the store, it is done.
 
-It handles only what needs no export: ``irctl build`` with no ``--output``/``--push`` and none of
-the options that change how a build runs (``--no-cache``, ``--pull``, ``--frontend``, …).  Anything
-else, and any miss, falls through to the ordinary path, which is always correct on its own.  This
-module imports nothing heavy: no typer, no frontends, no IR, no solver.
+It handles ``irctl build`` without the options that change how a build runs (``--no-cache``,
+``--pull``, ``--frontend``, ``--push``, …).  With ``--output`` it answers only when the same
+command line (outputs, tags, ``SOURCE_DATE_EPOCH``, working directory) exported this very build
+before and every file it wrote is still there untouched (``backend.export.reuse``: the store's
+record of what each destination holds, checked by ``lstat``): then there is nothing to write
+either.  Anything else, and any miss, falls through to the ordinary path, which is always correct
+on its own.  This module imports nothing heavy: no typer, no frontends, no IR, no solver.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ _PACKAGES = ("frontends", "ir", "backend", "irctl")
 _VALUE_OPTIONS = {"-f": "file", "--file": "file", "-t": "tag", "--tag": "tag", "--target": "target",
                   "--build-arg": "build_arg", "--build-context": "build_context", "--secret": "secret",
                   "--ssh": "ssh", "--progress": "progress", "--cache-dir": "cache_dir", "--jobs": "jobs",
-                  "-j": "jobs", "--insecure-registry": "insecure"}
-_LISTS = {"tag", "build_arg", "build_context", "secret", "ssh", "insecure"}
+                  "-j": "jobs", "--insecure-registry": "insecure", "-o": "output", "--output": "output"}
+_LISTS = {"tag", "build_arg", "build_context", "secret", "ssh", "insecure", "output"}
+MAX_EXPORT_REQUESTS = 8  # command lines remembered per build memo
 
 
 def parse_argv(argv: list[str]) -> dict | None:
@@ -209,13 +213,75 @@ def try_build(argv: list[str]) -> int | None:
         memo = json.loads((cache / "builds" / f"{key}.json").read_text())
     except (OSError, ValueError, ImportError):
         return None
-    if not all(os.path.isdir(p) for p in memo.get("layers", [])):
+    if not all(os.path.isdir(p) for p in memo.get("layers", [])) or _dead_session_left(cache):
+        return None
+    lines = _exported(opts, cache, memo) if opts["output"] else []
+    if lines is None:
         return None
     _report(opts.get("progress", "auto"), memo)
-    if opts["tag"]:
+    for line in lines:
+        sys.stderr.write(line + "\n")
+    if opts["tag"] and not opts["output"]:
         sys.stderr.write("note: no --output given; the result stays in the build cache "
                          "(use --output type=oci,dest=… or --push)\n")
     return 0
+
+
+def _dead_session_left(cache: Path) -> bool:
+    """Whether a killed build left its work dir, mounts or containers for the next solve to reap
+    (``CacheStore.clean_stale``): that next build is then the ordinary one, so debris never
+    outlives a build.  Its lock file is held while a build lives: one non-blocking try each."""
+    import fcntl
+
+    tmp = cache / "tmp"
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        return False
+    for name in names:
+        if not name.startswith("s-"):
+            continue
+        if name.endswith(".state") and name[: -len(".state")] + ".lock" not in names:
+            return True  # a runtime dir its session could not remove
+        if not name.endswith(".lock"):
+            continue
+        try:
+            fd = os.open(tmp / name, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return False
+
+
+def export_request(opts: dict) -> str:
+    """What decides an export besides the build: the ``--output`` values and tags as typed, the
+    ``SOURCE_DATE_EPOCH`` they see, and the directory a relative ``dest`` is relative to."""
+    data = json.dumps([opts.get("output", []), opts.get("tag", []), os.environ.get("SOURCE_DATE_EPOCH"),
+                       os.getcwd()])
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def _exported(opts: dict, cache: Path, memo: dict) -> list[str] | None:
+    """The lines of the export this command line did after this build, if every file it wrote is
+    still what it was; else None (the ordinary path exports)."""
+    entries = (memo.get("exports") or {}).get(export_request(opts))
+    if not isinstance(entries, list) or len(entries) != len(opts["output"]):
+        return None
+    from backend.export.reuse import ExportMemo
+
+    held = ExportMemo(cache)
+    for e in entries:
+        if not (isinstance(e, dict) and all(isinstance(e.get(k), str) for k in ("dest", "what", "line"))):
+            return None
+        if held.unchanged(e["dest"], e["what"]) is None:
+            return None
+    return [e["line"] for e in entries]
 
 
 def _report(progress: str, memo: dict) -> None:
@@ -237,22 +303,62 @@ def prescan(opts: dict, scans: dict) -> None:
         pass
 
 
-def remember(opts: dict, layers: list[str], steps: int, scans: dict | None = None) -> None:
+def remember(opts: dict, layers: list[str], steps: int, scans: dict | None = None,
+             keep_exports: bool = True) -> str | None:
     """Record a successful build for ``try_build``; never fails the build.  ``scans``: the context
-    scans the build used (see ``take_scans``), so the memo is keyed by what was built."""
+    scans the build used (see ``take_scans``), so the memo is keyed by what was built.  Returns the
+    memo's key (for ``remember_export``).  Exports recorded for the same layers are kept, unless
+    ``keep_exports`` is False (``--no-cache``: the steps ran again, the image's times moved)."""
     try:
         cache = cache_root(opts.get("cache_dir"))
         key = build_key(opts, cache, scans)
         if key is None:
-            return
-        target = cache / "builds" / f"{key}.json"
-        from backend.safefs import private_dir
+            return None
+        memo = {"layers": layers, "steps": steps}
+        old = _read_memo(cache, key)
+        if keep_exports and old.get("layers") == layers and isinstance(old.get("exports"), dict):
+            memo["exports"] = old["exports"]
+        _write_memo(cache, key, memo)
+        return key
+    except (OSError, ValueError, ImportError):
+        return None
 
-        private_dir(cache)
-        private_dir(target.parent)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"layers": layers, "steps": steps}, f)
-        os.replace(tmp, target)
+
+def remember_export(cache_dir: str | None, key: str | None, opts: dict, exported: list[dict]) -> None:
+    """Record, under build memo ``key``, what the command line ``opts`` (its ``output`` and ``tag``)
+    exported: only when every output is a file the export memo vouches for (``dest``, ``what``)."""
+    if key is None or not exported or not all("what" in e and "dest" in e for e in exported):
+        return
+    try:
+        cache = cache_root(cache_dir)
+        memo = _read_memo(cache, key)
+        if "layers" not in memo:
+            return
+        exports = memo.get("exports") if isinstance(memo.get("exports"), dict) else {}
+        request = export_request(opts)
+        exports.pop(request, None)
+        exports[request] = [{"dest": e["dest"], "what": e["what"], "line": e["line"]} for e in exported]
+        memo["exports"] = dict(list(exports.items())[-MAX_EXPORT_REQUESTS:])
+        _write_memo(cache, key, memo)
     except (OSError, ValueError, ImportError):
         pass
+
+
+def _read_memo(cache: Path, key: str) -> dict:
+    try:
+        memo = json.loads((cache / "builds" / f"{key}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
+
+
+def _write_memo(cache: Path, key: str, memo: dict) -> None:
+    target = cache / "builds" / f"{key}.json"
+    from backend.safefs import private_dir
+
+    private_dir(cache)
+    private_dir(target.parent)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(memo, f)
+    os.replace(tmp, target)

@@ -15,6 +15,7 @@ from typing import Sequence
 
 from backend.blobs import BlobStore
 from backend.export.image import BuiltImage, ExportError, ExportOptions, ImageSpec, build_image
+from backend.export.reuse import ExportMemo, replacing, what_digest
 from backend.oci_layout import ANNOT_IMAGE_NAME, ANNOT_REF_NAME, LAYOUT_VERSION, MT_OCI_INDEX, _tinfo, add_file
 
 
@@ -54,17 +55,22 @@ def export_docker(spec: ImageSpec, store: BlobStore, dest: str | os.PathLike[str
     digests = sorted({image.digest, image.manifest["config"]["digest"], *(b.digest for b in image.layers)})
     mtime = options.source_date_epoch or 0
     dest = Path(dest)
-    tmp = dest.with_name(dest.name + ".partial")
-    with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tf:
+    files = (("index.json", json.dumps(index, separators=(",", ":")).encode()),
+             ("manifest.json", json.dumps(manifest_json, separators=(",", ":")).encode()),
+             ("oci-layout", LAYOUT_VERSION),
+             ("repositories", json.dumps(repositories, separators=(",", ":")).encode()))
+    memo = ExportMemo(store.root)  # the same archive already there, untouched: not written again
+    what = what_digest("docker", *(data for _, data in files), b"%d" % mtime)
+    if memo.unchanged(dest, what) is not None:
+        return image
+    with replacing(dest) as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tf:
         tf.addfile(_tinfo("blobs", mtime, tarfile.DIRTYPE, 0o755))
         tf.addfile(_tinfo("blobs/sha256", mtime, tarfile.DIRTYPE, 0o755))
         for d in digests:
             p = store.path(d)
             add_file(tf, _tinfo(blob(d), mtime, tarfile.REGTYPE, 0o644, p.stat().st_size), p)
-        for name, data in (("index.json", json.dumps(index, separators=(",", ":")).encode()),
-                           ("manifest.json", json.dumps(manifest_json, separators=(",", ":")).encode()),
-                           ("oci-layout", LAYOUT_VERSION),
-                           ("repositories", json.dumps(repositories, separators=(",", ":")).encode())):
+        for name, data in files:
             tf.addfile(_tinfo(name, mtime, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
-    os.replace(tmp, dest)
+        mine = os.fstat(f.fileno())
+    memo.remember(dest, what, written={"": mine})
     return image

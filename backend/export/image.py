@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, Union
@@ -27,10 +28,12 @@ class ExportError(Exception):
 
 @dataclass(frozen=True)
 class LayerSource:
-    """A layer directory (overlay upper-dir format) and, if known, the diff_id of the blob it came from."""
+    """A layer directory (overlay upper-dir format), if known the diff_id of the blob it came from, and
+    when the step that made it ran (RFC 3339): the time of its history entry."""
 
     path: Path
     diff_id: str | None = None
+    created: str | None = None
 
 
 LayerLike = Union[LayerSource, str, os.PathLike]
@@ -83,33 +86,78 @@ def rfc3339(epoch: int) -> str:
     return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def rfc3339_now() -> str:
+    return rfc3339_ns(time.time_ns())
+
+
+def rfc3339_ns(ns: int) -> str:
+    """UTC, microseconds, ``Z``: the form of every time we write (integer arithmetic: no float rounding)."""
+    sec, rest = divmod(ns, 1_000_000_000)
+    t = _dt.datetime.fromtimestamp(sec, _dt.timezone.utc).replace(microsecond=rest // 1000)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def _source(x: LayerLike) -> LayerSource:
     return x if isinstance(x, LayerSource) else LayerSource(Path(x))
 
 
-def reconcile_history(history: Sequence[dict], kept: Sequence[bool], created: str) -> list[dict]:
+def reconcile_history(history: Sequence[dict], kept: Sequence[bool], created: str,
+                      times: Sequence[str | None] | None = None) -> list[dict]:
     """Make the non-empty history entries line up one-to-one with the layers actually written.
 
     ``kept[i]`` says whether spec layer ``i`` became a layer. Entries not marked ``empty_layer`` are
     paired with spec layers in order; a pairing with a skipped layer becomes ``empty_layer``; layers
     without an entry get a generic one; surplus entries are marked ``empty_layer``.
+
+    Times, as BuildKit's exporter gives them: an entry keeps its own ``created`` (a base image's); a
+    layer's entry without one takes ``times[i]``, when the step that made layer ``i`` ran; an empty
+    entry without one takes the time of the entry before it, or, before any new layer, the time of
+    the first new layer (so an ``ENV`` right after ``FROM`` is not dated like the base image). So a
+    cached step keeps its time and a no-op rebuild gives the same config. What is still undated
+    (no times known at all) gets ``created``.
     """
     out: list[dict] = []
     i = 0
     for h in history:
         h = {k: v for k, v in h.items() if v not in (None, "", False)}
-        h.setdefault("created", created)
         if not h.get("empty_layer"):
             if i < len(kept) and kept[i]:
                 h.pop("empty_layer", None)
             else:
                 h["empty_layer"] = True
+            if "created" not in h and times is not None and i < len(times) and times[i]:
+                h["created"] = times[i]
             i += 1
         out.append(h)
-    for k in kept[i:]:
-        if k:
-            out.append({"created": created, "created_by": "irctl", "comment": "layer without history entry"})
+    for j in range(i, len(kept)):
+        if kept[j]:
+            t = times[j] if times is not None and j < len(times) and times[j] else None
+            out.append({"created": t, "created_by": "irctl", "comment": "layer without history entry"})
+    _fill_times(out, created)
     return out
+
+
+def _fill_times(history: list[dict], fallback: str) -> None:
+    """Date the undated entries in place: before the first undated one nothing changes; from there
+    on an undated entry takes the last dated one seen after the gap began, or the first such."""
+    first_new = None
+    gap = False
+    for h in history:
+        if h.get("created"):
+            first_new = h["created"]
+            if gap:
+                break
+        else:
+            gap = True
+    current = first_new or fallback
+    gap = False
+    for h in history:
+        if h.get("created"):
+            if gap:
+                current = h["created"]
+        else:
+            gap = True
+            h["created"] = current
 
 
 def build_config(spec: ImageSpec, diff_ids: list[str], history: list[dict], created: str) -> dict:
@@ -149,14 +197,17 @@ def build_image(spec: ImageSpec, store: BlobStore, options: ExportOptions = Expo
         threads=options.threads,
     )
     sde = options.source_date_epoch
+    times = [s.created for s in sources]
     if sde is not None:
         created = rfc3339(sde)
     else:
-        created = spec.created or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    history = reconcile_history(spec.history, kept, created)
+        created = spec.created or max(filter(None, times), default=None) or rfc3339_now()
+    history = reconcile_history(spec.history, kept, created, times)
     if sde is not None:
         for h in history:
             h["created"] = created
+    elif not spec.created and history:
+        created = history[-1]["created"]  # the image is as old as its last step (BuildKit)
     config = build_config(spec, [b.diff_id for b in blobs], history, created)
     config_bytes = canonical_json(config)
     store.write_bytes(config_bytes)

@@ -2,9 +2,8 @@
 
 Layers are applied bottom first onto ``dest`` as overlayfs would show them: a whiteout (char 0:0)
 deletes the path below, an opaque directory hides everything below it, the rest replaces what was
-there. Hard links inside one layer stay hard links. ``export_tar`` flattens into a temp dir and tars it
-with the same deterministic writer as layers (device nodes stay placeholders there, `backend.devnodes`,
-and become char/block entries in the tar).
+there. Hard links inside one layer stay hard links. ``export_tar`` writes the same tree as a tar
+without flattening it on disk (``backend.export.rootfs``).
 
 ``type=local`` writes into a directory other local users may reach, so it creates no device node and
 clears setuid/setgid bits, with a warning line saying how many (see ``apply_layer``).
@@ -16,7 +15,6 @@ import errno
 import os
 import shutil
 import stat
-import tempfile
 from pathlib import Path
 import sys
 from dataclasses import dataclass, field
@@ -24,7 +22,7 @@ from typing import BinaryIO, Callable, Sequence
 
 from backend import devnodes, safefs
 from backend.export.image import ImageSpec, LayerLike, _source
-from backend.layers import OPAQUE_XATTR, _SKIP_XATTR_PREFIXES, write_layer
+from backend.layers import OPAQUE_XATTR, _SKIP_XATTR_PREFIXES
 from backend.snapshot import remove_path
 
 
@@ -173,10 +171,28 @@ def _few(paths: list[str]) -> str:
 
 def export_tar(spec: ImageSpec, out: BinaryIO, *, tmp_dir: str | os.PathLike[str] | None = None,
                source_date_epoch: int | None = None) -> str:
-    """Write the flattened rootfs as one uncompressed tar to ``out``; returns its sha256 digest."""
-    tmp = tempfile.mkdtemp(prefix="flatten-", dir=tmp_dir)
-    try:
-        flatten_layers(spec.layers, tmp)
-        return write_layer(tmp, out, compression="none", source_date_epoch=source_date_epoch).diff_id
-    finally:
-        safefs.rmtree(tmp, ignore_errors=True)
+    """Write the flattened rootfs as one uncompressed tar to ``out``; returns its sha256 digest.
+    (Straight from the layers, ``backend.export.rootfs``; ``tmp_dir`` is no longer needed.)"""
+    from backend.export.rootfs import write_rootfs_tar
+
+    return write_rootfs_tar([_source(x).path for x in spec.layers], out, source_date_epoch=source_date_epoch)
+
+
+def export_tar_file(spec: ImageSpec, dest: str | os.PathLike[str], *, memo_root: str | os.PathLike[str],
+                    source_date_epoch: int | None = None) -> str:
+    """``export_tar`` into file ``dest`` (replaced atomically); returns the tar's digest. The layers
+    must be the store's (immutable, named by content): a tar of the same layers already at ``dest``,
+    untouched since, is not written again (``backend.export.reuse``)."""
+    from backend.export.reuse import ExportMemo, replacing, what_digest
+
+    memo = ExportMemo(memo_root)
+    what = what_digest("rootfs-tar", *(os.fsencode(os.path.abspath(_source(x).path)) for x in spec.layers),
+                       b"%d" % source_date_epoch if source_date_epoch is not None else b"-")
+    rec = memo.unchanged(dest, what)
+    if rec is not None and isinstance(rec.get("result"), str) and rec["result"].startswith("sha256:"):
+        return rec["result"]
+    with replacing(dest) as f:
+        digest = export_tar(spec, f, source_date_epoch=source_date_epoch)
+        mine = os.fstat(f.fileno())
+    memo.remember(dest, what, result=digest, written={"": mine})
+    return digest

@@ -105,6 +105,21 @@ def test_reconcile_history() -> None:
         {"created_by": "a", "created": c, "empty_layer": True}]
 
 
+
+def test_reconcile_history_dates_entries_by_their_layers_time() -> None:
+    """BuildKit's rule: a layer's entry takes its layer's time, an empty entry the time before it, or
+    (before any new layer) the first new layer's; a dated entry (a base image's) keeps its own."""
+    e = {"empty_layer": True}
+    history = [{"created_by": "base", "created": "B"}, {"created_by": "ENV", **e}, {"created_by": "RUN 1"},
+               {"created_by": "LABEL", **e}, {"created_by": "RUN 2"}, {"created_by": "CMD", **e}]
+    got = reconcile_history(history, [True, True, True], "NOW", [None, "T1", "T2"])
+    assert [h["created"] for h in got] == ["B", "T1", "T1", "T1", "T2", "T2"]
+    # a layer without a history entry takes its own time; nothing dated at all: the fallback
+    assert reconcile_history([], [True], "NOW", ["T1"])[0]["created"] == "T1"
+    assert [h["created"] for h in reconcile_history([{"created_by": "ENV", **e}], [], "NOW", [])] == ["NOW"]
+    # metadata only, after a base: the base's last time (BuildKit too)
+    assert reconcile_history([{"created": "B"}, {"created_by": "ENV", **e}], [False], "NOW", [None])[1]["created"] == "B"
+
 def test_unknown_config_key_rejected(tmp_path: Path) -> None:
     (tmp_path / "l").mkdir()
     with pytest.raises(ExportError, match="unknown image config keys: Cmdd"):
