@@ -19,9 +19,18 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ir import ops
+if TYPE_CHECKING:
+    from ir import ops
+
+
+def _default_platform() -> ops.Platform:
+    """The host platform, imported on first use: the no-op fast path reads build files through
+    ``frontends.files`` and must not pay for importing the IR (msgspec) just to load this package."""
+    from ir import ops
+
+    return ops.Platform()
 
 
 @dataclass(frozen=True)
@@ -31,7 +40,7 @@ class ResolvedImage:
     ref: str  # normalised reference, e.g. "127.0.0.1:5000/busybox:latest"
     digest: str  # manifest digest ("" when the image has none, e.g. scratch)
     config: dict  # the whole OCI image config JSON: {"config": {...}, "history": [...], ...}
-    platform: ops.Platform = field(default_factory=ops.Platform)
+    platform: ops.Platform = field(default_factory=_default_platform)
 
 
 class ImageResolver(Protocol):
@@ -64,8 +73,8 @@ class BuildRequest:
     contexts: dict[str, NamedContext] = field(default_factory=dict)  # named contexts
     context_name: str = "context"  # name of the main local context granted by the CLI
     ignore_patterns: tuple[str, ...] = ()  # the .dockerignore patterns, already read by the CLI
-    platform: ops.Platform = field(default_factory=ops.Platform)  # target platform
-    build_platform: ops.Platform = field(default_factory=ops.Platform)
+    platform: ops.Platform = field(default_factory=_default_platform)  # target platform
+    build_platform: ops.Platform = field(default_factory=_default_platform)
 
 
 @dataclass(frozen=True)
