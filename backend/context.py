@@ -260,12 +260,38 @@ class ScanTree:
         return os.path.join(self.scan.root, rel) if rel else os.fspath(self.scan.root)
 
 
+# overlay's own xattrs (as root and rootless): the copy leaves them behind, so the key does too
+_PRIVATE_XATTRS = ("trusted.overlay.", "user.overlay.")
+
+
+def _meta_beyond_stat(path: str, node: Node) -> bytes:
+    """What a copy or a mount of ``path`` carries besides kind, mode, owner and content: a device's
+    type and number, and the xattrs (a file capability, a rootless device placeholder's number).
+    Empty for the common entry without either, so such selections hash as they always did."""
+    out = b""
+    if node.kind == "other" and node.st is not None:
+        rdev = node.st.st_rdev
+        out += b"\0dev:%o:%d:%d" % (stat.S_IFMT(node.mode), os.major(rdev), os.minor(rdev))
+    try:
+        names = sorted(n for n in os.listxattr(path, follow_symlinks=False) if not n.startswith(_PRIVATE_XATTRS))
+    except OSError:
+        return out
+    for name in names:
+        try:
+            value = os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            continue
+        out += b"\0xattr:%s=%s" % (os.fsencode(name), value.hex().encode())
+    return out
+
+
 def selection_digest(scan_or_dir: ContextScan | SourceView | Path | str, action,
                      listing: list[tuple[str, str]] | None = None) -> str:
     """``sha256:…`` of exactly what ``action`` (an ``ir.ops.CopyAction``) selects from the source.
 
     A :class:`ContextScan` is read without I/O; a ``SourceView`` or a directory is walked and hashed
-    (owners count unless the view resets them, as a local context does).  Raises ``FileOpError``
+    (owners count unless the view resets them, as a local context does; xattrs and device numbers
+    count too).  Raises ``FileOpError``
     when the copy would fail for a missing source.  ``listing`` receives (path in the source, hash of
     its entry) per entry, so a later build can name the files that changed (``backend.explain``)."""
     if isinstance(scan_or_dir, ContextScan):
@@ -286,6 +312,8 @@ def selection_digest(scan_or_dir: ContextScan | SourceView | Path | str, action,
                                                 digest.encode(), item.implied)
             if owners:
                 line += b"\0%d:%d" % (node.uid, node.gid)
+            if not isinstance(tree, ScanTree):
+                line += _meta_beyond_stat(tree.host(item.rel), node)
             h.update(line + b"\n")
             if listing is not None:
                 listing.append((item.rel, hashlib.sha256(line).hexdigest()[:16]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 
@@ -373,3 +374,27 @@ def test_stat_cache_forgets_deleted_files(ctx, tmp_path):
         os.unlink(ctx / "src" / "main.py")
         scan_context(ctx, exclude=("docs",), stat_cache=cache)
         assert "src/main.py" not in cache.load(os.path.realpath(ctx))
+
+
+def test_selection_digest_of_a_directory_counts_xattrs_and_device_numbers(tmp_path):
+    # a copy or a mount carries xattrs (a file capability) and a device's number: a stage's selection
+    # that differs only there must not hash the same (the cached step would see the old ones)
+    root = tmp_path / "stage"
+    (root / "out").mkdir(parents=True)
+    (root / "out" / "ping").write_bytes(b"\x7fELF")
+    action = CopyAction(src=0, src_path="/out", dest="/", follow_symlinks=True)
+    plain = selection_digest(root, action)
+    os.setxattr(root / "out" / "ping", "user.irctl-test", b"cap")
+    tagged = selection_digest(root, action)
+    assert tagged != plain
+    os.setxattr(root / "out" / "ping", "user.irctl-test", b"other")
+    assert selection_digest(root, action) not in (plain, tagged)
+    if os.geteuid() == 0:  # (mknod of a device needs root)
+        os.mknod(root / "out" / "d", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        null = selection_digest(root, action)
+        os.unlink(root / "out" / "d")
+        os.mknod(root / "out" / "d", 0o600 | stat.S_IFCHR, os.makedev(1, 5))
+        assert selection_digest(root, action) != null
+        os.unlink(root / "out" / "d")
+        os.mknod(root / "out" / "d", 0o600 | stat.S_IFBLK, os.makedev(1, 3))
+        assert selection_digest(root, action) != null

@@ -92,3 +92,18 @@ def test_cache_mount_sharing_and_id_are_not_inputs(tmp_path, busybox_ref, cache_
     assert len(ran(ctx, tmp_path, cache_env)) == 1
     dockerfile(",uid=1000,mode=0700")
     assert len(ran(ctx, tmp_path, cache_env)) == 1
+
+
+def test_a_stage_bind_mount_sees_a_device_node_change(tmp_path, busybox_ref, cache_env):
+    # the stage re-runs and replaces /out/d (char 1:3) by char 1:5, with the same mode and owner: the
+    # step reading it through a mount sees another device, so it must not be served from the cache
+    build = "RUN mkdir -p /out && mknod -m 600 /out/d c 1 $MINOR"
+    use = "RUN --mount=type=bind,from=build,source=/out,target=/x ls -l /x/d > /seen"
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref} AS build\nARG MINOR=3\n{build}\n"
+                                                 f"FROM {busybox_ref}\n{use}\n"})
+
+    def steps(*args: str) -> list[str]:
+        return ["build" if "mknod" in s else "use" for s in ran(ctx, tmp_path, cache_env, *args)]
+
+    assert steps() == ["build", "use"]
+    assert steps("--build-arg", "MINOR=5") == ["build", "use"]
