@@ -170,7 +170,9 @@ class BuildRecord:
         except (OSError, zlib.error):
             return None
         out = {}
-        for line in data.decode("utf-8", "surrogateescape").splitlines():
+        for line in data.decode("utf-8", "surrogateescape").split("\n"):  # (not splitlines: names hold \x1c, \u2028…)
+            if not line:
+                continue
             h, _, path = line.partition(" ")
             out[path] = h
         return out
