@@ -260,8 +260,9 @@ class ScanTree:
         return os.path.join(self.scan.root, rel) if rel else os.fspath(self.scan.root)
 
 
-# overlay's own xattrs (as root and rootless): the copy leaves them behind, so the key does too
-_PRIVATE_XATTRS = ("trusted.overlay.", "user.overlay.")
+# overlay's own xattrs (as root and rootless), which the copy leaves behind, and the host's SELinux
+# label (not the file's: layers leave it out too), so that keys do not vary with where a view lives
+_PRIVATE_XATTRS = ("trusted.overlay.", "user.overlay.", "security.selinux")
 
 
 def _meta_beyond_stat(path: str, node: Node) -> bytes:
