@@ -45,7 +45,7 @@ class Entry(NamedTuple):
     mode: int  # permission bits, 0o7777
     size: int = 0
     digest: str = ""  # "sha256:…" of a file's contents
-    target: str = ""  # a symlink's target
+    target: str = ""  # a symlink's target; for ``other``, its file type and device number
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,9 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
                 elif s_islnk(mode):
                     entries[crel] = Entry("symlink", 0o777, 0, "", os.readlink(e.path))
                 elif not stat.S_ISSOCK(mode):  # sockets are not content
-                    entries[crel] = Entry("other", s_imode(mode))
+                    # (a fifo or a device: its type and number in ``target``, so that a swap counts)
+                    entries[crel] = Entry("other", s_imode(mode), 0, "",
+                                          f"{stat.S_IFMT(mode):o}:{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
     hashed = len(todo)
     big = [t[1] for t in todo if t[2].st_size >= BIG_FILE]
     digests: dict[str, object] = {}

@@ -398,3 +398,21 @@ def test_selection_digest_of_a_directory_counts_xattrs_and_device_numbers(tmp_pa
         os.unlink(root / "out" / "d")
         os.mknod(root / "out" / "d", 0o600 | stat.S_IFBLK, os.makedev(1, 3))
         assert selection_digest(root, action) != null
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a device needs root")
+def test_context_fifos_and_devices_are_told_apart(tmp_path):
+    # a COPY of a context's fifo makes a fifo, of a device that device: swapping one for the other
+    # (or for another device number) must change the context and the selection
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    action = CopyAction(src=0, src_path="/n", dest="/")
+    seen = set()
+    for kind, dev in ((stat.S_IFIFO, 0), (stat.S_IFCHR, os.makedev(1, 3)), (stat.S_IFCHR, os.makedev(1, 5)),
+                      (stat.S_IFBLK, os.makedev(1, 5))):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(ctx / "n")
+        os.mknod(ctx / "n", 0o600 | kind, dev)
+        scan = scan_context(ctx)
+        seen.add((scan.identity, selection_digest(scan, action)))
+    assert len({i for i, _ in seen}) == 4 and len({d for _, d in seen}) == 4
