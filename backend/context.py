@@ -71,6 +71,10 @@ def hash_file(path: str | os.PathLike) -> str:
         os.close(fd)
 
 
+# 2: a file's digest carries its xattrs (``_xattr_tag``); rows written before did not look at them
+STAT_CACHE_VERSION = 2
+
+
 class StatCache:
     """Persistent (context root, relpath) → (size, mtime_ns, ctime_ns, ino, dev, digest), in sqlite."""
 
@@ -86,6 +90,13 @@ class StatCache:
         self.db.execute("CREATE TABLE IF NOT EXISTS stat_cache (root TEXT NOT NULL, rel BLOB NOT NULL, "
                         "size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, ino INTEGER, dev INTEGER, "
                         "digest TEXT, PRIMARY KEY (root, rel)) WITHOUT ROWID")
+        self.db.execute("CREATE TABLE IF NOT EXISTS stat_cache_meta (k TEXT PRIMARY KEY, v INTEGER)")
+        row = self.db.execute("SELECT v FROM stat_cache_meta WHERE k = 'version'").fetchone()
+        if row is None or row[0] != STAT_CACHE_VERSION:  # rows of another format: hashed again once
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute("DELETE FROM stat_cache")
+                self.db.execute("INSERT OR REPLACE INTO stat_cache_meta VALUES ('version', ?)", (STAT_CACHE_VERSION,))
 
     def load(self, root: str) -> dict[str, tuple]:
         rows = self.db.execute("SELECT rel, size, mtime_ns, ctime_ns, ino, dev, digest FROM stat_cache "
@@ -213,11 +224,20 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
 
 def _hash_or_none(path: str):
     try:
-        return hash_file(path)
+        return hash_file(path) + _xattr_tag(path)
     except FileNotFoundError:
         return None
     except OSError as e:
         return e
+
+
+def _xattr_tag(path: str) -> str:
+    """``;xattrs=…`` (a hash of a file's xattrs) appended to its digest, '' when it has none.  A COPY
+    carries them (a file capability): BuildKit's context checksum counts them, so a change must
+    re-run the copy.  Read only with the contents (setting an xattr changes the ctime, which the
+    stat cache compares), so a warm scan costs nothing more."""
+    meta = _meta_beyond_stat(path, _NO_NODE)
+    return ";xattrs=" + hashlib.sha256(meta).hexdigest()[:32] if meta else ""
 
 
 def _identity(entries: dict[str, Entry], root_mode: int) -> str:
@@ -265,6 +285,9 @@ class ScanTree:
 # overlay's own xattrs (as root and rootless), which the copy leaves behind, and the host's SELinux
 # label (not the file's: layers leave it out too), so that keys do not vary with where a view lives
 _PRIVATE_XATTRS = ("trusted.overlay.", "user.overlay.", "security.selinux")
+
+
+_NO_NODE = Node("file", stat.S_IFREG)
 
 
 def _meta_beyond_stat(path: str, node: Node) -> bytes:

@@ -107,3 +107,22 @@ def test_a_stage_bind_mount_sees_a_device_node_change(tmp_path, busybox_ref, cac
 
     assert steps() == ["build", "use"]
     assert steps("--build-arg", "MINOR=5") == ["build", "use"]
+
+
+def test_a_context_file_whose_xattrs_change_is_copied_again(tmp_path, busybox_ref, cache_env):
+    # COPY carries a context file's xattrs (a file capability, as BuildKit's context checksum counts
+    # them): setting one after a first build must not leave the image with the copy made without it
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\nCOPY server /server\n", "server": "bin\n"})
+
+    def copied() -> bool:
+        r = irctl("build", ctx, "--progress", "json", "--output", f"type=local,dest={tmp_path / 'out'}", env=cache_env)
+        assert r.code == 0, r.stderr
+        return any(e["kind"] == "finished" and "COPY server" in e["description"] for e in r.events())
+
+    assert copied()
+    assert not copied()
+    os.setxattr(ctx / "server", "user.irctl-test", b"1")
+    assert copied()
+    assert not copied()
+    os.setxattr(ctx / "server", "user.irctl-test", b"2")
+    assert copied()
