@@ -57,6 +57,8 @@ class ContextScan:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     stats: dict[str, int] = field(default_factory=dict, compare=False)  # hashed / cached counts
+    # visible sockets: never content, but a direct bind of the context would hand them to a step
+    sockets: tuple[str, ...] = field(default=(), compare=False)
 
 
 def hash_file(path: str | os.PathLike) -> str:
@@ -143,6 +145,7 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
     racy_after = time.time_ns() - RACY_WINDOW_NS
     entries: dict[str, Entry] = {}
     todo: list[tuple[str, str, os.stat_result, tuple]] = []  # files to hash after the walk
+    sockets: list[str] = []
     reused = 0
     filtered = tree.filtered
     stack = [("", root_s)]
@@ -191,8 +194,9 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
                     continue
                 elif s_islnk(mode):
                     entries[crel] = Entry("symlink", 0o777, 0, "", os.readlink(e.path))
-                elif not stat.S_ISSOCK(mode):  # sockets are not content
-                    # (a fifo or a device: its type and number in ``target``, so that a swap counts)
+                elif stat.S_ISSOCK(mode):  # sockets are not content, but noted (``ContextScan.sockets``)
+                    sockets.append(crel)
+                else:  # (a fifo or a device: its type and number in ``target``, so that a swap counts)
                     entries[crel] = Entry("other", s_imode(mode), 0, "",
                                           f"{stat.S_IFMT(mode):o}:{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
     hashed = len(todo)
@@ -219,7 +223,7 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
         stat_cache.update(root_s, put, drop)
     root_mode = stat.S_IMODE(os.stat(root_s).st_mode)
     return ContextScan(Path(root_s), _identity(entries, root_mode), entries, root_mode, tuple(include),
-                       tuple(exclude), {"hashed": hashed, "reused": reused})
+                       tuple(exclude), {"hashed": hashed, "reused": reused}, tuple(sockets))
 
 
 def _hash_or_none(path: str):

@@ -117,12 +117,28 @@ def _selected_dir(root: Path, selector: str) -> Path:
     return path
 
 
+def _holds_socket(ws: Workspace, snap: Snapshot, selector: str) -> bool:
+    """Whether the context's selected path is or holds a socket.  The scan leaves sockets out (they
+    are not content, and BuildKit transfers none), but a direct bind of the host dir would hand the
+    step a live one (an agent's, a docker.sock under a home dir used as context): such a mount goes
+    through the context's copy instead, which has none.  No scan at hand: assume it does."""
+    found = ws.scans.get(snap.identity)
+    if found is None:
+        return True
+    sockets = getattr(found, "sockets", ())
+    if not sockets:
+        return False
+    rel = resolve_in_root(Path(snap.host_dir), selector) if selector else ""  # type: ignore[arg-type]
+    return any(not rel or s == rel or s.startswith(rel + "/") for s in sockets)
+
+
 def _bind(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: list[Snapshot], out: Prepared) -> None:
     if m.input < 0:
         snap = None
     else:
         snap = inputs[m.input]
-    if snap is not None and snap.host_dir is not None and m.readonly and not snap.include and not snap.exclude:
+    if snap is not None and snap.host_dir is not None and m.readonly and not snap.include and not snap.exclude \
+            and not _holds_socket(ws, snap, m.selector):
         out.mounts.append(rt.BindMount(_selected_dir(Path(snap.host_dir), m.selector), m.target, readonly=True))
         return
     lowers = ws.lowers(snap) if snap is not None else []
