@@ -59,6 +59,9 @@ class ContextScan:
     stats: dict[str, int] = field(default_factory=dict, compare=False)  # hashed / cached counts
     # visible sockets: never content, but a direct bind of the context would hand them to a step
     sockets: tuple[str, ...] = field(default=(), compare=False)
+    # paths ("" = the root) not owned by this process's uid:gid, which steps see as root (0:0) in a
+    # direct bind; any other owner would show through there, where BuildKit shows 0:0
+    foreign_owners: tuple[str, ...] = field(default=(), compare=False)
 
 
 def hash_file(path: str | os.PathLike) -> str:
@@ -146,6 +149,8 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
     entries: dict[str, Entry] = {}
     todo: list[tuple[str, str, os.stat_result, tuple]] = []  # files to hash after the walk
     sockets: list[str] = []
+    foreign: list[str] = []  # entries (and "" for the root) owned by someone else than this process
+    me_uid, me_gid = os.geteuid(), os.getegid()
     reused = 0
     filtered = tree.filtered
     stack = [("", root_s)]
@@ -175,6 +180,8 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
                 except FileNotFoundError:
                     continue  # removed while we walked
                 mode = st.st_mode
+                if st.st_uid != me_uid or st.st_gid != me_gid:
+                    foreign.append(crel)  # (an excluded entry too: over-cautious, never wrong)
                 if s_isreg(mode):
                     if filtered and not tree.visible(crel, False):
                         continue
@@ -221,9 +228,12 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
         # forget files that are gone: all of them after a full scan, those of walked dirs after a filtered one
         drop = [r for r in cached if r not in entries and (not filtered or r.rpartition("/")[0] in walked)]
         stat_cache.update(root_s, put, drop)
-    root_mode = stat.S_IMODE(os.stat(root_s).st_mode)
+    root_st = os.stat(root_s)
+    root_mode = stat.S_IMODE(root_st.st_mode)
+    if root_st.st_uid != me_uid or root_st.st_gid != me_gid:
+        foreign.append("")
     return ContextScan(Path(root_s), _identity(entries, root_mode), entries, root_mode, tuple(include),
-                       tuple(exclude), {"hashed": hashed, "reused": reused}, tuple(sockets))
+                       tuple(exclude), {"hashed": hashed, "reused": reused}, tuple(sockets), tuple(foreign))
 
 
 def _hash_or_none(path: str):

@@ -117,19 +117,21 @@ def _selected_dir(root: Path, selector: str) -> Path:
     return path
 
 
-def _holds_socket(ws: Workspace, snap: Snapshot, selector: str) -> bool:
-    """Whether the context's selected path is or holds a socket.  The scan leaves sockets out (they
-    are not content, and BuildKit transfers none), but a direct bind of the host dir would hand the
-    step a live one (an agent's, a docker.sock under a home dir used as context): such a mount goes
-    through the context's copy instead, which has none.  No scan at hand: assume it does."""
+def _direct_bind_ok(ws: Workspace, snap: Snapshot, selector: str) -> bool:
+    """Whether binding the context's selected path straight from the host shows the step what the
+    context's copy would (and what BuildKit shows): no socket in it (the scan leaves sockets out, as
+    BuildKit transfers none, but a bind would hand the step a live one: an agent's, a docker.sock
+    under a home dir used as context), and nothing owned by another user than this process's, which
+    the step sees as root (BuildKit's context is all 0:0; another owner would show through, and it is
+    not in the key).  Otherwise the mount goes through the context's copy.  No scan at hand: no."""
     found = ws.scans.get(snap.identity)
     if found is None:
-        return True
-    sockets = getattr(found, "sockets", ())
-    if not sockets:
         return False
+    hidden = (*getattr(found, "sockets", ()), *getattr(found, "foreign_owners", ()))
+    if not hidden:
+        return True
     rel = resolve_in_root(Path(snap.host_dir), selector) if selector else ""  # type: ignore[arg-type]
-    return any(not rel or s == rel or s.startswith(rel + "/") for s in sockets)
+    return not any(s == rel or (s.startswith(rel + "/") if rel else True) for s in hidden)
 
 
 def _bind(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: list[Snapshot], out: Prepared) -> None:
@@ -138,7 +140,7 @@ def _bind(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: li
     else:
         snap = inputs[m.input]
     if snap is not None and snap.host_dir is not None and m.readonly and not snap.include and not snap.exclude \
-            and not _holds_socket(ws, snap, m.selector):
+            and _direct_bind_ok(ws, snap, m.selector):
         out.mounts.append(rt.BindMount(_selected_dir(Path(snap.host_dir), m.selector), m.target, readonly=True))
         return
     lowers = ws.lowers(snap) if snap is not None else []
