@@ -93,17 +93,15 @@ class BuildRecord:
                                          + ".json")
 
     def load(self) -> dict | None:
-        try:
-            with open(self._path(), "rb") as f:
-                data = f.read(MAX_RECORD_BYTES + 1)
-            rec = json.loads(data) if len(data) <= MAX_RECORD_BYTES else None
-        except (OSError, ValueError):
-            return None
+        rec = _read_json(self._path())
         if not isinstance(rec, dict) or rec.get("version") != VERSION or rec.get("name") != self.name \
                 or not isinstance(rec.get("steps"), dict) or not all(map(_valid_step, rec["steps"].values())) \
                 or not isinstance(rec.get("build_args", []), list) \
                 or not all(isinstance(a, str) for a in rec.get("build_args", [])):
             return None
+        when = rec.get("time")
+        if not isinstance(when, (int, float)) or not 0 <= when < 2**32:  # (NaN fails both) shown as a date
+            rec["time"] = None
         return rec
 
     def save(self) -> None:
@@ -138,8 +136,8 @@ class BuildRecord:
             return
         kept = set()  # listings named by a kept record: its steps' input digests
         for rec in (self.root / "records").glob("*.json"):  # type: ignore[operator]
-            with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
-                for entry in json.loads(rec.read_text()).get("steps", {}).values():
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                for entry in (_read_json(rec) or {}).get("steps", {}).values():
                     for _, _, part in entry.get("inputs", ()):
                         kept.update(_hex(d) for d in part.removeprefix("selection:").split(","))
         for p in listings:
@@ -172,7 +170,9 @@ class BuildRecord:
         except (OSError, zlib.error):
             return None
         out = {}
-        for line in data.decode("utf-8", "surrogateescape").splitlines():
+        for line in data.decode("utf-8", "surrogateescape").split("\n"):  # (not splitlines: names hold \x1c, \u2028…)
+            if not line:
+                continue
             h, _, path = line.partition(" ")
             out[path] = h
         return out
@@ -230,6 +230,17 @@ def _valid_step(entry: object) -> bool:
     env = detail.get("env", {})
     return inputs_ok and all(isinstance(o, str) for o in entry["out"]) and isinstance(env, dict) \
         and all(isinstance(v, (str, dict)) for v in detail.values())
+
+
+def _read_json(path: Path) -> object:
+    """A record file's JSON; None when it cannot be read, is larger than MAX_RECORD_BYTES or is not
+    JSON (nesting deep enough to exhaust the parser's recursion counts as not JSON)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_RECORD_BYTES + 1)
+        return json.loads(data) if len(data) <= MAX_RECORD_BYTES else None
+    except (OSError, ValueError, RecursionError):
+        return None
 
 
 def _kind(op: irops.Op) -> str:

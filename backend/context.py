@@ -45,7 +45,7 @@ class Entry(NamedTuple):
     mode: int  # permission bits, 0o7777
     size: int = 0
     digest: str = ""  # "sha256:…" of a file's contents
-    target: str = ""  # a symlink's target
+    target: str = ""  # a symlink's target; for ``other``, its file type and device number
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,11 @@ class ContextScan:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     stats: dict[str, int] = field(default_factory=dict, compare=False)  # hashed / cached counts
+    # visible sockets: never content, but a direct bind of the context would hand them to a step
+    sockets: tuple[str, ...] = field(default=(), compare=False)
+    # paths ("" = the root) not owned by this process's uid:gid, which steps see as root (0:0) in a
+    # direct bind; any other owner would show through there, where BuildKit shows 0:0
+    foreign_owners: tuple[str, ...] = field(default=(), compare=False)
 
 
 def hash_file(path: str | os.PathLike) -> str:
@@ -69,6 +74,10 @@ def hash_file(path: str | os.PathLike) -> str:
         return "sha256:" + h.hexdigest()
     finally:
         os.close(fd)
+
+
+# 2: a file's digest carries its xattrs (``_xattr_tag``); rows written before did not look at them
+STAT_CACHE_VERSION = 2
 
 
 class StatCache:
@@ -86,6 +95,13 @@ class StatCache:
         self.db.execute("CREATE TABLE IF NOT EXISTS stat_cache (root TEXT NOT NULL, rel BLOB NOT NULL, "
                         "size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, ino INTEGER, dev INTEGER, "
                         "digest TEXT, PRIMARY KEY (root, rel)) WITHOUT ROWID")
+        self.db.execute("CREATE TABLE IF NOT EXISTS stat_cache_meta (k TEXT PRIMARY KEY, v INTEGER)")
+        row = self.db.execute("SELECT v FROM stat_cache_meta WHERE k = 'version'").fetchone()
+        if row is None or row[0] != STAT_CACHE_VERSION:  # rows of another format: hashed again once
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute("DELETE FROM stat_cache")
+                self.db.execute("INSERT OR REPLACE INTO stat_cache_meta VALUES ('version', ?)", (STAT_CACHE_VERSION,))
 
     def load(self, root: str) -> dict[str, tuple]:
         rows = self.db.execute("SELECT rel, size, mtime_ns, ctime_ns, ino, dev, digest FROM stat_cache "
@@ -132,6 +148,9 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
     racy_after = time.time_ns() - RACY_WINDOW_NS
     entries: dict[str, Entry] = {}
     todo: list[tuple[str, str, os.stat_result, tuple]] = []  # files to hash after the walk
+    sockets: list[str] = []
+    foreign: list[str] = []  # entries (and "" for the root) owned by someone else than this process
+    me_uid, me_gid = os.geteuid(), os.getegid()
     reused = 0
     filtered = tree.filtered
     stack = [("", root_s)]
@@ -161,6 +180,8 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
                 except FileNotFoundError:
                     continue  # removed while we walked
                 mode = st.st_mode
+                if st.st_uid != me_uid or st.st_gid != me_gid:
+                    foreign.append(crel)  # (an excluded entry too: over-cautious, never wrong)
                 if s_isreg(mode):
                     if filtered and not tree.visible(crel, False):
                         continue
@@ -180,8 +201,11 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
                     continue
                 elif s_islnk(mode):
                     entries[crel] = Entry("symlink", 0o777, 0, "", os.readlink(e.path))
-                elif not stat.S_ISSOCK(mode):  # sockets are not content
-                    entries[crel] = Entry("other", s_imode(mode))
+                elif stat.S_ISSOCK(mode):  # sockets are not content, but noted (``ContextScan.sockets``)
+                    sockets.append(crel)
+                else:  # (a fifo or a device: its type and number in ``target``, so that a swap counts)
+                    entries[crel] = Entry("other", s_imode(mode), 0, "",
+                                          f"{stat.S_IFMT(mode):o}:{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
     hashed = len(todo)
     big = [t[1] for t in todo if t[2].st_size >= BIG_FILE]
     digests: dict[str, object] = {}
@@ -204,18 +228,30 @@ def scan_context(root: Path, include=(), exclude=(), *, stat_cache: StatCache | 
         # forget files that are gone: all of them after a full scan, those of walked dirs after a filtered one
         drop = [r for r in cached if r not in entries and (not filtered or r.rpartition("/")[0] in walked)]
         stat_cache.update(root_s, put, drop)
-    root_mode = stat.S_IMODE(os.stat(root_s).st_mode)
+    root_st = os.stat(root_s)
+    root_mode = stat.S_IMODE(root_st.st_mode)
+    if root_st.st_uid != me_uid or root_st.st_gid != me_gid:
+        foreign.append("")
     return ContextScan(Path(root_s), _identity(entries, root_mode), entries, root_mode, tuple(include),
-                       tuple(exclude), {"hashed": hashed, "reused": reused})
+                       tuple(exclude), {"hashed": hashed, "reused": reused}, tuple(sockets), tuple(foreign))
 
 
 def _hash_or_none(path: str):
     try:
-        return hash_file(path)
+        return hash_file(path) + _xattr_tag(path)
     except FileNotFoundError:
         return None
     except OSError as e:
         return e
+
+
+def _xattr_tag(path: str) -> str:
+    """``;xattrs=…`` (a hash of a file's xattrs) appended to its digest, '' when it has none.  A COPY
+    carries them (a file capability): BuildKit's context checksum counts them, so a change must
+    re-run the copy.  Read only with the contents (setting an xattr changes the ctime, which the
+    stat cache compares), so a warm scan costs nothing more."""
+    meta = _meta_beyond_stat(path, _NO_NODE)
+    return ";xattrs=" + hashlib.sha256(meta).hexdigest()[:32] if meta else ""
 
 
 def _identity(entries: dict[str, Entry], root_mode: int) -> str:
@@ -260,12 +296,42 @@ class ScanTree:
         return os.path.join(self.scan.root, rel) if rel else os.fspath(self.scan.root)
 
 
+# overlay's own xattrs (as root and rootless), which the copy leaves behind, and the host's SELinux
+# label (not the file's: layers leave it out too), so that keys do not vary with where a view lives
+_PRIVATE_XATTRS = ("trusted.overlay.", "user.overlay.", "security.selinux")
+
+
+_NO_NODE = Node("file", stat.S_IFREG)
+
+
+def _meta_beyond_stat(path: str, node: Node) -> bytes:
+    """What a copy or a mount of ``path`` carries besides kind, mode, owner and content: a device's
+    type and number, and the xattrs (a file capability, a rootless device placeholder's number).
+    Empty for the common entry without either, so such selections hash as they always did."""
+    out = b""
+    if node.kind == "other" and node.st is not None:
+        rdev = node.st.st_rdev
+        out += b"\0dev:%o:%d:%d" % (stat.S_IFMT(node.mode), os.major(rdev), os.minor(rdev))
+    try:
+        names = sorted(n for n in os.listxattr(path, follow_symlinks=False) if not n.startswith(_PRIVATE_XATTRS))
+    except OSError:
+        return out
+    for name in names:
+        try:
+            value = os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            continue
+        out += b"\0xattr:%s=%s" % (os.fsencode(name), value.hex().encode())
+    return out
+
+
 def selection_digest(scan_or_dir: ContextScan | SourceView | Path | str, action,
                      listing: list[tuple[str, str]] | None = None) -> str:
     """``sha256:…`` of exactly what ``action`` (an ``ir.ops.CopyAction``) selects from the source.
 
     A :class:`ContextScan` is read without I/O; a ``SourceView`` or a directory is walked and hashed
-    (owners count unless the view resets them, as a local context does).  Raises ``FileOpError``
+    (owners count unless the view resets them, as a local context does; xattrs and device numbers
+    count too).  Raises ``FileOpError``
     when the copy would fail for a missing source.  ``listing`` receives (path in the source, hash of
     its entry) per entry, so a later build can name the files that changed (``backend.explain``)."""
     if isinstance(scan_or_dir, ContextScan):
@@ -286,6 +352,8 @@ def selection_digest(scan_or_dir: ContextScan | SourceView | Path | str, action,
                                                 digest.encode(), item.implied)
             if owners:
                 line += b"\0%d:%d" % (node.uid, node.gid)
+            if not isinstance(tree, ScanTree):
+                line += _meta_beyond_stat(tree.host(item.rel), node)
             h.update(line + b"\n")
             if listing is not None:
                 listing.append((item.rel, hashlib.sha256(line).hexdigest()[:16]))

@@ -117,12 +117,30 @@ def _selected_dir(root: Path, selector: str) -> Path:
     return path
 
 
+def _direct_bind_ok(ws: Workspace, snap: Snapshot, selector: str) -> bool:
+    """Whether binding the context's selected path straight from the host shows the step what the
+    context's copy would (and what BuildKit shows): no socket in it (the scan leaves sockets out, as
+    BuildKit transfers none, but a bind would hand the step a live one: an agent's, a docker.sock
+    under a home dir used as context), and nothing owned by another user than this process's, which
+    the step sees as root (BuildKit's context is all 0:0; another owner would show through, and it is
+    not in the key).  Otherwise the mount goes through the context's copy.  No scan at hand: no."""
+    found = ws.scans.get(snap.identity)
+    if found is None:
+        return False
+    hidden = (*getattr(found, "sockets", ()), *getattr(found, "foreign_owners", ()))
+    if not hidden:
+        return True
+    rel = resolve_in_root(Path(snap.host_dir), selector) if selector else ""  # type: ignore[arg-type]
+    return not any(s == rel or (s.startswith(rel + "/") if rel else True) for s in hidden)
+
+
 def _bind(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: list[Snapshot], out: Prepared) -> None:
     if m.input < 0:
         snap = None
     else:
         snap = inputs[m.input]
-    if snap is not None and snap.host_dir is not None and m.readonly and not snap.include and not snap.exclude:
+    if snap is not None and snap.host_dir is not None and m.readonly and not snap.include and not snap.exclude \
+            and _direct_bind_ok(ws, snap, m.selector):
         out.mounts.append(rt.BindMount(_selected_dir(Path(snap.host_dir), m.selector), m.target, readonly=True))
         return
     lowers = ws.lowers(snap) if snap is not None else []

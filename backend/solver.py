@@ -472,7 +472,9 @@ class Solver:
             return snap.identity
         digests = []
         for kind, c in reads:  # a pure function of (identity, selection): remembered, as walking it is not free
-            action = hashlib.sha256((b"mount\0" if kind == "mount" else b"") + canonical_bytes(c)).hexdigest()
+            # ("sel2": memos made before a selection counted xattrs and device numbers are not reused)
+            tag = b"sel2\0" + (b"mount\0" if kind == "mount" else b"")
+            action = hashlib.sha256(tag + canonical_bytes(c)).hexdigest()
             found = self.ws.store.selection(snap.identity, action)
             if found is None:
                 found = self._selection_digest(snap, c, step, missing_ok=kind == "mount")

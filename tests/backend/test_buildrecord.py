@@ -108,3 +108,12 @@ def test_records_and_listings_are_bounded(tmp_path: Path, monkeypatch) -> None:
     assert rec.listing("sha256:" + "e" * 64) is None
     rec.save_listing("sha256:" + "d" * 64, [("a", "1"), ("b b", "2")])
     assert rec.listing("sha256:" + "d" * 64) == {"a": "1", "b b": "2"}
+
+
+def test_a_listing_keeps_names_with_unicode_line_separators(tmp_path: Path) -> None:
+    # str.splitlines() also splits at \x1c-\x1e, \x85, \u2028, \u2029: a file so named must stay one entry
+    rec = BuildRecord(target_name("build", tmp_path / "Dockerfile", ""))
+    rec.open(tmp_path)
+    names = ["a\u2028b", "c\x1cd", "e\x85f", "g\rh", "plain"]
+    rec.save_listing("sha256:" + "1" * 64, [(n, f"{i:016x}") for i, n in enumerate(names)])
+    assert rec.listing("sha256:" + "1" * 64) == {n: f"{i:016x}" for i, n in enumerate(names)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 
@@ -373,3 +374,71 @@ def test_stat_cache_forgets_deleted_files(ctx, tmp_path):
         os.unlink(ctx / "src" / "main.py")
         scan_context(ctx, exclude=("docs",), stat_cache=cache)
         assert "src/main.py" not in cache.load(os.path.realpath(ctx))
+
+
+def test_selection_digest_of_a_directory_counts_xattrs_and_device_numbers(tmp_path):
+    # a copy or a mount carries xattrs (a file capability) and a device's number: a stage's selection
+    # that differs only there must not hash the same (the cached step would see the old ones)
+    root = tmp_path / "stage"
+    (root / "out").mkdir(parents=True)
+    (root / "out" / "ping").write_bytes(b"\x7fELF")
+    action = CopyAction(src=0, src_path="/out", dest="/", follow_symlinks=True)
+    plain = selection_digest(root, action)
+    os.setxattr(root / "out" / "ping", "user.irctl-test", b"cap")
+    tagged = selection_digest(root, action)
+    assert tagged != plain
+    os.setxattr(root / "out" / "ping", "user.irctl-test", b"other")
+    assert selection_digest(root, action) not in (plain, tagged)
+    if os.geteuid() == 0:  # (mknod of a device needs root)
+        os.mknod(root / "out" / "d", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        null = selection_digest(root, action)
+        os.unlink(root / "out" / "d")
+        os.mknod(root / "out" / "d", 0o600 | stat.S_IFCHR, os.makedev(1, 5))
+        assert selection_digest(root, action) != null
+        os.unlink(root / "out" / "d")
+        os.mknod(root / "out" / "d", 0o600 | stat.S_IFBLK, os.makedev(1, 3))
+        assert selection_digest(root, action) != null
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a device needs root")
+def test_context_fifos_and_devices_are_told_apart(tmp_path):
+    # a COPY of a context's fifo makes a fifo, of a device that device: swapping one for the other
+    # (or for another device number) must change the context and the selection
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    action = CopyAction(src=0, src_path="/n", dest="/")
+    seen = set()
+    for kind, dev in ((stat.S_IFIFO, 0), (stat.S_IFCHR, os.makedev(1, 3)), (stat.S_IFCHR, os.makedev(1, 5)),
+                      (stat.S_IFBLK, os.makedev(1, 5))):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(ctx / "n")
+        os.mknod(ctx / "n", 0o600 | kind, dev)
+        scan = scan_context(ctx)
+        seen.add((scan.identity, selection_digest(scan, action)))
+    assert len({i for i, _ in seen}) == 4 and len({d for _, d in seen}) == 4
+
+
+def test_a_stat_cache_from_before_xattrs_counted_is_not_trusted(tmp_path):
+    # a store written by an older irctl holds rows for files whose xattrs it never looked at: their
+    # stat still matches, but the digest must be computed again rather than taken from such a row
+    import sqlite3
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "server").write_text("bin\n")
+    os.setxattr(ctx / "server", "user.irctl-test", b"1")
+    db_path = tmp_path / "store" / "stat.db"
+    db_path.parent.mkdir()
+    old = sqlite3.connect(db_path)
+    old.execute("CREATE TABLE stat_cache (root TEXT NOT NULL, rel BLOB NOT NULL, size INTEGER, mtime_ns INTEGER, "
+                "ctime_ns INTEGER, ino INTEGER, dev INTEGER, digest TEXT, PRIMARY KEY (root, rel)) WITHOUT ROWID")
+    st = os.lstat(ctx / "server")
+    plain = context_mod.hash_file(ctx / "server")
+    old.execute("INSERT INTO stat_cache VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (os.path.realpath(ctx), b"server", st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+                 st.st_dev, plain))
+    old.commit()
+    old.close()
+    with StatCache(db_path) as cache:
+        scan = scan_context(ctx, stat_cache=cache)
+    assert scan.entries["server"].digest.startswith(plain + ";xattrs=")
