@@ -14,7 +14,10 @@ Layout, under the cache store::
 
 What a record holds is never a secret value: descriptions pass through the build's redactor, an
 environment value or a command line is kept only as a keyed hash (``salted``: a guessable build arg
-cannot be recovered by hashing guesses without the store's own salt), files as content hashes.
+cannot be recovered by hashing guesses without the store's own salt), files as content hashes.  A
+build arg's value that the build file expands *into an instruction* is part of that step's
+description, as on screen and in the image's history (BuildKit shows it the same way): pass what
+must stay hidden as a ``--secret``, never as a ``--build-arg``.
 Every file is written to a temporary name and renamed into place, so a killed build leaves the
 previous record whole; a record that cannot be read counts as absent.
 """

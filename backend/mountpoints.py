@@ -23,7 +23,7 @@ from backend.snapshot import OPAQUE_XATTR, is_opaque, is_whiteout
 MAX_SYMLINKS = 40
 
 
-class PathEscapeError(OSError):
+class PathEscapeError(safefs.TreeError):
     """Too many symlinks while resolving a path inside a root."""
 
 

@@ -250,6 +250,13 @@ def run(s: Stage, args: Sequence[str], *, shell_form: bool, mounts: Sequence[bui
     argv = s.image.with_shell(args) if shell_form else list(args)
     if not argv:
         raise StageError("a run needs a command")
+    seen: set[str] = set()
+    for m in mounts:
+        if m.target and m.target in seen:
+            raise StageError(f"two mounts at {m.target} (a mount without target= lands on the working directory)"
+                             if m.target == posixpath.normpath(posixpath.join("/", cwd or s.cwd)) else
+                             f"two mounts at {m.target}")
+        seen.add(m.target)
     s.state = s.state.run(argv, mounts=list(mounts), env=tuple(env), cwd=cwd or s.cwd,
                           user=s.user if user is None else user, network=network or "default",
                           security=security or "sandbox", meta=meta)

@@ -77,6 +77,16 @@ def test_a_missing_mount_source_is_reported_by_the_mount(tmp_path, busybox_ref, 
     assert "nope.txt" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_symlink_loop_in_a_mount_source_is_a_plain_error(tmp_path, busybox_ref, cache_env):
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\n"
+                                                 "RUN --mount=type=bind,source=loop/x,target=/m true\n"})
+    (ctx / "loop").symlink_to("loop")
+    r = irctl("build", ctx, "--progress", "plain", env=cache_env)
+    assert r.code != 0 and "Traceback" not in r.stderr
+    assert "too many levels of symbolic links resolving '/loop/x'" in r.stderr
+    assert "PathEscapeError" not in r.stderr  # a user-facing message, not a class name
+
+
 def test_cache_mount_sharing_and_id_are_not_inputs(tmp_path, busybox_ref, cache_env):
     def dockerfile(opts: str) -> None:
         (ctx / "Dockerfile").write_text(f"FROM {busybox_ref}\nRUN --mount=type=cache,target=/c{opts} ls -ld /c > /o\n")

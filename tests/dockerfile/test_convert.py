@@ -414,6 +414,15 @@ def test_mount_without_target_lands_on_the_working_directory():
     assert 'invalid mount target "/"' in msg and "working directory" in msg and "Dockerfile:3" in msg
 
 
+def test_two_mounts_at_one_target_are_a_located_error():
+    """Two mounts without ``target=`` both land on the working directory: said on the RUN's line,
+    not as the IR validator's ``ops[…].mounts[2].target``."""
+    msg = error_of("FROM alpine\nWORKDIR /w\nRUN --mount=type=tmpfs --mount=type=cache true\n")
+    assert "Dockerfile:3" in msg and "two mounts at /w" in msg and "without target=" in msg
+    msg = error_of("FROM alpine\nRUN --mount=type=tmpfs,target=/t --mount=type=cache,target=/t/ true\n")
+    assert "Dockerfile:2" in msg and "two mounts at /t" in msg and "without target=" not in msg
+
+
 def test_mount_values_expanded_from_args():
     c = compile_text("FROM alpine\nARG DIR=/cache\nRUN --mount=type=cache,target=$DIR make\n")
     (m,) = ops_of(c, "exec")[0].exec.mounts[1:]
