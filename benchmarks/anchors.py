@@ -295,11 +295,17 @@ def timed_interleaved(specs: dict[str, tuple[list[str], str | None, list[list[st
                       runs: int) -> dict[str, list[float]]:
     """Times of each tool's (command, prepare, warm-ups), taking turns run by run: network steps
     and a shared VM drift over minutes, and turns spread the drift over every tool alike."""
-    for cmd, _, warmups in specs.values():
-        timed(cmd, None, warmups, runs=0)
-    times: dict[str, list[float]] = {tool: [] for tool in specs}
+    times: dict[str, list[float]] = {}
+    for tool, (cmd, _, warmups) in specs.items():
+        try:
+            timed(cmd, None, warmups, runs=0)
+            times[tool] = []
+        except subprocess.CalledProcessError as e:  # dropped from this case, reported
+            print(f"  {tool}: warm-up {shlex.join(e.cmd)} failed", flush=True)
     for _ in range(runs):
         for tool, (cmd, prepare, _) in specs.items():
+            if tool not in times:
+                continue
             try:
                 times[tool] += timed(cmd, prepare, [], runs=1)
             except subprocess.CalledProcessError:  # one tool's failure keeps the others' runs
