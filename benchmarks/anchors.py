@@ -104,11 +104,13 @@ def ensure_registry() -> subprocess.Popen | None:
     return proc
 
 
-def prepare_contexts() -> Path:
+def prepare_contexts(cases: list[str]) -> Path:
     ctx = WORK / "ctx"
     for case in (ANCHORS / "cases").iterdir():
         dest = ctx / case.name
         if case.name == "bigctx":
+            if not any(c.startswith(("bigctx", "export")) for c in cases):
+                continue  # its 200 MB are generated only for the cases that build it
             dest.mkdir(parents=True, exist_ok=True)
             for f in case.iterdir():
                 if f.is_file():
@@ -402,7 +404,7 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     (WORK / "out").mkdir(exist_ok=True)
     own_registry = ensure_registry()
-    ctx = prepare_contexts()
+    ctx = prepare_contexts(args.cases.split())
     pctx = prepare_projects()
     compile_bytecode()
     live = anchors_running()
