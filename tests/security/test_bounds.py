@@ -363,3 +363,22 @@ def test_looking_for_a_many_line_secret_in_a_layer_is_not_an_alternation() -> No
 
     ours, regex = best(redactor.found_in), best(alternation.search)
     assert ours < 0.5 * regex, (ours, regex)
+
+
+def test_pem_armor_lines_are_not_secret_forms(tmp_path: Path) -> None:
+    """A PEM secret (a CA bundle, a key) is found and masked by its own lines, not by the
+    ``-----BEGIN …-----`` lines every PEM file has: a step that installs Debian's ca-certificates
+    wrote 148 files that were each reported as holding the build's secret."""
+    from backend import secretscan
+    from backend.output import Redactor
+
+    secret = b"-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUSecretLineOne\nMIIBszCCAVmgAwIBAgIUSecretLineTwo\n" \
+             b"-----END CERTIFICATE-----\n"
+    other = b"-----BEGIN CERTIFICATE-----\nMIIDdzCCAl+gAwIBAgIEAgAAuTANBgkq\n-----END CERTIFICATE-----\n"
+    redactor = Redactor([secret])
+    (tmp_path / "other.crt").write_bytes(other)
+    (tmp_path / "copy.pem").write_bytes(b"x\n" + secret.splitlines()[2] + b"\n")
+    assert secretscan.find(redactor, tmp_path) == ["copy.pem"]
+    assert redactor.bytes(other) == other
+    assert redactor.bytes(secret).count(b"****") == 1 and b"SecretLine" not in redactor.bytes(secret)
+    assert b"SecretLineOne" not in redactor.bytes(b"printed: MIIBszCCAVmgAwIBAgIUSecretLineOne")
