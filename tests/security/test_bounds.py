@@ -330,3 +330,55 @@ def test_a_hostile_substitution_pattern_costs_linear_time(tmp_path: Path, modifi
     r = irctl("compile", ctx, "-o", tmp_path / "g.ir", timeout=120)
     assert r.code == 0, r.stderr
     assert time.monotonic() - t < 30
+
+
+def test_looking_for_a_many_line_secret_in_a_layer_is_not_an_alternation() -> None:
+    """A PEM value has one form per line (~50): ``secretscan`` looks for all of them in every file a
+    step wrote.  A regex alternation tries each form at each position; substring searches skip
+    ahead.  Timed against that alternation on the same data (so the machine's load cancels out),
+    and the answers must agree (found anywhere, found nowhere, found only at the very end)."""
+    import random
+    import re
+
+    from backend.output import Redactor
+
+    rng = random.Random(12)
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    pem = b"-----BEGIN PRIVATE KEY-----\n" + b"".join(
+        bytes(rng.choice(alphabet) for _ in range(64)) + b"\n" for _ in range(50)) + b"-----END PRIVATE KEY-----\n"
+    redactor = Redactor([pem])
+    alternation = re.compile(b"|".join(map(re.escape, redactor.forms)))
+    text = bytes(rng.choice(alphabet + b"\n -") for _ in range(1 << 16)) * 64  # 4 MiB, no form in it
+    for data in (text, text + pem.splitlines()[7], pem.splitlines()[30] + text):
+        assert redactor.found_in(data) == (alternation.search(data) is not None)
+    assert not redactor.found_in(text)
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn(text)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    ours, regex = best(redactor.found_in), best(alternation.search)
+    assert ours < 0.5 * regex, (ours, regex)
+
+
+def test_pem_armor_lines_are_not_secret_forms(tmp_path: Path) -> None:
+    """A PEM secret (a CA bundle, a key) is found and masked by its own lines, not by the
+    ``-----BEGIN …-----`` lines every PEM file has: a step that installs Debian's ca-certificates
+    wrote 148 files that were each reported as holding the build's secret."""
+    from backend import secretscan
+    from backend.output import Redactor
+
+    secret = b"-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUSecretLineOne\nMIIBszCCAVmgAwIBAgIUSecretLineTwo\n" \
+             b"-----END CERTIFICATE-----\n"
+    other = b"-----BEGIN CERTIFICATE-----\nMIIDdzCCAl+gAwIBAgIEAgAAuTANBgkq\n-----END CERTIFICATE-----\n"
+    redactor = Redactor([secret])
+    (tmp_path / "other.crt").write_bytes(other)
+    (tmp_path / "copy.pem").write_bytes(b"x\n" + secret.splitlines()[2] + b"\n")
+    assert secretscan.find(redactor, tmp_path) == ["copy.pem"]
+    assert redactor.bytes(other) == other
+    assert redactor.bytes(secret).count(b"****") == 1 and b"SecretLine" not in redactor.bytes(secret)
+    assert b"SecretLineOne" not in redactor.bytes(b"printed: MIIBszCCAVmgAwIBAgIUSecretLineOne")
