@@ -187,7 +187,8 @@ def irctl_commands(case: str, ctx: Path) -> tuple[list[str], str | None, list[li
         pull = [irctl_build(ctx / case, cache)]
     if project_case(case):
         name, _, _, kind = project_case(case)
-        net = ["--network", IRCTL_NETWORK] + (["--allow", "network.host"] if IRCTL_NETWORK == "host" else [])
+        net = [] if IRCTL_NETWORK == "default" else ["--network", IRCTL_NETWORK] + (
+            ["--allow", "network.host"] if IRCTL_NETWORK == "host" else [])  # as a user types it
         cmd = irctl_build(ctx / name, cache, *net, "--output", f"type=oci,dest={WORK}/out/{case}.tar")
         prepare, swap = project_prepare(case, ctx)
         if kind == "cold":
