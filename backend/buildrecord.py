@@ -119,7 +119,7 @@ class BuildRecord:
             return  # a rebuild that changed nothing: nothing to write
         rec = {"version": VERSION, "name": self.name, "label": self.label, "time": time.time(),
                "no_cache": self.no_cache, "build_args": args, "steps": steps}
-        _write_atomic(self._path(), json.dumps(rec, sort_keys=True, separators=(",", ":")).encode())
+        _write_atomic(self._path(), json.dumps(rec, sort_keys=True, separators=(",", ":")).encode(), sync=False)
         self._forget_old_records()
 
     def _forget_old_records(self) -> None:
@@ -289,6 +289,8 @@ def _salt(path: Path) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Write by rename, so a killed build leaves the old file whole.  ``sync=False`` for what is only
+    an aid (a record): after a power loss it may be empty, and an unreadable record counts as absent."""
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -53,7 +53,7 @@ def build(
 
         memo_opts = {"context": str(context), "file": str(file) if file else None, "target": target,
                      "build_arg": build_arg, "build_context": build_context, "insecure": insecure_registry,
-                     "cache_dir": str(cache_dir) if cache_dir else None}
+                     "cache_dir": str(cache_dir) if cache_dir else None, "network": network}
         scans = fastpath.take_scans()  # what a fast-path miss just scanned: not walked again below
         if not scans and not frontend:  # no fast-path check ran (--output, ...): scan once here for all
             fastpath.prescan(memo_opts, scans)
@@ -64,7 +64,7 @@ def build(
         if push:
             outputs.append(opt.Output("registry", {}))
         compiled, root = _compile(context, file, frontend, target, opt.build_args(build_arg), named,
-                                  tuple(insecure_registry), cache_dir, pull)
+                                  tuple(insecure_registry), cache_dir, pull, memo_opts)
         if ir_out is not None:
             from ir.codec import dump_document
 
@@ -94,14 +94,24 @@ def build(
                        "(use --output type=oci,dest=… or --push)", err=True)
 
 
-def _compile(context, file, frontend, target, build_args, named, insecure, cache_dir, pull):
+def _compile(context, file, frontend, target, build_args, named, insecure, cache_dir, pull, memo_opts=None):
+    """Compile, or take the graph a compile of the same inputs left (``fastpath.compile_key``; not
+    with ``--frontend`` or ``--pull``, whose answers may change with nothing local changing)."""
     from backend.cache import default_root
-    from irctl.compiling import CompileOptions, compile_file
+    from irctl import fastpath
 
     root = default_root(cache_dir)
-    compiled = compile_file(CompileOptions(context=context, file=file, frontend=frontend, target=target,
-                                           build_args=build_args, named_contexts=named.frontend,
-                                           oci_layouts=named.oci_layouts, insecure_registries=insecure, pull=pull), root)
+    memo = memo_opts is not None and not frontend and not pull
+    compiled = fastpath.compiled(root, fastpath.compile_key(memo_opts, root)) if memo else None
+    if compiled is None:
+        from irctl.compiling import CompileOptions, compile_file
+
+        compiled = compile_file(CompileOptions(context=context, file=file, frontend=frontend, target=target,
+                                               build_args=build_args, named_contexts=named.frontend,
+                                               oci_layouts=named.oci_layouts, insecure_registries=insecure,
+                                               pull=pull), root)
+        if memo:  # keyed after the compile: it may have resolved (and remembered) a base image
+            fastpath.remember_compiled(root, fastpath.compile_key(memo_opts, root), compiled)
     from irctl.terminal import printable
 
     for warning in compiled.warnings:

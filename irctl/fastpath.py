@@ -18,6 +18,8 @@ on its own.  This module imports nothing heavy: no typer, no frontends, no IR, n
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -26,12 +28,15 @@ import tempfile
 from pathlib import Path
 
 MEMO_VERSION = b"irctl-build-memo-v1\0"
+COMPILE_MEMO_VERSION = b"irctl-compile-memo-v1\0"
+MAX_COMPILED = 256  # compiled graphs kept (the oldest go first)
 _SCANS: dict[str, object] = {}  # context scans made by try_build in this process, for take_scans()
 _PACKAGES = ("frontends", "ir", "backend", "irctl")
 _VALUE_OPTIONS = {"-f": "file", "--file": "file", "-t": "tag", "--tag": "tag", "--target": "target",
                   "--build-arg": "build_arg", "--build-context": "build_context", "--secret": "secret",
                   "--ssh": "ssh", "--progress": "progress", "--cache-dir": "cache_dir", "--jobs": "jobs",
-                  "-j": "jobs", "--insecure-registry": "insecure", "-o": "output", "--output": "output"}
+                  "-j": "jobs", "--insecure-registry": "insecure", "-o": "output", "--output": "output",
+                  "--network": "network"}
 _LISTS = {"tag", "build_arg", "build_context", "secret", "ssh", "insecure", "output"}
 MAX_EXPORT_REQUESTS = 8  # command lines remembered per build memo
 
@@ -80,6 +85,7 @@ def cache_root(explicit: str | None) -> Path:
     return Path.home() / ".cache" / "irctl"
 
 
+@functools.lru_cache(maxsize=1)
 def _code_fingerprint() -> bytes:
     """Every source file of irctl by path, size and mtime: a changed irctl never reuses a memo."""
     from importlib.util import find_spec
@@ -145,8 +151,9 @@ def _syntax(data: bytes) -> bytes | None:
     return None
 
 
-def build_key(opts: dict, cache: Path, scans: dict | None = None) -> str | None:
-    """Digest of every input of the build, or None when something cannot be keyed cheaply."""
+def build_key(opts: dict, cache: Path, scans: dict | None = None, *, with_context: bool = True) -> str | None:
+    """Digest of every input of the build, or None when something cannot be keyed cheaply.
+    ``with_context=False``: of every input of its *compile* (``compile_key``)."""
     context = Path(opts["context"])
     build_file = _build_file(context, opts.get("file"))
     if build_file is None or not context.is_dir():
@@ -166,14 +173,18 @@ def build_key(opts: dict, cache: Path, scans: dict | None = None) -> str | None:
     syntax = _syntax(data)
     if syntax is not None and not syntax.startswith((b"docker/dockerfile", b"docker.io/docker/dockerfile")):
         return None  # `# syntax=` names another frontend: the ordinary path chooses (and may refuse) it
-    h = hashlib.sha256(MEMO_VERSION)
+    h = hashlib.sha256(MEMO_VERSION if with_context else COMPILE_MEMO_VERSION)
     h.update(_code_fingerprint())
     h.update(f"file\0{build_file.resolve()}\0".encode())
     h.update(data)
     for ignore, text in ignores:
         h.update(f"ignore\0{ignore.resolve()}\0".encode() + text)
-    h.update(f"context\0{context.resolve()}\0{_tree_identity(context, cache, scans)}\n".encode())
+    if with_context:
+        h.update(f"context\0{context.resolve()}\0{_tree_identity(context, cache, scans)}\n".encode())
+    else:
+        h.update(f"context\0{context.resolve()}\n".encode())  # its name appears in messages
     h.update(f"target\0{opts.get('target', '')}\n".encode())
+    h.update(f"network\0{opts.get('network') or 'default'}\n".encode())  # keys a `default` step's result
     for arg in sorted(opts["build_arg"]):
         name, eq, value = arg.partition("=")
         h.update(f"arg\0{name}\0{value if eq else os.environ.get(name, '')}\0{bool(eq or name in os.environ)}\n".encode())
@@ -191,7 +202,8 @@ def build_key(opts: dict, cache: Path, scans: dict | None = None) -> str | None:
         elif "://" not in value:
             if not Path(value).is_dir():
                 return None
-            h.update(_tree_identity(Path(value), cache, scans).encode())
+            if with_context:
+                h.update(_tree_identity(Path(value), cache, scans).encode())
     h.update(" ".join(sorted(opts["insecure"])).encode())
     resolved = cache / "resolved"
     if resolved.is_dir():
@@ -362,3 +374,67 @@ def _write_memo(cache: Path, key: str, memo: dict) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(memo, f)
     os.replace(tmp, target)
+
+
+# ------------------------------------------------------------------------- compiled graphs
+
+
+def compile_key(opts: dict, cache: Path) -> str | None:
+    """Digest of everything a Dockerfile/TOML compile reads — the build and ignore files, target,
+    build args, named contexts' names (and OCI layouts' indexes), the base images' resolved
+    digests (``resolved/``), irctl's own code — but not the context's files, which a compile
+    never reads.  So editing a source file rebuilds without loading or running a frontend."""
+    try:
+        return build_key(opts, cache, with_context=False)
+    except (OSError, ValueError, ImportError):
+        return None
+
+
+def compiled(cache: Path, key: str | None):
+    """The ``frontends.Compiled`` remembered under ``key``, or None.  The graph is read back
+    through the IR's validating loader, as any IR file is."""
+    if key is None:
+        return None
+    try:
+        data = (cache / "builds" / f"{key}.ir").read_bytes()
+        warnings = json.loads((cache / "builds" / f"{key}.warnings").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        return None
+    from frontends import Compiled
+    from ir.errors import IRError
+    from ir.validate import load_and_validate
+
+    try:
+        return Compiled(load_and_validate(data), tuple(warnings))
+    except (IRError, ValueError):
+        return None
+
+
+def remember_compiled(cache: Path, key: str | None, result) -> None:
+    """Keep ``result`` (a ``frontends.Compiled``) under ``key``; never fails the build."""
+    if key is None:
+        return
+    from ir.codec import dump_document
+
+    try:
+        from backend.safefs import private_dir
+
+        folder = cache / "builds"
+        private_dir(cache)
+        private_dir(folder)
+        for suffix, data in ((".warnings", json.dumps(list(map(str, result.warnings))).encode()),
+                             (".ir", dump_document(result.document))):  # the graph last: it marks the pair whole
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, folder / f"{key}{suffix}")
+        graphs = [e for e in os.scandir(folder) if e.name.endswith(".ir")]
+        if len(graphs) > MAX_COMPILED:
+            for e in sorted(graphs, key=lambda e: e.stat().st_mtime_ns)[: len(graphs) - MAX_COMPILED]:
+                for suffix in (".ir", ".warnings"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(folder, e.name[: -len(".ir")] + suffix))
+    except OSError:
+        pass
