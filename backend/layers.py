@@ -92,10 +92,12 @@ class _Sink:
         self.diff = hashlib.sha256()
         self.dig = hashlib.sha256()
         self.size = 0
+        self._abort: Callable[[], None] = _nothing
         if compression == "gzip":
             gz = _ParallelGzip(6 if level is None else level)
             self._compress: Callable[[bytes], bytes] = gz.compress
             self._finish: Callable[[], bytes] = gz.flush
+            self._abort = gz.abort
         elif compression == "zstd":
             cctx = zstandard.ZstdCompressor(level=3 if level is None else level, threads=threads)
             z2 = cctx.compressobj()
@@ -113,6 +115,10 @@ class _Sink:
         if len(self.buf) >= _BUF:
             self._drain()
 
+    def abort(self) -> None:
+        """Give up (a write failed or was cancelled): stop any compression still queued."""
+        self._abort()
+
     def _drain(self) -> None:
         data = bytes(self.buf)
         self.buf.clear()
@@ -129,6 +135,10 @@ class _Sink:
     def close(self) -> None:
         self._drain()
         self._emit(self._finish())
+
+
+def _nothing() -> None:
+    pass
 
 
 class _ParallelGzip:
@@ -189,7 +199,10 @@ class _ParallelGzip:
             end = zlib_ng.compressobj(self.level, zlib_ng.DEFLATED, -15, 9).flush(zlib_ng.Z_FINISH)  # empty final block
             return body + end + self.crc.to_bytes(4, "little") + (self.length & 0xFFFFFFFF).to_bytes(4, "little")
         finally:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.abort()
+
+    def abort(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 _LIMIT = {8: 8 ** 7, 12: 8 ** 11}
@@ -385,8 +398,12 @@ def write_layer(layer_dir: str | os.PathLike[str], out: BinaryIO, *, compression
     if not os.path.isdir(root):
         raise LayerError(f"layer directory {os.fsdecode(root)} does not exist")
     sink = _Sink(out, compression, level, threads)
-    _walk_tar(root, sink, source_date_epoch)
-    sink.close()
+    try:
+        _walk_tar(root, sink, source_date_epoch)
+        sink.close()
+    except BaseException:
+        sink.abort()
+        raise
     return LayerBlob(
         digest="sha256:" + sink.dig.hexdigest(),
         diff_id="sha256:" + sink.diff.hexdigest(),

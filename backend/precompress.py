@@ -73,9 +73,8 @@ class Precompressor:
     """One background worker compressing layer dirs into the blob store, in the order given."""
 
     def __init__(self, store_root: Path, needs: tuple[Precompress, ...], emit: Callable[[Event], None]):
-        from backend.blobs import BlobStore
-
-        self.store = BlobStore(store_root)
+        self.store_root = store_root
+        self.store = None  # opened by the worker, off the solve's path
         self.needs = needs
         self.emit = emit
         self.cancel = threading.Event()
@@ -111,10 +110,17 @@ class Precompressor:
             return self._queue.popleft() if self._queue else None
 
     def _run(self) -> None:
+        from backend.blobs import BlobStore
+
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)  # this thread only (Linux)
         except OSError:
             pass
+        try:
+            self.store = BlobStore(self.store_root)
+        except Exception as e:  # noqa: BLE001 - only a head start: the export opens it again and reports
+            self.emit(Event("debug", text=f"precompress: {type(e).__name__}: {e}"))
+            return
         while (path := self._next()) is not None:
             for need in self.needs:
                 if self.cancel.is_set():
