@@ -361,8 +361,6 @@ class Solver:
         try:
             with step.resources:
                 self.results[digest] = self._solve_op(step, op, inputs)
-            if self._precompressor is not None and op.source is None:
-                self._precompress(digest, inputs)
         except BuildError as e:
             if self.ws.cancel.is_set() and e.exit_code is not None and e.exit_code >= 128:
                 raise  # killed because a sibling failed
@@ -383,11 +381,11 @@ class Solver:
             raise BuildError(msg, op=digest, description=desc,
                              location=source_location(self.doc, digest)) from (None if isinstance(e, SolveError) else e)
 
-    def _precompress(self, digest: str, inputs: list[Snapshot]) -> None:
-        """Hand the layers this op added to an output the target's image is made of to the
+    def _precompress(self, digest: str, inputs: list[Snapshot], outs: list[Snapshot]) -> None:
+        """Hand the layers this op just made, on an output the target's image is made of, to the
         background compressor (``backend.precompress``)."""
         had = {p for s in inputs for p in s.layers}
-        for i, snap in enumerate(self.results[digest]):
+        for i, snap in enumerate(outs):
             if (digest, i) in self._image_chain and snap.host_dir is None:
                 self._precompressor.submit(p for p in snap.layers if p not in had)  # type: ignore[union-attr]
 
@@ -427,6 +425,8 @@ class Solver:
         outs = _stamp(self._run(step, op, inputs), inputs, time.time_ns())
         if key is not None:
             ws.store.record(key, [self._to_output(s) for s in outs])
+        if self._precompressor is not None:  # (a cache hit's layers are left to the export: a cheap
+            self._precompress(step.digest, inputs, outs)  # lookup there, most often already stored)
         self._note(step, op, "ran", key or "", parts, extra, [s.identity for s in outs])
         step.event("finished", duration=time.monotonic() - step.started)
         return outs
