@@ -19,6 +19,7 @@ import io
 import os
 import stat
 import tarfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable
@@ -91,10 +92,12 @@ class _Sink:
         self.diff = hashlib.sha256()
         self.dig = hashlib.sha256()
         self.size = 0
+        self._abort: Callable[[], None] = _nothing
         if compression == "gzip":
             gz = _ParallelGzip(6 if level is None else level)
             self._compress: Callable[[bytes], bytes] = gz.compress
             self._finish: Callable[[], bytes] = gz.flush
+            self._abort = gz.abort
         elif compression == "zstd":
             cctx = zstandard.ZstdCompressor(level=3 if level is None else level, threads=threads)
             z2 = cctx.compressobj()
@@ -112,6 +115,10 @@ class _Sink:
         if len(self.buf) >= _BUF:
             self._drain()
 
+    def abort(self) -> None:
+        """Give up (a write failed or was cancelled): stop any compression still queued."""
+        self._abort()
+
     def _drain(self) -> None:
         data = bytes(self.buf)
         self.buf.clear()
@@ -128,6 +135,10 @@ class _Sink:
     def close(self) -> None:
         self._drain()
         self._emit(self._finish())
+
+
+def _nothing() -> None:
+    pass
 
 
 class _ParallelGzip:
@@ -188,7 +199,10 @@ class _ParallelGzip:
             end = zlib_ng.compressobj(self.level, zlib_ng.DEFLATED, -15, 9).flush(zlib_ng.Z_FINISH)  # empty final block
             return body + end + self.crc.to_bytes(4, "little") + (self.length & 0xFFFFFFFF).to_bytes(4, "little")
         finally:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.abort()
+
+    def abort(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 _LIMIT = {8: 8 ** 7, 12: 8 ** 11}
@@ -384,8 +398,12 @@ def write_layer(layer_dir: str | os.PathLike[str], out: BinaryIO, *, compression
     if not os.path.isdir(root):
         raise LayerError(f"layer directory {os.fsdecode(root)} does not exist")
     sink = _Sink(out, compression, level, threads)
-    _walk_tar(root, sink, source_date_epoch)
-    sink.close()
+    try:
+        _walk_tar(root, sink, source_date_epoch)
+        sink.close()
+    except BaseException:
+        sink.abort()
+        raise
     return LayerBlob(
         digest="sha256:" + sink.dig.hexdigest(),
         diff_id="sha256:" + sink.diff.hexdigest(),
@@ -411,20 +429,63 @@ def is_empty_layer(layer_dir: str | os.PathLike[str]) -> bool:
         return next(it, None) is None
 
 
+class Cancelled(LayerError):
+    """A compression was stopped on request; nothing of it was kept."""
+
+
+class _CancellableOut:
+    """Passes writes to ``out`` until ``cancel`` is set (checked once per compressed chunk)."""
+
+    def __init__(self, out: BinaryIO, cancel: threading.Event) -> None:
+        self.out = out
+        self.cancel = cancel
+
+    def write(self, data: bytes) -> int:
+        if self.cancel.is_set():
+            raise Cancelled("layer compression cancelled")
+        return self.out.write(data)
+
+
+_LAYER_LOCKS: dict[tuple[str, ...], threading.Lock] = {}
+_LAYER_LOCKS_GUARD = threading.Lock()
+
+
+def _layer_lock(store: "BlobStore", key: str, compression: str, variant: str) -> threading.Lock:
+    """One lock per (store, layer, compression, SOURCE_DATE_EPOCH) in this process: a layer the
+    build is compressing in the background (``backend.precompress``) is waited for by the exporter,
+    then found stored, never compressed twice at once.  (Processes may still race; the blob store is
+    content-addressed and its renames atomic, so that only costs time.)"""
+    k = (str(store.root), key, compression, variant)
+    with _LAYER_LOCKS_GUARD:
+        lock = _LAYER_LOCKS.get(k)
+        if lock is None:
+            lock = _LAYER_LOCKS[k] = threading.Lock()
+        return lock
+
+
 def write_layer_to_store(layer_dir: str | os.PathLike[str], store: "BlobStore", *, compression: str = "gzip",
                          level: int | None = None, source_date_epoch: int | None = None, threads: int = 0,
-                         diff_id: str | None = None) -> LayerBlob:
+                         diff_id: str | None = None, cancel: threading.Event | None = None) -> LayerBlob:
     """Compress a layer into ``store``, reusing the blob already recorded for its diff_id.
 
     ``diff_id`` is a hint naming *immutable* content: the diff_id of the blob the layer was extracted
     from (a pulled layer), or a committed layer's id. If the store maps it (directly, or through the
     alias recorded the last time this layer was written with the same SOURCE_DATE_EPOCH) to a blob of
     this compression, the directory is not read at all. Without a hint the tar is hashed once (cheap)
-    to look the mapping up before compressing.
+    to look the mapping up before compressing. ``cancel`` set stops the compression (:class:`Cancelled`;
+    the temp file is removed).
     """
+    variant = f"sde={source_date_epoch}"
+    key = diff_id if diff_id is not None else os.path.realpath(layer_dir)
+    with _layer_lock(store, key, compression, variant):
+        return _write_layer_to_store(layer_dir, store, compression, level, source_date_epoch, threads, diff_id,
+                                     variant, cancel)
+
+
+def _write_layer_to_store(layer_dir, store, compression, level, source_date_epoch, threads, diff_id, variant,
+                          cancel) -> LayerBlob:
     from backend.blobs import CompressedBlob
 
-    variant = f"sde={source_date_epoch}"
     if diff_id is None:
         diff_id = layer_diff_id(layer_dir, source_date_epoch=source_date_epoch)
         hint = None
@@ -437,8 +498,8 @@ def write_layer_to_store(layer_dir: str | os.PathLike[str], store: "BlobStore", 
     if hit is not None:
         return LayerBlob(hit.digest, diff_id, hit.size, hit.media_type)
     with store.writer() as w:
-        blob = write_layer(layer_dir, w, compression=compression, level=level,
-                           source_date_epoch=source_date_epoch, threads=threads)
+        blob = write_layer(layer_dir, w if cancel is None else _CancellableOut(w, cancel), compression=compression,
+                           level=level, source_date_epoch=source_date_epoch, threads=threads)
         w.commit(blob.digest, blob.size)
     store.record_compressed(blob.diff_id, compression, CompressedBlob(blob.digest, blob.size, blob.media_type))
     if hint is not None and hint != blob.diff_id:

@@ -61,6 +61,9 @@ class SolveOptions:
     materialize: bool = True  # make sure every layer of the returned snapshots exists as a dir
     # what each step's key was made of, saved for the next build's --explain (backend.buildrecord)
     record: object = None
+    # how the export will compress layers (backend.precompress): the target image's new layers are
+    # compressed that way in the background as their steps commit them; () compresses nothing early
+    precompress: tuple = ()
 
 
 def solve(doc: irops.Document, targets: list[str] | None = None, options: SolveOptions | None = None
@@ -199,6 +202,8 @@ class Solver:
         self.options = options
         self.results: dict[str, list[Snapshot]] = {}
         self._emit_lock = threading.Lock()
+        self._precompressor = None
+        self._image_chain: set[tuple[str, int]] = set()
         self.redactor = Redactor(self.options.secrets.values())
 
     def emit(self, event: Event) -> None:
@@ -255,12 +260,21 @@ class Solver:
                     warm.start()
                 cost = {"exec": 10.0, "file": 2.0, "diff": 2.0}
                 prio = critical_path(deps, lambda d: cost.get(self.doc.ops[d].kind, 0.1))
+                if self.options.precompress:
+                    from backend.precompress import Precompressor, image_chain
+
+                    self._image_chain = image_chain(self.doc, [self.doc.roots[t] for t in targets])
+                    self._precompressor = Precompressor(store.root, tuple(self.options.precompress), self.emit)
+                solved = False
                 try:
                     run_dag(deps, self._task, priority=prio, cancel=ws.cancel,
                             workers=max(32, 2 * self.options.jobs))
+                    solved = True
                 finally:
                     if warm is not None:
                         warm.join()
+                    if self._precompressor is not None:
+                        self._precompressor.close(ok=solved)
                 out = {}
                 for t in targets:
                     ref = self.doc.roots[t]
@@ -367,6 +381,14 @@ class Solver:
             raise BuildError(msg, op=digest, description=desc,
                              location=source_location(self.doc, digest)) from (None if isinstance(e, SolveError) else e)
 
+    def _precompress(self, digest: str, inputs: list[Snapshot], outs: list[Snapshot]) -> None:
+        """Hand the layers this op just made, on an output the target's image is made of, to the
+        background compressor (``backend.precompress``)."""
+        had = {p for s in inputs for p in s.layers}
+        for i, snap in enumerate(outs):
+            if (digest, i) in self._image_chain and snap.host_dir is None:
+                self._precompressor.submit(p for p in snap.layers if p not in had)  # type: ignore[union-attr]
+
     def _solve_op(self, step: Step, op: irops.Op, inputs: list[Snapshot]) -> list[Snapshot]:
         from backend.ops import source
 
@@ -403,6 +425,8 @@ class Solver:
         outs = _stamp(self._run(step, op, inputs), inputs, time.time_ns())
         if key is not None:
             ws.store.record(key, [self._to_output(s) for s in outs])
+        if self._precompressor is not None:  # (a cache hit's layers are left to the export: a cheap
+            self._precompress(step.digest, inputs, outs)  # lookup there, most often already stored)
         self._note(step, op, "ran", key or "", parts, extra, [s.identity for s in outs])
         step.event("finished", duration=time.monotonic() - step.started)
         return outs

@@ -75,9 +75,11 @@ def build(
         path = build_file(context, file)
         record = BuildRecord(target_name("build", path, target), f"{path}" + (f" --target {target}" if target else ""))
         record.build_args = list(opt.build_args(build_arg))
+        from irctl.exporting import precompress_needs
+
         snapshot = _solve(compiled.document, context, named, opt.secrets(secret), opt.ssh_agents(ssh),
                           jobs, no_cache, granted, tuple(insecure_registry), progress, root, scans, network,
-                          record, explain, debug)
+                          record, explain, debug, precompress_needs(outputs))
         memo_key = None
         if not frontend:
             memo_key = fastpath.remember(memo_opts, [str(p) for p in snapshot.layers], len(compiled.document.ops),
@@ -120,7 +122,7 @@ def _compile(context, file, frontend, target, build_args, named, insecure, cache
 
 
 def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure, progress, root, scans, network,
-           record, explain, debug=False):
+           record, explain, debug=False, precompress=()):
     from backend.errors import BuildError
     from backend.solver import SolveOptions, solve
     from irctl.progress import renderer
@@ -129,7 +131,7 @@ def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure,
     options = SolveOptions(cache_dir=root, local_dirs={"context": context.resolve(), **named.local_dirs},
                            oci_layouts=named.oci_layouts, secrets=secrets, ssh=ssh, no_cache=no_cache,
                            entitlements=granted, insecure_registries=insecure, on_event=render,
-                           context_scans=scans, network=network, record=record)
+                           context_scans=scans, network=network, record=record, precompress=precompress)
     if jobs > 0:
         options.jobs = jobs
     t0 = time.monotonic()

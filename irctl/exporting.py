@@ -36,18 +36,47 @@ def export(snapshot, outputs: list[Output], tags: list[str], *, cache_root: Path
         return _export_all(snapshot, outputs, tags, store, insecure, emit)
 
 
-def _export_all(snapshot, outputs, tags, store, insecure, emit) -> list[str]:
-    from backend.export.image import ExportError, ExportOptions
+def export_options(out: Output):
+    """The ``ExportOptions`` an output's attributes (and ``SOURCE_DATE_EPOCH``) ask for."""
+    from backend.export.image import ExportOptions
 
+    attrs = out.attrs
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    compression = attrs.get("compression", "gzip")
+    level = int(attrs["compression-level"]) if "compression-level" in attrs else None
+    sde = int(attrs.get("source-date-epoch", epoch)) if (attrs.get("source-date-epoch") or epoch) else None
+    media = "oci" if attrs.get("oci-mediatypes", "true" if out.type != "docker" else "false") == "true" else "docker"
+    return ExportOptions(compression=compression, level=level, source_date_epoch=sde, media_types=media)
+
+
+def precompress_needs(outputs: list[Output]) -> tuple:
+    """How the outputs will compress layers, for the solver to start on each new layer of the image
+    while later steps run (``backend.precompress``); ``IRCTL_PRECOMPRESS=0`` leaves it all to the export."""
+    from backend.precompress import Precompress
+
+    if os.environ.get("IRCTL_PRECOMPRESS", "").strip() == "0":
+        return ()
+    needs = []
+    for out in outputs:
+        if out.type not in ("oci", "docker", "registry"):
+            continue
+        try:
+            o = export_options(out)
+        except ValueError:  # reported by the export, after the build
+            continue
+        need = Precompress(o.compression, o.level, o.source_date_epoch)
+        if o.compression in ("gzip", "zstd") and need not in needs:
+            needs.append(need)
+    return tuple(needs)
+
+
+def _export_all(snapshot, outputs, tags, store, insecure, emit) -> list[str]:
+    from backend.export.image import ExportError
+
     done = []
     for out in outputs:
         attrs = dict(out.attrs)
-        compression = attrs.get("compression", "gzip")
-        level = int(attrs["compression-level"]) if "compression-level" in attrs else None
-        sde = int(attrs.get("source-date-epoch", epoch)) if (attrs.get("source-date-epoch") or epoch) else None
-        media = "oci" if attrs.get("oci-mediatypes", "true" if out.type != "docker" else "false") == "true" else "docker"
-        options = ExportOptions(compression=compression, level=level, source_date_epoch=sde, media_types=media)
+        options = export_options(out)
         names = [n for n in attrs.get("name", "").split(",") if n] or tags
         try:
             line = _one(out.type, attrs, snapshot, store, options, names, insecure)

@@ -84,6 +84,10 @@ def solve_cmd(
                             ssh=cli_options.ssh_agents(ssh), jobs=jobs, no_cache=no_cache,
                             entitlements=granted, network=network,
                             insecure_registries=tuple(insecure_registry), on_event=render)
+        if outputs and len(target or ["default"]) == 1:  # (only the first target is exported)
+            from irctl.exporting import precompress_needs
+
+            opts.precompress = precompress_needs(outputs)
         from backend.buildrecord import BuildRecord, target_name
 
         names = ",".join(target or ["default"])

@@ -446,3 +446,53 @@ def test_later_entries_replace_earlier_ones(tmp_path: Path) -> None:
     assert (tmp_path / "o" / "d").read_bytes() == b"now a file"
     assert not (tmp_path / "o" / "l").is_symlink() and (tmp_path / "o" / "l").read_bytes().startswith(b"symlink")
     assert (tmp_path / "o" / "e").is_dir()
+
+
+def test_a_cancelled_compression_stores_nothing(tmp_path: Path) -> None:
+    import threading
+
+    from backend.layers import Cancelled, write_layer_to_store
+
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    (layer / "big").write_bytes(os.urandom(6 << 20))  # several chunks: cancel is checked per write
+    store = BlobStore(tmp_path / "store")
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        write_layer_to_store(layer, store, diff_id="sha256:" + "a" * 64, cancel=cancel)
+    assert list(store.tmp_dir.iterdir()) == [] and list(store) == []
+    blob = write_layer_to_store(layer, store, diff_id="sha256:" + "a" * 64)
+    assert list(store) == [blob.digest]
+
+
+def test_one_layer_is_never_compressed_twice_at_once(tmp_path: Path, monkeypatch) -> None:
+    """The exporter waits for a background compression of the same layer and reuses its blob."""
+    import threading
+
+    from backend import layers
+
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    (layer / "f").write_bytes(os.urandom(1 << 20))
+    store = BlobStore(tmp_path / "store")
+    calls: list[int] = []
+    real = layers.write_layer
+    gate = threading.Event()
+
+    def slow_write_layer(*a, **kw):
+        calls.append(1)
+        gate.wait(10)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(layers, "write_layer", slow_write_layer)
+    hint = "sha256:" + "b" * 64
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(layers.write_layer_to_store(layer, store, diff_id=hint)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    threading.Timer(0.3, gate.set).start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and results[0] == results[1]
