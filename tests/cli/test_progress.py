@@ -4,21 +4,13 @@ fails at once."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from tests.cli.conftest import irctl
+from tests.cli.test_build import write
 
 pytestmark = pytest.mark.e2e
-
-
-def write(ctx: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        p = ctx / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
-    return ctx
 
 
 def test_mistyped_stage_name_fails_without_retrying_the_registry(tmp_path, busybox_ref, cache_env):
