@@ -4,7 +4,6 @@ fails at once."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from tests.cli.conftest import irctl
