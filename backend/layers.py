@@ -29,6 +29,7 @@ from zlib_ng import zlib_ng
 
 from backend import devnodes, safefs
 from backend.snapshot import OPAQUE_XATTR as _OVERLAY_OPAQUE_XATTR
+from backend.snapshot import is_opaque
 from backend.userns import in_user_namespace
 
 if TYPE_CHECKING:
@@ -316,13 +317,6 @@ def _xattrs(path: bytes) -> dict[str, bytes]:
     return out
 
 
-def _is_opaque(path: bytes) -> bool:
-    try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
-
-
 def _walk_tar(root: bytes, sink: _Sink, sde: int | None) -> None:
     """Depth-first, names sorted bytewise, each directory before its contents (`safefs.walk`: no
     recursion, every name opened relative to its parent's fd, no link followed)."""
@@ -334,7 +328,7 @@ def _walk_tar(root: bytes, sink: _Sink, sde: int | None) -> None:
         m = st.st_mode
         if stat.S_ISDIR(m):
             sink.write(_entry(name + b"/", st, b"5", xattrs=_xattrs(path), sde=sde))
-            if _is_opaque(path):
+            if is_opaque(path):
                 sink.write(_entry(name + b"/" + WH_OPAQUE, st, b"0", mode=0, sde=sde))
         elif stat.S_ISREG(m):
             key = (st.st_dev, st.st_ino)

@@ -20,7 +20,8 @@ import stat
 from typing import BinaryIO, Sequence
 
 from backend import devnodes, safefs
-from backend.layers import OPAQUE_XATTR, _entry, _Sink, _write_file, _xattrs
+from backend.layers import _entry, _Sink, _write_file, _xattrs
+from backend.snapshot import is_opaque
 
 
 class _Node:
@@ -49,7 +50,7 @@ def merge(layers: Sequence[bytes]) -> dict[bytes, _Node]:
                 continue
             if stat.S_ISDIR(m):
                 old = parent.get(name)
-                if old is not None and old.children is not None and not _is_opaque(src):
+                if old is not None and old.children is not None and not is_opaque(src):
                     old.layer, old.src, old.st = index, src, st  # merged: the upper's metadata
                 else:
                     old = parent[name] = _Node(index, src, st)
@@ -57,13 +58,6 @@ def merge(layers: Sequence[bytes]) -> dict[bytes, _Node]:
                 continue
             parent[name] = _Node(index, src, st)
     return top
-
-
-def _is_opaque(path: bytes) -> bool:
-    try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
 
 
 def write_rootfs_tar(layers: Sequence[str | os.PathLike[str]], out: BinaryIO, *,
