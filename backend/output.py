@@ -77,7 +77,7 @@ class Redactor:
         """Whether any form occurs in ``data``: one substring search per form, not the alternation.
         ``re`` tries every alternative at every position; ``bytes.__contains__`` skips ahead, which
         makes a 50-line value (a PEM file: one form per line) ~5× faster to look for in what a step
-        wrote (``backend.secretscan``: 1.37 s → 0.29 s over the 54 MB an ``apt-get install
+        wrote (``backend.ops.secretscan``: 1.37 s → 0.29 s over the 54 MB an ``apt-get install
         python3`` layer holds)."""
         return any(form in data for form in self.forms)
 

@@ -69,7 +69,7 @@ def build(
             from ir.codec import dump_document
 
             ir_out.write_bytes(dump_document(compiled.document))
-        from backend.buildrecord import BuildRecord, target_name
+        from backend.solve.buildrecord import BuildRecord, target_name
         from irctl.compiling import build_file
 
         path = build_file(context, file)
@@ -99,7 +99,7 @@ def build(
 def _compile(context, file, frontend, target, build_args, named, insecure, cache_dir, pull, memo_opts=None):
     """Compile, or take the graph a compile of the same inputs left (``fastpath.compile_key``; not
     with ``--frontend`` or ``--pull``, whose answers may change with nothing local changing)."""
-    from backend.cache import default_root
+    from backend.store.cache import default_root
     from irctl import fastpath
 
     root = default_root(cache_dir)
@@ -124,7 +124,7 @@ def _compile(context, file, frontend, target, build_args, named, insecure, cache
 def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure, progress, root, scans, network,
            record, explain, debug=False, precompress=()):
     from backend.errors import BuildError
-    from backend.solver import SolveOptions, solve
+    from backend.solve.solver import SolveOptions, solve
     from irctl.progress import renderer
 
     render = renderer(progress, debug=debug)

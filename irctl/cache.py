@@ -42,7 +42,7 @@ def du(cache_dir: Optional[Path] = _CACHE_DIR) -> None:
     from irctl.errors import user_errors
 
     with user_errors():
-        from backend.cache import CacheStore, default_root
+        from backend.store.cache import CacheStore, default_root
 
         store = CacheStore(default_root(cache_dir))
         u = store.du()
@@ -70,7 +70,7 @@ def prune(keep_storage: str = typer.Option("0", "--keep-storage", help="keep at 
         from irctl.rootless import enter_if_unprivileged
 
         enter_if_unprivileged(announce=False)  # layers hold files of the user's subordinate ids
-        from backend.cache import CacheStore, default_root
+        from backend.store.cache import CacheStore, default_root
 
         root = default_root(cache_dir)
         store = CacheStore(root)

@@ -24,7 +24,7 @@ def compile_cmd(
     """Compile a build file to the IR."""
     import sys
 
-    from backend.cache import default_root
+    from backend.store.cache import default_root
     from ir.codec import dump_document
     from irctl import options as opt
     from irctl.compiling import CompileOptions, compile_file

@@ -28,8 +28,8 @@ def export(snapshot, outputs: list[Output], tags: list[str], *, cache_root: Path
            emit) -> list[dict]:
     """Run every output; returns per output the line describing what was written (``line``) and, for
     a file the store's export memo vouches for (``backend.export.reuse``), its ``dest`` and ``what``."""
-    from backend.blobs import BlobStore
-    from backend.cache import CacheStore
+    from backend.store.blobs import BlobStore
+    from backend.store.cache import CacheStore
 
     store = BlobStore(cache_root)
     with CacheStore(cache_root).locked("gc.lock", exclusive=False):  # a concurrent prune waits for us
@@ -51,8 +51,8 @@ def export_options(out: Output):
 
 def precompress_needs(outputs: list[Output]) -> tuple:
     """How the outputs will compress layers, for the solver to start on each new layer of the image
-    while later steps run (``backend.precompress``); ``IRCTL_PRECOMPRESS=0`` leaves it all to the export."""
-    from backend.precompress import Precompress
+    while later steps run (``backend.oci.precompress``); ``IRCTL_PRECOMPRESS=0`` leaves it all to the export."""
+    from backend.oci.precompress import Precompress
 
     if os.environ.get("IRCTL_PRECOMPRESS", "").strip() == "0":
         return ()
@@ -115,7 +115,7 @@ def _one(kind: str, attrs: dict, snapshot, store, options, names: list[str], ins
         return f"exported docker archive {image.digest} to {dest}"
     if kind == "registry":
         from backend.export.registry import export_registry
-        from backend.registry import RegistryClient, RegistryError
+        from backend.oci.registry import RegistryClient, RegistryError
 
         if not names:
             raise UserError("pushing needs a name: -t NAME or --output type=registry,name=NAME")

@@ -75,7 +75,7 @@ def parse_argv(argv: list[str]) -> dict | None:
 
 
 def cache_root(explicit: str | None) -> Path:
-    """Same order as ``backend.cache.default_root`` (kept in step by a test)."""
+    """Same order as ``backend.store.cache.default_root`` (kept in step by a test)."""
     if explicit:
         return Path(explicit)
     if os.environ.get("IRCTL_CACHE_DIR"):
@@ -107,7 +107,7 @@ def _tree_identity(root: Path, cache: Path, scans: dict | None = None) -> str:
     """The content identity of a directory (every file; stat-cached), via the backend's scanner.
     ``scans`` (realpath -> unfiltered ContextScan) holds what this build already scanned; new scans
     are added to it."""
-    from backend.context import StatCache, scan_context
+    from backend.fs.context import StatCache, scan_context
 
     real = os.path.realpath(root)
     if scans is not None and real in scans:
@@ -366,7 +366,7 @@ def _read_memo(cache: Path, key: str) -> dict:
 
 def _write_memo(cache: Path, key: str, memo: dict) -> None:
     target = cache / "builds" / f"{key}.json"
-    from backend.safefs import private_dir
+    from backend.fs.safefs import private_dir
 
     private_dir(cache)
     private_dir(target.parent)
@@ -419,7 +419,7 @@ def remember_compiled(cache: Path, key: str | None, result) -> None:
     from ir.codec import dump_document
 
     try:
-        from backend.safefs import private_dir
+        from backend.fs.safefs import private_dir
 
         folder = cache / "builds"
         private_dir(cache)

@@ -180,7 +180,7 @@ def print_explanation(record, progress: str) -> None:
     import json
     import sys
 
-    from backend.explain import explain, format_text
+    from backend.solve.explain import explain, format_text
     from irctl.terminal import printable
 
     if record is None:  # the cache store's record dir could not be used

@@ -21,7 +21,7 @@ from irctl.errors import UserError
 
 
 def _platform(p: ops.Platform):
-    from backend.oci_layout import Platform
+    from backend.oci.layout import Platform
 
     return Platform(p.os, p.architecture, p.variant or None) if p.variant else Platform(p.os, p.architecture)
 
@@ -48,8 +48,8 @@ class Resolver:
 
     def _registry(self):
         if self._client is None:
-            from backend.blobs import BlobStore
-            from backend.registry import RegistryClient
+            from backend.store.blobs import BlobStore
+            from backend.oci.registry import RegistryClient
 
             self._client = RegistryClient(store=BlobStore(self.cache_root), insecure=self.insecure)
         return self._client
@@ -60,7 +60,7 @@ class Resolver:
             memo = self._memo_path(ref, platform)
             found = None if self.pull else self._recall(memo)
             if found is None:
-                from backend.registry import RegistryError
+                from backend.oci.registry import RegistryError
 
                 try:
                     r = self._registry().resolve(ref, _platform(platform))
@@ -85,7 +85,7 @@ class Resolver:
 
     @staticmethod
     def _remember(path: Path, image: ResolvedImage) -> None:
-        from backend.safefs import private_dir
+        from backend.fs.safefs import private_dir
 
         private_dir(path.parent)
         p = image.platform
@@ -99,7 +99,7 @@ class Resolver:
     def resolve_oci_layout(self, name: str, ref: str, platform: ops.Platform) -> ResolvedImage:
         key = ("oci", name, ref, platform)
         if key not in self._seen:
-            from backend.oci_layout import LayoutError, OCILayout
+            from backend.oci.layout import LayoutError, OCILayout
 
             path = self.oci_layouts.get(name)
             if path is None:

@@ -59,7 +59,7 @@ def solve_cmd(
         from irctl.rootless import enter_if_unprivileged
 
         enter_if_unprivileged(announce=progress != "quiet")
-        from backend.solver import SolveOptions, solve
+        from backend.solve.solver import SolveOptions, solve
         from ir.validate import load_and_validate
         from irctl import options as cli_options
 
@@ -88,7 +88,7 @@ def solve_cmd(
             from irctl.exporting import precompress_needs
 
             opts.precompress = precompress_needs(outputs)
-        from backend.buildrecord import BuildRecord, target_name
+        from backend.solve.buildrecord import BuildRecord, target_name
 
         names = ",".join(target or ["default"])
         opts.record = BuildRecord(target_name("solve", graph, names), f"{graph} (targets {names})")
@@ -108,7 +108,7 @@ def solve_cmd(
             if explain:
                 cli_options.print_explanation(opts.record, progress)
         if outputs:
-            from backend.cache import default_root
+            from backend.store.cache import default_root
             from irctl.exporting import export
 
             export(results[(target or ["default"])[0]], outputs, tags, cache_root=default_root(cache_dir),

@@ -82,7 +82,7 @@ def test_no_forbidden_arrow(package: str, path: Path) -> None:
 
 
 def test_the_checker_sees_every_import_form() -> None:
-    src = "import os, backend.runtime\nfrom frontends.x import y\nfrom . import ops\ndef f():\n    import irctl\n"
+    src = "import os, backend.runtime.container\nfrom frontends.x import y\nfrom . import ops\ndef f():\n    import irctl\n"
     assert imports_in(src, ("ir", "mod"), "ir") == [(1, "os"), (1, "backend"), (2, "frontends"), (3, "ir"), (5, "irctl")]
 
 
@@ -107,3 +107,194 @@ def test_the_sibling_checker_sees_every_import_form() -> None:
             "frontends.common.stage", "frontends.toml.recipe"} <= found
     assert {m for _, m in dotted_imports_in("from . import x\n", ("frontends", "common", "__init__"))} \
         == {"frontends.common", "frontends.common.x"}
+
+
+# ------------------------------------------------------------------------------------------ backend rooms
+# Each room of backend/ imports only rooms of a lower rank (docs/architecture.md); rooms of one rank
+# never import each other. Top-level backend modules (errors, events, result, output, entitlements,
+# userns) are the vocabulary every room shares: they import no room.
+BACKEND_RANKS = {"": 0, "fs": 1, "snapshot": 2, "store": 3, "runtime": 3, "oci": 4, "ops": 5, "export": 5,
+                 "solve": 6}
+
+
+def backend_room(dotted: str) -> str:
+    """``backend.fs.copy`` → ``fs``; ``backend.errors`` (a top-level module) → ``""``."""
+    parts = dotted.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in BACKEND_RANKS else ""
+
+
+BACKEND_FILES = sorted((ROOT / "backend").rglob("*.py"))
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_every_backend_module_lives_in_a_ranked_room() -> None:
+    rooms = {p.name for p in (ROOT / "backend").iterdir() if (p / "__init__.py").exists()}
+    assert rooms == set(BACKEND_RANKS) - {""}
+
+
+@pytest.mark.parametrize("path", BACKEND_FILES, ids=[str(p.relative_to(ROOT)) for p in BACKEND_FILES])
+def test_backend_rooms_point_downwards(path: Path) -> None:
+    room = backend_room(module_name(path))
+    bad = []
+    for line, module in dotted_imports_in(path.read_text(encoding="utf-8"), path.relative_to(ROOT).with_suffix("").parts):
+        if not module.startswith("backend.") or backend_room(module) == room:
+            continue
+        target = backend_room(module)
+        if room == "" and target == "" and module.count(".") == 1:
+            continue  # vocabulary modules may use each other
+        if BACKEND_RANKS[target] >= BACKEND_RANKS[room]:
+            bad.append(f"{path.relative_to(ROOT)}:{line}: {room or 'backend'} (rank {BACKEND_RANKS[room]}) must not "
+                       f"import {module} (room {target or 'backend'}, rank {BACKEND_RANKS[target]})")
+    assert not bad, "\n".join(bad)
+
+
+# -------------------------------------------------------------------------------------------- import cycles
+ALL_FILES = [p for _, p in FILES]
+MODULES = {module_name(p): p for p in ALL_FILES}
+
+
+def own_imports(path: Path) -> list[tuple[int, str, bool]]:
+    """(line, our module, at function level?) of every import of one of our modules, resolved to the
+    module (``from backend.ops import Step`` → ``backend.ops``)."""
+    text = path.read_text(encoding="utf-8")
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    nested = {n.lineno for f in ast.walk(ast.parse(text)) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+              for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    out = set()
+    for line, dotted in dotted_imports_in(text, parts):
+        while dotted and dotted not in MODULES:
+            dotted = dotted.rpartition(".")[0]
+        if dotted and dotted != module_name(path):
+            out.add((line, dotted, line in nested))
+    return sorted(out)
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root), on.add(root)
+        while work:
+            node, it = work[-1]
+            for nxt in it:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt), on.add(nxt)
+                    work.append((nxt, iter(sorted(graph.get(nxt, ())))))
+                    break
+                if nxt in on:
+                    low[node] = min(low[node], index[nxt])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    comp = []
+                    while True:
+                        m = stack.pop()
+                        on.discard(m)
+                        comp.append(m)
+                        if m == node:
+                            break
+                    if len(comp) > 1:
+                        found.append(sorted(comp))
+    return found
+
+
+# Being taken apart by issue 13; the list must end empty.
+KNOWN_CYCLES = [
+    ["backend.fs.context", "backend.fs.copy"],
+    ["backend.ops", "backend.ops.file"],
+    ["frontends.dockerfile", "frontends.dockerfile.checks", "frontends.dockerfile.convert",
+     "frontends.dockerfile.convert_config", "frontends.dockerfile.convert_copy", "frontends.dockerfile.convert_run",
+     "frontends.dockerfile.parse", "frontends.dockerfile.stages", "frontends.dockerfile.typed"],
+    ["frontends.pydsl", "frontends.pydsl.sandbox"],
+]
+KNOWN_LAZY = {
+    "backend/export/local.py",
+    "backend/export/reuse.py",
+    "backend/fs/copy.py",
+    "backend/fs/devnodes.py",
+    "backend/oci/layers.py",
+    "backend/oci/precompress.py",
+    "backend/oci/pull.py",
+    "backend/ops/__init__.py",
+    "backend/ops/exec.py",
+    "backend/ops/file.py",
+    "backend/ops/http.py",
+    "backend/ops/mounts.py",
+    "backend/ops/source.py",
+    "backend/solve/scheduler.py",
+    "backend/solve/solver.py",
+    "backend/store/cache.py",
+    "frontends/__init__.py",
+    "frontends/dockerfile/__init__.py",
+    "frontends/dockerfile/convert.py",
+    "frontends/dockerfile/dockerignore.py",
+    "frontends/dockerfile/parse.py",
+    "frontends/pydsl/__init__.py",
+    "frontends/pydsl/api.py",
+    "frontends/pydsl/child.py",
+    "frontends/pydsl/sandbox.py",
+    "frontends/toml/__init__.py",
+    "ir/jsonform.py",
+    "ir/limits.py",
+    "ir/validate.py",
+    "irctl/app.py",
+    "irctl/build.py",
+    "irctl/cache.py",
+    "irctl/compile.py",
+    "irctl/compiling.py",
+    "irctl/dockerfile_cmd.py",
+    "irctl/dump.py",
+    "irctl/entry.py",
+    "irctl/errors.py",
+    "irctl/exporting.py",
+    "irctl/fastpath.py",
+    "irctl/frontends_cmd.py",
+    "irctl/options.py",
+    "irctl/resolver.py",
+    "irctl/rootless.py",
+    "irctl/solve.py",
+    "irctl/validate.py",
+}
+
+
+def test_no_import_cycle_anywhere() -> None:
+    """Function-level imports count: a cycle hidden behind one is still a cycle (a package's
+    ``__init__`` importing its own submodule that imports the package is one too)."""
+    graph = {m: {t for _, t, _ in own_imports(p)} for m, p in MODULES.items()}
+    found = [c for c in cycles(graph) if c not in KNOWN_CYCLES]
+    assert not found, "import cycles:\n" + "\n".join(" ↔ ".join(c) for c in found)
+
+
+def test_the_cycle_finder_finds_cycles() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+LAZY_MARK = "# lazy:"  # the reason a function-level import of our own module is worth it, beside it
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=[str(p.relative_to(ROOT)) for p in ALL_FILES])
+def test_function_level_imports_of_our_modules_say_why(path: Path) -> None:
+    if str(path.relative_to(ROOT)) in KNOWN_LAZY:
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    bad = [f"{path.relative_to(ROOT)}:{line}: function-level import of {module} without a `{LAZY_MARK} <why>` "
+           "comment on its line or the line above (import it at module level unless start-up time needs it)"
+           for line, module, nested in own_imports(path)
+           if nested and LAZY_MARK not in lines[line - 1] and LAZY_MARK not in lines[line - 2]]
+    assert not bad, "\n".join(bad)

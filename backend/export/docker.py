@@ -13,10 +13,11 @@ import tarfile
 from pathlib import Path
 from typing import Sequence
 
-from backend.blobs import BlobStore
+from backend.store.blobs import BlobStore
 from backend.export.image import BuiltImage, ExportError, ExportOptions, ImageSpec, build_image
 from backend.export.reuse import ExportMemo, replacing, what_digest
-from backend.oci_layout import ANNOT_IMAGE_NAME, ANNOT_REF_NAME, LAYOUT_VERSION, MT_OCI_INDEX, _tinfo, add_file
+from backend.export.archive import add_file, tar_info
+from backend.oci.layout import ANNOT_IMAGE_NAME, ANNOT_REF_NAME, LAYOUT_VERSION, MT_OCI_INDEX
 
 
 def _repo_tag(name: str) -> tuple[str, str]:
@@ -64,13 +65,13 @@ def export_docker(spec: ImageSpec, store: BlobStore, dest: str | os.PathLike[str
     if memo.unchanged(dest, what) is not None:
         return image
     with replacing(dest) as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        tf.addfile(_tinfo("blobs", mtime, tarfile.DIRTYPE, 0o755))
-        tf.addfile(_tinfo("blobs/sha256", mtime, tarfile.DIRTYPE, 0o755))
+        tf.addfile(tar_info("blobs", mtime, tarfile.DIRTYPE, 0o755))
+        tf.addfile(tar_info("blobs/sha256", mtime, tarfile.DIRTYPE, 0o755))
         for d in digests:
             p = store.path(d)
-            add_file(tf, _tinfo(blob(d), mtime, tarfile.REGTYPE, 0o644, p.stat().st_size), p)
+            add_file(tf, tar_info(blob(d), mtime, tarfile.REGTYPE, 0o644, p.stat().st_size), p)
         for name, data in files:
-            tf.addfile(_tinfo(name, mtime, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
+            tf.addfile(tar_info(name, mtime, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
         mine = os.fstat(f.fileno())
     memo.remember(dest, what, written={"": mine})
     return image

@@ -20,10 +20,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Sequence
 
-from backend import devnodes, safefs
+from backend.fs import devnodes, safefs
 from backend.export.image import ImageSpec, LayerLike, _source
-from backend.layers import OPAQUE_XATTR, _SKIP_XATTR_PREFIXES
-from backend.snapshot import remove_path
+from backend.oci.layers import OPAQUE_XATTR, _SKIP_XATTR_PREFIXES
+from backend.snapshot.snapshotter import remove_path
 
 
 _FILE_CAPS = "security.capability"  # file capabilities: privilege like setuid, for whoever runs the file

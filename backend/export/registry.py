@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from backend.blobs import BlobStore
+from backend.store.blobs import BlobStore
 from backend.export.image import BuiltImage, ExportError, ExportOptions, ImageSpec, build_image, build_index
-from backend.registry import RegistryClient, parse_reference
+from backend.oci.registry import RegistryClient, parse_reference
 
 
 def export_registry(specs: ImageSpec | Sequence[ImageSpec], store: BlobStore, names: Sequence[str],

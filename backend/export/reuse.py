@@ -128,7 +128,7 @@ class ExportMemo:
                 self.forget(dest)  # touched meanwhile: not ours to vouch for
                 return
         try:
-            from backend.safefs import private_dir
+            from backend.fs.safefs import private_dir
 
             private_dir(self.dir)
             fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".rec-")

@@ -8,7 +8,7 @@ twice and deleted it again: 2.9 s of a 4.1 s export of debian here, against 0.9 
 The merge is the one ``backend.export.local.apply_layer`` performs on a directory (and overlayfs on
 a mount): bottom layer first, a whiteout deletes what is below, an opaque directory hides it, a
 directory over a directory keeps the contents below and takes the upper one's metadata, anything
-else replaces the path with its subtree. Entries are written exactly as ``backend.layers`` writes a
+else replaces the path with its subtree. Entries are written exactly as ``backend.oci.layers`` writes a
 layer (same order, headers, hard links within a layer, device placeholders as device entries), so
 the bytes equal those of tarring the flattened directory (``tests/backend/test_rootfs_tar.py``).
 """
@@ -19,9 +19,9 @@ import os
 import stat
 from typing import BinaryIO, Sequence
 
-from backend import devnodes, safefs
-from backend.layers import _entry, _Sink, _write_file, _xattrs
-from backend.snapshot import is_opaque
+from backend.fs import devnodes, safefs
+from backend.oci.layers import _entry, _Sink, _write_file, _xattrs
+from backend.fs.layerformat import is_opaque
 
 
 class _Node:
@@ -86,7 +86,7 @@ def write_rootfs_tar(layers: Sequence[str | os.PathLike[str]], out: BinaryIO, *,
 
 
 def _write_entry(sink: _Sink, name: bytes, node: _Node, links: dict, sde: int | None) -> None:
-    """One entry, as ``backend.layers._walk_tar`` writes it for the flattened copy of ``node``."""
+    """One entry, as ``backend.oci.layers._walk_tar`` writes it for the flattened copy of ``node``."""
     st, path = node.st, node.src
     m = st.st_mode
     if stat.S_ISDIR(m):

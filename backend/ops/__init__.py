@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from backend.cache import CacheStore
+from backend.store.cache import CacheStore
 from backend.events import Event
 from backend.output import Redactor
 from backend.result import ImageMeta, Snapshot
-from backend.snapshot import Snapshotter, layer_tree_digest
-from backend import devnodes, safefs
+from backend.snapshot.snapshotter import Snapshotter, layer_tree_digest
+from backend.fs import devnodes, safefs
 
 EMPTY_IDENTITY = "sha256:" + hashlib.sha256(b"irctl-layers-v1\0").hexdigest()
 
@@ -49,16 +49,16 @@ class Workspace:
     work: Path  # this session's dir under the store's tmp/
     state_dir: Path  # runtime bundles and state: on a tmpfs, removed after the solve
     snapshotter: Snapshotter
-    options: object  # backend.solver.SolveOptions
-    images: object  # backend.images.ImageResolver
+    options: object  # backend.solve.solver.SolveOptions
+    images: object  # backend.oci.pull.ImageResolver
     emit: Callable[[Event], None]
     cancel: threading.Event
     exec_slots: threading.Semaphore
-    runtime: object = None  # backend.runtime.Runtime, found on first exec
+    runtime: object = None  # backend.runtime.container.Runtime, found on first exec
     redactor: Redactor = field(default_factory=Redactor)  # every secret value of the build
-    scans: dict[str, object] = field(default_factory=dict)  # context identity -> backend.context.ContextScan
-    deferred: list = field(default_factory=list)  # runtime deletes still running (backend.runtime.finish_deferred)
-    networks: object = None  # backend.netns.NetworkPool when some step has the default (private) network
+    scans: dict[str, object] = field(default_factory=dict)  # context identity -> backend.fs.context.ContextScan
+    deferred: list = field(default_factory=list)  # runtime deletes still running (backend.runtime.container.finish_deferred)
+    networks: object = None  # backend.runtime.netns.NetworkPool when some step has the default (private) network
     _local_layers: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -68,7 +68,7 @@ class Workspace:
     def find_runtime(self):
         with self._lock:
             if self.runtime is None:
-                from backend.runtime import find_runtime
+                from backend.runtime.container import find_runtime
 
                 self.runtime = find_runtime(memo=self.store.root / "runtime.probe", scratch=self.work)
             return self.runtime
@@ -80,7 +80,7 @@ class Workspace:
         if not any(os.scandir(upper)):
             safefs.rmtree(upper, ignore_errors=True)
             return None
-        devnodes.convert_tree(upper)  # no device node is ever stored (backend.devnodes)
+        devnodes.convert_tree(upper)  # no device node is ever stored (backend.fs.devnodes)
         lid = layer_tree_digest(upper, known)
         self.store.commit_layer(upper, lid)
         return lid

@@ -1,10 +1,10 @@
 """Exec: run a process on the root snapshot's layers with a fresh upper, then commit the upper.
 
-USER is resolved against the mounted root (``backend.userdb``), the working directory is created
+USER is resolved against the mounted root (``backend.fs.userdb``), the working directory is created
 when missing (by the runtime), mount stubs are removed from the upper before it is committed, and
 every secret value of the build is redacted from every output line before it becomes an event
 (``backend.output``); what the step wrote is scanned for those values when the build has any
-(``backend.secretscan``).  The run bundle (whose config.json may hold a secret env var) lives on a
+(``backend.ops.secretscan``).  The run bundle (whose config.json may hold a secret env var) lives on a
 tmpfs and is deleted with the run.
 """
 
@@ -17,15 +17,15 @@ from pathlib import Path
 
 from ir import ops as irops
 
-from backend import mounts as mnt
-from backend import runtime as rt
+from backend.ops import mounts as mnt
+from backend.runtime import container as rt
 from backend.errors import BuildError, SolveError
-from backend.mountpoints import remove_mount_stubs
+from backend.fs.mountpoints import remove_mount_stubs
 from backend.ops import Step, Workspace
 from backend.output import Lines
 from backend.result import Snapshot
-from backend.userdb import UserError, resolve_user
-from backend import safefs
+from backend.fs.userdb import UserError, resolve_user
+from backend.fs import safefs
 
 def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot], n_outputs: int) -> list[Snapshot]:
     root_mount = ex.mounts[0]
@@ -90,8 +90,8 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
 
 def _report_secrets(ws: Workspace, step: Step, upper: Path, prepared: mnt.Prepared, since: float) -> None:
     """Warn (naming the step and the paths, never the value) when the step wrote a secret value of
-    the build into its layer, an output mount or a cache mount (``backend.secretscan``)."""
-    from backend import secretscan
+    the build into its layer, an output mount or a cache mount (``backend.ops.secretscan``)."""
+    from backend.ops import secretscan
 
     found = ["/" + p for p in secretscan.find(ws.redactor, upper)]
     for index, (_, mupper) in prepared.outputs.items():

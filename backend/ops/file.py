@@ -1,8 +1,8 @@
 """File ops: mount the base's layers with a fresh upper, apply the actions on the merged root with
 read-only views of the source snapshots, and commit the upper as the new layer.
 
-The actions themselves (Docker's COPY semantics, chown by name, …) belong to ``backend.fileops``;
-local-context scanning (stat-cached, in ``contexts.db`` of the store) to ``backend.context``.
+The actions themselves (Docker's COPY semantics, chown by name, …) belong to ``backend.fs.fileops``;
+local-context scanning (stat-cached, in ``contexts.db`` of the store) to ``backend.fs.context``.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from ir import ops as irops
 
 from backend.ops import Step, Workspace
 from backend.result import Snapshot
-from backend import safefs
+from backend.fs import safefs
 
 # ----------------------------------------------------------------------------------------- contexts
 
 
 def scan(ws: Workspace, root: Path, include: tuple[str, ...], exclude: tuple[str, ...]):
     """Scan a local context (stat cache in the store: unchanged files are not re-read)."""
-    from backend.context import StatCache, scan_context
+    from backend.fs.context import StatCache, scan_context
 
     with StatCache(ws.store.root / "contexts.db") as cache:
         result = scan_context(root, include, exclude, stat_cache=cache)
@@ -33,8 +33,8 @@ def scan(ws: Workspace, root: Path, include: tuple[str, ...], exclude: tuple[str
 
 def selection_digest(ws: Workspace, snap: Snapshot, copy: irops.CopyAction, listing: list | None = None) -> str:
     """Checksum of exactly the files ``copy`` selects from the local context ``snap`` (``listing``:
-    see ``backend.context.selection_digest``)."""
-    from backend.context import selection_digest as digest
+    see ``backend.fs.context.selection_digest``)."""
+    from backend.fs.context import selection_digest as digest
 
     found = ws.scans.get(snap.identity)
     if found is None:
@@ -46,8 +46,8 @@ def layered_selection_digest(ws: Workspace, snap: Snapshot, copy: irops.CopyActi
                              listing: list | None = None) -> str:
     """Checksum of what ``copy`` selects from a layered snapshot, read through a read-only view
     (``step``'s, which its copy then reads too)."""
-    from backend.context import selection_digest as digest
-    from backend.copy import SourceView
+    from backend.fs.context import selection_digest as digest
+    from backend.fs.copy import SourceView
 
     if step is not None:
         return digest(SourceView(readonly_view(ws, step, snap)), copy, listing)
@@ -89,8 +89,8 @@ def run_file(ws: Workspace, step: Step, op: irops.FileOp, inputs: list[Snapshot]
     written: dict = {}  # content digests noted by the copies, so the commit does not read them back
     with contextlib.ExitStack() as stack:
         root = stack.enter_context(ws.snapshotter.mounted(lowers, upper, wd))
-        from backend.copy import SourceView
-        from backend.fileops import apply_actions
+        from backend.fs.copy import SourceView
+        from backend.fs.fileops import apply_actions
 
         sources: list[SourceView] = []
         for i, snap in enumerate(inputs):

@@ -17,7 +17,7 @@ Reading the host: a local path or ``file://`` remote reads a repository of the h
 refused unless it lies (symlinks resolved) under an ``--allow fs.read=PATH`` grant — it, and every
 other path git would read for it (:func:`local_paths`: ``NAME.git``, a ``.git`` file's ``gitdir:``,
 ``commondir``, alternates) — checked in the solver's up-front grant check and again as git starts.  A network remote's host is resolved and checked by
-:mod:`backend.netcheck` before git runs (``--allow network.private`` for the host's own and private
+:mod:`backend.ops.netcheck` before git runs (``--allow network.private`` for the host's own and private
 networks); git is pinned to the checked address — for http(s) with ``http.curloptResolve`` (and no
 redirects), for ssh with ``-o HostName=ADDR -o HostKeyAlias=NAME`` under ``ssh -F /dev/null`` (no
 ssh_config, as BuildKit runs it), for git:// with ``url.git://ADDR:PORT/.insteadOf`` (the daemon
@@ -38,7 +38,8 @@ from pathlib import Path
 
 from ir import ops as irops
 
-from backend import netcheck, safefs
+from backend.ops import netcheck
+from backend.fs import safefs
 from backend.entitlements import Entitlements
 from backend.errors import GrantError, SolveError
 

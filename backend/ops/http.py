@@ -1,6 +1,6 @@
 """The http source (and so ``ADD https://…``): one GET into a new layer, only to addresses the graph may reach.
 
-Every hop is checked by :mod:`backend.netcheck` before a byte is sent: the URL's host is resolved,
+Every hop is checked by :mod:`backend.ops.netcheck` before a byte is sent: the URL's host is resolved,
 each address judged, and the connection made to the checked address (the request keeps the name in
 ``Host:`` and, for https, in SNI and certificate verification), so a name cannot resolve one way for
 the check and another for the connect.  Redirects are followed here, at most ``MAX_REDIRECTS``, and
@@ -22,7 +22,7 @@ from pathlib import Path
 from ir import ops as irops
 
 from backend.errors import GrantError, SolveError
-from backend.netcheck import resolve
+from backend.ops.netcheck import resolve
 
 MAX_REDIRECTS = 10
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -49,7 +49,7 @@ def _verify():
 
 
 def fetch(h: irops.HTTPSource, layer: Path, step, allow_private: bool) -> None:
-    from backend.registry import httpx, import_httpcore
+    from backend.oci.registry import httpx, import_httpcore
 
     import_httpcore()
     name = h.filename or (h.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "index.html")

@@ -12,10 +12,10 @@ import hashlib
 import os
 import stat
 
-from backend import safefs
+from backend.fs import safefs
 from backend.ops import Step, Workspace, layer_id_of
 from backend.result import Snapshot
-from backend.snapshot import _copy_entry, apply_layers
+from backend.snapshot.snapshotter import _copy_entry, apply_layers
 
 
 def merge_identity(inputs: list[Snapshot]) -> str:

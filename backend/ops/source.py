@@ -21,7 +21,7 @@ from ir import ops as irops
 from backend.errors import GrantError
 from backend.ops import EMPTY_IDENTITY, Step, Workspace
 from backend.result import ImageMeta, Snapshot
-from backend import safefs
+from backend.fs import safefs
 
 
 def is_fetched(src: irops.SourceOp) -> bool:
@@ -43,7 +43,7 @@ def check_grants(src: irops.SourceOp, options, where: str) -> None:
     if src.http is not None and not options.entitlements.network_private:
         from urllib.parse import urlsplit
 
-        from backend.netcheck import GRANT, literal_refusal
+        from backend.ops.netcheck import GRANT, literal_refusal
 
         try:
             host = urlsplit(src.http.url).hostname or ""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.blobs import BlobError, BlobStore, CompressedBlob, DigestMismatch
+from backend.store.blobs import BlobError, BlobStore, CompressedBlob, DigestMismatch
 
 
 def _d(data: bytes) -> str:

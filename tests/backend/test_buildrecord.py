@@ -1,4 +1,4 @@
-"""Build records and the pairing/wording of ``--explain`` (``backend.buildrecord``, ``backend.explain``)."""
+"""Build records and the pairing/wording of ``--explain`` (``backend.solve.buildrecord``, ``backend.solve.explain``)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 import os
 from pathlib import Path
 
-from backend import buildrecord
-from backend.buildrecord import BuildRecord, target_name
-from backend.explain import explain, match_steps
+from backend.solve import buildrecord
+from backend.solve.buildrecord import BuildRecord, target_name
+from backend.solve.explain import explain, match_steps
 from ir import ops
 from ir.codec import op_digest
 

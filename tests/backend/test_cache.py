@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from backend.cache import CacheStore, Output, default_root
+from backend.store.cache import CacheStore, Output, default_root
 from backend.errors import CacheError
-from backend.snapshot import layer_tree_digest
+from backend.snapshot.snapshotter import layer_tree_digest
 
 
 def make_layer(store: CacheStore, session: Path, files: dict[str, bytes]) -> str:

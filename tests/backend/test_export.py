@@ -12,13 +12,13 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from backend.blobs import BlobStore
+from backend.store.blobs import BlobStore
 from backend.export.docker import export_docker
 from backend.export.image import (ExportError, ExportOptions, ImageSpec, LayerSource, build_image,
                                   reconcile_history)
 from backend.export.local import export_local, export_tar, flatten_layers
 from backend.export.oci import export_oci
-from backend.oci_layout import MT_OCI_MANIFEST, LayoutError, OCILayout, Platform
+from backend.oci.layout import MT_OCI_MANIFEST, LayoutError, OCILayout, Platform
 from tests.backend.test_layers import ROOT, snapshot
 
 SCHEMAS = Path(__file__).parent / "oci_schemas"
@@ -263,7 +263,7 @@ def test_read_busybox_layout(busybox_layout: Path, tmp_path: Path) -> None:
 
 @needs_root
 def test_pulled_base_layer_exported_as_the_original_blob(tmp_path: Path, busybox_layout: Path) -> None:
-    from backend.layers import extract_stored_layer
+    from backend.oci.layers import extract_stored_layer
 
     store = BlobStore(tmp_path / "store")
     with OCILayout(busybox_layout) as layout:

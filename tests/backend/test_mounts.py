@@ -1,8 +1,8 @@
-"""backend.mounts rules that need no runtime: the SSH_AUTH_SOCK a step with ssh mounts gets."""
+"""backend.ops.mounts rules that need no runtime: the SSH_AUTH_SOCK a step with ssh mounts gets."""
 
 from __future__ import annotations
 
-from backend.mounts import ssh_auth_sock
+from backend.ops.mounts import ssh_auth_sock
 from ir import ops
 
 ROOT = ops.Mount("/", input=0, output=0)

@@ -14,12 +14,12 @@ from typing import Iterator
 import httpx
 import pytest
 
-from backend.auth import Authenticator, Credentials, load_docker_config, parse_challenge
-from backend.blobs import BlobStore
+from backend.oci.auth import Authenticator, Credentials, load_docker_config, parse_challenge
+from backend.store.blobs import BlobStore
 from backend.export.image import ExportOptions, ImageSpec
 from backend.export.registry import export_registry
-from backend.oci_layout import OCILayout, Platform
-from backend.registry import Reference, RegistryClient, RegistryError, parse_reference
+from backend.oci.layout import OCILayout, Platform
+from backend.oci.registry import Reference, RegistryClient, RegistryError, parse_reference
 from tests.backend.test_export import run
 from tests.support.registry import registry, start_registry, stop_registry  # noqa: F401
 
@@ -189,7 +189,7 @@ class _Counting(httpx.BaseTransport):
     """The client's real transport, counting the requests that reach it."""
 
     def __init__(self) -> None:
-        from backend.registry import _LazyTLSTransport
+        from backend.oci.registry import _LazyTLSTransport
 
         self.inner = _LazyTLSTransport()
         self.requests = 0
@@ -327,7 +327,7 @@ def test_lying_content_length_is_an_error_and_progress_keeps_the_descriptor_size
     meter = Meter(rec, ("sha256:" + "0" * 64, "FROM liar", ""), layer.digest, layer.size, interval=0.0)
     client = RegistryClient(fresh, auth=Authenticator({front_addr: Credentials("alice", "s3cret")}),
                             backoff=0.01, retries=1)
-    meter(0)  # as backend.images does before a fetch
+    meter(0)  # as backend.oci.pull does before a fetch
     with client, pytest.raises(RegistryError, match=f"blob {layer.digest} for liar:1"):
         client.fetch_blob(f"{front_addr}/liar:1", layer.digest, layer.size, progress=meter)
     assert not fresh.has(layer.digest)
@@ -360,9 +360,9 @@ def test_hostile_retry_after_is_bounded_and_never_a_traceback(
         tmp_path: Path, registry: str, front: _Front, retry_after: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A Retry-After is the registry's word: a superscript digit (``isdigit`` but not ``int``), a
     huge or negative number or an HTTP date must neither crash the pull nor stall it."""
-    import backend.registry
+    import backend.oci.registry
 
-    monkeypatch.setattr(backend.registry, "MAX_RETRY_AFTER", 2.0)
+    monkeypatch.setattr(backend.oci.registry, "MAX_RETRY_AFTER", 2.0)
     store = BlobStore(tmp_path / "store")
     with RegistryClient(store) as client:
         export_registry(_spec(tmp_path, "busy"), store, [f"{registry}/busy:1"], client)

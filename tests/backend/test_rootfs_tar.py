@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from backend import devnodes
+from backend.fs import devnodes
 from backend.export.local import flatten_layers
 from backend.export.rootfs import write_rootfs_tar
-from backend.layers import OPAQUE_XATTR, write_layer
+from backend.oci.layers import OPAQUE_XATTR, write_layer
 
 ROOT = os.geteuid() == 0
 pytestmark = pytest.mark.skipif(not ROOT, reason="whiteouts, owners and device placeholders need root")

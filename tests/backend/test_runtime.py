@@ -1,6 +1,6 @@
 """The execution layer end to end: real runc (or crun) on real overlay snapshots of a busybox root.
 
-Also USER resolution (backend.userdb), which needs no runtime."""
+Also USER resolution (backend.fs.userdb), which needs no runtime."""
 
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from backend.mountpoints import remove_mount_stubs
-from backend.runtime import (
+from backend.fs.mountpoints import remove_mount_stubs
+from backend.runtime.container import (
     DEFAULT_CAPABILITIES, PIDS_LIMIT, BindMount, Cancelled, ContainerStartError, FileMount, Process, RuntimeNotFound,
     TmpfsMount, config_for, find_runtime, mount_targets, reap_stale_containers, run, run_on_layers,
 )
-from backend.snapshot import (
+from backend.snapshot.snapshotter import (
     CopySnapshotter, OverlaySnapshotter, apply_layers, is_opaque, is_whiteout, layer_tree_digest,
 )
-from backend.userdb import UserError, resolve_user
+from backend.fs.userdb import UserError, resolve_user
 
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -381,7 +381,7 @@ def test_runtime_detection(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 def test_crun_probe_is_remembered_per_binary_and_boot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import shutil as _shutil
 
-    import backend.runtime as runtime
+    import backend.runtime.container as runtime
 
     crun = _shutil.which("crun")
     if crun is None:
@@ -418,7 +418,7 @@ def test_reap_stale_containers_after_irctl_died(busybox_rootfs: Path, tmp_path: 
     script = f"""
 import sys
 from pathlib import Path
-from backend.runtime import Process, run
+from backend.runtime.container import Process, run
 run(Path({str(rootfs)!r}), Process(["sh", "-c", ": {marker}; echo up; sleep 1000; echo never"], env=["PATH=/bin"]),
     network="none", hostname="x", output=lambda b: (sys.stdout.buffer.write(b), sys.stdout.flush()),
     state_dir=Path({str(state)!r}))
@@ -473,7 +473,7 @@ def test_config_is_an_oci_runtime_spec_document(busybox_rootfs: Path) -> None:
     assert cfg["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
     assert cfg["linux"]["resources"]["pids"] == {"limit": PIDS_LIMIT}
     assert "size=1024" in next(m for m in cfg["mounts"] if m["destination"] == "/t")["options"]
-    with pytest.raises(ValueError):  # the default network needs the namespace backend.netns made
+    with pytest.raises(ValueError):  # the default network needs the namespace backend.runtime.netns made
         config_for(busybox_rootfs, Process(["true"]), [], network="default", hostname="h", extra_files={})
     with pytest.raises(ValueError):
         config_for(busybox_rootfs, Process(["true"]), [], network="bridge", hostname="h", extra_files={})

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backend.mountpoints import LayerView, resolve_in_root, remove_mount_stubs
-from backend.snapshot import (
+from backend.fs.mountpoints import LayerView, resolve_in_root, remove_mount_stubs
+from backend.snapshot.snapshotter import (
     OPAQUE_XATTR, CopySnapshotter, OverlaySnapshotter, apply_layers, detect_snapshotter, is_opaque, is_whiteout,
     layer_tree_digest, reap_stale_snapshots,
 )
@@ -232,7 +232,7 @@ def test_mount_is_gone_after_an_exception(layers: list[Path], tmp_path: Path) ->
 
 @root_only
 def test_detect_snapshotter_remembers_a_positive_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import backend.snapshot as snapshot
+    import backend.snapshot.snapshotter as snapshot
 
     probes = []
     real = snapshot._overlay_works.__wrapped__
@@ -436,7 +436,7 @@ def test_reap_stale_snapshots_after_the_owner_died(layers: list[Path], tmp_path:
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from backend.snapshot import OverlaySnapshotter
+        from backend.snapshot.snapshotter import OverlaySnapshotter
         with OverlaySnapshotter().mounted({[str(p) for p in layers]!r}, Path({str(tmp_path / 'upper')!r}),
                                           Path({str(tmp_path / 'work')!r})) as root:
             print(root, flush=True)

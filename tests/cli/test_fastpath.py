@@ -71,7 +71,7 @@ def test_a_pruned_cache_is_not_trusted(ctx, cache_env):
 
 
 def test_cache_root_matches_the_backend(monkeypatch, tmp_path):
-    from backend.cache import default_root
+    from backend.store.cache import default_root
     from irctl.fastpath import cache_root
 
     for env in ({}, {"XDG_CACHE_HOME": str(tmp_path / "x")}, {"IRCTL_CACHE_DIR": str(tmp_path / "i")}):

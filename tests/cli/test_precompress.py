@@ -1,4 +1,4 @@
-"""Layers of the target image are compressed while later steps run (``backend.precompress``): the
+"""Layers of the target image are compressed while later steps run (``backend.oci.precompress``): the
 export is byte for byte what it was, another stage's layers are left alone, and a failed build
 leaves only whole blobs."""
 

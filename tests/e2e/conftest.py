@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from backend.events import Recorder
-from backend.solver import SolveOptions, solve
+from backend.solve.solver import SolveOptions, solve
 from ir import builder as b
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -1,4 +1,4 @@
-"""The solver compresses the target image's layers while later steps run (``backend.precompress``)."""
+"""The solver compresses the target image's layers while later steps run (``backend.oci.precompress``)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from backend.blobs import BlobStore
+from backend.store.blobs import BlobStore
 from backend.errors import BuildError
 from backend.events import Recorder
-from backend.precompress import Precompress
+from backend.oci.precompress import Precompress
 from tests.e2e.conftest import Solving
 
 pytestmark = pytest.mark.e2e

@@ -200,7 +200,7 @@ def test_two_solves_at_once_share_one_store(solving: Solving) -> None:
 
     def run(i: int) -> None:
         try:
-            from backend.solver import solve
+            from backend.solve.solver import solve
 
             doc = b.build_document({"default": graphs[i].merge([shared])})
             results[i] = solve(doc, ["default"], solving.options())

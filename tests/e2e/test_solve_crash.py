@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.snapshot import layer_tree_digest
+from backend.snapshot.snapshotter import layer_tree_digest
 from ir import builder as b
 from ir.codec import dump_document
 from tests.e2e.conftest import Solving, read_file
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 CHILD = """
 import sys
 from pathlib import Path
-from backend.solver import SolveOptions, solve
+from backend.solve.solver import SolveOptions, solve
 from ir.codec import load_document
 doc = load_document(Path(sys.argv[1]).read_bytes())
 def on_event(e):

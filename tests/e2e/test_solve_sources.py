@@ -15,7 +15,7 @@ import pytest
 
 from backend.entitlements import Entitlements
 from backend.events import Recorder
-from backend.solver import SolveOptions, solve
+from backend.solve.solver import SolveOptions, solve
 from ir import builder as b
 from tests.e2e.conftest import PATH, Solving, read_file
 from tests.support.registry import registry  # noqa: F401
@@ -86,7 +86,7 @@ def test_ssh_agent_is_forwarded_through_a_proxy_socket(solving: Solving, tmp_pat
         assert read_file(res["default"], "/mode") == b"srw-------\n"
         assert not Path(res["default"].layers[-1], "run", "ssh.sock").exists()
 
-        from backend.sshproxy import SSHProxy
+        from backend.runtime.sshproxy import SSHProxy
 
         with SSHProxy(sock, tmp_path) as proxy, socket.socket(socket.AF_UNIX) as c:
             c.connect(str(proxy.path))

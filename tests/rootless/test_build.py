@@ -180,7 +180,7 @@ def test_multistage_build(cli, snapshotter):
     assert re.search(rf"^=> snapshotter: {expected}( \(.*\))?$", first.stderr, re.M), first.stderr
     if mode == "rootless":
         assert "rootless: user namespace as uid 0" in first.stderr
-        assert "skipped" not in first.stderr  # a device node is a placeholder in the store (backend.devnodes)
+        assert "skipped" not in first.stderr  # a device node is a placeholder in the store (backend.fs.devnodes)
     assert (runner.home / ".cache" / "irctl" / "index.db").is_file()
 
     second = runner.run(*args, env=env)

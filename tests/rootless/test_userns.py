@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from backend import runtime as rt
+from backend.runtime import container as rt
 from backend import userns
 from tests.rootless.conftest import rootless_skip_reason
 
@@ -102,7 +102,8 @@ _LAYER_SCRIPT = """
 import os, sys
 from pathlib import Path
 {enter}
-from backend.snapshot import OPAQUE_XATTR, layer_tree_digest
+from backend.fs.layerformat import OPAQUE_XATTR
+from backend.snapshot.snapshotter import layer_tree_digest
 d = Path(sys.argv[1])
 (d / "etc").mkdir(parents=True)
 (d / "etc" / "f").write_text("x")

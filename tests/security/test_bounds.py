@@ -213,7 +213,7 @@ def test_lines_never_show_a_secret_however_the_output_is_chunked() -> None:
 def test_graph_checks_and_rendering_are_linear_on_a_lattice(tmp_path: Path) -> None:
     """A lattice of merges has 2^300 paths from root to base: every reader (checks, listing, dot,
     diff, the scheduler's critical path) must visit each op once."""
-    from backend.scheduler import critical_path
+    from backend.solve.scheduler import critical_path
     from ir import builder as b
     from ir.codec import dump_document
 
@@ -369,7 +369,7 @@ def test_pem_armor_lines_are_not_secret_forms(tmp_path: Path) -> None:
     """A PEM secret (a CA bundle, a key) is found and masked by its own lines, not by the
     ``-----BEGIN …-----`` lines every PEM file has: a step that installs Debian's ca-certificates
     wrote 148 files that were each reported as holding the build's secret."""
-    from backend import secretscan
+    from backend.ops import secretscan
     from backend.output import Redactor
 
     secret = b"-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUSecretLineOne\nMIIBszCCAVmgAwIBAgIUSecretLineTwo\n" \

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 def _remove_deep_trees(tmp_path):
     """pytest removes old temp dirs with shutil.rmtree, which recurses: these trees go now, iteratively."""
     yield
-    from backend import safefs
+    from backend.fs import safefs
 
     for p in tmp_path.iterdir():
         safefs.rmtree(p, True)
@@ -144,7 +144,7 @@ def test_deep_pulled_layer(tmp_path, depth, ok):
 
 
 def test_safefs_walk_and_rmtree_have_no_depth_limit_but_the_walk_bound(tmp_path):
-    from backend import safefs
+    from backend.fs import safefs
 
     _deep_dir(tmp_path / "t", 10000)
     with pytest.raises(safefs.TreeError, match="nests deeper than 4096 levels"):

@@ -94,8 +94,8 @@ def _rewrite(items, box: str):
 @SETTINGS
 @given(_entries(BOX_PATH))
 def test_add_extraction_is_confined(items):
-    from backend.copy import FileOpError
-    from backend.unpack import extract_archive
+    from backend.fs.copy import FileOpError
+    from backend.fs.unpack import extract_archive
 
     b = Box()
     try:
@@ -118,7 +118,7 @@ def test_add_extraction_is_confined(items):
 def test_layer_extraction_is_confined(items):
     import io
 
-    from backend.layers import LayerError, extract_layer
+    from backend.oci.layers import LayerError, extract_layer
 
     b = Box()
     try:
@@ -135,7 +135,7 @@ def test_layer_extraction_is_confined(items):
 @SETTINGS
 @given(st.lists(st.tuples(names, _targets("/")), max_size=6), names)
 def test_resolve_in_root_never_leaves_the_root(links, path):
-    from backend.mountpoints import PathEscapeError, resolve_in_root
+    from backend.fs.mountpoints import PathEscapeError, resolve_in_root
 
     root = Path(tempfile.mkdtemp(prefix="irctl-root-"))
     try:

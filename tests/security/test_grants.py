@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from backend import netcheck
+from backend.ops import netcheck
 from backend.errors import GrantError
 from backend.ops import http as http_source
 from ir import builder as b

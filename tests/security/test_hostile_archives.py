@@ -142,8 +142,8 @@ def test_pulled_layer(tmp_path, registry, case):
 # limits are lowered here; the extractors are the very functions the builds use.
 
 def test_add_archive_bomb_limits(tmp_path):
-    from backend.copy import FileOpError
-    from backend.unpack import UnpackLimits, extract_archive
+    from backend.fs.copy import FileOpError
+    from backend.fs.unpack import UnpackLimits, extract_archive
 
     big = tmp_path / "big.tar.gz"
     with gzip.open(big, "wb") as z:  # 64 MiB of zeros, 64 KiB compressed
@@ -160,7 +160,7 @@ def test_add_archive_bomb_limits(tmp_path):
 
 
 def test_layer_bomb_limits(tmp_path):
-    from backend.layers import ExtractLimits, LayerError, extract_layer
+    from backend.oci.layers import ExtractLimits, LayerError, extract_layer
 
     blob = gzip.compress(tar_bytes([entry("zeros", data=bytes(64 << 20))]))
     with pytest.raises(LayerError, match="archive bomb"):

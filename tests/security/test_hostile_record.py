@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from backend import buildrecord
-from backend.buildrecord import BuildRecord, target_name
-from backend.explain import explain, format_text
+from backend.solve import buildrecord
+from backend.solve.buildrecord import BuildRecord, target_name
+from backend.solve.explain import explain, format_text
 
 
 def _entry(desc: str) -> dict:

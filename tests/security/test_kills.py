@@ -173,8 +173,8 @@ def test_stale_blob_temp_files_are_removed_once_free(tmp_path):
     when its writer's lock is free (a live writer holds it), never a fresh or locked one."""
     import fcntl
 
-    from backend.blobs import BlobWriter
-    from backend.cache import CacheStore
+    from backend.store.blobs import BlobWriter
+    from backend.store.cache import CacheStore
 
     store = CacheStore(tmp_path / "cache")
     dead = store.tmp_dir / "ingest-dead"

@@ -255,7 +255,7 @@ def test_dns_works_with_a_loopback_host_resolver(tmp_path, layout_ctx):
 
 
 def test_no_usable_tun_device_is_a_clear_error(monkeypatch, tmp_path):
-    from backend import netns
+    from backend.runtime import netns
 
     monkeypatch.setattr(netns, "TUN", str(tmp_path / "no-tun"))
     with pytest.raises(netns.NetworkError, match=r"chmod 0666 .*--network none"):
@@ -266,7 +266,7 @@ def test_no_usable_tun_device_is_a_clear_error(monkeypatch, tmp_path):
 
 
 def test_pool_hands_out_fresh_networks_and_leaves_no_helper():
-    from backend import netns
+    from backend.runtime import netns
 
     pool = netns.NetworkPool()
     pool.prestart()

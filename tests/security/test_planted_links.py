@@ -99,7 +99,7 @@ def test_planted_links_leave_the_host_alone(tmp_path, layout_ctx, case, output):
 
 def test_stub_cleanup_never_follows_a_planted_parent(tmp_path):
     """The unit under the e2e cases: stubs reached through a link in the upper dir are left alone."""
-    from backend.mountpoints import remove_mount_stubs
+    from backend.fs.mountpoints import remove_mount_stubs
 
     v = _victim(tmp_path)
     before = _snapshot(v)
@@ -123,7 +123,7 @@ def test_open_beneath_refuses_a_link_at_every_level(tmp_path, monkeypatch, opena
     openat2 and with the O_NOFOLLOW walk used where openat2 is missing."""
     import errno
 
-    from backend import safefs
+    from backend.fs import safefs
 
     if not openat2:
         monkeypatch.setattr(safefs, "_openat2_works", False)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from backend import runtime as rt
-from backend import seccomp
+from backend.runtime import container as rt
+from backend.runtime import seccomp
 from tests.rootless.conftest import user_cli  # noqa: F401  (fixture)
 from tests.security.sandbox_support import builder  # noqa: F401  (fixture)
 

@@ -29,15 +29,15 @@ from ir.codec import canonical_bytes
 from ir.errors import ValidationErrors
 from ir.validate import check_graph
 
-from backend.cache import CacheStore, Output, default_root
+from backend.store.cache import CacheStore, Output, default_root
 from backend.entitlements import Entitlements
 from backend.errors import BuildError, GrantError, SolveError
 from backend.events import Event
 from backend.ops import Step, Workspace, layer_id_of
 from backend.output import Redactor
 from backend.result import ImageMeta, Snapshot
-from backend.scheduler import critical_path, run_dag
-from backend import safefs
+from backend.solve.scheduler import critical_path, run_dag
+from backend.fs import safefs
 
 DEFAULT_JOBS = 16
 
@@ -55,13 +55,13 @@ class SolveOptions:
     network: str = "default"  # --network: what a step with `network: default` gets (default | none | host)
     insecure_registries: tuple[str, ...] = ()
     on_event: Callable[[Event], None] | None = None
-    # unfiltered scans (backend.context.ContextScan) of granted dirs by realpath, taken by this build
+    # unfiltered scans (backend.fs.context.ContextScan) of granted dirs by realpath, taken by this build
     # just before (the CLI's fast-path check): reused for sources without include/exclude patterns
     context_scans: dict[str, object] = field(default_factory=dict)
     materialize: bool = True  # make sure every layer of the returned snapshots exists as a dir
-    # what each step's key was made of, saved for the next build's --explain (backend.buildrecord)
+    # what each step's key was made of, saved for the next build's --explain (backend.solve.buildrecord)
     record: object = None
-    # how the export will compress layers (backend.precompress): the target image's new layers are
+    # how the export will compress layers (backend.oci.precompress): the target image's new layers are
     # compressed that way in the background as their steps commit them; () compresses nothing early
     precompress: tuple = ()
 
@@ -226,9 +226,9 @@ class Solver:
         deps = self._reachable([self.doc.roots[t].op for t in targets])
         self._check_grants(deps)
         store = CacheStore(default_root(self.options.cache_dir))
-        from backend import mounts as mnt
-        from backend.images import ImageResolver
-        from backend.snapshot import detect_snapshotter
+        from backend.ops import mounts as mnt
+        from backend.oci.pull import ImageResolver
+        from backend.snapshot.snapshotter import detect_snapshotter
 
         record = self.options.record
         if record is not None:
@@ -250,7 +250,7 @@ class Solver:
                 self.emit(_snapshotter_event(snapshotter.name))
                 self.ws = ws
                 if any(self._network(d) == "default" for d in deps):
-                    from backend.netns import NetworkPool
+                    from backend.runtime.netns import NetworkPool
 
                     ws.networks = NetworkPool()
                 warm = None
@@ -261,7 +261,7 @@ class Solver:
                 cost = {"exec": 10.0, "file": 2.0, "diff": 2.0}
                 prio = critical_path(deps, lambda d: cost.get(self.doc.ops[d].kind, 0.1))
                 if self.options.precompress:
-                    from backend.precompress import Precompressor, image_chain
+                    from backend.oci.precompress import Precompressor, image_chain
 
                     self._image_chain = image_chain(self.doc, [self.doc.roots[t] for t in targets])
                     self._precompressor = Precompressor(store.root, tuple(self.options.precompress), self.emit)
@@ -290,7 +290,7 @@ class Solver:
                 if ws_ is not None and ws_.networks is not None:
                     ws_.networks.close()
                 if ws_ is not None:
-                    from backend.runtime import finish_deferred
+                    from backend.runtime.container import finish_deferred
 
                     finish_deferred(ws_.deferred)  # runtime state lives in state_dir
                 safefs.rmtree(state_dir, ignore_errors=True)
@@ -369,7 +369,7 @@ class Solver:
             raise BuildError(message, op=digest, description=desc, location=source_location(self.doc, digest),
                              output_tail=e.output_tail, exit_code=e.exit_code) from None
         except Exception as e:
-            from backend.runtime import Cancelled
+            from backend.runtime.container import Cancelled
 
             if isinstance(e, (GrantError, Cancelled)):
                 raise
@@ -383,7 +383,7 @@ class Solver:
 
     def _precompress(self, digest: str, inputs: list[Snapshot], outs: list[Snapshot]) -> None:
         """Hand the layers this op just made, on an output the target's image is made of, to the
-        background compressor (``backend.precompress``)."""
+        background compressor (``backend.oci.precompress``)."""
         had = {p for s in inputs for p in s.layers}
         for i, snap in enumerate(outs):
             if (digest, i) in self._image_chain and snap.host_dir is None:
@@ -507,7 +507,7 @@ class Solver:
         return "selection:" + ",".join(digests)
 
     def _selection_digest(self, snap: Snapshot, c: irops.CopyAction, step: Step | None, missing_ok: bool) -> str:
-        from backend.copy import FileOpError
+        from backend.fs.copy import FileOpError
         from backend.ops.file import layered_selection_digest, selection_digest
 
         record = self.options.record

@@ -122,7 +122,7 @@ def run_dag(deps: Mapping[K, Sequence[K]], work: Callable[[K], None], *, priorit
 
 def _first_real(errors: list[BaseException]) -> BaseException:
     """The error that caused the failure, not a sibling's cancellation that followed it."""
-    from backend.runtime import Cancelled
+    from backend.runtime.container import Cancelled
 
     for e in errors:
         if not isinstance(e, Cancelled) and not getattr(e, "cancelled", False):

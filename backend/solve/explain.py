@@ -1,4 +1,4 @@
-"""Why a step missed the cache, in words, from two build records (``backend.buildrecord``).
+"""Why a step missed the cache, in words, from two build records (``backend.solve.buildrecord``).
 
 Each step that ran this build is paired with the step that stood in its place in the previous build
 of the same target, then their keys' parts are compared one by one: the op's own bytes (and, for a

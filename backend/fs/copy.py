@@ -2,7 +2,7 @@
 
 The same code decides what a copy selects whether the source is a directory on disk
 (:class:`DirTree`: a stage's merged rootfs, or a local context filtered by its dockerignore
-patterns) or a context scan already in memory (``backend.context.ScanTree``), so the content
+patterns) or a context scan already in memory (``backend.fs.context.ScanTree``), so the content
 checksum of a selection (``selection_digest``) and the bytes the copy writes cannot disagree.
 
 Rules (BuildKit ``solver/llbsolver/file`` + ``fsutil/copy``):
@@ -193,7 +193,7 @@ class DirTree:
         return [name for name, is_dir in entries if self.visible(f"{rel}/{name}" if rel else name, is_dir)]
 
     def file_digest(self, rel: str, node: Node) -> str:
-        from backend.context import hash_file  # the one hashing function (monkeypatchable in tests)
+        from backend.fs.context import hash_file  # the one hashing function (monkeypatchable in tests)
 
         return hash_file(self.host(rel))
 

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable
 import zstandard
 from zlib_ng import zlib_ng
 
-from backend import devnodes, safefs
-from backend.snapshot import OPAQUE_XATTR as _OVERLAY_OPAQUE_XATTR
-from backend.snapshot import is_opaque
+from backend.fs import devnodes, safefs
+from backend.fs.layerformat import OPAQUE_XATTR as _OVERLAY_OPAQUE_XATTR
+from backend.fs.layerformat import is_opaque
 from backend.userns import in_user_namespace
 
 if TYPE_CHECKING:
-    from backend.blobs import BlobStore
+    from backend.store.blobs import BlobStore
 
 MT_LAYER = "application/vnd.oci.image.layer.v1.tar"
 MT_LAYER_GZIP = MT_LAYER + "+gzip"
@@ -446,7 +446,7 @@ _LAYER_LOCKS_GUARD = threading.Lock()
 
 def _layer_lock(store: "BlobStore", key: str, compression: str, variant: str) -> threading.Lock:
     """One lock per (store, layer, compression, SOURCE_DATE_EPOCH) in this process: a layer the
-    build is compressing in the background (``backend.precompress``) is waited for by the exporter,
+    build is compressing in the background (``backend.oci.precompress``) is waited for by the exporter,
     then found stored, never compressed twice at once.  (Processes may still race; the blob store is
     content-addressed and its renames atomic, so that only costs time.)"""
     k = (str(store.root), key, compression, variant)
@@ -478,7 +478,7 @@ def write_layer_to_store(layer_dir: str | os.PathLike[str], store: "BlobStore", 
 
 def _write_layer_to_store(layer_dir, store, compression, level, source_date_epoch, threads, diff_id, variant,
                           cancel) -> LayerBlob:
-    from backend.blobs import CompressedBlob
+    from backend.store.blobs import CompressedBlob
 
     if diff_id is None:
         diff_id = layer_diff_id(layer_dir, source_date_epoch=source_date_epoch)
@@ -819,7 +819,7 @@ class _Extractor:
                 self._clear(pfd, base, keep_dir=False)
                 if ti.isfifo():
                     os.mkfifo(base, 0o600, dir_fd=pfd)
-                else:  # never a node in the store: its placeholder (backend.devnodes)
+                else:  # never a node in the store: its placeholder (backend.fs.devnodes)
                     kind = stat.S_IFCHR if ti.ischr() else stat.S_IFBLK
                     if not 0 <= ti.devmajor < 1 << 12 or not 0 <= ti.devminor < 1 << 20:
                         raise LayerError(f"{ti.name}: device number {ti.devmajor}:{ti.devminor} out of range")
@@ -856,7 +856,7 @@ def extract_stored_layer(store: "BlobStore", desc: dict, dest_dir: str | os.Path
     diff_id -> blob in the store, so exporting the unchanged layer later reuses the original blob
     (pass ``LayerSource(path, diff_id=result.diff_id)``). ``expected_diff_id`` comes from the image
     config's ``rootfs.diff_ids``; a mismatch is an error."""
-    from backend.blobs import CompressedBlob
+    from backend.store.blobs import CompressedBlob
 
     with store.open(desc["digest"]) as f:
         head = f.read(4)

@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.blobs import BlobError, BlobStore
+from backend.store.blobs import BlobError, BlobStore
 from backend.errors import CacheError
-from backend import safefs
+from backend.fs import safefs
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -593,7 +593,7 @@ def _umount_below(path: Path) -> None:
             points = [line.split()[4] for line in f]
     except OSError:
         return
-    from backend.snapshot import umount
+    from backend.snapshot.snapshotter import umount
 
     for mp in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
         with contextlib.suppress(OSError):

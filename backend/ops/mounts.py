@@ -23,12 +23,12 @@ from pathlib import Path
 
 from ir import ops as irops
 
-from backend import runtime as rt
+from backend.runtime import container as rt
 from backend.errors import GrantError, SolveError
-from backend.mountpoints import resolve_in_root
+from backend.fs.mountpoints import resolve_in_root
 from backend.ops import Workspace
 from backend.result import Snapshot
-from backend import safefs
+from backend.fs import safefs
 
 
 @dataclass
@@ -87,7 +87,7 @@ def prepare(ws: Workspace, stack: contextlib.ExitStack, step_name: str, ex: irop
                     raise GrantError(f"{step_name}: ssh agent {s.id!r} is required but was not given "
                                      f"(pass --ssh {s.id}=SOCKET or --ssh default with $SSH_AUTH_SOCK)")
                 continue
-            from backend.sshproxy import SSHProxy
+            from backend.runtime.sshproxy import SSHProxy
 
             proxy = stack.enter_context(SSHProxy(Path(agent), secrets_dir, uid=s.uid, gid=s.gid, mode=s.mode))
             out.mounts.append(rt.BindMount(proxy.path, m.target, readonly=True))
@@ -164,7 +164,7 @@ def _cache(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: l
 
     def create(tmp: Path) -> None:
         if m.input >= 0:
-            from backend.snapshot import apply_layers
+            from backend.snapshot.snapshotter import apply_layers
 
             flat = tmp.parent / "seed"
             snap = inputs[m.input]

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import zstandard
 
-from backend.copy import FileOpError
-from backend import devnodes, safefs
+from backend.fs.copy import FileOpError
+from backend.fs import devnodes, safefs
 
 MAX_LINKS = 255
 
@@ -218,7 +218,7 @@ def _extract_member(tf: tarfile.TarFile, m: tarfile.TarInfo, dest: str, target: 
             return
     elif m.isfifo():
         os.mkfifo(target, 0o600)
-    elif m.ischr() or m.isblk():  # never a node in the store: its placeholder (backend.devnodes)
+    elif m.ischr() or m.isblk():  # never a node in the store: its placeholder (backend.fs.devnodes)
         if not 0 <= m.devmajor < 1 << 12 or not 0 <= m.devminor < 1 << 20:
             raise FileOpError(f"refusing to extract {display}: {m.name!r} has device number "
                               f"{m.devmajor}:{m.devminor}", display)

@@ -28,12 +28,12 @@ from urllib.parse import urlencode, urljoin
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 import httpx  # noqa: E402
 
-from backend.auth import Authenticator, Credentials, parse_challenge
-from backend.blobs import BlobStore, DigestMismatch, check_digest
-from backend.oci_layout import INDEX_TYPES, MANIFEST_TYPES, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, \
+from backend.oci.auth import Authenticator, Credentials, parse_challenge
+from backend.store.blobs import BlobStore, DigestMismatch, check_digest
+from backend.oci.layout import INDEX_TYPES, MANIFEST_TYPES, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, \
     MT_OCI_MANIFEST, Platform, select_manifest, LayoutError
-# references live in backend.reference (no httpx); callers keep finding them here
-from backend.reference import DOCKER_HUB, DOCKER_HUB_API, Reference, RegistryError, is_loopback_host, \
+# references live in backend.oci.reference (no httpx); callers keep finding them here
+from backend.oci.reference import DOCKER_HUB, DOCKER_HUB_API, Reference, RegistryError, is_loopback_host, \
     parse_reference  # noqa: F401
 
 ACCEPT_MANIFEST = ", ".join((MT_OCI_INDEX, MT_OCI_MANIFEST, MT_DOCKER_LIST, MT_DOCKER_MANIFEST))

@@ -20,7 +20,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.mountpoints import DirView, LayerView, resolve_in_root
+from backend.fs.mountpoints import DirView, LayerView, resolve_in_root
 
 MAX_ID = 2**31 - 1
 _MAX_DB_BYTES = 10 << 20

@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 from typing import Iterator
 
-from backend import safefs
+from backend.fs import safefs
 from backend.output import Redactor
 
 BLOCK = 1 << 20

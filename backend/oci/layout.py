@@ -1,4 +1,5 @@
-"""OCI image layouts (``oci-layout`` + ``index.json`` + ``blobs/``): read one, pick an image, write one.
+"""OCI image layouts (``oci-layout`` + ``index.json`` + ``blobs/``): read one and pick an image
+(``backend.export.oci`` writes them).
 
 Also home of the OCI/Docker media types and platform matching shared by the registry client and the
 exporters, since both speak the same manifest/index vocabulary. Layouts are read from a directory
@@ -7,21 +8,17 @@ or straight from a tar (random access, nothing unpacked); every blob read is che
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import os
 import platform as _host
-import shutil
-import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Iterable
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
-    from backend.blobs import BlobStore
+    from backend.store.blobs import BlobStore
 
 MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -229,177 +226,3 @@ class OCILayout:
             if not store.has(d["digest"]):
                 with self.open_blob(d["digest"]) as f:
                     store.ingest(f, d["digest"], d.get("size"))
-
-
-def _collect(store: "BlobStore", desc: dict, out: dict[str, None]) -> None:
-    """Every blob reachable from ``desc`` (manifest or index), children after parents."""
-    digest = desc["digest"]
-    if digest in out:
-        return
-    out[digest] = None
-    mt = desc.get("mediaType", "")
-    if mt in INDEX_TYPES or mt in MANIFEST_TYPES:
-        body = json.loads(store.read_bytes(digest))
-        for child in body.get("manifests", []):
-            _collect(store, child, out)
-        if "config" in body:
-            out.setdefault(body["config"]["digest"], None)
-        for layer in body.get("layers", []):
-            out.setdefault(layer["digest"], None)
-
-
-def write_layout(dest: str | os.PathLike[str], store: "BlobStore", manifests: Iterable[dict], *, tar: bool = True,
-                 mtime: int = 0) -> Path:
-    """Write an OCI layout holding ``manifests`` (descriptors, with ref-name annotations if wanted)
-    and every blob they reach, taken from ``store``. ``tar=True`` writes one tar file (as buildx's
-    ``type=oci``), else a directory (``tar=false``). The tar is deterministic. A layout already at
-    ``dest`` with the same index, untouched since we wrote it, is left as it is
-    (``backend.export.reuse``)."""
-    from backend.export.reuse import ExportMemo, what_digest
-
-    manifests = list(manifests)
-    blobs: dict[str, None] = {}
-    for d in manifests:
-        _collect(store, d, blobs)
-    index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": manifests}
-    index_bytes = json.dumps(index, indent=None, separators=(",", ":")).encode()
-    dest = Path(dest)
-    memo = ExportMemo(store.root)
-    what = what_digest("oci-tar" if tar else "oci-dir", index_bytes, b"%d" % mtime)
-    if memo.unchanged(dest, what) is not None:
-        return dest
-    if not tar:
-        members, index_st = _write_layout_dir(dest, store, sorted(blobs), index_bytes)
-        memo.remember(dest, what, members, written={"index.json": index_st})
-        return dest
-    from backend.export.reuse import replacing
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with replacing(dest) as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        def add_dir(name: str) -> None:
-            ti = _tinfo(name, mtime, tarfile.DIRTYPE, 0o755)
-            tf.addfile(ti)
-
-        def add_bytes(name: str, data: bytes) -> None:
-            ti = _tinfo(name, mtime, tarfile.REGTYPE, 0o644, len(data))
-            tf.addfile(ti, io.BytesIO(data))
-
-        add_dir("blobs")
-        add_dir("blobs/sha256")
-        for digest in sorted(blobs):
-            p = store.path(digest)
-            ti = _tinfo("blobs/sha256/" + digest.split(":", 1)[1], mtime, tarfile.REGTYPE, 0o644, p.stat().st_size)
-            add_file(tf, ti, p)
-        add_bytes("index.json", index_bytes)
-        add_bytes("oci-layout", LAYOUT_VERSION)
-        mine = os.fstat(f.fileno())
-    memo.remember(dest, what, written={"": mine})
-    return dest
-
-
-def _write_layout_dir(dest: Path, store: "BlobStore", digests: list[str], index_bytes: bytes
-                      ) -> tuple[list[str], os.stat_result]:
-    """The directory form; returns the paths written and the fstat of the index written (for
-    ``ExportMemo``). A blob already there is
-    kept when it is the store's own file (a hard link) or hashes to its name; anything else there —
-    a symlink, a stale or foreign file — is replaced by rename, never written through. A symlink in
-    place of ``blobs/`` or ``blobs/sha256/`` is refused."""
-    from backend.export.reuse import refuse_link, replacing
-
-    dest.mkdir(parents=True, exist_ok=True)
-    for sub in (dest / "blobs", dest / "blobs" / "sha256"):
-        refuse_link(sub, "a directory of the layout")
-        sub.mkdir(exist_ok=True)
-    members = ["", "blobs", "blobs/sha256"]
-    for digest in digests:
-        rel = "blobs/sha256/" + digest.split(":", 1)[1]
-        target, src = dest / rel, store.path(digest)
-        members.append(rel)
-        if _same_blob(target, src, digest):
-            continue
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.link")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        try:
-            os.link(src, tmp)
-            os.replace(tmp, target)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            with open(src, "rb") as r, replacing(target, 0o644) as w:
-                shutil.copyfileobj(r, w, 1 << 20)
-    with replacing(dest / "oci-layout", 0o644) as f:
-        f.write(LAYOUT_VERSION)
-    with replacing(dest / "index.json", 0o644) as f:
-        f.write(index_bytes)
-        index_st = os.fstat(f.fileno())
-    return members + ["oci-layout", "index.json"], index_st
-
-
-def _same_blob(target: Path, src: Path, digest: str) -> bool:
-    try:
-        st = os.lstat(target)
-    except FileNotFoundError:
-        return False
-    if not stat.S_ISREG(st.st_mode):
-        return False
-    ref = os.stat(src)
-    if (st.st_dev, st.st_ino) == (ref.st_dev, ref.st_ino):
-        return True
-    if st.st_size != ref.st_size:
-        return False
-    try:  # a copy (another filesystem): only its bytes can say
-        f = os.fdopen(os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
-    except OSError:
-        return False
-    with f:
-        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest() == digest
-
-
-def add_file(tf: tarfile.TarFile, ti: tarfile.TarInfo, path: str | os.PathLike[str]) -> None:
-    """``tf.addfile(ti, open(path, "rb"))`` for an uncompressed archive written to a real file, with
-    the contents copied by the kernel (copy_file_range) instead of through 16 KiB Python reads: the
-    same bytes, ~2x faster for a 200 MB layer blob."""
-    out = tf.fileobj
-    if not isinstance(out, (io.BufferedWriter, io.FileIO)):  # a compressed or streamed archive
-        with open(path, "rb") as f:
-            tf.addfile(ti, f)
-        return
-    out_fd = out.fileno()
-    buf = ti.tobuf(tf.format, tf.encoding, tf.errors)
-    out.write(buf)  # type: ignore[union-attr]
-    tf.offset += len(buf)
-    out.flush()  # type: ignore[union-attr]
-    with open(path, "rb") as f:
-        left = ti.size
-        try:
-            while left > 0:
-                n = os.copy_file_range(f.fileno(), out_fd, left)
-                if n <= 0:
-                    break
-                left -= n
-        except OSError:
-            pass
-        while left > 0:  # copy_file_range refused (another filesystem, ...): the ordinary way
-            chunk = f.read(min(left, 1 << 20))
-            if not chunk:
-                raise OSError(f"{os.fspath(path)}: file shrank while being archived")
-            out.write(chunk)  # type: ignore[union-attr]
-            left -= len(chunk)
-    blocks, rest = divmod(ti.size, tarfile.BLOCKSIZE)
-    if rest:
-        out.write(tarfile.NUL * (tarfile.BLOCKSIZE - rest))  # type: ignore[union-attr]
-        blocks += 1
-    tf.offset += blocks * tarfile.BLOCKSIZE
-    tf.members.append(ti)
-
-
-def _tinfo(name: str, mtime: int, kind: bytes, mode: int, size: int = 0) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(name)
-    ti.type = kind
-    ti.mode = mode
-    ti.size = size
-    ti.mtime = mtime
-    ti.uid = ti.gid = 0
-    ti.uname = ti.gname = ""
-    return ti

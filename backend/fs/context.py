@@ -15,7 +15,7 @@ is remembered with the stat taken *before* reading, and only if the file did not
 
 ``selection_digest(scan_or_dir, action)`` is the checksum of exactly what a ``CopyAction`` selects
 (its wildcard, include/exclude, symlink following, the subtree of a named directory), computed by
-the same selection code the copy uses (``backend/copy.py``), from a scan (no I/O) or a directory
+the same selection code the copy uses (``backend/fs/copy.py``), from a scan (no I/O) or a directory
 (a stage's rootfs, hashed on the fly; there owners count, since a stage's owners are copied).
 """
 
@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from backend import safefs
-from backend.copy import DirTree, FileOpError, Node, SourceView, plan_copy, walk_selection
+from backend.fs import safefs
+from backend.fs.copy import DirTree, FileOpError, Node, SourceView, plan_copy, walk_selection
 
 RACY_WINDOW_NS = 1_000_000_000  # a whole second: also covers filesystems with 1 s timestamps
 BIG_FILE = 1 << 20  # files this large are hashed in parallel (small ones are faster serially)
@@ -333,7 +333,7 @@ def selection_digest(scan_or_dir: ContextScan | SourceView | Path | str, action,
     (owners count unless the view resets them, as a local context does; xattrs and device numbers
     count too).  Raises ``FileOpError``
     when the copy would fail for a missing source.  ``listing`` receives (path in the source, hash of
-    its entry) per entry, so a later build can name the files that changed (``backend.explain``)."""
+    its entry) per entry, so a later build can name the files that changed (``backend.solve.explain``)."""
     if isinstance(scan_or_dir, ContextScan):
         tree, owners = ScanTree(scan_or_dir), False
     else:

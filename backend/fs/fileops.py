@@ -6,7 +6,7 @@ mounts or executes anything.  Every destination path is resolved inside ``root``
 an image symlink to ``/etc`` means ``root/etc``; every source path inside its source's root, so a copy
 never reads outside it.  Failures raise :class:`FileOpError` with the path as the user wrote it.
 
-Copy semantics follow BuildKit's file backend and ``fsutil/copy`` (see ``backend/copy.py`` for the
+Copy semantics follow BuildKit's file backend and ``fsutil/copy`` (see ``backend/fs/copy.py`` for the
 selection rules):
 
 * missing parents of the destination are created 0755, owned by ``owner`` (else 0:0), with mtime
@@ -22,7 +22,7 @@ selection rules):
   ``chmod`` (octal or symbolic) on every copied file and directory; mtimes kept unless ``timestamp``;
   hard links inside one copy stay links; xattrs are copied (best effort); symlinks are copied as links;
 * ``unpack`` (ADD): a local tar archive (plain, gzip, bzip2, xz, zstd) is extracted into ``dest``
-  (``owner`` replaces the archive's owners), confined to it (``backend/unpack.py``); any other
+  (``owner`` replaces the archive's owners), confined to it (``backend/fs/unpack.py``); any other
   file is copied.
 """
 
@@ -36,8 +36,8 @@ import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from backend.chmod import ChmodError, ModeSpec, parse_chmod
-from backend.copy import (
+from backend.fs.chmod import ChmodError, ModeSpec, parse_chmod
+from backend.fs.copy import (
     DirTree,
     FileOpError,
     Node,
@@ -48,10 +48,10 @@ from backend.copy import (
     resolve,
     walk_selection,
 )
-from backend.unpack import DEFAULT_LIMITS, UnpackLimits, extract_archive, is_archive
-from backend.userdb import UserError, resolve_user
+from backend.fs.unpack import DEFAULT_LIMITS, UnpackLimits, extract_archive, is_archive
+from backend.fs.userdb import UserError, resolve_user
 from ir.ops import CopyAction, FileAction, MkdirAction, MkfileAction, Owner, RmAction, SymlinkAction
-from backend import devnodes, safefs
+from backend.fs import devnodes, safefs
 
 __all__ = ["FileOpError", "SourceView", "UnpackLimits", "apply_actions", "resolve_owner"]
 

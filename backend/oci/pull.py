@@ -18,12 +18,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.blobs import CompressedBlob
-from backend.cache import CacheStore
+from backend.store.blobs import CompressedBlob
+from backend.store.cache import CacheStore
 from backend.errors import SolveError
 from backend.events import Callback, Meter, MeteredReader
-from backend.layers import MEDIA_TYPES, extract_layer
-from backend.oci_layout import INDEX_TYPES, OCILayout, Platform, select_manifest
+from backend.oci.layers import MEDIA_TYPES, extract_layer
+from backend.oci.layout import INDEX_TYPES, OCILayout, Platform, select_manifest
 
 SourceOrigin = tuple[str, str]  # ("registry", "host/repo") or ("layout", "/path")
 Owner = tuple[str, str, str]  # the source op a layer's progress is shown under: (digest, description, group)
@@ -72,7 +72,7 @@ class ImageResolver:
     def client(self):
         with self._lock:
             if self._client is None:
-                from backend.registry import RegistryClient
+                from backend.oci.registry import RegistryClient
 
                 self._client = RegistryClient(store=self.store.blobs, insecure=self.insecure)
             return self._client
@@ -83,7 +83,7 @@ class ImageResolver:
 
     # -- resolution ---------------------------------------------------------------------------
     def resolve_registry(self, ref_text: str, digest: str, platform, owner: Owner = NO_OWNER) -> ResolvedSource:
-        from backend.reference import RegistryError, parse_reference
+        from backend.oci.reference import RegistryError, parse_reference
 
         try:
             ref = parse_reference(ref_text)
@@ -105,7 +105,7 @@ class ImageResolver:
         return res
 
     def resolve_layout(self, path: Path, ref: str, digest: str, platform, owner: Owner = NO_OWNER) -> ResolvedSource:
-        from backend.oci_layout import LayoutError
+        from backend.oci.layout import LayoutError
 
         try:
             with OCILayout(path) as layout:
@@ -119,7 +119,7 @@ class ImageResolver:
                         digest = select_manifest(body, plat, f"{path} index")["digest"]
                         raw = layout.read_blob(digest)
                         body = json.loads(raw)
-                    from backend.oci_layout import ImageRef
+                    from backend.oci.layout import ImageRef
 
                     image = ImageRef({"digest": digest}, body, raw)
                 else:
@@ -201,7 +201,7 @@ class ImageResolver:
         self.store.blobs.record_compressed(diff_id, comp, CompressedBlob(blob, size, MEDIA_TYPES[comp]))
 
     def _fetch(self, blob: str, size: int) -> None:
-        from backend.reference import RegistryError
+        from backend.oci.reference import RegistryError
 
         with self._lock:
             origin = self._origins.get(blob)

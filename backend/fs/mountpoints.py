@@ -17,8 +17,8 @@ import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from backend import safefs
-from backend.snapshot import OPAQUE_XATTR, is_opaque, is_whiteout
+from backend.fs import safefs
+from backend.fs.layerformat import OPAQUE_XATTR, is_opaque, is_whiteout
 
 MAX_SYMLINKS = 40
 

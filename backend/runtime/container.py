@@ -7,14 +7,14 @@ error the container is killed and `delete --force`d. The runtime is chosen by `f
 
 The sandbox, at least Docker's/BuildKit's defaults (`config_for` is its one home): pid/ipc/uts/mount
 namespaces; Docker's capability set without CAP_NET_RAW (`DEFAULT_CAPABILITIES`); Docker's seccomp profile
-for that set (`backend.seccomp`, and no run without it); `noNewPrivileges` (setuid binaries such as sudo do
+for that set (`backend.runtime.seccomp`, and no run without it); `noNewPrivileges` (setuid binaries such as sudo do
 not elevate: BuildKit leaves this off); masked and read-only /proc paths; /sys read-only; at most
 `PIDS_LIMIT` processes (the pids cgroup as root, RLIMIT_NPROC in the run's own user namespace rootless);
 `DEFAULT_TMPFS_SIZE` for a tmpfs mount without a size. `privileged` (`security=insecure`, granted by the
 caller) drops all of it but the namespaces and the pids limit, as BuildKit's insecure mode does.
 
 Network modes: `default` is a private network namespace per run with outbound access through slirp4netns
-and no way to the host's loopback (`backend.netns`, which also pools their start-up), as root and rootless;
+and no way to the host's loopback (`backend.runtime.netns`, which also pools their start-up), as root and rootless;
 `none` is a fresh namespace holding only loopback (the runtime brings `lo` up); `host` shares the host's
 (the solver allows it only under `--allow network.host`).
 
@@ -43,12 +43,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.mountpoints import mkdirs_in_root, remove_mount_stubs, resolve_in_root
-from backend.netns import NetworkError, NetworkPool, StepNetwork, resolv_conf
-from backend.seccomp import SeccompError, linux_seccomp
-from backend.snapshot import Snapshotter, abandoned_dirs, held_dir
+from backend.fs.mountpoints import mkdirs_in_root, remove_mount_stubs, resolve_in_root
+from backend.runtime.netns import NetworkError, NetworkPool, StepNetwork, resolv_conf
+from backend.runtime.seccomp import SeccompError, linux_seccomp
+from backend.snapshot.snapshotter import Snapshotter, abandoned_dirs, held_dir
 from backend.userns import in_user_namespace, read_id_map
-from backend import safefs
+from backend.fs import safefs
 
 NETWORK_MODES = ("none", "host", "default")
 
@@ -297,7 +297,7 @@ def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, netwo
     """The OCI runtime-spec config.json for one run. `extra_files`: container path → host file to bind ro.
     `privileged`: every capability, no masked or read-only paths, all devices allowed, no seccomp filter
     (BuildKit's `security.insecure`). `rootless` (default: whether we are in a user namespace): see the
-    module doc. `netns`: for `network="default"`, the path of the namespace to join (`backend.netns`)."""
+    module doc. `netns`: for `network="default"`, the path of the namespace to join (`backend.runtime.netns`)."""
     if rootless is None:
         rootless = in_user_namespace()
     if network not in NETWORK_MODES:
@@ -425,7 +425,7 @@ def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network
     `output` kills the container and is re-raised. With `deferred` (a list), the `delete` of a container
     that exited by itself runs in the background (its thread is appended): the caller calls
     `finish_deferred(deferred)` before removing `state_dir`. `networks`: where a `network="default"` run
-    takes its private network from (a build's pool, see `backend.netns`); without it one is started here."""
+    takes its private network from (a build's pool, see `backend.runtime.netns`); without it one is started here."""
     runtime = runtime or find_runtime()
     state_dir = Path(state_dir)
     safefs.private_dir(state_dir)

@@ -32,21 +32,10 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from backend import devnodes, safefs
+from backend.fs import devnodes, safefs
+from backend.fs.layerformat import CANONICAL_OPAQUE_XATTR, OPAQUE_XATTR, XATTR_PREFIX, is_opaque, is_whiteout, read_xattrs
 
 
-def _overlay_xattr_prefix() -> str:
-    """`trusted.overlay.` as real root; `user.overlay.` (mount option `userxattr`) inside a user namespace,
-    where trusted.* xattrs cannot be written. Layers on disk keep the namespace's own spelling (a rootless
-    cache is the user's own); `layer_tree_digest` and the layer tars spell both the same way."""
-    from backend.userns import in_user_namespace
-
-    return "user.overlay." if in_user_namespace() else "trusted.overlay."
-
-
-XATTR_PREFIX = _overlay_xattr_prefix()
-OPAQUE_XATTR = XATTR_PREFIX + "opaque"
-CANONICAL_OPAQUE_XATTR = "trusted.overlay.opaque"  # how an opaque dir counts in a layer's identity
 MAX_OVERLAY_LOWERS = 500  # OVL_MAX_STACK
 _MOUNT_DATA_LIMIT = 4000  # mount(2) copies at most one page of options
 
@@ -55,38 +44,13 @@ class SnapshotError(RuntimeError):
     """A snapshot could not be mounted, unmounted or diffed."""
 
 
-# ---------------------------------------------------------------------------------------------- layer format
-
-def is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def is_opaque(path: str | bytes | Path) -> bool:
-    try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
-
-
-def _xattrs(path: str) -> dict[str, bytes]:
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return {}
-    out = {}
-    for name in names:
-        with contextlib.suppress(OSError):
-            out[name] = os.getxattr(path, name, follow_symlinks=False)
-    return out
-
-
 def _copy_meta(src: str, dst: str, st: os.stat_result, *, xattrs: bool = True, times: bool = True) -> None:
     """Owner, mode, xattrs (minus overlay's private ones) and times of `src` onto `dst`."""
     os.lchown(dst, st.st_uid, st.st_gid)  # before chmod/xattrs: chown clears setuid and security.capability
     if not stat.S_ISLNK(st.st_mode):
         os.chmod(dst, stat.S_IMODE(st.st_mode))
     if xattrs:
-        for name, value in _xattrs(src).items():
+        for name, value in read_xattrs(src).items():
             if not name.startswith(XATTR_PREFIX):
                 with contextlib.suppress(OSError):
                     os.setxattr(dst, name, value, follow_symlinks=False)
@@ -220,7 +184,7 @@ def layer_tree_digest(layer_dir: Path, known: dict[str, tuple[str, int, int, int
             link = os.fsdecode(entry.readlink())
         elif kind in "cb":
             dev = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
-        found = _xattrs(entry.xpath)
+        found = read_xattrs(entry.xpath)
         if kind == "f" and st.st_size == 0 and devnodes.DEVICE_XATTR in found:
             node = devnodes.decode(found.pop(devnodes.DEVICE_XATTR))
             if node is not None:  # a placeholder counts as the node it stands for

@@ -1,0 +1,47 @@
+"""The overlay layer format every room shares (docs/architecture.md): a whiteout is a character device
+0:0, an opaque directory carries ``<prefix>opaque=y``, where the prefix is ``trusted.overlay.`` as real
+root and ``user.overlay.`` inside the rootless user namespace (overlayfs mounted with ``userxattr``)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from pathlib import Path
+
+from backend.userns import in_user_namespace
+
+
+def _overlay_xattr_prefix() -> str:
+    """`trusted.overlay.` as real root; `user.overlay.` (mount option `userxattr`) inside a user namespace,
+    where trusted.* xattrs cannot be written. Layers on disk keep the namespace's own spelling (a rootless
+    cache is the user's own); `layer_tree_digest` and the layer tars spell both the same way."""
+    return "user.overlay." if in_user_namespace() else "trusted.overlay."
+
+
+XATTR_PREFIX = _overlay_xattr_prefix()
+OPAQUE_XATTR = XATTR_PREFIX + "opaque"
+CANONICAL_OPAQUE_XATTR = "trusted.overlay.opaque"  # how an opaque dir counts in a layer's identity
+
+
+def is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def is_opaque(path: str | bytes | Path) -> bool:
+    try:
+        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def read_xattrs(path: str) -> dict[str, bytes]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return {}
+    out = {}
+    for name in names:
+        with contextlib.suppress(OSError):
+            out[name] = os.getxattr(path, name, follow_symlinks=False)
+    return out

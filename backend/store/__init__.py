@@ -1,0 +1,2 @@
+"""The on-disk store: content-addressed blobs, layer dirs, the result index, cache mounts, their
+locks, crash recovery and garbage collection."""
