@@ -2,81 +2,64 @@
 read-only views of the source snapshots, and commit the upper as the new layer.
 
 The actions themselves (Docker's COPY semantics, chown by name, …) belong to ``backend.fs.fileops``;
-local-context scanning (stat-cached, in ``contexts.db`` of the store) to ``backend.fs.context``.
+local-context scanning (stat-cached, in ``contexts.db`` of the store) to ``backend.fs.context``
+(through ``Workspace.scan``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from pathlib import Path
 
 from ir import ops as irops
 
-from backend.ops import Step, Workspace
-from backend.result import Snapshot
 from backend.fs import safefs
+from backend.fs.context import selection_digest as tree_selection_digest
+from backend.fs.copy import SourceView
+from backend.fs.fileops import apply_actions
+from backend.ops.handler import OpHandler, Reads
+from backend.ops.workspace import Step, Workspace
+from backend.result import Snapshot
 
-# ----------------------------------------------------------------------------------------- contexts
+
+class FileHandler(OpHandler):
+    kind = "file"
+    cost = 2.0
+
+    def reads(self, index: int) -> Reads:
+        """One ``("copy", action)`` per copy from input ``index``; the base is read whole."""
+        f = self.op.file
+        assert f is not None
+        if f.base == index:
+            return None
+        return [("copy", a.copy) for a in f.actions if a.copy is not None and a.copy.src == index] or None
+
+    def run(self, ws: Workspace, step: Step, inputs: list[Snapshot]) -> list[Snapshot]:
+        assert self.op.file is not None
+        return [run_file(ws, step, self.op.file, inputs)]
 
 
-def scan(ws: Workspace, root: Path, include: tuple[str, ...], exclude: tuple[str, ...]):
-    """Scan a local context (stat cache in the store: unchanged files are not re-read)."""
-    from backend.fs.context import StatCache, scan_context
-
-    with StatCache(ws.store.root / "contexts.db") as cache:
-        result = scan_context(root, include, exclude, stat_cache=cache)
-    ws.scans[result.identity] = result
-    return result
+# ----------------------------------------------------------------------------------------- selections
 
 
 def selection_digest(ws: Workspace, snap: Snapshot, copy: irops.CopyAction, listing: list | None = None) -> str:
     """Checksum of exactly the files ``copy`` selects from the local context ``snap`` (``listing``:
     see ``backend.fs.context.selection_digest``)."""
-    from backend.fs.context import selection_digest as digest
-
-    found = ws.scans.get(snap.identity)
-    if found is None:
-        found = scan(ws, Path(snap.host_dir), snap.include, snap.exclude)  # type: ignore[arg-type]
-    return digest(found, copy, listing)
+    return tree_selection_digest(ws.context_scan(snap), copy, listing)
 
 
 def layered_selection_digest(ws: Workspace, snap: Snapshot, copy: irops.CopyAction, step: Step | None = None,
                              listing: list | None = None) -> str:
     """Checksum of what ``copy`` selects from a layered snapshot, read through a read-only view
     (``step``'s, which its copy then reads too)."""
-    from backend.fs.context import selection_digest as digest
-    from backend.fs.copy import SourceView
-
     if step is not None:
-        return digest(SourceView(readonly_view(ws, step, snap)), copy, listing)
+        return tree_selection_digest(SourceView(readonly_view(ws, step, snap)), copy, listing)
     with contextlib.ExitStack() as stack:
-        return digest(SourceView(_readonly_view(ws, stack, snap)), copy, listing)
+        return tree_selection_digest(SourceView(_readonly_view(ws, stack, snap)), copy, listing)
 
 
-def copy_context(ws: Workspace, snap: Snapshot, dest: Path) -> None:
-    """Copy a local context, as its filters show it and owned by 0:0, into the plain dir ``dest``."""
-    found = ws.scans.get(snap.identity) or scan(ws, Path(snap.host_dir), snap.include, snap.exclude)  # type: ignore[arg-type]
-    root = Path(found.root)
-    dest.mkdir(parents=True, exist_ok=True)
-    os.chmod(dest, found.root_mode)
-    for rel in sorted(found.entries, key=os.fsencode):
-        e = found.entries[rel]
-        src, dst = root / rel, dest / rel
-        if e.type == "dir":
-            dst.mkdir(exist_ok=True)
-            os.chmod(dst, e.mode)
-        elif e.type == "symlink":
-            os.symlink(e.target, dst)
-        elif e.type == "file":
-            shutil.copy2(src, dst)
-        else:
-            continue
-        os.lchown(dst, 0, 0)
-
-
-# ----------------------------------------------------------------------------------------- handler
+# ----------------------------------------------------------------------------------------- run
 
 
 def run_file(ws: Workspace, step: Step, op: irops.FileOp, inputs: list[Snapshot]) -> Snapshot:
@@ -89,9 +72,6 @@ def run_file(ws: Workspace, step: Step, op: irops.FileOp, inputs: list[Snapshot]
     written: dict = {}  # content digests noted by the copies, so the commit does not read them back
     with contextlib.ExitStack() as stack:
         root = stack.enter_context(ws.snapshotter.mounted(lowers, upper, wd))
-        from backend.fs.copy import SourceView
-        from backend.fs.fileops import apply_actions
-
         sources: list[SourceView] = []
         for i, snap in enumerate(inputs):
             if not any(a.copy is not None and a.copy.src == i for a in op.actions):

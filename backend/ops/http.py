@@ -22,6 +22,7 @@ from pathlib import Path
 from ir import ops as irops
 
 from backend.errors import GrantError, SolveError
+from backend.oci.registry import httpx, import_httpcore
 from backend.ops.netcheck import resolve
 
 MAX_REDIRECTS = 10
@@ -49,8 +50,6 @@ def _verify():
 
 
 def fetch(h: irops.HTTPSource, layer: Path, step, allow_private: bool) -> None:
-    from backend.oci.registry import httpx, import_httpcore
-
     import_httpcore()
     name = h.filename or (h.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "index.html")
     if name in (".", ".."):  # validate refuses these as a filename; a URL path may still end so

@@ -11,7 +11,17 @@ import json
 
 from ir import ops as irops
 
+from backend.ops.handler import OpHandler
+from backend.ops.workspace import Step, Workspace
 from backend.result import ImageMeta, Snapshot
+
+
+class ImageHandler(OpHandler):
+    kind = "image"
+
+    def run(self, ws: Workspace, step: Step, inputs: list[Snapshot]) -> list[Snapshot]:
+        assert self.op.image is not None
+        return [run_image(self.op.image, inputs[0])]
 
 
 def oci_config(c: irops.ImageConfig) -> dict:

@@ -23,12 +23,14 @@ from pathlib import Path
 
 from ir import ops as irops
 
-from backend.runtime import container as rt
 from backend.errors import GrantError, SolveError
-from backend.fs.mountpoints import resolve_in_root
-from backend.ops import Workspace
-from backend.result import Snapshot
 from backend.fs import safefs
+from backend.fs.mountpoints import resolve_in_root
+from backend.ops.workspace import Workspace, copy_context
+from backend.result import Snapshot
+from backend.runtime import container as rt
+from backend.runtime.sshproxy import SSHProxy
+from backend.snapshot.snapshotter import apply_layers
 
 
 @dataclass
@@ -48,6 +50,18 @@ def secret_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="irctl-", dir=base))
 
 
+def missing_grant(m: irops.Mount, options) -> str:
+    """Why mount ``m`` cannot be given with ``options`` (``SolveOptions``): a required secret or ssh
+    agent that was not granted; "" when it can (an optional one is simply left out)."""
+    if m.secret is not None and m.secret.required and m.secret.id not in options.secrets:
+        return (f"secret {m.secret.id!r} is required but was not given "
+                f"(pass --secret id={m.secret.id},src=FILE or env=VAR)")
+    if m.type == "ssh" and m.ssh is not None and m.ssh.required and m.ssh.id not in options.ssh:
+        return (f"ssh agent {m.ssh.id!r} is required but was not given "
+                f"(pass --ssh {m.ssh.id}=SOCKET, or --ssh default with $SSH_AUTH_SOCK set)")
+    return ""
+
+
 def prepare(ws: Workspace, stack: contextlib.ExitStack, step_name: str, ex: irops.ExecOp,
             inputs: list[Snapshot], secrets_dir: Path) -> Prepared:
     out = Prepared()
@@ -65,9 +79,8 @@ def prepare(ws: Workspace, stack: contextlib.ExitStack, step_name: str, ex: irop
             assert s is not None
             value = opts.secrets.get(s.id)  # type: ignore[attr-defined]
             if value is None:
-                if s.required:
-                    raise GrantError(f"{step_name}: secret {s.id!r} is required but was not given "
-                                     f"(pass --secret id={s.id},src=FILE or env=VAR)")
+                if s.required:  # (refused before the build started: ExecHandler.grant_problems)
+                    raise GrantError(f"{step_name}: {missing_grant(m, opts)}")
                 continue
             out.secrets.append(value)
             if s.env:
@@ -84,11 +97,8 @@ def prepare(ws: Workspace, stack: contextlib.ExitStack, step_name: str, ex: irop
             agent = opts.ssh.get(s.id)  # type: ignore[attr-defined]
             if agent is None:
                 if s.required:
-                    raise GrantError(f"{step_name}: ssh agent {s.id!r} is required but was not given "
-                                     f"(pass --ssh {s.id}=SOCKET or --ssh default with $SSH_AUTH_SOCK)")
+                    raise GrantError(f"{step_name}: {missing_grant(m, opts)}")
                 continue
-            from backend.runtime.sshproxy import SSHProxy
-
             proxy = stack.enter_context(SSHProxy(Path(agent), secrets_dir, uid=s.uid, gid=s.gid, mode=s.mode))
             out.mounts.append(rt.BindMount(proxy.path, m.target, readonly=True))
         else:  # pragma: no cover - validation rejects unknown types
@@ -164,14 +174,10 @@ def _cache(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: l
 
     def create(tmp: Path) -> None:
         if m.input >= 0:
-            from backend.snapshot.snapshotter import apply_layers
-
             flat = tmp.parent / "seed"
             snap = inputs[m.input]
             if snap.host_dir is not None:
-                from backend.ops.file import copy_context
-
-                copy_context(ws, snap, flat)
+                copy_context(ws.context_scan(snap), flat)
             else:
                 apply_layers(ws.lowers(snap), flat)
             src = _selected_dir(flat, m.selector)

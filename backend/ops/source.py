@@ -13,15 +13,42 @@ address (``--allow network.private``; names are resolved and checked when fetche
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ir import ops as irops
 
 from backend.errors import GrantError
-from backend.ops import EMPTY_IDENTITY, Step, Workspace
-from backend.result import ImageMeta, Snapshot
 from backend.fs import safefs
+from backend.ops import git, http
+from backend.ops.handler import OpHandler
+from backend.ops.netcheck import GRANT, literal_refusal
+from backend.ops.workspace import EMPTY_IDENTITY, Step, Workspace
+from backend.result import ImageMeta, Snapshot
+
+
+class SourceHandler(OpHandler):
+    kind = "source"
+
+    def grant_problems(self, options, where: str) -> list[str]:
+        assert self.op.source is not None
+        try:
+            check_grants(self.op.source, options, where)
+        except GrantError as e:
+            return [str(e)]
+        return []
+
+    def resolve(self, ws: Workspace, step: Step) -> Snapshot | None:
+        assert self.op.source is not None
+        return None if is_fetched(self.op.source) else resolve_source(ws, step, self.op.source)
+
+    def key_extra(self, options) -> str | None:
+        assert self.op.source is not None
+        return fetch_key_extra(self.op.source, options)
+
+    def run(self, ws: Workspace, step: Step, inputs: list[Snapshot]) -> list[Snapshot]:
+        assert self.op.source is not None
+        return [fetch_source(ws, step, self.op.source)]
 
 
 def is_fetched(src: irops.SourceOp) -> bool:
@@ -37,14 +64,8 @@ def check_grants(src: irops.SourceOp, options, where: str) -> None:
         raise GrantError(f"{where}: the graph reads the OCI layout {n!r}, which was not granted; "
                          f"pass --oci-layout {n}=PATH (or --build-context {n}=oci-layout://PATH)")
     if src.git is not None:
-        from backend.ops import git
-
         git.check_grants(src.git, options.entitlements, where)
     if src.http is not None and not options.entitlements.network_private:
-        from urllib.parse import urlsplit
-
-        from backend.ops.netcheck import GRANT, literal_refusal
-
         try:
             host = urlsplit(src.http.url).hostname or ""
         except ValueError:
@@ -69,15 +90,13 @@ def resolve_source(ws: Workspace, step: Step, src: irops.SourceOp) -> Snapshot:
     if src.scratch is not None:
         return Snapshot(identity=EMPTY_IDENTITY)
     if src.local is not None:
-        from backend.ops.file import scan
-
         root = Path(opts.local_dirs[src.local.name]).resolve()  # type: ignore[attr-defined]
         if not root.is_dir():
             raise GrantError(f"local directory {src.local.name!r}: {root} is not a directory")
         unfiltered = not src.local.include and not src.local.exclude
         found = opts.context_scans.get(str(root)) if unfiltered else None  # type: ignore[attr-defined]
         if found is None:
-            found = scan(ws, root, src.local.include, src.local.exclude)
+            found = ws.scan(root, src.local.include, src.local.exclude)
         else:
             ws.scans[found.identity] = found
         return Snapshot(identity=found.identity, host_dir=root, include=src.local.include, exclude=src.local.exclude)
@@ -97,8 +116,6 @@ def fetch_key_extra(src: irops.SourceOp, options) -> str | None:
     """What, beyond the op's bytes, a fetched source's cache key needs; None: never cached."""
     if src.http is not None:
         return "" if src.http.checksum else None
-    from backend.ops import git
-
     return git.fetch_key_extra(src.git, options.entitlements, options.ssh.get("default"))  # type: ignore[arg-type]
 
 
@@ -108,12 +125,8 @@ def fetch_source(ws: Workspace, step: Step, src: irops.SourceOp) -> Snapshot:
     layer.mkdir()
     granted = ws.options.entitlements  # type: ignore[attr-defined]
     if src.http is not None:
-        from backend.ops import http
-
         http.fetch(src.http, layer, step, granted.network_private)
     else:
-        from backend.ops import git
-
         git.fetch(src.git, layer, work, granted, ws.options.ssh.get("default"))  # type: ignore[arg-type,attr-defined]
     lid = ws.commit(layer)
     safefs.rmtree(work, ignore_errors=True)

@@ -56,8 +56,10 @@ def critical_path(deps: Mapping[K, Sequence[K]], cost: Callable[[K], float]) -> 
 
 
 def run_dag(deps: Mapping[K, Sequence[K]], work: Callable[[K], None], *, priority: Mapping[K, float],
-            cancel: threading.Event, workers: int = DEFAULT_WORKERS) -> None:
-    """Call ``work(k)`` for every node once all of ``deps[k]`` have returned; raise the first error."""
+            cancel: threading.Event, workers: int = DEFAULT_WORKERS,
+            consequences: tuple[type[BaseException], ...] = ()) -> None:
+    """Call ``work(k)`` for every node once all of ``deps[k]`` have returned; raise the first error
+    that is not one of ``consequences`` (a task's reaction to the cancellation a failure caused)."""
     remaining = {k: len(set(ds)) for k, ds in deps.items()}
     dependents: dict[K, list[K]] = {k: [] for k in deps}
     for k, ds in deps.items():
@@ -115,16 +117,14 @@ def run_dag(deps: Mapping[K, Sequence[K]], work: Callable[[K], None], *, priorit
             cond.wait_for(lambda: state["running"] == 0)
         raise
     if errors:
-        raise _first_real(errors)
+        raise _first_real(errors, consequences)
     if cancel.is_set() and state["done"] < total:
         raise KeyboardInterrupt("build cancelled")
 
 
-def _first_real(errors: list[BaseException]) -> BaseException:
+def _first_real(errors: list[BaseException], consequences: tuple[type[BaseException], ...]) -> BaseException:
     """The error that caused the failure, not a sibling's cancellation that followed it."""
-    from backend.runtime.container import Cancelled
-
     for e in errors:
-        if not isinstance(e, Cancelled) and not getattr(e, "cancelled", False):
+        if not isinstance(e, consequences) and not getattr(e, "cancelled", False):
             return e
     return errors[0]

@@ -11,7 +11,8 @@ import pytest
 from backend.errors import GrantError, SolveError
 from backend.events import Recorder
 from backend.solve.scheduler import critical_path, run_dag
-from backend.solve.solver import SolveOptions, solve, source_location
+from backend.solve.locations import source_location
+from backend.solve.solver import SolveOptions, solve
 from ir import builder as b
 from ir import ops
 from ir.errors import IRError
@@ -165,7 +166,10 @@ def test_diff_of_unrelated_snapshots_writes_whiteouts(tmp_path: Path) -> None:
 
 
 def test_read_selections_counts_an_input_whole_when_any_use_is_whole() -> None:
-    from backend.solve.solver import read_selections
+    from backend.ops.registry import handler_for
+
+    def read_selections(op: ops.Op, index: int):
+        return handler_for(op).reads(index)
 
     def exec_op(*mounts: ops.Mount) -> ops.Op:
         root = ops.Mount("/", input=0, output=0)
@@ -187,7 +191,10 @@ def test_read_selections_counts_an_input_whole_when_any_use_is_whole() -> None:
 
 
 def test_key_body_leaves_out_cache_id_and_sharing_only() -> None:
-    from backend.solve.solver import key_body
+    from backend.ops.registry import handler_for
+
+    def key_body(op: ops.Op) -> ops.Op:
+        return handler_for(op).key_body()
 
     def op(**cache) -> ops.Op:
         return ops.Op(exec=ops.ExecOp(args=("true",), mounts=(

@@ -1,0 +1,121 @@
+"""One op of a solve, as the scheduler runs it: key, lookup, and only on a miss the handler's run.
+
+The key is the handler's view of the op plus its inputs' identities (``backend.solve.keys``); a hit
+returns the stored results without mounting or executing anything; a miss runs the handler, stamps
+and records its outputs.  Every failure leaves here as one ``BuildError`` that names the step and
+its source lines, with every secret value of the build masked.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+
+from ir import ops as irops
+
+from backend.errors import BuildError, GrantError, SolveError
+from backend.fs import safefs
+from backend.oci.precompress import Precompressor
+from backend.ops.handler import OpHandler
+from backend.ops.workspace import Step, Workspace
+from backend.output import Redactor
+from backend.result import Snapshot
+from backend.runtime.container import Cancelled
+from backend.solve.keys import InputIdentities, cache_key
+from backend.solve.locations import describe, source_location
+from backend.solve.results import from_output, stamp, to_output
+
+
+class OpTask:
+    """Solves ops of ``doc`` one call at a time (``__call__(digest)``, once its inputs are solved);
+    ``results`` maps each solved op to its outputs' snapshots."""
+
+    def __init__(self, doc: irops.Document, handlers: dict[str, OpHandler], options, ws: Workspace,
+                 redactor: Redactor, precompressor: Precompressor | None = None,
+                 image_chain: Collection[tuple[str, int]] = ()) -> None:
+        self.doc, self.handlers, self.options, self.ws, self.redactor = doc, handlers, options, ws, redactor
+        self.precompressor, self.image_chain = precompressor, image_chain
+        self.identities = InputIdentities(ws, options)
+        self.results: dict[str, list[Snapshot]] = {}
+
+    def __call__(self, digest: str) -> None:
+        op = self.doc.ops[digest]
+        inputs = [self.results[r.op][r.output] for r in op.inputs]
+        desc, group = describe(self.doc, digest)
+        step = Step(self.ws, digest, desc, group)
+        try:
+            with step.resources:
+                self.results[digest] = self._solve(step, self.handlers[digest], inputs)
+        except BuildError as e:
+            if self.ws.cancel.is_set() and e.exit_code is not None and e.exit_code >= 128:
+                raise  # killed because a sibling failed
+            message = self.redactor.text(e.message)
+            step.event("failed", message, time.monotonic() - step.started)
+            raise BuildError(message, op=digest, description=desc, location=source_location(self.doc, digest),
+                             output_tail=e.output_tail, exit_code=e.exit_code) from None
+        except (GrantError, Cancelled):
+            raise
+        except Exception as e:
+            msg = self.redactor.text(
+                str(e) if isinstance(e, (SolveError, safefs.TreeError)) else
+                f"{type(e).__name__}: {safefs.os_error_text(e)}" if isinstance(e, OSError) else
+                f"{type(e).__name__}: {e}")
+            step.event("failed", msg, time.monotonic() - step.started)
+            raise BuildError(msg, op=digest, description=desc,
+                             location=source_location(self.doc, digest)) from (None if isinstance(e, SolveError) else e)
+
+    def _solve(self, step: Step, handler: OpHandler, inputs: list[Snapshot]) -> list[Snapshot]:
+        ws, op = self.ws, handler.op
+        snap = handler.resolve(ws, step)
+        if snap is not None:
+            if all(p.is_dir() for p in snap.layers):
+                step.event("cached", "resolved")
+            else:  # layers still to pull: their progress comes under this op when a step needs them
+                step.event("finished", "resolved", time.monotonic() - step.started)
+            self._note(step, handler, "resolved", identities=[snap.identity])
+            return [snap]
+        extra = handler.key_extra(self.options)
+        parts: list[str] = []
+        key = None
+        if extra is not None:
+            parts = [self.identities.of(handler, i, s, step) for i, s in enumerate(inputs)]
+            key = cache_key(handler.key_body(), parts, extra)
+        if key is not None and not self.options.no_cache:
+            hit = ws.store.lookup(key)
+            if hit is not None:
+                step.event("cached")
+                self._note(step, handler, "cached", key, parts, extra, [o.identity for o in hit])
+                return [from_output(ws, o) for o in hit]
+        # (noted before it runs: a failed step is explained too)
+        self._note(step, handler, "ran", key or "", parts, extra or "")
+        if not handler.announces_start:
+            step.event("started")
+        step.started = time.monotonic()
+        outs = stamp(handler.run(ws, step, inputs), inputs, time.time_ns())
+        if key is not None:
+            ws.store.record(key, [to_output(ws, s) for s in outs])
+        if self.precompressor is not None:  # (a cache hit's layers are left to the export: a cheap
+            self._precompress(step.digest, inputs, outs)  # lookup there, most often already stored)
+        self._note(step, handler, "ran", key or "", parts, extra or "", [s.identity for s in outs])
+        step.event("finished", duration=time.monotonic() - step.started)
+        return outs
+
+    def _note(self, step: Step, handler: OpHandler, status: str, key: str = "", parts: list[str] | None = None,
+              extra: str = "", identities: list[str] | None = None) -> None:
+        """Tell the build record (if any) what this step's key was made of."""
+        record = self.options.record
+        if record is None:
+            return
+        op = handler.op
+        inputs = [(ref.op, ref.output, part) for ref, part in zip(op.inputs, parts or ())]
+        record.note(step.digest, op, handler.key_body(), self.redactor.text(step.description), step.group, status,
+                    key, inputs, extra, identities)
+
+    def _precompress(self, digest: str, inputs: list[Snapshot], outs: list[Snapshot]) -> None:
+        """Hand the layers this op just made, on an output the target's image is made of, to the
+        background compressor (``backend.oci.precompress``)."""
+        assert self.precompressor is not None
+        had = {p for s in inputs for p in s.layers}
+        for i, snap in enumerate(outs):
+            if (digest, i) in self.image_chain and snap.host_dir is None:
+                self.precompressor.submit(p for p in snap.layers if p not in had)
