@@ -1,6 +1,6 @@
 """The record of a build, kept per target so the next build can say why a step missed the cache.
 
-A step's cache key is a hash of its parts (``Solver._key``): the op's own bytes, what each input
+A step's cache key is a hash of its parts (``backend.solve.keys``): the op as its handler shows it, what each input
 contributes (a content identity, or the checksum of the files the step selects from it) and a few
 build options.  The solver hands every step's parts to a :class:`BuildRecord`; ``backend.solve.explain``
 compares them part by part with the previous record of the same target, so a miss is explained by

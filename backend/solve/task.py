@@ -65,7 +65,7 @@ class OpTask:
                              location=source_location(self.doc, digest)) from (None if isinstance(e, SolveError) else e)
 
     def _solve(self, step: Step, handler: OpHandler, inputs: list[Snapshot]) -> list[Snapshot]:
-        ws, op = self.ws, handler.op
+        ws = self.ws
         snap = handler.resolve(ws, step)
         if snap is not None:
             if all(p.is_dir() for p in snap.layers):
