@@ -2,13 +2,12 @@
 ``request.json`` (``target``, ``build_args``, ``contexts`` as ``{name: [kind, value]}``,
 ``platform``, ``ignore_patterns``) and ``expected.json``, the readable projection of the compiled
 document (``test_convert.project``).  Every folder of ``negative_ir/`` holds a Dockerfile and
-``error.txt``, the exact text of the error.  ``IRCTL_REGEN_GOLDEN=1`` rewrites the expected files
-(review the diff by hand before committing)."""
+``error.txt``, the exact text of the error.  A missing expected file fails; ``IRCTL_REGEN_GOLDEN=1``
+rewrites them (``tests.support.golden``; review the diff by hand before committing)."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,11 @@ from frontends.dockerfile import FRONTEND
 from ir import ops
 from ir.validate import validate_document
 from tests.dockerfile.test_convert import FakeResolver, project
+from tests.support.golden import check_golden
 
 HERE = Path(__file__).parent
 GOLDEN = sorted(p for p in (HERE / "golden_ir").iterdir() if p.is_dir())
 NEGATIVE = sorted(p for p in (HERE / "negative_ir").iterdir() if p.is_dir())
-REGEN = os.environ.get("IRCTL_REGEN_GOLDEN") == "1"
 
 
 def request_for(case: Path) -> BuildRequest:
@@ -48,19 +47,11 @@ def test_golden_ir(case: Path):
     assert set(compiled.document.metadata) == set(compiled.document.ops)  # every op has a source-map entry
     got = project(compiled.document)
     got["warnings"] = list(compiled.warnings)
-    text = json.dumps(got, indent=2, ensure_ascii=False) + "\n"
-    expected = case / "expected.json"
-    if REGEN or not expected.exists():
-        expected.write_text(text)
-    assert text == expected.read_text()
+    check_golden(case / "expected.json", json.dumps(got, indent=2, ensure_ascii=False) + "\n")
 
 
 @pytest.mark.parametrize("case", NEGATIVE, ids=[p.name for p in NEGATIVE])
 def test_negative_ir(case: Path):
     with pytest.raises(FrontendError) as info:
         FRONTEND.compile(request_for(case), FakeResolver())
-    text = str(info.value) + "\n"
-    expected = case / "error.txt"
-    if REGEN or not expected.exists():
-        expected.write_text(text)
-    assert text == expected.read_text()
+    check_golden(case / "error.txt", str(info.value) + "\n")
