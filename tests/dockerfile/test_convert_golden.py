@@ -1,7 +1,7 @@
 """Golden IR tests: every folder of ``golden_ir/`` holds a ``Dockerfile``, an optional
 ``request.json`` (``target``, ``build_args``, ``contexts`` as ``{name: [kind, value]}``,
 ``platform``, ``ignore_patterns``) and ``expected.json``, the readable projection of the compiled
-document (``test_convert.project``).  Every folder of ``negative_ir/`` holds a Dockerfile and
+document (``tests.support.projection``).  Every folder of ``negative_ir/`` holds a Dockerfile and
 ``error.txt``, the exact text of the error.  A missing expected file fails; ``IRCTL_REGEN_GOLDEN=1``
 rewrites them (``tests.support.golden``; review the diff by hand before committing)."""
 
@@ -16,7 +16,8 @@ from frontends import BuildRequest, FrontendError, NamedContext
 from frontends.dockerfile import FRONTEND
 from ir import ops
 from ir.validate import validate_document
-from tests.dockerfile.test_convert import FakeResolver, project
+from tests.support.projection import project
+from tests.support.resolver import FakeResolver
 from tests.support.golden import check_golden
 
 HERE = Path(__file__).parent

@@ -19,7 +19,7 @@ from frontends.dockerfile import FRONTEND as DOCKERFILE
 from frontends.pydsl import FRONTEND as PYDSL
 from frontends.toml import FRONTEND as TOML
 from ir.validate import validate_document
-from tests.dockerfile.test_convert import FakeResolver
+from tests.support.resolver import FakeResolver
 
 HERE = Path(__file__).parent
 CASES = sorted(p for p in (HERE / "cases").iterdir() if p.is_dir())

@@ -17,7 +17,8 @@ from frontends import BuildRequest, FrontendError
 from frontends.pydsl import FRONTEND, cache, image, secret
 from frontends.pydsl.load import execute
 from ir.validate import validate_document
-from tests.dockerfile.test_convert import FakeResolver, project
+from tests.support.projection import project
+from tests.support.resolver import FakeResolver
 from tests.support.golden import check_golden
 
 HERE = Path(__file__).parent

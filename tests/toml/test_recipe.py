@@ -3,7 +3,7 @@ key-line scanner, and the schema against the spec's examples.
 
 ``golden/<case>/`` holds ``recipe.toml``, an optional ``request.json`` (``target``,
 ``build_args``) and ``expected.json`` — the readable projection of the compiled document that the
-Dockerfile golden tests use (``tests.dockerfile.test_convert.project``).  ``negative/<case>/``
+Dockerfile golden tests use (``tests.support.projection.project``).  ``negative/<case>/``
 holds ``recipe.toml`` (and maybe ``request.json``) and ``error.txt``.  A missing expected file
 fails; ``IRCTL_REGEN_GOLDEN=1`` rewrites the expected files (``tests.support.golden``); review the
 diff by hand.
@@ -24,7 +24,8 @@ from frontends.toml import FRONTEND
 from frontends.toml.lines import format_path, key_lines
 from frontends.toml.recipe import read_recipe, schema
 from ir.validate import validate_document
-from tests.dockerfile.test_convert import FakeResolver, project
+from tests.support.projection import project
+from tests.support.resolver import FakeResolver
 from tests.support.golden import check_golden
 
 HERE = Path(__file__).parent
