@@ -7,26 +7,24 @@ rewrites them (``tests.support.golden``; review the diff by hand before committi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from frontends import BuildRequest, FrontendError, NamedContext
+from frontends import BuildRequest, NamedContext
 from frontends.dockerfile import FRONTEND
 from ir import ops
 from ir.validate import validate_document
-from tests.support.projection import project
+from tests.support.golden import case_folders, check_projection, check_refusal, request_options
 from tests.support.resolver import FakeResolver
-from tests.support.golden import check_golden
 
 HERE = Path(__file__).parent
-GOLDEN = sorted(p for p in (HERE / "golden_ir").iterdir() if p.is_dir())
-NEGATIVE = sorted(p for p in (HERE / "negative_ir").iterdir() if p.is_dir())
+GOLDEN = case_folders(HERE / "golden_ir")
+NEGATIVE = case_folders(HERE / "negative_ir")
 
 
 def request_for(case: Path) -> BuildRequest:
-    opts = json.loads((case / "request.json").read_text()) if (case / "request.json").exists() else {}
+    opts = request_options(case)
     kw = {}
     if "target" in opts:
         kw["target"] = opts["target"]
@@ -46,13 +44,9 @@ def test_golden_ir(case: Path):
     compiled = FRONTEND.compile(request_for(case), FakeResolver())
     validate_document(compiled.document)
     assert set(compiled.document.metadata) == set(compiled.document.ops)  # every op has a source-map entry
-    got = project(compiled.document)
-    got["warnings"] = list(compiled.warnings)
-    check_golden(case / "expected.json", json.dumps(got, indent=2, ensure_ascii=False) + "\n")
+    check_projection(compiled.document, case / "expected.json", warnings=list(compiled.warnings))
 
 
 @pytest.mark.parametrize("case", NEGATIVE, ids=[p.name for p in NEGATIVE])
 def test_negative_ir(case: Path):
-    with pytest.raises(FrontendError) as info:
-        FRONTEND.compile(request_for(case), FakeResolver())
-    check_golden(case / "error.txt", str(info.value) + "\n")
+    check_refusal(FRONTEND, request_for(case), case / "error.txt")
