@@ -51,11 +51,11 @@ def build(
         if not context.is_dir():
             raise UserError(f"build context {context} is not a directory")
         enter_if_unprivileged(announce=progress != "quiet")
-        # lazy: --help imports every command module (these ~50 ms, with the context scanner); the
-        # backend only inside the user namespace
-        from backend.solve.buildrecord import BuildRecord, target_name
-        from irctl import fastpath
-        from irctl.compiling import build_file
+        # Below, `# lazy:` marks what `irctl --help` (which imports every command module) would pay
+        # for at module level; and the backend is imported only inside the user namespace.
+        from backend.solve.buildrecord import BuildRecord, target_name  # lazy: ~45 ms
+        from irctl import fastpath  # lazy: the context scanner, ~30 ms
+        from irctl.compiling import build_file  # lazy: the frontends and the image resolver, ~40 ms
 
         memo_opts = {"context": str(context), "file": str(file) if file else None, "target": target,
                      "build_arg": build_arg, "build_context": build_context, "insecure": insecure_registry,
@@ -98,9 +98,8 @@ def build(
 def _compile(context, file, frontend, target, build_args, named, insecure, cache_dir, pull, memo_opts=None):
     """Compile, or take the graph a compile of the same inputs left (``fastpath.compile_key``; not
     with ``--frontend`` or ``--pull``, whose answers may change with nothing local changing)."""
-    # lazy: --help imports every command module (~30 ms)
-    from backend.store.cache import default_root
-    from irctl import fastpath
+    from backend.store.cache import default_root  # lazy: --help imports every command module (~30 ms)
+    from irctl import fastpath  # lazy: as in build()
 
     root = default_root(cache_dir)
     memo = memo_opts is not None and not frontend and not pull
@@ -121,9 +120,8 @@ def _compile(context, file, frontend, target, build_args, named, insecure, cache
 
 def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure, progress, root, scans, network,
            record, explain, debug=False, precompress=()):
-    # lazy: --help imports every command module (the solver ~110 ms)
-    from backend.solve.solver import SolveOptions, solve
-    from irctl.progress import renderer
+    from backend.solve.solver import SolveOptions, solve  # lazy: --help imports every command module (~110 ms)
+    from irctl.progress import renderer  # lazy: as the solver (~5 ms)
 
     render = renderer(progress, debug=debug)
     options = SolveOptions(cache_dir=root, local_dirs={"context": context.resolve(), **named.local_dirs},

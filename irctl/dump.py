@@ -24,9 +24,8 @@ FORMATS = ("text", "json", "dot")
 
 def read_document(path: str):
     """Read and validate an IR file (``-``: standard input); errors name the file, one per line."""
-    # lazy: --help imports every command module (the validator ~60 ms)
-    from ir.limits import read_file
-    from ir.validate import load_and_validate
+    from ir.limits import read_file  # lazy: --help imports every command module
+    from ir.validate import load_and_validate  # lazy: as read_file (the validator ~60 ms)
 
     name = "<stdin>" if path == "-" else path
     try:

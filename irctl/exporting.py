@@ -31,9 +31,8 @@ def export(snapshot, outputs: list[Output], tags: list[str], *, cache_root: Path
            emit) -> list[dict]:
     """Run every output; returns per output the line describing what was written (``line``) and, for
     a file the store's export memo vouches for (``backend.export.reuse``), its ``dest`` and ``what``."""
-    # lazy: see the module's docstring
-    from backend.store.blobs import BlobStore
-    from backend.store.cache import CacheStore
+    from backend.store.blobs import BlobStore  # lazy: see the module's docstring
+    from backend.store.cache import CacheStore  # lazy: see the module's docstring
 
     store = BlobStore(cache_root)
     with CacheStore(cache_root).locked("gc.lock", exclusive=False):  # a concurrent prune waits for us
@@ -118,9 +117,8 @@ def _one(kind: str, attrs: dict, snapshot, store, options, names: list[str], ins
         image = export_docker(spec, store, dest, names=names, options=options)
         return f"exported docker archive {image.digest} to {dest}"
     if kind == "registry":
-        # lazy: see the module's docstring
-        from backend.export.registry import export_registry
-        from backend.oci.registry import RegistryClient, RegistryError
+        from backend.export.registry import export_registry  # lazy: see the module's docstring
+        from backend.oci.registry import RegistryClient, RegistryError  # lazy: see the module's docstring
 
         if not names:
             raise UserError("pushing needs a name: -t NAME or --output type=registry,name=NAME")

@@ -403,9 +403,8 @@ def compiled(cache: Path, key: str | None):
         return None
     if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
         return None
-    # lazy: not on the no-op path (the IR validator ~60 ms)
-    from ir.errors import IRError
-    from ir.validate import load_and_validate
+    from ir.errors import IRError  # lazy: not on the no-op path
+    from ir.validate import load_and_validate  # lazy: not on the no-op path (~60 ms)
 
     try:
         return Compiled(load_and_validate(data), tuple(warnings))

@@ -49,9 +49,8 @@ class Resolver:
 
     def _registry(self):
         if self._client is None:
-            # lazy: a base image resolved before needs no registry client (~150 ms, with httpx)
-            from backend.store.blobs import BlobStore
-            from backend.oci.registry import RegistryClient
+            from backend.oci.registry import RegistryClient  # lazy: ~150 ms with httpx; a resolved image needs none
+            from backend.store.blobs import BlobStore  # lazy: as RegistryClient
 
             self._client = RegistryClient(store=BlobStore(self.cache_root), insecure=self.insecure)
         return self._client
