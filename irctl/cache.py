@@ -8,6 +8,9 @@ from typing import Optional
 
 import typer
 
+from irctl.errors import UserError, user_errors
+from irctl.rootless import enter_if_unprivileged
+
 app = typer.Typer(help="Inspect and prune the build cache.", no_args_is_help=True)
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
@@ -15,8 +18,6 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 2
 
 
 def parse_size(text: str) -> int:
-    from irctl.errors import UserError
-
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
     if not m or m.group(2).lower() not in _UNITS:
         raise UserError(f"--keep-storage {text!r}: expected a size such as 500MB or 10GB")
@@ -39,10 +40,8 @@ _CACHE_DIR = typer.Option(None, "--cache-dir", help="cache store (default $IRCTL
 @app.command("du")
 def du(cache_dir: Optional[Path] = _CACHE_DIR) -> None:
     """Show what the cache store holds."""
-    from irctl.errors import user_errors
-
     with user_errors():
-        from backend.store.cache import CacheStore, default_root
+        from backend.store.cache import CacheStore, default_root  # lazy: --help imports every command (~30 ms)
 
         store = CacheStore(default_root(cache_dir))
         u = store.du()
@@ -62,21 +61,18 @@ def prune(keep_storage: str = typer.Option("0", "--keep-storage", help="keep at 
                                                 "unpacked layers), as `docker builder prune -a` keeps pulled images"),
           cache_dir: Optional[Path] = _CACHE_DIR) -> None:
     """Delete least recently used cache entries until the store fits in --keep-storage."""
-    from irctl.errors import UserError, user_errors
-
     with user_errors():
         if keep_images and not all_:
             raise UserError("--keep-images goes with --all (a size-bounded prune drops least recently used entries)")
-        from irctl.rootless import enter_if_unprivileged
-
         enter_if_unprivileged(announce=False)  # layers hold files of the user's subordinate ids
+        # lazy: --help imports every command (~30 ms); and the backend only inside the user namespace
         from backend.store.cache import CacheStore, default_root
 
         root = default_root(cache_dir)
         store = CacheStore(root)
         images = None
         if keep_images:
-            from irctl.resolver import remembered_images
+            from irctl.resolver import remembered_images  # lazy: only with --keep-images
 
             images = remembered_images(root)
         freed = store.prune(parse_size(keep_storage), all=all_, keep_images=images)

@@ -3,12 +3,19 @@ file, resolve base images, compile.  Shared by ``irctl compile`` and ``irctl bui
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from frontends import BuildRequest, FrontendError, available, executes_code, for_file
+from frontends.dockerfile.dockerignore import find_ignore_file, read_patterns
+from frontends.files import FileError, read_context_file, read_ignore_file
 from ir import ops
 from irctl.errors import UserError
+from irctl.resolver import Resolver
 
 _SYNTAX = re.compile(rb"^\s*#\s*syntax\s*=\s*(\S+)", re.IGNORECASE | re.MULTILINE)
 # `# syntax=` values that mean "the Dockerfile language": BuildKit's frontend images.
@@ -45,10 +52,6 @@ def _entry_point_specs(group: str) -> dict[str, str] | None:
     replaces an earlier one, as ``frontends.available`` does).  Importing ``importlib.metadata``
     and parsing every distribution's metadata costs ~40 ms per build; this reads a few small
     files.  None when the path holds something only ``importlib.metadata`` understands (a zip)."""
-    import os
-    import re
-    import sys
-
     specs: dict[str, str] = {}
     seen: set[str] = set()
     for entry in sys.path:
@@ -90,10 +93,6 @@ def _entry_point_specs(group: str) -> dict[str, str] | None:
 def _installed_frontends() -> dict:
     """``frontends.available()``'s mapping (the distribution named only as "?"), without
     importlib.metadata when the entry points can be read directly (``_entry_point_specs``)."""
-    import importlib
-
-    from frontends import FrontendError, available
-
     specs = _entry_point_specs("irctl.frontends")
     if specs is None:
         return available()
@@ -117,8 +116,6 @@ def choose_frontend(path: Path, data: bytes, requested: str, explicit: bool = Fa
     ``--frontend`` or, when ``explicit`` (the user passed ``-f``), by the name of that file: never by
     a ``# syntax=`` line or a file that merely sits in the context — both come from the untrusted
     side."""
-    from frontends import FrontendError, executes_code, for_file
-
     try:
         found = _installed_frontends()
     except FrontendError as e:
@@ -152,11 +149,6 @@ def choose_frontend(path: Path, data: bytes, requested: str, explicit: bool = Fa
 
 def compile_file(opts: CompileOptions, cache_root: Path):
     """Compile the build file; returns ``frontends.Compiled``."""
-    from frontends import BuildRequest, FrontendError
-    from frontends.dockerfile.dockerignore import find_ignore_file, read_patterns
-    from frontends.files import FileError, read_context_file, read_ignore_file
-    from irctl.resolver import Resolver
-
     path = build_file(opts.context, opts.file)
     try:
         # bounded, and confined to the context when inside it (``frontends.files``)

@@ -14,10 +14,10 @@ import sys
 
 import typer
 
-from frontends.dockerfile.parse import parse_file
+from frontends.dockerfile.parse import parse_dockerfile, parse_file
 from frontends.dockerfile.syntax import parse_syntax
 from frontends.errors import SourceError
-from frontends.files import FileError
+from frontends.files import FileError, read_context_file
 from irctl.terminal import json_text, printable
 
 app = typer.Typer(help="Inspect Dockerfiles.", no_args_is_help=True)
@@ -43,13 +43,9 @@ def parse(
             if syntax_only:
                 doc, warns = parse_syntax(text, name).to_oracle_json(), []
             else:
-                from frontends.dockerfile.parse import parse_dockerfile
-
                 df = parse_dockerfile(text, name)
                 doc, warns = df.to_oracle_json(), df.warnings
         elif syntax_only:
-            from frontends.files import read_context_file
-
             raw = read_context_file(file, None, "Dockerfile")
             doc, warns = parse_syntax(raw.decode("utf-8"), file).to_oracle_json(), []
         else:

@@ -13,12 +13,12 @@ import sys
 def main() -> None:
     try:
         if sys.argv[1:2] == ["build"]:
-            from irctl.fastpath import try_build
+            from irctl.fastpath import try_build  # lazy: only `build` has a fast path
 
             status = try_build(sys.argv[2:])
             if status is not None:
                 sys.exit(status)
-        from irctl.app import main as app_main
+        from irctl.app import main as app_main  # lazy: a fast-path hit never loads typer (~100 ms)
 
         app_main()
     except SystemExit as e:

@@ -10,6 +10,9 @@ import contextlib
 import sys
 from typing import Iterator
 
+from ir.errors import IRError
+from irctl.terminal import printable
+
 
 class UserError(Exception):
     def __init__(self, message: str, exit_code: int = 1) -> None:
@@ -20,8 +23,6 @@ class UserError(Exception):
 def report(e: BaseException) -> None:
     """Write the message to stderr, control characters escaped (``irctl.terminal``): it may quote
     a Dockerfile line, a path from a context, a step's output or IR metadata."""
-    from irctl.terminal import printable
-
     text = printable(str(e), newlines=True)
     sys.stderr.write(("error: " + text if "\n" not in text and not _located(text) else text) + "\n")
 
@@ -34,8 +35,6 @@ def _located(text: str) -> bool:
 @contextlib.contextmanager
 def user_errors(exit_code: int = 1) -> Iterator[None]:
     """Translate every known library error into a ``UserError`` (IR errors exit 2)."""
-    from ir.errors import IRError
-
     try:
         yield
     except IRError as e:

@@ -1,4 +1,7 @@
-"""Send a solved snapshot to the outputs the user asked for (``--output``, ``-t``, ``--push``)."""
+"""Send a solved snapshot to the outputs the user asked for (``--output``, ``-t``, ``--push``).
+
+Every build imports this module; the exporters are imported when an output needs them (``# lazy:``),
+each output type its own (the registry's client costs ~150 ms with httpx)."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ def image_spec(snapshot, created: str | None = None):
     """A solved snapshot as an exporter's ``ImageSpec``; layer ids double as diff_id hints so a
     pulled layer's original blob is reused instead of recompressed, and each layer carries the time
     its step ran (the history's times: a cached step keeps its own)."""
-    from backend.export.image import ImageSpec, LayerSource, rfc3339_ns
+    from backend.export.image import ImageSpec, LayerSource, rfc3339_ns  # lazy: see the module's docstring
 
     meta = snapshot.image
     layers = [LayerSource(Path(p), "sha256:" + Path(p).name, None if t is None else rfc3339_ns(t))
@@ -28,8 +31,8 @@ def export(snapshot, outputs: list[Output], tags: list[str], *, cache_root: Path
            emit) -> list[dict]:
     """Run every output; returns per output the line describing what was written (``line``) and, for
     a file the store's export memo vouches for (``backend.export.reuse``), its ``dest`` and ``what``."""
-    from backend.store.blobs import BlobStore
-    from backend.store.cache import CacheStore
+    from backend.store.blobs import BlobStore  # lazy: see the module's docstring
+    from backend.store.cache import CacheStore  # lazy: see the module's docstring
 
     store = BlobStore(cache_root)
     with CacheStore(cache_root).locked("gc.lock", exclusive=False):  # a concurrent prune waits for us
@@ -38,7 +41,7 @@ def export(snapshot, outputs: list[Output], tags: list[str], *, cache_root: Path
 
 def export_options(out: Output):
     """The ``ExportOptions`` an output's attributes (and ``SOURCE_DATE_EPOCH``) ask for."""
-    from backend.export.image import ExportOptions
+    from backend.export.image import ExportOptions  # lazy: see the module's docstring
 
     attrs = out.attrs
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
@@ -52,7 +55,7 @@ def export_options(out: Output):
 def precompress_needs(outputs: list[Output]) -> tuple:
     """How the outputs will compress layers, for the solver to start on each new layer of the image
     while later steps run (``backend.oci.precompress``); ``IRCTL_PRECOMPRESS=0`` leaves it all to the export."""
-    from backend.oci.precompress import Precompress
+    from backend.oci.precompress import Precompress  # lazy: see the module's docstring
 
     if os.environ.get("IRCTL_PRECOMPRESS", "").strip() == "0":
         return ()
@@ -71,7 +74,7 @@ def precompress_needs(outputs: list[Output]) -> tuple:
 
 
 def _export_all(snapshot, outputs, tags, store, insecure, emit) -> list[str]:
-    from backend.export.image import ExportError
+    from backend.export.image import ExportError  # lazy: see the module's docstring
 
     done = []
     for out in outputs:
@@ -91,7 +94,7 @@ def _held(store, kind: str, attrs: dict) -> dict:
     """``dest`` and ``what`` of a file output the export memo recorded (what a no-op rebuild checks)."""
     if kind not in ("oci", "docker", "tar") or not attrs.get("dest"):
         return {}
-    from backend.export.reuse import ExportMemo
+    from backend.export.reuse import ExportMemo  # lazy: see the module's docstring
 
     rec = ExportMemo(store.root).current(attrs["dest"])
     return {"dest": rec["dest"], "what": rec["what"]} if rec and "what" in rec and "dest" in rec else {}
@@ -101,7 +104,7 @@ def _one(kind: str, attrs: dict, snapshot, store, options, names: list[str], ins
     spec = image_spec(snapshot)
     dest = attrs.get("dest", "")
     if kind == "oci":
-        from backend.export.oci import export_oci
+        from backend.export.oci import export_oci  # lazy: see the module's docstring
 
         tar = attrs.get("tar", "true") != "false"
         ref = names[0].rpartition(":")[2] if names and ":" in names[0].rpartition("/")[2] else "latest"
@@ -109,13 +112,13 @@ def _one(kind: str, attrs: dict, snapshot, store, options, names: list[str], ins
                              options=options)
         return f"exported OCI image {desc['digest']} to {dest}"
     if kind == "docker":
-        from backend.export.docker import export_docker
+        from backend.export.docker import export_docker  # lazy: see the module's docstring
 
         image = export_docker(spec, store, dest, names=names, options=options)
         return f"exported docker archive {image.digest} to {dest}"
     if kind == "registry":
-        from backend.export.registry import export_registry
-        from backend.oci.registry import RegistryClient, RegistryError
+        from backend.export.registry import export_registry  # lazy: see the module's docstring
+        from backend.oci.registry import RegistryClient, RegistryError  # lazy: see the module's docstring
 
         if not names:
             raise UserError("pushing needs a name: -t NAME or --output type=registry,name=NAME")
@@ -129,12 +132,12 @@ def _one(kind: str, attrs: dict, snapshot, store, options, names: list[str], ins
             client.close()
         return f"pushed {digest} to {', '.join(names)}"
     if kind == "local":
-        from backend.export.local import export_local
+        from backend.export.local import export_local  # lazy: see the module's docstring
 
         export_local(spec, dest)
         return f"exported root filesystem to {dest}"
     if kind == "tar":
-        from backend.export.local import export_tar_file
+        from backend.export.local import export_tar_file  # lazy: see the module's docstring
 
         digest = export_tar_file(spec, dest, memo_root=store.root, source_date_epoch=options.source_date_epoch)
         return f"exported root filesystem tar {digest} to {dest}"

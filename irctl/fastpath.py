@@ -13,7 +13,9 @@ command line (outputs, tags, ``SOURCE_DATE_EPOCH``, working directory) exported 
 before and every file it wrote is still there untouched (``backend.export.reuse``: the store's
 record of what each destination holds, checked by ``lstat``): then there is nothing to write
 either.  Anything else, and any miss, falls through to the ordinary path, which is always correct
-on its own.  This module imports nothing heavy: no typer, no frontends, no IR, no solver.
+on its own.  This module imports only what the no-op check itself uses (the frontends' bounded file
+reader, the backend's context scanner): no typer, no frontend, no IR validator, no solver; what a miss
+or an export needs is imported where used (``# lazy:``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+
+from backend.fs.context import StatCache, scan_context
+from backend.fs.safefs import private_dir
+from frontends import Compiled
+from frontends.errors import FrontendError
+from frontends.files import read_context_file
 
 MEMO_VERSION = b"irctl-build-memo-v1\0"
 COMPILE_MEMO_VERSION = b"irctl-compile-memo-v1\0"
@@ -107,8 +115,6 @@ def _tree_identity(root: Path, cache: Path, scans: dict | None = None) -> str:
     """The content identity of a directory (every file; stat-cached), via the backend's scanner.
     ``scans`` (realpath -> unfiltered ContextScan) holds what this build already scanned; new scans
     are added to it."""
-    from backend.fs.context import StatCache, scan_context
-
     real = os.path.realpath(root)
     if scans is not None and real in scans:
         return scans[real].identity  # type: ignore[attr-defined]
@@ -160,9 +166,6 @@ def build_key(opts: dict, cache: Path, scans: dict | None = None, *, with_contex
         return None
     if build_file.suffix == ".py":
         return None  # a program (pydsl): never keyed; the ordinary path decides if it may run, sandboxed
-    from frontends.errors import FrontendError
-    from frontends.files import read_context_file
-
     try:  # the same bounded, confined reads as the compiler: an error is reported by the ordinary path
         data = read_context_file(build_file, context, "build file")
         ignores = [(ignore, read_context_file(ignore, context, "ignore file"))
@@ -285,7 +288,7 @@ def _exported(opts: dict, cache: Path, memo: dict) -> list[str] | None:
     entries = (memo.get("exports") or {}).get(export_request(opts))
     if not isinstance(entries, list) or len(entries) != len(opts["output"]):
         return None
-    from backend.export.reuse import ExportMemo
+    from backend.export.reuse import ExportMemo  # lazy: only with --output (~18 ms)
 
     held = ExportMemo(cache)
     for e in entries:
@@ -366,8 +369,6 @@ def _read_memo(cache: Path, key: str) -> dict:
 
 def _write_memo(cache: Path, key: str, memo: dict) -> None:
     target = cache / "builds" / f"{key}.json"
-    from backend.fs.safefs import private_dir
-
     private_dir(cache)
     private_dir(target.parent)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
@@ -402,9 +403,8 @@ def compiled(cache: Path, key: str | None):
         return None
     if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
         return None
-    from frontends import Compiled
-    from ir.errors import IRError
-    from ir.validate import load_and_validate
+    from ir.errors import IRError  # lazy: not on the no-op path
+    from ir.validate import load_and_validate  # lazy: not on the no-op path (~60 ms)
 
     try:
         return Compiled(load_and_validate(data), tuple(warnings))
@@ -416,11 +416,9 @@ def remember_compiled(cache: Path, key: str | None, result) -> None:
     """Keep ``result`` (a ``frontends.Compiled``) under ``key``; never fails the build."""
     if key is None:
         return
-    from ir.codec import dump_document
+    from ir.codec import dump_document  # lazy: not on the no-op path (~35 ms)
 
     try:
-        from backend.fs.safefs import private_dir
-
         folder = cache / "builds"
         private_dir(cache)
         private_dir(folder)

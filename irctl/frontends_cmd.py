@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import typer
 
+from irctl.errors import UserError
+
 
 def frontends_cmd() -> None:
     """List the installed frontends."""
-    from frontends import FrontendError, available, executes_code
-    from irctl.errors import UserError
+    from frontends import FrontendError, available, executes_code  # lazy: --help imports every command module
 
     try:
         found = available()

@@ -1,14 +1,19 @@
 """Parsing of the docker/buildx-compatible option values shared by ``build``, ``compile`` and
-``solve``: ``--build-arg``, ``--secret``, ``--ssh``, ``--build-context``, ``--output``."""
+``solve``: ``--build-arg``, ``--secret``, ``--ssh``, ``--build-context``, ``--output``.  The command
+modules import it at their top, so ``irctl --help`` loads it: what it needs of the frontends and the
+backend is imported where used (``# lazy:``)."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from irctl.errors import UserError
+from irctl.terminal import printable
 
 
 def _csv_fields(text: str, option: str) -> dict[str, str]:
@@ -37,7 +42,7 @@ def build_args(values: list[str]) -> dict[str, str]:
 
 def entitlements(values: list[str]):
     """``--allow`` values (buildx's spellings) as ``backend.entitlements.Entitlements``."""
-    from backend.entitlements import EntitlementError, parse
+    from backend.entitlements import EntitlementError, parse  # lazy: see the module's docstring
 
     try:
         return parse(values)
@@ -115,7 +120,7 @@ class NamedContexts:
 
 
 def named_contexts(values: list[str]) -> NamedContexts:
-    from frontends import NamedContext
+    from frontends import NamedContext  # lazy: see the module's docstring (frontends ~15 ms)
 
     out = NamedContexts()
     for v in values:
@@ -177,11 +182,7 @@ def outputs(values: list[str]) -> list[Output]:
 def print_explanation(record, progress: str) -> None:
     """``--explain``: why each step that ran missed the cache, on stderr after the progress output
     (one JSON object per step with ``--progress json``)."""
-    import json
-    import sys
-
-    from backend.solve.explain import explain, format_text
-    from irctl.terminal import printable
+    from backend.solve.explain import explain, format_text  # lazy: only with --explain
 
     if record is None:  # the cache store's record dir could not be used
         print("explain: no build record could be kept in the cache store", file=sys.stderr)

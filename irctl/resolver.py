@@ -15,13 +15,14 @@ import os
 import tempfile
 from pathlib import Path
 
+from backend.fs.safefs import private_dir
 from frontends import ResolvedImage
 from ir import ops
 from irctl.errors import UserError
 
 
 def _platform(p: ops.Platform):
-    from backend.oci.layout import Platform
+    from backend.oci.layout import Platform  # lazy: only an image resolved afresh needs it (~15 ms)
 
     return Platform(p.os, p.architecture, p.variant or None) if p.variant else Platform(p.os, p.architecture)
 
@@ -48,8 +49,8 @@ class Resolver:
 
     def _registry(self):
         if self._client is None:
-            from backend.store.blobs import BlobStore
-            from backend.oci.registry import RegistryClient
+            from backend.oci.registry import RegistryClient  # lazy: ~150 ms with httpx; a resolved image needs none
+            from backend.store.blobs import BlobStore  # lazy: as RegistryClient
 
             self._client = RegistryClient(store=BlobStore(self.cache_root), insecure=self.insecure)
         return self._client
@@ -60,7 +61,7 @@ class Resolver:
             memo = self._memo_path(ref, platform)
             found = None if self.pull else self._recall(memo)
             if found is None:
-                from backend.oci.registry import RegistryError
+                from backend.oci.registry import RegistryError  # lazy: as in _registry
 
                 try:
                     r = self._registry().resolve(ref, _platform(platform))
@@ -85,8 +86,6 @@ class Resolver:
 
     @staticmethod
     def _remember(path: Path, image: ResolvedImage) -> None:
-        from backend.fs.safefs import private_dir
-
         private_dir(path.parent)
         p = image.platform
         data = json.dumps({"ref": image.ref, "digest": image.digest, "config": image.config,
@@ -99,7 +98,7 @@ class Resolver:
     def resolve_oci_layout(self, name: str, ref: str, platform: ops.Platform) -> ResolvedImage:
         key = ("oci", name, ref, platform)
         if key not in self._seen:
-            from backend.oci.layout import LayoutError, OCILayout
+            from backend.oci.layout import LayoutError, OCILayout  # lazy: only for oci-layout:// contexts (~15 ms)
 
             path = self.oci_layouts.get(name)
             if path is None:

@@ -11,15 +11,15 @@ from __future__ import annotations
 import os
 import sys
 
+from irctl.errors import UserError
+
 
 def enter_if_unprivileged(*, announce: bool = True) -> None:
     if os.geteuid() == 0:
         return
-    from irctl.errors import UserError
-
     if os.environ.get("IRCTL_ROOTLESS", "").strip() == "0":
         raise UserError("not root and IRCTL_ROOTLESS=0: refusing to build in a user namespace")
-    from backend import userns
+    from backend import userns  # lazy: only an unprivileged user needs it (~10 ms)
 
     import resource
 

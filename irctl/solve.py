@@ -16,10 +16,14 @@ from typing import List, Optional
 
 import typer
 
+from backend.errors import BuildError
+from irctl import options as cli_options
+from irctl.errors import UserError, user_errors
+from irctl.exporting import export, precompress_needs
+from irctl.rootless import enter_if_unprivileged
+
 
 def _pairs(values: list[str], option: str) -> dict[str, Path]:
-    from irctl.errors import UserError
-
     out = {}
     for v in values:
         name, sep, path = v.partition("=")
@@ -53,25 +57,22 @@ def solve_cmd(
                                  "with the last solve of the same graph file and targets)"),
 ) -> None:
     """Solve GRAPH: run what its targets need (reusing the cache) and print their results."""
-    from irctl.errors import user_errors
-
     with user_errors():
-        from irctl.rootless import enter_if_unprivileged
-
         enter_if_unprivileged(announce=progress != "quiet")
-        from backend.solve.solver import SolveOptions, solve
-        from ir.validate import load_and_validate
-        from irctl import options as cli_options
+        # Below, `# lazy:` marks what `irctl --help` (which imports every command module) would pay
+        # for at module level; and the backend is imported only inside the user namespace.
+        from backend.solve.buildrecord import BuildRecord, target_name  # lazy: ~45 ms
+        from backend.solve.solver import SolveOptions, solve  # lazy: ~110 ms
+        from ir.limits import read_file  # lazy: with the validator
+        from ir.validate import load_and_validate  # lazy: ~60 ms
 
         granted = cli_options.entitlements(allow)
         network = cli_options.network(network)
         outputs = cli_options.outputs(output)
-        from ir.limits import read_file
-
         with open(graph, "rb") as f:
             doc = load_and_validate(read_file(f))
         try:
-            from irctl.progress import renderer
+            from irctl.progress import renderer  # lazy: --help imports every command module
 
             render = renderer(progress)
         except ImportError:  # pragma: no cover - plain fallback
@@ -85,15 +86,9 @@ def solve_cmd(
                             entitlements=granted, network=network,
                             insecure_registries=tuple(insecure_registry), on_event=render)
         if outputs and len(target or ["default"]) == 1:  # (only the first target is exported)
-            from irctl.exporting import precompress_needs
-
             opts.precompress = precompress_needs(outputs)
-        from backend.solve.buildrecord import BuildRecord, target_name
-
         names = ",".join(target or ["default"])
         opts.record = BuildRecord(target_name("solve", graph, names), f"{graph} (targets {names})")
-        from backend.errors import BuildError
-
         try:
             results = solve(doc, target or ["default"], opts)
         except BuildError as e:
@@ -108,8 +103,7 @@ def solve_cmd(
             if explain:
                 cli_options.print_explanation(opts.record, progress)
         if outputs:
-            from backend.store.cache import default_root
-            from irctl.exporting import export
+            from backend.store.cache import default_root  # lazy: only with --output
 
             export(results[(target or ["default"])[0]], outputs, tags, cache_root=default_root(cache_dir),
                    insecure=tuple(insecure_registry), emit=lambda line: typer.echo(line, err=True))

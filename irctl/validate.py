@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import typer
 
+from irctl.dump import read_document, run_checked
+from irctl.terminal import printable
+
 
 def validate(file: str = typer.Argument(..., help="IR file ('-' reads standard input).")) -> None:
     """Check an IR file: framing, canonical encoding, digests, schema and graph rules."""
-    from irctl.dump import read_document, run_checked
-
     name = "<stdin>" if file == "-" else file
 
     def run() -> int:
         doc = read_document(file)
         roots = ", ".join(sorted(doc.roots))
-        from irctl.terminal import printable
-
         typer.echo(printable(f"{name}: valid IR v{doc.version}: {len(doc.ops)} ops, {len(doc.roots)} roots ({roots}), "
                    f"{len(doc.features)} features ({', '.join(doc.features) or '-'})"))
         return 0

@@ -1,31 +1,15 @@
-"""Run the real ``irctl`` CLI in a subprocess against a loopback registry holding busybox."""
+"""The CLI tests' fixtures: a loopback registry holding busybox and a private cache.  The CLI
+runner itself lives in ``tests.support.cli`` (imported here for the tests that still import it
+from this module)."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    def events(self) -> list[dict]:
-        return [json.loads(line) for line in self.stderr.splitlines() if line.startswith("{")]
-
-
-def irctl(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300) -> Result:
-    proc = subprocess.run([sys.executable, "-m", "irctl", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout, stdin=subprocess.DEVNULL)
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+from tests.support.cli import Result, irctl, run_image  # noqa: F401  (re-exported)
 
 
 @pytest.fixture(scope="session")
@@ -40,16 +24,3 @@ def busybox_ref(registry: str, busybox_layout: Path) -> str:
 @pytest.fixture
 def cache_env(tmp_path: Path) -> dict:
     return {"IRCTL_CACHE_DIR": str(tmp_path / "cache")}
-
-
-def run_image(layout: Path, tag: str, work: Path) -> str:
-    """Unpack an OCI layout with umoci and run its default command with runc; returns stdout."""
-    bundle = work / "bundle"
-    subprocess.run(["umoci", "unpack", "--image", f"{layout}:{tag}", str(bundle)], check=True, capture_output=True)
-    config = json.loads((bundle / "config.json").read_text())
-    config["process"]["terminal"] = False
-    (bundle / "config.json").write_text(json.dumps(config))
-    proc = subprocess.run(["runc", "run", "--bundle", str(bundle), f"irctl-test-{os.getpid()}-{bundle.stat().st_ino}"],
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout

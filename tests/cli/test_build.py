@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from tests.cli.conftest import irctl, run_image
+from tests.support.cli import write
 
 pytestmark = pytest.mark.e2e
-
-
-def write(ctx: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        p = ctx / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
-    return ctx
 
 
 def test_image_runs_its_cmd(tmp_path, busybox_ref, cache_env):

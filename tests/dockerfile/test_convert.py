@@ -1,10 +1,8 @@
-"""Unit tests of the Dockerfile → IR compiler, with an in-memory ImageResolver (a test seam: the
-real resolver is the backend's, wired by the CLI).  ``project`` is the readable JSON projection the
-golden tests (``test_convert_golden.py``) compare."""
+"""Unit tests of the Dockerfile → IR compiler, with the in-memory ImageResolver of
+``tests.support.resolver``."""
 
 from __future__ import annotations
 
-import base64
 import json
 
 import pytest
@@ -14,45 +12,10 @@ from hypothesis import strategies as st
 from frontends import BuildRequest, FrontendError, NamedContext, ResolvedImage
 from frontends.dockerfile import FRONTEND
 from frontends.errors import SourceError
-from ir import ops, wire
+from ir import ops
 from ir.validate import validate_document
-
-DIGEST = "sha256:" + "a" * 64
-LAYOUT_DIGEST = "sha256:" + "c" * 64
-KNOWN = {"alpine", "busybox", "golang", "onbuild-base", "onbuild-from", "onbuild-chain", "127.0.0.1:5000/busybox:latest",
-         "debian:12"}
-BAD_TRIGGERS = {"onbuild-from": ["FROM alpine"], "onbuild-chain": ["ONBUILD RUN x"]}
-
-
-class FakeResolver:
-    """Knows a few images; each has PATH in Env, WorkingDir /srv, one layer, and — for
-    ``onbuild-base`` — OnBuild triggers.  Records every lookup."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-
-    def resolve_image(self, ref: str, platform: ops.Platform) -> ResolvedImage:
-        self.calls.append(("image", ref))
-        if ref not in KNOWN and ref.removesuffix(":latest") not in KNOWN:
-            raise LookupError(f"{ref}: not found")
-        name = ref if "/" in ref.split(":")[0] or "." in ref.split("/")[0] else "docker.io/library/" + ref
-        if ":" not in name.rsplit("/", 1)[-1]:
-            name += ":latest"
-        config = {
-            "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"], "WorkingDir": "/srv",
-                       "Cmd": ["sh"]},
-            "history": [{"created_by": f"/bin/sh -c #(nop) ADD file:{ref} in / "}],
-            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "b" * 64]},
-            "os": platform.os, "architecture": platform.architecture,
-        }
-        if ref == "onbuild-base":
-            config["config"]["OnBuild"] = ["COPY . /app/src", "RUN make -C /app/src"]
-        config["config"]["OnBuild"] = BAD_TRIGGERS.get(ref, config["config"].get("OnBuild"))
-        return ResolvedImage(name, DIGEST, config, platform)
-
-    def resolve_oci_layout(self, name: str, ref: str, platform: ops.Platform) -> ResolvedImage:
-        self.calls.append(("oci", f"{name}:{ref}"))
-        return ResolvedImage(ref, LAYOUT_DIGEST, {"config": {"Env": ["FROM_LAYOUT=1"]}}, platform)
+from tests.support.projection import project
+from tests.support.resolver import DIGEST, LAYOUT_DIGEST, FakeResolver
 
 
 def compile_text(text: str, resolver: FakeResolver | None = None, **kw):
@@ -60,68 +23,6 @@ def compile_text(text: str, resolver: FakeResolver | None = None, **kw):
     compiled = FRONTEND.compile(req, resolver or FakeResolver())
     validate_document(compiled.document)
     return compiled
-
-
-# --------------------------------------------------------------------------- projection
-
-
-def project(doc: ops.Document) -> dict:
-    """The document as readable JSON: ops in a stable topological order (inputs first, depth-first
-    from the roots), each as ``{"id", "kind", "inputs", <fields>, "meta"}`` with digests replaced by
-    op ids; byte strings as text; defaults omitted (the wire form)."""
-    order: list[str] = []
-    seen: set[str] = set()
-
-    def visit(digest: str) -> None:
-        if digest in seen:
-            return
-        seen.add(digest)
-        for ref in doc.ops[digest].inputs:
-            visit(ref.op)
-        order.append(digest)
-
-    for ref in doc.roots.values():
-        visit(ref.op)
-    ids = {d: f"#{i}" for i, d in enumerate(order)}
-    out_ops = []
-    for digest in order:
-        op = doc.ops[digest]
-        body = wire.encode(getattr(op, op.kind))
-        entry = {"id": ids[digest], "kind": op.kind}
-        if op.inputs:
-            entry["inputs"] = [ids[r.op] + (f".{r.output}" if r.output else "") for r in op.inputs]
-        entry.update(_readable(body))
-        meta = doc.metadata.get(digest)
-        if meta is not None:
-            m = {}
-            if meta.description:
-                m["description"] = meta.description
-            if meta.group:
-                m["group"] = meta.group
-            if meta.locations:
-                m["lines"] = [f"{loc.line}:{loc.column}" + (f"-{loc.end_line}" if loc.end_line else "")
-                              for loc in meta.locations]
-            entry["meta"] = m
-        out_ops.append(entry)
-    return {
-        "roots": {k: ids[r.op] for k, r in doc.roots.items()},
-        "features": list(doc.features),
-        "sources": [{"name": s.name, "language": s.language} for s in doc.sources],
-        "ops": out_ops,
-    }
-
-
-def _readable(value):
-    if isinstance(value, dict):
-        return {k: _readable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_readable(v) for v in value]
-    if isinstance(value, bytes):
-        try:
-            return value.decode()
-        except UnicodeDecodeError:
-            return "base64:" + base64.b64encode(value).decode()
-    return value
 
 
 def ops_of(compiled, kind: str) -> list[ops.Op]:

@@ -1,32 +1,30 @@
 """Golden IR tests: every folder of ``golden_ir/`` holds a ``Dockerfile``, an optional
 ``request.json`` (``target``, ``build_args``, ``contexts`` as ``{name: [kind, value]}``,
 ``platform``, ``ignore_patterns``) and ``expected.json``, the readable projection of the compiled
-document (``test_convert.project``).  Every folder of ``negative_ir/`` holds a Dockerfile and
-``error.txt``, the exact text of the error.  ``IRCTL_REGEN_GOLDEN=1`` rewrites the expected files
-(review the diff by hand before committing)."""
+document (``tests.support.projection``).  Every folder of ``negative_ir/`` holds a Dockerfile and
+``error.txt``, the exact text of the error.  A missing expected file fails; ``IRCTL_REGEN_GOLDEN=1``
+rewrites them (``tests.support.golden``; review the diff by hand before committing)."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest
 
-from frontends import BuildRequest, FrontendError, NamedContext
+from frontends import BuildRequest, NamedContext
 from frontends.dockerfile import FRONTEND
 from ir import ops
 from ir.validate import validate_document
-from tests.dockerfile.test_convert import FakeResolver, project
+from tests.support.golden import case_folders, check_projection, check_refusal, request_options
+from tests.support.resolver import FakeResolver
 
 HERE = Path(__file__).parent
-GOLDEN = sorted(p for p in (HERE / "golden_ir").iterdir() if p.is_dir())
-NEGATIVE = sorted(p for p in (HERE / "negative_ir").iterdir() if p.is_dir())
-REGEN = os.environ.get("IRCTL_REGEN_GOLDEN") == "1"
+GOLDEN = case_folders(HERE / "golden_ir")
+NEGATIVE = case_folders(HERE / "negative_ir")
 
 
 def request_for(case: Path) -> BuildRequest:
-    opts = json.loads((case / "request.json").read_text()) if (case / "request.json").exists() else {}
+    opts = request_options(case)
     kw = {}
     if "target" in opts:
         kw["target"] = opts["target"]
@@ -46,21 +44,9 @@ def test_golden_ir(case: Path):
     compiled = FRONTEND.compile(request_for(case), FakeResolver())
     validate_document(compiled.document)
     assert set(compiled.document.metadata) == set(compiled.document.ops)  # every op has a source-map entry
-    got = project(compiled.document)
-    got["warnings"] = list(compiled.warnings)
-    text = json.dumps(got, indent=2, ensure_ascii=False) + "\n"
-    expected = case / "expected.json"
-    if REGEN or not expected.exists():
-        expected.write_text(text)
-    assert text == expected.read_text()
+    check_projection(compiled.document, case / "expected.json", warnings=list(compiled.warnings))
 
 
 @pytest.mark.parametrize("case", NEGATIVE, ids=[p.name for p in NEGATIVE])
 def test_negative_ir(case: Path):
-    with pytest.raises(FrontendError) as info:
-        FRONTEND.compile(request_for(case), FakeResolver())
-    text = str(info.value) + "\n"
-    expected = case / "error.txt"
-    if REGEN or not expected.exists():
-        expected.write_text(text)
-    assert text == expected.read_text()
+    check_refusal(FRONTEND, request_for(case), case / "error.txt")

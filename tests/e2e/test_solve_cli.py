@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,17 +11,18 @@ from ir import builder as b
 from ir import ops
 from ir.codec import dump_document
 from tests.e2e.conftest import PATH
+from tests.support.cli import Result
+from tests.support.cli import irctl as run_irctl
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def irctl(*args, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "irctl", *map(str, args)], capture_output=True, text=True, cwd=ROOT,
-                       timeout=120)
+def irctl(*args, check: bool = True) -> Result:
+    r = run_irctl(*args, cwd=ROOT, timeout=120)
     if check:
-        assert p.returncode == 0, p.stderr
-    return p
+        assert r.code == 0, r.stderr
+    return r
 
 
 def test_solve_then_du_then_prune(tmp_path: Path, busybox_layout: Path) -> None:
@@ -48,7 +47,7 @@ def test_solve_then_du_then_prune(tmp_path: Path, busybox_layout: Path) -> None:
     assert json.loads(again.stdout)["identity"] == result["identity"]
 
     refused = irctl("solve", graph, "--cache-dir", cache, check=False)
-    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert refused.code != 0 and "Traceback" not in refused.stderr
     assert "--local context=DIR" in refused.stderr and "--oci-layout busybox=PATH" in refused.stderr
 
     du = irctl("cache", "du", "--cache-dir", cache).stdout
@@ -68,7 +67,7 @@ def test_failing_solve_prints_location_without_traceback(tmp_path: Path, busybox
     graph.write_bytes(dump_document(b.build_document({"default": s}, [ops.SourceFile("Dockerfile", "dockerfile", src)])))
     p = irctl("solve", graph, "--cache-dir", tmp_path / "cache", "--oci-layout", f"busybox={busybox_layout}",
               "--progress", "quiet", check=False)
-    assert p.returncode == 1
+    assert p.code == 1
     assert "Dockerfile:2" in p.stderr and ">>> RUN echo about to fail; false" in p.stderr
     assert "about to fail" in p.stderr and "exit code 1" in p.stderr and "Traceback" not in p.stderr
 

@@ -19,7 +19,8 @@ from frontends.dockerfile import FRONTEND as DOCKERFILE
 from frontends.pydsl import FRONTEND as PYDSL
 from frontends.toml import FRONTEND as TOML
 from ir.validate import validate_document
-from tests.dockerfile.test_convert import FakeResolver
+from tests.support.cli import irctl, run_image
+from tests.support.resolver import FakeResolver
 
 HERE = Path(__file__).parent
 CASES = sorted(p for p in (HERE / "cases").iterdir() if p.is_dir())
@@ -98,8 +99,6 @@ def test_targets_select_the_same_stage():
 
 @pytest.mark.e2e
 def test_solver_builds_it_once(tmp_path, busybox_layout):
-    from tests.cli.conftest import irctl, run_image
-
     case = HERE / "cases" / "app"
     token = tmp_path / "token"
     token.write_text("s3cr3t")

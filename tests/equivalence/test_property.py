@@ -20,7 +20,7 @@ from frontends import BuildRequest
 from frontends.dockerfile import FRONTEND as DOCKERFILE
 from frontends.pydsl import FRONTEND as PYDSL
 from frontends.toml import FRONTEND as TOML
-from tests.dockerfile.test_convert import FakeResolver
+from tests.support.resolver import FakeResolver
 
 word = st.from_regex(r"[a-z][a-z0-9._-]{0,6}", fullmatch=True)
 key = st.from_regex(r"[A-Z][A-Z0-9_]{0,4}", fullmatch=True)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import Result
+from tests.support.cli import Result, run_image
+from tests.support.cli import irctl as run_irctl
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -34,10 +35,9 @@ def plugin_path(tmp_path_factory) -> Path:
 
 
 def irctl(*args, plugin: Path | None, env: dict | None = None) -> Result:
-    extra = {"PYTHONPATH": os.pathsep.join(p for p in (str(plugin) if plugin else "", str(ROOT)) if p)}
-    proc = subprocess.run([sys.executable, "-m", "irctl", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **extra, **(env or {})}, timeout=300, stdin=subprocess.DEVNULL)
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    """The CLI with `plugin` (a pip --target folder) on the path, ahead of the project."""
+    path = os.pathsep.join(p for p in (str(plugin) if plugin else "", str(ROOT)) if p)
+    return run_irctl(*args, env={"PYTHONPATH": path, **(env or {})})
 
 
 def test_frontends_lists_the_plugin_and_the_built_ins(plugin_path):
@@ -90,8 +90,6 @@ def test_the_plugin_compiles_by_name_and_by_flag(plugin_path, tmp_path, busybox_
 
 @pytest.mark.e2e
 def test_irctl_build_with_the_plugin_frontend(plugin_path, tmp_path, busybox_layout):
-    from tests.cli.conftest import run_image
-
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Greetfile").write_text("from busybox\nsay hello\nsay from a plugin\n")

@@ -3,11 +3,9 @@ image runs its CMD; an exception in the file fails with the file's line."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from tests.cli.conftest import irctl, run_image
+from tests.support.cli import irctl, run_image, write
 
 BUILD = """\
 from frontends.pydsl import arg, image, target
@@ -22,13 +20,6 @@ app = (image("busybox", name="app")
        .cmd("cat w msg.txt && echo from $WHO && pwd"))
 target("default", app)
 """
-
-
-def write(ctx: Path, files: dict[str, str]) -> Path:
-    ctx.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (ctx / name).write_text(text)
-    return ctx
 
 
 @pytest.mark.e2e

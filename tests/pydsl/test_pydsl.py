@@ -2,32 +2,30 @@
 source map (each op points at the Python line that made it), immutability and the load rules.
 
 ``golden/<case>/build.py`` (+ optional ``request.json``) → ``expected.json``;
-``negative/<case>/build.py`` → ``error.txt``.  ``IRCTL_REGEN_GOLDEN=1`` rewrites expected files.
+``negative/<case>/build.py`` → ``error.txt``.  A missing expected file fails;
+``IRCTL_REGEN_GOLDEN=1`` rewrites them (``tests.support.golden``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest
 
-from frontends import BuildRequest, FrontendError
+from frontends import BuildRequest
 from frontends.pydsl import FRONTEND, cache, image, secret
 from frontends.pydsl.load import execute
 from ir.validate import validate_document
-from tests.dockerfile.test_convert import FakeResolver, project
+from tests.support.golden import case_folders, check_projection, check_refusal, request_options
+from tests.support.resolver import FakeResolver
 
 HERE = Path(__file__).parent
-GOLDEN = sorted(p for p in (HERE / "golden").iterdir() if p.is_dir())
-NEGATIVE = sorted(p for p in (HERE / "negative").iterdir() if p.is_dir())
-REGEN = os.environ.get("IRCTL_REGEN_GOLDEN") == "1"
+GOLDEN = case_folders(HERE / "golden")
+NEGATIVE = case_folders(HERE / "negative")
 
 
 def request_for(case: Path) -> BuildRequest:
-    opts = json.loads((case / "request.json").read_text()) if (case / "request.json").exists() else {}
-    return BuildRequest((case / "build.py").read_bytes(), filename="build.py", **opts)
+    return BuildRequest((case / "build.py").read_bytes(), filename="build.py", **request_options(case))
 
 
 def compile_text(text: str, **kw):
@@ -36,24 +34,16 @@ def compile_text(text: str, **kw):
     return compiled.document
 
 
-def check_text(path: Path, text: str) -> None:
-    if REGEN or not path.exists():
-        path.write_text(text)
-    assert text == path.read_text()
-
-
 @pytest.mark.parametrize("case", GOLDEN, ids=[p.name for p in GOLDEN])
 def test_golden(case: Path):
     compiled = FRONTEND.compile(request_for(case), FakeResolver())
     validate_document(compiled.document)
-    check_text(case / "expected.json", json.dumps(project(compiled.document), indent=2, ensure_ascii=False) + "\n")
+    check_projection(compiled.document, case / "expected.json")
 
 
 @pytest.mark.parametrize("case", NEGATIVE, ids=[p.name for p in NEGATIVE])
 def test_negative(case: Path):
-    with pytest.raises(FrontendError) as info:
-        FRONTEND.compile(request_for(case), FakeResolver())
-    check_text(case / "error.txt", str(info.value) + "\n")
+    check_refusal(FRONTEND, request_for(case), case / "error.txt")
 
 
 # --------------------------------------------------------------------------- source map

@@ -3,11 +3,9 @@ runs its CMD; a bad recipe fails with the located message and nothing else."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from tests.cli.conftest import irctl, run_image
+from tests.support.cli import irctl, run_image, write
 
 RECIPE = """\
 [stages.words]
@@ -26,13 +24,6 @@ steps = [
 [stages.app.config]
 cmd = "cat w msg.txt && echo from $WHO && pwd"
 """
-
-
-def write(ctx: Path, files: dict[str, str]) -> Path:
-    ctx.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (ctx / name).write_text(text)
-    return ctx
 
 
 @pytest.mark.e2e

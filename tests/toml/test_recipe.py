@@ -3,15 +3,15 @@ key-line scanner, and the schema against the spec's examples.
 
 ``golden/<case>/`` holds ``recipe.toml``, an optional ``request.json`` (``target``,
 ``build_args``) and ``expected.json`` — the readable projection of the compiled document that the
-Dockerfile golden tests use (``tests.dockerfile.test_convert.project``).  ``negative/<case>/``
-holds ``recipe.toml`` (and maybe ``request.json``) and ``error.txt``.  ``IRCTL_REGEN_GOLDEN=1``
-rewrites the expected files; review the diff by hand.
+Dockerfile golden tests use (``tests.support.projection.project``).  ``negative/<case>/``
+holds ``recipe.toml`` (and maybe ``request.json``) and ``error.txt``.  A missing expected file
+fails; ``IRCTL_REGEN_GOLDEN=1`` rewrites the expected files (``tests.support.golden``); review the
+diff by hand.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import tomllib
 from pathlib import Path
@@ -24,24 +24,17 @@ from frontends.toml import FRONTEND
 from frontends.toml.lines import format_path, key_lines
 from frontends.toml.recipe import read_recipe, schema
 from ir.validate import validate_document
-from tests.dockerfile.test_convert import FakeResolver, project
+from tests.support.golden import case_folders, check_projection, check_refusal, request_options
+from tests.support.resolver import FakeResolver
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
-GOLDEN = sorted(p for p in (HERE / "golden").iterdir() if p.is_dir())
-NEGATIVE = sorted(p for p in (HERE / "negative").iterdir() if p.is_dir())
-REGEN = os.environ.get("IRCTL_REGEN_GOLDEN") == "1"
+GOLDEN = case_folders(HERE / "golden")
+NEGATIVE = case_folders(HERE / "negative")
 
 
 def request_for(case: Path) -> BuildRequest:
-    opts = json.loads((case / "request.json").read_text()) if (case / "request.json").exists() else {}
-    return BuildRequest((case / "recipe.toml").read_bytes(), filename="recipe.toml", **opts)
-
-
-def check_text(path: Path, text: str) -> None:
-    if REGEN or not path.exists():
-        path.write_text(text)
-    assert text == path.read_text()
+    return BuildRequest((case / "recipe.toml").read_bytes(), filename="recipe.toml", **request_options(case))
 
 
 @pytest.mark.parametrize("case", GOLDEN, ids=[p.name for p in GOLDEN])
@@ -51,14 +44,12 @@ def test_golden(case: Path):
     for digest, op in compiled.document.ops.items():  # every op made by a step has a source-map entry
         if not (op.source and op.source.local):
             assert compiled.document.metadata[digest].locations, op.kind
-    check_text(case / "expected.json", json.dumps(project(compiled.document), indent=2, ensure_ascii=False) + "\n")
+    check_projection(compiled.document, case / "expected.json")
 
 
 @pytest.mark.parametrize("case", NEGATIVE, ids=[p.name for p in NEGATIVE])
 def test_negative(case: Path):
-    with pytest.raises(FrontendError) as info:
-        FRONTEND.compile(request_for(case), FakeResolver())
-    check_text(case / "error.txt", str(info.value) + "\n")
+    check_refusal(FRONTEND, request_for(case), case / "error.txt")
 
 
 def test_error_names_line_and_key_path():

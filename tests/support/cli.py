@@ -1,0 +1,50 @@
+"""Run the real ``irctl`` CLI in a subprocess (``sys.executable -m irctl``, inheriting PYTHONPATH),
+unpack and run the image it made, and write a build context: what the CLI, frontend, equivalence,
+plugin and security tests share."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def events(self) -> list[dict]:
+        return [json.loads(line) for line in self.stderr.splitlines() if line.startswith("{")]
+
+
+def irctl(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300) -> Result:
+    proc = subprocess.run([sys.executable, "-m", "irctl", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout, stdin=subprocess.DEVNULL)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def run_image(layout: Path, tag: str, work: Path) -> str:
+    """Unpack an OCI layout with umoci and run its default command with runc; returns stdout."""
+    bundle = work / "bundle"
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:{tag}", str(bundle)], check=True, capture_output=True)
+    config = json.loads((bundle / "config.json").read_text())
+    config["process"]["terminal"] = False
+    (bundle / "config.json").write_text(json.dumps(config))
+    proc = subprocess.run(["runc", "run", "--bundle", str(bundle), f"irctl-test-{os.getpid()}-{bundle.stat().st_ino}"],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def write(ctx: Path, files: dict[str, str]) -> Path:
+    """Write `files` (relative name → text) under `ctx`, making the folders; returns `ctx`."""
+    for name, text in files.items():
+        p = ctx / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return ctx
