@@ -110,3 +110,9 @@ def did_you_mean(word: str, choices: list[str] | tuple[str, ...], prefix: str = 
         return ""
     original = next(c for c in choices if c.lower() == best[0])
     return f" (did you mean {prefix}{original}?)"
+
+
+def quoted_hint(word: str, choices) -> str:
+    """`` (did you mean "X"?)`` for the closest choice, or ``""``."""
+    hint = did_you_mean(word, list(choices))
+    return hint.replace("(did you mean ", '(did you mean "').replace("?)", '"?)') if hint else ""

@@ -30,12 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# the values of a run step's ``network`` and ``security`` (Dockerfile ``RUN --network``/``--security``;
-# the IR's ``ExecOp.network``/``security``)
-NETWORK_MODES = ("default", "none", "host")
-SECURITY_MODES = ("sandbox", "insecure")
-
-
 @dataclass(frozen=True)
 class Where:
     """A place in a source file: 1-based line (0: unknown), and the key path inside the document."""

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import re
 
-from frontends.common.model import NETWORK_MODES, SECURITY_MODES
 from frontends.common.mounts import MountError, parse_mount
 from frontends.dockerfile import instructions as I
 from frontends.dockerfile.arguments import _HEREDOC_WORD, FlagWord, _heredoc_from
 from frontends.dockerfile.syntax import Node, SyntaxTree
 from frontends.errors import SourceError, Span, did_you_mean
+from ir import ops
 
 BOOL, STRING, STRINGS = "bool", "string", "strings"
 
@@ -165,7 +165,7 @@ class Builder:
             mounts.append(m)
             ssh_n += m.type == "ssh"
         net, sec = fv.get("network"), fv.get("security")
-        for flag, val, allowed in (("network", net, NETWORK_MODES), ("security", sec, SECURITY_MODES)):
+        for flag, val, allowed in (("network", net, ops.NETWORK_MODES), ("security", sec, ops.SECURITY_MODES)):
             if val is not None and "$" not in val and val not in allowed:
                 f = next(x for x in common["flags"] if x.name == flag)
                 raise SourceError(f'unsupported {flag} mode "{val}"' + did_you_mean(val, allowed), f.span)

@@ -39,7 +39,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from frontends import FrontendError
+from frontends.errors import quoted_hint
 from frontends.common.model import Mount, Step, Where
+from ir.ops import NETWORK_MODES, SECURITY_MODES, SHARING_MODES
 
 __all__ = ["Stage", "DslError", "image", "scratch", "arg", "target", "cache", "secret", "bind", "tmpfs", "ssh"]
 
@@ -130,8 +132,8 @@ class Stage:
         ``env``/``workdir``/``user`` apply to this run only; ``network`` is ``default``, ``none``
         or ``host``; ``security`` ``sandbox`` or ``insecure``."""
         command = _command(cmd, "run")
-        _choice("run: network", network, ("default", "none", "host"))
-        _choice("run: security", security, ("sandbox", "insecure"))
+        _choice("run: network", network, NETWORK_MODES)
+        _choice("run: security", security, SECURITY_MODES)
         mounts = tuple(mounts)
         for m in mounts:
             if not isinstance(m, Mount):
@@ -286,7 +288,7 @@ def cache(target: str | None = None, *, id: str | None = None, sharing: str | No
     """A persistent cache directory at ``target`` (id defaults to the target; without a target,
     the working directory), shared by builds; ``sharing`` is ``shared`` (default), ``private`` or
     ``locked``."""
-    _choice("cache: sharing", sharing, ("shared", "private", "locked"))
+    _choice("cache: sharing", sharing, SHARING_MODES)
     return _mount("cache", target=target, id=id, sharing=sharing, **{"from": from_}, source=source, mode=mode,
                   uid=uid, gid=gid, readonly=readonly)
 
@@ -327,8 +329,6 @@ def _choice(what: str, value, allowed: tuple[str, ...]) -> None:
     if value is None:
         return
     if value not in allowed:
-        from frontends.common.lower import quoted_hint
-
         hint = quoted_hint(str(value), allowed) or f" (one of: {', '.join(allowed)})"
         raise DslError(f'{what}: unknown value "{value}"{hint}')
 

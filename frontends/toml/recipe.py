@@ -20,7 +20,8 @@ from pathlib import Path
 
 import jsonschema
 
-from frontends.common.lower import RecipeError, quoted_hint
+from frontends.common.lower import RecipeError
+from frontends.errors import quoted_hint
 from frontends.common.model import Mount, Recipe, StageDecl, Step, Where
 from frontends.toml.lines import format_path, key_lines, line_of
 
