@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 def _default_platform() -> ops.Platform:
     """The host platform, imported on first use: the no-op fast path reads build files through
     ``frontends.files`` and must not pay for importing the IR (msgspec) just to load this package."""
-    from ir import ops
+    from ir import ops  # lazy: ir.ops costs ~33 ms to import, this package ~13 ms (-X importtime)
 
     return ops.Platform()
 

@@ -16,21 +16,19 @@ Follows BuildKit's ``dispatchRun`` and ``dispatchRunMounts``:
 from __future__ import annotations
 
 import posixpath
-from typing import TYPE_CHECKING
 
 from frontends.common import stage as S
 from frontends.common.mounts import MountError, parse_mount
 from frontends.dockerfile import instructions as I
+from frontends.dockerfile.dispatch import Dispatch, Lowering
 from frontends.dockerfile.arguments import _HEREDOC_WORD, _heredoc_from
 from frontends.dockerfile.stages import DockerfileError
 from frontends.errors import Span, did_you_mean
 from ir import builder, ops
 
-if TYPE_CHECKING:
-    from frontends.dockerfile.convert import Converter, Dispatch
 
 
-def dispatch_run(conv: "Converter", d: "Dispatch", ins: I.Run, span: Span) -> None:
+def dispatch_run(conv: Lowering, d: Dispatch, ins: I.Run, span: Span) -> None:
     args = list(ins.command.args)
     name = conv.describe(d, ins)
     extra: list[builder.RunMount] = []
@@ -92,7 +90,7 @@ def _mode(conv, d, ins: I.Run, flag: str, value: str | None, allowed, span: Span
     return value
 
 
-def run_mounts(conv: "Converter", d: "Dispatch", ins: I.Run, span: Span) -> list[builder.RunMount]:
+def run_mounts(conv: Lowering, d: Dispatch, ins: I.Run, span: Span) -> list[builder.RunMount]:
     """The RUN's mounts as the exec op's: read (and defaulted) when the instruction was parsed,
     read again with the build args expanded when a value holds a ``$variable``."""
     flags = [f for f in ins.flags if f.name == "mount"]
