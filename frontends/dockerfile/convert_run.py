@@ -21,7 +21,7 @@ from frontends.common import stage as S
 from frontends.common.mounts import MountError, parse_mount
 from frontends.dockerfile import instructions as I
 from frontends.dockerfile.dispatch import Dispatch, Lowering
-from frontends.dockerfile.arguments import _HEREDOC_WORD, _heredoc_from
+from frontends.dockerfile.heredocs import HEREDOC_WORD, heredoc_from
 from frontends.dockerfile.stages import DockerfileError
 from frontends.errors import Span, did_you_mean
 from ir import builder, ops
@@ -66,8 +66,8 @@ def dispatch_run(conv: Lowering, d: Dispatch, ins: I.Run, span: Span) -> None:
 
 def single_heredoc(word: str) -> bool:
     """BuildKit ``MustParseHeredoc``: the whole command is one ``<<WORD``."""
-    m = _HEREDOC_WORD.match(word)
-    return bool(m and m.group(3) and _heredoc_from(m.group(1), m.group(2) == "-", m.group(3)))
+    m = HEREDOC_WORD.match(word)
+    return bool(m and m.group(3) and heredoc_from(m.group(1), m.group(2) == "-", m.group(3)))
 
 
 def summarize_heredoc(doc: str) -> str:
