@@ -3,7 +3,7 @@
     base = image("127.0.0.1:5000/busybox:latest", digest=...)
     ctx = local("context")
     app = (base.with_env("GOFLAGS", "-mod=mod")
-               .with_mount(cache("/root/.cache"))
+               .with_mount(cache("/root/.cache", "build-cache"))
                .run(["sh", "-c", "make"], mounts=[bind("/src", ctx)])
                .copy(ctx, "README.md", "/app/"))
     doc = build_document({"default": app.with_image(ImageConfig(cmd=("/app/run",)))})
