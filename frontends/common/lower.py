@@ -17,7 +17,7 @@ from typing import Any
 from frontends import BuildRequest, Compiled, FrontendError, ImageResolver
 from frontends.common import stage as S
 from frontends.common.expand import Expander, ExpandError
-from frontends.common.model import Mount, Recipe, StageDecl, Step, Where
+from frontends.common.model import MountDecl, Recipe, StageDecl, Step, Where
 from frontends.common.mounts import MountError, mount_from_options
 from frontends.common.platforms import parse_platform, predefined_args
 from frontends.errors import SourceError, quoted_hint
@@ -270,7 +270,7 @@ class Lowerer:
             raise RecipeError(f'unknown {what} mode "{value}"' + quoted_hint(value, allowed), where)
         return value
 
-    def mount(self, decl: StageDecl, s: S.Stage, m: Mount, cwd: str, ssh_n: int) -> builder.RunMount:
+    def mount(self, decl: StageDecl, s: S.Stage, m: MountDecl, cwd: str, ssh_n: int) -> builder.RunMount:
         """A declared mount, checked and defaulted by the Dockerfile's ``--mount`` rules."""
         try:
             spec = mount_from_options(m.type, m.options, lambda v: self.word(v, s.env, m.where), ssh_index=ssh_n)

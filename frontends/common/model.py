@@ -10,7 +10,7 @@ TOML frontend, taken verbatim by the Python DSL):
 
 =============  ===========================================================================
 run            ``cmd`` (str: shell form · list: argv), ``env`` {}, ``workdir``, ``user``,
-               ``network``, ``security``, ``mounts`` [Mount]
+               ``network``, ``security``, ``mounts`` [MountDecl]
 copy, add      ``src`` [str], ``dest``, ``from``, ``chown``, ``chmod``, ``link``, ``exclude`` [],
                ``parents``; add only: ``checksum``, ``keep_git_dir``, ``unpack``
 env, label     ``pairs`` [(k, v)]
@@ -44,8 +44,10 @@ class Where:
 
 
 @dataclass(frozen=True)
-class Mount:
-    """A ``run`` mount as declared; ``options`` use the Dockerfile ``--mount`` key names."""
+class MountDecl:
+    """A ``run`` mount as a recipe declares it, values unexpanded: ``options`` use the ``--mount``
+    key names and are typed (str, bool, int); lowering reads them with
+    :func:`frontends.common.mounts.mount_from_options`, as the Dockerfile's flag text is read."""
 
     type: str
     options: tuple[tuple[str, Any], ...]

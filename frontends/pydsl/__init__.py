@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 
 from frontends.pydsl.api import (DslError, Stage, arg, bind, cache, image, scratch, secret, ssh,  # noqa: F401
                                  target, tmpfs)
-from frontends.pydsl.api import __all__ as _API
 
 if TYPE_CHECKING:
     from frontends import BuildRequest, Compiled, ImageResolver
 
-__all__ = [*_API, "FRONTEND"]
+__all__ = ["Stage", "DslError", "image", "scratch", "arg", "target", "cache", "secret", "bind", "tmpfs", "ssh",
+           "FRONTEND"]
 
 
 class PythonDslFrontend:
