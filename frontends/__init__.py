@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Protocol
 
+from frontends.errors import FrontendError  # noqa: F401 (the contract's error, defined once)
+
 if TYPE_CHECKING:
     from ir import ops
 
@@ -92,10 +94,6 @@ class Frontend(Protocol):
 
     def compile(self, request: BuildRequest, resolver: ImageResolver) -> Compiled:
         ...
-
-
-class FrontendError(Exception):
-    """A user-facing error from a frontend; ``str()`` is the full located message."""
 
 
 def executes_code(frontend: object) -> bool:
