@@ -3,7 +3,7 @@
     base = image("127.0.0.1:5000/busybox:latest", digest=...)
     ctx = local("context")
     app = (base.with_env("GOFLAGS", "-mod=mod")
-               .with_mount(cache("/root/.cache", "build-cache"))
+               .with_mount(cache("/root/.cache"))
                .run(["sh", "-c", "make"], mounts=[bind("/src", ctx)])
                .copy(ctx, "README.md", "/app/"))
     doc = build_document({"default": app.with_image(ImageConfig(cmd=("/app/run",)))})
@@ -58,12 +58,13 @@ def bind(target: str, state: "State", selector: str = "", readonly: bool = True,
     return RunMount(ops.Mount(target, "bind", selector=selector, readonly=readonly), state, output)
 
 
-def cache(target: str, id: str, sharing: ops.Sharing | None = None, *, seed: "State | None" = None,
+def cache(target: str, id: str = "", sharing: ops.Sharing | None = None, *, seed: "State | None" = None,
           selector: str = "", readonly: bool = False, **options) -> RunMount:
-    """A persistent cache directory ``id``; ``sharing`` and ``options`` (uid, gid, mode) default
-    to :class:`ops.CacheOptions`'."""
+    """A persistent cache directory ``id`` (this API's shorthand: none given, the mount point);
+    ``sharing`` and ``options`` (uid, gid, mode) default to :class:`ops.CacheOptions`'.  The
+    frontends always give the id (BuildKit's rule: ``frontends.common.mounts.cache_id``)."""
     return RunMount(ops.Mount(target, "cache", selector=selector, readonly=readonly,
-                              cache=ops.CacheOptions(id, **_given(sharing=sharing), **options)), seed)
+                              cache=ops.CacheOptions(id or target, **_given(sharing=sharing), **options)), seed)
 
 
 def tmpfs(target: str, size: int = 0) -> RunMount:
