@@ -38,6 +38,11 @@ def vertex(op_kind: str, body, inputs: Sequence[tuple[Vertex, int]] = (), meta: 
     return Vertex(op, op_digest(op), tuple(v for v, _ in inputs), meta)
 
 
+def _given(**fields) -> dict:
+    """The fields that were given: the others take the IR's defaults (``ir/ops.py``), not a copy."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 @dataclass(frozen=True, slots=True)
 class RunMount:
     """An :class:`ops.Mount` for ``State.run`` before its indexes are known: ``state`` is the
@@ -67,8 +72,9 @@ def cache(target: str, id: str = "", sharing: ops.Sharing | None = None, *, seed
                               cache=ops.CacheOptions(id or target, **_given(sharing=sharing), **options)), seed)
 
 
-def tmpfs(target: str, size: int = 0) -> RunMount:
-    return RunMount(ops.Mount(target, "tmpfs", tmpfs=ops.TmpfsOptions(size)))
+def tmpfs(target: str, size: int | None = None) -> RunMount:
+    """A memory filesystem at ``target``; ``size`` in bytes defaults to :class:`ops.TmpfsOptions`'."""
+    return RunMount(ops.Mount(target, "tmpfs", tmpfs=ops.TmpfsOptions(**_given(size=size))))
 
 
 def secret(id: str, target: str = "", **options) -> RunMount:
@@ -81,11 +87,6 @@ def ssh(target: str = "/run/buildkit/ssh_agent.0", id: str | None = None, **opti
     """SSH agent ``id`` at ``target``; ``id`` and ``options`` (uid, gid, mode, required) default
     to :class:`ops.SSHOptions`'."""
     return RunMount(ops.Mount(target, "ssh", ssh=ops.SSHOptions(**_given(id=id), **options)))
-
-
-def _given(**fields) -> dict:
-    """The fields that were given: the others take the IR's defaults (``ir/ops.py``), not a copy."""
-    return {k: v for k, v in fields.items() if v is not None}
 
 
 @dataclass(frozen=True, slots=True)

@@ -290,7 +290,7 @@ def lower_mount(cwd: str, m: MountSpec, source_of: Callable[[str], builder.State
         return builder.ssh(target, m.id or None, required=m.required, **owner)
     target = mount_target(cwd, m.target)
     if m.type == "tmpfs":
-        return builder.tmpfs(target, size=m.size or 0)
+        return builder.tmpfs(target, m.size)
     selector = posixpath.normpath(posixpath.join("/", m.source)) if m.source else ""
     selector = "" if selector in ("/", "//") else selector
     if m.type == "cache":
