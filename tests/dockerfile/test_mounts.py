@@ -148,3 +148,13 @@ def test_recipe_values_are_expanded_not_deferred():
     m = mount_from_options("cache", [("target", "$D"), ("mode", "$M")], lambda v: seen.append(v) or "0700",
                            ssh_index=0)
     assert (m.target, m.mode, m.deferred, seen) == ("0700", 0o700, (), ["$D", "$M"])
+
+
+def test_mount_errors_are_the_error_irctl_catches():
+    """One FrontendError: a bad mount escaping a compiler is reported, never a traceback."""
+    import frontends
+    from frontends.common.errors import ExpandError
+    from frontends.errors import SourceError
+
+    for error in (MountError, ExpandError, SourceError):
+        assert issubclass(error, frontends.FrontendError)
