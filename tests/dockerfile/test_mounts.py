@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+import frontends
+from frontends.common.errors import ExpandError
 from frontends.common.mounts import (MountError, cache_id, mount_from_options, parse_mount, ram_in_bytes,
                                      split_csv)
 from frontends.common.stage import lower_mount
+from frontends.errors import SourceError
 from ir import builder, ops
 from frontends.dockerfile.parse import parse_dockerfile
 
@@ -152,9 +155,5 @@ def test_recipe_values_are_expanded_not_deferred():
 
 def test_mount_errors_are_the_error_irctl_catches():
     """One FrontendError: a bad mount escaping a compiler is reported, never a traceback."""
-    import frontends
-    from frontends.common.errors import ExpandError
-    from frontends.errors import SourceError
-
     for error in (MountError, ExpandError, SourceError):
         assert issubclass(error, frontends.FrontendError)
