@@ -9,9 +9,9 @@ from frontends.common.errors import ExpandError
 from frontends.common.mounts import (MountError, cache_id, mount_from_options, parse_mount, ram_in_bytes,
                                      split_csv)
 from frontends.common.stage import lower_mount
+from frontends.dockerfile.parse import parse_dockerfile
 from frontends.errors import SourceError
 from ir import builder, ops
-from frontends.dockerfile.parse import parse_dockerfile
 
 
 def test_default_is_read_only_bind():
