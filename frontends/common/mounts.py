@@ -58,10 +58,13 @@ class MountError(FrontendError):
 
 @dataclass(frozen=True)
 class MountSpec:
-    """One ``RUN --mount``: BuildKit's ``instructions.Mount`` with its aliases resolved (``src`` →
-    ``source``, ``dst``/``destination`` → ``target``, ``ro``/``rw`` → ``readonly``) and, when made
-    by the parser, BuildKit's defaults applied (module docstring).  ``target`` may be relative (to
-    the WORKDIR) and values listed in ``deferred`` still hold ``$variables``."""
+    """One mount of a run, from any frontend: the only frontend-side shape of a mount, lowered
+    once (:func:`frontends.common.stage.lower_mount`) to the exec op's ``ops.Mount``.  BuildKit's
+    ``instructions.Mount`` with its aliases resolved (``src`` → ``source``, ``dst``/``destination``
+    → ``target``, ``ro``/``rw`` → ``readonly``) and, when made with ``ssh_index``, BuildKit's
+    Dockerfile defaults applied (module docstring).  ``target`` may be relative (to the WORKDIR);
+    values listed in ``deferred`` still hold ``$variables``; an option left ``None`` takes the IR's
+    default."""
 
     type: str = "bind"
     target: str = ""
