@@ -14,7 +14,6 @@ The source line is only printed when the span was given the text it points into.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 
 
@@ -75,7 +74,8 @@ class Span:
 
 
 class FrontendError(Exception):
-    """Base class of every error a frontend raises."""
+    """Base class of every error a frontend raises (``frontends.FrontendError``, part of the
+    contract): ``str()`` is the full located message the user sees."""
 
 
 class SourceError(FrontendError):
@@ -105,8 +105,16 @@ class SourceWarning:
 
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...], prefix: str = "") -> str:
     """`` (did you mean X?)`` for the closest choice, or ``""`` if nothing is close (difflib)."""
+    import difflib  # lazy: ~20 ms to import (-X importtime), paid only when an error wants a hint
+
     best = difflib.get_close_matches(word.lower(), [c.lower() for c in choices], n=1, cutoff=0.6)
     if not best:
         return ""
     original = next(c for c in choices if c.lower() == best[0])
     return f" (did you mean {prefix}{original}?)"
+
+
+def quoted_hint(word: str, choices) -> str:
+    """`` (did you mean "X"?)`` for the closest choice, or ``""``."""
+    hint = did_you_mean(word, list(choices))
+    return hint.replace("(did you mean ", '(did you mean "').replace("?)", '"?)') if hint else ""

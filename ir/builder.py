@@ -38,47 +38,55 @@ def vertex(op_kind: str, body, inputs: Sequence[tuple[Vertex, int]] = (), meta: 
     return Vertex(op, op_digest(op), tuple(v for v, _ in inputs), meta)
 
 
+def _given(**fields) -> dict:
+    """The fields that were given: the others take the IR's defaults (``ir/ops.py``), not a copy."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 @dataclass(frozen=True, slots=True)
-class MountSpec:
-    """A mount for ``State.run``; ``state`` is the input mounted (bind) or seeding it (cache)."""
+class RunMount:
+    """An :class:`ops.Mount` for ``State.run`` before its indexes are known: ``state`` is the
+    input it mounts (bind) or is seeded from (cache), ``output`` asks for its contents as an
+    extra output.  ``run`` fills in ``mount.input`` and ``mount.output``; every option default
+    is the IR's own (``ir/ops.py``), none is repeated here."""
 
-    target: str
-    type: str = "bind"
+    mount: ops.Mount
     state: "State | None" = None
-    selector: str = ""
-    readonly: bool = False
     output: bool = False
-    cache: ops.CacheOptions | None = None
-    tmpfs: ops.TmpfsOptions | None = None
-    secret: ops.SecretOptions | None = None
-    ssh: ops.SSHOptions | None = None
+
+    @property
+    def target(self) -> str:
+        return self.mount.target
 
 
-def bind(target: str, state: "State", selector: str = "", readonly: bool = True, output: bool = False) -> MountSpec:
-    return MountSpec(target, "bind", state, selector, readonly, output)
+def bind(target: str, state: "State", selector: str = "", readonly: bool = True, output: bool = False) -> RunMount:
+    return RunMount(ops.Mount(target, "bind", selector=selector, readonly=readonly), state, output)
 
 
-def cache(target: str, id: str = "", sharing: str = "shared", *, seed: "State | None" = None, selector: str = "",
-          uid: int = 0, gid: int = 0, mode: int = 0o755, readonly: bool = False) -> MountSpec:
-    return MountSpec(target, "cache", seed, selector, readonly,
-                     cache=ops.CacheOptions(id or target, sharing, uid, gid, mode))
+def cache(target: str, id: str = "", sharing: ops.Sharing | None = None, *, seed: "State | None" = None,
+          selector: str = "", readonly: bool = False, **options) -> RunMount:
+    """A persistent cache directory ``id`` (this API's shorthand: none given, the mount point);
+    ``sharing`` and ``options`` (uid, gid, mode) default to :class:`ops.CacheOptions`'.  The
+    frontends always give the id (BuildKit's rule: ``frontends.common.mounts.cache_id``)."""
+    return RunMount(ops.Mount(target, "cache", selector=selector, readonly=readonly,
+                              cache=ops.CacheOptions(id or target, **_given(sharing=sharing), **options)), seed)
 
 
-def tmpfs(target: str, size: int = 0) -> MountSpec:
-    return MountSpec(target, "tmpfs", tmpfs=ops.TmpfsOptions(size))
+def tmpfs(target: str, size: int | None = None) -> RunMount:
+    """A memory filesystem at ``target``; ``size`` in bytes defaults to :class:`ops.TmpfsOptions`'."""
+    return RunMount(ops.Mount(target, "tmpfs", tmpfs=ops.TmpfsOptions(**_given(size=size))))
 
 
-def secret(id: str, target: str = "", *, env: str = "", required: bool = False,
-           uid: int = 0, gid: int = 0, mode: int = 0o400) -> MountSpec:
-    if not target and not env:
-        target = f"/run/secrets/{id}"
-    return MountSpec(target or f"/run/secrets/{id}", "secret",
-                     secret=ops.SecretOptions(id, env, uid, gid, mode, required))
+def secret(id: str, target: str = "", **options) -> RunMount:
+    """Secret ``id`` at ``target`` (default ``/run/secrets/<id>``); ``options`` (env, uid, gid,
+    mode, required) default to :class:`ops.SecretOptions`'."""
+    return RunMount(ops.Mount(target or f"/run/secrets/{id}", "secret", secret=ops.SecretOptions(id, **options)))
 
 
-def ssh(target: str = "/run/buildkit/ssh_agent.0", id: str = "default", *, required: bool = False,
-        uid: int = 0, gid: int = 0, mode: int = 0o600) -> MountSpec:
-    return MountSpec(target, "ssh", ssh=ops.SSHOptions(id, uid, gid, mode, required))
+def ssh(target: str = "/run/buildkit/ssh_agent.0", id: str | None = None, **options) -> RunMount:
+    """SSH agent ``id`` at ``target``; ``id`` and ``options`` (uid, gid, mode, required) default
+    to :class:`ops.SSHOptions`'."""
+    return RunMount(ops.Mount(target, "ssh", ssh=ops.SSHOptions(**_given(id=id), **options)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +98,8 @@ class State:
     env: tuple[str, ...] = ()
     cwd: str = "/"
     user: str = ""
-    mounts: tuple[MountSpec, ...] = ()
-    network: str = "default"
+    mounts: tuple[RunMount, ...] = ()
+    network: ops.Network | None = None  # None: ExecOp's default
     meta: ops.OpMetadata | None = field(default=None, compare=False)
 
     # -- chaining of defaults -------------------------------------------------------------
@@ -109,10 +117,10 @@ class State:
     def with_user(self, user: str) -> "State":
         return replace(self, user=user)
 
-    def with_network(self, network: str) -> "State":
+    def with_network(self, network: ops.Network) -> "State":
         return replace(self, network=network)
 
-    def with_mount(self, mount: MountSpec) -> "State":
+    def with_mount(self, mount: RunMount) -> "State":
         """Add a mount to every later ``run`` from this state (like a default)."""
         return replace(self, mounts=self.mounts + (mount,))
 
@@ -126,15 +134,15 @@ class State:
 
     # -- ops ----------------------------------------------------------------------------
 
-    def run(self, args: Sequence[str], *, mounts: Sequence[MountSpec] = (), env: Sequence[str] | None = None,
-            cwd: str | None = None, user: str | None = None, hostname: str = "", network: str | None = None,
-            security: str = "sandbox", meta: ops.OpMetadata | None = None) -> "State":
+    def run(self, args: Sequence[str], *, mounts: Sequence[RunMount] = (), env: Sequence[str] | None = None,
+            cwd: str | None = None, user: str | None = None, hostname: str = "", network: ops.Network | None = None,
+            security: ops.Security | None = None, meta: ops.OpMetadata | None = None) -> "State":
         """Run ``args`` on this filesystem; returns the resulting root filesystem."""
         return self.run_outputs(args, mounts=mounts, env=env, cwd=cwd, user=user, hostname=hostname,
                                 network=network, security=security, meta=meta)[0]
 
-    def run_outputs(self, args: Sequence[str], *, mounts: Sequence[MountSpec] = (), env=None, cwd=None, user=None,
-                    hostname: str = "", network=None, security: str = "sandbox",
+    def run_outputs(self, args: Sequence[str], *, mounts: Sequence[RunMount] = (), env=None, cwd=None, user=None,
+                    hostname: str = "", network: ops.Network | None = None, security: ops.Security | None = None,
                     meta: ops.OpMetadata | None = None) -> list["State"]:
         """Like ``run`` but returns every output: the root first, then each ``output=True`` mount."""
         inputs: list[tuple[Vertex, int]] = [(self.vertex, self.output)]
@@ -153,12 +161,11 @@ class State:
             out = -1
             if m.output:
                 out, n_out = n_out, n_out + 1
-            wire_mounts.append(ops.Mount(m.target, m.type, idx, m.selector, m.readonly, out,
-                                         m.cache, m.tmpfs, m.secret, m.ssh))
+            wire_mounts.append(ops.replace(m.mount, input=idx, output=out))
         body = ops.ExecOp(args=tuple(args), mounts=tuple(wire_mounts),
                           env=tuple(self.env if env is None else env), cwd=cwd or self.cwd,
                           user=self.user if user is None else user, hostname=hostname,
-                          network=network or self.network, security=security)
+                          **_given(network=network or self.network, security=security))
         v = vertex("exec", body, inputs, meta or self.meta)
         return [self._next(v, i) for i in range(n_out)]
 

@@ -217,9 +217,21 @@ class SourceOp(Node):
 # --------------------------------------------------------------------------- exec
 
 
+# The closed value sets of exec fields, each spelled once: the field types below use them and
+# frontends check user input against the derived tuples (``SHARING_MODES`` …), never a copy.
+Sharing = Literal["shared", "private", "locked"]
+MountType = Literal["bind", "cache", "tmpfs", "secret", "ssh"]
+Network = Literal["default", "none", "host"]
+Security = Literal["sandbox", "insecure"]
+SHARING_MODES: tuple[str, ...] = typing.get_args(Sharing)
+MOUNT_TYPES: tuple[str, ...] = typing.get_args(MountType)
+NETWORK_MODES: tuple[str, ...] = typing.get_args(Network)
+SECURITY_MODES: tuple[str, ...] = typing.get_args(Security)
+
+
 class CacheOptions(Node):
     id: Annotated[str, doc("Cache identity; mounts with the same id share one persistent directory.")]
-    sharing: Annotated[Literal["shared", "private", "locked"], doc("`shared`: concurrent users share it; `private`: each concurrent user gets its own; `locked`: one at a time.")] = "shared"
+    sharing: Annotated[Sharing, doc("`shared`: concurrent users share it; `private`: each concurrent user gets its own; `locked`: one at a time.")] = "shared"
     uid: Annotated[int, doc("Owner of the directory when first created.")] = 0
     gid: Annotated[int, doc("Group of the directory when first created.")] = 0
     mode: Annotated[int, doc("Mode of the directory when first created.")] = 0o755
@@ -252,7 +264,7 @@ class SSHOptions(Node):
 
 class Mount(Node):
     target: Annotated[str, doc("Absolute path inside the container; mounts[0] MUST be `/`.")]
-    type: Annotated[Literal["bind", "cache", "tmpfs", "secret", "ssh"], doc("Mount type.")] = "bind"
+    type: Annotated[MountType, doc("Mount type.")] = "bind"
     input: Annotated[int, doc("Index into the op's `inputs` mounted here (bind), or seeding it (cache); -1: none (empty).")] = -1
     selector: Annotated[str, doc("Sub-path of the input to mount instead of its root.")] = ""
     readonly: Annotated[bool, doc("Mount read-only.")] = False
@@ -270,8 +282,8 @@ class ExecOp(Node):
     cwd: Annotated[str, doc("Working directory, created when missing.")] = "/"
     user: Annotated[str, doc("`user[:group]` by name or id, resolved in the root filesystem; empty: root.")] = ""
     hostname: Annotated[str, doc("Hostname; empty: the runtime's default.")] = ""
-    network: Annotated[Literal["default", "none", "host"], doc("`none`: only loopback; `host`: the host's network; `default`: the solver's default (irctl: a private network namespace per step, outbound access only).")] = "default"
-    security: Annotated[Literal["sandbox", "insecure"], doc("`insecure` grants all capabilities (must be allowed by the user when solving).")] = "sandbox"
+    network: Annotated[Network, doc("`none`: only loopback; `host`: the host's network; `default`: the solver's default (irctl: a private network namespace per step, outbound access only).")] = "default"
+    security: Annotated[Security, doc("`insecure` grants all capabilities (must be allowed by the user when solving).")] = "sandbox"
 
 
 # --------------------------------------------------------------------------- file

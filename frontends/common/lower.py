@@ -12,16 +12,15 @@ for the same build.  Every op carries a source-map entry pointing at the step's 
 from __future__ import annotations
 
 import posixpath
-from types import SimpleNamespace
 from typing import Any
 
 from frontends import BuildRequest, Compiled, FrontendError, ImageResolver
 from frontends.common import stage as S
 from frontends.common.expand import Expander, ExpandError
-from frontends.common.model import NETWORK_MODES, SECURITY_MODES, Mount, Recipe, StageDecl, Step, Where
-from frontends.common.mounts import MountError, parse_mount
+from frontends.common.model import MountDecl, Recipe, StageDecl, Step, Where
+from frontends.common.mounts import MountError, mount_from_options
 from frontends.common.platforms import parse_platform, predefined_args
-from frontends.errors import SourceError, did_you_mean
+from frontends.errors import SourceError, quoted_hint
 from ir import builder, ops
 
 _LAYER_STEPS = ("run", "copy", "add", "workdir")
@@ -250,8 +249,8 @@ class Lowerer:
         env = dict(e.split("=", 1) for e in S.run_env(s, self.request.build_args))
         for k, v in f.get("env", ()):
             env[self.word(k, s.env, w)] = self.word(v, s.env, w)
-        network = self.mode(f.get("network"), NETWORK_MODES, "network", s, step.at("network"))
-        security = self.mode(f.get("security"), SECURITY_MODES, "security", s, step.at("security"))
+        network = self.mode(f.get("network"), ops.NETWORK_MODES, "network", s, step.at("network"))
+        security = self.mode(f.get("security"), ops.SECURITY_MODES, "security", s, step.at("security"))
         mounts = []
         ssh_n = 0
         for m in f.get("mounts", ()):
@@ -260,7 +259,7 @@ class Lowerer:
             mounts.append(spec)
         text = step.text or "RUN " + (cmd if shell_form else _json_list(args))
         S.run(s, args, shell_form=shell_form, mounts=mounts, env=[f"{k}={v}" for k, v in env.items()],
-              network=network or "default", security=security or "sandbox", cwd=cwd, user=user,
+              network=network, security=security, cwd=cwd, user=user,
               meta=self.meta(decl, counter, text, w))
 
     def mode(self, value, allowed, what: str, s: S.Stage, where: Where) -> str | None:
@@ -271,22 +270,15 @@ class Lowerer:
             raise RecipeError(f'unknown {what} mode "{value}"' + quoted_hint(value, allowed), where)
         return value
 
-    def mount(self, decl: StageDecl, s: S.Stage, m: Mount, cwd: str, ssh_n: int) -> builder.MountSpec:
-        """A declared mount, read by the Dockerfile's own ``--mount`` parser (same defaults, checks)."""
-        fields = [f"type={m.type}"] + [f"{k}={_csv_value(v, octal=k == 'mode')}" for k, v in m.options]
+    def mount(self, decl: StageDecl, s: S.Stage, m: MountDecl, cwd: str, ssh_n: int) -> builder.RunMount:
+        """A declared mount, checked and defaulted by the Dockerfile's ``--mount`` rules."""
         try:
-            req = parse_mount(",".join(fields), expand=lambda v: self.word(v, s.env, m.where), ssh_index=ssh_n)
-            return S.lower_mount(SimpleNamespace(cwd=cwd), req,
-                                 lambda name: self.source_of(name, decl, m.where), self.context)
+            spec = mount_from_options(m.type, m.options, lambda v: self.word(v, s.env, m.where), ssh_index=ssh_n)
+            return S.lower_mount(cwd, spec, lambda name: self.source_of(name, decl, m.where), self.context)
         except MountError as e:
-            key, at = "", 0
-            for name, text in [("type", fields[0]), *((k, f) for (k, _), f in zip(m.options, fields[1:]))]:
-                if at <= e.offset:
-                    key = name
-                at += len(text) + 1
             where = m.where
-            if where.path and key and (e.offset or e.length):  # TOML: name the key at fault
-                where = Where(where.file, m.lines.get(key, where.line), f"{where.path}.{key}", where.column)
+            if where.path and e.key:  # TOML: name the key at fault
+                where = Where(where.file, m.lines.get(e.key, where.line), f"{where.path}.{e.key}", where.column)
             raise RecipeError(e.message, where) from None
         except S.StageError as e:
             raise RecipeError(e.message, m.where) from None
@@ -341,29 +333,6 @@ def _with_meta(state: builder.State, meta: ops.OpMetadata) -> builder.State:
     from dataclasses import replace
 
     return replace(state, vertex=replace(state.vertex, meta=meta))
-
-
-def _join(path: str, key: str | None) -> str:
-    if not key:
-        return path
-    return f"{path}.{key}" if path else key
-
-
-def quoted_hint(word: str, choices) -> str:
-    """`` (did you mean "X"?)`` for the closest choice, or ``""``."""
-    hint = did_you_mean(word, list(choices))
-    return hint.replace("(did you mean ", '(did you mean "').replace("?)", '"?)') if hint else ""
-
-
-def _csv_value(v: Any, octal: bool = False) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return f"{v:o}" if octal else str(v)
-    text = str(v)
-    if any(c in text for c in ',"\n') or text != text.strip():
-        return '"' + text.replace('"', '""') + '"'
-    return text
 
 
 def _json_list(args: list[str]) -> str:

@@ -10,7 +10,7 @@ TOML frontend, taken verbatim by the Python DSL):
 
 =============  ===========================================================================
 run            ``cmd`` (str: shell form · list: argv), ``env`` {}, ``workdir``, ``user``,
-               ``network``, ``security``, ``mounts`` [Mount]
+               ``network``, ``security``, ``mounts`` [MountDecl]
 copy, add      ``src`` [str], ``dest``, ``from``, ``chown``, ``chmod``, ``link``, ``exclude`` [],
                ``parents``; add only: ``checksum``, ``keep_git_dir``, ``unpack``
 env, label     ``pairs`` [(k, v)]
@@ -30,12 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# the values of a run step's ``network`` and ``security`` (Dockerfile ``RUN --network``/``--security``;
-# the IR's ``ExecOp.network``/``security``)
-NETWORK_MODES = ("default", "none", "host")
-SECURITY_MODES = ("sandbox", "insecure")
-
-
 @dataclass(frozen=True)
 class Where:
     """A place in a source file: 1-based line (0: unknown), and the key path inside the document."""
@@ -50,8 +44,10 @@ class Where:
 
 
 @dataclass(frozen=True)
-class Mount:
-    """A ``run`` mount as declared; ``options`` use the Dockerfile ``--mount`` key names."""
+class MountDecl:
+    """A ``run`` mount as a recipe declares it, values unexpanded: ``options`` use the ``--mount``
+    key names and are typed (str, bool, int); lowering reads them with
+    :func:`frontends.common.mounts.mount_from_options`, as the Dockerfile's flag text is read."""
 
     type: str
     options: tuple[tuple[str, Any], ...]

@@ -36,12 +36,12 @@ from frontends.common.errors import StageError
 from frontends.common.gostrings import go_list, go_quoted_list
 from frontends.common.image_config import (ImageState, PortError, expose_history, healthcheck_history,
                                            parse_port_specs, valid_signal)
-from frontends.common.mounts import MountSpec as MountRequest
+from frontends.common.mounts import MountSpec, cache_id
 from frontends.common.platforms import PROXY_ARGS
 from frontends.common.sources import Source, image_source, named_context, resolve_source  # noqa: F401 (API)
 from ir import builder, ops
 
-__all__ = ["Stage", "StageError", "MountRequest", "begin", "derive", "finish", "Source", "resolve_source",
+__all__ = ["Stage", "StageError", "begin", "derive", "finish", "Source", "resolve_source",
            "image_source", "named_context"]
 
 
@@ -243,8 +243,8 @@ def run_command_string(args: Sequence[str], s: Stage) -> str:
     return " ".join(head + list(args))
 
 
-def run(s: Stage, args: Sequence[str], *, shell_form: bool, mounts: Sequence[builder.MountSpec] = (),
-        env: Sequence[str], network: str = "default", security: str = "sandbox",
+def run(s: Stage, args: Sequence[str], *, shell_form: bool, mounts: Sequence[builder.RunMount] = (),
+        env: Sequence[str], network: ops.Network | None = None, security: ops.Security | None = None,
         cwd: str | None = None, user: str | None = None, meta: ops.OpMetadata | None = None) -> None:
     """``RUN``: an exec op on the stage's root; history ``RUN <argv> # buildkit``."""
     argv = s.image.with_shell(args) if shell_form else list(args)
@@ -258,8 +258,8 @@ def run(s: Stage, args: Sequence[str], *, shell_form: bool, mounts: Sequence[bui
                              f"two mounts at {m.target}")
         seen.add(m.target)
     s.state = s.state.run(argv, mounts=list(mounts), env=tuple(env), cwd=cwd or s.cwd,
-                          user=s.user if user is None else user, network=network or "default",
-                          security=security or "sandbox", meta=meta)
+                          user=s.user if user is None else user, network=network,
+                          security=security, meta=meta)
     s.image.commit("RUN " + run_command_string(argv, s), layer=True, buildkit_suffix=True)
 
 
@@ -277,31 +277,32 @@ def mount_target(cwd: str, target: str) -> str:
     return path
 
 
-def lower_mount(s: Stage, m: MountRequest, source_of: Callable[[str], builder.State],
-                context: Callable[[], builder.State]) -> builder.MountSpec:
-    """A mount, defaults already applied (``frontends.common.mounts.apply_defaults``), as the
-    builder's: ``source_of(name)`` is the state ``from=name`` reads, ``context()`` the build context."""
+def lower_mount(cwd: str, m: MountSpec, source_of: Callable[[str], builder.State],
+                context: Callable[[], builder.State]) -> builder.RunMount:
+    """A mount, BuildKit's defaults applied (``parse_mount(…, ssh_index=)``), as the exec op's:
+    ``source_of(name)`` is the state ``from=name`` reads, ``context()`` the build context.  An
+    option the user did not give is left out, so the IR's default (``ir/ops.py``) applies."""
+    owner = _given(uid=m.uid, gid=m.gid, mode=m.mode)
     if m.type in ("secret", "ssh"):
-        target = mount_target(s.cwd, m.target) if m.target else ""
-        uid, gid = m.uid or 0, m.gid or 0
+        target = mount_target(cwd, m.target) if m.target else ""
         if m.type == "secret":
-            return builder.secret(m.id, target, env=m.env or "", required=m.required, uid=uid, gid=gid,
-                                  mode=0o400 if m.mode is None else m.mode)
-        return builder.ssh(target, m.id or "default", required=m.required, uid=uid, gid=gid,
-                           mode=0o600 if m.mode is None else m.mode)
-    target = mount_target(s.cwd, m.target)
+            return builder.secret(m.id, target, required=m.required, **_given(env=m.env), **owner)
+        return builder.ssh(target, m.id or None, required=m.required, **owner)
+    target = mount_target(cwd, m.target)
     if m.type == "tmpfs":
-        return builder.tmpfs(target, size=m.size or 0)
+        return builder.tmpfs(target, m.size)
     selector = posixpath.normpath(posixpath.join("/", m.source)) if m.source else ""
     selector = "" if selector in ("/", "//") else selector
     if m.type == "cache":
-        seed = source_of(m.from_) if m.from_ else None
-        cache_id = m.id if "id" in m.explicit else posixpath.normpath(m.target)
-        return builder.cache(target, cache_id, m.sharing or "shared", seed=seed, selector=selector,
-                             uid=m.uid or 0, gid=m.gid or 0, mode=0o755 if m.mode is None else m.mode,
-                             readonly=m.readonly)
+        return builder.cache(target, cache_id(m, target), m.sharing or None,
+                             seed=source_of(m.from_) if m.from_ else None, selector=selector,
+                             readonly=m.readonly, **owner)
     src = source_of(m.from_) if m.from_ else context()
     return builder.bind(target, src, selector=selector, readonly=m.readonly)
+
+
+def _given(**options) -> dict:
+    return {k: v for k, v in options.items() if v is not None}
 
 
 # --------------------------------------------------------------------------- copy / add

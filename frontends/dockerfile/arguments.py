@@ -7,8 +7,9 @@
   JSON-or-whitespace-list (ADD/COPY/VOLUME), whitespace list (FROM/EXPOSE), one string
   (USER/WORKDIR/…), words (ARG), ``k=v`` pairs or the legacy ``k v`` (ENV/LABEL), HEALTHCHECK;
 * :func:`parse_json_array` – the exec form, decided by the LALR grammar ``grammar.lark`` (Go's
-  ``encoding/json`` strictness) with a fast path for the common array of plain strings;
-* :func:`heredocs_in` – the ``<<[-]NAME`` words of a RUN/COPY/ADD line.
+  ``encoding/json`` strictness) with a fast path for the common array of plain strings.
+
+The ``<<[-]NAME`` words of RUN/COPY/ADD are :mod:`.heredocs`'.
 """
 
 from __future__ import annotations
@@ -18,19 +19,13 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from frontends.common.expand import GO_SPACE, Expander, ExpandError
+from frontends.common.expand import GO_SPACE
 from frontends.common.gostrings import go_quote
-from frontends.dockerfile.scanner import HeredocBody
 
 _TOKEN_WS = re.compile(r"[\t\v\f\r ]+")
 _SPACE = frozenset(GO_SPACE)
 _SPACES = re.compile("[" + re.escape(GO_SPACE) + "]+")
 _PLAIN_WORD = re.compile("[^'\"" + re.escape(GO_SPACE) + "]*")
-_HEREDOC_WORD = re.compile(r"(\d*)<<(-?)([^<]*)\Z", re.S)
-_HEREDOC_OP = re.compile(r"(\d*)<<(-?)\Z")
-
-HEREDOC_KEYWORDS = frozenset({"run", "copy", "add"})
-
 #: keyword → argument rule (BuildKit's dispatch table)
 RULES = {
     "add": "json_or_list",
@@ -393,52 +388,3 @@ def extract_flags(line: str, base: int, escape: str) -> tuple[int, list[FlagWord
             return at(i), words
         if blank_ok or word:
             words.append(FlagWord(word, base + at(start), base + at(i), tuple(pos)))
-
-
-def heredocs_in(line: str) -> list[HeredocBody]:
-    """The ``<<NAME`` words of a RUN/COPY/ADD line (BuildKit ``heredocsFromLine``)."""
-    lex = Expander("\\", raw_quotes=True, raw_escapes=True, skip_unset_env=True)
-    try:
-        words = lex.words(line)
-    except ExpandError:
-        return []
-    docs: list[HeredocBody] = []
-    i = 0
-    while i < len(words):
-        word = words[i]
-        i += 1
-        m = _HEREDOC_WORD.match(word)
-        if not m:
-            continue
-        fd, chomp, rest = m.group(1), m.group(2) == "-", m.group(3)
-        if rest == "" and _HEREDOC_OP.match(word) and i < len(words):
-            rest = words[i]  # "<<  EOF": whitespace after the operator (BuildKit >= 0.22)
-            if "<" in rest:
-                continue
-            i += 1
-        if not rest:
-            continue
-        doc = _heredoc_from(fd, chomp, rest)
-        if doc is not None:
-            docs.append(doc)
-    return docs
-
-
-def _heredoc_from(fd: str, chomp: bool, rest: str) -> HeredocBody | None:
-    plain = Expander("\\", skip_unset_env=True)
-    raw = Expander("\\", raw_quotes=True, skip_unset_env=True)
-    try:
-        words = plain.words(rest)
-        if len(words) != 1:
-            return None
-        raw_words = raw.words(rest)
-    except ExpandError:
-        return None
-    if len(raw_words) != 1:
-        return None
-    word, word_raw = words[0], raw_words[0]
-    quotes = word.count("'") + word.count('"')
-    quotes_raw = word_raw.count("'") + word_raw.count('"')
-    return HeredocBody(
-        name=word, file_descriptor=int(fd or 0), expand=quotes == quotes_raw, chomp=chomp
-    )

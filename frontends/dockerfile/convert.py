@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass, field
+from dataclasses import replace
 
 from frontends import BuildRequest, Compiled, ImageResolver, NamedContext
 from frontends.common import stage as S
@@ -26,43 +26,20 @@ from frontends.common.platforms import platform_string
 from frontends.common.sources import familiar_names
 from frontends.dockerfile import instructions as I
 from frontends.dockerfile.convert_config import ConfigInstructions
+from frontends.dockerfile.convert_copy import dispatch_copy
+from frontends.dockerfile.convert_run import dispatch_run
+from frontends.dockerfile.dispatch import Dispatch, External
+from frontends.dockerfile.dockerignore import ignore_matcher
+from frontends.dockerfile.parse import parse_dockerfile
 from frontends.dockerfile.stages import DockerfileError, Plan, StageInfo, build_plan, stage_ref
+from frontends.dockerfile.syntax import parse_syntax
+from frontends.dockerfile.typed import Builder
 from frontends.errors import SourceError, SourceWarning, Span, did_you_mean
 from ir import builder, ops
 
 __all__ = ["compile_dockerfile", "DockerfileError"]
 
 _GUARDED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?[-+?]")
-
-
-@dataclass(eq=False)
-class Dispatch:
-    """A stage being lowered: its state, image config, run defaults and build args."""
-
-    info: StageInfo
-    state: builder.State
-    image: ImageState
-    platform: ops.Platform
-    env: dict[str, str] = field(default_factory=dict)  # what RUN sees: image Env + ARG values
-    cwd: str = "/"
-    user: str = ""
-    build_args: list[tuple[str, str | None]] = field(default_factory=list)
-    cmd_total: int = 0
-    cmd_index: int = 0
-    cmd_set: bool = False
-    on_build: bool = False  # the instruction being lowered is an ONBUILD trigger
-
-    def set_env(self, key: str, value: str) -> None:
-        self.env[key] = value
-
-
-@dataclass
-class External:
-    """An image or named context read by ``COPY --from`` / ``RUN --mount from=``, or a FROM base."""
-
-    state: builder.State
-    image: ImageState
-    platform: ops.Platform
 
 
 class Converter(ConfigInstructions):
@@ -78,8 +55,6 @@ class Converter(ConfigInstructions):
 
     # -- entry ----------------------------------------------------------------------------
     def compile(self) -> Compiled:
-        from frontends.dockerfile.parse import parse_dockerfile
-
         req = self.request
         try:
             text = req.source.decode("utf-8")
@@ -171,8 +146,6 @@ class Converter(ConfigInstructions):
         if not self.request.ignore_patterns:
             return False
         if self._ignore is None:
-            from frontends.dockerfile.dockerignore import ignore_matcher
-
             self._ignore = ignore_matcher(self.request.ignore_patterns)
         rel = posixpath.normpath("/" + src).lstrip("/")
         return bool(rel) and self._ignore.matches(rel)
@@ -289,9 +262,6 @@ class Converter(ConfigInstructions):
         return ext.state, ext.image
 
     def parse_trigger(self, text: str, info: StageInfo) -> I.Instruction:
-        from frontends.dockerfile.syntax import parse_syntax
-        from frontends.dockerfile.typed import Builder
-
         span = info.from_.span
         try:
             tree = parse_syntax(text, self.request.filename)
@@ -310,9 +280,6 @@ class Converter(ConfigInstructions):
 
     # -- instructions ---------------------------------------------------------------------
     def dispatch(self, d: Dispatch, ins: I.Instruction, span: Span) -> None:
-        from frontends.dockerfile.convert_copy import dispatch_copy
-        from frontends.dockerfile.convert_run import dispatch_run
-
         if isinstance(ins, I.Run):
             dispatch_run(self, d, ins, span)
         elif isinstance(ins, (I.Copy, I.Add)):
@@ -322,8 +289,6 @@ class Converter(ConfigInstructions):
 
 def _with_source_meta(state: builder.State, meta: ops.OpMetadata) -> builder.State:
     """Attach metadata to a source vertex (same op, same digest; metadata is not hashed)."""
-    from dataclasses import replace
-
     return replace(state, vertex=replace(state.vertex, meta=meta))
 
 

@@ -12,16 +12,14 @@ same build gives the same image config and history from any of them.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 from frontends.common import stage as S
 from frontends.dockerfile import instructions as I
+from frontends.dockerfile.dispatch import Dispatch
 from frontends.dockerfile.stages import DockerfileError
 from frontends.errors import Span
 from ir import ops
 
-if TYPE_CHECKING:
-    from frontends.dockerfile.convert import Dispatch
 
 
 class ConfigInstructions:

@@ -12,7 +12,6 @@ scratch and merges them on top, so the layer does not depend on what is below.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 from frontends.common import stage as S
 from frontends.common.copy_paths import check_checksum, check_chmod
@@ -20,15 +19,14 @@ from frontends.common.errors import StageError
 from frontends.common.expand import Expander, ExpandError
 from frontends.common.gostrings import go_quote
 from frontends.dockerfile import instructions as I
+from frontends.dockerfile.dispatch import Dispatch, Lowering
 from frontends.dockerfile.stages import DockerfileError
 from frontends.errors import Span
 from ir import ops
 
-if TYPE_CHECKING:
-    from frontends.dockerfile.convert import Converter, Dispatch
 
 
-def dispatch_copy(conv: "Converter", d: "Dispatch", ins: I.Copy | I.Add, span: Span) -> None:
+def dispatch_copy(conv: Lowering, d: Dispatch, ins: I.Copy | I.Add, span: Span) -> None:
     is_add = isinstance(ins, I.Add)
     kw = "ADD" if is_add else "COPY"
 

@@ -16,25 +16,22 @@ Follows BuildKit's ``dispatchRun`` and ``dispatchRunMounts``:
 from __future__ import annotations
 
 import posixpath
-from typing import TYPE_CHECKING
 
 from frontends.common import stage as S
-from frontends.common.model import NETWORK_MODES, SECURITY_MODES
-from frontends.common.mounts import MountError, MountSpec, apply_defaults, parse_mount
+from frontends.common.mounts import MountError, parse_mount
 from frontends.dockerfile import instructions as I
-from frontends.dockerfile.arguments import _HEREDOC_WORD, _heredoc_from
+from frontends.dockerfile.dispatch import Dispatch, Lowering
+from frontends.dockerfile.heredocs import HEREDOC_WORD, heredoc_from
 from frontends.dockerfile.stages import DockerfileError
 from frontends.errors import Span, did_you_mean
 from ir import builder, ops
 
-if TYPE_CHECKING:
-    from frontends.dockerfile.convert import Converter, Dispatch
 
 
-def dispatch_run(conv: "Converter", d: "Dispatch", ins: I.Run, span: Span) -> None:
+def dispatch_run(conv: Lowering, d: Dispatch, ins: I.Run, span: Span) -> None:
     args = list(ins.command.args)
     name = conv.describe(d, ins)
-    extra: list[builder.MountSpec] = []
+    extra: list[builder.RunMount] = []
     if ins.heredocs:
         if len(args) != 1 or not ins.command.shell_form:
             raise DockerfileError(f"parsing produced an invalid run command: {args}", span)
@@ -57,20 +54,20 @@ def dispatch_run(conv: "Converter", d: "Dispatch", ins: I.Run, span: Span) -> No
         args = d.image.with_shell(args)
 
     mounts = extra + run_mounts(conv, d, ins, span)
-    network = _mode(conv, d, ins, "network", ins.network, NETWORK_MODES, span)
-    security = _mode(conv, d, ins, "security", ins.security, SECURITY_MODES, span)
+    network = _mode(conv, d, ins, "network", ins.network, ops.NETWORK_MODES, span)
+    security = _mode(conv, d, ins, "security", ins.security, ops.SECURITY_MODES, span)
     meta = conv.meta(d, name, span)
     try:
-        S.run(d, args, shell_form=False, mounts=mounts, env=conv.run_env(d), network=network or "default",
-              security=security or "sandbox", meta=meta)
+        S.run(d, args, shell_form=False, mounts=mounts, env=conv.run_env(d), network=network,
+              security=security, meta=meta)
     except S.StageError as e:
         raise DockerfileError(e.message, span) from None
 
 
 def single_heredoc(word: str) -> bool:
     """BuildKit ``MustParseHeredoc``: the whole command is one ``<<WORD``."""
-    m = _HEREDOC_WORD.match(word)
-    return bool(m and m.group(3) and _heredoc_from(m.group(1), m.group(2) == "-", m.group(3)))
+    m = HEREDOC_WORD.match(word)
+    return bool(m and m.group(3) and heredoc_from(m.group(1), m.group(2) == "-", m.group(3)))
 
 
 def summarize_heredoc(doc: str) -> str:
@@ -93,26 +90,23 @@ def _mode(conv, d, ins: I.Run, flag: str, value: str | None, allowed, span: Span
     return value
 
 
-def run_mounts(conv: "Converter", d: "Dispatch", ins: I.Run, span: Span) -> list[builder.MountSpec]:
+def run_mounts(conv: Lowering, d: Dispatch, ins: I.Run, span: Span) -> list[builder.RunMount]:
+    """The RUN's mounts as the exec op's: read (and defaulted) when the instruction was parsed,
+    read again with the build args expanded when a value holds a ``$variable``."""
     flags = [f for f in ins.flags if f.name == "mount"]
-    out: list[builder.MountSpec] = []
+    out: list[builder.RunMount] = []
     ssh_n = 0
     for n, m in enumerate(ins.mounts):
         fspan = flags[n].span if n < len(flags) else span
         if m.deferred:
             try:
-                m = apply_defaults(parse_mount(flags[n].value or "", expand=lambda s: conv.word(d, s, fspan)), ssh_n)
+                m = parse_mount(flags[n].value or "", expand=lambda s: conv.word(d, s, fspan), ssh_index=ssh_n)
             except MountError as e:
                 raise DockerfileError(e.message, fspan) from None
         ssh_n += m.type == "ssh"
-        out.append(lower_mount(conv, d, m, fspan))
+        try:
+            out.append(S.lower_mount(d.cwd, m, lambda name: conv.source_of(d, name, fspan, "mount")[0],
+                                     conv.context))
+        except S.StageError as e:
+            raise DockerfileError(e.message, fspan) from None
     return out
-
-
-def lower_mount(conv: "Converter", d: "Dispatch", m: MountSpec, span: Span) -> builder.MountSpec:
-    """A mount with its defaults applied, lowered by :func:`frontends.common.stage.lower_mount`
-    (``from=`` read through :meth:`Converter.source_of`, so stage order and images are checked here)."""
-    try:
-        return S.lower_mount(d, m, lambda name: conv.source_of(d, name, span, "mount")[0], conv.context)
-    except S.StageError as e:
-        raise DockerfileError(e.message, span) from None

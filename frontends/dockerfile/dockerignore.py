@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 from frontends.errors import FrontendError
+from frontends.files import read_ignore_file
 from ir.patterns import Matcher, PatternError, clean_path
 
 
@@ -72,7 +73,5 @@ def find_ignore_file(context_dir: str | os.PathLike, dockerfile: str | os.PathLi
 
 def load_matcher(context_dir: str | os.PathLike, dockerfile: str | os.PathLike | None = None) -> Matcher:
     """The matcher for a build (an empty one when there is no ignore file)."""
-    from frontends.files import read_ignore_file
-
     path = find_ignore_file(context_dir, dockerfile)
     return ignore_matcher(read_patterns(read_ignore_file(path, Path(context_dir))) if path else ())

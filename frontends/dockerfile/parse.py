@@ -35,7 +35,8 @@ from frontends.dockerfile import instructions as I
 from frontends.dockerfile.checks import CheckConfig, run_checks
 from frontends.dockerfile.syntax import SyntaxTree, gc_paused, parse_syntax
 from frontends.dockerfile.typed import Builder
-from frontends.errors import SourceError, SourceWarning
+from frontends.errors import SourceError, SourceWarning, Span
+from frontends.files import read_context_file
 
 __all__ = ["Dockerfile", "parse_dockerfile", "parse_file", "parse_syntax", "SourceError", "SourceWarning"]
 
@@ -103,8 +104,6 @@ def _parse_dockerfile(text: str, filename: str) -> Dockerfile:
 def parse_file(path: str, display_name: str | None = None) -> Dockerfile:
     """Read ``path`` as UTF-8 (a leading BOM is ignored) and parse it; at most
     ``frontends.files.MAX_SIZE`` bytes (a larger file is a ``FileError``)."""
-    from frontends.files import read_context_file
-
     raw = read_context_file(path, None, "Dockerfile")
     name = display_name or path
     try:
@@ -112,7 +111,5 @@ def parse_file(path: str, display_name: str | None = None) -> Dockerfile:
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        from frontends.errors import Span
-
         raise SourceError(f"invalid UTF-8 (byte 0x{raw[e.start]:02x})", Span(name, line, col)) from None
     return parse_dockerfile(text, name)

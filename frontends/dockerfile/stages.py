@@ -12,15 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from frontends import BuildRequest, NamedContext
-from frontends import FrontendError as ContractError
 from frontends.common.expand import Expander, ExpandError
 from frontends.common.platforms import parse_platform, predefined_args
 from frontends.dockerfile import instructions as I
-from frontends.errors import SourceError, Span, did_you_mean
+from frontends.errors import FrontendError, SourceError, Span, did_you_mean
 from ir import ops
 
 
-class DockerfileError(SourceError, ContractError):
+class DockerfileError(SourceError):
     """A located compile error; ``str()`` is the whole message: ``file:line:col: msg``, the line, a caret.
 
     It is both the parser's :class:`frontends.errors.SourceError` and the contract's
@@ -30,7 +29,7 @@ class DockerfileError(SourceError, ContractError):
         return self.format()
 
 
-class TargetNotFound(ContractError):
+class TargetNotFound(FrontendError):
     """``--target`` names no stage of the file."""
 
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from frontends.common.expand import GO_SPACE
 from frontends.common.gostrings import go_quote
 from frontends.dockerfile.arguments import (
-    _TOKEN_WS, HEREDOC_KEYWORDS, FlagWord, _ArgError, _NotJSON, _NotStrings, apply_rule, extract_flags,
-    heredocs_in, parse_json_array,
+    _TOKEN_WS, FlagWord, _ArgError, _NotJSON, _NotStrings, apply_rule, extract_flags, parse_json_array,
 )
+from frontends.dockerfile.heredocs import HEREDOC_KEYWORDS, heredocs_in
 from frontends.dockerfile.scanner import Directive, HeredocBody, LineSource, LogicalLine, Scanner
 from frontends.errors import SourceError, Span
 

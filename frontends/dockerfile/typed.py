@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 
-from frontends.common.model import NETWORK_MODES, SECURITY_MODES
 from frontends.common.mounts import MountError, parse_mount
 from frontends.dockerfile import instructions as I
-from frontends.dockerfile.arguments import _HEREDOC_WORD, FlagWord, _heredoc_from
+from frontends.dockerfile.arguments import FlagWord
+from frontends.dockerfile.heredocs import HEREDOC_WORD, heredoc_from
 from frontends.dockerfile.syntax import Node, SyntaxTree
 from frontends.errors import SourceError, Span, did_you_mean
+from ir import ops
 
 BOOL, STRING, STRINGS = "bool", "string", "strings"
 
@@ -165,7 +166,7 @@ class Builder:
             mounts.append(m)
             ssh_n += m.type == "ssh"
         net, sec = fv.get("network"), fv.get("security")
-        for flag, val, allowed in (("network", net, NETWORK_MODES), ("security", sec, SECURITY_MODES)):
+        for flag, val, allowed in (("network", net, ops.NETWORK_MODES), ("security", sec, ops.SECURITY_MODES)):
             if val is not None and "$" not in val and val not in allowed:
                 f = next(x for x in common["flags"] if x.name == flag)
                 raise SourceError(f'unsupported {flag} mode "{val}"' + did_you_mean(val, allowed), f.span)
@@ -218,13 +219,13 @@ class Builder:
             raise self.error(node, f"{kw} requires at least two arguments, but only one was "
                              "provided. Destination could not be determined")
         dest = args[-1]
-        if not node.json and _HEREDOC_WORD.match(dest) and _HEREDOC_WORD.match(dest).group(3):
+        if not node.json and HEREDOC_WORD.match(dest) and HEREDOC_WORD.match(dest).group(3):
             raise self.args_error(node, f"{kw} cannot accept a heredoc as a destination")
         docs = {h.name: h for h in common["heredocs"]}
         sources, contents = [], []
         for src in args[:-1]:
-            m = None if node.json else _HEREDOC_WORD.match(src)
-            doc = m and m.group(3) and _heredoc_from(m.group(1), m.group(2) == "-", m.group(3))
+            m = None if node.json else HEREDOC_WORD.match(src)
+            doc = m and m.group(3) and heredoc_from(m.group(1), m.group(2) == "-", m.group(3))
             if doc and doc.name in docs:
                 h = docs[doc.name]
                 contents.append(I.SourceContent(h.name, h.text(), h.expand))

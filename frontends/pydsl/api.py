@@ -39,7 +39,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from frontends import FrontendError
-from frontends.common.model import Mount, Step, Where
+from frontends.errors import quoted_hint
+from frontends.common.model import MountDecl, Step, Where
+from ir.ops import NETWORK_MODES, SECURITY_MODES, SHARING_MODES
 
 __all__ = ["Stage", "DslError", "image", "scratch", "arg", "target", "cache", "secret", "bind", "tmpfs", "ssh"]
 
@@ -121,7 +123,7 @@ class Stage:
         return Stage(self, name=_str(name, "stage: name"), platform=self.platform, where=caller())
 
     # -- filesystem steps ---------------------------------------------------------------
-    def run(self, cmd: str | Sequence[str], *, mounts: Iterable[Mount] = (), env: Mapping[str, str] | None = None,
+    def run(self, cmd: str | Sequence[str], *, mounts: Iterable[MountDecl] = (), env: Mapping[str, str] | None = None,
             workdir: str | None = None, user: str | None = None, network: str | None = None,
             security: str | None = None) -> "Stage":
         """Run ``cmd`` (a string: shell form; a list: argv) on the stage's filesystem.
@@ -130,11 +132,11 @@ class Stage:
         ``env``/``workdir``/``user`` apply to this run only; ``network`` is ``default``, ``none``
         or ``host``; ``security`` ``sandbox`` or ``insecure``."""
         command = _command(cmd, "run")
-        _choice("run: network", network, ("default", "none", "host"))
-        _choice("run: security", security, ("sandbox", "insecure"))
+        _choice("run: network", network, NETWORK_MODES)
+        _choice("run: security", security, SECURITY_MODES)
         mounts = tuple(mounts)
         for m in mounts:
-            if not isinstance(m, Mount):
+            if not isinstance(m, MountDecl):
                 raise DslError(f"run: mounts take cache(), secret(), bind(), tmpfs() or ssh(), not {type(m).__name__}")
         text = "RUN " + (command if isinstance(command, str) else _json(command))
         return self._add("run", text, cmd=command, mounts=mounts,
@@ -275,42 +277,42 @@ def target(name: str, stage: Stage) -> Stage:
 # --------------------------------------------------------------------------- mounts
 
 
-def _mount(kind: str, **options: Any) -> Mount:
+def _mount(kind: str, **options: Any) -> MountDecl:
     opts = tuple((k, v) for k, v in options.items() if v is not None)
-    return Mount(kind, opts, caller())
+    return MountDecl(kind, opts, caller())
 
 
 def cache(target: str | None = None, *, id: str | None = None, sharing: str | None = None,
           from_: "Stage | str | None" = None, source: str | None = None, mode: int | None = None,
-          uid: int | None = None, gid: int | None = None, readonly: bool | None = None) -> Mount:
+          uid: int | None = None, gid: int | None = None, readonly: bool | None = None) -> MountDecl:
     """A persistent cache directory at ``target`` (id defaults to the target; without a target,
     the working directory), shared by builds; ``sharing`` is ``shared`` (default), ``private`` or
     ``locked``."""
-    _choice("cache: sharing", sharing, ("shared", "private", "locked"))
+    _choice("cache: sharing", sharing, SHARING_MODES)
     return _mount("cache", target=target, id=id, sharing=sharing, **{"from": from_}, source=source, mode=mode,
                   uid=uid, gid=gid, readonly=readonly)
 
 
 def secret(id: str, target: str | None = None, *, env: str | None = None, required: bool = False,
-           mode: int | None = None, uid: int | None = None, gid: int | None = None) -> Mount:
+           mode: int | None = None, uid: int | None = None, gid: int | None = None) -> MountDecl:
     """Secret ``id`` (given with ``--secret id=…``) as a file (default ``/run/secrets/<id>``) or
     an environment variable (``env=``); never stored in the image or the graph."""
     return _mount("secret", id=id, target=target, env=env, required=required or None, mode=mode, uid=uid, gid=gid)
 
 
 def bind(target: str | None = None, *, from_: "Stage | str | None" = None, source: str | None = None,
-         rw: bool = False) -> Mount:
+         rw: bool = False) -> MountDecl:
     """Files of the build context (or of ``from_``) at ``target`` (default: the working
     directory, as BuildKit), read-only unless ``rw`` (writes are discarded)."""
     return _mount("bind", target=target, **{"from": from_}, source=source, readwrite=True if rw else None)
 
 
-def tmpfs(target: str | None = None, *, size: int | str | None = None) -> Mount:
+def tmpfs(target: str | None = None, *, size: int | str | None = None) -> MountDecl:
     return _mount("tmpfs", target=target, size=size)
 
 
-def ssh(id: str = "default", target: str | None = None, *, required: bool = False) -> Mount:
-    """The SSH agent granted with ``--ssh ID=…``."""
+def ssh(id: str | None = None, target: str | None = None, *, required: bool = False) -> MountDecl:
+    """The SSH agent granted with ``--ssh ID=…`` (default id: ``default``)."""
     return _mount("ssh", id=id, target=target, required=required or None)
 
 
@@ -327,8 +329,6 @@ def _choice(what: str, value, allowed: tuple[str, ...]) -> None:
     if value is None:
         return
     if value not in allowed:
-        from frontends.common.lower import quoted_hint
-
         hint = quoted_hint(str(value), allowed) or f" (one of: {', '.join(allowed)})"
         raise DslError(f'{what}: unknown value "{value}"{hint}')
 

@@ -16,7 +16,10 @@ import platform
 import struct
 import sys
 
+from frontends import FrontendError, ResolvedImage
 from frontends.pydsl import wire
+from frontends.pydsl.load import compile_pydsl
+from ir import codec, ops
 
 # syscall numbers denied (EPERM) after start-up, per architecture; anything else is not run at all
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
@@ -66,9 +69,6 @@ class _ParentResolver:
         self.chan = chan
 
     def _ask(self, msg: dict):
-        from frontends import FrontendError, ResolvedImage
-        from ir import ops
-
         self.chan.send(msg)
         reply = self.chan.receive()
         if "error" in reply:
@@ -90,10 +90,6 @@ def main() -> None:
     os.dup2(null, 0)
     os.dup2(2, 1)  # print() in the build file: to stderr, never into the reply stream
     sys.stdout = sys.stderr
-    from frontends import FrontendError
-    from frontends.pydsl.load import compile_pydsl
-    from ir import codec
-
     request = wire.request_in(chan.receive())
     lock_down()
     chan.send({"op": "ready"})

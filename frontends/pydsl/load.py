@@ -18,7 +18,7 @@ import traceback
 
 from frontends import BuildRequest, Compiled, ImageResolver
 from frontends.common.lower import lower
-from frontends.common.model import Mount, Recipe, StageDecl, Step, Where
+from frontends.common.model import MountDecl, Recipe, StageDecl, Step, Where
 from frontends.pydsl.api import DslError, Session, Stage, _session
 from ir import ops
 
@@ -89,7 +89,7 @@ class _Namer:
         if "from" in fields:
             fields["from"] = self.ref(fields["from"])
         if "mounts" in fields:
-            fields["mounts"] = tuple(Mount(m.type, tuple((k, self.ref(v)) for k, v in m.options), m.where)
+            fields["mounts"] = tuple(MountDecl(m.type, tuple((k, self.ref(v)) for k, v in m.options), m.where)
                                      for m in fields["mounts"])
         return Step(step.kind, fields, step.where, step.text)
 

@@ -40,6 +40,9 @@ from pathlib import Path
 
 from frontends import BuildRequest, Compiled, FrontendError, ImageResolver
 from frontends.pydsl import wire
+from ir import ops
+from ir.errors import IRError
+from ir.validate import load_and_validate
 
 MEMORY = 1 << 30  # address space of the child (RLIMIT_AS)
 TMPFS = 16 << 20  # its /tmp
@@ -303,8 +306,6 @@ class _Child:
 
     def answer(self, msg: dict) -> None:
         """A resolver question from the child: checked, answered by the real resolver, or refused."""
-        from ir import ops
-
         op = msg.get("op")
         ref, plat = msg.get("ref"), msg.get("platform")
         if not (isinstance(ref, str) and len(ref) <= 4096 and isinstance(plat, list) and len(plat) == 3
@@ -334,9 +335,6 @@ class _Child:
                                "platform": wire.platform_out(r.platform)}})
 
     def run(self) -> Compiled:
-        from ir.errors import IRError
-        from ir.validate import load_and_validate
-
         try:
             try:
                 self.chan.send(wire.request_out(self.request))

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import jsonschema
 
-from frontends.common.lower import RecipeError, quoted_hint
-from frontends.common.model import Mount, Recipe, StageDecl, Step, Where
+from frontends.common.lower import RecipeError
+from frontends.errors import quoted_hint
+from frontends.common.model import MountDecl, Recipe, StageDecl, Step, Where
 from frontends.toml.lines import format_path, key_lines, line_of
 
 # A step's kind is its run/copy/add key (whose options may share names with other kinds: env,
@@ -152,7 +153,7 @@ class _Reader:
     def convert(self, kind: str, raw: dict, path: tuple) -> Step:
         where = self.where(path)
         if kind == "run":
-            mounts = tuple(Mount(m["type"], tuple((k, v) for k, v in m.items() if k != "type"),
+            mounts = tuple(MountDecl(m["type"], tuple((k, v) for k, v in m.items() if k != "type"),
                                  self.where(path + ("mounts", n)),
                                  {k: self.lines[path + ("mounts", n, k)] for k in m
                                   if path + ("mounts", n, k) in self.lines})

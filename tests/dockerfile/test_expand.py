@@ -139,7 +139,7 @@ def test_go_replacement_template():
     # what reaches Go's ReplaceAllString: $0 is the match, $$ a dollar, other $names empty
     import re
 
-    from frontends.common.expand import _go_template
+    from frontends.common.wildcards import go_template as _go_template
 
     assert re.sub("b", lambda m: _go_template("<$0|${0}|$$|$x>")(m.group(0)), "abc") == "a<b|b|$|>c"
 

@@ -74,7 +74,7 @@ def test_run_shell_form_with_mount_and_continuation(df):
     assert isinstance(r, I.Run)
     assert r.command == I.CommandLine(("pip install     requests",), True)
     assert (r.span.line, r.span.end_line, r.network, r.security) == (5, 8, "none", "insecure")
-    assert r.mounts[0].type == "cache" and r.mounts[0].id == "/root/.cache"
+    assert r.mounts[0].type == "cache" and r.mounts[0].target == "/root/.cache" and r.mounts[0].id == ""
 
 
 def test_exec_forms(df):

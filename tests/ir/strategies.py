@@ -39,7 +39,7 @@ def sources(draw) -> b.State:
     return b.scratch()
 
 
-def _mount(draw, pool: list[b.State], i: int) -> b.MountSpec:
+def _mount(draw, pool: list[b.State], i: int) -> b.RunMount:
     target = f"/m{i}"
     kind = draw(st.sampled_from(["bind", "bind-out", "cache", "tmpfs", "secret", "ssh"]))
     if kind == "bind":

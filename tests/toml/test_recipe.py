@@ -23,6 +23,7 @@ from frontends import BuildRequest, FrontendError
 from frontends.toml import FRONTEND
 from frontends.toml.lines import format_path, key_lines
 from frontends.toml.recipe import read_recipe, schema
+from ir import ops
 from ir.validate import validate_document
 from tests.support.golden import case_folders, check_projection, check_refusal, request_options
 from tests.support.resolver import FakeResolver
@@ -122,6 +123,18 @@ def test_key_lines_of_every_example_match_tomllib():
 def test_schema_is_valid_and_is_the_spec_file():
     jsonschema.Draft202012Validator.check_schema(schema())
     assert schema() == json.loads((ROOT / "spec" / "recipe.schema.json").read_text())
+
+
+def test_schema_value_sets_are_the_irs():
+    """The recipe schema spells the IR's closed value sets out (JSON Schema cannot import them):
+    they must be ``ir.ops``' own, in the same order, so a hint lists what the IR accepts."""
+    defs = schema()["$defs"]
+    mount = defs["mount"]["properties"]
+    run = next(d["properties"] for d in defs.values() if "network" in d.get("properties", {}))
+    assert tuple(mount["type"]["enum"]) == ops.MOUNT_TYPES
+    assert tuple(mount["sharing"]["enum"]) == ops.SHARING_MODES
+    assert tuple(run["network"]["enum"]) == ops.NETWORK_MODES
+    assert tuple(run["security"]["enum"]) == ops.SECURITY_MODES
 
 
 def _spec_examples() -> list[str]:
