@@ -1,28 +1,12 @@
-"""The CLI's function-level imports (``irctl/``): each import of the project's own packages inside a
-function says why beside it (``# lazy:``, the rule of ``tests/test_layering.py``), and what they keep
-away from the no-op rebuild stays away."""
+"""What the CLI's ``# lazy:`` imports (the rule of ``tests/test_layering.py``) keep away from the no-op
+rebuild stays away."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-import pytest
-
 from tests import test_layering as layering
-
-IRCTL = [p for p in layering.ALL_FILES if p.relative_to(layering.ROOT).parts[0] == "irctl"]
-
-
-@pytest.mark.parametrize("path", IRCTL, ids=[p.name for p in IRCTL])
-def test_irctl_function_level_imports_say_why(path):
-    """``test_layering.test_function_level_imports_of_our_modules_say_why`` for ``irctl/``, which its
-    ``KNOWN_LAZY`` still lists: drop this test once those entries are gone."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    bad = [f"irctl/{path.name}:{line}: {module}" for line, module, nested in layering.own_imports(path)
-           if nested and layering.LAZY_MARK not in lines[line - 1] and layering.LAZY_MARK not in lines[line - 2]]
-    assert not bad, "\n".join(bad)
-
 
 def test_the_fast_path_module_loads_no_frontend_validator_solver_or_typer():
     """What the ``# lazy:`` imports of ``irctl/fastpath.py`` and ``irctl/entry.py`` keep off the
