@@ -50,13 +50,12 @@ def entitlements(values: list[str]):
         raise UserError(str(e)) from None
 
 
-NETWORK_MODES = ("default", "none", "host")
-
-
 def network(value: str) -> str:
     """``--network``: what a step without its own ``RUN --network=`` gets (buildx's flag): ``default`` (a
     private namespace with outbound access), ``none`` (loopback only) or ``host`` (needs --allow network.host,
     which the solver checks)."""
+    from ir.ops import NETWORK_MODES  # lazy: ir.ops loads msgspec's structs (~30 ms) that --help never needs
+
     if value not in NETWORK_MODES:
         raise UserError(f"--network {value!r}: expected one of {', '.join(NETWORK_MODES)}")
     return value
