@@ -70,10 +70,11 @@ def prune(keep_storage: str = typer.Option("0", "--keep-storage", help="keep at 
         from irctl.rootless import enter_if_unprivileged
 
         enter_if_unprivileged(announce=False)  # layers hold files of the user's subordinate ids
+        from backend.runtime.container import reap_dead_build
         from backend.store.cache import CacheStore, default_root
 
         root = default_root(cache_dir)
-        store = CacheStore(root)
+        store = CacheStore(root, reap_runtime_dir=reap_dead_build)
         images = None
         if keep_images:
             from irctl.resolver import remembered_images

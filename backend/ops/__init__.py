@@ -23,7 +23,8 @@ from backend.store.cache import CacheStore
 from backend.events import Event
 from backend.output import Redactor
 from backend.result import ImageMeta, Snapshot
-from backend.snapshot.snapshotter import Snapshotter, layer_tree_digest
+from backend.snapshot.base import Snapshotter
+from backend.snapshot.layertree import layer_tree_digest
 from backend.fs import devnodes, safefs
 
 EMPTY_IDENTITY = "sha256:" + hashlib.sha256(b"irctl-layers-v1\0").hexdigest()

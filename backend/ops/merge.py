@@ -15,7 +15,7 @@ import stat
 from backend.fs import safefs
 from backend.ops import Step, Workspace, layer_id_of
 from backend.result import Snapshot
-from backend.snapshot.snapshotter import _copy_entry, apply_layers
+from backend.snapshot.layertree import apply_layers, copy_entry
 
 
 def merge_identity(inputs: list[Snapshot]) -> str:
@@ -91,7 +91,7 @@ def _diff_dirs(a: str, b: str, out: str) -> bool:
                 dirs.append([pa, pb, po, sb, sa, child_copy, False, False, parent if parent >= 0 else None, do])
                 stack.append((pa, pb, po, child_copy, index[po]))
             elif copying or sa is None or not _same(pa, pb, sa, sb):
-                _copy_entry(pb, po, sb)
+                copy_entry(pb, po, sb)
                 changed = True
         if not copying:
             for name in sorted(names_a - set(os.listdir(db))):

@@ -164,7 +164,7 @@ def _cache(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: l
 
     def create(tmp: Path) -> None:
         if m.input >= 0:
-            from backend.snapshot.snapshotter import apply_layers
+            from backend.snapshot.layertree import apply_layers
 
             flat = tmp.parent / "seed"
             snap = inputs[m.input]

@@ -30,6 +30,7 @@ from ir.errors import ValidationErrors
 from ir.validate import check_graph
 
 from backend.store.cache import CacheStore, Output, default_root
+from backend.runtime.container import reap_dead_build
 from backend.entitlements import Entitlements
 from backend.errors import BuildError, GrantError, SolveError
 from backend.events import Event
@@ -225,10 +226,10 @@ class Solver:
                 raise SolveError(f"no target {t!r} in the graph (targets: {', '.join(sorted(self.doc.roots))})")
         deps = self._reachable([self.doc.roots[t].op for t in targets])
         self._check_grants(deps)
-        store = CacheStore(default_root(self.options.cache_dir))
+        store = CacheStore(default_root(self.options.cache_dir), reap_runtime_dir=reap_dead_build)
         from backend.ops import mounts as mnt
         from backend.oci.pull import ImageResolver
-        from backend.snapshot.snapshotter import detect_snapshotter
+        from backend.snapshot.detect import detect_snapshotter
 
         record = self.options.record
         if record is not None:

@@ -20,9 +20,7 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
-import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +30,8 @@ from pathlib import Path
 from backend.store.blobs import BlobError, BlobStore
 from backend.errors import CacheError
 from backend.fs import safefs
+from backend.store.durable import dir_size, fsync_dir, fsync_tree
+from backend.store.recovery import RuntimeReaper, clean_stale, end_session
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -57,60 +57,6 @@ def default_root(explicit: str | os.PathLike | None = None) -> Path:
 
 def hexof(digest: str) -> str:
     return digest.split(":", 1)[-1]
-
-
-def dir_size(path: str | os.PathLike) -> int:
-    total = 0
-    with contextlib.suppress(OSError):
-        for e in safefs.walk(path, sort=False):  # iterative: a layer may nest deeper than the stack
-            if stat.S_ISREG(e.st.st_mode):
-                total += e.st.st_blocks * 512
-    return total
-
-
-SYNCFS_MIN_FILES = 256  # from this many regular files on, a tree is flushed with one syncfs(2)
-
-
-def fsync_tree(path: str | os.PathLike) -> int:
-    """Make every regular file and directory below ``path`` durable (before it is renamed into place);
-    returns what ``dir_size`` would (so a commit needs no other walk for the size).
-
-    A small tree is fsynced file by file and dir by dir.  A tree of ``SYNCFS_MIN_FILES`` files or more
-    is flushed with one ``syncfs(2)`` of its filesystem: one journal commit instead of one per file
-    (20,000 fsyncs of a COPY layer took longer than the copy).  syncfs also writes back whatever else
-    is dirty on that filesystem, which is why small trees do not use it."""
-    files = 0
-    total = 0
-    for e in safefs.walk(path, sort=False, where="in a layer"):  # iterative, fd-relative: any depth
-        if stat.S_ISREG(e.st.st_mode):
-            files += 1
-            total += e.st.st_blocks * 512
-    if files >= SYNCFS_MIN_FILES and _syncfs(os.fspath(path)):
-        return total
-    _fsync_dir(Path(path))
-    for e in safefs.walk(path, sort=False, where="in a layer"):
-        if stat.S_ISREG(e.st.st_mode) or stat.S_ISDIR(e.st.st_mode):
-            with contextlib.suppress(OSError):
-                fd = e.open(os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-    return total
-
-
-def _syncfs(path: str) -> bool:
-    """``syncfs(2)`` the filesystem holding ``path``; False where it is not available or fails."""
-    import ctypes
-
-    fn = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
-    if fn is None:
-        return False
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        return fn(fd) == 0
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -156,8 +102,14 @@ class Usage:
 
 
 class CacheStore:
-    def __init__(self, root: str | os.PathLike):
+    """The store under ``root``.  ``reap_runtime_dir``: how to kill the containers of a build that
+    died and remove its runtime dir (``backend.runtime.container.reap_dead_build``, given by who
+    runs builds: the runtime ranks beside the store); without it, such dirs are left for a store
+    that has it."""
+
+    def __init__(self, root: str | os.PathLike, *, reap_runtime_dir: RuntimeReaper | None = None):
         self.root = Path(root).absolute()
+        self.reap_runtime_dir = reap_runtime_dir
         self.layers_dir = self.root / "layers"
         self.mounts_dir = self.root / "mounts"
         self.tmp_dir = self.root / "tmp"
@@ -226,11 +178,7 @@ class CacheStore:
             finally:
                 for db in idle:
                     db.close()
-                _umount_below(work)
-                safefs.rmtree(work, ignore_errors=True)
-                with contextlib.suppress(OSError):
-                    if not Path(Path(f"{work}.state").read_text().strip()).exists():
-                        os.unlink(f"{work}.state")  # else kept: the next session reaps that runtime dir
+                end_session(work)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"{work}.lock")
                 os.close(lock_fd)
@@ -257,45 +205,8 @@ class CacheStore:
         return idle
 
     def clean_stale(self) -> None:
-        """Remove work dirs of sessions that died (their lock file is no longer held)."""
-        for note in self.tmp_dir.glob("s-*.state"):  # a session that ended but could not remove its runtime dir
-            if not Path(str(note)[: -len(".state")] + ".lock").exists():
-                _reap_runtime_state(note)
-        for lock in self.tmp_dir.glob("s-*.lock"):
-            try:
-                fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            work = Path(str(lock)[: -len(".lock")])
-            _reap_runtime_state(Path(f"{work}.state"))
-            _umount_below(work)
-            safefs.rmtree(work, ignore_errors=True)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(lock)
-            os.close(fd)
-        # a layer extraction or cache-mount creation that died: its (free) lock names it
-        for work in [*self.tmp_dir.glob("x-*-*"), *self.tmp_dir.glob("m-*-*")]:
-            kind, name = work.name.split("-")[:2]
-            try:
-                fd = self._lock(f"layer-{name}.lock" if kind == "x" else f"mount-{name}.create", fcntl.LOCK_EX, 0)
-            except BlockingIOError:
-                continue
-            safefs.rmtree(work, ignore_errors=True)
-            os.close(fd)
-        for tmp in [*self.tmp_dir.glob("ingest-*"), *self.tmp_dir.glob("blob-*")]:  # a blob write that died
-            with contextlib.suppress(OSError):
-                if time.time() - tmp.stat().st_mtime > 60:  # (its writer locks it right after creating it)
-                    fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        tmp.unlink()
-                    finally:
-                        os.close(fd)
+        """Remove what builds that died left in ``tmp/`` (``backend.store.recovery``)."""
+        clean_stale(self.tmp_dir, self.locks_dir, self.reap_runtime_dir)
 
     # -- results ------------------------------------------------------------------------------
     def lookup(self, key: str) -> list[Output] | None:
@@ -345,11 +256,16 @@ class CacheStore:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=session))
 
     def commit_layer(self, upper: Path, layer_id: str) -> Path:
-        """Move the finished layer dir ``upper`` (in tmp) to ``layers/<id>``; an existing one wins."""
+        """Move the finished layer dir ``upper`` (in tmp) to ``layers/<id>``; an existing one wins.
+        Raises ``CacheError`` when the layer cannot be made durable: then no row names it and it is
+        not under ``layers/`` (where the next build would take it as committed)."""
         dest = self.layer_path(layer_id)
         size = None
         if not dest.exists():
-            size = fsync_tree(upper)
+            try:
+                size = fsync_tree(upper)
+            except OSError as e:
+                raise _not_durable(layer_id, e) from None
             try:
                 os.rename(upper, dest)
             except OSError:  # another build committed the same layer meanwhile
@@ -357,7 +273,11 @@ class CacheStore:
                     raise
                 size = None
             else:
-                _fsync_dir(self.layers_dir)
+                try:
+                    fsync_dir(self.layers_dir)
+                except OSError as e:
+                    os.rename(dest, upper)  # out again: its name in layers/ is not durable
+                    raise _not_durable(layer_id, e) from None
         if upper.exists():
             safefs.rmtree(upper, ignore_errors=True)
         now = time.time()
@@ -557,44 +477,6 @@ class CacheStore:
                     drop_layer(i)
 
 
-def _reap_runtime_state(note: Path) -> None:
-    """Kill and delete the containers a dead build left running, and remove its runtime state dir
-    (on a tmpfs, named in ``tmp/s-*.state``)."""
-    try:
-        state = Path(note.read_text().strip())
-        note.unlink()
-    except OSError:
-        return
-    if not state.name.startswith("irctl-") or not state.is_dir():
-        return
-    import subprocess
-
-    runc = shutil.which(os.environ.get("IRCTL_RUNTIME") or "runc") or shutil.which("crun")
-    for container in state.iterdir():
-        if runc and container.is_dir() and container.name.startswith("irctl-") and "." not in container.name:
-            for args in (["kill", "--all", container.name, "KILL"], ["delete", "--force", container.name]):
-                subprocess.run([runc, "--root", str(state), *args], capture_output=True, stdin=subprocess.DEVNULL)
-    safefs.rmtree(state, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _umount_below(path: Path) -> None:
-    """Unmount anything a killed build left mounted below ``path`` (deepest first)."""
-    prefix = os.fspath(path) + "/"
-    try:
-        with open("/proc/self/mountinfo") as f:
-            points = [line.split()[4] for line in f]
-    except OSError:
-        return
-    from backend.snapshot.snapshotter import umount
-
-    for mp in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
-        with contextlib.suppress(OSError):
-            umount(mp)
+def _not_durable(layer_id: str, e: OSError) -> CacheError:
+    where = f"{e.filename}: " if e.filename else ""
+    return CacheError(f"cannot commit layer {layer_id}: writing it to disk failed: {where}{e.strerror or e}")

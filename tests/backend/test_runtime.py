@@ -21,9 +21,10 @@ from backend.runtime.container import (
     DEFAULT_CAPABILITIES, PIDS_LIMIT, BindMount, Cancelled, ContainerStartError, FileMount, Process, RuntimeNotFound,
     TmpfsMount, config_for, find_runtime, mount_targets, reap_stale_containers, run, run_on_layers,
 )
-from backend.snapshot.snapshotter import (
-    CopySnapshotter, OverlaySnapshotter, apply_layers, is_opaque, is_whiteout, layer_tree_digest,
-)
+from backend.fs.layerformat import is_opaque, is_whiteout
+from backend.snapshot.copydiff import CopySnapshotter
+from backend.snapshot.layertree import apply_layers, layer_tree_digest
+from backend.snapshot.overlay import OverlaySnapshotter
 from backend.fs.userdb import UserError, resolve_user
 
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.snapshot.snapshotter import layer_tree_digest
+from backend.snapshot.layertree import layer_tree_digest
 from ir import builder as b
 from ir.codec import dump_document
 from tests.e2e.conftest import Solving, read_file
