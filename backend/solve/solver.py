@@ -29,7 +29,8 @@ from ir.codec import canonical_bytes
 from ir.errors import ValidationErrors
 from ir.validate import check_graph
 
-from backend.store.cache import CacheStore, Output, default_root
+from backend.store.cache import CacheStore, default_root
+from backend.store.records import Output
 from backend.runtime.container import reap_dead_build
 from backend.entitlements import Entitlements
 from backend.errors import BuildError, GrantError, SolveError

@@ -6,10 +6,11 @@ keys to results.  Layout (docs/architecture.md)::
     tmp/                 work dirs on the same filesystem, so renames into place are atomic
     locks/               fcntl lock files                           exports/        what each export dest holds
 
-Crash safety: a layer is built in ``tmp/``, fsynced and renamed into ``layers/`` (an existing one
-wins; ours is discarded); an index row is written, in one sqlite transaction, only after every layer
-it names is in place.  A killed build leaves at most a stale ``tmp/s-*`` dir, removed by the next
-session once its lock is free.  Sharing: every solve holds a *shared* lock on ``locks/gc.lock`` for
+Crash safety: a layer is built in ``tmp/``, made durable (``backend.store.durable``; a failure fails
+the commit) and renamed into ``layers/`` (an existing one wins; ours is discarded); an index row is
+written, in one sqlite transaction, only after every layer it names is in place.  A killed build
+leaves its ``tmp/s-*`` work dir, what it mounted there and the containers it ran: the next session
+reaps them once its lock is free (``backend.store.recovery``).  Sharing: every solve holds a *shared* lock on ``locks/gc.lock`` for
 its whole run; ``prune`` takes it exclusively, so it never deletes what a running build uses.
 """
 
@@ -24,13 +25,14 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from backend.store.blobs import BlobError, BlobStore
 from backend.errors import CacheError
 from backend.fs import safefs
+from backend.store.blobs import BlobStore
 from backend.store.durable import dir_size, fsync_dir, fsync_tree
+from backend.store.gc import image_closure, prune_lru
+from backend.store.records import Output, Usage
 from backend.store.recovery import RuntimeReaper, clean_stale, end_session
 
 SCHEMA = """
@@ -57,48 +59,6 @@ def default_root(explicit: str | os.PathLike | None = None) -> Path:
 
 def hexof(digest: str) -> str:
     return digest.split(":", 1)[-1]
-
-
-@dataclass(frozen=True)
-class Output:
-    """One cached op output: its content identity, layer ids (bottom first), image metadata, and when
-    the result that made each layer was made (ns since the epoch, parallel to ``layers``).
-
-    ``created`` is stored in the same row, hence the same transaction, as the rest; a row written
-    before it existed has none (an empty tuple), and a reader falls back to the layer's first commit
-    time (``CacheStore.layer_times``): stable too, so an old cache gives stable digests from then on."""
-
-    identity: str
-    layers: tuple[str, ...] = ()
-    image: dict | None = None
-    created: tuple[int | None, ...] = ()
-
-    def to_json(self) -> dict:
-        d = {"identity": self.identity, "layers": list(self.layers), "image": self.image}
-        if self.created:
-            d["created"] = list(self.created)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> "Output":
-        created = d.get("created")
-        ok = (isinstance(created, list) and len(created) == len(d["layers"])
-              and all(t is None or type(t) is int for t in created))
-        return cls(d["identity"], tuple(d["layers"]), d.get("image"), tuple(created) if ok else ())
-
-
-@dataclass(frozen=True)
-class Usage:
-    results: int
-    layers: int
-    layer_bytes: int
-    blob_bytes: int
-    mount_bytes: int
-    mounts: int
-
-    @property
-    def total(self) -> int:
-        return self.layer_bytes + self.blob_bytes + self.mount_bytes
 
 
 class CacheStore:
@@ -384,7 +344,7 @@ class CacheStore:
         try:
             before = self.du().total
             self.clean_stale()
-            kept_blobs, kept_layers = self._image_closure(keep_images or ()) if all else (set(), set())
+            kept_blobs, kept_layers = image_closure(self.blobs, keep_images or ()) if all else (set(), set())
             with self._db() as db:
                 blobs_before = {r[0] for r in db.execute("SELECT blob FROM layers WHERE blob IS NOT NULL")}
                 if all:
@@ -394,7 +354,7 @@ class CacheStore:
                         if lid not in kept_layers:
                             db.execute("DELETE FROM layers WHERE id=?", (lid,))
                 else:
-                    self._prune_lru(db, keep_storage)
+                    prune_lru(db, keep_storage, sum(dir_size(p) for p in self.mounts_dir.iterdir()))
                 keep = {r[0] for r in db.execute("SELECT id FROM layers")}
                 blobs_keep = {r[0] for r in db.execute("SELECT blob FROM layers WHERE blob IS NOT NULL")}
             for p in self.layers_dir.iterdir():
@@ -412,70 +372,6 @@ class CacheStore:
             return max(0, before - self.du().total)
         finally:
             os.close(fd)
-
-    def _image_closure(self, roots: tuple[str, ...]) -> tuple[set[str], set[str]]:
-        """(blobs, layer ids) of the images named by manifest or index digests ``roots``: the
-        manifests, configs and layer blobs present in the store, and the layers' diff_ids."""
-        blobs: set[str] = set()
-        layers: set[str] = set()
-        todo = list(roots)
-        while todo:
-            digest = todo.pop()
-            try:
-                if digest in blobs or not self.blobs.has(digest):
-                    continue
-            except (BlobError, TypeError):  # not a sha256 digest: nothing of ours
-                continue
-            blobs.add(digest)
-            try:
-                body = json.loads(self.blobs.read_bytes(digest))
-            except (OSError, ValueError):
-                continue
-            if not isinstance(body, dict):
-                continue
-            if isinstance(body.get("manifests"), list):  # an index: every platform's manifest it holds
-                todo += [m["digest"] for m in body["manifests"] if isinstance(m, dict) and "digest" in m]
-            config = body.get("config")
-            if isinstance(config, dict) and "digest" in config:  # a manifest: its config and layers
-                blobs.update(d["digest"] for d in body.get("layers", []) if isinstance(d, dict) and "digest" in d)
-                todo.append(config["digest"])
-            rootfs = body.get("rootfs")
-            if isinstance(rootfs, dict):  # a config: its layers, by diff_id
-                layers.update(d for d in rootfs.get("diff_ids", []) if isinstance(d, str))
-        return blobs, layers
-
-    def _prune_lru(self, db: sqlite3.Connection, keep_storage: int) -> None:
-        """Drop unreferenced layers, then results, least recently used first, until under budget."""
-        rows = db.execute("SELECT id, size, blob_size, last_used FROM layers ORDER BY last_used ASC").fetchall()
-        sizes = {r[0]: (r[1] or 0) + (r[2] or 0) for r in rows}
-        uses: dict[str, int] = {}
-        parsed = []
-        for key, data in db.execute("SELECT key, outputs FROM results ORDER BY last_used ASC").fetchall():
-            ids = {lid for o in json.loads(data) for lid in o["layers"]}
-            parsed.append((key, ids))
-            for i in ids:
-                uses[i] = uses.get(i, 0) + 1
-        total = sum(sizes.values()) + sum(dir_size(p) for p in self.mounts_dir.iterdir())
-
-        def drop_layer(i: str) -> None:
-            nonlocal total
-            db.execute("DELETE FROM layers WHERE id=?", (i,))
-            total -= sizes.pop(i, 0)
-
-        for r in rows:
-            if total <= keep_storage:
-                return
-            if not uses.get(r[0]):
-                drop_layer(r[0])
-        for key, ids in parsed:
-            if total <= keep_storage:
-                return
-            db.execute("DELETE FROM results WHERE key=?", (key,))
-            for i in ids:
-                uses[i] -= 1
-                if uses[i] == 0 and i in sizes:
-                    drop_layer(i)
-
 
 def _not_durable(layer_id: str, e: OSError) -> CacheError:
     where = f"{e.filename}: " if e.filename else ""

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.store.cache import CacheStore, Output, default_root
+from backend.store.cache import CacheStore, default_root
+from backend.store.records import Output
 from backend.errors import CacheError
 from backend.snapshot.layertree import layer_tree_digest
 
