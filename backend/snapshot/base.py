@@ -9,8 +9,10 @@ Three snapshotters share the interface `Snapshotter` (`backend.snapshot.detect` 
 
 All leave in `upper` exactly the diff in layer format (``backend.fs.layerformat``), with overlay's
 private xattrs stripped, so the same operations give the same `layer_tree_digest` whichever is used.
-A snapshot mounts in a private scratch dir beside `workdir`, made by `held_dir`, which also holds
-the container bundles of ``backend.runtime``: a dir whose lock is free was left by a dead process.
+A snapshot mounts in a private scratch dir beside `workdir` (`scratch_dir`); what a killed build
+left mounted there is unmounted by the store's crash recovery (``backend.store.recovery``).
+`held_dir`/`abandoned_dirs` are the dirs that carry their owner's lock (``backend.runtime``'s
+container bundles): one whose lock is free was left by a dead process.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class Snapshotter:
 
 SCRATCH_PREFIX = ".irctl-snap."
 _LOCK = ".lock"
-_ABANDONED_AFTER = 600  # seconds: a scratch dir that never got its lock is abandoned after this
+_ABANDONED_AFTER = 600  # seconds: a held dir that never got its lock is abandoned after this
 
 
 @contextlib.contextmanager
@@ -104,10 +106,21 @@ def abandoned_dirs(parent: Path, prefix: str) -> Iterator[tuple[str, int]]:
         yield entry.path, fd
 
 
-def scratch_dir(workdir: Path) -> contextlib.AbstractContextManager[str]:
+@contextlib.contextmanager
+def scratch_dir(workdir: Path) -> Iterator[str]:
+    """A private dir beside `workdir` (created if missing) for a snapshot's mount point and flattened
+    lowers; removed on exit, unless its `rootfs` is still mounted (then it raises, or on an error
+    leaves it for the crash recovery)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    return held_dir(workdir.parent, f"{SCRATCH_PREFIX}{workdir.name}.")
+    path = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{workdir.name}.", dir=workdir.parent)
+    try:
+        yield path
+    except BaseException:
+        with contextlib.suppress(SnapshotError):
+            rmtree_scratch(path)
+        raise
+    rmtree_scratch(path)
 
 
 def rmtree_scratch(path: str) -> None:
