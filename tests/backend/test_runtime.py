@@ -26,6 +26,7 @@ from backend.snapshot.copydiff import CopySnapshotter
 from backend.snapshot.layertree import apply_layers, layer_tree_digest
 from backend.snapshot.overlay import OverlaySnapshotter
 from backend.fs.userdb import UserError, resolve_user
+from tests.support import pids_with
 
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -290,18 +291,6 @@ def _mountinfo() -> str:
     return Path("/proc/self/mountinfo").read_text()
 
 
-def _pids_with(marker: str) -> list[int]:
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if marker.encode() in (p / "cmdline").read_bytes():
-                    pids.append(int(p.name))
-            except OSError:
-                pass
-    return pids
-
-
 @pytest.mark.e2e
 def test_cancel_kills_the_container_and_leaves_nothing(busybox_rootfs: Path, tmp_path: Path) -> None:
     marker = "irctl-cancel-test-4242"
@@ -328,14 +317,14 @@ def test_cancel_kills_the_container_and_leaves_nothing(busybox_rootfs: Path, tmp
     t = threading.Thread(target=target)
     t.start()
     assert seen.wait(30), "container did not start"
-    assert _pids_with(marker)
+    assert pids_with(marker)
     started = time.monotonic()
     cancel.set()
     t.join(30)
     assert not t.is_alive() and time.monotonic() - started < 15
     root, result = outcome
     assert isinstance(result, Cancelled)
-    assert not _pids_with(marker)
+    assert not pids_with(marker)
     assert str(root) not in _mountinfo()
     assert state_is_clean(state)
 
@@ -430,13 +419,13 @@ run(Path({str(rootfs)!r}), Process(["sh", "-c", ": {marker}; echo up; sleep 1000
     child.kill()  # irctl dies hard: no cleanup ran
     child.wait()
     child.stdout.close()
-    assert _pids_with(marker), "the container outlives its irctl process ..."
+    assert pids_with(marker), "the container outlives its irctl process ..."
     reaped = reap_stale_containers(state)
     assert len(reaped) == 1 and reaped[0].startswith("irctl-")
     deadline = time.monotonic() + 10
-    while _pids_with(marker) and time.monotonic() < deadline:
+    while pids_with(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _pids_with(marker)  # ... until the reaper kills it
+    assert not pids_with(marker)  # ... until the reaper kills it
     assert state_is_clean(state)
 
 
