@@ -1,4 +1,6 @@
-"""fuse-overlayfs as a snapshotter, and turning its upper dir into the layer format."""
+"""fuse-overlayfs as a snapshotter, where the kernel's overlayfs cannot be mounted (rootless on
+kernels < 5.11, a filesystem without user xattrs), and turning its upper dir, whose markers differ
+from the kernel's, into the layer format."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Kernel overlayfs as a snapshotter."""
+"""Kernel overlayfs as a snapshotter: the kernel writes the diff into the upper dir, so a step costs
+one mount.  Its options keep the upper dir in the plain layer format (no redirects, no metacopy),
+spell xattrs `user.overlay.*` inside a user namespace (`userxattr`), and skip the syncs of a scratch
+mount (`volatile`); layers beyond one page of mount options or overlay's stack limit take the new
+mount API or a flattened lower."""
 
 from __future__ import annotations
 
