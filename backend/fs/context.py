@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 from backend.fs import safefs
 from backend.fs.copy import DirTree, FileOpError, Node, SourceView, hash_file
+from backend.fs.layerformat import OVERLAY_XATTR_PREFIXES
 from backend.fs.selection import plan_copy, walk_selection
 
 RACY_WINDOW_NS = 1_000_000_000  # a whole second: also covers filesystems with 1 s timestamps
@@ -287,7 +288,7 @@ class ScanTree:
 
 # overlay's own xattrs (as root and rootless), which the copy leaves behind, and the host's SELinux
 # label (not the file's: layers leave it out too), so that keys do not vary with where a view lives
-_PRIVATE_XATTRS = ("trusted.overlay.", "user.overlay.", "security.selinux")
+_PRIVATE_XATTRS = (*OVERLAY_XATTR_PREFIXES, "security.selinux")
 
 
 _NO_NODE = Node("file", stat.S_IFREG)

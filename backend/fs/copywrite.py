@@ -16,11 +16,11 @@ from backend.fs import devnodes
 from backend.fs.chmod import ModeSpec, parse_chmod
 from backend.fs.copy import DirTree, FileOpError, Node, SourceView
 from backend.fs.destroot import Dest, rel_display, resolve_owner, time_ns
+from backend.fs.layerformat import OVERLAY_XATTR_PREFIXES
 from backend.fs.selection import plan_copy, walk_selection
 from backend.fs.unpack import UnpackLimits, extract_archive, is_archive
 from ir.ops import CopyAction
 
-_PRIVATE_XATTR = ("trusted.overlay.", "user.overlay.")  # overlay's own, as root and rootless (userxattr)
 
 
 Written = dict[str, tuple[str, int, int, int]]  # relpath -> (sha256 hex, size, mtime_ns, ctime_ns)
@@ -50,7 +50,7 @@ class _Writer:
             os.chmod(target, mode)
         with contextlib.suppress(OSError):
             for name in os.listxattr(src, follow_symlinks=False):
-                if name.startswith(_PRIVATE_XATTR):
+                if name.startswith(OVERLAY_XATTR_PREFIXES):
                     continue
                 with contextlib.suppress(OSError):
                     os.setxattr(target, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
@@ -118,7 +118,7 @@ class _Writer:
                 os.fchmod(fd_out, self.mode.apply(node.mode, False) if self.mode else stat.S_IMODE(node.mode))
                 with contextlib.suppress(OSError):
                     for name in os.listxattr(fd_in):
-                        if name.startswith(_PRIVATE_XATTR):
+                        if name.startswith(OVERLAY_XATTR_PREFIXES):
                             continue
                         with contextlib.suppress(OSError):
                             os.setxattr(fd_out, name, os.getxattr(fd_in, name))

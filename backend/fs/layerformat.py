@@ -27,6 +27,7 @@ def opaque_xattr() -> str:
     return overlay_xattr_prefix() + "opaque"
 
 
+OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")  # overlay's own, in either namespace
 CANONICAL_OPAQUE_XATTR = "trusted.overlay.opaque"  # how an opaque dir counts in a layer's identity
 
 
