@@ -429,6 +429,26 @@ run(Path({str(rootfs)!r}), Process(["sh", "-c", ": {marker}; echo up; sleep 1000
     assert state_is_clean(state)
 
 
+def test_reap_dead_build_looks_for_a_runtime_only_when_containers_are_left(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import backend.runtime.container as container
+
+    def no_lookup():
+        raise AssertionError("find_runtime called")
+
+    monkeypatch.setattr(container, "find_runtime", no_lookup)
+    state = tmp_path / "irctl-dead"
+    (state / "secrets-x").mkdir(parents=True)
+    assert container.reap_dead_build(state) == [] and not state.exists()  # no container: no runtime probe
+
+    def missing():
+        raise RuntimeNotFound("none here")
+
+    monkeypatch.setattr(container, "find_runtime", missing)
+    (state / "bundles" / "irctl-0123456789abcdef.x").mkdir(parents=True)
+    assert container.reap_dead_build(state) == [] and not state.exists()  # no runtime: the dir still goes
+
+
 @pytest.mark.e2e
 def test_two_containers_run_concurrently(busybox_rootfs: Path, tmp_path: Path) -> None:
     shared = tmp_path / "shared"
