@@ -67,9 +67,10 @@ def prune(keep_storage: str = typer.Option("0", "--keep-storage", help="keep at 
         enter_if_unprivileged(announce=False)  # layers hold files of the user's subordinate ids
         # lazy: --help imports every command (~30 ms); and the backend only inside the user namespace
         from backend.store.cache import CacheStore, default_root
+        from backend.runtime.container import reap_dead_build  # lazy: as above
 
         root = default_root(cache_dir)
-        store = CacheStore(root)
+        store = CacheStore(root, reap_runtime_dir=reap_dead_build)
         images = None
         if keep_images:
             from irctl.resolver import remembered_images  # lazy: only with --keep-images

@@ -22,8 +22,9 @@ from typing import BinaryIO, Callable, Sequence
 
 from backend.fs import devnodes, safefs
 from backend.export.image import ImageSpec, LayerLike, _source
-from backend.oci.layers import OPAQUE_XATTR, _SKIP_XATTR_PREFIXES
-from backend.snapshot.snapshotter import remove_path
+from backend.fs.layerformat import opaque_xattr
+from backend.oci.layers import _SKIP_XATTR_PREFIXES
+from backend.snapshot.layertree import remove_path
 
 
 _FILE_CAPS = "security.capability"  # file capabilities: privilege like setuid, for whoever runs the file
@@ -92,7 +93,7 @@ def apply_layer(layer: bytes, dest: bytes, is_root: bool, private: bool = False,
         if stat.S_ISDIR(m):
             opaque = False
             try:
-                opaque = os.getxattr(s, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+                opaque = os.getxattr(s, opaque_xattr(), follow_symlinks=False) == b"y"
             except OSError:
                 pass
             if opaque or not (os.path.isdir(d) and not os.path.islink(d)):

@@ -15,7 +15,7 @@ is remembered with the stat taken *before* reading, and only if the file did not
 
 ``selection_digest(scan_or_dir, action)`` is the checksum of exactly what a ``CopyAction`` selects
 (its wildcard, include/exclude, symlink following, the subtree of a named directory), computed by
-the same selection code the copy uses (``backend/fs/copy.py``), from a scan (no I/O) or a directory
+the same selection code the copy uses (``backend/fs/selection.py``), from a scan (no I/O) or a directory
 (a stage's rootfs, hashed on the fly; there owners count, since a stage's owners are copied).
 """
 
@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from backend.fs import safefs
-from backend.fs.copy import DirTree, FileOpError, Node, SourceView, plan_copy, walk_selection
+from backend.fs.copy import DirTree, FileOpError, Node, SourceView, hash_file
+from backend.fs.layerformat import OVERLAY_XATTR_PREFIXES
+from backend.fs.selection import plan_copy, walk_selection
 
 RACY_WINDOW_NS = 1_000_000_000  # a whole second: also covers filesystems with 1 s timestamps
 BIG_FILE = 1 << 20  # files this large are hashed in parallel (small ones are faster serially)
@@ -62,18 +64,6 @@ class ContextScan:
     # paths ("" = the root) not owned by this process's uid:gid, which steps see as root (0:0) in a
     # direct bind; any other owner would show through there, where BuildKit shows 0:0
     foreign_owners: tuple[str, ...] = field(default=(), compare=False)
-
-
-def hash_file(path: str | os.PathLike) -> str:
-    """``sha256:<hex>`` of a regular file's contents (never following a final symlink)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    try:
-        h = hashlib.sha256()
-        while chunk := os.read(fd, 1 << 20):  # (file_digest zeroes a fresh 256 KiB buffer per file)
-            h.update(chunk)
-        return "sha256:" + h.hexdigest()
-    finally:
-        os.close(fd)
 
 
 # 2: a file's digest carries its xattrs (``_xattr_tag``); rows written before did not look at them
@@ -298,7 +288,7 @@ class ScanTree:
 
 # overlay's own xattrs (as root and rootless), which the copy leaves behind, and the host's SELinux
 # label (not the file's: layers leave it out too), so that keys do not vary with where a view lives
-_PRIVATE_XATTRS = ("trusted.overlay.", "user.overlay.", "security.selinux")
+_PRIVATE_XATTRS = (*OVERLAY_XATTR_PREFIXES, "security.selinux")
 
 
 _NO_NODE = Node("file", stat.S_IFREG)

@@ -3,7 +3,7 @@
 A device node on the host is a door to hardware: a block device 8:0 readable by another user is the
 disk. Images may still carry nodes (a base image's `/dev/console`, `RUN mknod`, an ADDed tar), and
 an exported image must keep them to be faithful. So the store holds each one as a **placeholder**:
-an empty regular file with the node's owner, mode and times, and the xattr `DEVICE_XATTR` = b"c 1:3"
+an empty regular file with the node's owner, mode and times, and the xattr `device_xattr()` = b"c 1:3"
 (kind, major:minor). Layer tars and registry layers turn a placeholder back into a char/block entry
 (`backend.oci.layers`); `layer_tree_digest` counts it as the node it stands for; a `type=local` export
 skips it (`backend.export.local`). A step of a later stage sees an empty file where Docker would
@@ -22,17 +22,16 @@ import os
 import stat
 
 from backend.fs import safefs
+from backend.userns import in_user_namespace
 
 
-def _xattr_name() -> str:
+def device_xattr() -> str:
     """trusted.* as real root (a step, without CAP_SYS_ADMIN, cannot forge it); user.* inside a user
-    namespace (rootless), where trusted.* cannot be written."""
-    from backend.userns import in_user_namespace
-
+    namespace (rootless), where trusted.* cannot be written.  Asked each time, not fixed at import
+    (see ``backend.fs.layerformat.overlay_xattr_prefix``)."""
     return "user.irctl.device" if in_user_namespace() else "trusted.irctl.device"
 
 
-DEVICE_XATTR = _xattr_name()
 XATTR_NAMES = ("trusted.irctl.", "user.irctl.")  # never taken from a tar, never written into one
 
 
@@ -63,9 +62,9 @@ def placeholder_of(path_or_fd: bytes | str | int, st: os.stat_result) -> tuple[i
         return None
     try:
         if isinstance(path_or_fd, int):
-            value = os.getxattr(path_or_fd, DEVICE_XATTR)
+            value = os.getxattr(path_or_fd, device_xattr())
         else:
-            value = os.getxattr(path_or_fd, DEVICE_XATTR, follow_symlinks=False)
+            value = os.getxattr(path_or_fd, device_xattr(), follow_symlinks=False)
     except OSError:
         return None
     return decode(value)
@@ -78,7 +77,7 @@ def make_placeholder(dir_fd: int, name: bytes | str, mode: int, rdev: int, *, ex
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
     fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
     try:
-        os.setxattr(fd, DEVICE_XATTR, encode(mode, rdev))
+        os.setxattr(fd, device_xattr(), encode(mode, rdev))
         os.fchmod(fd, stat.S_IMODE(mode) & 0o1777)
     except BaseException:
         os.close(fd)

@@ -12,15 +12,22 @@ from pathlib import Path
 from backend.userns import in_user_namespace
 
 
-def _overlay_xattr_prefix() -> str:
+def overlay_xattr_prefix() -> str:
     """`trusted.overlay.` as real root; `user.overlay.` (mount option `userxattr`) inside a user namespace,
     where trusted.* xattrs cannot be written. Layers on disk keep the namespace's own spelling (a rootless
-    cache is the user's own); `layer_tree_digest` and the layer tars spell both the same way."""
+    cache is the user's own); `layer_tree_digest` and the layer tars spell both the same way.
+
+    Asked each time, not fixed at import: a module imported before `backend.userns.enter` would
+    otherwise keep the answer of the initial namespace (`in_user_namespace` is cached until then)."""
     return "user.overlay." if in_user_namespace() else "trusted.overlay."
 
 
-XATTR_PREFIX = _overlay_xattr_prefix()
-OPAQUE_XATTR = XATTR_PREFIX + "opaque"
+def opaque_xattr() -> str:
+    """The xattr marking an opaque directory (``<prefix>opaque=y``) in this process's namespace."""
+    return overlay_xattr_prefix() + "opaque"
+
+
+OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")  # overlay's own, in either namespace
 CANONICAL_OPAQUE_XATTR = "trusted.overlay.opaque"  # how an opaque dir counts in a layer's identity
 
 
@@ -30,7 +37,7 @@ def is_whiteout(st: os.stat_result) -> bool:
 
 def is_opaque(path: str | bytes | Path) -> bool:
     try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+        return os.getxattr(path, opaque_xattr(), follow_symlinks=False) == b"y"
     except OSError:
         return False
 

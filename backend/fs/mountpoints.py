@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from backend.fs import safefs
-from backend.fs.layerformat import OPAQUE_XATTR, is_opaque, is_whiteout
+from backend.fs.layerformat import is_opaque, is_whiteout, opaque_xattr
 
 MAX_SYMLINKS = 40
 
@@ -135,7 +135,7 @@ def mkdirs_in_root(root: Path, path: str, *, uid: int, gid: int, mode: int = 0o7
 
 def _opaque_fd(fd: int) -> bool:
     try:
-        return os.getxattr(fd, OPAQUE_XATTR) == b"y"
+        return os.getxattr(fd, opaque_xattr()) == b"y"
     except OSError:
         return False
 

@@ -28,7 +28,7 @@ import zstandard
 from zlib_ng import zlib_ng
 
 from backend.fs import devnodes, safefs
-from backend.fs.layerformat import OPAQUE_XATTR as _OVERLAY_OPAQUE_XATTR
+from backend.fs.layerformat import opaque_xattr
 from backend.fs.layerformat import is_opaque
 from backend.userns import in_user_namespace
 
@@ -42,7 +42,6 @@ MT_DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 MT_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 MEDIA_TYPES = {"gzip": MT_LAYER_GZIP, "zstd": MT_LAYER_ZSTD, "none": MT_LAYER}
 
-OPAQUE_XATTR = _OVERLAY_OPAQUE_XATTR  # user.overlay.opaque in a rootless build's user namespace
 WH_PREFIX = b".wh."
 WH_OPAQUE = b".wh..wh..opq"
 # xattrs that describe the overlay (or the host) rather than the file; never put in a layer tar, never
@@ -753,7 +752,7 @@ class _Extractor:
         self.truncate(len(parent))  # this entry may replace `base`: no open dir below the parent
         try:
             if base == WH_OPAQUE:
-                os.setxattr(pfd, OPAQUE_XATTR, b"y")
+                os.setxattr(pfd, opaque_xattr(), b"y")
                 return
             if base.startswith(WH_PREFIX):
                 target = base[len(WH_PREFIX):]

@@ -16,7 +16,7 @@ from backend.fs import safefs
 from backend.ops.handler import OpHandler
 from backend.ops.workspace import Step, Workspace, layer_id_of
 from backend.result import Snapshot
-from backend.snapshot.snapshotter import apply_layers, copy_entry
+from backend.snapshot.layertree import apply_layers, copy_entry
 
 
 class MergeHandler(OpHandler):

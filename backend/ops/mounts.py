@@ -30,7 +30,7 @@ from backend.ops.workspace import Workspace, copy_context
 from backend.result import Snapshot
 from backend.runtime import container as rt
 from backend.runtime.sshproxy import SSHProxy
-from backend.snapshot.snapshotter import apply_layers
+from backend.snapshot.layertree import apply_layers
 
 
 @dataclass

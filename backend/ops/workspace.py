@@ -26,7 +26,8 @@ from backend.fs.context import ContextScan, StatCache, scan_context
 from backend.output import Redactor
 from backend.result import ImageMeta, Snapshot
 from backend.runtime.executor import Executor
-from backend.snapshot.snapshotter import Snapshotter, layer_tree_digest
+from backend.snapshot.base import Snapshotter
+from backend.snapshot.layertree import layer_tree_digest
 from backend.store.cache import CacheStore
 
 EMPTY_IDENTITY = "sha256:" + hashlib.sha256(b"irctl-layers-v1\0").hexdigest()

@@ -46,7 +46,7 @@ from pathlib import Path
 from backend.fs.mountpoints import mkdirs_in_root, remove_mount_stubs, resolve_in_root
 from backend.runtime.netns import NetworkError, NetworkPool, StepNetwork, resolv_conf
 from backend.runtime.seccomp import SeccompError, linux_seccomp
-from backend.snapshot.snapshotter import Snapshotter, abandoned_dirs, held_dir
+from backend.snapshot.base import Snapshotter, abandoned_dirs, held_dir
 from backend.userns import in_user_namespace, read_id_map
 from backend.fs import safefs
 
@@ -480,6 +480,32 @@ def reap_stale_containers(state_dir: Path, runtime: Runtime | None = None) -> li
                 _force_delete(runtime, state_dir, c["id"])
                 reaped.append(c["id"])
     return reaped
+
+
+def reap_dead_build(state_dir: Path) -> list[str]:
+    """Everything a build killed mid-run left in its runtime dir (`backend.ops.mounts.secret_dir`): its
+    containers killed and deleted, then the dir removed.  The store's crash recovery calls it
+    (`CacheStore.clean_stale`) once the build's session lock is free, so every container there is
+    abandoned.  The runtime is the one `find_runtime` picks, as for the build (runc cannot delete what
+    crun made); it is looked for only when there are containers to reap."""
+    state_dir = Path(state_dir)
+    reaped: list[str] = []
+    if any(name.startswith(CONTAINER_PREFIX) for d in (state_dir, state_dir / "bundles") for name in _names(d)):
+        try:
+            runtime = find_runtime()
+        except RuntimeNotFound:  # nothing could have run them here: only the dir is left to remove
+            runtime = None
+        if runtime is not None:
+            reaped = reap_stale_containers(state_dir, runtime)
+    safefs.rmtree(state_dir, ignore_errors=True)
+    return reaped
+
+
+def _names(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
 
 
 def _kill_all_args(container_id: str) -> tuple[str, ...]:

@@ -1,2 +1,3 @@
 """Snapshots: a writable root made of read-only layer dirs plus an upper dir that becomes the new
-layer (overlayfs, fuse-overlayfs or a copy), and the reaping of those a killed process left."""
+layer (overlayfs, fuse-overlayfs or a copy); what a killed process left mounted is unmounted by
+``mount.unmount_below`` (the store's crash recovery calls it)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from backend.ops.workspace import Workspace, layer_id_of
 from backend.result import ImageMeta, Snapshot
-from backend.store.cache import Output
+from backend.store.records import Output
 
 
 def stamp(outs: list[Snapshot], inputs: list[Snapshot], now: int) -> list[Snapshot]:

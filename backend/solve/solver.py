@@ -37,9 +37,9 @@ from backend.ops.registry import handler_for
 from backend.ops.workspace import Workspace
 from backend.output import Redactor
 from backend.result import Snapshot
-from backend.runtime.container import Cancelled
+from backend.runtime.container import Cancelled, reap_dead_build
 from backend.runtime.executor import Executor, OCIExecutor
-from backend.snapshot.snapshotter import detect_snapshotter
+from backend.snapshot.detect import detect_snapshotter
 from backend.solve.locations import where
 from backend.solve.results import known_times, materialize
 from backend.solve.scheduler import critical_path, run_dag
@@ -120,7 +120,7 @@ class Solver:
         deps = self._reachable([self.doc.roots[t].op for t in targets])
         handlers = {d: handler_for(self.doc.ops[d]) for d in deps}
         self._check_grants(handlers)
-        store = CacheStore(default_root(self.options.cache_dir))
+        store = CacheStore(default_root(self.options.cache_dir), reap_runtime_dir=reap_dead_build)
         record = self.options.record
         if record is not None:
             try:

@@ -6,10 +6,11 @@ keys to results.  Layout (docs/architecture.md)::
     tmp/                 work dirs on the same filesystem, so renames into place are atomic
     locks/               fcntl lock files                           exports/        what each export dest holds
 
-Crash safety: a layer is built in ``tmp/``, fsynced and renamed into ``layers/`` (an existing one
-wins; ours is discarded); an index row is written, in one sqlite transaction, only after every layer
-it names is in place.  A killed build leaves at most a stale ``tmp/s-*`` dir, removed by the next
-session once its lock is free.  Sharing: every solve holds a *shared* lock on ``locks/gc.lock`` for
+Crash safety: a layer is built in ``tmp/``, made durable (``backend.store.durable``; a failure fails
+the commit) and renamed into ``layers/`` (an existing one wins; ours is discarded); an index row is
+written, in one sqlite transaction, only after every layer it names is in place.  A killed build
+leaves its ``tmp/s-*`` work dir, what it mounted there and the containers it ran: the next session
+reaps them once its lock is free (``backend.store.recovery``).  Sharing: every solve holds a *shared* lock on ``locks/gc.lock`` for
 its whole run; ``prune`` takes it exclusively, so it never deletes what a running build uses.
 """
 
@@ -20,18 +21,19 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
-import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from backend.store.blobs import BlobError, BlobStore
 from backend.errors import CacheError
 from backend.fs import safefs
+from backend.store.blobs import BlobStore
+from backend.store.durable import dir_size, fsync_dir, fsync_tree
+from backend.store.gc import image_closure, prune_lru
+from backend.store.records import Output, Usage
+from backend.store.recovery import RuntimeReaper, clean_stale, end_session
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -59,105 +61,15 @@ def hexof(digest: str) -> str:
     return digest.split(":", 1)[-1]
 
 
-def dir_size(path: str | os.PathLike) -> int:
-    total = 0
-    with contextlib.suppress(OSError):
-        for e in safefs.walk(path, sort=False):  # iterative: a layer may nest deeper than the stack
-            if stat.S_ISREG(e.st.st_mode):
-                total += e.st.st_blocks * 512
-    return total
-
-
-SYNCFS_MIN_FILES = 256  # from this many regular files on, a tree is flushed with one syncfs(2)
-
-
-def fsync_tree(path: str | os.PathLike) -> int:
-    """Make every regular file and directory below ``path`` durable (before it is renamed into place);
-    returns what ``dir_size`` would (so a commit needs no other walk for the size).
-
-    A small tree is fsynced file by file and dir by dir.  A tree of ``SYNCFS_MIN_FILES`` files or more
-    is flushed with one ``syncfs(2)`` of its filesystem: one journal commit instead of one per file
-    (20,000 fsyncs of a COPY layer took longer than the copy).  syncfs also writes back whatever else
-    is dirty on that filesystem, which is why small trees do not use it."""
-    files = 0
-    total = 0
-    for e in safefs.walk(path, sort=False, where="in a layer"):  # iterative, fd-relative: any depth
-        if stat.S_ISREG(e.st.st_mode):
-            files += 1
-            total += e.st.st_blocks * 512
-    if files >= SYNCFS_MIN_FILES and _syncfs(os.fspath(path)):
-        return total
-    _fsync_dir(Path(path))
-    for e in safefs.walk(path, sort=False, where="in a layer"):
-        if stat.S_ISREG(e.st.st_mode) or stat.S_ISDIR(e.st.st_mode):
-            with contextlib.suppress(OSError):
-                fd = e.open(os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-    return total
-
-
-def _syncfs(path: str) -> bool:
-    """``syncfs(2)`` the filesystem holding ``path``; False where it is not available or fails."""
-    import ctypes
-
-    fn = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
-    if fn is None:
-        return False
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        return fn(fd) == 0
-    finally:
-        os.close(fd)
-
-
-@dataclass(frozen=True)
-class Output:
-    """One cached op output: its content identity, layer ids (bottom first), image metadata, and when
-    the result that made each layer was made (ns since the epoch, parallel to ``layers``).
-
-    ``created`` is stored in the same row, hence the same transaction, as the rest; a row written
-    before it existed has none (an empty tuple), and a reader falls back to the layer's first commit
-    time (``CacheStore.layer_times``): stable too, so an old cache gives stable digests from then on."""
-
-    identity: str
-    layers: tuple[str, ...] = ()
-    image: dict | None = None
-    created: tuple[int | None, ...] = ()
-
-    def to_json(self) -> dict:
-        d = {"identity": self.identity, "layers": list(self.layers), "image": self.image}
-        if self.created:
-            d["created"] = list(self.created)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> "Output":
-        created = d.get("created")
-        ok = (isinstance(created, list) and len(created) == len(d["layers"])
-              and all(t is None or type(t) is int for t in created))
-        return cls(d["identity"], tuple(d["layers"]), d.get("image"), tuple(created) if ok else ())
-
-
-@dataclass(frozen=True)
-class Usage:
-    results: int
-    layers: int
-    layer_bytes: int
-    blob_bytes: int
-    mount_bytes: int
-    mounts: int
-
-    @property
-    def total(self) -> int:
-        return self.layer_bytes + self.blob_bytes + self.mount_bytes
-
-
 class CacheStore:
-    def __init__(self, root: str | os.PathLike):
+    """The store under ``root``.  ``reap_runtime_dir``: how to kill the containers of a build that
+    died and remove its runtime dir (``backend.runtime.container.reap_dead_build``, given by who
+    runs builds: the runtime ranks beside the store); without it, such dirs are left for a store
+    that has it."""
+
+    def __init__(self, root: str | os.PathLike, *, reap_runtime_dir: RuntimeReaper | None = None):
         self.root = Path(root).absolute()
+        self.reap_runtime_dir = reap_runtime_dir
         self.layers_dir = self.root / "layers"
         self.mounts_dir = self.root / "mounts"
         self.tmp_dir = self.root / "tmp"
@@ -226,11 +138,7 @@ class CacheStore:
             finally:
                 for db in idle:
                     db.close()
-                _umount_below(work)
-                safefs.rmtree(work, ignore_errors=True)
-                with contextlib.suppress(OSError):
-                    if not Path(Path(f"{work}.state").read_text().strip()).exists():
-                        os.unlink(f"{work}.state")  # else kept: the next session reaps that runtime dir
+                end_session(work)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"{work}.lock")
                 os.close(lock_fd)
@@ -257,45 +165,8 @@ class CacheStore:
         return idle
 
     def clean_stale(self) -> None:
-        """Remove work dirs of sessions that died (their lock file is no longer held)."""
-        for note in self.tmp_dir.glob("s-*.state"):  # a session that ended but could not remove its runtime dir
-            if not Path(str(note)[: -len(".state")] + ".lock").exists():
-                _reap_runtime_state(note)
-        for lock in self.tmp_dir.glob("s-*.lock"):
-            try:
-                fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            work = Path(str(lock)[: -len(".lock")])
-            _reap_runtime_state(Path(f"{work}.state"))
-            _umount_below(work)
-            safefs.rmtree(work, ignore_errors=True)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(lock)
-            os.close(fd)
-        # a layer extraction or cache-mount creation that died: its (free) lock names it
-        for work in [*self.tmp_dir.glob("x-*-*"), *self.tmp_dir.glob("m-*-*")]:
-            kind, name = work.name.split("-")[:2]
-            try:
-                fd = self._lock(f"layer-{name}.lock" if kind == "x" else f"mount-{name}.create", fcntl.LOCK_EX, 0)
-            except BlockingIOError:
-                continue
-            safefs.rmtree(work, ignore_errors=True)
-            os.close(fd)
-        for tmp in [*self.tmp_dir.glob("ingest-*"), *self.tmp_dir.glob("blob-*")]:  # a blob write that died
-            with contextlib.suppress(OSError):
-                if time.time() - tmp.stat().st_mtime > 60:  # (its writer locks it right after creating it)
-                    fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        tmp.unlink()
-                    finally:
-                        os.close(fd)
+        """Remove what builds that died left in ``tmp/`` (``backend.store.recovery``)."""
+        clean_stale(self.tmp_dir, self.locks_dir, self.reap_runtime_dir)
 
     # -- results ------------------------------------------------------------------------------
     def lookup(self, key: str) -> list[Output] | None:
@@ -345,11 +216,16 @@ class CacheStore:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=session))
 
     def commit_layer(self, upper: Path, layer_id: str) -> Path:
-        """Move the finished layer dir ``upper`` (in tmp) to ``layers/<id>``; an existing one wins."""
+        """Move the finished layer dir ``upper`` (in tmp) to ``layers/<id>``; an existing one wins.
+        Raises ``CacheError`` when the layer cannot be made durable: then no row names it and it is
+        not under ``layers/`` (where the next build would take it as committed)."""
         dest = self.layer_path(layer_id)
         size = None
         if not dest.exists():
-            size = fsync_tree(upper)
+            try:
+                size = fsync_tree(upper)
+            except OSError as e:
+                raise _not_durable(layer_id, e) from None
             try:
                 os.rename(upper, dest)
             except OSError:  # another build committed the same layer meanwhile
@@ -357,7 +233,11 @@ class CacheStore:
                     raise
                 size = None
             else:
-                _fsync_dir(self.layers_dir)
+                try:
+                    fsync_dir(self.layers_dir)
+                except OSError as e:
+                    os.rename(dest, upper)  # out again: its name in layers/ is not durable
+                    raise _not_durable(layer_id, e) from None
         if upper.exists():
             safefs.rmtree(upper, ignore_errors=True)
         now = time.time()
@@ -464,7 +344,7 @@ class CacheStore:
         try:
             before = self.du().total
             self.clean_stale()
-            kept_blobs, kept_layers = self._image_closure(keep_images or ()) if all else (set(), set())
+            kept_blobs, kept_layers = image_closure(self.blobs, keep_images or ()) if all else (set(), set())
             with self._db() as db:
                 blobs_before = {r[0] for r in db.execute("SELECT blob FROM layers WHERE blob IS NOT NULL")}
                 if all:
@@ -474,7 +354,7 @@ class CacheStore:
                         if lid not in kept_layers:
                             db.execute("DELETE FROM layers WHERE id=?", (lid,))
                 else:
-                    self._prune_lru(db, keep_storage)
+                    prune_lru(db, keep_storage, sum(dir_size(p) for p in self.mounts_dir.iterdir()))
                 keep = {r[0] for r in db.execute("SELECT id FROM layers")}
                 blobs_keep = {r[0] for r in db.execute("SELECT blob FROM layers WHERE blob IS NOT NULL")}
             for p in self.layers_dir.iterdir():
@@ -493,108 +373,6 @@ class CacheStore:
         finally:
             os.close(fd)
 
-    def _image_closure(self, roots: tuple[str, ...]) -> tuple[set[str], set[str]]:
-        """(blobs, layer ids) of the images named by manifest or index digests ``roots``: the
-        manifests, configs and layer blobs present in the store, and the layers' diff_ids."""
-        blobs: set[str] = set()
-        layers: set[str] = set()
-        todo = list(roots)
-        while todo:
-            digest = todo.pop()
-            try:
-                if digest in blobs or not self.blobs.has(digest):
-                    continue
-            except (BlobError, TypeError):  # not a sha256 digest: nothing of ours
-                continue
-            blobs.add(digest)
-            try:
-                body = json.loads(self.blobs.read_bytes(digest))
-            except (OSError, ValueError):
-                continue
-            if not isinstance(body, dict):
-                continue
-            if isinstance(body.get("manifests"), list):  # an index: every platform's manifest it holds
-                todo += [m["digest"] for m in body["manifests"] if isinstance(m, dict) and "digest" in m]
-            config = body.get("config")
-            if isinstance(config, dict) and "digest" in config:  # a manifest: its config and layers
-                blobs.update(d["digest"] for d in body.get("layers", []) if isinstance(d, dict) and "digest" in d)
-                todo.append(config["digest"])
-            rootfs = body.get("rootfs")
-            if isinstance(rootfs, dict):  # a config: its layers, by diff_id
-                layers.update(d for d in rootfs.get("diff_ids", []) if isinstance(d, str))
-        return blobs, layers
-
-    def _prune_lru(self, db: sqlite3.Connection, keep_storage: int) -> None:
-        """Drop unreferenced layers, then results, least recently used first, until under budget."""
-        rows = db.execute("SELECT id, size, blob_size, last_used FROM layers ORDER BY last_used ASC").fetchall()
-        sizes = {r[0]: (r[1] or 0) + (r[2] or 0) for r in rows}
-        uses: dict[str, int] = {}
-        parsed = []
-        for key, data in db.execute("SELECT key, outputs FROM results ORDER BY last_used ASC").fetchall():
-            ids = {lid for o in json.loads(data) for lid in o["layers"]}
-            parsed.append((key, ids))
-            for i in ids:
-                uses[i] = uses.get(i, 0) + 1
-        total = sum(sizes.values()) + sum(dir_size(p) for p in self.mounts_dir.iterdir())
-
-        def drop_layer(i: str) -> None:
-            nonlocal total
-            db.execute("DELETE FROM layers WHERE id=?", (i,))
-            total -= sizes.pop(i, 0)
-
-        for r in rows:
-            if total <= keep_storage:
-                return
-            if not uses.get(r[0]):
-                drop_layer(r[0])
-        for key, ids in parsed:
-            if total <= keep_storage:
-                return
-            db.execute("DELETE FROM results WHERE key=?", (key,))
-            for i in ids:
-                uses[i] -= 1
-                if uses[i] == 0 and i in sizes:
-                    drop_layer(i)
-
-
-def _reap_runtime_state(note: Path) -> None:
-    """Kill and delete the containers a dead build left running, and remove its runtime state dir
-    (on a tmpfs, named in ``tmp/s-*.state``)."""
-    try:
-        state = Path(note.read_text().strip())
-        note.unlink()
-    except OSError:
-        return
-    if not state.name.startswith("irctl-") or not state.is_dir():
-        return
-    import subprocess
-
-    runc = shutil.which(os.environ.get("IRCTL_RUNTIME") or "runc") or shutil.which("crun")
-    for container in state.iterdir():
-        if runc and container.is_dir() and container.name.startswith("irctl-") and "." not in container.name:
-            for args in (["kill", "--all", container.name, "KILL"], ["delete", "--force", container.name]):
-                subprocess.run([runc, "--root", str(state), *args], capture_output=True, stdin=subprocess.DEVNULL)
-    safefs.rmtree(state, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _umount_below(path: Path) -> None:
-    """Unmount anything a killed build left mounted below ``path`` (deepest first)."""
-    prefix = os.fspath(path) + "/"
-    try:
-        with open("/proc/self/mountinfo") as f:
-            points = [line.split()[4] for line in f]
-    except OSError:
-        return
-    from backend.snapshot.snapshotter import umount
-
-    for mp in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
-        with contextlib.suppress(OSError):
-            umount(mp)
+def _not_durable(layer_id: str, e: OSError) -> CacheError:
+    where = f"{e.filename}: " if e.filename else ""
+    return CacheError(f"cannot commit layer {layer_id}: writing it to disk failed: {where}{e.strerror or e}")

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from backend.store.cache import CacheStore, Output, default_root
+from backend.store.cache import CacheStore, default_root
+from backend.store.records import Output
 from backend.errors import CacheError
-from backend.snapshot.snapshotter import layer_tree_digest
+from backend.snapshot.layertree import layer_tree_digest
 
 
 def make_layer(store: CacheStore, session: Path, files: dict[str, bytes]) -> str:
@@ -75,6 +76,104 @@ def test_stale_session_dirs_are_removed_only_when_their_owner_is_gone(tmp_path: 
         assert not dead.exists() and live.exists()
     finally:
         os.close(fd)
+
+
+def test_a_dead_sessions_runtime_dir_goes_to_the_reaper_it_was_given(tmp_path: Path) -> None:
+    reaped: list[Path] = []
+    runtime_dir = tmp_path / "run" / "irctl-abc"
+    runtime_dir.mkdir(parents=True)
+    not_ours = tmp_path / "run" / "home"
+    not_ours.mkdir()
+    tmp = tmp_path / "store" / "tmp"
+    without = CacheStore(tmp_path / "store")
+    (tmp / "s-dead").mkdir()
+    (tmp / "s-dead.lock").touch()
+    (tmp / "s-dead.state").write_text(str(runtime_dir))
+    (tmp / "s-gone.state").write_text(str(not_ours))  # a note naming anything but an irctl-* dir
+    without.clean_stale()  # a store without a reaper leaves the notes for one that has it
+    assert sorted(p.name for p in tmp.iterdir()) == ["s-dead.state", "s-gone.state"]
+    CacheStore(tmp_path / "store", reap_runtime_dir=reaped.append).clean_stale()
+    assert reaped == [runtime_dir] and not_ours.is_dir()
+    assert list(tmp.iterdir()) == []
+
+
+def test_a_failed_fsync_fails_the_commit_and_names_no_layer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import sqlite3
+
+    store = CacheStore(tmp_path)
+
+    def eio(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    with store.session() as s:
+        upper = store.new_work_dir(s, "t-") / "layer"
+        upper.mkdir()
+        (upper / "a").write_bytes(b"1")
+        lid = layer_tree_digest(upper)
+        with monkeypatch.context() as m:
+            m.setattr(os, "fsync", eio)
+            with pytest.raises(CacheError, match=rf"cannot commit layer {lid}: writing it to disk failed: .*/layer: Input/output error"):
+                store.commit_layer(upper, lid)
+        assert not store.has_layer(lid) and upper.is_dir()
+        with sqlite3.connect(store.index_path) as db:
+            assert db.execute("SELECT count(*) FROM layers").fetchone()[0] == 0
+        assert store.commit_layer(upper, lid) == store.layer_path(lid)  # once fsync works, it commits
+
+
+def test_a_failed_fsync_of_the_layers_dir_takes_the_layer_back_out(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import sqlite3
+
+    store = CacheStore(tmp_path)
+    real = os.fsync
+
+    def eio_on_layers_dir(fd: int) -> None:
+        if os.path.samestat(os.fstat(fd), os.stat(store.layers_dir)):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real(fd)
+
+    with store.session() as s:
+        upper = store.new_work_dir(s, "t-") / "layer"
+        upper.mkdir()
+        (upper / "a").write_bytes(b"1")
+        lid = layer_tree_digest(upper)
+        monkeypatch.setattr(os, "fsync", eio_on_layers_dir)
+        with pytest.raises(CacheError, match=rf"cannot commit layer {lid}: writing it to disk failed: .*/layers: Input/output error"):
+            store.commit_layer(upper, lid)
+        assert not store.has_layer(lid) and (upper / "a").read_bytes() == b"1"
+        with sqlite3.connect(store.index_path) as db:
+            assert db.execute("SELECT count(*) FROM layers").fetchone()[0] == 0
+
+
+def test_a_failed_syncfs_fails_the_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large tree is flushed with one syncfs(2); its failure is not papered over by fsyncs of
+    files opened after the error (which would not report it)."""
+    import ctypes
+    import errno
+
+    from backend.store import durable
+
+    class FailingLibc:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def syncfs(self, fd: int) -> int:
+            ctypes.set_errno(errno.EIO)
+            return -1
+
+    monkeypatch.setattr(durable.ctypes, "CDLL", FailingLibc)
+    store = CacheStore(tmp_path)
+    with store.session() as s:
+        upper = store.new_work_dir(s, "t-") / "layer"
+        upper.mkdir()
+        for i in range(durable.SYNCFS_MIN_FILES):
+            (upper / f"f{i}").write_bytes(b"x")
+        lid = layer_tree_digest(upper)
+        with pytest.raises(CacheError, match=r"writing it to disk failed: .*/layer: Input/output error"):
+            store.commit_layer(upper, lid)
+        assert not store.has_layer(lid)
 
 
 def test_prune_all_and_lru(tmp_path: Path) -> None:

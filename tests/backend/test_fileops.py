@@ -18,7 +18,8 @@ import pytest
 import zstandard
 
 from backend.fs.chmod import ChmodError, parse_chmod
-from backend.fs.fileops import FileOpError, SourceView, UnpackLimits, apply_actions, resolve_owner
+from backend.fs.destroot import resolve_owner
+from backend.fs.fileops import FileOpError, SourceView, UnpackLimits, apply_actions
 from ir.ops import CopyAction, FileAction, MkdirAction, MkfileAction, Owner, RmAction, SymlinkAction
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="file ops tests chown: run as root")
@@ -620,7 +621,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from backend.fs.context import scan_context  # noqa: E402
-from backend.fs.copy import DirTree, plan_copy, walk_selection  # noqa: E402
+from backend.fs.copy import DirTree  # noqa: E402
+from backend.fs.selection import plan_copy, walk_selection  # noqa: E402
 from tests.backend.test_context import PATTERNS, build, trees  # noqa: E402
 
 

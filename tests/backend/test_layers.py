@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from backend.fs.devnodes import DEVICE_XATTR, placeholder_of
+from backend.fs.devnodes import device_xattr, placeholder_of
+from backend.fs.layerformat import opaque_xattr
 
 from backend.store.blobs import BlobStore
-from backend.oci.layers import (MT_LAYER, MT_LAYER_GZIP, MT_LAYER_ZSTD, OPAQUE_XATTR, ExtractLimits, LayerError,
+from backend.oci.layers import (MT_LAYER, MT_LAYER_GZIP, MT_LAYER_ZSTD, ExtractLimits, LayerError,
                             extract_layer, is_empty_layer, write_layer, write_layer_to_store, write_layers_to_store)
 
 ROOT = os.geteuid() == 0
@@ -60,7 +61,7 @@ def make_rich_layer(d: Path) -> Path:
         os.mknod(d / "deleted", stat.S_IFCHR, os.makedev(0, 0))
         (d / "opaque").mkdir()
         (d / "opaque" / "kept").write_text("new")
-        os.setxattr(d / "opaque", OPAQUE_XATTR, b"y")
+        os.setxattr(d / "opaque", opaque_xattr(), b"y")
         os.chown(d / "etc" / "empty", 3_000_000, 3_000_001)  # too big for ustar octal: PAX uid/gid
         os.mknod(d / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
     set_mtimes(d, T0)
@@ -95,7 +96,7 @@ def snapshot(d: Path, *, mtimes: bool = True, skip_xattrs: tuple[str, ...] = ())
                 entry["mtime"] = int(st.st_mtime)
             node = placeholder_of(p, st)  # the store keeps a device node as its placeholder
             if node is not None:
-                xa.pop(DEVICE_XATTR, None)
+                xa.pop(device_xattr(), None)
                 entry["mode"] = node[0] | stat.S_IMODE(st.st_mode)
                 entry["rdev"] = (os.major(node[1]), os.minor(node[1]))
             elif stat.S_ISREG(st.st_mode):
@@ -231,7 +232,7 @@ def test_extract_whiteouts_and_opaque_from_foreign_tar(tmp_path: Path) -> None:
     tar = _tar([("d/", "dir", None), ("d/.wh..wh..opq", "file", b""), ("d/f", "file", b"x"),
                 (".wh.gone", "file", b""), ("x/y/z", "file", b"implicit parents")])
     extract_layer(io.BytesIO(gzip.compress(tar)), MT_LAYER_GZIP, tmp_path / "o")
-    assert os.getxattr(tmp_path / "o" / "d", OPAQUE_XATTR) == b"y"
+    assert os.getxattr(tmp_path / "o" / "d", opaque_xattr()) == b"y"
     st = os.lstat(tmp_path / "o" / "gone")
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
     assert (tmp_path / "o" / "x" / "y" / "z").read_text() == "implicit parents"

@@ -14,7 +14,8 @@ import pytest
 from backend.fs import devnodes
 from backend.export.local import flatten_layers
 from backend.export.rootfs import write_rootfs_tar
-from backend.oci.layers import OPAQUE_XATTR, write_layer
+from backend.fs.layerformat import opaque_xattr
+from backend.oci.layers import write_layer
 
 ROOT = os.geteuid() == 0
 pytestmark = pytest.mark.skipif(not ROOT, reason="whiteouts, owners and device placeholders need root")
@@ -72,7 +73,7 @@ def _layers(tmp: Path) -> list[Path]:
     _file(b / "linkdir/now-a-dir", "d")
     _file(b / "gone", "now a file")
     (b / "hidden").mkdir()
-    os.setxattr(b / "hidden", OPAQUE_XATTR, b"y")
+    os.setxattr(b / "hidden", opaque_xattr(), b"y")
     _file(b / "hidden/new")
     _file(b / "pair/one", "same")
     os.link(b / "pair/one", b / "pair/two")

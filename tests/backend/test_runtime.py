@@ -21,10 +21,12 @@ from backend.runtime.container import (
     DEFAULT_CAPABILITIES, PIDS_LIMIT, BindMount, Cancelled, ContainerStartError, FileMount, Process, RuntimeNotFound,
     TmpfsMount, config_for, find_runtime, mount_targets, reap_stale_containers, run, run_on_layers,
 )
-from backend.snapshot.snapshotter import (
-    CopySnapshotter, OverlaySnapshotter, apply_layers, is_opaque, is_whiteout, layer_tree_digest,
-)
+from backend.fs.layerformat import is_opaque, is_whiteout
+from backend.snapshot.copydiff import CopySnapshotter
+from backend.snapshot.layertree import apply_layers, layer_tree_digest
+from backend.snapshot.overlay import OverlaySnapshotter
 from backend.fs.userdb import UserError, resolve_user
+from tests.support import pids_with
 
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -289,18 +291,6 @@ def _mountinfo() -> str:
     return Path("/proc/self/mountinfo").read_text()
 
 
-def _pids_with(marker: str) -> list[int]:
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if marker.encode() in (p / "cmdline").read_bytes():
-                    pids.append(int(p.name))
-            except OSError:
-                pass
-    return pids
-
-
 @pytest.mark.e2e
 def test_cancel_kills_the_container_and_leaves_nothing(busybox_rootfs: Path, tmp_path: Path) -> None:
     marker = "irctl-cancel-test-4242"
@@ -327,14 +317,14 @@ def test_cancel_kills_the_container_and_leaves_nothing(busybox_rootfs: Path, tmp
     t = threading.Thread(target=target)
     t.start()
     assert seen.wait(30), "container did not start"
-    assert _pids_with(marker)
+    assert pids_with(marker)
     started = time.monotonic()
     cancel.set()
     t.join(30)
     assert not t.is_alive() and time.monotonic() - started < 15
     root, result = outcome
     assert isinstance(result, Cancelled)
-    assert not _pids_with(marker)
+    assert not pids_with(marker)
     assert str(root) not in _mountinfo()
     assert state_is_clean(state)
 
@@ -429,14 +419,34 @@ run(Path({str(rootfs)!r}), Process(["sh", "-c", ": {marker}; echo up; sleep 1000
     child.kill()  # irctl dies hard: no cleanup ran
     child.wait()
     child.stdout.close()
-    assert _pids_with(marker), "the container outlives its irctl process ..."
+    assert pids_with(marker), "the container outlives its irctl process ..."
     reaped = reap_stale_containers(state)
     assert len(reaped) == 1 and reaped[0].startswith("irctl-")
     deadline = time.monotonic() + 10
-    while _pids_with(marker) and time.monotonic() < deadline:
+    while pids_with(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _pids_with(marker)  # ... until the reaper kills it
+    assert not pids_with(marker)  # ... until the reaper kills it
     assert state_is_clean(state)
+
+
+def test_reap_dead_build_looks_for_a_runtime_only_when_containers_are_left(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import backend.runtime.container as container
+
+    def no_lookup():
+        raise AssertionError("find_runtime called")
+
+    monkeypatch.setattr(container, "find_runtime", no_lookup)
+    state = tmp_path / "irctl-dead"
+    (state / "secrets-x").mkdir(parents=True)
+    assert container.reap_dead_build(state) == [] and not state.exists()  # no container: no runtime probe
+
+    def missing():
+        raise RuntimeNotFound("none here")
+
+    monkeypatch.setattr(container, "find_runtime", missing)
+    (state / "bundles" / "irctl-0123456789abcdef.x").mkdir(parents=True)
+    assert container.reap_dead_build(state) == [] and not state.exists()  # no runtime: the dir still goes
 
 
 @pytest.mark.e2e

@@ -17,10 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backend.fs.mountpoints import LayerView, resolve_in_root, remove_mount_stubs
-from backend.snapshot.snapshotter import (
-    OPAQUE_XATTR, CopySnapshotter, OverlaySnapshotter, apply_layers, detect_snapshotter, is_opaque, is_whiteout,
-    layer_tree_digest, reap_stale_snapshots,
-)
+from backend.fs.layerformat import is_opaque, is_whiteout, opaque_xattr
+from backend.snapshot.copydiff import CopySnapshotter
+from backend.snapshot.detect import detect_snapshotter
+from backend.snapshot.layertree import apply_layers, layer_tree_digest
+from backend.snapshot.overlay import OverlaySnapshotter
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: whiteouts (mknod) and trusted.* xattrs")
 SNAPSHOTTERS = [OverlaySnapshotter, CopySnapshotter]
@@ -67,7 +68,7 @@ def layers(tmp_path: Path) -> list[Path]:
     (top / "d/new").write_text("new")
     if os.geteuid() == 0:
         whiteout(top / "gone")
-        os.setxattr(top / "d", OPAQUE_XATTR, b"y")
+        os.setxattr(top / "d", opaque_xattr(), b"y")
     return [base, top]
 
 
@@ -103,7 +104,7 @@ def test_layer_tree_digest_covers_whiteouts_xattrs_and_owners(tmp_path: Path) ->
     whiteout(a / "w")
     with_whiteout = layer_tree_digest(a)
     assert with_whiteout != base
-    os.setxattr(a / "d", OPAQUE_XATTR, b"y")
+    os.setxattr(a / "d", opaque_xattr(), b"y")
     assert layer_tree_digest(a) != with_whiteout
     opaque = layer_tree_digest(a)
     os.chown(a / "d", 1000, 1000)
@@ -126,7 +127,7 @@ def test_snapshot_records_writes_deletes_and_replaced_dirs(snapshotter, layers: 
     assert tree(upper) == {"new.txt": "hello", "keep": "dir", "keep/a": "whiteout",
                            "etc": "dir (opaque)", "etc/fresh": "f"}
     for p in [upper, *upper.rglob("*")]:  # overlay's bookkeeping (origin, impure, uuid) is not layer content
-        assert all(not x.startswith("trusted.overlay.") or x == OPAQUE_XATTR for x in os.listxattr(p))
+        assert all(not x.startswith("trusted.overlay.") or x == opaque_xattr() for x in os.listxattr(p))
     assert not list(work.parent.glob(".irctl-snap.*")), "scratch dirs must be cleaned up"
 
 
@@ -232,7 +233,7 @@ def test_mount_is_gone_after_an_exception(layers: list[Path], tmp_path: Path) ->
 
 @root_only
 def test_detect_snapshotter_remembers_a_positive_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import backend.snapshot.snapshotter as snapshot
+    import backend.snapshot.detect as snapshot
 
     probes = []
     real = snapshot._overlay_works.__wrapped__
@@ -410,7 +411,7 @@ def test_copy_snapshotter_matches_overlay_for_any_operations(ops: list, stacked:
         (top / "a").mkdir(parents=True)
         whiteout(top / "a/x")
         (top / "b").mkdir()
-        os.setxattr(top / "b", OPAQUE_XATTR, b"y")
+        os.setxattr(top / "b", opaque_xattr(), b"y")
         (top / "b/y").write_text("by")
         lowers.append(top)
     results = {}
@@ -428,33 +429,39 @@ def test_copy_snapshotter_matches_overlay_for_any_operations(ops: list, stacked:
 # ---------------------------------------------------------------------------------------------- crash recovery
 
 @root_only
-def test_reap_stale_snapshots_after_the_owner_died(layers: list[Path], tmp_path: Path) -> None:
+def test_the_store_unmounts_what_a_dead_build_left_mounted(layers: list[Path], tmp_path: Path) -> None:
+    """The crash recovery that runs (``CacheStore.clean_stale``, at every session's start): a
+    snapshot mounted by a build that was killed goes, one of a live build stays."""
     import signal
     import sys
     import textwrap
 
+    from backend.store.cache import CacheStore
+
     script = textwrap.dedent(f"""
-        import sys, time
+        import time
         from pathlib import Path
-        from backend.snapshot.snapshotter import OverlaySnapshotter
-        with OverlaySnapshotter().mounted({[str(p) for p in layers]!r}, Path({str(tmp_path / 'upper')!r}),
-                                          Path({str(tmp_path / 'work')!r})) as root:
-            print(root, flush=True)
-            time.sleep(600)
+        from backend.snapshot.overlay import OverlaySnapshotter
+        from backend.store.cache import CacheStore
+        with CacheStore({str(tmp_path / 'store')!r}).session() as work:
+            with OverlaySnapshotter().mounted({[str(p) for p in layers]!r}, work / "upper", work / "x" / "work") as root:
+                print(root, flush=True)
+                time.sleep(600)
     """)
-    (tmp_path / "upper").mkdir()
-    held = tmp_path / "held-work"
-    with OverlaySnapshotter().mounted(layers, tmp_path / "upper2", held) as live:  # another owner, alive
+    store = CacheStore(tmp_path / "store")
+    with store.session() as mine, OverlaySnapshotter().mounted(layers, mine / "upper", mine / "work") as live:
         child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                                  cwd=Path(__file__).parents[2])
         root = child.stdout.readline().strip()
         assert root and os.path.ismount(root)
-        assert reap_stale_snapshots(tmp_path) == []  # the owner is alive: nothing to reap
+        store.clean_stale()
+        assert os.path.ismount(root)  # its owner is alive: nothing to reap
         child.send_signal(signal.SIGKILL)
         child.wait()
         child.stdout.close()
         assert os.path.ismount(root)  # the crash left the mount behind ...
-        reaped = reap_stale_snapshots(tmp_path)
-        assert reaped == [str(Path(root).parent)]
-        assert not os.path.exists(root) and root not in _mounted_targets()  # ... the reaper took it away
+        store.clean_stale()
+        assert not os.path.exists(root) and root not in _mounted_targets()  # ... the next session took it away
+        left = sorted(p.name for p in (tmp_path / "store" / "tmp").iterdir())
+        assert left == sorted([mine.name, f"{mine.name}.lock"])  # the dead session's work dir and lock went
         assert os.path.ismount(live)  # and left the live one alone

@@ -6,14 +6,16 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from backend.snapshot.snapshotter import layer_tree_digest
+from backend.snapshot.layertree import layer_tree_digest
 from ir import builder as b
 from ir.codec import dump_document
 from tests.e2e.conftest import Solving, read_file
+from tests.support import pids_with
 
 pytestmark = pytest.mark.e2e
 
@@ -32,8 +34,9 @@ solve(doc, ["default"], SolveOptions(cache_dir=sys.argv[2], oci_layouts={"busybo
 
 
 def test_killed_build_leaves_no_partial_state(solving: Solving, tmp_path: Path) -> None:
+    marker = "irctl-crash-test-4242"  # names the orphaned container's processes
     step = solving.base().run(["sh", "-c", "dd if=/dev/zero of=/big bs=1k count=512 2>/dev/null; "
-                                           "echo running; sleep 4; echo never"])
+                                           f": {marker}; echo running; sleep 600; echo never"])
     graph = tmp_path / "g.ir"
     graph.write_bytes(dump_document(b.build_document({"default": step})))
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(graph), str(solving.cache), str(solving.layout)],
@@ -43,6 +46,7 @@ def test_killed_build_leaves_no_partial_state(solving: Solving, tmp_path: Path) 
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     state = next((solving.cache / "tmp").glob("s-*.state")).read_text()
+    assert pids_with(marker), "the container outlives the build that ran it ..."
 
     res = solving.solve(solving.base().run(["sh", "-c", "echo after > /after"]))
     assert read_file(res["default"], "/after") == b"after\n"
@@ -54,3 +58,7 @@ def test_killed_build_leaves_no_partial_state(solving: Solving, tmp_path: Path) 
     with open("/proc/self/mountinfo") as f:
         assert str(solving.cache) not in f.read()
     assert not Path(state).exists()  # the orphaned container was killed and its state removed
+    deadline = time.monotonic() + 10
+    while pids_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pids_with(marker)  # ... until the next build's crash recovery kills it

@@ -102,19 +102,19 @@ _LAYER_SCRIPT = """
 import os, sys
 from pathlib import Path
 {enter}
-from backend.fs.layerformat import OPAQUE_XATTR
-from backend.snapshot.snapshotter import layer_tree_digest
+from backend.fs.layerformat import opaque_xattr
+from backend.snapshot.layertree import layer_tree_digest
 d = Path(sys.argv[1])
 (d / "etc").mkdir(parents=True)
 (d / "etc" / "f").write_text("x")
 os.mknod(d / "gone", 0o020000, 0)
 (d / "opq").mkdir()
-os.setxattr(d / "opq", OPAQUE_XATTR, b"y")
+os.setxattr(d / "opq", opaque_xattr(), b"y")
 for p in (d / "etc" / "f", d / "etc", d / "gone", d / "opq"):
     os.chown(p, 0, 0)
     if not str(p).endswith("gone"):
         os.chmod(p, 0o755)
-print(OPAQUE_XATTR, layer_tree_digest(d))
+print(opaque_xattr(), layer_tree_digest(d))
 """
 
 
@@ -138,3 +138,29 @@ def test_layer_identity_is_the_same_root_and_rootless(user_cli, tmp_path: Path):
                               cwd="/").stdout.split()
     assert as_root[0] == "trusted.overlay.opaque" and rootless[0] == "user.overlay.opaque"
     assert as_root[1] == rootless[1]
+
+
+_EARLY_IMPORT_SCRIPT = """
+from backend.fs.devnodes import device_xattr
+from backend.fs.layerformat import opaque_xattr
+from backend.snapshot.overlay import OverlaySnapshotter
+print(opaque_xattr(), device_xattr(), "userxattr" in OverlaySnapshotter.options())
+from backend import userns
+userns.enter()
+print(opaque_xattr(), device_xattr(), "userxattr" in OverlaySnapshotter.options())
+"""
+
+
+@pytest.mark.e2e
+def test_xattr_names_imported_before_entering_the_namespace_follow_it(user_cli, tmp_path: Path):
+    """The layer format's xattr names are asked when used, not fixed when first imported: a module
+    imported before `userns.enter` (as the CLI's own imports are) still spells them `user.*` after."""
+    import subprocess
+
+    script = user_cli.root / "early_import.py"
+    script.write_text(_EARLY_IMPORT_SCRIPT)
+    os.chmod(script, 0o644)
+    out = subprocess.run(["runuser", "-u", user_cli.pw.pw_name, "--", *user_cli.env(), user_cli.python, str(script)],
+                         capture_output=True, text=True, check=True, cwd="/").stdout.splitlines()
+    assert out == ["trusted.overlay.opaque trusted.irctl.device False",
+                   "user.overlay.opaque user.irctl.device True"]

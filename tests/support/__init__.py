@@ -1,6 +1,7 @@
 """Shared test helpers. Fixtures live in modules here and are pulled into tests/conftest.py.
 
-`e2e_skip_reason()` says why real-runtime tests cannot run on this machine (None when they can).
+`e2e_skip_reason()` says why real-runtime tests cannot run on this machine (None when they can);
+`pids_with(marker)` finds the processes (a container's, say) whose command line holds `marker`.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+from pathlib import Path
 
 
 @functools.cache
@@ -20,3 +22,15 @@ def e2e_skip_reason() -> str | None:
     if not os.path.exists("/bin/busybox"):
         return "e2e: /bin/busybox missing (apt-get install busybox-static)"
     return None
+
+
+def pids_with(marker: str) -> list[int]:
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if marker.encode() in (p / "cmdline").read_bytes():
+                    pids.append(int(p.name))
+            except OSError:
+                pass
+    return pids
