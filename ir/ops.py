@@ -164,7 +164,7 @@ class Owner(Node):
 
 class ImageSource(Node):
     ref: Annotated[str, doc("Fully qualified reference, e.g. `127.0.0.1:5000/busybox:latest`.")]
-    digest: Annotated[str, doc("Manifest digest pinning the image; empty: resolve `ref` when solving.")] = ""
+    digest: Annotated[str, doc("Digest pinning the image: an index (the manifest for `platform` is selected from it) or a single manifest (used as it is); empty: resolve `ref` when solving.")] = ""
     platform: Annotated[Platform, doc("Platform to select from an index.")] = Platform()
 
     __post_init__ = _default_identity
@@ -258,16 +258,16 @@ class Mount(Node):
     readonly: Annotated[bool, doc("Mount read-only.")] = False
     output: Annotated[int, doc("Output index receiving this mount's final contents; -1: discarded.")] = -1
     cache: Annotated[CacheOptions | None, doc("Required for, and only for, `type: cache`.")] = None
-    tmpfs: Annotated[TmpfsOptions | None, doc("Options for `type: tmpfs`.")] = None
+    tmpfs: Annotated[TmpfsOptions | None, doc("Required for, and only for, `type: tmpfs` (`{}` when every option is at its default).")] = None
     secret: Annotated[SecretOptions | None, doc("Required for, and only for, `type: secret`.")] = None
-    ssh: Annotated[SSHOptions | None, doc("Options for `type: ssh`.")] = None
+    ssh: Annotated[SSHOptions | None, doc("Required for, and only for, `type: ssh` (`{}` when every option is at its default).")] = None
 
 
 class ExecOp(Node):
     args: Annotated[tuple[str, ...], doc("argv; args[0] is looked up in PATH of `env`.")]
     mounts: Annotated[tuple[Mount, ...], doc("Mounts; the first is the root filesystem at `/`.")]
-    env: Annotated[tuple[str, ...], doc("Environment as `KEY=value`, in order.")] = ()
-    cwd: Annotated[str, doc("Working directory, created when missing.")] = "/"
+    env: Annotated[tuple[str, ...], doc("The whole environment as `KEY=value`, in order; nothing is inherited from the base image (§ 6.1).")] = ()
+    cwd: Annotated[str, doc("Working directory; created when missing, owned by the process's user and group, mode 0755 (§ 6.1).")] = "/"
     user: Annotated[str, doc("`user[:group]` by name or id, resolved in the root filesystem; empty: root.")] = ""
     hostname: Annotated[str, doc("Hostname; empty: the runtime's default.")] = ""
     network: Annotated[Literal["default", "none", "host"], doc("`none`: only loopback; `host`: the host's network; `default`: the solver's default (irctl: a private network namespace per step, outbound access only).")] = "default"
@@ -279,7 +279,7 @@ class ExecOp(Node):
 
 class CopyAction(Node):
     src: Annotated[int, doc("Index into the op's `inputs` to copy from.")]
-    src_path: Annotated[str, doc("Path in the source; may hold wildcards when `allow_wildcard`.")]
+    src_path: Annotated[str, doc("Absolute path in the source (`/` is its root); may hold wildcards when `allow_wildcard`.")]
     dest: Annotated[str, doc("Absolute destination path; a trailing `/` means a directory.")]
     owner: Annotated[Owner | None, doc("Owner of copied files; absent: 0:0.")] = None
     chmod: Annotated[str, doc("Mode of copied files: octal (`0755`) or symbolic (`u+x,g-w`); empty: keep.")] = ""
@@ -399,7 +399,7 @@ class ImageOp(Node):
     """An image: the root filesystem of `inputs[0]` with a runtime config and history."""
 
     config: Annotated[ImageConfig, doc("Runtime config.")] = ImageConfig()
-    history: Annotated[tuple[HistoryEntry, ...], doc("History, oldest first, base image's included.")] = ()
+    history: Annotated[tuple[HistoryEntry, ...], doc("History, oldest first, the base image's entries first (§ 6.4).")] = ()
     platform: Annotated[Platform, doc("Platform of the image.")] = Platform()
 
     __post_init__ = _default_identity

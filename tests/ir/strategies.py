@@ -43,7 +43,7 @@ def _mount(draw, pool: list[b.State], i: int) -> b.MountSpec:
     target = f"/m{i}"
     kind = draw(st.sampled_from(["bind", "bind-out", "cache", "tmpfs", "secret", "ssh"]))
     if kind == "bind":
-        return b.bind(target, draw(st.sampled_from(pool)), draw(st.sampled_from(["", "sub"])), draw(st.booleans()))
+        return b.bind(target, draw(st.sampled_from(pool)), draw(st.sampled_from(["", "/sub"])), draw(st.booleans()))
     if kind == "bind-out":
         return b.bind(target, draw(st.sampled_from(pool)), readonly=False, output=True)
     if kind == "cache":
@@ -60,7 +60,7 @@ def _action(draw, n_sources: int) -> ops.FileAction:
     kind = draw(st.sampled_from(["copy", "mkfile", "mkdir", "rm", "symlink"]))
     if kind == "copy":
         return ops.FileAction(copy=ops.CopyAction(
-            draw(st.integers(0, n_sources - 1)), draw(st.sampled_from(["a", "/src/*.c", "é"])), draw(abs_paths),
+            draw(st.integers(0, n_sources - 1)), draw(st.sampled_from(["/a", "/src/*.c", "/é"])), draw(abs_paths),
             draw(owners), draw(st.sampled_from(["", "0755", "u+x"])), draw(st.booleans()), draw(st.booleans()),
             draw(st.booleans()), draw(st.booleans()), draw(st.booleans()), tuple(draw(st.lists(texts, max_size=2))),
             (), draw(st.booleans()), draw(st.booleans()), draw(st.sampled_from([-1, 0, 1700000000, 2 ** 40]))))
