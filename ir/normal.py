@@ -23,6 +23,7 @@ from ir import ops
 Report = Callable[[str, str], None]  # (message, key path suffix below the op body)
 
 _OCTAL = re.compile(r"[0-7]{1,4}\Z")
+_EMPTY_OWNER = ops.Owner()  # 0:0 (on a copy it differs from an absent owner, which keeps the source's)
 
 
 def abs_path(path: str) -> str:
@@ -31,17 +32,27 @@ def abs_path(path: str) -> str:
     return "/" + posixpath.normpath("/" + path).lstrip("/")
 
 
+def _plainly_normal(path: str) -> bool:
+    """A cheap sufficient test for ``path == abs_path(path)``, true for nearly every real path, so
+    ``normpath`` runs only on the rare suspect one (the graph check runs once per op)."""
+    return path == "/" or (path[:1] == "/" and path[-1] != "/" and "//" not in path and "/." not in path)
+
+
 def _path(value: str, normal: str, where: str, err: Report) -> None:
     if value != normal:
         err(f"path {value!r} is not in normal form (normal form: {normal!r})", where)
 
 
+def _abs(value: str, where: str, err: Report) -> None:
+    if not _plainly_normal(value):
+        _path(value, abs_path(value), where, err)
+
+
 def _trailing_slash(value: str, where: str, err: Report) -> None:
     """For paths the structural checks already hold to "absolute and clean" (``validate.clean_abs``,
     which reports everything else about them): the one defect left is a trailing ``/``."""
-    normal = abs_path(value)
-    if value == normal + "/":
-        _path(value, normal, where, err)
+    if value != "/" and value == abs_path(value) + "/":
+        _path(value, value[:-1], where, err)
 
 
 def dest_path(dest: str) -> str:
@@ -61,45 +72,52 @@ def src_path(action: ops.CopyAction) -> str:
 
 def exec_op(ex: ops.ExecOp, err: Report) -> None:
     """Paths of an exec and its mounts' options.  Runs after the structural checks, on values
-    they accepted (absolute, no ``..``), so only the spelling is left to refuse."""
+    they accepted (absolute, no ``..``), so only the spelling is left to refuse.  Key paths are
+    built only on an error: this runs once per exec of every graph."""
     if ex.cwd.startswith("/"):
-        _path(ex.cwd, abs_path(ex.cwd), "cwd", err)
+        _abs(ex.cwd, "cwd", err)
     for i, m in enumerate(ex.mounts):
-        where = f"mounts[{i}]"
-        _trailing_slash(m.target, f"{where}.target", err)
+        if m.target[-1:] == "/":
+            _trailing_slash(m.target, f"mounts[{i}].target", err)
         if m.selector and ".." not in m.selector.split("/"):
-            normal = abs_path(m.selector)
-            if normal == "/":
-                err(f"selector {m.selector!r} selects the input's root (normal form: absent)", f"{where}.selector")
+            if abs_path(m.selector) == "/":
+                err(f"selector {m.selector!r} selects the input's root (normal form: absent)", f"mounts[{i}].selector")
             else:
-                _path(m.selector, normal, f"{where}.selector", err)
-        if m.type in ("tmpfs", "ssh") and getattr(m, m.type) is None:
-            article = "an" if m.type == "ssh" else "a"
-            err(f"{article} {m.type} mount writes its {m.type!r} options, {{}} when all are defaults "
-                "(normal form: present)", where)
-        for name, options in (("cache", m.cache), ("secret", m.secret)):
-            if options is not None and not options.id:
-                err(f"the {name} id is required and must not be empty (normal form: a non-empty string)",
-                    f"{where}.{name}.id")
-        if m.ssh is not None and not m.ssh.id:
-            err("the ssh id must not be empty (normal form: absent, which means 'default')", f"{where}.ssh.id")
+                _abs(m.selector, f"mounts[{i}].selector", err)
+        t = m.type
+        if t == "bind":
+            continue  # (``ir.validate`` refuses options on a bind mount)
+        options = getattr(m, t)
+        if options is None:
+            if t in ("tmpfs", "ssh"):
+                err(f"{'an' if t == 'ssh' else 'a'} {t} mount writes its {t!r} options, {{}} when all are "
+                    "defaults (normal form: present)", f"mounts[{i}]")
+        elif t != "tmpfs" and not options.id:
+            err("the ssh id must not be empty (normal form: absent, which means 'default')" if t == "ssh" else
+                f"the {t} id is required and must not be empty (normal form: a non-empty string)",
+                f"mounts[{i}].{t}.id")
 
 
 def file_action(action: ops.FileAction, err: Report) -> None:
-    """Paths and modes of one file action, after the structural checks accepted it."""
+    """Paths, modes and owners of one file action, after the structural checks accepted it."""
     c = action.copy
     if c is not None:
-        if ".." not in c.src_path.split("/"):
+        if not (_plainly_normal(c.src_path) or ".." in c.src_path.split("/")):
             _path(c.src_path, src_path(c), "copy.src_path", err)
-        if c.dest.startswith("/") and ".." not in c.dest.split("/"):
-            _path(c.dest, dest_path(c.dest), "copy.dest", err)
-        if _OCTAL.match(c.chmod) and len(c.chmod) != 4:
+        dest = c.dest
+        if not _plainly_normal(dest.rstrip("/") or "/") and dest.startswith("/") and ".." not in dest.split("/"):
+            _path(dest, dest_path(dest), "copy.dest", err)
+        if c.chmod and len(c.chmod) != 4 and _OCTAL.match(c.chmod):
             err(f"an octal chmod has four digits (normal form: '{int(c.chmod, 8):04o}')", "copy.chmod")
         return
-    for kind in ("mkfile", "mkdir", "rm", "symlink"):
-        act = getattr(action, kind)
-        if act is not None:
-            _trailing_slash(act.path, f"{kind}.path", err)
+    kind = "mkdir" if action.mkdir is not None else "mkfile" if action.mkfile is not None else \
+        "symlink" if action.symlink is not None else "rm"
+    act = getattr(action, kind)
+    if act.path[-1:] == "/":
+        _trailing_slash(act.path, f"{kind}.path", err)
+    if kind != "rm" and act.owner == _EMPTY_OWNER:
+        err("an owner with neither user nor group is 0:0, which is what an absent owner means "
+            "(normal form: absent)", f"{kind}.owner")
 
 
 def source_op(src: ops.SourceOp, err: Report) -> None:

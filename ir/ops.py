@@ -156,7 +156,7 @@ class Owner(Node):
     """A user and group, each a name (resolved in the destination's /etc/passwd, /etc/group) or an id."""
 
     user: Annotated[str, doc("User name or numeric id; empty means 0.")] = ""
-    group: Annotated[str, doc("Group name or numeric id; empty means the user's primary group, or 0.")] = ""
+    group: Annotated[str, doc("Group name or numeric id; empty: the same number as a numeric user, a named user's primary group, or 0 when `user` is empty too.")] = ""
 
 
 # --------------------------------------------------------------------------- source
@@ -281,7 +281,7 @@ class CopyAction(Node):
     src: Annotated[int, doc("Index into the op's `inputs` to copy from.")]
     src_path: Annotated[str, doc("Absolute path in the source (`/` is its root); may hold wildcards when `allow_wildcard`.")]
     dest: Annotated[str, doc("Absolute destination path; a trailing `/` means a directory.")]
-    owner: Annotated[Owner | None, doc("Owner of copied files; absent: 0:0.")] = None
+    owner: Annotated[Owner | None, doc("Owner of copied files; absent: each keeps its owner in the source.")] = None
     chmod: Annotated[str, doc("Mode of copied files: octal (`0755`) or symbolic (`u+x,g-w`); empty: keep.")] = ""
     follow_symlinks: Annotated[bool, doc("Follow a symlink named by `src_path`.")] = False
     contents_only: Annotated[bool, doc("Copy a directory's contents rather than the directory.")] = False

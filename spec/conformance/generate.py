@@ -158,6 +158,7 @@ def normal_form_invalid(one, exec_op, file_op) -> dict[str, ops.Document]:
         "normal-copy-dest-dot": one(file_op(ops.FileAction(copy=ops.CopyAction(0, "/a", "/opt/./x/")))),
         "normal-copy-chmod-three-digits": one(file_op(ops.FileAction(copy=ops.CopyAction(0, "/a", "/a", chmod="755")))),
         "normal-mkdir-trailing-slash": one(file_op(ops.FileAction(mkdir=ops.MkdirAction("/d/")))),
+        "normal-mkdir-owner-empty": one(file_op(ops.FileAction(mkdir=ops.MkdirAction("/d", owner=ops.Owner())))),
         "normal-exec-cwd": one(exec_op(cwd="/src/")),
         "normal-exec-mount-target-trailing-slash": one(exec_op(mounts=(root, ops.Mount("/tmp/", "tmpfs", tmpfs=T)))),
         "normal-exec-selector-root": one(exec_op(mounts=(root, ops.Mount("/src", input=0, selector="/")))),

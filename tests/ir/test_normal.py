@@ -56,6 +56,12 @@ REFUSED = [
      "file.actions[0].rm.path: path '/f/' is not in normal form (normal form: '/f')"),
     (file_doc(ops.FileAction(symlink=ops.SymlinkAction("x", "/l/"))),
      "file.actions[0].symlink.path: path '/l/' is not in normal form (normal form: '/l')"),
+    (file_doc(ops.FileAction(mkfile=ops.MkfileAction("/f", owner=ops.Owner()))),
+     "file.actions[0].mkfile.owner: an owner with neither user nor group is 0:0, which is what an absent owner "
+     "means (normal form: absent)"),
+    (file_doc(ops.FileAction(symlink=ops.SymlinkAction("x", "/l", owner=ops.Owner()))),
+     "file.actions[0].symlink.owner: an owner with neither user nor group is 0:0, which is what an absent owner "
+     "means (normal form: absent)"),
     (exec_doc(cwd="/a/../b"), "exec.cwd: path '/a/../b' is not in normal form (normal form: '/b')"),
     (exec_doc(cwd="//srv"), "exec.cwd: path '//srv' is not in normal form (normal form: '/srv')"),
     (mounted(ops.Mount("/t/", "tmpfs", tmpfs=T)),
@@ -94,6 +100,8 @@ ACCEPTED = [
     file_doc(ops.FileAction(copy=ops.CopyAction(0, "/a", "/a", chmod="u+x,g-w"))),
     file_doc(ops.FileAction(copy=ops.CopyAction(0, "/pivot/./a/b", "/d/", parents=True))),
     exec_doc(cwd="/srv"),
+    file_doc(ops.FileAction(copy=ops.CopyAction(0, "/a", "/a", owner=ops.Owner()))),  # 0:0, not "keep"
+    file_doc(ops.FileAction(mkdir=ops.MkdirAction("/d", owner=ops.Owner("0")))),
     mounted(ops.Mount("/t", "tmpfs", tmpfs=T), ops.Mount("/s", "ssh", ssh=ops.SSHOptions()),
             ops.Mount("/src", input=0, selector="/sub"), ops.Mount("/c", "cache", cache=ops.CacheOptions("/c"))),
     b.build_document({"default": b.git("https://example.com/r.git", subdir="a/b")}),
