@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
-from ir import features, ops
+from ir import features, normal, ops
 from ir.codec import op_digest
 
 
@@ -55,12 +55,12 @@ class MountSpec:
 
 
 def bind(target: str, state: "State", selector: str = "", readonly: bool = True, output: bool = False) -> MountSpec:
-    return MountSpec(target, "bind", state, selector, readonly, output)
+    return MountSpec(target, "bind", state, normal.selector(selector), readonly, output)
 
 
 def cache(target: str, id: str = "", sharing: str = "shared", *, seed: "State | None" = None, selector: str = "",
           uid: int = 0, gid: int = 0, mode: int = 0o755, readonly: bool = False) -> MountSpec:
-    return MountSpec(target, "cache", seed, selector, readonly,
+    return MountSpec(target, "cache", seed, normal.selector(selector), readonly,
                      cache=ops.CacheOptions(id or target, sharing, uid, gid, mode))
 
 
@@ -185,7 +185,8 @@ class State:
              link: bool = False, **options) -> "State":
         """Copy ``src_path`` of ``src`` to ``dest``; ``link=True`` copies onto scratch and merges
         the result on top, so changes below do not invalidate the copy (``COPY --link``)."""
-        action = ops.FileAction(copy=ops.CopyAction(src=0, src_path=src_path, dest=dest, **options))
+        copy = ops.CopyAction(src=0, src_path=src_path, dest=dest, **options)
+        action = ops.FileAction(copy=ops.replace(copy, src_path=normal.src_path(copy)))  # "a" is "/a"
         if link:
             layer = self.file([action], [src], meta=meta, on_scratch=True)
             return self.merge([layer], meta=meta)

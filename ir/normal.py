@@ -55,6 +55,15 @@ def _trailing_slash(value: str, where: str, err: Report) -> None:
         _path(value, value[:-1], where, err)
 
 
+def selector(value: str) -> str:
+    """A mount's sub-path of its input: absolute and normal, the input's root written as ``""``.
+    A value with a ``..`` component is left alone, for ``ir.validate`` to refuse as an escape."""
+    if ".." in value.split("/"):
+        return value
+    normal = abs_path(value) if value else "/"
+    return "" if normal == "/" else normal
+
+
 def dest_path(dest: str) -> str:
     """A copy destination keeps one meaningful trailing ``/`` ("into this directory")."""
     normal = abs_path(dest)
@@ -62,7 +71,10 @@ def dest_path(dest: str) -> str:
 
 
 def src_path(action: ops.CopyAction) -> str:
-    """Absolute, like every other path; with ``parents``, one ``/./`` marks the pivot."""
+    """Absolute, like every other path; with ``parents``, one ``/./`` marks the pivot.  A value
+    with a ``..`` component is left alone, for ``ir.validate`` to refuse as an escape."""
+    if ".." in action.src_path.split("/"):
+        return action.src_path
     if action.parents:
         pivot, sep, rest = action.src_path.partition("/./")
         if sep and rest.strip("/."):
@@ -79,11 +91,12 @@ def exec_op(ex: ops.ExecOp, err: Report) -> None:
     for i, m in enumerate(ex.mounts):
         if m.target[-1:] == "/":
             _trailing_slash(m.target, f"mounts[{i}].target", err)
-        if m.selector and ".." not in m.selector.split("/"):
-            if abs_path(m.selector) == "/":
-                err(f"selector {m.selector!r} selects the input's root (normal form: absent)", f"mounts[{i}].selector")
+        sel = m.selector
+        if sel and (sel == "/" or not _plainly_normal(sel)) and ".." not in sel.split("/"):
+            if not selector(sel):
+                err(f"selector {sel!r} selects the input's root (normal form: absent)", f"mounts[{i}].selector")
             else:
-                _abs(m.selector, f"mounts[{i}].selector", err)
+                _path(sel, selector(sel), f"mounts[{i}].selector", err)
         t = m.type
         if t == "bind":
             continue  # (``ir.validate`` refuses options on a bind mount)
