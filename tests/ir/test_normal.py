@@ -208,3 +208,14 @@ def _file_of(value: dict) -> bytes:
     """The binary IR file of a JSON-form document, without checking it (digests may be stale)."""
     raw = jsonform.from_json(ops.Document, value)
     return codec.HEADER.pack(codec.MAGIC, codec.VERSION, codec.COMPRESSION_NONE, 0) + msgpack.packb(raw, use_bin_type=True)
+
+
+def test_the_builder_writes_copy_sources_and_selectors_in_normal_form() -> None:
+    """``ir.builder`` is the in-process writer: given another spelling it writes the normal one, so
+    `copy(ctx, "a", …)` and `copy(ctx, "/a", …)` are one op (and an escape is left for the check)."""
+    ctx = b.local()
+    assert BASE.copy(ctx, "a/./b/", "/x").vertex.digest == BASE.copy(ctx, "/a/b", "/x").vertex.digest
+    assert BASE.copy(ctx, "p/./q", "/x/", parents=True).vertex.op.file.actions[0].copy.src_path == "/p/./q"
+    assert BASE.copy(ctx, "../x", "/x").vertex.op.file.actions[0].copy.src_path == "../x"
+    assert [b.bind("/m", ctx, s).selector for s in ("sub/", "/", "", "../up")] == ["/sub", "", "", "../up"]
+    assert b.cache("/c", selector="deps").selector == "/deps"
