@@ -189,7 +189,7 @@ class GitSource(Node):
     remote: Annotated[str, doc("Repository URL as the git CLI accepts it.")]
     ref: Annotated[str, doc("Branch, tag or commit; empty: the remote's HEAD.")] = ""
     keep_git_dir: Annotated[bool, doc("Keep the `.git` directory in the output.")] = False
-    subdir: Annotated[str, doc("Only this sub-directory of the checkout.")] = ""
+    subdir: Annotated[str, doc("Only this sub-directory of the checkout, written relative (`docs/api`).")] = ""
 
 
 class OCILayoutSource(Node):
@@ -254,7 +254,7 @@ class Mount(Node):
     target: Annotated[str, doc("Absolute path inside the container; mounts[0] MUST be `/`.")]
     type: Annotated[Literal["bind", "cache", "tmpfs", "secret", "ssh"], doc("Mount type.")] = "bind"
     input: Annotated[int, doc("Index into the op's `inputs` mounted here (bind), or seeding it (cache); -1: none (empty).")] = -1
-    selector: Annotated[str, doc("Sub-path of the input to mount instead of its root.")] = ""
+    selector: Annotated[str, doc("Path inside the input to mount instead of its root, written absolute (`/src`).")] = ""
     readonly: Annotated[bool, doc("Mount read-only.")] = False
     output: Annotated[int, doc("Output index receiving this mount's final contents; -1: discarded.")] = -1
     cache: Annotated[CacheOptions | None, doc("Required for, and only for, `type: cache`.")] = None
