@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
-from ir import features, ops
+from ir import features, normal, ops
 from ir.codec import op_digest
 
 
@@ -60,7 +60,7 @@ class RunMount:
 
 
 def bind(target: str, state: "State", selector: str = "", readonly: bool = True, output: bool = False) -> RunMount:
-    return RunMount(ops.Mount(target, "bind", selector=selector, readonly=readonly), state, output)
+    return RunMount(ops.Mount(target, "bind", selector=normal.selector(selector), readonly=readonly), state, output)
 
 
 def cache(target: str, id: str = "", sharing: ops.Sharing | None = None, *, seed: "State | None" = None,
@@ -68,7 +68,7 @@ def cache(target: str, id: str = "", sharing: ops.Sharing | None = None, *, seed
     """A persistent cache directory ``id`` (this API's shorthand: none given, the mount point);
     ``sharing`` and ``options`` (uid, gid, mode) default to :class:`ops.CacheOptions`'.  The
     frontends always give the id (BuildKit's rule: ``frontends.common.mounts.cache_id``)."""
-    return RunMount(ops.Mount(target, "cache", selector=selector, readonly=readonly,
+    return RunMount(ops.Mount(target, "cache", selector=normal.selector(selector), readonly=readonly,
                               cache=ops.CacheOptions(id or target, **_given(sharing=sharing), **options)), seed)
 
 
@@ -192,7 +192,8 @@ class State:
              link: bool = False, **options) -> "State":
         """Copy ``src_path`` of ``src`` to ``dest``; ``link=True`` copies onto scratch and merges
         the result on top, so changes below do not invalidate the copy (``COPY --link``)."""
-        action = ops.FileAction(copy=ops.CopyAction(src=0, src_path=src_path, dest=dest, **options))
+        copy = ops.CopyAction(src=0, src_path=src_path, dest=dest, **options)
+        action = ops.FileAction(copy=ops.replace(copy, src_path=normal.src_path(copy)))  # "a" is "/a"
         if link:
             layer = self.file([action], [src], meta=meta, on_scratch=True)
             return self.merge([layer], meta=meta)

@@ -210,8 +210,9 @@ def decode_document(raw: dict, payload: bytes | None = None) -> ops.Document:
     for digest, op in doc.ops.items():
         data = op_data[digest]
         if "sha256:" + sha256(data).hexdigest() != digest:
-            raise DecodeError(f"op is stored under a digest that does not match its content "
-                              f"({digest_bytes(data)})", key("ops", digest))
+            raise DecodeError(f"op is stored under a digest that does not match its content: stored {digest}, "
+                              f"content {digest_bytes(data)}",
+                              key("ops", digest))
         op.__dict__["_canonical"] = data
         op.__dict__["_digest"] = digest
     return doc

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import msgpack
 
 from ir import ops, wire
+from ir.codec import check_compatible, decode_document
 from ir.errors import DecodeError
 
 
@@ -67,8 +68,6 @@ def _convert(tp: Any, v: Any, path: str) -> Any:
 
 def document_from_json(value: Any) -> ops.Document:
     """Typed document from its JSON form, with every check ``ir.codec.load_document`` makes."""
-    from ir.codec import check_compatible, decode_document
-
     if type(value) is not dict:
         raise DecodeError(f"document must be a map, got {wire.type_name(value)}")
     check_compatible(value)

@@ -23,6 +23,11 @@ about 2.5 times their true cost, far under the budget.  ``spec/ir.md`` § 2 stat
 
 from __future__ import annotations
 
+import os
+import stat
+
+from ir.errors import DecodeError
+
 MAX_PAYLOAD = 1 << 30  # absolute: a decompressed document larger than 1 GiB is refused
 MAX_RATIO = 32  # decompressed size ≤ 32 × the compressed frame (real graphs: 3–8)
 MIN_PAYLOAD_ALLOWANCE = 1 << 20  # …but a payload of 1 MiB is always allowed, whatever the ratio
@@ -60,11 +65,6 @@ MAX_FILE = MAX_PAYLOAD + 64  # an IR file (header and payload) larger than this 
 def read_file(stream) -> bytes:
     """Read an IR file from a binary stream, at most ``MAX_FILE`` bytes: a huge (or sparse, or
     endless) file is refused before it fills memory."""
-    import os
-    import stat
-
-    from ir.errors import DecodeError
-
     try:
         st = os.fstat(stream.fileno())
     except (AttributeError, OSError, ValueError):

@@ -156,7 +156,7 @@ class Owner(Node):
     """A user and group, each a name (resolved in the destination's /etc/passwd, /etc/group) or an id."""
 
     user: Annotated[str, doc("User name or numeric id; empty means 0.")] = ""
-    group: Annotated[str, doc("Group name or numeric id; empty means the user's primary group, or 0.")] = ""
+    group: Annotated[str, doc("Group name or numeric id; empty: the same number as a numeric user, a named user's primary group, or 0 when `user` is empty too.")] = ""
 
 
 # --------------------------------------------------------------------------- source
@@ -164,7 +164,7 @@ class Owner(Node):
 
 class ImageSource(Node):
     ref: Annotated[str, doc("Fully qualified reference, e.g. `127.0.0.1:5000/busybox:latest`.")]
-    digest: Annotated[str, doc("Manifest digest pinning the image; empty: resolve `ref` when solving.")] = ""
+    digest: Annotated[str, doc("Digest pinning the image: an index (the manifest for `platform` is selected from it) or a single manifest (used as it is); empty: resolve `ref` when solving.")] = ""
     platform: Annotated[Platform, doc("Platform to select from an index.")] = Platform()
 
     __post_init__ = _default_identity
@@ -189,7 +189,7 @@ class GitSource(Node):
     remote: Annotated[str, doc("Repository URL as the git CLI accepts it.")]
     ref: Annotated[str, doc("Branch, tag or commit; empty: the remote's HEAD.")] = ""
     keep_git_dir: Annotated[bool, doc("Keep the `.git` directory in the output.")] = False
-    subdir: Annotated[str, doc("Only this sub-directory of the checkout.")] = ""
+    subdir: Annotated[str, doc("Only this sub-directory of the checkout, written relative (`docs/api`).")] = ""
 
 
 class OCILayoutSource(Node):
@@ -266,20 +266,20 @@ class Mount(Node):
     target: Annotated[str, doc("Absolute path inside the container; mounts[0] MUST be `/`.")]
     type: Annotated[MountType, doc("Mount type.")] = "bind"
     input: Annotated[int, doc("Index into the op's `inputs` mounted here (bind), or seeding it (cache); -1: none (empty).")] = -1
-    selector: Annotated[str, doc("Sub-path of the input to mount instead of its root.")] = ""
+    selector: Annotated[str, doc("Path inside the input to mount instead of its root, written absolute (`/src`).")] = ""
     readonly: Annotated[bool, doc("Mount read-only.")] = False
     output: Annotated[int, doc("Output index receiving this mount's final contents; -1: discarded.")] = -1
     cache: Annotated[CacheOptions | None, doc("Required for, and only for, `type: cache`.")] = None
-    tmpfs: Annotated[TmpfsOptions | None, doc("Options for `type: tmpfs`.")] = None
+    tmpfs: Annotated[TmpfsOptions | None, doc("Required for, and only for, `type: tmpfs` (`{}` when every option is at its default).")] = None
     secret: Annotated[SecretOptions | None, doc("Required for, and only for, `type: secret`.")] = None
-    ssh: Annotated[SSHOptions | None, doc("Options for `type: ssh`.")] = None
+    ssh: Annotated[SSHOptions | None, doc("Required for, and only for, `type: ssh` (`{}` when every option is at its default).")] = None
 
 
 class ExecOp(Node):
     args: Annotated[tuple[str, ...], doc("argv; args[0] is looked up in PATH of `env`.")]
     mounts: Annotated[tuple[Mount, ...], doc("Mounts; the first is the root filesystem at `/`.")]
-    env: Annotated[tuple[str, ...], doc("Environment as `KEY=value`, in order.")] = ()
-    cwd: Annotated[str, doc("Working directory, created when missing.")] = "/"
+    env: Annotated[tuple[str, ...], doc("The whole environment as `KEY=value`, in order; nothing is inherited from the base image (§ 6.1).")] = ()
+    cwd: Annotated[str, doc("Working directory; created when missing, owned by the process's user and group, mode 0755 (§ 6.1).")] = "/"
     user: Annotated[str, doc("`user[:group]` by name or id, resolved in the root filesystem; empty: root.")] = ""
     hostname: Annotated[str, doc("Hostname; empty: the runtime's default.")] = ""
     network: Annotated[Network, doc("`none`: only loopback; `host`: the host's network; `default`: the solver's default (irctl: a private network namespace per step, outbound access only).")] = "default"
@@ -291,9 +291,9 @@ class ExecOp(Node):
 
 class CopyAction(Node):
     src: Annotated[int, doc("Index into the op's `inputs` to copy from.")]
-    src_path: Annotated[str, doc("Path in the source; may hold wildcards when `allow_wildcard`.")]
+    src_path: Annotated[str, doc("Absolute path in the source (`/` is its root); may hold wildcards when `allow_wildcard`.")]
     dest: Annotated[str, doc("Absolute destination path; a trailing `/` means a directory.")]
-    owner: Annotated[Owner | None, doc("Owner of copied files; absent: 0:0.")] = None
+    owner: Annotated[Owner | None, doc("Owner of copied files; absent: each keeps its owner in the source.")] = None
     chmod: Annotated[str, doc("Mode of copied files: octal (`0755`) or symbolic (`u+x,g-w`); empty: keep.")] = ""
     follow_symlinks: Annotated[bool, doc("Follow a symlink named by `src_path`.")] = False
     contents_only: Annotated[bool, doc("Copy a directory's contents rather than the directory.")] = False
@@ -411,7 +411,7 @@ class ImageOp(Node):
     """An image: the root filesystem of `inputs[0]` with a runtime config and history."""
 
     config: Annotated[ImageConfig, doc("Runtime config.")] = ImageConfig()
-    history: Annotated[tuple[HistoryEntry, ...], doc("History, oldest first, base image's included.")] = ()
+    history: Annotated[tuple[HistoryEntry, ...], doc("History, oldest first, the base image's entries first (§ 6.4).")] = ()
     platform: Annotated[Platform, doc("Platform of the image.")] = Platform()
 
     __post_init__ = _default_identity

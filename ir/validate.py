@@ -13,8 +13,9 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from ir import codec, features, ops
+from ir import codec, features, normal, ops
 from ir.errors import IRError, ValidationError, ValidationErrors
+from ir.schema import document_schema
 
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
 INPUT_COUNT = {"source": (0, 0), "diff": (2, 2), "image": (1, 1), "merge": (1, None), "exec": (1, None), "file": (0, None)}
@@ -33,9 +34,7 @@ def op_path(digest: str) -> str:
 
 @lru_cache(maxsize=1)
 def _validator():
-    import jsonschema
-
-    from ir.schema import document_schema
+    import jsonschema  # third-party, ~140 ms to import (measured); only schema checks need it, never a build
 
     schema = document_schema()
     cls = jsonschema.validators.validator_for(schema)
@@ -142,7 +141,12 @@ def _outputs(op: ops.Op, digest: str, err) -> int:
 
 def _check_ref(ref: ops.Ref, path: str, n_outputs: dict[str, int], err) -> None:
     if ref.op not in n_outputs:
-        err(f"refers to op {short(ref.op)} which is not in the document", f"{path}.op")
+        near = [d for d in n_outputs if d[:19] == ref.op[:19]]
+        if near:  # the short forms would look alike: show both digests whole
+            err(f"refers to op {ref.op} which is not in the document (an op with the same prefix is "
+                f"{near[0]})", f"{path}.op")
+        else:
+            err(f"refers to op {short(ref.op)} which is not in the document", f"{path}.op")
     elif not 0 <= ref.output < n_outputs[ref.op]:
         err(f"output {ref.output} out of range: that op has {n_outputs[ref.op]} output(s)", f"{path}.output")
 
@@ -183,6 +187,7 @@ class _Checks:
             err("subdir escapes the checkout", f"{path}.git.subdir")
         elif src.oci_layout is not None and src.oci_layout.digest and not DIGEST_RE.match(src.oci_layout.digest):
             err("not a sha256 digest", f"{path}.oci_layout.digest")
+        normal.source_op(src, lambda message, sub: err(message, f"{path}.{sub}"))
 
     @staticmethod
     def exec(ex: ops.ExecOp, op: ops.Op, digest: str, err) -> None:
@@ -226,6 +231,7 @@ class _Checks:
                 err(f"a {t} mount cannot be an output", f"{path()}.mounts[{i}].output")
         if mounts and mounts[0].type != "bind":
             err("the root mount must be a bind of an input", f"{path()}.mounts[0].type")
+        normal.exec_op(ex, lambda message, sub: err(message, f"{path()}.{sub}"))
 
     @staticmethod
     def file(f: ops.FileOp, op: ops.Op, digest: str, err) -> None:
@@ -254,6 +260,7 @@ class _Checks:
                 act = getattr(a, kind)
                 if act is not None and not 0 <= act.mode <= 0o7777:
                     err(f"mode {act.mode:#o} out of range", f"{ap}.{kind}.mode")
+            normal.file_action(a, lambda message, sub: err(message, f"{ap}.{sub}"))
 
     @staticmethod
     def merge(m: ops.MergeOp, op: ops.Op, digest: str, err) -> None:

@@ -203,6 +203,11 @@ def _check_map_keys(v: dict) -> None:
         raise _At("map keys are not in canonical (sorted) order", [])
 
 
+# What the member of each tagged union (``ops.ONE_OF``) is called in messages.
+_UNION_MEMBER = {ops.Op: "op kind", ops.SourceOp: "source kind", ops.FileAction: "file action"}
+assert set(_UNION_MEMBER) == set(ops.ONE_OF)
+
+
 def _default_error(name: str) -> _At:
     return _At(f"field {name!r} equals its default and must be omitted", [name])
 
@@ -220,6 +225,10 @@ def _check_keys(cls: type, names: list[str], required: list[str], v: dict) -> No
         if pos is None:
             hint = _did_you_mean(k, names) if isinstance(k, str) else ""
             shown = repr(k) if type(k) in (str, int, bool, bytes) else type_name(k)
+            noun = _UNION_MEMBER.get(cls)
+            if noun is not None:  # a member of a tagged union names what it could have been
+                members = [f.name for f in ops.field_specs(cls) if f.name != "inputs"]
+                raise _At(f"unknown {noun} {shown}{hint}; the {noun}s are {', '.join(members)}", [])
             raise _At(f"unknown field {shown}{hint}", [])
         if pos < last:
             raise _At(f"field {k!r} is out of canonical (sorted) order", [])

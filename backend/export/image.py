@@ -106,8 +106,11 @@ def reconcile_history(history: Sequence[dict], kept: Sequence[bool], created: st
     """Make the non-empty history entries line up one-to-one with the layers actually written.
 
     ``kept[i]`` says whether spec layer ``i`` became a layer. Entries not marked ``empty_layer`` are
-    paired with spec layers in order; a pairing with a skipped layer becomes ``empty_layer``; layers
-    without an entry get a generic one; surplus entries are marked ``empty_layer``.
+    paired with spec layers in order (``spec/ir.md`` § 6.4).  With fewer entries than layers (a
+    generator left out the base image's history, or the base image has none) the oldest layers get
+    the generic entries, placed first, so no entry moves onto another step's layer; surplus entries
+    (a step that changed nothing made no layer) are marked ``empty_layer`` from the newest, as
+    BuildKit does.  A pairing with a skipped layer becomes ``empty_layer``.
 
     Times, as BuildKit's exporter gives them: an entry keeps its own ``created`` (a base image's); a
     layer's entry without one takes ``times[i]``, when the step that made layer ``i`` ran; an empty
@@ -116,8 +119,10 @@ def reconcile_history(history: Sequence[dict], kept: Sequence[bool], created: st
     cached step keeps its time and a no-op rebuild gives the same config. What is still undated
     (no times known at all) gets ``created``.
     """
-    out: list[dict] = []
-    i = 0
+    i = max(0, len(kept) - sum(1 for h in history if not h.get("empty_layer")))  # oldest layers without an entry
+    out: list[dict] = [{"created": times[j] if times is not None and j < len(times) and times[j] else None,
+                        "created_by": "irctl", "comment": "layer without history entry"}
+                       for j in range(i) if kept[j]]
     for h in history:
         h = {k: v for k, v in h.items() if v not in (None, "", False)}
         if not h.get("empty_layer"):
@@ -129,10 +134,6 @@ def reconcile_history(history: Sequence[dict], kept: Sequence[bool], created: st
                 h["created"] = times[i]
             i += 1
         out.append(h)
-    for j in range(i, len(kept)):
-        if kept[j]:
-            t = times[j] if times is not None and j < len(times) and times[j] else None
-            out.append({"created": t, "created_by": "irctl", "comment": "layer without history entry"})
     _fill_times(out, created)
     return out
 

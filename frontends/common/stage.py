@@ -73,7 +73,7 @@ def inherit(s: Stage) -> None:
         k, _, v = e.partition("=")
         s.env[k] = v
     if s.image.working_dir:
-        s.cwd = posixpath.join("/", s.image.working_dir)
+        s.cwd = "/" + posixpath.normpath(posixpath.join("/", s.image.working_dir)).lstrip("/")  # IR normal form
     s.user = s.image.user
 
 

@@ -24,6 +24,7 @@ from ir import jsonform, ops  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 D1 = "sha256:7b3ccabffc97de872a30dfd234fd972a66d247c8cfc69b0550f276481852627c"
+T = ops.TmpfsOptions()  # a tmpfs mount writes its options, {} when all are defaults (normal form)
 SRC = ops.SourceFile("Dockerfile", "dockerfile", b"FROM busybox:1.36\nRUN echo hello > /hello\n")
 
 
@@ -44,7 +45,7 @@ def valid() -> dict[str, ops.Document]:
         b.bind("/src", ctx), b.bind("/out", b.scratch(), readonly=False, output=True),
         b.cache("/root/.cache", "build-cache", "private"), b.tmpfs("/tmp"), b.secret("token", required=True),
         b.ssh()], network="none")
-    layer = base.file([ops.FileAction(copy=ops.CopyAction(0, "app", "/usr/local/bin/", chmod="0755"))], [outs[1]],
+    layer = base.file([ops.FileAction(copy=ops.CopyAction(0, "/app", "/usr/local/bin/", chmod="0755"))], [outs[1]],
                       on_scratch=True)
     linked = base.merge([layer])
     every = {
@@ -62,11 +63,34 @@ def valid() -> dict[str, ops.Document]:
                                tuple(sorted(set(unreachable.features) | {"exec"})), unreachable.metadata,
                                unreachable.sources)
     return {
+        **answered_gaps(),
         "scratch": b.build_document({"default": b.scratch()}),
         "busybox-hello": hello(),
         "every-kind": b.build_document(every),
         "exec-outputs": b.build_document({"default": outs[0], "out": outs[1]}),
         "unreachable-op": unreachable,
+    }
+
+
+def answered_gaps() -> dict[str, ops.Document]:
+    """Valid documents whose *meaning* ``spec/ir.md`` pins down beyond validity (the README's second
+    table says what a reader does with each)."""
+    base = busybox()
+    base_history = (ops.HistoryEntry('/bin/sh -c #(nop) ADD file:d0ab… in / ', created="2024-01-01T00:00:00Z"),
+                    ops.HistoryEntry('/bin/sh -c #(nop)  CMD ["sh"]', created="2024-01-01T00:00:01Z",
+                                     empty_layer=True))
+    ran = base.run(["/bin/sh", "-c", "echo hi > /hi"], env=["PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+    run_entry = ops.HistoryEntry("RUN /bin/sh -c echo hi > /hi # buildkit", "buildkit.dockerfile.v0")
+    index = b.image("docker.io/library/busybox:1.36",
+                    digest="sha256:" + "9" * 64, platform=ops.Platform("linux", "arm64", "v8"))
+    return {
+        "exec-empty-env": b.build_document({"default": base.run(["/bin/busybox", "env"])}),
+        "exec-cwd-created": b.build_document({"default": base.run(["/bin/busybox", "touch", "f"], cwd="/work/new",
+                                                                   user="1000:1000")}),
+        "image-base-history": b.build_document({"default": ran.with_image(
+            ops.ImageConfig(env=("PATH=/usr/sbin:/usr/bin:/sbin:/bin",), cmd=("sh",)), (*base_history, run_entry))}),
+        "image-history-without-base": b.build_document({"default": ran.with_image(ops.ImageConfig(), (run_entry,))}),
+        "image-index-digest": b.build_document({"default": index}),
     }
 
 
@@ -90,11 +114,11 @@ def graph_invalid() -> dict[str, ops.Document]:
         "exec-relative-cwd": one(exec_op(cwd="work")),
         "exec-empty-args": one(exec_op(args=())),
         "exec-env-no-equals": one(exec_op(env=("PATH",))),
-        "exec-root-not-first": one(exec_op(mounts=(ops.Mount("/tmp", "tmpfs"), ops.Mount("/", input=0, output=0)))),
+        "exec-root-not-first": one(exec_op(mounts=(ops.Mount("/tmp", "tmpfs", tmpfs=T), ops.Mount("/", input=0, output=0)))),
         "exec-output-gap": one(exec_op(mounts=(ops.Mount("/", input=0, output=1),))),
-        "exec-mount-dotdot": one(exec_op(mounts=(ops.Mount("/", input=0, output=0), ops.Mount("/a/../etc", "tmpfs")))),
-        "exec-duplicate-target": one(exec_op(mounts=(ops.Mount("/", input=0, output=0), ops.Mount("/t", "tmpfs"),
-                                                     ops.Mount("/t", "tmpfs")))),
+        "exec-mount-dotdot": one(exec_op(mounts=(ops.Mount("/", input=0, output=0), ops.Mount("/a/../etc", "tmpfs", tmpfs=T)))),
+        "exec-duplicate-target": one(exec_op(mounts=(ops.Mount("/", input=0, output=0), ops.Mount("/t", "tmpfs", tmpfs=T),
+                                                     ops.Mount("/t", "tmpfs", tmpfs=T)))),
         "exec-secret-with-input": one(exec_op(mounts=(ops.Mount("/", input=0, output=0), ops.Mount(
             "/run/secrets/x", "secret", input=0, secret=ops.SecretOptions("x")),))),
         "exec-secret-no-options": one(exec_op(mounts=(ops.Mount("/", input=0, output=0), ops.Mount("/s", "secret")))),
@@ -105,10 +129,10 @@ def graph_invalid() -> dict[str, ops.Document]:
         "exec-selector-escapes": one(exec_op(mounts=(ops.Mount("/", input=0, output=0), ops.Mount(
             "/src", input=0, selector="../../etc")))),
         "exec-mount-input-range": one(exec_op(mounts=(ops.Mount("/", input=0, output=0), ops.Mount("/src", input=3)))),
-        "copy-src-range": one(file_op(ops.FileAction(copy=ops.CopyAction(2, "a", "/a")))),
+        "copy-src-range": one(file_op(ops.FileAction(copy=ops.CopyAction(2, "/a", "/a")))),
         "copy-src-path-escapes": one(file_op(ops.FileAction(copy=ops.CopyAction(1, "../../etc/passwd", "/p")),
                                              [(base.vertex, 0), (ctx.vertex, 0)])),
-        "copy-bad-chmod": one(file_op(ops.FileAction(copy=ops.CopyAction(0, "a", "/a", chmod="rwx")))),
+        "copy-bad-chmod": one(file_op(ops.FileAction(copy=ops.CopyAction(0, "/a", "/a", chmod="rwx")))),
         "mkfile-relative-path": one(file_op(ops.FileAction(mkfile=ops.MkfileAction("etc/motd")))),
         "mkdir-mode-range": one(file_op(ops.FileAction(mkdir=ops.MkdirAction("/d", 0o17777)))),
         "http-ftp-url": one(b.http("ftp://example.com/x")),
@@ -121,7 +145,31 @@ def graph_invalid() -> dict[str, ops.Document]:
         "image-env-no-equals": one(base.with_image(ops.ImageConfig(env=("=x",)))),
         "ref-output-range": b.build_document({"default": base._next(base.vertex, 1)}),
     }
+    cases.update(normal_form_invalid(one, exec_op, file_op))
     return cases
+
+
+def normal_form_invalid(one, exec_op, file_op) -> dict[str, ops.Document]:
+    """One meaning, one encoding (``spec/ir.md`` § 4, rule 9): each case is a document that would
+    be valid but for writing a value in a form other than its normal one."""
+    root = ops.Mount("/", input=0, output=0)
+    return {
+        "normal-copy-src-path-relative": one(file_op(ops.FileAction(copy=ops.CopyAction(0, "hello.txt", "/hello.txt")))),
+        "normal-copy-dest-dot": one(file_op(ops.FileAction(copy=ops.CopyAction(0, "/a", "/opt/./x/")))),
+        "normal-copy-chmod-three-digits": one(file_op(ops.FileAction(copy=ops.CopyAction(0, "/a", "/a", chmod="755")))),
+        "normal-mkdir-trailing-slash": one(file_op(ops.FileAction(mkdir=ops.MkdirAction("/d/")))),
+        "normal-mkdir-owner-empty": one(file_op(ops.FileAction(mkdir=ops.MkdirAction("/d", owner=ops.Owner())))),
+        "normal-exec-cwd": one(exec_op(cwd="/src/")),
+        "normal-exec-mount-target-trailing-slash": one(exec_op(mounts=(root, ops.Mount("/tmp/", "tmpfs", tmpfs=T)))),
+        "normal-exec-selector-root": one(exec_op(mounts=(root, ops.Mount("/src", input=0, selector="/")))),
+        "normal-exec-tmpfs-options-absent": one(exec_op(mounts=(root, ops.Mount("/tmp", "tmpfs")))),
+        "normal-exec-ssh-options-absent": one(exec_op(mounts=(root, ops.Mount("/run/ssh", "ssh")))),
+        "normal-exec-cache-id-empty": one(exec_op(mounts=(root, ops.Mount("/c", "cache", cache=ops.CacheOptions(""))))),
+        "normal-exec-secret-id-empty": one(exec_op(mounts=(root, ops.Mount("/s", "secret",
+                                                                            secret=ops.SecretOptions(""))))),
+        "normal-exec-ssh-id-empty": one(exec_op(mounts=(root, ops.Mount("/run/ssh", "ssh", ssh=ops.SSHOptions(""))))),
+        "normal-git-subdir": one(b.git("https://example.com/r.git", subdir="/sub/")),
+    }
 
 
 def json_invalid() -> dict[str, dict]:
@@ -176,6 +224,15 @@ def json_invalid() -> dict[str, dict]:
     case("metadata-unknown-op", lambda d: d["metadata"].update({"sha256:" + "f" * 64: {"description": "x"}}))
     case("location-file-range", lambda d: d["metadata"][exec_digest]["locations"][0].update(file=3))
     case("base64", lambda d: d["sources"][0].update(data="not base64!"))
+
+    def unknown_kind(d):
+        d["ops"][exec_digest]["run"] = d["ops"][exec_digest].pop("exec")
+    case("unknown-op-kind", unknown_kind)
+
+    def near_digest(d):
+        # A root naming a digest that differs from an op's only after the shown prefix.
+        d["roots"]["default"]["op"] = img_digest[:-1] + ("0" if img_digest[-1] != "0" else "1")
+    case("dangling-root-near-digest", near_digest)
 
     def cycle(d):
         # Point the exec op's input at the image op that reads it; the digests cannot all verify.

@@ -31,7 +31,7 @@ def op_vectors() -> list[tuple[str, ops.Op]]:
     run = busybox.with_env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").with_cwd("/work").with_user("1000:1000")
     exec_all = run.run_outputs(
         ["/bin/sh", "-c", "make -j4 && cp out /out/"],
-        mounts=[b.bind("/src", ctx, selector="src", readonly=True), b.bind("/out", scratch, readonly=False, output=True),
+        mounts=[b.bind("/src", ctx, selector="/src", readonly=True), b.bind("/out", scratch, readonly=False, output=True),
                 b.cache("/root/.cache/go-build", "go-build", "locked", uid=1000, gid=1000, mode=0o700),
                 b.tmpfs("/tmp", size=64 << 20), b.secret("npmrc", "/root/.npmrc", required=True, mode=0o440),
                 b.ssh(required=True)],

@@ -93,10 +93,11 @@ def test_build_image_config_and_manifest(tmp_path: Path, image_spec: ImageSpec) 
 
 def test_reconcile_history() -> None:
     c = "T"
-    # fewer entries than layers: generic entries appended
+    # fewer entries than layers (a base history left out): the entries pair with the newest layers,
+    # the oldest get generic entries first, so no entry shifts onto another step's layer
     assert reconcile_history([{"created_by": "a"}], [True, True], c) == [
-        {"created_by": "a", "created": c},
-        {"created": c, "created_by": "irctl", "comment": "layer without history entry"}]
+        {"created": c, "created_by": "irctl", "comment": "layer without history entry"},
+        {"created_by": "a", "created": c}]
     # more entries than layers: the surplus becomes empty_layer
     assert reconcile_history([{"created_by": "a"}, {"created_by": "b"}], [True], c) == [
         {"created_by": "a", "created": c}, {"created_by": "b", "created": c, "empty_layer": True}]

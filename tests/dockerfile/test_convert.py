@@ -590,3 +590,16 @@ def test_base_image_platform_mismatch_is_a_warning():
     c = compile_text("FROM alpine\n", Arm())
     assert c.warnings == ('Dockerfile:1:1: warning: InvalidBaseImagePlatform: Base image alpine was pulled with '
                           'platform "linux/arm64", expected "linux/amd64" for current build',)
+
+
+def test_a_base_working_dir_with_a_trailing_slash_becomes_a_normal_cwd() -> None:
+    """The IR refuses `cwd` `/srv/` (one meaning, one spelling: spec/ir.md § 4 rule 9), so the
+    base image's WorkingDir is normalised before a RUN inherits it."""
+    class SlashResolver(FakeResolver):
+        def resolve_image(self, ref: str, platform: ops.Platform) -> ResolvedImage:
+            found = super().resolve_image(ref, platform)
+            config = {**found.config, "config": {**found.config["config"], "WorkingDir": "/srv//app/"}}
+            return ResolvedImage(found.ref, found.digest, config, platform)
+
+    doc = compile_text("FROM alpine\nRUN true\n", SlashResolver()).document  # validated by compile_text
+    assert [op.exec.cwd for op in doc.ops.values() if op.exec] == ["/srv/app"]

@@ -28,7 +28,7 @@ def graph(step: str = "make") -> ops.Document:
     base = b.image("docker.io/library/busybox:1.36", digest=D1)
     run = base.with_meta("[2/3] RUN make", "build", [ops.Location(0, 2)]).run(
         ["sh", "-c", step], mounts=[b.secret("tok"), b.cache("/root/.cache", "go"), b.bind("/src", ctx)])
-    copied = run.with_meta("[3/3] COPY app /app/", "build", [ops.Location(0, 3, 1, 3, 14)]).copy(ctx, "app", "/app/")
+    copied = run.with_meta("[3/3] COPY app /app/", "build", [ops.Location(0, 3, 1, 3, 14)]).copy(ctx, "/app", "/app/")
     return b.build_document({"default": copied.with_image(ops.ImageConfig(cmd=("/app/run",))), "test": run}, [SRC])
 
 
@@ -52,7 +52,7 @@ def files(tmp_path: Path) -> dict[str, str]:
 DUMP = """\
 5 ops, 2 roots, features: exec, exec.mount.bind, exec.mount.cache, exec.mount.secret, file.copy, image, source.image, source.local
 
-target default = 9ecbda991159
+target default = 37dcdea11c54
   39ccdfcb86b6  source image docker.io/library/busybox:1.36@7b3ccabffc97
   248929e14b30  source local context
   [build]
@@ -62,10 +62,10 @@ target default = 9ecbda991159
       mount /run/secrets/tok secret id=tok
       mount /root/.cache cache id=go shared
       mount /src bind 248929e14b30 ro
-  af3b23c5d8a0  file   copy 248929e14b30:app → /app/  (Dockerfile:3)
+  7170c4c5d077  file   copy 248929e14b30:/app → /app/  (Dockerfile:3)
       inputs: c2f4a69ba92f, 248929e14b30
-  9ecbda991159  image  linux/amd64, cmd ["/app/run"]
-      inputs: af3b23c5d8a0
+  37dcdea11c54  image  linux/amd64, cmd ["/app/run"]
+      inputs: 7170c4c5d077
 
 target test = c2f4a69ba92f  (listed above)
 """
@@ -104,11 +104,11 @@ def test_dump_dot(files) -> None:
 DIFF = """\
 ~ c2f4a69ba92f → 3ec8002ff57f  exec   sh -c 'make test'  (Dockerfile:2)
       changed: exec.args[2]
-~ af3b23c5d8a0 → 58e3302014b4  file   copy 248929e14b30:app → /app/  (Dockerfile:3)
+~ 7170c4c5d077 → a2510ae887ab  file   copy 248929e14b30:/app → /app/  (Dockerfile:3)
       changed: inputs[0].op
-~ 9ecbda991159 → 61448cf258c8  image  linux/amd64, cmd ["/app/run"]
+~ 37dcdea11c54 → 8dd6614b1d26  image  linux/amd64, cmd ["/app/run"]
       changed: inputs[0].op
-root default: 9ecbda991159 → 61448cf258c8
+root default: 37dcdea11c54 → 8dd6614b1d26
 root test: c2f4a69ba92f → 3ec8002ff57f
 0 removed, 0 added, 3 changed
 """

@@ -16,6 +16,8 @@ ROW = re.compile(r"^\| `([^`]+)` \| `?([^|`]*)`? \| (.*) \| (accepts|rejects) \|
 TABLE = {m.group(1): (m.group(2).replace("\\|", "|") if m.group(2) != "-" else "", m.group(3).replace("\\|", "|"),
                       m.group(4))
          for m in map(ROW.match, (ROOT / "README.md").read_text(encoding="utf-8").splitlines()) if m}
+MEANING = [m.group(1) for m in map(re.compile(r"^\| `([^`]+)` \| § [0-9.]+ \| ").match,
+                                   (ROOT / "README.md").read_text(encoding="utf-8").splitlines()) if m]
 VALID = sorted(p.stem for p in (ROOT / "valid").glob("*.json"))
 INVALID = sorted(p.stem for p in (ROOT / "invalid").glob("*.json"))
 
@@ -43,6 +45,11 @@ def first_error(value) -> IRError | None:
 def test_every_invalid_case_has_a_row_and_every_row_a_case() -> None:
     assert sorted(TABLE) == INVALID
     assert len(VALID) >= 5 and len(INVALID) >= 40
+
+
+def test_every_answered_gap_has_a_valid_case() -> None:
+    """The README's second table says what a reader does with a valid case; each row names one."""
+    assert len(MEANING) >= 5 and set(MEANING) <= set(VALID)
 
 
 @pytest.mark.parametrize("name", VALID)

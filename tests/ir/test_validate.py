@@ -58,7 +58,7 @@ def test_builder_graphs_are_valid() -> None:
     ctx = b.local()
     st = (b.image("busybox", digest=D1).with_env("A", "1").with_mount(b.cache("/c"))
           .run(["make"], mounts=[b.bind("/src", ctx), b.secret("s"), b.ssh(), b.tmpfs("/tmp")])
-          .copy(ctx, "a", "/a", link=True).mkdir("/d").mkfile("/d/f", b"x").symlink("f", "/d/l").rm("/d/l"))
+          .copy(ctx, "/a", "/a", link=True).mkdir("/d").mkfile("/d/f", b"x").symlink("f", "/d/l").rm("/d/l"))
     doc = b.build_document({"default": st.with_image(ops.ImageConfig())})
     validate.validate_document(doc)
 
