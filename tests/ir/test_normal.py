@@ -217,5 +217,5 @@ def test_the_builder_writes_copy_sources_and_selectors_in_normal_form() -> None:
     assert BASE.copy(ctx, "a/./b/", "/x").vertex.digest == BASE.copy(ctx, "/a/b", "/x").vertex.digest
     assert BASE.copy(ctx, "p/./q", "/x/", parents=True).vertex.op.file.actions[0].copy.src_path == "/p/./q"
     assert BASE.copy(ctx, "../x", "/x").vertex.op.file.actions[0].copy.src_path == "../x"
-    assert [b.bind("/m", ctx, s).selector for s in ("sub/", "/", "", "../up")] == ["/sub", "", "", "../up"]
-    assert b.cache("/c", selector="deps").selector == "/deps"
+    assert [b.bind("/m", ctx, s).mount.selector for s in ("sub/", "/", "", "../up")] == ["/sub", "", "", "../up"]
+    assert b.cache("/c", selector="deps").mount.selector == "/deps"
