@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, Union
 
+from backend.errors import BackendError
 from backend.store.blobs import BlobStore
 from backend.oci.layers import (MT_DOCKER_LAYER, MT_DOCKER_LAYER_GZIP, MT_LAYER, MT_LAYER_GZIP, LayerBlob,
                             is_empty_layer, write_layers_to_store)
@@ -22,7 +23,7 @@ from backend.oci.layout import (MT_DOCKER_CONFIG, MT_DOCKER_LIST, MT_DOCKER_MANI
                                 MT_OCI_MANIFEST, canonical_json, descriptor)
 
 
-class ExportError(Exception):
+class ExportError(BackendError):
     """An image could not be assembled or written."""
 
 

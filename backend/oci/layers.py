@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable
 import zstandard
 from zlib_ng import zlib_ng
 
+from backend.errors import BackendError
 from backend.fs import devnodes, safefs
 from backend.fs.layerformat import OPAQUE_XATTR as _OVERLAY_OPAQUE_XATTR
 from backend.fs.layerformat import is_opaque
@@ -52,7 +53,7 @@ _BUF = 1 << 20
 _SMALL = 256 << 10
 
 
-class LayerError(Exception):
+class LayerError(BackendError):
     """A layer could not be written or an archive was refused."""
 
 

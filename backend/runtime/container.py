@@ -43,6 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend.errors import BackendError
 from backend.fs.mountpoints import mkdirs_in_root, remove_mount_stubs, resolve_in_root
 from backend.runtime.netns import NetworkError, NetworkPool, StepNetwork, resolv_conf
 from backend.runtime.seccomp import SeccompError, linux_seccomp
@@ -70,7 +71,7 @@ DEFAULT_TMPFS_SIZE = 1 << 30  # a tmpfs mount without size= (the kernel's defaul
 CONTAINER_PREFIX = "irctl-"
 
 
-class ContainerError(RuntimeError):
+class ContainerError(BackendError):
     """Base of this module's errors (a process exiting non-zero is not one: that is its exit code)."""
 
 

@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from backend.errors import BackendError
 from backend.fs import devnodes, safefs
 from backend.fs.layerformat import CANONICAL_OPAQUE_XATTR, OPAQUE_XATTR, XATTR_PREFIX, is_opaque, is_whiteout, read_xattrs
 
@@ -40,7 +41,7 @@ MAX_OVERLAY_LOWERS = 500  # OVL_MAX_STACK
 _MOUNT_DATA_LIMIT = 4000  # mount(2) copies at most one page of options
 
 
-class SnapshotError(RuntimeError):
+class SnapshotError(BackendError):
     """A snapshot could not be mounted, unmounted or diffed."""
 
 
