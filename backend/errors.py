@@ -20,6 +20,11 @@ class BackendError(Exception):
     """Root of every error backend/ raises; ``str()`` is the message for the user."""
 
 
+class LayerError(BackendError):
+    """A layer could not be written or an archive was refused (``backend/oci``: the layer tar, its
+    compression, its extraction and its blobs in the store all raise it)."""
+
+
 class SolveError(BackendError):
     """Base class of everything the solver reports to the user."""
 

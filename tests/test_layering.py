@@ -227,7 +227,6 @@ KNOWN_LAZY = {
     "backend/export/reuse.py",
     "backend/fs/copy.py",
     "backend/fs/devnodes.py",
-    "backend/oci/layers.py",
     "backend/oci/precompress.py",
     "backend/oci/pull.py",
     "backend/ops/__init__.py",

@@ -22,7 +22,8 @@ from typing import BinaryIO, Callable, Sequence
 
 from backend.fs import devnodes, safefs
 from backend.export.image import ImageSpec, LayerLike, _source
-from backend.oci.layers import OPAQUE_XATTR, _SKIP_XATTR_PREFIXES
+from backend.fs.layerformat import OPAQUE_XATTR, read_xattrs
+from backend.oci.layertar import SKIP_XATTR_PREFIXES
 from backend.snapshot.snapshotter import remove_path
 
 
@@ -36,14 +37,12 @@ def _copy_meta(src: bytes, dst: bytes, st: os.stat_result, is_root: bool, privat
     had_caps = False
     if is_root:  # first: chown clears setuid bits and security.capability
         os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
-    for name in _listxattr(src):
-        if name.startswith(_SKIP_XATTR_PREFIXES):
-            continue
+    for name, value in read_xattrs(src, SKIP_XATTR_PREFIXES).items():
         if private and name == _FILE_CAPS:
             had_caps = True
             continue
         try:
-            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
+            os.setxattr(dst, name, value, follow_symlinks=False)
         except OSError as e:
             if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
                 raise
@@ -51,13 +50,6 @@ def _copy_meta(src: bytes, dst: bytes, st: os.stat_result, is_root: bool, privat
         os.chmod(dst, stat.S_IMODE(st.st_mode))
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
     return had_caps
-
-
-def _listxattr(p: bytes) -> list[str]:
-    try:
-        return os.listxattr(p, follow_symlinks=False)
-    except OSError:
-        return []
 
 
 @dataclass

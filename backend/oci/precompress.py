@@ -9,7 +9,7 @@ same bytes); the exporter then finds the blob, or waits on the layer's lock for 
 
 Bounds: one worker (gzip itself uses the cores, and steps come first: the worker thread is reniced,
 which on Linux is per thread and inherited by the gzip threads it starts); only layers the image will
-have; never a layer twice at once (the per-layer lock in ``backend.oci.layers``).  When the solve ends,
+have; never a layer twice at once (the per-layer lock in ``backend.oci.layerstore``).  When the solve ends,
 what has not started is dropped (the exporter does it), a failed or interrupted build also stops the
 one under way (its temp file is removed: the store keeps only whole, verified blobs), and the worker
 is joined either way, so nothing outlives the solve.
@@ -128,7 +128,8 @@ class Precompressor:
                 self._one(path, need)
 
     def _one(self, path: Path, need: Precompress) -> None:
-        from backend.oci.layers import Cancelled, is_empty_layer, write_layer_to_store
+        from backend.oci.layerstore import Cancelled, write_layer_to_store
+        from backend.oci.layertar import is_empty_layer
 
         t0 = time.monotonic()
         try:

@@ -22,7 +22,8 @@ from backend.store.blobs import CompressedBlob
 from backend.store.cache import CacheStore
 from backend.errors import SolveError
 from backend.events import Callback, Meter, MeteredReader
-from backend.oci.layers import MEDIA_TYPES, extract_layer
+from backend.oci.compression import MEDIA_TYPES
+from backend.oci.extract import extract_layer
 from backend.oci.layout import INDEX_TYPES, OCILayout, Platform, select_manifest
 
 SourceOrigin = tuple[str, str]  # ("registry", "host/repo") or ("layout", "/path")

@@ -263,7 +263,7 @@ def test_read_busybox_layout(busybox_layout: Path, tmp_path: Path) -> None:
 
 @needs_root
 def test_pulled_base_layer_exported_as_the_original_blob(tmp_path: Path, busybox_layout: Path) -> None:
-    from backend.oci.layers import extract_stored_layer
+    from backend.oci.layerstore import extract_stored_layer
 
     store = BlobStore(tmp_path / "store")
     with OCILayout(busybox_layout) as layout:

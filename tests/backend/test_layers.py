@@ -17,8 +17,12 @@ import pytest
 from backend.fs.devnodes import DEVICE_XATTR, placeholder_of
 
 from backend.store.blobs import BlobStore
-from backend.oci.layers import (MT_LAYER, MT_LAYER_GZIP, MT_LAYER_ZSTD, OPAQUE_XATTR, ExtractLimits, LayerError,
-                            extract_layer, is_empty_layer, write_layer, write_layer_to_store, write_layers_to_store)
+from backend.errors import LayerError
+from backend.fs.layerformat import OPAQUE_XATTR
+from backend.oci.compression import MT_LAYER, MT_LAYER_GZIP, MT_LAYER_ZSTD
+from backend.oci.extract import ExtractLimits, extract_layer
+from backend.oci.layerstore import write_layer_to_store, write_layers_to_store
+from backend.oci.layertar import is_empty_layer, write_layer
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="whiteouts, owners and trusted.* xattrs need root")
@@ -365,7 +369,7 @@ def test_extract_stored_layer_records_blob_for_reuse(tmp_path: Path) -> None:
     foreign = gzip.compress(_tar([("etc/", "dir", None), ("etc/os-release", "file", b"ID=test\n")]), 1)
     digest = store.write_bytes(foreign)
     desc = {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": digest, "size": len(foreign)}
-    from backend.oci.layers import extract_stored_layer
+    from backend.oci.layerstore import extract_stored_layer
 
     with pytest.raises(LayerError, match="but the image config says sha256:0000"):
         extract_stored_layer(store, desc, tmp_path / "bad", expected_diff_id="sha256:" + "0" * 64)
@@ -451,7 +455,7 @@ def test_later_entries_replace_earlier_ones(tmp_path: Path) -> None:
 def test_a_cancelled_compression_stores_nothing(tmp_path: Path) -> None:
     import threading
 
-    from backend.oci.layers import Cancelled, write_layer_to_store
+    from backend.oci.layerstore import Cancelled, write_layer_to_store
 
     layer = tmp_path / "layer"
     layer.mkdir()
@@ -470,7 +474,7 @@ def test_one_layer_is_never_compressed_twice_at_once(tmp_path: Path, monkeypatch
     """The exporter waits for a background compression of the same layer and reuses its blob."""
     import threading
 
-    from backend.oci import layers
+    from backend.oci import layerstore as layers
 
     layer = tmp_path / "layer"
     layer.mkdir()

@@ -14,7 +14,8 @@ import pytest
 from backend.fs import devnodes
 from backend.export.local import flatten_layers
 from backend.export.rootfs import write_rootfs_tar
-from backend.oci.layers import OPAQUE_XATTR, write_layer
+from backend.fs.layerformat import OPAQUE_XATTR
+from backend.oci.layertar import write_layer
 
 ROOT = os.geteuid() == 0
 pytestmark = pytest.mark.skipif(not ROOT, reason="whiteouts, owners and device placeholders need root")
