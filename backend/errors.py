@@ -25,6 +25,11 @@ class LayerError(BackendError):
     compression, its extraction and its blobs in the store all raise it)."""
 
 
+class ContainerError(BackendError):
+    """Running a container failed (``backend/runtime``); a process exiting non-zero is not one: that is
+    its exit code."""
+
+
 class SolveError(BackendError):
     """Base class of everything the solver reports to the user."""
 

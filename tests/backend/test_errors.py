@@ -28,7 +28,7 @@ def _backend_exceptions() -> list[type[BaseException]]:
 
 def test_the_walk_finds_the_rooms_exceptions() -> None:
     names = {f"{c.__module__}.{c.__name__}" for c in _backend_exceptions()}
-    assert {"backend.errors.BackendError", "backend.runtime.container.ContainerError",
+    assert {"backend.errors.BackendError", "backend.runtime.finder.RuntimeNotFound",
             "backend.oci.reference.RegistryError", "backend.fs.safefs.TreeError"} <= names
 
 

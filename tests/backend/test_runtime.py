@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from backend.fs.mountpoints import remove_mount_stubs
+from backend.runtime.spec import DEFAULT_CAPABILITIES, PIDS_LIMIT
 from backend.runtime.container import (
-    DEFAULT_CAPABILITIES, PIDS_LIMIT, BindMount, Cancelled, ContainerStartError, FileMount, Process, RuntimeNotFound,
+    BindMount, Cancelled, ContainerStartError, FileMount, Process, RuntimeNotFound,
     TmpfsMount, config_for, find_runtime, mount_targets, reap_stale_containers, run, run_on_layers,
 )
 from backend.snapshot.snapshotter import (
@@ -381,7 +382,7 @@ def test_runtime_detection(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 def test_crun_probe_is_remembered_per_binary_and_boot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import shutil as _shutil
 
-    import backend.runtime.container as runtime
+    import backend.runtime.finder as runtime
 
     crun = _shutil.which("crun")
     if crun is None:
