@@ -30,6 +30,10 @@ class ContainerError(BackendError):
     its exit code."""
 
 
+class ExportError(BackendError):
+    """An image could not be assembled or written (``backend/export``)."""
+
+
 class SolveError(BackendError):
     """Base class of everything the solver reports to the user."""
 

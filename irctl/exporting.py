@@ -71,7 +71,7 @@ def precompress_needs(outputs: list[Output]) -> tuple:
 
 
 def _export_all(snapshot, outputs, tags, store, insecure, emit) -> list[str]:
-    from backend.export.image import ExportError
+    from backend.errors import ExportError
 
     done = []
     for out in outputs:
@@ -115,7 +115,8 @@ def _one(kind: str, attrs: dict, snapshot, store, options, names: list[str], ins
         return f"exported docker archive {image.digest} to {dest}"
     if kind == "registry":
         from backend.export.registry import export_registry
-        from backend.oci.registry import RegistryClient, RegistryError
+        from backend.oci.reference import RegistryError
+        from backend.oci.registry import RegistryClient
 
         if not names:
             raise UserError("pushing needs a name: -t NAME or --output type=registry,name=NAME")

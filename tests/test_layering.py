@@ -223,12 +223,8 @@ KNOWN_CYCLES = [
     ["frontends.pydsl", "frontends.pydsl.sandbox"],
 ]
 KNOWN_LAZY = {
-    "backend/export/local.py",
-    "backend/export/reuse.py",
     "backend/fs/copy.py",
     "backend/fs/devnodes.py",
-    "backend/oci/precompress.py",
-    "backend/oci/pull.py",
     "backend/ops/__init__.py",
     "backend/ops/exec.py",
     "backend/ops/file.py",

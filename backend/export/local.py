@@ -22,6 +22,8 @@ from typing import BinaryIO, Callable, Sequence
 
 from backend.fs import devnodes, safefs
 from backend.export.image import ImageSpec, LayerLike, _source
+from backend.export.reuse import ExportMemo, replacing, what_digest
+from backend.export.rootfs import write_rootfs_tar
 from backend.fs.layerformat import OPAQUE_XATTR, read_xattrs
 from backend.oci.layertar import SKIP_XATTR_PREFIXES
 from backend.snapshot.snapshotter import remove_path
@@ -165,8 +167,6 @@ def export_tar(spec: ImageSpec, out: BinaryIO, *, tmp_dir: str | os.PathLike[str
                source_date_epoch: int | None = None) -> str:
     """Write the flattened rootfs as one uncompressed tar to ``out``; returns its sha256 digest.
     (Straight from the layers, ``backend.export.rootfs``; ``tmp_dir`` is no longer needed.)"""
-    from backend.export.rootfs import write_rootfs_tar
-
     return write_rootfs_tar([_source(x).path for x in spec.layers], out, source_date_epoch=source_date_epoch)
 
 
@@ -175,8 +175,6 @@ def export_tar_file(spec: ImageSpec, dest: str | os.PathLike[str], *, memo_root:
     """``export_tar`` into file ``dest`` (replaced atomically); returns the tar's digest. The layers
     must be the store's (immutable, named by content): a tar of the same layers already at ``dest``,
     untouched since, is not written again (``backend.export.reuse``)."""
-    from backend.export.reuse import ExportMemo, replacing, what_digest
-
     memo = ExportMemo(memo_root)
     what = what_digest("rootfs-tar", *(os.fsencode(os.path.abspath(_source(x).path)) for x in spec.layers),
                        b"%d" % source_date_epoch if source_date_epoch is not None else b"-")

@@ -3,7 +3,7 @@ zstd writers that hash the tar and the compressed stream in one pass, and the re
 gzip/zstd/plain from the bytes (never the label) and enforces an expansion limit.
 
 Kept apart from the tar format (``layertar``) and from extraction (``extract``): exporters, the
-precompressor and the store's blob records need the media types and ``compression_of`` without
+precompressor and the store's blob records need the media types and ``sniff_compression`` without
 either.
 """
 
@@ -32,7 +32,16 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 BUF = 1 << 20
 
 
-def compression_of(head: bytes) -> str:
+def compression_named(media_type: str) -> str:
+    """``gzip``, ``zstd`` or ``none`` as a layer's media type names it (what a descriptor promises)."""
+    if media_type.endswith("gzip"):
+        return "gzip"
+    if media_type.endswith("zstd"):
+        return "zstd"
+    return "none"
+
+
+def sniff_compression(head: bytes) -> str:
     """``gzip``, ``zstd`` or ``none`` from a blob's first 4 bytes.  Trust the bytes, not the label:
     registries and tools mislabel layers both ways."""
     return "gzip" if head.startswith(GZIP_MAGIC) else "zstd" if head.startswith(ZSTD_MAGIC) else "none"
@@ -170,7 +179,7 @@ class Decompressed(io.RawIOBase):
         self.total = 0
         self.hash = hashlib.sha256()
         head = _read_exact(src, 4)
-        kind = compression_of(head)
+        kind = sniff_compression(head)
         self.kind = kind
         self._pending = head
         self._eof = False

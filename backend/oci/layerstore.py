@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Iterable
 
 from backend.errors import LayerError
-from backend.oci.compression import MEDIA_TYPES, MT_LAYER, compression_of
+from backend.oci.compression import MEDIA_TYPES, MT_LAYER, sniff_compression
 from backend.oci.extract import ExtractLimits, ExtractResult, extract_layer
 from backend.oci.layertar import LayerBlob, layer_diff_id, write_layer
 from backend.store.blobs import BlobStore, CompressedBlob
@@ -119,7 +119,7 @@ def extract_stored_layer(store: BlobStore, desc: dict, dest_dir: str | os.PathLi
     (pass ``LayerSource(path, diff_id=result.diff_id)``). ``expected_diff_id`` comes from the image
     config's ``rootfs.diff_ids``; a mismatch is an error."""
     with store.open(desc["digest"]) as f:
-        kind = compression_of(f.read(4))
+        kind = sniff_compression(f.read(4))
         f.seek(0)
         res = extract_layer(f, desc.get("mediaType", MT_LAYER), dest_dir, limits=limits)
     if expected_diff_id is not None and res.diff_id != expected_diff_id:

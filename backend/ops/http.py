@@ -49,7 +49,7 @@ def _verify():
 
 
 def fetch(h: irops.HTTPSource, layer: Path, step, allow_private: bool) -> None:
-    from backend.oci.registry import httpx, import_httpcore
+    from backend.oci.transport import httpx, import_httpcore
 
     import_httpcore()
     name = h.filename or (h.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "index.html")

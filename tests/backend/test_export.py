@@ -14,7 +14,8 @@ import pytest
 
 from backend.store.blobs import BlobStore
 from backend.export.docker import export_docker
-from backend.export.image import (ExportError, ExportOptions, ImageSpec, LayerSource, build_image,
+from backend.errors import ExportError
+from backend.export.image import (ExportOptions, ImageSpec, LayerSource, build_image,
                                   reconcile_history)
 from backend.export.local import export_local, export_tar, flatten_layers
 from backend.export.oci import export_oci
