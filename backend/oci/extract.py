@@ -10,7 +10,6 @@ import errno
 import io
 import os
 import stat
-import sys
 import tarfile
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -305,7 +304,3 @@ def extract_layer(blob_stream: BinaryIO, media_type: str, dest_dir: str | os.Pat
         ex.close()
     return ExtractResult(diff_id="sha256:" + src.hash.hexdigest(), entries=count, bytes=src.total,
                          skipped=tuple(ex.skipped))
-
-
-def _warn(text: str) -> None:
-    sys.stderr.write(f"warning: {text}\n")

@@ -66,12 +66,6 @@ class Platform:
         arch = _ARCH.get(_host.machine(), _host.machine())
         return cls("linux", arch, "v7" if arch == "arm" else None)
 
-    def to_dict(self) -> dict:
-        d = {"architecture": self.architecture, "os": self.os}
-        if self.variant:
-            d["variant"] = self.variant
-        return d
-
     def matches(self, other: dict | None) -> bool:
         """Does a descriptor's ``platform`` satisfy this request? A request without variant takes any;
         arm64 treats a missing variant as v8."""

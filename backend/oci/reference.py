@@ -50,9 +50,6 @@ class Reference:
     def with_digest(self, digest: str) -> "Reference":
         return Reference(self.registry, self.repository, self.tag, digest)
 
-    def with_tag(self, tag: str | None) -> "Reference":
-        return Reference(self.registry, self.repository, tag, None)
-
     def __str__(self) -> str:
         return f"{self.registry}/{self.repository}" + (f":{self.tag}" if self.tag else "") + \
             (f"@{self.digest}" if self.digest else "")
