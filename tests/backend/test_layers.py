@@ -500,3 +500,33 @@ def test_one_layer_is_never_compressed_twice_at_once(tmp_path: Path, monkeypatch
     for t in threads:
         t.join()
     assert len(calls) == 1 and results[0] == results[1]
+
+
+def test_layer_xattrs_leave_out_the_overlays_and_raise_what_they_cannot_explain(tmp_path: Path) -> None:
+    """One reader of xattrs (``fs.layerformat.read_xattrs``) for the layer tar, the layer's identity and
+    the local export: it drops only what the skip list names, and a path it cannot read is an error,
+    not a file without xattrs (before, the snapshot's copy returned ``{}`` for any failure)."""
+    import errno
+
+    from backend.fs.layerformat import read_xattrs
+    from backend.oci.layertar import SKIP_XATTR_PREFIXES, layer_xattrs
+
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    os.setxattr(f, "user.keep", b"1")
+    os.setxattr(f, "user.overlay.origin", b"2")
+    assert read_xattrs(os.fsencode(f))["user.overlay.origin"] == b"2"
+    assert layer_xattrs(os.fsencode(f)) == read_xattrs(str(f), SKIP_XATTR_PREFIXES) == {"user.keep": b"1"}
+    with pytest.raises(OSError) as e:
+        read_xattrs(str(tmp_path / "missing"))
+    assert e.value.errno == errno.ENOENT
+
+
+def test_compression_from_the_bytes_and_from_the_media_type() -> None:
+    from backend.oci.compression import compression_named, sniff_compression
+
+    assert [sniff_compression(h) for h in (b"\x1f\x8b\x08\x00", b"\x28\xb5\x2f\xfd", b"ustar", b"")] == \
+        ["gzip", "zstd", "none", "none"]
+    assert [compression_named(m) for m in (MT_LAYER_GZIP, MT_LAYER_ZSTD, MT_LAYER,
+                                            "application/vnd.docker.image.rootfs.diff.tar.gzip")] == \
+        ["gzip", "zstd", "none", "gzip"]
