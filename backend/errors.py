@@ -3,10 +3,11 @@
 Every exception class defined in backend/ descends from ``BackendError`` (tests/backend/test_errors.py
 walks the modules), so a caller can catch "anything the backend refused" in one clause, and the CLI
 (``irctl/errors.py``) prints ``str(e)`` of any of them as one line, without a traceback: each
-``str()`` is written for the user.  The rooms keep their own classes beside the code that raises
-them (``ContainerError`` in ``runtime/container.py``, ``RegistryError`` in ``oci/reference.py``, ...);
-a class keeps a builtin base only where callers rely on it, and says why in its docstring
-(``fs.safefs.TreeError`` is an ``OSError``).
+``str()`` is written for the user.  A room's base that several of its modules raise lives here
+(``LayerError``, ``ContainerError``, ``ExportError``); a class one module raises lives beside it
+(``RegistryError`` in ``oci/reference.py``, ``SnapshotError`` in ``snapshot/``, ...).  A class keeps a
+builtin base only where callers rely on it, and says why in its docstring (``fs.safefs.TreeError``
+is an ``OSError``).
 
 A ``BuildError`` names the failing op, where it came from in the user's source (``Dockerfile:7`` and
 the marked lines, from the document's source map) and the last lines of its output, the way BuildKit

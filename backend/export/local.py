@@ -24,7 +24,7 @@ from backend.fs import devnodes, safefs
 from backend.export.image import ImageSpec, LayerLike, _source
 from backend.export.reuse import ExportMemo, replacing, what_digest
 from backend.export.rootfs import write_rootfs_tar
-from backend.fs.layerformat import OPAQUE_XATTR, read_xattrs
+from backend.fs.layerformat import is_opaque, read_xattrs
 from backend.oci.layertar import SKIP_XATTR_PREFIXES
 from backend.snapshot.snapshotter import remove_path
 
@@ -84,12 +84,7 @@ def apply_layer(layer: bytes, dest: bytes, is_root: bool, private: bool = False,
             remove_path(d)
             continue
         if stat.S_ISDIR(m):
-            opaque = False
-            try:
-                opaque = os.getxattr(s, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-            except OSError:
-                pass
-            if opaque or not (os.path.isdir(d) and not os.path.islink(d)):
+            if is_opaque(s) or not (os.path.isdir(d) and not os.path.islink(d)):
                 remove_path(d)
                 os.mkdir(d, 0o700)
             dir_meta.append((s, d, st))
