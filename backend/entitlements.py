@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.errors import BackendError
+
 INSECURE = "security.insecure"  # RUN --security=insecure: every capability, no masks, all devices
 NETWORK_HOST = "network.host"  # RUN --network=host: the host's network namespace
 NETWORK_PRIVATE = "network.private"  # http/git sources on loopback, link-local and private addresses
@@ -20,7 +22,7 @@ FS_READ = "fs.read"  # fs.read=PATH: git sources may read local repositories und
 NAMES = (INSECURE, NETWORK_HOST, NETWORK_PRIVATE, f"{FS_READ}=PATH")
 
 
-class EntitlementError(ValueError):
+class EntitlementError(BackendError):
     """An ``--allow`` value irctl does not know; ``str()`` names the known ones."""
 
 

@@ -1,18 +1,42 @@
-"""Errors the solver raises, in one place.
+"""The root of every error backend/ raises, and the errors the solver reports.
 
-Every error here is user-facing (``user_facing = True``): the CLI prints ``str(e)`` and exits
-non-zero without a traceback.  A ``BuildError`` names the failing op, where it came from in the
-user's source (``Dockerfile:7`` and the marked lines, from the document's source map) and the last
-lines of its output, the way BuildKit reports a failing step.
+Every exception class defined in backend/ descends from ``BackendError`` (tests/backend/test_errors.py
+walks the modules), so a caller can catch "anything the backend refused" in one clause, and the CLI
+(``irctl/errors.py``) prints ``str(e)`` of any of them as one line, without a traceback: each
+``str()`` is written for the user.  A room's base that several of its modules raise lives here
+(``LayerError``, ``ContainerError``, ``ExportError``); a class one module raises lives beside it
+(``RegistryError`` in ``oci/reference.py``, ``SnapshotError`` in ``snapshot/``, ...).  A class keeps a
+builtin base only where callers rely on it, and says why in its docstring (``fs.safefs.TreeError``
+is an ``OSError``).
+
+A ``BuildError`` names the failing op, where it came from in the user's source (``Dockerfile:7`` and
+the marked lines, from the document's source map) and the last lines of its output, the way BuildKit
+reports a failing step.
 """
 
 from __future__ import annotations
 
 
-class SolveError(Exception):
-    """Base class of everything the solver reports to the user."""
+class BackendError(Exception):
+    """Root of every error backend/ raises; ``str()`` is the message for the user."""
 
-    user_facing = True
+
+class LayerError(BackendError):
+    """A layer could not be written or an archive was refused (``backend/oci``: the layer tar, its
+    compression, its extraction and its blobs in the store all raise it)."""
+
+
+class ContainerError(BackendError):
+    """Running a container failed (``backend/runtime``); a process exiting non-zero is not one: that is
+    its exit code."""
+
+
+class ExportError(BackendError):
+    """An image could not be assembled or written (``backend/export``)."""
+
+
+class SolveError(BackendError):
+    """Base class of everything the solver reports to the user."""
 
 
 class GrantError(SolveError):

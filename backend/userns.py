@@ -27,16 +27,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.errors import BackendError
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 _MS_REC, _MS_PRIVATE = 0x4000, 1 << 18
 ENV_MARK = "_IRCTL_USERNS"  # set in the child: the namespace is entered (for nested invocations)
 
 
-class UserNamespaceError(RuntimeError):
+class UserNamespaceError(BackendError):
     """The user namespace cannot be entered (no subordinate ids, no newuidmap, kernel refuses)."""
-
-    user_facing = True
 
 
 @dataclass(frozen=True)

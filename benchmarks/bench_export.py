@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.oci.layers import write_layer  # noqa: E402
+from backend.oci.layertar import write_layer  # noqa: E402
 
 
 def make_tree(root: Path, files: int, size: int, seed: int) -> None:

@@ -42,9 +42,12 @@ def user_errors(exit_code: int = 1) -> Iterator[None]:
     except OSError as e:
         if e.filename is not None:
             raise UserError(f"{e.filename}: {e.strerror}", exit_code) from None
-        raise
+        if not _is_ours(e):  # a bare OSError of ours (safefs.TreeError) still has a message
+            raise
+        raise UserError(str(e), exit_code) from None
     except Exception as e:
-        # Exceptions our packages define carry a user-facing str(); anything else is a bug.
+        # Exceptions our packages define (backend.errors.BackendError and below, ...) carry a
+        # user-facing str(); anything else is a bug.
         if getattr(type(e), "user_facing", False) or _is_ours(e):
             raise UserError(str(e), exit_code) from None
         raise

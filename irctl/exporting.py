@@ -74,7 +74,7 @@ def precompress_needs(outputs: list[Output]) -> tuple:
 
 
 def _export_all(snapshot, outputs, tags, store, insecure, emit) -> list[str]:
-    from backend.export.image import ExportError  # lazy: see the module's docstring
+    from backend.errors import ExportError  # lazy: see the module's docstring
 
     done = []
     for out in outputs:
@@ -118,7 +118,8 @@ def _one(kind: str, attrs: dict, snapshot, store, options, names: list[str], ins
         return f"exported docker archive {image.digest} to {dest}"
     if kind == "registry":
         from backend.export.registry import export_registry  # lazy: see the module's docstring
-        from backend.oci.registry import RegistryClient, RegistryError  # lazy: see the module's docstring
+        from backend.oci.reference import RegistryError  # lazy: see the module's docstring
+        from backend.oci.registry import RegistryClient  # lazy: see the module's docstring
 
         if not names:
             raise UserError("pushing needs a name: -t NAME or --output type=registry,name=NAME")

@@ -61,7 +61,7 @@ class Resolver:
             memo = self._memo_path(ref, platform)
             found = None if self.pull else self._recall(memo)
             if found is None:
-                from backend.oci.registry import RegistryError  # lazy: as in _registry
+                from backend.oci.reference import RegistryError  # lazy: as in _registry
 
                 try:
                     r = self._registry().resolve(ref, _platform(platform))

@@ -229,26 +229,11 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-# Being taken apart by issue 13; the list must end empty.
-KNOWN_CYCLES = [
-]
-KNOWN_LAZY = {
-    "backend/export/local.py",
-    "backend/export/reuse.py",
-    "backend/oci/layers.py",
-    "backend/oci/precompress.py",
-    "backend/oci/pull.py",
-    "ir/jsonform.py",
-    "ir/limits.py",
-    "ir/validate.py",
-}
-
-
 def test_no_import_cycle_anywhere() -> None:
     """Function-level imports count: a cycle hidden behind one is still a cycle (a package's
     ``__init__`` importing its own submodule that imports the package is one too)."""
     graph = {m: {t for _, t, _ in own_imports(p)} for m, p in MODULES.items()}
-    found = [c for c in cycles(graph) if c not in KNOWN_CYCLES]
+    found = cycles(graph)
     assert not found, "import cycles:\n" + "\n".join(" ↔ ".join(c) for c in found)
 
 
@@ -269,8 +254,6 @@ LAZY_MARK = "# lazy:"  # the reason a function-level import of our own module is
 
 @pytest.mark.parametrize("path", ALL_FILES, ids=[str(p.relative_to(ROOT)) for p in ALL_FILES])
 def test_function_level_imports_of_our_modules_say_why(path: Path) -> None:
-    if str(path.relative_to(ROOT)) in KNOWN_LAZY:
-        return
     lines = path.read_text(encoding="utf-8").splitlines()
     bad = [f"{path.relative_to(ROOT)}:{line}: function-level import of {module} without a `{LAZY_MARK} <why>` "
            "comment on its line or the line above (import it at module level unless start-up time needs it)"

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Sequence
 
 from backend.store.blobs import BlobStore
-from backend.export.image import BuiltImage, ExportError, ExportOptions, ImageSpec, build_image
+from backend.errors import ExportError
+from backend.export.image import BuiltImage, ExportOptions, ImageSpec, build_image
 from backend.export.reuse import ExportMemo, replacing, what_digest
 from backend.export.archive import add_file, tar_info
 from backend.oci.layout import ANNOT_IMAGE_NAME, ANNOT_REF_NAME, LAYOUT_VERSION, MT_OCI_INDEX

@@ -15,15 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, Union
 
+from backend.errors import ExportError
 from backend.store.blobs import BlobStore
-from backend.oci.layers import (MT_DOCKER_LAYER, MT_DOCKER_LAYER_GZIP, MT_LAYER, MT_LAYER_GZIP, LayerBlob,
-                            is_empty_layer, write_layers_to_store)
+from backend.oci.compression import MT_DOCKER_LAYER, MT_DOCKER_LAYER_GZIP, MT_LAYER, MT_LAYER_GZIP
+from backend.oci.layerstore import write_layers_to_store
+from backend.oci.layertar import LayerBlob, is_empty_layer
 from backend.oci.layout import (MT_DOCKER_CONFIG, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_CONFIG, MT_OCI_INDEX,
                                 MT_OCI_MANIFEST, canonical_json, descriptor)
-
-
-class ExportError(Exception):
-    """An image could not be assembled or written."""
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,10 @@ from typing import BinaryIO, Callable, Sequence
 
 from backend.fs import devnodes, safefs
 from backend.export.image import ImageSpec, LayerLike, _source
-from backend.fs.layerformat import opaque_xattr
-from backend.oci.layers import _SKIP_XATTR_PREFIXES
+from backend.export.reuse import ExportMemo, replacing, what_digest
+from backend.export.rootfs import write_rootfs_tar
+from backend.fs.layerformat import is_opaque, read_xattrs
+from backend.oci.layertar import SKIP_XATTR_PREFIXES
 from backend.snapshot.layertree import remove_path
 
 
@@ -37,14 +39,12 @@ def _copy_meta(src: bytes, dst: bytes, st: os.stat_result, is_root: bool, privat
     had_caps = False
     if is_root:  # first: chown clears setuid bits and security.capability
         os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
-    for name in _listxattr(src):
-        if name.startswith(_SKIP_XATTR_PREFIXES):
-            continue
+    for name, value in read_xattrs(src, SKIP_XATTR_PREFIXES).items():
         if private and name == _FILE_CAPS:
             had_caps = True
             continue
         try:
-            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
+            os.setxattr(dst, name, value, follow_symlinks=False)
         except OSError as e:
             if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
                 raise
@@ -52,13 +52,6 @@ def _copy_meta(src: bytes, dst: bytes, st: os.stat_result, is_root: bool, privat
         os.chmod(dst, stat.S_IMODE(st.st_mode))
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
     return had_caps
-
-
-def _listxattr(p: bytes) -> list[str]:
-    try:
-        return os.listxattr(p, follow_symlinks=False)
-    except OSError:
-        return []
 
 
 @dataclass
@@ -91,12 +84,7 @@ def apply_layer(layer: bytes, dest: bytes, is_root: bool, private: bool = False,
             remove_path(d)
             continue
         if stat.S_ISDIR(m):
-            opaque = False
-            try:
-                opaque = os.getxattr(s, opaque_xattr(), follow_symlinks=False) == b"y"
-            except OSError:
-                pass
-            if opaque or not (os.path.isdir(d) and not os.path.islink(d)):
+            if is_opaque(s) or not (os.path.isdir(d) and not os.path.islink(d)):
                 remove_path(d)
                 os.mkdir(d, 0o700)
             dir_meta.append((s, d, st))
@@ -174,8 +162,6 @@ def export_tar(spec: ImageSpec, out: BinaryIO, *, tmp_dir: str | os.PathLike[str
                source_date_epoch: int | None = None) -> str:
     """Write the flattened rootfs as one uncompressed tar to ``out``; returns its sha256 digest.
     (Straight from the layers, ``backend.export.rootfs``; ``tmp_dir`` is no longer needed.)"""
-    from backend.export.rootfs import write_rootfs_tar
-
     return write_rootfs_tar([_source(x).path for x in spec.layers], out, source_date_epoch=source_date_epoch)
 
 
@@ -184,8 +170,6 @@ def export_tar_file(spec: ImageSpec, dest: str | os.PathLike[str], *, memo_root:
     """``export_tar`` into file ``dest`` (replaced atomically); returns the tar's digest. The layers
     must be the store's (immutable, named by content): a tar of the same layers already at ``dest``,
     untouched since, is not written again (``backend.export.reuse``)."""
-    from backend.export.reuse import ExportMemo, replacing, what_digest
-
     memo = ExportMemo(memo_root)
     what = what_digest("rootfs-tar", *(os.fsencode(os.path.abspath(_source(x).path)) for x in spec.layers),
                        b"%d" % source_date_epoch if source_date_epoch is not None else b"-")

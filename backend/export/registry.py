@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Sequence
 
 from backend.store.blobs import BlobStore
-from backend.export.image import BuiltImage, ExportError, ExportOptions, ImageSpec, build_image, build_index
-from backend.oci.registry import RegistryClient, parse_reference
+from backend.errors import ExportError
+from backend.export.image import BuiltImage, ExportOptions, ImageSpec, build_image, build_index
+from backend.oci.reference import parse_reference
+from backend.oci.registry import RegistryClient
 
 
 def export_registry(specs: ImageSpec | Sequence[ImageSpec], store: BlobStore, names: Sequence[str],

@@ -32,6 +32,9 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Iterator, Sequence
 
+from backend.errors import ExportError
+
+
 def _settle_ns() -> int:
     """Two ticks of the coarse clock file times come from (4 ms at 250 Hz); 20 ms (two ticks at
     100 Hz, the coarsest Linux has) where it cannot be asked."""
@@ -128,6 +131,8 @@ class ExportMemo:
                 self.forget(dest)  # touched meanwhile: not ours to vouch for
                 return
         try:
+            # the no-op rebuild (irctl/fastpath.py) imports this module only to read records:
+            # lazy: safefs loads ctypes and libc (~37 ms, -X importtime)
             from backend.fs.safefs import private_dir
 
             private_dir(self.dir)
@@ -170,6 +175,4 @@ def refuse_link(path: Path, what: str) -> None:
     """Refuse to write through ``path`` when it is a symlink (a directory inside a destination)."""
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISLNK(os.lstat(path).st_mode):
-            from backend.export.image import ExportError
-
             raise ExportError(f"{path}: {what} is a symbolic link; refusing to write through it")

@@ -8,7 +8,7 @@ twice and deleted it again: 2.9 s of a 4.1 s export of debian here, against 0.9 
 The merge is the one ``backend.export.local.apply_layer`` performs on a directory (and overlayfs on
 a mount): bottom layer first, a whiteout deletes what is below, an opaque directory hides it, a
 directory over a directory keeps the contents below and takes the upper one's metadata, anything
-else replaces the path with its subtree. Entries are written exactly as ``backend.oci.layers`` writes a
+else replaces the path with its subtree. Entries are written exactly as ``backend.oci.layertar`` writes a
 layer (same order, headers, hard links within a layer, device placeholders as device entries), so
 the bytes equal those of tarring the flattened directory (``tests/backend/test_rootfs_tar.py``).
 """
@@ -20,7 +20,8 @@ import stat
 from typing import BinaryIO, Sequence
 
 from backend.fs import devnodes, safefs
-from backend.oci.layers import _entry, _Sink, _write_file, _xattrs
+from backend.oci.compression import LayerSink
+from backend.oci.layertar import layer_xattrs, tar_entry, write_file_entry
 from backend.fs.layerformat import is_opaque
 
 
@@ -65,7 +66,7 @@ def write_rootfs_tar(layers: Sequence[str | os.PathLike[str]], out: BinaryIO, *,
     """Write the flattened root filesystem of ``layers`` (bottom first) as an uncompressed tar to
     ``out``; returns its sha256 digest."""
     top = merge([os.fsencode(os.fspath(p)) for p in layers])
-    sink = _Sink(out, "none", None, 0)
+    sink = LayerSink(out, "none", None, 0)
     links: dict[tuple[int, int, int], bytes] = {}
     stack: list[tuple[bytes, list[tuple[bytes, _Node]]]] = [(b"", sorted(top.items(), reverse=True))]
     while stack:
@@ -85,29 +86,29 @@ def write_rootfs_tar(layers: Sequence[str | os.PathLike[str]], out: BinaryIO, *,
     return "sha256:" + sink.diff.hexdigest()
 
 
-def _write_entry(sink: _Sink, name: bytes, node: _Node, links: dict, sde: int | None) -> None:
-    """One entry, as ``backend.oci.layers._walk_tar`` writes it for the flattened copy of ``node``."""
+def _write_entry(sink: LayerSink, name: bytes, node: _Node, links: dict, sde: int | None) -> None:
+    """One entry, as ``backend.oci.layertar._walk_tar`` writes it for the flattened copy of ``node``."""
     st, path = node.st, node.src
     m = st.st_mode
     if stat.S_ISDIR(m):
-        sink.write(_entry(name + b"/", st, b"5", xattrs=_xattrs(path), sde=sde))
+        sink.write(tar_entry(name + b"/", st, b"5", xattrs=layer_xattrs(path), sde=sde))
     elif stat.S_ISREG(m):
         dev = devnodes.placeholder_of(path, st) if st.st_size == 0 else None
         if dev is not None:
-            sink.write(_entry(name, st, b"3" if dev[0] == stat.S_IFCHR else b"4", xattrs=_xattrs(path),
+            sink.write(tar_entry(name, st, b"3" if dev[0] == stat.S_IFCHR else b"4", xattrs=layer_xattrs(path),
                               sde=sde, rdev=dev[1]))
             return
         key = (node.layer, st.st_dev, st.st_ino)
         if st.st_nlink > 1:  # a hard link within one layer stays one (a flattened copy links them too)
             if key in links:
-                sink.write(_entry(name, st, b"1", linkname=links[key], sde=sde))
+                sink.write(tar_entry(name, st, b"1", linkname=links[key], sde=sde))
                 return
             links[key] = name
-        _write_file(sink, path, name, st, sde, fd=os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC))
+        write_file_entry(sink, path, name, st, sde, fd=os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC))
     elif stat.S_ISLNK(m):
-        sink.write(_entry(name, st, b"2", linkname=os.readlink(path), xattrs=_xattrs(path), sde=sde))
+        sink.write(tar_entry(name, st, b"2", linkname=os.readlink(path), xattrs=layer_xattrs(path), sde=sde))
     elif stat.S_ISCHR(m) or stat.S_ISBLK(m):
-        sink.write(_entry(name, st, b"3" if stat.S_ISCHR(m) else b"4", xattrs=_xattrs(path), sde=sde))
+        sink.write(tar_entry(name, st, b"3" if stat.S_ISCHR(m) else b"4", xattrs=layer_xattrs(path), sde=sde))
     elif stat.S_ISFIFO(m):
-        sink.write(_entry(name, st, b"6", xattrs=_xattrs(path), sde=sde))
+        sink.write(tar_entry(name, st, b"6", xattrs=layer_xattrs(path), sde=sde))
     # a socket has no tar entry (it still replaced what was below it, as in a flattened copy)

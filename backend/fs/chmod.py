@@ -13,13 +13,15 @@ import re
 import stat
 from dataclasses import dataclass
 
+from backend.errors import BackendError
+
 _WHO_BITS = {"u": 0o4700, "g": 0o2070, "o": 0o0007}
 _PERM_SHIFT = {"u": 6, "g": 3, "o": 0}
 _CLAUSE = re.compile(r"([ugoa]*)((?:[-+=](?:[rwxXst]*|[ugo]))+)\Z")
 _ACTION = re.compile(r"([-+=])([ugo]|[rwxXst]*)")
 
 
-class ChmodError(ValueError):
+class ChmodError(BackendError):
     """A --chmod value that is neither octal nor a valid symbolic mode."""
 
 

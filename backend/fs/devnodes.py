@@ -5,7 +5,7 @@ disk. Images may still carry nodes (a base image's `/dev/console`, `RUN mknod`, 
 an exported image must keep them to be faithful. So the store holds each one as a **placeholder**:
 an empty regular file with the node's owner, mode and times, and the xattr `device_xattr()` = b"c 1:3"
 (kind, major:minor). Layer tars and registry layers turn a placeholder back into a char/block entry
-(`backend.oci.layers`); `layer_tree_digest` counts it as the node it stands for; a `type=local` export
+(`backend.oci.layertar`); `layer_tree_digest` counts it as the node it stands for; a `type=local` export
 skips it (`backend.export.local`). A step of a later stage sees an empty file where Docker would
 show the node — a node it could not open anyway: the device cgroup of every step denies all but
 the runtime's standard devices.

@@ -4,7 +4,7 @@ root and ``user.overlay.`` inside the rootless user namespace (overlayfs mounted
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import os
 import stat
 from pathlib import Path
@@ -42,13 +42,23 @@ def is_opaque(path: str | bytes | Path) -> bool:
         return False
 
 
-def read_xattrs(path: str) -> dict[str, bytes]:
+def read_xattrs(path: str | bytes, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """The xattrs of ``path`` (never followed), minus names starting with one of ``skip``.  A
+    filesystem or namespace that has none to show (ENOTSUP, EPERM) gives ``{}``; any other failure is
+    raised: a layer's identity and its tar must not silently lose an xattr."""
     try:
         names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return {}
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+            return {}
+        raise
     out = {}
     for name in names:
-        with contextlib.suppress(OSError):
+        if skip and name.startswith(skip):
+            continue
+        try:
             out[name] = os.getxattr(path, name, follow_symlinks=False)
+        except OSError as e:  # removed meanwhile, or not readable here
+            if e.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+                raise
     return out

@@ -29,6 +29,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from backend.errors import BackendError
+
 MAX_DEPTH = 4096
 _SHORT_PATH = 3072  # directories below a root; BuildKit's and Docker's walkers fail around PATH_MAX too
 
@@ -40,10 +42,12 @@ RESOLVE_IN_ROOT = 0x10
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class TreeError(OSError):
-    """A tree irctl was walking is deeper than it handles, or goes through a link on a computed path."""
+class TreeError(BackendError, OSError):
+    """A tree irctl was walking is deeper than it handles, or goes through a link on a computed path.
 
-    user_facing = True
+    Also an ``OSError`` on purpose: it is raised where the kernel raises ``ELOOP``/``EXDEV`` for the
+    same refusal (``open_beneath``), and the walks and copies turn every ``OSError`` into their own
+    located message (``except OSError``), so this one is reported the same way."""
 
     def __str__(self) -> str:
         return self.strerror or super().__str__()

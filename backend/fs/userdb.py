@@ -20,13 +20,14 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.errors import BackendError
 from backend.fs.mountpoints import DirView, LayerView, resolve_in_root
 
 MAX_ID = 2**31 - 1
 _MAX_DB_BYTES = 10 << 20
 
 
-class UserError(ValueError):
+class UserError(BackendError):
     """A USER string cannot be resolved against the image."""
 
 

@@ -17,10 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.errors import BackendError
+
 DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
 
 
-class AuthError(Exception):
+class AuthError(BackendError):
     """Credentials are malformed or a token could not be obtained."""
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from backend.errors import BackendError
+
 if TYPE_CHECKING:
     from backend.store.blobs import BlobStore
 
@@ -33,7 +35,7 @@ ANNOT_IMAGE_NAME = "io.containerd.image.name"  # what buildx/containerd put besi
 LAYOUT_VERSION = b'{"imageLayoutVersion":"1.0.0"}'
 
 
-class LayoutError(Exception):
+class LayoutError(BackendError):
     """An OCI layout is missing, malformed, or has no image matching the request."""
 
 
@@ -63,12 +65,6 @@ class Platform:
     def host(cls) -> "Platform":
         arch = _ARCH.get(_host.machine(), _host.machine())
         return cls("linux", arch, "v7" if arch == "arm" else None)
-
-    def to_dict(self) -> dict:
-        d = {"architecture": self.architecture, "os": self.os}
-        if self.variant:
-            d["variant"] = self.variant
-        return d
 
     def matches(self, other: dict | None) -> bool:
         """Does a descriptor's ``platform`` satisfy this request? A request without variant takes any;

@@ -9,7 +9,7 @@ same bytes); the exporter then finds the blob, or waits on the layer's lock for 
 
 Bounds: one worker (gzip itself uses the cores, and steps come first: the worker thread is reniced,
 which on Linux is per thread and inherited by the gzip threads it starts); only layers the image will
-have; never a layer twice at once (the per-layer lock in ``backend.oci.layers``).  When the solve ends,
+have; never a layer twice at once (the per-layer lock in ``backend.oci.layerstore``).  When the solve ends,
 what has not started is dropped (the exporter does it), a failed or interrupted build also stops the
 one under way (its temp file is removed: the store keeps only whole, verified blobs), and the worker
 is joined either way, so nothing outlives the solve.
@@ -28,6 +28,9 @@ from typing import Callable, Iterable
 from ir import ops as irops
 
 from backend.events import Event
+from backend.oci.layerstore import Cancelled, write_layer_to_store
+from backend.oci.layertar import is_empty_layer
+from backend.store.blobs import BlobStore
 
 NICE = 10  # the worker's niceness: a step's processes get ~10x its CPU share when both want it
 
@@ -110,8 +113,6 @@ class Precompressor:
             return self._queue.popleft() if self._queue else None
 
     def _run(self) -> None:
-        from backend.store.blobs import BlobStore
-
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)  # this thread only (Linux)
         except OSError:
@@ -128,8 +129,6 @@ class Precompressor:
                 self._one(path, need)
 
     def _one(self, path: Path, need: Precompress) -> None:
-        from backend.oci.layers import Cancelled, is_empty_layer, write_layer_to_store
-
         t0 = time.monotonic()
         try:
             if not path.is_dir() or is_empty_layer(path):  # the exporter skips an empty layer

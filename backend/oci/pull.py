@@ -22,8 +22,10 @@ from backend.store.blobs import CompressedBlob
 from backend.store.cache import CacheStore
 from backend.errors import SolveError
 from backend.events import Callback, Meter, MeteredReader
-from backend.oci.layers import MEDIA_TYPES, extract_layer
-from backend.oci.layout import INDEX_TYPES, OCILayout, Platform, select_manifest
+from backend.oci.compression import MEDIA_TYPES, compression_named
+from backend.oci.extract import extract_layer
+from backend.oci.layout import INDEX_TYPES, ImageRef, LayoutError, OCILayout, Platform, select_manifest
+from backend.oci.reference import RegistryError, parse_reference
 
 SourceOrigin = tuple[str, str]  # ("registry", "host/repo") or ("layout", "/path")
 Owner = tuple[str, str, str]  # the source op a layer's progress is shown under: (digest, description, group)
@@ -45,14 +47,6 @@ class ResolvedSource:
     layers: tuple[ImageLayer, ...]
 
 
-def compression_of(media_type: str) -> str:
-    if media_type.endswith("gzip"):
-        return "gzip"
-    if media_type.endswith("zstd"):
-        return "zstd"
-    return "none"
-
-
 def to_platform(p) -> Platform:
     return Platform(p.os, p.architecture, p.variant or None)
 
@@ -72,7 +66,8 @@ class ImageResolver:
     def client(self):
         with self._lock:
             if self._client is None:
-                from backend.oci.registry import RegistryClient
+                # lazy: httpx (~0.1 s to import) only when a registry is asked; offline resolution
+                from backend.oci.registry import RegistryClient  # and cached rebuilds never need it
 
                 self._client = RegistryClient(store=self.store.blobs, insecure=self.insecure)
             return self._client
@@ -83,8 +78,6 @@ class ImageResolver:
 
     # -- resolution ---------------------------------------------------------------------------
     def resolve_registry(self, ref_text: str, digest: str, platform, owner: Owner = NO_OWNER) -> ResolvedSource:
-        from backend.oci.reference import RegistryError, parse_reference
-
         try:
             ref = parse_reference(ref_text)
             if digest:
@@ -105,8 +98,6 @@ class ImageResolver:
         return res
 
     def resolve_layout(self, path: Path, ref: str, digest: str, platform, owner: Owner = NO_OWNER) -> ResolvedSource:
-        from backend.oci.layout import LayoutError
-
         try:
             with OCILayout(path) as layout:
                 plat = to_platform(platform)
@@ -119,8 +110,6 @@ class ImageResolver:
                         digest = select_manifest(body, plat, f"{path} index")["digest"]
                         raw = layout.read_blob(digest)
                         body = json.loads(raw)
-                    from backend.oci.layout import ImageRef
-
                     image = ImageRef({"digest": digest}, body, raw)
                 else:
                     image = layout.resolve(ref or None, plat)
@@ -161,7 +150,7 @@ class ImageResolver:
                        for d, l in zip(diff_ids, descs))
         for layer in layers:
             self.store.record_layer_blob(layer.diff_id, layer.blob, layer.media_type, layer.size)
-            comp = compression_of(layer.media_type)  # an exporter reuses the pulled blob once it is here
+            comp = compression_named(layer.media_type)  # an exporter reuses the pulled blob once it is here
             self.store.blobs.record_compressed(layer.diff_id, comp,
                                                CompressedBlob(layer.blob, layer.size, MEDIA_TYPES[comp]))
         return ResolvedSource(manifest_digest, config, layers)
@@ -197,12 +186,10 @@ class ImageResolver:
         meter.finish()
         if got != diff_id:
             raise SolveError(f"layer blob {blob} unpacks to {got}, but the image config says {diff_id}")
-        comp = compression_of(media_type)
+        comp = compression_named(media_type)
         self.store.blobs.record_compressed(diff_id, comp, CompressedBlob(blob, size, MEDIA_TYPES[comp]))
 
     def _fetch(self, blob: str, size: int) -> None:
-        from backend.oci.reference import RegistryError
-
         with self._lock:
             origin = self._origins.get(blob)
         if origin is None:

@@ -7,6 +7,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from backend.errors import BackendError
 from backend.store.blobs import check_digest
 
 DOCKER_HUB = "docker.io"
@@ -15,7 +16,7 @@ _NAME_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
-class RegistryError(Exception):
+class RegistryError(BackendError):
     """A registry request failed; ``status`` is the HTTP status (0 for connection errors)."""
 
     def __init__(self, message: str, status: int = 0, code: str = ""):
@@ -48,9 +49,6 @@ class Reference:
 
     def with_digest(self, digest: str) -> "Reference":
         return Reference(self.registry, self.repository, self.tag, digest)
-
-    def with_tag(self, tag: str | None) -> "Reference":
-        return Reference(self.registry, self.repository, tag, None)
 
     def __str__(self) -> str:
         return f"{self.registry}/{self.repository}" + (f":{self.tag}" if self.tag else "") + \

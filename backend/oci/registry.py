@@ -11,62 +11,24 @@ refused connection, a TLS error) is reported at once (``_transient``).
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import socket
-import ssl
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
-from urllib.parse import urlencode, urljoin
-
-# httpx's __init__ imports its command-line tool (click, rich, pygments: ~40 ms per build) unless that
-# import fails, which it handles; irctl never runs httpx's CLI.
-sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-import httpx  # noqa: E402
+from urllib.parse import urljoin
 
 from backend.oci.auth import Authenticator, Credentials, parse_challenge
-from backend.store.blobs import BlobStore, DigestMismatch, check_digest
 from backend.oci.layout import INDEX_TYPES, MANIFEST_TYPES, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, \
     MT_OCI_MANIFEST, Platform, select_manifest, LayoutError
-# references live in backend.oci.reference (no httpx); callers keep finding them here
-from backend.oci.reference import DOCKER_HUB, DOCKER_HUB_API, Reference, RegistryError, is_loopback_host, \
-    parse_reference  # noqa: F401
+from backend.oci.reference import Reference, RegistryError, is_loopback_host, parse_reference
+from backend.oci.transport import (TRANSIENT_STATUS, LazyTLSTransport, add_query, httpx, read_capped, retry_delay,
+                                   transient)
+from backend.store.blobs import BlobStore, DigestMismatch, check_digest
 
 ACCEPT_MANIFEST = ", ".join((MT_OCI_INDEX, MT_OCI_MANIFEST, MT_DOCKER_LIST, MT_DOCKER_MANIFEST))
-TRANSIENT_STATUS = (429, 500, 502, 503, 504)
 MAX_MANIFEST = 4 << 20  # what distribution accepts on push
 MAX_CONFIG = 64 << 20
-
-
-def import_httpcore() -> None:
-    """Import httpcore (httpx imports it on its first transport) without trio.  httpcore imports
-    trio, when installed, only for its async locks under a trio event loop (~0.1 s here); irctl's
-    clients are synchronous.  trio stays importable for anyone else afterwards."""
-    if "httpcore" in sys.modules:
-        return
-    block = "trio" not in sys.modules
-    if block:
-        sys.modules["trio"] = None  # type: ignore[assignment]  # makes `import trio` raise ImportError
-    try:
-        import httpcore  # noqa: F401
-    finally:
-        if block and "trio" in sys.modules and sys.modules["trio"] is None:
-            del sys.modules["trio"]
-
-
-MAX_RETRY_AFTER = 30.0  # seconds: a registry asking for more is not waited for longer
-
-
-def retry_delay(retry_after: str, backoff: float) -> float:
-    """The wait before a retry: a registry's ``Retry-After`` seconds (ASCII digits only: ``²`` is
-    ``isdigit()``), capped; an HTTP date or anything else falls back to our own backoff."""
-    if retry_after.isascii() and retry_after.isdigit() and len(retry_after) <= 6:
-        return min(float(retry_after), MAX_RETRY_AFTER)
-    return backoff
 
 
 @dataclass(frozen=True)
@@ -89,37 +51,6 @@ def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-class _LazyTLSTransport(httpx.BaseTransport):
-    """httpx's default transport, except that its TLS context (loading the CA bundle costs 50-500 ms)
-    is made on the first ``https://`` request: a plain-HTTP (loopback) registry never pays for it.
-    ``http://`` requests go through a pool whose context has no CA at all, so it could never
-    verify a server (it never does TLS: the scheme decides, request by request)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._plain: httpx.HTTPTransport | None = None
-        self._tls: httpx.HTTPTransport | None = None
-
-    def _transport(self, https: bool) -> httpx.HTTPTransport:
-        with self._lock:
-            import_httpcore()
-            if https:
-                if self._tls is None:
-                    self._tls = httpx.HTTPTransport()
-                return self._tls
-            if self._plain is None:
-                self._plain = httpx.HTTPTransport(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
-            return self._plain
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return self._transport(request.url.scheme != "http").handle_request(request)
-
-    def close(self) -> None:
-        for t in (self._plain, self._tls):
-            if t is not None:
-                t.close()
-
-
 @dataclass
 class RegistryClient:
     store: BlobStore | None = None
@@ -136,7 +67,7 @@ class RegistryClient:
     def __post_init__(self) -> None:
         self.insecure = frozenset(self.insecure)
         self._http = httpx.Client(timeout=self.timeout, follow_redirects=True,
-                                  transport=self.transport or _LazyTLSTransport(), headers={"User-Agent": "irctl"})
+                                  transport=self.transport or LazyTLSTransport(), headers={"User-Agent": "irctl"})
 
     def close(self) -> None:
         self._http.close()
@@ -174,7 +105,7 @@ class RegistryClient:
                 req = self._http.build_request(method, url, headers=hdrs, content=body, params=params)
                 resp = self._http.send(req, stream=stream)
             except httpx.TransportError as e:
-                if not _transient(e):
+                if not transient(e):
                     raise RegistryError(f"registry {ref.registry}: {type(e).__name__}: {e}") from None
                 if attempt < self.retries:
                     attempt += 1
@@ -256,7 +187,7 @@ class RegistryClient:
         reference = reference or ref.reference
         resp = self._request("GET", ref, f"/v2/{ref.repository}/manifests/{reference}",
                              headers={"Accept": ACCEPT_MANIFEST}, what="manifest", stream=True)
-        data = _read_capped(resp, MAX_MANIFEST, f"registry {ref.registry}: manifest for {ref.short}")
+        data = read_capped(resp, MAX_MANIFEST, f"registry {ref.registry}: manifest for {ref.short}")
         digest = _sha256(data)
         if reference.startswith("sha256:") and digest != reference:
             raise RegistryError(f"registry {ref.registry}: manifest {reference} for {ref.short} "
@@ -297,7 +228,7 @@ class RegistryClient:
         if self.store is not None and self.store.has(digest):
             return self.store.read_bytes(digest)
         resp = self._request("GET", ref, f"/v2/{ref.repository}/blobs/{digest}", what="blob", stream=True)
-        data = _read_capped(resp, MAX_CONFIG, f"registry {ref.registry}: blob {digest} for {ref.short}")
+        data = read_capped(resp, MAX_CONFIG, f"registry {ref.registry}: blob {digest} for {ref.short}")
         if _sha256(data) != digest or (size is not None and len(data) != size):
             raise RegistryError(f"registry {ref.registry}: blob {digest} for {ref.short} does not match its "
                                 "digest; not stored", resp.status_code, "DIGEST_INVALID")
@@ -379,7 +310,7 @@ class RegistryClient:
         location = urljoin(str(resp.url), resp.headers["Location"])
         size = self.store.size(digest)
         if size <= self.monolithic_max:
-            self._request("PUT", ref, _add_query(location, {"digest": digest}), actions="pull,push",
+            self._request("PUT", ref, add_query(location, {"digest": digest}), actions="pull,push",
                           headers={"Content-Type": "application/octet-stream"},
                           content=lambda: self.store.read_bytes(digest), ok=(201,), what="blob upload").close()
             self._origins.setdefault(digest, ref)
@@ -397,7 +328,7 @@ class RegistryClient:
                 r.close()
                 location = urljoin(location, r.headers["Location"])
                 offset = end + 1
-        self._request("PUT", ref, _add_query(location, {"digest": digest}), actions="pull,push", content=b"",
+        self._request("PUT", ref, add_query(location, {"digest": digest}), actions="pull,push", content=b"",
                       ok=(201,), what="blob upload").close()
         self._origins.setdefault(digest, ref)
         return "uploaded"
@@ -419,48 +350,3 @@ class RegistryClient:
         for d in [manifest["config"], *manifest.get("layers", [])]:
             self.push_blob(ref, d["digest"], mount_from=(mount_from or {}).get(d["digest"]))
         return self.push_manifest(ref, manifest_bytes, media_type, tag=tag)
-
-
-_FINAL_ERRNOS = (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH)
-
-
-def _transient(e: httpx.TransportError) -> bool:
-    """Whether another attempt could succeed: a timeout or a connection that broke (reset, closed
-    mid-reply) may; a host name that does not resolve (no such host, or no network to ask), no route,
-    a refused connection or a TLS failure fails the same way again, as docker's and BuildKit's pulls
-    assume.  Retrying those only delays the error: a mistyped ``COPY --from=biuld`` is an image name
-    on docker.io, and its "did you mean build?" came after five attempts."""
-    if isinstance(e, httpx.TimeoutException):
-        return True
-    if isinstance(e, (httpx.UnsupportedProtocol, httpx.ProxyError, httpx.LocalProtocolError)):
-        return False
-    cause: BaseException | None = e
-    for _ in range(8):  # httpx wraps httpcore's error, which wraps the socket's
-        if cause is None:
-            break
-        if isinstance(cause, socket.gaierror):
-            return False
-        if isinstance(cause, ssl.SSLError) and not isinstance(cause, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
-            return False  # a certificate or protocol mismatch; an EOF mid-handshake is a cut connection
-        if isinstance(cause, OSError) and cause.errno in _FINAL_ERRNOS:
-            return False
-        cause = cause.__cause__ or cause.__context__
-    return True
-
-
-def _read_capped(resp: httpx.Response, limit: int, what: str) -> bytes:
-    buf = bytearray()
-    try:
-        for chunk in resp.iter_bytes(1 << 16):
-            buf += chunk
-            if len(buf) > limit:
-                raise RegistryError(f"{what} is larger than {limit} bytes; refusing it")
-    except (httpx.TransportError, httpx.StreamError) as e:
-        raise RegistryError(f"{what}: {e}") from None
-    finally:
-        resp.close()
-    return bytes(buf)
-
-
-def _add_query(url: str, params: dict[str, str]) -> str:
-    return url + ("&" if "?" in url else "?") + urlencode(params)

@@ -34,6 +34,7 @@ from backend.ops.workspace import Step, Workspace
 from backend.output import Lines
 from backend.result import Snapshot
 from backend.runtime import container as rt
+from backend.runtime import spec
 
 
 class ExecHandler(OpHandler):
@@ -124,7 +125,7 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
                 user = resolve_user(rootfs, ex.user)
             except UserError as e:
                 raise SolveError(str(e)) from None
-            process = rt.Process(args=ex.args, env=[*ex.env, *prepared.env], cwd=ex.cwd, uid=user.uid,
+            process = spec.Process(args=ex.args, env=[*ex.env, *prepared.env], cwd=ex.cwd, uid=user.uid,
                                  gid=user.gid, additional_gids=user.additional_gids)
             since = time.time() - 0.05  # ctimes come from a coarse clock, at most a tick behind
             ws.executor.ready()
@@ -140,14 +141,14 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
                     code = ws.executor.run(rootfs, process, prepared.mounts, network=network,
                                            hostname=ex.hostname or "buildkitsandbox", output=lines,
                                            cancel=ws.cancel, privileged=ex.security == "insecure")
-                except rt.ContainerStartError as e:
+                except spec.ContainerStartError as e:
                     lines.flush()
                     raise BuildError(str(e), output_tail=tuple(lines.tail)) from None
             lines.flush()
             if code != 0:
                 raise BuildError(f"process {_argv(ex.args)} did not complete successfully: exit code {code}",
                                  output_tail=tuple(lines.tail), exit_code=code)
-            targets = rt.mount_targets(prepared.mounts)
+            targets = spec.mount_targets(prepared.mounts)
         remove_mount_stubs(upper, lowers, targets, keep=[ex.cwd])
         if ws.redactor:
             _report_secrets(ws, step, upper, prepared, since)

@@ -22,7 +22,6 @@ from pathlib import Path
 from ir import ops as irops
 
 from backend.errors import GrantError, SolveError
-from backend.oci.registry import httpx, import_httpcore
 from backend.ops.netcheck import resolve
 
 MAX_REDIRECTS = 10
@@ -50,6 +49,8 @@ def _verify():
 
 
 def fetch(h: irops.HTTPSource, layer: Path, step, allow_private: bool) -> None:
+    from backend.oci.transport import httpx, import_httpcore  # lazy: httpx costs ~80 ms; only an http source needs it
+
     import_httpcore()
     name = h.filename or (h.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "index.html")
     if name in (".", ".."):  # validate refuses these as a filename; a URL path may still end so

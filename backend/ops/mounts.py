@@ -28,7 +28,7 @@ from backend.fs import safefs
 from backend.fs.mountpoints import resolve_in_root
 from backend.ops.workspace import Workspace, copy_context
 from backend.result import Snapshot
-from backend.runtime import container as rt
+from backend.runtime import spec
 from backend.runtime.sshproxy import SSHProxy
 from backend.snapshot.layertree import apply_layers
 
@@ -73,7 +73,7 @@ def prepare(ws: Workspace, stack: contextlib.ExitStack, step_name: str, ex: irop
             _cache(ws, stack, m, inputs, out)
         elif m.type == "tmpfs":
             size = m.tmpfs.size if m.tmpfs is not None and m.tmpfs.size else None
-            out.mounts.append(rt.TmpfsMount(m.target, size))
+            out.mounts.append(spec.TmpfsMount(m.target, size))
         elif m.type == "secret":
             s = m.secret
             assert s is not None
@@ -91,7 +91,7 @@ def prepare(ws: Workspace, stack: contextlib.ExitStack, step_name: str, ex: irop
                 f.write(value)
             os.chown(path, s.uid, s.gid)
             os.chmod(path, s.mode)
-            out.mounts.append(rt.FileMount(Path(path), m.target))
+            out.mounts.append(spec.FileMount(Path(path), m.target))
         elif m.type == "ssh":
             s = m.ssh or irops.SSHOptions()
             agent = opts.ssh.get(s.id)  # type: ignore[attr-defined]
@@ -100,7 +100,7 @@ def prepare(ws: Workspace, stack: contextlib.ExitStack, step_name: str, ex: irop
                     raise GrantError(f"{step_name}: {missing_grant(m, opts)}")
                 continue
             proxy = stack.enter_context(SSHProxy(Path(agent), secrets_dir, uid=s.uid, gid=s.gid, mode=s.mode))
-            out.mounts.append(rt.BindMount(proxy.path, m.target, readonly=True))
+            out.mounts.append(spec.BindMount(proxy.path, m.target, readonly=True))
         else:  # pragma: no cover - validation rejects unknown types
             raise SolveError(f"unknown mount type {m.type!r}")
     out.env.extend(ssh_auth_sock(ex, out.env))
@@ -151,7 +151,7 @@ def _bind(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: li
         snap = inputs[m.input]
     if snap is not None and snap.host_dir is not None and m.readonly and not snap.include and not snap.exclude \
             and _direct_bind_ok(ws, snap, m.selector):
-        out.mounts.append(rt.BindMount(_selected_dir(Path(snap.host_dir), m.selector), m.target, readonly=True))
+        out.mounts.append(spec.BindMount(_selected_dir(Path(snap.host_dir), m.selector), m.target, readonly=True))
         return
     lowers = ws.lowers(snap) if snap is not None else []
     work = ws.temp_dir("bind-")
@@ -164,7 +164,7 @@ def _bind(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: li
         if m.selector:
             raise SolveError(f"mount {m.target}: an output mount cannot use a selector")
         out.outputs[m.output] = (lowers, upper)
-    out.mounts.append(rt.BindMount(_selected_dir(root, m.selector), m.target, readonly=m.readonly))
+    out.mounts.append(spec.BindMount(_selected_dir(root, m.selector), m.target, readonly=m.readonly))
 
 
 def _cache(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: list[Snapshot], out: Prepared) -> None:
@@ -194,11 +194,11 @@ def _cache(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: l
             fresh = ws.temp_dir("cache-") / "dir"
             create(fresh)
             stack.callback(safefs.rmtree, fresh.parent, True)
-            out.mounts.append(rt.BindMount(fresh, m.target, readonly=m.readonly))
+            out.mounts.append(spec.BindMount(fresh, m.target, readonly=m.readonly))
             return  # discarded afterwards: nothing to scan for secrets
     else:
         fd = store.mount_lock(c.id, exclusive=c.sharing == "locked")
     stack.callback(os.close, fd)
-    out.mounts.append(rt.BindMount(path, m.target, readonly=m.readonly))
+    out.mounts.append(spec.BindMount(path, m.target, readonly=m.readonly))
     if not m.readonly:
         out.caches.append((m.target, path))

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from backend.runtime import container
+from backend.runtime import container, finder, spec
 from backend.runtime.netns import NetworkPool
 
 
@@ -23,19 +23,19 @@ class Executor(Protocol):
     """Runs one process in a root filesystem, for one build (several runs may overlap)."""
 
     def ready(self) -> None:
-        """Find what a run needs (an OCI runtime, …); raise ``container.RuntimeNotFound`` when it is
+        """Find what a run needs (an OCI runtime, …); raise ``finder.RuntimeNotFound`` when it is
         missing, before the step takes a job slot."""
 
     def warm(self) -> None:
         """Get ready ahead of the first run (the build calls it once, on a background thread, when
         some step runs a process).  Errors are left for the run that needs the missing piece."""
 
-    def run(self, rootfs: Path, process: container.Process, mounts: Sequence[container.Mount], *, network: str,
+    def run(self, rootfs: Path, process: spec.Process, mounts: Sequence[spec.Mount], *, network: str,
             hostname: str, output: Callable[[bytes], None], cancel: threading.Event, privileged: bool) -> int:
         """Run ``process`` on ``rootfs`` with ``mounts``; return its exit status (128+N: killed by
         signal N).  Output (stdout and stderr together) goes to ``output`` as it arrives.  Raises
         ``container.Cancelled`` once ``cancel`` is set (the process is killed first) and
-        ``container.ContainerStartError`` when the process cannot be started."""
+        ``spec.ContainerStartError`` when the process cannot be started."""
 
     def close(self) -> None:
         """Wait for what runs still left behind (deletes, networks); the build is over."""
@@ -50,7 +50,7 @@ class OCIExecutor:
     def __init__(self, state_dir: Path, memo: Path, scratch: Path, private_network: bool) -> None:
         self.state_dir = state_dir
         self._memo, self._scratch = memo, scratch
-        self._runtime: container.Runtime | None = None
+        self._runtime: finder.Runtime | None = None
         self._networks = NetworkPool() if private_network else None
         self._deferred: list = []  # runtime deletes still running (container.finish_deferred)
         self._lock = threading.Lock()
@@ -58,10 +58,10 @@ class OCIExecutor:
     def ready(self) -> None:
         self._find()
 
-    def _find(self) -> container.Runtime:
+    def _find(self) -> finder.Runtime:
         with self._lock:
             if self._runtime is None:
-                self._runtime = container.find_runtime(memo=self._memo, scratch=self._scratch)
+                self._runtime = finder.find_runtime(memo=self._memo, scratch=self._scratch)
             return self._runtime
 
     def warm(self) -> None:
@@ -72,7 +72,7 @@ class OCIExecutor:
         except Exception:  # noqa: BLE001 - reported by the first run
             pass
 
-    def run(self, rootfs: Path, process: container.Process, mounts: Sequence[container.Mount], *, network: str,
+    def run(self, rootfs: Path, process: spec.Process, mounts: Sequence[spec.Mount], *, network: str,
             hostname: str, output: Callable[[bytes], None], cancel: threading.Event, privileged: bool) -> int:
         return container.run(rootfs, process, mounts, network=network, hostname=hostname, output=output,
                              state_dir=self.state_dir, cancel=cancel, runtime=self._find(), privileged=privileged,

@@ -33,6 +33,8 @@ import subprocess
 import tempfile
 import threading
 
+from backend.errors import BackendError
+
 CLONE_NEWNET = 0x40000000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 GUEST_DNS = "10.0.2.3"
@@ -40,7 +42,7 @@ READY_TIMEOUT = 10.0
 TUN = "/dev/net/tun"
 
 
-class NetworkError(RuntimeError):
+class NetworkError(BackendError):
     """The step's private network could not be set up (the step does not run without it)."""
 
 

@@ -26,6 +26,8 @@ import os
 import platform
 from pathlib import Path
 
+from backend.errors import BackendError
+
 PROFILE = Path(__file__).with_name("seccomp_default.json")
 EXTRA_DENIED = frozenset({"io_uring_setup", "io_uring_enter", "io_uring_register"})
 
@@ -39,7 +41,7 @@ _ARCHES = {
 }
 
 
-class SeccompError(RuntimeError):
+class SeccompError(BackendError):
     """The seccomp filter could not be built; the step must not run without it."""
 
 

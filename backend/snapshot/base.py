@@ -25,10 +25,11 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from backend.errors import BackendError
 from backend.fs import safefs
 
 
-class SnapshotError(RuntimeError):
+class SnapshotError(BackendError):
     """A snapshot could not be mounted, unmounted or diffed."""
 
 

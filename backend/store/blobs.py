@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from backend.errors import BackendError
 from backend.fs import safefs
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 CHUNK = 1 << 20
 
 
-class BlobError(Exception):
+class BlobError(BackendError):
     """A blob is missing, malformed or does not match its digest."""
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from backend.store.blobs import BlobStore
 from backend.export.docker import export_docker
-from backend.export.image import (ExportError, ExportOptions, ImageSpec, LayerSource, build_image,
+from backend.errors import ExportError
+from backend.export.image import (ExportOptions, ImageSpec, LayerSource, build_image,
                                   reconcile_history)
 from backend.export.local import export_local, export_tar, flatten_layers
 from backend.export.oci import export_oci
@@ -264,7 +265,7 @@ def test_read_busybox_layout(busybox_layout: Path, tmp_path: Path) -> None:
 
 @needs_root
 def test_pulled_base_layer_exported_as_the_original_blob(tmp_path: Path, busybox_layout: Path) -> None:
-    from backend.oci.layers import extract_stored_layer
+    from backend.oci.layerstore import extract_stored_layer
 
     store = BlobStore(tmp_path / "store")
     with OCILayout(busybox_layout) as layout:

@@ -18,8 +18,12 @@ from backend.fs.devnodes import device_xattr, placeholder_of
 from backend.fs.layerformat import opaque_xattr
 
 from backend.store.blobs import BlobStore
-from backend.oci.layers import (MT_LAYER, MT_LAYER_GZIP, MT_LAYER_ZSTD, ExtractLimits, LayerError,
-                            extract_layer, is_empty_layer, write_layer, write_layer_to_store, write_layers_to_store)
+from backend.errors import LayerError
+from backend.fs.layerformat import opaque_xattr
+from backend.oci.compression import MT_LAYER, MT_LAYER_GZIP, MT_LAYER_ZSTD
+from backend.oci.extract import ExtractLimits, extract_layer
+from backend.oci.layerstore import write_layer_to_store, write_layers_to_store
+from backend.oci.layertar import is_empty_layer, write_layer
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="whiteouts, owners and trusted.* xattrs need root")
@@ -366,7 +370,7 @@ def test_extract_stored_layer_records_blob_for_reuse(tmp_path: Path) -> None:
     foreign = gzip.compress(_tar([("etc/", "dir", None), ("etc/os-release", "file", b"ID=test\n")]), 1)
     digest = store.write_bytes(foreign)
     desc = {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": digest, "size": len(foreign)}
-    from backend.oci.layers import extract_stored_layer
+    from backend.oci.layerstore import extract_stored_layer
 
     with pytest.raises(LayerError, match="but the image config says sha256:0000"):
         extract_stored_layer(store, desc, tmp_path / "bad", expected_diff_id="sha256:" + "0" * 64)
@@ -452,7 +456,7 @@ def test_later_entries_replace_earlier_ones(tmp_path: Path) -> None:
 def test_a_cancelled_compression_stores_nothing(tmp_path: Path) -> None:
     import threading
 
-    from backend.oci.layers import Cancelled, write_layer_to_store
+    from backend.oci.layerstore import Cancelled, write_layer_to_store
 
     layer = tmp_path / "layer"
     layer.mkdir()
@@ -471,7 +475,7 @@ def test_one_layer_is_never_compressed_twice_at_once(tmp_path: Path, monkeypatch
     """The exporter waits for a background compression of the same layer and reuses its blob."""
     import threading
 
-    from backend.oci import layers
+    from backend.oci import layerstore as layers
 
     layer = tmp_path / "layer"
     layer.mkdir()
@@ -497,3 +501,33 @@ def test_one_layer_is_never_compressed_twice_at_once(tmp_path: Path, monkeypatch
     for t in threads:
         t.join()
     assert len(calls) == 1 and results[0] == results[1]
+
+
+def test_layer_xattrs_leave_out_the_overlays_and_raise_what_they_cannot_explain(tmp_path: Path) -> None:
+    """One reader of xattrs (``fs.layerformat.read_xattrs``) for the layer tar, the layer's identity and
+    the local export: it drops only what the skip list names, and a path it cannot read is an error,
+    not a file without xattrs (before, the snapshot's copy returned ``{}`` for any failure)."""
+    import errno
+
+    from backend.fs.layerformat import read_xattrs
+    from backend.oci.layertar import SKIP_XATTR_PREFIXES, layer_xattrs
+
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    os.setxattr(f, "user.keep", b"1")
+    os.setxattr(f, "user.overlay.origin", b"2")
+    assert read_xattrs(os.fsencode(f))["user.overlay.origin"] == b"2"
+    assert layer_xattrs(os.fsencode(f)) == read_xattrs(str(f), SKIP_XATTR_PREFIXES) == {"user.keep": b"1"}
+    with pytest.raises(OSError) as e:
+        read_xattrs(str(tmp_path / "missing"))
+    assert e.value.errno == errno.ENOENT
+
+
+def test_compression_from_the_bytes_and_from_the_media_type() -> None:
+    from backend.oci.compression import compression_named, sniff_compression
+
+    assert [sniff_compression(h) for h in (b"\x1f\x8b\x08\x00", b"\x28\xb5\x2f\xfd", b"ustar", b"")] == \
+        ["gzip", "zstd", "none", "none"]
+    assert [compression_named(m) for m in (MT_LAYER_GZIP, MT_LAYER_ZSTD, MT_LAYER,
+                                            "application/vnd.docker.image.rootfs.diff.tar.gzip")] == \
+        ["gzip", "zstd", "none", "gzip"]

@@ -19,7 +19,8 @@ from backend.store.blobs import BlobStore
 from backend.export.image import ExportOptions, ImageSpec
 from backend.export.registry import export_registry
 from backend.oci.layout import OCILayout, Platform
-from backend.oci.registry import Reference, RegistryClient, RegistryError, parse_reference
+from backend.oci.reference import Reference, RegistryError, parse_reference
+from backend.oci.registry import RegistryClient
 from tests.backend.test_export import run
 from tests.support.registry import registry, start_registry, stop_registry  # noqa: F401
 
@@ -189,7 +190,7 @@ class _Counting(httpx.BaseTransport):
     """The client's real transport, counting the requests that reach it."""
 
     def __init__(self) -> None:
-        from backend.oci.registry import _LazyTLSTransport
+        from backend.oci.transport import LazyTLSTransport as _LazyTLSTransport
 
         self.inner = _LazyTLSTransport()
         self.requests = 0
@@ -360,9 +361,9 @@ def test_hostile_retry_after_is_bounded_and_never_a_traceback(
         tmp_path: Path, registry: str, front: _Front, retry_after: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A Retry-After is the registry's word: a superscript digit (``isdigit`` but not ``int``), a
     huge or negative number or an HTTP date must neither crash the pull nor stall it."""
-    import backend.oci.registry
+    import backend.oci.transport
 
-    monkeypatch.setattr(backend.oci.registry, "MAX_RETRY_AFTER", 2.0)
+    monkeypatch.setattr(backend.oci.transport, "MAX_RETRY_AFTER", 2.0)
     store = BlobStore(tmp_path / "store")
     with RegistryClient(store) as client:
         export_registry(_spec(tmp_path, "busy"), store, [f"{registry}/busy:1"], client)

@@ -15,7 +15,7 @@ from backend.fs import devnodes
 from backend.export.local import flatten_layers
 from backend.export.rootfs import write_rootfs_tar
 from backend.fs.layerformat import opaque_xattr
-from backend.oci.layers import write_layer
+from backend.oci.layertar import write_layer
 
 ROOT = os.geteuid() == 0
 pytestmark = pytest.mark.skipif(not ROOT, reason="whiteouts, owners and device placeholders need root")

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from backend.fs.mountpoints import remove_mount_stubs
-from backend.runtime.container import (
-    DEFAULT_CAPABILITIES, PIDS_LIMIT, BindMount, Cancelled, ContainerStartError, FileMount, Process, RuntimeNotFound,
-    TmpfsMount, config_for, find_runtime, mount_targets, reap_stale_containers, run, run_on_layers,
-)
+from backend.runtime.spec import DEFAULT_CAPABILITIES, PIDS_LIMIT
+from backend.runtime.container import Cancelled, reap_stale_containers, run, run_on_layers
+from backend.runtime.finder import RuntimeNotFound, find_runtime
+from backend.runtime.spec import (BindMount, ContainerStartError, FileMount, Process, TmpfsMount, config_for,
+                                  mount_targets)
 from backend.fs.layerformat import is_opaque, is_whiteout
 from backend.snapshot.copydiff import CopySnapshotter
 from backend.snapshot.layertree import apply_layers, layer_tree_digest
@@ -371,7 +372,7 @@ def test_runtime_detection(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 def test_crun_probe_is_remembered_per_binary_and_boot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import shutil as _shutil
 
-    import backend.runtime.container as runtime
+    import backend.runtime.finder as runtime
 
     crun = _shutil.which("crun")
     if crun is None:
@@ -408,7 +409,6 @@ def test_reap_stale_containers_after_irctl_died(busybox_rootfs: Path, tmp_path: 
     script = f"""
 import sys
 from pathlib import Path
-from backend.runtime.container import Process, run
 run(Path({str(rootfs)!r}), Process(["sh", "-c", ": {marker}; echo up; sleep 1000; echo never"], env=["PATH=/bin"]),
     network="none", hostname="x", output=lambda b: (sys.stdout.buffer.write(b), sys.stdout.flush()),
     state_dir=Path({str(state)!r}))

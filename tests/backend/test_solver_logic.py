@@ -15,7 +15,7 @@ import pytest
 
 from backend.errors import BuildError, GrantError
 from backend.events import Recorder
-from backend.runtime.container import RuntimeNotFound
+from backend.runtime.finder import RuntimeNotFound
 from backend.solve.solver import SolveOptions, solve
 from ir import builder as b
 from ir import ops

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.runtime import container as rt
+from backend.runtime import finder, spec
 from backend import userns
 from tests.rootless.conftest import rootless_skip_reason
 
@@ -39,8 +39,8 @@ def test_problems_name_what_to_install_and_configure(tmp_path: Path, monkeypatch
 
 def test_rootless_config_has_a_user_namespace_with_our_mappings_and_no_cgroups(tmp_path: Path, monkeypatch):
     rows = {"uid": [(0, 1001, 1), (1, 100000, 65536)], "gid": [(0, 1001, 1), (1, 100000, 65536)]}
-    monkeypatch.setattr(rt, "read_id_map", lambda kind: rows[kind])
-    cfg = rt.config_for(tmp_path, rt.Process(["true"]), [], network="host", hostname="h", extra_files={},
+    monkeypatch.setattr(spec, "read_id_map", lambda kind: rows[kind])
+    cfg = spec.config_for(tmp_path, spec.Process(["true"]), [], network="host", hostname="h", extra_files={},
                         rootless=True)
     linux = cfg["linux"]
     assert {"type": "user"} in linux["namespaces"]
@@ -51,18 +51,18 @@ def test_rootless_config_has_a_user_namespace_with_our_mappings_and_no_cgroups(t
     sys_mount = next(m for m in cfg["mounts"] if m["destination"] == "/sys")
     assert sys_mount["type"] == "bind" and sys_mount["source"] == "/sys" and "ro" in sys_mount["options"]
 
-    rooted = rt.config_for(tmp_path, rt.Process(["true"]), [], network="host", hostname="h", extra_files={},
+    rooted = spec.config_for(tmp_path, spec.Process(["true"]), [], network="host", hostname="h", extra_files={},
                            rootless=False)
     assert {"type": "user"} not in rooted["linux"]["namespaces"] and "uidMappings" not in rooted["linux"]
     assert next(m for m in rooted["mounts"] if m["destination"] == "/sys")["type"] == "sysfs"
 
 
 def test_runc_gets_rootless_flag_only_in_a_user_namespace(monkeypatch):
-    monkeypatch.setattr(rt, "in_user_namespace", lambda: True)
-    assert rt._rootless_args("/usr/sbin/runc") == ("--rootless", "true")
-    assert rt._rootless_args("/usr/bin/crun") == ()
-    monkeypatch.setattr(rt, "in_user_namespace", lambda: False)
-    assert rt._rootless_args("/usr/sbin/runc") == ()
+    monkeypatch.setattr(finder, "in_user_namespace", lambda: True)
+    assert finder._rootless_args("/usr/sbin/runc") == ("--rootless", "true")
+    assert finder._rootless_args("/usr/bin/crun") == ()
+    monkeypatch.setattr(finder, "in_user_namespace", lambda: False)
+    assert finder._rootless_args("/usr/sbin/runc") == ()
 
 
 def test_this_process_namespace_is_detected():

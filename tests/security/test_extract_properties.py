@@ -118,7 +118,8 @@ def test_add_extraction_is_confined(items):
 def test_layer_extraction_is_confined(items):
     import io
 
-    from backend.oci.layers import LayerError, extract_layer
+    from backend.errors import LayerError
+    from backend.oci.extract import extract_layer
 
     b = Box()
     try:

@@ -160,7 +160,8 @@ def test_add_archive_bomb_limits(tmp_path):
 
 
 def test_layer_bomb_limits(tmp_path):
-    from backend.oci.layers import ExtractLimits, LayerError, extract_layer
+    from backend.errors import LayerError
+    from backend.oci.extract import ExtractLimits, extract_layer
 
     blob = gzip.compress(tar_bytes([entry("zeros", data=bytes(64 << 20))]))
     with pytest.raises(LayerError, match="archive bomb"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.runtime import container as rt
+from backend.runtime import spec
 from backend.runtime import seccomp
 from tests.rootless.conftest import user_cli  # noqa: F401  (fixture)
 from tests.security.sandbox_support import builder  # noqa: F401  (fixture)
@@ -35,7 +35,7 @@ def test_step_has_no_new_privs_seccomp_and_no_net_raw(builder):
         caps = int(st[field], 16)
         assert not caps >> CAP_NET_RAW & 1, (field, st[field])
         assert not caps >> CAP_SYS_ADMIN & 1, (field, st[field])
-    expected = sum(1 << rt._CAPS_BY_NUMBER.index(c) for c in rt.DEFAULT_CAPABILITIES)
+    expected = sum(1 << spec._CAPS_BY_NUMBER.index(c) for c in spec.DEFAULT_CAPABILITIES)
     assert int(st["CapBnd"], 16) == expected
     nobody = _status((out / "tmp" / "status-nobody").read_text())
     assert nobody["NoNewPrivs"] == "1" and nobody["Seccomp"] == "2" and int(nobody["CapEff"], 16) == 0
@@ -75,7 +75,7 @@ def _readable(path: str) -> bool:
 
 
 def test_masked_and_readonly_proc_paths(builder):
-    files = [f for f in rt.MASKED_PATHS if os.path.isfile(f) and _readable(f)]
+    files = [f for f in spec.MASKED_PATHS if os.path.isfile(f) and _readable(f)]
     assert files, "no masked /proc file to read on this host"
     reads = "; ".join(f"wc -c < {f} >> /r/masked" for f in files)
     r, out = builder.build(f"FROM busybox\nRUN mkdir /r; {reads}; "
@@ -91,13 +91,13 @@ def test_masked_and_readonly_proc_paths(builder):
 
 def test_fork_bomb_is_bounded(builder):
     # spawn more sleepers than the limit allows; count them with a glob (no fork needed at the limit)
-    n = rt.PIDS_LIMIT + 500
+    n = spec.PIDS_LIMIT + 500
     script = (f"( i=0; while [ $i -lt {n} ]; do sleep 120 & i=$((i+1)); done ) 2>/dev/null; "
               "set -- /proc/[0-9]*; echo $# > /procs; kill -9 -1; true")
     r, out = builder.build(f"FROM busybox\nRUN {script}\n", timeout=600)
     assert r.code == 0, r.stderr
     procs = int((out / "procs").read_text())
-    assert rt.PIDS_LIMIT // 2 < procs <= rt.PIDS_LIMIT, procs
+    assert spec.PIDS_LIMIT // 2 < procs <= spec.PIDS_LIMIT, procs
 
 
 def test_fork_bomb_ends_with_an_error(builder):
@@ -113,8 +113,8 @@ def test_tmpfs_without_size_gets_the_default(builder):
                            "RUN --mount=type=tmpfs,target=/u,size=8m grep ' /u ' /proc/mounts > /mounts-sized\n")
     assert r.code == 0, r.stderr
     mounts = (out / "mounts").read_text()
-    assert f"size={rt.DEFAULT_TMPFS_SIZE // 1024}k" in mounts, mounts
-    assert int((out / "df").read_text().split()[1]) == rt.DEFAULT_TMPFS_SIZE // 1024
+    assert f"size={spec.DEFAULT_TMPFS_SIZE // 1024}k" in mounts, mounts
+    assert int((out / "df").read_text().split()[1]) == spec.DEFAULT_TMPFS_SIZE // 1024
     assert "size=8192k" in (out / "mounts-sized").read_text()
 
 
@@ -132,8 +132,8 @@ def test_insecure_step_runs_without_the_filter(builder):
 # ------------------------------------------------------------------------------------------ units
 
 def test_seccomp_rules_follow_the_capability_set():
-    plain = seccomp.linux_seccomp(rt.DEFAULT_CAPABILITIES, "x86_64")
-    admin = seccomp.linux_seccomp((*rt.DEFAULT_CAPABILITIES, "CAP_SYS_ADMIN"), "x86_64")
+    plain = seccomp.linux_seccomp(spec.DEFAULT_CAPABILITIES, "x86_64")
+    admin = seccomp.linux_seccomp((*spec.DEFAULT_CAPABILITIES, "CAP_SYS_ADMIN"), "x86_64")
     allowed = {n for r in plain["syscalls"] if r["action"] == "SCMP_ACT_ALLOW" for n in r["names"]}
     admin_allowed = {n for r in admin["syscalls"] if r["action"] == "SCMP_ACT_ALLOW" for n in r["names"]}
     assert plain["defaultAction"] == "SCMP_ACT_ERRNO"
@@ -152,12 +152,12 @@ def test_no_profile_fails_closed(monkeypatch, tmp_path):
     seccomp.linux_seccomp.cache_clear()
     monkeypatch.setattr(seccomp, "PROFILE", tmp_path / "missing.json")
     try:
-        with pytest.raises(rt.ContainerStartError, match="seccomp profile"):
-            rt.config_for(tmp_path, rt.Process(args=["true"]), [], network="none", hostname="h", extra_files={})
+        with pytest.raises(spec.ContainerStartError, match="seccomp profile"):
+            spec.config_for(tmp_path, spec.Process(args=["true"]), [], network="none", hostname="h", extra_files={})
         monkeypatch.undo()
         seccomp._profile.cache_clear()
         with pytest.raises(seccomp.SeccompError, match="architecture"):
-            seccomp.linux_seccomp(rt.DEFAULT_CAPABILITIES, "vax")
+            seccomp.linux_seccomp(spec.DEFAULT_CAPABILITIES, "vax")
     finally:
         seccomp._profile.cache_clear()
         seccomp.linux_seccomp.cache_clear()

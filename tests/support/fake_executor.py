@@ -26,7 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.runtime.container import BindMount, Cancelled, FileMount, Mount, Process, TmpfsMount
+from backend.runtime.container import Cancelled
+from backend.runtime.spec import BindMount, FileMount, Mount, Process, TmpfsMount
 
 
 @dataclass
