@@ -140,7 +140,7 @@ def _atoms(rx: str) -> list[tuple[str, object]] | None:
 class Linear:
     """A compiled pattern whose ``match`` (whole string) runs in linear time: the regex's own when it
     has fewer than ``_NFA_FROM`` unbounded parts, else the automaton.  For other wildcard
-    languages built on the same regex shapes (``backend.fs.copy``'s ``filepath.Match``)."""
+    languages built on the same regex shapes (``backend.fileops.copy``'s ``filepath.Match``)."""
 
     def __init__(self, regex: re.Pattern[str]) -> None:
         atoms = _atoms(regex.pattern)

@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from backend.fs.context import StatCache, scan_context
+from backend.fileops.context import StatCache, scan_context
 from backend.fs.safefs import private_dir
 from frontends import Compiled
 from frontends.errors import FrontendError

@@ -113,12 +113,12 @@ def test_the_sibling_checker_sees_every_import_form() -> None:
 # Each room of backend/ imports only rooms of a lower rank (docs/architecture.md); rooms of one rank
 # never import each other. Top-level backend modules (errors, events, result, output, entitlements,
 # userns) are the vocabulary every room shares: they import no room.
-BACKEND_RANKS = {"": 0, "fs": 1, "snapshot": 2, "store": 3, "runtime": 3, "oci": 4, "ops": 5, "export": 5,
-                 "solve": 6}
+BACKEND_RANKS = {"": 0, "fs": 1, "fileops": 2, "snapshot": 2, "store": 3, "runtime": 3, "oci": 4, "ops": 5,
+                 "export": 5, "solve": 6}
 
 
 def backend_room(dotted: str) -> str:
-    """``backend.fs.copy`` → ``fs``; ``backend.errors`` (a top-level module) → ``""``."""
+    """``backend.fs.safefs`` → ``fs``; ``backend.errors`` (a top-level module) → ``""``."""
     parts = dotted.split(".")
     return parts[1] if len(parts) > 1 and parts[1] in BACKEND_RANKS else ""
 

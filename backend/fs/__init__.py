@@ -1,2 +1,3 @@
-"""Files and trees: safe walks beneath a root, the context, COPY and file actions, archives, user
-databases, mount points, device placeholders and the overlay layer format. Imports no other room."""
+"""Trees on disk, safely: walks beneath a root that never follow a planted link, paths resolved
+inside a container root, device placeholders, the overlay layer format and user databases.
+Imports no other room."""

@@ -1,8 +1,8 @@
 """File ops: mount the base's layers with a fresh upper, apply the actions on the merged root with
 read-only views of the source snapshots, and commit the upper as the new layer.
 
-The actions themselves (Docker's COPY semantics, chown by name, …) belong to ``backend.fs.fileops``;
-local-context scanning (stat-cached, in ``contexts.db`` of the store) to ``backend.fs.context``
+The actions themselves (Docker's COPY semantics, chown by name, …) belong to ``backend.fileops.actions``;
+local-context scanning (stat-cached, in ``contexts.db`` of the store) to ``backend.fileops.context``
 (through ``Workspace.scan``).
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 from ir import ops as irops
 
 from backend.fs import safefs
-from backend.fs.context import selection_digest as tree_selection_digest
-from backend.fs.copy import SourceView
-from backend.fs.fileops import apply_actions
+from backend.fileops.context import selection_digest as tree_selection_digest
+from backend.fileops.copy import SourceView
+from backend.fileops.actions import apply_actions
 from backend.ops.handler import OpHandler, Reads
 from backend.ops.workspace import Step, Workspace
 from backend.result import Snapshot
@@ -45,7 +45,7 @@ class FileHandler(OpHandler):
 
 def selection_digest(ws: Workspace, snap: Snapshot, copy: irops.CopyAction, listing: list | None = None) -> str:
     """Checksum of exactly the files ``copy`` selects from the local context ``snap`` (``listing``:
-    see ``backend.fs.context.selection_digest``)."""
+    see ``backend.fileops.context.selection_digest``)."""
     return tree_selection_digest(ws.context_scan(snap), copy, listing)
 
 

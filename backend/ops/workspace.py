@@ -22,7 +22,7 @@ from typing import Callable
 
 from backend.events import Event
 from backend.fs import devnodes, safefs
-from backend.fs.context import ContextScan, StatCache, scan_context
+from backend.fileops.context import ContextScan, StatCache, scan_context
 from backend.output import Redactor
 from backend.result import ImageMeta, Snapshot
 from backend.runtime.executor import Executor

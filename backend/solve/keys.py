@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from ir import ops as irops
 from ir.codec import canonical_bytes
 
-from backend.fs.copy import FileOpError
+from backend.fileops.copy import FileOpError
 from backend.ops.file import layered_selection_digest, selection_digest
 from backend.ops.handler import OpHandler
 from backend.ops.workspace import Step, Workspace

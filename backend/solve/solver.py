@@ -62,7 +62,7 @@ class SolveOptions:
     network: str = "default"  # --network: what a step with `network: default` gets (default | none | host)
     insecure_registries: tuple[str, ...] = ()
     on_event: Callable[[Event], None] | None = None
-    # unfiltered scans (backend.fs.context.ContextScan) of granted dirs by realpath, taken by this build
+    # unfiltered scans (backend.fileops.context.ContextScan) of granted dirs by realpath, taken by this build
     # just before (the CLI's fast-path check): reused for sources without include/exclude patterns
     context_scans: dict[str, object] = field(default_factory=dict)
     materialize: bool = True  # make sure every layer of the returned snapshots exists as a dir

@@ -1,4 +1,4 @@
-"""backend.fs.context: scan identity, pruning, the stat cache (hit path reads nothing, racy entries), and
+"""backend.fileops.context: scan identity, pruning, the stat cache (hit path reads nothing, racy entries), and
 selection_digest (what one COPY reads; same from a scan and from the directory)."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import backend.fs.context as context_mod
-from backend.fs.context import ContextScan, StatCache, scan_context, selection_digest
-from backend.fs.fileops import FileOpError, SourceView
+import backend.fileops.context as context_mod
+from backend.fileops.context import ContextScan, StatCache, scan_context, selection_digest
+from backend.fileops.actions import FileOpError, SourceView
 from ir.ops import CopyAction
 
 

@@ -1,4 +1,4 @@
-"""backend.fs.fileops: COPY/ADD semantics, mkfile/mkdir/rm/symlink, hostile sources, destinations and archives.
+"""backend.fileops.actions: COPY/ADD semantics, mkfile/mkdir/rm/symlink, hostile sources, destinations and archives.
 
 Each test asserts the resulting tree (types, modes, owners, contents, link targets).  Ownership tests
 need root (the VM runs the suite as root)."""
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from backend.fs.chmod import ChmodError, parse_chmod
-from backend.fs.destroot import resolve_owner
-from backend.fs.fileops import FileOpError, SourceView, UnpackLimits, apply_actions
+from backend.fileops.chmod import ChmodError, parse_chmod
+from backend.fileops.destroot import resolve_owner
+from backend.fileops.actions import FileOpError, SourceView, UnpackLimits, apply_actions
 from ir.ops import CopyAction, FileAction, MkdirAction, MkfileAction, Owner, RmAction, SymlinkAction
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="file ops tests chown: run as root")
@@ -620,9 +620,9 @@ def test_parents_wildcard_matching_nothing(ctx, root):
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from backend.fs.context import scan_context  # noqa: E402
-from backend.fs.copy import DirTree  # noqa: E402
-from backend.fs.selection import plan_copy, walk_selection  # noqa: E402
+from backend.fileops.context import scan_context  # noqa: E402
+from backend.fileops.copy import DirTree  # noqa: E402
+from backend.fileops.selection import plan_copy, walk_selection  # noqa: E402
 from tests.backend.test_context import PATTERNS, build, trees  # noqa: E402
 
 

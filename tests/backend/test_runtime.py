@@ -409,6 +409,8 @@ def test_reap_stale_containers_after_irctl_died(busybox_rootfs: Path, tmp_path: 
     script = f"""
 import sys
 from pathlib import Path
+from backend.runtime.container import run
+from backend.runtime.spec import Process
 run(Path({str(rootfs)!r}), Process(["sh", "-c", ": {marker}; echo up; sleep 1000; echo never"], env=["PATH=/bin"]),
     network="none", hostname="x", output=lambda b: (sys.stdout.buffer.write(b), sys.stdout.flush()),
     state_dir=Path({str(state)!r}))

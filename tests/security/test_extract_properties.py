@@ -94,8 +94,8 @@ def _rewrite(items, box: str):
 @SETTINGS
 @given(_entries(BOX_PATH))
 def test_add_extraction_is_confined(items):
-    from backend.fs.copy import FileOpError
-    from backend.fs.unpack import extract_archive
+    from backend.fileops.copy import FileOpError
+    from backend.fileops.unpack import extract_archive
 
     b = Box()
     try:

@@ -142,8 +142,8 @@ def test_pulled_layer(tmp_path, registry, case):
 # limits are lowered here; the extractors are the very functions the builds use.
 
 def test_add_archive_bomb_limits(tmp_path):
-    from backend.fs.copy import FileOpError
-    from backend.fs.unpack import UnpackLimits, extract_archive
+    from backend.fileops.copy import FileOpError
+    from backend.fileops.unpack import UnpackLimits, extract_archive
 
     big = tmp_path / "big.tar.gz"
     with gzip.open(big, "wb") as z:  # 64 MiB of zeros, 64 KiB compressed

@@ -6,8 +6,8 @@ mounts or executes anything.  Every destination path is resolved inside ``root``
 an image symlink to ``/etc`` means ``root/etc``; every source path inside its source's root, so a copy
 never reads outside it.  Failures raise :class:`FileOpError` with the path as the user wrote it.
 
-Copy semantics follow BuildKit's file backend and ``fsutil/copy`` (see ``backend/fs/selection.py`` and
-``backend/fs/treepaths.py`` for the selection rules; ``backend/fs/copywrite.py`` writes a copy):
+Copy semantics follow BuildKit's file backend and ``fsutil/copy`` (see ``backend/fileops/selection.py`` and
+``backend/fileops/treepaths.py`` for the selection rules; ``backend/fileops/copywrite.py`` writes a copy):
 
 * missing parents of the destination are created 0755, owned by ``owner`` (else 0:0), with mtime
   ``timestamp`` when set; ``create_dest_path`` off requires the parent of ``dest`` to exist;
@@ -22,7 +22,7 @@ Copy semantics follow BuildKit's file backend and ``fsutil/copy`` (see ``backend
   ``chmod`` (octal or symbolic) on every copied file and directory; mtimes kept unless ``timestamp``;
   hard links inside one copy stay links; xattrs are copied (best effort); symlinks are copied as links;
 * ``unpack`` (ADD): a local tar archive (plain, gzip, bzip2, xz, zstd) is extracted into ``dest``
-  (``owner`` replaces the archive's owners), confined to it (``backend/fs/unpack.py``); any other
+  (``owner`` replaces the archive's owners), confined to it (``backend/fileops/unpack.py``); any other
   file is copied.
 """
 
@@ -35,12 +35,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from backend.fs import safefs
-from backend.fs.chmod import ChmodError
-from backend.fs.copy import DirTree, FileOpError, SourceView
-from backend.fs.copywrite import Written, apply_copy
-from backend.fs.destroot import Dest, resolve_owner, time_ns
-from backend.fs.treepaths import expand_wildcards, has_wildcards, resolve
-from backend.fs.unpack import DEFAULT_LIMITS, UnpackLimits
+from backend.fileops.chmod import ChmodError
+from backend.fileops.copy import DirTree, FileOpError, SourceView
+from backend.fileops.copywrite import Written, apply_copy
+from backend.fileops.destroot import Dest, resolve_owner, time_ns
+from backend.fileops.treepaths import expand_wildcards, has_wildcards, resolve
+from backend.fileops.unpack import DEFAULT_LIMITS, UnpackLimits
 from backend.fs.userdb import UserError
 from ir.ops import FileAction, MkdirAction, MkfileAction, RmAction, SymlinkAction
 

@@ -1,6 +1,6 @@
 """Writing what a COPY selected into the destination root: contents (hashed on the way, for the
 layer digest), links, owner, ``chmod``, xattrs (overlay's own excepted) and times, and ADD's
-archive extraction.  The rules are in ``backend.fs.fileops``."""
+archive extraction.  The rules are in ``backend.fileops.actions``."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from backend.fs import devnodes
-from backend.fs.chmod import ModeSpec, parse_chmod
-from backend.fs.copy import DirTree, FileOpError, Node, SourceView
-from backend.fs.destroot import Dest, rel_display, resolve_owner, time_ns
+from backend.fileops.chmod import ModeSpec, parse_chmod
+from backend.fileops.copy import DirTree, FileOpError, Node, SourceView
+from backend.fileops.destroot import Dest, rel_display, resolve_owner, time_ns
 from backend.fs.layerformat import OVERLAY_XATTR_PREFIXES
-from backend.fs.selection import plan_copy, walk_selection
-from backend.fs.unpack import UnpackLimits, extract_archive, is_archive
+from backend.fileops.selection import plan_copy, walk_selection
+from backend.fileops.unpack import UnpackLimits, extract_archive, is_archive
 from ir.ops import CopyAction
 
 

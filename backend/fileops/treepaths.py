@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from backend.fs.copy import FileOpError
+from backend.fileops.copy import FileOpError
 from ir.patterns import Linear
 
 MAX_SYMLINKS = 40

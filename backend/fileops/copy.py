@@ -1,9 +1,9 @@
 """What a COPY reads from: the source views (a stage's rootfs, a filtered local context), the
 directory tree over one (``DirTree``), and the hashing of a file's contents every checksum uses.
 
-The same selection code (``backend.fs.selection``) walks a ``DirTree`` or a context scan already in
-memory (``backend.fs.context.ScanTree``), so the content checksum of a selection and the bytes the
-copy writes cannot disagree; ``backend.fs.treepaths`` resolves paths and expands wildcards in either.
+The same selection code (``backend.fileops.selection``) walks a ``DirTree`` or a context scan already in
+memory (``backend.fileops.context.ScanTree``), so the content checksum of a selection and the bytes the
+copy writes cannot disagree; ``backend.fileops.treepaths`` resolves paths and expands wildcards in either.
 """
 
 from __future__ import annotations

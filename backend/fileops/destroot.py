@@ -8,8 +8,8 @@ import os
 import stat
 from pathlib import Path
 
-from backend.fs.copy import DirTree, FileOpError
-from backend.fs.treepaths import resolve
+from backend.fileops.copy import DirTree, FileOpError
+from backend.fileops.treepaths import resolve
 from backend.fs.userdb import resolve_user
 from ir.ops import Owner
 

@@ -15,7 +15,7 @@ is remembered with the stat taken *before* reading, and only if the file did not
 
 ``selection_digest(scan_or_dir, action)`` is the checksum of exactly what a ``CopyAction`` selects
 (its wildcard, include/exclude, symlink following, the subtree of a named directory), computed by
-the same selection code the copy uses (``backend/fs/selection.py``), from a scan (no I/O) or a directory
+the same selection code the copy uses (``backend/fileops/selection.py``), from a scan (no I/O) or a directory
 (a stage's rootfs, hashed on the fly; there owners count, since a stage's owners are copied).
 """
 
@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from backend.fs import safefs
-from backend.fs.copy import DirTree, FileOpError, Node, SourceView, hash_file
+from backend.fileops.copy import DirTree, FileOpError, Node, SourceView, hash_file
 from backend.fs.layerformat import OVERLAY_XATTR_PREFIXES
-from backend.fs.selection import plan_copy, walk_selection
+from backend.fileops.selection import plan_copy, walk_selection
 
 RACY_WINDOW_NS = 1_000_000_000  # a whole second: also covers filesystems with 1 s timestamps
 BIG_FILE = 1 << 20  # files this large are hashed in parallel (small ones are faster serially)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import zstandard
 
-from backend.fs.copy import FileOpError
+from backend.fileops.copy import FileOpError
 from backend.fs import devnodes, safefs
 
 MAX_LINKS = 255

@@ -15,8 +15,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from backend.fs.copy import FileOpError, Node
-from backend.fs.treepaths import expand_wildcards, has_wildcards, resolve, unescape
+from backend.fileops.copy import FileOpError, Node
+from backend.fileops.treepaths import expand_wildcards, has_wildcards, resolve, unescape
 from ir.patterns import Matcher, PatternError
 
 
