@@ -34,21 +34,6 @@ class Span:
         if self.end_line == 0:
             object.__setattr__(self, "end_line", self.line)
 
-    @classmethod
-    def fast(cls, file: str, line: int, column: int, end_line: int, end_column: int,
-             source_line: str | None) -> "Span":
-        """Construct without the frozen ``__init__``'s per-field ``object.__setattr__`` and the
-        checks (for parsers that make one per token and know their numbers are sane)."""
-        obj = object.__new__(cls)
-        d = obj.__dict__
-        d["file"] = file
-        d["line"] = line
-        d["column"] = column
-        d["end_line"] = end_line
-        d["end_column"] = end_column
-        d["source_line"] = source_line
-        return obj
-
     def location(self) -> str:
         return f"{self.file}:{self.line}:{self.column}"
 

@@ -150,7 +150,7 @@ class _Linter:
         if not found:
             return ins.span
         col = (found[-1] if last else found[0]) + 1
-        return Span.fast(ins.span.file, ins.span.line, col, ins.span.line, col + len(word), line)
+        return Span(ins.span.file, ins.span.line, col, ins.span.line, col + len(word), line)
 
     def _from(self, ins: I.From, meta_args: set[str], stages: dict[str, I.From]) -> None:
         if ins.stage_name_as_written:

@@ -96,7 +96,7 @@ class LineSource:
         return ""
 
     def span(self, line: int, column: int = 1, end_column: int = 0, end_line: int = 0) -> Span:
-        return Span.fast(self.filename, line, column, end_line or line, end_column, self.display(line))
+        return Span(self.filename, line, column, end_line or line, end_column, self.display(line))
 
 
 class Scanner:

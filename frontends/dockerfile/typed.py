@@ -54,7 +54,7 @@ class Builder:
 
     def keyword_span(self, node: Node) -> Span:
         line, col = node.line.position(node.cmd_offset)
-        return Span.fast(self.src.filename, line, col, node.end_line, col + len(node.cmd),
+        return Span(self.src.filename, line, col, node.end_line, col + len(node.cmd),
                          self.src.display(line))
 
     def error(self, node: Node, message: str, offset: int | None = None, length: int = 0):
