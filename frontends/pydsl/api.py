@@ -38,8 +38,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
-from frontends import FrontendError
-from frontends.errors import quoted_hint
+from frontends.errors import FrontendError, quoted_hint
 from frontends.common.model import MountDecl, Step, Where
 from ir.ops import NETWORK_MODES, SECURITY_MODES, SHARING_MODES
 
