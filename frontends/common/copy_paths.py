@@ -22,13 +22,14 @@ def dest_path(cwd: str, p: str) -> str:
     """BuildKit ``pathRelativeToWorkingDir``: absolute, cleaned, trailing ``/`` kept."""
     if p in (".", ""):
         p = "./"
-    out = _clean(posixpath.join(cwd, p))
+    out = clean_abs(posixpath.join(cwd, p))
     if (p.endswith("/") or p.endswith("/.")) and out != "/":
         out += "/"
     return out
 
 
-def _clean(path: str) -> str:
+def clean_abs(path: str) -> str:
+    """``path`` cleaned (Go ``path.Clean``) with one leading ``/``."""
     out = posixpath.normpath(path)
     return "/" + out.lstrip("/")
 

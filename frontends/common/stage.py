@@ -30,7 +30,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
-from frontends.common.copy_paths import (_clean, check_checksum, check_chmod, dest_path, is_http, parse_git_ref,
+from frontends.common.copy_paths import (check_checksum, check_chmod, clean_abs, dest_path, is_http, parse_git_ref,
                                          url_filename)
 from frontends.common.errors import StageError
 from frontends.common.gostrings import go_list, go_quoted_list
@@ -364,11 +364,11 @@ def copy_files(s: Stage, sources: Sequence[str], dest: str, *, context: Callable
                 pivot, sep, pattern = src.partition("/./")
                 if not sep:
                     pivot, pattern = "/", src
-                patterns = (_clean("/" + pattern).lstrip("/"),)
+                patterns = (clean_abs("/" + pattern).lstrip("/"),)
                 path = pivot
             if from_state is None and on_local is not None:
                 on_local(src)
-            put(from_state if from_state is not None else context(), _clean("/" + path),
+            put(from_state if from_state is not None else context(), clean_abs("/" + path),
                 follow_symlinks=True, contents_only=True, include=patterns,
                 unpack=add and unpack is not False, allow_wildcard=True, allow_empty_wildcard=True)
     for path, data in inline:

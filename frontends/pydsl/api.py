@@ -86,14 +86,14 @@ class Session:
     targets: dict[str, tuple["Stage", Where]] = field(default_factory=dict)
 
 
-_session: ContextVar[Session | None] = ContextVar("irctl_pydsl_session", default=None)
+active_session: ContextVar[Session | None] = ContextVar("irctl_pydsl_session", default=None)
 
 
 def _current() -> Session:
-    s = _session.get()
+    s = active_session.get()
     if s is None:  # imported outside `irctl build`: still usable, with no build args
         s = Session({})
-        _session.set(s)
+        active_session.set(s)
     return s
 
 
