@@ -11,6 +11,7 @@ import re
 from urllib.parse import urlsplit
 
 from frontends.common.errors import StageError
+from ir.normal import abs_path
 
 _OCTAL = re.compile(r"^[0-7]+$")
 _SYMBOLIC = re.compile(r"^[ugoa]*(?:[-+=](?:[rwxXst]*|[ugo]))+(?:,[ugoa]*(?:[-+=](?:[rwxXst]*|[ugo]))+)*$")
@@ -22,16 +23,10 @@ def dest_path(cwd: str, p: str) -> str:
     """BuildKit ``pathRelativeToWorkingDir``: absolute, cleaned, trailing ``/`` kept."""
     if p in (".", ""):
         p = "./"
-    out = clean_abs(posixpath.join(cwd, p))
+    out = abs_path(posixpath.join(cwd, p))
     if (p.endswith("/") or p.endswith("/.")) and out != "/":
         out += "/"
     return out
-
-
-def clean_abs(path: str) -> str:
-    """``path`` cleaned (Go ``path.Clean``) with one leading ``/``."""
-    out = posixpath.normpath(path)
-    return "/" + out.lstrip("/")
 
 
 def check_chmod(chmod: str) -> str:
