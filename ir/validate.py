@@ -95,6 +95,7 @@ def _check_graph(doc: ops.Document) -> list[IRError]:
         kind = kinds[digest] = op.kind
         n_outputs[digest] = 1 if kind != "exec" else _outputs(op, digest, err)
     checks = _CHECKS
+    alike: dict[str, str] = {}
     for digest, op in doc.ops.items():
         kind = kinds[digest]
         n_in = len(op.inputs)
@@ -106,12 +107,12 @@ def _check_graph(doc: ops.Document) -> list[IRError]:
         for i, ref in enumerate(op.inputs):
             n = n_outputs.get(ref.op)
             if n is None or not 0 <= ref.output < n:
-                _check_ref(ref, f"{op_path(digest)}.inputs[{i}]", n_outputs, err)
+                _check_ref(ref, f"{op_path(digest)}.inputs[{i}]", n_outputs, err, alike)
         checks[kind](getattr(op, kind), op, digest, err)
     if not doc.roots:
         err("a document needs at least one root", "roots")
     for name, ref in doc.roots.items():
-        _check_ref(ref, f"roots.{name}", n_outputs, err)
+        _check_ref(ref, f"roots.{name}", n_outputs, err, alike)
     n_sources = len(doc.sources)
     for digest, meta in doc.metadata.items():
         if digest not in doc.ops:
@@ -139,16 +140,28 @@ def _outputs(op: ops.Op, digest: str, err) -> int:
     return len(outs)
 
 
-def _check_ref(ref: ops.Ref, path: str, n_outputs: dict[str, int], err) -> None:
+def _check_ref(ref: ops.Ref, path: str, n_outputs: dict[str, int], err, alike: dict[str, str]) -> None:
+    """``alike``: the first op of each short form (``_short_forms``), filled on the first dangling ref."""
     if ref.op not in n_outputs:
-        near = [d for d in n_outputs if d[:19] == ref.op[:19]]
+        if not alike:
+            alike.update(_short_forms(n_outputs))
+        near = alike.get(ref.op[:19])
         if near:  # the short forms would look alike: show both digests whole
             err(f"refers to op {ref.op} which is not in the document (an op with the same prefix is "
-                f"{near[0]})", f"{path}.op")
+                f"{near})", f"{path}.op")
         else:
             err(f"refers to op {short(ref.op)} which is not in the document", f"{path}.op")
     elif not 0 <= ref.output < n_outputs[ref.op]:
         err(f"output {ref.output} out of range: that op has {n_outputs[ref.op]} output(s)", f"{path}.output")
+
+
+def _short_forms(digests) -> dict[str, str]:
+    """The first of ``digests`` under each 19-character prefix: one pass, so a hostile graph of
+    many dangling refs costs linear time, not refs × ops."""
+    out: dict[str, str] = {}
+    for d in digests:
+        out.setdefault(d[:19], d)
+    return out
 
 
 def clean_abs(path: str) -> bool:

@@ -20,3 +20,14 @@ def test_the_fast_path_module_loads_no_frontend_validator_solver_or_typer():
     heavy = {"typer", "rich", "httpx", "lark", "ir.validate", "ir.codec", "frontends.dockerfile",
              "backend.solve.solver", "backend.oci.registry", "backend.export.reuse", "irctl.app"}
     assert loaded & heavy == set()
+
+
+def test_the_solver_loads_no_http_client_until_a_step_fetches():
+    """Every solve imports every op handler (``backend.ops.registry``), the http source's too: what
+    only a fetch needs (httpx, urllib.request with http.client and email, ~15 ms) stays unloaded."""
+    code = ("import sys, backend.solve.solver; "
+            "print(' '.join(m for m in ('httpx', 'urllib.request', 'http.client', 'backend.oci.transport') "
+            "if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=layering.ROOT).stdout.split()
+    assert loaded == []

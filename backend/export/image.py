@@ -95,7 +95,7 @@ def rfc3339_ns(ns: int) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _source(x: LayerLike) -> LayerSource:
+def layer_source(x: LayerLike) -> LayerSource:
     return x if isinstance(x, LayerSource) else LayerSource(Path(x))
 
 
@@ -181,7 +181,7 @@ def build_image(spec: ImageSpec, store: BlobStore, options: ExportOptions = Expo
     """Compress layers, write config + manifest into ``store``, return what was built."""
     if options.media_types not in ("oci", "docker"):
         raise ExportError(f"media_types must be 'oci' or 'docker', not {options.media_types!r}")
-    sources = [_source(x) for x in spec.layers]
+    sources = [layer_source(x) for x in spec.layers]
     for s in sources:
         if not s.path.is_dir():
             raise ExportError(f"layer directory {s.path} does not exist")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Sequence
 
 from backend.fs import devnodes, safefs
-from backend.export.image import ImageSpec, LayerLike, _source
+from backend.export.image import ImageSpec, LayerLike, layer_source
 from backend.export.reuse import ExportMemo, replacing, what_digest
 from backend.export.rootfs import write_rootfs_tar
 from backend.fs.layerformat import is_opaque, read_xattrs
@@ -130,7 +130,7 @@ def flatten_layers(layers: Sequence[LayerLike], dest: str | os.PathLike[str], pr
     os.makedirs(out, exist_ok=True)
     is_root = os.geteuid() == 0
     for layer in layers:
-        apply_layer(os.fsencode(os.fspath(_source(layer).path)), out, is_root, private, report)
+        apply_layer(os.fsencode(os.fspath(layer_source(layer).path)), out, is_root, private, report)
     return Path(os.fsdecode(out))
 
 
@@ -162,7 +162,7 @@ def export_tar(spec: ImageSpec, out: BinaryIO, *, tmp_dir: str | os.PathLike[str
                source_date_epoch: int | None = None) -> str:
     """Write the flattened rootfs as one uncompressed tar to ``out``; returns its sha256 digest.
     (Straight from the layers, ``backend.export.rootfs``; ``tmp_dir`` is no longer needed.)"""
-    return write_rootfs_tar([_source(x).path for x in spec.layers], out, source_date_epoch=source_date_epoch)
+    return write_rootfs_tar([layer_source(x).path for x in spec.layers], out, source_date_epoch=source_date_epoch)
 
 
 def export_tar_file(spec: ImageSpec, dest: str | os.PathLike[str], *, memo_root: str | os.PathLike[str],
@@ -171,7 +171,7 @@ def export_tar_file(spec: ImageSpec, dest: str | os.PathLike[str], *, memo_root:
     must be the store's (immutable, named by content): a tar of the same layers already at ``dest``,
     untouched since, is not written again (``backend.export.reuse``)."""
     memo = ExportMemo(memo_root)
-    what = what_digest("rootfs-tar", *(os.fsencode(os.path.abspath(_source(x).path)) for x in spec.layers),
+    what = what_digest("rootfs-tar", *(os.fsencode(os.path.abspath(layer_source(x).path)) for x in spec.layers),
                        b"%d" % source_date_epoch if source_date_epoch is not None else b"-")
     rec = memo.unchanged(dest, what)
     if rec is not None and isinstance(rec.get("result"), str) and rec["result"].startswith("sha256:"):

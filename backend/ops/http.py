@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import urllib.request
 from pathlib import Path
 
 from ir import ops as irops
@@ -29,6 +28,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _proxy_for(url) -> str | None:
+    import urllib.request  # lazy: ~15 ms (http.client, email); every solve imports this module, few fetch
+
     proxies = urllib.request.getproxies_environment()
     proxy = proxies.get(url.scheme) or proxies.get("all")
     if not proxy or urllib.request.proxy_bypass_environment(url.host, proxies):

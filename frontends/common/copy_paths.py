@@ -11,6 +11,7 @@ import re
 from urllib.parse import urlsplit
 
 from frontends.common.errors import StageError
+from ir.normal import abs_path
 
 _OCTAL = re.compile(r"^[0-7]+$")
 _SYMBOLIC = re.compile(r"^[ugoa]*(?:[-+=](?:[rwxXst]*|[ugo]))+(?:,[ugoa]*(?:[-+=](?:[rwxXst]*|[ugo]))+)*$")
@@ -22,15 +23,10 @@ def dest_path(cwd: str, p: str) -> str:
     """BuildKit ``pathRelativeToWorkingDir``: absolute, cleaned, trailing ``/`` kept."""
     if p in (".", ""):
         p = "./"
-    out = _clean(posixpath.join(cwd, p))
+    out = abs_path(posixpath.join(cwd, p))
     if (p.endswith("/") or p.endswith("/.")) and out != "/":
         out += "/"
     return out
-
-
-def _clean(path: str) -> str:
-    out = posixpath.normpath(path)
-    return "/" + out.lstrip("/")
 
 
 def check_chmod(chmod: str) -> str:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from frontends import BuildRequest, Compiled, FrontendError, ImageResolver
+from frontends import BuildRequest, Compiled, ImageResolver
 from frontends.common import stage as S
-from frontends.common.expand import Expander, ExpandError
+from frontends.common.errors import ExpandError
+from frontends.common.expand import Expander
 from frontends.common.model import MountDecl, Recipe, StageDecl, Step, Where
 from frontends.common.mounts import MountError, mount_from_options
 from frontends.common.platforms import parse_platform, predefined_args
-from frontends.errors import SourceError, quoted_hint
+from frontends.errors import FrontendError, SourceError, quoted_hint
 from ir import builder, ops
 
 _LAYER_STEPS = ("run", "copy", "add", "workdir")

@@ -30,7 +30,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
-from frontends.common.copy_paths import (_clean, check_checksum, check_chmod, dest_path, is_http, parse_git_ref,
+from frontends.common.copy_paths import (check_checksum, check_chmod, dest_path, is_http, parse_git_ref,
                                          url_filename)
 from frontends.common.errors import StageError
 from frontends.common.gostrings import go_list, go_quoted_list
@@ -40,6 +40,7 @@ from frontends.common.mounts import MountSpec, cache_id
 from frontends.common.platforms import PROXY_ARGS
 from frontends.common.sources import Source, image_source, named_context, resolve_source  # noqa: F401 (API)
 from ir import builder, ops
+from ir.normal import abs_path
 
 __all__ = ["Stage", "StageError", "begin", "derive", "finish", "Source", "resolve_source",
            "image_source", "named_context"]
@@ -73,7 +74,7 @@ def inherit(s: Stage) -> None:
         k, _, v = e.partition("=")
         s.env[k] = v
     if s.image.working_dir:
-        s.cwd = "/" + posixpath.normpath(posixpath.join("/", s.image.working_dir)).lstrip("/")  # IR normal form
+        s.cwd = abs_path(s.image.working_dir)  # IR normal form
     s.user = s.image.user
 
 
@@ -364,11 +365,11 @@ def copy_files(s: Stage, sources: Sequence[str], dest: str, *, context: Callable
                 pivot, sep, pattern = src.partition("/./")
                 if not sep:
                     pivot, pattern = "/", src
-                patterns = (_clean("/" + pattern).lstrip("/"),)
+                patterns = (abs_path(pattern).lstrip("/"),)
                 path = pivot
             if from_state is None and on_local is not None:
                 on_local(src)
-            put(from_state if from_state is not None else context(), _clean("/" + path),
+            put(from_state if from_state is not None else context(), abs_path(path),
                 follow_symlinks=True, contents_only=True, include=patterns,
                 unpack=add and unpack is not False, allow_wildcard=True, allow_empty_wildcard=True)
     for path, data in inline:

@@ -22,7 +22,7 @@ from functools import lru_cache
 from frontends.common.expand import GO_SPACE
 from frontends.common.gostrings import go_quote
 
-_TOKEN_WS = re.compile(r"[\t\v\f\r ]+")
+TOKEN_WS = re.compile(r"[\t\v\f\r ]+")
 _SPACE = frozenset(GO_SPACE)
 _SPACES = re.compile("[" + re.escape(GO_SPACE) + "]+")
 _PLAIN_WORD = re.compile("[^'\"" + re.escape(GO_SPACE) + "]*")
@@ -51,11 +51,11 @@ RULES = {
 NOT_STRING_ARRAY = "when using JSON array syntax, arrays must be comprised of strings only"
 
 
-class _NotJSON(Exception):
+class NotJSON(Exception):
     pass
 
 
-class _NotStrings(Exception):
+class NotStrings(Exception):
     pass
 
 
@@ -76,11 +76,11 @@ def _decode_jstring(tok: str) -> str:
 
 
 def parse_json_array(rest: str) -> list[str]:
-    """Exec form: a JSON array of strings (Go ``encoding/json`` strictness).  Raises ``_NotJSON``
-    when ``rest`` is not a JSON array at all and ``_NotStrings`` for an array of non-strings."""
+    """Exec form: a JSON array of strings (Go ``encoding/json`` strictness).  Raises ``NotJSON``
+    when ``rest`` is not a JSON array at all and ``NotStrings`` for an array of non-strings."""
     rest = rest.lstrip(GO_SPACE)
     if not rest.startswith("["):
-        raise _NotJSON()
+        raise NotJSON()
     # Fast path: whenever Python's (also strict, RFC 8259) decoder reads an array of strings,
     # Go's does too, with the same result.  Everything else (invalid JSON, NaN, numbers, nested
     # values) is classified by the grammar, which is the definition of the exec form.
@@ -97,13 +97,13 @@ def parse_json_array(rest: str) -> list[str]:
     try:
         tree = _json_parser().parse(rest)
     except LarkError:
-        raise _NotJSON() from None
+        raise NotJSON() from None
     out = []
     for child in tree.children:
         if child is None:
             continue
         if child.data != "jstring":
-            raise _NotStrings()
+            raise NotStrings()
         out.append(_decode_jstring(child.children[0]))
     return out
 
@@ -204,10 +204,10 @@ def parse_words(rest: str, escape: str) -> list[str]:
 def _split_ws(rest: str) -> list[str]:
     if rest == "":
         return []
-    return _TOKEN_WS.split(rest)
+    return TOKEN_WS.split(rest)
 
 
-class _ArgError(Exception):
+class ArgError(Exception):
     def __init__(self, message: str, offset: int = 0) -> None:
         super().__init__(message)
         self.message = message
@@ -219,14 +219,14 @@ def _name_val(rest: str, key: str, escape: str) -> list[str]:
     if not words:
         return []
     if "=" not in words[0]:
-        parts = _TOKEN_WS.split(rest, maxsplit=1)
+        parts = TOKEN_WS.split(rest, maxsplit=1)
         if len(parts) < 2:
-            raise _ArgError(f"{key} must have two arguments")
+            raise ArgError(f"{key} must have two arguments")
         return [parts[0], parts[1], ""]
     out: list[str] = []
     for w in words:
         if "=" not in w:
-            raise _ArgError(
+            raise ArgError(
                 f"Syntax error - can't find = in {go_quote(w)}. Must be of the form: name=value",
                 max(rest.find(w), 0),
             )
@@ -238,9 +238,9 @@ def _name_val(rest: str, key: str, escape: str) -> list[str]:
 def _maybe_json(rest: str) -> tuple[list[str], bool]:
     try:
         return parse_json_array(rest), True
-    except _NotStrings:
-        raise _ArgError(NOT_STRING_ARRAY) from None
-    except _NotJSON:
+    except NotStrings:
+        raise ArgError(NOT_STRING_ARRAY) from None
+    except NotJSON:
         return [rest], False
 
 
@@ -259,9 +259,9 @@ def apply_rule(keyword: str, rest: str, escape: str) -> tuple[list[str], bool]:
     if rule == "json_or_list":
         try:
             return parse_json_array(rest), True
-        except _NotStrings:
-            raise _ArgError(NOT_STRING_ARRAY) from None
-        except _NotJSON:
+        except NotStrings:
+            raise ArgError(NOT_STRING_ARRAY) from None
+        except NotJSON:
             return _split_ws(rest), False
     if rule == "name_or_name_val":
         return parse_words(rest, escape), False

@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from frontends.common.expand import Expander, ExpandError
+from frontends.common.errors import ExpandError
+from frontends.common.expand import Expander
 from frontends.dockerfile import instructions as I
 from frontends.dockerfile.syntax import SyntaxTree
 from frontends.errors import SourceWarning, Span

@@ -20,7 +20,8 @@ from dataclasses import replace
 
 from frontends import BuildRequest, Compiled, ImageResolver, NamedContext
 from frontends.common import stage as S
-from frontends.common.expand import Expander, ExpandError
+from frontends.common.errors import ExpandError
+from frontends.common.expand import Expander
 from frontends.common.image_config import ImageState
 from frontends.common.platforms import platform_string
 from frontends.common.sources import familiar_names

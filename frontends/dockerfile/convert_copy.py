@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from frontends.common import stage as S
 from frontends.common.copy_paths import check_checksum, check_chmod
-from frontends.common.errors import StageError
-from frontends.common.expand import Expander, ExpandError
+from frontends.common.errors import ExpandError, StageError
+from frontends.common.expand import Expander
 from frontends.common.gostrings import go_quote
 from frontends.dockerfile import instructions as I
 from frontends.dockerfile.dispatch import Dispatch, Lowering

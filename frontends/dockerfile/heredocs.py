@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 
-from frontends.common.expand import Expander, ExpandError
+from frontends.common.errors import ExpandError
+from frontends.common.expand import Expander
 from frontends.dockerfile.scanner import HeredocBody
 
 HEREDOC_WORD = re.compile(r"(\d*)<<(-?)([^<]*)\Z", re.S)

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from frontends import BuildRequest, NamedContext
-from frontends.common.expand import Expander, ExpandError
+from frontends.common.errors import ExpandError
+from frontends.common.expand import Expander
 from frontends.common.platforms import parse_platform, predefined_args
 from frontends.dockerfile import instructions as I
 from frontends.errors import FrontendError, SourceError, Span, did_you_mean

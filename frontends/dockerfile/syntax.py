@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from frontends.common.expand import GO_SPACE
 from frontends.common.gostrings import go_quote
 from frontends.dockerfile.arguments import (
-    _TOKEN_WS, FlagWord, _ArgError, _NotJSON, _NotStrings, apply_rule, extract_flags, parse_json_array,
+    TOKEN_WS, ArgError, FlagWord, NotJSON, NotStrings, apply_rule, extract_flags, parse_json_array,
 )
 from frontends.dockerfile.heredocs import HEREDOC_KEYWORDS, heredocs_in
 from frontends.dockerfile.scanner import Directive, HeredocBody, LineSource, LogicalLine, Scanner
@@ -127,7 +127,7 @@ def _node_from(text: str, base: int, ll: LogicalLine, escape: str, src: LineSour
     flags: list[FlagWord] = []
     rest = ""
     args_offset = cmd_offset + len(trimmed)
-    m = _TOKEN_WS.search(trimmed)
+    m = TOKEN_WS.search(trimmed)
     if m is None:
         cmd = trimmed
     else:
@@ -147,7 +147,7 @@ def _node_from(text: str, base: int, ll: LogicalLine, escape: str, src: LineSour
     else:
         try:
             values, json_form = apply_rule(keyword, rest, escape)
-        except _ArgError as e:
+        except ArgError as e:
             line, col = ll.position(args_offset + e.offset)
             raise SourceError(e.message, src.span(line, col)) from None
     return Node(
@@ -158,12 +158,12 @@ def _node_from(text: str, base: int, ll: LogicalLine, escape: str, src: LineSour
 
 def _wants_heredocs(text: str, scanner: Scanner) -> list[HeredocBody]:
     trimmed = text.strip(GO_SPACE)
-    parts = _TOKEN_WS.split(trimmed, maxsplit=1)
+    parts = TOKEN_WS.split(trimmed, maxsplit=1)
     keyword = parts[0].lower()
     if keyword == "onbuild" and len(parts) == 2:
         offset, _ = extract_flags(parts[1], 0, scanner.escape)
         sub = parts[1][offset:].strip(GO_SPACE)
-        parts = _TOKEN_WS.split(sub, maxsplit=1)
+        parts = TOKEN_WS.split(sub, maxsplit=1)
         keyword = parts[0].lower()
         text = sub
     if keyword not in HEREDOC_KEYWORDS or len(parts) < 2:
@@ -174,7 +174,7 @@ def _wants_heredocs(text: str, scanner: Scanner) -> list[HeredocBody]:
         try:
             parse_json_array(rest)
             return []  # exec form never carries heredocs
-        except (_NotJSON, _NotStrings):
+        except (NotJSON, NotStrings):
             pass
     return heredocs_in(text)
 

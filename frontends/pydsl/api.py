@@ -38,8 +38,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
-from frontends import FrontendError
-from frontends.errors import quoted_hint
+from frontends.errors import FrontendError, quoted_hint
 from frontends.common.model import MountDecl, Step, Where
 from ir.ops import NETWORK_MODES, SECURITY_MODES, SHARING_MODES
 
@@ -87,14 +86,14 @@ class Session:
     targets: dict[str, tuple["Stage", Where]] = field(default_factory=dict)
 
 
-_session: ContextVar[Session | None] = ContextVar("irctl_pydsl_session", default=None)
+active_session: ContextVar[Session | None] = ContextVar("irctl_pydsl_session", default=None)
 
 
 def _current() -> Session:
-    s = _session.get()
+    s = active_session.get()
     if s is None:  # imported outside `irctl build`: still usable, with no build args
         s = Session({})
-        _session.set(s)
+        active_session.set(s)
     return s
 
 

@@ -16,7 +16,8 @@ import platform
 import struct
 import sys
 
-from frontends import FrontendError, ResolvedImage
+from frontends import ResolvedImage
+from frontends.errors import FrontendError
 from frontends.pydsl import wire
 from frontends.pydsl.load import compile_pydsl
 from ir import codec, ops

@@ -19,7 +19,7 @@ import traceback
 from frontends import BuildRequest, Compiled, ImageResolver
 from frontends.common.lower import lower
 from frontends.common.model import MountDecl, Recipe, StageDecl, Step, Where
-from frontends.pydsl.api import DslError, Session, Stage, _session
+from frontends.pydsl.api import DslError, Session, Stage, active_session
 from ir import ops
 
 
@@ -31,7 +31,7 @@ def execute(request: BuildRequest) -> tuple[Session, dict]:
         code = compile(request.source, request.filename, "exec", dont_inherit=True)
     except SyntaxError as e:
         raise DslError(f"SyntaxError: {e.msg}", Where(request.filename, e.lineno or 1)) from None
-    token = _session.set(session)
+    token = active_session.set(session)
     try:
         exec(code, namespace)
     except DslError:
@@ -42,7 +42,7 @@ def execute(request: BuildRequest) -> tuple[Session, dict]:
         text = "".join(traceback.format_exception_only(type(e), e)).strip()
         raise DslError(text, _user_frame(e, request.filename)) from None
     finally:
-        _session.reset(token)
+        active_session.reset(token)
     return session, namespace
 
 

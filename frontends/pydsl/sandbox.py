@@ -38,7 +38,8 @@ import threading
 import time
 from pathlib import Path
 
-from frontends import BuildRequest, Compiled, FrontendError, ImageResolver
+from frontends import BuildRequest, Compiled, ImageResolver
+from frontends.errors import FrontendError
 from frontends.pydsl import wire
 from ir import ops
 from ir.errors import IRError

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import backend.fileops.context as context_mod
 from backend.fileops.context import ContextScan, StatCache, scan_context, selection_digest
-from backend.fileops.actions import FileOpError, SourceView
+from backend.fileops.copy import FileOpError, SourceView
 from ir.ops import CopyAction
 
 

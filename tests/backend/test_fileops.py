@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from backend.fileops.actions import apply_actions
 from backend.fileops.chmod import ChmodError, parse_chmod
+from backend.fileops.copy import FileOpError, SourceView
 from backend.fileops.destroot import resolve_owner
-from backend.fileops.actions import FileOpError, SourceView, UnpackLimits, apply_actions
+from backend.fileops.unpack import UnpackLimits
 from ir.ops import CopyAction, FileAction, MkdirAction, MkfileAction, Owner, RmAction, SymlinkAction
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="file ops tests chown: run as root")

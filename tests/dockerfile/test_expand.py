@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from frontends.common.expand import Expander, ExpandError, expand_word, expand_words
+from frontends.common.errors import ExpandError
+from frontends.common.expand import Expander, expand_word, expand_words
 from tests.dockerfile.corpus import BUILDKIT, needs_corpus
 
 SHELL = BUILDKIT / "shell"

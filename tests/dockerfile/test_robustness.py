@@ -7,7 +7,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from frontends.common.expand import Expander, ExpandError
+from frontends.common.errors import ExpandError
+from frontends.common.expand import Expander
 from frontends.dockerfile.dockerignore import IgnoreError, ignore_matcher
 from frontends.dockerfile.parse import parse_dockerfile
 from frontends.errors import SourceError
