@@ -260,3 +260,80 @@ def test_function_level_imports_of_our_modules_say_why(path: Path) -> None:
            for line, module, nested in own_imports(path)
            if nested and LAZY_MARK not in lines[line - 1] and LAZY_MARK not in lines[line - 2]]
     assert not bad, "\n".join(bad)
+
+
+# ---------------------------------------------------------------------------------------- module hygiene
+def private_imports_in(text: str, parts: tuple[str, ...]) -> list[tuple[int, str]]:
+    """(line, module.name) of every ``_private`` name imported from another of our modules: a name
+    another module needs is part of its home's interface and says so by being public."""
+    out = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] in OURS):
+            out += [(node.lineno, f"{node.module}.{a.name}") for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")]
+    return out
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=[str(p.relative_to(ROOT)) for p in ALL_FILES])
+def test_no_private_name_is_imported_from_another_module(path: Path) -> None:
+    bad = [f"{path.relative_to(ROOT)}:{line}: imports the private {name}"
+           for line, name in private_imports_in(path.read_text(encoding="utf-8"), path.relative_to(ROOT).parts)]
+    assert not bad, "\n".join(bad)
+
+
+ENVIRONMENT_PROBES = {"in_user_namespace", "read_id_map", "geteuid", "getuid"}
+
+
+def _called_name(node: ast.AST) -> str:
+    if isinstance(node, ast.Call):
+        f = node.func
+        return f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+    return ""
+
+
+def import_time_probes_in(text: str) -> list[tuple[int, str]]:
+    """(line, name) of calls that ask the process's environment, made while a module is imported (at
+    module level or in a class body), directly or through a function of the same module: their answer
+    would be the namespace the module happened to be imported in, not the one it runs in
+    (backend/userns.py enters the rootless namespace after the imports)."""
+    tree = ast.parse(text)
+    functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    probes = set(ENVIRONMENT_PROBES)
+    while True:  # a module function that calls a probe is one
+        more = {name for name, f in functions.items() if name not in probes
+                and any(_called_name(n) in probes for n in ast.walk(f))}
+        if not more:
+            break
+        probes |= more
+    out = []
+    pending: list[ast.AST] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue  # runs when called, not when imported
+        if isinstance(node, ast.ClassDef):
+            pending += node.body + node.decorator_list
+            continue
+        if _called_name(node) in probes:
+            out.append((node.lineno, _called_name(node)))
+        pending += list(ast.iter_child_nodes(node))
+    return sorted(out)
+
+
+@pytest.mark.parametrize("path", BACKEND_FILES, ids=[str(p.relative_to(ROOT)) for p in BACKEND_FILES])
+def test_no_backend_module_asks_its_namespace_at_import(path: Path) -> None:
+    bad = [f"{path.relative_to(ROOT)}:{line}: {name}() runs at import time"
+           for line, name in import_time_probes_in(path.read_text(encoding="utf-8"))]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_hygiene_checkers_see_what_they_look_for() -> None:
+    assert private_imports_in("from backend.fs.safefs import _walk, walk\nfrom os import _exit\n", ("x",)) \
+        == [(1, "backend.fs.safefs._walk")]
+    src = ("PREFIX = 'user.' if in_user_namespace() else 'trusted.'\n"
+           "class C:\n    ROOT = os.geteuid() == 0\n"
+           "def f():\n    return in_user_namespace()\n"
+           "g = lambda: os.getuid()\n"
+           "def _prefix():\n    return 'user.' if f() else 'trusted.'\n"
+           "XATTR_PREFIX = _prefix()\n")  # the shape of the bug issue 13 found in snapshot.py
+    assert import_time_probes_in(src) == [(1, "in_user_namespace"), (3, "geteuid"), (9, "_prefix")]
