@@ -1,6 +1,5 @@
 """The CLI tests' fixtures: a loopback registry holding busybox and a private cache.  The CLI
-runner itself lives in ``tests.support.cli`` (imported here for the tests that still import it
-from this module)."""
+runner itself lives in ``tests.support.cli``."""
 
 from __future__ import annotations
 
@@ -8,8 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from tests.support.cli import Result, irctl, run_image  # noqa: F401  (re-exported)
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.cli.conftest import irctl, run_image
-from tests.support.cli import write
+from tests.support.cli import irctl, run_image, write
 
 pytestmark = pytest.mark.e2e
 

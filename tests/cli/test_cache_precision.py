@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import irctl
-from tests.cli.test_build import write
+from tests.support.cli import irctl, write
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import irctl
+from tests.support.cli import irctl
 
 pytestmark = pytest.mark.e2e
 FAST = "build inputs unchanged"

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cli.conftest import irctl
-from tests.cli.test_build import write
+from tests.support.cli import irctl, write
 
 pytestmark = pytest.mark.e2e
 

@@ -1,5 +1,5 @@
 """Helpers for the security suite: scanning everything irctl wrote for a value, crafting hostile
-archives and images, and running the real CLI (``tests.cli.conftest.irctl``) on them."""
+archives and images, and running the real CLI (``tests.support.cli.irctl``) on them."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from tests.cli.conftest import busybox_ref, cache_env, irctl  # noqa: F401  (fixtures re-exported)
+from tests.cli.conftest import busybox_ref, cache_env  # noqa: F401  (fixtures re-exported)
 from tests.support.baseimage import PATH_ENV, _layer_tar
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import Result, irctl
+from tests.support.cli import Result, irctl
 from tests.security.conftest import write_ctx
 
 

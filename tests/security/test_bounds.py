@@ -256,7 +256,7 @@ def test_a_hostile_ignore_pattern_costs_linear_time(tmp_path: Path, pattern: str
     """A .dockerignore line with many stars against a long name: Python's backtracking regex took
     n**k steps — ``*a*a*a*a*a*a*a*a*a*a*a*a*b`` and a 200-character name ran for more than ten
     minutes and ignored SIGTERM (found by the review after issue 11).  Through the real CLI."""
-    from tests.cli.conftest import irctl
+    from tests.support.cli import irctl
 
     ctx = tmp_path / "ctx"
     (ctx / ("a" * 200)).mkdir(parents=True)
@@ -300,7 +300,7 @@ def test_the_automaton_agrees_with_the_regex() -> None:
 def test_a_hostile_copy_wildcard_costs_linear_time(tmp_path: Path) -> None:
     """The same backtracking through ``COPY *a*a…*b`` (Go's ``filepath.Match`` rules) against a
     200-character name in the context (found by the review after issue 11)."""
-    from tests.cli.conftest import irctl
+    from tests.support.cli import irctl
 
     ctx = tmp_path / "ctx"
     ctx.mkdir()
@@ -321,7 +321,7 @@ def test_a_hostile_substitution_pattern_costs_linear_time(tmp_path: Path, modifi
     """``${V/pattern/x}``, ``${V#pattern}``, ``${V%pattern}`` with many stars on a long value: the
     compile runs on the host, and a backtracking regex did not finish (found by the review after
     issue 11). Through the real CLI, on a value 100 times longer than the one that hung."""
-    from tests.cli.conftest import irctl
+    from tests.support.cli import irctl
 
     ctx = tmp_path / "ctx"
     ctx.mkdir()

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from tests.cli.conftest import irctl
+from tests.support.cli import irctl
 from tests.security.conftest import write_ctx
 
 pytestmark = pytest.mark.e2e

@@ -26,7 +26,7 @@ from backend.errors import GrantError
 from backend.ops import http as http_source
 from ir import builder as b
 from ir import ops
-from tests.cli.conftest import irctl
+from tests.support.cli import irctl
 from tests.security.test_host_exec import make_repo, write_graph
 
 SECRET = "root-only-repository-secret-7f3a"

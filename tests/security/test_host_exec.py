@@ -17,7 +17,7 @@ import pytest
 
 from ir import builder as b
 from ir import codec
-from tests.cli.conftest import irctl
+from tests.support.cli import irctl
 
 
 def write_graph(path: Path, state: b.State) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from tests.cli.conftest import irctl
+from tests.support.cli import irctl
 from tests.security.conftest import entry, make_layout, push_layout, tar_bytes, write_ctx
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import irctl
+from tests.support.cli import irctl
 from tests.security.conftest import scan_tree, write_ctx
 
 pytestmark = pytest.mark.e2e

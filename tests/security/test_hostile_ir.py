@@ -13,7 +13,7 @@ import pytest
 
 from ir import builder as b
 from ir.codec import HEADER, MAGIC, VERSION, dump_document, load_raw
-from tests.cli.conftest import irctl
+from tests.support.cli import irctl
 
 pytestmark = pytest.mark.e2e
 

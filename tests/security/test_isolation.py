@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import irctl
+from tests.support.cli import irctl
 from tests.security.conftest import write_ctx
 
 pytestmark = pytest.mark.e2e

@@ -188,7 +188,7 @@ def test_every_step_gets_a_fresh_namespace(builder):
 
 def test_solve_refuses_host_network_without_the_grant(tmp_path, layout_ctx):
     """A third party's IR asking for the host's network gets it only from the command line."""
-    from tests.cli.conftest import irctl
+    from tests.support.cli import irctl
 
     ctx = write_ctx(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nRUN --network=host true\nRUN true\n"})
     graph = tmp_path / "g.irb"

@@ -21,7 +21,7 @@ import pytest
 from frontends import BuildRequest, FrontendError, ResolvedImage
 from frontends.pydsl import FRONTEND
 from ir import ops
-from tests.cli.conftest import irctl
+from tests.support.cli import irctl
 from tests.rootless.conftest import user_cli  # noqa: F401  (fixture)
 
 HEAD = "from frontends.pydsl import image, target\n"

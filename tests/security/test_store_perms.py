@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import irctl
+from tests.support.cli import irctl
 from tests.rootless.conftest import user_cli  # noqa: F401  (session fixture)
 from tests.security.conftest import entry, tar_bytes, write_ctx
 
