@@ -10,7 +10,6 @@ import gzip
 import io
 import lzma
 import os
-import re
 import stat
 import uuid
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from tests.support.cli import irctl
+from tests.support.cli import error_line, irctl
 from tests.security.conftest import entry, make_layout, push_layout, tar_bytes, write_ctx
 
 pytestmark = pytest.mark.e2e
@@ -59,16 +58,6 @@ def _host_untouched(mark: str) -> list[str]:
     return [str(p) for d in ("/tmp", "/etc", "/") for p in Path(d).glob(f"{mark}*")]
 
 
-def _error_line(stderr: str) -> str:
-    """The error report's first line: after a step's `#n ERROR` marker (the message follows, once)."""
-    all_lines = stderr.splitlines()
-    for i, line in enumerate(all_lines[:-1]):
-        if re.match(r"#\d+ ERROR ", line):
-            return all_lines[i + 1][:220]
-    lines = [line for line in all_lines if "error" in line.lower()]
-    return (lines[0] if lines else stderr.strip().splitlines()[-1])[:220]
-
-
 def _devices(out: Path) -> list[tuple[str, int, int]]:
     found = []
     for p in out.rglob("*"):
@@ -82,7 +71,7 @@ def _check(case: str, r, out: Path, mark: str, outcomes: dict) -> None:
     assert _host_untouched(mark) == [], f"{case}: wrote onto the host"
     if r.code != 0:
         assert "Traceback" not in r.stderr, r.stderr
-        outcomes[case] = "refused: " + _error_line(r.stderr)
+        outcomes[case] = "refused: " + error_line(r.stderr)
         return
     for p in out.rglob("*"):  # nothing in the export may point at (or be) a host file with our mark
         if p.is_file() and not p.is_symlink():

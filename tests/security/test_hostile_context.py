@@ -7,13 +7,12 @@ host must be untouched."""
 from __future__ import annotations
 
 import os
-import re
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.support.cli import irctl
+from tests.support.cli import error_line, irctl
 from tests.security.conftest import scan_tree, write_ctx
 
 pytestmark = pytest.mark.e2e
@@ -81,7 +80,7 @@ def test_copy_sources_stay_in_the_context(world, layout_ctx, case):
     if r.code != 0:
         assert "Traceback" not in r.stderr, r.stderr
         assert "error" in r.stderr.lower() or "ERROR" in r.stderr, r.stderr
-        print(f"{case}: refused: {_error_line(r.stderr)}")
+        print(f"{case}: refused: {error_line(r.stderr)}")
         return
     hits = scan_tree(out, [mark.encode(), *_shadow_lines()]).hits
     assert hits == [], f"{case}: content from outside the context reached the image: {hits}"
@@ -108,21 +107,11 @@ def test_copy_destination_symlinks_stay_in_the_image(tmp_path, layout_ctx, case)
     assert not list(Path("/").glob(f"{name}*"))
     if r.code != 0:
         assert "Traceback" not in r.stderr, r.stderr
-        print(f"{case}: refused: {_error_line(r.stderr)}")
+        print(f"{case}: refused: {error_line(r.stderr)}")
         return
     found = [p for p in out.rglob(f"{name}*")]
     assert found, f"{case}: the file did not land in the image"
     print(f"{case}: contained at {[str(p.relative_to(out)) for p in found]}")
-
-
-def _error_line(stderr: str) -> str:
-    """The error report's first line: after a step's `#n ERROR` marker (the message follows, once)."""
-    all_lines = stderr.splitlines()
-    for i, line in enumerate(all_lines[:-1]):
-        if re.match(r"#\d+ ERROR ", line):
-            return all_lines[i + 1][:220]
-    lines = [line for line in all_lines if "error" in line.lower()]
-    return (lines[0] if lines else stderr.strip().splitlines()[-1])[:220]
 
 
 @pytest.mark.parametrize("use", ["USER pwn\nRUN id -u > /uid", "COPY --chown=pwn f /f"])
@@ -137,7 +126,7 @@ def test_user_lookup_never_reads_host_files(tmp_path, layout_ctx, use):
                        layout_ctx, "user")
         assert r.code != 0, "the host's passwd file was used"
         assert "Traceback" not in r.stderr
-        assert "pwn" in _error_line(r.stderr), r.stderr
-        print(f"{use.splitlines()[0]}: refused: {_error_line(r.stderr)}")
+        assert "pwn" in error_line(r.stderr), r.stderr
+        print(f"{use.splitlines()[0]}: refused: {error_line(r.stderr)}")
     finally:
         host.unlink()

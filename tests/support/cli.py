@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -48,3 +49,13 @@ def write(ctx: Path, files: dict[str, str]) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
     return ctx
+
+
+def error_line(stderr: str) -> str:
+    """The error report's first line: after a step's `#n ERROR` marker (the message follows, once)."""
+    all_lines = stderr.splitlines()
+    for i, line in enumerate(all_lines[:-1]):
+        if re.match(r"#\d+ ERROR ", line):
+            return all_lines[i + 1][:220]
+    lines = [line for line in all_lines if "error" in line.lower()]
+    return (lines[0] if lines else stderr.strip().splitlines()[-1])[:220]
