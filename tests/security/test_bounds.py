@@ -17,12 +17,9 @@ import pytest
 
 from tests.security import hostile_ir
 from tests.security.measure import MIB, run_measured
+from tests.support.cli import irctl, irctl_argv
 
 RSS_LIMIT = 256 * MIB
-
-
-def irctl(*args) -> list[str]:
-    return [sys.executable, "-m", "irctl", *map(str, args)]
 
 
 CASES = hostile_ir.cases()
@@ -34,7 +31,7 @@ def test_hostile_ir_file_costs_bounded_memory(name: str, tmp_path: Path) -> None
     assert len(data) < MIB
     path = tmp_path / f"{name}.irg"
     path.write_bytes(data)
-    code, out, err, rss = run_measured(irctl("validate", path))
+    code, out, err, rss = run_measured(irctl_argv("validate", path))
     text = err.decode()
     print(f"{name}: {len(data)} bytes, peak RSS {rss / MIB:.0f} MiB: {text.strip()[:160]}")
     assert "Traceback" not in text and "MemoryError" not in text
@@ -50,14 +47,14 @@ def test_other_readers_of_ir_files_are_bounded_too(name: str, command: str, tmp_
     path = tmp_path / f"{name}.irg"
     path.write_bytes(CASES[name])
     env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
-    code, out, err, rss = run_measured(irctl(*command.split(), path), env=env)
+    code, out, err, rss = run_measured(irctl_argv(*command.split(), path), env=env)
     assert "Traceback" not in err.decode()
     assert code == 2 and len(err.decode().strip().splitlines()) == 1, err
     assert rss < RSS_LIMIT, f"{command} {name}: peak RSS {rss / MIB:.0f} MiB"
 
 
 def test_standard_input_is_bounded_too() -> None:
-    code, out, err, rss = run_measured(irctl("validate", "-"), stdin=CASES["rle-bomb-empty-lists"])
+    code, out, err, rss = run_measured(irctl_argv("validate", "-"), stdin=CASES["rle-bomb-empty-lists"])
     assert code == 2 and b"over the limit" in err and rss < RSS_LIMIT
 
 
@@ -74,7 +71,7 @@ def test_a_large_legitimate_graph_under_1_mib_is_accepted(tmp_path: Path) -> Non
     path = tmp_path / "big.irg"
     path.write_bytes(data)
     for command in ("validate", "dump"):
-        code, out, err, rss = run_measured(irctl(command, path))
+        code, out, err, rss = run_measured(irctl_argv(command, path))
         assert code == 0, err
         assert rss < RSS_LIMIT / 2, f"{command}: {rss / MIB:.0f} MiB"
 
@@ -111,8 +108,8 @@ def test_step_output_costs_linear_time_and_bounded_memory(tmp_path: Path, busybo
         env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
         t0 = time.monotonic()
         code, out, err, rss[mib] = run_measured(
-            irctl("build", ctx, "--build-context", f"busybox=oci-layout://{busybox_layout}:latest",
-                  "--progress=plain", "--no-cache"), env=env, timeout=300)
+            irctl_argv("build", ctx, "--build-context", f"busybox=oci-layout://{busybox_layout}:latest",
+                       "--progress=plain", "--no-cache"), env=env, timeout=300)
         times[mib] = time.monotonic() - t0
         assert code == 0, err[-2000:]
         lines = err.decode().splitlines()
@@ -165,7 +162,7 @@ def test_a_huge_sparse_ir_file_is_refused_before_reading(command: str, tmp_path:
         f.write(hostile_ir.frame(b"\x80", compress=False))
         f.truncate(8 << 30)
     env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
-    code, out, err, rss = run_measured(irctl(command, path), env=env)
+    code, out, err, rss = run_measured(irctl_argv(command, path), env=env)
     assert code == 2 and b"larger than" in err and b"Traceback" not in err, err
     assert rss < 100 * MIB
 
@@ -226,7 +223,7 @@ def test_graph_checks_and_rendering_are_linear_on_a_lattice(tmp_path: Path) -> N
     path.write_bytes(dump_document(doc))
     for command in (["validate"], ["dump"], ["dump", "--format", "dot"], ["dump", "--diff", path]):
         t0 = time.monotonic()
-        code, out, err, rss = run_measured(irctl(*command, path), timeout=60)
+        code, out, err, rss = run_measured(irctl_argv(*command, path), timeout=60)
         assert code in (0,) and time.monotonic() - t0 < 20, (command, err)
     deps = {d: sorted({r.op for r in op.inputs}) for d, op in doc.ops.items()}
     t0 = time.monotonic()
@@ -242,7 +239,7 @@ def test_a_valid_graph_near_the_budget_is_read_and_rendered_within_the_limit(com
     assert len(data) < MIB and limits.estimate(codec.unframe(data)) > limits.MIN_BUDGET * 0.8
     path = tmp_path / "big.irg"
     path.write_bytes(data)
-    code, out, err, rss = run_measured(irctl(*command.split(), path))
+    code, out, err, rss = run_measured(irctl_argv(*command.split(), path))
     assert code == 0, err
     print(f"{command}: peak RSS {rss / MIB:.0f} MiB")
     assert rss < RSS_LIMIT, f"{command}: {rss / MIB:.0f} MiB"
@@ -256,7 +253,6 @@ def test_a_hostile_ignore_pattern_costs_linear_time(tmp_path: Path, pattern: str
     """A .dockerignore line with many stars against a long name: Python's backtracking regex took
     n**k steps — ``*a*a*a*a*a*a*a*a*a*a*a*a*b`` and a 200-character name ran for more than ten
     minutes and ignored SIGTERM (found by the review after issue 11).  Through the real CLI."""
-    from tests.support.cli import irctl
 
     ctx = tmp_path / "ctx"
     (ctx / ("a" * 200)).mkdir(parents=True)
@@ -300,7 +296,6 @@ def test_the_automaton_agrees_with_the_regex() -> None:
 def test_a_hostile_copy_wildcard_costs_linear_time(tmp_path: Path) -> None:
     """The same backtracking through ``COPY *a*a…*b`` (Go's ``filepath.Match`` rules) against a
     200-character name in the context (found by the review after issue 11)."""
-    from tests.support.cli import irctl
 
     ctx = tmp_path / "ctx"
     ctx.mkdir()
@@ -321,7 +316,6 @@ def test_a_hostile_substitution_pattern_costs_linear_time(tmp_path: Path, modifi
     """``${V/pattern/x}``, ``${V#pattern}``, ``${V%pattern}`` with many stars on a long value: the
     compile runs on the host, and a backtracking regex did not finish (found by the review after
     issue 11). Through the real CLI, on a value 100 times longer than the one that hung."""
-    from tests.support.cli import irctl
 
     ctx = tmp_path / "ctx"
     ctx.mkdir()

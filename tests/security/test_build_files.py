@@ -6,19 +6,15 @@ context is the user's choice and read as named."""
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.security.measure import MIB, run_measured
+from tests.support.cli import irctl_argv
 
 OK = "FROM scratch\nCOPY a /a\n"
-
-
-def _irctl(*args) -> list[str]:
-    return [sys.executable, "-m", "irctl", *map(str, args)]
 
 
 @pytest.fixture
@@ -61,8 +57,8 @@ def _refused(argv: list[str], tmp_path: Path, marker: str, *words: str) -> str:
     return text
 
 
-COMMANDS = [lambda ctx, *a: _irctl("compile", ctx, "-o", ctx.parent / "out.irg", *a),
-            lambda ctx, *a: _irctl("build", ctx, "--progress", "plain", *a)]
+COMMANDS = [lambda ctx, *a: irctl_argv("compile", ctx, "-o", ctx.parent / "out.irg", *a),
+            lambda ctx, *a: irctl_argv("build", ctx, "--progress", "plain", *a)]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=["compile", "build"])
@@ -141,4 +137,4 @@ def test_dockerfile_parse_command_reads_bounded(extra: list, tmp_path: Path, hos
     big = tmp_path / "Dockerfile"
     with open(big, "wb") as f:
         f.truncate(8 << 30)
-    _refused(_irctl("dockerfile", "parse", *extra, big), tmp_path, host["marker"], "over the limit of 16.0 MiB")
+    _refused(irctl_argv("dockerfile", "parse", *extra, big), tmp_path, host["marker"], "over the limit of 16.0 MiB")

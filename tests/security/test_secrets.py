@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import tempfile
 import uuid
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.security.conftest import Scan, mounts_under, needles, scan_bytes, scan_tree, write_ctx
+from tests.support.cli import irctl_argv
 
 pytestmark = pytest.mark.e2e
 
@@ -39,10 +39,6 @@ SLOW = """FROM busybox
 RUN --mount=type=secret,id=filesec --mount=type=secret,id=envsec,env=MYSEC \\
     cat /run/secrets/filesec; echo "$MYSEC"; echo step-$((40+2))-running; sleep 30
 """
-
-
-def _irctl_argv(*args) -> list[str]:
-    return [sys.executable, "-m", "irctl", *map(str, args)]
 
 
 class Leaks:
@@ -66,7 +62,7 @@ class Leaks:
                 "XDG_RUNTIME_DIR": str(self.runtime_dir)}
 
     def args(self, ctx: Path, *extra) -> list[str]:
-        return _irctl_argv("build", ctx, "--build-context", f"busybox=oci-layout://{self.layout}:latest",
+        return irctl_argv("build", ctx, "--build-context", f"busybox=oci-layout://{self.layout}:latest",
                            "--secret", f"id=filesec,src={self.secret_file}", "--secret", "id=envsec,env=THE_ENV_SECRET",
                            *extra)
 

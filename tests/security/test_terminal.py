@@ -10,12 +10,12 @@ import json
 import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.security.conftest import write_ctx
+from tests.support.cli import irctl_argv
 
 # What a hostile step or graph would send: a window title (OSC), clear screen and home (CSI),
 # an 8-bit CSI (C1, U+009B), a carriage return and a backspace to overwrite, a forged progress line.
@@ -36,10 +36,6 @@ DOCKERFILE = f"""FROM busybox
 RUN {STEP}; sleep 1
 RUN echo "[/red] markup [bold]" ; {STEP} >&2; exit 4
 """
-
-
-def _irctl(*args) -> list[str]:
-    return [sys.executable, "-m", "irctl", *map(str, args)]
 
 
 def _run(argv: list[str], tmp: Path, tty: bool = False) -> str:
@@ -67,7 +63,7 @@ def test_step_output_and_dockerfile_text_reach_the_terminal_escaped(mode: str, t
                                                                       busybox_layout: Path) -> None:
     # the Dockerfile's own RUN line carries raw escapes too: it becomes the step's description
     ctx = write_ctx(tmp_path / "ctx", {"Dockerfile": DOCKERFILE.replace("exit 4", f"exit 4 # {TITLE}{CLEAR}")})
-    out = _run(_irctl("build", ctx, "--build-context", f"busybox=oci-layout://{busybox_layout}:latest",
+    out = _run(irctl_argv("build", ctx, "--build-context", f"busybox=oci-layout://{busybox_layout}:latest",
                       "--progress", mode, "--no-cache"), tmp_path, tty=mode in ("tty", "auto"))
     assert "exit code 4" in out, out[-3000:]
     _assert_safe(out, "tty" if mode in ("tty", "auto") else mode)
@@ -78,7 +74,7 @@ def test_step_output_and_dockerfile_text_reach_the_terminal_escaped(mode: str, t
 @pytest.mark.e2e
 def test_json_progress_escapes_as_json(tmp_path: Path, busybox_layout: Path) -> None:
     ctx = write_ctx(tmp_path / "ctx", {"Dockerfile": DOCKERFILE})
-    out = _run(_irctl("build", ctx, "--build-context", f"busybox=oci-layout://{busybox_layout}:latest",
+    out = _run(irctl_argv("build", ctx, "--build-context", f"busybox=oci-layout://{busybox_layout}:latest",
                       "--progress", "json", "--no-cache"), tmp_path)
     for raw in ("\x1b", "\x07", "\r", "\x08"):
         assert raw not in out
@@ -110,7 +106,7 @@ def test_ir_metadata_is_escaped_by_dump_and_validate(command: str, tmp_path: Pat
         from ir.codec import dump_document
 
         (tmp_path / "other.irg").write_bytes(dump_document(b.build_document({"default": b.image("x")})))
-    out = _run(_irctl(*args), tmp_path, tty=True)
+    out = _run(irctl_argv(*args), tmp_path, tty=True)
     _assert_safe(out, "plain")
     assert "\\x1b" in out or "\\x9b" in out, out
 
@@ -118,12 +114,12 @@ def test_ir_metadata_is_escaped_by_dump_and_validate(command: str, tmp_path: Pat
 def test_error_messages_are_escaped(tmp_path: Path) -> None:
     """A file name and a Dockerfile line quoted in an error; an IR error naming a hostile key."""
     ctx = write_ctx(tmp_path / "ctx", {"Dockerfile": f"FROM busybox\nFROBNICATE {TITLE}{CLEAR}\n"})
-    out = _run(_irctl("build", ctx, "--progress", "plain"), tmp_path, tty=True)
+    out = _run(irctl_argv("build", ctx, "--progress", "plain"), tmp_path, tty=True)
     assert "FROBNICATE" in out
     _assert_safe(out, "plain")
     hostile_name = tmp_path / f"graph{TITLE}.irg"
     hostile_name.write_bytes(b"not an IR file")
-    out = _run(_irctl("validate", hostile_name), tmp_path, tty=True)
+    out = _run(irctl_argv("validate", hostile_name), tmp_path, tty=True)
     assert "not an irctl IR file" in out
     _assert_safe(out, "plain")
 

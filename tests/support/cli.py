@@ -13,6 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def irctl_argv(*args) -> list[str]:
+    """The argv that runs the real CLI, for tests that run it themselves (under a pty, a memory
+    meter, ...) rather than through ``irctl``."""
+    return [sys.executable, "-m", "irctl", *map(str, args)]
+
+
 @dataclass
 class Result:
     code: int
