@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import irctl
+from tests.support.cli import FAST, build_ok, irctl
 
 pytestmark = pytest.mark.e2e
-FAST = "build inputs unchanged"
 FILE_OUTPUTS = ["type=oci", "type=docker", "type=tar"]
 
 
@@ -22,12 +21,6 @@ def ctx(tmp_path, busybox_ref) -> Path:
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(f"FROM {busybox_ref}\nRUN echo a > /a\n")
     return ctx
-
-
-def build(ctx: Path, env: dict, *extra: str) -> str:
-    r = irctl("build", "--progress", "plain", *extra, ctx, env=env)
-    assert r.code == 0, r.stderr
-    return r.stderr
 
 
 def ident(p: Path) -> tuple:
@@ -43,22 +36,22 @@ def exported_line(stderr: str) -> str:
 def test_a_noop_rebuild_leaves_the_export_alone(ctx, cache_env, tmp_path, kind):
     dest = tmp_path / "out.tar"
     out = f"{kind},dest={dest}"
-    first = build(ctx, cache_env, "--output", out, "-t", "app:1")
+    first = build_ok(ctx, cache_env, "--output", out, "-t", "app:1")
     assert FAST not in first
     before, data = ident(dest), dest.read_bytes()
-    second = build(ctx, cache_env, "--output", out, "-t", "app:1")
+    second = build_ok(ctx, cache_env, "--output", out, "-t", "app:1")
     assert FAST in second and exported_line(second) == exported_line(first)
     assert ident(dest) == before  # not rewritten
     # through the solver (an unrelated context file changed): the same image, still not rewritten
     (ctx / "unrelated.txt").write_text("x")
-    third = build(ctx, cache_env, "--output", out, "-t", "app:1")
+    third = build_ok(ctx, cache_env, "--output", out, "-t", "app:1")
     assert FAST not in third and exported_line(third) == exported_line(first)
     assert ident(dest) == before
     # another tag is another export (the name is in the archive): written again
-    build(ctx, cache_env, "--output", out, "-t", "app:2")
+    build_ok(ctx, cache_env, "--output", out, "-t", "app:2")
     if kind != "type=tar":
         assert dest.read_bytes() != data
-    build(ctx, cache_env, "--output", out, "-t", "app:1")
+    build_ok(ctx, cache_env, "--output", out, "-t", "app:1")
     assert dest.read_bytes() == data
 
 
@@ -66,7 +59,7 @@ def test_a_noop_rebuild_leaves_the_export_alone(ctx, cache_env, tmp_path, kind):
 def test_a_changed_destination_is_written_again(ctx, cache_env, tmp_path, kind):
     dest = tmp_path / "out.tar"
     out = f"{kind},dest={dest}"
-    build(ctx, cache_env, "--output", out)
+    build_ok(ctx, cache_env, "--output", out)
     data = dest.read_bytes()
     victim = tmp_path / "victim"
     victim.write_text("keep me")
@@ -89,7 +82,7 @@ def test_a_changed_destination_is_written_again(ctx, cache_env, tmp_path, kind):
         else:
             dest.unlink()
             dest.symlink_to(victim)
-        stderr = build(ctx, cache_env, "--output", out)
+        stderr = build_ok(ctx, cache_env, "--output", out)
         assert FAST not in stderr, change
         assert not dest.is_symlink() and dest.read_bytes() == data, change
     assert victim.read_text() == "keep me"
@@ -102,7 +95,7 @@ def test_a_planted_temporary_name_is_not_followed(ctx, cache_env, tmp_path, kind
     victim = tmp_path / "victim"
     victim.write_text("keep me")
     (tmp_path / "out.tar.partial").symlink_to(victim)
-    build(ctx, cache_env, "--output", f"{kind},dest={dest}")
+    build_ok(ctx, cache_env, "--output", f"{kind},dest={dest}")
     assert victim.read_text() == "keep me"
     assert tarfile.is_tarfile(dest)
     assert sorted(p.name for p in tmp_path.iterdir() if ".partial" in p.name) == ["out.tar.partial"]
@@ -111,25 +104,25 @@ def test_a_planted_temporary_name_is_not_followed(ctx, cache_env, tmp_path, kind
 def test_oci_directory_layout_is_checked_file_by_file(ctx, cache_env, tmp_path):
     dest = tmp_path / "layout"
     out = f"type=oci,tar=false,dest={dest}"
-    build(ctx, cache_env, "--output", out)
+    build_ok(ctx, cache_env, "--output", out)
     index = (dest / "index.json").read_bytes()
     blobs = sorted((dest / "blobs/sha256").iterdir())
     before = {p.name: ident(p) for p in blobs}
-    assert FAST in build(ctx, cache_env, "--output", out)
+    assert FAST in build_ok(ctx, cache_env, "--output", out)
     assert {p.name: ident(p) for p in blobs} == before
     # a blob rewritten in place (it is the store's hard link: copy it, then damage the copy)
     victim_blob = max(blobs, key=lambda p: p.stat().st_size)
     data = victim_blob.read_bytes()
     victim_blob.unlink()
     victim_blob.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
-    assert FAST not in build(ctx, cache_env, "--output", out)
+    assert FAST not in build_ok(ctx, cache_env, "--output", out)
     assert victim_blob.read_bytes() == data and (dest / "index.json").read_bytes() == index
     # a symlink planted for oci-layout is replaced, not written through
     victim = tmp_path / "victim"
     victim.write_text("keep me")
     (dest / "oci-layout").unlink()
     (dest / "oci-layout").symlink_to(victim)
-    assert FAST not in build(ctx, cache_env, "--output", out)
+    assert FAST not in build_ok(ctx, cache_env, "--output", out)
     assert victim.read_text() == "keep me" and not (dest / "oci-layout").is_symlink()
     # blobs/ swapped for a link elsewhere: refused in one line, nothing written there
     elsewhere = tmp_path / "elsewhere"
@@ -145,14 +138,14 @@ def test_a_killed_builds_debris_sends_the_next_build_down_the_ordinary_path(ctx,
     """The solver reaps what a killed build left (work dir, mounts, containers); the fast path
     would not, so it steps aside while such debris is there."""
     out = f"type=oci,dest={tmp_path / 'out.tar'}"
-    build(ctx, cache_env, "--output", out)
-    assert FAST in build(ctx, cache_env, "--output", out)
+    build_ok(ctx, cache_env, "--output", out)
+    assert FAST in build_ok(ctx, cache_env, "--output", out)
     tmp = Path(cache_env["IRCTL_CACHE_DIR"]) / "tmp"
     (tmp / "s-dead").mkdir()
     (tmp / "s-dead.lock").touch()  # nobody holds it: its build is gone
-    assert FAST not in build(ctx, cache_env, "--output", out)
+    assert FAST not in build_ok(ctx, cache_env, "--output", out)
     assert not (tmp / "s-dead").exists() and not (tmp / "s-dead.lock").exists()
-    assert FAST in build(ctx, cache_env, "--output", out)
+    assert FAST in build_ok(ctx, cache_env, "--output", out)
 
 
 def test_no_cache_forgets_the_exports_of_the_build_it_replaced(tmp_path, busybox_ref, cache_env):
@@ -163,7 +156,7 @@ def test_no_cache_forgets_the_exports_of_the_build_it_replaced(tmp_path, busybox
     (ctx / "Dockerfile").write_text(f"FROM {busybox_ref}\nCOPY a.txt /a.txt\n")
     (ctx / "a.txt").write_text("a\n")
     out = f"type=oci,dest={tmp_path / 'out.tar'}"
-    first = exported_line(build(ctx, cache_env, "--output", out))
-    build(ctx, cache_env, "--no-cache")
-    again = build(ctx, cache_env, "--output", out)
+    first = exported_line(build_ok(ctx, cache_env, "--output", out))
+    build_ok(ctx, cache_env, "--no-cache")
+    again = build_ok(ctx, cache_env, "--output", out)
     assert FAST not in again and exported_line(again) != first

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import irctl
+from tests.support.cli import FAST, build_ok, irctl
 
 pytestmark = pytest.mark.e2e
-FAST = "build inputs unchanged"
 
 
 @pytest.fixture
@@ -22,52 +21,46 @@ def ctx(tmp_path, busybox_ref) -> Path:
     return ctx
 
 
-def build(ctx: Path, env: dict, *extra: str):
-    r = irctl("build", "--progress", "plain", *extra, ctx, env=env)
-    assert r.code == 0, r.stderr
-    return r.stderr
-
-
 def test_unchanged_inputs_take_the_fast_path(ctx, cache_env):
-    assert FAST not in build(ctx, cache_env)
-    assert FAST in build(ctx, cache_env)
+    assert FAST not in build_ok(ctx, cache_env)
+    assert FAST in build_ok(ctx, cache_env)
 
 
 def test_every_input_invalidates_it(ctx, cache_env, tmp_path):
-    build(ctx, cache_env)
+    build_ok(ctx, cache_env)
     (ctx / "a.txt").write_text("two\n")
-    assert FAST not in build(ctx, cache_env)
-    assert FAST in build(ctx, cache_env)
-    assert FAST not in build(ctx, cache_env, "--build-arg", "V=2")
-    assert FAST in build(ctx, cache_env, "--build-arg", "V=2")
+    assert FAST not in build_ok(ctx, cache_env)
+    assert FAST in build_ok(ctx, cache_env)
+    assert FAST not in build_ok(ctx, cache_env, "--build-arg", "V=2")
+    assert FAST in build_ok(ctx, cache_env, "--build-arg", "V=2")
     (ctx / "Dockerfile").write_text((ctx / "Dockerfile").read_text() + "ENV X=1\n")
-    assert FAST not in build(ctx, cache_env, "--build-arg", "V=2")
+    assert FAST not in build_ok(ctx, cache_env, "--build-arg", "V=2")
     (ctx / ".dockerignore").write_text("ignored.txt\nother\n")
-    assert FAST not in build(ctx, cache_env, "--build-arg", "V=2")
+    assert FAST not in build_ok(ctx, cache_env, "--build-arg", "V=2")
 
 
 def test_the_network_mode_is_an_input(ctx, cache_env):
     """``--network none`` changes what a RUN without its own ``--network=`` sees: its memo answers
     only the same mode, and typing ``--network default`` is the same build as typing nothing."""
-    build(ctx, cache_env)
-    assert FAST in build(ctx, cache_env, "--network", "default")
-    assert FAST not in build(ctx, cache_env, "--network", "none")
-    assert FAST in build(ctx, cache_env, "--network=none")
-    assert FAST in build(ctx, cache_env)
+    build_ok(ctx, cache_env)
+    assert FAST in build_ok(ctx, cache_env, "--network", "default")
+    assert FAST not in build_ok(ctx, cache_env, "--network", "none")
+    assert FAST in build_ok(ctx, cache_env, "--network=none")
+    assert FAST in build_ok(ctx, cache_env)
 
 
 def test_outputs_and_cache_options_never_take_it(ctx, cache_env, tmp_path):
-    build(ctx, cache_env)
-    assert FAST not in build(ctx, cache_env, "--output", f"type=local,dest={tmp_path / 'out'}")
+    build_ok(ctx, cache_env)
+    assert FAST not in build_ok(ctx, cache_env, "--output", f"type=local,dest={tmp_path / 'out'}")
     assert (tmp_path / "out" / "v").read_text() == "1\n"
-    assert FAST not in build(ctx, cache_env, "--no-cache")
-    assert FAST not in build(ctx, cache_env, "--pull")
+    assert FAST not in build_ok(ctx, cache_env, "--no-cache")
+    assert FAST not in build_ok(ctx, cache_env, "--pull")
 
 
 def test_a_pruned_cache_is_not_trusted(ctx, cache_env):
-    build(ctx, cache_env)
+    build_ok(ctx, cache_env)
     assert irctl("cache", "prune", "--all", env=cache_env).code == 0
-    assert FAST not in build(ctx, cache_env)
+    assert FAST not in build_ok(ctx, cache_env)
 
 
 def test_cache_root_matches_the_backend(monkeypatch, tmp_path):
@@ -89,27 +82,27 @@ def test_the_compiled_graph_is_reused_only_for_the_same_build_file(ctx, cache_en
     out = ["--output", f"type=local,dest={tmp_path / 'out'}"]  # past the no-op fast path
     (ctx / "Dockerfile").write_text((ctx / "Dockerfile").read_text() + "FROM scratch AS Final\n"
                                     "COPY --from=0 /v /a.txt /\n")
-    assert "StageNameCasing" in build(ctx, cache_env, *out)
+    assert "StageNameCasing" in build_ok(ctx, cache_env, *out)
     graphs = list((Path(cache_env["IRCTL_CACHE_DIR"]) / "builds").glob("*.ir"))
     assert len(graphs) == 1
     (ctx / "a.txt").write_text("two\n")
-    assert "StageNameCasing" in build(ctx, cache_env, *out)  # replayed from the memo
+    assert "StageNameCasing" in build_ok(ctx, cache_env, *out)  # replayed from the memo
     assert (tmp_path / "out" / "a.txt").read_text() == "two\n"
     assert list((Path(cache_env["IRCTL_CACHE_DIR"]) / "builds").glob("*.ir")) == graphs
     (ctx / "Dockerfile").write_text((ctx / "Dockerfile").read_text().replace("AS Final", "AS final"))
-    assert "StageNameCasing" not in build(ctx, cache_env, *out)
+    assert "StageNameCasing" not in build_ok(ctx, cache_env, *out)
     assert (tmp_path / "out" / "v").read_text() == "1\n"
 
 
 def test_a_corrupt_compiled_graph_is_compiled_again(ctx, cache_env, tmp_path):
     out = ["--output", f"type=local,dest={tmp_path / 'out'}"]
-    build(ctx, cache_env, *out)
+    build_ok(ctx, cache_env, *out)
     builds = Path(cache_env["IRCTL_CACHE_DIR"]) / "builds"
     for junk, graph in zip((b"", b"\x00" * 64, b"IRCTL"), sorted(builds.glob("*.ir")) * 3):
         graph.write_bytes(junk)
         (ctx / "a.txt").write_text(f"{junk!r}\n")
-        assert "Traceback" not in build(ctx, cache_env, *out)
+        assert "Traceback" not in build_ok(ctx, cache_env, *out)
         assert (tmp_path / "out" / "a.txt").read_text() == f"{junk!r}\n"
     warnings = next(builds.glob("*.warnings"))
     warnings.write_text('{"not": "a list"}')
-    build(ctx, cache_env, *out)
+    build_ok(ctx, cache_env, *out)

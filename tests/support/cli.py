@@ -48,6 +48,16 @@ def run_image(layout: Path, tag: str, work: Path) -> str:
     return proc.stdout
 
 
+FAST = "build inputs unchanged"  # what ``irctl build`` says when its no-op fast path answers
+
+
+def build_ok(ctx: Path, env: dict, *extra: str) -> str:
+    """Build ``ctx`` with plain progress, insist it succeeded, and return what it said on stderr."""
+    r = irctl("build", "--progress", "plain", *extra, ctx, env=env)
+    assert r.code == 0, r.stderr
+    return r.stderr
+
+
 def write(ctx: Path, files: dict[str, str]) -> Path:
     """Write `files` (relative name → text) under `ctx`, making the folders; returns `ctx`."""
     for name, text in files.items():
