@@ -27,7 +27,7 @@ from backend.ops import http as http_source
 from ir import builder as b
 from ir import ops
 from tests.support.cli import irctl
-from tests.security.test_host_exec import make_repo, write_graph
+from tests.support.inputs import make_repo, write_graph
 
 SECRET = "root-only-repository-secret-7f3a"
 LOOPBACK_SECRET = "loopback-service-token-91c2"
