@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from backend.export.local import export_local, export_tar, flatten_layers
 from backend.export.oci import export_oci
 from backend.oci.layout import MT_OCI_MANIFEST, LayoutError, OCILayout, Platform
 from tests.backend.test_layers import ROOT, snapshot
+from tests.support.tools import run
 
 SCHEMAS = Path(__file__).parent / "oci_schemas"
 SDE = 1_700_000_000
@@ -33,12 +33,6 @@ def schema(name: str) -> dict:
 
 def validate(doc: dict, name: str) -> None:
     jsonschema.Draft4Validator(schema(name)).validate(doc)
-
-
-def run(*cmd: str) -> str:
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stderr}"
-    return r.stdout
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from backend.export.registry import export_registry
 from backend.oci.layout import OCILayout, Platform
 from backend.oci.reference import Reference, RegistryError, parse_reference
 from backend.oci.registry import RegistryClient
-from tests.backend.test_export import run
 from tests.support.registry import registry, start_registry, stop_registry  # noqa: F401
+from tests.support.tools import run
 
 pytestmark = pytest.mark.registry
 
