@@ -19,7 +19,7 @@ from backend.export.image import (ExportOptions, ImageSpec, LayerSource, build_i
 from backend.export.local import export_local, export_tar, flatten_layers
 from backend.export.oci import export_oci
 from backend.oci.layout import MT_OCI_MANIFEST, LayoutError, OCILayout, Platform
-from tests.backend.test_layers import ROOT, snapshot
+from tests.support.layers import ROOT, snapshot
 from tests.support.tools import run
 
 SCHEMAS = Path(__file__).parent / "oci_schemas"

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from backend.fs.devnodes import device_xattr, placeholder_of
 from backend.fs.layerformat import opaque_xattr
 
 from backend.store.blobs import BlobStore
@@ -24,8 +23,8 @@ from backend.oci.compression import MT_LAYER, MT_LAYER_GZIP, MT_LAYER_ZSTD
 from backend.oci.extract import ExtractLimits, extract_layer
 from backend.oci.layerstore import write_layer_to_store, write_layers_to_store
 from backend.oci.layertar import is_empty_layer, write_layer
+from tests.support.layers import ROOT, snapshot
 
-ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="whiteouts, owners and trusted.* xattrs need root")
 CAP = bytes.fromhex("0100000200200000000000000000000000000000")  # cap_net_bind_service=ep, v2
 T0 = 1_600_000_000
@@ -77,42 +76,6 @@ def set_mtimes(d: Path, t: int) -> None:
         for n in files + dirs:
             os.utime(os.path.join(root, n), (t, t), follow_symlinks=False)
     os.utime(d, (t, t))
-
-
-def snapshot(d: Path, *, mtimes: bool = True, skip_xattrs: tuple[str, ...] = ()) -> dict:
-    """Everything the layer format promises, per path; hard links as groups of paths."""
-    out: dict = {}
-    inodes: dict[tuple[int, int], list[str]] = {}
-    for root, dirs, files in os.walk(d):
-        for n in sorted(dirs + files):
-            p = os.path.join(root, n)
-            rel = os.path.relpath(p, d)
-            st = os.lstat(p)
-            xa = {}
-            try:
-                for x in sorted(os.listxattr(p, follow_symlinks=False)):
-                    if not x.startswith(skip_xattrs):
-                        xa[x] = os.getxattr(p, x, follow_symlinks=False)
-            except OSError:
-                pass
-            entry = {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid, "xattrs": xa}
-            if mtimes:
-                entry["mtime"] = int(st.st_mtime)
-            node = placeholder_of(p, st)  # the store keeps a device node as its placeholder
-            if node is not None:
-                xa.pop(device_xattr(), None)
-                entry["mode"] = node[0] | stat.S_IMODE(st.st_mode)
-                entry["rdev"] = (os.major(node[1]), os.minor(node[1]))
-            elif stat.S_ISREG(st.st_mode):
-                entry["sha"] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
-                inodes.setdefault((st.st_dev, st.st_ino), []).append(rel)
-            elif stat.S_ISLNK(st.st_mode):
-                entry["target"] = os.readlink(p)
-            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-                entry["rdev"] = (os.major(st.st_rdev), os.minor(st.st_rdev))
-            out[rel] = entry
-    out["<hardlinks>"] = sorted(sorted(v) for v in inodes.values() if len(v) > 1)
-    return out
 
 
 def _tar_names(blob: bytes) -> list[str]:
