@@ -625,7 +625,7 @@ from hypothesis import strategies as st  # noqa: E402
 from backend.fileops.context import scan_context  # noqa: E402
 from backend.fileops.copy import DirTree  # noqa: E402
 from backend.fileops.selection import plan_copy, walk_selection  # noqa: E402
-from tests.backend.test_context import PATTERNS, build, trees  # noqa: E402
+from tests.support.random_trees import PATTERNS, build, trees  # noqa: E402
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
