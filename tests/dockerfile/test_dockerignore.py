@@ -13,7 +13,7 @@ from frontends.dockerfile.dockerignore import (
     IgnoreError, find_ignore_file, ignore_matcher, load_matcher, read_patterns,
 )
 from ir.patterns import Matcher, PatternError
-from tests.ir.test_patterns import PATHS, PATTERN
+from tests.support.random_patterns import PATHS, PATTERN
 
 
 def test_reading_cleans_and_skips():

@@ -173,11 +173,7 @@ def test_parent_directory_matching_is_complete():
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-ATOMS = st.sampled_from(["a", "b", "*", "**", "?", "[ab]", "x.txt", "*.txt", "dir", ".", ".."])
-PATTERN = st.builds(lambda neg, parts: ("!" if neg else "") + "/".join(parts), st.booleans(),
-                    st.lists(ATOMS, min_size=1, max_size=3))
-PATHS = ["a", "b", "a/b", "a/b/c", "dir/x.txt", "x.txt", "a/x.txt", "dir", "b/a", "ab", "a/a/a", "dir/a/x.txt",
-         "dir/dir/b/x.txt", "a/b/c/d"]
+from tests.support.random_patterns import PATHS, PATTERN  # noqa: E402
 
 
 def _matcher(patterns):
