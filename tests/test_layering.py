@@ -337,3 +337,19 @@ def test_the_hygiene_checkers_see_what_they_look_for() -> None:
            "def _prefix():\n    return 'user.' if f() else 'trusted.'\n"
            "XATTR_PREFIX = _prefix()\n")  # the shape of the bug issue 13 found in snapshot.py
     assert import_time_probes_in(src) == [(1, "in_user_namespace"), (3, "geteuid"), (9, "_prefix")]
+
+
+TEST_FILES = sorted(p for p in (ROOT / "tests").rglob("*.py")  # test code, not the build files tests read
+                    if p.name.startswith("test_") or p.name == "conftest.py" or p.parent.name == "support")
+
+
+@pytest.mark.parametrize("path", TEST_FILES, ids=[str(p.relative_to(ROOT)) for p in TEST_FILES])
+def test_no_test_module_imports_another_test_module(path: Path) -> None:
+    """What tests share lives in ``tests/support/`` (or a conftest), not in a test module that others
+    import and so run twice."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    bad = [f"{path.relative_to(ROOT)}:{line}: imports {module}"
+           for line, module in dotted_imports_in(path.read_text(encoding="utf-8"), parts)
+           if module.startswith("tests.") and module.split(".")[-1].startswith("test_")
+           and module != ".".join(parts)]
+    assert not bad, "\n".join(bad)

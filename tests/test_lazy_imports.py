@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
-from tests import test_layering as layering
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def test_the_fast_path_module_loads_no_frontend_validator_solver_or_typer():
     """What the ``# lazy:`` imports of ``irctl/fastpath.py`` and ``irctl/entry.py`` keep off the
@@ -15,7 +17,7 @@ def test_the_fast_path_module_loads_no_frontend_validator_solver_or_typer():
             "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('typer', 'rich', 'httpx', 'lark', 'ir', 'frontends', 'backend', 'irctl'))))")
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                cwd=layering.ROOT).stdout.split())
+                                cwd=ROOT).stdout.split())
     assert "irctl.fastpath" in loaded
     heavy = {"typer", "rich", "httpx", "lark", "ir.validate", "ir.codec", "frontends.dockerfile",
              "backend.solve.solver", "backend.oci.registry", "backend.export.reuse", "irctl.app"}
@@ -29,5 +31,5 @@ def test_the_solver_loads_no_http_client_until_a_step_fetches():
             "print(' '.join(m for m in ('httpx', 'urllib.request', 'http.client', 'backend.oci.transport') "
             "if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            cwd=layering.ROOT).stdout.split()
+                            cwd=ROOT).stdout.split()
     assert loaded == []

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from backend.fs.layerformat import opaque_xattr
-
 from backend.store.blobs import BlobStore
 from backend.errors import LayerError
 from backend.fs.layerformat import opaque_xattr

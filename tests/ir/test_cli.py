@@ -6,19 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from ir import builder as b
 from ir import codec, jsonform, ops
-from irctl import dump as dump_cmd
-from irctl import validate as validate_cmd
 from tests.ir.strategies import D1
+from tests.support.ir_cli import app, runner
 
-app = typer.Typer()
-dump_cmd.register(app)
-validate_cmd.register(app)
-runner = CliRunner()
 
 SRC = ops.SourceFile("Dockerfile", "dockerfile", b"FROM busybox:1.36\nRUN --mount=type=secret,id=tok make\nCOPY app /app/\n")
 

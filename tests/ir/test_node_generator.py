@@ -11,6 +11,7 @@ import pytest
 
 from ir import builder as b
 from ir import codec, ops, validate
+from tests.support.ir_cli import app, runner
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "node-generator"
 PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
@@ -57,10 +58,6 @@ def test_node_output_is_valid_and_byte_identical_to_the_builder(generator: Path,
 def test_node_output_passes_irctl_validate(generator: Path, tmp_path: Path) -> None:
     out = tmp_path / "node.irg"
     subprocess.run(["node", str(generator / "generate.mjs"), str(out)], check=True, timeout=60)
-    from typer.testing import CliRunner
-
-    from tests.ir.test_cli import app
-
-    result = CliRunner().invoke(app, ["validate", str(out)])
+    result = runner.invoke(app, ["validate", str(out)])
     assert result.exit_code == 0
     assert result.stdout.endswith("valid IR v1: 3 ops, 1 roots (default), 3 features (exec, image, source.image)\n")
