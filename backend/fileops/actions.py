@@ -108,16 +108,22 @@ def _os_message(e: OSError, root: str, sources: Sequence[SourceView]) -> str:
 # ---------------------------------------------------------------------------------------------- mkfile, mkdir, rm, symlink
 
 
-def _mkfile(root: str, a: MkfileAction) -> None:
+def _new_entry(root: str, a: MkfileAction | SymlinkAction, what: str, follow_final: bool
+               ) -> tuple[tuple[int, int], str]:
+    """The owner and host path of the entry ``a`` creates, resolved inside ``root``; its parent must exist."""
     ids = resolve_owner(root, a.owner) or (0, 0)
     dest = Dest(root, ids, None)
-    rel = dest.resolve(a.path)
+    rel = dest.resolve(a.path, follow_final=follow_final)
     if not rel:
-        raise FileOpError(f"cannot write a file at {a.path}", a.path)
+        raise FileOpError(f"cannot {what} at {a.path}", a.path)
     parent = posixpath.dirname(rel)
     if parent and not os.path.isdir(dest.host(parent)):
         raise FileOpError(f"parent directory of {a.path} does not exist", a.path)
-    host = dest.host(rel)
+    return ids, dest.host(rel)
+
+
+def _mkfile(root: str, a: MkfileAction) -> None:
+    ids, host = _new_entry(root, a, "write a file", follow_final=True)
     if os.path.isdir(host) and not os.path.islink(host):
         raise FileOpError(f"{a.path} is a directory", a.path)
     fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -184,15 +190,7 @@ def _rm_one(root: str, tree: DirTree, path: str, allow_not_found: bool) -> None:
 
 
 def _symlink(root: str, a: SymlinkAction) -> None:
-    ids = resolve_owner(root, a.owner) or (0, 0)
-    dest = Dest(root, ids, None)
-    rel = dest.resolve(a.path, follow_final=False)
-    if not rel:
-        raise FileOpError(f"cannot create a symlink at {a.path}", a.path)
-    parent = posixpath.dirname(rel)
-    if parent and not os.path.isdir(dest.host(parent)):
-        raise FileOpError(f"parent directory of {a.path} does not exist", a.path)
-    host = dest.host(rel)
+    ids, host = _new_entry(root, a, "create a symlink", follow_final=False)
     try:
         os.symlink(a.target, host)
     except FileExistsError:

@@ -17,14 +17,14 @@ from typing import BinaryIO
 
 from backend.errors import LayerError
 from backend.fs import devnodes, safefs
-from backend.fs.layerformat import is_opaque, read_xattrs
+from backend.fs.layerformat import OVERLAY_XATTR_PREFIXES, is_opaque, read_xattrs
 from backend.oci.compression import BUF, MEDIA_TYPES, LayerSink
 
 WH_PREFIX = b".wh."
 WH_OPAQUE = b".wh..wh..opq"
 # xattrs that describe the overlay (or the host) rather than the file; never put in a layer tar, never
 # taken from one (user.overlay.* would steer a rootless `userxattr` overlay mount)
-SKIP_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.", "security.selinux", "system.", *devnodes.XATTR_NAMES)
+SKIP_XATTR_PREFIXES = (*OVERLAY_XATTR_PREFIXES, "security.selinux", "system.", *devnodes.XATTR_NAMES)
 _SMALL = 256 << 10
 
 
