@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from backend.errors import BuildError
+from irctl import caching
 from irctl import options as opt
 from irctl.errors import UserError, user_errors
 from irctl.exporting import export, precompress_needs
@@ -45,6 +46,10 @@ def build(
                                 "only), none, or host (needs --allow network.host)."),
     explain: bool = typer.Option(False, "--explain", help="Say why each step that ran missed the cache (compared "
                                  "with the last build of the same build file and target)."),
+    cache_from: List[str] = typer.Option([], "--cache-from", help="Take results from a shared cache: "
+                                         "type=registry,ref=REF | type=local,src=DIR | REF (repeatable)."),
+    cache_to: List[str] = typer.Option([], "--cache-to", help="Write a shared cache: type=registry,ref=REF | "
+                                       "type=local,dest=DIR | type=inline, with mode=min|max, mounts=ID,… (repeatable)."),
 ) -> None:
     """Build an image from CONTEXT."""
     with user_errors():
@@ -69,6 +74,8 @@ def build(
         outputs = opt.outputs(output)
         if push:
             outputs.append(opt.Output("registry", {}))
+        cache_imports, cache_exports = caching.imports(cache_from), caching.exports(cache_to)
+        ledger = caching.ledger_for(cache_exports)
         compiled, root = _compile(context, file, frontend, target, opt.build_args(build_arg), named,
                                   tuple(insecure_registry), cache_dir, pull, memo_opts)
         if ir_out is not None:
@@ -80,19 +87,27 @@ def build(
         record.build_args = list(opt.build_args(build_arg))
         snapshot = _solve(compiled.document, context, named, opt.secrets(secret), opt.ssh_agents(ssh),
                           jobs, no_cache, granted, tuple(insecure_registry), progress, root, scans, network,
-                          record, explain, debug, precompress_needs(outputs))
+                          record, explain, debug, precompress_needs(outputs), cache_imports, ledger)
         memo_key = None
         if not frontend:
             memo_key = fastpath.remember(memo_opts, [str(p) for p in snapshot.layers], len(compiled.document.ops),
                                          scans, keep_exports=not no_cache)
+        emit = lambda line: typer.echo(printable(line), err=True)  # noqa: E731
+        inline = ledger if any(c.type == "inline" for c in cache_exports) else None
         if outputs:
             exported = export(snapshot, outputs, tags, cache_root=root, insecure=tuple(insecure_registry),
-                              emit=lambda line: typer.echo(line, err=True))
-            if not push:
+                              emit=emit, inline=inline)
+            if not push and not cache_exports:
                 fastpath.remember_export(memo_opts["cache_dir"], memo_key, {"output": output, "tag": tags}, exported)
         elif tags:
             typer.echo("note: no --output given; the result stays in the build cache "
                        "(use --output type=oci,dest=… or --push)", err=True)
+        if inline is not None and not any(o.type in ("oci", "docker", "registry") for o in outputs):
+            emit("warning: --cache-to type=inline goes into an image: it needs --push or an oci, docker or "
+                 "registry --output; not written")
+        if cache_exports:
+            caching.export_caches(cache_exports, snapshot, ledger, compiled.document, cache_root=root,
+                                  insecure=tuple(insecure_registry), emit=emit)
 
 
 def _compile(context, file, frontend, target, build_args, named, insecure, cache_dir, pull, memo_opts=None):
@@ -119,7 +134,7 @@ def _compile(context, file, frontend, target, build_args, named, insecure, cache
 
 
 def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure, progress, root, scans, network,
-           record, explain, debug=False, precompress=()):
+           record, explain, debug=False, precompress=(), cache_from=(), ledger=None):
     from backend.solve.solver import SolveOptions, solve  # lazy: --help imports every command module (~110 ms)
     from irctl.progress import renderer  # lazy: as the solver (~5 ms)
 
@@ -127,7 +142,8 @@ def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure,
     options = SolveOptions(cache_dir=root, local_dirs={"context": context.resolve(), **named.local_dirs},
                            oci_layouts=named.oci_layouts, secrets=secrets, ssh=ssh, no_cache=no_cache,
                            entitlements=granted, insecure_registries=insecure, on_event=render,
-                           context_scans=scans, network=network, record=record, precompress=precompress)
+                           context_scans=scans, network=network, record=record, precompress=precompress,
+                           cache_from=cache_from, ledger=ledger)
     if jobs > 0:
         options.jobs = jobs
     t0 = time.monotonic()

@@ -28,15 +28,17 @@ def image_spec(snapshot, created: str | None = None):
 
 
 def export(snapshot, outputs: list[Output], tags: list[str], *, cache_root: Path, insecure: tuple[str, ...],
-           emit) -> list[dict]:
+           emit, inline=None) -> list[dict]:
     """Run every output; returns per output the line describing what was written (``line``) and, for
-    a file the store's export memo vouches for (``backend.export.reuse``), its ``dest`` and ``what``."""
+    a file the store's export memo vouches for (``backend.export.reuse``), its ``dest`` and ``what``.
+    ``inline``: the solve's ``CacheLedger``, for an inline cache in every image written
+    (``--cache-to type=inline``)."""
     from backend.store.blobs import BlobStore  # lazy: see the module's docstring
     from backend.store.cache import CacheStore  # lazy: see the module's docstring
 
     store = BlobStore(cache_root)
     with CacheStore(cache_root).locked("gc.lock", exclusive=False):  # a concurrent prune waits for us
-        return _export_all(snapshot, outputs, tags, store, insecure, emit)
+        return _export_all(snapshot, outputs, tags, store, insecure, emit, inline)
 
 
 def export_options(out: Output):
@@ -73,7 +75,7 @@ def precompress_needs(outputs: list[Output]) -> tuple:
     return tuple(needs)
 
 
-def _export_all(snapshot, outputs, tags, store, insecure, emit) -> list[str]:
+def _export_all(snapshot, outputs, tags, store, insecure, emit, inline=None) -> list[str]:
     from backend.errors import ExportError  # lazy: see the module's docstring
 
     done = []
@@ -82,7 +84,7 @@ def _export_all(snapshot, outputs, tags, store, insecure, emit) -> list[str]:
         options = export_options(out)
         names = [n for n in attrs.get("name", "").split(",") if n] or tags
         try:
-            line = _one(out.type, attrs, snapshot, store, options, names, insecure)
+            line = _one(out.type, attrs, snapshot, store, options, names, insecure, inline)
         except ExportError as e:
             raise UserError(f"exporting {out.type}: {e}") from None
         emit(line)
@@ -100,8 +102,12 @@ def _held(store, kind: str, attrs: dict) -> dict:
     return {"dest": rec["dest"], "what": rec["what"]} if rec and "what" in rec and "dest" in rec else {}
 
 
-def _one(kind: str, attrs: dict, snapshot, store, options, names: list[str], insecure) -> str:
+def _one(kind: str, attrs: dict, snapshot, store, options, names: list[str], insecure, inline=None) -> str:
     spec = image_spec(snapshot)
+    if inline is not None and kind in ("oci", "docker", "registry"):
+        from irctl.caching import inline_cache  # lazy: only with --cache-to type=inline
+
+        spec.extra = inline_cache(spec, inline, store.root, options)
     dest = attrs.get("dest", "")
     if kind == "oci":
         from backend.export.oci import export_oci  # lazy: see the module's docstring

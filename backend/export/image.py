@@ -48,6 +48,9 @@ class ImageSpec:
     platform: dict = field(default_factory=lambda: {"os": "linux", "architecture": "amd64"})
     created: str | None = None
     annotations: dict = field(default_factory=dict)
+    # top-level fields of the image config beyond the standard ones (an inline cache:
+    # backend.remotecache.format.INLINE_KEY); never one of the standard names
+    extra: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,10 @@ def build_config(spec: ImageSpec, diff_ids: list[str], history: list[dict], crea
     }
     if spec.platform.get("variant"):
         out["variant"] = spec.platform["variant"]
+    clash = sorted(set(spec.extra) & (set(out) | {"variant", "author", "os.version", "os.features"}))
+    if clash:
+        raise ExportError(f"extra image config fields {', '.join(clash)} would replace standard ones")
+    out.update(spec.extra)
     return out
 
 

@@ -9,6 +9,12 @@ that diff_id in the blob store, so an exporter writes it out again without recom
 A layer is fetched and extracted by whichever step first needs it, but its progress (bytes of the
 blob downloaded, then read while extracting: ``backend.events.Meter``) is reported under the source
 op that named the image, as BuildKit shows it under ``FROM``.
+
+Layers of a shared cache (``--cache-from``, ``backend.remotecache``) come the same way, lazily, from
+the registry or directory that holds the cache: such a layer is named by the tree digest of the
+build that made it, so it is used only once its blob hashes to its digest, its tar to its diff_id
+and the extracted tree to its name.  When one cannot be had, ``LayerUnavailable`` says so, naming
+the cache, and the solver builds again without what that cache promised.
 """
 
 from __future__ import annotations
@@ -18,16 +24,17 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.store.blobs import CompressedBlob
+from backend.errors import LayerError, SolveError
+from backend.store.blobs import BlobError, CompressedBlob
 from backend.store.cache import CacheStore
-from backend.errors import SolveError
 from backend.events import Callback, Meter, MeteredReader
 from backend.oci.compression import MEDIA_TYPES, compression_named
 from backend.oci.extract import extract_layer
 from backend.oci.layout import INDEX_TYPES, ImageRef, LayoutError, OCILayout, Platform, select_manifest
 from backend.oci.reference import RegistryError, parse_reference
+from backend.snapshot.layertree import layer_tree_digest
 
-SourceOrigin = tuple[str, str]  # ("registry", "host/repo") or ("layout", "/path")
+Origin = tuple[str, object]  # ("registry", Reference) or ("layout", Path): where a blob can be fetched
 Owner = tuple[str, str, str]  # the source op a layer's progress is shown under: (digest, description, group)
 NO_OWNER: Owner = ("", "", "")
 
@@ -38,6 +45,27 @@ class ImageLayer:
     blob: str
     media_type: str
     size: int
+
+
+@dataclass(frozen=True)
+class RemoteLayer:
+    """A layer's blob in a shared cache: the compressed ``blob``, its tar's ``diff_id``, and the tar
+    ``variant`` (``backend.oci.layerstore``: the SOURCE_DATE_EPOCH it was written with)."""
+
+    blob: str
+    media_type: str
+    size: int
+    diff_id: str
+    variant: str = ""
+
+
+class LayerUnavailable(SolveError):
+    """A layer the solve counted on cannot be had: no image or cache names it, or the cache that
+    does failed (``origin``: that cache, so the solver can build again without it)."""
+
+    def __init__(self, message: str, origin: "Origin | None" = None) -> None:
+        super().__init__(message)
+        self.origin = origin
 
 
 @dataclass(frozen=True)
@@ -60,8 +88,11 @@ class ImageResolver:
         self.emit = emit
         self._client = None
         self._lock = threading.Lock()
-        self._origins: dict[str, tuple[str, object]] = {}  # blob digest -> ("registry", Reference) | ("layout", path)
+        self._origins: dict[str, Origin] = {}  # blob digest -> where to fetch it
         self._owners: dict[str, Owner] = {}  # blob digest -> the op whose progress shows it
+        self._remote: dict[str, tuple[RemoteLayer, Origin]] = {}  # layer id -> its blob in a shared cache
+        self._seeds: dict[str, tuple[RemoteLayer, Origin]] = {}  # cache mount id -> its dir's blob
+        self.remote_bytes = 0  # downloaded from shared caches (progress: what was imported)
 
     def client(self):
         with self._lock:
@@ -155,7 +186,7 @@ class ImageResolver:
                                                CompressedBlob(layer.blob, layer.size, MEDIA_TYPES[comp]))
         return ResolvedSource(manifest_digest, config, layers)
 
-    def _remember(self, res: ResolvedSource, origin: tuple[str, object], owner: Owner) -> None:
+    def _remember(self, res: ResolvedSource, origin: Origin, owner: Owner) -> None:
         with self._lock:
             for layer in res.layers:
                 self._origins.setdefault(layer.blob, origin)
@@ -166,15 +197,84 @@ class ImageResolver:
             owner = self._owners.get(blob, NO_OWNER)
         return Meter(self.emit if owner[0] else None, owner, label, total)
 
+    # -- shared caches -------------------------------------------------------------------------
+    def add_remote(self, layers: dict[str, RemoteLayer], mounts: dict[str, RemoteLayer], origin: Origin) -> None:
+        """Layers (by id) and cache mount dirs (by cache id) a shared cache at ``origin`` holds; the
+        first cache to name one is where it comes from."""
+        with self._lock:
+            for lid, x in layers.items():
+                self._remote.setdefault(lid, (x, origin))
+            for mid, x in mounts.items():
+                self._seeds.setdefault(mid, (x, origin))
+
+    def forget_remote(self, origin: Origin) -> None:
+        """Stop using the shared cache at ``origin`` (it failed)."""
+        with self._lock:
+            for table in (self._remote, self._seeds):
+                for k in [k for k, (_, o) in table.items() if o == origin]:
+                    del table[k]
+
+    def can_supply(self, layer_id: str) -> bool:
+        """Whether the layer dir of ``layer_id`` exists or can be made: extracted from a stored blob,
+        pulled from the image that named it, or fetched from a shared cache."""
+        if self.store.has_layer(layer_id):
+            return True
+        with self._lock:
+            if layer_id in self._remote:
+                return True
+        found = self.store.layer_blob(layer_id)
+        if found is None:
+            return False
+        with self._lock:
+            return self.store.blobs.has(found[0]) or found[0] in self._origins
+
+    def remote_layer(self, layer_id: str) -> tuple[RemoteLayer, Origin] | None:
+        """The shared cache's blob of ``layer_id`` and where it is, if a cache named it."""
+        with self._lock:
+            return self._remote.get(layer_id)
+
+    def set_owner(self, layer_id: str, owner: Owner) -> None:
+        """Show the fetch of a shared cache's layer under ``owner`` (the step it was a hit for)."""
+        with self._lock:
+            found = self._remote.get(layer_id)
+            if found is not None:
+                self._owners.setdefault(found[0].blob, owner)
+
+    def seed_mount(self, cache_id: str, dest: Path) -> bool:
+        """Fill the new cache mount dir ``dest`` from a shared cache's copy of mount ``cache_id``;
+        False when no cache has one.  Raises ``LayerUnavailable`` when the copy cannot be had."""
+        with self._lock:
+            found = self._seeds.get(cache_id)
+        if found is None:
+            return False
+        x, origin = found
+        try:
+            self._fetch_remote(x, origin)
+            dest.mkdir()
+            with self.store.blobs.open(x.blob) as f:
+                got = extract_layer(f, x.media_type, dest).diff_id
+        except (LayerError, BlobError, OSError) as e:
+            raise LayerUnavailable(f"cache mount {cache_id!r} from {_where(origin)}: {e}", origin) from None
+        if got != x.diff_id:
+            raise LayerUnavailable(f"cache mount {cache_id!r} from {_where(origin)}: its blob unpacks to {got}, "
+                                   f"not the {x.diff_id} the cache names", origin)
+        return True
+
     # -- lazy extraction ----------------------------------------------------------------------
     def ensure_layer(self, layer_id: str) -> Path:
-        """The layer dir of an image layer (by diff_id), fetching and extracting it if needed."""
+        """The layer dir of an image layer (by diff_id) or of a shared cache's layer (by id),
+        fetching and extracting it if needed."""
         return self.store.ensure_layer(layer_id, lambda dest: self._extract(layer_id, dest))
 
     def _extract(self, diff_id: str, dest: Path) -> None:
+        with self._lock:
+            remote = self._remote.get(diff_id)
         found = self.store.layer_blob(diff_id)
+        if found is None or (not self.store.blobs.has(found[0]) and found[0] not in self._origins):
+            if remote is not None:
+                return self._extract_remote(diff_id, remote[0], remote[1], dest)
         if found is None:
-            raise SolveError(f"layer {diff_id} is not in the cache and no image names it")
+            raise LayerUnavailable(f"layer {diff_id} is not in the cache and no image names it")
         blob, media_type, size = found
         if not self.store.blobs.has(blob):
             self._fetch(blob, size)
@@ -188,6 +288,40 @@ class ImageResolver:
             raise SolveError(f"layer blob {blob} unpacks to {got}, but the image config says {diff_id}")
         comp = compression_named(media_type)
         self.store.blobs.record_compressed(diff_id, comp, CompressedBlob(blob, size, MEDIA_TYPES[comp]))
+
+    def _extract_remote(self, layer_id: str, x: RemoteLayer, origin: Origin, dest: Path) -> None:
+        """A shared cache's layer: its blob, tar and tree each checked against what names it."""
+        try:
+            self._fetch_remote(x, origin)
+            dest.mkdir()
+            meter = self._meter(x.blob, f"extracting {x.blob}", x.size)
+            with self.store.blobs.open(x.blob) as f:
+                meter(0)
+                got = extract_layer(MeteredReader(f, meter), x.media_type, dest).diff_id  # type: ignore[arg-type]
+            meter.finish()
+            if got != x.diff_id:
+                raise LayerError(f"its blob {x.blob} unpacks to {got}, not the {x.diff_id} the cache names")
+            tree = layer_tree_digest(dest)
+            if tree != layer_id:
+                raise LayerError(f"its blob {x.blob} unpacks to the tree {tree}, not the layer it names")
+        except (LayerError, BlobError, OSError) as e:
+            raise LayerUnavailable(f"layer {layer_id} from {_where(origin)}: {e}", origin) from None
+        comp = compression_named(x.media_type)  # the export reuses the blob, as for a pulled layer
+        self.store.blobs.record_compressed(x.diff_id, comp, CompressedBlob(x.blob, x.size, MEDIA_TYPES[comp]))
+        if x.variant:
+            self.store.blobs.record_layer_alias(layer_id, x.variant, x.diff_id)
+
+    def _fetch_remote(self, x: RemoteLayer, origin: Origin) -> None:
+        if self.store.blobs.has(x.blob):
+            return
+        with self._lock:
+            self._origins.setdefault(x.blob, origin)
+        try:
+            self._fetch(x.blob, x.size)
+        except (SolveError, LayoutError, OSError) as e:
+            raise LayerUnavailable(str(e), origin) from None
+        with self._lock:
+            self.remote_bytes += x.size
 
     def _fetch(self, blob: str, size: int) -> None:
         with self._lock:
@@ -206,3 +340,8 @@ class ImageResolver:
         except RegistryError as e:
             raise SolveError(f"pulling layer {blob}: {e}") from None
         meter.finish()
+
+
+def _where(origin: Origin) -> str:
+    kind, where = origin
+    return f"cache {where}" if kind == "registry" else f"cache directory {where}"

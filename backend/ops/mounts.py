@@ -173,7 +173,9 @@ def _cache(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: l
     store = ws.store
 
     def create(tmp: Path) -> None:
-        if m.input >= 0:
+        if ws.images.seed_mount(c.id, tmp):  # type: ignore[attr-defined]  # a shared cache's copy (--cache-from)
+            pass
+        elif m.input >= 0:
             flat = tmp.parent / "seed"
             snap = inputs[m.input]
             if snap.host_dir is not None:

@@ -60,6 +60,7 @@ class Workspace:
     exec_slots: threading.Semaphore
     executor: Executor  # runs exec steps' processes (backend.runtime.executor)
     redactor: Redactor = field(default_factory=Redactor)  # every secret value of the build
+    remote: object = None  # the shared caches results may come from (backend.remotecache.sources.RemoteCache)
     scans: dict[str, ContextScan] = field(default_factory=dict)  # context identity -> its scan
     _local_layers: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)

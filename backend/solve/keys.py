@@ -45,6 +45,7 @@ class InputIdentities:
 
     def __init__(self, ws: Workspace, options) -> None:
         self.ws, self.options = ws, options
+        self.ledger = getattr(options, "ledger", None)  # a shared cache carries the checksums too
 
     def of(self, handler: OpHandler, index: int, snap: Snapshot, step: Step) -> str:
         """The identity input ``index`` contributes.  So ``COPY --from=build /out/app`` and
@@ -60,9 +61,13 @@ class InputIdentities:
             tag = SELECTION_PREFIX + (b"mount\0" if kind == "mount" else b"")
             action = hashlib.sha256(tag + canonical_bytes(c)).hexdigest()
             found = self.ws.store.selection(snap.identity, action)
-            if found is None:
+            if found is None and self.ws.remote:  # a shared cache's: no need for the files behind it
+                found = self.ws.remote.selection(snap.identity, action)  # type: ignore[attr-defined]
+            if found is None:  # (a shared cache's answer is not kept: it is trusted for this build only)
                 found = self._selection_digest(snap, c, step, missing_ok=kind == "mount")
                 self.ws.store.record_selection(snap.identity, action, found)
+            if self.ledger is not None:
+                self.ledger.selection(snap.identity, action, found)
             digests.append(found)
         return "selection:" + ",".join(digests)
 

@@ -29,13 +29,16 @@ from backend.entitlements import Entitlements
 from backend.errors import GrantError, SolveError
 from backend.events import Event
 from backend.fs import safefs
+from backend.oci.layout import Platform
 from backend.oci.precompress import Precompressor, image_chain
-from backend.oci.pull import ImageResolver
+from backend.oci.pull import ImageResolver, LayerUnavailable
 from backend.ops.handler import OpHandler
 from backend.ops.mounts import secret_dir
 from backend.ops.registry import handler_for
 from backend.ops.workspace import Workspace
 from backend.output import Redactor
+from backend.remotecache.ledger import CacheLedger
+from backend.remotecache.sources import RemoteCache, load
 from backend.result import Snapshot
 from backend.runtime.container import Cancelled, reap_dead_build
 from backend.runtime.executor import Executor, OCIExecutor
@@ -73,12 +76,20 @@ class SolveOptions:
     precompress: tuple = ()
     # what runs exec steps' processes (backend.runtime.executor.Executor); None: runc or crun
     executor: Executor | None = None
+    # shared caches to take results from (--cache-from: backend.remotecache.options.CacheImport), and
+    # what to note for --cache-to (backend.remotecache.ledger.CacheLedger)
+    cache_from: tuple = ()
+    ledger: CacheLedger | None = None
 
 
 def solve(doc: irops.Document, targets: list[str] | None = None, options: SolveOptions | None = None
           ) -> dict[str, Snapshot]:
     """Build ``targets`` (root names; default ``["default"]``) and return their snapshots."""
     return Solver(doc, options or SolveOptions()).solve(targets or ["default"])
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
 
 
 def _snapshotter_event(name: str) -> Event:
@@ -140,13 +151,27 @@ class Solver:
                 ws = Workspace(store=store, work=work, state_dir=state_dir, snapshotter=snapshotter,
                                options=self.options, images=images, emit=self.emit, cancel=threading.Event(),
                                redactor=self.redactor, executor=executor,
-                               exec_slots=threading.Semaphore(max(1, self.options.jobs)))
+                               exec_slots=threading.Semaphore(max(1, self.options.jobs)),
+                               remote=self._shared_caches(images))
                 self.emit(_snapshotter_event(snapshotter.name))
                 return self._run(targets, deps, handlers, ws, bool(networks))
             finally:
                 images.close()
                 executor.close()  # runtime state lives in state_dir
                 safefs.rmtree(state_dir, ignore_errors=True)
+
+    def _shared_caches(self, images: ImageResolver) -> RemoteCache | None:
+        """The ``--cache-from`` caches that can be read (the others are warned about), their layers
+        and cache mounts made known to ``images``; None without ``--cache-from``."""
+        if not self.options.cache_from:
+            return None
+        remote = load(self.options.cache_from, client=images.client, platform=Platform.host(),
+                      warn=lambda text: self.emit(Event("info", text=text)))
+        for c in remote.caches:
+            images.add_remote(c.config.layers, c.config.mounts, c.origin)
+            self.emit(Event("info", text=f"cache {c.name}: {len(c.config.records)} results, {len(c.config.layers)} "
+                                         f"layers, {len(c.config.mounts)} cache mounts"))
+        return remote
 
     def _run(self, targets: list[str], deps: dict[str, list[str]], handlers: dict[str, OpHandler], ws: Workspace,
              processes: bool) -> dict[str, Snapshot]:
@@ -160,26 +185,65 @@ class Solver:
         if self.options.precompress:
             chain = image_chain(self.doc, [self.doc.roots[t] for t in targets])
             precompressor = Precompressor(ws.store.root, tuple(self.options.precompress), self.emit)
-        task = OpTask(self.doc, handlers, self.options, ws, self.redactor, precompressor, chain)
+        roots = {self.doc.roots[t].op for t in targets}
+        key_only = bool(ws.remote)
         solved = False
         try:
-            run_dag(deps, task, priority=prio, cancel=ws.cancel, workers=max(32, 2 * self.options.jobs),
-                    consequences=(Cancelled,))
+            while True:
+                task = OpTask(self.doc, handlers, self.options, ws, self.redactor, precompressor, chain,
+                              key_only=key_only, targets=roots)
+                try:
+                    run_dag(deps, task, priority=prio, cancel=ws.cancel, workers=max(32, 2 * self.options.jobs),
+                            consequences=(Cancelled,))
+                    out = {t: self._result(ws, task, t) for t in targets}
+                    break
+                except LayerUnavailable as e:
+                    key_only = self._without(ws, e, key_only)
+            self._imported(ws, task)
             solved = True
         finally:
             if warm is not None:
                 warm.join()
             if precompressor is not None:
                 precompressor.close(ok=solved)
-        out = {}
-        for t in targets:
-            ref = self.doc.roots[t]
-            snap = task.results[ref.op][ref.output]
-            out[t] = known_times(ws, materialize(ws, snap) if self.options.materialize else snap)
         if self.options.record is not None:
             with contextlib.suppress(OSError):
                 self.options.record.save()
         return out
+
+    def _result(self, ws: Workspace, task: OpTask, target: str) -> Snapshot:
+        ref = self.doc.roots[target]
+        snap = task.results[ref.op][ref.output]
+        return known_times(ws, materialize(ws, snap) if self.options.materialize else snap)
+
+    def _without(self, ws: Workspace, e: LayerUnavailable, key_only: bool) -> bool:
+        """After a shared cache failed the solve: leave that cache out (or, when it was a result it
+        holds by key only, such results) and say so; returns whether hits by key stay allowed.  What
+        already ran is in the store: the next round finds it there."""
+        remote = ws.remote
+        if not isinstance(remote, RemoteCache):
+            raise e
+        dropped = remote.drop(e.origin) if e.origin is not None else None
+        if dropped is not None:
+            ws.images.forget_remote(dropped.origin)
+            self.emit(Event("info", text=f"warning: --cache-from {dropped.name}: {e}; building on without it"))
+        elif key_only:
+            self.emit(Event("info", text="a step needs the files of a result a shared cache holds only by key "
+                                         "(mode=min); building it again"))
+            key_only = False
+        else:
+            raise SolveError(str(e))
+        if self.options.ledger is not None:
+            self.options.ledger.reset()
+        ws.cancel.clear()
+        return key_only
+
+    def _imported(self, ws: Workspace, task: OpTask) -> None:
+        """Progress: what the shared caches gave this build."""
+        for name, n in task.imported.items():
+            self.emit(Event("info", text=f"cache {name}: {n} steps imported"))
+        if ws.images.remote_bytes:  # type: ignore[attr-defined]
+            self.emit(Event("info", text=f"shared caches: {_mb(ws.images.remote_bytes)} downloaded"))  # type: ignore[attr-defined]
 
     def _reachable(self, roots: list[str]) -> dict[str, list[str]]:
         deps: dict[str, list[str]] = {}

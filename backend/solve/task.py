@@ -8,6 +8,7 @@ its source lines, with every secret value of the build masked.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Collection
 
@@ -16,8 +17,9 @@ from ir import ops as irops
 from backend.errors import BuildError, GrantError, SolveError
 from backend.fs import safefs
 from backend.oci.precompress import Precompressor
+from backend.oci.pull import LayerUnavailable
 from backend.ops.handler import OpHandler
-from backend.ops.workspace import Step, Workspace
+from backend.ops.workspace import Step, Workspace, layer_id_of
 from backend.output import Redactor
 from backend.result import Snapshot
 from backend.runtime.container import Cancelled
@@ -28,15 +30,28 @@ from backend.solve.results import from_output, stamp, to_output
 
 class OpTask:
     """Solves ops of ``doc`` one call at a time (``__call__(digest)``, once its inputs are solved);
-    ``results`` maps each solved op to its outputs' snapshots."""
+    ``results`` maps each solved op to its outputs' snapshots.
+
+    With shared caches (``ws.remote``: ``backend.remotecache.sources.RemoteCache``) a key the local
+    store lacks is looked up there.  A result whose layers can all be had (from the store, a base
+    image or the cache) is a hit like a local one, its layers fetched only when something reads
+    them.  One whose layers the cache does not hold (``mode=min`` keeps only the image's) is a hit
+    *by key* (``key_only``, not for ``targets``): its identity keys what follows it, so a step
+    downstream can hit too; should anything need its files after all, ``LayerUnavailable`` leaves
+    here and the solver builds again without such hits."""
 
     def __init__(self, doc: irops.Document, handlers: dict[str, OpHandler], options, ws: Workspace,
                  redactor: Redactor, precompressor: Precompressor | None = None,
-                 image_chain: Collection[tuple[str, int]] = ()) -> None:
+                 image_chain: Collection[tuple[str, int]] = (), *, key_only: bool = False,
+                 targets: Collection[str] = ()) -> None:
         self.doc, self.handlers, self.options, self.ws, self.redactor = doc, handlers, options, ws, redactor
         self.precompressor, self.image_chain = precompressor, image_chain
+        self.key_only, self.targets = key_only, set(targets)
+        self.ledger = getattr(options, "ledger", None)
         self.identities = InputIdentities(ws, options)
         self.results: dict[str, list[Snapshot]] = {}
+        self.imported: dict[str, int] = {}  # shared cache name -> results taken from it
+        self._lock = threading.Lock()
 
     def __call__(self, digest: str) -> None:
         op = self.doc.ops[digest]
@@ -56,6 +71,8 @@ class OpTask:
         except (GrantError, Cancelled):
             raise
         except Exception as e:
+            if isinstance(e, LayerUnavailable) and self.ws.remote is not None:
+                raise  # the solver builds again without what the shared cache promised
             msg = self.redactor.text(
                 str(e) if isinstance(e, (SolveError, safefs.TreeError)) else
                 f"{type(e).__name__}: {safefs.os_error_text(e)}" if isinstance(e, OSError) else
@@ -73,6 +90,8 @@ class OpTask:
             else:  # layers still to pull: their progress comes under this op when a step needs them
                 step.event("finished", "resolved", time.monotonic() - step.started)
             self._note(step, handler, "resolved", identities=[snap.identity])
+            if self.ledger is not None and snap.host_dir is None:
+                self.ledger.resolved([layer_id_of(p) for p in snap.layers])
             return [snap]
         extra = handler.key_extra(self.options)
         parts: list[str] = []
@@ -85,7 +104,14 @@ class OpTask:
             if hit is not None:
                 step.event("cached")
                 self._note(step, handler, "cached", key, parts, extra, [o.identity for o in hit])
+                if self.ledger is not None:
+                    self.ledger.keyed(key, hit)
                 return [from_output(ws, o) for o in hit]
+            if ws.remote:
+                found = self._remote_hit(step, key)
+                if found is not None:
+                    self._note(step, handler, "cached", key, parts, extra, [o.identity for o in found])
+                    return [from_output(ws, o) for o in found]
         # (noted before it runs: a failed step is explained too)
         self._note(step, handler, "ran", key or "", parts, extra or "")
         if not handler.announces_start:
@@ -93,12 +119,40 @@ class OpTask:
         step.started = time.monotonic()
         outs = stamp(handler.run(ws, step, inputs), inputs, time.time_ns())
         if key is not None:
-            ws.store.record(key, [to_output(ws, s) for s in outs])
+            rows = [to_output(ws, s) for s in outs]
+            ws.store.record(key, rows)
+            if self.ledger is not None:
+                self.ledger.keyed(key, rows)
         if self.precompressor is not None:  # (a cache hit's layers are left to the export: a cheap
             self._precompress(step.digest, inputs, outs)  # lookup there, most often already stored)
         self._note(step, handler, "ran", key or "", parts, extra or "", [s.identity for s in outs])
         step.event("finished", duration=time.monotonic() - step.started)
         return outs
+
+    def _remote_hit(self, step: Step, key: str) -> tuple | None:
+        """The outputs a shared cache holds for ``key``, if this solve may use them (see the class)."""
+        ws = self.ws
+        found = ws.remote.lookup(key)
+        if found is None:
+            return None
+        outputs, cache = found
+        layers = {lid for o in outputs for lid in o.layers}
+        whole = all(ws.images.can_supply(lid) for lid in layers)
+        if not whole and (not self.key_only or step.digest in self.targets):
+            return None
+        if whole:
+            ws.store.record(key, list(outputs))  # the next build finds it here (once its layers are)
+            for lid in layers:
+                ws.images.set_owner(lid, (step.digest, step.description, step.group))
+        if self.ledger is not None:
+            self.ledger.keyed(key, outputs, imported=True)
+            for lid in layers:
+                if (x := ws.images.remote_layer(lid)) is not None:
+                    self.ledger.remote_layer(lid, x)
+        with self._lock:
+            self.imported[cache.name] = self.imported.get(cache.name, 0) + 1
+        step.event("cached", f"from {cache.name}" if whole else f"from {cache.name} (by key)")
+        return outputs
 
     def _note(self, step: Step, handler: OpHandler, status: str, key: str = "", parts: list[str] | None = None,
               extra: str = "", identities: list[str] | None = None) -> None:

@@ -1,0 +1,283 @@
+"""Write a shared cache (``--cache-to``): what one solve learned (``CacheLedger``) as a ``CacheConfig``
+and its blobs, into a registry, an OCI layout directory, or an image's own config (inline).
+
+Which layers go in: ``mode=min``, the target's; ``mode=max``, those of every result.  A base image's
+layers never do (a reader pulls them from the image, as the build did).  Every cache key the solve
+met is written either way: a result whose layers are all in the cache (or in a base image) whole,
+one whose layers are not *by key* (identity and layer ids, no image config), which lets a reader
+skip it when nothing needs its files (``backend.solve.task``).  A layer is compressed the way the
+image's were (the same ``write_layer_to_store`` memo), so the cache shares the image's blobs and a
+registry already holding them receives none twice.  A result that came from a shared cache and
+whose files this build never needed keeps the blob that cache named.
+
+Writes are safe against a concurrent writer: a registry replaces the tag's manifest in one PUT after
+every blob it names is there; a directory is locked, its blobs renamed into place, its
+``index.json`` replaced in one rename, and only blobs neither this index nor the one before it names
+are removed (a reader that has just read the old index still finds its blobs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ir import ops as irops
+
+from backend.errors import BackendError
+from backend.export.reuse import refuse_link, replacing
+from backend.oci.compression import MT_DOCKER_LAYER, MT_DOCKER_LAYER_GZIP, MT_LAYER, MT_LAYER_GZIP
+from backend.oci.layerstore import write_layer_to_store
+from backend.oci.layout import ANNOT_REF_NAME, LAYOUT_VERSION, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST, \
+    Platform, canonical_json, descriptor
+from backend.oci.pull import Origin, RemoteLayer
+from backend.oci.reference import parse_reference
+from backend.remotecache.format import ARTIFACT_TYPE, MT_CONFIG, CacheConfig
+from backend.remotecache.ledger import CacheLedger
+from backend.remotecache.options import ALL_MOUNTS, CacheExport
+from backend.store.blobs import BlobError, BlobStore
+from backend.store.cache import CacheStore
+from backend.store.records import Output
+
+MT_EMPTY = "application/vnd.oci.empty.v1+json"
+EMPTY = b"{}"
+
+
+class CacheExportError(BackendError):
+    """Writing a shared cache failed; ``str()`` names the cache."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What one ``--cache-to`` wrote, for the progress line."""
+
+    records: int
+    whole: int  # records with their layers
+    layers: int
+    mounts: int
+    pushed: int  # blobs uploaded (registry) or written (directory)
+    pushed_bytes: int
+
+
+def cache_mount_ids(doc: irops.Document) -> list[str]:
+    """Every cache mount id the graph uses (``mounts=*``)."""
+    found = {m.cache.id for op in doc.ops.values() if op.exec is not None
+             for m in op.exec.mounts if m.cache is not None}
+    return sorted(found)
+
+
+def build_config(ledger: CacheLedger, store: CacheStore, *, target_layers: Iterable[str], mode: str,
+                 compression: str, level: int | None, source_date_epoch: int | None,
+                 mounts: Iterable[str] = (), only_layers: dict[str, RemoteLayer] | None = None,
+                 warn: Callable[[str], None] = lambda text: None) -> tuple[CacheConfig, dict[str, Origin]]:
+    """The document for ``ledger`` (of a finished solve) and where each blob it names comes from
+    when it is not in ``store`` (a layer another shared cache gave this build, never fetched).
+
+    ``only_layers`` (an inline cache): exactly these layers, as the image holds them."""
+    records = dict(ledger.records)
+    selections = dict(ledger.selections)
+    base = set(ledger.base_layers)
+    wanted: list[str] = []
+    if only_layers is None:
+        pool = target_layers if mode == "min" else (lid for outs in records.values() for o in outs for lid in o.layers)
+        wanted = [lid for lid in dict.fromkeys(pool) if lid not in base]
+    layers: dict[str, RemoteLayer] = dict(only_layers or {})
+    elsewhere: dict[str, Origin] = {}
+    variant = f"sde={source_date_epoch}"
+    for lid in wanted:
+        path = store.layer_path(lid)
+        if path.is_dir():
+            b = write_layer_to_store(path, store.blobs, compression=compression, level=level,
+                                     source_date_epoch=source_date_epoch, diff_id=lid)
+            layers[lid] = RemoteLayer(b.digest, b.media_type, b.size, b.diff_id, variant)
+            continue
+        found = ledger.remote_layers.get(lid)
+        if found is not None:
+            layers[lid], origin = found
+            if not store.blobs.has(found[0].blob):
+                elsewhere[found[0].blob] = origin
+    have = layers.keys() | base
+    out: dict[str, tuple[Output, ...]] = {}
+    for key, outs in records.items():
+        whole = all(lid in have for o in outs for lid in o.layers)
+        out[key] = outs if whole else tuple(Output(o.identity, o.layers, None, o.created) for o in outs)
+    seeds = _mount_blobs(store, mounts, compression, level, warn)
+    platform = {k: v for k, v in Platform.host().__dict__.items() if v}
+    return CacheConfig(platform, out, selections, layers, seeds), elsewhere
+
+
+def _mount_blobs(store: CacheStore, ids: Iterable[str], compression: str, level: int | None,
+                 warn: Callable[[str], None]) -> dict[str, RemoteLayer]:
+    """A blob of each cache mount's directory, taken under its shared lock (a ``sharing=locked``
+    step writing it is waited for)."""
+    out = {}
+    for cache_id in ids:
+        path = store.mounts_dir / store.mount_name(cache_id)
+        if not path.is_dir():
+            warn(f"cache mount {cache_id!r}: not in this cache store (no step of this build mounted it); not exported")
+            continue
+        fd = store.mount_lock(cache_id, exclusive=False)
+        try:
+            b = write_layer_to_store(path, store.blobs, compression=compression, level=level)
+        finally:
+            if fd is not None:
+                os.close(fd)
+        out[cache_id] = RemoteLayer(b.digest, b.media_type, b.size, b.diff_id, "")
+    return out
+
+
+def mount_ids(spec: CacheExport, doc: irops.Document) -> list[str]:
+    if ALL_MOUNTS in spec.mounts:
+        return cache_mount_ids(doc)
+    return list(spec.mounts)
+
+
+def manifest_for(config: CacheConfig, store: BlobStore, *, oci: bool = True) -> tuple[bytes, str]:
+    """The cache's manifest (its config and layer blobs written to ``store``): bytes and media type."""
+    config_bytes = config.to_bytes()
+    store.write_bytes(config_bytes)
+    blobs = {x.blob: x for x in [*config.layers.values(), *config.mounts.values()]}
+    layers = [{"mediaType": _media_type(x.media_type, oci), "digest": x.blob, "size": x.size}
+              for _, x in sorted(blobs.items())]
+    if not layers:  # a manifest names at least one layer: the OCI "empty" blob stands in
+        store.write_bytes(EMPTY)
+        layers = [descriptor(MT_EMPTY, EMPTY)]
+    manifest: dict = {"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST if oci else MT_DOCKER_MANIFEST,
+                      "config": descriptor(MT_CONFIG, config_bytes), "layers": layers}
+    if oci:
+        manifest["artifactType"] = ARTIFACT_TYPE
+    raw = canonical_json(manifest)
+    store.write_bytes(raw)
+    return raw, manifest["mediaType"]
+
+
+def _media_type(mt: str, oci: bool) -> str:
+    if oci:
+        return mt
+    return {MT_LAYER_GZIP: MT_DOCKER_LAYER_GZIP, MT_LAYER: MT_DOCKER_LAYER}.get(mt, mt)
+
+
+def blobs_of(manifest: bytes) -> list[tuple[str, int]]:
+    body = json.loads(manifest)
+    return [(d["digest"], d["size"]) for d in [body["config"], *body["layers"]]]
+
+
+# -- registry ------------------------------------------------------------------------------------------
+def push(spec: CacheExport, manifest: bytes, media_type: str, store: BlobStore, client,
+         elsewhere: dict[str, Origin], fetch: Callable[[str, int, Origin], None]) -> tuple[int, int]:
+    """Push the cache to ``spec.ref``: each blob the registry lacks (mounted from the repository a
+    shared cache had it in when that is on the same registry), then the manifest under the tag.
+    Returns (blobs uploaded, bytes uploaded)."""
+    ref = parse_reference(spec.ref)
+    if ref.digest:
+        raise CacheExportError(f"--cache-to {spec.ref}: a cache is written under a tag, not a digest")
+    uploaded = n_bytes = 0
+    for digest, size in blobs_of(manifest):
+        origin = elsewhere.get(digest)
+        if origin is not None and not store.has(digest):  # another cache's blob this build never needed
+            if client.blob_exists(ref, digest):
+                continue
+            if origin[0] == "registry" and origin[1].registry == ref.registry:
+                with contextlib.suppress(BlobError):  # a refused mount starts an upload: of a blob we lack
+                    if client.push_blob(ref, digest, mount_from=origin[1].repository) == "mounted":
+                        continue
+            fetch(digest, size, origin)
+        if client.push_blob(ref, digest) == "uploaded":
+            uploaded += 1
+            n_bytes += size
+    client.push_manifest(ref, manifest, media_type, tag=ref.tag or "latest")
+    return uploaded, n_bytes
+
+
+# -- directory -----------------------------------------------------------------------------------------
+def write_dir(spec: CacheExport, manifest: bytes, media_type: str, store: BlobStore,
+              elsewhere: dict[str, Origin], fetch: Callable[[str, int, Origin], None]) -> tuple[int, int]:
+    """Write the cache into the OCI layout at ``spec.path`` under ``spec.tag``, under the layout's
+    lock (see the module's docstring).  Returns (blobs written, bytes written)."""
+    dest = Path(spec.path)
+    dest.mkdir(parents=True, exist_ok=True)
+    for sub in (dest / "blobs", dest / "blobs" / "sha256"):
+        refuse_link(sub, "a directory of the cache layout")
+        sub.mkdir(exist_ok=True)
+    written = n_bytes = 0
+    with _locked(dest):
+        for digest, size in blobs_of(manifest):
+            target = dest / "blobs" / "sha256" / digest.split(":", 1)[1]
+            if _present(target, size):
+                continue
+            if not store.has(digest):
+                fetch(digest, size, elsewhere[digest])
+            with store.open(digest) as r, replacing(target, 0o644) as w:
+                shutil.copyfileobj(r, w, 1 << 20)
+            written += 1
+            n_bytes += size
+        old = _read_index(dest)
+        entry = descriptor(media_type, manifest, annotations={ANNOT_REF_NAME: spec.tag})
+        keep = [d for d in old.get("manifests", []) if isinstance(d, dict)
+                and d.get("annotations", {}).get(ANNOT_REF_NAME) != spec.tag]
+        index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": [*keep, entry]}
+        with replacing(dest / "oci-layout", 0o644) as f:
+            f.write(LAYOUT_VERSION)
+        with replacing(dest / "index.json", 0o644) as f:
+            f.write(json.dumps(index, separators=(",", ":")).encode())
+        _prune(dest, [*index["manifests"], *old.get("manifests", [])])
+    return written, n_bytes
+
+
+@contextlib.contextmanager
+def _locked(dest: Path):
+    fd = os.open(dest / ".irctl-cache.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _present(target: Path, size: int) -> bool:
+    """A blob already written (renamed in whole, so a regular file of the right size is complete;
+    a reader checks its digest anyway)."""
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == size
+
+
+def _read_index(dest: Path) -> dict:
+    try:
+        with open(os.open(dest / "index.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
+            data = f.read(4 << 20)
+        body = json.loads(data)
+        return body if isinstance(body, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _prune(dest: Path, manifests: list) -> None:
+    """Remove the blobs no listed manifest reaches (manifests of other tags are read from the dir)."""
+    keep: set[str] = set()
+    blob_dir = dest / "blobs" / "sha256"
+    for d in manifests:
+        if not isinstance(d, dict) or not isinstance(d.get("digest"), str):
+            continue
+        keep.add(d["digest"])
+        try:
+            with open(os.open(blob_dir / d["digest"].split(":", 1)[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC),
+                      "rb") as f:
+                body = json.loads(f.read(4 << 20))
+            for x in [body.get("config", {}), *body.get("layers", [])]:
+                if isinstance(x, dict) and isinstance(x.get("digest"), str):
+                    keep.add(x["digest"])
+        except (OSError, ValueError, AttributeError, TypeError):
+            return  # a manifest we cannot read: keep everything rather than guess
+    for p in blob_dir.iterdir():
+        if "sha256:" + p.name not in keep and not p.name.startswith("."):
+            with contextlib.suppress(OSError):
+                p.unlink()

@@ -1,0 +1,177 @@
+"""Read the ``--cache-from`` caches a build may take results from, and answer its lookups.
+
+Each cache is read once, at the start of a solve: a manifest and one config blob (a cache artifact),
+or an image's config (an inline cache) — never a layer; layers come later, only those a step needs
+(``backend.oci.pull.ImageResolver``).  A cache that is missing, unreadable, corrupt, written by
+another irctl version or for another platform is left out with a warning: a cache never fails a
+build.  Several caches may be given; for each key the first that has it answers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from backend.errors import BackendError
+from backend.oci.layout import ANNOT_REF_NAME, INDEX_TYPES, MT_DOCKER_MANIFEST, MT_OCI_MANIFEST, LayoutError, OCILayout, \
+    Platform, select_manifest
+from backend.oci.pull import Origin
+from backend.oci.reference import RegistryError, parse_reference
+from backend.remotecache.format import INLINE_KEY, INLINE_PREFIX, MAX_CONFIG, MT_CONFIG, CacheConfig, parse
+from backend.remotecache.options import CacheImport
+from backend.store.blobs import sha256_digest
+from backend.store.records import Output
+
+MAX_MANIFEST = 4 << 20
+
+
+class CacheUnusable(BackendError):
+    """One ``--cache-from`` cache cannot be used; ``str()`` says which and why (shown as a warning)."""
+
+
+@dataclass(frozen=True)
+class LoadedCache:
+    name: str  # as the user wrote it
+    origin: Origin  # where its blobs are fetched from
+    config: CacheConfig
+
+
+class RemoteCache:
+    """The caches of one build, first given first."""
+
+    def __init__(self, caches: Sequence[LoadedCache]) -> None:
+        self.caches = list(caches)
+
+    def __bool__(self) -> bool:
+        return bool(self.caches)
+
+    def lookup(self, key: str) -> tuple[tuple[Output, ...], LoadedCache] | None:
+        for c in self.caches:
+            found = c.config.records.get(key)
+            if found is not None:
+                return found, c
+        return None
+
+    def selection(self, identity: str, action: str) -> str | None:
+        for c in self.caches:
+            found = c.config.selections.get((identity, action))
+            if found is not None:
+                return found
+        return None
+
+    def drop(self, origin: Origin) -> LoadedCache | None:
+        """Stop using the cache at ``origin`` (it failed the build); returns it."""
+        for c in self.caches:
+            if c.origin == origin:
+                self.caches.remove(c)
+                return c
+        return None
+
+
+def load(imports: Sequence[CacheImport], *, client: Callable[[], object], platform: Platform,
+         warn: Callable[[str], None]) -> RemoteCache:
+    """The usable caches among ``imports`` (``client()``: the solve's registry client, made on first use)."""
+    loaded = []
+    for imp in imports:
+        try:
+            config, origin = _read_registry(imp, client()) if imp.type == "registry" else _read_local(imp, platform)
+            written_on = {k: v for k, v in config.platform.items() if k in ("os", "architecture", "variant")}
+            if written_on and not platform.matches(written_on):
+                raise CacheUnusable(f"it was written for {Platform.from_dict(written_on)}; this build is for {platform}")
+        except (CacheUnusable, RegistryError, LayoutError, BackendError, OSError) as e:
+            warn(f"warning: --cache-from {imp.name}: {_reason(e)}; building without it")
+            continue
+        loaded.append(LoadedCache(imp.name, origin, config))
+    return RemoteCache(loaded)
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, RegistryError) and getattr(e, "status", None) == 404:
+        return "not found"
+    if isinstance(e, OSError) and not isinstance(e, BackendError):
+        return f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+    return str(e)
+
+
+def _read_registry(imp: CacheImport, client) -> tuple[CacheConfig, Origin]:
+    ref = parse_reference(imp.ref)
+    platform = Platform.host()
+    data, mt, _ = client.get_manifest(ref)
+    body = _json(data, f"{imp.ref}: manifest")
+    if mt in INDEX_TYPES or "manifests" in body:  # an image index: the inline cache of this platform's image
+        desc = select_manifest(body, platform, imp.ref)
+        data, mt, _ = client.get_manifest(ref, desc["digest"])
+        body = _json(data, f"{imp.ref}: manifest")
+    cdesc = _config_descriptor(body, imp.ref)
+    raw = client.fetch_blob_bytes(ref, cdesc["digest"], cdesc.get("size"))
+    return _config(raw, cdesc, body, imp.ref), ("registry", ref)
+
+
+def _read_local(imp: CacheImport, platform: Platform) -> tuple[CacheConfig, Origin]:
+    path = Path(imp.path)
+    if not (path / "index.json").is_file():
+        raise CacheUnusable(f"no OCI layout at {path} (no index.json)")
+    with OCILayout(path) as layout:
+        entries = [d for d in layout.index.get("manifests", []) if d.get("annotations", {}).get(ANNOT_REF_NAME) == imp.tag]
+        if not entries:
+            raise CacheUnusable(f"no cache tagged {imp.tag!r} in {path}")
+        desc = entries[-1]
+        data = _capped_blob(layout, desc["digest"], MAX_MANIFEST)
+        body = _json(data, f"{path}: manifest")
+        if body.get("mediaType") in INDEX_TYPES or "manifests" in body:
+            desc = select_manifest(body, platform, str(path))
+            body = _json(_capped_blob(layout, desc["digest"], MAX_MANIFEST), f"{path}: manifest")
+        cdesc = _config_descriptor(body, str(path))
+        raw = _capped_blob(layout, cdesc["digest"], MAX_CONFIG)
+    return _config(raw, cdesc, body, str(path)), ("layout", path.resolve())
+
+
+def _capped_blob(layout: OCILayout, digest: str, cap: int) -> bytes:
+    """A small blob of a layout someone else may have written: at most ``cap`` bytes, digest checked."""
+    if not isinstance(digest, str) or not digest.startswith("sha256:"):
+        raise CacheUnusable(f"malformed digest {digest!r} in {layout.path}")
+    with layout.open_blob(digest) as f:
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise CacheUnusable(f"{layout.path}: blob {digest} is larger than {cap} bytes")
+    if sha256_digest(data) != digest:
+        raise CacheUnusable(f"{layout.path}: blob {digest} does not match its digest")
+    return data
+
+
+def _json(data: bytes, where: str) -> dict:
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        raise CacheUnusable(f"{where} is not JSON") from None
+    if not isinstance(body, dict):
+        raise CacheUnusable(f"{where} is not a JSON object")
+    return body
+
+
+def _config_descriptor(manifest: dict, where: str) -> dict:
+    if manifest.get("mediaType", MT_OCI_MANIFEST) not in (MT_OCI_MANIFEST, MT_DOCKER_MANIFEST):
+        raise CacheUnusable(f"{where} is neither an irctl cache nor an image")
+    cdesc = manifest.get("config")
+    if not isinstance(cdesc, dict) or not isinstance(cdesc.get("digest"), str):
+        raise CacheUnusable(f"{where}: its manifest has no config")
+    return cdesc
+
+
+def _config(raw: bytes, cdesc: dict, manifest: dict, where: str) -> CacheConfig:
+    """The cache in a config blob: the document itself (a cache artifact) or an image config's
+    inline cache."""
+    if cdesc.get("mediaType") == MT_CONFIG:
+        return parse(raw, where)
+    image = _json(raw, f"{where}: image config")
+    if INLINE_KEY in image:
+        return parse(image[INLINE_KEY], f"{where}: inline cache")
+    other = sorted(k for k in image if k.startswith(INLINE_PREFIX))
+    if other:
+        raise CacheUnusable(f"its inline cache is {other[0]!r}, written by another irctl version "
+                            f"(this one reads {INLINE_KEY!r})")
+    if "moby.buildkit.cache.v0" in image:
+        raise CacheUnusable("it holds BuildKit's inline cache, which irctl cannot use")
+    raise CacheUnusable("it is an image without an inline cache (build it with --cache-to type=inline)")
