@@ -41,7 +41,7 @@ from backend.oci.reference import parse_reference
 from backend.remotecache.format import ARTIFACT_TYPE, MT_CONFIG, CacheConfig
 from backend.remotecache.ledger import CacheLedger
 from backend.remotecache.options import ALL_MOUNTS, CacheExport
-from backend.store.blobs import BlobError, BlobStore
+from backend.store.blobs import BlobError, BlobStore, sha256_digest
 from backend.store.cache import CacheStore
 from backend.store.records import Output
 
@@ -207,7 +207,7 @@ def write_dir(spec: CacheExport, manifest: bytes, media_type: str, store: BlobSt
         sub.mkdir(exist_ok=True)
     written = n_bytes = 0
     with _locked(dest):
-        for digest, size in blobs_of(manifest):
+        for digest, size in [*blobs_of(manifest), (sha256_digest(manifest), len(manifest))]:
             target = dest / "blobs" / "sha256" / digest.split(":", 1)[1]
             if _present(target, size):
                 continue

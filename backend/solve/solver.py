@@ -243,7 +243,7 @@ class Solver:
         for name, n in task.imported.items():
             self.emit(Event("info", text=f"cache {name}: {n} steps imported"))
         if ws.images.remote_bytes:  # type: ignore[attr-defined]
-            self.emit(Event("info", text=f"shared caches: {_mb(ws.images.remote_bytes)} downloaded"))  # type: ignore[attr-defined]
+            self.emit(Event("info", text=f"shared caches: {_mb(ws.images.remote_bytes)} of layers fetched"))  # type: ignore[attr-defined]
 
     def _reachable(self, roots: list[str]) -> dict[str, list[str]]:
         deps: dict[str, list[str]] = {}
