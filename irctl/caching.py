@@ -96,7 +96,7 @@ def _export_one(spec, snapshot, ledger, doc, store, insecure: tuple[str, ...], e
     config, elsewhere = cx.build_config(
         ledger, store, target_layers=["sha256:" + Path(p).name for p in snapshot.layers], mode=spec.mode,
         compression=spec.compression, level=spec.level, source_date_epoch=source_date_epoch(),
-        mounts=cx.mount_ids(spec, doc), warn=emit)
+        mounts=cx.mount_ids(spec, doc, emit), warn=emit)
     manifest, media_type = cx.manifest_for(config, store.blobs, oci=spec.oci_mediatypes)
     client = None
 
