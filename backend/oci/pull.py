@@ -262,15 +262,7 @@ class ImageResolver:
             return False
         x, origin = found
         try:
-            self._fetch_remote(x, origin)
-            dest.mkdir()
-            meter = self._meter(x.blob, f"restoring cache mount {cache_id}", x.size)
-            with self.store.blobs.open(x.blob) as f:
-                meter(0)
-                got = extract_layer(MeteredReader(f, meter), x.media_type, dest).diff_id  # type: ignore[arg-type]
-            meter.finish()
-            if got != x.diff_id:
-                raise LayerError(f"its blob unpacks to {got}, not the {x.diff_id} the cache names")
+            self._unpack_remote(x, origin, dest, f"restoring cache mount {cache_id}")
             why = overlay_lookalike(dest)
             if why:
                 raise LayerError(f"{why}, which a cache mount cannot hold")
@@ -310,15 +302,7 @@ class ImageResolver:
     def _extract_remote(self, layer_id: str, x: RemoteLayer, origin: Origin, dest: Path) -> None:
         """A shared cache's layer: its blob, tar and tree each checked against what names it."""
         try:
-            self._fetch_remote(x, origin)
-            dest.mkdir()
-            meter = self._meter(x.blob, f"extracting {x.blob}", x.size)
-            with self.store.blobs.open(x.blob) as f:
-                meter(0)
-                got = extract_layer(MeteredReader(f, meter), x.media_type, dest).diff_id  # type: ignore[arg-type]
-            meter.finish()
-            if got != x.diff_id:
-                raise LayerError(f"its blob {x.blob} unpacks to {got}, not the {x.diff_id} the cache names")
+            self._unpack_remote(x, origin, dest, f"extracting {x.blob}")
             tree = layer_tree_digest(dest)
             if tree != layer_id:
                 raise LayerError(f"its blob {x.blob} unpacks to the tree {tree}, not the layer it names")
@@ -328,6 +312,19 @@ class ImageResolver:
         self.store.blobs.record_compressed(x.diff_id, comp, CompressedBlob(x.blob, x.size, MEDIA_TYPES[comp]))
         if x.variant:
             self.store.blobs.record_layer_alias(layer_id, x.variant, x.diff_id)
+
+    def _unpack_remote(self, x: RemoteLayer, origin: Origin, dest: Path, label: str) -> None:
+        """Fetch a shared cache's blob and extract it into the new dir ``dest``, its bytes shown as
+        ``label``; ``LayerError`` when its tar is not the ``diff_id`` the cache names."""
+        self._fetch_remote(x, origin)
+        dest.mkdir()
+        meter = self._meter(x.blob, label, x.size)
+        with self.store.blobs.open(x.blob) as f:
+            meter(0)
+            got = extract_layer(MeteredReader(f, meter), x.media_type, dest).diff_id  # type: ignore[arg-type]
+        meter.finish()
+        if got != x.diff_id:
+            raise LayerError(f"its blob {x.blob} unpacks to {got}, not the {x.diff_id} the cache names")
 
     def _fetch_remote(self, x: RemoteLayer, origin: Origin) -> None:
         if self.store.blobs.has(x.blob):
