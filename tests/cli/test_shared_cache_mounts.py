@@ -59,7 +59,8 @@ def test_an_apt_style_step_on_machine_b_finds_what_machine_a_fetched(tmp_path, b
 
 def test_every_mount_of_a_local_cache_with_its_id_owner_and_mode(tmp_path, busybox_ref):
     opts = ",id=apt-archives,uid=1000,gid=100,mode=0750"
-    other = "RUN --mount=type=cache,target=/other sh -c 'test -f /other/x && echo yes > /other-found || touch /other/x'\n"
+    other = ("RUN --mount=type=cache,target=/other "
+             "sh -c 'test -f /other/x && echo yes > /other-found || touch /other/x'\n")
     ctx = _ctx(tmp_path, busybox_ref, opts=opts, extra=other)
     cache = tmp_path / "shared"
     a = _build(ctx, tmp_path / "A", tmp_path / "outA", "--cache-to", f"type=local,dest={cache},mounts=*")
