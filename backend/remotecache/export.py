@@ -135,12 +135,12 @@ def _mount_blobs(store: CacheStore, ids: Iterable[str], compression: str, level:
                 warn(f"warning: cache mount {cache_id!r} is not in this cache store (no step mounted it here); "
                      "not exported")
             continue
-        if holds_secret(path):
-            warn(f"warning: cache mount {cache_id!r}: a step wrote a secret value of its build into it; never "
-                 "exported (irctl cache prune --all removes it)")
-            continue
         fd = store.mount_lock(cache_id, exclusive=False)
         try:
+            if holds_secret(path):  # (looked at under the lock: a step marks the dir before it lets go)
+                warn(f"warning: cache mount {cache_id!r}: a step wrote a secret value of its build into it; "
+                     "never exported (irctl cache prune --all removes it)")
+                continue
             why = overlay_lookalike(path)
             if why:
                 warn(f"warning: cache mount {cache_id!r}: {why}, which a cache cannot carry; not exported")
