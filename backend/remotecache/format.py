@@ -87,7 +87,7 @@ def parse(data: bytes | dict, where: str) -> CacheConfig:
     r = _Reader(where)
     r.obj(doc, "document")
     version = doc.get("irctl_cache")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:
         raise CacheFormatError(f"{where}: cache format {version!r}, this irctl reads format {FORMAT_VERSION} "
                                "(written by another irctl version)")
     platform = doc.get("platform", {})
@@ -117,7 +117,35 @@ def parse(data: bytes | dict, where: str) -> CacheConfig:
               for i, x in enumerate(r.items(doc.get("layers", []), "layers", MAX_LAYERS))}
     mounts = {r.text(x.get("id") if isinstance(x, dict) else None, f"mounts[{i}].id"): r.layer(x, f"mounts[{i}]")
               for i, x in enumerate(r.items(doc.get("mounts", []), "mounts", 1000))}
+    _unicode(doc, where)
     return CacheConfig(platform, records, selections, layers, mounts)
+
+
+def _unicode(doc: dict, where: str) -> None:
+    """Refuse a lone surrogate anywhere (JSON can spell ``\\ud800``; UTF-8 cannot hold it): a build
+    taking such a result would fail writing its own cache (``to_bytes``) or image config."""
+    try:
+        json.dumps(doc, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        at = (_surrogate_at(doc, "") or ".document").lstrip(".")
+        raise CacheFormatError(f"{where}: {at}: not valid Unicode text (a lone surrogate)") from None
+    except (ValueError, RecursionError):
+        raise CacheFormatError(f"{where}: nested too deeply") from None
+
+
+def _surrogate_at(v: object, at: str) -> str | None:
+    """The field of ``v`` whose string (or key) holds a lone surrogate, if any."""
+    if isinstance(v, str):
+        return at if any(0xD800 <= ord(c) <= 0xDFFF for c in v) else None
+    pairs = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else ()
+    for k, x in pairs:
+        name = f"{at}.{k.encode('utf-8', 'backslashreplace').decode()}" if isinstance(k, str) else f"{at}[{k}]"
+        found = _surrogate_at(k, name) if isinstance(k, str) else None
+        if found is None:
+            found = _surrogate_at(x, name)
+        if found is not None:
+            return found
+    return None
 
 
 class _Reader:
@@ -154,7 +182,7 @@ class _Reader:
         return v
 
     def count(self, v: object, at: str) -> int:
-        if type(v) is not int or v < 0 or v > 1 << 50:
+        if type(v) is not int or v < 1 or v > 1 << 50:  # (no blob of a tar is empty; 0 would mean "unchecked")
             raise self.fail(at, "expected a size in bytes")
         return v
 
@@ -182,6 +210,7 @@ class _Reader:
             self.items(image.get("history", []), f"{at}.image.history", 10_000)
             self.obj(image.get("platform", {}), f"{at}.image.platform")
         created = o.get("created", [])
-        if not isinstance(created, list) or any(t is not None and type(t) is not int for t in created):
-            raise self.fail(f"{at}.created", "expected a list of times (ns) or nulls")
+        if not isinstance(created, list) or any(t is not None and (type(t) is not int or not 0 <= t < 1 << 63)
+                                                for t in created):
+            raise self.fail(f"{at}.created", "expected a list of times (ns since 1970) or nulls")
         return Output.from_json(o)
