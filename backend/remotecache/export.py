@@ -238,6 +238,7 @@ def write_dir(spec: CacheExport, manifest: bytes, media_type: str, store: BlobSt
         sub.mkdir(exist_ok=True)
     written = n_bytes = 0
     with _locked(dest):
+        old = _read_index(dest)
         for digest, size in [*blobs_of(manifest), (sha256_digest(manifest), len(manifest))]:
             target = dest / "blobs" / "sha256" / digest.split(":", 1)[1]
             if _present(target, size):
@@ -248,7 +249,6 @@ def write_dir(spec: CacheExport, manifest: bytes, media_type: str, store: BlobSt
                 shutil.copyfileobj(r, w, 1 << 20)
             written += 1
             n_bytes += size
-        old = _read_index(dest)
         entry = descriptor(media_type, manifest, annotations={ANNOT_REF_NAME: spec.tag})
         keep = [d for d in old.get("manifests", []) if isinstance(d, dict)
                 and d.get("annotations", {}).get(ANNOT_REF_NAME) != spec.tag]
@@ -282,13 +282,23 @@ def _present(target: Path, size: int) -> bool:
 
 
 def _read_index(dest: Path) -> dict:
+    """The layout's current index ({} when there is none).  One that is not an index of descriptors
+    is refused rather than overwritten: the directory may hold more than caches."""
     try:
         with open(os.open(dest / "index.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
             data = f.read(4 << 20)
-        body = json.loads(data)
-        return body if isinstance(body, dict) else {}
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return {}
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        body = None
+    entries = body.get("manifests", []) if isinstance(body, dict) else None
+    if not isinstance(entries, list) or not all(
+            isinstance(d, dict) and isinstance(d.get("digest"), str) and isinstance(d.get("annotations", {}), dict)
+            for d in entries):
+        raise CacheExportError(f"{dest / 'index.json'} is not an OCI image index; not writing a cache over it")
+    return body
 
 
 def _prune(dest: Path, manifests: list) -> None:
@@ -303,6 +313,8 @@ def _prune(dest: Path, manifests: list) -> None:
             with open(os.open(blob_dir / d["digest"].split(":", 1)[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC),
                       "rb") as f:
                 body = json.loads(f.read(4 << 20))
+            if "manifests" in body:  # an image index (another tag's multi-platform image): not followed
+                return  # keep everything rather than guess
             for x in [body.get("config", {}), *body.get("layers", [])]:
                 if isinstance(x, dict) and isinstance(x.get("digest"), str):
                     keep.add(x["digest"])

@@ -101,7 +101,7 @@ def _read_registry(imp: CacheImport, client) -> tuple[CacheConfig, Origin]:
     data, mt, _ = client.get_manifest(ref)
     body = _json(data, f"{imp.ref}: manifest")
     if mt in INDEX_TYPES or "manifests" in body:  # an image index: the inline cache of this platform's image
-        desc = select_manifest(body, platform, imp.ref)
+        desc = select_manifest({"manifests": _descriptors(body, imp.ref)}, platform, imp.ref)
         data, mt, _ = client.get_manifest(ref, desc["digest"])
         body = _json(data, f"{imp.ref}: manifest")
     cdesc = _config_descriptor(body, imp.ref)
@@ -114,14 +114,15 @@ def _read_local(imp: CacheImport, platform: Platform) -> tuple[CacheConfig, Orig
     if not (path / "index.json").is_file():
         raise CacheUnusable(f"no OCI layout at {path} (no index.json)")
     with OCILayout(path) as layout:
-        entries = [d for d in layout.index.get("manifests", []) if d.get("annotations", {}).get(ANNOT_REF_NAME) == imp.tag]
+        entries = [d for d in _descriptors(layout.index, f"{path}/index.json")
+                   if d.get("annotations", {}).get(ANNOT_REF_NAME) == imp.tag]
         if not entries:
             raise CacheUnusable(f"no cache tagged {imp.tag!r} in {path}")
         desc = entries[-1]
         data = _capped_blob(layout, desc["digest"], MAX_MANIFEST)
         body = _json(data, f"{path}: manifest")
         if body.get("mediaType") in INDEX_TYPES or "manifests" in body:
-            desc = select_manifest(body, platform, str(path))
+            desc = select_manifest({"manifests": _descriptors(body, str(path))}, platform, str(path))
             body = _json(_capped_blob(layout, desc["digest"], MAX_MANIFEST), f"{path}: manifest")
         cdesc = _config_descriptor(body, str(path))
         raw = _capped_blob(layout, cdesc["digest"], MAX_CONFIG)
@@ -149,6 +150,17 @@ def _json(data: bytes, where: str) -> dict:
     if not isinstance(body, dict):
         raise CacheUnusable(f"{where} is not a JSON object")
     return body
+
+
+def _descriptors(index: object, where: str) -> list[dict]:
+    """The ``manifests`` of an index someone else wrote, checked to be descriptors (objects with a
+    string digest, and objects for annotations and platform) before anything looks inside them."""
+    entries = index.get("manifests", []) if isinstance(index, dict) else None
+    if not isinstance(entries, list) or not all(
+            isinstance(d, dict) and isinstance(d.get("digest"), str) and isinstance(d.get("annotations", {}), dict)
+            and isinstance(d.get("platform", {}), dict) for d in entries):
+        raise CacheUnusable(f"{where}: not an OCI index (its manifests are not all descriptors)")
+    return entries
 
 
 def _config_descriptor(manifest: dict, where: str) -> dict:

@@ -1,0 +1,114 @@
+"""A ``type=local`` cache directory someone else wrote, read and written as hostile input: reading
+one that is malformed anywhere is a warning (never an exception out of the build); writing into one
+whose index is not an OCI index refuses rather than overwrite it, and never prunes another tag's
+blobs it cannot follow."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from backend.oci.layout import Platform
+from backend.remotecache.export import CacheExportError, manifest_for, write_dir
+from backend.remotecache.format import CacheConfig
+from backend.remotecache.options import CacheExport, CacheImport
+from backend.remotecache.sources import load
+from backend.store.blobs import BlobStore
+
+TAG = {"org.opencontainers.image.ref.name": "latest"}
+
+
+def put(d: Path, data: bytes) -> str:
+    h = hashlib.sha256(data).hexdigest()
+    (d / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    (d / "blobs" / "sha256" / h).write_bytes(data)
+    return "sha256:" + h
+
+
+def layout(d: Path, index: object) -> Path:
+    (d / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    (d / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (d / "index.json").write_text(json.dumps(index))
+    return d
+
+
+def tagged(d: Path, body: object) -> dict:
+    return {"manifests": [{"annotations": TAG, "digest": put(d, json.dumps(body).encode())}]}
+
+
+def read(d: Path) -> list[str]:
+    warned: list[str] = []
+    remote = load([CacheImport("local", path=str(d))], client=lambda: None, platform=Platform.host(),
+                  warn=warned.append)
+    assert not remote
+    return warned
+
+
+@pytest.mark.parametrize("index", [
+    [], {"manifests": "abc"}, {"manifests": ["x"]}, {"manifests": [{"annotations": "x", "digest": "sha256:0"}]},
+    {"manifests": [{"annotations": TAG}]}, {"manifests": [{"annotations": TAG, "digest": 5}]},
+], ids=["list", "manifests-str", "entry-str", "annotations-str", "no-digest", "digest-int"])
+def test_a_malformed_index_is_a_warning(tmp_path, index):
+    (warning,) = read(layout(tmp_path, index))
+    assert warning.startswith(f"warning: --cache-from {tmp_path}:latest: {tmp_path}/index.json: not an OCI index")
+
+
+@pytest.mark.parametrize("body", [
+    {"manifests": ["x", 3]}, {"manifests": [{"platform": "linux", "digest": "sha256:0"}]}, {"manifests": {}},
+], ids=["entries-not-objects", "platform-str", "manifests-object"])
+def test_a_malformed_nested_index_is_a_warning(tmp_path, body):
+    (warning,) = read(layout(tmp_path, tagged(tmp_path, body)))
+    assert "not an OCI index" in warning
+
+
+@pytest.mark.parametrize("body, why", [
+    ({"config": "x"}, "its manifest has no config"),
+    ({"mediaType": [], "config": {}}, "neither an irctl cache nor an image"),
+    ([1], "not a JSON object"),
+])
+def test_a_malformed_manifest_is_a_warning(tmp_path, body, why):
+    (warning,) = read(layout(tmp_path, tagged(tmp_path, body)))
+    assert why in warning
+
+
+def test_a_traversing_digest_is_a_warning(tmp_path):
+    (warning,) = read(layout(tmp_path, {"manifests": [{"annotations": TAG, "digest": "sha256:../../etc/passwd"}]}))
+    assert "digest" in warning
+
+
+@pytest.mark.parametrize("index", ['{"manifests": 5}', '[1]', '{"manifests": [{"annotations": "x", "digest": "a"}]}',
+                                   '{"manifests": [{"digest": 5}]}', "{"])
+def test_writing_over_an_index_that_is_not_one_refuses_and_writes_nothing(tmp_path, index):
+    d = tmp_path / "dest"
+    (d / "blobs" / "sha256").mkdir(parents=True)
+    (d / "index.json").write_text(index)
+    store = BlobStore(tmp_path / "store")
+    manifest, mt = manifest_for(CacheConfig(), store)
+    with pytest.raises(CacheExportError, match="is not an OCI image index"):
+        write_dir(CacheExport("local", path=str(d)), manifest, mt, store, {}, lambda *a: None)
+    assert (d / "index.json").read_text() == index
+    assert list((d / "blobs" / "sha256").iterdir()) == []
+
+
+def test_another_tags_multi_platform_image_keeps_its_blobs(tmp_path):
+    """A cache written into a layout that also holds an image index: the index's manifests and
+    their blobs are not pruned (they are not named by the top-level index itself)."""
+    d = tmp_path / "dest"
+    config = put(d, b'{"architecture":"amd64","os":"linux"}')
+    layer = put(d, b"layer bytes")
+    child = json.dumps({"schemaVersion": 2, "config": {"digest": config, "size": 1},
+                        "layers": [{"digest": layer, "size": 11}]}).encode()
+    child_digest = put(d, child)
+    nested = put(d, json.dumps({"schemaVersion": 2, "manifests": [{"digest": child_digest, "size": len(child),
+                                                                    "platform": {"os": "linux"}}]}).encode())
+    layout(d, {"schemaVersion": 2, "manifests": [{"digest": nested, "size": 1, "annotations": {
+        "org.opencontainers.image.ref.name": "app"}}]})
+    store = BlobStore(tmp_path / "store")
+    manifest, mt = manifest_for(CacheConfig(), store)
+    write_dir(CacheExport("local", path=str(d)), manifest, mt, store, {}, lambda *a: None)
+    names = {"sha256:" + p.name for p in (d / "blobs" / "sha256").iterdir()}
+    assert {config, layer, child_digest, nested} <= names
+    assert len(json.loads((d / "index.json").read_text())["manifests"]) == 2
