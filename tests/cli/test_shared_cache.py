@@ -1,0 +1,377 @@
+"""``--cache-to`` / ``--cache-from`` end to end: two "machines" (two ``--cache-dir``) sharing a cache
+through the loopback registry, an OCI layout directory or the image itself, and the faults a shared
+cache must survive (missing, corrupt, tampered, another version or platform): each is a warning and
+a build that still succeeds with the right files.
+
+Which RUN steps executed is read from ``--progress plain`` (``#N DONE`` for a step that ran, ``#N
+CACHED`` for a hit); image digests from the ``pushed sha256:… to REF`` line (SOURCE_DATE_EPOCH is
+set, so equal inputs give equal images)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.cli import Result, irctl, write
+
+pytestmark = pytest.mark.e2e
+
+ENV = {"SOURCE_DATE_EPOCH": "1700000000"}
+ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
+
+
+def build(ctx: Path, machine: Path, *args: str, code: int = 0) -> Result:
+    r = irctl("build", "--progress", "plain", "--cache-dir", machine, *args, ctx, env=ENV)
+    assert r.code == code, r.stderr
+    assert "Traceback" not in r.stderr
+    return r
+
+
+def ran(stderr: str) -> list[str]:
+    """The RUN steps that executed (``#N DONE``; a hit says ``#N CACHED``)."""
+    names: dict[str, str] = {}
+    out = []
+    for line in stderr.splitlines():
+        if m := re.match(r"#(\d+) \[[^\]]*\] (.*)", line):
+            names.setdefault(m[1], m[2])
+        elif (m := re.match(r"#(\d+) DONE", line)) and names.get(m[1], "").startswith("RUN "):
+            out.append(names[m[1]])
+    return out
+
+
+def pushed(stderr: str) -> str:
+    m = re.search(r"^pushed (sha256:[0-9a-f]{64}) to ", stderr, re.M)
+    assert m, stderr
+    return m[1]
+
+
+def warnings(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "warning: --cache-" in line]
+
+
+def files(out: Path) -> dict[str, str]:
+    return {str(p.relative_to(out)): p.read_text() for p in sorted(out.rglob("*"))
+            if p.is_file() and not p.is_symlink() and p.parent == out}
+
+
+def store_layers_with(machine: Path, name: str) -> list[Path]:
+    """The layer dirs of a machine's store holding ``name`` (relative path)."""
+    return [p for p in (machine / "layers").iterdir() if (p / name).exists()]
+
+
+# -- a two-stage build: the first stage's layers are intermediate -----------------------------------
+def two_stage(tmp_path: Path, busybox_ref: str, src: str = "hello\n") -> Path:
+    return write(tmp_path / "ctx", {
+        "Dockerfile": f"""FROM {busybox_ref} AS build
+RUN echo one > /one && sleep 0
+COPY src.txt /src.txt
+RUN mkdir /built && tr a-z A-Z < /src.txt > /built/out
+FROM {busybox_ref}
+COPY --from=build /built/out /out
+RUN cat /out /out > /twice
+""",
+        "src.txt": src})
+
+
+ALL_RUNS = ["RUN echo one > /one && sleep 0", "RUN mkdir /built && tr a-z A-Z < /src.txt > /built/out",
+            "RUN cat /out /out > /twice"]
+
+
+def cache_flags(kind: str, registry: str, tmp_path: Path, name: str, mode: str = "max") -> tuple[str, str, str]:
+    """(``--cache-to`` of A, ``--cache-from`` of B, the tag A pushes)."""
+    tag = f"{registry}/shared-{name}:a"
+    if kind == "registry":
+        ref = f"{registry}/shared-{name}:cache"
+        return f"type=registry,ref={ref},mode={mode}", ref, tag
+    if kind == "local":
+        d = tmp_path / "cachedir"
+        return f"type=local,dest={d},mode={mode}", f"type=local,src={d}", tag
+    return "type=inline", tag, tag
+
+
+@pytest.mark.parametrize("kind", ["registry", "local", "inline"])
+def test_machine_b_runs_nothing_and_makes_the_same_image(tmp_path, busybox_ref, registry, kind):
+    ctx = two_stage(tmp_path, busybox_ref)
+    to, frm, tag = cache_flags(kind, registry, tmp_path, kind, mode="min" if kind == "inline" else "max")
+    a = build(ctx, tmp_path / "A", "--cache-to", to, "-t", tag, "--push")
+    assert ran(a.stderr) == ALL_RUNS
+    assert "cache exported" in a.stderr or kind == "inline"
+    b_extra = ("--cache-to", "type=inline") if kind == "inline" else ()  # the same image: with its inline cache
+    b = build(ctx, tmp_path / "B", "--cache-from", frm, *b_extra, "-t", f"{registry}/shared-{kind}:b", "--push",
+              "-o", f"type=local,dest={tmp_path / 'out'}")
+    assert ran(b.stderr) == []
+    assert re.search(rf"cache {re.escape(frm if kind != 'local' else str(tmp_path / 'cachedir'))}\S*: \d+ steps "
+                     "imported", b.stderr), b.stderr
+    assert pushed(b.stderr) == pushed(a.stderr)
+    assert files(tmp_path / "out") == {"out": "HELLO\n", "twice": "HELLO\nHELLO\n"}
+    assert warnings(b.stderr) == []
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_b_fetches_none_of_the_intermediate_stage(tmp_path, busybox_ref, registry, mode):
+    ctx = two_stage(tmp_path, busybox_ref)
+    ref = f"{registry}/shared-inter:{mode}"
+    build(ctx, tmp_path / "A", "--cache-to", f"type=registry,ref={ref},mode={mode}")
+    assert store_layers_with(tmp_path / "A", "one") and store_layers_with(tmp_path / "A", "built")  # A has them
+    doc = registry_cache_document(registry, ref)
+    inter = {x["blob"] for x in doc["layers"]} - set(image_layers_of_cache_targets(doc))
+    b = build(ctx, tmp_path / "B", "--cache-from", ref, "-o", f"type=local,dest={tmp_path / 'out'}")
+    assert ran(b.stderr) == []
+    assert store_layers_with(tmp_path / "B", "one") == [] and store_layers_with(tmp_path / "B", "built") == []
+    blobs = {"sha256:" + p.name for p in (tmp_path / "B" / "blobs" / "sha256").iterdir()}
+    assert not (inter & blobs)
+    if mode == "max":
+        assert len(inter) == 3  # the cache holds them (RUN, COPY, RUN); B just never needed them
+    assert files(tmp_path / "out") == {"out": "HELLO\n", "twice": "HELLO\nHELLO\n"}
+
+
+def registry_cache_document(registry: str, ref: str) -> dict:
+    repo, tag = ref.split("/", 1)[1].rsplit(":", 1)
+    manifest = httpx.get(f"http://{registry}/v2/{repo}/manifests/{tag}", headers={"Accept": ACCEPT}).json()
+    return httpx.get(f"http://{registry}/v2/{repo}/blobs/{manifest['config']['digest']}").json()
+
+
+def image_layers_of_cache_targets(doc: dict) -> list[str]:
+    """The blobs of the layers the cache's whole results name last (the target's own layers)."""
+    by_id = {x["id"]: x["blob"] for x in doc["layers"]}
+    twice = [o for r in doc["records"] for o in r["outputs"] if o.get("image")]
+    longest = max(twice, key=lambda o: len(o["layers"]))
+    return [by_id[lid] for lid in longest["layers"] if lid in by_id]
+
+
+def test_min_cache_then_a_change_in_the_build_stage_builds_what_it_needs(tmp_path, busybox_ref, registry):
+    ctx = two_stage(tmp_path, busybox_ref)
+    ref = f"{registry}/shared-change:min"
+    build(ctx, tmp_path / "A", "--cache-to", f"type=registry,ref={ref}")
+    (ctx / "src.txt").write_text("bye\n")
+    b = build(ctx, tmp_path / "B", "--cache-from", ref, "-o", f"type=local,dest={tmp_path / 'out'}")
+    assert "building it again" in b.stderr
+    assert ran(b.stderr)[-3:] == ALL_RUNS  # the first stage's files were needed: rebuilt
+    assert files(tmp_path / "out") == {"out": "BYE\n", "twice": "BYE\nBYE\n"}
+
+
+def test_early_cutoff_across_machines(tmp_path, busybox_ref, registry):
+    ctx = two_stage(tmp_path, busybox_ref)
+    ref = f"{registry}/shared-cutoff:max"
+    a = build(ctx, tmp_path / "A", "--cache-to", f"type=registry,ref={ref},mode=max", "-t",
+              f"{registry}/shared-cutoff:a", "--push")
+    (ctx / "src.txt").write_text("HELLO\n")  # read by the tr step, which makes the same /built/out of it
+    b = build(ctx, tmp_path / "B", "--cache-from", ref, "-t", f"{registry}/shared-cutoff:b", "--push")
+    assert ran(b.stderr) == [ALL_RUNS[1]]  # the final stage's RUN: a remote hit after the re-run
+    assert pushed(b.stderr) == pushed(a.stderr)
+
+
+def test_several_cache_from_first_missing_second_good(tmp_path, busybox_ref, registry):
+    ctx = two_stage(tmp_path, busybox_ref)
+    good = f"{registry}/shared-several:cache"
+    build(ctx, tmp_path / "A", "--cache-to", f"type=registry,ref={good}")
+    missing = f"{registry}/shared-several:nothing-here"
+    b = build(ctx, tmp_path / "B", "--cache-from", missing, "--cache-from", good)
+    assert ran(b.stderr) == []
+    assert warnings(b.stderr) == [f"=> warning: --cache-from {missing}: not found; building without it"]
+
+
+def test_concurrent_exports_to_one_ref_and_one_dir_leave_valid_caches(tmp_path, busybox_ref, registry):
+    ref = f"{registry}/shared-race:cache"
+    d = tmp_path / "cachedir"
+    ctxs = [two_stage(tmp_path / f"c{i}", busybox_ref, f"v{i}\n") for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-m", "irctl", "build", "--progress", "quiet", "--cache-dir",
+                               str(tmp_path / f"A{i}"), "--cache-to", f"type=registry,ref={ref},mode=max",
+                               "--cache-to", f"type=local,dest={d},mode=max", str(ctx)],
+                              stderr=subprocess.PIPE, text=True, env={**_env(), **ENV})
+             for i, ctx in enumerate(ctxs)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert_layout_valid(d)
+    for frm in (ref, f"type=local,src={d}"):
+        results = [build(ctx, tmp_path / f"B{i}-{hash(frm)}", "--cache-from", frm, "-o",
+                         f"type=local,dest={tmp_path / f'out{i}-{hash(frm)}'}") for i, ctx in enumerate(ctxs)]
+        assert [] in [ran(r.stderr) for r in results]  # the last writer's build runs nothing
+        for i in range(2):
+            assert files(tmp_path / f"out{i}-{hash(frm)}")["out"] == f"V{i}\n"
+            assert not warnings(results[i].stderr)
+
+
+def _env() -> dict:
+    import os
+
+    return dict(os.environ)
+
+
+def assert_layout_valid(d: Path) -> None:
+    """Every blob the index reaches is there and matches its digest."""
+    index = json.loads((d / "index.json").read_text())
+    for m in index["manifests"]:
+        manifest = json.loads(blob(d, m["digest"]))
+        for x in [manifest["config"], *manifest["layers"]]:
+            assert len(blob(d, x["digest"])) == x["size"]
+
+
+def blob(d: Path, digest: str) -> bytes:
+    data = (d / "blobs" / "sha256" / digest.split(":")[1]).read_bytes()
+    assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
+    return data
+
+
+def test_ignore_error_on_an_unreachable_registry(tmp_path, busybox_ref):
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\nRUN echo a > /a\n"})
+    dead = "127.0.0.1:9/x/cache:c"  # the discard port: nothing listens
+    ok = build(ctx, tmp_path / "A", "--cache-to", f"type=registry,ref={dead},ignore-error=true")
+    assert [w for w in ok.stderr.splitlines() if f"--cache-to {dead}" in w and "warning" in w and
+            "ignore-error=true" in w]
+    bad = build(ctx, tmp_path / "A", "--cache-to", f"type=registry,ref={dead}", code=1)
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and f"--cache-to {dead}" in errors[0], bad.stderr
+
+
+# -- faults: each a warning, and a build that still succeeds with the right files ----------------------
+def one_stage(tmp_path: Path, busybox_ref: str) -> Path:
+    return write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\nRUN echo a > /a\nRUN echo b > /b\n"})
+
+
+ONE_STAGE_RUNS = ["RUN echo a > /a", "RUN echo b > /b"]
+
+
+def local_cache(tmp_path: Path, ctx: Path, mode: str = "max") -> Path:
+    d = tmp_path / "cachedir"
+    a = build(ctx, tmp_path / "A", "--cache-to", f"type=local,dest={d},mode={mode}")
+    assert ran(a.stderr)
+    return d
+
+
+def local_manifest(d: Path) -> tuple[dict, dict]:
+    index = json.loads((d / "index.json").read_text())
+    manifest = json.loads(blob(d, index["manifests"][-1]["digest"]))
+    return manifest, json.loads(blob(d, manifest["config"]["digest"]))
+
+
+def rewrite_document(d: Path, edit) -> None:
+    """Give the cache in ``d`` the document ``edit(doc)`` makes (a new config, manifest and index)."""
+    manifest, doc = local_manifest(d)
+    edit(doc)
+    raw = json.dumps(doc).encode()
+    manifest["config"] = {**manifest["config"], "digest": put_blob(d, raw), "size": len(raw)}
+    mraw = json.dumps(manifest).encode()
+    index = json.loads((d / "index.json").read_text())
+    index["manifests"][-1] = {**index["manifests"][-1], "digest": put_blob(d, mraw), "size": len(mraw)}
+    (d / "index.json").write_text(json.dumps(index))
+
+
+def put_blob(d: Path, data: bytes) -> str:
+    h = hashlib.sha256(data).hexdigest()
+    (d / "blobs" / "sha256" / h).write_bytes(data)
+    return "sha256:" + h
+
+
+def build_from(tmp_path: Path, ctx: Path, frm: str, *expect_warning: str) -> Result:
+    """B's build from ``frm``: succeeds, with the right files and the warnings expected."""
+    b = build(ctx, tmp_path / "B", "--cache-from", frm, "-o", f"type=local,dest={tmp_path / 'out'}")
+    assert files(tmp_path / "out") == {"a": "a\n", "b": "b\n"}
+    got = warnings(b.stderr)
+    assert len(got) == len(expect_warning), b.stderr
+    for w, want in zip(got, expect_warning):
+        assert want in w, b.stderr
+    return b
+
+
+def test_a_corrupt_config_blob_is_a_warning(tmp_path, busybox_ref):
+    ctx = one_stage(tmp_path, busybox_ref)
+    d = local_cache(tmp_path, ctx)
+    manifest, _ = local_manifest(d)
+    p = d / "blobs" / "sha256" / manifest["config"]["digest"].split(":")[1]
+    p.write_bytes(p.read_bytes().replace(b'"records"', b'"recordz"'))
+    b = build_from(tmp_path, ctx, f"type=local,src={d}", "does not match its digest")
+    assert ran(b.stderr) == ONE_STAGE_RUNS
+
+
+def test_a_tampered_layer_blob_is_refused_and_the_step_runs(tmp_path, busybox_ref):
+    ctx = one_stage(tmp_path, busybox_ref)
+    d = local_cache(tmp_path, ctx)
+    _, doc = local_manifest(d)
+    for x in doc["layers"]:
+        p = d / "blobs" / "sha256" / x["blob"].split(":")[1]
+        data = bytearray(p.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        p.write_bytes(bytes(data))
+    b = build_from(tmp_path, ctx, f"type=local,src={d}", "building on without it")
+    assert "content hashes to" in warnings(b.stderr)[0]  # the blob store refused it on its digest
+    assert ran(b.stderr) == ONE_STAGE_RUNS
+
+
+def test_a_layer_id_naming_another_layers_blob_is_refused(tmp_path, busybox_ref):
+    ctx = one_stage(tmp_path, busybox_ref)
+    d = local_cache(tmp_path, ctx)
+
+    def swap(doc):
+        first, second = doc["layers"]
+        for k in ("blob", "mediaType", "size", "diff_id"):
+            first[k], second[k] = second[k], first[k]
+
+    rewrite_document(d, swap)
+    b = build_from(tmp_path, ctx, f"type=local,src={d}", "unpacks to the tree")
+    assert ran(b.stderr) == ONE_STAGE_RUNS
+
+
+def test_a_cache_of_another_version_is_a_warning(tmp_path, busybox_ref):
+    ctx = one_stage(tmp_path, busybox_ref)
+    d = local_cache(tmp_path, ctx)
+    rewrite_document(d, lambda doc: doc.update(irctl_cache=2))
+    b = build_from(tmp_path, ctx, f"type=local,src={d}", "cache format 2, this irctl reads format 1")
+    assert ran(b.stderr) == ONE_STAGE_RUNS
+
+
+def test_a_cache_for_another_platform_is_a_warning(tmp_path, busybox_ref):
+    ctx = one_stage(tmp_path, busybox_ref)
+    d = local_cache(tmp_path, ctx)
+    rewrite_document(d, lambda doc: doc["platform"].update(architecture="arm64"))
+    b = build_from(tmp_path, ctx, f"type=local,src={d}", "written for linux/arm64")
+    assert ran(b.stderr) == ONE_STAGE_RUNS
+
+
+def test_a_missing_local_cache_and_a_missing_tag_are_warnings(tmp_path, busybox_ref):
+    ctx = one_stage(tmp_path, busybox_ref)
+    build_from(tmp_path, ctx, f"type=local,src={tmp_path / 'nowhere'}", "no OCI layout")
+    d = local_cache(tmp_path, ctx)
+    shutil.rmtree(tmp_path / "B")
+    build_from(tmp_path, ctx, f"type=local,src={d},tag=other", "no cache tagged 'other'")
+
+
+def image_with_config(registry: str, busybox_layout: Path, tmp_path: Path, name: str, extra: dict) -> str:
+    """busybox pushed as ``name`` with ``extra`` keys in its image config."""
+    layout = tmp_path / f"layout-{name}"
+    shutil.copytree(busybox_layout, layout)
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads(blob(layout, index["manifests"][0]["digest"]))
+    config = json.loads(blob(layout, manifest["config"]["digest"]))
+    config.update(extra)
+    raw = json.dumps(config).encode()
+    manifest["config"] = {**manifest["config"], "digest": put_blob(layout, raw), "size": len(raw)}
+    mraw = json.dumps(manifest).encode()
+    index["manifests"][0] = {**index["manifests"][0], "digest": put_blob(layout, mraw), "size": len(mraw)}
+    (layout / "index.json").write_text(json.dumps(index))
+    ref = f"{registry}/shared-{name}:latest"
+    subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:latest",
+                    f"docker://{ref}"], check=True, capture_output=True)
+    return ref
+
+
+@pytest.mark.parametrize("extra, why", [
+    ({"irctl.cache.v2": {"irctl_cache": 2}}, "'irctl.cache.v2', written by another irctl version"),
+    ({"moby.buildkit.cache.v0": "e30="}, "BuildKit's inline cache"),
+    ({}, "an image without an inline cache"),
+], ids=["other-version", "buildkit-inline", "plain-image"])
+def test_an_image_without_a_usable_inline_cache_is_a_warning(tmp_path, busybox_ref, busybox_layout, registry,
+                                                              extra, why):
+    ctx = one_stage(tmp_path, busybox_ref)
+    ref = image_with_config(registry, busybox_layout, tmp_path, f"inline-{len(why)}", extra)
+    b = build_from(tmp_path, ctx, ref, why)
+    assert ran(b.stderr) == ONE_STAGE_RUNS
