@@ -375,3 +375,100 @@ def test_an_image_without_a_usable_inline_cache_is_a_warning(tmp_path, busybox_r
     ref = image_with_config(registry, busybox_layout, tmp_path, f"inline-{len(why)}", extra)
     b = build_from(tmp_path, ctx, ref, why)
     assert ran(b.stderr) == ONE_STAGE_RUNS
+
+
+# -- a chain of CI runs: each imports the last run's cache and exports its own ----------------------
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_a_cache_written_by_a_build_that_imported_one_is_whole(tmp_path, busybox_ref, registry, mode):
+    """B takes everything from A's cache (fetching only the layers it needs) and writes its own; C,
+    from B's cache alone, still runs nothing and makes the same image."""
+    ctx = two_stage(tmp_path, busybox_ref)
+    one, two, d = f"{registry}/shared-chain-{mode}:one", f"{registry}/shared-chain-{mode}:two", tmp_path / "dir"
+    a = build(ctx, tmp_path / "A", "--cache-to", f"type=registry,ref={one},mode={mode}", "-t",
+              f"{registry}/shared-chain-{mode}:a", "--push")
+    b = build(ctx, tmp_path / "B", "--cache-from", one, "--cache-to", f"type=registry,ref={two},mode={mode}",
+              "--cache-to", f"type=local,dest={d},mode={mode}")
+    assert ran(b.stderr) == []
+    for i, frm in enumerate((two, f"type=local,src={d}")):
+        c = build(ctx, tmp_path / f"C{i}", "--cache-from", frm, "-t", f"{registry}/shared-chain-{mode}:c{i}", "--push",
+                  "-o", f"type=local,dest={tmp_path / f'out{i}'}")
+        assert ran(c.stderr) == [] and warnings(c.stderr) == []
+        assert pushed(c.stderr) == pushed(a.stderr)
+        assert files(tmp_path / f"out{i}") == {"out": "HELLO\n", "twice": "HELLO\nHELLO\n"}
+    if mode == "max":  # the intermediate layers B never fetched went into its caches all the same
+        assert len(registry_cache_document(registry, two)["layers"]) == len(registry_cache_document(registry, one)["layers"])
+
+
+@pytest.mark.parametrize("options", ["oci-mediatypes=false", "compression=zstd", "compression=uncompressed"])
+def test_other_media_types_and_compressions(tmp_path, busybox_ref, registry, options):
+    ctx = one_stage(tmp_path, busybox_ref)
+    ref = f"{registry}/shared-mt:{options.replace('=', '-')}"
+    a = build(ctx, tmp_path / "A", "--cache-to", f"type=registry,ref={ref},mode=max,{options}")
+    assert ran(a.stderr) == ONE_STAGE_RUNS
+    assert ran(build_from(tmp_path, ctx, ref).stderr) == []
+
+
+def test_an_unreachable_cache_from_is_a_warning(tmp_path, busybox_ref):
+    ctx = one_stage(tmp_path, busybox_ref)
+    b = build_from(tmp_path, ctx, "127.0.0.1:9/x/cache:c", "--cache-from 127.0.0.1:9/x/cache:c")
+    assert ran(b.stderr) == ONE_STAGE_RUNS
+
+
+def test_a_missing_layer_blob_is_a_warning(tmp_path, busybox_ref):
+    ctx = one_stage(tmp_path, busybox_ref)
+    d = local_cache(tmp_path, ctx)
+    _, doc = local_manifest(d)
+    for x in doc["layers"]:
+        (d / "blobs" / "sha256" / x["blob"].split(":")[1]).unlink()
+    b = build_from(tmp_path, ctx, f"type=local,src={d}", "building on without it")
+    assert ran(b.stderr) == ONE_STAGE_RUNS
+
+
+# -- credentials: a registry that asks for them, and $DOCKER_CONFIG/config.json that has them ---------
+def bcrypt_hash(password: str) -> str | None:
+    """A bcrypt hash for docker-registry's htpasswd (crypt(3) makes one; no bcrypt module needed)."""
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt  # (gone in Python 3.13)
+        made = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
+    except (ImportError, AttributeError, ValueError, OSError):
+        return None
+    return made if made and made.startswith("$2") else None
+
+
+@pytest.fixture(scope="module")
+def auth_registry(tmp_path_factory):
+    from tests.support.registry import BINARY, start_registry, stop_registry
+
+    hashed = bcrypt_hash("s3cret")
+    if hashed is None or not shutil.which(BINARY):
+        pytest.skip("no bcrypt (crypt(3) without it, no crypt module) or no docker-registry")
+    work = tmp_path_factory.mktemp("auth-registry")
+    (work / "htpasswd").write_text(f"ci:{hashed}\n")
+    proc, addr = start_registry(work, extra=f"auth:\n  htpasswd:\n    realm: irctl-test\n    path: {work / 'htpasswd'}\n")
+    try:
+        yield addr
+    finally:
+        stop_registry(proc)
+
+
+def test_credentials_from_docker_config(tmp_path, busybox_ref, auth_registry, monkeypatch):
+    import base64
+
+    ctx = one_stage(tmp_path, busybox_ref)
+    ref = f"{auth_registry}/private/app:cache"
+    assert httpx.get(f"http://{auth_registry}/v2/").status_code == 401  # it does ask
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "nocreds"))
+    denied = build(ctx, tmp_path / "A0", "--cache-to", f"type=registry,ref={ref}", code=1)
+    assert f"error: --cache-to {ref}: registry {auth_registry}: 401 authentication required" in denied.stderr
+    docker = tmp_path / "docker"
+    docker.mkdir()
+    (docker / "config.json").write_text(json.dumps(
+        {"auths": {auth_registry: {"auth": base64.b64encode(b"ci:s3cret").decode()}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker))
+    a = build(ctx, tmp_path / "A", "--cache-to", f"type=registry,ref={ref},mode=max")
+    assert ran(a.stderr) == ONE_STAGE_RUNS and "cache exported" in a.stderr
+    assert ran(build_from(tmp_path, ctx, ref).stderr) == []

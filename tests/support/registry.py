@@ -45,14 +45,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_registry(workdir: Path, timeout: float = 20.0) -> tuple[subprocess.Popen, str]:
-    """Start a registry storing under ``workdir``; returns the process and ``host:port``."""
+def start_registry(workdir: Path, timeout: float = 20.0, extra: str = "") -> tuple[subprocess.Popen, str]:
+    """Start a registry storing under ``workdir`` (``extra``: more top-level config, e.g. an ``auth:``
+    section); returns the process and ``host:port``."""
     last = ""
     for _ in range(5):  # a port can be taken between probing and binding: retry
         port = _free_port()
         (workdir / "storage").mkdir(parents=True, exist_ok=True)
         cfg = workdir / "config.yml"
-        cfg.write_text(CONFIG.format(root=workdir / "storage", port=port))
+        cfg.write_text(CONFIG.format(root=workdir / "storage", port=port) + extra)
         log = open(workdir / "registry.log", "ab")
         proc = subprocess.Popen([BINARY, "serve", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -60,7 +61,7 @@ def start_registry(workdir: Path, timeout: float = 20.0) -> tuple[subprocess.Pop
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                if httpx.get(f"http://{addr}/v2/", timeout=1).status_code == 200:
+                if httpx.get(f"http://{addr}/v2/", timeout=1).status_code in (200, 401):  # 401: it asks for auth
                     return proc, addr
             except httpx.TransportError:
                 pass
