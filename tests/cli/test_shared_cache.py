@@ -241,10 +241,18 @@ def one_stage(tmp_path: Path, busybox_ref: str) -> Path:
 ONE_STAGE_RUNS = ["RUN echo a > /a", "RUN echo b > /b"]
 
 
-def local_cache(tmp_path: Path, ctx: Path, mode: str = "max") -> Path:
+@pytest.fixture(scope="module")
+def one_stage_cache(tmp_path_factory, busybox_ref) -> Path:
+    """A ``type=local`` cache (mode=max) of ``one_stage``, written once; tests damage copies of it."""
+    work = tmp_path_factory.mktemp("one-stage-cache")
+    a = build(one_stage(work, busybox_ref), work / "A", "--cache-to", f"type=local,dest={work / 'cachedir'},mode=max")
+    assert ran(a.stderr) == ONE_STAGE_RUNS
+    return work / "cachedir"
+
+
+def local_cache(tmp_path: Path, template: Path) -> Path:
     d = tmp_path / "cachedir"
-    a = build(ctx, tmp_path / "A", "--cache-to", f"type=local,dest={d},mode={mode}")
-    assert ran(a.stderr)
+    shutil.copytree(template, d)
     return d
 
 
@@ -283,9 +291,15 @@ def build_from(tmp_path: Path, ctx: Path, frm: str, *expect_warning: str) -> Res
     return b
 
 
-def test_a_corrupt_config_blob_is_a_warning(tmp_path, busybox_ref):
+def test_an_undamaged_copy_runs_nothing(tmp_path, busybox_ref, one_stage_cache):
+    """The control for the tests below: what they damage is a cache that works."""
     ctx = one_stage(tmp_path, busybox_ref)
-    d = local_cache(tmp_path, ctx)
+    assert ran(build_from(tmp_path, ctx, f"type=local,src={local_cache(tmp_path, one_stage_cache)}").stderr) == []
+
+
+def test_a_corrupt_config_blob_is_a_warning(tmp_path, busybox_ref, one_stage_cache):
+    ctx = one_stage(tmp_path, busybox_ref)
+    d = local_cache(tmp_path, one_stage_cache)
     manifest, _ = local_manifest(d)
     p = d / "blobs" / "sha256" / manifest["config"]["digest"].split(":")[1]
     p.write_bytes(p.read_bytes().replace(b'"records"', b'"recordz"'))
@@ -293,9 +307,9 @@ def test_a_corrupt_config_blob_is_a_warning(tmp_path, busybox_ref):
     assert ran(b.stderr) == ONE_STAGE_RUNS
 
 
-def test_a_tampered_layer_blob_is_refused_and_the_step_runs(tmp_path, busybox_ref):
+def test_a_tampered_layer_blob_is_refused_and_the_step_runs(tmp_path, busybox_ref, one_stage_cache):
     ctx = one_stage(tmp_path, busybox_ref)
-    d = local_cache(tmp_path, ctx)
+    d = local_cache(tmp_path, one_stage_cache)
     _, doc = local_manifest(d)
     for x in doc["layers"]:
         p = d / "blobs" / "sha256" / x["blob"].split(":")[1]
@@ -307,9 +321,9 @@ def test_a_tampered_layer_blob_is_refused_and_the_step_runs(tmp_path, busybox_re
     assert ran(b.stderr) == ONE_STAGE_RUNS
 
 
-def test_a_layer_id_naming_another_layers_blob_is_refused(tmp_path, busybox_ref):
+def test_a_layer_id_naming_another_layers_blob_is_refused(tmp_path, busybox_ref, one_stage_cache):
     ctx = one_stage(tmp_path, busybox_ref)
-    d = local_cache(tmp_path, ctx)
+    d = local_cache(tmp_path, one_stage_cache)
 
     def swap(doc):
         first, second = doc["layers"]
@@ -321,26 +335,26 @@ def test_a_layer_id_naming_another_layers_blob_is_refused(tmp_path, busybox_ref)
     assert ran(b.stderr) == ONE_STAGE_RUNS
 
 
-def test_a_cache_of_another_version_is_a_warning(tmp_path, busybox_ref):
+def test_a_cache_of_another_version_is_a_warning(tmp_path, busybox_ref, one_stage_cache):
     ctx = one_stage(tmp_path, busybox_ref)
-    d = local_cache(tmp_path, ctx)
+    d = local_cache(tmp_path, one_stage_cache)
     rewrite_document(d, lambda doc: doc.update(irctl_cache=2))
     b = build_from(tmp_path, ctx, f"type=local,src={d}", "cache format 2, this irctl reads format 1")
     assert ran(b.stderr) == ONE_STAGE_RUNS
 
 
-def test_a_cache_for_another_platform_is_a_warning(tmp_path, busybox_ref):
+def test_a_cache_for_another_platform_is_a_warning(tmp_path, busybox_ref, one_stage_cache):
     ctx = one_stage(tmp_path, busybox_ref)
-    d = local_cache(tmp_path, ctx)
+    d = local_cache(tmp_path, one_stage_cache)
     rewrite_document(d, lambda doc: doc["platform"].update(architecture="arm64"))
     b = build_from(tmp_path, ctx, f"type=local,src={d}", "written for linux/arm64")
     assert ran(b.stderr) == ONE_STAGE_RUNS
 
 
-def test_a_missing_local_cache_and_a_missing_tag_are_warnings(tmp_path, busybox_ref):
+def test_a_missing_local_cache_and_a_missing_tag_are_warnings(tmp_path, busybox_ref, one_stage_cache):
     ctx = one_stage(tmp_path, busybox_ref)
     build_from(tmp_path, ctx, f"type=local,src={tmp_path / 'nowhere'}", "no OCI layout")
-    d = local_cache(tmp_path, ctx)
+    d = local_cache(tmp_path, one_stage_cache)
     shutil.rmtree(tmp_path / "B")
     build_from(tmp_path, ctx, f"type=local,src={d},tag=other", "no cache tagged 'other'")
 
@@ -414,9 +428,9 @@ def test_an_unreachable_cache_from_is_a_warning(tmp_path, busybox_ref):
     assert ran(b.stderr) == ONE_STAGE_RUNS
 
 
-def test_a_missing_layer_blob_is_a_warning(tmp_path, busybox_ref):
+def test_a_missing_layer_blob_is_a_warning(tmp_path, busybox_ref, one_stage_cache):
     ctx = one_stage(tmp_path, busybox_ref)
-    d = local_cache(tmp_path, ctx)
+    d = local_cache(tmp_path, one_stage_cache)
     _, doc = local_manifest(d)
     for x in doc["layers"]:
         (d / "blobs" / "sha256" / x["blob"].split(":")[1]).unlink()
@@ -472,3 +486,23 @@ def test_credentials_from_docker_config(tmp_path, busybox_ref, auth_registry, mo
     a = build(ctx, tmp_path / "A", "--cache-to", f"type=registry,ref={ref},mode=max")
     assert ran(a.stderr) == ONE_STAGE_RUNS and "cache exported" in a.stderr
     assert ran(build_from(tmp_path, ctx, ref).stderr) == []
+
+
+@pytest.mark.parametrize("kind", ["local", "inline"])
+def test_ci_runs_reading_and_writing_one_cache(tmp_path, busybox_ref, registry, kind):
+    """The usual CI line: every run reads the cache the last one wrote to the same place (a directory
+    the CI system keeps, or the image's own tag) and writes it again, on a fresh machine each time."""
+    ctx = two_stage(tmp_path, busybox_ref)
+    d, tag = tmp_path / "ci-cache", f"{registry}/shared-ci-{kind}:latest"
+    flags = (("--cache-from", f"type=local,src={d}", "--cache-to", f"type=local,dest={d},mode=max")
+             if kind == "local" else ("--cache-from", tag, "--cache-to", "type=inline", "-t", tag, "--push"))
+    first = build(ctx, tmp_path / "run1", *flags)
+    assert ran(first.stderr) == ALL_RUNS
+    (ctx / "src.txt").write_text("bye\n")
+    second = build(ctx, tmp_path / "run2", *flags)
+    assert ran(second.stderr) == ALL_RUNS[1:] if kind == "local" else ALL_RUNS  # inline: min, the first stage by key
+    third = build(ctx, tmp_path / "run3", *flags, "-o", f"type=local,dest={tmp_path / 'out'}")
+    assert ran(third.stderr) == [] and warnings(third.stderr) == []
+    assert files(tmp_path / "out") == {"out": "BYE\n", "twice": "BYE\nBYE\n"}
+    if kind == "local":
+        assert_layout_valid(d)
