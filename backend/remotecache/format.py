@@ -33,6 +33,9 @@ MAX_RECORDS = 100_000
 MAX_LAYERS = 100_000
 MAX_TEXT = 4096  # any one string (a cache mount id, a media type, an action)
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+CONFIG_FIELDS = {"Env": "strings", "Cmd": "strings", "Entrypoint": "strings", "Shell": "strings", "OnBuild": "strings",
+                 "User": "string", "WorkingDir": "string", "StopSignal": "string", "Labels": "labels",
+                 "ExposedPorts": "set", "Volumes": "set"}  # an image config's fields and their OCI types
 SELECTION = re.compile(r"(?:sha256|missing):[0-9a-f]{64}")  # backend.solve.keys.InputIdentities
 
 
@@ -196,6 +199,21 @@ class _Reader:
                            self.count(x.get("size"), f"{at}.size"), self.digest(x.get("diff_id"), f"{at}.diff_id"),
                            variant)
 
+    def image_config(self, config: dict, at: str) -> None:
+        """The fields an image config gives a build (and the image it exports) have the types the
+        OCI image spec says: a cached result never makes an image other tools cannot read."""
+        for k, v in config.items():
+            kind = CONFIG_FIELDS.get(k)
+            ok = (kind is None or v is None  # (docker writes "Labels": null and the like)
+                  or (kind == "string" and isinstance(v, str))
+                  or (kind == "strings" and isinstance(v, list) and all(isinstance(x, str) for x in v))
+                  or (kind == "labels" and isinstance(v, dict) and all(isinstance(x, str) for x in v.values()))
+                  or (kind == "set" and isinstance(v, dict) and all(isinstance(x, dict) for x in v.values())))
+            if not ok:
+                raise self.fail(f"{at}.{k}", {"string": "expected a string", "strings": "expected a list of strings",
+                                              "labels": "expected an object of strings",
+                                              "set": "expected an object of objects"}[kind])
+
     def output(self, o: object, at: str) -> Output:
         self.obj(o, at)
         assert isinstance(o, dict)
@@ -206,9 +224,12 @@ class _Reader:
         image = o.get("image")
         if image is not None:
             self.obj(image, f"{at}.image")
-            self.obj(image.get("config"), f"{at}.image.config")
-            self.items(image.get("history", []), f"{at}.image.history", 10_000)
-            self.obj(image.get("platform", {}), f"{at}.image.platform")
+            self.image_config(self.obj(image.get("config"), f"{at}.image.config"), f"{at}.image.config")
+            for j, h in enumerate(self.items(image.get("history", []), f"{at}.image.history", 10_000)):
+                self.obj(h, f"{at}.image.history[{j}]")
+            for k, v in self.obj(image.get("platform", {}), f"{at}.image.platform").items():
+                if not isinstance(v, (str, list)):
+                    raise self.fail(f"{at}.image.platform.{k}", "expected a string")
         created = o.get("created", [])
         if not isinstance(created, list) or any(t is not None and (type(t) is not int or not 0 <= t < 1 << 63)
                                                 for t in created):

@@ -106,6 +106,17 @@ def _set(doc: dict, path: list, value) -> dict:
     (["records", 0, "outputs", 0, "image"], [], "records[0].outputs[0].image"),
     (["records", 0, "outputs", 0, "image", "config"], "x", "records[0].outputs[0].image.config"),
     (["records", 0, "outputs", 0, "image", "history"], {}, "records[0].outputs[0].image.history"),
+    (["records", 0, "outputs", 0, "image", "history"], ["x"], "records[0].outputs[0].image.history[0]"),
+    (["records", 0, "outputs", 0, "image", "config", "Env"], 5, "records[0].outputs[0].image.config.Env"),
+    (["records", 0, "outputs", 0, "image", "config", "Env"], "A=1", "records[0].outputs[0].image.config.Env"),
+    (["records", 0, "outputs", 0, "image", "config", "Cmd"], ["sh", 5], "records[0].outputs[0].image.config.Cmd"),
+    (["records", 0, "outputs", 0, "image", "config", "WorkingDir"], ["/"], "records[0].outputs[0].image.config.WorkingDir"),
+    (["records", 0, "outputs", 0, "image", "config", "User"], 0, "records[0].outputs[0].image.config.User"),
+    (["records", 0, "outputs", 0, "image", "config", "Labels"], {"a": 1}, "records[0].outputs[0].image.config.Labels"),
+    (["records", 0, "outputs", 0, "image", "config", "ExposedPorts"], ["80/tcp"],
+     "records[0].outputs[0].image.config.ExposedPorts"),
+    (["records", 0, "outputs", 0, "image", "config", "Volumes"], {"/v": 1}, "records[0].outputs[0].image.config.Volumes"),
+    (["records", 0, "outputs", 0, "image", "platform", "os"], 5, "records[0].outputs[0].image.platform.os"),
     (["records", 0, "outputs", 0, "image", "platform"], "linux", "records[0].outputs[0].image.platform"),
     (["records", 0, "outputs", 0, "created"], "now", "records[0].outputs[0].created"),
     (["records", 0, "outputs", 0, "created"], [1.5, None], "records[0].outputs[0].created"),
@@ -184,6 +195,17 @@ def test_lone_surrogates_are_refused():
     doc = good()
     doc["platform"]["o\udcffs"] = "x"
     assert "platform.o\\udcffs: not valid Unicode" in refused(doc, "platform")
+
+
+def test_an_image_config_as_docker_writes_it_is_read():
+    doc = good()
+    config = {"Env": ["PATH=/bin"], "Cmd": None, "Entrypoint": None, "Labels": None, "Volumes": None,
+              "ExposedPorts": {"80/tcp": {}}, "WorkingDir": "", "User": "0:0", "ArgsEscaped": True,
+              "Healthcheck": {"Test": ["NONE"]}, "OnBuild": None, "Shell": ["/bin/sh", "-c"], "StopSignal": "SIGTERM"}
+    doc["records"][0]["outputs"][0]["image"] = {"config": config, "history": [{"created_by": "x", "empty_layer": True}],
+                                                "platform": {"os": "linux", "os.features": ["win32k"]}}
+    back = parse(json.dumps(doc).encode(), "R")
+    assert back.records[D[3]][0].image["config"] == config
 
 
 def test_a_duplicated_key_keeps_one_and_round_trips():
