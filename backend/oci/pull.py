@@ -214,6 +214,8 @@ class ImageResolver:
             for table in (self._remote, self._seeds):
                 for k in [k for k, (_, o) in table.items() if o == origin]:
                     del table[k]
+            for blob in [b for b, o in self._origins.items() if o == origin]:  # another cache may have it
+                del self._origins[blob]
 
     def can_supply(self, layer_id: str) -> bool:
         """Whether the layer dir of ``layer_id`` exists or can be made: extracted from a stored blob,

@@ -228,6 +228,8 @@ class Solver:
         dropped = remote.drop(e.origin) if e.origin is not None else None
         if dropped is not None:
             ws.images.forget_remote(dropped.origin)
+            for c in remote.caches:  # what the dropped cache named first, the next one to name it supplies
+                ws.images.add_remote(c.config.layers, c.config.mounts, c.origin)
             self.emit(Event("info", text=f"warning: --cache-from {dropped.name}: {e}; building on without it"))
         elif key_only:
             self.emit(Event("info", text="a step needs the files of a result a shared cache holds only by key "

@@ -506,3 +506,22 @@ def test_ci_runs_reading_and_writing_one_cache(tmp_path, busybox_ref, registry, 
     assert files(tmp_path / "out") == {"out": "BYE\n", "twice": "BYE\nBYE\n"}
     if kind == "local":
         assert_layout_valid(d)
+
+
+def test_a_cache_that_fails_mid_build_leaves_the_next_cache_naming_the_same_blobs(tmp_path, busybox_ref,
+                                                                                   one_stage_cache):
+    """Two caches naming the same layer blobs (main's and a pull request's); the first lost them:
+    it is dropped with a warning and the second one answers, fetching those blobs itself."""
+    ctx = one_stage(tmp_path, busybox_ref)
+    broken = local_cache(tmp_path, one_stage_cache)
+    good = tmp_path / "good"
+    shutil.copytree(one_stage_cache, good)
+    _, doc = local_manifest(broken)
+    for x in doc["layers"]:
+        (broken / "blobs" / "sha256" / x["blob"].split(":")[1]).unlink()
+    b = build(ctx, tmp_path / "B", "--cache-from", f"type=local,src={broken}", "--cache-from", f"type=local,src={good}",
+              "-o", f"type=local,dest={tmp_path / 'out'}")
+    assert [w for w in warnings(b.stderr) if str(good) in w] == []
+    assert len(warnings(b.stderr)) == 1 and str(broken) in warnings(b.stderr)[0]
+    assert ran(b.stderr) == []
+    assert files(tmp_path / "out") == {"a": "a\n", "b": "b\n"}
