@@ -19,6 +19,7 @@ from backend.errors import BackendError
 TYPES = ("registry", "local", "inline")
 MODES = ("min", "max")
 COMPRESSIONS = {"gzip": "gzip", "zstd": "zstd", "uncompressed": "none"}
+LEVELS = {"gzip": 9, "zstd": 22}  # compression-level's range, as buildx has it
 ALL_MOUNTS = "*"
 
 
@@ -93,17 +94,24 @@ def _type(f: dict[str, str], option: str, text: str, allowed: tuple[str, ...]) -
     return kind
 
 
+def _known(f: dict[str, str], option: str, text: str, known: set[str]) -> None:
+    unknown = sorted(set(f) - known)
+    if unknown:
+        raise CacheOptionError(f"{option} {text!r}: unknown attribute {unknown[0]!r}")
+
+
 def parse_cache_from(text: str) -> CacheImport:
     option = "--cache-from"
     pairs = _fields(text, option)
     f = dict(pairs)
     kind = _type(f, option, text, ("registry", "local"))
-    if kind == "registry":
-        if not f.get("ref"):
-            raise CacheOptionError(f"{option} {text!r}: type=registry needs ref=")
-        return CacheImport("registry", ref=f["ref"])
-    if not f.get("src"):
+    if kind == "registry" and not f.get("ref"):
+        raise CacheOptionError(f"{option} {text!r}: type=registry needs ref=")
+    if kind == "local" and not f.get("src"):
         raise CacheOptionError(f"{option} {text!r}: type=local needs src=")
+    _known(f, option, text, {"type", "ref", "src", "tag"})
+    if kind == "registry":
+        return CacheImport("registry", ref=f["ref"])
     return CacheImport("local", path=f["src"], tag=f.get("tag") or "latest")
 
 
@@ -127,6 +135,9 @@ def parse_cache_to(text: str) -> CacheExport:
             level = int(f["compression-level"])
         except ValueError:
             raise CacheOptionError(f"{option}: compression-level={f['compression-level']!r}: not a number") from None
+        top = LEVELS.get(compression)
+        if top is not None and not 0 <= level <= top:
+            raise CacheOptionError(f"{option}: compression-level={level}: {compression} takes 0 to {top}")
     mounts: list[str] = []
     for key, value in pairs:
         if key == "mounts":
@@ -134,11 +145,9 @@ def parse_cache_to(text: str) -> CacheExport:
     if mounts and kind == "inline":
         raise CacheOptionError(f"{option}: type=inline cannot carry cache mounts (mounts=): "
                                "use type=registry or type=local")
-    unknown = sorted(set(f) - {"type", "ref", "dest", "tag", "mode", "compression", "compression-level",
-                               "force-compression", "oci-mediatypes", "image-manifest", "ignore-error", "mounts",
-                               "registry.insecure"})
-    if unknown:
-        raise CacheOptionError(f"{option} {text!r}: unknown attribute {unknown[0]!r}")
+    _known(f, option, text, {"type", "ref", "dest", "tag", "mode", "compression", "compression-level",
+                             "force-compression", "oci-mediatypes", "image-manifest", "ignore-error", "mounts",
+                             "registry.insecure"})
     common = dict(mode=mode, compression=COMPRESSIONS[compression], level=level,
                   oci_mediatypes=_bool(f.get("oci-mediatypes", "true"), option, "oci-mediatypes"),
                   ignore_error=_bool(f.get("ignore-error", "false"), option, "ignore-error"),

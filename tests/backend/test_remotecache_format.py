@@ -235,6 +235,8 @@ FROM_ERRORS = [
     ("type=local", "type=local needs src="),
     ("type=local,dest=/tmp/c", "type=local needs src="),
     ("type=registry,ref", "expected key=value pairs"),
+    ("type=registry,ref=r/a:c,mode=max", "unknown attribute 'mode'"),
+    ("type=local,src=/c,digest=sha256:00", "unknown attribute 'digest'"),
 ]
 
 
@@ -253,6 +255,8 @@ def test_cache_to_defaults():
     ("type=registry,ref=r/a:c,compression=zstd", "compression", "zstd"),
     ("type=registry,ref=r/a:c,compression=uncompressed", "compression", "none"),
     ("type=registry,ref=r/a:c,compression=gzip,compression-level=9", "level", 9),
+    ("type=registry,ref=r/a:c,compression=zstd,compression-level=22", "level", 22),
+    ("type=registry,ref=r/a:c,compression=uncompressed,compression-level=99", "level", 99),  # no compressor uses it
     ("type=registry,ref=r/a:c,oci-mediatypes=false", "oci_mediatypes", False),
     ("type=registry,ref=r/a:c,oci-mediatypes=true", "oci_mediatypes", True),
     ("type=registry,ref=r/a:c,ignore-error=true", "ignore_error", True),
@@ -276,6 +280,9 @@ TO_ERRORS = [
     ("type=registry,ref=r/a:c,mode=all", "mode='all': expected min or max"),
     ("type=registry,ref=r/a:c,compression=brotli", "expected gzip, zstd or uncompressed"),
     ("type=registry,ref=r/a:c,compression-level=high", "not a number"),
+    ("type=registry,ref=r/a:c,compression-level=10", "compression-level=10: gzip takes 0 to 9"),
+    ("type=registry,ref=r/a:c,compression=zstd,compression-level=23", "zstd takes 0 to 22"),
+    ("type=registry,ref=r/a:c,compression-level=-1", "gzip takes 0 to 9"),
     ("type=registry,ref=r/a:c,ignore-error=maybe", "ignore-error='maybe': expected true or false"),
     ("type=registry,ref=r/a:c,oci-mediatypes=yes", "oci-mediatypes='yes'"),
     ("type=registry,ref=r/a:c,colour=blue", "unknown attribute 'colour'"),
