@@ -19,12 +19,14 @@ from backend.oci.layout import ANNOT_REF_NAME, INDEX_TYPES, MT_DOCKER_MANIFEST, 
     Platform, select_manifest
 from backend.oci.pull import Origin
 from backend.oci.reference import RegistryError, parse_reference
-from backend.remotecache.format import INLINE_KEY, INLINE_PREFIX, MAX_CONFIG, MT_CONFIG, CacheConfig, parse
+from backend.remotecache.format import DIGEST, INLINE_KEY, INLINE_PREFIX, MAX_CONFIG, MT_CONFIG, CacheConfig, parse
 from backend.remotecache.options import CacheImport
 from backend.store.blobs import sha256_digest
 from backend.store.records import Output
 
 MAX_MANIFEST = 4 << 20
+MT_BUILDKIT_CACHE = "application/vnd.buildkit.cacheconfig.v0"  # buildx's type=registry/local caches
+BUILDKIT_CACHE = "it is BuildKit's cache (buildx --cache-to type=registry or type=local), which irctl cannot read"
 
 
 class CacheUnusable(BackendError):
@@ -76,7 +78,8 @@ def load(imports: Sequence[CacheImport], *, client: Callable[[], object], platfo
     loaded = []
     for imp in imports:
         try:
-            config, origin = _read_registry(imp, client()) if imp.type == "registry" else _read_local(imp, platform)
+            config, origin = (_read_registry(imp, client(), platform) if imp.type == "registry" else
+                              _read_local(imp, platform))
             written_on = {k: v for k, v in config.platform.items() if k in ("os", "architecture", "variant")}
             if written_on and not platform.matches(written_on):
                 raise CacheUnusable(f"it was written for {Platform.from_dict(written_on)}; this build is for {platform}")
@@ -95,9 +98,8 @@ def _reason(e: Exception) -> str:
     return str(e)
 
 
-def _read_registry(imp: CacheImport, client) -> tuple[CacheConfig, Origin]:
+def _read_registry(imp: CacheImport, client, platform: Platform) -> tuple[CacheConfig, Origin]:
     ref = parse_reference(imp.ref)
-    platform = Platform.host()
     data, mt, _ = client.get_manifest(ref)
     body = _json(data, f"{imp.ref}: manifest")
     if mt in INDEX_TYPES or "manifests" in body:  # an image index: the inline cache of this platform's image
@@ -160,6 +162,8 @@ def _descriptors(index: object, where: str) -> list[dict]:
             isinstance(d, dict) and isinstance(d.get("digest"), str) and isinstance(d.get("annotations", {}), dict)
             and isinstance(d.get("platform", {}), dict) for d in entries):
         raise CacheUnusable(f"{where}: not an OCI index (its manifests are not all descriptors)")
+    if any(d.get("mediaType") == MT_BUILDKIT_CACHE for d in entries):
+        raise CacheUnusable(BUILDKIT_CACHE)
     return entries
 
 
@@ -167,8 +171,10 @@ def _config_descriptor(manifest: dict, where: str) -> dict:
     if manifest.get("mediaType", MT_OCI_MANIFEST) not in (MT_OCI_MANIFEST, MT_DOCKER_MANIFEST):
         raise CacheUnusable(f"{where} is neither an irctl cache nor an image")
     cdesc = manifest.get("config")
-    if not isinstance(cdesc, dict) or not isinstance(cdesc.get("digest"), str):
+    if not isinstance(cdesc, dict) or not isinstance(cdesc.get("digest"), str) or not DIGEST.fullmatch(cdesc["digest"]):
         raise CacheUnusable(f"{where}: its manifest has no config")
+    if cdesc.get("mediaType") == MT_BUILDKIT_CACHE:
+        raise CacheUnusable(BUILDKIT_CACHE)
     return cdesc
 
 

@@ -112,3 +112,19 @@ def test_another_tags_multi_platform_image_keeps_its_blobs(tmp_path):
     names = {"sha256:" + p.name for p in (d / "blobs" / "sha256").iterdir()}
     assert {config, layer, child_digest, nested} <= names
     assert len(json.loads((d / "index.json").read_text())["manifests"]) == 2
+
+
+def test_buildkits_cache_is_named_as_such(tmp_path):
+    """buildx's own caches (an index, or with image-manifest=true a manifest, naming a
+    ``application/vnd.buildkit.cacheconfig.v0`` config) are not mistaken for a broken one."""
+    bk = "application/vnd.buildkit.cacheconfig.v0"
+    cfg = put(tmp_path / "a", b"{}")
+    (warning,) = read(layout(tmp_path / "a", tagged(tmp_path / "a", {
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": bk, "digest": cfg, "size": 2}]})))
+    assert "it is BuildKit's cache" in warning
+    cfg = put(tmp_path / "b", b"{}")
+    (warning,) = read(layout(tmp_path / "b", tagged(tmp_path / "b", {
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": bk, "digest": cfg, "size": 2}, "layers": []})))
+    assert "it is BuildKit's cache" in warning

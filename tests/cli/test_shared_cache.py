@@ -524,3 +524,32 @@ def test_a_cache_that_fails_mid_build_leaves_the_next_cache_naming_the_same_blob
     assert len(warnings(b.stderr)) == 1 and str(broken) in warnings(b.stderr)[0]
     assert ran(b.stderr) == []
     assert files(tmp_path / "out") == {"a": "a\n", "b": "b\n"}
+
+
+def push_blob(registry: str, repo: str, data: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    start = httpx.post(f"http://{registry}/v2/{repo}/blobs/uploads/")
+    location = start.headers["Location"]
+    location = location if location.startswith("http") else f"http://{registry}{location}"
+    done = httpx.put(f"{location}{'&' if '?' in location else '?'}digest={digest}", content=data,
+                     headers={"Content-Type": "application/octet-stream"})
+    assert done.status_code == 201, done.text
+    return digest
+
+
+def test_buildkits_own_registry_cache_is_a_warning(tmp_path, busybox_ref, registry):
+    """What ``buildx --cache-to type=registry,image-manifest=true`` writes: a manifest whose config
+    is BuildKit's cache config."""
+    ctx = one_stage(tmp_path, busybox_ref)
+    repo = "shared-buildkit/cache"
+    config, layer = b'{"layers":[],"records":[]}', b"not really a layer"
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.buildkit.cacheconfig.v0",
+                           "digest": push_blob(registry, repo, config), "size": len(config)},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                            "digest": push_blob(registry, repo, layer), "size": len(layer)}]}
+    put = httpx.put(f"http://{registry}/v2/{repo}/manifests/buildcache", content=json.dumps(manifest),
+                    headers={"Content-Type": manifest["mediaType"]})
+    assert put.status_code == 201, put.text
+    b = build_from(tmp_path, ctx, f"{registry}/{repo}:buildcache", "it is BuildKit's cache")
+    assert ran(b.stderr) == ONE_STAGE_RUNS
