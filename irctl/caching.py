@@ -98,13 +98,17 @@ def export_caches(specs: tuple, snapshot, ledger, doc, *, cache_root: Path, inse
 
 def _export_one(spec, snapshot, ledger, doc, store, insecure: tuple[str, ...], emit) -> str:
     from backend.oci.layout import OCILayout  # lazy: only with --cache-to
+    from backend.oci.reference import parse_reference  # lazy: as above
     from backend.remotecache import export as cx  # lazy: as above
 
-    config, elsewhere = cx.build_config(
-        ledger, store, target_layers=["sha256:" + Path(p).name for p in snapshot.layers], mode=spec.mode,
-        compression=spec.compression, level=spec.level, source_date_epoch=source_date_epoch(),
-        mounts=cx.mount_ids(spec, doc, emit), warn=emit)
-    manifest, media_type = cx.manifest_for(config, store.blobs, oci=spec.oci_mediatypes)
+    mount_ids = cx.mount_ids(spec, doc, emit)
+
+    def config_of(lost=()):  # (said once: a second call leaves out the layers the first could not have)
+        return cx.build_config(
+            ledger, store, target_layers=["sha256:" + Path(p).name for p in snapshot.layers], mode=spec.mode,
+            compression=spec.compression, level=spec.level, source_date_epoch=source_date_epoch(),
+            mounts=mount_ids, warn=(lambda text: None) if lost else emit, lost=lost)
+
     client = None
 
     def registry_client():
@@ -124,7 +128,17 @@ def _export_one(spec, snapshot, ledger, doc, store, insecure: tuple[str, ...], e
             with OCILayout(where) as layout, layout.open_blob(digest) as f:
                 store.blobs.ingest(f, digest, size)
 
+    def mountable(origin) -> bool:  # a registry blob the push mounts (or finds) where it is
+        return (spec.type == "registry" and origin[0] == "registry"
+                and origin[1].registry == parse_reference(spec.ref).registry)
+
     try:
+        config, elsewhere = config_of()
+        lost = cx.fetch_elsewhere(config, elsewhere, fetch, mountable=mountable,
+                                  warn=lambda text: emit(f"warning: --cache-to {spec.name}: {text}"))
+        if lost:
+            config, elsewhere = config_of(lost)
+        manifest, media_type = cx.manifest_for(config, store.blobs, oci=spec.oci_mediatypes)
         if spec.type == "registry":
             n, size = cx.push(spec, manifest, media_type, store.blobs, registry_client(), elsewhere, fetch)
             verb = "uploaded"

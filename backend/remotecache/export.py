@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,11 +76,13 @@ def cache_mount_ids(doc: irops.Document) -> list[str]:
 def build_config(ledger: CacheLedger, store: CacheStore, *, target_layers: Iterable[str], mode: str,
                  compression: str, level: int | None, source_date_epoch: int | None,
                  mounts: Iterable[str] = (), only_layers: dict[str, RemoteLayer] | None = None,
-                 warn: Callable[[str], None] = lambda text: None) -> tuple[CacheConfig, dict[str, Origin]]:
+                 warn: Callable[[str], None] = lambda text: None,
+                 lost: Collection[str] = ()) -> tuple[CacheConfig, dict[str, Origin]]:
     """The document for ``ledger`` (of a finished solve) and where each blob it names comes from
     when it is not in ``store`` (a layer another shared cache gave this build, never fetched).
 
-    ``only_layers`` (an inline cache): exactly these layers, as the image holds them."""
+    ``only_layers`` (an inline cache): exactly these layers, as the image holds them.  ``lost``:
+    layers left out (``fetch_elsewhere`` could not have them); their results are written by key."""
     records = dict(ledger.records)
     selections = dict(ledger.selections)
     base = set(ledger.base_layers)
@@ -92,6 +94,8 @@ def build_config(ledger: CacheLedger, store: CacheStore, *, target_layers: Itera
     elsewhere: dict[str, Origin] = {}
     variant = f"sde={source_date_epoch}"
     for lid in wanted:
+        if lid in lost:
+            continue
         path = store.layer_path(lid)
         if path.is_dir():
             b = write_layer_to_store(path, store.blobs, compression=compression, level=level,
@@ -112,6 +116,26 @@ def build_config(ledger: CacheLedger, store: CacheStore, *, target_layers: Itera
     elsewhere.update(mount_origins)
     platform = {k: v for k, v in Platform.host().__dict__.items() if v}
     return CacheConfig(platform, out, selections, layers, seeds), elsewhere
+
+
+def fetch_elsewhere(config: CacheConfig, elsewhere: dict[str, Origin], fetch: Callable[[str, int, Origin], None],
+                    *, mountable: Callable[[Origin], bool], warn: Callable[[str], None]) -> set[str]:
+    """Fetch (checked) the blobs of layers another shared cache gave this build and it never needed,
+    but those a registry can mount from where they are; returns the ids of the layers that cannot
+    be had (that cache lost or damaged them), each said in ``warn``: a cache this build read must
+    not fail the one it writes."""
+    lost = set()
+    for lid, x in sorted(config.layers.items()):
+        origin = elsewhere.get(x.blob)
+        if origin is None or mountable(origin):
+            continue
+        try:
+            fetch(x.blob, x.size, origin)
+        except (BackendError, OSError) as e:
+            text = str(e) if isinstance(e, BackendError) else f"{e.strerror or e}"
+            warn(f"layer {lid} from {origin[1]} cannot be had ({text}); its results go in by key")
+            lost.add(lid)
+    return lost
 
 
 def _mount_blobs(store: CacheStore, ids: Iterable[str], compression: str, level: int | None,

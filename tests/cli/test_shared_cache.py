@@ -553,3 +553,28 @@ def test_buildkits_own_registry_cache_is_a_warning(tmp_path, busybox_ref, regist
     assert put.status_code == 201, put.text
     b = build_from(tmp_path, ctx, f"{registry}/{repo}:buildcache", "it is BuildKit's cache")
     assert ran(b.stderr) == ONE_STAGE_RUNS
+
+
+def test_a_damaged_layer_b_never_needed_leaves_bs_cache_whole_otherwise(tmp_path, busybox_ref, registry):
+    """B reads A's cache (mode=max) whose intermediate layers were damaged, needs none of them, and
+    writes its own cache: those layers are left out of it with a warning (their results go in by
+    key); B succeeds, and a build from B's cache still runs nothing."""
+    ctx = two_stage(tmp_path, busybox_ref)
+    d1, d2, ref = tmp_path / "d1", tmp_path / "d2", f"{registry}/shared-damaged:b"
+    build(ctx, tmp_path / "A", "--cache-to", f"type=local,dest={d1},mode=max")
+    _, doc = local_manifest(d1)
+    target = set(image_layers_of_cache_targets(doc))
+    damaged = [p for p in layer_blobs(d1) if "sha256:" + p.name not in target]
+    assert len(damaged) == 3
+    for p in damaged:
+        p.write_bytes(p.read_bytes()[::-1])
+    b = build(ctx, tmp_path / "B", "--cache-from", f"type=local,src={d1}", "--cache-to",
+              f"type=local,dest={d2},mode=max", "--cache-to", f"type=registry,ref={ref},mode=max")
+    assert ran(b.stderr) == []
+    left_out = [w for w in warnings(b.stderr) if "its results go in by key" in w]
+    assert len(left_out) == 6, b.stderr  # three layers, for each of the two caches
+    assert len(local_manifest(d2)[1]["layers"]) == 2
+    for i, frm in enumerate((f"type=local,src={d2}", ref)):
+        c = build(ctx, tmp_path / f"C{i}", "--cache-from", frm, "-o", f"type=local,dest={tmp_path / f'out{i}'}")
+        assert ran(c.stderr) == [] and warnings(c.stderr) == []
+        assert files(tmp_path / f"out{i}") == {"out": "HELLO\n", "twice": "HELLO\nHELLO\n"}
