@@ -197,6 +197,8 @@ class RegistryClient:
             body = json.loads(data)
         except ValueError:
             raise RegistryError(f"registry {ref.registry}: manifest for {ref.short} is not JSON") from None
+        if not isinstance(body, dict):
+            raise RegistryError(f"registry {ref.registry}: manifest for {ref.short} is not a JSON object")
         mt = body.get("mediaType") or mt
         return data, mt, digest
 

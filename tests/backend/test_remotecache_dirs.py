@@ -128,3 +128,39 @@ def test_buildkits_cache_is_named_as_such(tmp_path):
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": bk, "digest": cfg, "size": 2}, "layers": []})))
     assert "it is BuildKit's cache" in warning
+
+
+@pytest.mark.parametrize("manifest", [b"[]", b'"x"', b'{"mediaType": "application/vnd.oci.image.index.v1+json", '
+                                                  b'"manifests": [1]}'])
+def test_a_registry_answering_a_manifest_that_is_not_an_object_is_a_warning(manifest):
+    """A registry (or anything answering on its port) whose manifest is JSON but not an object."""
+    import http.server
+    import threading
+
+    from backend.oci.registry import RegistryClient
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            body = b"{}" if self.path == "/v2/" else manifest
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = RegistryClient()
+    try:
+        warned: list[str] = []
+        ref = f"127.0.0.1:{server.server_address[1]}/app:cache"
+        remote = load([CacheImport("registry", ref=ref)], client=lambda: client, platform=Platform.host(),
+                      warn=warned.append)
+        assert not remote
+        assert len(warned) == 1 and warned[0].startswith(f"warning: --cache-from {ref}: ")
+    finally:
+        client.close()
+        server.shutdown()
