@@ -52,6 +52,9 @@ class OpTask:
         self.results: dict[str, list[Snapshot]] = {}
         self.imported: dict[str, int] = {}  # shared cache name -> results taken from it
         self._lock = threading.Lock()
+        self._used: dict[str, int] = {}  # op -> how many of its outputs the graph uses (a remote hit has them)
+        for ref in [*(r for o in doc.ops.values() for r in o.inputs), *doc.roots.values()]:
+            self._used[ref.op] = max(self._used.get(ref.op, 1), ref.output + 1)
 
     def __call__(self, digest: str) -> None:
         op = self.doc.ops[digest]
@@ -136,6 +139,8 @@ class OpTask:
         if found is None:
             return None
         outputs, cache = found
+        if len(outputs) < self._used.get(step.digest, 1):  # not what this op makes: a damaged cache
+            return None
         layers = {lid for o in outputs for lid in o.layers}
         whole = all(ws.images.can_supply(lid) for lid in layers)
         if not whole and (not self.key_only or step.digest in self.targets):

@@ -578,3 +578,11 @@ def test_a_damaged_layer_b_never_needed_leaves_bs_cache_whole_otherwise(tmp_path
         c = build(ctx, tmp_path / f"C{i}", "--cache-from", frm, "-o", f"type=local,dest={tmp_path / f'out{i}'}")
         assert ran(c.stderr) == [] and warnings(c.stderr) == []
         assert files(tmp_path / f"out{i}") == {"out": "HELLO\n", "twice": "HELLO\nHELLO\n"}
+
+
+def test_results_with_too_few_outputs_are_not_hits(tmp_path, busybox_ref, one_stage_cache):
+    ctx = one_stage(tmp_path, busybox_ref)
+    d = local_cache(tmp_path, one_stage_cache)
+    rewrite_document(d, lambda doc: [r.update(outputs=[]) for r in doc["records"]])
+    b = build_from(tmp_path, ctx, f"type=local,src={d}")
+    assert ran(b.stderr) == ONE_STAGE_RUNS
