@@ -164,3 +164,32 @@ def test_a_registry_answering_a_manifest_that_is_not_an_object_is_a_warning(mani
     finally:
         client.close()
         server.shutdown()
+
+
+@pytest.mark.parametrize("what", ["index.json", "config", "device"])  # (a FIFO; a FIFO; /dev/zero)
+def test_a_fifo_or_device_in_a_cache_dir_is_a_warning_not_a_hang(tmp_path, what):
+    """A directory restored by a CI system from someone else's run: a FIFO where a file should be
+    would block the build forever on open, a device (a symlink to /dev/zero) read it without end."""
+    import os
+    import threading
+
+    body = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.irctl.cache.config.v1+json", "digest": "sha256:" + "a" * 64,
+                       "size": 10}, "layers": []}
+    d = layout(tmp_path / "d", tagged(tmp_path / "d", body))
+    target = d / "index.json" if what == "index.json" else d / "blobs" / "sha256" / ("a" * 64)
+    target.unlink(missing_ok=True)
+    if what == "device":
+        target.symlink_to("/dev/zero")
+    else:
+        os.mkfifo(target)
+    warned: list[str] = []
+    reader = threading.Thread(target=lambda: warned.extend(read(d)), daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # unblock the reader stuck in open() before failing
+        os.close(os.open(target, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(10)
+        pytest.fail(f"reading a cache dir whose {what} is a FIFO blocked")
+    assert len(warned) == 1, warned
+    assert ("no index.json" if what == "index.json" else f"blobs/sha256/{'a' * 64} is not a regular file") in warned[0]
