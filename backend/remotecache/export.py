@@ -305,12 +305,20 @@ def _present(target: Path, size: int) -> bool:
     return stat.S_ISREG(st.st_mode) and st.st_size == size
 
 
+def _read_small(path: Path, cap: int = 4 << 20) -> bytes:
+    """At most ``cap`` bytes of a file of the layout, refused unless a regular file (not a link; a
+    FIFO would block the export on open, a device never end)."""
+    with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise CacheExportError(f"{path} is not a regular file; not writing a cache over it")
+        return f.read(cap)
+
+
 def _read_index(dest: Path) -> dict:
     """The layout's current index ({} when there is none).  One that is not an index of descriptors
     is refused rather than overwritten: the directory may hold more than caches."""
     try:
-        with open(os.open(dest / "index.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
-            data = f.read(4 << 20)
+        data = _read_small(dest / "index.json")
     except FileNotFoundError:
         return {}
     try:
@@ -334,15 +342,13 @@ def _prune(dest: Path, manifests: list) -> None:
             continue
         keep.add(d["digest"])
         try:
-            with open(os.open(blob_dir / d["digest"].split(":", 1)[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC),
-                      "rb") as f:
-                body = json.loads(f.read(4 << 20))
+            body = json.loads(_read_small(blob_dir / d["digest"].split(":", 1)[-1]))
             if "manifests" in body:  # an image index (another tag's multi-platform image): not followed
                 return  # keep everything rather than guess
             for x in [body.get("config", {}), *body.get("layers", [])]:
                 if isinstance(x, dict) and isinstance(x.get("digest"), str):
                     keep.add(x["digest"])
-        except (OSError, ValueError, AttributeError, TypeError):
+        except (OSError, CacheExportError, ValueError, AttributeError, TypeError):
             return  # a manifest we cannot read: keep everything rather than guess
     for p in blob_dir.iterdir():
         if "sha256:" + p.name not in keep and not p.name.startswith("."):

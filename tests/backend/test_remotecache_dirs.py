@@ -193,3 +193,15 @@ def test_a_fifo_or_device_in_a_cache_dir_is_a_warning_not_a_hang(tmp_path, what)
         pytest.fail(f"reading a cache dir whose {what} is a FIFO blocked")
     assert len(warned) == 1, warned
     assert ("no index.json" if what == "index.json" else f"blobs/sha256/{'a' * 64} is not a regular file") in warned[0]
+
+
+def test_writing_over_a_fifo_index_refuses_and_does_not_hang(tmp_path):
+    import os
+
+    d = tmp_path / "dest"
+    (d / "blobs" / "sha256").mkdir(parents=True)
+    os.mkfifo(d / "index.json")
+    store = BlobStore(tmp_path / "store")
+    manifest, mt = manifest_for(CacheConfig(), store)
+    with pytest.raises(CacheExportError, match="index.json is not a regular file"):
+        write_dir(CacheExport("local", path=str(d)), manifest, mt, store, {}, lambda *a: None)
