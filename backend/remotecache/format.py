@@ -36,6 +36,7 @@ DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 CONFIG_FIELDS = {"Env": "strings", "Cmd": "strings", "Entrypoint": "strings", "Shell": "strings", "OnBuild": "strings",
                  "User": "string", "WorkingDir": "string", "StopSignal": "string", "Labels": "labels",
                  "ExposedPorts": "set", "Volumes": "set"}  # an image config's fields and their OCI types
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")  # how JSON text spells a surrogate
 SELECTION = re.compile(r"(?:sha256|missing):[0-9a-f]{64}")  # backend.solve.keys.InputIdentities
 
 
@@ -120,7 +121,8 @@ def parse(data: bytes | dict, where: str) -> CacheConfig:
               for i, x in enumerate(r.items(doc.get("layers", []), "layers", MAX_LAYERS))}
     mounts = {r.text(x.get("id") if isinstance(x, dict) else None, f"mounts[{i}].id"): r.layer(x, f"mounts[{i}]")
               for i, x in enumerate(r.items(doc.get("mounts", []), "mounts", 1000))}
-    _unicode(doc, where)
+    if not isinstance(data, (bytes, bytearray)) or SURROGATE_ESCAPE.search(data):  # (UTF-8 bytes hold none)
+        _unicode(doc, where)
     return CacheConfig(platform, records, selections, layers, mounts)
 
 
