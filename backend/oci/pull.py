@@ -28,8 +28,9 @@ from backend.errors import LayerError, SolveError
 from backend.store.blobs import BlobError, CompressedBlob
 from backend.store.cache import CacheStore
 from backend.events import Callback, Meter, MeteredReader
-from backend.oci.compression import MEDIA_TYPES, compression_named
+from backend.oci.compression import MEDIA_TYPES, compression_named, sniff_compression
 from backend.oci.extract import extract_layer
+from backend.oci.layertar import layer_diff_id
 from backend.oci.layout import INDEX_TYPES, ImageRef, LayoutError, OCILayout, Platform, select_manifest
 from backend.oci.reference import RegistryError, parse_reference
 from backend.snapshot.layertree import layer_tree_digest
@@ -304,12 +305,14 @@ class ImageResolver:
             tree = layer_tree_digest(dest)
             if tree != layer_id:
                 raise LayerError(f"its blob {x.blob} unpacks to the tree {tree}, not the layer it names")
+            with self.store.blobs.open(x.blob) as f:
+                comp = sniff_compression(f.read(4))  # the bytes, not the cache's label, say how it is packed
+            own = _own_diff_id(dest, x.variant)
         except (LayerError, BlobError, OSError) as e:
             raise LayerUnavailable(f"layer {layer_id} from {_where(origin)}: {e}", origin) from None
-        comp = compression_named(x.media_type)  # the export reuses the blob, as for a pulled layer
         self.store.blobs.record_compressed(x.diff_id, comp, CompressedBlob(x.blob, x.size, MEDIA_TYPES[comp]))
-        if x.variant:
-            self.store.blobs.record_layer_alias(layer_id, x.variant, x.diff_id)
+        if own == x.diff_id:  # the export reuses the blob only when it is the very tar irctl writes of
+            self.store.blobs.record_layer_alias(layer_id, x.variant, x.diff_id)  # the tree checked above
 
     def _fetch_remote(self, x: RemoteLayer, origin: Origin) -> None:
         if self.store.blobs.has(x.blob):
@@ -340,6 +343,17 @@ class ImageResolver:
         except RegistryError as e:
             raise SolveError(f"pulling layer {blob}: {e}") from None
         meter.finish()
+
+
+def _own_diff_id(layer_dir: Path, variant: str) -> str | None:
+    """The diff_id of the tar irctl writes of ``layer_dir`` with the SOURCE_DATE_EPOCH ``variant``
+    names (``sde=N``/``sde=None``); None for any other variant.  A tree digest leaves out what a tar
+    can carry beyond it (mtimes, xattrs extraction skips, hard links): a cache's blob is reused for
+    the layer in a later export (a memo every later build trusts) only when it is exactly this tar."""
+    sde = variant.removeprefix("sde=")
+    if not variant.startswith("sde=") or not (sde == "None" or sde.isascii() and sde.isdigit()):
+        return None
+    return layer_diff_id(layer_dir, source_date_epoch=None if sde == "None" else int(sde))
 
 
 def _where(origin: Origin) -> str:

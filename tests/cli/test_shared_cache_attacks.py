@@ -1,0 +1,110 @@
+"""A ``--cache-from`` cache written by someone else: what it may make a build do beyond using its
+results for that build.  Each test plays the attacker on a ``type=local`` cache directory (the same
+document a registry holds) and checks what the victim's image, store or terminal got."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import irctl
+
+SDE = "1700000000"
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def blob_path(layout: Path, digest: str) -> Path:
+    return layout / "blobs" / "sha256" / digest.split(":", 1)[1]
+
+
+def put_blob(layout: Path, data: bytes) -> str:
+    digest = sha(data)
+    blob_path(layout, digest).write_bytes(data)
+    return digest
+
+
+def read_doc(layout: Path) -> dict:
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads(blob_path(layout, index["manifests"][-1]["digest"]).read_bytes())
+    return json.loads(blob_path(layout, manifest["config"]["digest"]).read_bytes())
+
+
+def write_doc(layout: Path, doc: dict) -> None:
+    """Replace the cache in ``layout`` by ``doc`` (its blobs already there), as an attacker would."""
+    config = json.dumps(doc).encode()
+    cdesc = {"mediaType": "application/vnd.irctl.cache.config.v1+json", "digest": put_blob(layout, config),
+             "size": len(config)}
+    layers = [{"mediaType": x["mediaType"], "digest": x["blob"], "size": x["size"]} for x in doc["layers"]]
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "artifactType": "application/vnd.irctl.cache.v1", "config": cdesc,
+                           "layers": layers}).encode()
+    entry = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put_blob(layout, manifest),
+             "size": len(manifest), "annotations": {"org.opencontainers.image.ref.name": "latest"}}
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+
+
+def image_layers(layout: Path) -> list[bytes]:
+    """The uncompressed layer tars of the one image in the OCI layout ``layout``."""
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads(blob_path(layout, index["manifests"][0]["digest"]).read_bytes())
+    out = []
+    for d in manifest["layers"]:
+        data = blob_path(layout, d["digest"]).read_bytes()
+        out.append(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+    return out
+
+
+def build(ctx: Path, cache: Path, *extra: str):
+    return irctl("build", "--progress", "plain", "--cache-dir", cache, *extra, ctx, env={"SOURCE_DATE_EPOCH": SDE})
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Path:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "a.txt").write_text("hello\n")
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY a.txt /a.txt\n")
+    return ctx
+
+
+@pytest.fixture
+def shared(ctx: Path, tmp_path: Path) -> Path:
+    """A cache (mode=max) of building ``ctx`` on another machine."""
+    lc = tmp_path / "shared"
+    r = build(ctx, tmp_path / "writer", "--cache-to", f"type=local,dest={lc},mode=max")
+    assert r.code == 0, r.stderr
+    return lc
+
+
+def test_a_cached_layer_blob_carrying_more_than_its_tree_never_becomes_the_images_layer(ctx, shared, tmp_path):
+    """The tree digest leaves out what extraction skips (a ``system.*`` xattr: an ACL).  A blob with the
+    right tree but such an extra must not be what the victim's image (or any later export) ships."""
+    doc = read_doc(shared)
+    (layer,) = doc["layers"]
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo("a.txt")
+        ti.size, ti.mode, ti.mtime = 6, 0o644, int(SDE)
+        ti.pax_headers = {"SCHILY.xattr.system.posix_acl_access": "planted"}
+        tf.addfile(ti, io.BytesIO(b"hello\n"))
+    tar = raw.getvalue()
+    blob = gzip.compress(tar, mtime=0)
+    layer.update(blob=put_blob(shared, blob), size=len(blob), diff_id=sha(tar))
+    write_doc(shared, doc)
+
+    r = build(ctx, tmp_path / "victim", "--cache-from", f"type=local,src={shared}", "-o",
+              f"type=oci,dest={tmp_path / 'img'},tar=false")
+    assert r.code == 0, r.stderr
+    assert "#3 CACHED" in r.stderr  # the tree matched: the files were used
+    (shipped,) = image_layers(tmp_path / "img")
+    assert b"planted" not in shipped and b"posix_acl" not in shipped
