@@ -277,7 +277,25 @@ def _prune(dest: Path, manifests: list) -> None:
                     keep.add(x["digest"])
         except (OSError, ValueError, AttributeError, TypeError):
             return  # a manifest we cannot read: keep everything rather than guess
-    for p in blob_dir.iterdir():
-        if "sha256:" + p.name not in keep and not p.name.startswith("."):
-            with contextlib.suppress(OSError):
-                p.unlink()
+    # by a descriptor of the real blob dir: a name swapped for a symlink meanwhile (anyone who can write
+    # the layout, lock or not) cannot turn this into removing files elsewhere
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        top = os.open(dest, flags & ~os.O_NOFOLLOW)
+        try:
+            sub = os.open("blobs", flags, dir_fd=top)
+        finally:
+            os.close(top)
+        try:
+            fd = os.open("sha256", flags, dir_fd=sub)
+        finally:
+            os.close(sub)
+    except OSError:
+        return  # not the directories we wrote: remove nothing
+    try:
+        for name in os.listdir(fd):
+            if "sha256:" + name not in keep and not name.startswith("."):
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)

@@ -108,3 +108,41 @@ def test_a_cached_layer_blob_carrying_more_than_its_tree_never_becomes_the_image
     assert "#3 CACHED" in r.stderr  # the tree matched: the files were used
     (shipped,) = image_layers(tmp_path / "img")
     assert b"planted" not in shipped and b"posix_acl" not in shipped
+
+
+def _blocked_on(lock: Path) -> bool:
+    ino = os.stat(lock).st_ino
+    return any("->" in line and line.split()[6].endswith(f":{ino}")
+               for line in Path("/proc/locks").read_text().splitlines() if len(line.split()) > 6)
+
+
+def test_a_blob_dir_swapped_for_a_symlink_during_an_export_removes_nothing_elsewhere(ctx, shared, tmp_path):
+    """Someone who can write the cache directory swaps ``blobs/sha256`` for a link to the victim's
+    files while the victim's export waits for the layout's lock: pruning must not follow it."""
+    import fcntl
+    import subprocess
+    import sys
+    import time
+
+    elsewhere = tmp_path / "precious"
+    elsewhere.mkdir()
+    (elsewhere / "notes.txt").write_text("keep me\n")
+    lock = shared / ".irctl-cache.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        writer = subprocess.Popen([sys.executable, "-m", "irctl", "build", "--cache-dir", tmp_path / "writer",
+                                   "--cache-to", f"type=local,dest={shared},mode=max", ctx],
+                                  env={**os.environ, "SOURCE_DATE_EPOCH": SDE}, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while not _blocked_on(lock):
+            assert writer.poll() is None and time.monotonic() < deadline, writer.communicate()
+            time.sleep(0.05)
+        os.rename(shared / "blobs" / "sha256", shared / "blobs" / "real")
+        os.symlink(elsewhere, shared / "blobs" / "sha256")
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    writer.communicate(timeout=60)
+    assert (elsewhere / "notes.txt").read_text() == "keep me\n"
