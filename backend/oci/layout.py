@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform as _host
+import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,8 +158,13 @@ class OCILayout:
         self.close()
 
     def _open(self, name: str) -> BinaryIO:
-        if self._tar is None:
-            return open(self.path / name, "rb")
+        if self._tar is None:  # a regular file only: a FIFO or device planted in a layout would hang or flood a read
+            fd = os.open(self.path / name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise LayoutError(f"{self.path}: {name} is not a regular file")
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb")
         f = self._tar.extractfile(self._members[name])
         assert f is not None
         return f  # type: ignore[return-value]

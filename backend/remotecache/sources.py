@@ -80,7 +80,7 @@ def load(imports: Sequence[CacheImport], *, client: Callable[[], object], platfo
             written_on = {k: v for k, v in config.platform.items() if k in ("os", "architecture", "variant")}
             if written_on and not platform.matches(written_on):
                 raise CacheUnusable(f"it was written for {Platform.from_dict(written_on)}; this build is for {platform}")
-        except (CacheUnusable, RegistryError, LayoutError, BackendError, OSError) as e:
+        except (CacheUnusable, RegistryError, LayoutError, BackendError, OSError, RecursionError) as e:
             warn(f"warning: --cache-from {imp.name}: {_reason(e)}; building without it")
             continue
         loaded.append(LoadedCache(imp.name, origin, config))
@@ -90,6 +90,8 @@ def load(imports: Sequence[CacheImport], *, client: Callable[[], object], platfo
 def _reason(e: Exception) -> str:
     if isinstance(e, RegistryError) and getattr(e, "status", None) == 404:
         return "not found"
+    if isinstance(e, RecursionError):
+        return "its index.json is nested too deeply to read"
     if isinstance(e, OSError) and not isinstance(e, BackendError):
         return f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
     return str(e)
@@ -101,7 +103,7 @@ def _read_registry(imp: CacheImport, client) -> tuple[CacheConfig, Origin]:
     data, mt, _ = client.get_manifest(ref)
     body = _json(data, f"{imp.ref}: manifest")
     if mt in INDEX_TYPES or "manifests" in body:  # an image index: the inline cache of this platform's image
-        desc = select_manifest(body, platform, imp.ref)
+        desc = select_manifest({"manifests": _descriptors(body, imp.ref)}, platform, imp.ref)
         data, mt, _ = client.get_manifest(ref, desc["digest"])
         body = _json(data, f"{imp.ref}: manifest")
     cdesc = _config_descriptor(body, imp.ref)
@@ -114,18 +116,30 @@ def _read_local(imp: CacheImport, platform: Platform) -> tuple[CacheConfig, Orig
     if not (path / "index.json").is_file():
         raise CacheUnusable(f"no OCI layout at {path} (no index.json)")
     with OCILayout(path) as layout:
-        entries = [d for d in layout.index.get("manifests", []) if d.get("annotations", {}).get(ANNOT_REF_NAME) == imp.tag]
+        index = layout.index if isinstance(layout.index, dict) else {"manifests": None}
+        entries = [d for d in _descriptors(index, f"{path}/index.json")
+                   if d.get("annotations", {}).get(ANNOT_REF_NAME) == imp.tag]
         if not entries:
             raise CacheUnusable(f"no cache tagged {imp.tag!r} in {path}")
         desc = entries[-1]
         data = _capped_blob(layout, desc["digest"], MAX_MANIFEST)
         body = _json(data, f"{path}: manifest")
         if body.get("mediaType") in INDEX_TYPES or "manifests" in body:
-            desc = select_manifest(body, platform, str(path))
+            desc = select_manifest({"manifests": _descriptors(body, str(path))}, platform, str(path))
             body = _json(_capped_blob(layout, desc["digest"], MAX_MANIFEST), f"{path}: manifest")
         cdesc = _config_descriptor(body, str(path))
         raw = _capped_blob(layout, cdesc["digest"], MAX_CONFIG)
     return _config(raw, cdesc, body, str(path)), ("layout", path.resolve())
+
+
+def _descriptors(index: dict, where: str) -> list[dict]:
+    """The ``manifests`` of an index someone else wrote, checked to be descriptors before any is read."""
+    found = index.get("manifests", [])
+    if not isinstance(found, list) or not all(
+            isinstance(d, dict) and isinstance(d.get("digest"), str) and isinstance(d.get("annotations", {}), dict)
+            and isinstance(d.get("platform", {}), dict) for d in found):
+        raise CacheUnusable(f"{where}: malformed index (an entry of its manifests is not a descriptor)")
+    return found
 
 
 def _capped_blob(layout: OCILayout, digest: str, cap: int) -> bytes:

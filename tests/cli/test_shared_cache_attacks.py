@@ -146,3 +146,28 @@ def test_a_blob_dir_swapped_for_a_symlink_during_an_export_removes_nothing_elsew
         os.close(fd)
     writer.communicate(timeout=60)
     assert (elsewhere / "notes.txt").read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("index", ["[1]", '{"manifests": ["x"]}', '{"manifests": [{"annotations": []}]}',
+                                   '{"manifests": [{"annotations": {"org.opencontainers.image.ref.name": "latest"}}]}',
+                                   "[" * 100_000], ids=["list", "string-entry", "annotations-list", "no-digest", "deep"])
+def test_a_malformed_cache_index_is_a_warning_not_a_crash(ctx, tmp_path, index):
+    bad = tmp_path / "bad"
+    (bad / "blobs" / "sha256").mkdir(parents=True)
+    (bad / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (bad / "index.json").write_text(index)
+    r = build(ctx, tmp_path / "victim", "--cache-from", f"type=local,src={bad}")
+    assert r.code == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert f"warning: --cache-from {bad}:latest: " in r.stderr and "building without it" in r.stderr
+
+
+def test_a_fifo_planted_as_a_cache_blob_does_not_hang_the_build(ctx, shared, tmp_path):
+    index = json.loads((shared / "index.json").read_text())
+    manifest = blob_path(shared, index["manifests"][-1]["digest"])
+    manifest.unlink()
+    os.mkfifo(manifest)  # opening it for reading would wait for a writer forever
+    r = irctl("build", "--cache-dir", tmp_path / "victim", "--cache-from", f"type=local,src={shared}", ctx,
+              env={"SOURCE_DATE_EPOCH": SDE}, timeout=60)
+    assert r.code == 0, r.stderr
+    assert "is not a regular file; building without it" in r.stderr
