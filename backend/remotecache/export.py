@@ -106,10 +106,20 @@ def build_config(ledger: CacheLedger, store: CacheStore, *, target_layers: Itera
     out: dict[str, tuple[Output, ...]] = {}
     for key, outs in records.items():
         whole = all(lid in have for o in outs for lid in o.layers)
-        out[key] = outs if whole else tuple(Output(o.identity, o.layers, None, o.created) for o in outs)
+        out[key] = tuple(Output(o.identity, o.layers, o.image if whole else None, _clamped(o.created, source_date_epoch))
+                         for o in outs)
     seeds = _mount_blobs(store, mounts, compression, level, warn)
     platform = {k: v for k, v in Platform.host().__dict__.items() if v}
     return CacheConfig(platform, out, selections, layers, seeds), elsewhere
+
+
+def _clamped(created: tuple[int | None, ...], source_date_epoch: int | None) -> tuple[int | None, ...]:
+    """Step times no later than SOURCE_DATE_EPOCH, as the image's own: the document goes into an image
+    (inline) or a manifest, and two builds of the same sources must write the same bytes."""
+    if source_date_epoch is None:
+        return created
+    limit = source_date_epoch * 1_000_000_000
+    return tuple(t if t is None else min(t, limit) for t in created)
 
 
 def _mount_blobs(store: CacheStore, ids: Iterable[str], compression: str, level: int | None,

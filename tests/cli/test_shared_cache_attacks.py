@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 from pathlib import Path
 
@@ -171,3 +172,15 @@ def test_a_fifo_planted_as_a_cache_blob_does_not_hang_the_build(ctx, shared, tmp
               env={"SOURCE_DATE_EPOCH": SDE}, timeout=60)
     assert r.code == 0, r.stderr
     assert "is not a regular file; building without it" in r.stderr
+
+
+def test_an_inline_cache_keeps_an_image_reproducible(ctx, tmp_path):
+    """With SOURCE_DATE_EPOCH, two machines building the same sources push the same image, inline
+    cache or not (the document's step times are the image's, not the wall clock)."""
+    digests = set()
+    for machine in ("one", "two"):
+        r = build(ctx, tmp_path / machine, "--cache-to", "type=inline",
+                  "-o", f"type=oci,dest={tmp_path / machine}.tar")
+        assert r.code == 0, r.stderr
+        digests |= set(re.findall(r"exported OCI image (sha256:\w+)", r.stderr))
+    assert len(digests) == 1
