@@ -118,6 +118,9 @@ class OpTask:
             step.event("started")
         step.started = time.monotonic()
         outs = stamp(handler.run(ws, step, inputs), inputs, time.time_ns())
+        if key is not None and step.digest in self.identities.borrowed:  # filed under the key its own
+            parts = [self.identities.of(handler, i, s, step, own=True) for i, s in enumerate(inputs)]  # files
+            key = cache_key(handler.key_body(), parts, extra or "")  # give, never one a cache's checksum made
         if key is not None:
             rows = [to_output(ws, s) for s in outs]
             ws.store.record(key, rows)
@@ -141,7 +144,8 @@ class OpTask:
         if not whole and (not self.key_only or step.digest in self.targets):
             return None
         if whole:
-            ws.store.record(key, list(outputs))  # the next build finds it here (once its layers are)
+            if step.digest not in self.identities.borrowed:  # (a key made of a cache's checksums is its
+                ws.store.record(key, list(outputs))  # word, not this machine's) the next build finds it here
             for lid in layers:
                 ws.images.set_owner(lid, (step.digest, step.description, step.group))
         if self.ledger is not None:

@@ -184,3 +184,66 @@ def test_an_inline_cache_keeps_an_image_reproducible(ctx, tmp_path):
         assert r.code == 0, r.stderr
         digests |= set(re.findall(r"exported OCI image (sha256:\w+)", r.stderr))
     assert len(digests) == 1
+
+
+def test_a_caches_selection_checksum_never_files_a_local_result_under_another_contents_key(ctx, tmp_path):
+    """The cache says the victim's context (identity I) has the checksum of *other* sources Y.  The
+    COPY then runs on the real files; the local store must not keep that result under Y's key, where a
+    later build of Y (with no --cache-from at all) would take it."""
+    honest = tmp_path / "honest"  # only to learn the victim context's identity, as the attacker can
+    assert build(ctx, tmp_path / "h", "--cache-to", f"type=local,dest={honest},mode=max").code == 0
+    ((victim_identity, _, _),) = read_doc(honest)["selections"]
+
+    y = tmp_path / "y"
+    y.mkdir()
+    (y / "Dockerfile").write_text((ctx / "Dockerfile").read_text())
+    (y / "a.txt").write_text("patched\n")
+    lc = tmp_path / "shared"
+    assert build(y, tmp_path / "attacker", "--cache-to", f"type=local,dest={lc},mode=max").code == 0
+    doc = read_doc(lc)
+    doc["selections"] = [[victim_identity, action, checksum] for _, action, checksum in doc["selections"]]
+    doc["records"], doc["layers"] = [], []
+    write_doc(lc, doc)
+
+    victim = tmp_path / "victim"
+    assert build(ctx, victim, "--cache-from", f"type=local,src={lc}").code == 0
+    r = build(y, victim, "-o", f"type=oci,dest={tmp_path / 'img'},tar=false")  # later, no cache named
+    assert r.code == 0, r.stderr
+    (layer,) = image_layers(tmp_path / "img")
+    assert b"patched" in layer and b"hello" not in layer
+
+
+def _layered_selection(doc: dict) -> list:
+    """The selection entry of a COPY --from a built stage (its identity is a result's, not a context's)."""
+    made = {o["identity"] for r in doc["records"] for o in r["outputs"]}
+    (sel,) = [s for s in doc["selections"] if s[0] in made]
+    return sel
+
+
+def test_a_caches_checksum_of_a_built_stage_never_files_a_local_result_under_another_contents_key(ctx, tmp_path):
+    """As above for ``COPY --from=stage``, where the cache's checksum *is* used (the stage's files
+    need not be here): a step that then runs is filed under the key its own files give."""
+    stages = "FROM scratch AS one\nCOPY a.txt /a.txt\nFROM scratch\nCOPY --from=one /a.txt /b.txt\n"
+    (ctx / "Dockerfile").write_text(stages)
+    honest = tmp_path / "honest"
+    assert build(ctx, tmp_path / "h", "--cache-to", f"type=local,dest={honest},mode=max").code == 0
+    victim_identity = _layered_selection(read_doc(honest))[0]
+
+    y = tmp_path / "y"
+    y.mkdir()
+    (y / "Dockerfile").write_text(stages)
+    (y / "a.txt").write_text("patched\n")
+    lc = tmp_path / "shared"
+    assert build(y, tmp_path / "attacker", "--cache-to", f"type=local,dest={lc},mode=max").code == 0
+    doc = read_doc(lc)
+    _, action, checksum = _layered_selection(doc)
+    doc["selections"] = [[victim_identity, action, checksum]]
+    doc["records"], doc["layers"] = [], []
+    write_doc(lc, doc)
+
+    victim = tmp_path / "victim"
+    assert build(ctx, victim, "--cache-from", f"type=local,src={lc}").code == 0
+    r = build(y, victim, "-o", f"type=oci,dest={tmp_path / 'img'},tar=false")  # later, no cache named
+    assert r.code == 0, r.stderr
+    (layer,) = image_layers(tmp_path / "img")
+    assert b"patched" in layer and b"hello" not in layer
