@@ -19,13 +19,16 @@ from backend.fs import safefs
 from backend.oci.precompress import Precompressor
 from backend.oci.pull import LayerUnavailable
 from backend.ops.handler import OpHandler
-from backend.ops.workspace import Step, Workspace, layer_id_of
+from backend.ops.image import run_image
+from backend.ops.merge import merge_identity
+from backend.ops.workspace import Step, Workspace, layer_id_of, layers_identity
 from backend.output import Redactor
 from backend.result import Snapshot
 from backend.runtime.container import Cancelled
 from backend.solve.keys import InputIdentities, cache_key
 from backend.solve.locations import describe, source_location
 from backend.solve.results import from_output, stamp, to_output
+from backend.store.records import Output
 
 
 class OpTask:
@@ -108,7 +111,7 @@ class OpTask:
                     self.ledger.keyed(key, hit)
                 return [from_output(ws, o) for o in hit]
             if ws.remote:
-                found = self._remote_hit(step, key)
+                found = self._remote_hit(step, key, handler, inputs)
                 if found is not None:
                     self._note(step, handler, "cached", key, parts, extra, [o.identity for o in found])
                     return [from_output(ws, o) for o in found]
@@ -132,13 +135,15 @@ class OpTask:
         step.event("finished", duration=time.monotonic() - step.started)
         return outs
 
-    def _remote_hit(self, step: Step, key: str) -> tuple | None:
+    def _remote_hit(self, step: Step, key: str, handler: OpHandler, inputs: list[Snapshot]) -> tuple | None:
         """The outputs a shared cache holds for ``key``, if this solve may use them (see the class)."""
         ws = self.ws
         found = ws.remote.lookup(key)
         if found is None:
             return None
         outputs, cache = found
+        if not all(_own_identity(handler, inputs, o) for o in outputs):
+            return None  # another irctl's, or a lie that would key what follows as other contents
         layers = {lid for o in outputs for lid in o.layers}
         whole = all(ws.images.can_supply(lid) for lid in layers)
         if not whole and (not self.key_only or step.digest in self.targets):
@@ -177,3 +182,15 @@ class OpTask:
         for i, snap in enumerate(outs):
             if (digest, i) in self.image_chain and snap.host_dir is None:
                 self.precompressor.submit(p for p in snap.layers if p not in had)
+
+
+def _own_identity(handler: OpHandler, inputs: list[Snapshot], o: Output) -> bool:
+    """Whether a shared cache's output has the identity this machine gives it: that of its layers
+    (what exec, file and most merge steps make), or for an image or merge step the one made of its
+    inputs.  Steps on top are keyed by it (and kept in the local index), so an identity the cache
+    picked could file them under another content's key, for later builds without the cache to take."""
+    if o.identity == layers_identity(o.layers):
+        return True
+    if handler.kind == "image" and handler.op.image is not None and len(inputs) == 1:
+        return o.identity == run_image(handler.op.image, inputs[0]).identity
+    return handler.kind == "merge" and o.identity == merge_identity(inputs)

@@ -247,3 +247,53 @@ def test_a_caches_checksum_of_a_built_stage_never_files_a_local_result_under_ano
     assert r.code == 0, r.stderr
     (layer,) = image_layers(tmp_path / "img")
     assert b"patched" in layer and b"hello" not in layer
+
+
+def test_a_caches_result_named_by_another_contents_identity_is_not_taken(ctx, tmp_path):
+    """A result's identity keys every step on top of it.  The cache gives the victim's ``COPY`` its
+    real layer but the identity of *other* sources' layer; the step on top then runs here and would be
+    filed under a key that a later build of those other sources (no --cache-from) computes too."""
+    stages = "FROM scratch AS one\nCOPY a.txt /a.txt\nFROM one\nCOPY c.txt /c.txt\n"
+    (ctx / "Dockerfile").write_text(stages)
+    (ctx / "c.txt").write_text("c\n")
+    lc = tmp_path / "shared"
+    assert build(ctx, tmp_path / "attacker-x", "--cache-to", f"type=local,dest={lc},mode=max").code == 0
+    y = tmp_path / "y"
+    y.mkdir()
+    for name in ("Dockerfile", "c.txt"):
+        (y / name).write_text((ctx / name).read_text())
+    (y / "a.txt").write_text("patched\n")
+    other = tmp_path / "other"
+    assert build(y, tmp_path / "attacker-y", "--cache-to", f"type=local,dest={other},mode=max").code == 0
+
+    def first_copy(doc: dict) -> dict:
+        (rec,) = [r for r in doc["records"] if len(r["outputs"][0]["layers"]) == 1 and not r["outputs"][0]["image"]]
+        return rec
+
+    doc = read_doc(lc)
+    rec = first_copy(doc)
+    rec["outputs"][0]["identity"] = first_copy(read_doc(other))["outputs"][0]["identity"]
+    doc["records"] = [rec]
+    write_doc(lc, doc)
+
+    victim = tmp_path / "victim"
+    assert build(ctx, victim, "--cache-from", f"type=local,src={lc}").code == 0
+    r = build(y, victim, "-o", f"type=oci,dest={tmp_path / 'img'},tar=false")  # later, no cache named
+    assert r.code == 0, r.stderr
+    assert any(b"patched" in layer for layer in image_layers(tmp_path / "img"))
+
+
+def test_an_honest_caches_run_steps_and_image_config_are_still_taken(busybox_ref, tmp_path):
+    """What the checks above leave alone: a RUN on a base image, an image config over it."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {busybox_ref}\nRUN echo hi > /hi\nENV X=1\n")
+    lc = tmp_path / "shared"
+    a = build(ctx, tmp_path / "writer", "--cache-to", f"type=local,dest={lc},mode=max",
+              "-o", f"type=oci,dest={tmp_path / 'a.tar'}")
+    assert a.code == 0, a.stderr
+    b = build(ctx, tmp_path / "reader", "--cache-from", f"type=local,src={lc}", "-o", f"type=oci,dest={tmp_path / 'b.tar'}")
+    assert b.code == 0, b.stderr
+    assert "RUN echo hi > /hi\n#2 CACHED" in b.stderr and "exporting image config of stage-0\n#3 CACHED" in b.stderr
+    digest = re.compile(r"exported OCI image (sha256:\w+)")
+    assert digest.findall(a.stderr) == digest.findall(b.stderr)
