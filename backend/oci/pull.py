@@ -310,7 +310,8 @@ class ImageResolver:
             own = _own_diff_id(dest, x.variant)
         except (LayerError, BlobError, OSError) as e:
             raise LayerUnavailable(f"layer {layer_id} from {_where(origin)}: {e}", origin) from None
-        self.store.blobs.record_compressed(x.diff_id, comp, CompressedBlob(x.blob, x.size, MEDIA_TYPES[comp]))
+        size = self.store.blobs.size(x.blob)  # (a blob already here was never checked against the cache's size)
+        self.store.blobs.record_compressed(x.diff_id, comp, CompressedBlob(x.blob, size, MEDIA_TYPES[comp]))
         if own == x.diff_id:  # the export reuses the blob only when it is the very tar irctl writes of
             self.store.blobs.record_layer_alias(layer_id, x.variant, x.diff_id)  # the tree checked above
 
