@@ -297,3 +297,16 @@ def test_an_honest_caches_run_steps_and_image_config_are_still_taken(busybox_ref
     assert "RUN echo hi > /hi\n#2 CACHED" in b.stderr and "exporting image config of stage-0\n#3 CACHED" in b.stderr
     digest = re.compile(r"exported OCI image (sha256:\w+)")
     assert digest.findall(a.stderr) == digest.findall(b.stderr)
+
+
+def test_a_step_time_no_clock_can_show_is_refused_with_the_cache(ctx, shared, tmp_path):
+    """``created`` goes into the image's history (and, via the local index, into later builds')."""
+    doc = read_doc(shared)
+    for rec in doc["records"]:
+        for o in rec["outputs"]:
+            o["created"] = [10 ** 30] * len(o["layers"])
+    write_doc(shared, doc)
+    r = irctl("build", "--cache-dir", tmp_path / "victim", "--cache-from", f"type=local,src={shared}", ctx,
+              "-o", f"type=oci,dest={tmp_path / 'img.tar'}")  # no SOURCE_DATE_EPOCH: the times are shown
+    assert r.code == 0, r.stderr
+    assert "Traceback" not in r.stderr and "building without it" in r.stderr
