@@ -8,6 +8,7 @@ its source lines, with every secret value of the build masked.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Collection
@@ -185,12 +186,18 @@ class OpTask:
 
 
 def _own_identity(handler: OpHandler, inputs: list[Snapshot], o: Output) -> bool:
-    """Whether a shared cache's output has the identity this machine gives it: that of its layers
-    (what exec, file and most merge steps make), or for an image or merge step the one made of its
-    inputs.  Steps on top are keyed by it (and kept in the local index), so an identity the cache
-    picked could file them under another content's key, for later builds without the cache to take."""
+    """Whether a shared cache's output is named as this machine names it: by its layers' identity
+    (what exec, file and most merge steps make, none with an image config), or, for an image or a
+    merge step, whose identity is made of its inputs', with exactly its inputs' layers (and the
+    image config the op itself gives).  Steps on top are keyed by the identity (and kept locally):
+    one the cache picked could file them under another content's key, for later builds to take."""
+    stacked = [layer_id_of(p) for s in inputs for p in s.layers] if all(s.host_dir is None for s in inputs) else None
+    if handler.kind == "image" and handler.op.image is not None and len(inputs) == 1:
+        mine = run_image(handler.op.image, inputs[0])
+        return (o.identity == mine.identity and list(o.layers) == stacked and o.image is not None
+                and o.image == {**dataclasses.asdict(mine.image), "history": list(mine.image.history)})
+    if o.image is not None:
+        return False
     if o.identity == layers_identity(o.layers):
         return True
-    if handler.kind == "image" and handler.op.image is not None and len(inputs) == 1:
-        return o.identity == run_image(handler.op.image, inputs[0]).identity
-    return handler.kind == "merge" and o.identity == merge_identity(inputs)
+    return handler.kind == "merge" and o.identity == merge_identity(inputs) and list(o.layers) == stacked

@@ -65,6 +65,12 @@ def image_layers(layout: Path) -> list[bytes]:
     return out
 
 
+def image_config(layout: Path) -> dict:
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads(blob_path(layout, index["manifests"][0]["digest"]).read_bytes())
+    return json.loads(blob_path(layout, manifest["config"]["digest"]).read_bytes())
+
+
 def build(ctx: Path, cache: Path, *extra: str):
     return irctl("build", "--progress", "plain", "--cache-dir", cache, *extra, ctx, env={"SOURCE_DATE_EPOCH": SDE})
 
@@ -310,3 +316,22 @@ def test_a_step_time_no_clock_can_show_is_refused_with_the_cache(ctx, shared, tm
               "-o", f"type=oci,dest={tmp_path / 'img.tar'}")  # no SOURCE_DATE_EPOCH: the times are shown
     assert r.code == 0, r.stderr
     assert "Traceback" not in r.stderr and "building without it" in r.stderr
+
+
+@pytest.mark.parametrize("lie", ["config", "layers"])
+def test_an_image_steps_config_and_layers_are_the_ops_own_not_the_caches(ctx, shared, tmp_path, lie):
+    """An image step's identity covers its input's identity and its config, not the result's layers
+    or the config as the cache spells it: both are checked, else the step is made here (it is cheap)."""
+    doc = read_doc(shared)
+    (rec,) = [r for r in doc["records"] if r["outputs"][0]["image"]]
+    out = rec["outputs"][0]
+    if lie == "config":
+        out["image"]["config"]["Entrypoint"] = ["/evil"]
+    else:
+        out["layers"], out["created"] = out["layers"] * 2, out["created"] * 2
+    write_doc(shared, doc)
+    r = build(ctx, tmp_path / "victim", "--cache-from", f"type=local,src={shared}",
+              "-o", f"type=oci,dest={tmp_path / 'img'},tar=false")
+    assert r.code == 0, r.stderr
+    assert "Entrypoint" not in image_config(tmp_path / "img")["config"]
+    assert len(image_layers(tmp_path / "img")) == 1
