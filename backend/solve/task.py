@@ -143,7 +143,7 @@ class OpTask:
         if found is None:
             return None
         outputs, cache = found
-        if not all(_own_identity(handler, inputs, o) for o in outputs):
+        if not all(_as_made_here(handler, inputs, o) for o in outputs):
             return None  # another irctl's, or a lie that would key what follows as other contents
         layers = {lid for o in outputs for lid in o.layers}
         whole = all(ws.images.can_supply(lid) for lid in layers)
@@ -185,7 +185,7 @@ class OpTask:
                 self.precompressor.submit(p for p in snap.layers if p not in had)
 
 
-def _own_identity(handler: OpHandler, inputs: list[Snapshot], o: Output) -> bool:
+def _as_made_here(handler: OpHandler, inputs: list[Snapshot], o: Output) -> bool:
     """Whether a shared cache's output is named as this machine names it: by its layers' identity
     (what exec, file and most merge steps make, none with an image config), or, for an image or a
     merge step, whose identity is made of its inputs', with exactly its inputs' layers (and the
