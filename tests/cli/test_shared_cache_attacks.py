@@ -192,66 +192,53 @@ def test_an_inline_cache_keeps_an_image_reproducible(ctx, tmp_path):
     assert len(digests) == 1
 
 
-def test_a_caches_selection_checksum_never_files_a_local_result_under_another_contents_key(ctx, tmp_path):
-    """The cache says the victim's context (identity I) has the checksum of *other* sources Y.  The
-    COPY then runs on the real files; the local store must not keep that result under Y's key, where a
-    later build of Y (with no --cache-from at all) would take it."""
-    honest = tmp_path / "honest"  # only to learn the victim context's identity, as the attacker can
-    assert build(ctx, tmp_path / "h", "--cache-to", f"type=local,dest={honest},mode=max").code == 0
-    ((victim_identity, _, _),) = read_doc(honest)["selections"]
-
+def patched(ctx: Path, tmp_path: Path) -> Path:
+    """Other sources: ``ctx`` with ``a.txt`` changed (the fix the victim will build next)."""
     y = tmp_path / "y"
     y.mkdir()
-    (y / "Dockerfile").write_text((ctx / "Dockerfile").read_text())
+    for f in ctx.iterdir():
+        (y / f.name).write_bytes(f.read_bytes())
     (y / "a.txt").write_text("patched\n")
-    lc = tmp_path / "shared"
-    assert build(y, tmp_path / "attacker", "--cache-to", f"type=local,dest={lc},mode=max").code == 0
-    doc = read_doc(lc)
-    doc["selections"] = [[victim_identity, action, checksum] for _, action, checksum in doc["selections"]]
-    doc["records"], doc["layers"] = [], []
-    write_doc(lc, doc)
+    return y
 
-    victim = tmp_path / "victim"
-    assert build(ctx, victim, "--cache-from", f"type=local,src={lc}").code == 0
-    r = build(y, victim, "-o", f"type=oci,dest={tmp_path / 'img'},tar=false")  # later, no cache named
+
+def later_build(y: Path, victim: Path, tmp_path: Path) -> list[bytes]:
+    """The victim builds ``y`` later with no --cache-from at all; the image's layers."""
+    r = build(y, victim, "-o", f"type=oci,dest={tmp_path / 'img'},tar=false")
     assert r.code == 0, r.stderr
-    (layer,) = image_layers(tmp_path / "img")
-    assert b"patched" in layer and b"hello" not in layer
+    return image_layers(tmp_path / "img")
 
 
-def _layered_selection(doc: dict) -> list:
-    """The selection entry of a COPY --from a built stage (its identity is a result's, not a context's)."""
+def _read_selection(doc: dict, stage: bool) -> list:
+    """The selection entry of the COPY from the context, or of a COPY --from a built stage."""
     made = {o["identity"] for r in doc["records"] for o in r["outputs"]}
-    (sel,) = [s for s in doc["selections"] if s[0] in made]
+    (sel,) = [s for s in doc["selections"] if (s[0] in made) == stage]
     return sel
 
 
-def test_a_caches_checksum_of_a_built_stage_never_files_a_local_result_under_another_contents_key(ctx, tmp_path):
-    """As above for ``COPY --from=stage``, where the cache's checksum *is* used (the stage's files
-    need not be here): a step that then runs is filed under the key its own files give."""
-    stages = "FROM scratch AS one\nCOPY a.txt /a.txt\nFROM scratch\nCOPY --from=one /a.txt /b.txt\n"
-    (ctx / "Dockerfile").write_text(stages)
-    honest = tmp_path / "honest"
+@pytest.mark.parametrize("source", ["context", "stage"])
+def test_a_caches_selection_checksum_never_files_a_local_result_under_another_contents_key(ctx, tmp_path, source):
+    """The cache says what the victim's step reads (the context, or a built stage's files) has the
+    checksum of *other* sources Y.  The COPY then runs on the real files; the local store must not
+    keep that result under Y's key, where a later build of Y with no --cache-from would take it."""
+    if source == "stage":
+        (ctx / "Dockerfile").write_text("FROM scratch AS one\nCOPY a.txt /a.txt\nFROM scratch\n"
+                                        "COPY --from=one /a.txt /b.txt\n")
+    honest = tmp_path / "honest"  # only to learn the victim's identity there, as the attacker can
     assert build(ctx, tmp_path / "h", "--cache-to", f"type=local,dest={honest},mode=max").code == 0
-    victim_identity = _layered_selection(read_doc(honest))[0]
-
-    y = tmp_path / "y"
-    y.mkdir()
-    (y / "Dockerfile").write_text(stages)
-    (y / "a.txt").write_text("patched\n")
+    victim_identity = _read_selection(read_doc(honest), source == "stage")[0]
+    y = patched(ctx, tmp_path)
     lc = tmp_path / "shared"
     assert build(y, tmp_path / "attacker", "--cache-to", f"type=local,dest={lc},mode=max").code == 0
     doc = read_doc(lc)
-    _, action, checksum = _layered_selection(doc)
+    _, action, checksum = _read_selection(doc, source == "stage")
     doc["selections"] = [[victim_identity, action, checksum]]
     doc["records"], doc["layers"] = [], []
     write_doc(lc, doc)
 
     victim = tmp_path / "victim"
     assert build(ctx, victim, "--cache-from", f"type=local,src={lc}").code == 0
-    r = build(y, victim, "-o", f"type=oci,dest={tmp_path / 'img'},tar=false")  # later, no cache named
-    assert r.code == 0, r.stderr
-    (layer,) = image_layers(tmp_path / "img")
+    (layer,) = later_build(y, victim, tmp_path)
     assert b"patched" in layer and b"hello" not in layer
 
 
@@ -264,11 +251,7 @@ def test_a_caches_result_named_by_another_contents_identity_is_not_taken(ctx, tm
     (ctx / "c.txt").write_text("c\n")
     lc = tmp_path / "shared"
     assert build(ctx, tmp_path / "attacker-x", "--cache-to", f"type=local,dest={lc},mode=max").code == 0
-    y = tmp_path / "y"
-    y.mkdir()
-    for name in ("Dockerfile", "c.txt"):
-        (y / name).write_text((ctx / name).read_text())
-    (y / "a.txt").write_text("patched\n")
+    y = patched(ctx, tmp_path)
     other = tmp_path / "other"
     assert build(y, tmp_path / "attacker-y", "--cache-to", f"type=local,dest={other},mode=max").code == 0
 
@@ -284,9 +267,7 @@ def test_a_caches_result_named_by_another_contents_identity_is_not_taken(ctx, tm
 
     victim = tmp_path / "victim"
     assert build(ctx, victim, "--cache-from", f"type=local,src={lc}").code == 0
-    r = build(y, victim, "-o", f"type=oci,dest={tmp_path / 'img'},tar=false")  # later, no cache named
-    assert r.code == 0, r.stderr
-    assert any(b"patched" in layer for layer in image_layers(tmp_path / "img"))
+    assert any(b"patched" in layer for layer in later_build(y, victim, tmp_path))
 
 
 def test_an_honest_caches_run_steps_and_image_config_are_still_taken(busybox_ref, tmp_path):
