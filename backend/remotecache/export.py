@@ -106,8 +106,8 @@ def build_config(ledger: CacheLedger, store: CacheStore, *, target_layers: Itera
     out: dict[str, tuple[Output, ...]] = {}
     for key, outs in records.items():
         whole = all(lid in have for o in outs for lid in o.layers)
-        out[key] = tuple(Output(o.identity, o.layers, o.image if whole else None, _clamped(o.created, source_date_epoch))
-                         for o in outs)
+        out[key] = tuple(Output(o.identity, o.layers, o.image if whole else None,
+                                _clamped(o.created, source_date_epoch)) for o in outs)
     seeds = _mount_blobs(store, mounts, compression, level, warn)
     platform = {k: v for k, v in Platform.host().__dict__.items() if v}
     return CacheConfig(platform, out, selections, layers, seeds), elsewhere

@@ -157,7 +157,8 @@ def test_a_blob_dir_swapped_for_a_symlink_during_an_export_removes_nothing_elsew
 
 @pytest.mark.parametrize("index", ["[1]", '{"manifests": ["x"]}', '{"manifests": [{"annotations": []}]}',
                                    '{"manifests": [{"annotations": {"org.opencontainers.image.ref.name": "latest"}}]}',
-                                   "[" * 100_000], ids=["list", "string-entry", "annotations-list", "no-digest", "deep"])
+                                   "[" * 100_000],
+                         ids=["list", "string-entry", "annotations-list", "no-digest", "deep"])
 def test_a_malformed_cache_index_is_a_warning_not_a_crash(ctx, tmp_path, index):
     bad = tmp_path / "bad"
     (bad / "blobs" / "sha256").mkdir(parents=True)
@@ -279,7 +280,8 @@ def test_an_honest_caches_run_steps_and_image_config_are_still_taken(busybox_ref
     a = build(ctx, tmp_path / "writer", "--cache-to", f"type=local,dest={lc},mode=max",
               "-o", f"type=oci,dest={tmp_path / 'a.tar'}")
     assert a.code == 0, a.stderr
-    b = build(ctx, tmp_path / "reader", "--cache-from", f"type=local,src={lc}", "-o", f"type=oci,dest={tmp_path / 'b.tar'}")
+    b = build(ctx, tmp_path / "reader", "--cache-from", f"type=local,src={lc}",
+              "-o", f"type=oci,dest={tmp_path / 'b.tar'}")
     assert b.code == 0, b.stderr
     assert "RUN echo hi > /hi\n#2 CACHED" in b.stderr and "exporting image config of stage-0\n#3 CACHED" in b.stderr
     digest = re.compile(r"exported OCI image (sha256:\w+)")
