@@ -4,8 +4,9 @@ and its blobs, into a registry, an OCI layout directory, or an image's own confi
 Which layers go in: ``mode=min``, the target's; ``mode=max``, those of every result.  A base image's
 layers never do (a reader pulls them from the image, as the build did).  Every cache key the solve
 met is written either way: a result whose layers are all in the cache (or in a base image) whole,
-one whose layers are not *by key* (identity and layer ids, no image config), which lets a reader
-skip it when nothing needs its files (``backend.solve.task``).  A layer is compressed the way the
+one whose layers are not *by key* (its identity keys what follows; a reader skips it when nothing
+needs its files: ``backend.solve.task``).  No result carries an image config (an intermediate
+stage's ``ENV`` may hold a token): a reader makes an image step's config from the op.  A layer is compressed the way the
 image's were (the same ``write_layer_to_store`` memo), so the cache shares the image's blobs and a
 registry already holding them receives none twice.  A result that came from a shared cache and
 whose files this build never needed keeps the blob that cache named.
@@ -102,12 +103,8 @@ def build_config(ledger: CacheLedger, store: CacheStore, *, target_layers: Itera
             layers[lid], origin = found
             if not store.blobs.has(found[0].blob):
                 elsewhere[found[0].blob] = origin
-    have = layers.keys() | base
-    out: dict[str, tuple[Output, ...]] = {}
-    for key, outs in records.items():
-        whole = all(lid in have for o in outs for lid in o.layers)
-        out[key] = tuple(Output(o.identity, o.layers, o.image if whole else None,
-                                _clamped(o.created, source_date_epoch)) for o in outs)
+    out = {key: tuple(Output(o.identity, o.layers, None, _clamped(o.created, source_date_epoch)) for o in outs)
+           for key, outs in records.items()}
     seeds = _mount_blobs(store, mounts, compression, level, warn)
     platform = {k: v for k, v in Platform.host().__dict__.items() if v}
     return CacheConfig(platform, out, selections, layers, seeds), elsewhere

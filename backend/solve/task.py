@@ -142,8 +142,9 @@ class OpTask:
         found = ws.remote.lookup(key)
         if found is None:
             return None
-        outputs, cache = found
-        if not all(_as_made_here(handler, inputs, o) for o in outputs):
+        theirs, cache = found
+        outputs = tuple(_as_made_here(handler, inputs, o) for o in theirs)
+        if None in outputs:
             return None  # another irctl's, or a lie that would key what follows as other contents
         layers = {lid for o in outputs for lid in o.layers}
         whole = all(ws.images.can_supply(lid) for lid in layers)
@@ -185,19 +186,20 @@ class OpTask:
                 self.precompressor.submit(p for p in snap.layers if p not in had)
 
 
-def _as_made_here(handler: OpHandler, inputs: list[Snapshot], o: Output) -> bool:
-    """Whether a shared cache's output is named as this machine names it: by its layers' identity
-    (what exec, file and most merge steps make, none with an image config), or, for an image or a
-    merge step, whose identity is made of its inputs', with exactly its inputs' layers (and the
-    image config the op itself gives).  Steps on top are keyed by the identity (and kept locally):
+def _as_made_here(handler: OpHandler, inputs: list[Snapshot], o: Output) -> Output | None:
+    """A shared cache's output as this machine makes it, or None when it is not named so: by its
+    layers' identity (what exec, file and most merge steps make), or, for an image or a merge step,
+    whose identity is made of its inputs', with exactly its inputs' layers.  An image step's config is
+    the op's own (a cache carries none).  Steps on top are keyed by the identity, and kept locally:
     one the cache picked could file them under another content's key, for later builds to take."""
     stacked = [layer_id_of(p) for s in inputs for p in s.layers] if all(s.host_dir is None for s in inputs) else None
     if handler.kind == "image" and handler.op.image is not None and len(inputs) == 1:
         mine = run_image(handler.op.image, inputs[0])
-        return (o.identity == mine.identity and list(o.layers) == stacked and o.image is not None
-                and o.image == {**dataclasses.asdict(mine.image), "history": list(mine.image.history)})
-    if o.image is not None:
-        return False
-    if o.identity == layers_identity(o.layers):
-        return True
-    return handler.kind == "merge" and o.identity == merge_identity(inputs) and list(o.layers) == stacked
+        if o.identity != mine.identity or list(o.layers) != stacked:
+            return None
+        return Output(o.identity, o.layers, {**dataclasses.asdict(mine.image), "history": list(mine.image.history)},
+                      o.created)
+    if o.identity == layers_identity(o.layers) or (
+            handler.kind == "merge" and o.identity == merge_identity(inputs) and list(o.layers) == stacked):
+        return Output(o.identity, o.layers, None, o.created)
+    return None

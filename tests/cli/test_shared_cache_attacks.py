@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from backend.ops.workspace import layers_identity
 from tests.support.cli import irctl
 
 SDE = "1700000000"
@@ -301,15 +302,29 @@ def test_a_step_time_no_clock_can_show_is_refused_with_the_cache(ctx, shared, tm
     assert "Traceback" not in r.stderr and "building without it" in r.stderr
 
 
+def test_a_cache_carries_no_image_config(ctx, tmp_path):
+    """An image config (an intermediate stage's ``ENV`` may hold a token) never goes into a cache:
+    a reader makes an image step's config from the op itself."""
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY a.txt /a.txt\nENV MARK=m4rker\n")
+    lc = tmp_path / "shared"
+    assert build(ctx, tmp_path / "writer", "--cache-to", f"type=local,dest={lc},mode=max").code == 0
+    assert b"m4rker" not in b"".join(p.read_bytes() for p in (lc / "blobs" / "sha256").iterdir())
+    r = build(ctx, tmp_path / "reader", "--cache-from", f"type=local,src={lc}",
+              "-o", f"type=oci,dest={tmp_path / 'img'},tar=false")
+    assert r.code == 0, r.stderr
+    assert "exporting image config of stage-0\n#4 CACHED" in r.stderr
+    assert "MARK=m4rker" in image_config(tmp_path / "img")["config"]["Env"]
+
+
 @pytest.mark.parametrize("lie", ["config", "layers"])
 def test_an_image_steps_config_and_layers_are_the_ops_own_not_the_caches(ctx, shared, tmp_path, lie):
     """An image step's identity covers its input's identity and its config, not the result's layers
-    or the config as the cache spells it: both are checked, else the step is made here (it is cheap)."""
+    or a config the cache adds: the layers are checked, the config is the op's own."""
     doc = read_doc(shared)
-    (rec,) = [r for r in doc["records"] if r["outputs"][0]["image"]]
+    (rec,) = [r for r in doc["records"] if r["outputs"][0]["identity"] != layers_identity(r["outputs"][0]["layers"])]
     out = rec["outputs"][0]
     if lie == "config":
-        out["image"]["config"]["Entrypoint"] = ["/evil"]
+        out["image"] = {"config": {"Entrypoint": ["/evil"]}, "history": [], "platform": {"os": "linux"}}
     else:
         out["layers"], out["created"] = out["layers"] * 2, out["created"] * 2
     write_doc(shared, doc)
@@ -318,3 +333,5 @@ def test_an_image_steps_config_and_layers_are_the_ops_own_not_the_caches(ctx, sh
     assert r.code == 0, r.stderr
     assert "Entrypoint" not in image_config(tmp_path / "img")["config"]
     assert len(image_layers(tmp_path / "img")) == 1
+
+
