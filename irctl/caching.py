@@ -72,7 +72,8 @@ def inline_cache(spec, ledger, cache_root: Path, options) -> dict:
 
 def export_caches(specs: tuple, snapshot, ledger, doc, *, cache_root: Path, insecure: tuple[str, ...], emit) -> None:
     """Write every ``--cache-to`` but the inline ones (those went with the image)."""
-    from backend.store.cache import CacheStore  # lazy: only with --cache-to
+    from backend.errors import BackendError  # lazy: only with --cache-to
+    from backend.store.cache import CacheStore  # lazy: as above
 
     store = CacheStore(cache_root)
     with store.locked("gc.lock", exclusive=False):  # a concurrent prune waits for us
@@ -81,16 +82,11 @@ def export_caches(specs: tuple, snapshot, ledger, doc, *, cache_root: Path, inse
                 continue
             try:
                 emit(_export_one(spec, snapshot, ledger, doc, store, insecure, emit))
-            except Exception as e:  # noqa: BLE001 - narrowed below: ours are reported, anything else raised
-                from backend.errors import BackendError  # lazy: as above
-
-                if not isinstance(e, (BackendError, OSError)):
-                    raise
+            except (BackendError, OSError) as e:
                 text = str(e) if isinstance(e, BackendError) else f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
-                if spec.ignore_error:
-                    emit(f"warning: --cache-to {spec.name}: {text} (not written; ignore-error=true)")
-                else:
+                if not spec.ignore_error:
                     raise UserError(f"--cache-to {spec.name}: {text}") from None
+                emit(f"warning: --cache-to {spec.name}: {text} (not written; ignore-error=true)")
 
 
 def _export_one(spec, snapshot, ledger, doc, store, insecure: tuple[str, ...], emit) -> str:
