@@ -23,6 +23,8 @@ import contextlib
 import fcntl
 import json
 import os
+import re
+import secrets
 import shutil
 import stat
 from collections.abc import Callable, Iterable
@@ -32,7 +34,7 @@ from pathlib import Path
 from ir import ops as irops
 
 from backend.errors import BackendError
-from backend.export.reuse import refuse_link, replacing
+from backend.export.reuse import replacing
 from backend.oci.compression import MT_DOCKER_LAYER, MT_DOCKER_LAYER_GZIP, MT_LAYER, MT_LAYER_GZIP
 from backend.oci.layerstore import write_layer_to_store
 from backend.oci.layout import ANNOT_REF_NAME, LAYOUT_VERSION, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST, \
@@ -209,32 +211,69 @@ def write_dir(spec: CacheExport, manifest: bytes, media_type: str, store: BlobSt
     lock (see the module's docstring).  Returns (blobs written, bytes written)."""
     dest = Path(spec.path)
     dest.mkdir(parents=True, exist_ok=True)
-    for sub in (dest / "blobs", dest / "blobs" / "sha256"):
-        refuse_link(sub, "a directory of the cache layout")
-        sub.mkdir(exist_ok=True)
     written = n_bytes = 0
     with _locked(dest):
-        for digest, size in [*blobs_of(manifest), (sha256_digest(manifest), len(manifest))]:
-            target = dest / "blobs" / "sha256" / digest.split(":", 1)[1]
-            if _present(target, size):
-                continue
-            if not store.has(digest):
-                fetch(digest, size, elsewhere[digest])
-            with store.open(digest) as r, replacing(target, 0o644) as w:
-                shutil.copyfileobj(r, w, 1 << 20)
-            written += 1
-            n_bytes += size
-        old = _read_index(dest)
-        entry = descriptor(media_type, manifest, annotations={ANNOT_REF_NAME: spec.tag})
-        keep = [d for d in old.get("manifests", []) if isinstance(d, dict)
-                and d.get("annotations", {}).get(ANNOT_REF_NAME) != spec.tag]
-        index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": [*keep, entry]}
-        with replacing(dest / "oci-layout", 0o644) as f:
-            f.write(LAYOUT_VERSION)
-        with replacing(dest / "index.json", 0o644) as f:
-            f.write(json.dumps(index, separators=(",", ":")).encode())
-        _prune(dest, [*index["manifests"], *old.get("manifests", [])])
+        blob_dir = _blob_dir(dest)
+        try:
+            for digest, size in [*blobs_of(manifest), (sha256_digest(manifest), len(manifest))]:
+                name = digest.split(":", 1)[1]
+                if _present(blob_dir, name, size):
+                    continue
+                if not store.has(digest):
+                    fetch(digest, size, elsewhere[digest])
+                with store.open(digest) as r:
+                    _write_blob(blob_dir, name, r)
+                written += 1
+                n_bytes += size
+            old = _read_index(dest)
+            entry = descriptor(media_type, manifest, annotations={ANNOT_REF_NAME: spec.tag})
+            keep = [d for d in old if d["annotations"].get(ANNOT_REF_NAME) != spec.tag]
+            index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": [*keep, entry]}
+            with replacing(dest / "oci-layout", 0o644) as f:
+                f.write(LAYOUT_VERSION)
+            with replacing(dest / "index.json", 0o644) as f:
+                f.write(json.dumps(index, separators=(",", ":")).encode())
+            _prune(blob_dir, [*index["manifests"], *old])
+        finally:
+            os.close(blob_dir)
     return written, n_bytes
+
+
+def _blob_dir(dest: Path) -> int:
+    """``blobs/sha256`` of the layout at ``dest`` (made if missing), opened without following a link.
+    Every blob is written, checked and removed through it: a name swapped for a symlink meanwhile (by
+    anyone who can write the layout, lock or not) cannot send a write or a removal elsewhere."""
+    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in ("blobs", "sha256"):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o755, dir_fd=fd)
+            try:
+                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError:
+                raise CacheExportError(f"{dest}: its {name} is not a directory (a symbolic link?); "
+                                       "refusing to write through it") from None
+            os.close(fd)
+            fd = sub
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_blob(blob_dir: int, name: str, src) -> None:
+    """``src`` as the blob ``name``: written under a fresh name, then renamed in whole."""
+    tmp = f".{name}.{secrets.token_hex(8)}.partial"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=blob_dir)
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as w:
+            shutil.copyfileobj(src, w, 1 << 20)
+        os.rename(tmp, name, src_dir_fd=blob_dir, dst_dir_fd=blob_dir)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=blob_dir)
+        raise
 
 
 @contextlib.contextmanager
@@ -247,62 +286,49 @@ def _locked(dest: Path):
         os.close(fd)
 
 
-def _present(target: Path, size: int) -> bool:
+def _present(blob_dir: int, name: str, size: int) -> bool:
     """A blob already written (renamed in whole, so a regular file of the right size is complete;
     a reader checks its digest anyway)."""
     try:
-        st = os.lstat(target)
+        st = os.stat(name, dir_fd=blob_dir, follow_symlinks=False)
     except FileNotFoundError:
         return False
     return stat.S_ISREG(st.st_mode) and st.st_size == size
 
 
-def _read_index(dest: Path) -> dict:
+def _read_index(dest: Path) -> list[dict]:
+    """The descriptors of the layout's index as it is (written by anyone): those with a digest."""
     try:
         with open(os.open(dest / "index.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
-            data = f.read(4 << 20)
-        body = json.loads(data)
-        return body if isinstance(body, dict) else {}
-    except (OSError, ValueError):
-        return {}
+            body = json.loads(f.read(4 << 20))
+    except (OSError, ValueError, RecursionError):
+        return []
+    found = body.get("manifests") if isinstance(body, dict) else None
+    return [{**d, "annotations": d.get("annotations") if isinstance(d.get("annotations"), dict) else {}}
+            for d in (found if isinstance(found, list) else [])
+            if isinstance(d, dict) and isinstance(d.get("digest"), str)]
 
 
-def _prune(dest: Path, manifests: list) -> None:
+def _prune(blob_dir: int, manifests: list[dict]) -> None:
     """Remove the blobs no listed manifest reaches (manifests of other tags are read from the dir)."""
     keep: set[str] = set()
-    blob_dir = dest / "blobs" / "sha256"
     for d in manifests:
-        if not isinstance(d, dict) or not isinstance(d.get("digest"), str):
-            continue
         keep.add(d["digest"])
         try:
-            with open(os.open(blob_dir / d["digest"].split(":", 1)[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC),
+            name = d["digest"].removeprefix("sha256:")
+            if not re.fullmatch(r"[0-9a-f]{64}", name):
+                return  # not a blob of this layout: keep everything rather than guess
+            with open(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=blob_dir),
                       "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # a FIFO would block us, lock held
+                    return
                 body = json.loads(f.read(4 << 20))
             for x in [body.get("config", {}), *body.get("layers", [])]:
                 if isinstance(x, dict) and isinstance(x.get("digest"), str):
                     keep.add(x["digest"])
-        except (OSError, ValueError, AttributeError, TypeError):
+        except (OSError, ValueError, AttributeError, TypeError, RecursionError):
             return  # a manifest we cannot read: keep everything rather than guess
-    # by a descriptor of the real blob dir: a name swapped for a symlink meanwhile (anyone who can write
-    # the layout, lock or not) cannot turn this into removing files elsewhere
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        top = os.open(dest, flags & ~os.O_NOFOLLOW)
-        try:
-            sub = os.open("blobs", flags, dir_fd=top)
-        finally:
-            os.close(top)
-        try:
-            fd = os.open("sha256", flags, dir_fd=sub)
-        finally:
-            os.close(sub)
-    except OSError:
-        return  # not the directories we wrote: remove nothing
-    try:
-        for name in os.listdir(fd):
-            if "sha256:" + name not in keep and not name.startswith("."):
-                with contextlib.suppress(OSError):
-                    os.unlink(name, dir_fd=fd)
-    finally:
-        os.close(fd)
+    for name in os.listdir(blob_dir):
+        if "sha256:" + name not in keep and not name.startswith("."):
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=blob_dir)

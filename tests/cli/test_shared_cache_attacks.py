@@ -124,9 +124,12 @@ def _blocked_on(lock: Path) -> bool:
                for line in Path("/proc/locks").read_text().splitlines() if len(line.split()) > 6)
 
 
-def test_a_blob_dir_swapped_for_a_symlink_during_an_export_removes_nothing_elsewhere(ctx, shared, tmp_path):
-    """Someone who can write the cache directory swaps ``blobs/sha256`` for a link to the victim's
-    files while the victim's export waits for the layout's lock: pruning must not follow it."""
+def test_a_blob_dir_swapped_for_a_symlink_during_an_export_writes_and_removes_nothing_elsewhere(ctx, shared,
+                                                                                                 tmp_path):
+    """Someone who can write the cache directory swaps ``blobs/sha256`` for a link to another
+    directory while the victim's export waits for the layout's lock: neither the blobs written (an
+    attacker's cache can choose their bytes, and ``/etc/cron.d`` takes hex names) nor the pruning
+    may follow it."""
     import fcntl
     import subprocess
     import sys
@@ -152,8 +155,28 @@ def test_a_blob_dir_swapped_for_a_symlink_during_an_export_removes_nothing_elsew
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
-    writer.communicate(timeout=60)
+    _, err = writer.communicate(timeout=60)
+    assert [p.name for p in elsewhere.iterdir()] == ["notes.txt"]
     assert (elsewhere / "notes.txt").read_text() == "keep me\n"
+    assert writer.returncode != 0 and b"its sha256 is not a directory" in err and b"Traceback" not in err
+
+
+@pytest.mark.parametrize("plant", ["fifo", "bad-index"])
+def test_a_cache_directory_planted_with_traps_still_takes_the_export(ctx, shared, tmp_path, plant):
+    """A FIFO where a manifest's blob should be (reading it would wait, lock held, forever) or an
+    index whose entries are not descriptors: the export goes on, and prunes nothing it cannot read."""
+    index = json.loads((shared / "index.json").read_text())
+    if plant == "fifo":
+        other = "sha256:" + "1" * 64
+        os.mkfifo(blob_path(shared, other))
+        index["manifests"].append({"digest": other, "annotations": {"org.opencontainers.image.ref.name": "other"}})
+    else:
+        index["manifests"] = [{"digest": "sha256:" + "0" * 64, "annotations": ["x"]}, "junk", {"digest": 5}]
+    (shared / "index.json").write_text(json.dumps(index))
+    r = irctl("build", "--cache-dir", tmp_path / "writer", "--cache-to", f"type=local,dest={shared},tag=new", ctx,
+              env={"SOURCE_DATE_EPOCH": SDE}, timeout=60)
+    assert r.code == 0, r.stderr
+    assert f"cache exported to {shared}:new" in r.stderr
 
 
 @pytest.mark.parametrize("index", ["[1]", '{"manifests": ["x"]}', '{"manifests": [{"annotations": []}]}',
