@@ -115,6 +115,8 @@ def _read_local(imp: CacheImport, platform: Platform) -> tuple[CacheConfig, Orig
     path = Path(imp.path)
     if not (path / "index.json").is_file():
         raise CacheUnusable(f"no OCI layout at {path} (no index.json)")
+    if (path / "index.json").stat().st_size > MAX_MANIFEST:  # (read whole, into memory, by OCILayout)
+        raise CacheUnusable(f"{path}/index.json is larger than {MAX_MANIFEST} bytes")
     with OCILayout(path) as layout:
         index = layout.index if isinstance(layout.index, dict) else {"manifests": None}
         entries = [d for d in _descriptors(index, f"{path}/index.json")

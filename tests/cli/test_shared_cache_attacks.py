@@ -181,8 +181,8 @@ def test_a_cache_directory_planted_with_traps_still_takes_the_export(ctx, shared
 
 @pytest.mark.parametrize("index", ["[1]", '{"manifests": ["x"]}', '{"manifests": [{"annotations": []}]}',
                                    '{"manifests": [{"annotations": {"org.opencontainers.image.ref.name": "latest"}}]}',
-                                   "[" * 100_000],
-                         ids=["list", "string-entry", "annotations-list", "no-digest", "deep"])
+                                   "[" * 100_000, '{"manifests": []}' + " " * (5 << 20)],
+                         ids=["list", "string-entry", "annotations-list", "no-digest", "deep", "huge"])
 def test_a_malformed_cache_index_is_a_warning_not_a_crash(ctx, tmp_path, index):
     bad = tmp_path / "bad"
     (bad / "blobs" / "sha256").mkdir(parents=True)
@@ -192,6 +192,7 @@ def test_a_malformed_cache_index_is_a_warning_not_a_crash(ctx, tmp_path, index):
     assert r.code == 0, r.stderr
     assert "Traceback" not in r.stderr
     assert f"warning: --cache-from {bad}:latest: " in r.stderr and "building without it" in r.stderr
+    assert ("index.json is larger than" in r.stderr) == (len(index) > 4 << 20)  # not read into memory
 
 
 def test_a_fifo_planted_as_a_cache_blob_does_not_hang_the_build(ctx, shared, tmp_path):
