@@ -318,18 +318,17 @@ class ImageResolver:
     def _fetch_remote(self, x: RemoteLayer, origin: Origin) -> None:
         if self.store.blobs.has(x.blob):
             return
-        with self._lock:
-            self._origins.setdefault(x.blob, origin)
-        try:
-            self._fetch(x.blob, x.size)
+        try:  # from the cache, never noted as where the blob is (a base image naming it pulls its own)
+            self._fetch(x.blob, x.size, origin)
         except (SolveError, LayoutError, OSError) as e:
             raise LayerUnavailable(str(e), origin) from None
         with self._lock:
             self.remote_bytes += x.size
 
-    def _fetch(self, blob: str, size: int) -> None:
-        with self._lock:
-            origin = self._origins.get(blob)
+    def _fetch(self, blob: str, size: int, origin: Origin | None = None) -> None:
+        if origin is None:
+            with self._lock:
+                origin = self._origins.get(blob)
         if origin is None:
             raise SolveError(f"layer blob {blob} is missing from the cache; re-run without a pruned cache")
         kind, where = origin

@@ -359,3 +359,23 @@ def test_an_image_steps_config_and_layers_are_the_ops_own_not_the_caches(ctx, sh
     assert len(image_layers(tmp_path / "img")) == 1
 
 
+
+
+def test_a_caches_claim_on_a_base_images_blob_does_not_redirect_the_base_images_pull(busybox_ref, tmp_path):
+    """A cache names busybox's layer blob for a layer of its own and cannot serve it: the build
+    drops the cache, and pulling busybox itself still fetches that blob from busybox's registry."""
+    from types import SimpleNamespace
+
+    from backend.oci.pull import ImageResolver, LayerUnavailable, RemoteLayer
+    from backend.store.cache import CacheStore
+
+    here = SimpleNamespace(os="linux", architecture="amd64", variant=None)
+    (base,) = ImageResolver(CacheStore(tmp_path / "look")).resolve_registry(busybox_ref, "", here).layers
+    images = ImageResolver(CacheStore(tmp_path / "victim"))
+    gone = ("layout", tmp_path / "gone")
+    images.add_remote({"sha256:" + "2" * 64: RemoteLayer(base.blob, base.media_type, base.size, base.diff_id, "")}, {}, gone)
+    with pytest.raises(LayerUnavailable):
+        images.ensure_layer("sha256:" + "2" * 64)
+    images.forget_remote(gone)
+    images.resolve_registry(busybox_ref, "", here)
+    assert (images.ensure_layer(base.diff_id) / "bin").is_dir()
