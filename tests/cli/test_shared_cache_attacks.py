@@ -372,10 +372,10 @@ def test_a_caches_claim_on_a_base_images_blob_does_not_redirect_the_base_images_
     here = SimpleNamespace(os="linux", architecture="amd64", variant=None)
     (base,) = ImageResolver(CacheStore(tmp_path / "look")).resolve_registry(busybox_ref, "", here).layers
     images = ImageResolver(CacheStore(tmp_path / "victim"))
-    gone = ("layout", tmp_path / "gone")
-    images.add_remote({"sha256:" + "2" * 64: RemoteLayer(base.blob, base.media_type, base.size, base.diff_id, "")}, {}, gone)
+    gone, theirs = ("layout", tmp_path / "gone"), "sha256:" + "2" * 64
+    images.add_remote({theirs: RemoteLayer(base.blob, base.media_type, base.size, base.diff_id, "")}, {}, gone)
     with pytest.raises(LayerUnavailable):
-        images.ensure_layer("sha256:" + "2" * 64)
+        images.ensure_layer(theirs)
     images.forget_remote(gone)
     images.resolve_registry(busybox_ref, "", here)
     assert (images.ensure_layer(base.diff_id) / "bin").is_dir()
