@@ -213,6 +213,7 @@ def write_dir(spec: CacheExport, manifest: bytes, media_type: str, store: BlobSt
     dest.mkdir(parents=True, exist_ok=True)
     written = n_bytes = 0
     with _locked(dest):
+        old = _read_index(dest)
         blob_dir = _blob_dir(dest)
         try:
             for digest, size in [*blobs_of(manifest), (sha256_digest(manifest), len(manifest))]:
@@ -225,9 +226,8 @@ def write_dir(spec: CacheExport, manifest: bytes, media_type: str, store: BlobSt
                     _write_blob(blob_dir, name, r)
                 written += 1
                 n_bytes += size
-            old = _read_index(dest)
             entry = descriptor(media_type, manifest, annotations={ANNOT_REF_NAME: spec.tag})
-            keep = [d for d in old if d["annotations"].get(ANNOT_REF_NAME) != spec.tag]
+            keep = [d for d in old if d.get("annotations", {}).get(ANNOT_REF_NAME) != spec.tag]
             index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": [*keep, entry]}
             with replacing(dest / "oci-layout", 0o644) as f:
                 f.write(LAYOUT_VERSION)
@@ -297,16 +297,23 @@ def _present(blob_dir: int, name: str, size: int) -> bool:
 
 
 def _read_index(dest: Path) -> list[dict]:
-    """The descriptors of the layout's index as it is (written by anyone): those with a digest."""
+    """The descriptors of the layout's current index ([] when there is none).  One that is not an
+    index of descriptors is refused rather than overwritten: the directory may hold more than caches."""
     try:
         with open(os.open(dest / "index.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
-            body = json.loads(f.read(4 << 20))
-    except (OSError, ValueError, RecursionError):
+            data = f.read(4 << 20)
+    except FileNotFoundError:
         return []
-    found = body.get("manifests") if isinstance(body, dict) else None
-    return [{**d, "annotations": d.get("annotations") if isinstance(d.get("annotations"), dict) else {}}
-            for d in (found if isinstance(found, list) else [])
-            if isinstance(d, dict) and isinstance(d.get("digest"), str)]
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        body = None
+    entries = body.get("manifests", []) if isinstance(body, dict) else None
+    if not isinstance(entries, list) or not all(
+            isinstance(d, dict) and isinstance(d.get("digest"), str) and isinstance(d.get("annotations", {}), dict)
+            for d in entries):
+        raise CacheExportError(f"{dest / 'index.json'} is not an OCI image index; not writing a cache over it")
+    return entries
 
 
 def _prune(blob_dir: int, manifests: list[dict]) -> None:
@@ -323,6 +330,8 @@ def _prune(blob_dir: int, manifests: list[dict]) -> None:
                 if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # a FIFO would block us, lock held
                     return
                 body = json.loads(f.read(4 << 20))
+            if "manifests" in body:  # an image index (another tag's multi-platform image): not followed
+                return  # keep everything rather than guess
             for x in [body.get("config", {}), *body.get("layers", [])]:
                 if isinstance(x, dict) and isinstance(x.get("digest"), str):
                     keep.add(x["digest"])

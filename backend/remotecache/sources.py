@@ -118,8 +118,7 @@ def _read_local(imp: CacheImport, platform: Platform) -> tuple[CacheConfig, Orig
     if (path / "index.json").stat().st_size > MAX_MANIFEST:  # (read whole, into memory, by OCILayout)
         raise CacheUnusable(f"{path}/index.json is larger than {MAX_MANIFEST} bytes")
     with OCILayout(path) as layout:
-        index = layout.index if isinstance(layout.index, dict) else {"manifests": None}
-        entries = [d for d in _descriptors(index, f"{path}/index.json")
+        entries = [d for d in _descriptors(layout.index, f"{path}/index.json")
                    if d.get("annotations", {}).get(ANNOT_REF_NAME) == imp.tag]
         if not entries:
             raise CacheUnusable(f"no cache tagged {imp.tag!r} in {path}")
@@ -134,14 +133,15 @@ def _read_local(imp: CacheImport, platform: Platform) -> tuple[CacheConfig, Orig
     return _config(raw, cdesc, body, str(path)), ("layout", path.resolve())
 
 
-def _descriptors(index: dict, where: str) -> list[dict]:
-    """The ``manifests`` of an index someone else wrote, checked to be descriptors before any is read."""
-    found = index.get("manifests", [])
-    if not isinstance(found, list) or not all(
+def _descriptors(index: object, where: str) -> list[dict]:
+    """The ``manifests`` of an index someone else wrote, checked to be descriptors (objects with a
+    string digest, and objects for annotations and platform) before anything looks inside them."""
+    entries = index.get("manifests", []) if isinstance(index, dict) else None
+    if not isinstance(entries, list) or not all(
             isinstance(d, dict) and isinstance(d.get("digest"), str) and isinstance(d.get("annotations", {}), dict)
-            and isinstance(d.get("platform", {}), dict) for d in found):
-        raise CacheUnusable(f"{where}: malformed index (an entry of its manifests is not a descriptor)")
-    return found
+            and isinstance(d.get("platform", {}), dict) for d in entries):
+        raise CacheUnusable(f"{where}: not an OCI index (its manifests are not all descriptors)")
+    return entries
 
 
 def _capped_blob(layout: OCILayout, digest: str, cap: int) -> bytes:

@@ -161,17 +161,13 @@ def test_a_blob_dir_swapped_for_a_symlink_during_an_export_writes_and_removes_no
     assert writer.returncode != 0 and b"its sha256 is not a directory" in err and b"Traceback" not in err
 
 
-@pytest.mark.parametrize("plant", ["fifo", "bad-index"])
-def test_a_cache_directory_planted_with_traps_still_takes_the_export(ctx, shared, tmp_path, plant):
-    """A FIFO where a manifest's blob should be (reading it would wait, lock held, forever) or an
-    index whose entries are not descriptors: the export goes on, and prunes nothing it cannot read."""
+def test_a_fifo_planted_in_a_cache_directory_does_not_hang_the_export(ctx, shared, tmp_path):
+    """A FIFO where another tag's manifest should be: reading it would wait, lock held, forever.
+    The export goes on, and prunes nothing it cannot read."""
     index = json.loads((shared / "index.json").read_text())
-    if plant == "fifo":
-        other = "sha256:" + "1" * 64
-        os.mkfifo(blob_path(shared, other))
-        index["manifests"].append({"digest": other, "annotations": {"org.opencontainers.image.ref.name": "other"}})
-    else:
-        index["manifests"] = [{"digest": "sha256:" + "0" * 64, "annotations": ["x"]}, "junk", {"digest": 5}]
+    other = "sha256:" + "1" * 64
+    os.mkfifo(blob_path(shared, other))
+    index["manifests"].append({"digest": other, "annotations": {"org.opencontainers.image.ref.name": "other"}})
     (shared / "index.json").write_text(json.dumps(index))
     r = irctl("build", "--cache-dir", tmp_path / "writer", "--cache-to", f"type=local,dest={shared},tag=new", ctx,
               env={"SOURCE_DATE_EPOCH": SDE}, timeout=60)
