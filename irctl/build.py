@@ -102,9 +102,8 @@ def build(
         elif tags:
             typer.echo("note: no --output given; the result stays in the build cache "
                        "(use --output type=oci,dest=… or --push)", err=True)
-        if inline is not None and not any(o.type in ("oci", "docker", "registry") for o in outputs):
-            emit("warning: --cache-to type=inline goes into an image: it needs --push or an oci, docker or "
-                 "registry --output; not written")
+        if inline is not None:
+            caching.warn_inline_without_image(outputs, emit)
         if cache_exports:
             caching.export_caches(cache_exports, snapshot, ledger, compiled.document, cache_root=root,
                                   insecure=tuple(insecure_registry), emit=emit)

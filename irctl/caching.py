@@ -70,6 +70,13 @@ def inline_cache(spec, ledger, cache_root: Path, options) -> dict:
     return {INLINE_KEY: config.to_json()}
 
 
+def warn_inline_without_image(outputs, emit) -> None:
+    """``--cache-to type=inline`` with no image output to carry it: said, not an error."""
+    if not any(o.type in ("oci", "docker", "registry") for o in outputs):
+        emit("warning: --cache-to type=inline goes into an image: it needs --push or an oci, docker or "
+             "registry --output; not written")
+
+
 def export_caches(specs: tuple, snapshot, ledger, doc, *, cache_root: Path, insecure: tuple[str, ...], emit) -> None:
     """Write every ``--cache-to`` but the inline ones (those went with the image)."""
     from backend.errors import BackendError  # lazy: only with --cache-to
@@ -96,7 +103,7 @@ def _export_one(spec, snapshot, ledger, doc, store, insecure: tuple[str, ...], e
     config, elsewhere = cx.build_config(
         ledger, store, target_layers=["sha256:" + Path(p).name for p in snapshot.layers], mode=spec.mode,
         compression=spec.compression, level=spec.level, source_date_epoch=source_date_epoch(),
-        mounts=cx.mount_ids(spec, doc), warn=emit)
+        mounts=cx.mount_ids(spec, doc, emit), warn=emit)
     manifest, media_type = cx.manifest_for(config, store.blobs, oci=spec.oci_mediatypes)
     client = None
 

@@ -6,21 +6,26 @@ repositories under PATH), ``--allow network.private`` (http/git sources on loopb
 private addresses).  Output: one JSON object per target with
 its identity and layer dirs, on stdout; progress on stderr.  ``--output``/``-o`` (as for
 ``irctl build``) exports the first target, so an image from any generator can leave the cache.
+``--cache-from``/``--cache-to`` mean what they mean for ``irctl build`` (``irctl.caching``); the graph
+names the cache mounts ``mounts=*`` carries, and ``type=inline`` goes into the image ``-o`` writes.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import List, Optional
 
 import typer
 
 from backend.errors import BuildError
+from irctl import caching
 from irctl import options as cli_options
 from irctl.errors import UserError, user_errors
 from irctl.exporting import export, precompress_needs
 from irctl.rootless import enter_if_unprivileged
+from irctl.terminal import printable
 
 
 def _pairs(values: list[str], option: str) -> dict[str, Path]:
@@ -55,6 +60,11 @@ def solve_cmd(
                                 "(private, outbound only), none, or host (needs --allow network.host)"),
     explain: bool = typer.Option(False, "--explain", help="say why each step that ran missed the cache (compared "
                                  "with the last solve of the same graph file and targets)"),
+    cache_from: List[str] = typer.Option([], "--cache-from", help="take results from a shared cache: "
+                                         "type=registry,ref=REF | REF | type=local,src=DIR (repeatable)"),
+    cache_to: List[str] = typer.Option([], "--cache-to", help="write a shared cache: type=registry,ref=REF | "
+                                       "type=local,dest=DIR | type=inline (in the image -o writes), with "
+                                       "mode=min|max, mounts=ID,… (repeatable)"),
 ) -> None:
     """Solve GRAPH: run what its targets need (reusing the cache) and print their results."""
     with user_errors():
@@ -69,6 +79,8 @@ def solve_cmd(
         granted = cli_options.entitlements(allow)
         network = cli_options.network(network)
         outputs = cli_options.outputs(output)
+        cache_imports, cache_exports = caching.imports(cache_from), caching.exports(cache_to)
+        ledger = caching.ledger_for(cache_exports)
         with open(graph, "rb") as f:
             doc = load_and_validate(read_file(f))
         try:
@@ -84,7 +96,8 @@ def solve_cmd(
                             oci_layouts=_pairs(oci_layout, "--oci-layout"), secrets=cli_options.secrets(secret),
                             ssh=cli_options.ssh_agents(ssh), jobs=jobs, no_cache=no_cache,
                             entitlements=granted, network=network,
-                            insecure_registries=tuple(insecure_registry), on_event=render)
+                            insecure_registries=tuple(insecure_registry), on_event=render,
+                            cache_from=cache_imports, ledger=ledger)
         if outputs and len(target or ["default"]) == 1:  # (only the first target is exported)
             opts.precompress = precompress_needs(outputs)
         names = ",".join(target or ["default"])
@@ -102,11 +115,21 @@ def solve_cmd(
                 close()
             if explain:
                 cli_options.print_explanation(opts.record, progress)
-        if outputs:
-            from backend.store.cache import default_root  # lazy: only with --output
+        emit = lambda line: typer.echo(printable(line), err=True)  # noqa: E731
+        inline = ledger if any(c.type == "inline" for c in cache_exports) else None
+        if outputs or cache_exports:
+            from backend.store.cache import default_root  # lazy: only with --output or --cache-to
 
-            export(results[(target or ["default"])[0]], outputs, tags, cache_root=default_root(cache_dir),
-                   insecure=tuple(insecure_registry), emit=lambda line: typer.echo(line, err=True))
+            root = default_root(cache_dir)
+            if outputs:
+                export(results[(target or ["default"])[0]], outputs, tags, cache_root=root,
+                       insecure=tuple(insecure_registry), emit=emit, inline=inline)
+            if inline is not None:
+                caching.warn_inline_without_image(outputs, emit)
+            if cache_exports:  # mode=min: what every target needs
+                needed = SimpleNamespace(layers=list(dict.fromkeys(p for r in results.values() for p in r.layers)))
+                caching.export_caches(cache_exports, needed, ledger, doc, cache_root=root,
+                                      insecure=tuple(insecure_registry), emit=emit)
     for name, snap in results.items():
         typer.echo(json.dumps({"target": name, "identity": snap.identity,
                                "layers": [str(p) for p in snap.layers],

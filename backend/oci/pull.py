@@ -32,6 +32,7 @@ from backend.oci.compression import MEDIA_TYPES, compression_named, sniff_compre
 from backend.oci.extract import extract_layer
 from backend.oci.layertar import layer_diff_id
 from backend.oci.layout import INDEX_TYPES, ImageRef, LayoutError, OCILayout, Platform, select_manifest
+from backend.oci.mountdir import overlay_lookalike
 from backend.oci.reference import RegistryError, parse_reference
 from backend.snapshot.layertree import layer_tree_digest
 
@@ -241,24 +242,33 @@ class ImageResolver:
             if found is not None:
                 self._owners.setdefault(found[0].blob, owner)
 
-    def seed_mount(self, cache_id: str, dest: Path) -> bool:
-        """Fill the new cache mount dir ``dest`` from a shared cache's copy of mount ``cache_id``;
-        False when no cache has one.  Raises ``LayerUnavailable`` when the copy cannot be had."""
+    def remote_mounts(self) -> dict[str, tuple[RemoteLayer, Origin]]:
+        """The cache mount copies the shared caches still in use hold: a ``--cache-to`` carries one
+        on when this build never mounted it (a fully cached build must not drop it from the cache)."""
+        with self._lock:
+            return dict(self._seeds)
+
+    def seed_mount(self, cache_id: str, dest: Path, owner: Owner = NO_OWNER) -> bool:
+        """Fill the new cache mount dir ``dest`` from a shared cache's copy of mount ``cache_id``
+        (the caller calls this only while the store has no dir for that id: a local one is never
+        overwritten); False when no cache has one.  The blob's digest and its tar's are checked, and
+        a copy that is not a plain directory refused (``backend.oci.mountdir``).  Its bytes are shown
+        under ``owner``, the step that mounts it.  Raises ``LayerUnavailable`` when the copy cannot
+        be had: the solver then builds again without that cache, and the mount starts empty."""
         with self._lock:
             found = self._seeds.get(cache_id)
+            if found is not None:
+                self._owners.setdefault(found[0].blob, owner)
         if found is None:
             return False
         x, origin = found
         try:
-            self._fetch_remote(x, origin)
-            dest.mkdir()
-            with self.store.blobs.open(x.blob) as f:
-                got = extract_layer(f, x.media_type, dest).diff_id
+            self._unpack_remote(x, origin, dest, f"restoring cache mount {cache_id}")
+            why = overlay_lookalike(dest)
+            if why:
+                raise LayerError(f"{why}, which a cache mount cannot hold")
         except (LayerError, BlobError, OSError) as e:
             raise LayerUnavailable(f"cache mount {cache_id!r} from {_where(origin)}: {e}", origin) from None
-        if got != x.diff_id:
-            raise LayerUnavailable(f"cache mount {cache_id!r} from {_where(origin)}: its blob unpacks to {got}, "
-                                   f"not the {x.diff_id} the cache names", origin)
         return True
 
     # -- lazy extraction ----------------------------------------------------------------------
@@ -293,15 +303,7 @@ class ImageResolver:
     def _extract_remote(self, layer_id: str, x: RemoteLayer, origin: Origin, dest: Path) -> None:
         """A shared cache's layer: its blob, tar and tree each checked against what names it."""
         try:
-            self._fetch_remote(x, origin)
-            dest.mkdir()
-            meter = self._meter(x.blob, f"extracting {x.blob}", x.size)
-            with self.store.blobs.open(x.blob) as f:
-                meter(0)
-                got = extract_layer(MeteredReader(f, meter), x.media_type, dest).diff_id  # type: ignore[arg-type]
-            meter.finish()
-            if got != x.diff_id:
-                raise LayerError(f"its blob {x.blob} unpacks to {got}, not the {x.diff_id} the cache names")
+            self._unpack_remote(x, origin, dest, f"extracting {x.blob}")
             tree = layer_tree_digest(dest)
             if tree != layer_id:
                 raise LayerError(f"its blob {x.blob} unpacks to the tree {tree}, not the layer it names")
@@ -314,6 +316,19 @@ class ImageResolver:
         self.store.blobs.record_compressed(x.diff_id, comp, CompressedBlob(x.blob, size, MEDIA_TYPES[comp]))
         if own == x.diff_id:  # the export reuses the blob only when it is the very tar irctl writes of
             self.store.blobs.record_layer_alias(layer_id, x.variant, x.diff_id)  # the tree checked above
+
+    def _unpack_remote(self, x: RemoteLayer, origin: Origin, dest: Path, label: str) -> None:
+        """Fetch a shared cache's blob and extract it into the new dir ``dest``, its bytes shown as
+        ``label``; ``LayerError`` when its tar is not the ``diff_id`` the cache names."""
+        self._fetch_remote(x, origin)
+        dest.mkdir()
+        meter = self._meter(x.blob, label, x.size)
+        with self.store.blobs.open(x.blob) as f:
+            meter(0)
+            got = extract_layer(MeteredReader(f, meter), x.media_type, dest).diff_id  # type: ignore[arg-type]
+        meter.finish()
+        if got != x.diff_id:
+            raise LayerError(f"its blob {x.blob} unpacks to {got}, not the {x.diff_id} the cache names")
 
     def _fetch_remote(self, x: RemoteLayer, origin: Origin) -> None:
         if self.store.blobs.has(x.blob):

@@ -27,6 +27,7 @@ from backend.errors import BuildError, SolveError
 from backend.fs import safefs
 from backend.fs.mountpoints import remove_mount_stubs
 from backend.fs.userdb import UserError, resolve_user
+from backend.oci.mountdir import mark_secret
 from backend.ops import mounts as mnt
 from backend.ops import secretscan
 from backend.ops.handler import OpHandler, Reads
@@ -120,7 +121,7 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
     try:
         with contextlib.ExitStack() as stack:
             rootfs = stack.enter_context(ws.snapshotter.mounted(lowers, upper, work / "work"))
-            prepared = mnt.prepare(ws, stack, step.description or step.digest, ex, inputs, secrets_dir)
+            prepared = mnt.prepare(ws, stack, step, ex, inputs, secrets_dir)
             try:
                 user = resolve_user(rootfs, ex.user)
             except UserError as e:
@@ -144,6 +145,8 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
                 except spec.ContainerStartError as e:
                     lines.flush()
                     raise BuildError(str(e), output_tail=tuple(lines.tail)) from None
+                finally:  # failed or not: the cache mount stays, and a later build could export it
+                    in_caches = _secrets_in_caches(ws, prepared, since) if ws.redactor else []
             lines.flush()
             if code != 0:
                 raise BuildError(f"process {_argv(ex.args)} did not complete successfully: exit code {code}",
@@ -151,7 +154,7 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
             targets = spec.mount_targets(prepared.mounts)
         remove_mount_stubs(upper, lowers, targets, keep=[ex.cwd])
         if ws.redactor:
-            _report_secrets(ws, step, upper, prepared, since)
+            _report_secrets(ws, step, upper, prepared, in_caches)
         results: dict[int, Snapshot] = {}
         base_ids = [f"sha256:{p.name}" for p in lowers]
         if root_mount.output >= 0:
@@ -166,17 +169,28 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
         safefs.rmtree(work, ignore_errors=True)
 
 
-def _report_secrets(ws: Workspace, step: Step, upper: Path, prepared: mnt.Prepared, since: float) -> None:
+def _secrets_in_caches(ws: Workspace, prepared: mnt.Prepared, since: float) -> list[str]:
+    """Where in its writable cache mounts the step wrote a secret value of the build; each such
+    mount is marked so that no ``--cache-to`` exports it (``backend.oci.mountdir``)."""
+    found = []
+    for target, path in prepared.caches:
+        hits = secretscan.find(ws.redactor, path, since)
+        if hits:
+            mark_secret(path)
+        found += [f"cache mount {target}: {target.rstrip('/')}/{p}" for p in hits]
+    return found
+
+
+def _report_secrets(ws: Workspace, step: Step, upper: Path, prepared: mnt.Prepared, in_caches: list[str]) -> None:
     """Warn (naming the step and the paths, never the value) when the step wrote a secret value of
     the build into its layer, an output mount or a cache mount (``backend.ops.secretscan``)."""
     found = ["/" + p for p in secretscan.find(ws.redactor, upper)]
     for index, (_, mupper) in prepared.outputs.items():
         found += [f"output mount {index}: /{p}" for p in secretscan.find(ws.redactor, mupper)]
-    for target, path in prepared.caches:
-        found += [f"cache mount {target}: {target.rstrip('/')}/{p}" for p in secretscan.find(ws.redactor, path, since)]
+    found += in_caches
     for where in found:
         step.info(f"warning: {step.description or step.digest[:19]}: a secret value of this build was written "
-                  f"to {where} (it stays in the {'cache' if where.startswith('cache') else 'image'}; "
+                  f"to {where} (it stays in the {'cache, never exported' if where.startswith('cache') else 'image'}; "
                   "use a secret mount instead of copying the value)")
 
 

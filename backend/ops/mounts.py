@@ -3,7 +3,8 @@
 * ``bind`` of a snapshot: an overlay of its layers with a throwaway upper (read-only unless the
   mount says otherwise; an rw mount's writes are discarded unless it is an output, whose upper then
   becomes a layer); a local context is bound directly; ``selector`` is resolved inside the input.
-* ``cache``: ``mounts/<id>`` in the store, created once (uid/gid/mode, seeded from the input);
+* ``cache``: ``mounts/<id>`` in the store, created once (uid/gid/mode; filled from a shared cache's
+  copy, ``--cache-from``, else from the input);
   ``shared`` holds a shared lock, ``locked`` an exclusive one, ``private`` takes the dir if it is free
   and otherwise works on a fresh copy.
 * ``tmpfs``; ``secret`` as a file on a private tmpfs dir outside the rootfs (or an env var);
@@ -26,7 +27,7 @@ from ir import ops as irops
 from backend.errors import GrantError, SolveError
 from backend.fs import safefs
 from backend.fs.mountpoints import resolve_in_root
-from backend.ops.workspace import Workspace, copy_context
+from backend.ops.workspace import Step, Workspace, copy_context
 from backend.result import Snapshot
 from backend.runtime import spec
 from backend.runtime.sshproxy import SSHProxy
@@ -62,15 +63,16 @@ def missing_grant(m: irops.Mount, options) -> str:
     return ""
 
 
-def prepare(ws: Workspace, stack: contextlib.ExitStack, step_name: str, ex: irops.ExecOp,
+def prepare(ws: Workspace, stack: contextlib.ExitStack, step: Step, ex: irops.ExecOp,
             inputs: list[Snapshot], secrets_dir: Path) -> Prepared:
     out = Prepared()
+    step_name = step.description or step.digest
     opts = ws.options
     for m in ex.mounts[1:]:
         if m.type == "bind":
             _bind(ws, stack, m, inputs, out)
         elif m.type == "cache":
-            _cache(ws, stack, m, inputs, out)
+            _cache(ws, stack, step, m, inputs, out)
         elif m.type == "tmpfs":
             size = m.tmpfs.size if m.tmpfs is not None and m.tmpfs.size else None
             out.mounts.append(spec.TmpfsMount(m.target, size))
@@ -167,13 +169,19 @@ def _bind(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: li
     out.mounts.append(spec.BindMount(_selected_dir(root, m.selector), m.target, readonly=m.readonly))
 
 
-def _cache(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: list[Snapshot], out: Prepared) -> None:
+def _cache(ws: Workspace, stack: contextlib.ExitStack, step: Step, m: irops.Mount, inputs: list[Snapshot],
+           out: Prepared) -> None:
     c = m.cache
     assert c is not None
     store = ws.store
 
-    def create(tmp: Path) -> None:
-        if ws.images.seed_mount(c.id, tmp):  # type: ignore[attr-defined]  # a shared cache's copy (--cache-from)
+    def create(tmp: Path, restore: bool = True) -> None:
+        """A new dir for the mount: a shared cache's copy (``--cache-from``: only here, where the store
+        has no dir for the id yet, so a local one is never overwritten; its failure is the solver's
+        to handle — it builds again without that cache), else the input's selected path (``from=``),
+        else empty; the IR's uid/gid/mode on its root either way."""
+        owner = (step.digest, step.description, step.group)
+        if restore and ws.images.seed_mount(c.id, tmp, owner):  # type: ignore[attr-defined]
             pass
         elif m.input >= 0:
             flat = tmp.parent / "seed"
@@ -194,7 +202,7 @@ def _cache(ws: Workspace, stack: contextlib.ExitStack, m: irops.Mount, inputs: l
         fd = store.mount_lock(c.id, exclusive=True, wait=False)
         if fd is None:  # busy: this user gets its own fresh instance, discarded afterwards
             fresh = ws.temp_dir("cache-") / "dir"
-            create(fresh)
+            create(fresh, restore=False)  # (the shared cache's copy went into the busy one)
             stack.callback(safefs.rmtree, fresh.parent, True)
             out.mounts.append(spec.BindMount(fresh, m.target, readonly=m.readonly))
             return  # discarded afterwards: nothing to scan for secrets

@@ -6,9 +6,9 @@ layers never do (a reader pulls them from the image, as the build did).  Every c
 met is written either way: a result whose layers are all in the cache (or in a base image) whole,
 one whose layers are not *by key* (its identity keys what follows; a reader skips it when nothing
 needs its files: ``backend.solve.task``).  No result carries an image config (an intermediate
-stage's ``ENV`` may hold a token): a reader makes an image step's config from the op.  A layer is compressed the way the
-image's were (the same ``write_layer_to_store`` memo), so the cache shares the image's blobs and a
-registry already holding them receives none twice.  A result that came from a shared cache and
+stage's ``ENV`` may hold a token): a reader makes an image step's config from the op.  A layer is
+compressed the way the image's were (the same ``write_layer_to_store`` memo), so the cache shares
+the image's blobs and a registry already holding them receives none twice.  A result that came from a shared cache and
 whose files this build never needed keeps the blob that cache named.
 
 Writes are safe against a concurrent writer: a registry replaces the tag's manifest in one PUT after
@@ -33,12 +33,13 @@ from pathlib import Path
 
 from ir import ops as irops
 
-from backend.errors import BackendError
+from backend.errors import BackendError, LayerError
 from backend.export.reuse import replacing
 from backend.oci.compression import MT_DOCKER_LAYER, MT_DOCKER_LAYER_GZIP, MT_LAYER, MT_LAYER_GZIP
 from backend.oci.layerstore import write_layer_to_store
 from backend.oci.layout import ANNOT_REF_NAME, LAYOUT_VERSION, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST, \
     Platform, canonical_json, descriptor
+from backend.oci.mountdir import holds_secret, overlay_lookalike
 from backend.oci.pull import Origin, RemoteLayer
 from backend.oci.reference import parse_reference
 from backend.remotecache.format import ARTIFACT_TYPE, MT_CONFIG, CacheConfig
@@ -107,7 +108,8 @@ def build_config(ledger: CacheLedger, store: CacheStore, *, target_layers: Itera
                 elsewhere[found[0].blob] = origin
     out = {key: tuple(Output(o.identity, o.layers, None, _clamped(o.created, source_date_epoch)) for o in outs)
            for key, outs in records.items()}
-    seeds = _mount_blobs(store, mounts, compression, level, warn)
+    seeds, mount_origins = _mount_blobs(store, mounts, compression, level, ledger.remote_mounts, warn)
+    elsewhere.update(mount_origins)
     platform = {k: v for k, v in Platform.host().__dict__.items() if v}
     return CacheConfig(platform, out, selections, layers, seeds), elsewhere
 
@@ -122,29 +124,58 @@ def _clamped(created: tuple[int | None, ...], source_date_epoch: int | None) -> 
 
 
 def _mount_blobs(store: CacheStore, ids: Iterable[str], compression: str, level: int | None,
-                 warn: Callable[[str], None]) -> dict[str, RemoteLayer]:
-    """A blob of each cache mount's directory, taken under its shared lock (a ``sharing=locked``
-    step writing it is waited for)."""
-    out = {}
+                 remote: dict[str, tuple[RemoteLayer, Origin]], warn: Callable[[str], None],
+                 ) -> tuple[dict[str, RemoteLayer], dict[str, Origin]]:
+    """A blob of each cache mount's directory in this store, taken under its shared lock (a
+    ``sharing=locked`` or ``private`` step writing it is waited for), and where each blob not in
+    ``store`` comes from.  A mount this build never had a dir for keeps the copy a ``--cache-from``
+    gave (``remote``); a dir that is not a plain one (``backend.oci.mountdir``) or that changed while
+    it was archived is left out with a warning: a cache mount is a cache, never worth a failed export."""
+    out: dict[str, RemoteLayer] = {}
+    elsewhere: dict[str, Origin] = {}
     for cache_id in ids:
         path = store.mounts_dir / store.mount_name(cache_id)
         if not path.is_dir():
-            warn(f"cache mount {cache_id!r}: not in this cache store (no step of this build mounted it); not exported")
+            if cache_id in remote:
+                out[cache_id], origin = remote[cache_id]
+                if not store.blobs.has(out[cache_id].blob):
+                    elsewhere[out[cache_id].blob] = origin
+            else:
+                warn(f"warning: cache mount {cache_id!r} is not in this cache store (no step mounted it here); "
+                     "not exported")
             continue
         fd = store.mount_lock(cache_id, exclusive=False)
         try:
+            if holds_secret(path):  # (looked at under the lock: a step marks the dir before it lets go)
+                warn(f"warning: cache mount {cache_id!r}: a step wrote a secret value of its build into it; "
+                     "never exported (irctl cache prune --all removes it)")
+                continue
+            why = overlay_lookalike(path)
+            if why:
+                warn(f"warning: cache mount {cache_id!r}: {why}, which a cache cannot carry; not exported")
+                continue
             b = write_layer_to_store(path, store.blobs, compression=compression, level=level)
+        except (LayerError, OSError) as e:
+            warn(f"warning: cache mount {cache_id!r}: {e}; not exported")
+            continue
         finally:
             if fd is not None:
                 os.close(fd)
         out[cache_id] = RemoteLayer(b.digest, b.media_type, b.size, b.diff_id, "")
-    return out
+    return out, elsewhere
 
 
-def mount_ids(spec: CacheExport, doc: irops.Document) -> list[str]:
+def mount_ids(spec: CacheExport, doc: irops.Document, warn: Callable[[str], None] = lambda text: None) -> list[str]:
+    """The cache mounts ``spec`` carries (``mounts=``, by id): every one the graph uses for ``*``;
+    an id no step of the graph mounts is warned about and left out."""
+    used = cache_mount_ids(doc)
     if ALL_MOUNTS in spec.mounts:
-        return cache_mount_ids(doc)
-    return list(spec.mounts)
+        return used
+    for cache_id in spec.mounts:
+        if cache_id not in used:
+            warn(f"warning: --cache-to {spec.name}: no step of this build mounts a cache with id {cache_id!r} "
+                 "(a cache mount's id is its id=, else its target); not exported")
+    return [m for m in spec.mounts if m in used]
 
 
 def manifest_for(config: CacheConfig, store: BlobStore, *, oci: bool = True) -> tuple[bytes, str]:

@@ -21,6 +21,8 @@ class CacheLedger:
         self.base_layers: set[str] = set()
         self.imported: set[str] = set()  # keys whose results came from a shared cache
         self.remote_layers: dict[str, tuple] = {}  # layer id -> (RemoteLayer, Origin) a shared cache gave
+        # cache mount id -> (RemoteLayer, Origin): the copies the shared caches in use held (set once solved)
+        self.remote_mounts: dict[str, tuple] = {}
 
     def reset(self) -> None:
         """Forget everything: the solver is building again (a shared cache failed it)."""

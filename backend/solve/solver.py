@@ -200,6 +200,8 @@ class Solver:
                 except LayerUnavailable as e:
                     key_only = self._without(ws, e, key_only)
             self._imported(ws, task)
+            if self.options.ledger is not None:
+                self.options.ledger.remote_mounts = ws.images.remote_mounts()
             solved = True
         finally:
             if warm is not None:
