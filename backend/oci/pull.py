@@ -28,8 +28,9 @@ from backend.errors import LayerError, SolveError
 from backend.store.blobs import BlobError, CompressedBlob
 from backend.store.cache import CacheStore
 from backend.events import Callback, Meter, MeteredReader
-from backend.oci.compression import MEDIA_TYPES, compression_named
+from backend.oci.compression import MEDIA_TYPES, compression_named, sniff_compression
 from backend.oci.extract import extract_layer
+from backend.oci.layertar import layer_diff_id
 from backend.oci.layout import INDEX_TYPES, ImageRef, LayoutError, OCILayout, Platform, select_manifest
 from backend.oci.mountdir import overlay_lookalike
 from backend.oci.reference import RegistryError, parse_reference
@@ -308,12 +309,15 @@ class ImageResolver:
             tree = layer_tree_digest(dest)
             if tree != layer_id:
                 raise LayerError(f"its blob {x.blob} unpacks to the tree {tree}, not the layer it names")
+            with self.store.blobs.open(x.blob) as f:
+                comp = sniff_compression(f.read(4))  # the bytes, not the cache's label, say how it is packed
+            own = _own_diff_id(dest, x.variant)
         except (LayerError, BlobError, OSError) as e:
             raise LayerUnavailable(f"layer {layer_id} from {_where(origin)}: {e}", origin) from None
-        comp = compression_named(x.media_type)  # the export reuses the blob, as for a pulled layer
-        self.store.blobs.record_compressed(x.diff_id, comp, CompressedBlob(x.blob, x.size, MEDIA_TYPES[comp]))
-        if x.variant:
-            self.store.blobs.record_layer_alias(layer_id, x.variant, x.diff_id)
+        size = self.store.blobs.size(x.blob)  # (a blob already here was never checked against the cache's size)
+        self.store.blobs.record_compressed(x.diff_id, comp, CompressedBlob(x.blob, size, MEDIA_TYPES[comp]))
+        if own == x.diff_id:  # the export reuses the blob only when it is the very tar irctl writes of
+            self.store.blobs.record_layer_alias(layer_id, x.variant, x.diff_id)  # the tree checked above
 
     def _unpack_remote(self, x: RemoteLayer, origin: Origin, dest: Path, label: str) -> None:
         """Fetch a shared cache's blob and extract it into the new dir ``dest``, its bytes shown as
@@ -331,18 +335,17 @@ class ImageResolver:
     def _fetch_remote(self, x: RemoteLayer, origin: Origin) -> None:
         if self.store.blobs.has(x.blob):
             return
-        with self._lock:
-            self._origins.setdefault(x.blob, origin)
-        try:
-            self._fetch(x.blob, x.size)
+        try:  # from the cache, never noted as where the blob is (a base image naming it pulls its own)
+            self._fetch(x.blob, x.size, origin)
         except (SolveError, LayoutError, OSError) as e:
             raise LayerUnavailable(str(e), origin) from None
         with self._lock:
             self.remote_bytes += x.size
 
-    def _fetch(self, blob: str, size: int) -> None:
-        with self._lock:
-            origin = self._origins.get(blob)
+    def _fetch(self, blob: str, size: int, origin: Origin | None = None) -> None:
+        if origin is None:
+            with self._lock:
+                origin = self._origins.get(blob)
         if origin is None:
             raise SolveError(f"layer blob {blob} is missing from the cache; re-run without a pruned cache")
         kind, where = origin
@@ -357,6 +360,17 @@ class ImageResolver:
         except RegistryError as e:
             raise SolveError(f"pulling layer {blob}: {e}") from None
         meter.finish()
+
+
+def _own_diff_id(layer_dir: Path, variant: str) -> str | None:
+    """The diff_id of the tar irctl writes of ``layer_dir`` with the SOURCE_DATE_EPOCH ``variant``
+    names (``sde=N``/``sde=None``); None for any other variant.  A tree digest leaves out what a tar
+    can carry beyond it (mtimes, xattrs extraction skips, hard links): a cache's blob is reused for
+    the layer in a later export (a memo every later build trusts) only when it is exactly this tar."""
+    sde = variant.removeprefix("sde=")
+    if not variant.startswith("sde=") or not (sde == "None" or sde.isascii() and sde.isdigit()):
+        return None
+    return layer_diff_id(layer_dir, source_date_epoch=None if sde == "None" else int(sde))
 
 
 def _where(origin: Origin) -> str:

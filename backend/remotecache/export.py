@@ -4,10 +4,11 @@ and its blobs, into a registry, an OCI layout directory, or an image's own confi
 Which layers go in: ``mode=min``, the target's; ``mode=max``, those of every result.  A base image's
 layers never do (a reader pulls them from the image, as the build did).  Every cache key the solve
 met is written either way: a result whose layers are all in the cache (or in a base image) whole,
-one whose layers are not *by key* (identity and layer ids, no image config), which lets a reader
-skip it when nothing needs its files (``backend.solve.task``).  A layer is compressed the way the
-image's were (the same ``write_layer_to_store`` memo), so the cache shares the image's blobs and a
-registry already holding them receives none twice.  A result that came from a shared cache and
+one whose layers are not *by key* (its identity keys what follows; a reader skips it when nothing
+needs its files: ``backend.solve.task``).  No result carries an image config (an intermediate
+stage's ``ENV`` may hold a token): a reader makes an image step's config from the op.  A layer is
+compressed the way the image's were (the same ``write_layer_to_store`` memo), so the cache shares
+the image's blobs and a registry already holding them receives none twice.  A result that came from a shared cache and
 whose files this build never needed keeps the blob that cache named.
 
 Writes are safe against a concurrent writer: a registry replaces the tag's manifest in one PUT after
@@ -22,6 +23,8 @@ import contextlib
 import fcntl
 import json
 import os
+import re
+import secrets
 import shutil
 import stat
 from collections.abc import Callable, Collection, Iterable
@@ -31,7 +34,7 @@ from pathlib import Path
 from ir import ops as irops
 
 from backend.errors import BackendError, LayerError
-from backend.export.reuse import refuse_link, replacing
+from backend.export.reuse import replacing
 from backend.oci.compression import MT_DOCKER_LAYER, MT_DOCKER_LAYER_GZIP, MT_LAYER, MT_LAYER_GZIP
 from backend.oci.layerstore import write_layer_to_store
 from backend.oci.layout import ANNOT_REF_NAME, LAYOUT_VERSION, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST, \
@@ -107,11 +110,8 @@ def build_config(ledger: CacheLedger, store: CacheStore, *, target_layers: Itera
             layers[lid], origin = found
             if not store.blobs.has(found[0].blob):
                 elsewhere[found[0].blob] = origin
-    have = layers.keys() | base
-    out: dict[str, tuple[Output, ...]] = {}
-    for key, outs in records.items():
-        whole = all(lid in have for o in outs for lid in o.layers)
-        out[key] = outs if whole else tuple(Output(o.identity, o.layers, None, o.created) for o in outs)
+    out = {key: tuple(Output(o.identity, o.layers, None, _clamped(o.created, source_date_epoch)) for o in outs)
+           for key, outs in records.items()}
     seeds, mount_origins = _mount_blobs(store, mounts, compression, level, ledger.remote_mounts, warn)
     elsewhere.update(mount_origins)
     platform = {k: v for k, v in Platform.host().__dict__.items() if v}
@@ -136,6 +136,15 @@ def fetch_elsewhere(config: CacheConfig, elsewhere: dict[str, Origin], fetch: Ca
             warn(f"layer {lid} from {origin[1]} cannot be had ({text}); its results go in by key")
             lost.add(lid)
     return lost
+
+
+def _clamped(created: tuple[int | None, ...], source_date_epoch: int | None) -> tuple[int | None, ...]:
+    """Step times no later than SOURCE_DATE_EPOCH, as the image's own: the document goes into an image
+    (inline) or a manifest, and two builds of the same sources must write the same bytes."""
+    if source_date_epoch is None:
+        return created
+    limit = source_date_epoch * 1_000_000_000
+    return tuple(t if t is None else min(t, limit) for t in created)
 
 
 def _mount_blobs(store: CacheStore, ids: Iterable[str], compression: str, level: int | None,
@@ -257,32 +266,69 @@ def write_dir(spec: CacheExport, manifest: bytes, media_type: str, store: BlobSt
     lock (see the module's docstring).  Returns (blobs written, bytes written)."""
     dest = Path(spec.path)
     dest.mkdir(parents=True, exist_ok=True)
-    for sub in (dest / "blobs", dest / "blobs" / "sha256"):
-        refuse_link(sub, "a directory of the cache layout")
-        sub.mkdir(exist_ok=True)
     written = n_bytes = 0
     with _locked(dest):
         old = _read_index(dest)
-        for digest, size in [*blobs_of(manifest), (sha256_digest(manifest), len(manifest))]:
-            target = dest / "blobs" / "sha256" / digest.split(":", 1)[1]
-            if _present(target, size):
-                continue
-            if not store.has(digest):
-                fetch(digest, size, elsewhere[digest])
-            with store.open(digest) as r, replacing(target, 0o644) as w:
-                shutil.copyfileobj(r, w, 1 << 20)
-            written += 1
-            n_bytes += size
-        entry = descriptor(media_type, manifest, annotations={ANNOT_REF_NAME: spec.tag})
-        keep = [d for d in old.get("manifests", []) if isinstance(d, dict)
-                and d.get("annotations", {}).get(ANNOT_REF_NAME) != spec.tag]
-        index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": [*keep, entry]}
-        with replacing(dest / "oci-layout", 0o644) as f:
-            f.write(LAYOUT_VERSION)
-        with replacing(dest / "index.json", 0o644) as f:
-            f.write(json.dumps(index, separators=(",", ":")).encode())
-        _prune(dest, [*index["manifests"], *old.get("manifests", [])])
+        blob_dir = _blob_dir(dest)
+        try:
+            for digest, size in [*blobs_of(manifest), (sha256_digest(manifest), len(manifest))]:
+                name = digest.split(":", 1)[1]
+                if _present(blob_dir, name, size):
+                    continue
+                if not store.has(digest):
+                    fetch(digest, size, elsewhere[digest])
+                with store.open(digest) as r:
+                    _write_blob(blob_dir, name, r)
+                written += 1
+                n_bytes += size
+            entry = descriptor(media_type, manifest, annotations={ANNOT_REF_NAME: spec.tag})
+            keep = [d for d in old if d.get("annotations", {}).get(ANNOT_REF_NAME) != spec.tag]
+            index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": [*keep, entry]}
+            with replacing(dest / "oci-layout", 0o644) as f:
+                f.write(LAYOUT_VERSION)
+            with replacing(dest / "index.json", 0o644) as f:
+                f.write(json.dumps(index, separators=(",", ":")).encode())
+            _prune(blob_dir, [*index["manifests"], *old])
+        finally:
+            os.close(blob_dir)
     return written, n_bytes
+
+
+def _blob_dir(dest: Path) -> int:
+    """``blobs/sha256`` of the layout at ``dest`` (made if missing), opened without following a link.
+    Every blob is written, checked and removed through it: a name swapped for a symlink meanwhile (by
+    anyone who can write the layout, lock or not) cannot send a write or a removal elsewhere."""
+    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in ("blobs", "sha256"):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o755, dir_fd=fd)
+            try:
+                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError:
+                raise CacheExportError(f"{dest}: its {name} is not a directory (a symbolic link?); "
+                                       "refusing to write through it") from None
+            os.close(fd)
+            fd = sub
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_blob(blob_dir: int, name: str, src) -> None:
+    """``src`` as the blob ``name``: written under a fresh name, then renamed in whole."""
+    tmp = f".{name}.{secrets.token_hex(8)}.partial"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=blob_dir)
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as w:
+            shutil.copyfileobj(src, w, 1 << 20)
+        os.rename(tmp, name, src_dir_fd=blob_dir, dst_dir_fd=blob_dir)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=blob_dir)
+        raise
 
 
 @contextlib.contextmanager
@@ -295,32 +341,26 @@ def _locked(dest: Path):
         os.close(fd)
 
 
-def _present(target: Path, size: int) -> bool:
+def _present(blob_dir: int, name: str, size: int) -> bool:
     """A blob already written (renamed in whole, so a regular file of the right size is complete;
     a reader checks its digest anyway)."""
     try:
-        st = os.lstat(target)
+        st = os.stat(name, dir_fd=blob_dir, follow_symlinks=False)
     except FileNotFoundError:
         return False
     return stat.S_ISREG(st.st_mode) and st.st_size == size
 
 
-def _read_small(path: Path, cap: int = 4 << 20) -> bytes:
-    """At most ``cap`` bytes of a file of the layout, refused unless a regular file (not a link; a
-    FIFO would block the export on open, a device never end)."""
-    with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise CacheExportError(f"{path} is not a regular file; not writing a cache over it")
-        return f.read(cap)
-
-
-def _read_index(dest: Path) -> dict:
-    """The layout's current index ({} when there is none).  One that is not an index of descriptors
-    is refused rather than overwritten: the directory may hold more than caches."""
+def _read_index(dest: Path) -> list[dict]:
+    """The descriptors of the layout's current index ([] when there is none).  One that is not an
+    index of descriptors is refused rather than overwritten: the directory may hold more than caches."""
     try:
-        data = _read_small(dest / "index.json")
+        with open(os.open(dest / "index.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # a FIFO would block the export, a device never end
+                raise CacheExportError(f"{dest / 'index.json'} is not a regular file; not writing a cache over it")
+            data = f.read(4 << 20)
     except FileNotFoundError:
-        return {}
+        return []
     try:
         body = json.loads(data)
     except (ValueError, RecursionError):
@@ -330,27 +370,31 @@ def _read_index(dest: Path) -> dict:
             isinstance(d, dict) and isinstance(d.get("digest"), str) and isinstance(d.get("annotations", {}), dict)
             for d in entries):
         raise CacheExportError(f"{dest / 'index.json'} is not an OCI image index; not writing a cache over it")
-    return body
+    return entries
 
 
-def _prune(dest: Path, manifests: list) -> None:
+def _prune(blob_dir: int, manifests: list[dict]) -> None:
     """Remove the blobs no listed manifest reaches (manifests of other tags are read from the dir)."""
     keep: set[str] = set()
-    blob_dir = dest / "blobs" / "sha256"
     for d in manifests:
-        if not isinstance(d, dict) or not isinstance(d.get("digest"), str):
-            continue
         keep.add(d["digest"])
         try:
-            body = json.loads(_read_small(blob_dir / d["digest"].split(":", 1)[-1]))
+            name = d["digest"].removeprefix("sha256:")
+            if not re.fullmatch(r"[0-9a-f]{64}", name):
+                return  # not a blob of this layout: keep everything rather than guess
+            with open(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=blob_dir),
+                      "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # a FIFO would block us, lock held
+                    return
+                body = json.loads(f.read(4 << 20))
             if "manifests" in body:  # an image index (another tag's multi-platform image): not followed
                 return  # keep everything rather than guess
             for x in [body.get("config", {}), *body.get("layers", [])]:
                 if isinstance(x, dict) and isinstance(x.get("digest"), str):
                     keep.add(x["digest"])
-        except (OSError, CacheExportError, ValueError, AttributeError, TypeError):
+        except (OSError, ValueError, AttributeError, TypeError, RecursionError):
             return  # a manifest we cannot read: keep everything rather than guess
-    for p in blob_dir.iterdir():
-        if "sha256:" + p.name not in keep and not p.name.startswith("."):
+    for name in os.listdir(blob_dir):
+        if "sha256:" + name not in keep and not name.startswith("."):
             with contextlib.suppress(OSError):
-                p.unlink()
+                os.unlink(name, dir_fd=blob_dir)

@@ -31,6 +31,7 @@ INLINE_PREFIX = "irctl.cache."
 MAX_CONFIG = 32 << 20  # bytes of the document
 MAX_RECORDS = 100_000
 MAX_LAYERS = 100_000
+MAX_TIME = 1 << 63  # ns: any time a clock (and an image's history) can show
 MAX_TEXT = 4096  # any one string (a cache mount id, a media type, an action)
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 CONFIG_FIELDS = {"Env": "strings", "Cmd": "strings", "Entrypoint": "strings", "Shell": "strings", "OnBuild": "strings",
@@ -233,7 +234,7 @@ class _Reader:
                 if not isinstance(v, (str, list)):
                     raise self.fail(f"{at}.image.platform.{k}", "expected a string")
         created = o.get("created", [])
-        if not isinstance(created, list) or any(t is not None and (type(t) is not int or not 0 <= t < 1 << 63)
-                                                for t in created):
-            raise self.fail(f"{at}.created", "expected a list of times (ns since 1970) or nulls")
+        if not isinstance(created, list) or any(t is not None and (type(t) is not int or not 0 <= t < MAX_TIME)
+                                                 for t in created):  # (shown in image histories: a clock's)
+            raise self.fail(f"{at}.created", "expected a list of times (ns since 1970, before 2262) or nulls")
         return Output.from_json(o)

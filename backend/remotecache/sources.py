@@ -83,7 +83,7 @@ def load(imports: Sequence[CacheImport], *, client: Callable[[], object], platfo
             written_on = {k: v for k, v in config.platform.items() if k in ("os", "architecture", "variant")}
             if written_on and not platform.matches(written_on):
                 raise CacheUnusable(f"it was written for {Platform.from_dict(written_on)}; this build is for {platform}")
-        except (CacheUnusable, RegistryError, LayoutError, BackendError, OSError) as e:
+        except (CacheUnusable, RegistryError, LayoutError, BackendError, OSError, RecursionError) as e:
             warn(f"warning: --cache-from {imp.name}: {_reason(e)}; building without it")
             continue
         loaded.append(LoadedCache(imp.name, origin, config))
@@ -93,6 +93,8 @@ def load(imports: Sequence[CacheImport], *, client: Callable[[], object], platfo
 def _reason(e: Exception) -> str:
     if isinstance(e, RegistryError) and getattr(e, "status", None) == 404:
         return "not found"
+    if isinstance(e, RecursionError):
+        return "its index.json is nested too deeply to read"
     if isinstance(e, OSError) and not isinstance(e, BackendError):
         return f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
     return str(e)
@@ -115,6 +117,8 @@ def _read_local(imp: CacheImport, platform: Platform) -> tuple[CacheConfig, Orig
     path = Path(imp.path)
     if not (path / "index.json").is_file():
         raise CacheUnusable(f"no OCI layout at {path} (no index.json)")
+    if (path / "index.json").stat().st_size > MAX_MANIFEST:  # (read whole, into memory, by OCILayout)
+        raise CacheUnusable(f"{path}/index.json is larger than {MAX_MANIFEST} bytes")
     with OCILayout(path) as layout:
         entries = [d for d in _descriptors(layout.index, f"{path}/index.json")
                    if d.get("annotations", {}).get(ANNOT_REF_NAME) == imp.tag]
@@ -129,6 +133,17 @@ def _read_local(imp: CacheImport, platform: Platform) -> tuple[CacheConfig, Orig
         cdesc = _config_descriptor(body, str(path))
         raw = _capped_blob(layout, cdesc["digest"], MAX_CONFIG)
     return _config(raw, cdesc, body, str(path)), ("layout", path.resolve())
+
+
+def _descriptors(index: object, where: str) -> list[dict]:
+    """The ``manifests`` of an index someone else wrote, checked to be descriptors (objects with a
+    string digest, and objects for annotations and platform) before anything looks inside them."""
+    entries = index.get("manifests", []) if isinstance(index, dict) else None
+    if not isinstance(entries, list) or not all(
+            isinstance(d, dict) and isinstance(d.get("digest"), str) and isinstance(d.get("annotations", {}), dict)
+            and isinstance(d.get("platform", {}), dict) for d in entries):
+        raise CacheUnusable(f"{where}: not an OCI index (its manifests are not all descriptors)")
+    return entries
 
 
 def _capped_blob(layout: OCILayout, digest: str, cap: int) -> bytes:

@@ -46,8 +46,9 @@ class InputIdentities:
     def __init__(self, ws: Workspace, options) -> None:
         self.ws, self.options = ws, options
         self.ledger = getattr(options, "ledger", None)  # a shared cache carries the checksums too
+        self.borrowed: set[str] = set()  # steps whose key rests on a shared cache's checksum (see of())
 
-    def of(self, handler: OpHandler, index: int, snap: Snapshot, step: Step) -> str:
+    def of(self, handler: OpHandler, index: int, snap: Snapshot, step: Step, *, own: bool = False) -> str:
         """The identity input ``index`` contributes.  So ``COPY --from=build /out/app`` and
         ``RUN --mount=type=bind,from=build,source=/out/app`` stay cached when the build stage re-ran
         but produced the same ``/out/app`` (early cutoff across stages)."""
@@ -61,8 +62,11 @@ class InputIdentities:
             tag = SELECTION_PREFIX + (b"mount\0" if kind == "mount" else b"")
             action = hashlib.sha256(tag + canonical_bytes(c)).hexdigest()
             found = self.ws.store.selection(snap.identity, action)
-            if found is None and self.ws.remote:  # a shared cache's: no need for the files behind it
+            # a shared cache's checksum needs no files; never for a local context (its scan gives it cheaply)
+            if found is None and self.ws.remote and not own and snap.host_dir is None:
                 found = self.ws.remote.selection(snap.identity, action)  # type: ignore[attr-defined]
+                if found is not None:  # the key is the cache's word: a result under it is not kept locally,
+                    self.borrowed.add(step.digest)  # and a step that runs is filed under its own (own=True)
             if found is None:  # (a shared cache's answer is not kept: it is trusted for this build only)
                 found = self._selection_digest(snap, c, step, missing_ok=kind == "mount")
                 self.ws.store.record_selection(snap.identity, action, found)

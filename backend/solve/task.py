@@ -8,6 +8,7 @@ its source lines, with every secret value of the build masked.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Collection
@@ -19,13 +20,16 @@ from backend.fs import safefs
 from backend.oci.precompress import Precompressor
 from backend.oci.pull import LayerUnavailable
 from backend.ops.handler import OpHandler
-from backend.ops.workspace import Step, Workspace, layer_id_of
+from backend.ops.image import run_image
+from backend.ops.merge import merge_identity
+from backend.ops.workspace import Step, Workspace, layer_id_of, layers_identity
 from backend.output import Redactor
 from backend.result import Snapshot
 from backend.runtime.container import Cancelled
 from backend.solve.keys import InputIdentities, cache_key
 from backend.solve.locations import describe, source_location
 from backend.solve.results import from_output, stamp, to_output
+from backend.store.records import Output
 
 
 class OpTask:
@@ -111,7 +115,7 @@ class OpTask:
                     self.ledger.keyed(key, hit)
                 return [from_output(ws, o) for o in hit]
             if ws.remote:
-                found = self._remote_hit(step, key)
+                found = self._remote_hit(step, key, handler, inputs)
                 if found is not None:
                     self._note(step, handler, "cached", key, parts, extra, [o.identity for o in found])
                     return [from_output(ws, o) for o in found]
@@ -121,6 +125,9 @@ class OpTask:
             step.event("started")
         step.started = time.monotonic()
         outs = stamp(handler.run(ws, step, inputs), inputs, time.time_ns())
+        if key is not None and step.digest in self.identities.borrowed:  # filed under the key its own
+            parts = [self.identities.of(handler, i, s, step, own=True) for i, s in enumerate(inputs)]  # files
+            key = cache_key(handler.key_body(), parts, extra or "")  # give, never one a cache's checksum made
         if key is not None:
             rows = [to_output(ws, s) for s in outs]
             ws.store.record(key, rows)
@@ -132,21 +139,25 @@ class OpTask:
         step.event("finished", duration=time.monotonic() - step.started)
         return outs
 
-    def _remote_hit(self, step: Step, key: str) -> tuple | None:
+    def _remote_hit(self, step: Step, key: str, handler: OpHandler, inputs: list[Snapshot]) -> tuple | None:
         """The outputs a shared cache holds for ``key``, if this solve may use them (see the class)."""
         ws = self.ws
         found = ws.remote.lookup(key)
         if found is None:
             return None
-        outputs, cache = found
-        if len(outputs) < self._used.get(step.digest, 1):  # not what this op makes: a damaged cache
+        theirs, cache = found
+        if len(theirs) < self._used.get(step.digest, 1):  # not what this op makes: a damaged cache
             return None
+        outputs = tuple(_as_made_here(handler, inputs, o) for o in theirs)
+        if None in outputs:
+            return None  # another irctl's, or a lie that would key what follows as other contents
         layers = {lid for o in outputs for lid in o.layers}
         whole = all(ws.images.can_supply(lid) for lid in layers)
         if not whole and (not self.key_only or step.digest in self.targets):
             return None
         if whole:
-            ws.store.record(key, list(outputs))  # the next build finds it here (once its layers are)
+            if step.digest not in self.identities.borrowed:  # (a key made of a cache's checksums is its
+                ws.store.record(key, list(outputs))  # word, not this machine's) the next build finds it here
             for lid in layers:
                 ws.images.set_owner(lid, (step.digest, step.description, step.group))
         if self.ledger is not None:
@@ -178,3 +189,22 @@ class OpTask:
         for i, snap in enumerate(outs):
             if (digest, i) in self.image_chain and snap.host_dir is None:
                 self.precompressor.submit(p for p in snap.layers if p not in had)
+
+
+def _as_made_here(handler: OpHandler, inputs: list[Snapshot], o: Output) -> Output | None:
+    """A shared cache's output as this machine makes it, or None when it is not named so: by its
+    layers' identity (what exec, file and most merge steps make), or, for an image or a merge step,
+    whose identity is made of its inputs', with exactly its inputs' layers.  An image step's config is
+    the op's own (a cache carries none).  Steps on top are keyed by the identity, and kept locally:
+    one the cache picked could file them under another content's key, for later builds to take."""
+    stacked = [layer_id_of(p) for s in inputs for p in s.layers] if all(s.host_dir is None for s in inputs) else None
+    if handler.kind == "image" and handler.op.image is not None and len(inputs) == 1:
+        mine = run_image(handler.op.image, inputs[0])
+        if o.identity != mine.identity or list(o.layers) != stacked:
+            return None
+        return Output(o.identity, o.layers, {**dataclasses.asdict(mine.image), "history": list(mine.image.history)},
+                      o.created)
+    if o.identity == layers_identity(o.layers) or (
+            handler.kind == "merge" and o.identity == merge_identity(inputs) and list(o.layers) == stacked):
+        return Output(o.identity, o.layers, None, o.created)
+    return None
