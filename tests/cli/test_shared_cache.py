@@ -123,7 +123,7 @@ def test_b_fetches_none_of_the_intermediate_stage(tmp_path, busybox_ref, registr
     build(ctx, tmp_path / "A", "--cache-to", f"type=registry,ref={ref},mode={mode}")
     assert store_layers_with(tmp_path / "A", "one") and store_layers_with(tmp_path / "A", "built")  # A has them
     doc = registry_cache_document(registry, ref)
-    inter = {x["blob"] for x in doc["layers"]} - set(image_layers_of_cache_targets(doc))
+    inter = {x["blob"] for x in doc["layers"]} - set(image_layers_of_cache_targets(doc, tmp_path / "A", "twice"))
     b = build(ctx, tmp_path / "B", "--cache-from", ref, "-o", f"type=local,dest={tmp_path / 'out'}")
     assert ran(b.stderr) == []
     assert store_layers_with(tmp_path / "B", "one") == [] and store_layers_with(tmp_path / "B", "built") == []
@@ -140,12 +140,13 @@ def registry_cache_document(registry: str, ref: str) -> dict:
     return httpx.get(f"http://{registry}/v2/{repo}/blobs/{manifest['config']['digest']}").json()
 
 
-def image_layers_of_cache_targets(doc: dict) -> list[str]:
-    """The blobs of the layers the cache's whole results name last (the target's own layers)."""
+def image_layers_of_cache_targets(doc: dict, machine: Path, last_file: str) -> list[str]:
+    """The blobs of the target's layers: those of the result whose newest layer holds ``last_file``
+    (found in the writing machine's store)."""
     by_id = {x["id"]: x["blob"] for x in doc["layers"]}
-    twice = [o for r in doc["records"] for o in r["outputs"] if o.get("image")]
-    longest = max(twice, key=lambda o: len(o["layers"]))
-    return [by_id[lid] for lid in longest["layers"] if lid in by_id]
+    (last,) = ["sha256:" + p.name for p in store_layers_with(machine, last_file)]
+    (target,) = {tuple(o["layers"]) for r in doc["records"] for o in r["outputs"] if o["layers"][-1:] == [last]}
+    return [by_id[lid] for lid in target if lid in by_id]
 
 
 def test_min_cache_then_a_change_in_the_build_stage_builds_what_it_needs(tmp_path, busybox_ref, registry):
@@ -563,7 +564,7 @@ def test_a_damaged_layer_b_never_needed_leaves_bs_cache_whole_otherwise(tmp_path
     d1, d2, ref = tmp_path / "d1", tmp_path / "d2", f"{registry}/shared-damaged:b"
     build(ctx, tmp_path / "A", "--cache-to", f"type=local,dest={d1},mode=max")
     _, doc = local_manifest(d1)
-    target = set(image_layers_of_cache_targets(doc))
+    target = set(image_layers_of_cache_targets(doc, tmp_path / "A", "twice"))
     damaged = [p for p in layer_blobs(d1) if "sha256:" + p.name not in target]
     assert len(damaged) == 3
     for p in damaged:
