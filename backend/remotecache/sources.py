@@ -135,17 +135,6 @@ def _read_local(imp: CacheImport, platform: Platform) -> tuple[CacheConfig, Orig
     return _config(raw, cdesc, body, str(path)), ("layout", path.resolve())
 
 
-def _descriptors(index: object, where: str) -> list[dict]:
-    """The ``manifests`` of an index someone else wrote, checked to be descriptors (objects with a
-    string digest, and objects for annotations and platform) before anything looks inside them."""
-    entries = index.get("manifests", []) if isinstance(index, dict) else None
-    if not isinstance(entries, list) or not all(
-            isinstance(d, dict) and isinstance(d.get("digest"), str) and isinstance(d.get("annotations", {}), dict)
-            and isinstance(d.get("platform", {}), dict) for d in entries):
-        raise CacheUnusable(f"{where}: not an OCI index (its manifests are not all descriptors)")
-    return entries
-
-
 def _capped_blob(layout: OCILayout, digest: str, cap: int) -> bytes:
     """A small blob of a layout someone else may have written: at most ``cap`` bytes, digest checked."""
     if not isinstance(digest, str) or not digest.startswith("sha256:"):
