@@ -28,7 +28,6 @@ import secrets
 import shutil
 import stat
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from ir import ops as irops
@@ -55,18 +54,6 @@ EMPTY = b"{}"
 
 class CacheExportError(BackendError):
     """Writing a shared cache failed; ``str()`` names the cache."""
-
-
-@dataclass(frozen=True)
-class Exported:
-    """What one ``--cache-to`` wrote, for the progress line."""
-
-    records: int
-    whole: int  # records with their layers
-    layers: int
-    mounts: int
-    pushed: int  # blobs uploaded (registry) or written (directory)
-    pushed_bytes: int
 
 
 def cache_mount_ids(doc: irops.Document) -> list[str]:
