@@ -100,6 +100,7 @@ def _export_one(spec, snapshot, ledger, doc, store, insecure: tuple[str, ...], e
     from backend.oci.layout import OCILayout  # lazy: only with --cache-to
     from backend.oci.reference import parse_reference  # lazy: as above
     from backend.remotecache import export as cx  # lazy: as above
+    from backend.remotecache import layoutdir  # lazy: as above
 
     mount_ids = cx.mount_ids(spec, doc, emit)
 
@@ -143,7 +144,7 @@ def _export_one(spec, snapshot, ledger, doc, store, insecure: tuple[str, ...], e
             n, size = cx.push(spec, manifest, media_type, store.blobs, registry_client(), elsewhere, fetch)
             verb = "uploaded"
         else:
-            n, size = cx.write_dir(spec, manifest, media_type, store.blobs, elsewhere, fetch)
+            n, size = layoutdir.write_dir(spec, manifest, media_type, store.blobs, elsewhere, fetch)
             verb = "written"
     finally:
         if client is not None:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from backend.oci.layout import Platform
-from backend.remotecache.export import CacheExportError, manifest_for, write_dir
+from backend.remotecache.export import CacheExportError, manifest_for
+from backend.remotecache.layoutdir import write_dir
 from backend.remotecache.format import CacheConfig
 from backend.remotecache.options import CacheExport, CacheImport
 from backend.remotecache.sources import load
