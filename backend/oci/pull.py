@@ -297,11 +297,11 @@ class ImageResolver:
             meter = self._meter(x.blob, f"extracting {x.blob}", x.size)
             with self.store.blobs.open(x.blob) as f:
                 meter(0)
-                got = extract_layer(MeteredReader(f, meter), x.media_type, dest).diff_id  # type: ignore[arg-type]
+                res = extract_layer(MeteredReader(f, meter), x.media_type, dest, note_files=True)  # type: ignore[arg-type]
             meter.finish()
-            if got != x.diff_id:
-                raise LayerError(f"its blob {x.blob} unpacks to {got}, not the {x.diff_id} the cache names")
-            tree = layer_tree_digest(dest)
+            if res.diff_id != x.diff_id:
+                raise LayerError(f"its blob {x.blob} unpacks to {res.diff_id}, not the {x.diff_id} the cache names")
+            tree = layer_tree_digest(dest, known=res.files)  # the files' digests as extraction read them
             if tree != layer_id:
                 raise LayerError(f"its blob {x.blob} unpacks to the tree {tree}, not the layer it names")
         except (LayerError, BlobError, OSError) as e:
