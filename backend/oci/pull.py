@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from backend.snapshot.layertree import layer_tree_digest
 Origin = tuple[str, object]  # ("registry", Reference) or ("layout", Path): where a blob can be fetched
 Owner = tuple[str, str, str]  # the source op a layer's progress is shown under: (digest, description, group)
 NO_OWNER: Owner = ("", "", "")
+LAYER_WORKERS = 4  # layers fetched and unpacked at once (downloads wait on the network, unpacking on disk)
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,20 @@ class ImageResolver:
         """The layer dir of an image layer (by diff_id) or of a shared cache's layer (by id),
         fetching and extracting it if needed."""
         return self.store.ensure_layer(layer_id, lambda dest: self._extract(layer_id, dest))
+
+    def ensure_layers(self, layer_ids: list[str]) -> None:
+        """``ensure_layer`` of every missing one at once: a result made of several fetched layers
+        needs them all, and one layer's download or check overlaps another's unpacking.  Every
+        one is tried; the first failure (in ``layer_ids`` order) is raised after all have ended."""
+        missing = [i for i in dict.fromkeys(layer_ids) if not self.store.layer_path(i).is_dir()]
+        if len(missing) < 2:
+            for i in missing:
+                self.ensure_layer(i)
+            return
+        with ThreadPoolExecutor(max_workers=min(LAYER_WORKERS, len(missing)), thread_name_prefix="layer") as pool:
+            done = [pool.submit(self.ensure_layer, i) for i in missing]
+        for f in done:
+            f.result()
 
     def _extract(self, diff_id: str, dest: Path) -> None:
         with self._lock:
