@@ -31,6 +31,7 @@ from backend.store.cache import CacheStore
 from backend.events import Callback, Meter, MeteredReader
 from backend.oci.compression import MEDIA_TYPES, compression_named
 from backend.oci.extract import extract_layer
+from backend.oci.extractproc import MIN_BLOB_BYTES, extract_elsewhere
 from backend.oci.layout import INDEX_TYPES, ImageRef, LayoutError, OCILayout, Platform, select_manifest
 from backend.oci.reference import RegistryError, parse_reference
 from backend.snapshot.layertree import layer_tree_digest
@@ -298,7 +299,10 @@ class ImageResolver:
         meter = self._meter(blob, f"extracting {blob}", size)
         with self.store.blobs.open(blob) as f:
             meter(0)
-            got = extract_layer(MeteredReader(f, meter), media_type, dest).diff_id  # type: ignore[arg-type]
+            if size >= MIN_BLOB_BYTES:
+                got = extract_elsewhere(f, media_type, dest, tree=False)[0]
+            else:
+                got = extract_layer(MeteredReader(f, meter), media_type, dest).diff_id  # type: ignore[arg-type]
         meter.finish()
         if got != diff_id:
             raise SolveError(f"layer blob {blob} unpacks to {got}, but the image config says {diff_id}")
@@ -313,11 +317,14 @@ class ImageResolver:
             meter = self._meter(x.blob, f"extracting {x.blob}", x.size)
             with self.store.blobs.open(x.blob) as f:
                 meter(0)
-                res = extract_layer(MeteredReader(f, meter), x.media_type, dest, note_files=True)  # type: ignore[arg-type]
+                if x.size >= MIN_BLOB_BYTES:  # (the tree digest too, there)
+                    got, tree = extract_elsewhere(f, x.media_type, dest, tree=True)
+                else:
+                    res = extract_layer(MeteredReader(f, meter), x.media_type, dest, note_files=True)  # type: ignore[arg-type]
+                    got, tree = res.diff_id, layer_tree_digest(dest, known=res.files)  # files as extraction read them
             meter.finish()
-            if res.diff_id != x.diff_id:
-                raise LayerError(f"its blob {x.blob} unpacks to {res.diff_id}, not the {x.diff_id} the cache names")
-            tree = layer_tree_digest(dest, known=res.files)  # the files' digests as extraction read them
+            if got != x.diff_id:
+                raise LayerError(f"its blob {x.blob} unpacks to {got}, not the {x.diff_id} the cache names")
             if tree != layer_id:
                 raise LayerError(f"its blob {x.blob} unpacks to the tree {tree}, not the layer it names")
         except (LayerError, BlobError, OSError) as e:

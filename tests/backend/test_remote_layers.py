@@ -75,3 +75,18 @@ def test_the_layers_of_a_result_are_fetched_together_and_each_checked(tmp_path):
     store = CacheStore(tmp_path / "store")
     assert [store.has_layer(i) for i in (good0, good1, bad, good3)] == [True, True, False, True]
     images.ensure_layers([good0, good1, good3])  # all there now: nothing to fetch
+
+
+def test_big_layers_are_unpacked_in_a_process_of_their_own_and_checked_the_same(tmp_path, monkeypatch):
+    """Above ``MIN_BLOB_BYTES`` the blob is unpacked (and its tree digested) by a child process:
+    the same layer dir, and a wrong tree still refused."""
+    import backend.oci.pull as pull
+
+    monkeypatch.setattr(pull, "MIN_BLOB_BYTES", 0)
+    layout, [(tree, x), (other, _)] = _cache_dir(tmp_path, [_tar("main.py", b"good" * 9000), _tar("main.py", b"bad")])
+    images = ImageResolver(CacheStore(tmp_path / "store"))
+    images.add_remote({tree: x, other: x}, {}, ("layout", layout))
+    assert layer_tree_digest(images.ensure_layer(tree)) == tree
+    assert (CacheStore(tmp_path / "store").layer_path(tree) / "app" / "also").read_bytes() == b"good" * 9000
+    with pytest.raises(LayerUnavailable, match="unpacks to the tree"):
+        images.ensure_layer(other)
