@@ -320,7 +320,8 @@ class ImageResolver:
                 if x.size >= MIN_BLOB_BYTES:  # (the tree digest too, there)
                     got, tree = extract_elsewhere(f, x.media_type, dest, tree=True)
                 else:
-                    res = extract_layer(MeteredReader(f, meter), x.media_type, dest, note_files=True)  # type: ignore[arg-type]
+                    res = extract_layer(MeteredReader(f, meter), x.media_type, dest,  # type: ignore[arg-type]
+                                        note_files=True)
                     got, tree = res.diff_id, layer_tree_digest(dest, known=res.files)  # files as extraction read them
             meter.finish()
             if got != x.diff_id:
