@@ -2,11 +2,16 @@
 xattr) without ever leaving ``dest_dir``: every parent is opened with O_NOFOLLOW relative to its
 parent fd, so a symlink planted by the archive can't be written through.  Size and entry limits stop
 bombs.  Reading uses stdlib ``tarfile`` in streaming mode behind these checks.
+
+Asked to (``note_files``), it also notes each regular file's sha256 as its bytes go by, with the
+stat it was left with: ``layer_tree_digest(dest, known=…)`` then names the tree without reading
+every file back (a shared cache's layer is checked against its tree digest right after extraction).
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import os
 import stat
@@ -37,6 +42,7 @@ class ExtractResult:
     entries: int
     bytes: int
     skipped: tuple[str, ...] = ()  # device nodes left out (rootless: a user namespace cannot make them)
+    files: dict[str, tuple[str, int, int, int]] | None = None  # with note_files: layer_tree_digest's `known`
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,7 +62,7 @@ def _clean_name(raw: str, what: str = "entry") -> tuple[bytes, ...]:
 
 
 class _Extractor:
-    def __init__(self, dest: str | os.PathLike[str]):
+    def __init__(self, dest: str | os.PathLike[str], note_files: bool = False):
         self.dest = os.fsencode(os.fspath(dest))
         os.makedirs(self.dest, exist_ok=True)
         self.root_fd = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY)
@@ -67,6 +73,9 @@ class _Extractor:
         # fds of the dirs on the last path opened: a tar lists a tree depth-first, so the next entry's
         # parent is mostly on it (a 4096-deep tree costs 4096 opens, not 8 million)
         self.chain: list[tuple[bytes, int]] = []
+        # path -> (sha256 hex, size, mtime_ns, ctime_ns) of the regular file this extraction left
+        # there; every entry that makes a path sets or drops its note, so a note is never stale
+        self.files: dict[str, tuple[str, int, int, int]] | None = {} if note_files else None
 
     def close(self) -> None:
         self.truncate(0)
@@ -174,6 +183,8 @@ class _Extractor:
         if not parts:
             return  # the root itself ("./"): keep dest as is
         *parent, base = parts
+        if self.files is not None:
+            self.files.pop(os.fsdecode(b"/".join(parts)), None)
         pfd = self.open_dir(tuple(parent), True, ti.name)
         self.truncate(len(parent))  # this entry may replace `base`: no open dir below the parent
         try:
@@ -184,6 +195,8 @@ class _Extractor:
                 target = base[len(WH_PREFIX):]
                 if target in (b"", b".", b".."):
                     raise LayerError(f"refusing whiteout entry {ti.name!r}")
+                if self.files is not None:
+                    self.files.pop(os.fsdecode(b"/".join((*parent, target))), None)
                 self._clear(pfd, target, keep_dir=False)
                 if not self.is_root:
                     raise LayerError(f"{ti.name}: creating a whiteout (char device 0:0) needs root")
@@ -208,12 +221,17 @@ class _Extractor:
                 try:
                     src = tf.extractfile(ti)
                     assert src is not None
+                    h = hashlib.sha256() if self.files is not None else None
                     while True:
                         chunk = src.read(BUF)
                         if not chunk:
                             break
-                        os.write(fd, chunk)
+                        if h is not None:
+                            h.update(chunk)
+                        _write_all(fd, chunk)
                     self._meta(fd, pfd, base, ti)
+                    if h is not None:
+                        self._note(parts, h.hexdigest(), os.fstat(fd))
                 finally:
                     os.close(fd)
             elif ti.issym():
@@ -238,6 +256,7 @@ class _Extractor:
                     if (sfd, lbase) != (pfd, base):
                         self._clear(pfd, base, keep_dir=False)
                         os.link(lbase, base, src_dir_fd=sfd, dst_dir_fd=pfd, follow_symlinks=False)
+                        self._note_link(lparts, parts, os.lstat(base, dir_fd=pfd))
                 finally:
                     os.close(sfd)
             elif ti.ischr() or ti.isblk() or ti.isfifo():
@@ -262,6 +281,19 @@ class _Extractor:
         finally:
             os.close(pfd)
 
+    def _note(self, parts: tuple[bytes, ...], sha: str, st: os.stat_result) -> None:
+        assert self.files is not None
+        self.files[os.fsdecode(b"/".join(parts))] = (sha, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def _note_link(self, target: tuple[bytes, ...], parts: tuple[bytes, ...], st: os.stat_result) -> None:
+        """A hard link changed its file's ctime: both names keep the content's note with the new stat."""
+        if self.files is None:
+            return
+        note = self.files.pop(os.fsdecode(b"/".join(target)), None)
+        if note is not None and note[1:3] == (st.st_size, st.st_mtime_ns):
+            self._note(target, note[0], st)
+            self._note(parts, note[0], st)
+
     def finish(self) -> None:
         """Directory mtimes last (creating children changed them); skip dirs replaced later on."""
         for parts, ns in reversed(self.dir_times):
@@ -276,11 +308,17 @@ class _Extractor:
 
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def extract_layer(blob_stream: BinaryIO, media_type: str, dest_dir: str | os.PathLike[str], *,
-                  limits: ExtractLimits = ExtractLimits()) -> ExtractResult:
+                  limits: ExtractLimits = ExtractLimits(), note_files: bool = False) -> ExtractResult:
     """Untar a (possibly compressed) layer into ``dest_dir`` in overlay upper-dir format."""
     src = Decompressed(blob_stream, media_type, limits.max_bytes)
-    ex = _Extractor(dest_dir)
+    ex = _Extractor(dest_dir, note_files)
     count = 0
     try:
         try:
@@ -303,4 +341,4 @@ def extract_layer(blob_stream: BinaryIO, media_type: str, dest_dir: str | os.Pat
     finally:
         ex.close()
     return ExtractResult(diff_id="sha256:" + src.hash.hexdigest(), entries=count, bytes=src.total,
-                         skipped=tuple(ex.skipped))
+                         skipped=tuple(ex.skipped), files=ex.files)

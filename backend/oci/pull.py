@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from backend.store.cache import CacheStore
 from backend.events import Callback, Meter, MeteredReader
 from backend.oci.compression import MEDIA_TYPES, compression_named, sniff_compression
 from backend.oci.extract import extract_layer
+from backend.oci.extractproc import MIN_BLOB_BYTES, extract_elsewhere
 from backend.oci.layertar import layer_diff_id
 from backend.oci.layout import INDEX_TYPES, ImageRef, LayoutError, OCILayout, Platform, select_manifest
 from backend.oci.mountdir import overlay_lookalike
@@ -39,6 +41,7 @@ from backend.snapshot.layertree import layer_tree_digest
 Origin = tuple[str, object]  # ("registry", Reference) or ("layout", Path): where a blob can be fetched
 Owner = tuple[str, str, str]  # the source op a layer's progress is shown under: (digest, description, group)
 NO_OWNER: Owner = ("", "", "")
+LAYER_WORKERS = 4  # layers fetched and unpacked at once (downloads wait on the network, unpacking on disk)
 
 
 @dataclass(frozen=True)
@@ -279,6 +282,20 @@ class ImageResolver:
         fetching and extracting it if needed."""
         return self.store.ensure_layer(layer_id, lambda dest: self._extract(layer_id, dest))
 
+    def ensure_layers(self, layer_ids: list[str]) -> None:
+        """``ensure_layer`` of every missing one at once: a result made of several fetched layers
+        needs them all, and one layer's download or check overlaps another's unpacking.  Every
+        one is tried; the first failure (in ``layer_ids`` order) is raised after all have ended."""
+        missing = [i for i in dict.fromkeys(layer_ids) if not self.store.layer_path(i).is_dir()]
+        if len(missing) < 2:
+            for i in missing:
+                self.ensure_layer(i)
+            return
+        with ThreadPoolExecutor(max_workers=min(LAYER_WORKERS, len(missing)), thread_name_prefix="layer") as pool:
+            done = [pool.submit(self.ensure_layer, i) for i in missing]
+        for f in done:
+            f.result()
+
     def _extract(self, diff_id: str, dest: Path) -> None:
         with self._lock:
             remote = self._remote.get(diff_id)
@@ -295,7 +312,10 @@ class ImageResolver:
         meter = self._meter(blob, f"extracting {blob}", size)
         with self.store.blobs.open(blob) as f:
             meter(0)
-            got = extract_layer(MeteredReader(f, meter), media_type, dest).diff_id  # type: ignore[arg-type]
+            if size >= MIN_BLOB_BYTES:
+                got = extract_elsewhere(f, media_type, dest, tree=False)[0]
+            else:
+                got = extract_layer(MeteredReader(f, meter), media_type, dest).diff_id  # type: ignore[arg-type]
         meter.finish()
         if got != diff_id:
             raise SolveError(f"layer blob {blob} unpacks to {got}, but the image config says {diff_id}")
@@ -305,8 +325,7 @@ class ImageResolver:
     def _extract_remote(self, layer_id: str, x: RemoteLayer, origin: Origin, dest: Path) -> None:
         """A shared cache's layer: its blob, tar and tree each checked against what names it."""
         try:
-            self._unpack_remote(x, origin, dest, f"extracting {x.blob}")
-            tree = layer_tree_digest(dest)
+            tree = self._unpack_remote(x, origin, dest, f"extracting {x.blob}", tree=True)
             if tree != layer_id:
                 raise LayerError(f"its blob {x.blob} unpacks to the tree {tree}, not the layer it names")
             with self.store.blobs.open(x.blob) as f:
@@ -319,18 +338,26 @@ class ImageResolver:
         if own == x.diff_id:  # the export reuses the blob only when it is the very tar irctl writes of
             self.store.blobs.record_layer_alias(layer_id, x.variant, x.diff_id)  # the tree checked above
 
-    def _unpack_remote(self, x: RemoteLayer, origin: Origin, dest: Path, label: str) -> None:
+    def _unpack_remote(self, x: RemoteLayer, origin: Origin, dest: Path, label: str, *, tree: bool = False
+                       ) -> str | None:
         """Fetch a shared cache's blob and extract it into the new dir ``dest``, its bytes shown as
-        ``label``; ``LayerError`` when its tar is not the ``diff_id`` the cache names."""
+        ``label``; with ``tree``, return the tree digest of ``dest`` (from the files as extraction
+        wrote them, not read back).  ``LayerError`` when its tar is not the ``diff_id`` the cache
+        names.  A big blob is unpacked in a process of its own (``backend.oci.extractproc``)."""
         self._fetch_remote(x, origin)
         dest.mkdir()
         meter = self._meter(x.blob, label, x.size)
         with self.store.blobs.open(x.blob) as f:
             meter(0)
-            got = extract_layer(MeteredReader(f, meter), x.media_type, dest).diff_id  # type: ignore[arg-type]
+            if x.size >= MIN_BLOB_BYTES:
+                got, digest = extract_elsewhere(f, x.media_type, dest, tree=tree)
+            else:
+                res = extract_layer(MeteredReader(f, meter), x.media_type, dest, note_files=tree)  # type: ignore[arg-type]
+                got, digest = res.diff_id, layer_tree_digest(dest, known=res.files) if tree else None
         meter.finish()
         if got != x.diff_id:
             raise LayerError(f"its blob {x.blob} unpacks to {got}, not the {x.diff_id} the cache names")
+        return digest
 
     def _fetch_remote(self, x: RemoteLayer, origin: Origin) -> None:
         if self.store.blobs.has(x.blob):

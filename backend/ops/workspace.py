@@ -100,12 +100,8 @@ class Workspace:
         becomes one layer (a filtered copy)."""
         if snap.host_dir is not None:
             return [self.store.layer_path(self.local_layer(snap))]
-        out = []
-        for p in snap.layers:
-            if not p.is_dir():
-                self.images.ensure_layer(layer_id_of(p))  # type: ignore[attr-defined]
-            out.append(p)
-        return out
+        self.images.ensure_layers([layer_id_of(p) for p in snap.layers if not p.is_dir()])  # type: ignore[attr-defined]
+        return list(snap.layers)
 
     def local_layer(self, snap: Snapshot) -> str:
         """A local context copied (with its filters) into a committed layer, once per identity."""

@@ -92,6 +92,28 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
+class _Background:
+    """``fn`` in a thread of its own, started by the first ``start()`` (from any thread; later calls
+    do nothing); ``join()`` waits for it if it was started."""
+
+    def __init__(self, fn, name: str) -> None:
+        self._thread = threading.Thread(target=fn, name=name, daemon=True)
+        self._lock = threading.Lock()
+        self._started = False
+
+    def start(self) -> None:
+        with self._lock:
+            if not self._started:
+                self._started = True
+                self._thread.start()
+
+    def join(self) -> None:
+        with self._lock:
+            started = self._started
+        if started:
+            self._thread.join()
+
+
 def _snapshotter_event(name: str) -> Event:
     """Kernel overlayfs is the norm: shown with ``--debug`` only; anything else is worth a line."""
     if name == "overlay":
@@ -175,11 +197,10 @@ class Solver:
 
     def _run(self, targets: list[str], deps: dict[str, list[str]], handlers: dict[str, OpHandler], ws: Workspace,
              processes: bool) -> dict[str, Snapshot]:
-        warm = None
-        if processes:
-            # find (and probe) the OCI runtime while the first steps pull and extract their bases
-            warm = threading.Thread(target=ws.executor.warm, name="find-runtime", daemon=True)
-            warm.start()
+        # find (and probe) the OCI runtime while the first steps pull and extract their bases; not
+        # before a step misses: a build its caches answer whole runs no process (and on a new CI
+        # runner, probing the runtime and starting a network are processes on its few cores)
+        warm = _Background(ws.executor.warm, "find-runtime") if processes else None
         prio = critical_path(deps, lambda d: handlers[d].cost)
         precompressor, chain = None, set()
         if self.options.precompress:
@@ -191,7 +212,7 @@ class Solver:
         try:
             while True:
                 task = OpTask(self.doc, handlers, self.options, ws, self.redactor, precompressor, chain,
-                              key_only=key_only, targets=roots)
+                              key_only=key_only, targets=roots, before_run=warm.start if warm else None)
                 try:
                     run_dag(deps, task, priority=prio, cancel=ws.cancel, workers=max(32, 2 * self.options.jobs),
                             consequences=(Cancelled,))

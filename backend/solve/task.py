@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from ir import ops as irops
 
@@ -47,10 +47,11 @@ class OpTask:
     def __init__(self, doc: irops.Document, handlers: dict[str, OpHandler], options, ws: Workspace,
                  redactor: Redactor, precompressor: Precompressor | None = None,
                  image_chain: Collection[tuple[str, int]] = (), *, key_only: bool = False,
-                 targets: Collection[str] = ()) -> None:
+                 targets: Collection[str] = (), before_run: Callable[[], None] | None = None) -> None:
         self.doc, self.handlers, self.options, self.ws, self.redactor = doc, handlers, options, ws, redactor
         self.precompressor, self.image_chain = precompressor, image_chain
         self.key_only, self.targets = key_only, set(targets)
+        self.before_run = before_run  # called before any handler runs (the solver's runtime warm-up)
         self.ledger = getattr(options, "ledger", None)
         self.identities = InputIdentities(ws, options)
         self.results: dict[str, list[Snapshot]] = {}
@@ -124,6 +125,8 @@ class OpTask:
         if not handler.announces_start:
             step.event("started")
         step.started = time.monotonic()
+        if self.before_run is not None:
+            self.before_run()
         outs = stamp(handler.run(ws, step, inputs), inputs, time.time_ns())
         if key is not None and step.digest in self.identities.borrowed:  # filed under the key its own
             parts = [self.identities.of(handler, i, s, step, own=True) for i, s in enumerate(inputs)]  # files
