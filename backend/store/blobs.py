@@ -125,8 +125,7 @@ class BlobStore:
         return digest
 
     def _commit_bytes(self, data: bytes, digest: str) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix="blob-")
-        fcntl.flock(fd, fcntl.LOCK_EX)  # held while written: CacheStore.clean_stale removes it once free
+        fd, tmp = locked_temp(self.tmp_dir, "blob-")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -226,8 +225,7 @@ class BlobWriter:
 
     def __init__(self, store: BlobStore):
         self.store = store
-        fd, self.tmp_path = tempfile.mkstemp(dir=store.tmp_dir, prefix="ingest-")
-        fcntl.flock(fd, fcntl.LOCK_EX)  # held while written: CacheStore.clean_stale removes it once free
+        fd, self.tmp_path = locked_temp(store.tmp_dir, "ingest-")
         self._f = os.fdopen(fd, "wb")
         self._h = hashlib.sha256()
         self.size = 0
@@ -275,6 +273,30 @@ class BlobWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.abort()
+
+
+def locked_temp(tmp_dir: Path, prefix: str) -> tuple[int, str]:
+    """A new temp file ``tmp_dir/PREFIXxxxx`` for a blob write, locked (``flock``) *before* it has that
+    name: it is made as ``.PREFIXxxxx``, locked, then linked under the name.  So a ``PREFIX*`` file
+    whose lock is free belongs to a writer that died, and the next session removes it at once
+    (``backend.store.recovery``); only a writer that died between making and naming it leaves a
+    dotted one, removed after a grace period."""
+    fd, hidden = tempfile.mkstemp(dir=tmp_dir, prefix="." + prefix)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held while written: the lock says the writer lives
+        while True:
+            name = os.path.join(tmp_dir, prefix + os.urandom(8).hex())
+            try:
+                os.link(hidden, name)  # (never replaces: link fails on an existing name)
+                break
+            except FileExistsError:
+                continue
+        os.unlink(hidden)
+    except BaseException:
+        os.close(fd)
+        _unlink_quiet(hidden)
+        raise
+    return fd, name
 
 
 def _unlink_quiet(p: str | os.PathLike[str]) -> None:

@@ -6,8 +6,9 @@ files, container bundles and container state).  Once that lock is free its owner
 containers it left running are killed by the runtime room's reaper (``reap_runtime_dir``, handed to
 the store by whoever opens it: the store ranks beside the runtime and cannot import it), what is
 still mounted below its work dir is unmounted, and both dirs go.  A layer extraction (``x-*``) or a
-cache-mount creation (``m-*``) that died is named by its free lock; a blob write that died
-(``ingest-*``, ``blob-*``) by its free lock and its age."""
+cache-mount creation (``m-*``) that died is named by its free lock; so is a blob write that died
+(``ingest-*``, ``blob-*``: locked before it had that name, ``backend.store.blobs.locked_temp``), and
+one that died before its temp file got that name (``.ingest-*``, ``.blob-*``) by its age."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from backend.fs import safefs
 from backend.snapshot.mount import unmount_below
 
 RuntimeReaper = Callable[[Path], object]  # kills and deletes the containers in a runtime dir, removes it
-BLOB_WRITE_GRACE = 60  # seconds: a blob write's temp file is locked right after it is created
+BLOB_WRITE_GRACE = 60  # seconds: a blob write's hidden temp file is locked and named right after it is made
 
 
 def clean_stale(tmp_dir: Path, locks_dir: Path, reap_runtime_dir: RuntimeReaper | None) -> None:
@@ -50,9 +51,10 @@ def clean_stale(tmp_dir: Path, locks_dir: Path, reap_runtime_dir: RuntimeReaper 
         if fd is not None:
             safefs.rmtree(work, ignore_errors=True)
             os.close(fd)
-    for tmp in [*tmp_dir.glob("ingest-*"), *tmp_dir.glob("blob-*")]:
+    for tmp in [*tmp_dir.glob("ingest-*"), *tmp_dir.glob("blob-*"), *tmp_dir.glob(".ingest-*"),
+                *tmp_dir.glob(".blob-*")]:
         with contextlib.suppress(OSError):
-            if time.time() - tmp.stat().st_mtime > BLOB_WRITE_GRACE:
+            if not tmp.name.startswith(".") or time.time() - tmp.stat().st_mtime > BLOB_WRITE_GRACE:
                 fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -169,8 +169,10 @@ def test_kill_during_layer_extraction_leaves_nothing(tmp_path):
 
 
 def test_stale_blob_temp_files_are_removed_once_free(tmp_path):
-    """A download or blob write killed midway leaves ``tmp/ingest-*``; the next session removes it
-    when its writer's lock is free (a live writer holds it), never a fresh or locked one."""
+    """A download or blob write killed midway leaves ``tmp/ingest-*`` or ``tmp/blob-*``, locked before
+    it had that name: the next session removes it as soon as its writer's lock is free (the build
+    after a kill, at once), never a live writer's; a hidden ``.blob-*`` (a writer that died between
+    making and naming it) only once it is old."""
     import fcntl
 
     from backend.store.blobs import BlobWriter
@@ -179,16 +181,21 @@ def test_stale_blob_temp_files_are_removed_once_free(tmp_path):
     store = CacheStore(tmp_path / "cache")
     dead = store.tmp_dir / "ingest-dead"
     dead.write_bytes(b"half a layer")
-    os.utime(dead, (time.time() - 3600, time.time() - 3600))
+    just_killed = store.tmp_dir / "blob-just-killed"
+    just_killed.write_bytes(b"written a moment ago")
     live = BlobWriter(store.blobs)
     live.write(b"still downloading")
     os.utime(live.tmp_path, (time.time() - 3600, time.time() - 3600))
-    fresh = store.tmp_dir / "blob-fresh"
+    fresh = store.tmp_dir / ".blob-fresh"
     fresh.write_bytes(b"just created")
+    old = store.tmp_dir / ".ingest-old"
+    old.write_bytes(b"made an hour ago")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
     with store.session():
         pass
-    assert not dead.exists()
+    assert not dead.exists() and not just_killed.exists() and not old.exists()
     assert Path(live.tmp_path).exists() and fresh.exists()
+    assert Path(live.tmp_path).name.startswith("ingest-")
     fd = os.open(live.tmp_path, os.O_RDONLY)
     try:
         with pytest.raises(BlockingIOError):
