@@ -131,7 +131,7 @@ class BlobStore:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            self._rename_in(tmp, digest)
+                self._rename_in(tmp, digest)  # before the close: the lock is held until it has gone
         except BaseException:
             _unlink_quiet(tmp)
             raise
@@ -254,11 +254,13 @@ class BlobWriter:
             raise DigestMismatch(f"blob {digest} is {self.size} bytes, expected {size}; not stored")
         self._f.flush()
         os.fsync(self._f.fileno())
-        self._f.close()
-        if self.store.has(digest):
-            _unlink_quiet(self.tmp_path)
-        else:
-            self.store._rename_in(self.tmp_path, digest)
+        try:  # renamed (or removed) while its lock is held: a free lock says its writer died
+            if self.store.has(digest):
+                _unlink_quiet(self.tmp_path)
+            else:
+                self.store._rename_in(self.tmp_path, digest)
+        finally:
+            self._f.close()
         self._done = True
         return digest
 
