@@ -34,6 +34,8 @@ def build(
     push: bool = typer.Option(False, "--push", help="Push the -t names (same as --output type=registry)."),
     frontend: str = typer.Option("", "--frontend", help="Frontend to use (see `irctl frontends`)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Run every step again."),
+    no_cache_filter: List[str] = typer.Option([], "--no-cache-filter", help="Run the steps of these stages "
+                                              "again (repeatable, or comma-separated)."),
     pull: bool = typer.Option(False, "--pull", help="Ask the registry for base images again (default: reuse)."),
     jobs: int = typer.Option(0, "--jobs", "-j", help="Run at most N steps at once (default: no practical limit)."),
     progress: str = typer.Option("auto", "--progress", help="auto, tty, plain, json or quiet."),
@@ -87,7 +89,8 @@ def build(
         record.build_args = list(opt.build_args(build_arg))
         snapshot = _solve(compiled.document, context, named, opt.secrets(secret), opt.ssh_agents(ssh),
                           jobs, no_cache, granted, tuple(insecure_registry), progress, root, scans, network,
-                          record, explain, debug, precompress_needs(outputs), cache_imports, ledger)
+                          record, explain, debug, precompress_needs(outputs), cache_imports, ledger,
+                          _stage_filter(no_cache_filter, compiled.document))
         memo_key = None
         if not frontend:
             memo_key = fastpath.remember(memo_opts, [str(p) for p in snapshot.layers], len(compiled.document.ops),
@@ -133,7 +136,7 @@ def _compile(context, file, frontend, target, build_args, named, insecure, cache
 
 
 def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure, progress, root, scans, network,
-           record, explain, debug=False, precompress=(), cache_from=(), ledger=None):
+           record, explain, debug=False, precompress=(), cache_from=(), ledger=None, no_cache_groups=frozenset()):
     from backend.solve.solver import SolveOptions, solve  # lazy: --help imports every command module (~110 ms)
     from irctl.progress import renderer  # lazy: as the solver (~5 ms)
 
@@ -142,7 +145,7 @@ def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure,
                            oci_layouts=named.oci_layouts, secrets=secrets, ssh=ssh, no_cache=no_cache,
                            entitlements=granted, insecure_registries=insecure, on_event=render,
                            context_scans=scans, network=network, record=record, precompress=precompress,
-                           cache_from=cache_from, ledger=ledger)
+                           cache_from=cache_from, ledger=ledger, no_cache_groups=no_cache_groups)
     if jobs > 0:
         options.jobs = jobs
     t0 = time.monotonic()
@@ -158,6 +161,18 @@ def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure,
     if progress != "quiet":
         print(f"built in {time.monotonic() - t0:.2f}s", file=sys.stderr)
     return result["default"]
+
+
+def _stage_filter(values: list[str], doc) -> frozenset[str]:
+    """``--no-cache-filter`` names as the groups the solver matches (a Dockerfile's stages); a name no
+    step of the graph carries is a mistake worth stopping for, as a misspelt ``--target`` is."""
+    names = frozenset(n.strip() for v in values for n in v.split(",") if n.strip())
+    groups = {m.group for m in doc.metadata.values()}
+    unknown = sorted(names - groups)
+    if unknown:
+        known = ", ".join(sorted(g for g in groups if g)) or "none"
+        raise UserError(f"--no-cache-filter: no stage named {', '.join(map(repr, unknown))} (stages: {known})")
+    return names
 
 
 def register(app: typer.Typer) -> None:

@@ -75,6 +75,7 @@ class BuildRecord:
         self.label = label or name.split("\0")[1]  # how the target is named to the user
         self.steps: dict[str, dict] = {}  # op digest -> entry, in the order the steps started
         self.no_cache = False
+        self.no_cache_groups: frozenset[str] = frozenset()  # --no-cache-filter
         self.build_args: list[str] = []  # names (never values) of the build args given on the command line
         self.root: Path | None = None
         self._salt = b""

@@ -49,7 +49,9 @@ def explain(record) -> list[Explanation]:
     out = []
     for d, e in ran:
         p = pairs.get(d)
-        if not e.get("key"):
+        if e.get("group") in record.no_cache_groups:
+            why = [f"--no-cache-filter: the steps of {e['group']} run again"]
+        elif not e.get("key"):
             why = ["it is never cached: what it fetches is pinned by no checksum or commit"]
         elif p is None:
             why = ["a new step: nothing stood in its place in the previous build"]

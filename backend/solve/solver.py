@@ -61,6 +61,9 @@ class SolveOptions:
     ssh: dict[str, Path] = field(default_factory=dict)  # agent id -> socket
     jobs: int = DEFAULT_JOBS  # concurrent execs
     no_cache: bool = False
+    # --no-cache-filter: steps whose progress group (``OpMetadata.group``: a Dockerfile's stage name) is
+    # here run again; steps after them still hit the cache when their inputs' contents did not change
+    no_cache_groups: frozenset[str] = frozenset()
     entitlements: Entitlements = field(default_factory=Entitlements)  # --allow
     network: str = "default"  # --network: what a step with `network: default` gets (default | none | host)
     insecure_registries: tuple[str, ...] = ()
@@ -159,6 +162,7 @@ class Solver:
             try:
                 record.open(store.root)
                 record.no_cache = self.options.no_cache
+                record.no_cache_groups = self.options.no_cache_groups
             except OSError:  # an unwritable record never fails a build
                 self.options.record = record = None
         networks = [n for h in handlers.values() if (n := h.network(self.options)) is not None]

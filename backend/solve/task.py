@@ -107,7 +107,7 @@ class OpTask:
         if extra is not None:
             parts = [self.identities.of(handler, i, s, step) for i, s in enumerate(inputs)]
             key = cache_key(handler.key_body(), parts, extra)
-        if key is not None and not self.options.no_cache:
+        if key is not None and not self.options.no_cache and step.group not in self.options.no_cache_groups:
             hit = ws.store.lookup(key)
             if hit is not None:
                 step.event("cached")
