@@ -19,6 +19,7 @@ concurrent writer of the same tag leaves one valid cache; a directory is written
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Collection, Iterable
@@ -92,7 +93,7 @@ def build_config(ledger: CacheLedger, store: CacheStore, *, target_layers: Itera
            for key, outs in records.items()}
     seeds, mount_origins = _mount_blobs(store, mounts, compression, level, ledger.remote_mounts, warn)
     elsewhere.update(mount_origins)
-    platform = {k: v for k, v in Platform.host().__dict__.items() if v}
+    platform = {k: v for k, v in dataclasses.asdict(Platform.host()).items() if v}
     return CacheConfig(platform, out, selections, layers, seeds), elsewhere
 
 
