@@ -40,12 +40,15 @@ def _host_key(key: str) -> str:
     return "docker.io" if key in ("index.docker.io", "registry-1.docker.io") else key
 
 
+def docker_config_path() -> Path:
+    """Where docker (and so irctl) reads credentials: ``$DOCKER_CONFIG/config.json`` when set."""
+    base = os.environ.get("DOCKER_CONFIG")
+    return Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
+
+
 def load_docker_config(path: str | os.PathLike[str] | None = None) -> dict[str, Credentials]:
     """Registry host -> credentials from a docker ``config.json`` (missing file: no credentials)."""
-    if path is None:
-        base = os.environ.get("DOCKER_CONFIG")
-        path = Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
-    p = Path(path)
+    p = Path(path) if path is not None else docker_config_path()
     if not p.is_file():
         return {}
     try:

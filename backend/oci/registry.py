@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 from urllib.parse import urljoin
 
-from backend.oci.auth import Authenticator, Credentials, parse_challenge
+from backend.oci.auth import Authenticator, Credentials, docker_config_path, parse_challenge
 from backend.oci.layout import INDEX_TYPES, MANIFEST_TYPES, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, \
     MT_OCI_MANIFEST, Platform, select_manifest, LayoutError
 from backend.oci.reference import Reference, RegistryError, is_loopback_host, parse_reference
@@ -143,7 +143,7 @@ class RegistryClient:
         st = resp.status_code
         hint = ""
         if st == 401:
-            hint = " (authentication required: add credentials to ~/.docker/config.json)"
+            hint = f" (authentication required: add credentials to {docker_config_path()})"
         elif st == 403:
             hint = " (access denied)"
         subject = f"{what} for {ref.short}" if what else f"for {ref.short}"
@@ -158,7 +158,7 @@ class RegistryClient:
         if scheme == "basic":
             if creds is None:
                 raise RegistryError(f"registry {ref.registry}: 401 authentication required for {ref.short} "
-                                    "(no credentials in ~/.docker/config.json)", 401, "UNAUTHORIZED")
+                                    f"(no credentials in {docker_config_path()})", 401, "UNAUTHORIZED")
             self.auth.store(host, scope, creds.basic_header(), 3600)
             return
         if scheme != "bearer" or "realm" not in params:

@@ -479,6 +479,7 @@ def test_credentials_from_docker_config(tmp_path, busybox_ref, auth_registry, mo
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "nocreds"))
     denied = build(ctx, tmp_path / "A0", "--cache-to", f"type=registry,ref={ref}", code=1)
     assert f"error: --cache-to {ref}: registry {auth_registry}: 401 authentication required" in denied.stderr
+    assert f"(no credentials in {tmp_path / 'nocreds' / 'config.json'})" in denied.stderr  # where it looked
     docker = tmp_path / "docker"
     docker.mkdir()
     (docker / "config.json").write_text(json.dumps(
