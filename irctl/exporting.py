@@ -12,6 +12,7 @@ from pathlib import Path
 from irctl.errors import UserError
 from irctl.options import Output
 
+ATTESTED = ("oci", "registry")  # the outputs that keep attestations (in the image index)
 
 def image_spec(snapshot, created: str | None = None):
     """A solved snapshot as an exporter's ``ImageSpec``; layer ids double as diff_id hints so a
@@ -50,7 +51,11 @@ def export(images, outputs: list[Output], tags: list[str], *, cache_root: Path, 
     from backend.store.cache import CacheStore  # lazy: see the module's docstring
 
     store = BlobStore(cache_root)
-    said = [list(statements(p, s)) if statements is not None else [] for p, s in images]
+    attested = statements is not None and any(o.type in ATTESTED for o in outputs)  # an SBOM may cost: only if kept
+    said = [list(statements(p, s)) if attested else [] for p, s in images]
+    if statements is not None:
+        for kind in dict.fromkeys(o.type for o in outputs if o.type not in ATTESTED):
+            emit(f"warning: type={kind} holds no attestations; none written there (type=oci or a push keeps them)")
     with CacheStore(cache_root).locked("gc.lock", exclusive=False):  # a concurrent prune waits for us
         return _export_all(list(images), outputs, tags, store, insecure, emit, inline, said, annotations)
 
@@ -157,8 +162,6 @@ def _one(kind: str, attrs: dict, images, store, options, names: list[str], insec
 
         if several:  # buildx's own words
             raise UserError("docker exporter does not currently support exporting manifest lists")
-        if any(said):
-            emit("warning: type=docker: a docker archive holds no attestations; none written")
         image = export_docker(specs[0], store, dest, names=names, options=options)
         return f"exported docker archive {image.digest} to {dest}", image_metadata(image.descriptor, [image], names)
     if kind == "registry":

@@ -101,6 +101,10 @@ def test_docker_archive_refuses_several_platforms(tmp_path: Path) -> None:
 
 
 def test_local_writes_a_directory_per_platform(tmp_path: Path) -> None:
-    run_export(tmp_path, outputs([f"type=local,dest={tmp_path / 'out'}"]))
+    asked: list[str] = []
+    _, said = run_export(tmp_path, outputs([f"type=local,dest={tmp_path / 'out'}"]),
+                         statements=lambda platform, snap: asked.append(platform) or [])
+    assert asked == []  # nothing would keep a statement: none was made
+    assert said[0] == "warning: type=local holds no attestations; none written there (type=oci or a push keeps them)"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["linux_amd64", "linux_arm64"]
     assert (tmp_path / "out" / "linux_arm64" / "etc" / "arch").read_text() == "arm64\n"
