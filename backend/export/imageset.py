@@ -118,16 +118,23 @@ def build_set(specs: Sequence[ImageSpec], store: BlobStore, options: ExportOptio
 def statement(predicate_type: str, predicate: dict, image: BuiltImage, names: Sequence[str]) -> dict:
     """An in-toto statement about ``image`` (its manifest digest), named as BuildKit names it."""
     sha = image.digest.split(":", 1)[1]
-    plat = quote(platform_string(image.descriptor.get("platform", {})), safe="")
-    subjects = [{"name": f"pkg:docker/{_purl_name(n)}?platform={plat}", "digest": {"sha256": sha}} for n in names]
+    plat = platform_string(image.descriptor.get("platform", {}))
+    subjects = [{"name": docker_purl(n, plat), "digest": {"sha256": sha}} for n in names]
     return {"_type": IN_TOTO_STATEMENT, "predicateType": predicate_type,
             "subject": subjects or [{"name": "_", "digest": {"sha256": sha}}], "predicate": predicate}
 
 
-def _purl_name(name: str) -> str:
-    """``repo:tag`` → ``repo@tag`` (the purl form); a name without a tag is ``@latest``."""
+def docker_purl(name: str, platform: str) -> str:
+    """An image name as BuildKit's package URL: ``pkg:docker/REPO@TAG?platform=OS%2FARCH``, the
+    repository in its familiar form (``busybox``, not ``docker.io/library/busybox``), no tag: ``latest``."""
+    name = name.split("@", 1)[0]
     slash, colon = name.rfind("/"), name.rfind(":")
-    return f"{name[:colon]}@{name[colon + 1:]}" if colon > slash else f"{name}@latest"
+    repo, tag = (name[:colon], name[colon + 1:]) if colon > slash else (name, "latest")
+    for prefix in ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"):
+        if repo.startswith(prefix):
+            repo = repo[len(prefix):]
+            break
+    return f"pkg:docker/{repo}@{tag}?platform={quote(platform, safe='')}"
 
 
 def _attestation_manifest(image: BuiltImage, said: Sequence[tuple[str, dict]], names: Sequence[str],

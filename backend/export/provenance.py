@@ -19,8 +19,8 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from urllib.parse import quote
 
+from backend.export.imageset import docker_purl
 from ir import ops
 from ir.jsonform import to_json
 
@@ -110,9 +110,9 @@ def _materials(sources: list[ops.SourceOp]) -> list[dict]:
     out: list[dict] = []
     for s in sources:
         if s.image is not None:
-            plat = quote("/".join(p for p in (s.image.platform.os, s.image.platform.architecture,
-                                              s.image.platform.variant) if p), safe="")
-            out.append(_material(f"pkg:docker/{_purl(s.image.ref)}?platform={plat}", s.image.digest))
+            plat = "/".join(p for p in (s.image.platform.os, s.image.platform.architecture, s.image.platform.variant)
+                            if p)
+            out.append(_material(docker_purl(s.image.ref, plat), s.image.digest))
         elif s.http is not None:
             out.append(_material(s.http.url, s.http.checksum))
         elif s.git is not None:
@@ -131,13 +131,6 @@ def _materials(sources: list[ops.SourceOp]) -> list[dict]:
 def _material(uri: str, digest: str) -> dict:
     algo, _, value = digest.partition(":")
     return {"uri": uri, "digest": {algo: value}} if value else {"uri": uri}
-
-
-def _purl(ref: str) -> str:
-    """``host/repo:tag[@digest]`` → the purl path BuildKit writes (``host/repo@tag``)."""
-    ref = ref.split("@", 1)[0]
-    slash, colon = ref.rfind("/"), ref.rfind(":")
-    return f"{ref[:colon]}@{ref[colon + 1:]}" if colon > slash else f"{ref}@latest"
 
 
 def _mounted(doc: ops.Document, order: list[str]) -> tuple[dict[str, bool], dict[str, bool]]:

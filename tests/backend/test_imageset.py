@@ -130,3 +130,14 @@ def test_local_and_tar_write_a_directory_per_platform(tmp_path: Path, store: Blo
     assert {n.split("/", 1)[0] for n in names} == {"linux_amd64", "linux_arm_v7"}
     export_local_platforms(both, tmp_path / "merged", split=False)  # platform-split=false: one tree
     assert (tmp_path / "merged" / "etc" / "arch").read_text() == "arm\n"
+
+
+@pytest.mark.parametrize("name, purl", [
+    ("docker.io/library/busybox:1.36", "pkg:docker/busybox@1.36?platform=linux%2Farm64%2Fv8"),
+    ("docker.io/team/app", "pkg:docker/team/app@latest?platform=linux%2Farm64%2Fv8"),
+    ("127.0.0.1:5000/app:2", "pkg:docker/127.0.0.1:5000/app@2?platform=linux%2Farm64%2Fv8"),
+])
+def test_subjects_and_materials_are_named_as_buildkit_names_them(name: str, purl: str) -> None:
+    from backend.export.imageset import docker_purl
+
+    assert docker_purl(name, "linux/arm64/v8") == purl

@@ -136,3 +136,18 @@ def test_bad_values_are_one_line_before_building(tmp_path, cache_env, flag, valu
               env=cache_env)
     assert r.code == 1
     assert says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_provenance_under_source_date_epoch_is_reproducible(tmp_path, busybox_ref, cache_env):
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\nCOPY Dockerfile /\n"})
+    ids = []
+    for n in (1, 2):
+        iid = tmp_path / f"iid{n}"
+        r = irctl("build", ctx, "--provenance", "mode=max", "--iidfile", iid, "--output",
+                  f"type=oci,dest={tmp_path / f'{n}.tar'}", env={**cache_env, "SOURCE_DATE_EPOCH": "1700000000"})
+        assert r.code == 0, r.stderr
+        ids.append(iid.read_text())
+    assert ids[0] == ids[1]  # no times, no random invocation id: the same index, attestation included
+    index = json.loads(skopeo_raw(f"oci-archive:{tmp_path / '1.tar'}"))
+    assert "sha256:" + hashlib.sha256(skopeo_raw(f"oci-archive:{tmp_path / '1.tar'}")).hexdigest() == ids[0]
+    assert index["manifests"][1]["annotations"]["vnd.docker.reference.type"] == "attestation-manifest"
