@@ -5,12 +5,14 @@ each output type its own (the registry's client costs ~150 ms with httpx)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from irctl.errors import UserError
 from irctl.options import Output
 
+ATTESTED = ("oci", "registry")  # the outputs that keep attestations (in the image index)
 
 def image_spec(snapshot, created: str | None = None):
     """A solved snapshot as an exporter's ``ImageSpec``; layer ids double as diff_id hints so a
@@ -27,18 +29,35 @@ def image_spec(snapshot, created: str | None = None):
                      platform=dict(meta.platform), created=created)
 
 
-def export(snapshot, outputs: list[Output], tags: list[str], *, cache_root: Path, insecure: tuple[str, ...],
-           emit, inline=None) -> list[dict]:
-    """Run every output; returns per output the line describing what was written (``line``) and, for
-    a file the store's export memo vouches for (``backend.export.reuse``), its ``dest`` and ``what``.
+def platform_of(snapshot) -> str:
+    """``os/arch[/variant]`` of a solved image (its image op's platform)."""
+    meta = snapshot.image.platform if snapshot.image is not None else {}
+    parts = [meta.get("os") or "linux", meta.get("architecture") or "amd64"]
+    return "/".join(parts + ([meta["variant"]] if meta.get("variant") else []))
+
+
+def export(images, outputs: list[Output], tags: list[str], *, cache_root: Path, insecure: tuple[str, ...],
+           emit, inline=None, statements=None, annotations=None) -> list[dict]:
+    """Run every output over ``images``, ``[(platform, Snapshot), …]`` in ``--platform`` order (one:
+    exactly the single-manifest image of old; several: an index, or a directory per platform).
+    Returns per output the line describing what was written (``line``), what buildx's
+    ``--metadata-file`` says of it (``metadata``, ``irctl.metadata``) and, for a file the store's
+    export memo vouches for (``backend.export.reuse``), its ``dest`` and ``what``.
     ``inline``: the solve's ``CacheLedger``, for an inline cache in every image written
-    (``--cache-to type=inline``)."""
+    (``--cache-to type=inline``). ``statements(platform, snapshot)``: in-toto predicates
+    ``[(predicate_type, predicate), …]`` to attach to that image (``--provenance``, ``--sbom``).
+    ``annotations``: a ``backend.export.imageset.Annotations`` (``--annotation``)."""
     from backend.store.blobs import BlobStore  # lazy: see the module's docstring
     from backend.store.cache import CacheStore  # lazy: see the module's docstring
 
     store = BlobStore(cache_root)
+    attested = statements is not None and any(o.type in ATTESTED for o in outputs)  # an SBOM may cost: only if kept
+    said = [list(statements(p, s)) if attested else [] for p, s in images]
+    if statements is not None:
+        for kind in dict.fromkeys(o.type for o in outputs if o.type not in ATTESTED):
+            emit(f"warning: type={kind} holds no attestations; none written there (type=oci or a push keeps them)")
     with CacheStore(cache_root).locked("gc.lock", exclusive=False):  # a concurrent prune waits for us
-        return _export_all(snapshot, outputs, tags, store, insecure, emit, inline)
+        return _export_all(list(images), outputs, tags, store, insecure, emit, inline, said, annotations)
 
 
 def export_options(out: Output):
@@ -75,8 +94,9 @@ def precompress_needs(outputs: list[Output]) -> tuple:
     return tuple(needs)
 
 
-def _export_all(snapshot, outputs, tags, store, insecure, emit, inline=None) -> list[str]:
+def _export_all(images, outputs, tags, store, insecure, emit, inline, said, annotations) -> list[dict]:
     from backend.errors import ExportError  # lazy: see the module's docstring
+    from backend.export.imageset import Annotations  # lazy: see the module's docstring
 
     done = []
     for out in outputs:
@@ -84,12 +104,21 @@ def _export_all(snapshot, outputs, tags, store, insecure, emit, inline=None) -> 
         options = export_options(out)
         names = [n for n in attrs.get("name", "").split(",") if n] or tags
         try:
-            line = _one(out.type, attrs, snapshot, store, options, names, insecure, inline)
+            wanted = _annotations(annotations or Annotations(), attrs)
+            line, meta = _one(out.type, attrs, images, store, options, names, insecure, inline, said, wanted, emit)
         except ExportError as e:
             raise UserError(f"exporting {out.type}: {e}") from None
         emit(line)
-        done.append({"line": line, **_held(store, out.type, attrs)})
+        done.append({"line": line, "metadata": meta, **_held(store, out.type, attrs)})
     return done
+
+
+def _annotations(given, attrs: dict):
+    """``--annotation`` values and the output's own ``annotation…`` attributes (buildx's
+    ``annotation-index.KEY=VALUE`` form), the attributes winning."""
+    from irctl.annotations import merge_output_attrs  # lazy: see the module's docstring
+
+    return merge_output_attrs(given, attrs)
 
 
 def _held(store, kind: str, attrs: dict) -> dict:
@@ -102,26 +131,39 @@ def _held(store, kind: str, attrs: dict) -> dict:
     return {"dest": rec["dest"], "what": rec["what"]} if rec and "what" in rec and "dest" in rec else {}
 
 
-def _one(kind: str, attrs: dict, snapshot, store, options, names: list[str], insecure, inline=None) -> str:
-    spec = image_spec(snapshot)
+def _one(kind: str, attrs: dict, images, store, options, names: list[str], insecure, inline, said,
+         annotations, emit) -> tuple[str, dict]:
+    from irctl.metadata import image_metadata  # lazy: see the module's docstring
+
+    specs = [image_spec(snapshot) for _, snapshot in images]
+    several = len(specs) > 1
     if inline is not None and kind in ("oci", "docker", "registry"):
         from irctl.caching import inline_cache  # lazy: only with --cache-to type=inline
 
-        spec.extra = inline_cache(spec, inline, store.root, options)
+        for spec in specs:
+            spec.extra = inline_cache(spec, inline, store.root, options)
+    if any(said) and kind in ("oci", "registry") and options.media_types != "oci":
+        from dataclasses import replace  # lazy: only with attestations and oci-mediatypes=false
+
+        emit(f"warning: type={kind}: attestations need OCI media types; writing oci-mediatypes=true")
+        options = replace(options, media_types="oci")
     dest = attrs.get("dest", "")
     if kind == "oci":
         from backend.export.oci import export_oci  # lazy: see the module's docstring
 
         tar = attrs.get("tar", "true") != "false"
         ref = names[0].rpartition(":")[2] if names and ":" in names[0].rpartition("/")[2] else "latest"
-        desc, _ = export_oci(spec, store, dest, tar=tar, ref_name=ref, image_name=names[0] if names else None,
-                             options=options)
-        return f"exported OCI image {desc['digest']} to {dest}"
+        desc, built = export_oci(specs, store, dest, tar=tar, ref_name=ref, image_name=names[0] if names else None,
+                                 options=options, statements=said, names=names, annotations=annotations)
+        what = "OCI image index" if desc["digest"] != built[0].digest else "OCI image"
+        return f"exported {what} {desc['digest']} to {dest}", image_metadata(desc, built, names)
     if kind == "docker":
         from backend.export.docker import export_docker  # lazy: see the module's docstring
 
-        image = export_docker(spec, store, dest, names=names, options=options)
-        return f"exported docker archive {image.digest} to {dest}"
+        if several:  # buildx's own words
+            raise UserError("docker exporter does not currently support exporting manifest lists")
+        image = export_docker(specs[0], store, dest, names=names, options=options)
+        return f"exported docker archive {image.digest} to {dest}", image_metadata(image.descriptor, [image], names)
     if kind == "registry":
         from backend.export.registry import export_registry  # lazy: see the module's docstring
         from backend.oci.reference import RegistryError  # lazy: see the module's docstring
@@ -132,20 +174,35 @@ def _one(kind: str, attrs: dict, snapshot, store, options, names: list[str], ins
         client = RegistryClient(store=store, insecure=insecure + tuple(
             n.split("/", 1)[0] for n in names if attrs.get("registry.insecure") == "true"))
         try:
-            digest, _ = export_registry(spec, store, names, client, options=options)
+            digest, built = export_registry(specs, store, names, client, options=options, statements=said,
+                                            annotations=annotations)
         except RegistryError as e:
             raise UserError(f"pushing {', '.join(names)}: {e}") from None
         finally:
             client.close()
-        return f"pushed {digest} to {', '.join(names)}"
+        top = built[0].descriptor if digest == built[0].digest else _pushed_index(store, digest)
+        return f"pushed {digest} to {', '.join(names)}", image_metadata(top, built, names)
     if kind == "local":
-        from backend.export.local import export_local  # lazy: see the module's docstring
+        from backend.export.local import export_local, export_local_platforms  # lazy: see the module's docstring
 
-        export_local(spec, dest)
-        return f"exported root filesystem to {dest}"
+        if several:
+            split = attrs.get("platform-split", "true") != "false"
+            export_local_platforms(list(zip([p for p, _ in images], specs)), dest, split=split)
+            return f"exported {len(specs)} root filesystems to {dest}", {}
+        export_local(specs[0], dest)
+        return f"exported root filesystem to {dest}", {}
     if kind == "tar":
         from backend.export.local import export_tar_file  # lazy: see the module's docstring
 
-        digest = export_tar_file(spec, dest, memo_root=store.root, source_date_epoch=options.source_date_epoch)
-        return f"exported root filesystem tar {digest} to {dest}"
+        what = list(zip([p for p, _ in images], specs)) if several else specs[0]
+        digest = export_tar_file(what, dest, memo_root=store.root, source_date_epoch=options.source_date_epoch)
+        return f"exported root filesystem tar {digest} to {dest}", {}
     raise UserError(f"unknown output type {kind!r}")
+
+
+def _pushed_index(store, digest: str) -> dict:
+    """The descriptor of an index just pushed (its bytes are in the store)."""
+    from backend.oci.layout import descriptor  # lazy: see the module's docstring
+
+    raw = store.read_bytes(digest)
+    return descriptor(json.loads(raw)["mediaType"], raw)

@@ -23,7 +23,7 @@ from backend.errors import BuildError
 from irctl import caching
 from irctl import options as cli_options
 from irctl.errors import UserError, user_errors
-from irctl.exporting import export, precompress_needs
+from irctl.exporting import export, platform_of, precompress_needs
 from irctl.rootless import enter_if_unprivileged
 from irctl.terminal import printable
 
@@ -122,7 +122,8 @@ def solve_cmd(
 
             root = default_root(cache_dir)
             if outputs:
-                export(results[(target or ["default"])[0]], outputs, tags, cache_root=root,
+                result = results[(target or ["default"])[0]]
+                export([(platform_of(result), result)], outputs, tags, cache_root=root,
                        insecure=tuple(insecure_registry), emit=emit, inline=inline)
             if inline is not None:
                 caching.warn_inline_without_image(outputs, emit)

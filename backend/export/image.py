@@ -20,8 +20,7 @@ from backend.store.blobs import BlobStore
 from backend.oci.compression import MT_DOCKER_LAYER, MT_DOCKER_LAYER_GZIP, MT_LAYER, MT_LAYER_GZIP
 from backend.oci.layerstore import write_layers_to_store
 from backend.oci.layertar import LayerBlob, is_empty_layer
-from backend.oci.layout import (MT_DOCKER_CONFIG, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_CONFIG, MT_OCI_INDEX,
-                                MT_OCI_MANIFEST, canonical_json, descriptor)
+from backend.oci.layout import MT_DOCKER_CONFIG, MT_DOCKER_MANIFEST, MT_OCI_CONFIG, MT_OCI_MANIFEST, canonical_json, descriptor
 
 
 @dataclass(frozen=True)
@@ -239,17 +238,3 @@ def _layer_media_type(b: LayerBlob, docker: bool) -> str:
         return b.media_type
     return {MT_LAYER_GZIP: MT_DOCKER_LAYER_GZIP, MT_LAYER: MT_DOCKER_LAYER}.get(b.media_type, b.media_type)
 
-
-def build_index(images: Sequence[BuiltImage], store: BlobStore, *, annotations: dict | None = None) -> tuple[dict, bytes]:
-    """An OCI index (or Docker manifest list, if the manifests are Docker ones) over several images."""
-    docker = all(i.media_type == MT_DOCKER_MANIFEST for i in images)
-    index: dict = {
-        "schemaVersion": 2,
-        "mediaType": MT_DOCKER_LIST if docker else MT_OCI_INDEX,
-        "manifests": [dict(i.descriptor) for i in images],
-    }
-    if annotations and not docker:
-        index["annotations"] = dict(annotations)
-    raw = canonical_json(index)
-    store.write_bytes(raw)
-    return descriptor(index["mediaType"], raw), raw

@@ -23,7 +23,7 @@ from typing import BinaryIO, Callable, Sequence
 from backend.fs import devnodes, safefs
 from backend.export.image import ImageSpec, LayerLike, layer_source
 from backend.export.reuse import ExportMemo, replacing, what_digest
-from backend.export.rootfs import write_rootfs_tar
+from backend.export.rootfs import write_rootfs_tar, write_rootfs_tars
 from backend.fs.layerformat import is_opaque, read_xattrs
 from backend.oci.layertar import SKIP_XATTR_PREFIXES
 from backend.snapshot.layertree import remove_path
@@ -158,6 +158,21 @@ def _few(paths: list[str]) -> str:
     return shown + (", …" if len(paths) > 3 else "")
 
 
+def platform_dir(platform: str) -> str:
+    """The sub-directory buildx gives a platform in a multi-platform ``type=local``/``type=tar``:
+    ``linux/arm/v7`` → ``linux_arm_v7``."""
+    return platform.replace("/", "_")
+
+
+def export_local_platforms(specs: Sequence[tuple[str, ImageSpec]], dest: str | os.PathLike[str], *,
+                           split: bool = True, warn: Callable[[str], None] | None = None) -> Path:
+    """Several platforms' root filesystems: each in ``dest/<platform_dir>`` (buildx's default), or,
+    with ``split=False`` (``platform-split=false``), all applied onto ``dest`` in order."""
+    for platform, spec in specs:
+        export_local(spec, Path(dest) / platform_dir(platform) if split else dest, warn=warn)
+    return Path(dest)
+
+
 def export_tar(spec: ImageSpec, out: BinaryIO, *, tmp_dir: str | os.PathLike[str] | None = None,
                source_date_epoch: int | None = None) -> str:
     """Write the flattened rootfs as one uncompressed tar to ``out``; returns its sha256 digest.
@@ -165,19 +180,26 @@ def export_tar(spec: ImageSpec, out: BinaryIO, *, tmp_dir: str | os.PathLike[str
     return write_rootfs_tar([layer_source(x).path for x in spec.layers], out, source_date_epoch=source_date_epoch)
 
 
-def export_tar_file(spec: ImageSpec, dest: str | os.PathLike[str], *, memo_root: str | os.PathLike[str],
-                    source_date_epoch: int | None = None) -> str:
-    """``export_tar`` into file ``dest`` (replaced atomically); returns the tar's digest. The layers
-    must be the store's (immutable, named by content): a tar of the same layers already at ``dest``,
-    untouched since, is not written again (``backend.export.reuse``)."""
+def export_tar_file(spec: ImageSpec | Sequence[tuple[str, ImageSpec]], dest: str | os.PathLike[str], *,
+                    memo_root: str | os.PathLike[str], source_date_epoch: int | None = None) -> str:
+    """``export_tar`` into file ``dest`` (replaced atomically); returns the tar's digest. Several
+    ``(platform, spec)`` go into the one tar, each under its ``platform_dir`` (as BuildKit's tar
+    exporter does). The layers must be the store's (immutable, named by content): a tar of the same
+    layers already at ``dest``, untouched since, is not written again (``backend.export.reuse``)."""
+    trees = [("", spec)] if isinstance(spec, ImageSpec) else [(platform_dir(p), s) for p, s in spec]
     memo = ExportMemo(memo_root)
-    what = what_digest("rootfs-tar", *(os.fsencode(os.path.abspath(layer_source(x).path)) for x in spec.layers),
-                       b"%d" % source_date_epoch if source_date_epoch is not None else b"-")
+    parts: list[bytes] = []
+    for prefix, one in trees:
+        if prefix:
+            parts.append(b"\0dir\0" + os.fsencode(prefix))
+        parts += [os.fsencode(os.path.abspath(layer_source(x).path)) for x in one.layers]
+    what = what_digest("rootfs-tar", *parts, b"%d" % source_date_epoch if source_date_epoch is not None else b"-")
     rec = memo.unchanged(dest, what)
     if rec is not None and isinstance(rec.get("result"), str) and rec["result"].startswith("sha256:"):
         return rec["result"]
     with replacing(dest) as f:
-        digest = export_tar(spec, f, source_date_epoch=source_date_epoch)
+        digest = write_rootfs_tars([(prefix, [layer_source(x).path for x in one.layers]) for prefix, one in trees], f,
+                                   source_date_epoch=source_date_epoch)
         mine = os.fstat(f.fileno())
     memo.remember(dest, what, result=digest, written={"": mine})
     return digest

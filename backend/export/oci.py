@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from backend.export.archive import add_file, tar_info
-from backend.export.image import BuiltImage, ExportOptions, ImageSpec, build_image, build_index
+from backend.errors import ExportError
+from backend.export.image import BuiltImage, ExportOptions, ImageSpec
+from backend.export.imageset import Annotations, build_set, platform_string
 from backend.export.reuse import ExportMemo, refuse_link, replacing, what_digest
 from backend.oci.layout import (ANNOT_IMAGE_NAME, ANNOT_REF_NAME, INDEX_TYPES, LAYOUT_VERSION, MANIFEST_TYPES,
                                 MT_OCI_INDEX)
@@ -23,19 +25,25 @@ from backend.store.blobs import BlobStore
 
 def export_oci(specs: ImageSpec | Sequence[ImageSpec], store: BlobStore, dest: str | os.PathLike[str], *,
                tar: bool = True, ref_name: str | None = None, image_name: str | None = None,
-               options: ExportOptions = ExportOptions()) -> tuple[dict, list[BuiltImage]]:
-    """Build the image(s) and write a layout at ``dest``; several specs (platforms) go under one index.
+               options: ExportOptions = ExportOptions(), statements: Sequence[Sequence[tuple[str, dict]]] = (),
+               names: Sequence[str] = (), annotations: Annotations = Annotations()) -> tuple[dict, list[BuiltImage]]:
+    """Build the image(s) and write a layout at ``dest``; several specs (platforms), or statements
+    about them, go under one index (``backend.export.imageset``).
 
     ``ref_name`` becomes the ``org.opencontainers.image.ref.name`` annotation (e.g. ``latest``),
-    ``image_name`` the ``io.containerd.image.name`` one. Returns the top descriptor and the images.
+    ``image_name`` the ``io.containerd.image.name`` one; ``names`` are the statements' subjects.
+    The layout's ``index.json`` entry also takes the ``manifest-descriptor`` annotations (one
+    image, no index) or the ``index-descriptor`` ones. Returns the top descriptor and the images.
     """
     specs = [specs] if isinstance(specs, ImageSpec) else list(specs)
-    images = [build_image(s, store, options) for s in specs]
-    if len(images) == 1:
-        top = dict(images[0].descriptor)
+    built = build_set(specs, store, options, statements=statements, names=names, annotations=annotations)
+    top = dict(built.top)
+    if built.is_index:
+        ann = dict(annotations.index_descriptor)
+    elif annotations.index_descriptor:
+        raise ExportError("index-descriptor annotations need an index (several platforms, or an attestation)")
     else:
-        top, _ = build_index(images, store)
-    ann = {}
+        ann = annotations.for_platform(annotations.manifest_descriptor, platform_string(specs[0].platform))
     if ref_name:
         ann[ANNOT_REF_NAME] = ref_name
     if image_name:
@@ -44,7 +52,7 @@ def export_oci(specs: ImageSpec | Sequence[ImageSpec], store: BlobStore, dest: s
         top["annotations"] = ann
     mtime = options.source_date_epoch or 0
     write_layout(Path(dest), store, [top], tar=tar, mtime=mtime)
-    return top, images
+    return top, built.images
 
 
 def _collect(store: BlobStore, desc: dict, out: dict[str, None]) -> None:

@@ -65,22 +65,35 @@ def write_rootfs_tar(layers: Sequence[str | os.PathLike[str]], out: BinaryIO, *,
                      source_date_epoch: int | None = None) -> str:
     """Write the flattened root filesystem of ``layers`` (bottom first) as an uncompressed tar to
     ``out``; returns its sha256 digest."""
-    top = merge([os.fsencode(os.fspath(p)) for p in layers])
+    return write_rootfs_tars([("", layers)], out, source_date_epoch=source_date_epoch)
+
+
+def write_rootfs_tars(trees: Sequence[tuple[str, Sequence[str | os.PathLike[str]]]], out: BinaryIO, *,
+                      source_date_epoch: int | None = None) -> str:
+    """Several flattened root filesystems in one tar, each under its own directory (``prefix``,
+    a plain name: a multi-platform ``type=tar``'s ``linux_amd64/``…; ``""``: at the top). Returns
+    the tar's sha256 digest."""
     sink = LayerSink(out, "none", None, 0)
-    links: dict[tuple[int, int, int], bytes] = {}
-    stack: list[tuple[bytes, list[tuple[bytes, _Node]]]] = [(b"", sorted(top.items(), reverse=True))]
-    while stack:
-        prefix, todo = stack[-1]
-        if not todo:
-            stack.pop()
-            continue
-        base, node = todo.pop()
-        name = prefix + base
-        _write_entry(sink, name, node, links, source_date_epoch)
-        if node.children is not None:
-            if len(stack) >= safefs.MAX_DEPTH:
-                raise safefs.too_deep(name, "in the image")
-            stack.append((name + b"/", sorted(node.children.items(), reverse=True)))
+    for prefix, layers in trees:
+        links: dict[tuple[int, int, int], bytes] = {}  # a tree's hard links stay inside it
+        top = merge([os.fsencode(os.fspath(p)) for p in layers])
+        base = os.fsencode(prefix)
+        if base:  # a directory of ours: root's, 0755, dated like the rest (0 or SOURCE_DATE_EPOCH)
+            sink.write(tar_entry(base + b"/", None, b"5", mode=0o755, sde=source_date_epoch))
+        stack: list[tuple[bytes, list[tuple[bytes, _Node]]]] = [(base + b"/" if base else b"",
+                                                                 sorted(top.items(), reverse=True))]
+        while stack:
+            parent, todo = stack[-1]
+            if not todo:
+                stack.pop()
+                continue
+            child, node = todo.pop()
+            name = parent + child
+            _write_entry(sink, name, node, links, source_date_epoch)
+            if node.children is not None:
+                if len(stack) >= safefs.MAX_DEPTH:
+                    raise safefs.too_deep(name, "in the image")
+                stack.append((name + b"/", sorted(node.children.items(), reverse=True)))
     sink.write(b"\0" * 1024)
     sink.close()
     return "sha256:" + sink.diff.hexdigest()
