@@ -28,6 +28,7 @@ from backend.fs import safefs
 from backend.fs.mountpoints import remove_mount_stubs
 from backend.fs.userdb import UserError, resolve_user
 from backend.oci.mountdir import mark_secret
+from backend.ops import debugshell
 from backend.ops import mounts as mnt
 from backend.ops import secretscan
 from backend.ops.handler import OpHandler, Reads
@@ -149,6 +150,10 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
                     in_caches = _secrets_in_caches(ws, prepared, since) if ws.redactor else []
             lines.flush()
             if code != 0:
+                if getattr(ws.options, "debug_shell", None) is not None:
+                    debugshell.open_shell(ws, step, ex, rootfs, process, prepared, network, code)
+                    if ws.redactor:  # a shell given the secrets may have written one into a cache
+                        _secrets_in_caches(ws, prepared, since)
                 raise BuildError(f"process {_argv(ex.args)} did not complete successfully: exit code {code}",
                                  output_tail=tuple(lines.tail), exit_code=code)
             targets = spec.mount_targets(prepared.mounts)

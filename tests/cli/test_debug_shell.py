@@ -1,0 +1,138 @@
+"""``irctl build --on-error=shell`` (and ``irctl debug build``): a shell in the failed RUN step's
+container, on a real pseudo-terminal, with runc and with crun.
+
+The step writes a file, a cache entry, and fails with exit code 3; the shell must see the file, the
+step's working dir, environment, user, cache mount and network mode, and not the secret unless asked
+(``--debug-secrets``).  The shell's own exit status is not the build's: the build fails as it would
+have without the shell (same message, same status), and nothing of the step is cached.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import irctl, irctl_argv, write
+from tests.support.terminal import TerminalSession
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "debug-shell-token-5c1e"
+
+DOCKERFILE = """\
+FROM base
+ENV HELLO=from-env
+WORKDIR /work
+RUN chown 1000:1000 /work
+USER 1000:1000
+RUN --network=none --mount=type=cache,target=/cache,uid=1000 --mount=type=secret,id=tok,target=/run/secrets/tok,uid=1000 \\
+    echo written-by-step > left.txt && echo cached-by-step > /cache/entry && exit 3
+"""
+
+# Each answer is computed by the shell ($((…))), so the terminal's echo of the typed line never matches it.
+PROBE = ('echo "FILE=$(cat /work/left.txt) PWD=$(pwd) HELLO=$HELLO UID=$(id -u):$(id -g) '
+         'CACHE=$(cat /cache/entry) SECRET=$(cat /run/secrets/tok 2>/dev/null) '
+         'NETS=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d \' \\n\') END$((40+2))"')
+
+
+def runtime_or_skip(name: str) -> str:
+    """``name`` if it runs containers on this host (crun refuses hybrid cgroup v1+v2 hosts as root)."""
+    from backend.runtime.finder import _crun_works
+
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"no {name} here")
+    if name == "crun" and not _crun_works(path):
+        pytest.skip("crun cannot run containers on this host (its probe failed: hybrid cgroups?)")
+    return name
+
+
+def _context(tmp_path: Path, busybox_layout: Path) -> tuple[Path, list[str]]:
+    ctx = write(tmp_path / "ctx", {"Dockerfile": DOCKERFILE})
+    (tmp_path / "tok").write_text(TOKEN)
+    return ctx, ["--progress", "plain", "--build-context", f"base=oci-layout://{busybox_layout}",
+                 "--secret", f"id=tok,src={tmp_path / 'tok'}"]
+
+
+def _probe(term: TerminalSession) -> dict[str, str]:
+    """Type the probe in the shell and return its answers, KEY -> value."""
+    term.expect("exit the shell to end the build")
+    term.send(PROBE)
+    line = term.expect("END42").rsplit("\n", 1)[-1]
+    return dict(part.split("=", 1) for part in line.split() if "=" in part)
+
+
+def _error(stderr: str) -> str:
+    """The build's error report: from the failed step's ERROR marker to the end."""
+    return stderr[stderr.index("did not complete successfully"):].strip()
+
+
+@pytest.mark.parametrize("runtime", ["runc", "crun"])
+def test_shell_in_the_failed_step_sees_its_state_and_the_build_still_fails(tmp_path, busybox_layout, runtime):
+    runtime = runtime_or_skip(runtime)
+    ctx, args = _context(tmp_path, busybox_layout)
+    env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache"), "IRCTL_RUNTIME": runtime}
+    term = TerminalSession(irctl_argv("build", *args, "--on-error=shell", ctx), env=env)
+    try:
+        seen = _probe(term)
+        term.send("exit 7")
+        status = term.wait()
+    finally:
+        term.close()
+    assert seen == {"FILE": "written-by-step", "PWD": "/work", "HELLO": "from-env", "UID": "1000:1000",
+                    "CACHE": "cached-by-step", "SECRET": "", "NETS": "lo"}, term.text
+    assert "its secrets and ssh agents withheld" in term.text
+    assert "debug shell exited (status 7)" in term.text
+    # the same failure as without the shell: same status, same report; the step runs again
+    plain = irctl("build", *args, ctx, env={"IRCTL_CACHE_DIR": str(tmp_path / "cache"), "IRCTL_RUNTIME": runtime})
+    assert status == plain.code == 1
+    assert "exit code 3" in _error(plain.stderr)
+    assert _error(term.text) == _error(plain.stderr)
+    assert "#4 ERROR" in plain.stderr and "#4 CACHED" not in plain.stderr
+    assert os.listdir(tmp_path / "cache" / "tmp") == []  # the failed step's rootfs went with the build
+
+
+def test_debug_build_with_secrets_gives_the_shell_the_secret(tmp_path, busybox_layout):
+    """``irctl debug --invoke CMD build --debug-secrets …``, buildx's spelling."""
+    ctx, args = _context(tmp_path, busybox_layout)
+    env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
+    term = TerminalSession(irctl_argv("debug", "--invoke", "/bin/sh -i", "build", *args, "--debug-secrets", ctx),
+                           env=env)
+    try:
+        seen = _probe(term)
+        term.send("exit")
+        status = term.wait()
+    finally:
+        term.close()
+    assert seen["SECRET"] == TOKEN and seen["FILE"] == "written-by-step", term.text
+    assert "withheld" not in term.text
+    assert status == 1 and "exit code 3" in term.text
+
+
+def test_without_a_terminal_it_refuses_at_once(tmp_path, busybox_layout):
+    ctx, args = _context(tmp_path, busybox_layout)
+    t0 = time.monotonic()
+    r = irctl("build", *args, "--on-error=shell", ctx, env={"IRCTL_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.code == 1
+    assert r.stderr.splitlines() == ["error: --on-error=shell needs a terminal on stdin for the shell (run it "
+                                     "from one, or leave the option out)"]
+    assert time.monotonic() - t0 < 10
+    assert not (tmp_path / "cache").exists()  # refused before anything was built
+
+
+def test_a_shell_that_cannot_start_leaves_the_steps_error(tmp_path, busybox_layout):
+    ctx, args = _context(tmp_path, busybox_layout)
+    env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
+    term = TerminalSession(irctl_argv("build", *args, "--on-error=shell", "--debug-shell", "/bin/no-such-shell", ctx),
+                           env=env)
+    try:
+        status = term.wait()
+    finally:
+        term.close()
+    assert "the debug shell did not start" in term.text and "no-such-shell" in term.text
+    assert status == 1 and "exit code 3" in _error(term.text)
