@@ -37,4 +37,5 @@ def debug(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("debug", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(debug)
+    app.command("debug", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                         "allow_interspersed_args": False})(debug)

@@ -69,9 +69,9 @@ def open_shell(ws: Workspace, step: Step, ex: irops.ExecOp, rootfs: Path, proces
     env = [*ex.env, *(e for e in prepared.env if e not in private)]
     run = spec.Process(args=shell.args, env=env, cwd=process.cwd, uid=process.uid, gid=process.gid,
                        additional_gids=process.additional_gids)
-    withheld = "" if shell.secrets or not prepared.private else " (its secrets and ssh agents withheld: --debug-secrets)"
-    step.info(f"{name} failed (exit code {code}): {' '.join(shell.args)} in its container{withheld}; "
-              "exit the shell to end the build")
+    withheld = "" if shell.secrets or not prepared.private else "; its secrets and ssh agents withheld (--debug-secrets)"
+    step.info(f"debug shell ({' '.join(shell.args)}) in the failed step's container: exit it to end the build"
+              f"{withheld}; the step: {name}, exit code {code}")
     try:
         with shell.hold():
             status = ws.executor.shell(rootfs, run, mounts, network=network,  # type: ignore[attr-defined]

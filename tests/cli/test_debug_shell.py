@@ -11,33 +11,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
+import signal
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.support.cli import irctl, irctl_argv, write
+from tests.support.debug_build import DOCKERFILE, TOKEN, probe, step_error
 from tests.support.terminal import TerminalSession
 
 pytestmark = pytest.mark.e2e
-
-TOKEN = "debug-shell-token-5c1e"
-
-DOCKERFILE = """\
-FROM base
-ENV HELLO=from-env
-WORKDIR /work
-RUN chown 1000:1000 /work
-USER 1000:1000
-RUN --network=none --mount=type=cache,target=/cache,uid=1000 --mount=type=secret,id=tok,target=/run/secrets/tok,uid=1000 \\
-    echo written-by-step > left.txt && echo cached-by-step > /cache/entry && exit 3
-"""
-
-# Each answer is computed by the shell ($((…))), so the terminal's echo of the typed line never matches it.
-PROBE = ('echo "FILE=$(cat /work/left.txt) PWD=$(pwd) HELLO=$HELLO UID=$(id -u):$(id -g) '
-         'CACHE=$(cat /cache/entry) SECRET=$(cat /run/secrets/tok 2>/dev/null) '
-         'NETS=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d \' \\n\') END$((40+2))"')
 
 
 def runtime_or_skip(name: str) -> str:
@@ -59,19 +43,6 @@ def _context(tmp_path: Path, busybox_layout: Path) -> tuple[Path, list[str]]:
                  "--secret", f"id=tok,src={tmp_path / 'tok'}"]
 
 
-def _probe(term: TerminalSession) -> dict[str, str]:
-    """Type the probe in the shell and return its answers, KEY -> value."""
-    term.expect("exit the shell to end the build")
-    term.send(PROBE)
-    line = term.expect("END42").rsplit("\n", 1)[-1]
-    return dict(part.split("=", 1) for part in line.split() if "=" in part)
-
-
-def _error(stderr: str) -> str:
-    """The build's error report: from the failed step's ERROR marker to the end."""
-    return stderr[stderr.index("did not complete successfully"):].strip()
-
-
 @pytest.mark.parametrize("runtime", ["runc", "crun"])
 def test_shell_in_the_failed_step_sees_its_state_and_the_build_still_fails(tmp_path, busybox_layout, runtime):
     runtime = runtime_or_skip(runtime)
@@ -79,7 +50,7 @@ def test_shell_in_the_failed_step_sees_its_state_and_the_build_still_fails(tmp_p
     env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache"), "IRCTL_RUNTIME": runtime}
     term = TerminalSession(irctl_argv("build", *args, "--on-error=shell", ctx), env=env)
     try:
-        seen = _probe(term)
+        seen = probe(term)
         term.send("exit 7")
         status = term.wait()
     finally:
@@ -91,8 +62,8 @@ def test_shell_in_the_failed_step_sees_its_state_and_the_build_still_fails(tmp_p
     # the same failure as without the shell: same status, same report; the step runs again
     plain = irctl("build", *args, ctx, env={"IRCTL_CACHE_DIR": str(tmp_path / "cache"), "IRCTL_RUNTIME": runtime})
     assert status == plain.code == 1
-    assert "exit code 3" in _error(plain.stderr)
-    assert _error(term.text) == _error(plain.stderr)
+    assert "exit code 3" in step_error(plain.stderr)
+    assert step_error(term.text) == step_error(plain.stderr)
     assert "#4 ERROR" in plain.stderr and "#4 CACHED" not in plain.stderr
     assert os.listdir(tmp_path / "cache" / "tmp") == []  # the failed step's rootfs went with the build
 
@@ -104,7 +75,7 @@ def test_debug_build_with_secrets_gives_the_shell_the_secret(tmp_path, busybox_l
     term = TerminalSession(irctl_argv("debug", "--invoke", "/bin/sh -i", "build", *args, "--debug-secrets", ctx),
                            env=env)
     try:
-        seen = _probe(term)
+        seen = probe(term)
         term.send("exit")
         status = term.wait()
     finally:
@@ -125,7 +96,7 @@ def test_without_a_terminal_it_refuses_at_once(tmp_path, busybox_layout):
     assert not (tmp_path / "cache").exists()  # refused before anything was built
 
 
-def test_a_shell_that_cannot_start_leaves_the_steps_error(tmp_path, busybox_layout):
+def test_a_shell_that_cannot_start_leaves_the_stepsstep_error(tmp_path, busybox_layout):
     ctx, args = _context(tmp_path, busybox_layout)
     env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
     term = TerminalSession(irctl_argv("build", *args, "--on-error=shell", "--debug-shell", "/bin/no-such-shell", ctx),
@@ -135,4 +106,23 @@ def test_a_shell_that_cannot_start_leaves_the_steps_error(tmp_path, busybox_layo
     finally:
         term.close()
     assert "the debug shell did not start" in term.text and "no-such-shell" in term.text
-    assert status == 1 and "exit code 3" in _error(term.text)
+    assert status == 1 and "exit code 3" in step_error(term.text)
+
+
+def test_sigterm_while_the_shell_is_open_ends_it_and_the_build(tmp_path, busybox_layout):
+    """The build being torn down (SIGTERM, as Ctrl-C outside the shell) kills the shell's container
+    rather than waiting for someone to type ``exit``."""
+    ctx, args = _context(tmp_path, busybox_layout)
+    env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
+    term = TerminalSession(irctl_argv("build", *args, "--on-error=shell", ctx), env=env)
+    try:
+        assert probe(term)["FILE"] == "written-by-step"
+        t0 = time.monotonic()
+        os.kill(term.pid, signal.SIGTERM)
+        status = term.wait(timeout=30)
+    finally:
+        term.close()
+    assert status == 128 + signal.SIGTERM
+    assert time.monotonic() - t0 < 10
+    assert "debug shell exited" not in term.text
+    assert os.listdir(tmp_path / "cache" / "tmp") == []
