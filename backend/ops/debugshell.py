@@ -78,6 +78,7 @@ def open_shell(ws: Workspace, step: Step, ex: irops.ExecOp, rootfs: Path, proces
                                        hostname=ex.hostname or "buildkitsandbox", cancel=ws.cancel,
                                        privileged=ex.security == "insecure")
     except Cancelled:  # the build is being torn down: its own error says why
+        step.info("debug shell killed: the build was cancelled (interrupted, or another step failed)")
         return
     except ContainerError as e:
         step.info(f"warning: {name}: the debug shell did not start: {e}")

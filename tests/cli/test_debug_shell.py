@@ -126,3 +126,31 @@ def test_sigterm_while_the_shell_is_open_ends_it_and_the_build(tmp_path, busybox
     assert time.monotonic() - t0 < 10
     assert "debug shell exited" not in term.text
     assert os.listdir(tmp_path / "cache" / "tmp") == []
+
+
+def test_another_step_failing_while_the_shell_is_open_cancels_the_build_and_the_shell(tmp_path, busybox_layout):
+    """One shell per build: stage b fails once the shell of stage a is open (it waits for a file the
+    shell makes in the cache mount both share); b gets no shell, the build is cancelled, a's shell killed."""
+    ctx = write(tmp_path / "ctx", {"Dockerfile": """\
+FROM base AS a
+RUN --mount=type=cache,target=/sync,id=sync echo a > /a && exit 4
+FROM base AS b
+RUN --mount=type=cache,target=/sync,id=sync until [ -e /sync/open ]; do sleep 0.05; done; exit 5
+FROM base
+COPY --from=a /a /a
+COPY --from=b /etc/hostname /b
+"""})
+    env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
+    term = TerminalSession(irctl_argv("build", "--progress", "plain", "--build-context",
+                                      f"base=oci-layout://{busybox_layout}", "--on-error=shell", ctx), env=env)
+    try:
+        term.expect("exit it to end the build")
+        term.send('touch /sync/open && echo "OPEN$((1+1))"')
+        term.expect("OPEN2")
+        status = term.wait(timeout=30)
+    finally:
+        term.close()
+    assert "debug shell killed: the build was cancelled" in term.text
+    assert term.text.count("exit it to end the build") == 1
+    assert status == 1 and "exit code 5" in term.text and "exit code 4" in term.text
+    assert os.listdir(tmp_path / "cache" / "tmp") == []
