@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import irctl, irctl_argv, write
-from tests.support.debug_build import DOCKERFILE, TOKEN, probe, step_error
+from tests.support.debug_build import DOCKERFILE, TOKEN, probe, probe_and_exit, step_error
 from tests.support.terminal import TerminalSession
 
 pytestmark = pytest.mark.e2e
@@ -48,22 +48,16 @@ def test_shell_in_the_failed_step_sees_its_state_and_the_build_still_fails(tmp_p
     runtime = runtime_or_skip(runtime)
     ctx, args = _context(tmp_path, busybox_layout)
     env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache"), "IRCTL_RUNTIME": runtime}
-    term = TerminalSession(irctl_argv("build", *args, "--on-error=shell", ctx), env=env)
-    try:
-        seen = probe(term)
-        term.send("exit 7")
-        status = term.wait()
-    finally:
-        term.close()
+    seen, status, text = probe_and_exit(irctl_argv("build", *args, "--on-error=shell", ctx), "exit 7", env=env)
     assert seen == {"FILE": "written-by-step", "PWD": "/work", "HELLO": "from-env", "UID": "1000:1000",
-                    "CACHE": "cached-by-step", "SECRET": "", "NETS": "lo"}, term.text
-    assert "its secrets and ssh agents withheld" in term.text
-    assert "debug shell exited (status 7)" in term.text
+                    "CACHE": "cached-by-step", "SECRET": "", "NETS": "lo"}, text
+    assert "its secrets and ssh agents withheld" in text
+    assert "debug shell exited (status 7)" in text
     # the same failure as without the shell: same status, same report; the step runs again
     plain = irctl("build", *args, ctx, env={"IRCTL_CACHE_DIR": str(tmp_path / "cache"), "IRCTL_RUNTIME": runtime})
     assert status == plain.code == 1
     assert "exit code 3" in step_error(plain.stderr)
-    assert step_error(term.text) == step_error(plain.stderr)
+    assert step_error(text) == step_error(plain.stderr)
     assert "#4 ERROR" in plain.stderr and "#4 CACHED" not in plain.stderr
     assert os.listdir(tmp_path / "cache" / "tmp") == []  # the failed step's rootfs went with the build
 
@@ -72,17 +66,11 @@ def test_debug_build_with_secrets_gives_the_shell_the_secret(tmp_path, busybox_l
     """``irctl debug --invoke CMD build --debug-secrets …``, buildx's spelling."""
     ctx, args = _context(tmp_path, busybox_layout)
     env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
-    term = TerminalSession(irctl_argv("debug", "--invoke", "/bin/sh -i", "build", *args, "--debug-secrets", ctx),
-                           env=env)
-    try:
-        seen = probe(term)
-        term.send("exit")
-        status = term.wait()
-    finally:
-        term.close()
-    assert seen["SECRET"] == TOKEN and seen["FILE"] == "written-by-step", term.text
-    assert "withheld" not in term.text
-    assert status == 1 and "exit code 3" in term.text
+    seen, status, text = probe_and_exit(irctl_argv("debug", "--invoke", "/bin/sh -i", "build", *args,
+                                                   "--debug-secrets", ctx), "exit", env=env)
+    assert seen["SECRET"] == TOKEN and seen["FILE"] == "written-by-step", text
+    assert "withheld" not in text
+    assert status == 1 and "exit code 3" in text
 
 
 def test_without_a_terminal_it_refuses_at_once(tmp_path, busybox_layout):

@@ -12,8 +12,7 @@ import pytest
 
 from tests.rootless.conftest import USER, UserCLI
 from tests.support.baseimage import make_busybox_layout
-from tests.support.debug_build import DOCKERFILE, TOKEN, probe, step_error
-from tests.support.terminal import TerminalSession
+from tests.support.debug_build import DOCKERFILE, TOKEN, probe_and_exit, step_error
 
 pytestmark = pytest.mark.e2e
 
@@ -31,21 +30,15 @@ def test_rootless_shell_in_the_failed_step(user_cli: UserCLI, runtime):
     argv = ["runuser", "-u", USER, "--", *user_cli.env({"IRCTL_RUNTIME": runtime}), user_cli.python, "-m", "irctl",
             "build", "--progress", "plain", "--build-context", f"base=oci-layout://{base}",
             "--secret", f"id=tok,src={work / 'tok'}", "--on-error=shell", str(work / "ctx")]
-    term = TerminalSession(argv, cwd=str(work))
     try:
-        try:
-            seen = probe(term)
-        except AssertionError:
-            if f"{runtime} could not start the container" in term.text:  # crun on hybrid cgroups, even here
-                pytest.skip(f"{runtime} cannot run containers on this host as {USER}")
-            raise
-        term.send("exit 5")
-        status = term.wait()
-    finally:
-        term.close()
-    assert "rootless: user namespace as uid 0" in term.text
+        seen, status, text = probe_and_exit(argv, "exit 5", cwd=str(work))
+    except AssertionError as e:
+        if f"{runtime} could not start the container" in str(e):  # crun on hybrid cgroups, even here
+            pytest.skip(f"{runtime} cannot run containers on this host as {USER}")
+        raise
+    assert "rootless: user namespace as uid 0" in text
     assert seen == {"FILE": "written-by-step", "PWD": "/work", "HELLO": "from-env", "UID": "1000:1000",
-                    "CACHE": "cached-by-step", "SECRET": "", "NETS": "lo"}, term.text
-    assert "debug shell exited (status 5)" in term.text
-    assert status == 1 and "exit code 3" in step_error(term.text)
+                    "CACHE": "cached-by-step", "SECRET": "", "NETS": "lo"}, text
+    assert "debug shell exited (status 5)" in text
+    assert status == 1 and "exit code 3" in step_error(text)
     assert list((user_cli.home / ".cache" / "irctl" / "tmp").iterdir()) == []

@@ -32,6 +32,19 @@ def probe(term: TerminalSession) -> dict[str, str]:
     return dict(part.split("=", 1) for part in line.split() if "=" in part)
 
 
+def probe_and_exit(argv: list[str], exit_line: str, env: dict | None = None,
+                   cwd: str | None = None) -> tuple[dict[str, str], int, str]:
+    """Run ``argv`` on a terminal, probe its debug shell, type ``exit_line``: (the probe's answers,
+    the exit status, everything the terminal showed)."""
+    term = TerminalSession(argv, env=env, cwd=cwd)
+    try:
+        seen = probe(term)
+        term.send(exit_line)
+        return seen, term.wait(), term.text
+    finally:
+        term.close()
+
+
 def step_error(stderr: str) -> str:
     """The build's error report: from the failed step's ERROR marker to the end."""
     return stderr[stderr.index("did not complete successfully"):].strip()
