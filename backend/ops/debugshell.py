@@ -53,10 +53,10 @@ class DebugShell:
 
 
 def open_shell(ws: Workspace, step: Step, ex: irops.ExecOp, rootfs: Path, process: spec.Process,
-               prepared: Prepared, network: str, code: int) -> None:
+               prepared: Prepared, network: str, code: int | None) -> None:
     """Run the shell in the failed step's container, if one was asked for and the build goes on;
-    return when it exits.  A shell that cannot start is a warning: the step's error is the one the
-    build reports either way."""
+    return when it exits.  ``code``: the step's exit code, None when its process could not start.  A
+    shell that cannot start is a warning: the step's error is the one the build reports either way."""
     shell: DebugShell | None = getattr(ws.options, "debug_shell", None)
     if shell is None or ws.cancel.is_set() or not shell.claim():
         return
@@ -71,7 +71,7 @@ def open_shell(ws: Workspace, step: Step, ex: irops.ExecOp, rootfs: Path, proces
                        additional_gids=process.additional_gids)
     withheld = "" if shell.secrets or not prepared.private else "; its secrets and ssh agents withheld (--debug-secrets)"
     step.info(f"debug shell ({' '.join(shell.args)}) in the failed step's container: exit it to end the build"
-              f"{withheld}; the step: {name}, exit code {code}")
+              f"{withheld}; the step: {name}, " + (f"exit code {code}" if code is not None else "could not start"))
     try:
         with shell.hold():
             status = ws.executor.shell(rootfs, run, mounts, network=network,  # type: ignore[attr-defined]

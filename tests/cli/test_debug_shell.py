@@ -142,3 +142,25 @@ COPY --from=b /etc/hostname /b
     assert term.text.count("exit it to end the build") == 1
     assert status == 1 and "exit code 5" in term.text and "exit code 4" in term.text
     assert os.listdir(tmp_path / "cache" / "tmp") == []
+
+
+def test_a_step_whose_process_cannot_start_gets_the_shell_too(tmp_path, busybox_layout):
+    """``RUN ["/no/such/tool"]``: the runtime cannot start it; the shell opens on what the step would
+    have run in, and the build reports the runtime's error as without the shell."""
+    ctx = write(tmp_path / "ctx", {"Dockerfile": 'FROM base\nRUN echo before > /before\nRUN ["/no/such/tool"]\n'})
+    env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
+    args = ["--progress", "plain", "--build-context", f"base=oci-layout://{busybox_layout}", ctx]
+    term = TerminalSession(irctl_argv("build", "--on-error=shell", *args), env=env)
+    try:
+        term.expect("exit it to end the build")
+        term.send('echo "BEFORE=$(cat /before)-$((1+1))"')
+        assert term.expect("-2").endswith("BEFORE=before")
+        term.send("exit")
+        status = term.wait()
+    finally:
+        term.close()
+    assert "the step: [3/3] RUN [\"/no/such/tool\"], could not start" in term.text
+    plain = irctl("build", *args, env={"IRCTL_CACHE_DIR": str(tmp_path / "cache")})
+    assert status == plain.code == 1
+    report = plain.stderr[plain.stderr.index('[3/3] RUN ["/no/such/tool"]: '):]
+    assert "could not start the container" in report and report.strip() in term.text.replace("\r", "")
