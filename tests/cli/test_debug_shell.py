@@ -10,6 +10,7 @@ have without the shell (same message, same status), and nothing of the step is c
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import time
@@ -50,7 +51,7 @@ def test_shell_in_the_failed_step_sees_its_state_and_the_build_still_fails(tmp_p
     env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache"), "IRCTL_RUNTIME": runtime}
     seen, status, text = probe_and_exit(irctl_argv("build", *args, "--on-error=shell", ctx), "exit 7", env=env)
     assert seen == {"FILE": "written-by-step", "PWD": "/work", "HELLO": "from-env", "UID": "1000:1000",
-                    "CACHE": "cached-by-step", "SECRET": "", "NETS": "lo"}, text
+                    "CACHE": "cached-by-step", "SECRET": "", "NETS": "lo", "BIND": "FROM", "TMPFS": "1"}, text
     assert "its secrets and ssh agents withheld" in text
     assert "debug shell exited (status 7)" in text
     # the same failure as without the shell: same status, same report; the step runs again
@@ -58,7 +59,8 @@ def test_shell_in_the_failed_step_sees_its_state_and_the_build_still_fails(tmp_p
     assert status == plain.code == 1
     assert "exit code 3" in step_error(plain.stderr)
     assert step_error(text) == step_error(plain.stderr)
-    assert "#4 ERROR" in plain.stderr and "#4 CACHED" not in plain.stderr
+    n = re.search(r"^#(\d+) \[4/4\] RUN", plain.stderr, re.M).group(1)  # the step ran again: nothing was cached
+    assert f"#{n} ERROR" in plain.stderr and f"#{n} CACHED" not in plain.stderr
     assert os.listdir(tmp_path / "cache" / "tmp") == []  # the failed step's rootfs went with the build
 
 
