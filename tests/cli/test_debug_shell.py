@@ -86,7 +86,7 @@ def test_without_a_terminal_it_refuses_at_once(tmp_path, busybox_layout):
     assert not (tmp_path / "cache").exists()  # refused before anything was built
 
 
-def test_a_shell_that_cannot_start_leaves_the_stepsstep_error(tmp_path, busybox_layout):
+def test_a_shell_that_cannot_start_leaves_the_steps_error(tmp_path, busybox_layout):
     ctx, args = _context(tmp_path, busybox_layout)
     env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
     term = TerminalSession(irctl_argv("build", *args, "--on-error=shell", "--debug-shell", "/bin/no-such-shell", ctx),
