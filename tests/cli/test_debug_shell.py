@@ -51,7 +51,7 @@ def test_shell_in_the_failed_step_sees_its_state_and_the_build_still_fails(tmp_p
     env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache"), "IRCTL_RUNTIME": runtime}
     seen, status, text = probe_and_exit(irctl_argv("build", *args, "--on-error=shell", ctx), "exit 7", env=env)
     assert seen == {"FILE": "written-by-step", "PWD": "/work", "HELLO": "from-env", "UID": "1000:1000",
-                    "CACHE": "cached-by-step", "SECRET": "", "NETS": "lo", "BIND": "FROM", "TMPFS": "1"}, text
+                    "CACHE": "cached-by-step", "SECRET": "", "SECRET_ENV": "", "NETS": "lo", "BIND": "FROM", "TMPFS": "1"}, text
     assert "its secrets and ssh agents withheld" in text
     assert "debug shell exited (status 7)" in text
     # the same failure as without the shell: same status, same report; the step runs again
@@ -70,7 +70,7 @@ def test_debug_build_with_secrets_gives_the_shell_the_secret(tmp_path, busybox_l
     env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
     seen, status, text = probe_and_exit(irctl_argv("debug", "--invoke", "/bin/sh -i", "build", *args,
                                                    "--debug-secrets", ctx), "exit", env=env)
-    assert seen["SECRET"] == TOKEN and seen["FILE"] == "written-by-step", text
+    assert seen["SECRET"] == seen["SECRET_ENV"] == TOKEN and seen["FILE"] == "written-by-step", text
     assert "withheld" not in text
     assert status == 1 and "exit code 3" in text
 

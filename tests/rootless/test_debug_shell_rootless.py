@@ -38,7 +38,7 @@ def test_rootless_shell_in_the_failed_step(user_cli: UserCLI, runtime):
         raise
     assert "rootless: user namespace as uid 0" in text
     assert seen == {"FILE": "written-by-step", "PWD": "/work", "HELLO": "from-env", "UID": "1000:1000",
-                    "CACHE": "cached-by-step", "SECRET": "", "NETS": "lo", "BIND": "FROM", "TMPFS": "1"}, text
+                    "CACHE": "cached-by-step", "SECRET": "", "SECRET_ENV": "", "NETS": "lo", "BIND": "FROM", "TMPFS": "1"}, text
     assert "debug shell exited (status 5)" in text
     assert status == 1 and "exit code 3" in step_error(text)
     assert list((user_cli.home / ".cache" / "irctl" / "tmp").iterdir()) == []

@@ -14,14 +14,14 @@ ENV HELLO=from-env
 WORKDIR /work
 RUN chown 1000:1000 /work
 USER 1000:1000
-RUN --network=none --mount=type=cache,target=/cache,uid=1000 --mount=type=secret,id=tok,target=/run/secrets/tok,uid=1000 \\
-    --mount=type=bind,target=/ctx --mount=type=tmpfs,target=/scratch \\
+RUN --network=none --mount=type=cache,target=/cache,uid=1000 --mount=type=secret,id=tok,target=/run/secrets/tok-file,uid=1000 \\
+    --mount=type=secret,id=tok,env=TOKEN_ENV --mount=type=bind,target=/ctx --mount=type=tmpfs,target=/scratch \\
     echo written-by-step > left.txt && echo cached-by-step > /cache/entry && exit 3
 """
 
 # Each answer is computed by the shell ($((…))), so the terminal's echo of the typed line never matches it.
 PROBE = ('echo "FILE=$(cat /work/left.txt) PWD=$(pwd) HELLO=$HELLO UID=$(id -u):$(id -g) '
-         'CACHE=$(cat /cache/entry) SECRET=$(cat /run/secrets/tok 2>/dev/null) '
+         'CACHE=$(cat /cache/entry) SECRET=$(cat /run/secrets/tok-file 2>/dev/null) SECRET_ENV=$TOKEN_ENV '
          'NETS=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d \' \\n\') BIND=$(head -c4 /ctx/Dockerfile) '
          'TMPFS=$(grep -c " /scratch tmpfs " /proc/mounts) END$((40+2))"')
 
