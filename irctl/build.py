@@ -52,7 +52,8 @@ def build(
                                        "type=local,dest=DIR | type=inline, with mode=min|max, mounts=ID,… (repeatable)."),
     on_error: str = typer.Option("fail", "--on-error", help="When a RUN step fails: fail, or shell (an interactive "
                                  "shell in its container, as `buildx debug --on=error`; needs a terminal)."),
-    debug_shell: str = typer.Option("/bin/sh", "--debug-shell", help="Command --on-error=shell runs (`irctl debug --invoke`)."),
+    debug_shell: str = typer.Option("/bin/sh", "--debug-shell", help="Command --on-error=shell runs "
+                                    "(`irctl debug --invoke`)."),
     debug_secrets: bool = typer.Option(False, "--debug-secrets", help="Give the debug shell the step's secrets and "
                                        "ssh agents too (withheld by default)."),
 ) -> None:

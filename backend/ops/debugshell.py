@@ -69,7 +69,8 @@ def open_shell(ws: Workspace, step: Step, ex: irops.ExecOp, rootfs: Path, proces
     env = [*ex.env, *(e for e in prepared.env if e not in private)]
     run = spec.Process(args=shell.args, env=env, cwd=process.cwd, uid=process.uid, gid=process.gid,
                        additional_gids=process.additional_gids)
-    withheld = "" if shell.secrets or not prepared.private else "; its secrets and ssh agents withheld (--debug-secrets)"
+    withheld = ("" if shell.secrets or not prepared.private
+                else "; its secrets and ssh agents withheld (--debug-secrets)")
     step.info(f"debug shell ({' '.join(shell.args)}) in the failed step's container: exit it to end the build"
               f"{withheld}; the step: {name}, " + (f"exit code {code}" if code is not None else "could not start"))
     try:
