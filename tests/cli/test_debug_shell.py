@@ -13,6 +13,8 @@ import os
 import re
 import shutil
 import signal
+import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,17 +39,31 @@ def runtime_or_skip(name: str) -> str:
     return name
 
 
-def _context(tmp_path: Path, busybox_layout: Path) -> tuple[Path, list[str]]:
+@pytest.fixture
+def agent():
+    """A listening socket standing in for an ssh agent (the build's proxy connects only when used)."""
+    where = Path(tempfile.mkdtemp(prefix="agent-", dir="/tmp"))  # short: a socket path has 108 bytes
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(where / "agent.sock"))
+    sock.listen()
+    yield where / "agent.sock"
+    sock.close()
+    shutil.rmtree(where)
+
+
+@pytest.fixture
+def failing(tmp_path, busybox_layout, agent) -> tuple[Path, list[str]]:
+    """The failing build's context and its options (a secret and an ssh agent granted)."""
     ctx = write(tmp_path / "ctx", {"Dockerfile": DOCKERFILE})
     (tmp_path / "tok").write_text(TOKEN)
     return ctx, ["--progress", "plain", "--build-context", f"base=oci-layout://{busybox_layout}",
-                 "--secret", f"id=tok,src={tmp_path / 'tok'}"]
+                 "--secret", f"id=tok,src={tmp_path / 'tok'}", "--ssh", f"default={agent}"]
 
 
 @pytest.mark.parametrize("runtime", ["runc", "crun"])
-def test_shell_in_the_failed_step_sees_its_state_and_the_build_still_fails(tmp_path, busybox_layout, runtime):
+def test_shell_in_the_failed_step_sees_its_state_and_the_build_still_fails(tmp_path, failing, runtime):
     runtime = runtime_or_skip(runtime)
-    ctx, args = _context(tmp_path, busybox_layout)
+    ctx, args = failing
     env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache"), "IRCTL_RUNTIME": runtime}
     seen, status, text = probe_and_exit(irctl_argv("build", *args, "--on-error=shell", ctx), "exit 7", env=env)
     assert seen == SEEN, text
@@ -63,19 +79,19 @@ def test_shell_in_the_failed_step_sees_its_state_and_the_build_still_fails(tmp_p
     assert os.listdir(tmp_path / "cache" / "tmp") == []  # the failed step's rootfs went with the build
 
 
-def test_debug_build_with_secrets_gives_the_shell_the_secret(tmp_path, busybox_layout):
+def test_debug_build_with_secrets_gives_the_shell_the_secrets_and_the_agent(tmp_path, failing):
     """``irctl debug --invoke CMD build --debug-secrets …``, buildx's spelling."""
-    ctx, args = _context(tmp_path, busybox_layout)
+    ctx, args = failing
     env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
     seen, status, text = probe_and_exit(irctl_argv("debug", "--invoke", "/bin/sh -i", "build", *args,
                                                    "--debug-secrets", ctx), "exit", env=env)
-    assert seen["SECRET"] == seen["SECRET_ENV"] == TOKEN and seen["FILE"] == "written-by-step", text
+    assert seen == {**SEEN, "SECRET": TOKEN, "SECRET_ENV": TOKEN, "AGENT": "bound"}, text
     assert "withheld" not in text
     assert status == 1 and "exit code 3" in text
 
 
-def test_without_a_terminal_it_refuses_at_once(tmp_path, busybox_layout):
-    ctx, args = _context(tmp_path, busybox_layout)
+def test_without_a_terminal_it_refuses_at_once(tmp_path, failing):
+    ctx, args = failing
     t0 = time.monotonic()
     r = irctl("build", *args, "--on-error=shell", ctx, env={"IRCTL_CACHE_DIR": str(tmp_path / "cache")})
     assert r.code == 1
@@ -85,8 +101,8 @@ def test_without_a_terminal_it_refuses_at_once(tmp_path, busybox_layout):
     assert not (tmp_path / "cache").exists()  # refused before anything was built
 
 
-def test_a_shell_that_cannot_start_leaves_the_steps_error(tmp_path, busybox_layout):
-    ctx, args = _context(tmp_path, busybox_layout)
+def test_a_shell_that_cannot_start_leaves_the_steps_error(tmp_path, failing):
+    ctx, args = failing
     env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
     term = TerminalSession(irctl_argv("build", *args, "--on-error=shell", "--debug-shell", "/bin/no-such-shell", ctx),
                            env=env)
@@ -98,10 +114,10 @@ def test_a_shell_that_cannot_start_leaves_the_steps_error(tmp_path, busybox_layo
     assert status == 1 and "exit code 3" in step_error(term.text)
 
 
-def test_sigterm_while_the_shell_is_open_ends_it_and_the_build(tmp_path, busybox_layout):
+def test_sigterm_while_the_shell_is_open_ends_it_and_the_build(tmp_path, failing):
     """The build being torn down (SIGTERM, as Ctrl-C outside the shell) kills the shell's container
     rather than waiting for someone to type ``exit``."""
-    ctx, args = _context(tmp_path, busybox_layout)
+    ctx, args = failing
     env = {**os.environ, "IRCTL_CACHE_DIR": str(tmp_path / "cache")}
     term = TerminalSession(irctl_argv("build", *args, "--on-error=shell", ctx), env=env)
     try:

@@ -16,20 +16,22 @@ RUN chown 1000:1000 /work
 USER 1000:1000
 RUN --network=none --mount=type=cache,target=/cache,uid=1000 \\
     --mount=type=secret,id=tok,target=/run/secrets/tok-file,uid=1000 \\
-    --mount=type=secret,id=tok,env=TOKEN_ENV --mount=type=bind,target=/ctx --mount=type=tmpfs,target=/scratch \\
+    --mount=type=secret,id=tok,env=TOKEN_ENV --mount=type=ssh,target=/run/agent.sock \\
+    --mount=type=bind,target=/ctx --mount=type=tmpfs,target=/scratch \\
     echo written-by-step > left.txt && echo cached-by-step > /cache/entry && exit 3
 """
 
 # Each answer is computed by the shell ($((…))), so the terminal's echo of the typed line never matches it.
 PROBE = ('echo "FILE=$(cat /work/left.txt) PWD=$(pwd) HELLO=$HELLO UID=$(id -u):$(id -g) '
          'CACHE=$(cat /cache/entry) SECRET=$(cat /run/secrets/tok-file 2>/dev/null) SECRET_ENV=$TOKEN_ENV '
+         'AGENT=$(test -S /run/agent.sock && echo bound || echo none) '
          'NETS=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d \' \\n\') BIND=$(head -c4 /ctx/Dockerfile) '
          'TMPFS=$(grep -c " /scratch tmpfs " /proc/mounts) END$((40+2))"')
 
 # What the probe answers in that step's shell without --debug-secrets: the step's file, working dir,
-# environment, user, cache, network (none: loopback only), context bind and tmpfs; no secret.
+# environment, user, cache, network (none: loopback only), context bind and tmpfs; no secret, no agent.
 SEEN = {"FILE": "written-by-step", "PWD": "/work", "HELLO": "from-env", "UID": "1000:1000", "CACHE": "cached-by-step",
-        "SECRET": "", "SECRET_ENV": "", "NETS": "lo", "BIND": "FROM", "TMPFS": "1"}
+        "SECRET": "", "SECRET_ENV": "", "AGENT": "none", "NETS": "lo", "BIND": "FROM", "TMPFS": "1"}
 
 
 def probe(term: TerminalSession) -> dict[str, str]:
