@@ -1,9 +1,10 @@
 """``irctl build --on-error=shell`` (and ``irctl debug build``): a shell in the failed RUN step's
-container, on a real pseudo-terminal, with runc and with crun.
+container, on a real pseudo-terminal, with runc and with crun (skipped where crun cannot run containers,
+as on hybrid-cgroup hosts).
 
 The step writes a file, a cache entry, and fails with exit code 3; the shell must see the file, the
-step's working dir, environment, user, cache mount and network mode, and not the secret unless asked
-(``--debug-secrets``).  The shell's own exit status is not the build's: the build fails as it would
+step's working dir, environment, user, cache, bind and tmpfs mounts and network mode, and neither its
+secrets (file and env) nor its ssh agent unless asked (``--debug-secrets``).  The shell's own exit status is not the build's: the build fails as it would
 have without the shell (same message, same status), and nothing of the step is cached.
 """
 
