@@ -75,7 +75,7 @@ def test_only_the_first_failure_gets_a_shell(tmp_path, terminal):
     fake = FakeExecutor()
     a = b.scratch().with_meta("RUN a").run(["exit", "4"])
     c = b.scratch().with_meta("RUN c").run(["exit", "5"])
-    error, events = _build(tmp_path, a.merge([c]), DebugShell(args=("sleep", "30")), fake)
+    _, events = _build(tmp_path, a.merge([c]), DebugShell(args=("sleep", "30")), fake)
     assert len(fake.shells) == 1
     assert any(e.text.startswith("debug shell killed: the build was cancelled") for e in events.of("info"))
 
