@@ -11,6 +11,7 @@ import pytest
 
 from backend.errors import BuildError
 from backend.events import Recorder
+from backend.oci.mountdir import holds_secret
 from backend.ops import debugshell
 from backend.ops.debugshell import DebugShell
 from backend.solve.solver import SolveOptions, solve
@@ -86,3 +87,12 @@ def test_without_a_terminal_there_is_no_shell_and_the_failure_is_the_same(tmp_pa
     error, events = _build(tmp_path, _failing(), DebugShell(), fake)
     assert fake.shells == [] and error.exit_code == 3
     assert any("no terminal on stdin, so no debug shell" in e.text for e in events.of("info"))
+
+
+def test_a_secret_the_shell_writes_into_a_cache_mount_marks_it_unexportable(tmp_path, terminal):
+    """The step's own writes were scanned when it exited; what a shell given the secrets writes into
+    a cache mount afterwards is scanned too, so ``--cache-to`` never exports that mount."""
+    fake = FakeExecutor()
+    _build(tmp_path, _failing(), DebugShell(args=("write", "/cache/typed", "s3cret-in-a-file"), secrets=True), fake)
+    ((shell, _),) = fake.shells
+    assert holds_secret(shell.mounts["/cache"])
