@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 
 from backend.errors import BuildError
-from irctl import caching, metadata
+from irctl import caching, debugging, metadata
 from irctl import options as opt
 from irctl.errors import UserError, user_errors
 from irctl.exporting import export, platform_of, precompress_needs
@@ -61,11 +61,18 @@ def build(
     metadata_file: Optional[Path] = typer.Option(None, "--metadata-file", help="Write build result metadata "
                                                  "(buildx's JSON keys) to a file."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the image ID on success, nothing else."),
+    on_error: str = typer.Option("fail", "--on-error", help="When a RUN step fails: fail, or shell (an interactive "
+                                 "shell in its container, as `buildx debug --on=error`; needs a terminal)."),
+    debug_shell: str = typer.Option("/bin/sh", "--debug-shell", help="Command --on-error=shell runs "
+                                    "(`irctl debug --invoke`)."),
+    debug_secrets: bool = typer.Option(False, "--debug-secrets", help="Give the debug shell the step's secrets and "
+                                       "ssh agents too (withheld by default)."),
 ) -> None:
     """Build an image from CONTEXT."""
     with user_errors():
         if not context.is_dir():
             raise UserError(f"build context {context} is not a directory")
+        shell = debugging.shell_options(on_error, debug_shell, debug_secrets)
         enter_if_unprivileged(announce=progress != "quiet")
         # Below, `# lazy:` marks what `irctl --help` (which imports every command module) would pay
         # for at module level; and the backend is imported only inside the user namespace.
@@ -102,7 +109,7 @@ def build(
         snapshot = _solve(compiled.document, context, named, opt.secrets(secret), opt.ssh_agents(ssh),
                           jobs, no_cache, granted, tuple(insecure_registry), progress, root, scans, network,
                           record, explain, debug, precompress_needs(outputs), cache_imports, ledger,
-                          _stage_filter(no_cache_filter, compiled.document))
+                          _stage_filter(no_cache_filter, compiled.document), shell)
         memo_key = None
         if not frontend:
             memo_key = fastpath.remember(memo_opts, [str(p) for p in snapshot.layers], len(compiled.document.ops),
@@ -153,7 +160,8 @@ def _compile(context, file, frontend, target, build_args, named, insecure, cache
 
 
 def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure, progress, root, scans, network,
-           record, explain, debug=False, precompress=(), cache_from=(), ledger=None, no_cache_groups=frozenset()):
+           record, explain, debug=False, precompress=(), cache_from=(), ledger=None, no_cache_groups=frozenset(),
+           shell=None):
     from backend.solve.solver import SolveOptions, solve  # lazy: --help imports every command module (~110 ms)
     from irctl.progress import renderer  # lazy: as the solver (~5 ms)
 
@@ -163,6 +171,7 @@ def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure,
                            entitlements=granted, insecure_registries=insecure, on_event=render,
                            context_scans=scans, network=network, record=record, precompress=precompress,
                            cache_from=cache_from, ledger=ledger, no_cache_groups=no_cache_groups)
+    render = options.on_event = debugging.attach(options, shell, render)
     if jobs > 0:
         options.jobs = jobs
     t0 = time.monotonic()

@@ -14,7 +14,7 @@ import typer
 # command word -> module
 COMMANDS = {
     "build": "build", "compile": "compile", "solve": "solve", "dump": "dump", "validate": "validate",
-    "cache": "cache", "frontends": "frontends_cmd", "dockerfile": "dockerfile_cmd",
+    "cache": "cache", "frontends": "frontends_cmd", "dockerfile": "dockerfile_cmd", "debug": "debug_cmd",
 }
 
 

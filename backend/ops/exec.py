@@ -28,6 +28,7 @@ from backend.fs import safefs
 from backend.fs.mountpoints import remove_mount_stubs
 from backend.fs.userdb import UserError, resolve_user
 from backend.oci.mountdir import mark_secret
+from backend.ops import debugshell
 from backend.ops import mounts as mnt
 from backend.ops import secretscan
 from backend.ops.handler import OpHandler, Reads
@@ -138,17 +139,23 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
                 step.started = time.monotonic()
                 if time.monotonic() - waited > 0.5:
                     step.info(f"waited {time.monotonic() - waited:.1f}s for a free job slot")
+                failure = ""
                 try:
                     code = ws.executor.run(rootfs, process, prepared.mounts, network=network,
                                            hostname=ex.hostname or "buildkitsandbox", output=lines,
                                            cancel=ws.cancel, privileged=ex.security == "insecure")
-                except spec.ContainerStartError as e:
-                    lines.flush()
-                    raise BuildError(str(e), output_tail=tuple(lines.tail)) from None
+                except spec.ContainerStartError as e:  # (a missing executable): reported below
+                    code, failure = None, str(e)
                 finally:  # failed or not: the cache mount stays, and a later build could export it
                     in_caches = _secrets_in_caches(ws, prepared, since) if ws.redactor else []
             lines.flush()
             if code != 0:
+                if getattr(ws.options, "debug_shell", None) is not None:
+                    debugshell.open_shell(ws, step, ex, rootfs, process, prepared, network, code)
+                    if ws.redactor:  # a shell given the secrets may have written one into a cache
+                        _secrets_in_caches(ws, prepared, since)
+                if code is None:
+                    raise BuildError(failure, output_tail=tuple(lines.tail))
                 raise BuildError(f"process {_argv(ex.args)} did not complete successfully: exit code {code}",
                                  output_tail=tuple(lines.tail), exit_code=code)
             targets = spec.mount_targets(prepared.mounts)

@@ -41,6 +41,9 @@ class Prepared:
     outputs: dict[int, tuple[list[Path], Path]] = field(default_factory=dict)  # output -> (lowers, upper)
     secrets: list[bytes] = field(default_factory=list)  # values this step mounts
     caches: list[tuple[str, Path]] = field(default_factory=list)  # writable cache mounts: (target, host dir)
+    # the secret and ssh mounts and secret env vars among the above: a debug shell gets them only when
+    # asked (backend.ops.debugshell)
+    private: list = field(default_factory=list)
 
 
 def secret_dir() -> Path:
@@ -87,6 +90,7 @@ def prepare(ws: Workspace, stack: contextlib.ExitStack, step: Step, ex: irops.Ex
             out.secrets.append(value)
             if s.env:
                 out.env.append(f"{s.env}={value.decode('utf-8', 'surrogateescape')}")
+                out.private.append(out.env[-1])
                 continue
             fd, path = tempfile.mkstemp(prefix="secret-", dir=secrets_dir)
             with os.fdopen(fd, "wb") as f:
@@ -94,6 +98,7 @@ def prepare(ws: Workspace, stack: contextlib.ExitStack, step: Step, ex: irops.Ex
             os.chown(path, s.uid, s.gid)
             os.chmod(path, s.mode)
             out.mounts.append(spec.FileMount(Path(path), m.target))
+            out.private.append(out.mounts[-1])
         elif m.type == "ssh":
             s = m.ssh or irops.SSHOptions()
             agent = opts.ssh.get(s.id)  # type: ignore[attr-defined]
@@ -103,6 +108,7 @@ def prepare(ws: Workspace, stack: contextlib.ExitStack, step: Step, ex: irops.Ex
                 continue
             proxy = stack.enter_context(SSHProxy(Path(agent), secrets_dir, uid=s.uid, gid=s.gid, mode=s.mode))
             out.mounts.append(spec.BindMount(proxy.path, m.target, readonly=True))
+            out.private.append(out.mounts[-1])
         else:  # pragma: no cover - validation rejects unknown types
             raise SolveError(f"unknown mount type {m.type!r}")
     out.env.extend(ssh_auth_sock(ex, out.env))

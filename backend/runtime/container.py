@@ -92,6 +92,66 @@ def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network
     `finish_deferred(deferred)` before removing `state_dir`. `networks`: where a `network="default"` run
     takes its private network from (a build's pool, see `backend.runtime.netns`); without it one is started here."""
     runtime = runtime or find_runtime()
+    with _bundle(rootfs, process, mounts, network=network, hostname=hostname, state_dir=state_dir,
+                 privileged=privileged, networks=networks) as (bundle, container_id):
+        return _run_bundle(runtime, Path(state_dir), bundle, container_id, output, cancel, deferred)
+
+
+def run_interactive(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network: str, hostname: str,
+                    state_dir: Path, cancel: threading.Event | None = None, runtime: Runtime | None = None,
+                    privileged: bool = False) -> int:
+    """Run `process` as `run` would (same sandbox, network and mounts), but on a terminal: the runtime
+    runs in the foreground with `process.terminal` set, gives the container a pty of its own and joins
+    it to this process's stdin/stdout (which must be a terminal: the caller checks), as `docker run -it`
+    does.  Returns the exit code; `cancel` kills the container (the build is being torn down)."""
+    runtime = runtime or find_runtime()
+    state_dir = Path(state_dir)
+    with _bundle(rootfs, process, mounts, network=network, hostname=hostname, state_dir=state_dir,
+                 privileged=privileged, terminal=True) as (bundle, container_id):
+        log_file = bundle / "runtime.log"
+        argv = runtime.command(state_dir, "run", "--bundle", os.fspath(bundle), container_id)
+        argv[1:1] = [f"--log={log_file}", "--log-format=json"]
+        # in our process group, so it may read the terminal; its own stdin/stdout are the terminal's
+        proc = subprocess.Popen(argv)
+        try:
+            while proc.poll() is None:
+                if cancel is not None and cancel.is_set():
+                    _kill(runtime, state_dir, container_id, proc)
+                    raise Cancelled(f"container {container_id} cancelled")
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=0.1)
+        except BaseException:
+            if proc.poll() is None:
+                _kill(runtime, state_dir, container_id, proc)
+            raise
+        finally:
+            subprocess.run(runtime.command(state_dir, "delete", "--force", container_id),
+                           stdin=subprocess.DEVNULL, capture_output=True)
+        code = proc.returncode
+        if code != 0 and _runtime_failed(log_file):
+            raise ContainerStartError(f"{runtime.name} could not start the container: {_runtime_error(log_file)}")
+        return code if code >= 0 else 128 - code
+
+
+def _runtime_failed(log_file: Path) -> bool:
+    """Whether the runtime logged an error of its own (else a non-zero exit is the process's)."""
+    try:
+        lines = log_file.read_text(errors="replace").splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        with contextlib.suppress(ValueError, AttributeError):
+            if json.loads(line).get("level") in ("error", "fatal"):
+                return True
+    return False
+
+
+@contextlib.contextmanager
+def _bundle(rootfs: Path, process: Process, mounts: Sequence[Mount], *, network: str, hostname: str,
+            state_dir: Path, privileged: bool, networks: NetworkPool | None = None,
+            terminal: bool = False):
+    """A run's bundle under `state_dir` (config.json, its /etc/hosts and resolv.conf) and its network,
+    held until the run is over; yields (bundle dir, container id)."""
     state_dir = Path(state_dir)
     safefs.private_dir(state_dir)
     container_id = f"{CONTAINER_PREFIX}{uuid.uuid4().hex[:16]}"
@@ -114,13 +174,14 @@ def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network
             cfg = config_for(Path(rootfs), process, mounts, network=network, hostname=hostname,
                              extra_files={"/etc/hosts": files / "hosts", "/etc/resolv.conf": files / "resolv.conf"},
                              privileged=privileged, netns=net.path if net is not None else None)
+            cfg["process"]["terminal"] = terminal
             (bundle / "config.json").write_text(json.dumps(cfg, indent=1))
             if net is not None:
                 try:
                     net.wait_ready()
                 except NetworkError as e:
                     raise ContainerStartError(str(e)) from None
-            return _run_bundle(runtime, state_dir, bundle, container_id, output, cancel, deferred)
+            yield bundle, container_id
 
 
 def reap_stale_containers(state_dir: Path, runtime: Runtime | None = None) -> list[str]:

@@ -37,6 +37,12 @@ class Executor(Protocol):
         ``container.Cancelled`` once ``cancel`` is set (the process is killed first) and
         ``spec.ContainerStartError`` when the process cannot be started."""
 
+    def shell(self, rootfs: Path, process: spec.Process, mounts: Sequence[spec.Mount], *, network: str,
+              hostname: str, cancel: threading.Event, privileged: bool) -> int:
+        """Run ``process`` as ``run`` would, but on this process's terminal, and return its exit
+        status: the shell ``--on-error=shell`` opens in a failed step's container
+        (``backend.ops.debugshell``).  Raises as ``run`` does."""
+
     def close(self) -> None:
         """Wait for what runs still left behind (deletes, networks); the build is over."""
 
@@ -77,6 +83,12 @@ class OCIExecutor:
         return container.run(rootfs, process, mounts, network=network, hostname=hostname, output=output,
                              state_dir=self.state_dir, cancel=cancel, runtime=self._find(), privileged=privileged,
                              deferred=self._deferred, networks=self._networks)
+
+    def shell(self, rootfs: Path, process: spec.Process, mounts: Sequence[spec.Mount], *, network: str,
+              hostname: str, cancel: threading.Event, privileged: bool) -> int:
+        return container.run_interactive(rootfs, process, mounts, network=network, hostname=hostname,
+                                         state_dir=self.state_dir, cancel=cancel, runtime=self._find(),
+                                         privileged=privileged)
 
     def close(self) -> None:
         if self._networks is not None:

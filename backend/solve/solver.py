@@ -83,6 +83,8 @@ class SolveOptions:
     # what to note for --cache-to (backend.remotecache.ledger.CacheLedger)
     cache_from: tuple = ()
     ledger: CacheLedger | None = None
+    # --on-error=shell: a shell in the first failed RUN step's container (backend.ops.debugshell.DebugShell)
+    debug_shell: object = None
 
 
 def solve(doc: irops.Document, targets: list[str] | None = None, options: SolveOptions | None = None

@@ -47,6 +47,11 @@ class FakeRun:
     started: float = 0.0
     ended: float = 0.0
 
+    @classmethod
+    def of(cls, process: Process, network: str, hostname: str, privileged: bool) -> "FakeRun":
+        return cls(tuple(process.args), tuple(process.env), process.cwd, process.uid, process.gid, network,
+                   hostname, privileged, started=time.monotonic())
+
 
 class ScriptError(Exception):
     """A command of the script failed: its message is printed and the run exits 1."""
@@ -58,6 +63,7 @@ class FakeExecutor:
         self.calls = dict(calls or {})
         self.missing = missing  # raised by ready(): "no runtime on this host"
         self.runs: list[FakeRun] = []
+        self.shells: list[tuple[FakeRun, str]] = []  # debug shells (``shell``): the run, what it printed
         self.running = 0
         self.max_running = 0
         self.warmed = self.closed = False
@@ -76,10 +82,14 @@ class FakeExecutor:
 
     def run(self, rootfs: Path, process: Process, mounts: Sequence[Mount], *, network: str, hostname: str,
             output: Callable[[bytes], None], cancel: threading.Event, privileged: bool) -> int:
-        record = FakeRun(tuple(process.args), tuple(process.env), process.cwd, process.uid, process.gid, network,
-                         hostname, privileged, started=time.monotonic())
+        record = FakeRun.of(process, network, hostname, privileged)
         with self._lock:
             self.runs.append(record)
+        return self._run(record, rootfs, process, mounts, output, cancel)
+
+    def _run(self, record: FakeRun, rootfs: Path, process: Process, mounts: Sequence[Mount],
+             output: Callable[[bytes], None], cancel: threading.Event) -> int:
+        with self._lock:
             self.running += 1
             self.max_running = max(self.max_running, self.running)
         try:
@@ -95,6 +105,18 @@ class FakeExecutor:
             record.ended = time.monotonic()
             with self._lock:
                 self.running -= 1
+
+    def shell(self, rootfs: Path, process: Process, mounts: Sequence[Mount], *, network: str, hostname: str,
+              cancel: threading.Event, privileged: bool) -> int:
+        """The debug shell of ``--on-error=shell``: its argv is a script run as ``run`` runs one, kept
+        with what it printed in ``shells`` (not in ``runs``)."""
+        printed: list[bytes] = []
+        record = FakeRun.of(process, network, hostname, privileged)
+        try:
+            return self._run(record, rootfs, process, mounts, printed.append, cancel)
+        finally:  # a cancelled one too
+            with self._lock:
+                self.shells.append((record, b"".join(printed).decode()))
 
     # -- the script ---------------------------------------------------------------------------------
     def _script(self, ctx: "Context") -> int:
