@@ -32,6 +32,8 @@ def build(
     build_context: List[str] = typer.Option([], "--build-context", help="NAME=DIR|docker-image://REF|oci-layout://PATH."),
     output: List[str] = typer.Option([], "-o", "--output", help="type=oci|docker|registry|local|tar,dest=… (repeatable)."),
     push: bool = typer.Option(False, "--push", help="Push the -t names (same as --output type=registry)."),
+    load: bool = typer.Option(False, "--load", help="Load the image into Docker, else podman (same as --output "
+                              "type=docker)."),
     frontend: str = typer.Option("", "--frontend", help="Frontend to use (see `irctl frontends`)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Run every step again."),
     pull: bool = typer.Option(False, "--pull", help="Ask the registry for base images again (default: reuse)."),
@@ -74,6 +76,8 @@ def build(
         outputs = opt.outputs(output)
         if push:
             outputs.append(opt.Output("registry", {}))
+        if load:  # buildx's shorthand; a docker output without dest loads (irctl.loading)
+            outputs.append(opt.Output("docker", {}))
         cache_imports, cache_exports = caching.imports(cache_from), caching.exports(cache_to)
         ledger = caching.ledger_for(cache_exports)
         compiled, root = _compile(context, file, frontend, target, opt.build_args(build_arg), named,

@@ -117,6 +117,10 @@ def _one(kind: str, attrs: dict, snapshot, store, options, names: list[str], ins
         desc, _ = export_oci(spec, store, dest, tar=tar, ref_name=ref, image_name=names[0] if names else None,
                              options=options)
         return f"exported OCI image {desc['digest']} to {dest}"
+    if kind == "docker" and not dest:
+        from irctl.loading import load_image  # lazy: see the module's docstring
+
+        return load_image([spec], store, names, options)
     if kind == "docker":
         from backend.export.docker import export_docker  # lazy: see the module's docstring
 
