@@ -184,13 +184,17 @@ def _load_api(engine: Engine, archive: DockerArchive) -> None:
         raise LoadError(f"{engine.where}: {_quote(str(e) or type(e).__name__)}") from None
     if status != 200:
         raise LoadError(f"{engine.where} refused the image (HTTP {status}): {_quote(_message(answer))}")
-    for line in answer.splitlines():  # a JSON stream: {"stream": …} lines, or {"error": …} at the end
-        try:
-            event = json.loads(line)
-        except ValueError:
+    loaded = False
+    for line in answer.splitlines():  # a JSON stream: {"stream": "Loaded image…"} lines, or {"error": …}
+        event = _json(line)
+        if not isinstance(event, dict):
             continue
-        if isinstance(event, dict) and event.get("error"):
+        if event.get("error"):
             raise LoadError(f"{engine.where} refused the image: {_quote(str(event['error']))}")
+        loaded = loaded or str(event.get("stream", "")).startswith("Loaded image")
+    if not loaded:
+        raise LoadError(f"{engine.where} answered without saying it loaded the image: "
+                        f"{_quote(answer[:MAX_QUOTED * 4].decode('utf-8', 'replace'))}")
 
 
 def _run(engine: Engine, argv: list[str], chunks: Iterable[bytes]) -> None:
@@ -226,13 +230,18 @@ def _bounded(chunks: Iterator[bytes]) -> bytes:
 
 def _message(answer: bytes) -> str:
     """An API error body's ``message`` (Docker answers ``{"message": …}``), else its text."""
-    try:
-        body = json.loads(answer)
-    except ValueError:
-        return answer.decode("utf-8", "replace")
+    body = _json(answer)
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         return body["message"]
     return answer.decode("utf-8", "replace")
+
+
+def _json(data: bytes) -> object:
+    """``data`` parsed, or None: an engine's answer may be anything (``[[[…`` exhausts the parser's stack)."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _quote(text: str) -> str:
