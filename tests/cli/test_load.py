@@ -236,3 +236,56 @@ def test_the_engines_answer_is_bounded_and_printed_safely(tmp_path, busybox_ref,
     last = r.stderr.splitlines()[-1]
     assert last == f"error: --load: Docker at unix://{sock} {says}"
     assert "\x1b" not in r.stderr and "\x07" not in r.stderr
+
+
+def test_an_engine_over_tcp_is_the_same_api(tmp_path, busybox_ref, cache_env):
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _FakeHandler)
+    server.daemon_threads = True
+    server.answer, server.received = (200, b'{"stream":"Loaded image: x:1\\n"}\r\n'), b""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"tcp://127.0.0.1:{server.server_address[1]}"
+    try:
+        ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\nCOPY f /f\n", "f": "x"})
+        r = irctl("build", ctx, "--load", "-t", "x:1", env={**cache_env, "DOCKER_HOST": host})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.code == 0, r.stderr
+    assert LOADED.search(r.stderr)["where"] == f"Docker at {host}"
+    with tarfile.open(fileobj=io.BytesIO(server.received)) as tf:
+        assert json.load(tf.extractfile("manifest.json"))[0]["RepoTags"] == ["x:1"]
+
+
+@pytest.mark.parametrize("script, code, says", [
+    ('cat > "$OUT"; echo "Loaded image: x:1"', 0, None),
+    ('cat > "$OUT"; printf "Error: \\033[2Jno\\n" >&2; exit 3', 1,
+     r"error: --load: Docker at ssh://builder@example.invalid (docker load): docker load failed (exit 3): "
+     r"Error: \x1b[2Jno"),
+], ids=["loaded", "refused"])
+def test_ssh_and_tls_engines_go_through_the_docker_cli(tmp_path, busybox_ref, cache_env, script, code, says):
+    """irctl speaks neither ssh nor TLS to an engine: the docker CLI does, reading the archive on its stdin."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(f"#!/bin/sh\n[ \"$1 $2\" = 'load -q' ] || exit 9\n{script}\n")
+    (bin_dir / "docker").chmod(0o755)
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\nCOPY f /f\n", "f": "x"})
+    got = tmp_path / "received.tar"
+    r = irctl("build", ctx, "--load", "-t", "x:1", env={**cache_env, "DOCKER_HOST": "ssh://builder@example.invalid",
+                                                       "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(got)})
+    assert r.code == code, r.stderr
+    with tarfile.open(got) as tf:  # the whole archive went to the CLI
+        assert json.load(tf.extractfile("manifest.json"))[0]["RepoTags"] == ["x:1"]
+    if says is None:
+        assert LOADED.search(r.stderr)["where"] == "Docker at ssh://builder@example.invalid (docker load)"
+    else:
+        assert r.stderr.splitlines()[-1] == says
+
+
+def test_several_platforms_are_refused_as_buildx_does():
+    from irctl.errors import UserError
+    from irctl.loading import load_image
+
+    with pytest.raises(UserError) as e:
+        load_image([object(), object()], store=None, names=["x:1"], options=None)
+    assert str(e.value) == ("--load: docker exporter does not currently support exporting manifest lists "
+                            "(2 platforms); push them, or --output type=oci,dest=… for an index")
