@@ -31,6 +31,7 @@ from typing import Iterable, Iterator, Mapping
 
 from backend.errors import ExportError
 from backend.export.docker import DockerArchive
+from backend.userns import in_user_namespace, read_id_map
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 MAX_ANSWER = 1 << 20  # bytes of an engine's answer (a load's JSON stream, a CLI's output) read at most
@@ -120,8 +121,6 @@ def _unix_problem(path: str) -> str | None:
 
 def _outer_uid() -> int:
     """Our uid outside irctl's rootless user namespace (the uid the kernel checks a socket's mode against)."""
-    from backend.userns import in_user_namespace, read_id_map
-
     if in_user_namespace():
         for inside, outside, _ in read_id_map("uid"):
             if inside == 0:
@@ -132,8 +131,6 @@ def _outer_uid() -> int:
 def _containers_storage() -> tuple[str, tuple[tuple[str, str], ...]]:
     """Whose containers-storage podman/skopeo will use, and what they must be told for it: inside irctl's
     rootless namespace, that it is set up already and which user it stands for (see the module docstring)."""
-    from backend.userns import in_user_namespace, read_id_map
-
     if not in_user_namespace():
         return ("root" if os.geteuid() == 0 else f"uid {os.geteuid()}"), ()
     ids = {kind: next((o for i, o, _ in read_id_map(kind) if i == 0), None) for kind in ("uid", "gid")}
@@ -167,7 +164,7 @@ def load(engine: Engine, archive: DockerArchive, names: list[str], *, scratch: P
 
 
 def _load_api(engine: Engine, archive: DockerArchive) -> None:
-    from backend.oci.transport import httpx, import_httpcore  # lazy: httpx costs ~80 ms; only --load needs it
+    from backend.oci.transport import httpx, import_httpcore  # lazy: httpx costs ~80 ms; podman needs none
 
     import_httpcore()
     unix = not engine.address.startswith("http://")
