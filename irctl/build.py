@@ -17,6 +17,7 @@ from irctl import caching
 from irctl import options as opt
 from irctl.errors import UserError, user_errors
 from irctl.exporting import export, precompress_needs
+from irctl.loading import check_engine
 from irctl.rootless import enter_if_unprivileged
 from irctl.terminal import printable
 
@@ -78,6 +79,7 @@ def build(
             outputs.append(opt.Output("registry", {}))
         if load:  # buildx's shorthand; a docker output without dest loads (irctl.loading)
             outputs.append(opt.Output("docker", {}))
+        check_engine(outputs)
         cache_imports, cache_exports = caching.imports(cache_from), caching.exports(cache_to)
         ledger = caching.ledger_for(cache_exports)
         compiled, root = _compile(context, file, frontend, target, opt.build_args(build_arg), named,

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from irctl.errors import UserError
+from irctl.loading import load_image, loads
 from irctl.options import Output
 
 
@@ -117,9 +118,7 @@ def _one(kind: str, attrs: dict, snapshot, store, options, names: list[str], ins
         desc, _ = export_oci(spec, store, dest, tar=tar, ref_name=ref, image_name=names[0] if names else None,
                              options=options)
         return f"exported OCI image {desc['digest']} to {dest}"
-    if kind == "docker" and not dest:
-        from irctl.loading import load_image  # lazy: see the module's docstring
-
+    if loads(kind, attrs):
         return load_image([spec], store, names, options)
     if kind == "docker":
         from backend.export.docker import export_docker  # lazy: see the module's docstring

@@ -13,6 +13,23 @@ from irctl.errors import UserError
 SEVERAL_PLATFORMS = "docker exporter does not currently support exporting manifest lists"  # buildx's words
 
 
+def loads(kind: str, attrs: dict) -> bool:
+    """An output that goes into an engine rather than to a file: buildx's docker exporter without ``dest``."""
+    return kind == "docker" and not attrs.get("dest")
+
+
+def check_engine(outputs: list) -> None:
+    """Before the build: the engine a load output will need is there (no long build for nothing)."""
+    if not any(loads(o.type, o.attrs) for o in outputs):
+        return
+    from backend.export.load import LoadError, find_engine  # lazy: only a load needs it
+
+    try:
+        find_engine()
+    except LoadError as e:
+        raise UserError(f"--load: {e}") from None
+
+
 def load_image(specs: list, store, names: list[str], options) -> str:
     """Load the one image of ``specs`` (a multi-platform build has several: refused, as buildx does) and
     return the line saying where it went and under which names, or its id when it has none."""

@@ -159,8 +159,10 @@ def test_no_engine_reachable_is_one_line(tmp_path, busybox_ref, cache_env):
     ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\nCOPY f /f\n", "f": "x"})
     empty = tmp_path / "bin"
     empty.mkdir()
-    r = irctl("build", ctx, "--load", "-t", "x:1", env={**cache_env, "DOCKER_HOST": "", "PATH": str(empty)})
+    r = irctl("build", ctx, "--progress", "plain", "--load", "-t", "x:1",
+              env={**cache_env, "DOCKER_HOST": "", "PATH": str(empty)})
     assert r.code == 1
+    assert "#1 " not in r.stderr  # said before the build, not after it
     assert r.stderr.splitlines()[-1] == ("error: --load: no container engine to load into: no Docker "
                                          "(/var/run/docker.sock absent, DOCKER_HOST unset); no podman or skopeo on PATH")
 
