@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -31,7 +32,7 @@ from typing import Iterable, Iterator, Mapping
 
 from backend.errors import ExportError
 from backend.export.docker import DockerArchive
-from backend.userns import in_user_namespace, read_id_map
+from backend.userns import ENV_MARK, in_user_namespace, read_id_map
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 MAX_ANSWER = 1 << 20  # bytes of an engine's answer (a load's JSON stream, a CLI's output) read at most
@@ -95,6 +96,8 @@ def _docker_host(host: str, environ: Mapping[str, str]) -> Engine:
                                 "irctl leaves to the docker CLI: none on PATH")
             return Engine("docker-cli", f"Docker at {_quote(host)} (docker load)")
         hostport = rest.rstrip("/")
+        if not re.search(r":[0-9]+$", hostport):
+            hostport += ":2375"  # Docker's plain-HTTP port, as the docker CLI assumes
         return Engine("docker-api", f"Docker at {_quote(host)}", f"http://{hostport}")
     if scheme == "ssh" and rest:
         if cli is None:
@@ -131,7 +134,7 @@ def _outer_uid() -> int:
 def _containers_storage() -> tuple[str, tuple[tuple[str, str], ...]]:
     """Whose containers-storage podman/skopeo will use, and what they must be told for it: inside irctl's
     rootless namespace, that it is set up already and which user it stands for (see the module docstring)."""
-    if not in_user_namespace():
+    if not os.environ.get(ENV_MARK):  # not irctl's namespace (root in a container is root to its podman)
         return ("root" if os.geteuid() == 0 else f"uid {os.geteuid()}"), ()
     ids = {kind: next((o for i, o, _ in read_id_map(kind) if i == 0), None) for kind in ("uid", "gid")}
     if ids["uid"] is None or ids["gid"] is None:

@@ -29,6 +29,11 @@ def test_tcp_is_plain_http_to_the_api(tmp_path):
                                                            "Docker at tcp://127.0.0.1:2375/")
 
 
+def test_tcp_without_a_port_is_dockers_plain_port(tmp_path):
+    assert find_engine({"DOCKER_HOST": "tcp://docker.example", "PATH": _bin(tmp_path)}).address == \
+        "http://docker.example:2375"
+
+
 @pytest.mark.parametrize("tls", [{"DOCKER_TLS_VERIFY": "1"}, {"DOCKER_CERT_PATH": "/certs"}])
 def test_tls_is_left_to_the_docker_cli(tmp_path, tls):
     env = {"DOCKER_HOST": "tcp://docker.example:2376", **tls}
