@@ -17,6 +17,7 @@ from irctl import caching, debugging, metadata
 from irctl import options as opt
 from irctl.errors import UserError, user_errors
 from irctl.exporting import export, platform_of, precompress_needs
+from irctl.loading import check_engine
 from irctl.rootless import enter_if_unprivileged
 from irctl.terminal import printable
 
@@ -33,6 +34,8 @@ def build(
     build_context: List[str] = typer.Option([], "--build-context", help="NAME=DIR|docker-image://REF|oci-layout://PATH."),
     output: List[str] = typer.Option([], "-o", "--output", help="type=oci|docker|registry|local|tar,dest=… (repeatable)."),
     push: bool = typer.Option(False, "--push", help="Push the -t names (same as --output type=registry)."),
+    load: bool = typer.Option(False, "--load", help="Load the image into Docker, else podman (same as --output "
+                              "type=docker)."),
     frontend: str = typer.Option("", "--frontend", help="Frontend to use (see `irctl frontends`)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Run every step again."),
     no_cache_filter: List[str] = typer.Option([], "--no-cache-filter", help="Run the steps of these stages "
@@ -95,6 +98,9 @@ def build(
         notes, attest = annotations.parse(annotation), attesting.provenance_mode(provenance)
         if push:
             outputs.append(opt.Output("registry", {}))
+        if load:  # buildx's shorthand; a docker output without dest loads (irctl.loading)
+            outputs.append(opt.Output("docker", {}))
+        check_engine(outputs)
         cache_imports, cache_exports = caching.imports(cache_from), caching.exports(cache_to)
         ledger = caching.ledger_for(cache_exports)
         compiled, root = _compile(context, file, frontend, target, opt.build_args(build_arg), named,

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from irctl.errors import UserError
+from irctl.loading import load_image, loads
 from irctl.options import Output
 
 ATTESTED = ("oci", "registry")  # the outputs that keep attestations (in the image index)
@@ -157,6 +158,9 @@ def _one(kind: str, attrs: dict, images, store, options, names: list[str], insec
                                  options=options, statements=said, names=names, annotations=annotations)
         what = "OCI image index" if desc["digest"] != built[0].digest else "OCI image"
         return f"exported {what} {desc['digest']} to {dest}", image_metadata(desc, built, names)
+    if loads(kind, attrs):
+        line, image = load_image(specs, store, names, options)
+        return line, image_metadata(image.descriptor, [image], names)
     if kind == "docker":
         from backend.export.docker import export_docker  # lazy: see the module's docstring
 

@@ -172,7 +172,7 @@ def outputs(values: list[str]) -> list[Output]:
         t = f.pop("type", "local")
         if t not in ("oci", "docker", "registry", "image", "local", "tar"):
             raise UserError(f"--output {v!r}: unknown type {t!r} (oci, docker, registry, local, tar)")
-        if t in ("oci", "docker", "local", "tar") and "dest" not in f:
+        if t in ("oci", "local", "tar") and "dest" not in f:  # a docker output without one loads (irctl.loading)
             raise UserError(f"--output {v!r}: type={t} needs dest=")
         out.append(Output("registry" if t == "image" and f.get("push") == "true" else t, f))
     return out

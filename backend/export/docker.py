@@ -11,7 +11,7 @@ import json
 import os
 import tarfile
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from backend.store.blobs import BlobStore
 from backend.errors import ExportError
@@ -35,44 +35,90 @@ def _repo_tag(name: str) -> tuple[str, str]:
 def export_docker(spec: ImageSpec, store: BlobStore, dest: str | os.PathLike[str], *, names: Sequence[str] = (),
                   options: ExportOptions = ExportOptions(media_types="docker")) -> BuiltImage:
     image = build_image(spec, store, options)
-    tags = [_repo_tag(n) for n in names]
-    repo_tags = [f"{r}:{t}" for r, t in tags]
-    blob = lambda d: "blobs/sha256/" + d.split(":", 1)[1]  # noqa: E731
-    manifest_json = [{
-        "Config": blob(image.manifest["config"]["digest"]),
-        "RepoTags": repo_tags or None,
-        "Layers": [blob(b.digest) for b in image.layers],
-    }]
-    repositories: dict[str, dict[str, str]] = {}
-    if image.layers:
-        for r, t in tags:
-            repositories.setdefault(r, {})[t] = image.layers[-1].digest.split(":", 1)[1]
-    index_entries = []
-    for rt in repo_tags or [None]:
-        d = dict(image.descriptor)
-        if rt:
-            d["annotations"] = {ANNOT_IMAGE_NAME: rt, ANNOT_REF_NAME: rt.rsplit(":", 1)[1]}
-        index_entries.append(d)
-    index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": index_entries}
-    digests = sorted({image.digest, image.manifest["config"]["digest"], *(b.digest for b in image.layers)})
-    mtime = options.source_date_epoch or 0
+    archive = DockerArchive(image, store, names, options.source_date_epoch or 0)
     dest = Path(dest)
-    files = (("index.json", json.dumps(index, separators=(",", ":")).encode()),
-             ("manifest.json", json.dumps(manifest_json, separators=(",", ":")).encode()),
-             ("oci-layout", LAYOUT_VERSION),
-             ("repositories", json.dumps(repositories, separators=(",", ":")).encode()))
     memo = ExportMemo(store.root)  # the same archive already there, untouched: not written again
-    what = what_digest("docker", *(data for _, data in files), b"%d" % mtime)
+    what = what_digest("docker", *(data for _, data in archive.files), b"%d" % archive.mtime)
     if memo.unchanged(dest, what) is not None:
         return image
     with replacing(dest) as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        tf.addfile(tar_info("blobs", mtime, tarfile.DIRTYPE, 0o755))
-        tf.addfile(tar_info("blobs/sha256", mtime, tarfile.DIRTYPE, 0o755))
-        for d in digests:
-            p = store.path(d)
-            add_file(tf, tar_info(blob(d), mtime, tarfile.REGTYPE, 0o644, p.stat().st_size), p)
-        for name, data in files:
-            tf.addfile(tar_info(name, mtime, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
+        for ti, source in archive.entries():
+            if isinstance(source, Path):
+                add_file(tf, ti, source)
+            else:
+                tf.addfile(ti, None if source is None else io.BytesIO(source))
         mine = os.fstat(f.fileno())
     memo.remember(dest, what, written={"": mine})
     return image
+
+
+class DockerArchive:
+    """The entries of an image's archive, in order: written to a file by ``export_docker``, or streamed
+    (``chunks``) to an engine's ``docker load`` without being held in memory or on disk (``backend.export.load``)."""
+
+    def __init__(self, image: BuiltImage, store: BlobStore, names: Sequence[str], mtime: int) -> None:
+        self.image, self.store, self.mtime = image, store, mtime
+        tags = [_repo_tag(n) for n in names]
+        repo_tags = [f"{r}:{t}" for r, t in tags]
+        manifest_json = [{
+            "Config": _blob(image.manifest["config"]["digest"]),
+            "RepoTags": repo_tags or None,
+            "Layers": [_blob(b.digest) for b in image.layers],
+        }]
+        repositories: dict[str, dict[str, str]] = {}
+        if image.layers:
+            for r, t in tags:
+                repositories.setdefault(r, {})[t] = image.layers[-1].digest.split(":", 1)[1]
+        index_entries = []
+        for rt in repo_tags or [None]:
+            d = dict(image.descriptor)
+            if rt:
+                d["annotations"] = {ANNOT_IMAGE_NAME: rt, ANNOT_REF_NAME: rt.rsplit(":", 1)[1]}
+            index_entries.append(d)
+        index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": index_entries}
+        self.digests = sorted({image.digest, image.manifest["config"]["digest"], *(b.digest for b in image.layers)})
+        self.files = (("index.json", json.dumps(index, separators=(",", ":")).encode()),
+                      ("manifest.json", json.dumps(manifest_json, separators=(",", ":")).encode()),
+                      ("oci-layout", LAYOUT_VERSION),
+                      ("repositories", json.dumps(repositories, separators=(",", ":")).encode()))
+
+    def entries(self) -> Iterator[tuple[tarfile.TarInfo, Path | bytes | None]]:
+        """Each member's header and where its body comes from (a blob in the store, bytes, or none)."""
+        yield tar_info("blobs", self.mtime, tarfile.DIRTYPE, 0o755), None
+        yield tar_info("blobs/sha256", self.mtime, tarfile.DIRTYPE, 0o755), None
+        for d in self.digests:
+            p = self.store.path(d)
+            yield tar_info(_blob(d), self.mtime, tarfile.REGTYPE, 0o644, p.stat().st_size), p
+        for name, data in self.files:
+            yield tar_info(name, self.mtime, tarfile.REGTYPE, 0o644, len(data)), data
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        """The archive's bytes, exactly as ``export_docker`` writes them, a piece at a time. A blob that
+        changed size under us ends the stream with an error rather than a corrupt member."""
+        sent = 0
+        for ti, source in self.entries():
+            header = ti.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+            sent += len(header)
+            yield header
+            if source is None:
+                continue
+            if isinstance(source, bytes):
+                yield source
+            else:
+                left = ti.size
+                with open(source, "rb") as f:
+                    while left > 0:
+                        chunk = f.read(min(left, size))
+                        if not chunk:
+                            raise ExportError(f"{source}: blob shrank while being sent")
+                        left -= len(chunk)
+                        yield chunk
+            pad = -ti.size % tarfile.BLOCKSIZE
+            sent += ti.size + pad
+            yield tarfile.NUL * pad
+        end = 2 * tarfile.BLOCKSIZE  # end of archive, then padding to a whole record, as tarfile.close()
+        yield tarfile.NUL * (end + -(sent + end) % tarfile.RECORDSIZE)
+
+
+def _blob(digest: str) -> str:
+    return "blobs/sha256/" + digest.split(":", 1)[1]
