@@ -37,6 +37,7 @@ _PY_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?\Z")
 _NPM_NAME = re.compile(r"(@[a-z0-9~][a-z0-9._~-]*/)?[a-z0-9~][a-z0-9._~-]*\Z", re.IGNORECASE)
 _NPM_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+-]*\Z")
 _WORD = re.compile(r"[A-Za-z0-9_.+-]+\Z")
+_LICENSE_FIELD = re.compile(r"^License:[ \t]*(\S[^\n]*)", re.MULTILINE | re.IGNORECASE)
 _MAX_FIELD = 1024  # a licence or other free text kept from an entry
 
 
@@ -195,14 +196,13 @@ def npm_package(data: bytes, source: str) -> Package | None:
 
 
 def copyright_licenses(text: str) -> str:
-    """The licence names of a Debian copyright file (DEP-5 ``License:`` fields), sorted, joined by AND."""
+    """The licence names of a Debian copyright file (DEP-5 ``License:`` fields' first lines), sorted,
+    joined by AND."""
     names: set[str] = set()
-    for st in stanzas(text):
-        if st and "license" in st:
-            first = st["license"].split("\n", 1)[0].strip()
-            for part in re.split(r",|\s+or\s+|\s+and\s+", first):
-                if part.strip() and _WORD.match(part.strip()):
-                    names.add(part.strip())
+    for first in _LICENSE_FIELD.findall(text):
+        for part in re.split(r",|\s+or\s+|\s+and\s+", first.strip()):
+            if part.strip() and _WORD.match(part.strip()):
+                names.add(part.strip())
     return " AND ".join(sorted(names)[:32])
 
 
@@ -249,8 +249,8 @@ class _Reader:
         self.files[kind] = n + 1
         return n < MAX_FILES
 
-    def listdir(self, d: Found) -> list[str]:
-        names, full = self.view.listdir(d)
+    def listdir(self, d: Found, dirs_only: bool = False) -> list[str]:
+        names, full = self.view.listdir(d, dirs_only=dirs_only)
         self.names += len(names)
         if full:
             self.scan.notes.append(f"{d.path}: too many entries, only the first {len(names)} looked at")
@@ -326,7 +326,7 @@ class _Reader:
             if self.names >= WALK_NAMES:
                 self.scan.notes.append(f"more than {WALK_NAMES} names in the image: the search stopped early")
                 return
-            for name in reversed(self.listdir(d)):
+            for name in reversed(self.listdir(d, dirs_only=True)):
                 child = self.view.child(d, name)
                 if child is None or not child.is_dir:
                     continue

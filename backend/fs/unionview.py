@@ -147,27 +147,35 @@ class UnionView:
 
     # -------------------------------------------------------------------------------------- reading
 
-    def listdir(self, d: Found) -> tuple[list[str], bool]:
-        """The names in merged directory ``d``, sorted, and whether some were left out (more than
-        ``MAX_NAMES``). Whiteouts and what they hide are not listed."""
-        seen: dict[bytes, bool] = {}  # name -> visible
+    def listdir(self, d: Found, *, dirs_only: bool = False) -> tuple[list[str], bool]:
+        """The names in merged directory ``d`` (only those that are directories with ``dirs_only``),
+        sorted, and whether some were left out (more than ``MAX_NAMES``). Whiteouts and what they hide
+        are not listed. The type is the topmost layer's, from the directory entry (no lstat but for
+        character devices, which may be whiteouts)."""
+        seen: dict[bytes, bool] = {}  # name -> listed
         full = False
         for layer, rel in d.dirs:
             try:
-                names = os.listdir(self.layers[layer] + b"/" + rel if rel else self.layers[layer])
+                it = os.scandir(self.layers[layer] + b"/" + rel if rel else self.layers[layer])
             except OSError:
                 continue
-            for name in names:
-                if name in seen:
-                    continue
-                if len(seen) >= MAX_NAMES:
-                    full = True
-                    break
-                try:
-                    st = os.lstat(self.layers[layer] + b"/" + (rel + b"/" + name if rel else name))
-                except OSError:
-                    continue
-                seen[name] = not (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0)
+            with it:
+                for e in it:
+                    if e.name in seen:
+                        continue
+                    if len(seen) >= MAX_NAMES:
+                        full = True
+                        break
+                    try:
+                        is_dir = e.is_dir(follow_symlinks=False)
+                        if not is_dir and not e.is_file(follow_symlinks=False) and not e.is_symlink():
+                            st = e.stat(follow_symlinks=False)
+                            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                                seen[e.name] = False
+                                continue
+                    except OSError:
+                        continue
+                    seen[e.name] = is_dir or not dirs_only
         return sorted(os.fsdecode(n) for n, shown in seen.items() if shown), full
 
     def read(self, f: Found, limit: int) -> bytes:
