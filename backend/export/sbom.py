@@ -55,6 +55,23 @@ _LICENSE_IDS = {
     "python-2.0": "Python-2.0", "cc0-1.0": "CC0-1.0", "cc0": "CC0-1.0", "curl": "curl", "openssl": "OpenSSL",
     "unlicense": "Unlicense", "0bsd": "0BSD", "bsl-1.0": "BSL-1.0", "x11": "X11", "ftl": "FTL",
 }
+# Whole licence texts Python distributions write (trove classifiers' last part, License: headers)
+_LICENSE_TEXTS = {
+    "mit license": "MIT", "the mit license": "MIT", "isc license (iscl)": "ISC", "isc license": "ISC",
+    "python software foundation license": "PSF-2.0", "apache license 2.0": "Apache-2.0",
+    "apache license, version 2.0": "Apache-2.0", "apache license version 2.0": "Apache-2.0",
+    "apache 2.0": "Apache-2.0", "apache 2": "Apache-2.0", "new bsd license": "BSD-3-Clause",
+    "3-clause bsd license": "BSD-3-Clause", "2-clause bsd license": "BSD-2-Clause",
+    "gnu general public license v2 (gplv2)": "GPL-2.0-only", "gnu general public license v3 (gplv3)": "GPL-3.0-only",
+    "gnu general public license v2 or later (gplv2+)": "GPL-2.0-or-later",
+    "gnu general public license v3 or later (gplv3+)": "GPL-3.0-or-later",
+    "gnu lesser general public license v2 (lgplv2)": "LGPL-2.0-only",
+    "gnu lesser general public license v3 (lgplv3)": "LGPL-3.0-only",
+    "gnu lesser general public license v2 or later (lgplv2+)": "LGPL-2.0-or-later",
+    "gnu lesser general public license v3 or later (lgplv3+)": "LGPL-3.0-or-later",
+    "mozilla public license 2.0 (mpl 2.0)": "MPL-2.0", "the unlicense (unlicense)": "Unlicense",
+    "zope public license": "ZPL-2.1", "academic free license (afl)": "AFL-3.0",
+}
 _ID_CHARS = re.compile(r"[^A-Za-z0-9.-]+")
 
 
@@ -126,6 +143,12 @@ def license_expression(text: str) -> tuple[str, dict[str, str]]:
     expression: a consumer checking it against the SPDX list finds no unknown id."""
     if not text:
         return "NOASSERTION", {}
+    if text.strip().lower() in _LICENSE_TEXTS:
+        return _LICENSE_TEXTS[text.strip().lower()], {}
+    if " AND " in text and "(" not in text:  # names joined by AND (copyright files, classifiers): each alone
+        parts = [license_expression(part) for part in text.split(" AND ")]
+        if all(" " not in expr for expr, _ in parts):
+            return " AND ".join(dict.fromkeys(expr for expr, _ in parts)), {k: v for _, r in parts for k, v in r.items()}
     tokens = re.findall(r"\(|\)|[^\s(),;/]+|[,;/]", text)
     out: list[str] = []
     refs: dict[str, str] = {}

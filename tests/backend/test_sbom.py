@@ -199,7 +199,7 @@ def test_python_and_npm_packages_found_anywhere_in_the_image(tmp_path: Path) -> 
     assert sorted(pkgs) == ["pkg:npm/%40babel/core@7.24.0", "pkg:npm/left-pad@1.3.0", "pkg:npm/semver@6.3.1",
                             "pkg:pypi/requests-oauthlib@1.3.1", "pkg:pypi/six@1.16.0"]
     assert pkgs["pkg:pypi/requests-oauthlib@1.3.1"]["licenseDeclared"] == "ISC"
-    assert pkgs["pkg:pypi/six@1.16.0"]["licenseDeclared"] == "LicenseRef-MIT-License"
+    assert pkgs["pkg:pypi/six@1.16.0"]["licenseDeclared"] == "MIT"  # its trove classifier
     assert pkgs["pkg:npm/%40babel/core@7.24.0"]["licenseDeclared"] == "MIT"
     assert pkgs["pkg:npm/semver@6.3.1"]["sourceInfo"].endswith(
         ": /srv/web/node_modules/@babel/core/node_modules/semver/package.json")
@@ -267,21 +267,23 @@ def test_whiteouts_and_opaque_dirs_hide_what_is_below(tmp_path: Path) -> None:
 
 
 def test_symlinks_resolve_inside_the_image_never_on_the_host(tmp_path: Path) -> None:
-    """``/var/lib/dpkg`` a link climbing out (``../../../..``) and an absolute one: both name the
-    image's own paths; the host's /var/lib/dpkg/status is never read."""
+    """Links climbing out (``../../../..``) and absolute links name the image's own paths, as under
+    chroot: the host's files they would name outside the image are never read."""
     root = tmp_path / "l0"
-    _file(root / "etc/os-release", "ID=debian\nVERSION_ID=12\n")
+    _file(root / "usr/share/base/os-release", "ID=debian\nVERSION_ID=12\n")
+    _file(root / "etc/x", "")
+    os.symlink("../../../../../usr/share/base/os-release", root / "etc/os-release")  # Debian: ../usr/lib/…
     (root / "var/lib").mkdir(parents=True)
-    os.symlink("../../../../../../../../var/lib/real", root / "var/lib/dpkg")
-    _file(root / "var/lib/real/status", "Package: mine\nStatus: install ok installed\nVersion: 1\n")
-    # apk's db dir: a link to an absolute host path holding a real database here
+    os.symlink("/srv/dpkg", root / "var/lib/dpkg")
+    _file(root / "srv/dpkg/status", "Package: mine\nStatus: install ok installed\nVersion: 1\n")
+    # apk's db dir: a link to an absolute host path that holds a real database on the host
     (root / "lib/apk").mkdir(parents=True)
     hostdb = _file(tmp_path / "host/lib/apk/db/installed", APK_INSTALLED)
     os.symlink(str(hostdb.parent), root / "lib/apk/db")
     pkgs = _packages(sbom_predicate([root], name="x"))
     assert sorted(pkgs) == ["pkg:deb/debian/mine@1?distro=debian-12"]
     view = UnionView([root])
-    assert view.lookup("/var/lib/dpkg/status").path == "/var/lib/real/status"
+    assert view.lookup("/var/lib/dpkg/status").path == "/srv/dpkg/status"
     assert view.lookup("/lib/apk/db/installed") is None  # the image has no such file, only the host
 
 
@@ -367,6 +369,8 @@ def test_hostile_package_json_and_metadata_do_not_raise(tmp_path: Path) -> None:
     ("(MIT OR Apache-2.0) AND BSD-3-Clause", "(MIT OR Apache-2.0) AND BSD-3-Clause"),
     ("Apache-2.0 WITH LLVM-exception", "Apache-2.0 WITH LLVM-exception"),
     ("mit", "MIT"),
+    ("MIT License AND Python Software Foundation License", "MIT AND PSF-2.0"),
+    ("GPL-2+ AND BSD-variant AND GPL-2", "GPL-2.0-or-later AND LicenseRef-BSD-variant AND GPL-2.0-only"),
     ("BSD License", "LicenseRef-BSD-License"),
     ("GPL version 2 or later", "LicenseRef-GPL-version-2-or-later"),
     ("", "NOASSERTION"),
