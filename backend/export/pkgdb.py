@@ -24,9 +24,11 @@ from typing import Iterator
 
 from backend.fs.unionview import Found, TooLarge, UnionView
 
-DB_LIMIT = 64 << 20  # a dpkg status or apk installed file (debian's is ~100 KB, a big image's a few MB)
+DB_LIMIT = 32 << 20  # a dpkg status or apk installed file (debian's is ~100 KB, a desktop's ~10 MB)
 META_LIMIT = 4 << 20  # one METADATA / PKG-INFO / package.json / copyright file
 MAX_FILES = 100_000  # package files read per ecosystem (a real image has a few thousand at most)
+TOTAL_LIMIT = 256 << 20  # bytes read in one scan, all files together
+MAX_PACKAGES = 100_000  # packages taken from one database file (Debian's whole archive is ~65,000)
 WALK_DEPTH = 64  # directories below / searched for site-packages and node_modules
 NPM_NESTING = 32  # node_modules inside node_modules
 WALK_NAMES = 2_000_000  # names listed while searching the image
@@ -174,9 +176,9 @@ def python_package(text: str, source: str) -> Package | None:
     return Package("pypi", name, version, source, license=_clean(lic))
 
 
-def npm_package(data: bytes, source: str) -> Package | None:
+def npm_package(text: str, source: str) -> Package | None:
     try:
-        doc = json.loads(data)
+        doc = json.loads(text)
     except (ValueError, RecursionError):
         return None
     if not isinstance(doc, dict):
@@ -218,6 +220,10 @@ def os_release(text: str) -> Distro:
 
 # ------------------------------------------------------------------------------------------ reading
 
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 and not n & ((1 << 20) - 1) else f"{n} bytes"
+
+
 class _Reader:
     """One scan of one image: reads through the view, keeps the notes."""
 
@@ -227,19 +233,37 @@ class _Reader:
         self.files: dict[str, int] = {}  # ecosystem -> package files read
         self.skipped: dict[str, int] = {}  # what -> entries skipped (summed into one note each)
         self.names = 0
+        self.read_total = 0
 
     def skip(self, what: str, n: int = 1) -> None:
         if n:
             self.skipped[what] = self.skipped.get(what, 0) + n
 
-    def text(self, f: Found, limit: int, what: str) -> str | None:
+    def text(self, f: Found, limit: int) -> str | None:
+        """A file's text (undecodable bytes replaced), or None with a note: too large, unreadable, or
+        past the scan's ``TOTAL_LIMIT``."""
+        if self.read_total + min(f.st.st_size, limit) > TOTAL_LIMIT:
+            if self.read_total <= TOTAL_LIMIT:
+                self.scan.notes.append(f"more than {_size(TOTAL_LIMIT)} of package records: the rest left out")
+                self.read_total = TOTAL_LIMIT + 1
+            return None
+        self.read_total += min(f.st.st_size, limit)
         try:
             return self.view.read(f, limit).decode("utf-8", "replace")
         except TooLarge:
-            self.scan.notes.append(f"{f.path}: larger than {limit >> 20} MiB, left out")
+            self.scan.notes.append(f"{f.path}: larger than {_size(limit)}, left out")
         except OSError as e:
             self.scan.notes.append(f"{f.path}: unreadable ({e.strerror or e}), left out")
         return None
+
+    def add(self, found: list[Package], bad: int, where: str) -> None:
+        """One database file's packages (at most ``MAX_PACKAGES``) and its one note."""
+        if len(found) > MAX_PACKAGES:
+            self.scan.notes.append(f"{where}: more than {MAX_PACKAGES} packages, the rest left out")
+            found = found[:MAX_PACKAGES]
+        self.scan.packages.extend(found)
+        if bad:
+            self.scan.notes.append(f"{where}: {bad} malformed entr{'y' if bad == 1 else 'ies'} skipped")
 
     def budget(self, kind: str) -> bool:
         """Whether one more ``kind`` package file may be read."""
@@ -262,7 +286,7 @@ class _Reader:
         for path in ("/etc/os-release", "/usr/lib/os-release"):
             f = self.view.lookup(path)
             if f is not None and f.is_file:
-                text = self.text(f, 1 << 16, "os-release")
+                text = self.text(f, 1 << 16)
                 if text is not None:
                     self.scan.distro = os_release(text)
                 return
@@ -270,12 +294,9 @@ class _Reader:
     def dpkg(self) -> None:
         status = self.view.lookup("/var/lib/dpkg/status")
         if status is not None and status.is_file:
-            text = self.text(status, DB_LIMIT, "dpkg")
+            text = self.text(status, DB_LIMIT)
             if text is not None:
-                found, bad = dpkg_packages(text, status.path)
-                self.scan.packages.extend(found)
-                if bad:
-                    self.scan.notes.append(f"{status.path}: {bad} malformed entr{'y' if bad == 1 else 'ies'} skipped")
+                self.add(*dpkg_packages(text, status.path), status.path)
         d = self.view.lookup("/var/lib/dpkg/status.d")
         if d is not None and d.is_dir:
             bad = 0
@@ -283,7 +304,7 @@ class _Reader:
                 f = self.view.child(d, name)
                 if f is None or not f.is_file or name.endswith(".md5sums") or not self.budget("deb"):
                     continue
-                text = self.text(f, META_LIMIT, "dpkg")
+                text = self.text(f, META_LIMIT)
                 if text is not None:
                     found, b = dpkg_packages(text, f.path, need_status=False)
                     self.scan.packages.extend(found)
@@ -300,7 +321,7 @@ class _Reader:
                 with_lic.append(p)
                 continue
             f = self.view.lookup(f"/usr/share/doc/{p.name}/copyright")
-            text = self.text(f, META_LIMIT, "copyright") if f is not None and f.is_file else None
+            text = self.text(f, META_LIMIT) if f is not None and f.is_file else None
             lic = copyright_licenses(text) if text else ""
             with_lic.append(Package(p.kind, p.name, p.version, p.source, p.arch, lic, p.upstream))
         self.scan.packages = with_lic
@@ -308,12 +329,9 @@ class _Reader:
     def apk(self) -> None:
         f = self.view.lookup("/lib/apk/db/installed")
         if f is not None and f.is_file:
-            text = self.text(f, DB_LIMIT, "apk")
+            text = self.text(f, DB_LIMIT)
             if text is not None:
-                found, bad = apk_packages(text, f.path)
-                self.scan.packages.extend(found)
-                if bad:
-                    self.scan.notes.append(f"{f.path}: {bad} malformed entr{'y' if bad == 1 else 'ies'} skipped")
+                self.add(*apk_packages(text, f.path), f.path)
 
     # ---------------------------------------------------------------------------------- the search
 
@@ -353,7 +371,7 @@ class _Reader:
                 entry = self.view.child(entry, "METADATA" if name.endswith(".dist-info") else "PKG-INFO")
             if entry is None or not entry.is_file or not self.budget("pypi"):
                 continue
-            text = self.text(entry, META_LIMIT, "pypi")
+            text = self.text(entry, META_LIMIT)
             if text is None:
                 continue
             pkg = python_package(text, entry.path)
@@ -386,8 +404,8 @@ class _Reader:
         for pkg_dir in dirs:
             f = self.view.child(pkg_dir, "package.json")
             if f is not None and f.is_file and self.budget("npm"):
-                text = self.text(f, META_LIMIT, "npm")
-                pkg = npm_package(text.encode(), f.path) if text is not None else None
+                text = self.text(f, META_LIMIT)
+                pkg = npm_package(text, f.path) if text is not None else None
                 if pkg is None and text is not None:
                     bad += 1
                 elif pkg is not None:

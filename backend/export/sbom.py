@@ -148,7 +148,8 @@ def license_expression(text: str) -> tuple[str, dict[str, str]]:
     if " AND " in text and "(" not in text:  # names joined by AND (copyright files, classifiers): each alone
         parts = [license_expression(part) for part in text.split(" AND ")]
         if all(" " not in expr for expr, _ in parts):
-            return " AND ".join(dict.fromkeys(expr for expr, _ in parts)), {k: v for _, r in parts for k, v in r.items()}
+            refs = {k: v for _, used in parts for k, v in used.items()}
+            return " AND ".join(dict.fromkeys(expr for expr, _ in parts)), refs
     tokens = re.findall(r"\(|\)|[^\s(),;/]+|[,;/]", text)
     out: list[str] = []
     refs: dict[str, str] = {}

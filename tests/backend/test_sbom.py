@@ -203,7 +203,8 @@ def test_python_and_npm_packages_found_anywhere_in_the_image(tmp_path: Path) -> 
     assert pkgs["pkg:npm/%40babel/core@7.24.0"]["licenseDeclared"] == "MIT"
     assert pkgs["pkg:npm/semver@6.3.1"]["sourceInfo"].endswith(
         ": /srv/web/node_modules/@babel/core/node_modules/semver/package.json")
-    assert sorted(warned) == ["sbom: /app/.venv/lib/python3.11/site-packages: 1 malformed Python metadata file(s) skipped",
+    assert sorted(warned) == ["sbom: /app/.venv/lib/python3.11/site-packages: "
+                              "1 malformed Python metadata file(s) skipped",
                               "sbom: /srv/web/node_modules: 1 malformed package.json file(s) skipped"]
 
 
@@ -310,7 +311,7 @@ def test_huge_files_are_left_out_with_a_note(tmp_path: Path, monkeypatch: pytest
     pred = sbom_predicate([root], name="x", warn=warned.append)
     assert len(pred["packages"]) == 1
     assert sorted(warned) == ["sbom: /n/node_modules/big/package.json: larger than 4 MiB, left out",
-                              "sbom: /var/lib/dpkg/status: larger than 64 MiB, left out"]
+                              "sbom: /var/lib/dpkg/status: larger than 32 MiB, left out"]
 
 
 def test_many_package_files_stop_at_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -322,6 +323,23 @@ def test_many_package_files_stop_at_the_budget(tmp_path: Path, monkeypatch: pyte
     scan_pred = sbom_predicate([tmp_path / "l0"], name="x", warn=warned.append)
     assert len(scan_pred["packages"]) == 1 + 50
     assert warned == ["sbom: more than 50 npm package files: the rest left out"]
+
+
+def test_a_database_of_too_many_packages_and_too_many_bytes_in_all(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pkgdb, "MAX_PACKAGES", 10)
+    monkeypatch.setattr(pkgdb, "TOTAL_LIMIT", 4000)
+    root = tmp_path / "l0"
+    _file(root / "var/lib/dpkg/status",
+          "".join(f"Package: p{i:02d}\nStatus: install ok installed\nVersion: 1\n\n" for i in range(12)))
+    for i in range(3):  # ~1500 bytes each: the third passes the 4000 bytes
+        _file(root / f"usr/lib/python3/dist-packages/m{i}-1.dist-info/METADATA",
+              f"Name: m{i}\nVersion: 1\n\n" + "#" * 1500)
+    warned: list[str] = []
+    pred = sbom_predicate([root], name="x", warn=warned.append)
+    assert sorted(p["name"] for p in pred["packages"][1:]) == ["m0", "m1"] + [f"p{i:02d}" for i in range(10)]
+    assert warned == ["sbom: /var/lib/dpkg/status: more than 10 packages, the rest left out",
+                      "sbom: more than 4000 bytes of package records: the rest left out"]
 
 
 def test_deep_trees_and_deeply_nested_node_modules_are_bounded(tmp_path: Path) -> None:
