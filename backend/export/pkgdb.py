@@ -282,35 +282,34 @@ class _Reader:
 
     # ---------------------------------------------------------------------------------- databases
 
+    def file(self, path: str, limit: int) -> tuple[str, str] | None:
+        """(resolved image path, text) of the regular file at ``path``, None when there is none."""
+        f = self.view.lookup(path)
+        text = self.text(f, limit) if f is not None and f.is_file else None
+        return (f.path, text) if f is not None and text is not None else None
+
     def distro(self) -> None:
         for path in ("/etc/os-release", "/usr/lib/os-release"):
-            f = self.view.lookup(path)
-            if f is not None and f.is_file:
-                text = self.text(f, 1 << 16)
-                if text is not None:
-                    self.scan.distro = os_release(text)
+            if (got := self.file(path, 1 << 16)) is not None:
+                self.scan.distro = os_release(got[1])
                 return
 
     def dpkg(self) -> None:
-        status = self.view.lookup("/var/lib/dpkg/status")
-        if status is not None and status.is_file:
-            text = self.text(status, DB_LIMIT)
-            if text is not None:
-                self.add(*dpkg_packages(text, status.path), status.path)
+        if (got := self.file("/var/lib/dpkg/status", DB_LIMIT)) is not None:
+            self.add(*dpkg_packages(got[1], got[0]), got[0])
         d = self.view.lookup("/var/lib/dpkg/status.d")
-        if d is not None and d.is_dir:
-            bad = 0
+        if d is not None and d.is_dir:  # distroless: a file per package, no Status
+            found, bad = [], 0
             for name in self.listdir(d):
                 f = self.view.child(d, name)
                 if f is None or not f.is_file or name.endswith(".md5sums") or not self.budget("deb"):
                     continue
                 text = self.text(f, META_LIMIT)
                 if text is not None:
-                    found, b = dpkg_packages(text, f.path, need_status=False)
-                    self.scan.packages.extend(found)
+                    more, b = dpkg_packages(text, f.path, need_status=False)
+                    found += more
                     bad += b
-            if bad:
-                self.scan.notes.append(f"{d.path}: {bad} malformed entr{'y' if bad == 1 else 'ies'} skipped")
+            self.add(found, bad, d.path)
         self.deb_licenses()
 
     def deb_licenses(self) -> None:
@@ -320,18 +319,14 @@ class _Reader:
             if p.kind != "deb":
                 with_lic.append(p)
                 continue
-            f = self.view.lookup(f"/usr/share/doc/{p.name}/copyright")
-            text = self.text(f, META_LIMIT) if f is not None and f.is_file else None
-            lic = copyright_licenses(text) if text else ""
+            got = self.file(f"/usr/share/doc/{p.name}/copyright", META_LIMIT)
+            lic = copyright_licenses(got[1]) if got else ""
             with_lic.append(Package(p.kind, p.name, p.version, p.source, p.arch, lic, p.upstream))
         self.scan.packages = with_lic
 
     def apk(self) -> None:
-        f = self.view.lookup("/lib/apk/db/installed")
-        if f is not None and f.is_file:
-            text = self.text(f, DB_LIMIT)
-            if text is not None:
-                self.add(*apk_packages(text, f.path), f.path)
+        if (got := self.file("/lib/apk/db/installed", DB_LIMIT)) is not None:
+            self.add(*apk_packages(got[1], got[0]), got[0])
 
     # ---------------------------------------------------------------------------------- the search
 
