@@ -220,6 +220,13 @@ def os_release(text: str) -> Distro:
 
 # ------------------------------------------------------------------------------------------ reading
 
+def shown(path: str) -> str:
+    """An image path as the document and the warnings show it: undecodable bytes as ``\\xNN``, other
+    unprintable characters (a name holding a terminal escape) as ``?``."""
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def _size(n: int) -> str:
     return f"{n >> 20} MiB" if n >= 1 << 20 and not n & ((1 << 20) - 1) else f"{n} bytes"
 
@@ -251,9 +258,9 @@ class _Reader:
         try:
             return self.view.read(f, limit).decode("utf-8", "replace")
         except TooLarge:
-            self.scan.notes.append(f"{f.path}: larger than {_size(limit)}, left out")
+            self.scan.notes.append(f"{shown(f.path)}: larger than {_size(limit)}, left out")
         except OSError as e:
-            self.scan.notes.append(f"{f.path}: unreadable ({e.strerror or e}), left out")
+            self.scan.notes.append(f"{shown(f.path)}: unreadable ({e.strerror or e}), left out")
         return None
 
     def add(self, found: list[Package], bad: int, where: str) -> None:
@@ -277,7 +284,7 @@ class _Reader:
         names, full = self.view.listdir(d, dirs_only=dirs_only)
         self.names += len(names)
         if full:
-            self.scan.notes.append(f"{d.path}: too many entries, only the first {len(names)} looked at")
+            self.scan.notes.append(f"{shown(d.path)}: too many entries, only the first {len(names)} looked at")
         return names
 
     # ---------------------------------------------------------------------------------- databases
@@ -286,7 +293,7 @@ class _Reader:
         """(resolved image path, text) of the regular file at ``path``, None when there is none."""
         f = self.view.lookup(path)
         text = self.text(f, limit) if f is not None and f.is_file else None
-        return (f.path, text) if f is not None and text is not None else None
+        return (shown(f.path), text) if f is not None and text is not None else None
 
     def distro(self) -> None:
         for path in ("/etc/os-release", "/usr/lib/os-release"):
@@ -306,10 +313,10 @@ class _Reader:
                     continue
                 text = self.text(f, META_LIMIT)
                 if text is not None:
-                    more, b = dpkg_packages(text, f.path, need_status=False)
+                    more, b = dpkg_packages(text, shown(f.path), need_status=False)
                     found += more
                     bad += b
-            self.add(found, bad, d.path)
+            self.add(found, bad, shown(d.path))
         self.deb_licenses()
 
     def deb_licenses(self) -> None:
@@ -369,17 +376,17 @@ class _Reader:
             text = self.text(entry, META_LIMIT)
             if text is None:
                 continue
-            pkg = python_package(text, entry.path)
+            pkg = python_package(text, shown(entry.path))
             if pkg is None:
                 bad += 1
             else:
                 self.scan.packages.append(pkg)
         if bad:
-            self.scan.notes.append(f"{d.path}: {bad} malformed Python metadata file(s) skipped")
+            self.scan.notes.append(f"{shown(d.path)}: {bad} malformed Python metadata file(s) skipped")
 
     def npm(self, d: Found, nesting: int) -> None:
         if nesting >= NPM_NESTING:
-            self.scan.notes.append(f"{d.path}: node_modules nested deeper than {NPM_NESTING}, not searched")
+            self.scan.notes.append(f"{shown(d.path)}: node_modules nested deeper than {NPM_NESTING}, not searched")
             return
         bad = 0
         dirs: list[Found] = []
@@ -400,7 +407,7 @@ class _Reader:
             f = self.view.child(pkg_dir, "package.json")
             if f is not None and f.is_file and self.budget("npm"):
                 text = self.text(f, META_LIMIT)
-                pkg = npm_package(text, f.path) if text is not None else None
+                pkg = npm_package(text, shown(f.path)) if text is not None else None
                 if pkg is None and text is not None:
                     bad += 1
                 elif pkg is not None:
@@ -409,7 +416,7 @@ class _Reader:
             if nested is not None and nested.is_dir:
                 self.npm(nested, nesting + 1)
         if bad:
-            self.scan.notes.append(f"{d.path}: {bad} malformed package.json file(s) skipped")
+            self.scan.notes.append(f"{shown(d.path)}: {bad} malformed package.json file(s) skipped")
 
 
 def scan_image(view: UnionView) -> Scan:

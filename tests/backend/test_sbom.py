@@ -382,6 +382,18 @@ def test_hostile_package_json_and_metadata_do_not_raise(tmp_path: Path) -> None:
                               "sbom: /usr/lib/python3/site-packages: 2 malformed Python metadata file(s) skipped"]
 
 
+def test_paths_with_escapes_and_undecodable_bytes_are_shown_printable(tmp_path: Path) -> None:
+    evil = os.fsencode(tmp_path / "l0") + b"/\x1b[2J\xff/node_modules"
+    os.makedirs(evil + b"/ok")
+    _file(Path(os.fsdecode(evil + b"/ok/package.json")), json.dumps({"name": "ok", "version": "1.0.0"}))
+    _file(Path(os.fsdecode(evil + b"/bad/package.json")), "{")
+    warned: list[str] = []
+    pred = sbom_predicate([tmp_path / "l0"], name="x", warn=warned.append)
+    assert pred["packages"][1]["sourceInfo"].endswith(": /?[2J\\xff/node_modules/ok/package.json")
+    assert warned == ["sbom: /?[2J\\xff/node_modules: 1 malformed package.json file(s) skipped"]
+    json.dumps(pred, ensure_ascii=False).encode()  # no lone surrogates left to fail a UTF-8 writer
+
+
 @pytest.mark.parametrize("text, expected", [
     ("GPL-2+ or Artistic", "GPL-2.0-or-later OR Artistic-1.0-Perl"),
     ("(MIT OR Apache-2.0) AND BSD-3-Clause", "(MIT OR Apache-2.0) AND BSD-3-Clause"),
