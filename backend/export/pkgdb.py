@@ -79,39 +79,39 @@ def _clean(value: str, limit: int = _MAX_FIELD) -> str:
     return text[:limit]
 
 
-def stanzas(text: str) -> Iterator[dict[str, str] | None]:
-    """deb822 paragraphs (dpkg status, Debian copyright): ``Field: value`` lines, continuation lines
-    starting with a space or tab, paragraphs separated by blank lines. A paragraph with a line that
-    is neither yields None (malformed)."""
-    fields: dict[str, str] = {}
-    bad = False
-    last = ""
-    for line in text.split("\n"):
-        if not line.strip():
-            if fields or bad:
-                yield None if bad else fields
-            fields, bad, last = {}, False, ""
+_PARAGRAPH = re.compile(r"\n[ \t]*\n")
+_FIELD = re.compile(r"^(package|status|version|architecture|source):[ \t]*([^\n]*?)[ \t]*$",
+                    re.MULTILINE | re.IGNORECASE)
+_STRAY = re.compile(r"^[^ \t\n:][^:\n]*$|^[^ \t\n:]*[ \t][^:\n]*:", re.MULTILINE)  # no colon, or a space in the key
+
+
+def stanzas(text: str, limit: int) -> Iterator[dict[str, str] | None]:
+    """The fields dpkg status paragraphs are read for (package, status, version, architecture, source;
+    lower-cased names, first lines), at most ``limit`` paragraphs. deb822: ``Field: value`` lines,
+    continuation lines starting with a space or tab, paragraphs separated by blank lines; a paragraph
+    with a line that is neither yields None (malformed), and so does all that follows the ``limit``th.
+    Regular expressions, not a loop over lines: a 32 MiB status file of one-line paragraphs takes a
+    second, not ten."""
+    for n, para in enumerate(_PARAGRAPH.split(text, maxsplit=limit)):
+        if n >= limit:
+            yield None
+            return
+        if not para.strip():
             continue
-        if line[0] in " \t":
-            if last:
-                fields[last] = fields[last] + "\n" + line[1:] if len(fields[last]) < 1 << 16 else fields[last]
-            else:
-                bad = True
+        if _STRAY.search(para) or para.lstrip("\n")[:1] in (" ", "\t"):
+            yield None
             continue
-        key, sep, value = line.partition(":")
-        if not sep or not key or " " in key:
-            bad = True
-            continue
-        last = key.strip().lower()
-        fields[last] = value.strip()
-    if fields or bad:
-        yield None if bad else fields
+        fields: dict[str, str] = {}
+        for key, value in _FIELD.findall(para):
+            fields.setdefault(key.lower(), value)
+        yield fields
 
 
 def dpkg_packages(text: str, source: str, *, need_status: bool = True) -> tuple[list[Package], int]:
-    """The installed packages of a dpkg status file (``need_status``: a status.d file has no Status)."""
+    """The installed packages of a dpkg status file (``need_status``: a status.d file has no Status);
+    at most ``MAX_PACKAGES`` + 1 (the caller says the rest were left out)."""
     out, bad = [], 0
-    for st in stanzas(text):
+    for st in stanzas(text, limit=4 * MAX_PACKAGES):
         if st is None:
             bad += 1
             continue
@@ -126,18 +126,27 @@ def dpkg_packages(text: str, source: str, *, need_status: bool = True) -> tuple[
         upstream = st.get("source", "").split(" ")[0]
         out.append(Package("deb", name, version, source, arch=arch,
                            upstream=upstream if upstream != name and _DEB_NAME.match(upstream) else ""))
+        if len(out) > MAX_PACKAGES:
+            break
     return out, bad
 
 
+_APK_FIELD = re.compile(r"^([PVALo]):([^\n]*)$", re.MULTILINE)
+
+
 def apk_packages(text: str, source: str) -> tuple[list[Package], int]:
-    """apk's installed database: ``X:value`` lines, one blank line between packages."""
+    """apk's installed database: ``X:value`` lines, one blank line between packages; at most
+    ``MAX_PACKAGES`` + 1, and all past 4 × ``MAX_PACKAGES`` blocks counted as one malformed entry."""
     out, bad = [], 0
-    for block in text.split("\n\n"):
+    blocks = text.split("\n\n", 4 * MAX_PACKAGES)
+    if len(blocks) > 4 * MAX_PACKAGES:
+        blocks, bad = blocks[:-1], 1
+    for block in blocks:
         fields: dict[str, str] = {}
-        for line in block.split("\n"):
-            if len(line) >= 2 and line[1] == ":":
-                fields.setdefault(line[0], line[2:])  # the first of each letter (file lines repeat F/R/Z…)
+        for key, value in _APK_FIELD.findall(block):
+            fields.setdefault(key, value)  # the first of each letter
         if not fields:
+            bad += bool(block.strip())
             continue
         name, version, arch = fields.get("P", ""), fields.get("V", ""), fields.get("A", "")
         if not _DEB_NAME.match(name.lower()) or not _VERSION.match(version) or (arch and not _WORD.match(arch)):
@@ -146,6 +155,8 @@ def apk_packages(text: str, source: str) -> tuple[list[Package], int]:
         origin = fields.get("o", "")
         out.append(Package("apk", name, version, source, arch=arch, license=_clean(fields.get("L", "")),
                            upstream=origin if origin != name and _DEB_NAME.match(origin.lower()) else ""))
+        if len(out) > MAX_PACKAGES:
+            break
     return out, bad
 
 
