@@ -82,7 +82,7 @@ def _clean(value: str, limit: int = _MAX_FIELD) -> str:
 _PARAGRAPH = re.compile(r"\n[ \t]*\n")
 _FIELD = re.compile(r"^(package|status|version|architecture|source):[ \t]*([^\n]*?)[ \t]*$",
                     re.MULTILINE | re.IGNORECASE)
-_STRAY = re.compile(r"^[^ \t\n:][^:\n]*$|^[^ \t\n:]*[ \t][^:\n]*:", re.MULTILINE)  # no colon, or a space in the key
+_STRAY = re.compile(r"^[^ \t\n:][^:\n]*$|^[^ \t\n:]+[ \t][^:\n]*:", re.MULTILINE)  # no colon, or a space in the key
 
 
 def stanzas(text: str, limit: int) -> Iterator[dict[str, str] | None]:

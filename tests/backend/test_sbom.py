@@ -31,6 +31,8 @@ Version: 2.36-9+deb12u4
 Maintainer: GNU Libc Maintainers <debian-glibc@lists.debian.org>
 Description: GNU C Library
  Contains the standard libraries.
+ These include: libc, libm.
+ .
 
 Package: login
 Status: install ok installed
@@ -50,6 +52,11 @@ Version: 1
 this line is not a field
 Package: broken
 Version: 2
+
+Package: spaced
+Status: install ok installed
+A key: with a space
+Version: 3
 """
 
 APK_INSTALLED = """\
@@ -117,9 +124,9 @@ def test_dpkg_status_gives_installed_packages_with_purls_and_counts_malformed(tm
     assert libc["licenseDeclared"] == "LicenseRef-BSD-variant AND GPL-2.0-or-later AND LGPL-2.1-or-later"
     assert {"licenseId": "LicenseRef-BSD-variant", "extractedText": "BSD-variant",
             "name": "BSD-variant"} in pred["hasExtractedLicensingInfos"]
-    # "BAD NAME" and the paragraph with a stray line: two entries skipped, said once
-    assert warned == ["sbom: /var/lib/dpkg/status: 2 malformed entries skipped"]
-    assert "2 malformed entries skipped" in pred["comment"]
+    # "BAD NAME", the paragraph with a stray line and the key with a space: skipped, said once
+    assert warned == ["sbom: /var/lib/dpkg/status: 3 malformed entries skipped"]
+    assert "3 malformed entries skipped" in pred["comment"]
 
 
 def test_predicate_is_an_spdx_23_document_with_the_image_as_root(tmp_path: Path) -> None:
