@@ -27,6 +27,7 @@ from importlib import resources
 from typing import Callable, Sequence
 from urllib.parse import quote
 
+from backend.errors import ExportError
 from backend.export.pkgdb import Package, Scan, scan_image
 from backend.fs.unionview import UnionView
 
@@ -35,6 +36,7 @@ SPDX_VERSION = "SPDX-2.3"
 TOOL = "irctl"
 
 _ROOT_ID = "SPDXRef-DocumentRoot-Image"
+_YEAR_10000 = 253402300800  # SPDX's created is YYYY-MM-DDThh:mm:ssZ
 _SOURCE_INFO = {
     "deb": "acquired package info from the dpkg database: {}",
     "apk": "acquired package info from the apk database: {}",
@@ -208,7 +210,7 @@ def _balanced(tokens: list[str]) -> bool:
 # --------------------------------------------------------------------------------------- document
 
 def _spdx_id(p: Package, locator: str) -> str:
-    digest = hashlib.sha256(f"{locator}\0{p.source}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{locator}\0{p.source}\0{p.license}".encode()).hexdigest()[:16]
     return f"SPDXRef-Package-{p.kind}-{_ID_CHARS.sub('-', p.name).strip('-')[:64]}-{digest}"
 
 
@@ -243,13 +245,14 @@ def spdx_document(scan: Scan, *, name: str, created: int | None = None) -> dict:
             "primaryPackagePurpose": "CONTAINER"}
     relationships.insert(0, {"spdxElementId": "SPDXRef-DOCUMENT", "relatedSpdxElement": _ROOT_ID,
                              "relationshipType": "DESCRIBES"})
+    when = created if created is not None and 0 < created < _YEAR_10000 else 0
     body = {
         "spdxVersion": SPDX_VERSION,
         "dataLicense": "CC0-1.0",
         "SPDXID": "SPDXRef-DOCUMENT",
         "name": root_name,
         "creationInfo": {
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created or 0)),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when)),
             "creators": [f"Tool: {TOOL}"],
         },
         "packages": [root, *packages],
@@ -271,7 +274,10 @@ def sbom_predicate(layers: Sequence[str | os.PathLike[str]], *, name: str, creat
     ``layers`` (overlay upper dirs, bottom first: ``Snapshot.layers``). ``name`` names the image in
     the document; ``created`` (seconds since the epoch) is its creation time, None: the epoch.
     ``warn`` gets one line per database file that had entries skipped or was left out (the same
-    lines are the document's ``comment``)."""
+    lines are the document's ``comment``). ``ExportError`` when a layer is not a directory on disk."""
+    for layer in layers:  # a layer not on disk would read as empty: an SBOM missing packages, silently
+        if not os.path.isdir(layer):
+            raise ExportError(f"sbom: layer {os.fspath(layer)} is not on disk (the solve did not materialize it)")
     scan = scan_image(UnionView(layers))
     if warn is not None:
         for note in scan.notes:

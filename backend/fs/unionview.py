@@ -23,6 +23,7 @@ import stat
 from dataclasses import dataclass
 from typing import Sequence
 
+from backend.errors import BackendError
 from backend.fs import safefs
 from backend.fs.layerformat import is_opaque
 
@@ -51,8 +52,11 @@ class Found:
         return stat.S_ISREG(self.st.st_mode)
 
 
-class TooLarge(Exception):
-    """A file is larger than the reader allows."""
+class TooLarge(BackendError):
+    """A file is larger than the reader allows (the reader notes it and goes on)."""
+
+    def __str__(self) -> str:
+        return f"{self.args[0]}: larger than the reader allows"
 
 
 class UnionView:

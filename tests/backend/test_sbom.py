@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from backend.errors import ExportError
 from backend.export import pkgdb
 from backend.export.sbom import PREDICATE_TYPE, license_expression, sbom_predicate
 from backend.fs.layerformat import opaque_xattr
@@ -399,6 +400,12 @@ def test_paths_with_escapes_and_undecodable_bytes_are_shown_printable(tmp_path: 
     assert pred["packages"][1]["sourceInfo"].endswith(": /?[2J\\xff/node_modules/ok/package.json")
     assert warned == ["sbom: /?[2J\\xff/node_modules: 1 malformed package.json file(s) skipped"]
     json.dumps(pred, ensure_ascii=False).encode()  # no lone surrogates left to fail a UTF-8 writer
+
+
+def test_a_layer_not_on_disk_is_an_error_not_an_empty_sbom(tmp_path: Path) -> None:
+    _debian(tmp_path / "l0")
+    with pytest.raises(ExportError, match="is not on disk"):
+        sbom_predicate([tmp_path / "l0", tmp_path / "missing"], name="x")
 
 
 @pytest.mark.parametrize("text, expected", [
