@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from backend.fs import unionview
 from backend.fs.unionview import Found, TooLarge, UnionView
 
 DB_LIMIT = 32 << 20  # a dpkg status or apk installed file (debian's is ~100 KB, a desktop's ~10 MB)
@@ -292,10 +293,11 @@ class _Reader:
         return n < MAX_FILES
 
     def listdir(self, d: Found, dirs_only: bool = False) -> list[str]:
-        names, full = self.view.listdir(d, dirs_only=dirs_only)
+        names = self.view.listdir(d, dirs_only=dirs_only)
+        if names is None:
+            self.scan.notes.append(f"{shown(d.path)}: more than {unionview.MAX_NAMES} entries, not looked at")
+            return []
         self.names += len(names)
-        if full:
-            self.scan.notes.append(f"{shown(d.path)}: too many entries, only the first {len(names)} looked at")
         return names
 
     # ---------------------------------------------------------------------------------- databases

@@ -151,13 +151,13 @@ class UnionView:
 
     # -------------------------------------------------------------------------------------- reading
 
-    def listdir(self, d: Found, *, dirs_only: bool = False) -> tuple[list[str], bool]:
+    def listdir(self, d: Found, *, dirs_only: bool = False) -> list[str] | None:
         """The names in merged directory ``d`` (only those that are directories with ``dirs_only``),
-        sorted, and whether some were left out (more than ``MAX_NAMES``). Whiteouts and what they hide
-        are not listed. The type is the topmost layer's, from the directory entry (no lstat but for
+        sorted; None when it holds more than ``MAX_NAMES`` (which of them would be kept depends on
+        the order the filesystem lists them in: none is, so the answer stays the same). Whiteouts and
+        what they hide are not listed. The type is the topmost layer's, from the directory entry (no lstat but for
         character devices, which may be whiteouts)."""
         seen: dict[bytes, bool] = {}  # name -> listed
-        full = False
         for layer, rel in d.dirs:
             try:
                 it = os.scandir(self.layers[layer] + b"/" + rel if rel else self.layers[layer])
@@ -168,8 +168,7 @@ class UnionView:
                     if e.name in seen:
                         continue
                     if len(seen) >= MAX_NAMES:
-                        full = True
-                        break
+                        return None
                     try:
                         is_dir = e.is_dir(follow_symlinks=False)
                         if not is_dir and not e.is_file(follow_symlinks=False) and not e.is_symlink():
@@ -180,7 +179,7 @@ class UnionView:
                     except OSError:
                         continue
                     seen[e.name] = is_dir or not dirs_only
-        return sorted(os.fsdecode(n) for n, shown in seen.items() if shown), full
+        return sorted(os.fsdecode(n) for n, shown in seen.items() if shown)
 
     def read(self, f: Found, limit: int) -> bytes:
         """The bytes of regular file ``f``; ``TooLarge`` beyond ``limit`` bytes, OSError if unreadable."""

@@ -17,6 +17,7 @@ import pytest
 from backend.errors import ExportError
 from backend.export import pkgdb
 from backend.export.sbom import PREDICATE_TYPE, license_expression, sbom_predicate
+from backend.fs import unionview
 from backend.fs.layerformat import opaque_xattr
 from backend.fs.unionview import UnionView
 
@@ -348,6 +349,19 @@ def test_a_database_of_too_many_packages_and_too_many_bytes_in_all(tmp_path: Pat
     assert sorted(p["name"] for p in pred["packages"][1:]) == ["m0", "m1"] + [f"p{i:02d}" for i in range(10)]
     assert warned == ["sbom: /var/lib/dpkg/status: more than 10 packages, the rest left out",
                       "sbom: more than 4000 bytes of package records: the rest left out"]
+
+
+def test_a_directory_of_too_many_names_is_left_out_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which names a bounded listing kept would depend on the filesystem's order: none is kept."""
+    monkeypatch.setattr(unionview, "MAX_NAMES", 20)
+    for i in range(25):
+        _file(tmp_path / f"l0/wide/node_modules/m{i:02d}/package.json",
+              json.dumps({"name": f"m{i:02d}", "version": "1"}))
+    _file(tmp_path / "l0/narrow/node_modules/ok/package.json", json.dumps({"name": "ok", "version": "1"}))
+    warned: list[str] = []
+    pred = sbom_predicate([tmp_path / "l0"], name="x", warn=warned.append)
+    assert [p["name"] for p in pred["packages"][1:]] == ["ok"]
+    assert warned == ["sbom: /wide/node_modules: more than 20 entries, not looked at"]
 
 
 def test_deep_trees_and_deeply_nested_node_modules_are_bounded(tmp_path: Path) -> None:
