@@ -127,7 +127,8 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
             except UserError as e:
                 raise SolveError(str(e)) from None
             process = spec.Process(args=ex.args, env=[*ex.env, *prepared.env], cwd=ex.cwd, uid=user.uid,
-                                 gid=user.gid, additional_gids=user.additional_gids)
+                                   gid=user.gid, additional_gids=user.additional_gids,
+                                   rlimits=[(u.name, u.soft, u.hard) for u in ex.ulimits])
             since = time.time() - 0.05  # ctimes come from a coarse clock, at most a tick behind
             ws.executor.ready()
             waited = time.monotonic()
@@ -141,7 +142,9 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
                 try:
                     code = ws.executor.run(rootfs, process, prepared.mounts, network=network,
                                            hostname=ex.hostname or "buildkitsandbox", output=lines,
-                                           cancel=ws.cancel, privileged=ex.security == "insecure")
+                                           cancel=ws.cancel, privileged=ex.security == "insecure",
+                                           sandbox=spec.Sandbox([(h.host, h.ip) for h in ex.extra_hosts],
+                                                                ex.shm_size))
                 except spec.ContainerStartError as e:
                     lines.flush()
                     raise BuildError(str(e), output_tail=tuple(lines.tail)) from None

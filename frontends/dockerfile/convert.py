@@ -78,6 +78,7 @@ class Converter(ConfigInstructions):
             rules = ", ".join(sorted({w.rule for w in self.found}))
             raise DockerfileError(f"lint violation found for rules: {rules}: {first.message}", first.span)
         self.warnings.extend(f"{w.span.location()}: warning: {w.rule}: {w.message}" for w in self.found)
+        S.override_labels(d, req.labels)
         final = d.state.with_image(d.image.to_ir(), d.image.history, d.platform,
                                    meta=ops.OpMetadata(f"exporting image config of {d.info.group}", d.info.group,
                                                        (self.location(d.info.from_.span),)))

@@ -75,7 +75,7 @@ class FakeExecutor:
         self.closed = True
 
     def run(self, rootfs: Path, process: Process, mounts: Sequence[Mount], *, network: str, hostname: str,
-            output: Callable[[bytes], None], cancel: threading.Event, privileged: bool) -> int:
+            output: Callable[[bytes], None], cancel: threading.Event, privileged: bool, sandbox=None) -> int:
         record = FakeRun(tuple(process.args), tuple(process.env), process.cwd, process.uid, process.gid, network,
                          hostname, privileged, started=time.monotonic())
         with self._lock:
