@@ -95,6 +95,7 @@ class Compiled:
 
     document: ops.Document
     warnings: tuple[str, ...] = ()
+    checks: tuple = ()  # the build checks among them as ``frontends.errors.SourceWarning`` (``--check``)
 
 
 class Frontend(Protocol):

@@ -13,6 +13,7 @@ A class listed in ``ONE_OF`` is a tagged union: exactly one of its fields is set
 from __future__ import annotations
 
 import functools
+import re
 import typing
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -231,6 +232,9 @@ SECURITY_MODES: tuple[str, ...] = typing.get_args(Security)
 UlimitName = Literal["core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
                      "rss", "rtprio", "rttime", "sigpending", "stack"]
 ULIMIT_NAMES: tuple[str, ...] = typing.get_args(UlimitName)
+# A host name as /etc/hosts can hold it: one whitespace-free token (no line or field of its own can be
+# smuggled in); RFC 1123 letters plus `_`, which Docker accepts too.
+HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,252}\Z")
 MAX_SHM_SIZE = 1 << 36  # 64 GiB: /dev/shm is memory; a larger size is a mistake or an attack, never a build's need
 
 

@@ -294,16 +294,11 @@ class _Checks:
                 err("environment entries are KEY=value", f"{op_path(digest)}.image.config.env[{i}]")
 
 
-# A host name as /etc/hosts can hold it: one whitespace-free token (no line or field of its own
-# can be smuggled in); RFC 1123 letters plus `_`, which Docker accepts too.
-_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,252})\Z")
-
-
 def _sandbox(ex: ops.ExecOp, err) -> None:
     """`extra_hosts`, `shm_size`, `ulimits`: what the runtime writes into /etc/hosts, a mount
     option and setrlimit, so nothing may reach them that those cannot take as one value."""
     for i, h in enumerate(ex.extra_hosts):
-        if not _HOST_NAME.match(h.host):
+        if not ops.HOST_NAME.match(h.host):
             err(f"host name {h.host!r} is not letters, digits, '.', '-' and '_' (at most 253)",
                 f"extra_hosts[{i}].host")
         try:
