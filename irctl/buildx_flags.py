@@ -20,6 +20,11 @@ _SIZE = re.compile(r"(\d+(?:\.\d+)?) ?([kmgtp]?)i?b?\Z", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
+def _shown(value: str) -> str:
+    """A value as an error quotes it: on one line, whatever the user (or a script) passed."""
+    return value if value.isprintable() else repr(value)
+
+
 def extra_hosts(values: list[str]) -> tuple[ops.HostIP, ...]:
     """``--add-host HOST:IP`` or ``HOST=IP`` (an IPv6 address may be in brackets), in the order given."""
     out = []
@@ -30,15 +35,15 @@ def extra_hosts(values: list[str]) -> tuple[ops.HostIP, ...]:
         if ip.startswith("[") and ip.endswith("]"):
             ip = ip[1:-1]
         if ip == "host-gateway":
-            raise UserError(f"--add-host {value}: host-gateway is Docker's address of the host, which irctl's RUN "
+            raise UserError(f"--add-host {_shown(value)}: host-gateway is Docker's address of the host, which irctl's RUN "
                             "network cannot reach (a private namespace); with --network host --allow network.host "
                             "the host is 127.0.0.1")
         try:
             address = ipaddress.ip_address(ip)
         except ValueError:
-            raise UserError(f"--add-host {value}: invalid IP address {ip!r} (HOST:IP or HOST=IP)") from None
+            raise UserError(f"--add-host {_shown(value)}: invalid IP address {ip!r} (HOST:IP or HOST=IP)") from None
         if not ops.HOST_NAME.match(host):
-            raise UserError(f"--add-host {value}: invalid host name {host!r} "
+            raise UserError(f"--add-host {_shown(value)}: invalid host name {host!r} "
                             "(letters, digits, '.', '-' and '_', at most 253)")
         out.append(ops.HostIP(host, str(address)))
     return tuple(out)
@@ -51,10 +56,10 @@ def shm_size(value: str) -> int:
         return 0
     m = _SIZE.match(value.strip())
     if m is None:
-        raise UserError(f"--shm-size {value}: invalid size (a number of bytes, or with a unit: 64m, 1g)")
+        raise UserError(f"--shm-size {_shown(value)}: invalid size (a number of bytes, or with a unit: 64m, 1g)")
     size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
     if size > ops.MAX_SHM_SIZE:
-        raise UserError(f"--shm-size {value}: larger than {ops.MAX_SHM_SIZE >> 30}g")
+        raise UserError(f"--shm-size {_shown(value)}: larger than {ops.MAX_SHM_SIZE >> 30}g")
     return size
 
 
@@ -64,23 +69,23 @@ def ulimits(values: list[str]) -> tuple[ops.Ulimit, ...]:
     for value in values:
         name, eq, limits = value.partition("=")
         if not eq:
-            raise UserError(f"--ulimit {value}: expected NAME=SOFT[:HARD]")
+            raise UserError(f"--ulimit {_shown(value)}: expected NAME=SOFT[:HARD]")
         if name not in ops.ULIMIT_NAMES:
             from frontends.errors import did_you_mean  # lazy: only an error pays for difflib
 
-            raise UserError(f"--ulimit {value}: invalid ulimit type {name!r}"
+            raise UserError(f"--ulimit {_shown(value)}: invalid ulimit type {name!r}"
                             f"{did_you_mean(name, ops.ULIMIT_NAMES) or ' (' + ', '.join(ops.ULIMIT_NAMES) + ')'}")
         parts = limits.split(":")
         if len(parts) > 2:
-            raise UserError(f"--ulimit {value}: too many limit values, can only have up to two, soft[:hard]")
+            raise UserError(f"--ulimit {_shown(value)}: too many limit values, can only have up to two, soft[:hard]")
         try:
             soft, hard = int(parts[0]), int(parts[-1])
         except ValueError:
-            raise UserError(f"--ulimit {value}: limits are integers (-1: unlimited)") from None
+            raise UserError(f"--ulimit {_shown(value)}: limits are integers (-1: unlimited)") from None
         if min(soft, hard) < -1 or max(soft, hard) >= 1 << 63:
-            raise UserError(f"--ulimit {value}: limits are -1 (unlimited) or 0 to 2^63-1")
+            raise UserError(f"--ulimit {_shown(value)}: limits are -1 (unlimited) or 0 to 2^63-1")
         if hard != -1 and (soft == -1 or soft > hard):
-            raise UserError(f"--ulimit {value}: ulimit soft limit must be less than or equal to hard limit")
+            raise UserError(f"--ulimit {_shown(value)}: ulimit soft limit must be less than or equal to hard limit")
         found[name] = ops.Ulimit(name, soft, hard)
     return tuple(found[n] for n in sorted(found))
 
@@ -91,7 +96,7 @@ def labels(values: list[str]) -> dict[str, str]:
     for value in values:
         key, _, v = value.partition("=")
         if not key:
-            raise UserError(f"--label {value}: expected KEY=VALUE")
+            raise UserError(f"--label {_shown(value)}: expected KEY=VALUE")
         out[key] = v
     return out
 
@@ -111,7 +116,7 @@ def pull(flag: bool, policy: str | None) -> bool:
     if word == "never":
         raise UserError("--pull=never: irctl cannot promise not to fetch (a base image not yet in its cache is "
                         "always pulled); --pull=missing (the default) reuses what is there")
-    raise UserError(f"--pull={policy}: expected true, false, always, missing or newer")
+    raise UserError(f"--pull={_shown(policy)}: expected true, false, always, missing or newer")
 
 
 def stdin_build_file() -> bytes:
