@@ -275,20 +275,32 @@ def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, netwo
 
 
 def _requested_rlimits(requested: Sequence[tuple[str, int, int]], rootless: bool) -> dict[str, tuple[int, int]]:
-    """A step's `--ulimit`s as the runtime takes them (-1: `RLIM_INFINITY`).  Rootless, no process of
-    ours may raise a hard limit above its own (that needs CAP_SYS_RESOURCE in the initial user
-    namespace): such a step fails here, naming the limit, instead of in the runtime's setrlimit; and
-    `nproc` never goes above `PIDS_LIMIT`, which is the sandbox's fork-bomb bound there (no cgroup)."""
+    """A step's `--ulimit`s as the runtime takes them (-1: `RLIM_INFINITY`).  Raising a hard limit
+    above this process's own needs CAP_SYS_RESOURCE in the initial user namespace, which a rootless
+    build never has (nor root in a container that dropped it): such a step fails here, naming the
+    limit, rather than in the runtime's setrlimit.  Rootless, `nproc` never goes above `PIDS_LIMIT`,
+    the sandbox's fork-bomb bound there (no cgroup)."""
     out = {}
+    may_raise = not rootless and _has_sys_resource()
     for name, soft, hard in requested:
         soft_v, hard_v = (RLIM_INFINITY if v == -1 else v for v in (soft, hard))
-        if rootless:
+        if not may_raise:
             own = resource.getrlimit(getattr(resource, f"RLIMIT_{name.upper()}", _RLIMIT_LOCKS))[1]
             own = RLIM_INFINITY if own == resource.RLIM_INFINITY else own
             if hard_v > own:
-                raise ContainerStartError(f"--ulimit {name}={soft}:{hard}: a rootless build cannot raise the hard "
-                                          f"limit above its own ({'unlimited' if own == RLIM_INFINITY else own})")
-            if name == "nproc":
-                soft_v, hard_v = min(soft_v, PIDS_LIMIT), min(hard_v, PIDS_LIMIT)
+                who = "a rootless build" if rootless else "irctl without CAP_SYS_RESOURCE"
+                raise ContainerStartError(f"--ulimit {name}={soft}:{hard}: {who} cannot raise the hard limit above "
+                                          f"its own ({'unlimited' if own == RLIM_INFINITY else own})")
+        if rootless and name == "nproc":
+            soft_v, hard_v = min(soft_v, PIDS_LIMIT), min(hard_v, PIDS_LIMIT)
         out[name] = (soft_v, hard_v)
     return out
+
+
+def _has_sys_resource() -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return False
+    return bool(eff >> _CAPS_BY_NUMBER.index("CAP_SYS_RESOURCE") & 1)
