@@ -15,6 +15,7 @@ import sys
 
 from ir import ops
 from irctl.errors import UserError
+from irctl.options import key_values
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?) ?([kmgtp]?)i?b?\Z", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -92,13 +93,7 @@ def ulimits(values: list[str]) -> tuple[ops.Ulimit, ...]:
 
 def labels(values: list[str]) -> dict[str, str]:
     """``--label K=V`` (``K`` alone: an empty value, as buildx's ``listToMap``); a later one wins."""
-    out: dict[str, str] = {}
-    for value in values:
-        key, _, v = value.partition("=")
-        if not key:
-            raise UserError(f"--label {_shown(value)}: expected KEY=VALUE")
-        out[key] = v
-    return out
+    return key_values(values, "--label")
 
 
 def pull(flag: bool, policy: str | None) -> bool:
