@@ -23,18 +23,22 @@ try:  # typer 0.28+ parses with a copy of click of its own: its exceptions are t
 except ImportError:  # older typer: click itself
     from click.exceptions import NoSuchOption
 
-# buildx's `--OPTION=VALUE` spellings of a flag, and the hidden option that takes the value
-_VALUED_FLAGS = {"--pull": "--pull-policy"}
+# per command, buildx's `--OPTION=VALUE` spellings of a flag and the hidden option taking the value
+_VALUED_FLAGS = {"build": {"--pull": "--pull-policy"}}
 
 
 def spell_argv(argv: list[str]) -> list[str]:
-    """``--pull=VALUE`` as ``--pull-policy=VALUE``; everything after ``--`` untouched."""
+    """``irctl build --pull=VALUE`` as ``--pull-policy=VALUE``; everything after ``--`` untouched."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    flags = _VALUED_FLAGS.get(command or "")
+    if not flags:
+        return argv
     out = []
     for i, arg in enumerate(argv):
         if arg == "--":
             return out + argv[i:]
         name, eq, value = arg.partition("=")
-        out.append(f"{_VALUED_FLAGS[name]}={value}" if eq and name in _VALUED_FLAGS else arg)
+        out.append(f"{flags[name]}={value}" if eq and name in flags else arg)
     return out
 
 

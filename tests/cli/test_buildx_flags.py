@@ -67,6 +67,14 @@ def test_pull_takes_buildx_and_podman_spellings():
         bx.pull(False, "sometimes")
 
 
+def test_only_builds_pull_value_is_respelled_and_nothing_after_double_dash():
+    from irctl.usage import spell_argv
+
+    assert spell_argv(["build", "--pull=always", "."]) == ["build", "--pull-policy=always", "."]
+    assert spell_argv(["compile", "--pull=true", "x"]) == ["compile", "--pull=true", "x"]
+    assert spell_argv(["build", "--", "--pull=x"]) == ["build", "--", "--pull=x"]
+
+
 def test_labels_key_alone_is_empty_and_a_later_one_wins():
     assert bx.labels(["a=1", "b", "a=2", "c=x=y"]) == {"a": "2", "b": "", "c": "x=y"}
     with pytest.raises(UserError):
