@@ -68,8 +68,7 @@ def build(
             raise UserError(f"build context {context} is not a directory")
         from irctl import buildx_flags as bx  # lazy: imports the IR (~35 ms), which --help need not pay for
 
-        shape = {"extra_hosts": bx.extra_hosts(add_host), "shm_size": bx.shm_size(shm_size),
-                 "ulimits": bx.ulimits(ulimit), "labels": bx.labels(label)}
+        shape = bx.request_options(add_host, shm_size, ulimit, label)
         pull = bx.pull(pull, pull_policy)
         enter_if_unprivileged(announce=progress != "quiet")
         if file is not None and str(file) == "-":
@@ -83,7 +82,7 @@ def build(
         memo_opts = {"context": str(context), "file": str(file) if file else None, "target": target,
                      "build_arg": build_arg, "build_context": build_context, "insecure": insecure_registry,
                      "cache_dir": str(cache_dir) if cache_dir else None, "network": network,
-                     **({"shape": [add_host, shm_size, ulimit, label]} if add_host or shm_size or ulimit or label else {})}
+                     "shape": [add_host, shm_size, ulimit, label]}
         scans = fastpath.take_scans()  # what a fast-path miss just scanned: not walked again below
         if not scans and not frontend:  # no fast-path check ran (--output, ...): scan once here for all
             fastpath.prescan(memo_opts, scans)

@@ -21,6 +21,12 @@ _SIZE = re.compile(r"(\d+(?:\.\d+)?) ?([kmgtp]?)i?b?\Z", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
+def request_options(add_host: list[str], shm: str, ulimit: list[str], label: list[str]) -> dict:
+    """The ``irctl.compiling.CompileOptions`` fields these flags set."""
+    return {"extra_hosts": extra_hosts(add_host), "shm_size": shm_size(shm), "ulimits": ulimits(ulimit),
+            "labels": labels(label)}
+
+
 def _shown(value: str) -> str:
     """A value as an error quotes it: on one line, whatever the user (or a script) passed."""
     return value if value.isprintable() else repr(value)

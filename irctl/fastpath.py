@@ -190,7 +190,7 @@ def build_key(opts: dict, cache: Path, scans: dict | None = None, *, with_contex
         h.update(f"context\0{context.resolve()}\n".encode())  # its name appears in messages
     h.update(f"target\0{opts.get('target', '')}\n".encode())
     h.update(f"network\0{opts.get('network') or 'default'}\n".encode())  # keys a `default` step's result
-    if opts.get("shape"):  # --add-host, --shm-size, --ulimit, --label: in the graph (absent: keys as before)
+    if any(opts.get("shape") or ()):  # --add-host, --shm-size, --ulimit, --label (none given: keys as before)
         h.update(b"shape\0" + json.dumps(opts["shape"], sort_keys=True).encode() + b"\n")
     for arg in sorted(opts["build_arg"]):
         name, eq, value = arg.partition("=")

@@ -207,3 +207,19 @@ def test_check_prints_the_warnings_like_buildx_and_builds_nothing(tmp_path, busy
     write(ctx, {"Dockerfile": f"FROM {busybox_ref}\nRUN false\n"})
     r = irctl("build", "--check", ctx, env=cache_env)
     assert (r.code, r.stdout) == (0, "Check complete, no warnings found.\n"), r.stderr
+
+
+def test_the_flags_are_inputs_of_the_remembered_build_and_graph(tmp_path, busybox_ref, cache_env):
+    """A build remembered without --add-host is not the answer with it (nor the other way round):
+    the no-op fast path and the remembered compile are keyed by them too."""
+    from tests.support.cli import FAST
+
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\nRUN cat /etc/hosts\n"})
+    plain = irctl("build", "--progress", "plain", ctx, env=cache_env)
+    assert plain.code == 0 and "10.0.0.7" not in plain.stderr, plain.stderr
+    shaped = irctl("build", "--progress", "plain", "--add-host", "db:10.0.0.7", ctx, env=cache_env)
+    assert shaped.code == 0 and "10.0.0.7\tdb" in shaped.stderr, shaped.stderr
+    again = irctl("build", "--progress", "plain", ctx, env=cache_env)
+    assert again.code == 0 and FAST in again.stderr, again.stderr
+    other = irctl("build", "--progress", "plain", "--add-host", "db:10.0.0.8", ctx, env=cache_env)
+    assert other.code == 0 and "10.0.0.8\tdb" in other.stderr, other.stderr
