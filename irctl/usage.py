@@ -18,6 +18,8 @@ import sys
 
 import typer.core
 
+from irctl.terminal import printable
+
 try:  # typer 0.28+ parses with a copy of click of its own: its exceptions are the ones raised
     from typer._click.exceptions import NoSuchOption
 except ImportError:  # older typer: click itself
@@ -73,5 +75,5 @@ class Group(typer.core.TyperGroup):
 
 
 def _exit_unknown(e: NoSuchOption, ctx):
-    sys.stderr.write(no_such_option(e) + "\n")
+    sys.stderr.write(printable(no_such_option(e)) + "\n")  # one line, whatever was typed
     ctx.exit(2)
