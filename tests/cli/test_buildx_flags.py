@@ -223,3 +223,19 @@ def test_the_flags_are_inputs_of_the_remembered_build_and_graph(tmp_path, busybo
     assert again.code == 0 and FAST in again.stderr, again.stderr
     other = irctl("build", "--progress", "plain", "--add-host", "db:10.0.0.8", ctx, env=cache_env)
     assert other.code == 0 and "10.0.0.8\tdb" in other.stderr, other.stderr
+
+
+def test_compile_takes_the_same_flags_and_writes_them_into_the_graph(tmp_path, busybox_ref, cache_env):
+    from ir.codec import load_document
+
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\nRUN true\nRUN false\n"})
+    out = tmp_path / "g.ir"
+    r = irctl("compile", "-o", out, "--add-host", "db:10.0.0.7", "--shm-size", "1g", "--ulimit", "nofile=10",
+              "--label", "a=b", ctx, env=cache_env)
+    assert r.code == 0, r.stderr
+    doc = load_document(out.read_bytes())
+    execs = [op.exec for op in doc.ops.values() if op.exec is not None]
+    assert len(execs) == 2 and all(e.extra_hosts == (ops.HostIP("db", "10.0.0.7"),) and e.shm_size == 1 << 30
+                                   and e.ulimits == (ops.Ulimit("nofile", 10, 10),) for e in execs)
+    assert doc.ops[doc.roots["default"].op].image.config.labels == {"a": "b"}
+    assert {"exec.extra_hosts", "exec.shm_size", "exec.ulimits"} <= set(doc.features)
