@@ -84,3 +84,26 @@ def test_hosts_file_refuses_what_would_add_a_line_or_a_name():
     for host, ip in (("a\n6.6.6.6", "1.2.3.4"), ("a b", "1.2.3.4"), ("db", "1.2.3.4 evil"), ("db", "1.2.3.4#"), ("", "1.1.1.1")):
         with pytest.raises(ValueError):
             hosts_file("h", [(host, ip)])
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("extra_hosts", ("HostIP", "a\n6.6.6.6\tbank.example", "10.0.0.1"), ".exec.extra_hosts[0].host: host name"),
+    ("extra_hosts", ("HostIP", "db", "10.0.0.1 evil"), ".exec.extra_hosts[0].ip: '10.0.0.1 evil' is not an IPv4"),
+    ("shm_size", 1 << 40, ".exec.shm_size: shm size 1099511627776 out of range"),
+    ("ulimits", ("Ulimit", "nofile", 10, 5), ".exec.ulimits[0].soft: soft limit 10 above the hard limit 5"),
+])
+def test_a_hostile_graph_is_refused_before_anything_runs(tmp_path, field, value, says):
+    """What a graph from someone else could put in a step's /etc/hosts, /dev/shm or rlimits: `irctl solve`
+    refuses it with the key path, as every IR reader does (spec/conformance has the same cases)."""
+    from ir import builder, ops
+    from ir.codec import dump_document
+    from tests.support.cli import irctl
+
+    made = (getattr(ops, value[0])(*value[1:]),) if isinstance(value, tuple) else value
+    st = builder.scratch().run(["/bin/true"])
+    body = ops.replace(st.vertex.op.exec, **{field: made})
+    doc = builder.build_document({"default": st._next(builder.vertex("exec", body, [(builder.scratch().vertex, 0)]))})
+    path = tmp_path / "hostile.ir"
+    path.write_bytes(dump_document(doc))
+    r = irctl("solve", path, env={"IRCTL_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.code == 2 and says in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
