@@ -42,9 +42,9 @@ def extra_hosts(values: list[str]) -> tuple[ops.HostIP, ...]:
         if ip.startswith("[") and ip.endswith("]"):
             ip = ip[1:-1]
         if ip == "host-gateway":
-            raise UserError(f"--add-host {_shown(value)}: host-gateway is Docker's address of the host, which irctl's RUN "
-                            "network cannot reach (a private namespace); with --network host --allow network.host "
-                            "the host is 127.0.0.1")
+            raise UserError(f"--add-host {_shown(value)}: host-gateway is Docker's address of the host, which "
+                            "irctl's RUN network cannot reach (a private namespace); with --network host --allow "
+                            "network.host the host is 127.0.0.1")
         try:
             address = ipaddress.ip_address(ip)
         except ValueError:
