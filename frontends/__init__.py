@@ -77,6 +77,16 @@ class BuildRequest:
     ignore_patterns: tuple[str, ...] = ()  # the .dockerignore patterns, already read by the CLI
     platform: ops.Platform = field(default_factory=_default_platform)  # target platform
     build_platform: ops.Platform = field(default_factory=_default_platform)
+    # BuildKit's exec meta of every RUN (`--add-host`, `--shm-size`, `--ulimit`), already in the IR's
+    # normal form (``ir.normal``): a frontend passes them through (``exec_sandbox``), never reads them
+    extra_hosts: tuple[ops.HostIP, ...] = ()
+    shm_size: int = 0
+    ulimits: tuple[ops.Ulimit, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)  # `--label`: set on the target's image, over its LABELs
+
+    def exec_sandbox(self) -> dict:
+        """The keyword arguments every ``run`` of this build takes (``ir.builder.State.run``)."""
+        return {"extra_hosts": self.extra_hosts, "shm_size": self.shm_size, "ulimits": self.ulimits}
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,7 @@ class Compiled:
 
     document: ops.Document
     warnings: tuple[str, ...] = ()
+    checks: tuple = ()  # the build checks among them as ``frontends.errors.SourceWarning`` (``--check``)
 
 
 class Frontend(Protocol):

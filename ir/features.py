@@ -20,6 +20,9 @@ DESCRIPTIONS = {
     "exec": "an `exec` op",
     "exec.network": "an `exec` op whose `network` is not `default`",
     "exec.security.insecure": "an `exec` op whose `security` is `insecure`",
+    "exec.extra_hosts": "an `exec` op with `extra_hosts`",
+    "exec.shm_size": "an `exec` op with a `shm_size`",
+    "exec.ulimits": "an `exec` op with `ulimits`",
     "exec.mount.bind": "an `exec` op with a `bind` mount other than `mounts[0]`",
     "exec.mount.cache": "an `exec` op with a `cache` mount",
     "exec.mount.tmpfs": "an `exec` op with a `tmpfs` mount",
@@ -54,6 +57,12 @@ def of_op(op: ops.Op) -> set[str]:
             found.add("exec.network")
         if ex.security == "insecure":
             found.add("exec.security.insecure")
+        if ex.extra_hosts:
+            found.add("exec.extra_hosts")
+        if ex.shm_size:
+            found.add("exec.shm_size")
+        if ex.ulimits:
+            found.add("exec.ulimits")
         for m in ex.mounts[1:]:
             found.add(_MOUNTS[m.type])
         return found

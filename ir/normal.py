@@ -14,6 +14,7 @@ changed when the rules were written down.
 
 from __future__ import annotations
 
+import ipaddress
 import posixpath
 import re
 from typing import Callable
@@ -109,6 +110,22 @@ def exec_op(ex: ops.ExecOp, err: Report) -> None:
             err("the ssh id must not be empty (normal form: absent, which means 'default')" if t == "ssh" else
                 f"the {t} id is required and must not be empty (normal form: a non-empty string)",
                 f"mounts[{i}].{t}.id")
+
+
+def exec_sandbox(ex: ops.ExecOp, err: Report) -> None:
+    """An address has one spelling (``::1``, ``10.0.0.1``: what ``ipaddress`` prints) and the
+    limits one order (by name, each once), so the same ``--add-host``/``--ulimit`` flags give the
+    same digest however they were typed."""
+    for i, h in enumerate(ex.extra_hosts):
+        try:
+            canonical = str(ipaddress.ip_address(h.ip))
+        except ValueError:
+            continue  # ``ir.validate`` refused it
+        if canonical != h.ip:
+            err(f"address {h.ip!r} is not in canonical form (normal form: {canonical!r})", f"extra_hosts[{i}].ip")
+    names = [u.name for u in ex.ulimits]
+    if names != sorted(set(names)):
+        err("ulimits are sorted by name, each name at most once (normal form: sorted, unique)", "ulimits")
 
 
 def file_action(action: ops.FileAction, err: Report) -> None:

@@ -13,6 +13,7 @@ A class listed in ``ONE_OF`` is a tagged union: exactly one of its fields is set
 from __future__ import annotations
 
 import functools
+import re
 import typing
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -227,6 +228,14 @@ SHARING_MODES: tuple[str, ...] = typing.get_args(Sharing)
 MOUNT_TYPES: tuple[str, ...] = typing.get_args(MountType)
 NETWORK_MODES: tuple[str, ...] = typing.get_args(Network)
 SECURITY_MODES: tuple[str, ...] = typing.get_args(Security)
+# docker's `--ulimit` names (go-units `ulimitNameMapping`: `as` is not among them), each an RLIMIT_<NAME>.
+UlimitName = Literal["core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
+                     "rss", "rtprio", "rttime", "sigpending", "stack"]
+ULIMIT_NAMES: tuple[str, ...] = typing.get_args(UlimitName)
+# A host name as /etc/hosts can hold it: one whitespace-free token (no line or field of its own can be
+# smuggled in); RFC 1123 letters plus `_`, which Docker accepts too.
+HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,252}\Z")
+MAX_SHM_SIZE = 1 << 36  # 64 GiB: /dev/shm is memory; a larger size is a mistake or an attack, never a build's need
 
 
 class CacheOptions(Node):
@@ -275,6 +284,21 @@ class Mount(Node):
     ssh: Annotated[SSHOptions | None, doc("Required for, and only for, `type: ssh` (`{}` when every option is at its default).")] = None
 
 
+class HostIP(Node):
+    """One line of a step's `/etc/hosts` (`--add-host HOST:IP`)."""
+
+    host: Annotated[str, doc("Host name: letters, digits, `.`, `-`, `_` (at most 253 characters).")]
+    ip: Annotated[str, doc("IPv4 or IPv6 address in its canonical text form (`::1`, not `0:0::1`).")]
+
+
+class Ulimit(Node):
+    """One resource limit of a step's process (`--ulimit NAME=SOFT[:HARD]`)."""
+
+    name: Annotated[UlimitName, doc("docker's name of the limit: `nofile` is `RLIMIT_NOFILE` …")]
+    soft: Annotated[int, doc("Soft limit; -1: unlimited.")]
+    hard: Annotated[int, doc("Hard limit, at least `soft`; -1: unlimited.")]
+
+
 class ExecOp(Node):
     args: Annotated[tuple[str, ...], doc("argv; args[0] is looked up in PATH of `env`.")]
     mounts: Annotated[tuple[Mount, ...], doc("Mounts; the first is the root filesystem at `/`.")]
@@ -284,6 +308,9 @@ class ExecOp(Node):
     hostname: Annotated[str, doc("Hostname; empty: the runtime's default.")] = ""
     network: Annotated[Network, doc("`none`: only loopback; `host`: the host's network; `default`: the solver's default (irctl: a private network namespace per step, outbound access only).")] = "default"
     security: Annotated[Security, doc("`insecure` grants all capabilities (must be allowed by the user when solving).")] = "sandbox"
+    extra_hosts: Annotated[tuple[HostIP, ...], doc("Lines appended to the step's `/etc/hosts`, in order.")] = ()
+    shm_size: Annotated[int, doc("Size of `/dev/shm` in bytes, at most 2^36 (64 GiB); 0: the runtime's default (64 MiB).")] = 0
+    ulimits: Annotated[tuple[Ulimit, ...], doc("Resource limits of the process, sorted by `name`, each name once; a limit not named keeps the runtime's default.")] = ()
 
 
 # --------------------------------------------------------------------------- file

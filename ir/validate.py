@@ -8,6 +8,7 @@ together, each with a key path.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import posixpath
 import re
 from functools import lru_cache
@@ -244,6 +245,9 @@ class _Checks:
                 err(f"a {t} mount cannot be an output", f"{path()}.mounts[{i}].output")
         if mounts and mounts[0].type != "bind":
             err("the root mount must be a bind of an input", f"{path()}.mounts[0].type")
+        if ex.extra_hosts or ex.shm_size or ex.ulimits:
+            _sandbox(ex, lambda message, sub: err(message, f"{path()}.{sub}"))
+            normal.exec_sandbox(ex, lambda message, sub: err(message, f"{path()}.{sub}"))
         normal.exec_op(ex, lambda message, sub: err(message, f"{path()}.{sub}"))
 
     @staticmethod
@@ -288,6 +292,28 @@ class _Checks:
         for i, e in enumerate(img.config.env):
             if "=" not in e or e.startswith("="):
                 err("environment entries are KEY=value", f"{op_path(digest)}.image.config.env[{i}]")
+
+
+def _sandbox(ex: ops.ExecOp, err) -> None:
+    """`extra_hosts`, `shm_size`, `ulimits`: what the runtime writes into /etc/hosts, a mount
+    option and setrlimit, so nothing may reach them that those cannot take as one value."""
+    for i, h in enumerate(ex.extra_hosts):
+        if not ops.HOST_NAME.match(h.host):
+            err(f"host name {h.host!r} is not letters, digits, '.', '-' and '_' (at most 253)",
+                f"extra_hosts[{i}].host")
+        try:
+            ipaddress.ip_address(h.ip)
+        except ValueError:
+            err(f"{h.ip!r} is not an IPv4 or IPv6 address", f"extra_hosts[{i}].ip")
+    if not 0 <= ex.shm_size <= ops.MAX_SHM_SIZE:
+        err(f"shm size {ex.shm_size} out of range (0 to {ops.MAX_SHM_SIZE} bytes)", "shm_size")
+    for i, u in enumerate(ex.ulimits):
+        for which in ("soft", "hard"):
+            if not -1 <= getattr(u, which) < 1 << 63:
+                err(f"{which} limit {getattr(u, which)} out of range (-1 for unlimited, else 0 to 2^63-1)",
+                    f"ulimits[{i}].{which}")
+        if u.hard != -1 and (u.soft == -1 or u.soft > u.hard):
+            err(f"soft limit {u.soft} above the hard limit {u.hard}", f"ulimits[{i}].soft")
 
 
 _CHECKS = {kind: getattr(_Checks, kind) for kind in ops.OP_KINDS}

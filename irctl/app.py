@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from irctl import errors
+from irctl import errors, usage
 from irctl.commands import register_all
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=usage.Group,  # an unknown option: one line naming the closest real one
 )
 
 
@@ -38,7 +39,7 @@ def main() -> None:
 
     register_all(app)
     try:
-        app()
+        app(args=usage.spell_argv(sys.argv[1:]))
     except errors.UserError as e:
         errors.report(e)
         sys.exit(e.exit_code)

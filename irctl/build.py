@@ -25,7 +25,8 @@ from irctl.terminal import printable
 @metadata.reporting
 def build(
     context: Path = typer.Argument(Path("."), help="The build context directory."),
-    file: Optional[Path] = typer.Option(None, "-f", "--file", help="Build file (default: CONTEXT/Dockerfile)."),
+    file: Optional[Path] = typer.Option(None, "-f", "--file", help="Build file (default: CONTEXT/Dockerfile; "
+                                        "-: read it from stdin)."),
     tags: List[str] = typer.Option([], "-t", "--tag", help="Name the image (repeatable)."),
     target: str = typer.Option("", "--target", help="Stage to build (default: the last)."),
     build_arg: List[str] = typer.Option([], "--build-arg", help="K=V build argument (repeatable)."),
@@ -40,7 +41,9 @@ def build(
     no_cache: bool = typer.Option(False, "--no-cache", help="Run every step again."),
     no_cache_filter: List[str] = typer.Option([], "--no-cache-filter", help="Run the steps of these stages "
                                               "again (repeatable, or comma-separated)."),
-    pull: bool = typer.Option(False, "--pull", help="Ask the registry for base images again (default: reuse)."),
+    pull: bool = typer.Option(False, "--pull", help="Ask the registry for base images again (default: reuse); "
+                              "--pull=true|false|always|missing|newer."),
+    pull_policy: Optional[str] = typer.Option(None, "--pull-policy", hidden=True),  # --pull=VALUE (irctl.usage)
     jobs: int = typer.Option(0, "--jobs", "-j", help="Run at most N steps at once (default: no practical limit)."),
     progress: str = typer.Option("auto", "--progress", help="auto, tty, plain, json or quiet."),
     debug: bool = typer.Option(False, "--debug", help="Also show diagnostic detail (the snapshotter in use)."),
@@ -70,13 +73,27 @@ def build(
                                     "(`irctl debug --invoke`)."),
     debug_secrets: bool = typer.Option(False, "--debug-secrets", help="Give the debug shell the step's secrets and "
                                        "ssh agents too (withheld by default)."),
+    label: List[str] = typer.Option([], "--label", help="Set a label on the image: KEY=VALUE, over the build "
+                                    "file's LABEL (repeatable)."),
+    add_host: List[str] = typer.Option([], "--add-host", help="Add a line to every RUN's /etc/hosts: HOST:IP or "
+                                       "HOST=IP (repeatable)."),
+    shm_size: str = typer.Option("", "--shm-size", help="Size of /dev/shm in RUN steps, e.g. 128m, 1g (default 64m)."),
+    ulimit: List[str] = typer.Option([], "--ulimit", help="Resource limit of RUN steps: NAME=SOFT[:HARD], e.g. "
+                                     "nofile=1024:4096 (repeatable)."),
+    check: bool = typer.Option(False, "--check", help="Run the build checks only, no build; exit 1 when any fires."),
 ) -> None:
     """Build an image from CONTEXT."""
     with user_errors():
         if not context.is_dir():
             raise UserError(f"build context {context} is not a directory")
         shell = debugging.shell_options(on_error, debug_shell, debug_secrets)
+        from irctl import buildx_flags as bx  # lazy: imports the IR (~35 ms), which --help need not pay for
+
+        shape = bx.request_options(add_host, shm_size, ulimit, label)
+        pull = bx.pull(pull, pull_policy)
         enter_if_unprivileged(announce=progress != "quiet")
+        if file is not None and str(file) == "-":
+            shape["source"] = bx.stdin_build_file()
         # Below, `# lazy:` marks what `irctl --help` (which imports every command module) would pay
         # for at module level; and the backend is imported only inside the user namespace.
         from backend.solve.buildrecord import BuildRecord, target_name  # lazy: ~45 ms
@@ -85,7 +102,8 @@ def build(
 
         memo_opts = {"context": str(context), "file": str(file) if file else None, "target": target,
                      "build_arg": build_arg, "build_context": build_context, "insecure": insecure_registry,
-                     "cache_dir": str(cache_dir) if cache_dir else None, "network": network}
+                     "cache_dir": str(cache_dir) if cache_dir else None, "network": network,
+                     "shape": [add_host, shm_size, ulimit, label]}
         scans = fastpath.take_scans()  # what a fast-path miss just scanned: not walked again below
         if not scans and not frontend:  # no fast-path check ran (--output, ...): scan once here for all
             fastpath.prescan(memo_opts, scans)
@@ -104,7 +122,12 @@ def build(
         cache_imports, cache_exports = caching.imports(cache_from), caching.exports(cache_to)
         ledger = caching.ledger_for(cache_exports)
         compiled, root = _compile(context, file, frontend, target, opt.build_args(build_arg), named,
-                                  tuple(insecure_registry), cache_dir, pull, memo_opts)
+                                  tuple(insecure_registry), cache_dir, pull, None if check else memo_opts,
+                                  warn=not check, **shape)
+        if check:  # buildx --check: the checks only, no solve
+            from irctl.checking import report  # lazy: only --check
+
+            raise typer.Exit(report(compiled, typer.echo))
         if ir_out is not None:
             from ir.codec import dump_document  # lazy: only with --ir-out (~35 ms)
 
@@ -142,7 +165,8 @@ def build(
                                   insecure=tuple(insecure_registry), emit=emit)
 
 
-def _compile(context, file, frontend, target, build_args, named, insecure, cache_dir, pull, memo_opts=None):
+def _compile(context, file, frontend, target, build_args, named, insecure, cache_dir, pull, memo_opts=None,
+             warn=True, **shape):
     """Compile, or take the graph a compile of the same inputs left (``fastpath.compile_key``; not
     with ``--frontend`` or ``--pull``, whose answers may change with nothing local changing)."""
     from backend.store.cache import default_root  # lazy: --help imports every command module (~30 ms)
@@ -157,10 +181,10 @@ def _compile(context, file, frontend, target, build_args, named, insecure, cache
         compiled = compile_file(CompileOptions(context=context, file=file, frontend=frontend, target=target,
                                                build_args=build_args, named_contexts=named.frontend,
                                                oci_layouts=named.oci_layouts, insecure_registries=insecure,
-                                               pull=pull), root)
+                                               pull=pull, **shape), root)
         if memo:  # keyed after the compile: it may have resolved (and remembered) a base image
             fastpath.remember_compiled(root, fastpath.compile_key(memo_opts, root), compiled)
-    for warning in compiled.warnings:
+    for warning in compiled.warnings if warn else ():
         typer.echo(printable(str(warning), newlines=True), err=True)
     return compiled, root
 

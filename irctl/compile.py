@@ -25,11 +25,16 @@ def compile_cmd(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache store (for resolved image configs)."),
     insecure_registry: List[str] = typer.Option([], "--insecure-registry", help="Allow plain HTTP to this registry."),
     pull: bool = typer.Option(False, "--pull", help="Ask the registry for base images again (default: reuse)."),
+    label: List[str] = typer.Option([], "--label", help="Set a label on the image: KEY=VALUE (repeatable)."),
+    add_host: List[str] = typer.Option([], "--add-host", help="HOST:IP line of every RUN's /etc/hosts (repeatable)."),
+    shm_size: str = typer.Option("", "--shm-size", help="Size of /dev/shm in RUN steps, e.g. 128m (default 64m)."),
+    ulimit: List[str] = typer.Option([], "--ulimit", help="NAME=SOFT[:HARD] limit of RUN steps (repeatable)."),
 ) -> None:
     """Compile a build file to the IR."""
     # Below, `# lazy:` marks what `irctl --help` (which imports every command module) would pay for.
     from backend.store.cache import default_root  # lazy: ~30 ms
     from ir.codec import dump_document  # lazy: ~35 ms
+    from irctl import buildx_flags as bx  # lazy: the IR
     from irctl.compiling import CompileOptions, compile_file  # lazy: the frontends, the image resolver
 
     with user_errors():
@@ -37,7 +42,8 @@ def compile_cmd(
         compiled = compile_file(CompileOptions(
             context=context, file=file, frontend=frontend, target=target, build_args=opt.build_args(build_arg),
             named_contexts=named.frontend, oci_layouts=named.oci_layouts,
-            insecure_registries=tuple(insecure_registry), pull=pull), default_root(cache_dir))
+            insecure_registries=tuple(insecure_registry), pull=pull,
+            **bx.request_options(add_host, shm_size, ulimit, label)), default_root(cache_dir))
         for warning in compiled.warnings:
             typer.echo(printable(str(warning), newlines=True), err=True)
         data = dump_document(compiled.document, compress=not uncompressed)

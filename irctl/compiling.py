@@ -33,6 +33,11 @@ class CompileOptions:
     oci_layouts: dict[str, Path] = field(default_factory=dict)
     insecure_registries: tuple[str, ...] = ()
     pull: bool = False  # ask the registry again even for images resolved before
+    source: bytes | None = None  # the build file's bytes when they came from stdin (`-f -`)
+    extra_hosts: tuple = ()  # frontends.BuildRequest's, for every RUN (`--add-host`, `--shm-size`, `--ulimit`)
+    shm_size: int = 0
+    ulimits: tuple = ()
+    labels: dict[str, str] = field(default_factory=dict)  # `--label`
     platform: ops.Platform = field(default_factory=ops.Platform)
 
 
@@ -149,18 +154,20 @@ def choose_frontend(path: Path, data: bytes, requested: str, explicit: bool = Fa
 
 def compile_file(opts: CompileOptions, cache_root: Path):
     """Compile the build file; returns ``frontends.Compiled``."""
-    path = build_file(opts.context, opts.file)
+    path = build_file(opts.context, opts.file) if opts.source is None else Path("Dockerfile")
     try:
         # bounded, and confined to the context when inside it (``frontends.files``)
-        data = read_context_file(path, opts.context, "build file")
-        ignore = find_ignore_file(opts.context, path if opts.file is not None else None)
+        data = read_context_file(path, opts.context, "build file") if opts.source is None else opts.source
+        ignore = find_ignore_file(opts.context, path if opts.file is not None and opts.source is None else None)
         patterns = tuple(read_patterns(read_ignore_file(ignore, opts.context))) if ignore is not None else ()
     except FileError as e:
         raise UserError(str(e)) from None
-    frontend = choose_frontend(path, data, opts.frontend, explicit=opts.file is not None)
+    frontend = choose_frontend(path, data, opts.frontend, explicit=opts.file is not None and opts.source is None)
     request = BuildRequest(source=data, filename=str(path.name if path.parent == opts.context else path),
                            target=opts.target, build_args=opts.build_args, contexts=opts.named_contexts,
-                           ignore_patterns=patterns, platform=opts.platform, build_platform=opts.platform)
+                           ignore_patterns=patterns, platform=opts.platform, build_platform=opts.platform,
+                           extra_hosts=opts.extra_hosts, shm_size=opts.shm_size, ulimits=opts.ulimits,
+                           labels=opts.labels)
     resolver = Resolver(cache_root, opts.oci_layouts, opts.insecure_registries, opts.pull)
     try:
         return frontend.compile(request, resolver)

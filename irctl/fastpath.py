@@ -161,6 +161,8 @@ def build_key(opts: dict, cache: Path, scans: dict | None = None, *, with_contex
     """Digest of every input of the build, or None when something cannot be keyed cheaply.
     ``with_context=False``: of every input of its *compile* (``compile_key``)."""
     context = Path(opts["context"])
+    if opts.get("file") == "-":
+        return None  # `-f -`: the build file came from stdin, gone once read
     build_file = _build_file(context, opts.get("file"))
     if build_file is None or not context.is_dir():
         return None
@@ -188,6 +190,8 @@ def build_key(opts: dict, cache: Path, scans: dict | None = None, *, with_contex
         h.update(f"context\0{context.resolve()}\n".encode())  # its name appears in messages
     h.update(f"target\0{opts.get('target', '')}\n".encode())
     h.update(f"network\0{opts.get('network') or 'default'}\n".encode())  # keys a `default` step's result
+    if any(opts.get("shape") or ()):  # --add-host, --shm-size, --ulimit, --label (none given: keys as before)
+        h.update(b"shape\0" + json.dumps(opts["shape"], sort_keys=True).encode() + b"\n")
     for arg in sorted(opts["build_arg"]):
         name, eq, value = arg.partition("=")
         h.update(f"arg\0{name}\0{value if eq else os.environ.get(name, '')}\0{bool(eq or name in os.environ)}\n".encode())

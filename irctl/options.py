@@ -28,16 +28,22 @@ def _csv_fields(text: str, option: str) -> dict[str, str]:
 
 def build_args(values: list[str]) -> dict[str, str]:
     """``K=V`` sets K; a bare ``K`` takes the value of K from the environment (as docker does)."""
-    args: dict[str, str] = {}
+    return key_values(values, "--build-arg", from_env=True)
+
+
+def key_values(values: list[str], option: str, from_env: bool = False) -> dict[str, str]:
+    """buildx's ``listToMap``: ``K=V`` sets K, a later one wins; a bare ``K`` is K from the
+    environment (``from_env``, left out when unset there) or else an empty value (``--label K``)."""
+    out: dict[str, str] = {}
     for v in values:
         k, sep, val = v.partition("=")
         if not k:
-            raise UserError(f"--build-arg {v!r}: missing name")
-        if sep:
-            args[k] = val
+            raise UserError(f"{option} {v!r}: missing name")
+        if sep or not from_env:
+            out[k] = val
         elif k in os.environ:
-            args[k] = os.environ[k]
-    return args
+            out[k] = os.environ[k]
+    return out
 
 
 def entitlements(values: list[str]):

@@ -53,7 +53,7 @@ class DebugShell:
 
 
 def open_shell(ws: Workspace, step: Step, ex: irops.ExecOp, rootfs: Path, process: spec.Process,
-               prepared: Prepared, network: str, code: int | None) -> None:
+               prepared: Prepared, network: str, sandbox: spec.Sandbox, code: int | None) -> None:
     """Run the shell in the failed step's container, if one was asked for and the build goes on;
     return when it exits.  ``code``: the step's exit code, None when its process could not start.  A
     shell that cannot start is a warning: the step's error is the one the build reports either way."""
@@ -68,7 +68,7 @@ def open_shell(ws: Workspace, step: Step, ex: irops.ExecOp, rootfs: Path, proces
     mounts = [m for m in prepared.mounts if m not in private]
     env = [*ex.env, *(e for e in prepared.env if e not in private)]
     run = spec.Process(args=shell.args, env=env, cwd=process.cwd, uid=process.uid, gid=process.gid,
-                       additional_gids=process.additional_gids)
+                       additional_gids=process.additional_gids, rlimits=process.rlimits)
     withheld = ("" if shell.secrets or not prepared.private
                 else "; its secrets and ssh agents withheld (--debug-secrets)")
     step.info(f"debug shell ({' '.join(shell.args)}) in the failed step's container: exit it to end the build"
@@ -77,7 +77,7 @@ def open_shell(ws: Workspace, step: Step, ex: irops.ExecOp, rootfs: Path, proces
         with shell.hold():
             status = ws.executor.shell(rootfs, run, mounts, network=network,  # type: ignore[attr-defined]
                                        hostname=ex.hostname or "buildkitsandbox", cancel=ws.cancel,
-                                       privileged=ex.security == "insecure")
+                                       privileged=ex.security == "insecure", sandbox=sandbox)
     except Cancelled:  # the build is being torn down: its own error says why
         step.info("debug shell killed: the build was cancelled (interrupted, or another step failed)")
         return

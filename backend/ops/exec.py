@@ -128,7 +128,9 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
             except UserError as e:
                 raise SolveError(str(e)) from None
             process = spec.Process(args=ex.args, env=[*ex.env, *prepared.env], cwd=ex.cwd, uid=user.uid,
-                                 gid=user.gid, additional_gids=user.additional_gids)
+                                   gid=user.gid, additional_gids=user.additional_gids,
+                                   rlimits=[(u.name, u.soft, u.hard) for u in ex.ulimits])
+            sandbox = spec.Sandbox([(h.host, h.ip) for h in ex.extra_hosts], ex.shm_size)
             since = time.time() - 0.05  # ctimes come from a coarse clock, at most a tick behind
             ws.executor.ready()
             waited = time.monotonic()
@@ -143,7 +145,7 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
                 try:
                     code = ws.executor.run(rootfs, process, prepared.mounts, network=network,
                                            hostname=ex.hostname or "buildkitsandbox", output=lines,
-                                           cancel=ws.cancel, privileged=ex.security == "insecure")
+                                           cancel=ws.cancel, privileged=ex.security == "insecure", sandbox=sandbox)
                 except spec.ContainerStartError as e:  # (a missing executable): reported below
                     code, failure = None, str(e)
                 finally:  # failed or not: the cache mount stays, and a later build could export it
@@ -151,7 +153,7 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
             lines.flush()
             if code != 0:
                 if getattr(ws.options, "debug_shell", None) is not None:
-                    debugshell.open_shell(ws, step, ex, rootfs, process, prepared, network, code)
+                    debugshell.open_shell(ws, step, ex, rootfs, process, prepared, network, sandbox, code)
                     if ws.redactor:  # a shell given the secrets may have written one into a cache
                         _secrets_in_caches(ws, prepared, since)
                 if code is None:

@@ -43,8 +43,8 @@ from backend.errors import ContainerError
 from backend.fs.mountpoints import mkdirs_in_root, remove_mount_stubs, resolve_in_root
 from backend.runtime.finder import CONTAINER_PREFIX, Runtime, RuntimeNotFound, find_runtime
 from backend.runtime.netns import NetworkError, NetworkPool, StepNetwork, resolv_conf
-from backend.runtime.spec import (ContainerStartError, Mount, Process, config_for, host_resolv_conf, hosts_file,
-                                  mount_targets)
+from backend.runtime.spec import (ContainerStartError, Mount, Process, Sandbox, config_for, host_resolv_conf,
+                                  hosts_file, mount_targets)
 from backend.snapshot.base import Snapshotter, abandoned_dirs, held_dir
 from backend.userns import in_user_namespace
 from backend.fs import safefs
@@ -81,7 +81,7 @@ def _pump(stream, output: Callable[[bytes], None], errors: list[BaseException], 
 def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network: str, hostname: str,
         output: Callable[[bytes], None], state_dir: Path, cancel: threading.Event | None = None,
         runtime: Runtime | None = None, privileged: bool = False, deferred: list | None = None,
-        networks: NetworkPool | None = None) -> int:
+        networks: NetworkPool | None = None, sandbox: Sandbox = Sandbox()) -> int:
     """Run `process` in a container on `rootfs`; return its exit code (128+N when killed by signal N).
 
     Combined stdout/stderr go to `output` as they arrive; stdin is /dev/null. Raises `Cancelled` when
@@ -90,16 +90,17 @@ def run(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network
     `output` kills the container and is re-raised. With `deferred` (a list), the `delete` of a container
     that exited by itself runs in the background (its thread is appended): the caller calls
     `finish_deferred(deferred)` before removing `state_dir`. `networks`: where a `network="default"` run
-    takes its private network from (a build's pool, see `backend.runtime.netns`); without it one is started here."""
+    takes its private network from (a build's pool, see `backend.runtime.netns`); without it one is started here.
+    `sandbox`: extra /etc/hosts lines and the /dev/shm size (`spec.Sandbox`)."""
     runtime = runtime or find_runtime()
     with _bundle(rootfs, process, mounts, network=network, hostname=hostname, state_dir=state_dir,
-                 privileged=privileged, networks=networks) as (bundle, container_id):
+                 privileged=privileged, networks=networks, sandbox=sandbox) as (bundle, container_id):
         return _run_bundle(runtime, Path(state_dir), bundle, container_id, output, cancel, deferred)
 
 
 def run_interactive(rootfs: Path, process: Process, mounts: Sequence[Mount] = (), *, network: str, hostname: str,
                     state_dir: Path, cancel: threading.Event | None = None, runtime: Runtime | None = None,
-                    privileged: bool = False) -> int:
+                    privileged: bool = False, sandbox: Sandbox = Sandbox()) -> int:
     """Run `process` as `run` would (same sandbox, network and mounts), but on a terminal: the runtime
     runs in the foreground with `process.terminal` set, gives the container a pty of its own and joins
     it to this process's stdin/stdout (which must be a terminal: the caller checks), as `docker run -it`
@@ -107,7 +108,7 @@ def run_interactive(rootfs: Path, process: Process, mounts: Sequence[Mount] = ()
     runtime = runtime or find_runtime()
     state_dir = Path(state_dir)
     with _bundle(rootfs, process, mounts, network=network, hostname=hostname, state_dir=state_dir,
-                 privileged=privileged, terminal=True) as (bundle, container_id):
+                 privileged=privileged, terminal=True, sandbox=sandbox) as (bundle, container_id):
         log_file = bundle / "runtime.log"
         argv = runtime.command(state_dir, "run", "--bundle", os.fspath(bundle), container_id)
         argv[1:1] = [f"--log={log_file}", "--log-format=json"]
@@ -149,7 +150,7 @@ def _runtime_failed(log_file: Path) -> bool:
 @contextlib.contextmanager
 def _bundle(rootfs: Path, process: Process, mounts: Sequence[Mount], *, network: str, hostname: str,
             state_dir: Path, privileged: bool, networks: NetworkPool | None = None,
-            terminal: bool = False):
+            terminal: bool = False, sandbox: Sandbox = Sandbox()):
     """A run's bundle under `state_dir` (config.json, its /etc/hosts and resolv.conf) and its network,
     held until the run is over; yields (bundle dir, container id)."""
     state_dir = Path(state_dir)
@@ -168,12 +169,13 @@ def _bundle(rootfs: Path, process: Process, mounts: Sequence[Mount], *, network:
                     raise ContainerStartError(str(e)) from None
             files = bundle / "files"
             files.mkdir()
-            (files / "hosts").write_text(hosts_file(hostname))
+            (files / "hosts").write_text(hosts_file(hostname, sandbox.extra_hosts))
             resolv = host_resolv_conf()
             (files / "resolv.conf").write_text(resolv_conf(resolv) if net is not None else resolv)
             cfg = config_for(Path(rootfs), process, mounts, network=network, hostname=hostname,
                              extra_files={"/etc/hosts": files / "hosts", "/etc/resolv.conf": files / "resolv.conf"},
-                             privileged=privileged, netns=net.path if net is not None else None)
+                             privileged=privileged, netns=net.path if net is not None else None,
+                             shm_size=sandbox.shm_size)
             cfg["process"]["terminal"] = terminal
             (bundle / "config.json").write_text(json.dumps(cfg, indent=1))
             if net is not None:

@@ -31,14 +31,16 @@ class Executor(Protocol):
         some step runs a process).  Errors are left for the run that needs the missing piece."""
 
     def run(self, rootfs: Path, process: spec.Process, mounts: Sequence[spec.Mount], *, network: str,
-            hostname: str, output: Callable[[bytes], None], cancel: threading.Event, privileged: bool) -> int:
+            hostname: str, output: Callable[[bytes], None], cancel: threading.Event, privileged: bool,
+            sandbox: spec.Sandbox = spec.Sandbox()) -> int:
         """Run ``process`` on ``rootfs`` with ``mounts``; return its exit status (128+N: killed by
         signal N).  Output (stdout and stderr together) goes to ``output`` as it arrives.  Raises
         ``container.Cancelled`` once ``cancel`` is set (the process is killed first) and
         ``spec.ContainerStartError`` when the process cannot be started."""
 
     def shell(self, rootfs: Path, process: spec.Process, mounts: Sequence[spec.Mount], *, network: str,
-              hostname: str, cancel: threading.Event, privileged: bool) -> int:
+              hostname: str, cancel: threading.Event, privileged: bool,
+              sandbox: spec.Sandbox = spec.Sandbox()) -> int:
         """Run ``process`` as ``run`` would, but on this process's terminal, and return its exit
         status: the shell ``--on-error=shell`` opens in a failed step's container
         (``backend.ops.debugshell``).  Raises as ``run`` does."""
@@ -79,16 +81,18 @@ class OCIExecutor:
             pass
 
     def run(self, rootfs: Path, process: spec.Process, mounts: Sequence[spec.Mount], *, network: str,
-            hostname: str, output: Callable[[bytes], None], cancel: threading.Event, privileged: bool) -> int:
+            hostname: str, output: Callable[[bytes], None], cancel: threading.Event, privileged: bool,
+            sandbox: spec.Sandbox = spec.Sandbox()) -> int:
         return container.run(rootfs, process, mounts, network=network, hostname=hostname, output=output,
                              state_dir=self.state_dir, cancel=cancel, runtime=self._find(), privileged=privileged,
-                             deferred=self._deferred, networks=self._networks)
+                             deferred=self._deferred, networks=self._networks, sandbox=sandbox)
 
     def shell(self, rootfs: Path, process: spec.Process, mounts: Sequence[spec.Mount], *, network: str,
-              hostname: str, cancel: threading.Event, privileged: bool) -> int:
+              hostname: str, cancel: threading.Event, privileged: bool,
+              sandbox: spec.Sandbox = spec.Sandbox()) -> int:
         return container.run_interactive(rootfs, process, mounts, network=network, hostname=hostname,
                                          state_dir=self.state_dir, cancel=cancel, runtime=self._find(),
-                                         privileged=privileged)
+                                         privileged=privileged, sandbox=sandbox)
 
     def close(self) -> None:
         if self._networks is not None:

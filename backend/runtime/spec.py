@@ -34,6 +34,9 @@ DEFAULT_NOFILE = 1 << 20
 # Processes + threads per step: a fork bomb stops here (podman: 2048; Docker, BuildKit: none). Threads count,
 # so it grows with the cores a `make -j$(nproc)` or a threaded compiler fans out to.
 PIDS_LIMIT = max(4096, 32 * (os.cpu_count() or 1))
+DEFAULT_SHM_SIZE = 64 << 20  # /dev/shm without --shm-size: Docker's and BuildKit's 64 MiB
+RLIM_INFINITY = (1 << 64) - 1  # -1 in a limit: the runtime spec's rlimits are unsigned
+_RLIMIT_LOCKS = 10  # the one docker limit name Python's `resource` does not spell (asm-generic/resource.h)
 DEFAULT_TMPFS_SIZE = 1 << 30  # a tmpfs mount without size= (the kernel's default is half of RAM, per mount)
 
 
@@ -43,7 +46,9 @@ class ContainerStartError(ContainerError):
 
 @dataclass(frozen=True)
 class Process:
-    """What to execute: argv, environment (`KEY=VALUE` strings, or a mapping), cwd and credentials."""
+    """What to execute: argv, environment (`KEY=VALUE` strings, or a mapping), cwd and credentials.
+    `rlimits`: `(name, soft, hard)` with docker's names (`nofile`), -1 unlimited; they replace the
+    sandbox's own limit of that name (`config_for`)."""
 
     args: Sequence[str]
     env: Sequence[str] | Mapping[str, str] = ()
@@ -51,6 +56,7 @@ class Process:
     uid: int = 0
     gid: int = 0
     additional_gids: Sequence[int] = ()
+    rlimits: Sequence[tuple[str, int, int]] = ()
 
     def __post_init__(self) -> None:
         if not self.args:
@@ -62,6 +68,7 @@ class Process:
         object.__setattr__(self, "args", tuple(self.args))
         object.__setattr__(self, "env", tuple(env))
         object.__setattr__(self, "additional_gids", tuple(self.additional_gids))
+        object.__setattr__(self, "rlimits", tuple(self.rlimits))
         if not self.cwd.startswith("/"):
             raise ValueError(f"Process.cwd must be absolute, got {self.cwd!r}")
 
@@ -118,9 +125,23 @@ def mount_targets(mounts: Sequence[Mount]) -> tuple[str, ...]:
     return standard_mount_targets() + tuple(m.target for m in mounts)
 
 
-def hosts_file(hostname: str) -> str:
+@dataclass(frozen=True)
+class Sandbox:
+    """What a run adds to the container around its process: `/etc/hosts` lines (`(host, ip)`, in
+    order) and the size of `/dev/shm` in bytes (0: `DEFAULT_SHM_SIZE`).  Both come from the graph
+    (`--add-host`, `--shm-size`); `ir.validate` has refused anything that is not one host token,
+    one address, or a size in range before a run gets here."""
+
+    extra_hosts: Sequence[tuple[str, str]] = ()
+    shm_size: int = 0
+
+
+def hosts_file(hostname: str, extra_hosts: Sequence[tuple[str, str]] = ()) -> str:
+    for host, ip in extra_hosts:  # the IR's rule, again at the point of use: one line per entry
+        if not host or any(c.isspace() for c in host + ip) or "#" in host + ip:
+            raise ValueError(f"not a hosts entry: {host!r} {ip!r}")
     return (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-            f"127.0.1.1\t{hostname}\n")
+            f"127.0.1.1\t{hostname}\n" + "".join(f"{ip}\t{host}\n" for host, ip in extra_hosts))
 
 
 def host_resolv_conf() -> str:
@@ -155,7 +176,7 @@ def all_capabilities() -> tuple[str, ...]:
 
 def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, network: str, hostname: str,
                extra_files: Mapping[str, Path], privileged: bool = False, rootless: bool | None = None,
-               netns: str | None = None) -> dict:
+               netns: str | None = None, shm_size: int = 0) -> dict:
     """The OCI runtime-spec config.json for one run. `extra_files`: container path → host file to bind ro.
     `privileged`: every capability, no masked or read-only paths, all devices allowed, no seccomp filter
     (BuildKit's `security.insecure`). `rootless` (default: whether we are in a user namespace): see the
@@ -175,7 +196,7 @@ def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, netwo
         namespaces.append({"type": "network"})
     elif network == "default":
         namespaces.append({"type": "network", "path": netns})
-    rlimits = [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}]
+    rlimits = {"nofile": (nofile, nofile)}
     oci_mounts: list[dict] = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -183,7 +204,7 @@ def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, netwo
         {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
          "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={shm_size or DEFAULT_SHM_SIZE}"]},
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}
         if not rootless else
@@ -222,10 +243,11 @@ def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, netwo
         # No pids cgroup: RLIMIT_NPROC instead. Since Linux 5.14 it counts per (user namespace, uid), and
         # each run has a user namespace of its own, so it bounds this step's processes only (a rootful
         # step's uid 0 is the host's root, which RLIMIT_NPROC exempts: the cgroup above does it there).
-        rlimits.append({"type": "RLIMIT_NPROC", "hard": PIDS_LIMIT, "soft": PIDS_LIMIT})
+        rlimits["nproc"] = (PIDS_LIMIT, PIDS_LIMIT)
         for kind in ("uid", "gid"):
             linux[f"{kind}Mappings"] = [{"containerID": inside, "hostID": inside, "size": count}
                                         for inside, _outside, count in read_id_map(kind)]
+    rlimits.update(_requested_rlimits(process.rlimits, rootless))
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -239,7 +261,8 @@ def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, netwo
                 "effective": caps if root_user else [],
                 "permitted": caps if root_user else [],
             },
-            "rlimits": rlimits,
+            "rlimits": [{"type": f"RLIMIT_{name.upper()}", "soft": soft, "hard": hard}
+                        for name, (soft, hard) in rlimits.items()],
             # setuid/setgid/file caps do not elevate (`USER app` + `RUN sudo …` fails; BuildKit leaves this off
             # since moby/buildkit#745 for that reason); `security=insecure` steps get it off too
             "noNewPrivileges": not privileged,
@@ -249,3 +272,35 @@ def config_for(rootfs: Path, process: Process, mounts: Sequence[Mount], *, netwo
         "mounts": oci_mounts,
         "linux": linux,
     }
+
+
+def _requested_rlimits(requested: Sequence[tuple[str, int, int]], rootless: bool) -> dict[str, tuple[int, int]]:
+    """A step's `--ulimit`s as the runtime takes them (-1: `RLIM_INFINITY`).  Raising a hard limit
+    above this process's own needs CAP_SYS_RESOURCE in the initial user namespace, which a rootless
+    build never has (nor root in a container that dropped it): such a step fails here, naming the
+    limit, rather than in the runtime's setrlimit.  Rootless, `nproc` never goes above `PIDS_LIMIT`,
+    the sandbox's fork-bomb bound there (no cgroup)."""
+    out = {}
+    may_raise = not rootless and _has_sys_resource()
+    for name, soft, hard in requested:
+        soft_v, hard_v = (RLIM_INFINITY if v == -1 else v for v in (soft, hard))
+        if not may_raise:
+            own = resource.getrlimit(getattr(resource, f"RLIMIT_{name.upper()}", _RLIMIT_LOCKS))[1]
+            own = RLIM_INFINITY if own == resource.RLIM_INFINITY else own
+            if hard_v > own:
+                who = "a rootless build" if rootless else "irctl without CAP_SYS_RESOURCE"
+                raise ContainerStartError(f"--ulimit {name}={soft}:{hard}: {who} cannot raise the hard limit above "
+                                          f"its own ({'unlimited' if own == RLIM_INFINITY else own})")
+        if rootless and name == "nproc":
+            soft_v, hard_v = min(soft_v, PIDS_LIMIT), min(hard_v, PIDS_LIMIT)
+        out[name] = (soft_v, hard_v)
+    return out
+
+
+def _has_sys_resource() -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return False
+    return bool(eff >> _CAPS_BY_NUMBER.index("CAP_SYS_RESOURCE") & 1)

@@ -209,7 +209,7 @@ class BuildRecord:
             h = self.salted
             return {"args": h("\0".join(ex.args)), "env": env, "user": h(ex.user), "cwd": h(ex.cwd),
                     "mounts": h(b"".join(canonical_bytes(m) for m in ex.mounts)),
-                    "other": h("\0".join([ex.hostname, ex.network, ex.security]))}
+                    "other": h("\0".join([ex.hostname, ex.network, ex.security]) + _sandbox_text(ex))}
         src = op.source
         if src is not None and src.image is not None:
             return {"ref": src.image.ref, "digest": src.image.digest}
@@ -304,3 +304,12 @@ def _write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _sandbox_text(ex: irops.ExecOp) -> str:
+    """``--add-host``/``--shm-size``/``--ulimit`` of a RUN, in its "other" options; empty when all are
+    defaults, so a record written before they existed compares equal."""
+    if not (ex.extra_hosts or ex.shm_size or ex.ulimits):
+        return ""
+    return "\0" + " ".join([*(f"{h.host}={h.ip}" for h in ex.extra_hosts), f"shm={ex.shm_size}",
+                            *(f"{u.name}={u.soft}:{u.hard}" for u in ex.ulimits)])

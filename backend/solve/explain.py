@@ -172,7 +172,8 @@ def _body_changes(c: dict, p: dict, args: set) -> list[str]:
     out += env[:MAX_ENV] + ([f"and {len(env) - MAX_ENV} more variables changed"] if len(env) > MAX_ENV else [])
     for field, words in (("user", "USER changed"), ("cwd", "WORKDIR changed"),
                          ("mounts", "its --mount options changed"),
-                         ("other", "its RUN options changed (network, security or hostname)")):
+                         ("other", "its RUN options changed (network, security, hostname, --add-host, "
+                                   "--shm-size or --ulimit)")):
         if cd.get(field) != pd.get(field):
             out.append(words)
     return out or [f"the instruction changed{_was(c, p)}"]

@@ -63,6 +63,7 @@ class Lowerer:
                 self.globals[name] = self.word(default, self.globals, where)
         self.single = len(self.recipe.stages) == 1
         s = self.ensure(target_stage)
+        S.override_labels(s, self.request.labels)
         final = S.finish(s, ops.OpMetadata(f"exporting image config of {target_stage.name}", target_stage.name,
                                            (self.location(target_stage.where),)))
         doc = builder.build_document({"default": final}, sources=tuple(self.sources))
@@ -261,7 +262,7 @@ class Lowerer:
         text = step.text or "RUN " + (cmd if shell_form else _json_list(args))
         S.run(s, args, shell_form=shell_form, mounts=mounts, env=[f"{k}={v}" for k, v in env.items()],
               network=network, security=security, cwd=cwd, user=user,
-              meta=self.meta(decl, counter, text, w))
+              meta=self.meta(decl, counter, text, w), sandbox=self.request.exec_sandbox())
 
     def mode(self, value, allowed, what: str, s: S.Stage, where: Where) -> str | None:
         if value is None:

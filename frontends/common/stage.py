@@ -84,6 +84,12 @@ def derive(base: Stage) -> Stage:
                  list(base.build_args))
 
 
+def override_labels(s: Stage, labels: Mapping[str, str]) -> None:
+    """``--label``: set on the built target's image over what its LABELs said, with no history entry
+    (BuildKit's ``label:`` frontend attributes, applied by ``dockerfile2llb`` after the last instruction)."""
+    s.image.labels.update(labels)
+
+
 def finish(s: Stage, meta: ops.OpMetadata | None = None) -> builder.State:
     """The stage as an image: its filesystem with the config and history attached."""
     return s.state.with_image(s.image.to_ir(), s.image.history, s.platform, meta=meta)
@@ -246,8 +252,10 @@ def run_command_string(args: Sequence[str], s: Stage) -> str:
 
 def run(s: Stage, args: Sequence[str], *, shell_form: bool, mounts: Sequence[builder.RunMount] = (),
         env: Sequence[str], network: ops.Network | None = None, security: ops.Security | None = None,
-        cwd: str | None = None, user: str | None = None, meta: ops.OpMetadata | None = None) -> None:
-    """``RUN``: an exec op on the stage's root; history ``RUN <argv> # buildkit``."""
+        cwd: str | None = None, user: str | None = None, meta: ops.OpMetadata | None = None,
+        sandbox: Mapping | None = None) -> None:
+    """``RUN``: an exec op on the stage's root; history ``RUN <argv> # buildkit``.  ``sandbox``: the
+    build's own exec options (``BuildRequest.exec_sandbox``), the same on every run."""
     argv = s.image.with_shell(args) if shell_form else list(args)
     if not argv:
         raise StageError("a run needs a command")
@@ -260,7 +268,7 @@ def run(s: Stage, args: Sequence[str], *, shell_form: bool, mounts: Sequence[bui
         seen.add(m.target)
     s.state = s.state.run(argv, mounts=list(mounts), env=tuple(env), cwd=cwd or s.cwd,
                           user=s.user if user is None else user, network=network,
-                          security=security, meta=meta)
+                          security=security, meta=meta, **(sandbox or {}))
     s.image.commit("RUN " + run_command_string(argv, s), layer=True, buildkit_suffix=True)
 
 

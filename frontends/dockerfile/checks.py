@@ -55,7 +55,9 @@ class CheckConfig:
 
 @lru_cache(maxsize=None)
 def rule_url(rule: str) -> str:
-    return URL.format(re.sub(r"(?<!^)(?=[A-Z])", "-", rule).lower())
+    """The rule's page: its name in kebab case, an acronym one word (``JSONArgsRecommended``:
+    ``json-args-recommended``, as docs.docker.com spells it)."""
+    return URL.format(re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", rule).lower())
 
 
 def is_secret_name(name: str) -> bool:

@@ -26,6 +26,7 @@ from frontends.common.image_config import ImageState
 from frontends.common.platforms import platform_string
 from frontends.common.sources import familiar_names
 from frontends.dockerfile import instructions as I
+from frontends.dockerfile.checks import rule_url
 from frontends.dockerfile.convert_config import ConfigInstructions
 from frontends.dockerfile.convert_copy import dispatch_copy
 from frontends.dockerfile.convert_run import dispatch_run
@@ -78,12 +79,13 @@ class Converter(ConfigInstructions):
             rules = ", ".join(sorted({w.rule for w in self.found}))
             raise DockerfileError(f"lint violation found for rules: {rules}: {first.message}", first.span)
         self.warnings.extend(f"{w.span.location()}: warning: {w.rule}: {w.message}" for w in self.found)
+        S.override_labels(d, req.labels)
         final = d.state.with_image(d.image.to_ir(), d.image.history, d.platform,
                                    meta=ops.OpMetadata(f"exporting image config of {d.info.group}", d.info.group,
                                                        (self.location(d.info.from_.span),)))
         doc = builder.build_document({"default": final},
                                      sources=(ops.SourceFile(req.filename, "dockerfile", req.source),))
-        return Compiled(doc, tuple(self.warnings))
+        return Compiled(doc, tuple(self.warnings), tuple(self.found))
 
     # -- helpers --------------------------------------------------------------------------
     def location(self, span: Span) -> ops.Location:
@@ -116,8 +118,7 @@ class Converter(ConfigInstructions):
         """A build-check warning found while lowering (BuildKit's rules that need more than the text)."""
         if self.df.check.enabled(rule) and not any(w.rule == rule and w.message == message and w.span == span
                                                    for w in self.found):
-            slug = re.sub(r"(?<!^)(?=[A-Z])", "-", rule).lower()
-            self.found.append(SourceWarning(rule, message, span, f"https://docs.docker.com/go/dockerfile/rule/{slug}/"))
+            self.found.append(SourceWarning(rule, message, span, rule_url(rule)))
 
     def word(self, d: Dispatch, text: str, span: Span) -> str:
         """Expand one word with the stage's environment; report variables used but never defined."""

@@ -59,7 +59,7 @@ def dispatch_run(conv: Lowering, d: Dispatch, ins: I.Run, span: Span) -> None:
     meta = conv.meta(d, name, span)
     try:
         S.run(d, args, shell_form=False, mounts=mounts, env=conv.run_env(d), network=network,
-              security=security, meta=meta)
+              security=security, meta=meta, sandbox=conv.request.exec_sandbox())
     except S.StageError as e:
         raise DockerfileError(e.message, span) from None
 

@@ -91,11 +91,15 @@ def request_out(r: BuildRequest) -> dict:
     return {"source": r.source, "filename": r.filename, "target": r.target, "build_args": dict(r.build_args),
             "contexts": {k: [v.kind, v.value] for k, v in r.contexts.items()}, "context_name": r.context_name,
             "ignore_patterns": list(r.ignore_patterns), "platform": platform_out(r.platform),
-            "build_platform": platform_out(r.build_platform)}
+            "build_platform": platform_out(r.build_platform),
+            "extra_hosts": [[h.host, h.ip] for h in r.extra_hosts], "shm_size": r.shm_size,
+            "ulimits": [[u.name, u.soft, u.hard] for u in r.ulimits], "labels": dict(r.labels)}
 
 
 def request_in(m: dict) -> BuildRequest:
     return BuildRequest(source=m["source"], filename=m["filename"], target=m["target"], build_args=m["build_args"],
                         contexts={k: NamedContext(*v) for k, v in m["contexts"].items()},
                         context_name=m["context_name"], ignore_patterns=tuple(m["ignore_patterns"]),
-                        platform=ops.Platform(*m["platform"]), build_platform=ops.Platform(*m["build_platform"]))
+                        platform=ops.Platform(*m["platform"]), build_platform=ops.Platform(*m["build_platform"]),
+                        extra_hosts=tuple(ops.HostIP(*h) for h in m["extra_hosts"]), shm_size=m["shm_size"],
+                        ulimits=tuple(ops.Ulimit(*u) for u in m["ulimits"]), labels=m["labels"])

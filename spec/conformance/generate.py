@@ -68,6 +68,9 @@ def valid() -> dict[str, ops.Document]:
         "busybox-hello": hello(),
         "every-kind": b.build_document(every),
         "exec-outputs": b.build_document({"default": outs[0], "out": outs[1]}),
+        "exec-sandbox": b.build_document({"default": base.run(
+            ["true"], extra_hosts=(ops.HostIP("db.internal", "10.0.0.7"), ops.HostIP("db6", "fd00::7")),
+            shm_size=128 << 20, ulimits=(ops.Ulimit("core", 0, 0), ops.Ulimit("nofile", 1024, 4096)))}),
         "unreachable-op": unreachable,
     }
 
@@ -169,6 +172,12 @@ def normal_form_invalid(one, exec_op, file_op) -> dict[str, ops.Document]:
                                                                             secret=ops.SecretOptions(""))))),
         "normal-exec-ssh-id-empty": one(exec_op(mounts=(root, ops.Mount("/run/ssh", "ssh", ssh=ops.SSHOptions(""))))),
         "normal-git-subdir": one(b.git("https://example.com/r.git", subdir="/sub/")),
+        "exec-host-newline": one(exec_op(extra_hosts=(ops.HostIP("a\n6.6.6.6\tbank.example", "10.0.0.1"),))),
+        "exec-host-not-ip": one(exec_op(extra_hosts=(ops.HostIP("db", "host-gateway"),))),
+        "exec-shm-size-range": one(exec_op(shm_size=1 << 50)),
+        "exec-ulimit-soft-above-hard": one(exec_op(ulimits=(ops.Ulimit("nofile", 2048, 1024),))),
+        "normal-exec-host-ip": one(exec_op(extra_hosts=(ops.HostIP("db", "0:0::1"),))),
+        "normal-exec-ulimits-unsorted": one(exec_op(ulimits=(ops.Ulimit("nproc", 10, 10), ops.Ulimit("core", 0, 0)))),
     }
 
 
@@ -197,6 +206,8 @@ def json_invalid() -> dict[str, dict]:
     case("float", lambda d: ex(d)["mounts"][0].update(input=0.0))
     case("null", lambda d: ex(d).update(hostname=None) or _sort(ex(d)))
     case("enum-typo", lambda d: ex(d)["mounts"][0].update(type="bnd"))
+    case("exec-ulimit-unknown-name",
+         lambda d: ex(d).update(ulimits=[{"hard": 1, "name": "as", "soft": 1}]) or _sort(ex(d)))
 
     def reorder(d):
         e = ex(d)

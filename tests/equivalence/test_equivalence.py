@@ -83,6 +83,27 @@ def test_build_args_change_all_three_alike():
     assert "docker.io/library/debian:12" in refs
 
 
+def test_exec_options_and_labels_reach_every_run_alike():
+    """--add-host, --shm-size, --ulimit land in every exec op, --label on the target's image (over
+    its LABEL), the same in the three languages (the pydsl request crosses its sandbox's pipe)."""
+    from ir import ops
+
+    hosts, limits = (ops.HostIP("db", "10.0.0.7"), ops.HostIP("db6", "fd00::7")), (ops.Ulimit("nofile", 1024, 4096),)
+    case = HERE / "cases" / "everything"
+    plain = compile_all(case)
+    shaped = compile_all(case, extra_hosts=hosts, shm_size=128 << 20, ulimits=limits,
+                          labels={"maintainer": "me", "x": "y"})
+    assert len({d.roots["default"] for d in shaped.values()}) == 1
+    assert shaped["Dockerfile"].roots != plain["Dockerfile"].roots
+    for name, doc in shaped.items():
+        execs = [op.exec for op in doc.ops.values() if op.exec is not None]
+        assert execs and all((e.extra_hosts, e.shm_size, e.ulimits) == (hosts, 128 << 20, limits) for e in execs), name
+        labels = dict(doc.ops[doc.roots["default"].op].image.config.labels)
+        before = dict(plain[name].ops[plain[name].roots["default"].op].image.config.labels)
+        assert labels == {**before, "maintainer": "me", "x": "y"}, name
+    assert before["maintainer"] != "me"  # the case's own MAINTAINER label, overridden
+
+
 def test_targets_select_the_same_stage():
     docs = {}
     for name, (frontend, _) in FILES.items():

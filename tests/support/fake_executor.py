@@ -81,7 +81,7 @@ class FakeExecutor:
         self.closed = True
 
     def run(self, rootfs: Path, process: Process, mounts: Sequence[Mount], *, network: str, hostname: str,
-            output: Callable[[bytes], None], cancel: threading.Event, privileged: bool) -> int:
+            output: Callable[[bytes], None], cancel: threading.Event, privileged: bool, sandbox=None) -> int:
         record = FakeRun.of(process, network, hostname, privileged)
         with self._lock:
             self.runs.append(record)
@@ -107,7 +107,7 @@ class FakeExecutor:
                 self.running -= 1
 
     def shell(self, rootfs: Path, process: Process, mounts: Sequence[Mount], *, network: str, hostname: str,
-              cancel: threading.Event, privileged: bool) -> int:
+              cancel: threading.Event, privileged: bool, sandbox=None) -> int:
         """The debug shell of ``--on-error=shell``: its argv is a script run as ``run`` runs one, kept
         with what it printed in ``shells`` (not in ``runs``)."""
         printed: list[bytes] = []

@@ -1,0 +1,79 @@
+"""The command line before and around click: buildx's spellings click cannot parse, and the one-line
+error for an option that does not exist.
+
+``--pull`` is a plain flag in buildx (``--pull .`` builds ``.``), yet ``--pull=always`` is what a
+podman or newer-docker user types.  Click lets an option take a value either always (then ``--pull .``
+swallows the context) or never (then ``--pull=true`` is an error), so ``--pull=VALUE`` is handed to
+a hidden ``--pull-policy`` before click parses (``spell_argv``) and ``irctl.buildx_flags.pull``
+reads both.
+
+Click answers an unknown option with the usage text and "Possible options" (every option sharing a
+prefix, e.g. ``--file, --pull`` for ``--lable``); ``Group`` replaces that, for every command, with
+one line naming the closest real option, as git and cargo do.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer.core
+
+from irctl.terminal import printable
+
+try:  # typer 0.28+ parses with a copy of click of its own: its exceptions are the ones raised
+    from typer._click.exceptions import NoSuchOption
+except ImportError:  # older typer: click itself
+    from click.exceptions import NoSuchOption
+
+# per command, buildx's `--OPTION=VALUE` spellings of a flag and the hidden option taking the value
+_VALUED_FLAGS = {"build": {"--pull": "--pull-policy"}}
+
+
+def spell_argv(argv: list[str]) -> list[str]:
+    """``irctl build --pull=VALUE`` as ``--pull-policy=VALUE``; everything after ``--`` untouched."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    flags = _VALUED_FLAGS.get(command or "")
+    if not flags:
+        return argv
+    out = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[i:]
+        name, eq, value = arg.partition("=")
+        out.append(f"{flags[name]}={value}" if eq and name in flags else arg)
+    return out
+
+
+def no_such_option(e: NoSuchOption) -> str:
+    """``irctl build: no such option --lable (did you mean --label?)``."""
+    import difflib  # lazy: only an unknown option pays for it
+
+    ctx = e.ctx
+    where = ctx.command_path if ctx is not None else "irctl"
+    real = sorted({o for p in (ctx.command.get_params(ctx) if ctx is not None else ())
+                   for o in (*p.opts, *p.secondary_opts) if o.startswith("-") and not getattr(p, "hidden", False)})
+    name = e.option_name
+    best = difflib.get_close_matches(name, real, n=1, cutoff=0.6)
+    hint = f"did you mean {best[0]}?" if best else f"see {where} --help"
+    return f"{where}: no such option {name} ({hint})"
+
+
+class Group(typer.core.TyperGroup):
+    """irctl's top-level command group: an unknown option of any command is one line (exit 2)."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except NoSuchOption as e:
+            _exit_unknown(e, ctx)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except NoSuchOption as e:  # a sub-command's option: raised while its context is made
+            _exit_unknown(e, ctx)
+
+
+def _exit_unknown(e: NoSuchOption, ctx):
+    sys.stderr.write(printable(no_such_option(e)) + "\n")  # one line, whatever was typed
+    ctx.exit(2)
