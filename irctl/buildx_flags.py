@@ -13,6 +13,7 @@ import ipaddress
 import re
 import sys
 
+from frontends.files import MAX_SIZE
 from ir import ops
 from irctl.errors import UserError
 from irctl.options import key_values
@@ -122,8 +123,6 @@ def pull(flag: bool, policy: str | None) -> bool:
 
 def stdin_build_file() -> bytes:
     """``-f -``: the build file from stdin, bounded as a build file on disk is (``frontends.files``)."""
-    from frontends.files import MAX_SIZE
-
     data = sys.stdin.buffer.read(MAX_SIZE + 1)
     if len(data) > MAX_SIZE:
         raise UserError(f"-f -: the build file on stdin is larger than {MAX_SIZE >> 20} MiB")
