@@ -92,8 +92,9 @@ SCRIPT = "<script>"  # stands in a summary for a shell script shown below the op
 def script_lines(op: ops.Op) -> list[str]:
     """The lines of an exec's shell script (``sh -c SCRIPT``) when it spans several: a heredoc's own
     lines (dedented), or a one-line ``&& \\`` chain cut where its continuation lines were joined
-    (a run of blanks outside quotes); the continuations indented by two. ``[]`` for a short one-liner,
-    which stays in the summary."""
+    (a run of blanks outside quotes); the continuations indented by two, all alike: a blank
+    continuation line joins its blanks to the next line's, so the source's nesting cannot be told
+    from the run's width. ``[]`` for a one-liner, which stays in the summary."""
     e = op.exec
     if e is None or len(e.args) < 3 or not _SHELL_C.fullmatch(e.args[-2]):
         return []
@@ -332,10 +333,10 @@ def stage_order(doc: ops.Document, order: list[str]) -> list[tuple[str, str]]:
     """``order`` (a topological order) rearranged so each stage's ops are listed together, stages
     earliest in the source first, as ``(group, digest)`` pairs.
 
-    An op's stage is its metadata group, except for an op without one (the build context) or shared
-    by several places (a base image several stages start from, a `COPY --from` of it): it joins the
-    earliest stage that reads it (else the stage it builds on, e.g. the image config). Still
-    topological: a stage only breaks in two when it must wait for a later one."""
+    An op's stage is its metadata group. An op without one continues the stage it builds on (the
+    image config); a source without one (the build context), or an op shared by several places (a
+    base image several stages start from, a `COPY --from` of it) joins the earliest stage reading
+    it. Still topological: a stage only breaks in two when it must wait for a later one."""
     pos = {d: i for i, d in enumerate(order)}
     inputs = {d: list(dict.fromkeys(r.op for r in doc.ops[d].inputs if r.op in pos and r.op != d)) for d in order}
     readers: dict[str, list[str]] = {d: [] for d in order}
@@ -343,21 +344,22 @@ def stage_order(doc: ops.Document, order: list[str]) -> list[tuple[str, str]]:
         for i in inputs[d]:
             readers[i].append(d)
     group: dict[str, str] = {}
-    for d in order:
-        meta = doc.metadata.get(d)
+    for d in order:  # inputs first: an op without a group continues the stage it builds on
+        meta, parent = doc.metadata.get(d), _fs_parent(doc, d)
         if meta is not None and meta.group and len(meta.locations) <= 1:
             group[d] = meta.group
-    first_seen = _group_keys(doc, order, group)
-    for d in reversed(order):  # readers come later in `order`: each is settled before its inputs
+        elif (meta is None or not meta.group) and group.get(parent):
+            group[d] = group[parent]
+    first = _stage_ranks(inputs, group, _group_keys(doc, order, group))
+    for d in reversed(order):  # readers first: a source, or an op shared by several stages
         if d not in group:
             mine = [group[r] for r in readers[d] if r in group]
             if mine:
-                group[d] = min(mine, key=lambda g: first_seen.get(g, (2,)))
-    for d in order:  # left: ops nothing in a stage reads (the root's image config)
+                group[d] = min(mine, key=first.__getitem__)
+    for d in order:  # left: ops no stage reads that build on nothing grouped
         if d not in group:
-            parent = _fs_parent(doc, d)
-            meta = doc.metadata.get(d)
-            group[d] = group.get(parent, "") if parent else (meta.group if meta is not None else "")
+            meta, parent = doc.metadata.get(d), _fs_parent(doc, d)
+            group[d] = group.get(parent, "") or (meta.group if meta is not None else "")
     rank = _stage_ranks(inputs, group, _group_keys(doc, order, group))
     waiting = {d: len(inputs[d]) for d in order}
     ready = [(rank[group[d]], pos[d], d) for d in order if waiting[d] == 0]
@@ -392,7 +394,8 @@ def _stage_ranks(inputs: dict[str, list[str]], group: dict[str, str], keys: dict
     the ready ones); a cycle (ops shared both ways) is broken at its earliest stage."""
     after: dict[str, set[str]] = {g: set() for g in keys}
     for d, ins in inputs.items():
-        after[group[d]].update(group[i] for i in ins if group[i] != group[d])
+        if d in group:
+            after[group[d]].update(group[i] for i in ins if i in group and group[i] != group[d])
     readers: dict[str, list[str]] = {g: [] for g in keys}
     for g, hs in after.items():
         for h in hs:
