@@ -104,6 +104,23 @@ def script_block(op) -> list[str]:
     return ["      script:"] + [f"        {line}" for line in script] if script else []
 
 
+def script_changes(old, new) -> list[str]:
+    """The lines of a changed script that differ, `-` old and `+` new: the whole new script would
+    read as if all of it had changed."""
+    import difflib
+
+    from ir import render  # lazy: as in text_listing
+
+    a, b = render.script_lines(old), render.script_lines(new)
+    if not a and not b:
+        return []
+    out = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag != "equal":
+            out += [f"      - {line}" for line in a[i1:i2]] + [f"      + {line}" for line in b[j1:j2]]
+    return ["      script:"] + out if out else []
+
+
 def diff_listing(a, b) -> tuple[str, int]:
     from ir import render  # lazy: as in text_listing
 
@@ -117,7 +134,7 @@ def diff_listing(a, b) -> tuple[str, int]:
         if c.sign == "~":
             what = ", ".join(c.fields)
             lines.append(f"~ {render.short(c.old)} → {render.short(c.new)}  {op.kind:<6} {render.summary(op)}{at}")
-            lines += script_block(op)
+            lines += script_changes(a.ops[c.old], op)
             lines.append(f"      changed: {what}")
         else:
             lines.append(f"{c.sign} {render.short(digest)}  {op.kind:<6} {render.summary(op)}{at}")
