@@ -77,7 +77,14 @@ def text_listing(doc) -> str:
                 lines.append(f"  [{group}]")
             heading = group or heading
             lines += op_lines(doc, digest, below)
-    return "\n".join(lines) + "\n"
+    return one_per_line(lines)
+
+
+def one_per_line(lines: list[str]) -> str:
+    """Each line with its control characters escaped, line breaks included: a newline in an
+    argument, a variable or a name from a hostile IR file cannot forge a line of the listing (a
+    script's own lines are split beforehand)."""
+    return "".join(printable(line) + "\n" for line in lines)
 
 
 def op_lines(doc, digest: str, below: dict) -> list[str]:
@@ -149,7 +156,7 @@ def diff_listing(a, b) -> tuple[str, int]:
         return "no differences\n", 0
     counts = {s: sum(c.sign == s for c in changes) for s in "-+~"}
     lines.append(f"{counts['-']} removed, {counts['+']} added, {counts['~']} changed")
-    return "\n".join(lines) + "\n", 1
+    return one_per_line(lines), 1
 
 
 def dump(

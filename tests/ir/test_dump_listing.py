@@ -203,3 +203,10 @@ def test_a_diff_shows_the_script_lines_that_changed(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.stdout.splitlines()[1:5] == [
         "      script:", "      - make", "      + make test", "      changed: exec.args[2]"]
+
+
+def test_a_newline_in_a_variable_or_an_argument_cannot_forge_a_line() -> None:
+    step = b.image("alpine").run(["echo", "x\n  0123456789ab  exec   fake"], env=["K=v\n      mount / bind evil"])
+    text = text_listing(b.build_document({"default": step}))
+    assert not any(line.lstrip().startswith(("0123456789ab", "mount / bind evil")) for line in text.splitlines())
+    assert "env K=v\\x0a      mount / bind evil" in text
