@@ -77,11 +77,8 @@ def _platform(p: ops.Platform) -> str:
 def _exec(op: ops.Op, e: ops.ExecOp) -> str:
     extra = [f"{k}={v}" for k, v in (("cwd", e.cwd), ("user", e.user), ("network", e.network),
                                      ("security", e.security)) if v != _EXEC_DEFAULTS[k]]
-    args = list(e.args)
-    if script_lines(op):
-        args = [shlex.quote(a) for a in args[:-1]] + [SCRIPT]
-        return " ".join(args) + (f"  ({', '.join(extra)})" if extra else "")
-    return shlex.join(args) + (f"  ({', '.join(extra)})" if extra else "")
+    argv = " ".join([*map(shlex.quote, e.args[:-1]), SCRIPT]) if script_lines(op) else shlex.join(e.args)
+    return argv + (f"  ({', '.join(extra)})" if extra else "")
 
 
 _EXEC_DEFAULTS = {"cwd": "/", "user": "", "network": "default", "security": "sandbox"}
@@ -91,7 +88,7 @@ SCRIPT = "<script>"  # stands in a summary for a shell script shown below the op
 
 def script_lines(op: ops.Op) -> list[str]:
     """The lines of an exec's shell script (``sh -c SCRIPT``) when it spans several: a heredoc's own
-    lines (dedented), or a one-line ``&& \\`` chain cut where its continuation lines were joined
+    lines (dedented, tabs as four spaces), or a one-line ``&& \\`` chain cut where its continuation lines were joined
     (a run of blanks outside quotes); the continuations indented by two, all alike: a blank
     continuation line joins its blanks to the next line's, so the source's nesting cannot be told
     from the run's width. ``[]`` for a one-liner, which stays in the summary."""
