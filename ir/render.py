@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
+import msgspec
+
 from ir import ops, wire
 
 _FULL_DIGESTS = contextvars.ContextVar("full_digests", default=False)
@@ -75,13 +77,23 @@ def _platform(p: ops.Platform) -> str:
 
 
 def _exec(op: ops.Op, e: ops.ExecOp) -> str:
-    extra = [f"{k}={v}" for k, v in (("cwd", e.cwd), ("user", e.user), ("network", e.network),
-                                     ("security", e.security)) if v != _EXEC_DEFAULTS[k]]
+    extra = [f"{f.name}={_setting(getattr(e, f.name))}" for f in msgspec.structs.fields(e)
+             if f.name not in ("args", "mounts", "env") and getattr(e, f.name) != f.default]
     argv = " ".join([*map(shlex.quote, e.args[:-1]), SCRIPT]) if script_lines(op) else shlex.join(e.args)
     return argv + (f"  ({', '.join(extra)})" if extra else "")
 
 
-_EXEC_DEFAULTS = {"cwd": "/", "user": "", "network": "default", "security": "sandbox"}
+def _setting(value: object) -> str:
+    """An exec setting away from its default, in a few characters. Every field but the argv, mounts
+    and environment (shown on their own lines) is listed this way, so a field added to `ExecOp`
+    (platform, hosts, limits) shows in the dump without anyone remembering to add it here."""
+    if isinstance(value, ops.Platform):
+        return _platform(value).strip(" ()") or "linux/amd64"
+    if isinstance(value, (tuple, list)):
+        return ",".join(_setting(v) for v in value)
+    if isinstance(value, msgspec.Struct):
+        return ":".join(_setting(getattr(value, f.name)) for f in msgspec.structs.fields(value))
+    return str(value)
 
 SCRIPT = "<script>"  # stands in a summary for a shell script shown below the op, one line per line
 

@@ -8,16 +8,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from frontends import BuildRequest
+from frontends.dockerfile import FRONTEND
 from ir import builder as b
 from ir import codec, ops, render
 from irctl.dump import text_listing
-from tests.dockerfile.test_convert import compile_text
 from tests.ir.strategies import D1
 from tests.support.ir_cli import app, runner
+from tests.support.resolver import FakeResolver
 
 
 def listing(dockerfile: str) -> str:
-    return text_listing(compile_text(dockerfile).document)
+    return text_listing(FRONTEND.compile(BuildRequest(dockerfile.encode()), FakeResolver()).document)
 
 
 SHARED_BASE = """\
@@ -210,3 +212,11 @@ def test_a_newline_in_a_variable_or_an_argument_cannot_forge_a_line() -> None:
     text = text_listing(b.build_document({"default": step}))
     assert not any(line.lstrip().startswith(("0123456789ab", "mount / bind evil")) for line in text.splitlines())
     assert "env K=v\\x0a      mount / bind evil" in text
+
+
+def test_every_exec_setting_away_from_its_default_is_shown() -> None:
+    """Listed from `ExecOp`'s own fields, so one added later (the platform a step runs as, hosts,
+    limits) shows without a change here; before, `hostname` was silently left out."""
+    step = b.image("alpine").run(["make"], cwd="/src", user="1000", hostname="box", network="none")
+    assert render.summary(step.vertex.op) == "make  (cwd=/src, user=1000, hostname=box, network=none)"
+    assert render.summary(b.image("alpine").run(["make"]).vertex.op) == "make"
