@@ -116,8 +116,11 @@ def ir(data: bytes) -> None:
             from ir import render
 
             render.to_dot(doc)
-            for op in doc.ops.values():
+            memo: dict = {}
+            for digest, op in doc.ops.items():
                 render.summary(op)
+                render.env_changes(doc, digest, memo)
+            render.stage_order(doc, render.topo_order(doc, sorted(doc.ops)))
         except ImportError:
             pass
         except Exception as e:

@@ -46,9 +46,9 @@ DUMP = """\
 5 ops, 2 roots, features: exec, exec.mount.bind, exec.mount.cache, exec.mount.secret, file.copy, image, source.image, source.local
 
 target default = 37dcdea11c54
+  [build]
   39ccdfcb86b6  source image docker.io/library/busybox:1.36@7b3ccabffc97
   248929e14b30  source local context
-  [build]
   c2f4a69ba92f  exec   sh -c make  (Dockerfile:2)
       inputs: 39ccdfcb86b6, 248929e14b30
       mount / bind 39ccdfcb86b6 → output 0

@@ -30,3 +30,8 @@ def test_every_view_of_random_graphs(a: ops.Document, b: ops.Document) -> None:
     assert sorted(order) == sorted(a.ops)
     for d, op in a.ops.items():
         assert all(position[r.op] < position[d] for r in op.inputs)
+    staged = [d for _, d in render.stage_order(a, order)]
+    at = {d: i for i, d in enumerate(staged)}
+    assert sorted(staged) == sorted(order)
+    for d in staged:
+        assert all(at[r.op] < at[d] for r in a.ops[d].inputs if r.op != d)
