@@ -1,4 +1,5 @@
-"""``--provenance`` (buildx's forms) and the statements hook ``irctl.exporting.export`` takes.
+"""``--provenance``, ``--sbom`` and ``--attest`` (buildx's forms) and the statements hook
+``irctl.exporting.export`` takes.
 
 ``--provenance`` takes ``true`` (= ``mode=min``), ``false``, ``min``, ``max`` or ``mode=min|max``
 (with ``version=v0.2``, the only version written). Not given: no provenance. buildx's default for
@@ -65,6 +66,61 @@ def provenance_hook(mode: str, document, root: str, *, frontend: str, target: st
         name = next((n for n in names if n in document.roots), root)
         now = replace(base, finished="" if reproducible else rfc3339_ns(time.time_ns()))
         return [(PREDICATE_TYPE, predicate(document, name, platform, now, mode))]
+
+    return statements
+
+
+def sbom_wanted(value: str | None) -> bool:
+    """``--sbom`` (buildx: ``true``, ``false``, or attributes such as ``generator=IMAGE``). irctl's SBOM
+    is read from the image's package databases by irctl itself (``backend.export.sbom``): there is no
+    scanner image to pick, so ``generator=`` is refused rather than ignored."""
+    if value is None:
+        return False
+    v = value.strip().lower()
+    if v in ("false", "0", ""):
+        return False
+    if v in ("true", "1"):
+        return True
+    for field in v.split(","):
+        key, _, val = field.partition("=")
+        if key == "disabled" and val in ("true", "false"):
+            return val == "false"
+        if key == "generator":
+            raise UserError(f"--sbom {value!r}: irctl writes its own SBOM from the image's package databases "
+                            "(dpkg, apk, Python, npm); generator= (a scanner image) is not supported")
+        raise UserError(f"--sbom {value!r}: want true or false")
+    return True
+
+
+def attest_options(values: list[str], provenance: str | None, sbom: str | None) -> tuple[str | None, bool]:
+    """``--attest type=provenance[,mode=…]|type=sbom[,…]`` folded into ``--provenance``/``--sbom`` (buildx:
+    those two are its shorthands; the shorthand wins when both are given): the provenance mode (None:
+    none) and whether an SBOM is wanted."""
+    mode, wanted = provenance_mode(provenance), sbom_wanted(sbom)
+    for value in values:
+        fields = [f for f in value.split(",") if f]
+        kind = next((f.partition("=")[2] for f in fields if f.startswith("type=")), "")
+        rest = ",".join(f for f in fields if not f.startswith("type=")) or "true"
+        if kind == "provenance":
+            mode = mode if provenance is not None else provenance_mode(rest)
+        elif kind == "sbom":
+            wanted = wanted if sbom is not None else sbom_wanted(rest)
+        else:
+            raise UserError(f"--attest {value!r}: want type=provenance[,mode=min|max] or type=sbom")
+    return mode, wanted
+
+
+def sbom_hook(name: str, emit):
+    """The hook writing an SPDX SBOM of each image from its package databases (``backend.export.sbom``);
+    ``name`` names the image in the document (its first tag). Dated ``SOURCE_DATE_EPOCH`` or the epoch:
+    the same image gives the same bytes."""
+    from backend.export.sbom import PREDICATE_TYPE, sbom_predicate  # lazy: only with --sbom
+
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    created = int(epoch) if epoch.isdigit() else None
+
+    def statements(platform: str, snapshot) -> list[tuple[str, dict]]:
+        return [(PREDICATE_TYPE, sbom_predicate(snapshot.layers, name=name, created=created, warn=emit))]
 
     return statements
 

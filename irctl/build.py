@@ -61,6 +61,10 @@ def build(
                                        "type=local,dest=DIR | type=inline, with mode=min|max, mounts=ID,… (repeatable)."),
     provenance: Optional[str] = typer.Option(None, "--provenance", help="Attach a SLSA provenance: true, false, "
                                              "mode=min|max (default: none)."),
+    sbom: Optional[str] = typer.Option(None, "--sbom", help="Attach an SPDX SBOM read from the image's package "
+                                       "databases (dpkg, apk, Python, npm): true or false (default: none)."),
+    attest: List[str] = typer.Option([], "--attest", help="Attestation: type=provenance[,mode=min|max] or type=sbom "
+                                     "(repeatable)."),
     annotation: List[str] = typer.Option([], "--annotation", help="Annotate the image: [TYPE[PLATFORM]:]KEY=VALUE, "
                                          "TYPE manifest (default), manifest-descriptor, index, index-descriptor."),
     iidfile: Optional[Path] = typer.Option(None, "--iidfile", help="Write the image ID to a file."),
@@ -113,7 +117,8 @@ def build(
         outputs = opt.outputs(output)
         from irctl import annotations, attesting  # lazy: the exporters' vocabulary (~3 ms)
 
-        notes, attest = annotations.parse(annotation), attesting.provenance_mode(provenance)
+        notes = annotations.parse(annotation)
+        proven, sbom_on = attesting.attest_options(attest, provenance, sbom)
         if push:
             outputs.append(opt.Output("registry", {}))
         if load:  # buildx's shorthand; a docker output without dest loads (irctl.loading)
@@ -146,12 +151,13 @@ def build(
         emit = lambda line: typer.echo(printable(line), err=True)  # noqa: E731
         inline = ledger if any(c.type == "inline" for c in cache_exports) else None
         if outputs:
-            said = attest and attesting.provenance_hook(attest, compiled.document, target or "default",
+            said = proven and attesting.provenance_hook(proven, compiled.document, target or "default",
                                                         frontend=frontend, target=target,
                                                         build_args=opt.build_args(build_arg).items())
+            listed = attesting.sbom_hook(tags[0] if tags else "image", emit) if sbom_on else None
             exported = export([(platform_of(snapshot), snapshot)], outputs, tags, cache_root=root,
                               insecure=tuple(insecure_registry), emit=emit, inline=inline,
-                              statements=attesting.chain(said), annotations=notes)
+                              statements=attesting.chain(said, listed), annotations=notes)
             if not push and not cache_exports:
                 fastpath.remember_export(memo_opts["cache_dir"], memo_key, {"output": output, "tag": tags}, exported)
         metadata.finish(exported if outputs else [], iidfile=iidfile, metadata_file=metadata_file, quiet=quiet)
