@@ -20,6 +20,7 @@ DESCRIPTIONS = {
     "exec": "an `exec` op",
     "exec.network": "an `exec` op whose `network` is not `default`",
     "exec.security.insecure": "an `exec` op whose `security` is `insecure`",
+    "exec.platform": "an `exec` op whose `platform` is not `linux/amd64`",
     "exec.mount.bind": "an `exec` op with a `bind` mount other than `mounts[0]`",
     "exec.mount.cache": "an `exec` op with a `cache` mount",
     "exec.mount.tmpfs": "an `exec` op with a `tmpfs` mount",
@@ -54,6 +55,8 @@ def of_op(op: ops.Op) -> set[str]:
             found.add("exec.network")
         if ex.security == "insecure":
             found.add("exec.security.insecure")
+        if ex.platform != ops.Platform():
+            found.add("exec.platform")
         for m in ex.mounts[1:]:
             found.add(_MOUNTS[m.type])
         return found

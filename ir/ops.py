@@ -284,6 +284,9 @@ class ExecOp(Node):
     hostname: Annotated[str, doc("Hostname; empty: the runtime's default.")] = ""
     network: Annotated[Network, doc("`none`: only loopback; `host`: the host's network; `default`: the solver's default (irctl: a private network namespace per step, outbound access only).")] = "default"
     security: Annotated[Security, doc("`insecure` grants all capabilities (must be allowed by the user when solving).")] = "sandbox"
+    platform: Annotated[Platform, doc("The platform the process runs as; one other than the host's runs under user-mode emulation (binfmt_misc), which the solver checks is registered before running it.")] = Platform()
+
+    __post_init__ = _default_identity
 
 
 # --------------------------------------------------------------------------- file
