@@ -33,7 +33,8 @@ class CompileOptions:
     oci_layouts: dict[str, Path] = field(default_factory=dict)
     insecure_registries: tuple[str, ...] = ()
     pull: bool = False  # ask the registry again even for images resolved before
-    platform: ops.Platform = field(default_factory=ops.Platform)
+    platform: ops.Platform = field(default_factory=ops.Platform)  # the target platform (TARGETPLATFORM)
+    build_platform: ops.Platform = field(default_factory=ops.Platform)  # the host's (BUILDPLATFORM)
 
 
 def build_file(context: Path, file: Path | None) -> Path:
@@ -160,7 +161,7 @@ def compile_file(opts: CompileOptions, cache_root: Path):
     frontend = choose_frontend(path, data, opts.frontend, explicit=opts.file is not None)
     request = BuildRequest(source=data, filename=str(path.name if path.parent == opts.context else path),
                            target=opts.target, build_args=opts.build_args, contexts=opts.named_contexts,
-                           ignore_patterns=patterns, platform=opts.platform, build_platform=opts.platform)
+                           ignore_patterns=patterns, platform=opts.platform, build_platform=opts.build_platform)
     resolver = Resolver(cache_root, opts.oci_layouts, opts.insecure_registries, opts.pull)
     try:
         return frontend.compile(request, resolver)

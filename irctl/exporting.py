@@ -37,8 +37,18 @@ def export(snapshot, outputs: list[Output], tags: list[str], *, cache_root: Path
     from backend.store.cache import CacheStore  # lazy: see the module's docstring
 
     store = BlobStore(cache_root)
+    snapshot = _shim_one_image(snapshot)  # TEMPORARY (plat, until the index engineer's export(images, …) merges)
     with CacheStore(cache_root).locked("gc.lock", exclusive=False):  # a concurrent prune waits for us
         return _export_all(snapshot, outputs, tags, store, insecure, emit, inline)
+
+
+def _shim_one_image(images):
+    """TEMPORARY (plat): ``images`` as ``[(platform, snapshot), …]``; one image only until the index exporter lands."""
+    if not isinstance(images, list):
+        return images
+    if len(images) != 1:
+        raise UserError("exporting several platforms as one image index is not implemented yet")
+    return images[0][1]
 
 
 def export_options(out: Output):
