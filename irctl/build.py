@@ -81,6 +81,7 @@ def build(
         outputs = opt.outputs(output)
         if push:
             outputs.append(opt.Output("registry", {}))
+        destinations = plat.outputs_by_target(outputs, tags, targets)
         cache_imports, cache_exports = caching.imports(cache_from), caching.exports(cache_to)
         ledger = caching.ledger_for(cache_exports)
         compiled, root, wanted = _compile(context, file, frontend, targets, wanted_platforms, opt.build_args(build_arg),
@@ -91,14 +92,15 @@ def build(
             ir_out.write_bytes(dump_document(compiled.document))
         path = build_file(context, file)
         names = ",".join(r.name for r in wanted)
-        record = BuildRecord(target_name("build", path, names), f"{path}" + (f" ({names})" if names != "default" else ""))
+        names = "" if names == "default" else names  # the record key a default build always had
+        record = BuildRecord(target_name("build", path, names), f"{path}" + (f" ({names})" if names else ""))
         record.build_args = list(opt.build_args(build_arg))
-        snapshots = _solve(compiled.document, [r.name for r in wanted], context, named, opt.secrets(secret), opt.ssh_agents(ssh),
-                          jobs, no_cache, granted, tuple(insecure_registry), progress, root, scans, network,
-                          record, explain, debug, precompress_needs(outputs), cache_imports, ledger)
+        snapshots = _solve(compiled.document, [r.name for r in wanted], context, named, opt.secrets(secret),
+                           opt.ssh_agents(ssh), jobs, no_cache, granted, tuple(insecure_registry), progress, root,
+                           scans, network, record, explain, debug, precompress_needs(outputs), cache_imports, ledger)
         memo_key = None
         if not frontend:
-            layers = list(dict.fromkeys(str(p) for s in snapshots.values() for p in s.layers))
+            layers = [str(p) for p in plat.all_layers(snapshots).layers]
             memo_key = fastpath.remember(memo_opts, layers, len(compiled.document.ops),
                                          scans, keep_exports=not no_cache)
         emit = lambda line: typer.echo(printable(line), err=True)  # noqa: E731
@@ -106,8 +108,7 @@ def build(
         if outputs:
             exported = []
             for name, images in plat.images_by_target(wanted, snapshots):
-                outs, names = plat.per_target(outputs, tags, name, several=len(targets) > 1)
-                exported += export(images, outs, names, cache_root=root, insecure=tuple(insecure_registry),
+                exported += export(images, *destinations[name], cache_root=root, insecure=tuple(insecure_registry),
                                    emit=emit, inline=inline)
             if not push and not cache_exports:
                 fastpath.remember_export(memo_opts["cache_dir"], memo_key, {"output": output, "tag": tags}, exported)

@@ -98,6 +98,11 @@ def compile_all(opts, targets: list[str], platforms: list[ops.Platform], cache_r
     return Compiled(document, tuple(warnings)), wanted
 
 
+def outputs_by_target(outputs: list[Output], tags: list[str], targets: list[str]) -> dict[str, tuple[list[Output], list[str]]]:
+    """Each target's outputs and tags (``per_target``), worked out before the build so a clash is refused at once."""
+    return {t: per_target(outputs, tags, t, several=len(targets) > 1) for t in targets}
+
+
 def per_target(outputs: list[Output], tags: list[str], target: str, several: bool) -> tuple[list[Output], list[str]]:
     """``outputs`` and ``tags`` for ``target``: ``{target}`` replaced.  With several targets an
     output or tag without it would be written by each in turn, so that is refused."""
