@@ -45,13 +45,16 @@ def _reindexed(meta: ops.OpMetadata, index: list[int]) -> ops.OpMetadata:
 def label_platform(doc: ops.Document, platform: ops.Platform) -> ops.Document:
     """The document with each ``[stage n/m] …`` description saying its platform as BuildKit's do
     in a multi-platform build (``[linux/arm64 build 2/3] RUN …``): an exec's own platform, an
-    image's, else ``platform`` (the one the document was compiled for)."""
+    image's, else ``platform`` (the one the document was compiled for).  An image op's
+    (``exporting image config of …``) gets ``[os/arch]`` before it, so each platform's reads apart."""
     metadata = {}
     for digest, meta in doc.metadata.items():
-        if meta.description.startswith("[") and not meta.description.startswith("[internal]"):
-            op = doc.ops[digest]
+        op, text = doc.ops[digest], meta.description
+        if op.image is not None and text and not text.startswith("["):
+            meta = ops.replace(meta, description=f"[{platform_string(op.image.platform)}] {text}")
+        elif text.startswith("[") and not text.startswith("[internal]"):
             p = (op.exec.platform if op.exec is not None else
                  op.source.image.platform if op.source is not None and op.source.image is not None else platform)
-            meta = ops.replace(meta, description=f"[{platform_string(p)} {meta.description[1:]}")
+            meta = ops.replace(meta, description=f"[{platform_string(p)} {text[1:]}")
         metadata[digest] = meta
     return ops.replace(doc, metadata=metadata)

@@ -84,3 +84,15 @@ def test_the_elf_header_matches_the_kernel_s_own_handler():
     head = ARM64_BUSYBOX.read_bytes()[:20]
     mask = bytes.fromhex("ffffffffffffff00fffffffffffffffffeffffff")
     assert bytes(a & m for a, m in zip(head, mask)) == bytes(a & m for a, m in zip(elf_header("arm64"), mask))
+
+
+def test_ci_fails_rather_than_skips_without_the_arm64_base(monkeypatch, tmp_path):
+    from tests.support import arm64
+
+    monkeypatch.setattr(arm64, "ARM64_BUSYBOX", tmp_path / "missing")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="busybox-static:arm64"):
+        arm64.require()
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception):
+        arm64.require()
