@@ -480,7 +480,7 @@ class Document(Node):
 
     version: Annotated[int, doc("Major version; this spec is 1.")]
     ops: Annotated[dict[str, Op], doc("Every op, keyed by its digest.")]
-    roots: Annotated[dict[str, Ref], doc("Named targets; `default` is built when none is named.")]
+    roots: Annotated[dict[str, Ref], doc("Named targets (`NAME` or `NAME@os/arch[/variant]`, § 7); `default` is built when none is named.")]
     features: Annotated[tuple[str, ...], doc("Every feature the graph uses."), SORTED] = ()
     metadata: Annotated[dict[str, OpMetadata], doc("Per-op metadata keyed by digest; not hashed.")] = {}
     sources: Annotated[tuple[SourceFile, ...], doc("Source files that `Location`s point into.")] = ()
