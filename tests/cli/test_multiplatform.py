@@ -3,45 +3,21 @@ once; arm64 steps run under QEMU (binfmt_misc) and produce a real arm64 image.""
 
 from __future__ import annotations
 
-import re
 import subprocess
 
 import pytest
 
-from tests.support.arm64 import arm64_layout, make_index_layout, multiarch_ref, push_index  # noqa: F401
-from tests.support.cli import irctl, write
+from tests.support.arm64 import make_index_layout, multiplatform_dockerfile, push_index
+from tests.support.cli import irctl, steps_ended, write
 
 pytestmark = pytest.mark.e2e
 
 
-def ran(stderr: str) -> dict[str, str]:
-    """Each step's description → how it ended (DONE / CACHED), from ``--progress plain``; a
-    description that ended twice (two steps) says both (``DONE+DONE``)."""
-    names, ends = {}, {}
-    for line in stderr.splitlines():
-        if m := re.match(r"#(\d+) (DONE|CACHED)\b", line):
-            ends.setdefault(names[m[1]], []).append(m[2])
-        elif m := re.match(r"#(\d+) (.*)", line):
-            names.setdefault(m[1], m[2])  # the first line of a step is its description
-    return {desc: "+".join(how) for desc, how in ends.items()}
-
-
-def dockerfile(base: str) -> str:
-    return f"""FROM --platform=$BUILDPLATFORM {base} AS tools
-RUN echo tools-ran > /tools.txt && uname -m > /build-arch.txt
-FROM {base}
-ARG TARGETARCH
-ARG TARGETPLATFORM
-COPY --from=tools /tools.txt /build-arch.txt /
-RUN echo "$TARGETARCH $TARGETPLATFORM $(uname -m)" > /arch.txt
-"""
-
-
 def test_amd64_and_arm64_in_one_build_share_the_build_platform_stage(tmp_path, multiarch_ref, cache_env):
-    ctx = write(tmp_path / "ctx", {"Dockerfile": dockerfile(multiarch_ref)})
+    ctx = write(tmp_path / "ctx", {"Dockerfile": multiplatform_dockerfile(multiarch_ref)})
     r = irctl("build", ctx, "--progress", "plain", "--platform", "linux/amd64,linux/arm64", env=cache_env)
     assert r.code == 0, r.stderr
-    steps = ran(r.stderr)
+    steps = steps_ended(r.stderr)
     tools = [d for d in steps if "RUN echo tools-ran" in d]
     assert tools == ["[linux/amd64 tools 2/2] RUN echo tools-ran > /tools.txt && uname -m > /build-arch.txt"]
     assert steps[tools[0]] == "DONE"  # once, for both platforms
@@ -54,7 +30,7 @@ def test_amd64_and_arm64_in_one_build_share_the_build_platform_stage(tmp_path, m
         r = irctl("build", ctx, "--progress", "plain", "--platform", platform, "--output",
                   f"type=local,dest={out}", env=cache_env)
         assert r.code == 0, r.stderr
-        assert set(ran(r.stderr).values()) == {"CACHED"}, r.stderr
+        assert set(steps_ended(r.stderr).values()) == {"CACHED"}, r.stderr
         arch = platform.split("/")[1]
         assert (out / "arch.txt").read_text() == f"{arch} {platform} {machine}\n"
         assert (out / "build-arch.txt").read_text() == "x86_64\n"  # BUILDPLATFORM: the host
@@ -66,7 +42,7 @@ def test_amd64_and_arm64_in_one_build_share_the_build_platform_stage(tmp_path, m
 
 
 def test_compile_names_a_root_per_platform_and_solve_builds_them_all(tmp_path, multiarch_ref, cache_env):
-    ctx = write(tmp_path / "ctx", {"Dockerfile": dockerfile(multiarch_ref)})
+    ctx = write(tmp_path / "ctx", {"Dockerfile": multiplatform_dockerfile(multiarch_ref)})
     graph = tmp_path / "g.ir"
     r = irctl("compile", ctx, "-o", graph, "--platform", "linux/arm64", "--platform", "linux/amd64,linux/arm64",
               env=cache_env)
@@ -90,7 +66,7 @@ RUN echo b > /b.txt
     r = irctl("build", ctx, "--progress", "plain", "--target", "a", "--target", "b", "--output",
               f"type=local,dest={out}/{{target}}", env=cache_env)
     assert r.code == 0, r.stderr
-    assert ran(r.stderr)["[base 2/2] RUN echo base > /base.txt"] == "DONE"
+    assert steps_ended(r.stderr)["[base 2/2] RUN echo base > /base.txt"] == "DONE"
     assert sorted(p.name for p in out.iterdir()) == ["a", "b"]
     assert (out / "a" / "a.txt").is_file() and not (out / "a" / "b.txt").exists()
     assert (out / "b" / "b.txt").is_file() and (out / "b" / "base.txt").is_file()

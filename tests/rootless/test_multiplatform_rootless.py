@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cli.test_multiplatform import dockerfile, ran
-from tests.support.arm64 import arm64_layout, multiarch_ref  # noqa: F401
+from tests.support.arm64 import multiplatform_dockerfile
+from tests.support.cli import steps_ended
 
 pytestmark = pytest.mark.e2e
 
@@ -14,12 +14,12 @@ pytestmark = pytest.mark.e2e
 def test_amd64_and_arm64_as_an_unprivileged_user(user_cli, multiarch_ref):
     work = user_cli.root / "multiplatform"
     (work / "ctx").mkdir(parents=True)
-    (work / "ctx" / "Dockerfile").write_text(dockerfile(multiarch_ref))
+    (work / "ctx" / "Dockerfile").write_text(multiplatform_dockerfile(multiarch_ref))
     user_cli.chown(work)
     r = user_cli.run("build", "--progress", "plain", "--platform", "linux/amd64,linux/arm64", str(work / "ctx"))
     assert r.returncode == 0, r.stderr
     assert "rootless: user namespace as uid 0" in r.stderr
-    steps = ran(r.stderr)
+    steps = steps_ended(r.stderr)
     assert steps['[linux/arm64 stage-1 3/3] RUN echo "arm64 linux/arm64 $(uname -m)" > /arch.txt'] == "DONE"
     assert [s for s in steps.values() if s != "DONE"] == []  # each step once: the tools stage too
 

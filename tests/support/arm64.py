@@ -94,3 +94,16 @@ def multiarch_ref(registry: str, busybox_layout: Path, arm64_layout: Path,
     dest = tmp_path_factory.mktemp("busybox-multi") / "layout"
     make_index_layout(dest, {"linux/amd64": busybox_layout, "linux/arm64": arm64_layout})
     return push_index(dest, f"{registry}/busybox-multi:latest")
+
+
+def multiplatform_dockerfile(base: str) -> str:
+    """A stage on the build platform that every target platform copies from, and a RUN per target
+    platform saying what it was told (TARGETARCH, TARGETPLATFORM) and what it runs on (``uname -m``)."""
+    return f"""FROM --platform=$BUILDPLATFORM {base} AS tools
+RUN echo tools-ran > /tools.txt && uname -m > /build-arch.txt
+FROM {base}
+ARG TARGETARCH
+ARG TARGETPLATFORM
+COPY --from=tools /tools.txt /build-arch.txt /
+RUN echo "$TARGETARCH $TARGETPLATFORM $(uname -m)" > /arch.txt
+"""
