@@ -3,13 +3,35 @@
 # tools that validate exported images, a registry for push/pull tests, and the Python package.
 set -euo pipefail
 cd "$(dirname "$0")"
-packages=(runc busybox-static docker-registry skopeo umoci uidmap fuse-overlayfs openssh-client git bubblewrap slirp4netns)
+packages=(runc busybox-static docker-registry skopeo umoci uidmap fuse-overlayfs openssh-client git bubblewrap slirp4netns
+          qemu-user-static binfmt-support)
+# The arm64 test base is Debian's busybox-static:arm64 (apt-get download below): dpkg must know the
+# architecture for apt to list its packages (the sources themselves are left as they are).
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  dpkg --add-architecture arm64
+  missing_arm64_lists=1
+fi
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
+if [ ${#missing[@]} -gt 0 ] || [ -n "${missing_arm64_lists:-}" ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ ${#missing[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Steps of another architecture run under QEMU through binfmt_misc (tests/cli/test_multiplatform.py):
+# mounted, with qemu-user-static's aarch64 handler registered (its F flag lets it work in containers).
+binfmt=/proc/sys/fs/binfmt_misc
+[ -e "$binfmt/status" ] || mount -t binfmt_misc binfmt_misc "$binfmt" \
+  || echo "setup.sh: warning: could not mount binfmt_misc; arm64 tests cannot run" >&2
+[ -e "$binfmt/qemu-aarch64" ] || update-binfmts --enable qemu-aarch64 \
+  || echo "setup.sh: warning: could not register qemu-aarch64 with binfmt_misc" >&2
+# The arm64 test base (tests/support/arm64.py reads the binary from here).
+arm64=/var/cache/irctl-test/arm64
+if [ ! -x "$arm64/busybox" ]; then
+  mkdir -p "$arm64"
+  (cd "$arm64" && apt-get download -qq -o APT::Sandbox::User=root busybox-static:arm64)
+  rm -rf "$arm64/x" && dpkg-deb -x "$arm64"/busybox-static_*_arm64.deb "$arm64/x"
+  cp "$arm64/x/bin/busybox" "$arm64/busybox.tmp" && mv "$arm64/busybox.tmp" "$arm64/busybox" && rm -rf "$arm64/x"
 fi
 # docker-registry's Debian package starts a system service on :5000; the tests start their own
 # registries on free loopback ports, so the system one is not needed.

@@ -136,17 +136,18 @@ class State:
 
     def run(self, args: Sequence[str], *, mounts: Sequence[RunMount] = (), env: Sequence[str] | None = None,
             cwd: str | None = None, user: str | None = None, hostname: str = "", network: ops.Network | None = None,
-            security: ops.Security | None = None, meta: ops.OpMetadata | None = None,
-            **sandbox) -> "State":
+            security: ops.Security | None = None, platform: ops.Platform | None = None,
+            meta: ops.OpMetadata | None = None, **sandbox) -> "State":
         """Run ``args`` on this filesystem; returns the resulting root filesystem.  ``sandbox``:
         ``extra_hosts``, ``shm_size``, ``ulimits`` (``ops.ExecOp``), each left out when not given."""
         return self.run_outputs(args, mounts=mounts, env=env, cwd=cwd, user=user, hostname=hostname,
-                                network=network, security=security, meta=meta, **sandbox)[0]
+                                network=network, security=security, platform=platform, meta=meta, **sandbox)[0]
 
     def run_outputs(self, args: Sequence[str], *, mounts: Sequence[RunMount] = (), env=None, cwd=None, user=None,
                     hostname: str = "", network: ops.Network | None = None, security: ops.Security | None = None,
-                    meta: ops.OpMetadata | None = None, extra_hosts: Sequence[ops.HostIP] = (),
-                    shm_size: int = 0, ulimits: Sequence[ops.Ulimit] = ()) -> list["State"]:
+                    platform: ops.Platform | None = None, meta: ops.OpMetadata | None = None,
+                    extra_hosts: Sequence[ops.HostIP] = (), shm_size: int = 0,
+                    ulimits: Sequence[ops.Ulimit] = ()) -> list["State"]:
         """Like ``run`` but returns every output: the root first, then each ``output=True`` mount."""
         inputs: list[tuple[Vertex, int]] = [(self.vertex, self.output)]
         wire_mounts = [ops.Mount("/", input=0, output=0)]
@@ -168,7 +169,7 @@ class State:
         body = ops.ExecOp(args=tuple(args), mounts=tuple(wire_mounts),
                           env=tuple(self.env if env is None else env), cwd=cwd or self.cwd,
                           user=self.user if user is None else user, hostname=hostname,
-                          **_given(network=network or self.network, security=security,
+                          **_given(network=network or self.network, security=security, platform=platform,
                                    extra_hosts=tuple(extra_hosts) or None, shm_size=shm_size or None,
                                    ulimits=tuple(sorted(ulimits, key=lambda u: u.name)) or None))
         v = vertex("exec", body, inputs, meta or self.meta)

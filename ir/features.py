@@ -20,6 +20,7 @@ DESCRIPTIONS = {
     "exec": "an `exec` op",
     "exec.network": "an `exec` op whose `network` is not `default`",
     "exec.security.insecure": "an `exec` op whose `security` is `insecure`",
+    "exec.platform": "an `exec` op whose `platform` is not `linux/amd64`",
     "exec.extra_hosts": "an `exec` op with `extra_hosts`",
     "exec.shm_size": "an `exec` op with a `shm_size`",
     "exec.ulimits": "an `exec` op with `ulimits`",
@@ -57,6 +58,8 @@ def of_op(op: ops.Op) -> set[str]:
             found.add("exec.network")
         if ex.security == "insecure":
             found.add("exec.security.insecure")
+        if ex.platform != ops.Platform():
+            found.add("exec.platform")
         if ex.extra_hosts:
             found.add("exec.extra_hosts")
         if ex.shm_size:

@@ -308,9 +308,12 @@ class ExecOp(Node):
     hostname: Annotated[str, doc("Hostname; empty: the runtime's default.")] = ""
     network: Annotated[Network, doc("`none`: only loopback; `host`: the host's network; `default`: the solver's default (irctl: a private network namespace per step, outbound access only).")] = "default"
     security: Annotated[Security, doc("`insecure` grants all capabilities (must be allowed by the user when solving).")] = "sandbox"
+    platform: Annotated[Platform, doc("The platform the process runs as; one other than the host's runs under user-mode emulation (binfmt_misc), which the solver checks is registered before running it.")] = Platform()
     extra_hosts: Annotated[tuple[HostIP, ...], doc("Lines appended to the step's `/etc/hosts`, in order.")] = ()
     shm_size: Annotated[int, doc("Size of `/dev/shm` in bytes, at most 2^36 (64 GiB); 0: the runtime's default (64 MiB).")] = 0
     ulimits: Annotated[tuple[Ulimit, ...], doc("Resource limits of the process, sorted by `name`, each name once; a limit not named keeps the runtime's default.")] = ()
+
+    __post_init__ = _default_identity
 
 
 # --------------------------------------------------------------------------- file
@@ -504,7 +507,7 @@ class Document(Node):
 
     version: Annotated[int, doc("Major version; this spec is 1.")]
     ops: Annotated[dict[str, Op], doc("Every op, keyed by its digest.")]
-    roots: Annotated[dict[str, Ref], doc("Named targets; `default` is built when none is named.")]
+    roots: Annotated[dict[str, Ref], doc("Named targets (`NAME` or `NAME@os/arch[/variant]`, § 7); `default` is built when none is named.")]
     features: Annotated[tuple[str, ...], doc("Every feature the graph uses."), SORTED] = ()
     metadata: Annotated[dict[str, OpMetadata], doc("Per-op metadata keyed by digest; not hashed.")] = {}
     sources: Annotated[tuple[SourceFile, ...], doc("Source files that `Location`s point into.")] = ()

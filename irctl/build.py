@@ -16,7 +16,7 @@ from backend.errors import BuildError
 from irctl import caching, debugging, metadata
 from irctl import options as opt
 from irctl.errors import UserError, user_errors
-from irctl.exporting import export, platform_of, precompress_needs
+from irctl.exporting import export, precompress_needs
 from irctl.loading import check_engine
 from irctl.rootless import enter_if_unprivileged
 from irctl.terminal import printable
@@ -28,7 +28,10 @@ def build(
     file: Optional[Path] = typer.Option(None, "-f", "--file", help="Build file (default: CONTEXT/Dockerfile; "
                                         "-: read it from stdin)."),
     tags: List[str] = typer.Option([], "-t", "--tag", help="Name the image (repeatable)."),
-    target: str = typer.Option("", "--target", help="Stage to build (default: the last)."),
+    target: List[str] = typer.Option([], "--target", help="Stage to build (default: the last); repeatable: one "
+                                     "solve for every target, their shared steps run once."),
+    platform: List[str] = typer.Option([], "--platform", help="Target platform(s): os/arch[/variant],… or local "
+                                       "(repeatable; default: the host's)."),
     build_arg: List[str] = typer.Option([], "--build-arg", help="K=V build argument (repeatable)."),
     secret: List[str] = typer.Option([], "--secret", help="id=ID,src=PATH or id=ID,env=VAR (repeatable)."),
     ssh: List[str] = typer.Option([], "--ssh", help="default[=SOCKET] or ID=SOCKET (repeatable)."),
@@ -104,7 +107,11 @@ def build(
         from irctl import fastpath  # lazy: the context scanner, ~30 ms
         from irctl.compiling import build_file  # lazy: the frontends and the image resolver, ~40 ms
 
-        memo_opts = {"context": str(context), "file": str(file) if file else None, "target": target,
+        from irctl import platforms as plat  # lazy: as fastpath
+
+        targets, wanted_platforms = plat.parse_targets(target), plat.parse(platform)
+        memo_opts = {"context": str(context), "file": str(file) if file else None, "target": ",".join(targets),
+                     "platform": platform,
                      "build_arg": build_arg, "build_context": build_context, "insecure": insecure_registry,
                      "cache_dir": str(cache_dir) if cache_dir else None, "network": network,
                      "shape": [add_host, shm_size, ulimit, label]}
@@ -124,11 +131,12 @@ def build(
         if load:  # buildx's shorthand; a docker output without dest loads (irctl.loading)
             outputs.append(opt.Output("docker", {}))
         check_engine(outputs)
+        destinations = plat.outputs_by_target(outputs, tags, targets)
         cache_imports, cache_exports = caching.imports(cache_from), caching.exports(cache_to)
         ledger = caching.ledger_for(cache_exports)
-        compiled, root = _compile(context, file, frontend, target, opt.build_args(build_arg), named,
-                                  tuple(insecure_registry), cache_dir, pull, None if check else memo_opts,
-                                  warn=not check, **shape)
+        compiled, root, wanted = _compile(context, file, frontend, targets, wanted_platforms, opt.build_args(build_arg),
+                                          named, tuple(insecure_registry), cache_dir, pull,
+                                          None if check else memo_opts, warn=not check, **shape)
         if check:  # buildx --check: the checks only, no solve
             from irctl.checking import report  # lazy: only --check
 
@@ -138,26 +146,32 @@ def build(
 
             ir_out.write_bytes(dump_document(compiled.document))
         path = build_file(context, file)
-        record = BuildRecord(target_name("build", path, target), f"{path}" + (f" --target {target}" if target else ""))
+        names = ",".join(r.name for r in wanted)
+        names = "" if names == "default" else names  # the record key a default build always had
+        record = BuildRecord(target_name("build", path, names), f"{path}" + (f" ({names})" if names else ""))
         record.build_args = list(opt.build_args(build_arg))
-        snapshot = _solve(compiled.document, context, named, opt.secrets(secret), opt.ssh_agents(ssh),
-                          jobs, no_cache, granted, tuple(insecure_registry), progress, root, scans, network,
-                          record, explain, debug, precompress_needs(outputs), cache_imports, ledger,
-                          _stage_filter(no_cache_filter, compiled.document), shell)
+        snapshots = _solve(compiled.document, [r.name for r in wanted], context, named, opt.secrets(secret),
+                           opt.ssh_agents(ssh), jobs, no_cache, granted, tuple(insecure_registry), progress, root,
+                           scans, network, record, explain, debug, precompress_needs(outputs), cache_imports, ledger,
+                           _stage_filter(no_cache_filter, compiled.document), shell)
         memo_key = None
         if not frontend:
-            memo_key = fastpath.remember(memo_opts, [str(p) for p in snapshot.layers], len(compiled.document.ops),
+            layers = [str(p) for p in plat.all_layers(snapshots).layers]
+            memo_key = fastpath.remember(memo_opts, layers, len(compiled.document.ops),
                                          scans, keep_exports=not no_cache)
         emit = lambda line: typer.echo(printable(line), err=True)  # noqa: E731
         inline = ledger if any(c.type == "inline" for c in cache_exports) else None
         if outputs:
-            said = proven and attesting.provenance_hook(proven, compiled.document, target or "default",
-                                                        frontend=frontend, target=target,
-                                                        build_args=opt.build_args(build_arg).items())
-            listed = attesting.sbom_hook(tags[0] if tags else "image", emit) if sbom_on else None
-            exported = export([(platform_of(snapshot), snapshot)], outputs, tags, cache_root=root,
-                              insecure=tuple(insecure_registry), emit=emit, inline=inline,
-                              statements=attesting.chain(said, listed), annotations=notes)
+            exported = []
+            for name, images in plat.images_by_target(wanted, snapshots):
+                outs, names = destinations[name]
+                said = proven and attesting.provenance_hook(proven, compiled.document, name or "default",
+                                                            frontend=frontend, target=name,
+                                                            build_args=opt.build_args(build_arg).items())
+                listed = attesting.sbom_hook(names[0] if names else "image", emit) if sbom_on else None
+                exported += export(images, outs, names, cache_root=root, insecure=tuple(insecure_registry),
+                                   emit=emit, inline=inline, statements=attesting.chain(said, listed),
+                                   annotations=notes)
             if not push and not cache_exports:
                 fastpath.remember_export(memo_opts["cache_dir"], memo_key, {"output": output, "tag": tags}, exported)
         metadata.finish(exported if outputs else [], iidfile=iidfile, metadata_file=metadata_file, quiet=quiet)
@@ -167,37 +181,39 @@ def build(
         if inline is not None:
             caching.warn_inline_without_image(outputs, emit)
         if cache_exports:
-            caching.export_caches(cache_exports, snapshot, ledger, compiled.document, cache_root=root,
+            needed = plat.all_layers(snapshots)
+            caching.export_caches(cache_exports, needed, ledger, compiled.document, cache_root=root,
                                   insecure=tuple(insecure_registry), emit=emit)
 
 
-def _compile(context, file, frontend, target, build_args, named, insecure, cache_dir, pull, memo_opts=None,
+def _compile(context, file, frontend, targets, platforms, build_args, named, insecure, cache_dir, pull, memo_opts=None,
              warn=True, **shape):
     """Compile, or take the graph a compile of the same inputs left (``fastpath.compile_key``; not
     with ``--frontend`` or ``--pull``, whose answers may change with nothing local changing)."""
     from backend.store.cache import default_root  # lazy: --help imports every command module (~30 ms)
     from irctl import fastpath  # lazy: as in build()
+    from irctl import platforms as plat  # lazy: as fastpath
 
     root = default_root(cache_dir)
     memo = memo_opts is not None and not frontend and not pull
     compiled = fastpath.compiled(root, fastpath.compile_key(memo_opts, root)) if memo else None
     if compiled is None:
-        from irctl.compiling import CompileOptions, compile_file  # lazy: a remembered graph needs no compile
+        from irctl.compiling import CompileOptions  # lazy: a remembered graph needs no compile
 
-        compiled = compile_file(CompileOptions(context=context, file=file, frontend=frontend, target=target,
-                                               build_args=build_args, named_contexts=named.frontend,
-                                               oci_layouts=named.oci_layouts, insecure_registries=insecure,
-                                               pull=pull, **shape), root)
+        compiled, _ = plat.compile_all(CompileOptions(context=context, file=file, frontend=frontend,
+                                                      build_args=build_args, named_contexts=named.frontend,
+                                                      oci_layouts=named.oci_layouts, insecure_registries=insecure,
+                                                      pull=pull, **shape), targets, platforms, root)
         if memo:  # keyed after the compile: it may have resolved (and remembered) a base image
             fastpath.remember_compiled(root, fastpath.compile_key(memo_opts, root), compiled)
     for warning in compiled.warnings if warn else ():
         typer.echo(printable(str(warning), newlines=True), err=True)
-    return compiled, root
+    return compiled, root, plat.roots(targets, platforms)
 
 
-def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure, progress, root, scans, network,
-           record, explain, debug=False, precompress=(), cache_from=(), ledger=None, no_cache_groups=frozenset(),
-           shell=None):
+def _solve(doc, names, context, named, secrets, ssh, jobs, no_cache, granted, insecure, progress, root, scans,
+           network, record, explain, debug=False, precompress=(), cache_from=(), ledger=None,
+           no_cache_groups=frozenset(), shell=None):
     from backend.solve.solver import SolveOptions, solve  # lazy: --help imports every command module (~110 ms)
     from irctl.progress import renderer  # lazy: as the solver (~5 ms)
 
@@ -212,7 +228,7 @@ def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure,
         options.jobs = jobs
     t0 = time.monotonic()
     try:
-        result = solve(doc, ["default"], options)
+        result = solve(doc, names, options)
     except BuildError as e:
         render.claim(e.op)  # its error report (after the build) says it once, with the Dockerfile excerpt
         raise
@@ -222,7 +238,7 @@ def _solve(doc, context, named, secrets, ssh, jobs, no_cache, granted, insecure,
             opt.print_explanation(options.record, progress)
     if progress != "quiet":
         print(f"built in {time.monotonic() - t0:.2f}s", file=sys.stderr)
-    return result["default"]
+    return result
 
 
 def _stage_filter(values: list[str], doc) -> frozenset[str]:

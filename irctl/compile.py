@@ -17,7 +17,10 @@ def compile_cmd(
     context: Path = typer.Argument(Path("."), help="The build context directory."),
     file: Optional[Path] = typer.Option(None, "-f", "--file", help="Build file (default: CONTEXT/Dockerfile)."),
     out: Path = typer.Option(..., "-o", "--output", help="Where to write the graph ('-' for stdout)."),
-    target: str = typer.Option("", "--target", help="Stage to compile (default: the last)."),
+    target: List[str] = typer.Option([], "--target", help="Stage to compile (default: the last); repeatable: "
+                                     "one graph, a root per target."),
+    platform: List[str] = typer.Option([], "--platform", help="Target platform(s): os/arch[/variant],… or local "
+                                       "(repeatable; default: the host's)."),
     build_arg: List[str] = typer.Option([], "--build-arg", help="K=V build argument (repeatable)."),
     build_context: List[str] = typer.Option([], "--build-context", help="NAME=DIR|docker-image://REF|oci-layout://PATH."),
     frontend: str = typer.Option("", "--frontend", help="Frontend to use (see `irctl frontends`)."),
@@ -35,15 +38,17 @@ def compile_cmd(
     from backend.store.cache import default_root  # lazy: ~30 ms
     from ir.codec import dump_document  # lazy: ~35 ms
     from irctl import buildx_flags as bx  # lazy: the IR
-    from irctl.compiling import CompileOptions, compile_file  # lazy: the frontends, the image resolver
+    from irctl import platforms as plat  # lazy: the frontends, the image resolver
+    from irctl.compiling import CompileOptions  # lazy: as platforms
 
     with user_errors():
         named = opt.named_contexts(build_context)
-        compiled = compile_file(CompileOptions(
-            context=context, file=file, frontend=frontend, target=target, build_args=opt.build_args(build_arg),
+        compiled, _ = plat.compile_all(CompileOptions(
+            context=context, file=file, frontend=frontend, build_args=opt.build_args(build_arg),
             named_contexts=named.frontend, oci_layouts=named.oci_layouts,
             insecure_registries=tuple(insecure_registry), pull=pull,
-            **bx.request_options(add_host, shm_size, ulimit, label)), default_root(cache_dir))
+            **bx.request_options(add_host, shm_size, ulimit, label)),
+            plat.parse_targets(target), plat.parse(platform), default_root(cache_dir))
         for warning in compiled.warnings:
             typer.echo(printable(str(warning), newlines=True), err=True)
         data = dump_document(compiled.document, compress=not uncompressed)

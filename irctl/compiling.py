@@ -38,7 +38,8 @@ class CompileOptions:
     shm_size: int = 0
     ulimits: tuple = ()
     labels: dict[str, str] = field(default_factory=dict)  # `--label`
-    platform: ops.Platform = field(default_factory=ops.Platform)
+    platform: ops.Platform = field(default_factory=ops.Platform)  # the target platform (TARGETPLATFORM)
+    build_platform: ops.Platform = field(default_factory=ops.Platform)  # the host's (BUILDPLATFORM)
 
 
 def build_file(context: Path, file: Path | None) -> Path:
@@ -165,7 +166,7 @@ def compile_file(opts: CompileOptions, cache_root: Path):
     frontend = choose_frontend(path, data, opts.frontend, explicit=opts.file is not None and opts.source is None)
     request = BuildRequest(source=data, filename=str(path.name if path.parent == opts.context else path),
                            target=opts.target, build_args=opts.build_args, contexts=opts.named_contexts,
-                           ignore_patterns=patterns, platform=opts.platform, build_platform=opts.platform,
+                           ignore_patterns=patterns, platform=opts.platform, build_platform=opts.build_platform,
                            extra_hosts=opts.extra_hosts, shm_size=opts.shm_size, ulimits=opts.ulimits,
                            labels=opts.labels)
     resolver = Resolver(cache_root, opts.oci_layouts, opts.insecure_registries, opts.pull)

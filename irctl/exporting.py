@@ -61,6 +61,7 @@ def export(images, outputs: list[Output], tags: list[str], *, cache_root: Path, 
         return _export_all(list(images), outputs, tags, store, insecure, emit, inline, said, annotations)
 
 
+
 def export_options(out: Output):
     """The ``ExportOptions`` an output's attributes (and ``SOURCE_DATE_EPOCH``) ask for."""
     from backend.export.image import ExportOptions  # lazy: see the module's docstring

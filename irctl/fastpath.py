@@ -44,8 +44,8 @@ _VALUE_OPTIONS = {"-f": "file", "--file": "file", "-t": "tag", "--tag": "tag", "
                   "--build-arg": "build_arg", "--build-context": "build_context", "--secret": "secret",
                   "--ssh": "ssh", "--progress": "progress", "--cache-dir": "cache_dir", "--jobs": "jobs",
                   "-j": "jobs", "--insecure-registry": "insecure", "-o": "output", "--output": "output",
-                  "--network": "network"}
-_LISTS = {"tag", "build_arg", "build_context", "secret", "ssh", "insecure", "output"}
+                  "--network": "network", "--platform": "platform"}
+_LISTS = {"tag", "build_arg", "build_context", "secret", "ssh", "insecure", "output", "platform"}
 MAX_EXPORT_REQUESTS = 8  # command lines remembered per build memo
 
 
@@ -69,6 +69,8 @@ def parse_argv(argv: list[str]) -> dict | None:
             key = _VALUE_OPTIONS[name]
             if key in _LISTS:
                 opts[key].append(value)
+            elif key == "target" and opts.get(key):  # repeated: every target, as `irctl build` joins them
+                opts[key] += "," + value
             else:
                 opts[key] = value
         elif a.startswith("-"):
@@ -192,6 +194,8 @@ def build_key(opts: dict, cache: Path, scans: dict | None = None, *, with_contex
     h.update(f"network\0{opts.get('network') or 'default'}\n".encode())  # keys a `default` step's result
     if any(opts.get("shape") or ()):  # --add-host, --shm-size, --ulimit, --label (none given: keys as before)
         h.update(b"shape\0" + json.dumps(opts["shape"], sort_keys=True).encode() + b"\n")
+    if opts.get("platform"):  # as typed (`irctl build` passes it so): normalising would import the frontends
+        h.update(f"platform\0{','.join(opts['platform'])}\n".encode())
     for arg in sorted(opts["build_arg"]):
         name, eq, value = arg.partition("=")
         h.update(f"arg\0{name}\0{value if eq else os.environ.get(name, '')}\0{bool(eq or name in os.environ)}\n".encode())

@@ -40,9 +40,17 @@ def _pairs(values: list[str], option: str) -> dict[str, Path]:
     return out
 
 
+def _one_target(results: dict, wanted: list[str]) -> list:
+    """The images ``export`` takes for the first target asked for: every platform of it (roots named
+    ``NAME@os/arch``, ``ir.roots``) in the order asked, so a multi-platform graph exports its index."""
+    first = wanted[0].partition("@")[0]
+    return [(platform_of(results[n]), results[n]) for n in wanted if n.partition("@")[0] == first]
+
+
 def solve_cmd(
     graph: Path = typer.Argument(..., help="IR graph file (irctl compile output)"),
-    target: List[str] = typer.Option([], "--target", "-t", help="root to build (repeatable; default: default)"),
+    target: List[str] = typer.Option([], "--target", "-t", help="root to build (repeatable; default: `default`, "
+                                     "else every root of the graph's one target, e.g. each platform)"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="cache store (default $IRCTL_CACHE_DIR, "
                                              "$XDG_CACHE_HOME/irctl, ~/.cache/irctl)"),
     local: List[str] = typer.Option([], "--local", help="grant a local directory: NAME=DIR"),
@@ -74,6 +82,7 @@ def solve_cmd(
         from backend.solve.buildrecord import BuildRecord, target_name  # lazy: ~45 ms
         from backend.solve.solver import SolveOptions, solve  # lazy: ~110 ms
         from ir.limits import read_file  # lazy: with the validator
+        from ir.roots import default_roots  # lazy: with the validator
         from ir.validate import load_and_validate  # lazy: ~60 ms
 
         granted = cli_options.entitlements(allow)
@@ -98,12 +107,16 @@ def solve_cmd(
                             entitlements=granted, network=network,
                             insecure_registries=tuple(insecure_registry), on_event=render,
                             cache_from=cache_imports, ledger=ledger)
-        if outputs and len(target or ["default"]) == 1:  # (only the first target is exported)
+        try:
+            wanted = target or default_roots(doc)
+        except ValueError as e:
+            raise UserError(f"{graph}: {e}") from None
+        if outputs and len(wanted) == 1:  # (only the first target is exported)
             opts.precompress = precompress_needs(outputs)
-        names = ",".join(target or ["default"])
+        names = ",".join(wanted)
         opts.record = BuildRecord(target_name("solve", graph, names), f"{graph} (targets {names})")
         try:
-            results = solve(doc, target or ["default"], opts)
+            results = solve(doc, wanted, opts)
         except BuildError as e:
             claim = getattr(render, "claim", None)
             if claim:
@@ -122,8 +135,7 @@ def solve_cmd(
 
             root = default_root(cache_dir)
             if outputs:
-                result = results[(target or ["default"])[0]]
-                export([(platform_of(result), result)], outputs, tags, cache_root=root,
+                export(_one_target(results, wanted), outputs, tags, cache_root=root,
                        insecure=tuple(insecure_registry), emit=emit, inline=inline)
             if inline is not None:
                 caching.warn_inline_without_image(outputs, emit)

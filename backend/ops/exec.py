@@ -22,11 +22,13 @@ import time
 from pathlib import Path
 
 from ir import ops as irops
+from ir.roots import platform_string
 
 from backend.errors import BuildError, SolveError
 from backend.fs import safefs
 from backend.fs.mountpoints import remove_mount_stubs
 from backend.fs.userdb import UserError, resolve_user
+from backend.oci.layout import Platform
 from backend.oci.mountdir import mark_secret
 from backend.ops import debugshell
 from backend.ops import mounts as mnt
@@ -36,6 +38,7 @@ from backend.ops.workspace import Step, Workspace
 from backend.output import Lines
 from backend.result import Snapshot
 from backend.runtime import container as rt
+from backend.runtime import emulation
 from backend.runtime import spec
 
 
@@ -104,6 +107,7 @@ class ExecHandler(OpHandler):
     def run(self, ws: Workspace, step: Step, inputs: list[Snapshot]) -> list[Snapshot]:
         ex = self.op.exec
         assert ex is not None
+        emulation.check(platform_string(ex.platform), Platform.host().architecture)  # a foreign step: QEMU there?
         n = max((m.output for m in ex.mounts), default=-1) + 1
         return run_exec(ws, step, ex, inputs, n, self.network(ws.options))
 

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 from frontends import BuildRequest
 from ir import ops
+from ir.roots import platform_string  # noqa: F401 (frontends' name for it; defined once, with the root names)
 
 PROXY_ARGS = ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY",
               "http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy")
 _KNOWN_OS = ("linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris", "illumos", "aix")
-
-
-def platform_string(p: ops.Platform) -> str:
-    return f"{p.os}/{p.architecture}" + (f"/{p.variant}" if p.variant else "")
 
 
 def parse_platform(text: str) -> ops.Platform:

@@ -268,7 +268,7 @@ def run(s: Stage, args: Sequence[str], *, shell_form: bool, mounts: Sequence[bui
         seen.add(m.target)
     s.state = s.state.run(argv, mounts=list(mounts), env=tuple(env), cwd=cwd or s.cwd,
                           user=s.user if user is None else user, network=network,
-                          security=security, meta=meta, **(sandbox or {}))
+                          security=security, platform=s.platform, meta=meta, **(sandbox or {}))
     s.image.commit("RUN " + run_command_string(argv, s), layer=True, buildkit_suffix=True)
 
 

@@ -60,6 +60,7 @@ def op_vectors() -> list[tuple[str, ops.Op]]:
         ("source git", b.git("https://github.com/moby/buildkit.git", "v0.13.0", True, "frontend").vertex.op),
         ("source oci_layout", b.oci_layout("layout", "v1", D1).vertex.op),
         ("exec with every mount type", exec_all.vertex.op),
+        ("exec of another platform", arm.run(["uname", "-m"], platform=ops.Platform("linux", "arm64", "v8")).vertex.op),
         ("file actions on scratch", files.vertex.op),
         ("merge", busybox.merge([files, ctx]).vertex.op),
         ("diff", busybox.diff(files).vertex.op),

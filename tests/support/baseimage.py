@@ -102,10 +102,11 @@ def _canonical(obj: dict) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
-def make_busybox_layout(dest_dir: Path, busybox: Path = BUSYBOX) -> Path:
+def make_busybox_layout(dest_dir: Path, busybox: Path = BUSYBOX, architecture: str = "") -> Path:
     """Write a one-layer OCI image layout into `dest_dir` (ref name `latest`) and return it.
 
-    Same busybox binary → same bytes → same manifest digest."""
+    Same busybox binary → same bytes → same manifest digest.  ``architecture``: the config's (default:
+    the host's), for a busybox of another one (``tests.support.arm64``)."""
     layout = Path(dest_dir)
     if layout.exists():
         shutil.rmtree(layout)
@@ -116,7 +117,7 @@ def make_busybox_layout(dest_dir: Path, busybox: Path = BUSYBOX) -> Path:
         z.write(tar_bytes)
     layer = _write_blob(layout, gz.getvalue())
     config = {
-        "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine),
+        "architecture": architecture or {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine),
         "os": "linux",
         "created": "1970-01-01T00:00:00Z",
         "config": {"Env": [PATH_ENV], "Cmd": ["sh"]},

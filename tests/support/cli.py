@@ -75,3 +75,16 @@ def error_line(stderr: str) -> str:
             return all_lines[i + 1][:220]
     lines = [line for line in all_lines if "error" in line.lower()]
     return (lines[0] if lines else stderr.strip().splitlines()[-1])[:220]
+
+
+def steps_ended(stderr: str) -> dict[str, str]:
+    """Each step's description → how it ended (DONE / CACHED), from ``--progress plain``; a
+    description that ended twice (two steps) says both (``DONE+DONE``)."""
+    names: dict[str, str] = {}
+    ends: dict[str, list[str]] = {}
+    for line in stderr.splitlines():
+        if m := re.match(r"#(\d+) (DONE|CACHED)\b", line):
+            ends.setdefault(names[m[1]], []).append(m[2])
+        elif m := re.match(r"#(\d+) (.*)", line):
+            names.setdefault(m[1], m[2])  # the first line of a step is its description
+    return {desc: "+".join(how) for desc, how in ends.items()}
