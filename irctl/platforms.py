@@ -78,24 +78,26 @@ def roots(targets: list[str], platforms: list[ops.Platform]) -> list[Root]:
 
 
 def compile_all(opts, targets: list[str], platforms: list[ops.Platform], cache_root: Path) -> tuple[Compiled, list[Root]]:
-    """Compile ``opts`` once per (target, platform) and merge the graphs (``ir.merge``); each warning once."""
+    """Compile ``opts`` once per (target, platform) and merge the graphs (``ir.merge``); each warning
+    (and each build check, for ``--check``) once."""
     from ir.merge import label_platform, merge  # lazy: with the compile
     from irctl.compiling import compile_file  # lazy: the frontends
 
     wanted = roots(targets, platforms)
     build = host_platform()
-    parts, warnings = [], {}
+    parts, warnings, checks = [], {}, {}
     for r in wanted:
         one = dataclasses.replace(opts, target=r.target, platform=r.platform, build_platform=build)
         compiled = compile_file(one, cache_root)
         doc = label_platform(compiled.document, r.platform) if len(platforms) > 1 else compiled.document
         parts.append((r.name, doc))
         warnings.update(dict.fromkeys(compiled.warnings))
+        checks.update(dict.fromkeys(compiled.checks))
     try:
         document = merge(parts)
     except ValueError as e:  # two frontends' graphs that cannot be one (never for ours)
         raise UserError(str(e)) from None
-    return Compiled(document, tuple(warnings)), wanted
+    return Compiled(document, tuple(warnings), tuple(checks)), wanted
 
 
 def outputs_by_target(outputs: list[Output], tags: list[str], targets: list[str]) -> dict[str, tuple[list[Output], list[str]]]:
