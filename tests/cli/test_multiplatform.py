@@ -3,6 +3,7 @@ once; arm64 steps run under QEMU (binfmt_misc) and produce a real arm64 image.""
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -117,3 +118,36 @@ def test_a_step_this_host_cannot_run_is_refused_before_it_runs(tmp_path, busybox
     assert ("[2/2] RUN echo ran > /ran: the step's platform is linux/sparc64: no emulation of sparc64 is known "
             "to irctl\nDockerfile:2\n") in r.stderr
     assert "#2 ERROR" in r.stderr and "#2 DONE" not in r.stderr
+
+
+def test_two_platforms_export_one_index_that_skopeo_umoci_and_a_registry_read(tmp_path, multiarch_ref, registry,
+                                                                               cache_env):
+    """The whole path: one build, an OCI index of a real amd64 and a real arm64 image (checked with
+    skopeo and umoci, per platform), the same index pushed and pulled back by platform, and the arm64
+    image's own programs run under QEMU from the unpacked bundle."""
+    ctx = write(tmp_path / "ctx", {"Dockerfile": multiplatform_dockerfile(multiarch_ref)})
+    layout, ref = tmp_path / "layout", f"{registry}/multi/app:1"
+    r = irctl("build", ctx, "--platform", "linux/amd64,linux/arm64", "-t", ref, "--push", "--output",
+              f"type=oci,tar=false,dest={layout}", env=cache_env)
+    assert r.code == 0, r.stderr
+    index = json.loads(subprocess.run(["skopeo", "inspect", "--raw", f"oci:{layout}:1"], check=True,
+                                      capture_output=True).stdout)
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert [(m["platform"]["os"], m["platform"]["architecture"]) for m in index["manifests"]] == [
+        ("linux", "amd64"), ("linux", "arm64")]
+    pushed = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"], check=True,
+                            capture_output=True).stdout
+    assert json.loads(pushed) == index  # the same index, byte for byte as skopeo re-reads it
+    for arch, machine in (("amd64", "x86_64"), ("arm64", "aarch64")):
+        one = tmp_path / f"one-{arch}"
+        subprocess.run(["skopeo", "copy", "--quiet", "--override-arch", arch, "--src-tls-verify=false",
+                        f"docker://{ref}", f"oci:{one}:img"], check=True, capture_output=True)
+        bundle = tmp_path / f"bundle-{arch}"
+        subprocess.run(["umoci", "unpack", "--image", f"{one}:img", bundle], check=True, capture_output=True)
+        config = json.loads(subprocess.run(["skopeo", "inspect", "--config", f"oci:{one}:img"], check=True,
+                                           capture_output=True).stdout)
+        assert config["architecture"] == arch
+        rootfs = bundle / "rootfs"
+        assert (rootfs / "arch.txt").read_text() == f"{arch} linux/{arch} {machine}\n"
+        uname = subprocess.run(["chroot", rootfs, "/bin/uname", "-m"], capture_output=True, text=True, timeout=60)
+        assert uname.stdout == f"{machine}\n", uname.stderr
