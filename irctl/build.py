@@ -30,7 +30,8 @@ def build(
     tags: List[str] = typer.Option([], "-t", "--tag", help="Name the image (repeatable)."),
     target: List[str] = typer.Option([], "--target", help="Stage to build (default: the last); repeatable: one "
                                      "solve for every target, their shared steps run once."),
-    platform: List[str] = typer.Option([], "--platform", help="Target platform(s): os/arch[/variant],… or local "
+    platform: List[str] = typer.Option([], "--platform", help="Target platform(s): OS/ARCH or OS/ARCH/VARIANT, "
+                                       "comma-separated, or local "
                                        "(repeatable; default: the host's)."),
     build_arg: List[str] = typer.Option([], "--build-arg", help="K=V build argument (repeatable)."),
     secret: List[str] = typer.Option([], "--secret", help="id=ID,src=PATH or id=ID,env=VAR (repeatable)."),
@@ -130,7 +131,7 @@ def build(
             outputs.append(opt.Output("registry", {}))
         if load:  # buildx's shorthand; a docker output without dest loads (irctl.loading)
             outputs.append(opt.Output("docker", {}))
-        check_engine(outputs)
+        check_engine(outputs, len(wanted_platforms))
         destinations = plat.outputs_by_target(outputs, tags, targets)
         cache_imports, cache_exports = caching.imports(cache_from), caching.exports(cache_to)
         ledger = caching.ledger_for(cache_exports)

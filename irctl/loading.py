@@ -18,8 +18,12 @@ def loads(kind: str, attrs: dict) -> bool:
     return kind == "docker" and not attrs.get("dest")
 
 
-def check_engine(outputs: list) -> None:
-    """Before the build: the engine a load output will need is there (no long build for nothing)."""
+def check_engine(outputs: list, platforms: int = 1) -> None:
+    """Before the build: a docker output is of one platform, and the engine a load output will need is
+    there (no long build for nothing)."""
+    if platforms > 1 and any(o.type == "docker" for o in outputs):
+        raise UserError(f"--output type=docker: {SEVERAL_PLATFORMS} ({platforms} platforms); push them, or "
+                        "--output type=oci,dest=… for an index")
     if not any(loads(o.type, o.attrs) for o in outputs):
         return
     from backend.export.load import LoadError, find_engine  # lazy: only a load needs it

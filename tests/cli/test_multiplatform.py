@@ -151,3 +151,12 @@ def test_two_platforms_export_one_index_that_skopeo_umoci_and_a_registry_read(tm
         assert (rootfs / "arch.txt").read_text() == f"{arch} linux/{arch} {machine}\n"
         uname = subprocess.run(["chroot", rootfs, "/bin/uname", "-m"], capture_output=True, text=True, timeout=60)
         assert uname.stdout == f"{machine}\n", uname.stderr
+
+
+@pytest.mark.parametrize("flags", [["--load"], ["--output", "type=docker,dest=x.tar"]])
+def test_a_docker_output_of_several_platforms_is_refused_before_building(tmp_path, flags, cache_env):
+    ctx = write(tmp_path / "ctx", {"Dockerfile": "FROM scratch\nCOPY Dockerfile /\n"})
+    r = irctl("build", ctx, "--progress", "plain", "--platform", "linux/amd64,linux/arm64", *flags, env=cache_env)
+    assert r.code == 1
+    assert r.stderr.strip() == ("error: --output type=docker: docker exporter does not currently support exporting "
+                                "manifest lists (2 platforms); push them, or --output type=oci,dest=… for an index")
