@@ -129,7 +129,10 @@ class UserCLI:
                 os.lchown(os.path.join(dirpath, name), self.pw.pw_uid, self.pw.pw_gid)
 
     def env(self, extra: dict[str, str] | None = None) -> list[str]:
-        return ["env", "-i", *(f"{k}={v}" for k, v in (extra or {}).items()), f"HOME={self.home}", f"USER={USER}", f"LOGNAME={USER}",
+        # REGISTRY_AUTH_FILE: the tests' skopeo, as uid 0 of irctl's user namespace, would read
+        # /run/containers/0/auth.json, and /run/containers (root's podman, 0700) refuses the lookup
+        return ["env", "-i", *(f"{k}={v}" for k, v in (extra or {}).items()), f"HOME={self.home}", f"USER={USER}",
+                f"LOGNAME={USER}", f"REGISTRY_AUTH_FILE={self.home}/.config/containers/auth.json",
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 f"PYTHONPATH={os.pathsep.join(map(str, self.pythonpath))}", "PYTHONDONTWRITEBYTECODE=1",
                 "LANG=C.UTF-8"]

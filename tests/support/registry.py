@@ -7,6 +7,7 @@ are skipped when the binary is missing.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -55,7 +56,10 @@ def start_registry(workdir: Path, timeout: float = 20.0, extra: str = "") -> tup
         cfg = workdir / "config.yml"
         cfg.write_text(CONFIG.format(root=workdir / "storage", port=port) + extra)
         log = open(workdir / "registry.log", "ab")
-        proc = subprocess.Popen([BINARY, "serve", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
+        # docker-registry reads REGISTRY_* variables as overrides of its config file: none of ours
+        # (skopeo's REGISTRY_AUTH_FILE, set for the rootless suite) may reach it
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        proc = subprocess.Popen([BINARY, "serve", str(cfg)], stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         addr = f"127.0.0.1:{port}"
         deadline = time.monotonic() + timeout
