@@ -117,3 +117,10 @@ def test_a_step_this_host_cannot_run_is_refused_before_it_runs(tmp_path, busybox
     assert ("[2/2] RUN echo ran > /ran: the step's platform is linux/sparc64: no emulation of sparc64 is known "
             "to irctl\nDockerfile:2\n") in r.stderr
     assert "#2 ERROR" in r.stderr and "#2 DONE" not in r.stderr
+
+
+@pytest.mark.parametrize("command", ["build", "compile"])
+def test_help_shows_the_flags(command):
+    r = irctl(command, "--help")
+    assert r.code == 0, r.stderr
+    assert "--platform" in r.stdout and "os/arch/variant" in r.stdout  # (rich once took `[/variant]` for markup)
