@@ -30,9 +30,8 @@ def build(
     tags: List[str] = typer.Option([], "-t", "--tag", help="Name the image (repeatable)."),
     target: List[str] = typer.Option([], "--target", help="Stage to build (default: the last); repeatable: one "
                                      "solve for every target, their shared steps run once."),
-    platform: List[str] = typer.Option([], "--platform", help="Target platform(s): OS/ARCH or OS/ARCH/VARIANT, "
-                                       "comma-separated, or local "
-                                       "(repeatable; default: the host's)."),
+    platform: List[str] = typer.Option([], "--platform", help="Target platform(s): os/arch or os/arch/variant, "
+                                       "comma-separated, or local (repeatable; default: the host's)."),
     build_arg: List[str] = typer.Option([], "--build-arg", help="K=V build argument (repeatable)."),
     secret: List[str] = typer.Option([], "--secret", help="id=ID,src=PATH or id=ID,env=VAR (repeatable)."),
     ssh: List[str] = typer.Option([], "--ssh", help="default[=SOCKET] or ID=SOCKET (repeatable)."),

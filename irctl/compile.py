@@ -19,9 +19,8 @@ def compile_cmd(
     out: Path = typer.Option(..., "-o", "--output", help="Where to write the graph ('-' for stdout)."),
     target: List[str] = typer.Option([], "--target", help="Stage to compile (default: the last); repeatable: "
                                      "one graph, a root per target."),
-    platform: List[str] = typer.Option([], "--platform", help="Target platform(s): OS/ARCH or OS/ARCH/VARIANT, "
-                                       "comma-separated, or local "
-                                       "(repeatable; default: the host's)."),
+    platform: List[str] = typer.Option([], "--platform", help="Target platform(s): os/arch or os/arch/variant, "
+                                       "comma-separated, or local (repeatable; default: the host's)."),
     build_arg: List[str] = typer.Option([], "--build-arg", help="K=V build argument (repeatable)."),
     build_context: List[str] = typer.Option([], "--build-context", help="NAME=DIR|docker-image://REF|oci-layout://PATH."),
     frontend: str = typer.Option("", "--frontend", help="Frontend to use (see `irctl frontends`)."),

@@ -160,3 +160,8 @@ def test_a_docker_output_of_several_platforms_is_refused_before_building(tmp_pat
     assert r.code == 1
     assert r.stderr.strip() == ("error: --output type=docker: docker exporter does not currently support exporting "
                                 "manifest lists (2 platforms); push them, or --output type=oci,dest=… for an index")
+@pytest.mark.parametrize("command", ["build", "compile"])
+def test_help_shows_the_flags(command):
+    r = irctl(command, "--help")
+    assert r.code == 0, r.stderr
+    assert "--platform" in r.stdout and "os/arch/variant" in r.stdout  # (rich once took `[/variant]` for markup)
