@@ -17,6 +17,7 @@ exactly as in BuildKit's (its docs warn the same way).
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
 from dataclasses import dataclass
 
@@ -64,7 +65,8 @@ def predicate(doc: ops.Document, root: str, platform: str, invocation: Invocatio
             params["ssh"] = [{"id": i, "optional": not req} for i, req in sorted(ssh.items())]
     config_source: dict = {}
     if doc.sources:
-        config_source = {"entryPoint": doc.sources[0].name,
+        # the file's name only: one outside the context is named by its host path (`-f /home/…`)
+        config_source = {"entryPoint": posixpath.basename(doc.sources[0].name) or doc.sources[0].name,
                          "digest": {"sha256": hashlib.sha256(doc.sources[0].data).hexdigest()}}
     meta: dict = {"reproducible": False,
                   "completeness": {"parameters": mode == "max", "environment": True, "materials": False}}
