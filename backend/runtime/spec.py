@@ -141,7 +141,7 @@ class Sandbox:
 
 def hosts_file(hostname: str, extra_hosts: Sequence[tuple[str, str]] = ()) -> str:
     for host, ip in extra_hosts:  # the IR's rule, again at the point of use: one line per entry
-        if not host or any(c.isspace() for c in host + ip) or "#" in host + ip:
+        if not host or any(c.isspace() for c in host + ip) or "#" in host + ip or "%" in ip:
             raise ValueError(f"not a hosts entry: {host!r} {ip!r}")
     return (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
             f"127.0.1.1\t{hostname}\n" + "".join(f"{ip}\t{host}\n" for host, ip in extra_hosts))

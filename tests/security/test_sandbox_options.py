@@ -1,5 +1,6 @@
-"""A graph's ``ulimits`` (``ExecOp.ulimits``, from ``--ulimit`` or a hostile IR file) against the
-sandbox: a limit may not hand a step a privilege the sandbox withholds by dropping a capability."""
+"""A graph's ``ulimits`` and ``extra_hosts`` (from ``--ulimit``/``--add-host`` or a hostile IR file)
+against the sandbox: a limit may not hand a step a privilege the sandbox withholds by dropping a
+capability, and an address may not carry more than one field into the step's /etc/hosts."""
 
 from __future__ import annotations
 
@@ -35,3 +36,31 @@ def test_root_with_sys_resource_may_still_raise_other_limits(tmp_path, monkeypat
     cfg = _config(tmp_path, [("memlock", -1, -1), ("rtprio", 0, 0)])
     assert {"type": "RLIMIT_MEMLOCK", "soft": spec.RLIM_INFINITY, "hard": spec.RLIM_INFINITY} in cfg["process"]["rlimits"]
     assert {"type": "RLIMIT_RTPRIO", "soft": 0, "hard": 0} in cfg["process"]["rlimits"]
+
+
+@pytest.mark.parametrize("ip", ["fe80::1%\n6.6.6.6\tbank.example", "fe80::1%\x1b]0;owned\x07", "fe80::1%eth0"])
+def test_an_address_with_a_zone_is_refused_by_every_ir_reader(tmp_path, ip):
+    """Python's ``ipaddress`` takes anything after ``%`` as an IPv6 zone (a newline, a tab, an escape
+    sequence), which would reach the step's /etc/hosts: refused where every IR reader checks, with its
+    key path (Docker's ``--add-host`` takes no zone either)."""
+    from ir import builder, ops
+    from ir.codec import dump_document
+    from tests.support.cli import irctl
+
+    st = builder.scratch().run(["/bin/true"])
+    body = ops.replace(st.vertex.op.exec, extra_hosts=(ops.HostIP("db", ip),))
+    doc = builder.build_document({"default": st._next(builder.vertex("exec", body, [(builder.scratch().vertex, 0)]))})
+    path = tmp_path / "hostile.ir"
+    path.write_bytes(dump_document(doc))
+    r = irctl("validate", path, env={"IRCTL_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.code == 2 and ".exec.extra_hosts[0].ip: " in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "\x1b" not in r.stderr
+
+
+def test_add_host_with_a_zone_is_refused_on_the_command_line():
+    from irctl.buildx_flags import extra_hosts
+    from irctl.errors import UserError
+
+    with pytest.raises(UserError, match=r"--add-host db:fe80::1%eth0: invalid IP address"):
+        extra_hosts(["db:fe80::1%eth0"])
+    assert [h.ip for h in extra_hosts(["db:[fe80::1]"])] == ["fe80::1"]
