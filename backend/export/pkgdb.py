@@ -216,7 +216,8 @@ def copyright_licenses(text: str) -> str:
     joined by AND."""
     names: set[str] = set()
     for first in _LICENSE_FIELD.findall(text):
-        for part in re.split(r",|\s+or\s+|\s+and\s+", first.strip()):
+        # blanks made one first: `\s+or\s+` tried at each of a long run of them rescans it (quadratic)
+        for part in re.split(r",| or | and ", " ".join(first.split())):
             if part.strip() and _WORD.match(part.strip()):
                 names.add(part.strip())
     return " AND ".join(sorted(names)[:32])
