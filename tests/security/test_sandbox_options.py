@@ -34,7 +34,8 @@ def test_root_with_sys_resource_still_cannot_grant_a_step_real_time_or_raised_pr
 def test_root_with_sys_resource_may_still_raise_other_limits(tmp_path, monkeypatch):
     monkeypatch.setattr(spec, "_has_sys_resource", lambda: True)
     cfg = _config(tmp_path, [("memlock", -1, -1), ("rtprio", 0, 0)])
-    assert {"type": "RLIMIT_MEMLOCK", "soft": spec.RLIM_INFINITY, "hard": spec.RLIM_INFINITY} in cfg["process"]["rlimits"]
+    unlimited = spec.RLIM_INFINITY
+    assert {"type": "RLIMIT_MEMLOCK", "soft": unlimited, "hard": unlimited} in cfg["process"]["rlimits"]
     assert {"type": "RLIMIT_RTPRIO", "soft": 0, "hard": 0} in cfg["process"]["rlimits"]
 
 
