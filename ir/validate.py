@@ -305,6 +305,9 @@ def _sandbox(ex: ops.ExecOp, err) -> None:
             ipaddress.ip_address(h.ip)
         except ValueError:
             err(f"{h.ip!r} is not an IPv4 or IPv6 address", f"extra_hosts[{i}].ip")
+        else:
+            if "%" in h.ip:  # `ipaddress` takes anything after it as an IPv6 zone: newlines, tabs, escapes
+                err(f"{h.ip!r} has a zone ('%…'): an /etc/hosts address takes none", f"extra_hosts[{i}].ip")
     if not 0 <= ex.shm_size <= ops.MAX_SHM_SIZE:
         err(f"shm size {ex.shm_size} out of range (0 to {ops.MAX_SHM_SIZE} bytes)", "shm_size")
     for i, u in enumerate(ex.ulimits):

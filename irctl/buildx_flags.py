@@ -48,6 +48,8 @@ def extra_hosts(values: list[str]) -> tuple[ops.HostIP, ...]:
                             "network.host the host is 127.0.0.1")
         try:
             address = ipaddress.ip_address(ip)
+            if "%" in ip:  # a zone (fe80::1%eth0): the IR takes none (ir.validate), nor does Docker
+                raise ValueError(ip)
         except ValueError:
             raise UserError(f"--add-host {_shown(value)}: invalid IP address {ip!r} (HOST:IP or HOST=IP)") from None
         if not ops.HOST_NAME.match(host):

@@ -12,6 +12,7 @@ import contextlib
 import shlex
 import sys
 import threading
+from dataclasses import replace
 
 from irctl.errors import UserError
 
@@ -37,19 +38,40 @@ def shell_options(on_error: str, shell: str, secrets: bool) -> tuple[tuple[str, 
     return argv, secrets
 
 
+MAX_HELD_LINES = 10_000  # log lines kept while a shell has the terminal; later ones are counted, not kept
+
+
+class _Dropped:
+    """Where a step's log lines started being left out while held, and how many were."""
+
+    def __init__(self, e) -> None:
+        self.event, self.count = e, 0
+
+
 class HeldProgress:
     """A progress renderer whose output waits while a shell has the terminal: events that arrive
     meanwhile (other steps go on) are kept and shown, in order, when the shell exits; a live view
-    (``irctl.progress.TtyProgress``) is stopped and started again around it."""
+    (``irctl.progress.TtyProgress``) is stopped and started again around it.  Only the first
+    ``MAX_HELD_LINES`` log lines are kept (a step of the build printing without end would otherwise
+    grow irctl for as long as the shell stays open); each step's others are one line saying how many."""
 
     def __init__(self, render) -> None:
         self.render = render
         self._held: list | None = None
+        self._lines = 0
+        self._dropped: dict[str, _Dropped] = {}
         self._lock = threading.Lock()
 
     def __call__(self, e) -> None:
         with self._lock:
             if self._held is not None:
+                if e.kind == "log" and self._lines >= MAX_HELD_LINES:
+                    if e.op not in self._dropped:
+                        self._dropped[e.op] = _Dropped(e)
+                        self._held.append(self._dropped[e.op])
+                    self._dropped[e.op].count += 1
+                    return
+                self._lines += e.kind == "log"
                 self._held.append(e)
                 return
         self.render(e)
@@ -71,8 +93,12 @@ class HeldProgress:
             if live is not None:
                 live.start()
             with self._lock:
-                held, self._held = self._held or [], None
+                held, self._held, self._lines, self._dropped = self._held or [], None, 0, {}
             for e in held:
+                if isinstance(e, _Dropped):
+                    name = e.event.description or e.event.op[7:19] or "the build"
+                    e = replace(e.event, kind="info", text=f"{e.count} lines of {name}'s output not shown: "
+                                "they came while the debug shell had the terminal")
                 self.render(e)
 
 

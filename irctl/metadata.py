@@ -20,6 +20,8 @@ import string
 import sys
 import time
 
+from irctl.errors import user_errors
+
 
 @functools.cache
 def build_id() -> str:
@@ -83,7 +85,7 @@ def reporting(command):
     def run(*args, **kwargs):
         _STARTED[:] = [time.time_ns()]
         if kwargs.get("iidfile") is not None:
-            with contextlib.suppress(FileNotFoundError):
+            with user_errors(), contextlib.suppress(FileNotFoundError):  # a directory there: one line
                 os.remove(kwargs["iidfile"])
         if not kwargs.get("quiet"):
             return command(*args, **kwargs)

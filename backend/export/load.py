@@ -26,6 +26,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
@@ -178,7 +179,7 @@ def _load_api(engine: Engine, archive: DockerArchive) -> None:
         with httpx.Client(transport=transport, base_url=base, timeout=timeout, trust_env=False) as client:
             with client.stream("POST", "/images/load", params={"quiet": "1"}, content=archive.chunks(),
                                headers={"Content-Type": "application/x-tar"}) as r:
-                answer = _bounded(r.iter_bytes())
+                answer = _bounded(r.iter_bytes(), engine.where)
                 status = r.status_code
     except httpx.HTTPError as e:
         raise LoadError(f"{engine.where}: {_quote(str(e) or type(e).__name__)}") from None
@@ -219,12 +220,17 @@ def _run(engine: Engine, argv: list[str], chunks: Iterable[bytes]) -> None:
         raise LoadError(f"{engine.where}: {argv[0]} {argv[1]} failed (exit {code}): {_quote(last[0])}")
 
 
-def _bounded(chunks: Iterator[bytes]) -> bytes:
+def _bounded(chunks: Iterator[bytes], where: str) -> bytes:
+    """At most ``MAX_ANSWER`` bytes, within ``LOAD_TIMEOUT`` in all: the read timeout alone lets an
+    engine that trickles a byte now and then hold us for ever."""
     data = bytearray()
+    deadline = time.monotonic() + LOAD_TIMEOUT
     for chunk in chunks:
         data += chunk[:MAX_ANSWER - len(data)]
         if len(data) >= MAX_ANSWER:
             break
+        if time.monotonic() > deadline:
+            raise LoadError(f"{where}: answered for too long (over {LOAD_TIMEOUT:.0f}s) without finishing")
     return bytes(data)
 
 

@@ -81,7 +81,9 @@ def _clean(value: str, limit: int = _MAX_FIELD) -> str:
 
 
 _PARAGRAPH = re.compile(r"\n[ \t]*\n")
-_FIELD = re.compile(r"^(package|status|version|architecture|source):[ \t]*([^\n]*?)[ \t]*$",
+# the value's trailing blanks are stripped after the match: a lazy value before `[ \t]*$` retries the
+# blanks at every position (quadratic in a line of a hostile status file)
+_FIELD = re.compile(r"^(package|status|version|architecture|source):[ \t]*([^\n]*)$",
                     re.MULTILINE | re.IGNORECASE)
 _STRAY = re.compile(r"^[^ \t\n:][^:\n]*$|^[^ \t\n:]+[ \t][^:\n]*:", re.MULTILINE)  # no colon, or a space in the key
 
@@ -104,7 +106,7 @@ def stanzas(text: str, limit: int) -> Iterator[dict[str, str] | None]:
             continue
         fields: dict[str, str] = {}
         for key, value in _FIELD.findall(para):
-            fields.setdefault(key.lower(), value)
+            fields.setdefault(key.lower(), value.rstrip(" \t"))
         yield fields
 
 
@@ -214,7 +216,8 @@ def copyright_licenses(text: str) -> str:
     joined by AND."""
     names: set[str] = set()
     for first in _LICENSE_FIELD.findall(text):
-        for part in re.split(r",|\s+or\s+|\s+and\s+", first.strip()):
+        # blanks made one first: `\s+or\s+` tried at each of a long run of them rescans it (quadratic)
+        for part in re.split(r",| or | and ", " ".join(first.split())):
             if part.strip() and _WORD.match(part.strip()):
                 names.add(part.strip())
     return " AND ".join(sorted(names)[:32])

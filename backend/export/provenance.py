@@ -17,6 +17,7 @@ exactly as in BuildKit's (its docs warn the same way).
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
 from dataclasses import dataclass
 
@@ -64,7 +65,8 @@ def predicate(doc: ops.Document, root: str, platform: str, invocation: Invocatio
             params["ssh"] = [{"id": i, "optional": not req} for i, req in sorted(ssh.items())]
     config_source: dict = {}
     if doc.sources:
-        config_source = {"entryPoint": doc.sources[0].name,
+        # the file's name only: one outside the context is named by its host path (`-f /home/…`)
+        config_source = {"entryPoint": posixpath.basename(doc.sources[0].name) or doc.sources[0].name,
                          "digest": {"sha256": hashlib.sha256(doc.sources[0].data).hexdigest()}}
     meta: dict = {"reproducible": False,
                   "completeness": {"parameters": mode == "max", "environment": True, "materials": False}}
@@ -114,10 +116,10 @@ def _materials(sources: list[ops.SourceOp]) -> list[dict]:
                             if p)
             out.append(_material(docker_purl(s.image.ref, plat), s.image.digest))
         elif s.http is not None:
-            out.append(_material(s.http.url, s.http.checksum))
+            out.append(_material(public_url(s.http.url), s.http.checksum))
         elif s.git is not None:
             commit = s.git.ref if re.fullmatch(r"[0-9a-f]{40}", s.git.ref) else ""
-            uri = s.git.remote + (f"#{s.git.ref}" if s.git.ref else "")
+            uri = public_url(s.git.remote) + (f"#{s.git.ref}" if s.git.ref else "")
             out.append({"uri": uri, **({"digest": {"sha1": commit}} if commit else {})})
         elif s.oci_layout is not None:
             out.append(_material(f"oci-layout://{s.oci_layout.name}" + (f":{s.oci_layout.ref}" if s.oci_layout.ref
@@ -126,6 +128,17 @@ def _materials(sources: list[ops.SourceOp]) -> list[dict]:
     for m in out:
         unique.setdefault(repr(sorted(m.items())), m)
     return list(unique.values())
+
+
+def public_url(url: str) -> str:
+    """``url`` without the credentials its user info may carry (``https://TOKEN@host/…``,
+    ``https://user:TOKEN@…``): a provenance is published with the image, as BuildKit's, which
+    redacts them too.  An ssh URL keeps its user name (``ssh://git@host/…``: who, not a secret)."""
+    m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@", url)
+    if m is None:
+        return url
+    user = m.group(2).split(":", 1)[0] if m.group(1).lower() == "ssh://" else ""
+    return m.group(1) + (f"{user}@" if user else "") + url[m.end():]
 
 
 def _material(uri: str, digest: str) -> dict:
@@ -158,5 +171,8 @@ def _steps(doc: ops.Document, order: list[str]) -> list[dict]:
         if meta is not None and meta.description:
             step["description"] = meta.description
         step["op"] = to_json(getattr(op, op.kind))
+        for kind, key in (("http", "url"), ("git", "remote")):  # the same URL, as `materials` names it
+            if isinstance(step["op"].get(kind), dict) and key in step["op"][kind]:
+                step["op"][kind][key] = public_url(step["op"][kind][key])
         steps.append(step)
     return steps

@@ -37,6 +37,9 @@ PIDS_LIMIT = max(4096, 32 * (os.cpu_count() or 1))
 DEFAULT_SHM_SIZE = 64 << 20  # /dev/shm without --shm-size: Docker's and BuildKit's 64 MiB
 RLIM_INFINITY = (1 << 64) - 1  # -1 in a limit: the runtime spec's rlimits are unsigned
 _RLIMIT_LOCKS = 10  # the one docker limit name Python's `resource` does not spell (asm-generic/resource.h)
+# Limits that grant what CAP_SYS_NICE does (SCHED_FIFO up to `rtprio`, a nice value below 0): the
+# sandbox drops that capability, so a graph never raises them above irctl's own, even as root.
+_SCHEDULING = ("rtprio", "nice")
 DEFAULT_TMPFS_SIZE = 1 << 30  # a tmpfs mount without size= (the kernel's default is half of RAM, per mount)
 
 
@@ -138,7 +141,7 @@ class Sandbox:
 
 def hosts_file(hostname: str, extra_hosts: Sequence[tuple[str, str]] = ()) -> str:
     for host, ip in extra_hosts:  # the IR's rule, again at the point of use: one line per entry
-        if not host or any(c.isspace() for c in host + ip) or "#" in host + ip:
+        if not host or any(c.isspace() for c in host + ip) or "#" in host + ip or "%" in ip:
             raise ValueError(f"not a hosts entry: {host!r} {ip!r}")
     return (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
             f"127.0.1.1\t{hostname}\n" + "".join(f"{ip}\t{host}\n" for host, ip in extra_hosts))
@@ -279,16 +282,18 @@ def _requested_rlimits(requested: Sequence[tuple[str, int, int]], rootless: bool
     above this process's own needs CAP_SYS_RESOURCE in the initial user namespace, which a rootless
     build never has (nor root in a container that dropped it): such a step fails here, naming the
     limit, rather than in the runtime's setrlimit.  Rootless, `nproc` never goes above `PIDS_LIMIT`,
-    the sandbox's fork-bomb bound there (no cgroup)."""
+    the sandbox's fork-bomb bound there (no cgroup).  `rtprio` and `nice` never go above irctl's own
+    (`_SCHEDULING`): a real-time busy loop would starve the host's processes."""
     out = {}
     may_raise = not rootless and _has_sys_resource()
     for name, soft, hard in requested:
         soft_v, hard_v = (RLIM_INFINITY if v == -1 else v for v in (soft, hard))
-        if not may_raise:
+        if not may_raise or name in _SCHEDULING:
             own = resource.getrlimit(getattr(resource, f"RLIMIT_{name.upper()}", _RLIMIT_LOCKS))[1]
             own = RLIM_INFINITY if own == resource.RLIM_INFINITY else own
             if hard_v > own:
-                who = "a rootless build" if rootless else "irctl without CAP_SYS_RESOURCE"
+                who = ("a step without CAP_SYS_NICE" if may_raise else
+                       "a rootless build" if rootless else "irctl without CAP_SYS_RESOURCE")
                 raise ContainerStartError(f"--ulimit {name}={soft}:{hard}: {who} cannot raise the hard limit above "
                                           f"its own ({'unlimited' if own == RLIM_INFINITY else own})")
         if rootless and name == "nproc":

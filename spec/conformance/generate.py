@@ -174,6 +174,7 @@ def normal_form_invalid(one, exec_op, file_op) -> dict[str, ops.Document]:
         "normal-git-subdir": one(b.git("https://example.com/r.git", subdir="/sub/")),
         "exec-host-newline": one(exec_op(extra_hosts=(ops.HostIP("a\n6.6.6.6\tbank.example", "10.0.0.1"),))),
         "exec-host-not-ip": one(exec_op(extra_hosts=(ops.HostIP("db", "host-gateway"),))),
+        "exec-host-ip-zone": one(exec_op(extra_hosts=(ops.HostIP("db", "fe80::1%\n6.6.6.6\tbank.example"),))),
         "exec-shm-size-range": one(exec_op(shm_size=1 << 50)),
         "exec-ulimit-soft-above-hard": one(exec_op(ulimits=(ops.Ulimit("nofile", 2048, 1024),))),
         "normal-exec-host-ip": one(exec_op(extra_hosts=(ops.HostIP("db", "0:0::1"),))),

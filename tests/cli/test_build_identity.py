@@ -129,6 +129,7 @@ def test_push_with_provenance_and_annotations(tmp_path, busybox_ref, registry, c
     ("--provenance", "mode=huge", "--provenance 'mode=huge': want true, false, min, max or mode=min|max"),
     ("--annotation", "manifest:novalue", "--annotation 'manifest:novalue': want [TYPE[PLATFORM]:]KEY=VALUE"),
     ("--annotation", "index[linux/amd64]:k=v", "an index annotation applies to every platform"),
+    ("--iidfile", ".", ": Is a directory"),  # the stale id removed first: a directory there is no traceback
 ])
 def test_bad_values_are_one_line_before_building(tmp_path, cache_env, flag, value, says):
     ctx = write(tmp_path / "ctx", {"Dockerfile": "FROM scratch\nCOPY Dockerfile /\n"})
