@@ -77,7 +77,7 @@ def _platform(p: ops.Platform) -> str:
 
 
 def _exec(op: ops.Op, e: ops.ExecOp) -> str:
-    extra = [f"{f.name}={_setting(getattr(e, f.name))}" for f in msgspec.structs.fields(e)
+    extra = [f"{f.name}={_setting(getattr(e, f.name))}" for f in ops.field_specs(type(e))
              if f.name not in ("args", "mounts", "env") and getattr(e, f.name) != f.default]
     argv = " ".join([*map(shlex.quote, e.args[:-1]), SCRIPT]) if script_lines(op) else shlex.join(e.args)
     return argv + (f"  ({', '.join(extra)})" if extra else "")
@@ -92,7 +92,7 @@ def _setting(value: object) -> str:
     if isinstance(value, (tuple, list)):
         return ",".join(_setting(v) for v in value)
     if isinstance(value, msgspec.Struct):
-        return ":".join(_setting(getattr(value, f.name)) for f in msgspec.structs.fields(value))
+        return ":".join(_setting(getattr(value, f.name)) for f in ops.field_specs(type(value)))
     return str(value)
 
 SCRIPT = "<script>"  # stands in a summary for a shell script shown below the op, one line per line

@@ -43,8 +43,10 @@ def _pairs(values: list[str], option: str) -> dict[str, Path]:
 def _one_target(results: dict, wanted: list[str]) -> list:
     """The images ``export`` takes for the first target asked for: every platform of it (roots named
     ``NAME@os/arch``, ``ir.roots``) in the order asked, so a multi-platform graph exports its index."""
-    first = wanted[0].partition("@")[0]
-    return [(platform_of(results[n]), results[n]) for n in wanted if n.partition("@")[0] == first]
+    from ir.roots import target_of  # lazy: with the validator
+
+    first = target_of(wanted[0])
+    return [(platform_of(results[n]), results[n]) for n in wanted if target_of(n) == first]
 
 
 def solve_cmd(
