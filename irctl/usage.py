@@ -9,7 +9,8 @@ reads both.
 
 Click answers an unknown option with the usage text and "Possible options" (every option sharing a
 prefix, e.g. ``--file, --pull`` for ``--lable``); ``Group`` replaces that, for every command, with
-one line naming the closest real option, as git and cargo do.
+one line naming the closest real option, as git and cargo do.  Click's other usage errors (a second
+context, an option without its value, a value of the wrong type) are one line too, not a framed box.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import typer.core
 from irctl.terminal import printable
 
 try:  # typer 0.28+ parses with a copy of click of its own: its exceptions are the ones raised
-    from typer._click.exceptions import NoSuchOption
+    from typer._click.exceptions import NoSuchOption, UsageError
 except ImportError:  # older typer: click itself
-    from click.exceptions import NoSuchOption
+    from click.exceptions import NoSuchOption, UsageError
 
 # per command, buildx's `--OPTION=VALUE` spellings of a flag and the hidden option taking the value
 _VALUED_FLAGS = {"build": {"--pull": "--pull-policy"}}
@@ -64,16 +65,26 @@ class Group(typer.core.TyperGroup):
     def parse_args(self, ctx, args: list[str]) -> list[str]:
         try:
             return super().parse_args(ctx, args)
-        except NoSuchOption as e:
-            _exit_unknown(e, ctx)
+        except UsageError as e:
+            _exit_usage(e, ctx)
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except NoSuchOption as e:  # a sub-command's option: raised while its context is made
-            _exit_unknown(e, ctx)
+        except UsageError as e:  # a sub-command's option: raised while its context is made
+            _exit_usage(e, ctx)
 
 
-def _exit_unknown(e: NoSuchOption, ctx):
-    sys.stderr.write(printable(no_such_option(e)) + "\n")  # one line, whatever was typed
+def usage_line(e: UsageError, ctx) -> str:
+    """``irctl build: got unexpected extra argument(s) (b)``: click's message, as one of irctl's lines."""
+    if isinstance(e, NoSuchOption):
+        return no_such_option(e)
+    sub = getattr(ctx, "invoked_subcommand", None)  # click raised it before making the command's context
+    where = e.ctx.command_path if e.ctx is not None else " ".join(filter(None, (ctx.command_path, sub)))
+    said = " ".join(e.format_message().split()).rstrip(".")
+    return f"{where}: {said[:1].lower()}{said[1:]}"
+
+
+def _exit_usage(e: UsageError, ctx):
+    sys.stderr.write(printable(usage_line(e, ctx)) + "\n")  # one line, whatever was typed
     ctx.exit(2)

@@ -96,6 +96,19 @@ def test_an_unknown_option_is_one_line_naming_the_closest(argv, line):
     assert r.stderr.splitlines() == [line.replace("irctl", "python -m irctl", 1)], r.stderr
 
 
+@pytest.mark.parametrize("argv, line", [
+    (["build", "a", "b"], "irctl build: got unexpected extra argument(s) (b)"),
+    (["build", "-t", "x", "--progress"], "irctl build: option '--progress' requires an argument"),
+    (["build", "--tag"], "irctl build: option '--tag' requires an argument"),
+    (["build", "--jobs", "x", "."], "irctl build: invalid value for '--jobs' / '-j': 'x' is not a valid int"),
+])
+def test_any_other_usage_error_is_one_line_too(argv, line):
+    """Click's other usage errors (a second context, a missing value) are one line as well, not a box."""
+    r = irctl(*argv)
+    assert r.code == 2
+    assert r.stderr.splitlines() == [line.replace("irctl", "python -m irctl", 1)], r.stderr
+
+
 @pytest.mark.parametrize("args, says", [
     (["--ulimit", "nofle=1"], "error: --ulimit nofle=1: invalid ulimit type 'nofle' (did you mean nofile?)"),
     (["--add-host", "db:host-gateway"], "error: --add-host db:host-gateway: host-gateway"),
