@@ -78,10 +78,21 @@ def parse_argv(argv: list[str]) -> dict | None:
         else:
             positional.append(a)
         i += 1
-    if len(positional) > 1:
+    if len(positional) > 1 or not _valid(opts):
         return None
     opts["context"] = positional[0] if positional else "."
     return opts
+
+
+def _valid(opts: dict) -> bool:
+    """False for a value the ordinary path refuses (it then says so): a no-op must not hide it."""
+    if "jobs" in opts and not opts["jobs"].lstrip("-").isdigit():
+        return False
+    if "progress" in opts:
+        from irctl.progress import MODES  # lazy: only a command line that names a mode pays for it
+
+        return opts["progress"] in MODES
+    return True
 
 
 def cache_root(explicit: str | None) -> Path:

@@ -25,7 +25,10 @@ import threading
 import time
 from typing import TextIO
 
+from irctl.errors import UserError
 from irctl.terminal import printable
+
+MODES = ("auto", "tty", "plain", "json", "quiet")  # --progress's values (buildx's, json for rawjson)
 
 
 def renderer(mode: str, stream: TextIO = sys.stderr, *, debug: bool = False, width: int | None = None):
@@ -39,7 +42,7 @@ def renderer(mode: str, stream: TextIO = sys.stderr, *, debug: bool = False, wid
         return JsonProgress(stream)
     if mode == "quiet":
         return QuietProgress(stream)
-    raise ValueError(f"unknown progress mode {mode!r} (auto, tty, plain, json, quiet)")
+    raise UserError(f"--progress {mode!r}: expected one of {', '.join(MODES)}")
 
 
 _UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB")

@@ -122,6 +122,18 @@ def test_a_bad_flag_value_is_one_line(tmp_path, args, says):
     assert r.code == 1 and len(r.stderr.splitlines()) == 1 and r.stderr.startswith(says), r.stderr
 
 
+def test_a_bad_progress_or_jobs_value_is_refused_in_one_line_even_when_the_build_is_cached(tmp_path, cache_env):
+    """The cached no-op path (irctl.fastpath) must not answer a command line the ordinary path refuses."""
+    write(tmp_path, {"Dockerfile": "FROM scratch\nCOPY a /a\n", "a": "x"})
+    says = "error: --progress 'bogus': expected one of auto, tty, plain, json, quiet"
+    for cached in (False, True):
+        r = irctl("build", "--progress=bogus", ".", cwd=tmp_path, env=cache_env)
+        assert (r.code, r.stderr.splitlines()) == (1, [says]), (cached, r.stderr)
+        r = irctl("build", "--jobs", "x", ".", cwd=tmp_path, env=cache_env)
+        assert r.code == 2 and "'x' is not a valid int" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+        assert irctl("build", ".", cwd=tmp_path, env=cache_env).code == 0
+
+
 def test_pull_is_still_a_flag_before_the_context(tmp_path, cache_env):
     """`--pull .`: buildx's --pull takes no value, so `.` is the context (not a pull policy)."""
     write(tmp_path, {"Dockerfile": "FROM scratch\nCOPY a /a\n", "a": "x"})
