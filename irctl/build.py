@@ -121,7 +121,7 @@ def build(
         granted = opt.entitlements(allow)
         network = opt.network(network)
         named = opt.named_contexts(build_context)
-        outputs = opt.outputs(output)
+        outputs = opt.outputs(output, stdout_taken_by="-q's image ID" if quiet else None)
         from irctl import annotations, attesting  # lazy: the exporters' vocabulary (~3 ms)
 
         notes = annotations.parse(annotation)

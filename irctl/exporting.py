@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from irctl.errors import UserError
 from irctl.loading import load_image, loads
-from irctl.options import Output
+from irctl.options import STDOUT, Output
 
 ATTESTED = ("oci", "registry")  # the outputs that keep attestations (in the image index)
 
@@ -107,12 +108,33 @@ def _export_all(images, outputs, tags, store, insecure, emit, inline, said, anno
         names = [n for n in attrs.get("name", "").split(",") if n] or tags
         try:
             wanted = _annotations(annotations or Annotations(), attrs)
-            line, meta = _one(out.type, attrs, images, store, options, names, insecure, inline, said, wanted, emit)
+            if attrs.get("dest") == STDOUT:
+                line, meta = _to_stdout(out.type, attrs, images, store, options, names, insecure, inline, said,
+                                        wanted, emit)
+            else:
+                line, meta = _one(out.type, attrs, images, store, options, names, insecure, inline, said, wanted,
+                                  emit)
         except ExportError as e:
             raise UserError(f"exporting {out.type}: {e}") from None
         emit(line)
         done.append({"line": line, "metadata": meta, **_held(store, out.type, attrs)})
     return done
+
+
+def _to_stdout(kind: str, attrs: dict, *args) -> tuple[str, dict]:
+    """buildx's ``dest=-``: the exporters write (and rename into place) only files, so the archive
+    is written in a private temp dir, then copied to stdout; nothing is left behind, not even a
+    record for the export memo (``_held``: no path to find it at again)."""
+    import shutil  # lazy: only an output on stdout
+    import tempfile  # lazy: only an output on stdout
+
+    with tempfile.TemporaryDirectory(prefix="irctl-stdout-") as tmp:
+        path = os.path.join(tmp, "out.tar")
+        line, meta = _one(kind, {**attrs, "dest": path}, *args)
+        with open(path, "rb") as f:
+            shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
+        sys.stdout.buffer.flush()
+    return line.replace(f" to {path}", " to stdout"), meta
 
 
 def _annotations(given, attrs: dict):
@@ -125,7 +147,7 @@ def _annotations(given, attrs: dict):
 
 def _held(store, kind: str, attrs: dict) -> dict:
     """``dest`` and ``what`` of a file output the export memo recorded (what a no-op rebuild checks)."""
-    if kind not in ("oci", "docker", "tar") or not attrs.get("dest"):
+    if kind not in ("oci", "docker", "tar") or attrs.get("dest", STDOUT) == STDOUT:
         return {}
     from backend.export.reuse import ExportMemo  # lazy: see the module's docstring
 

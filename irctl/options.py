@@ -161,26 +161,45 @@ def named_contexts(values: list[str]) -> NamedContexts:
     return out
 
 
+STDOUT = "-"  # an output's dest meaning stdout, as buildx
+
+
 @dataclass(frozen=True)
 class Output:
     type: str
     attrs: dict
 
 
-def outputs(values: list[str]) -> list[Output]:
-    """buildx ``--output``: ``type=oci,dest=x.tar``, ``type=local,dest=dir``, or a bare ``DIR``."""
+def outputs(values: list[str], stdout_taken_by: str | None = None) -> list[Output]:
+    """buildx ``--output``: ``type=oci,dest=x.tar``, ``type=local,dest=dir``, or a bare ``DIR``.
+
+    As buildx, a bare ``-`` is ``type=tar`` on stdout, and so are ``dest=-`` and an ``oci`` or ``tar``
+    output without ``dest`` (a ``docker`` one without it loads: ``irctl.loading``), unless
+    ``stdout_taken_by`` says what the command already prints there."""
     out = []
     for v in values:
         if "=" not in v:
-            out.append(Output("local", {"dest": v}))
+            out.append(Output("tar", {"dest": STDOUT}) if v == STDOUT else Output("local", {"dest": v}))
             continue
         f = _csv_fields(v, "--output")
         t = f.pop("type", "local")
         if t not in ("oci", "docker", "registry", "image", "local", "tar"):
             raise UserError(f"--output {v!r}: unknown type {t!r} (oci, docker, registry, local, tar)")
-        if t in ("oci", "local", "tar") and "dest" not in f:  # a docker output without one loads (irctl.loading)
-            raise UserError(f"--output {v!r}: type={t} needs dest=")
+        if t == "local" and f.get("dest", STDOUT) == STDOUT:
+            raise UserError(f"--output {v!r}: type=local writes a directory; type=tar writes to stdout"
+                            if "dest" in f else f"--output {v!r}: type=local needs dest=")
+        if t in ("oci", "tar") and not f.get("dest"):
+            f["dest"] = STDOUT
+        if t == "oci" and f.get("tar") == "false" and f["dest"] == STDOUT:
+            raise UserError(f"--output {v!r}: tar=false writes a directory: it needs dest=DIR")
         out.append(Output("registry" if t == "image" and f.get("push") == "true" else t, f))
+    on_stdout = [v for v, o in zip(values, out) if o.attrs.get("dest") == STDOUT]
+    if on_stdout and stdout_taken_by:
+        raise UserError(f"--output {on_stdout[0]}: stdout already carries {stdout_taken_by}; give dest=FILE")
+    if sum(o.attrs.get("dest") == STDOUT for o in out) > 1:
+        raise UserError("--output: only one output can be written to stdout (dest=-)")
+    if any(o.attrs.get("dest") == STDOUT for o in out) and sys.stdout.isatty():
+        raise UserError("--output: refusing to write an archive to the terminal; redirect stdout or give dest=FILE")
     return out
 
 

@@ -89,7 +89,7 @@ def solve_cmd(
 
         granted = cli_options.entitlements(allow)
         network = cli_options.network(network)
-        outputs = cli_options.outputs(output)
+        outputs = cli_options.outputs(output, stdout_taken_by="irctl solve's results")
         cache_imports, cache_exports = caching.imports(cache_from), caching.exports(cache_to)
         ledger = caching.ledger_for(cache_exports)
         with open(graph, "rb") as f:

@@ -264,3 +264,50 @@ def test_compile_takes_the_same_flags_and_writes_them_into_the_graph(tmp_path, b
                                    and e.ulimits == (ops.Ulimit("nofile", 10, 10),) for e in execs)
     assert doc.ops[doc.roots["default"].op].image.config.labels == {"a": "b"}
     assert {"exec.extra_hosts", "exec.shm_size", "exec.ulimits"} <= set(doc.features)
+
+
+# -- an output on stdout ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("output, member", [
+    ("-", "a"),  # buildx: a bare `-` is the tar exporter on stdout
+    ("type=tar", "a"),
+    ("type=tar,dest=-", "a"),
+    ("type=oci,dest=-", "index.json"),
+    ("type=oci", "oci-layout"),
+    ("type=docker,dest=-", "manifest.json"),
+])
+def test_an_output_to_dash_or_without_dest_is_a_tar_on_stdout(tmp_path, cache_env, output, member):
+    import io
+    import os
+    import tarfile
+
+    ctx = write(tmp_path / "ctx", {"Dockerfile": "FROM scratch\nCOPY a /a\n", "a": "x"})
+    proc = subprocess.run(irctl_argv("build", "-o", output, "ctx"), cwd=tmp_path, capture_output=True,
+                          env={**os.environ, **cache_env}, stdin=subprocess.DEVNULL, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+        assert member in tar.getnames(), tar.getnames()
+        if member == "a":
+            assert tar.extractfile("a").read() == b"x"
+    assert proc.stderr.decode().rstrip().endswith(" to stdout"), proc.stderr.decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "ctx"]  # no file or directory named `-`
+    assert ctx.exists()
+
+
+@pytest.mark.parametrize("outputs, says", [
+    (["type=local,dest=-"], "--output 'type=local,dest=-': type=local writes a directory; type=tar writes to stdout"),
+    (["type=oci,tar=false"], "--output 'type=oci,tar=false': tar=false writes a directory: it needs dest=DIR"),
+    (["-", "type=oci"], "--output: only one output can be written to stdout (dest=-)"),
+    (["-", "-q"], "--output -: stdout already carries -q's image ID; give dest=FILE"),
+])
+def test_a_directory_or_a_second_output_cannot_go_to_stdout(tmp_path, outputs, says):
+    write(tmp_path, {"Dockerfile": "FROM scratch\n"})
+    r = irctl("build", *[a for o in outputs for a in ((o,) if o == "-q" else ("-o", o))], tmp_path)
+    assert r.code == 1 and r.stderr.splitlines() == [f"error: {says}"], r.stderr
+
+
+def test_solve_keeps_stdout_for_its_results(tmp_path):
+    r = irctl("solve", tmp_path / "g.ir", "-o", "type=tar")
+    assert r.code == 1 and r.stderr.splitlines() == [
+        "error: --output type=tar: stdout already carries irctl solve's results; give dest=FILE"], r.stderr
