@@ -185,6 +185,9 @@ def outputs(values: list[str], stdout_taken_by: str | None = None) -> list[Outpu
         t = f.pop("type", "local")
         if t not in ("oci", "docker", "registry", "image", "local", "tar"):
             raise UserError(f"--output {v!r}: unknown type {t!r} (oci, docker, registry, local, tar)")
+        if t == "image" and f.get("push") != "true":
+            raise UserError(f"--output {v!r}: irctl keeps no image store: push=true pushes the image, "
+                            "--load puts it into Docker or podman")
         if t == "local" and f.get("dest", STDOUT) == STDOUT:
             raise UserError(f"--output {v!r}: type=local writes a directory; type=tar writes to stdout"
                             if "dest" in f else f"--output {v!r}: type=local needs dest=")

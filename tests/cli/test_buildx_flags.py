@@ -300,8 +300,10 @@ def test_an_output_to_dash_or_without_dest_is_a_tar_on_stdout(tmp_path, cache_en
     (["type=oci,tar=false"], "--output 'type=oci,tar=false': tar=false writes a directory: it needs dest=DIR"),
     (["-", "type=oci"], "--output: only one output can be written to stdout (dest=-)"),
     (["-", "-q"], "--output -: stdout already carries -q's image ID; give dest=FILE"),
+    (["type=image,name=x"], "--output 'type=image,name=x': irctl keeps no image store: push=true pushes the "
+                             "image, --load puts it into Docker or podman"),
 ])
-def test_a_directory_or_a_second_output_cannot_go_to_stdout(tmp_path, outputs, says):
+def test_an_output_irctl_cannot_write_is_refused_before_the_build(tmp_path, outputs, says):
     write(tmp_path, {"Dockerfile": "FROM scratch\n"})
     r = irctl("build", *[a for o in outputs for a in ((o,) if o == "-q" else ("-o", o))], tmp_path)
     assert r.code == 1 and r.stderr.splitlines() == [f"error: {says}"], r.stderr
