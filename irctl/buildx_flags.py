@@ -34,9 +34,10 @@ def _shown(value: str) -> str:
 
 
 def extra_hosts(values: list[str]) -> tuple[ops.HostIP, ...]:
-    """``--add-host HOST:IP`` or ``HOST=IP`` (an IPv6 address may be in brackets), in the order given."""
+    """``--add-host HOST:IP`` or ``HOST=IP`` (an IPv6 address may be in brackets), in the order given;
+    comma-separated too (a string slice in buildx)."""
     out = []
-    for value in values:
+    for value in (v for item in values for v in item.split(",") if v):
         host, eq, ip = value.partition("=")
         if not eq:
             host, _, ip = value.partition(":")  # docker cuts at the first colon: "h:::1" is h, ::1

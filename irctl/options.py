@@ -47,11 +47,12 @@ def key_values(values: list[str], option: str, from_env: bool = False) -> dict[s
 
 
 def entitlements(values: list[str]):
-    """``--allow`` values (buildx's spellings) as ``backend.entitlements.Entitlements``."""
+    """``--allow`` values (buildx's spellings, comma-separated too: a string slice in buildx) as
+    ``backend.entitlements.Entitlements``."""
     from backend.entitlements import EntitlementError, parse  # lazy: see the module's docstring
 
     try:
-        return parse(values)
+        return parse([v for item in values for v in item.split(",") if v])
     except EntitlementError as e:
         raise UserError(str(e)) from None
 

@@ -57,6 +57,16 @@ def test_add_host_takes_host_colon_ip_host_equals_ip_and_bracketed_ipv6():
             bx.extra_hosts([bad])
 
 
+def test_add_host_and_allow_take_comma_separated_lists_as_buildx():
+    """buildx declares both as string slices: `--add-host a:1.2.3.4,b:5.6.7.8` is two entries."""
+    from irctl import options as opt
+
+    assert bx.extra_hosts(["a:1.2.3.4,b=5.6.7.8", "c:::1"]) == (
+        ops.HostIP("a", "1.2.3.4"), ops.HostIP("b", "5.6.7.8"), ops.HostIP("c", "::1"))
+    assert opt.entitlements(["network.host,security.insecure"]) == opt.entitlements(
+        ["network.host", "security.insecure"]) != opt.entitlements(["network.host"])
+
+
 def test_pull_takes_buildx_and_podman_spellings():
     assert bx.pull(False, None) is False and bx.pull(True, None) is True
     assert [bx.pull(False, w) for w in ("true", "always", "newer", "false", "missing", "ALWAYS")] == [
