@@ -5,7 +5,8 @@ error for an option that does not exist.
 podman or newer-docker user types.  Click lets an option take a value either always (then ``--pull .``
 swallows the context) or never (then ``--pull=true`` is an error), so ``--pull=VALUE`` is handed to
 a hidden ``--pull-policy`` before click parses (``spell_argv``) and ``irctl.buildx_flags.pull``
-reads both.
+reads both.  ``docker build``'s flags buildx accepts hidden and ignores (``--rm``, ``--force-rm``,
+``-m``, ``--cpu-shares``, …) are left out there too, with a warning, so an old script keeps working.
 
 Click answers an unknown option with the usage text and "Possible options" (every option sharing a
 prefix, e.g. ``--file, --pull`` for ``--lable``); ``Group`` replaces that, for every command, with
@@ -28,19 +29,37 @@ except ImportError:  # older typer: click itself
 
 # per command, buildx's `--OPTION=VALUE` spellings of a flag and the hidden option taking the value
 _VALUED_FLAGS = {"build": {"--pull": "--pull-policy"}}
+# per command, `docker build`'s flags buildx accepts (hidden) and ignores, BuildKit having no use for them;
+# True: the flag takes a value
+_IGNORED_FLAGS = {"build": {
+    "--rm": False, "--force-rm": False, "--compress": False, "--squash": False, "--isolation": True,
+    "--security-opt": True, "-m": True, "--memory": True, "--memory-swap": True, "-c": True, "--cpu-shares": True,
+    "--cpu-period": True, "--cpu-quota": True, "--cpuset-cpus": True, "--cpuset-mems": True}}
 
 
 def spell_argv(argv: list[str]) -> list[str]:
-    """``irctl build --pull=VALUE`` as ``--pull-policy=VALUE``; everything after ``--`` untouched."""
+    """``irctl build --pull=VALUE`` as ``--pull-policy=VALUE``, ``docker build``'s ignored flags left
+    out (with a warning each); everything after ``--`` untouched."""
     command = next((a for a in argv if not a.startswith("-")), None)
     flags = _VALUED_FLAGS.get(command or "")
+    ignored = _IGNORED_FLAGS.get(command or "", {})
     if not flags:
         return argv
-    out = []
+    out: list[str] = []
+    skip = False
     for i, arg in enumerate(argv):
+        if skip:  # the value of an ignored flag
+            skip = False
+            continue
         if arg == "--":
             return out + argv[i:]
         name, eq, value = arg.partition("=")
+        if not eq and arg[:2] in ignored and not arg.startswith("--") and len(arg) > 2:
+            name, eq = arg[:2], "="  # `-m1g`: a short flag with its value attached
+        if name in ignored:
+            skip = ignored[name] and not eq
+            sys.stderr.write(f"warning: {name} is ignored (docker build's flag, accepted as buildx does)\n")
+            continue
         out.append(f"{flags[name]}={value}" if eq and name in flags else arg)
     return out
 

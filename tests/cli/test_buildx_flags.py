@@ -83,6 +83,8 @@ def test_only_builds_pull_value_is_respelled_and_nothing_after_double_dash():
     assert spell_argv(["build", "--pull=always", "."]) == ["build", "--pull-policy=always", "."]
     assert spell_argv(["compile", "--pull=true", "x"]) == ["compile", "--pull=true", "x"]
     assert spell_argv(["build", "--", "--pull=x"]) == ["build", "--", "--pull=x"]
+    assert spell_argv(["build", "--rm", "-m", "1g", "-t", "x", "--", "--rm"]) == ["build", "-t", "x", "--", "--rm"]
+    assert spell_argv(["compile", "--rm"]) == ["compile", "--rm"]
 
 
 def test_labels_key_alone_is_empty_and_a_later_one_wins():
@@ -142,6 +144,20 @@ def test_a_bad_progress_or_jobs_value_is_refused_in_one_line_even_when_the_build
         r = irctl("build", "--jobs", "x", ".", cwd=tmp_path, env=cache_env)
         assert r.code == 2 and "'x' is not a valid int" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
         assert irctl("build", ".", cwd=tmp_path, env=cache_env).code == 0
+
+
+def test_docker_builds_legacy_flags_are_ignored_with_a_warning_as_buildx(tmp_path, cache_env):
+    """buildx accepts `docker build`'s flags BuildKit has no use for (hidden): a script passing
+    `--rm` or `-m 1g` keeps working, and irctl says it ignored them."""
+    write(tmp_path, {"Dockerfile": "FROM scratch\nCOPY a /a\n", "a": "x"})
+    r = irctl("build", "--progress", "plain", "--rm", "--force-rm=true", "-m", "1g", "--memory-swap=-1", "-c512",
+              "--cpu-shares", "2", "--compress", "--isolation", "default", "--squash", "--security-opt", "seccomp=x",
+              "--cpuset-cpus", "0-3", ".", cwd=tmp_path, env=cache_env)
+    assert r.code == 0 and "[1/1] COPY a /a" in r.stderr, r.stderr
+    warned = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert warned == [f"warning: {f} is ignored (docker build's flag, accepted as buildx does)" for f in (
+        "--rm", "--force-rm", "-m", "--memory-swap", "-c", "--cpu-shares", "--compress", "--isolation", "--squash",
+        "--security-opt", "--cpuset-cpus")], r.stderr
 
 
 def test_pull_is_still_a_flag_before_the_context(tmp_path, cache_env):
