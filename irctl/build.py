@@ -91,8 +91,7 @@ def build(
 ) -> None:
     """Build an image from CONTEXT."""
     with user_errors():
-        if not context.is_dir():
-            raise UserError(f"build context {context} is not a directory")
+        opt.check_context(context)
         shell = debugging.shell_options(on_error, debug_shell, debug_secrets)
         from irctl import buildx_flags as bx  # lazy: imports the IR (~35 ms), which --help need not pay for
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,21 @@ def key_values(values: list[str], option: str, from_env: bool = False) -> dict[s
         elif k in os.environ:
             out[k] = os.environ[k]
     return out
+
+
+def check_context(context: Path) -> None:
+    """The build context must be a directory: buildx also fetches a git or https URL and reads a tar
+    on stdin (``-``), which irctl does not; say so rather than "not a directory"."""
+    if context.is_dir():
+        return
+    shown = re.sub(r"^(https?|git|ssh):/(?!/)", r"\1://", str(context))  # as typed: a Path has one slash left
+    if re.match(r"^(https?|git|ssh)://|^[\w.-]+@[\w.-]+:", shown):
+        raise UserError(f"build context {shown}: a remote context (git or https URL) is not fetched; "
+                        "clone it and pass the directory")
+    if shown == "-":
+        raise UserError("build context -: a context on stdin is not read; pass a directory "
+                        "(-f - reads the build file from stdin)")
+    raise UserError(f"build context {context} is not a directory")
 
 
 def entitlements(values: list[str]):

@@ -160,6 +160,19 @@ def test_docker_builds_legacy_flags_are_ignored_with_a_warning_as_buildx(tmp_pat
         "--security-opt", "--cpuset-cpus")], r.stderr
 
 
+@pytest.mark.parametrize("context, says", [
+    ("https://github.com/docker/buildx.git", "build context https://github.com/docker/buildx.git: a remote context "
+                                             "(git or https URL) is not fetched; clone it and pass the directory"),
+    ("git@github.com:docker/buildx.git", "build context git@github.com:docker/buildx.git: a remote context "
+                                         "(git or https URL) is not fetched; clone it and pass the directory"),
+    ("-", "build context -: a context on stdin is not read; pass a directory (-f - reads the build file from stdin)"),
+    ("nothere", "build context nothere is not a directory"),
+])
+def test_a_context_buildx_would_fetch_or_read_from_stdin_is_refused_saying_so(tmp_path, context, says):
+    r = irctl("build", context, cwd=tmp_path)
+    assert r.code == 1 and r.stderr.splitlines() == [f"error: {says}"], r.stderr
+
+
 def test_pull_is_still_a_flag_before_the_context(tmp_path, cache_env):
     """`--pull .`: buildx's --pull takes no value, so `.` is the context (not a pull policy)."""
     write(tmp_path, {"Dockerfile": "FROM scratch\nCOPY a /a\n", "a": "x"})
