@@ -35,8 +35,10 @@ def build(
     build_arg: List[str] = typer.Option([], "--build-arg", help="K=V build argument (repeatable)."),
     secret: List[str] = typer.Option([], "--secret", help="id=ID,src=PATH or id=ID,env=VAR (repeatable)."),
     ssh: List[str] = typer.Option([], "--ssh", help="default[=SOCKET] or ID=SOCKET (repeatable)."),
-    build_context: List[str] = typer.Option([], "--build-context", help="NAME=DIR|docker-image://REF|oci-layout://PATH."),
-    output: List[str] = typer.Option([], "-o", "--output", help="type=oci|docker|registry|local|tar,dest=… (repeatable)."),
+    build_context: List[str] = typer.Option([], "--build-context", help="NAME=DIR, NAME=docker-image://REF or "
+                                         "NAME=oci-layout://PATH[:TAG] (repeatable)."),
+    output: List[str] = typer.Option([], "-o", "--output", help="type=oci|docker|registry|local|tar "
+                                  "with dest=… (- is stdout), or a DIR (repeatable)."),
     push: bool = typer.Option(False, "--push", help="Push the -t names (same as --output type=registry)."),
     load: bool = typer.Option(False, "--load", help="Load the image into Docker, else podman (same as --output "
                               "type=docker)."),

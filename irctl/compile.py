@@ -22,7 +22,8 @@ def compile_cmd(
     platform: List[str] = typer.Option([], "--platform", help="Target platform(s): os/arch or os/arch/variant, "
                                        "comma-separated, or local (repeatable; default: the host's)."),
     build_arg: List[str] = typer.Option([], "--build-arg", help="K=V build argument (repeatable)."),
-    build_context: List[str] = typer.Option([], "--build-context", help="NAME=DIR|docker-image://REF|oci-layout://PATH."),
+    build_context: List[str] = typer.Option([], "--build-context", help="NAME=DIR, NAME=docker-image://REF or "
+                                         "NAME=oci-layout://PATH[:TAG] (repeatable)."),
     frontend: str = typer.Option("", "--frontend", help="Frontend to use (see `irctl frontends`)."),
     uncompressed: bool = typer.Option(False, "--uncompressed", help="Write plain msgpack (for debugging)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache store (for resolved image configs)."),

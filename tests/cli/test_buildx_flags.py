@@ -5,6 +5,7 @@ one-line answer to an option that does not exist, on any command."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -171,6 +172,13 @@ def test_docker_builds_legacy_flags_are_ignored_with_a_warning_as_buildx(tmp_pat
 def test_a_context_buildx_would_fetch_or_read_from_stdin_is_refused_saying_so(tmp_path, context, says):
     r = irctl("build", context, cwd=tmp_path)
     assert r.code == 1 and r.stderr.splitlines() == [f"error: {says}"], r.stderr
+
+
+@pytest.mark.parametrize("command", ["build", "compile"])
+def test_help_at_80_columns_cuts_no_option_short(command):
+    r = irctl(command, "--help", env={"COLUMNS": "80", "TERM": "dumb"})
+    assert r.code == 0 and not re.search(r"…\s*│", r.stdout), r.stdout  # rich cuts what it cannot wrap
+    assert "oci-layout://PATH" in r.stdout.replace("│", "").replace("\n", "").replace(" ", ""), r.stdout
 
 
 def test_pull_is_still_a_flag_before_the_context(tmp_path, cache_env):
