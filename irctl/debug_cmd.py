@@ -28,12 +28,17 @@ def debug(
         if on != "error":
             raise UserError(f"irctl debug --on {on!r}: only --on=error is supported (a shell in a failed "
                             "step's container)")
-    from irctl import build  # lazy: `irctl --help` imports every command module
+    from irctl import build, usage  # lazy: `irctl --help` imports every command module
 
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, cls=usage.Group)  # one-line usage errors
+    app.callback()(_group)
     build.register(app)
-    app(["--on-error=shell", "--debug-shell", invoke, *(args or []), *ctx.args], prog_name="irctl debug build",
-        standalone_mode=True)
+    argv = usage.spell_argv(["build", "--on-error=shell", "--debug-shell", invoke, *(args or []), *ctx.args])
+    app(argv, prog_name="irctl debug", standalone_mode=True)
+
+
+def _group() -> None:
+    """Keeps the inner app a group, so ``usage.Group`` sees ``build``'s usage errors (as ``irctl build``)."""
 
 
 def register(app: typer.Typer) -> None:

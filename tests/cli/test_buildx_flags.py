@@ -181,6 +181,18 @@ def test_help_at_80_columns_cuts_no_option_short(command):
     assert "oci-layout://PATH" in r.stdout.replace("│", "").replace("\n", "").replace(" ", ""), r.stdout
 
 
+def test_debug_build_takes_builds_spellings_and_one_line_errors(tmp_path, cache_env):
+    """`irctl debug build …` is `irctl build --on-error=shell …`: the same respelling and usage errors."""
+    write(tmp_path, {"Dockerfile": "FROM scratch\nCOPY a /a\n", "a": "x"})
+    r = irctl("debug", "build", "--lable", "x", ".", cwd=tmp_path, env=cache_env)
+    assert r.code == 2 and r.stderr.splitlines() == [
+        "irctl debug build: no such option --lable (did you mean --label?)"], r.stderr
+    r = irctl("debug", "build", "--progress", "plain", "--pull=always", "--rm", ".", cwd=tmp_path, env=cache_env)
+    assert r.stderr.splitlines() == ["warning: --rm is ignored (docker build's flag, accepted as buildx does)",
+                                     "error: --on-error=shell needs a terminal on stdin for the shell (run it from "
+                                     "one, or leave the option out)"], r.stderr  # parsed: only the shell is missing
+
+
 def test_pull_is_still_a_flag_before_the_context(tmp_path, cache_env):
     """`--pull .`: buildx's --pull takes no value, so `.` is the context (not a pull policy)."""
     write(tmp_path, {"Dockerfile": "FROM scratch\nCOPY a /a\n", "a": "x"})
