@@ -91,7 +91,9 @@ def build_set(specs: Sequence[ImageSpec], store: BlobStore, options: ExportOptio
         if wanted:
             spec = replace(spec, annotations={**spec.annotations, **wanted})
         images.append(build_image(spec, store, options))
-    if len(images) == 1 and not any(statements) and not annotations.index:
+    if len(images) == 1 and not any(statements):
+        if annotations.index:  # BuildKit's refusal: an annotation must not turn one image into an index
+            raise ExportError("index annotations not supported for single platform export")
         return ImageSet(images, dict(images[0].descriptor), images[0].manifest_bytes)
     docker = options.media_types == "docker"
     if docker and (annotations.index or annotations.manifest_descriptor):

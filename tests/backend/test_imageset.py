@@ -116,6 +116,16 @@ def test_index_descriptor_annotation_without_an_index_is_refused(tmp_path: Path,
                    annotations=Annotations(index_descriptor={"k": "v"}))
 
 
+def test_an_index_annotation_never_turns_one_image_into_an_index(tmp_path: Path, store: BlobStore) -> None:
+    """BuildKit refuses it (``index annotations not supported for single platform export``); with an
+    attestation there is an index anyway, and the annotation goes on it."""
+    with pytest.raises(ExportError, match="index annotations not supported for single platform export"):
+        export_oci(spec(tmp_path, AMD), store, tmp_path / "lay", tar=False, annotations=Annotations(index={"k": "v"}))
+    built = build_set([spec(tmp_path, AMD)], store, ExportOptions(), statements=[[("p", {})]],
+                      annotations=Annotations(index={"k": "v"}))
+    assert json.loads(built.top_bytes)["annotations"] == {"k": "v"}
+
+
 def test_local_and_tar_write_a_directory_per_platform(tmp_path: Path, store: BlobStore) -> None:
     both = [("linux/amd64", spec(tmp_path, AMD)), ("linux/arm/v7", spec(tmp_path, {**ARM, "architecture": "arm",
                                                                                      "variant": "v7"}))]
