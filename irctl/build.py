@@ -49,7 +49,7 @@ def build(
     pull: bool = typer.Option(False, "--pull", help="Ask the registry for base images again (default: reuse); "
                               "--pull=true|false|always|missing|newer."),
     pull_policy: Optional[str] = typer.Option(None, "--pull-policy", hidden=True),  # --pull=VALUE (irctl.usage)
-    jobs: int = typer.Option(0, "--jobs", "-j", help="Run at most N steps at once (default: no practical limit)."),
+    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Run at most N steps at once (default: no practical limit)."),
     progress: str = typer.Option("auto", "--progress", help="auto, tty, plain, json or quiet."),
     debug: bool = typer.Option(False, "--debug", help="Also show diagnostic detail (the snapshotter in use)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache store (default $IRCTL_CACHE_DIR, ~/.cache/irctl)."),

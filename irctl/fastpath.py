@@ -86,7 +86,7 @@ def parse_argv(argv: list[str]) -> dict | None:
 
 def _valid(opts: dict) -> bool:
     """False for a value the ordinary path refuses (it then says so): a no-op must not hide it."""
-    if "jobs" in opts and not opts["jobs"].lstrip("-").isdigit():
+    if "jobs" in opts and not opts["jobs"].isdigit():  # (a negative count is refused too)
         return False
     if "progress" in opts:
         from irctl.progress import MODES  # lazy: only a command line that names a mode pays for it

@@ -144,6 +144,8 @@ def test_a_bad_progress_or_jobs_value_is_refused_in_one_line_even_when_the_build
         assert (r.code, r.stderr.splitlines()) == (1, [says]), (cached, r.stderr)
         r = irctl("build", "--jobs", "x", ".", cwd=tmp_path, env=cache_env)
         assert r.code == 2 and "'x' is not a valid int" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+        r = irctl("build", "--jobs", "-3", ".", cwd=tmp_path, env=cache_env)
+        assert r.code == 2 and "-3 is not in the range x>=0" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
         assert irctl("build", ".", cwd=tmp_path, env=cache_env).code == 0
 
 
