@@ -120,7 +120,7 @@ def build(
         if not scans and not frontend:  # no fast-path check ran (--output, ...): scan once here for all
             fastpath.prescan(memo_opts, scans)
         granted = opt.entitlements(allow)
-        network = opt.network(network)
+        network = opt.network(network, granted)
         named = opt.named_contexts(build_context)
         outputs = opt.outputs(output, stdout_taken_by="-q's image ID" if quiet else None)
         from irctl import annotations, attesting  # lazy: the exporters' vocabulary (~3 ms)

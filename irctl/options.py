@@ -73,14 +73,17 @@ def entitlements(values: list[str]):
         raise UserError(str(e)) from None
 
 
-def network(value: str) -> str:
+def network(value: str, granted=None) -> str:
     """``--network``: what a step without its own ``RUN --network=`` gets (buildx's flag): ``default`` (a
-    private namespace with outbound access), ``none`` (loopback only) or ``host`` (needs --allow network.host,
-    which the solver checks)."""
+    private namespace with outbound access), ``none`` (loopback only) or ``host``, which needs ``--allow
+    network.host`` (``granted``: the parsed ``--allow``s): said once here rather than once per step by
+    the solver's grant check (which still stands for a step's own ``RUN --network=host``)."""
     from ir.ops import NETWORK_MODES  # lazy: ir.ops loads msgspec's structs (~30 ms) that --help never needs
 
     if value not in NETWORK_MODES:
         raise UserError(f"--network {value!r}: expected one of {', '.join(NETWORK_MODES)}")
+    if value == "host" and granted is not None and not granted.network_host:
+        raise UserError("--network host gives every step the host's network namespace: pass --allow network.host")
     return value
 
 

@@ -88,7 +88,7 @@ def solve_cmd(
         from ir.validate import load_and_validate  # lazy: ~60 ms
 
         granted = cli_options.entitlements(allow)
-        network = cli_options.network(network)
+        network = cli_options.network(network, granted)
         outputs = cli_options.outputs(output, stdout_taken_by="irctl solve's results")
         cache_imports, cache_exports = caching.imports(cache_from), caching.exports(cache_to)
         ledger = caching.ledger_for(cache_exports)
