@@ -28,7 +28,9 @@ def compile_cmd(
     uncompressed: bool = typer.Option(False, "--uncompressed", help="Write plain msgpack (for debugging)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache store (for resolved image configs)."),
     insecure_registry: List[str] = typer.Option([], "--insecure-registry", help="Allow plain HTTP to this registry."),
-    pull: bool = typer.Option(False, "--pull", help="Ask the registry for base images again (default: reuse)."),
+    pull: bool = typer.Option(False, "--pull", help="Ask the registry for base images again (default: reuse); "
+                              "--pull=true|false|always|missing|newer."),
+    pull_policy: Optional[str] = typer.Option(None, "--pull-policy", hidden=True),  # --pull=VALUE (irctl.usage)
     label: List[str] = typer.Option([], "--label", help="Set a label on the image: KEY=VALUE (repeatable)."),
     add_host: List[str] = typer.Option([], "--add-host", help="HOST:IP line of every RUN's /etc/hosts (repeatable)."),
     shm_size: str = typer.Option("", "--shm-size", help="Size of /dev/shm in RUN steps, e.g. 128m (default 64m)."),
@@ -47,7 +49,7 @@ def compile_cmd(
         compiled, _ = plat.compile_all(CompileOptions(
             context=context, file=file, frontend=frontend, build_args=opt.build_args(build_arg),
             named_contexts=named.frontend, oci_layouts=named.oci_layouts,
-            insecure_registries=tuple(insecure_registry), pull=pull,
+            insecure_registries=tuple(insecure_registry), pull=bx.pull(pull, pull_policy),
             **bx.request_options(add_host, shm_size, ulimit, label)),
             plat.parse_targets(target), plat.parse(platform), default_root(cache_dir))
         for warning in compiled.warnings:

@@ -28,7 +28,7 @@ except ImportError:  # older typer: click itself
     from click.exceptions import NoSuchOption, UsageError
 
 # per command, buildx's `--OPTION=VALUE` spellings of a flag and the hidden option taking the value
-_VALUED_FLAGS = {"build": {"--pull": "--pull-policy"}}
+_VALUED_FLAGS = {"build": {"--pull": "--pull-policy"}, "compile": {"--pull": "--pull-policy"}}
 # per command, `docker build`'s flags buildx accepts (hidden) and ignores, BuildKit having no use for them;
 # True: the flag takes a value
 _IGNORED_FLAGS = {"build": {

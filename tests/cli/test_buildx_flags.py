@@ -317,7 +317,7 @@ def test_compile_takes_the_same_flags_and_writes_them_into_the_graph(tmp_path, b
     ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\nRUN true\nRUN false\n"})
     out = tmp_path / "g.ir"
     r = irctl("compile", "-o", out, "--add-host", "db:10.0.0.7", "--shm-size", "1g", "--ulimit", "nofile=10",
-              "--label", "a=b", ctx, env=cache_env)
+              "--label", "a=b", "--pull=always", ctx, env=cache_env)
     assert r.code == 0, r.stderr
     doc = load_document(out.read_bytes())
     execs = [op.exec for op in doc.ops.values() if op.exec is not None]
