@@ -49,3 +49,47 @@ def test_an_exec_platform_cannot_pass_for_the_host_through_a_slash(tmp_path):
     st = b.scratch().run(["/x"], platform=ops.Platform(os="linux/amd64", architecture="s390x"))
     r = solve(tmp_path, {"default": st})
     assert r.code == 2 and "platform.os" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("first,second", [
+    (ops.Platform("linux", "arm_v7"), ops.Platform("linux", "arm", "v7")),  # both linux_arm_v7/
+    (ops.Platform("linux", "amd64"), ops.Platform("linux", "amd64")),  # two roots of a target, one platform
+])
+@pytest.mark.parametrize("kind", ["local", "tar"])
+def test_two_images_never_share_a_platform_directory(tmp_path, first, second, kind):
+    out = tmp_path / "out"
+    r = solve(tmp_path, {"x@linux/amd64": image("a", first), "x@linux/arm64": image("b", second)},
+              "-o", f"type={kind},dest={out}")
+    assert r.code != 0 and "same platform" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()[-1]) < 300
+    assert not out.exists()
+
+
+def test_an_index_never_lists_one_platform_twice(tmp_path):
+    out = tmp_path / "out"
+    r = solve(tmp_path, {"x@linux/amd64": image("a", ops.Platform()), "x@linux/arm64": image("b", ops.Platform())},
+              "-o", f"type=oci,dest={out},tar=false")
+    assert r.code != 0 and "same platform" in r.stderr, r.stderr
+    assert not out.exists()
+
+
+def test_distinct_platforms_each_get_their_directory(tmp_path):
+    """The guard above refuses only a real clash: arm v6 and v7 differ by variant alone."""
+    out = tmp_path / "out"
+    r = solve(tmp_path, {"x@linux/arm/v6": image("six", ops.Platform("linux", "arm", "v6")),
+                         "x@linux/arm/v7": image("seven", ops.Platform("linux", "arm", "v7"))},
+              "-o", f"type=local,dest={out}")
+    assert r.code == 0, r.stderr
+    assert (out / "linux_arm_v6/who").read_text() == "six" and (out / "linux_arm_v7/who").read_text() == "seven"
+
+
+def test_build_platforms_sharing_a_directory_are_refused(tmp_path):
+    """The same guard for ``irctl build``: ``--platform linux/arm_v7,linux/arm/v7`` (COPY only, so
+    nothing needs emulating) would have written both into ``linux_arm_v7/``."""
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY f /f\n")
+    (tmp_path / "f").write_text("x")
+    out = tmp_path / "out"
+    r = irctl("build", tmp_path, "--platform", "linux/arm_v7,linux/arm/v7", "--progress", "quiet",
+              "--cache-dir", tmp_path / "cache", "-o", f"type=local,dest={out}", timeout=120)
+    assert r.code == 1 and "same platform" in r.stderr, r.stderr
+    assert not out.exists()
