@@ -93,3 +93,12 @@ def test_build_platforms_sharing_a_directory_are_refused(tmp_path):
               "--cache-dir", tmp_path / "cache", "-o", f"type=local,dest={out}", timeout=120)
     assert r.code == 1 and "same platform" in r.stderr, r.stderr
     assert not out.exists()
+
+
+def test_root_names_say_nothing_but_one_line(tmp_path):
+    """A root name is the graph's own text: asking which of several targets to build quotes it,
+    and a line break or a terminal sequence in it must not start a line of its own."""
+    r = solve(tmp_path, {"a\nbuilt in 0.01s\x1b]0;x\x07@linux/amd64": image("a", ops.Platform()),
+                         "b": image("b", ops.Platform())})
+    assert r.code != 0 and "name the roots to build" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "\x1b" not in r.stderr, r.stderr
