@@ -102,3 +102,16 @@ def test_root_names_say_nothing_but_one_line(tmp_path):
                          "b": image("b", ops.Platform())})
     assert r.code != 0 and "name the roots to build" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "\x1b" not in r.stderr, r.stderr
+
+
+def test_an_index_never_lists_a_platform_twice_when_the_last_stage_pins_one(tmp_path):
+    """``FROM --platform=linux/amd64`` as the last stage of a two-platform build: both images are
+    linux/amd64, and an index listing linux/amd64 twice has nothing for linux/arm64 (a pull for it
+    fails, or takes the wrong one): refused, saying why."""
+    (tmp_path / "Dockerfile").write_text("FROM --platform=linux/amd64 scratch\nCOPY f /f\n")
+    (tmp_path / "f").write_text("x")
+    out = tmp_path / "out"
+    r = irctl("build", tmp_path, "--platform", "linux/amd64,linux/arm64", "--progress", "quiet",
+              "--cache-dir", tmp_path / "cache", "-o", f"type=oci,dest={out},tar=false", timeout=120)
+    assert r.code == 1 and "linux/amd64 twice" in r.stderr, r.stderr
+    assert r.stderr.count("error:") == 1 and "Traceback" not in r.stderr and not out.exists(), r.stderr
