@@ -115,3 +115,20 @@ def test_an_index_never_lists_a_platform_twice_when_the_last_stage_pins_one(tmp_
               "--cache-dir", tmp_path / "cache", "-o", f"type=oci,dest={out},tar=false", timeout=120)
     assert r.code == 1 and "linux/amd64 twice" in r.stderr, r.stderr
     assert r.stderr.count("error:") == 1 and "Traceback" not in r.stderr and not out.exists(), r.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists(), reason="needs QEMU's arm64 handler")
+def test_a_step_of_another_platform_never_takes_the_native_step_s_result(tmp_path, busybox_layout):
+    """The same RUN on the same input as linux/amd64 and as linux/arm64: two cache entries (the
+    platform is in the op, so in its key), never one answering for the other."""
+    base = b.oci_layout("busybox", ref="latest").with_env("PATH", "/bin")
+    g = tmp_path / "g.ir"
+    grant = ["--oci-layout", f"busybox={busybox_layout}"]
+    said = []
+    for plat in (None, ops.Platform("linux", "arm64"), None):
+        st = base.run(["sh", "-c", "echo $RANDOM > /r"], platform=plat)
+        g.write_bytes(dump_document(b.build_document({"default": st})))
+        r = irctl("solve", g, "--progress", "plain", "--cache-dir", tmp_path / "cache", *grant, timeout=120)
+        assert r.code == 0, r.stderr
+        said.append(r.stderr.strip().splitlines()[-1])  # the RUN's last word: `#2 DONE 0.1s` or `#2 CACHED`
+    assert said[0].startswith("#2 DONE") and said[1].startswith("#2 DONE") and said[2] == "#2 CACHED", said
