@@ -83,14 +83,19 @@ def test_distinct_platforms_each_get_their_directory(tmp_path):
     assert (out / "linux_arm_v6/who").read_text() == "six" and (out / "linux_arm_v7/who").read_text() == "seven"
 
 
+def build_copy(tmp: Path, base: str, platforms: str, output: str):
+    """``irctl build`` of a COPY-only Dockerfile (nothing to emulate) for ``platforms``."""
+    (tmp / "Dockerfile").write_text(f"FROM {base}\nCOPY f /f\n")
+    (tmp / "f").write_text("x")
+    return irctl("build", tmp, "--platform", platforms, "--progress", "quiet", "--cache-dir", tmp / "cache",
+                 "-o", output, timeout=120)
+
+
 def test_build_platforms_sharing_a_directory_are_refused(tmp_path):
-    """The same guard for ``irctl build``: ``--platform linux/arm_v7,linux/arm/v7`` (COPY only, so
-    nothing needs emulating) would have written both into ``linux_arm_v7/``."""
-    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY f /f\n")
-    (tmp_path / "f").write_text("x")
+    """The same guard for ``irctl build``: ``--platform linux/arm_v7,linux/arm/v7`` would have
+    written both into ``linux_arm_v7/``."""
     out = tmp_path / "out"
-    r = irctl("build", tmp_path, "--platform", "linux/arm_v7,linux/arm/v7", "--progress", "quiet",
-              "--cache-dir", tmp_path / "cache", "-o", f"type=local,dest={out}", timeout=120)
+    r = build_copy(tmp_path, "scratch", "linux/arm_v7,linux/arm/v7", f"type=local,dest={out}")
     assert r.code == 1 and "same platform" in r.stderr, r.stderr
     assert not out.exists()
 
@@ -108,11 +113,9 @@ def test_an_index_never_lists_a_platform_twice_when_the_last_stage_pins_one(tmp_
     """``FROM --platform=linux/amd64`` as the last stage of a two-platform build: both images are
     linux/amd64, and an index listing linux/amd64 twice has nothing for linux/arm64 (a pull for it
     fails, or takes the wrong one): refused, saying why."""
-    (tmp_path / "Dockerfile").write_text("FROM --platform=linux/amd64 scratch\nCOPY f /f\n")
-    (tmp_path / "f").write_text("x")
     out = tmp_path / "out"
-    r = irctl("build", tmp_path, "--platform", "linux/amd64,linux/arm64", "--progress", "quiet",
-              "--cache-dir", tmp_path / "cache", "-o", f"type=oci,dest={out},tar=false", timeout=120)
+    r = build_copy(tmp_path, "--platform=linux/amd64 scratch", "linux/amd64,linux/arm64",
+                   f"type=oci,dest={out},tar=false")
     assert r.code == 1 and "linux/amd64 twice" in r.stderr, r.stderr
     assert r.stderr.count("error:") == 1 and "Traceback" not in r.stderr and not out.exists(), r.stderr
 
