@@ -19,10 +19,6 @@ from ir.errors import IRError, ValidationError, ValidationErrors
 from ir.schema import document_schema
 
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
-# A platform's os, architecture and variant name directories (``linux_arm64/`` of a multi-platform
-# local export), are joined with ``/`` and read back (the emulation check) and are printed: names,
-# never paths, terminal sequences or more than a file name holds.
-PLATFORM_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}\Z")
 INPUT_COUNT = {"source": (0, 0), "diff": (2, 2), "image": (1, 1), "merge": (1, None), "exec": (1, None), "file": (0, None)}
 
 
@@ -306,7 +302,7 @@ class _Checks:
 def _platform(p: ops.Platform, err) -> None:
     for name in ("os", "architecture", "variant"):
         value = getattr(p, name)
-        if (value or name != "variant") and not PLATFORM_PART.match(value):
+        if (value or name != "variant") and not ops.PLATFORM_PART.match(value):
             err(f"{name} {value[:40]!r} is not a name (letters, digits, '.', '-', '_'; at most 32)",
                 f"platform.{name}")
 
