@@ -235,6 +235,10 @@ ULIMIT_NAMES: tuple[str, ...] = typing.get_args(UlimitName)
 # A host name as /etc/hosts can hold it: one whitespace-free token (no line or field of its own can be
 # smuggled in); RFC 1123 letters plus `_`, which Docker accepts too.
 HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,252}\Z")
+# A platform's os, architecture and variant name directories (``linux_arm64/`` of a multi-platform
+# local export), are joined with ``/`` and read back (the emulation check) and are printed: names,
+# never paths, terminal sequences or more than a file name holds.
+PLATFORM_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}\Z")
 MAX_SHM_SIZE = 1 << 36  # 64 GiB: /dev/shm is memory; a larger size is a mistake or an attack, never a build's need
 
 

@@ -38,5 +38,6 @@ def default_roots(doc: ops.Document) -> list[str]:
     targets = {target_of(name) for name in doc.roots}
     if len(targets) == 1:
         return sorted(doc.roots)
-    raise ValueError(f"the graph has no `default` root and several targets ({', '.join(sorted(targets))}): "
+    shown = ", ".join(t if t.isprintable() and t else repr(t) for t in sorted(targets))  # the graph's own text
+    raise ValueError(f"the graph has no `default` root and several targets ({shown}): "
                      "name the roots to build")

@@ -201,6 +201,9 @@ class _Checks:
             err("subdir escapes the checkout", f"{path}.git.subdir")
         elif src.oci_layout is not None and src.oci_layout.digest and not DIGEST_RE.match(src.oci_layout.digest):
             err("not a sha256 digest", f"{path}.oci_layout.digest")
+        for kind in ("image", "oci_layout"):
+            if getattr(src, kind) is not None:
+                _platform(getattr(src, kind).platform, lambda message, sub: err(message, f"{path}.{kind}.{sub}"))
         normal.source_op(src, lambda message, sub: err(message, f"{path}.{sub}"))
 
     @staticmethod
@@ -245,6 +248,7 @@ class _Checks:
                 err(f"a {t} mount cannot be an output", f"{path()}.mounts[{i}].output")
         if mounts and mounts[0].type != "bind":
             err("the root mount must be a bind of an input", f"{path()}.mounts[0].type")
+        _platform(ex.platform, lambda message, sub: err(message, f"{path()}.{sub}"))
         if ex.extra_hosts or ex.shm_size or ex.ulimits:
             _sandbox(ex, lambda message, sub: err(message, f"{path()}.{sub}"))
             normal.exec_sandbox(ex, lambda message, sub: err(message, f"{path()}.{sub}"))
@@ -292,6 +296,15 @@ class _Checks:
         for i, e in enumerate(img.config.env):
             if "=" not in e or e.startswith("="):
                 err("environment entries are KEY=value", f"{op_path(digest)}.image.config.env[{i}]")
+        _platform(img.platform, lambda message, sub: err(message, f"{op_path(digest)}.image.{sub}"))
+
+
+def _platform(p: ops.Platform, err) -> None:
+    for name in ("os", "architecture", "variant"):
+        value = getattr(p, name)
+        if (value or name != "variant") and not ops.PLATFORM_PART.match(value):
+            err(f"{name} {value[:40]!r} is not a name (letters, digits, '.', '-', '_'; at most 32)",
+                f"platform.{name}")
 
 
 def _sandbox(ex: ops.ExecOp, err) -> None:

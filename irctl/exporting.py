@@ -52,6 +52,7 @@ def export(images, outputs: list[Output], tags: list[str], *, cache_root: Path, 
     from backend.store.blobs import BlobStore  # lazy: see the module's docstring
     from backend.store.cache import CacheStore  # lazy: see the module's docstring
 
+    _distinct_platforms([p for p, _ in images])
     store = BlobStore(cache_root)
     attested = statements is not None and any(o.type in ATTESTED for o in outputs)  # an SBOM may cost: only if kept
     said = [list(statements(p, s)) if attested else [] for p, s in images]
@@ -61,6 +62,21 @@ def export(images, outputs: list[Output], tags: list[str], *, cache_root: Path, 
     with CacheStore(cache_root).locked("gc.lock", exclusive=False):  # a concurrent prune waits for us
         return _export_all(list(images), outputs, tags, store, insecure, emit, inline, said, annotations)
 
+
+
+def _distinct_platforms(platforms: list[str]) -> None:
+    """Refuse two images one index entry or one ``linux_arm_v7/`` directory would hold: the second
+    would be written over the first (``linux/arm_v7`` and ``linux/arm/v7`` share a directory; a
+    graph's roots may claim one platform twice)."""
+    from backend.export.local import platform_dir  # lazy: see the module's docstring
+
+    seen: dict[str, str] = {}
+    for p in platforms:
+        other = seen.get(platform_dir(p))
+        if other is not None:
+            raise UserError(f"two images of the same platform ({other} and {p}, both {platform_dir(p)}): "
+                            "an index or a per-platform directory holds one image per platform")
+        seen[platform_dir(p)] = p
 
 
 def export_options(out: Output):

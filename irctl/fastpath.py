@@ -205,6 +205,9 @@ def build_key(opts: dict, cache: Path, scans: dict | None = None, *, with_contex
     h.update(f"network\0{opts.get('network') or 'default'}\n".encode())  # keys a `default` step's result
     if any(opts.get("shape") or ()):  # --add-host, --shm-size, --ulimit, --label (none given: keys as before)
         h.update(b"shape\0" + json.dumps(opts["shape"], sort_keys=True).encode() + b"\n")
+    # the host: a build without --platform (or with `local`) is for it, and a cache dir may be shared
+    # with a host of another architecture (`uname -m`, as backend.oci.layout.Platform.host reads it)
+    h.update(f"host\0{os.uname().machine}\n".encode())
     if opts.get("platform"):  # as typed (`irctl build` passes it so): normalising would import the frontends
         h.update(f"platform\0{','.join(opts['platform'])}\n".encode())
     for arg in sorted(opts["build_arg"]):

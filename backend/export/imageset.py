@@ -99,8 +99,14 @@ def build_set(specs: Sequence[ImageSpec], store: BlobStore, options: ExportOptio
     if docker and (annotations.index or annotations.manifest_descriptor):
         raise ExportError("index annotations need OCI media types (oci-mediatypes=true)")
     entries, attested = [], []
+    listed: set[str] = set()
     for image in images:
         d = dict(image.descriptor)
+        plat = platform_string(d.get("platform", {}))
+        if plat in listed:  # a reader picks one by platform: the other would be unreachable
+            raise ExportError(f"two images are {plat} (a last stage `FROM --platform={plat}`?): an index "
+                              f"would list {plat} twice")
+        listed.add(plat)
         extra = annotations.for_platform(annotations.manifest_descriptor, platform_string(d.get("platform", {})))
         if extra:
             d["annotations"] = extra

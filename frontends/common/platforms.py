@@ -19,7 +19,7 @@ _KNOWN_OS = ("linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "sola
 def parse_platform(text: str) -> ops.Platform:
     """containerd ``platforms.Parse`` for the common spellings: ``os/arch[/variant]`` or ``arch``."""
     parts = text.strip().lower().split("/")
-    if not all(parts) or len(parts) > 3:
+    if len(parts) > 3 or not all(ops.PLATFORM_PART.match(p) for p in parts):  # names, never paths (ir.ops)
         raise ValueError(f'"{text}": unknown operating system or architecture: invalid argument')
     if len(parts) == 1:
         if parts[0] in _KNOWN_OS:

@@ -146,6 +146,7 @@ def graph_invalid() -> dict[str, ops.Document]:
         "source-with-input": one(base._next(b.vertex("source", ops.SourceOp(scratch=ops.ScratchSource()),
                                                     [(base.vertex, 0)]))),
         "image-env-no-equals": one(base.with_image(ops.ImageConfig(env=("=x",)))),
+        "image-platform-path": one(base.with_image(ops.ImageConfig(), platform=ops.Platform("linux", "arm64/../.."))),
         "ref-output-range": b.build_document({"default": base._next(base.vertex, 1)}),
     }
     cases.update(normal_form_invalid(one, exec_op, file_op))

@@ -101,6 +101,8 @@ def test_a_base_index_without_the_platform_is_an_error(tmp_path, registry, busyb
 @pytest.mark.parametrize("value, says", [
     ("linux/amd64,", "--platform 'linux/amd64,': empty platform"),
     ("linux/", '--platform \'linux/\': "linux/": unknown operating system or architecture: invalid argument'),
+    ("linux/arm+64", '--platform \'linux/arm+64\': "linux/arm+64": unknown operating system or architecture: '
+                     'invalid argument'),  # a platform's parts are names (ir.ops.PLATFORM_PART)
 ])
 def test_a_bad_platform_is_one_line(tmp_path, value, says, cache_env):
     ctx = write(tmp_path / "ctx", {"Dockerfile": "FROM scratch\n"})
