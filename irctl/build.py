@@ -49,7 +49,7 @@ def build(
     pull: bool = typer.Option(False, "--pull", help="Ask the registry for base images again (default: reuse); "
                               "--pull=true|false|always|missing|newer."),
     pull_policy: Optional[str] = typer.Option(None, "--pull-policy", hidden=True),  # --pull=VALUE (irctl.usage)
-    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Run at most N steps at once (default: no practical limit)."),
+    jobs: int = typer.Option(0, "--jobs", "-j", help="Run at most N steps at once (default: no practical limit)."),
     progress: str = typer.Option("auto", "--progress", help="auto, tty, plain, json or quiet."),
     debug: bool = typer.Option(False, "--debug", help="Also show diagnostic detail (the snapshotter in use)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache store (default $IRCTL_CACHE_DIR, ~/.cache/irctl)."),
@@ -95,6 +95,8 @@ def build(
     with user_errors():
         opt.check_context(context)
         shell = debugging.shell_options(on_error, debug_shell, debug_secrets)
+        if jobs < 0:
+            raise UserError(f"--jobs {jobs}: expected a number of steps, or 0 for no limit")
         from irctl import buildx_flags as bx  # lazy: imports the IR (~35 ms), which --help need not pay for
 
         shape = bx.request_options(add_host, shm_size, ulimit, label)

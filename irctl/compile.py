@@ -29,7 +29,7 @@ def compile_cmd(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache store (for resolved image configs)."),
     insecure_registry: List[str] = typer.Option([], "--insecure-registry", help="Allow plain HTTP to this registry."),
     pull: bool = typer.Option(False, "--pull", help="Ask the registry for base images again (default: reuse); "
-                              "--pull=true|false|always|missing|newer."),
+                              "also --pull=VALUE, as on build."),
     pull_policy: Optional[str] = typer.Option(None, "--pull-policy", hidden=True),  # --pull=VALUE (irctl.usage)
     label: List[str] = typer.Option([], "--label", help="Set a label on the image: KEY=VALUE (repeatable)."),
     add_host: List[str] = typer.Option([], "--add-host", help="HOST:IP line of every RUN's /etc/hosts (repeatable)."),

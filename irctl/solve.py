@@ -59,7 +59,7 @@ def solve_cmd(
     oci_layout: List[str] = typer.Option([], "--oci-layout", help="grant an OCI layout: NAME=PATH"),
     secret: List[str] = typer.Option([], "--secret", help="id=ID,src=PATH or id=ID,env=VAR"),
     ssh: List[str] = typer.Option([], "--ssh", help="default or ID=SOCKET"),
-    jobs: int = typer.Option(16, "--jobs", "-j", min=1, help="concurrent RUN steps"),
+    jobs: int = typer.Option(16, "--jobs", "-j", help="concurrent RUN steps"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not use cached results"),
     allow: List[str] = typer.Option([], "--allow", help="security.insecure, network.host, network.private, fs.read=PATH"),
     insecure_registry: List[str] = typer.Option([], "--insecure-registry", help="use plain HTTP for this registry"),
@@ -87,6 +87,8 @@ def solve_cmd(
         from ir.roots import default_roots  # lazy: with the validator
         from ir.validate import load_and_validate  # lazy: ~60 ms
 
+        if jobs < 1:
+            raise UserError(f"--jobs {jobs}: expected a number of steps, at least 1")
         granted = cli_options.entitlements(allow)
         network = cli_options.network(network, granted)
         outputs = cli_options.outputs(output, stdout_taken_by="irctl solve's results")
