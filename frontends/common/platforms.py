@@ -17,7 +17,9 @@ _KNOWN_OS = ("linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "sola
 
 
 def parse_platform(text: str) -> ops.Platform:
-    """containerd ``platforms.Parse`` for the common spellings: ``os/arch[/variant]`` or ``arch``."""
+    """containerd ``platforms.Parse`` for the common spellings, ``os/arch[/variant]`` or ``arch``, and
+    normalised as it normalises them: one platform has one spelling, so ``linux/arm64`` and
+    ``linux/arm64/v8`` are one image of an index and ``linux/arm`` is ``TARGETVARIANT=v7``."""
     parts = text.strip().lower().split("/")
     if len(parts) > 3 or not all(ops.PLATFORM_PART.match(p) for p in parts):  # names, never paths (ir.ops)
         raise ValueError(f'"{text}": unknown operating system or architecture: invalid argument')
@@ -25,9 +27,25 @@ def parse_platform(text: str) -> ops.Platform:
         if parts[0] in _KNOWN_OS:
             return ops.Platform(os=parts[0])
         parts = ["linux", parts[0]]
-    arch = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "armel": "arm"}.get(parts[1], parts[1])
-    variant = parts[2] if len(parts) == 3 else {"armhf": "v7", "armel": "v6"}.get(parts[1], "")
+    arch, variant = _normal_arch(parts[1], parts[2] if len(parts) == 3 else "")
     return ops.Platform(parts[0], arch, variant)
+
+
+def _normal_arch(arch: str, variant: str) -> tuple[str, str]:
+    """containerd's ``normalizeArch``."""
+    if arch == "i386":
+        return "386", ""
+    if arch in ("x86_64", "x86-64", "amd64"):
+        return "amd64", "" if variant == "v1" else variant
+    if arch in ("aarch64", "arm64"):
+        return "arm64", {"8": "", "v8": "", "v8.0": "", "9": "v9", "9.0": "v9", "v9.0": "v9"}.get(variant, variant)
+    if arch == "armhf":
+        return "arm", "v7"
+    if arch == "armel":
+        return "arm", "v6"
+    if arch == "arm":
+        return "arm", {"": "v7", "7": "v7", "5": "v5", "6": "v6", "8": "v8"}.get(variant, variant)
+    return arch, variant
 
 
 def predefined_args(request: BuildRequest, target: str) -> dict[str, str]:

@@ -167,3 +167,14 @@ def test_help_shows_the_flags(command):
     r = irctl(command, "--help")
     assert r.code == 0, r.stderr
     assert "--platform" in r.stdout and "os/arch/variant" in r.stdout  # (rich once took `[/variant]` for markup)
+
+
+def test_two_spellings_of_one_platform_are_one_root(tmp_path, cache_env):
+    """buildx normalises ``--platform`` as containerd does: ``linux/arm64/v8`` is ``linux/arm64``."""
+    from ir.codec import load_document
+
+    ctx = write(tmp_path / "ctx", {"Dockerfile": "FROM scratch\nARG TARGETVARIANT\nCOPY Dockerfile /\n"})
+    out = tmp_path / "g.ir"
+    r = irctl("compile", ctx, "-o", out, "--platform", "linux/arm64,linux/arm64/v8,linux/amd64", env=cache_env)
+    assert r.code == 0, r.stderr
+    assert sorted(load_document(out.read_bytes()).roots) == ["default@linux/amd64", "default@linux/arm64"]
