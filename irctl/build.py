@@ -149,9 +149,9 @@ def build(
 
             ir_out.write_bytes(dump_document(compiled.document))
         path = build_file(context, file)
-        names = ",".join(r.name for r in wanted)
-        names = "" if names == "default" else names  # the record key a default build always had
-        record = BuildRecord(target_name("build", path, names), f"{path}" + (f" ({names})" if names else ""))
+        roots = ",".join(r.name for r in wanted)
+        roots = "" if roots == "default" else roots  # the record key a default build always had
+        record = BuildRecord(target_name("build", path, roots), f"{path}" + (f" ({roots})" if roots else ""))
         record.build_args = list(opt.build_args(build_arg))
         snapshots = _solve(compiled.document, [r.name for r in wanted], context, named, opt.secrets(secret),
                            opt.ssh_agents(ssh), jobs, no_cache, granted, tuple(insecure_registry), progress, root,
@@ -167,12 +167,12 @@ def build(
         if outputs:
             exported = []
             for name, images in plat.images_by_target(wanted, snapshots):
-                outs, names = destinations[name]
+                outs, named_as = destinations[name]
                 said = proven and attesting.provenance_hook(proven, compiled.document, name or "default",
                                                             frontend=frontend, target=name,
                                                             build_args=opt.build_args(build_arg).items())
-                listed = attesting.sbom_hook(names[0] if names else "image", emit) if sbom_on else None
-                exported += export(images, outs, names, cache_root=root, insecure=tuple(insecure_registry),
+                listed = attesting.sbom_hook(named_as[0] if named_as else "image", emit) if sbom_on else None
+                exported += export(images, outs, named_as, cache_root=root, insecure=tuple(insecure_registry),
                                    emit=emit, inline=inline, statements=attesting.chain(said, listed),
                                    annotations=notes)
             if not push and not cache_exports:
