@@ -20,15 +20,16 @@ from dataclasses import replace
 from irctl.errors import UserError
 
 
+_SWITCH = {"true": True, "1": True, "false": False, "0": False, "": False}  # buildx's on/off spellings
+
+
 def provenance_mode(value: str | None) -> str | None:
     """``min``, ``max``, or None (no provenance) for a ``--provenance`` value."""
     if value is None:
         return None
     v = value.strip().lower()
-    if v in ("false", "0", ""):
-        return None
-    if v in ("true", "1"):
-        return "min"
+    if v in _SWITCH:
+        return "min" if _SWITCH[v] else None
     if v in ("min", "max"):
         return v
     mode = "min"
@@ -77,10 +78,8 @@ def sbom_wanted(value: str | None) -> bool:
     if value is None:
         return False
     v = value.strip().lower()
-    if v in ("false", "0", ""):
-        return False
-    if v in ("true", "1"):
-        return True
+    if v in _SWITCH:
+        return _SWITCH[v]
     for field in v.split(","):
         key, _, val = field.partition("=")
         if key == "disabled" and val in ("true", "false"):
