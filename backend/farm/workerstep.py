@@ -34,19 +34,18 @@ from backend.errors import BackendError, BuildError
 from backend.events import Event
 from backend.farm.cas import ensure_in_cas
 from backend.farm.results import encode_result
-from backend.farm.step import STEP_ARGS, STEP_PATH, decode_step
+from backend.farm.step import COMMAND, MAX_STEP_BYTES, STEP_PATH, StepError, decode_step
 from backend.oci.pull import ImageResolver
 from backend.ops.registry import handler_for
 from backend.ops.workspace import Step, Workspace, layer_id_of
 from backend.output import Redactor
 from backend.reapi import digests
-from backend.reapi.client import BlobMismatch, RemoteError
+from backend.reapi.errors import BlobMismatch, RemoteError
 from backend.reapi.protos import remote_execution_pb2 as re_pb2
 from backend.runtime.container import Cancelled
 from backend.store.records import Output
 
 MAX_MESSAGE = 4 << 20  # an Action, Command or Directory: a few hundred bytes, a few KiB for many layers
-MAX_STEP = 16 << 20  # step.msgpack (spec/remote.md)
 TAIL_LINES = 50  # output lines sent back with the result
 TAIL_BYTES = 64 << 10  # REAPI inlines stdout up to this; the client shows the last lines only
 
@@ -136,11 +135,15 @@ def _action(remote, payload) -> re_pb2.Action:
     raise Refused(f"the lease carries a {payload.type_url.rsplit('/', 1)[-1] or 'nothing'}, not an Action")
 
 
-def _message(remote, msg, digest, what: str):
+def _digest(digest, what: str):
     try:
-        d = digests.from_proto(digest)
+        return digests.from_proto(digest)
     except ValueError as e:
         raise Refused(f"{what}: {e}") from None
+
+
+def _message(remote, msg, digest, what: str):
+    d = _digest(digest, what)
     if d[1] > MAX_MESSAGE:
         raise Refused(f"{what} is {d[1]} bytes (at most {MAX_MESSAGE})")
     try:
@@ -156,18 +159,20 @@ def _step(remote, action: re_pb2.Action):
     """The step an irctl action carries: its Command is exactly ours, ``irctl/step.msgpack`` in its
     input root; the envelope decoded and refused unless a worker may run it."""
     command = _message(remote, re_pb2.Command(), action.command_digest, "the command")
-    if list(command.arguments) != list(STEP_ARGS):
+    if list(command.arguments) != list(COMMAND):
         raise Refused(f"not an irctl worker step (command {_quote(command.arguments)})")
     node = _file_node(remote, action.input_root_digest, STEP_PATH)
     size = node.digest.size_bytes
-    if size > MAX_STEP:
-        raise Refused(f"{STEP_PATH} is {size} bytes (at most {MAX_STEP})")
-    data = remote.read_bytes(digests.from_proto(node.digest), cap=MAX_STEP)
+    if size > MAX_STEP_BYTES:
+        raise Refused(f"{STEP_PATH} is {size} bytes (at most {MAX_STEP_BYTES})")
+    data = remote.read_bytes(_digest(node.digest, STEP_PATH), cap=MAX_STEP_BYTES)
     try:
-        step = decode_step(data)
-    except ValueError as e:
-        raise Refused(f"{STEP_PATH}: {e}") from None
-    _refuse(step)
+        step = decode_step(data)  # refuses what a worker never runs (``farm.step.why_local``)
+    except StepError as e:
+        raise Refused(str(e)) from None
+    errors = check_op(step.op)  # the op's own rules, as every IR reader checks them
+    if errors:
+        raise Refused(f"invalid op: {errors[0]}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
     return step
 
 
@@ -191,31 +196,6 @@ def _file_node(remote, root_digest, path: str):
     if found is None:
         raise Refused(f"the input root has no {path}")
     return found
-
-
-def _refuse(step) -> None:
-    """What a worker never runs, whatever the server or the client says (SECURITY.md "Build farm
-    workers"); the op's own rules first, as every IR reader checks them."""
-    op = step.op
-    errors = check_op(op)
-    if errors:
-        raise Refused(f"invalid op: {errors[0]}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
-    if op.exec is None:
-        raise Refused(f"a {op.kind} op: a worker runs exec steps only")
-    ex = op.exec
-    if ex.network == "host" or step.network not in ("default", "none"):
-        raise Refused("the step asks for the host's network, which a worker never gives")
-    if ex.security == "insecure":
-        raise Refused("the step asks for security=insecure, which a worker never gives")
-    for m in ex.mounts:
-        if m.type in ("secret", "ssh"):
-            raise Refused(f"the step mounts a{'n' if m.type == 'ssh' else ''} {m.type} at {m.target}: "
-                          "secrets and ssh agents never go to a worker")
-    if len(step.inputs) != len(op.inputs):
-        raise Refused(f"the step names layers for {len(step.inputs)} inputs; the op has {len(op.inputs)}")
-    missing = sorted({lid for lids in step.inputs for lid in lids} - set(step.layers))
-    if missing:
-        raise Refused(f"input layer {missing[0]} has no descriptor")
 
 
 def _run(host, remote, worker: str, step, tail: OutputTail, cancel: threading.Event) -> Outcome:
