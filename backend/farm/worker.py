@@ -211,11 +211,11 @@ class Worker:
         took = time.monotonic() - lease.started
         what = outcome.description or f"lease {lease.id}"
         if outcome.status.code != code_pb2.OK:
-            how = outcome.status.message
+            how = outcome.status.message.removeprefix(f"irctl worker {self.name}: ")
         else:
             how = f"exit code {outcome.result.exit_code}" if outcome.result.exit_code else "done"
-        self.say(f"irctl worker: {self.name}: {what}: {how} in {took:.1f}s "
-                 f"(layers fetched: {outcome.fetched / 1e6:.1f} MB)")
+        self.say(f"irctl worker: {self.name}: {what}: {how} ({took:.1f}s, {outcome.fetched / 1e6:.1f} MB of "
+                 "layers fetched)")
         with self._lock:
             lease.outcome = outcome
         self._changed.set()

@@ -19,10 +19,13 @@ import pytest
 from ir import ops
 
 from backend.farm.results import decode_result
-from backend.farm.step import RemoteStep, step_action
+from backend.farm.step import COMMAND, RemoteStep, step_action
 from backend.oci.pull import RemoteLayer
 from backend.reapi.address import parse_endpoint
 from backend.reapi.client import Remote
+from backend.reapi.digests import message_digest, to_proto
+from backend.reapi.errors import RemoteError
+from backend.reapi.protos import remote_execution_pb2 as re_pb2
 from tests.support.baseimage import PATH_ENV, make_busybox_layout
 from tests.support.buildgrid import start_worker
 
@@ -30,6 +33,7 @@ pytestmark = pytest.mark.e2e
 
 SOME_INPUT = "sha256:" + "0" * 64  # the op's input ref: a worker reads its layers from the envelope, not the graph
 KEY = "sha256:" + "1" * 64
+REFUSED, PRECONDITION = "refused the request", "refused (failed precondition)"  # INVALID_ARGUMENT, FAILED_PRECONDITION
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +60,7 @@ def client(url: str) -> Remote:
 
 def exec_step(base, script: str, *, network: str = "none", mounts: tuple[ops.Mount, ...] = (),
               description: str = "RUN test", **exec_fields) -> RemoteStep:
+    """A step on the busybox base; ``network``: the envelope's, ``exec_fields``: the op's own."""
     diff_id, layer = base
     op = ops.Op(inputs=(ops.Ref(SOME_INPUT),), exec=ops.ExecOp(
         args=("sh", "-c", script), env=(PATH_ENV,), mounts=(ops.Mount("/", input=0, output=0), *mounts),
@@ -108,4 +113,91 @@ def test_a_worker_runs_an_exec_step_and_returns_its_layer(buildgrid, base, worke
         assert layer_files(remote, layers[made]) == {"out": b"hello from buildkitsandbox\n"}
     finally:
         remote.close()
-    assert "RUN test: done in" in log_of(worker)
+    assert "irctl worker: w1: RUN test: done (" in log_of(worker)
+
+
+def raw_action(command: list[str], step_node: tuple[str, int]):
+    """An action made by hand: ``command``, and an input root whose irctl/step.msgpack is ``step_node``
+    (a digest that need not exist: a worker must refuse it by its size before reading it)."""
+    blobs = {}
+
+    def put(msg):
+        data, d = message_digest(msg)
+        blobs[d] = data
+        return to_proto(d)
+
+    mine = re_pb2.Directory(files=[re_pb2.FileNode(name="step.msgpack", digest=to_proto(step_node))])
+    root = re_pb2.Directory(directories=[re_pb2.DirectoryNode(name="irctl", digest=put(mine))])
+    action = re_pb2.Action(command_digest=put(re_pb2.Command(arguments=command)), input_root_digest=put(root))
+    data, digest = message_digest(action)
+    blobs[digest] = data
+    return digest, blobs
+
+
+def _hostile(base) -> dict:
+    """id -> (what to execute, gRPC code, words of the status message)."""
+    diff_id, layer = base
+    fake = "sha256:" + "a" * 64  # a layer id that is not what the blob unpacks to
+    lying = RemoteStep(exec_step(base, "true").op, ((fake,),), {fake: RemoteLayer(layer.blob, layer.media_type,
+                                                                                  layer.size, fake, "")},
+                       "none", "RUN lying", KEY)
+    absent = RemoteStep(exec_step(base, "true").op, ((fake,),),
+                        {fake: RemoteLayer("sha256:" + "b" * 64, layer.media_type, 123, fake, "")}, "none",
+                        "RUN absent", KEY)
+    file_op = ops.Op(inputs=(ops.Ref(SOME_INPUT),), file=ops.FileOp(actions=(
+        ops.FileAction(mkdir=ops.MkdirAction(path="/x")),)))
+    secret = ops.Mount("/run/secrets/token", type="secret", secret=ops.SecretOptions(id="token"))
+    return {
+        "not an exec": (RemoteStep(file_op, ((diff_id,),), {diff_id: layer}, "none", "", KEY), REFUSED,
+                        "a file op is not a process"),
+        "host network": (exec_step(base, "true", network="host"), REFUSED, "host's network"),
+        "host network in the op only": (_op_network(exec_step(base, "true", network="default"), "host"), REFUSED,
+                                        "the op asks for network host"),
+        "insecure": (exec_step(base, "true", security="insecure"), REFUSED, "security=insecure"),
+        "secret": (exec_step(base, "cat /run/secrets/token", mounts=(secret,)), REFUSED,
+                   "mounts a secret at /run/secrets/token"),
+        "invalid op": (exec_step(base, "true", cwd="relative"), REFUSED, "cwd must be an absolute path"),
+        "layer not what it claims": (lying, PRECONDITION, fake),
+        "layer not in the CAS": (absent, PRECONDITION, "sha256:" + "b" * 64),
+        "huge": (raw_action(list(COMMAND), ("sha256:" + "c" * 64, 17 << 20)), REFUSED, f"{17 << 20} bytes"),
+        "not an irctl step": (raw_action(["sh", "-c", "echo pwned"], ("sha256:" + "c" * 64, 10)), REFUSED,
+                              "not an irctl worker step"),
+    }
+
+
+def _op_network(step: RemoteStep, network: str) -> RemoteStep:
+    ex = step.op.exec
+    op = ops.Op(inputs=step.op.inputs, exec=ops.ExecOp(args=ex.args, mounts=ex.mounts, env=ex.env, network=network))
+    return RemoteStep(op, step.inputs, step.layers, step.network, step.description, step.key)
+
+
+HOSTILE = ["not an exec", "host network", "host network in the op only", "insecure", "secret", "invalid op",
+           "layer not what it claims", "layer not in the CAS", "huge", "not an irctl step"]
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_a_hostile_action_fails_with_a_clear_message(buildgrid, base, worker, case):
+    what, code, words = _hostile(base)[case]
+    remote = client(buildgrid.url)
+    try:
+        with pytest.raises(RemoteError) as failed:  # the client reports a failed execution as one line
+            if isinstance(what, RemoteStep):
+                execute(remote, what)
+            else:
+                execute(remote, action=what[0], blobs=what[1])
+        assert f"execution failed: {code} (irctl worker w1: " in str(failed.value) and words in str(failed.value)
+    finally:
+        remote.close()
+    assert worker.poll() is None
+
+
+def test_after_a_refused_action_the_worker_runs_the_next(buildgrid, base, worker):
+    remote = client(buildgrid.url)
+    try:
+        with pytest.raises(RemoteError):
+            execute(remote, exec_step(base, "true", network="host"))
+        after = execute(remote, exec_step(base, "echo still serving"))
+        assert after.result.exit_code == 0 and after.result.stdout_raw == b"still serving\n"
+    finally:
+        remote.close()
+    assert ": step.msgpack: refused: it uses the host's network (" in log_of(worker)  # logged with its reason
