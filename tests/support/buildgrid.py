@@ -96,9 +96,11 @@ def _tail(path: Path, size: int = 3000) -> str:
 class Cluster:
     """A throwaway PostgreSQL cluster on 127.0.0.1 holding BuildGrid's migrated template database."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.dir = workdir
-        self.data = workdir / "pg"
+    def __init__(self, workdir: Path | None = None) -> None:
+        """``workdir`` (default: a new one under $TMPDIR) holds the cluster, and the servers' configs and
+        logs; ``irctl-test`` must be able to reach it, which pytest's 0700 tmp dirs do not let it."""
+        self.dir = workdir or Path(tempfile.mkdtemp(prefix="irctl-buildgrid-"))
+        self.data = self.dir / "pg"
         self.port = 0
         self._as_user = ["runuser", "-u", PG_USER, "--"] if os.geteuid() == 0 else []
         self._databases = 0
@@ -151,6 +153,11 @@ class Cluster:
             return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
         except (OSError, ValueError):
             return None
+
+    def remove(self) -> None:
+        """Stop the cluster and delete its directory (the servers using it must be stopped first)."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def stop(self) -> None:
         if self.postmaster_pid():
@@ -306,13 +313,12 @@ def _address(field_: str, v6: bool) -> str:
 def buildgrid_cluster() -> Iterator[Cluster]:
     """The session's PostgreSQL cluster, shared by every BuildGrid server the session starts."""
     require()
-    cluster = Cluster(Path(tempfile.mkdtemp(prefix="irctl-buildgrid-")))
+    cluster = Cluster()
     try:
         cluster.start()
         yield cluster
     finally:
-        cluster.stop()
-        shutil.rmtree(cluster.dir, ignore_errors=True)
+        cluster.remove()
 
 
 @pytest.fixture(scope="session")
