@@ -150,6 +150,14 @@ class Cluster:
     def drop_database(self, name: str) -> None:
         self._run("dropdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_ROLE, "--if-exists", "--force", name)
 
+    def sql(self, database: str, query: str) -> list[list[str]]:
+        psql = [_pg_tool("psql") or "psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_ROLE, "-d", database,
+                "-X", "-A", "-t", "-F", "\x1f", "-v", "ON_ERROR_STOP=1", "-c", query]
+        done = subprocess.run(psql, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"psql {query!r}: {done.stderr.strip()}")
+        return [line.split("\x1f") for line in done.stdout.splitlines() if line]
+
     def postmaster_pid(self) -> int | None:
         try:
             return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
@@ -189,6 +197,26 @@ class BuildGrid:
 
     def log_tail(self) -> str:
         return _tail(self.log)
+
+    def sql(self, query: str) -> list[list[str]]:
+        """Rows of a query on the server's own database (BuildGrid's scheduler state): what it holds,
+        read independently of irctl's client."""
+        return self.cluster.sql(self.database, query)
+
+    def jobs(self) -> list[dict[str, str]]:
+        """Every action the server was asked to execute (not those answered from its action cache), oldest
+        first: ``stage`` (4 = completed), ``worker_name``, ``n_tries`` (2 after a lost lease was re-run),
+        ``status_code`` (a google.rpc code, 0 = OK), ``action_digest`` ("HEX/SIZE")."""
+        columns = ("action_digest", "stage", "worker_name", "n_tries", "status_code")
+        rows = self.sql(f"SELECT {', '.join(columns)} FROM jobs ORDER BY queued_timestamp")
+        return [dict(zip(columns, row)) for row in rows]
+
+    def bots(self) -> dict[str, dict[str, str]]:
+        """The open bot sessions by bot id (irctl worker's ``--name``): ``capacity`` (its free ``--jobs``
+        slots), ``max_capacity`` (its ``--jobs``), ``bot_status`` (1 = OK), ``lease_id``."""
+        columns = ("bot_id", "capacity", "max_capacity", "bot_status", "lease_id")
+        rows = self.sql(f"SELECT {', '.join(columns)} FROM bots")
+        return {row[0]: dict(zip(columns[1:], row[1:])) for row in rows}
 
 
 def start_server(cluster: Cluster, workdir: Path, timeout: float = 60.0) -> BuildGrid:
