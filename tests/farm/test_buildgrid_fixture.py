@@ -1,5 +1,7 @@
 """The BuildGrid fixtures every farm test stands on: the server answers, is REAPI v2 with SHA-256 and
-remote execution, accepts action-cache updates, listens on loopback only, and a fresh one is empty."""
+remote execution, accepts action-cache updates, listens on loopback only, a fresh one is empty, and the
+config re-queues a silent bot's lease within seconds. Checked with BuildGrid's own client and protos,
+not irctl's."""
 
 from __future__ import annotations
 

@@ -14,6 +14,8 @@ milliseconds), so an empty server costs only BuildGrid's start-up (~4-6 s).
   count executions.
 - ``workers`` (function): ``workers(url, cache_dir, name, jobs=1)`` starts an ``irctl worker`` and stops
   it after the test; ``start_worker``/``stop_worker`` are the same by hand.
+- ``server.jobs()`` / ``server.bots()``: what the server scheduled and which bots it has, read from its
+  database — independently of irctl's client (count executions, see a re-run after a lost lease).
 
 Where the venv or PostgreSQL is missing the tests are skipped with the reason — except in CI
 (``CI=true``), where that is a failure, so a broken runner cannot pass by skipping them.
@@ -46,7 +48,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "examples" / "buildgrid" / "build
 PG_USER = "irctl-test"  # setup.sh creates it; PostgreSQL will not run as root
 PG_ROLE = "bg"
 TEMPLATE_DB = "bgd_template"
-READY = "irctl worker: {name} ready"  # engineer E's worker prints exactly this on stderr once registered
+READY = "irctl worker: {name} ready"  # what `irctl worker` prints on stderr once its bot session exists
 
 
 def _pg_tool(name: str) -> str | None:
