@@ -278,7 +278,7 @@ def start_worker(url: str, cache_dir: Path, name: str, jobs: int = 1, timeout: f
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env=env, text=True, errors="replace")
     lines: list[str] = []
-    ready = threading.Event()
+    said_ready, settled = threading.Event(), threading.Event()
     expected = READY.format(name=name)
 
     def drain() -> None:  # keeps reading after "ready" so a chatty worker never blocks on a full pipe
@@ -286,12 +286,14 @@ def start_worker(url: str, cache_dir: Path, name: str, jobs: int = 1, timeout: f
         for line in proc.stdout:
             lines.append(line.rstrip("\n"))
             if line.strip() == expected:
-                ready.set()
-        ready.set()  # EOF: the worker exited; the caller sees it through poll()
+                said_ready.set()
+                settled.set()
+        settled.set()  # EOF: the worker exited without saying it
 
     threading.Thread(target=drain, name=f"worker-{name}", daemon=True).start()
     proc.lines = lines  # type: ignore[attr-defined]
-    if not ready.wait(timeout) or proc.poll() is not None:
+    settled.wait(timeout)
+    if not said_ready.is_set():
         stop_worker(proc)
         tail = "\n".join(lines[-30:])
         raise RuntimeError(f"irctl worker {name} did not say {expected!r} within {timeout:.0f}s "
