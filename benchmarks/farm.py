@@ -95,31 +95,29 @@ def phases(server: bg.BuildGrid, skip: int) -> dict[str, float]:
 
 
 def run(workers: int, args: argparse.Namespace, cluster: bg.Cluster, layout: Path, work: Path) -> dict:
-    server = bg.start_server(cluster, cluster.dir)
-    procs = []
-    try:
-        for i in range(workers):
-            procs.append(bg.start_worker(server.url, work / f"w{workers}-{i}", f"bench-{workers}-{i}", jobs=1))
-        ctx = work / "ctx"
-        ctx.mkdir(exist_ok=True)
-        build(ctx, layout, server.url, work / "client", args.steps, args.seconds)  # workers fetch the base
-        walls, spans, per_step = [], [], []
-        for _ in range(args.runs):
-            wall, events = build(ctx, layout, server.url, work / "client", args.steps, args.seconds)
-            steps = remote_steps(events)
-            if len(steps) != args.steps:
-                sys.exit(f"farm.py: expected {args.steps} RUN steps, progress showed {len(steps)}")
-            walls.append(wall)
-            spans.append(max(f for _, f, _ in steps) - min(s for s, _, _ in steps))
-            per_step.extend(f - s for s, f, _ in steps)
-            print(f"  {workers} workers: wall {wall:.2f}s, graph span {spans[-1]:.2f}s; on "
-                  + ", ".join(sorted({t for _, _, t in steps})), flush=True)
-        return {"workers": workers, "wall": statistics.median(walls), "span": statistics.median(spans),
-                "client step": statistics.median(per_step), "phases": phases(server, skip=args.steps)}
-    finally:
-        for proc in procs:
-            bg.stop_worker(proc)
-        server.stop()
+    with bg.running_server(cluster) as server:
+        procs = [bg.start_worker(server.url, work / f"w{workers}-{i}", f"bench-{workers}-{i}", jobs=1)
+                 for i in range(workers)]
+        try:
+            ctx = work / "ctx"
+            ctx.mkdir(exist_ok=True)
+            build(ctx, layout, server.url, work / "client", args.steps, args.seconds)  # workers fetch the base
+            walls, spans, per_step = [], [], []
+            for _ in range(args.runs):
+                wall, events = build(ctx, layout, server.url, work / "client", args.steps, args.seconds)
+                steps = remote_steps(events)
+                if len(steps) != args.steps:
+                    sys.exit(f"farm.py: expected {args.steps} RUN steps, progress showed {len(steps)}")
+                walls.append(wall)
+                spans.append(max(f for _, f, _ in steps) - min(s for s, _, _ in steps))
+                per_step.extend(f - s for s, f, _ in steps)
+                print(f"  {workers} workers: wall {wall:.2f}s, graph span {spans[-1]:.2f}s; "
+                      + ", ".join(sorted({t for _, _, t in steps})), flush=True)
+            return {"workers": workers, "wall": statistics.median(walls), "span": statistics.median(spans),
+                    "client step": statistics.median(per_step), "phases": phases(server, skip=args.steps)}
+        finally:
+            for proc in procs:
+                bg.stop_worker(proc)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ Where the venv or PostgreSQL is missing the tests are skipped with the reason â€
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -39,6 +40,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+
+from tests.support import skip_unless_ci
 
 VENV = Path(os.environ.get("IRCTL_BUILDGRID", "/opt/irctl-buildgrid"))
 BGD = VENV / "bin" / "bgd"
@@ -79,9 +82,7 @@ def require() -> None:
     """Skip (fail in CI) unless a BuildGrid server can be started here."""
     reason = missing()
     if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"BuildGrid: {reason}", pytrace=False)
-        pytest.skip(f"BuildGrid: {reason}")
+        skip_unless_ci("BuildGrid", reason)
 
 
 def _free_port() -> int:
@@ -241,6 +242,18 @@ def start_server(cluster: Cluster, workdir: Path, timeout: float = 60.0) -> Buil
     raise RuntimeError(f"BuildGrid did not come up; log tail:\n{last}")
 
 
+@contextlib.contextmanager
+def running_server(cluster: Cluster) -> Iterator[BuildGrid]:
+    """A server for the ``with`` block; afterwards stopped, its database dropped, its config and log gone."""
+    server = start_server(cluster, cluster.dir)
+    try:
+        yield server
+    finally:
+        server.stop()
+        cluster.drop_database(server.database)
+        server.log.unlink(missing_ok=True)
+
+
 def _wait_answering(server: BuildGrid, timeout: float) -> bool:
     """Poll a raw GetCapabilities (an empty request serialises to no bytes, so no protos are needed)."""
     import grpc
@@ -356,24 +369,15 @@ def buildgrid_cluster() -> Iterator[Cluster]:
 @pytest.fixture(scope="session")
 def buildgrid(buildgrid_cluster: Cluster) -> Iterator[BuildGrid]:
     """One BuildGrid server for the session: its action cache and CAS carry over from test to test."""
-    server = start_server(buildgrid_cluster, buildgrid_cluster.dir)
-    try:
+    with running_server(buildgrid_cluster) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def fresh_buildgrid(buildgrid_cluster: Cluster) -> Iterator[BuildGrid]:
     """An empty BuildGrid server for one test (no action cache, CAS, queue or bots), stopped afterwards."""
-    server = start_server(buildgrid_cluster, buildgrid_cluster.dir)
-    try:
+    with running_server(buildgrid_cluster) as server:
         yield server
-    finally:
-        server.stop()
-        buildgrid_cluster.drop_database(server.database)
-        for leftover in buildgrid_cluster.dir.glob(f"buildgrid-{server.port}.*"):
-            leftover.unlink()
 
 
 @pytest.fixture
