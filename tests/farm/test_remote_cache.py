@@ -216,3 +216,17 @@ def test_a_layer_holding_a_secret_value_is_never_uploaded(tmp_path, busybox_layo
     said = warnings(r.stderr)
     assert len(said) == 1 and "a secret value of this build into its layer" in said[0], r.stderr  # (said once)
     assert uploaded(client, tmp_path / "A") == {}  # neither the step nor the one on top of its layer
+
+
+def test_a_cache_to_carries_what_the_server_gave(tmp_path, busybox_layout, reapi_cache):
+    side = ("FROM base AS side\nRUN echo {name} > /side\nFROM base\n"
+            "RUN --mount=type=bind,from=side,target=/m cat /m/side > /got\n")
+    ctx = write(tmp_path / "ctx", {"Dockerfile": side.format(name=tmp_path.name)})
+    build(ctx, tmp_path / "A", busybox_layout, "--remote-cache", reapi_cache)
+    shared = tmp_path / "shared"  # B never fetches the side stage's layer: --cache-to fetches it from the server
+    b = build(ctx, tmp_path / "B", busybox_layout, "--remote-cache", reapi_cache,
+              "--cache-to", f"type=local,dest={shared},mode=max")
+    assert ran(b.stderr) == [] and "warning" not in b.stderr, b.stderr
+    assert "(mode=max): 3 results (3 with their layers), 2 layers;" in b.stderr, b.stderr
+    c = build(ctx, tmp_path / "C", busybox_layout, "--cache-from", f"type=local,src={shared}")
+    assert ran(c.stderr) == [] and "warning" not in c.stderr, c.stderr
