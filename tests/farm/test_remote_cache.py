@@ -117,6 +117,12 @@ def ctx(tmp_path: Path, request) -> Path:
 
 
 @pytest.fixture
+def reapi_cache(buildgrid) -> str:
+    """The session's BuildGrid (tests/support/buildgrid.py): each test's steps are its own."""
+    return buildgrid.url
+
+
+@pytest.fixture
 def client(reapi_cache: str):
     remote = Remote(parse_endpoint(reapi_cache, "test")[0])
     yield remote
