@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from irctl.errors import UserError
 
-REMOTE_CACHE_HELP = ("Look steps up in a REAPI server's action cache and upload results: grpc[s]://HOST:PORT"
-                     "[,instance=NAME][,upload=false].")
+REMOTE_CACHE_HELP = ("Look steps up in a REAPI server's action cache and upload what runs here: grpc://HOST:PORT "
+                     "(grpcs:// for TLS), with ,instance=NAME and ,upload=false (read only).")
 BOOLEANS = {"true": True, "false": False}
 
 

@@ -27,7 +27,7 @@ from backend.farm.cas import ensure_in_cas
 from backend.farm.results import ResultError, cache_action, decode_result, encode_result
 from backend.ops import secretscan
 from backend.reapi.client import Remote
-from backend.reapi.errors import RemoteError, Unreachable
+from backend.reapi.errors import BlobMismatch, BlobNotFound, RemoteError, Unreachable
 from backend.store.records import Output
 
 UPLOADERS = 2  # results uploaded at once (each mostly waits on the network or on gzip)
@@ -96,7 +96,7 @@ class ReapiCache:
             if result is None:
                 return None
             outputs, layers = decode_result(self.remote, result)
-        except ResultError as e:
+        except (ResultError, BlobNotFound, BlobMismatch) as e:  # this result's, not the server's fault
             self._warn(f"its result for {key[:19]}… is unusable ({_reason(e, self.name)}); running that step here")
             return None
         except RemoteError as e:

@@ -1,6 +1,7 @@
 """How ``--remote-cache`` meets a server it cannot fully use (``backend.farm.cache``), with a stand-in
 for the client: one that refuses action cache updates is read only, one without SHA256 is not used,
-one that fails mid-build is said once and then left alone; and the option's spelling (the CLI)."""
+one that fails mid-build is said once and then left alone, a result it lost is one miss; and the
+option's spelling (the CLI)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from backend.farm import FarmOptions
 from backend.farm import cache as farm_cache
 from backend.reapi.address import parse_endpoint
 from backend.reapi.client import Caps
-from backend.reapi.errors import RemoteError, Unreachable
+from backend.farm.results import RESULT_PATH
+from backend.reapi.digests import to_proto
+from backend.reapi.errors import BlobNotFound, RemoteError, Unreachable
+from backend.reapi.protos import remote_execution_pb2 as pb
 from tests.support.cli import irctl, write
 
 URL = "grpc://127.0.0.1:9"
@@ -91,3 +95,17 @@ def test_a_malformed_value_is_one_line_before_anything_runs(tmp_path, value, err
     r = irctl("build", "--cache-dir", tmp_path / "cache", "--remote-cache", value, ctx)
     assert r.code != 0 and error in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_result_whose_document_the_server_lost_is_one_miss(monkeypatch) -> None:
+    result = pb.ActionResult(output_files=[pb.OutputFile(path=RESULT_PATH, digest=to_proto(("sha256:" + "2" * 64, 9)))])
+
+    def read_bytes(self, digest, *, cap):
+        raise BlobNotFound(URL, f"blob {digest[0]} is not in the CAS")
+
+    monkeypatch.setattr(FakeRemote, "read_bytes", read_bytes, raising=False)
+    found, said = _connect(monkeypatch, lookup=result)
+    assert found.lookup(KEY) is None and found.lookup(KEY) is None
+    assert found.remote.lookups == 2  # the server is still asked: only that result is unusable
+    assert len(said) == 2 and all("is not in the CAS); running that step here" in s for s in said), said
+    found.close()
