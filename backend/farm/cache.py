@@ -170,7 +170,10 @@ class ReapiCache:
         with self._lock:
             pool, pending = self._pool, list(self._pending)
         for f in pending:
-            f.result()
+            try:
+                f.result()
+            except Exception as e:  # a fault of ours in an upload: said, never a failed build
+                self._warn(f"uploading a result failed ({type(e).__name__}: {e})")
         if pool is not None:
             pool.shutdown(wait=True)
         if self.uploaded:
