@@ -151,6 +151,9 @@ def test_early_cutoff_across_machines(tmp_path, busybox_layout, reapi_cache):
     assert steps(b.stderr) == {"COPY a.txt /a.txt": "DONE", "RUN wc -c < /a.txt > /len": "DONE",
                                "COPY --from=count /len /len": "CACHED", "RUN cat /len > /final": "CACHED"}, b.stderr
     assert f"cache {reapi_cache}: 3 steps imported" in b.stderr, b.stderr  # (and the image config)
+    (ctx / "b.txt").write_text("a file no step reads\n")  # the context changes, what COPY selects does not
+    c = build(ctx, tmp_path / "C", busybox_layout, "--remote-cache", reapi_cache)
+    assert ran(c.stderr) == [], c.stderr
 
 
 def test_an_unreachable_server_is_a_warning_and_a_local_build(tmp_path, ctx, busybox_layout):
