@@ -38,8 +38,8 @@ def ensure_in_cas(ws, remote, layer_ids: Iterable[str], *, source_date_epoch: in
 
 def _descriptor(ws, remote, lid: str, source_date_epoch: int | None) -> RemoteLayer:
     found = ws.images.remote_layer(lid)
-    if found is not None and found[1] == ("reapi", remote):
-        return found[0]  # named by a result of this server: its blob is there (or, fetched, here too)
+    if found is not None and found[1][0] == "reapi" and getattr(found[1][1], "endpoint", None) == remote.endpoint:
+        return found[0]  # named by a result of this server (any channel to it): its blob is there, or here
     pulled = ws.images.stored_blob(lid)
     if pulled is not None:
         return RemoteLayer(pulled.blob, MEDIA_TYPES[compression_named(pulled.media_type)], pulled.size, lid)
