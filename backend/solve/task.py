@@ -136,6 +136,8 @@ class OpTask:
             ws.store.record(key, rows)
             if self.ledger is not None:
                 self.ledger.keyed(key, rows)
+            if ws.remote:  # a live shared cache keeps it (--remote-cache: uploaded in the background)
+                ws.remote.ran(key, rows)
         if self.precompressor is not None:  # (a cache hit's layers are left to the export: a cheap
             self._precompress(step.digest, inputs, outs)  # lookup there, most often already stored)
         self._note(step, handler, "ran", key or "", parts, extra or "", [s.identity for s in outs])
