@@ -43,6 +43,7 @@ from backend.store.cache import CacheStore, default_root
 
 POLL_DEADLINE = 10.0  # an idle bot's long poll: BuildGrid answers within 80% of this (or of its keepalive);
 # short, so a stopping idle worker is not held in a poll for long
+NO_WAIT = 3.5  # a call deadline BuildGrid never long-polls under (80% of it is below its 3 s network timeout)
 BUSY_TICK = 1.0  # with a step running and a slot free: how often to ask for more work
 RETRY_MAX = 10.0  # backoff ceiling while the server does not answer
 LOST_AFTER = 3  # failed updates in a row after which the session is taken as gone and made again
@@ -155,7 +156,7 @@ class Worker:
         bot = bots_pb2.BotSession(bot_id=self.name, status=bots_pb2.OK)
         bot.worker.configs.add(key="capacity", value=str(self.jobs))
         try:
-            return self.remote.create_bot_session(bot)
+            return self.remote.create_bot_session(bot, timeout=NO_WAIT)  # ready at once; work comes with polls
         except RemoteError as e:
             raise WorkerError(f"irctl worker {self.name}: cannot open a bot session: {e}") from None
 
@@ -203,7 +204,8 @@ class Worker:
 
     def _work(self, lease: _Lease, payload) -> None:
         try:
-            outcome = run_leased(self.host, self.remote, self.name, payload, lease.cancel)
+            outcome = run_leased(self.host, self.remote, self.name, payload, lease.cancel,
+                                 accepted=lambda what: self.say(f"irctl worker: {self.name}: {what}: started"))
         except Exception as e:  # noqa: BLE001 - a bug of ours: the lease fails, the worker goes on
             traceback.print_exc()
             outcome = Outcome(status_pb2.Status(code=code_pb2.UNKNOWN,
@@ -230,7 +232,7 @@ class Worker:
         makes BuildGrid answer at once: it never long-polls under its network timeout)."""
         with self._lock:
             idle = not self._leases and not self.stop.is_set()
-        return POLL_DEADLINE if idle else 3.0
+        return POLL_DEADLINE if idle else NO_WAIT
 
     def _pace(self, took: float) -> None:
         """Between calls: a busy bot waits for a step to end, at most ``BUSY_TICK`` with a slot free,

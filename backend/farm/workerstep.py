@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from google.rpc import code_pb2, status_pb2
@@ -92,15 +93,18 @@ class OutputTail:
         return data[-TAIL_BYTES:]
 
 
-def run_leased(host, remote, worker: str, payload, cancel: threading.Event) -> Outcome:
+def run_leased(host, remote, worker: str, payload, cancel: threading.Event,
+               accepted: Callable[[str], None] = lambda description: None) -> Outcome:
     """Run the action a lease carries (``payload``: an ``Action`` or its ``Digest``, packed in Any)
-    in ``host`` (``backend.farm.worker.WorkerHost``); raises only on a bug of ours."""
+    in ``host`` (``backend.farm.worker.WorkerHost``); ``accepted(description)`` once the step passed
+    every check.  Raises only on a bug of ours."""
     tail = OutputTail()
     description = ""
     try:
         action = _action(remote, payload)
         step = _step(remote, action)
         description = step.description
+        accepted(description)
         return _run(host, remote, worker, step, tail, cancel)
     except Refused as e:
         return _failed(e.code, f"irctl worker {worker}: {e}", description)
