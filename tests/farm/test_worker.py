@@ -27,7 +27,7 @@ from backend.reapi.digests import message_digest, to_proto
 from backend.reapi.errors import RemoteError
 from backend.reapi.protos import remote_execution_pb2 as re_pb2
 from tests.support.baseimage import PATH_ENV, make_busybox_layout
-from tests.support.buildgrid import start_worker
+from tests.support.buildgrid import start_worker, stop_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -90,12 +90,11 @@ def worker(buildgrid, tmp_path_factory):
     """One worker for the module's tests (its log: ``worker.log``)."""
     proc = start_worker(buildgrid.url, tmp_path_factory.mktemp("w1") / "cache", "w1")
     yield proc
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=30)
+    assert stop_worker(proc) == 0
 
 
 def log_of(proc) -> str:
-    return Path(proc.log_path).read_text()
+    return "\n".join(proc.lines)
 
 
 def test_a_worker_runs_an_exec_step_and_returns_its_layer(buildgrid, base, worker):
