@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 from google.rpc import code_pb2, status_pb2
 
-from ir import ops as irops
 from ir.validate import check_op
 
 from backend.entitlements import Entitlements

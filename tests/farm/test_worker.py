@@ -7,10 +7,9 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import signal
-import subprocess
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -37,8 +36,8 @@ REFUSED, PRECONDITION = "refused the request", "refused (failed precondition)"  
 
 
 @pytest.fixture(scope="module")
-def base(buildgrid, tmp_path_factory) -> tuple[str, RemoteLayer]:
-    """The busybox image's one layer in the server's CAS, as a client describes a base image's layer."""
+def busybox(tmp_path_factory) -> tuple[Path, tuple[str, RemoteLayer]]:
+    """The busybox image's one layer: its blob file, and the layer as a client describes a base image's."""
     layout = make_busybox_layout(tmp_path_factory.mktemp("bb") / "layout")
     blobs = layout / "blobs" / "sha256"
     index = json.loads((layout / "index.json").read_text())
@@ -46,12 +45,21 @@ def base(buildgrid, tmp_path_factory) -> tuple[str, RemoteLayer]:
     config = json.loads((blobs / manifest["config"]["digest"][7:]).read_bytes())
     layer = manifest["layers"][0]
     diff_id = config["rootfs"]["diff_ids"][0]
-    remote = client(buildgrid.url)
-    try:
-        remote.upload_bytes((blobs / layer["digest"][7:]).read_bytes())
-    finally:
-        remote.close()
-    return diff_id, RemoteLayer(layer["digest"], layer["mediaType"], layer["size"], diff_id, "")
+    return blobs / layer["digest"][7:], (diff_id, RemoteLayer(layer["digest"], layer["mediaType"], layer["size"],
+                                                              diff_id, ""))
+
+
+def upload_base(url: str, busybox) -> tuple[str, RemoteLayer]:
+    """The base layer in the CAS of the server at ``url``."""
+    path, base = busybox
+    with client(url) as remote:
+        remote.upload_file(path, (base[1].blob, base[1].size))
+    return base
+
+
+@pytest.fixture(scope="module")
+def base(buildgrid, busybox) -> tuple[str, RemoteLayer]:
+    return upload_base(buildgrid.url, busybox)
 
 
 def client(url: str) -> Remote:
@@ -200,3 +208,115 @@ def test_after_a_refused_action_the_worker_runs_the_next(buildgrid, base, worker
     finally:
         remote.close()
     assert ": step.msgpack: refused: it uses the host's network (" in log_of(worker)  # logged with its reason
+
+
+class Executing:
+    """``execute`` in a thread of its own, so a test can act on the worker while the step runs."""
+
+    def __init__(self, url: str, step: RemoteStep) -> None:
+        self.response, self.error = None, None
+        self._thread = threading.Thread(target=self._run, args=(url, step), daemon=True)
+        self._thread.start()
+
+    def _run(self, url: str, step: RemoteStep) -> None:
+        try:
+            with client(url) as remote:
+                self.response = execute(remote, step)
+        except Exception as e:  # noqa: BLE001 - the test reads it
+            self.error = e
+
+    def result(self, timeout: float):
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the execution did not end"
+        if self.error is not None:
+            raise self.error
+        return self.response
+
+
+def wait_for(proc, text: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(text in line for line in proc.lines):
+        assert proc.poll() is None and time.monotonic() < deadline, log_of(proc)
+        time.sleep(0.05)
+
+
+def test_a_worker_killed_mid_step_gives_it_to_another_and_its_store_recovers(fresh_buildgrid, busybox, workers,
+                                                                            tmp_path):
+    url = fresh_buildgrid.url
+    base = upload_base(url, busybox)
+    first = workers(url, tmp_path / "k1", "k1")
+    running = Executing(url, exec_step(base, "sleep 3; echo finished", description="RUN sleep"))
+    wait_for(first, "irctl worker: k1: RUN sleep: started")
+    time.sleep(0.5)  # in the container by now
+    first.kill()
+    killed = time.monotonic()
+    first.wait()
+    second = workers(url, tmp_path / "k2", "k2")
+    response = running.result(timeout=60)
+    retried = time.monotonic() - killed
+    assert response.result.exit_code == 0 and response.result.stdout_raw == b"finished\n"
+    assert response.result.execution_metadata.worker == "k2"
+    # re-queued after the server's bot keepalive (5 s), then run again whole (3 s)
+    print(f"killed mid-step: the step ended on another worker {retried:.1f}s after the kill")
+    assert retried < 20
+    assert stop_worker(second) == 0
+    again = workers(url, tmp_path / "k1", "k1")  # the killed worker's store: recovered as a killed build's
+    with client(url) as remote:
+        assert execute(remote, exec_step(base, "echo again")).result.stdout_raw == b"again\n"
+    assert stop_worker(again) == 0
+    assert "0.0 MB of layers fetched" in log_of(again)  # its layer cache survived the kill
+    assert len(list((tmp_path / "k1" / "tmp").glob("s-*"))) == 0  # the dead session's work dir was reaped
+
+
+def test_sigterm_lets_the_running_step_finish_then_the_worker_exits_0(fresh_buildgrid, busybox, workers, tmp_path):
+    url = fresh_buildgrid.url
+    base = upload_base(url, busybox)
+    worker = workers(url, tmp_path / "t1", "t1")
+    running = Executing(url, exec_step(base, "sleep 2; echo finished", description="RUN sleep"))
+    wait_for(worker, "irctl worker: t1: RUN sleep: started")
+    worker.send_signal(signal.SIGTERM)
+    response = running.result(timeout=30)
+    assert response.result.stdout_raw == b"finished\n" and response.result.execution_metadata.worker == "t1"
+    assert worker.wait(timeout=20) == 0
+    assert log_of(worker).splitlines()[-1] == "irctl worker: t1 stopped"
+
+
+def test_a_second_sigterm_gives_the_step_back_to_the_server(fresh_buildgrid, busybox, workers, tmp_path):
+    """The step marks its run in a cache mount, the worker's own: the step given back runs again on a
+    worker with that store, which sees the mark (and does not sleep again)."""
+    url = fresh_buildgrid.url
+    base = upload_base(url, busybox)
+    cache = ops.Mount("/c", type="cache", cache=ops.CacheOptions(id="marks"))
+    step = exec_step(base, "if [ -e /c/mark ]; then echo second run; else touch /c/mark; sleep 60; fi",
+                     mounts=(cache,), description="RUN mark")
+    worker = workers(url, tmp_path / "a", "a1")
+    running = Executing(url, step)
+    wait_for(worker, "irctl worker: a1: RUN mark: started")
+    time.sleep(0.5)
+    worker.send_signal(signal.SIGTERM)
+    wait_for(worker, "finishing 1 running step(s)")
+    stopping = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    assert time.monotonic() - stopping < 10  # not the step's 60 s
+    assert "RUN mark: irctl worker a1 stopped before the step ended" in log_of(worker)
+    other = workers(url, tmp_path / "a", "a2")
+    response = running.result(timeout=60)
+    assert response.result.stdout_raw == b"second run\n" and response.result.execution_metadata.worker == "a2"
+    assert stop_worker(other) == 0
+
+
+def test_two_workers_keep_their_own_layer_cache(fresh_buildgrid, busybox, workers, tmp_path):
+    """Two machines in miniature: each fetches the base once into its own store; its next step on the
+    same base downloads nothing."""
+    url = fresh_buildgrid.url
+    base = upload_base(url, busybox)
+    one, two = workers(url, tmp_path / "c1", "c1"), workers(url, tmp_path / "c2", "c2")
+    for round_ in range(2):
+        runs = [Executing(url, exec_step(base, f"sleep 1; echo {round_}{i}", description=f"RUN {round_}{i}"))
+                for i in range(2)]
+        assert sorted(r.result(timeout=60).result.execution_metadata.worker for r in runs) == ["c1", "c2"]
+    for proc, cache in ((one, tmp_path / "c1"), (two, tmp_path / "c2")):
+        fetched = [line.rsplit(", ", 1)[1] for line in proc.lines if ": RUN " in line and "layers fetched" in line]
+        assert fetched == ["1.0 MB of layers fetched)"] + ["0.0 MB of layers fetched)"] * (len(fetched) - 1)
+        assert (cache / "layers" / base[0].removeprefix("sha256:")).is_dir()
