@@ -24,6 +24,7 @@ from backend.errors import BackendError
 from backend.oci.compression import MEDIA_TYPES
 from backend.oci.pull import RemoteLayer
 from backend.reapi.digests import Digest, digest_of, message_digest, to_proto
+from backend.reapi.protos import remote_execution_pb2 as pb
 
 FORMAT = "irctl.step.v1"
 MAX_STEP_BYTES = 16 << 20
@@ -162,8 +163,6 @@ def step_action(step: RemoteStep) -> tuple[Digest, dict[Digest, bytes]]:
     """The action that runs ``step`` on a worker and every blob it names but the layer blobs (which
     ``backend.farm.cas.ensure_in_cas`` put there): step.msgpack, the three Directories, the Command
     and the Action itself."""
-    from backend.reapi.protos import remote_execution_pb2 as pb
-
     blobs: dict[Digest, bytes] = {}
 
     def put(msg) -> Digest:
