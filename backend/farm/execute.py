@@ -86,10 +86,13 @@ class RemoteExecution:
         result = response.result
         worker = _printable(result.execution_metadata.worker) or "an unnamed worker"
         lines = Lines(step.log, ws.redactor)
-        for raw, digest in ((result.stdout_raw, result.stdout_digest), (result.stderr_raw, result.stderr_digest)):
-            lines(raw or (self._read(digest) if digest.hash else b""))
-            lines.flush()
+        lines(self._output(result.stdout_raw, result.stdout_digest))
+        lines.flush()
         if result.exit_code != 0:
+            said = _last_line(ws.redactor.text(self._output(result.stderr_raw, result.stderr_digest).decode(
+                "utf-8", "replace")))
+            if said:  # the worker's words for it: the very message a local run of the step gives
+                raise BuildError(said, output_tail=tuple(lines.tail), exit_code=result.exit_code)
             raise process_failed(op.exec.args, result.exit_code, tuple(lines.tail))
         try:
             outputs, found = decode_result(self.remote, result)
@@ -128,7 +131,10 @@ class RemoteExecution:
                 step.info(f"waited {time.monotonic() - step.started:.1f}s in the build farm's queue")
         return said
 
-    def _read(self, digest) -> bytes:
+    def _output(self, raw: bytes, digest) -> bytes:
+        """A result's stdout or stderr: inline, or read (capped) from the CAS."""
+        if raw or not digest.hash:
+            return raw
         try:
             return self.remote.read_bytes(from_proto(digest), cap=MAX_OUTPUT)
         except BackendError as e:  # (RemoteError, or a digest no server should send)
@@ -142,6 +148,12 @@ def _layer_ids(ws: Workspace, snap: Snapshot) -> list[str]:
     return [layer_id_of(p) for p in snap.layers]
 
 
-def _printable(name: str) -> str:
-    """A worker's name as the server says it: one short line of printable text."""
-    return "".join(c for c in name if c.isprintable())[:100]
+def _last_line(text: str) -> str:
+    """The last non-empty line of ``text``, printable and cut: one line of an error report."""
+    found = next((line for line in reversed(text.splitlines()) if line.strip()), "")
+    return _printable(found, 500)
+
+
+def _printable(name: str, most: int = 100) -> str:
+    """``name`` as a server says it: one short line of printable text."""
+    return "".join(c for c in name if c.isprintable())[:most]
