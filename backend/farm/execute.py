@@ -26,6 +26,7 @@ from backend.output import Lines
 from backend.reapi.client import Remote, RemoteError
 from backend.reapi.digests import from_proto
 from backend.result import Snapshot
+from backend.runtime.container import Cancelled
 
 MAX_OUTPUT = 4 << 20  # bytes of a step's output read back (a worker sends the tail only)
 QUEUE_SAID = 0.5  # seconds in the server's queue worth a line
@@ -75,13 +76,14 @@ class RemoteExecution:
             sent = RemoteStep(op, ids, {lid: layers[lid] for i in ids for lid in i}, handler.network(ws.options),
                               step.description, key)
             action, blobs = step_action(sent)
-            for d in self.remote.find_missing(list(blobs)):
-                self.remote.upload_bytes(blobs[d])
+            self.remote.upload_blobs({d: blobs[d] for d in self.remote.find_missing(list(blobs))})
             step.event("started")
             step.started = time.monotonic()
             response = self.remote.execute(action, skip_cache_lookup=False, on_stage=self._stage(step),
                                            cancel=ws.cancel)
         except RemoteError as e:
+            if ws.cancel.is_set():  # a sibling failed: this one was only stopped
+                raise Cancelled("build cancelled") from None
             raise BuildError(f"--remote: {e}") from None
         result = response.result
         worker = _printable(result.execution_metadata.worker) or "an unnamed worker"
