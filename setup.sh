@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 packages=(runc busybox-static docker-registry skopeo umoci uidmap fuse-overlayfs openssh-client git bubblewrap slirp4netns
-          qemu-user-static binfmt-support)
+          qemu-user-static binfmt-support postgresql)
 # The arm64 test base is Debian's busybox-static:arm64 (apt-get download below): dpkg must know the
 # architecture for apt to list its packages (the sources themselves are left as they are).
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
@@ -36,6 +36,18 @@ fi
 # docker-registry's Debian package starts a system service on :5000; the tests start their own
 # registries on free loopback ports, so the system one is not needed.
 systemctl disable --now docker-registry >/dev/null 2>&1 || true
+# Debian's postgresql package starts a system cluster; the farm tests make their own throwaway one
+# (tests/support/buildgrid.py), so the system one is not needed either.
+systemctl disable --now postgresql >/dev/null 2>&1 || true
+# BuildGrid, the REAPI server the farm tests (tests/farm) run irctl's remote cache and execution against,
+# in a venv of its own: it requires lark-parser, which would clobber irctl's lark. Pinned, with the
+# PostgreSQL driver its scheduler needs; checked by importing both, so a second run costs ~0.3 s.
+buildgrid=${IRCTL_BUILDGRID:-/opt/irctl-buildgrid}
+if ! "$buildgrid/bin/python" -c 'import importlib.metadata as m, psycopg2
+assert m.version("buildgrid") == "0.4.4"' >/dev/null 2>&1; then
+  python3 -m venv "$buildgrid"
+  "$buildgrid/bin/pip" install -q --disable-pip-version-check 'buildgrid==0.4.4' 'psycopg2-binary==2.9.13'
+fi
 # An unprivileged user with subordinate ids: tests/rootless run the same builds as this user.
 id irctl-test >/dev/null 2>&1 || useradd -m -s /bin/sh irctl-test
 grep -q '^irctl-test:' /etc/subuid || usermod --add-subuids 300000-365535 irctl-test

@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 
 from backend.errors import BuildError
-from irctl import caching, debugging, metadata
+from irctl import caching, debugging, metadata, remoting
 from irctl import options as opt
 from irctl.errors import UserError, user_errors
 from irctl.exporting import export, precompress_needs
@@ -64,6 +64,8 @@ def build(
                                          "type=registry,ref=REF | type=local,src=DIR | REF (repeatable)."),
     cache_to: List[str] = typer.Option([], "--cache-to", help="Write a shared cache: type=registry,ref=REF | "
                                        "type=local,dest=DIR | type=inline, with mode=min|max, mounts=ID,… (repeatable)."),
+    remote_cache: Optional[str] = typer.Option(None, "--remote-cache", help=remoting.REMOTE_CACHE_HELP),
+    remote: Optional[str] = typer.Option(None, "--remote", help=remoting.REMOTE_HELP),
     provenance: Optional[str] = typer.Option(None, "--provenance", help="Attach a SLSA provenance: true, false, "
                                              "mode=min|max (default: none)."),
     sbom: Optional[str] = typer.Option(None, "--sbom", help="Attach an SPDX SBOM read from the image's package "
@@ -137,6 +139,7 @@ def build(
         destinations = plat.outputs_by_target(outputs, tags, targets)
         cache_imports, cache_exports = caching.imports(cache_from), caching.exports(cache_to)
         ledger = caching.ledger_for(cache_exports)
+        farm = remoting.farm_options(remote_cache, caching.source_date_epoch(), remote)
         compiled, root, wanted = _compile(context, file, frontend, targets, wanted_platforms, opt.build_args(build_arg),
                                           named, tuple(insecure_registry), cache_dir, pull,
                                           None if check else memo_opts, warn=not check, **shape)
@@ -156,7 +159,7 @@ def build(
         snapshots = _solve(compiled.document, [r.name for r in wanted], context, named, opt.secrets(secret),
                            opt.ssh_agents(ssh), jobs, no_cache, granted, tuple(insecure_registry), progress, root,
                            scans, network, record, explain, debug, precompress_needs(outputs), cache_imports, ledger,
-                           _stage_filter(no_cache_filter, compiled.document), shell)
+                           _stage_filter(no_cache_filter, compiled.document), shell, farm)
         memo_key = None
         if not frontend:
             layers = [str(p) for p in plat.all_layers(snapshots).layers]
@@ -216,7 +219,7 @@ def _compile(context, file, frontend, targets, platforms, build_args, named, ins
 
 def _solve(doc, names, context, named, secrets, ssh, jobs, no_cache, granted, insecure, progress, root, scans,
            network, record, explain, debug=False, precompress=(), cache_from=(), ledger=None,
-           no_cache_groups=frozenset(), shell=None):
+           no_cache_groups=frozenset(), shell=None, farm=None):
     from backend.solve.solver import SolveOptions, solve  # lazy: --help imports every command module (~110 ms)
     from irctl.progress import renderer  # lazy: as the solver (~5 ms)
 
@@ -225,7 +228,7 @@ def _solve(doc, names, context, named, secrets, ssh, jobs, no_cache, granted, in
                            oci_layouts=named.oci_layouts, secrets=secrets, ssh=ssh, no_cache=no_cache,
                            entitlements=granted, insecure_registries=insecure, on_event=render,
                            context_scans=scans, network=network, record=record, precompress=precompress,
-                           cache_from=cache_from, ledger=ledger, no_cache_groups=no_cache_groups)
+                           cache_from=cache_from, ledger=ledger, no_cache_groups=no_cache_groups, farm=farm)
     render = options.on_event = debugging.attach(options, shell, render)
     if jobs > 0:
         options.jobs = jobs

@@ -125,6 +125,11 @@ def _export_one(spec, snapshot, ledger, doc, store, insecure: tuple[str, ...], e
         kind, where = origin
         if kind == "registry":
             registry_client().fetch_blob(where, digest, size)
+        elif kind == "reapi":  # a --remote-cache hit's layer (that solve's connection is closed by now)
+            from backend.reapi.client import Remote  # lazy: grpc, only with --remote-cache
+
+            with Remote(where.endpoint) as remote, remote.open_blob((digest, size)) as f:
+                store.blobs.ingest(f, digest, size)
         else:
             with OCILayout(where) as layout, layout.open_blob(digest) as f:
                 store.blobs.ingest(f, digest, size)

@@ -10,6 +10,8 @@ from tests.support import e2e_skip_reason
 from tests.support.baseimage import make_busybox_layout, make_busybox_rootfs
 from tests.support.arm64 import arm64_layout, multiarch_ref  # noqa: F401  (session fixtures: arm64 busybox)
 from tests.support.registry import registry  # noqa: F401  (session fixture: "127.0.0.1:PORT")
+from tests.support.buildgrid import (  # noqa: F401  (BuildGrid on loopback: session, per test; irctl workers)
+    buildgrid, buildgrid_cluster, fresh_buildgrid, workers)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -14,7 +14,10 @@ Layers of a shared cache (``--cache-from``, ``backend.remotecache``) come the sa
 the registry or directory that holds the cache: such a layer is named by the tree digest of the
 build that made it, so it is used only once its blob hashes to its digest, its tar to its diff_id
 and the extracted tree to its name.  When one cannot be had, ``LayerUnavailable`` says so, naming
-the cache, and the solver builds again without what that cache promised.
+the cache, and the solver builds again without what that cache promised.  A REAPI server's CAS
+(``--remote-cache``, ``backend.farm``) is such a cache too: its blobs are streamed (ByteStream) into
+the blob store, which checks their digest; a layer it names by its diff_id (a base image's, sent as
+the image's own blob) is checked by its tar alone.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.errors import LayerError, SolveError
+from backend.errors import BackendError, LayerError, SolveError
 from backend.store.blobs import BlobError, CompressedBlob
 from backend.store.cache import CacheStore
 from backend.events import Callback, Meter, MeteredReader
@@ -38,7 +41,7 @@ from backend.oci.mountdir import overlay_lookalike
 from backend.oci.reference import RegistryError, parse_reference
 from backend.snapshot.layertree import layer_tree_digest
 
-Origin = tuple[str, object]  # ("registry", Reference) or ("layout", Path): where a blob can be fetched
+Origin = tuple[str, object]  # ("registry", Reference), ("layout", Path) or ("reapi", Remote): where a blob is
 Owner = tuple[str, str, str]  # the source op a layer's progress is shown under: (digest, description, group)
 NO_OWNER: Owner = ("", "", "")
 LAYER_WORKERS = 4  # layers fetched and unpacked at once (downloads wait on the network, unpacking on disk)
@@ -240,6 +243,17 @@ class ImageResolver:
         with self._lock:
             return self._remote.get(layer_id)
 
+    def stored_blob(self, layer_id: str) -> ImageLayer | None:
+        """The blob an image's layer (by diff_id) was pulled as, fetched into the blob store if only
+        its registry has it; None for a layer no image named."""
+        found = self.store.layer_blob(layer_id)
+        if found is None:
+            return None
+        blob, media_type, size = found
+        if not self.store.blobs.has(blob):
+            self._fetch(blob, size)
+        return ImageLayer(layer_id, blob, media_type, size)
+
     def set_owner(self, layer_id: str, owner: Owner) -> None:
         """Show the fetch of a shared cache's layer under ``owner`` (the step it was a hit for)."""
         with self._lock:
@@ -323,14 +337,16 @@ class ImageResolver:
         self.store.blobs.record_compressed(diff_id, comp, CompressedBlob(blob, size, MEDIA_TYPES[comp]))
 
     def _extract_remote(self, layer_id: str, x: RemoteLayer, origin: Origin, dest: Path) -> None:
-        """A shared cache's layer: its blob, tar and tree each checked against what names it."""
+        """A shared cache's layer: its blob, tar and tree each checked against what names it (one named
+        by its diff_id, a base image's layer, by its tar: that is what its name says)."""
+        by_tar = layer_id == x.diff_id
         try:
-            tree = self._unpack_remote(x, origin, dest, f"extracting {x.blob}", tree=True)
-            if tree != layer_id:
+            tree = self._unpack_remote(x, origin, dest, f"extracting {x.blob}", tree=not by_tar)
+            if not by_tar and tree != layer_id:
                 raise LayerError(f"its blob {x.blob} unpacks to the tree {tree}, not the layer it names")
             with self.store.blobs.open(x.blob) as f:
                 comp = sniff_compression(f.read(4))  # the bytes, not the cache's label, say how it is packed
-            own = _own_diff_id(dest, x.variant)
+            own = None if by_tar else _own_diff_id(dest, x.variant)
         except (LayerError, BlobError, OSError) as e:
             raise LayerUnavailable(f"layer {layer_id} from {_where(origin)}: {e}", origin) from None
         size = self.store.blobs.size(x.blob)  # (a blob already here was never checked against the cache's size)
@@ -381,12 +397,23 @@ class ImageResolver:
         try:
             if kind == "registry":
                 self.client().fetch_blob(where, blob, size or None, progress=meter)
+            elif kind == "reapi":
+                self._fetch_reapi(where, blob, size, meter)
             else:
                 with OCILayout(where) as layout, layout.open_blob(blob) as f:  # type: ignore[arg-type]
                     self.store.blobs.ingest(MeteredReader(f, meter), blob, size or None)  # type: ignore[arg-type]
         except RegistryError as e:
             raise SolveError(f"pulling layer {blob}: {e}") from None
         meter.finish()
+
+    def _fetch_reapi(self, remote, blob: str, size: int, meter: Meter) -> None:
+        """Stream a blob from a REAPI server's CAS (``backend.reapi.client.Remote``) into the blob store,
+        which checks its digest and size."""
+        try:
+            with remote.open_blob((blob, size)) as f:
+                self.store.blobs.ingest(MeteredReader(f, meter), blob, size)  # type: ignore[arg-type]
+        except BackendError as e:  # RemoteError (grpc: not imported here) or a digest mismatch
+            raise SolveError(f"pulling layer {blob}: {e}") from None
 
 
 def _own_diff_id(layer_dir: Path, variant: str) -> str | None:
@@ -402,4 +429,6 @@ def _own_diff_id(layer_dir: Path, variant: str) -> str | None:
 
 def _where(origin: Origin) -> str:
     kind, where = origin
+    if kind == "reapi":
+        return f"--remote-cache {where.endpoint.url}"  # type: ignore[attr-defined]
     return f"cache {where}" if kind == "registry" else f"cache directory {where}"

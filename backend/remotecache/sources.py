@@ -5,6 +5,12 @@ or an image's config (an inline cache) — never a layer; layers come later, onl
 (``backend.oci.pull.ImageResolver``).  A cache that is missing, unreadable, corrupt, written by
 another irctl version or for another platform is left out with a warning: a cache never fails a
 build.  Several caches may be given; for each key the first that has it answers.
+
+A cache that is asked key by key instead (a REAPI server's action cache, ``backend.farm.cache``)
+joins as a *live* source, consulted after the loaded caches: an object with ``name``, ``flag`` (the
+option that named it), ``origin``, ``lookup(key)`` (the outputs, their layers made known to the
+image resolver by the source itself, or None) and ``ran(key, outputs)`` (a step that ran here; the
+source may keep its result).  The solver composes them: this module knows none.
 """
 
 from __future__ import annotations
@@ -38,23 +44,35 @@ class LoadedCache:
     name: str  # as the user wrote it
     origin: Origin  # where its blobs are fetched from
     config: CacheConfig
+    flag = "--cache-from"  # the option that named it (in warnings)
 
 
 class RemoteCache:
-    """The caches of one build, first given first."""
+    """The caches of one build, first given first; the live sources after them."""
 
-    def __init__(self, caches: Sequence[LoadedCache]) -> None:
+    def __init__(self, caches: Sequence[LoadedCache], live: Sequence = ()) -> None:
         self.caches = list(caches)
+        self.live = list(live)
+        self.keeping: list = []  # live sources dropped for lookups, still told what ran
 
     def __bool__(self) -> bool:
-        return bool(self.caches)
+        return bool(self.caches or self.live)
 
-    def lookup(self, key: str) -> tuple[tuple[Output, ...], LoadedCache] | None:
+    def lookup(self, key: str) -> tuple[tuple[Output, ...], object] | None:
         for c in self.caches:
             found = c.config.records.get(key)
             if found is not None:
                 return found, c
+        for source in self.live:
+            got = source.lookup(key)
+            if got is not None:
+                return got, source
         return None
+
+    def ran(self, key: str, outputs: Sequence[Output]) -> None:
+        """A step ran here and its ``outputs`` are filed under ``key``: for the live sources to keep."""
+        for source in [*self.live, *self.keeping]:
+            source.ran(key, outputs)
 
     def selection(self, identity: str, action: str) -> str | None:
         for c in self.caches:
@@ -64,11 +82,17 @@ class RemoteCache:
         return None
 
     def drop(self, origin: Origin) -> LoadedCache | None:
-        """Stop using the cache at ``origin`` (it failed the build); returns it."""
+        """Stop taking results from the cache at ``origin`` (it failed the build); returns it.  A live
+        source dropped still keeps what runs here (what it gave was wrong; what it is given is not)."""
         for c in self.caches:
             if c.origin == origin:
                 self.caches.remove(c)
                 return c
+        for source in self.live:
+            if source.origin == origin:
+                self.live.remove(source)
+                self.keeping.append(source)
+                return source
         return None
 
 

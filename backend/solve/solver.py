@@ -28,6 +28,7 @@ from ir.validate import check_graph
 from backend.entitlements import Entitlements
 from backend.errors import GrantError, SolveError
 from backend.events import Event
+from backend.farm import FarmOptions
 from backend.fs import safefs
 from backend.oci.layout import Platform
 from backend.oci.precompress import Precompressor, image_chain
@@ -85,6 +86,8 @@ class SolveOptions:
     ledger: CacheLedger | None = None
     # --on-error=shell: a shell in the first failed RUN step's container (backend.ops.debugshell.DebugShell)
     debug_shell: object = None
+    # a REAPI server: its action cache as a shared cache (--remote-cache), remote execution (--remote)
+    farm: FarmOptions | None = None
 
 
 def solve(doc: irops.Document, targets: list[str] | None = None, options: SolveOptions | None = None
@@ -180,27 +183,41 @@ class Solver:
             images = ImageResolver(store, insecure=tuple(self.options.insecure_registries), emit=self.emit)
             executor = self.options.executor or OCIExecutor(
                 state_dir, memo=store.root / "runtime.probe", scratch=work, private_network="default" in networks)
+            ws = None
             try:
                 snapshotter = detect_snapshotter(store.tmp_dir, probe_dir=work, memo=store.root / "snapshotter.probe")
                 ws = Workspace(store=store, work=work, state_dir=state_dir, snapshotter=snapshotter,
                                options=self.options, images=images, emit=self.emit, cancel=threading.Event(),
                                redactor=self.redactor, executor=executor,
-                               exec_slots=threading.Semaphore(max(1, self.options.jobs)),
-                               remote=self._shared_caches(images))
+                               exec_slots=threading.Semaphore(max(1, self.options.jobs)))
+                ws.remote = self._shared_caches(ws)
+                if farm is not None:
+                    farm.share(ws.remote)
                 self.emit(_snapshotter_event(snapshotter.name))
                 return self._run(targets, deps, handlers, ws, bool(networks), farm)
             finally:
+                if ws is not None and ws.remote:
+                    for source in [*ws.remote.live, *ws.remote.keeping]:  # uploads joined, servers let go
+                        source.close()
                 images.close()
                 executor.close()  # runtime state lives in state_dir
                 safefs.rmtree(state_dir, ignore_errors=True)
 
-    def _shared_caches(self, images: ImageResolver) -> RemoteCache | None:
+    def _shared_caches(self, ws: Workspace) -> RemoteCache | None:
         """The ``--cache-from`` caches that can be read (the others are warned about), their layers
-        and cache mounts made known to ``images``; None without ``--cache-from``."""
-        if not self.options.cache_from:
+        and cache mounts made known to the image resolver, then the ``--remote-cache`` server if it
+        can serve (``backend.farm.cache``); None without either."""
+        farm = self.options.farm
+        if not self.options.cache_from and (farm is None or farm.cache is None):
             return None
+        images = ws.images
         remote = load(self.options.cache_from, client=images.client, platform=Platform.host(),
                       warn=lambda text: self.emit(Event("info", text=text)))
+        if farm is not None and farm.cache is not None:
+            from backend.farm.cache import connect  # lazy: grpc (~0.1 s to import) only with --remote-cache
+
+            found = connect(farm, ws, self.emit)
+            remote.live += [found] if found is not None else []
         for c in remote.caches:
             images.add_remote(c.config.layers, c.config.mounts, c.origin)
             self.emit(Event("info", text=f"cache {c.name}: {len(c.config.records)} results, {len(c.config.layers)} "
@@ -273,7 +290,7 @@ class Solver:
             ws.images.forget_remote(dropped.origin)
             for c in remote.caches:  # what the dropped cache named first, the next one to name it supplies
                 ws.images.add_remote(c.config.layers, c.config.mounts, c.origin)
-            self.emit(Event("info", text=f"warning: --cache-from {dropped.name}: {e}; building on without it"))
+            self.emit(Event("info", text=f"warning: {dropped.flag} {dropped.name}: {e}; building on without it"))
         elif key_only:
             self.emit(Event("info", text="a step needs the files of a result a shared cache holds only by key "
                                          "(mode=min); building it again"))

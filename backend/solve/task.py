@@ -152,6 +152,8 @@ class OpTask:
                 for lid in (lid for r in rows for lid in r.layers) if farm is not None else ():
                     if (x := ws.images.remote_layer(lid)) is not None:  # (a --cache-to names the farm's blob)
                         self.ledger.remote_layer(lid, x)
+            if ws.remote:  # a live shared cache keeps it (--remote-cache: uploaded in the background; a
+                ws.remote.ran(key, rows)  # remote step's layers are in its CAS already: its result only)
         if self.precompressor is not None and farm is None:  # (a cache hit's layers, or a farm's, are left
             self._precompress(step.digest, inputs, outs)  # to the export: a cheap lookup there, most often stored)
         self._note(step, handler, "ran", key or "", parts, extra or "", [s.identity for s in outs])

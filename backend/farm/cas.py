@@ -1,0 +1,50 @@
+"""Put layers in a REAPI server's CAS: a blob and a descriptor for every layer a result names.
+
+Where a layer's blob comes from depends on where the layer came from: one a REAPI result named is
+already in that server's CAS; a base image's layer (its id is its diff_id) is sent as the very blob
+the image was pulled as, so a reader checks it by its tar alone, as the image's own; a layer this
+machine built is compressed as the export compresses it (``write_layer_to_store``: gzip, the same
+memo, so an export or a ``--cache-to`` after it reuses the blob).  Only the blobs the server lacks
+are sent (``FindMissingBlobs``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from backend.errors import BackendError
+from backend.oci.compression import MEDIA_TYPES, compression_named
+from backend.oci.layerstore import write_layer_to_store
+from backend.oci.pull import RemoteLayer
+
+COMPRESSION = "gzip"  # what every client and worker writes, so their blobs of one layer are one blob
+
+
+def ensure_in_cas(ws, remote, layer_ids: Iterable[str], *, source_date_epoch: int | None = None
+                  ) -> dict[str, RemoteLayer]:
+    """A descriptor for every layer of ``layer_ids`` (``ws``: the solve's workspace, its store and
+    image resolver), each blob in ``remote``'s CAS afterwards.  Raises ``RemoteError`` (the server)
+    or ``BackendError``/``OSError`` (a layer that cannot be had here)."""
+    layers: dict[str, RemoteLayer] = {}
+    for lid in dict.fromkeys(layer_ids):
+        layers[lid] = _descriptor(ws, remote, lid, source_date_epoch)
+    blobs = {(x.blob, x.size) for x in layers.values()}
+    for blob, size in sorted(remote.find_missing(blobs)):
+        if not ws.store.blobs.has(blob):  # a result of this server named it, and the server lost it since
+            raise BackendError(f"layer blob {blob} is neither on the server nor here")
+        remote.upload_file(ws.store.blobs.path(blob), (blob, size))
+    return layers
+
+
+def _descriptor(ws, remote, lid: str, source_date_epoch: int | None) -> RemoteLayer:
+    found = ws.images.remote_layer(lid)
+    if found is not None and found[1][0] == "reapi" and getattr(found[1][1], "endpoint", None) == remote.endpoint:
+        return found[0]  # named by a result of this server (any channel to it): its blob is there, or here
+    pulled = ws.images.stored_blob(lid)
+    if pulled is not None:
+        return RemoteLayer(pulled.blob, MEDIA_TYPES[compression_named(pulled.media_type)], pulled.size, lid)
+    if found is not None and not ws.store.has_layer(lid):  # another shared cache's, never fetched
+        ws.images.ensure_layer(lid)
+    b = write_layer_to_store(ws.store.layer_path(lid), ws.store.blobs, compression=COMPRESSION,
+                             source_date_epoch=source_date_epoch, diff_id=lid)
+    return RemoteLayer(b.digest, b.media_type, b.size, b.diff_id, f"sde={source_date_epoch}")
