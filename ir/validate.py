@@ -99,12 +99,7 @@ def _check_graph(doc: ops.Document) -> list[IRError]:
     alike: dict[str, str] = {}
     for digest, op in doc.ops.items():
         kind = kinds[digest]
-        n_in = len(op.inputs)
-        lo, hi = INPUT_COUNT[kind]
-        if n_in < lo or (hi is not None and n_in > hi):
-            want = f"exactly {lo}" if lo == hi else f"at least {lo}"
-            article = "an" if kind[0] in "aeiou" else "a"
-            err(f"{article} {kind} op takes {want} input(s), has {n_in}", f"{op_path(digest)}.inputs")
+        _input_count(kind, len(op.inputs), digest, err)
         for i, ref in enumerate(op.inputs):
             n = n_outputs.get(ref.op)
             if n is None or not 0 <= ref.output < n:
@@ -128,6 +123,32 @@ def _check_graph(doc: ops.Document) -> list[IRError]:
     if not errors:
         _check_acyclic(doc, err)
     return errors
+
+
+def check_op(op: ops.Op) -> list[IRError]:
+    """The checks every reader applies to each op of a graph, for one op that arrives alone (a build
+    farm worker's step): its kind's rules, its input count and each mount's input in range.  What
+    needs the graph (refs resolving, outputs of the ops it reads, cycles) is the sender's to check."""
+    errors: list[IRError] = []
+
+    def err(msg: str, path: str) -> None:
+        errors.append(ValidationError(msg, path))
+
+    digest = codec.op_digest(op)
+    kind = op.kind
+    if kind == "exec":
+        _outputs(op, digest, err)
+    _input_count(kind, len(op.inputs), digest, err)
+    _CHECKS[kind](getattr(op, kind), op, digest, err)
+    return errors
+
+
+def _input_count(kind: str, n_in: int, digest: str, err) -> None:
+    lo, hi = INPUT_COUNT[kind]
+    if n_in < lo or (hi is not None and n_in > hi):
+        want = f"exactly {lo}" if lo == hi else f"at least {lo}"
+        article = "an" if kind[0] in "aeiou" else "a"
+        err(f"{article} {kind} op takes {want} input(s), has {n_in}", f"{op_path(digest)}.inputs")
 
 
 def _outputs(op: ops.Op, digest: str, err) -> int:

@@ -15,6 +15,7 @@ import typer
 COMMANDS = {
     "build": "build", "compile": "compile", "solve": "solve", "dump": "dump", "validate": "validate",
     "cache": "cache", "frontends": "frontends_cmd", "dockerfile": "dockerfile_cmd", "debug": "debug_cmd",
+    "worker": "worker_cmd",
 }
 
 

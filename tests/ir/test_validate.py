@@ -91,3 +91,23 @@ def test_many_dangling_refs_cost_linear_time() -> None:
     errors = validate.check_graph(doc)
     assert time.monotonic() - t0 < 3
     assert sum("which is not in the document" in str(e) for e in errors) == n
+
+
+def test_check_op_applies_a_graphs_per_op_checks_to_one_op_alone() -> None:
+    """A worker receives one op without its graph: inputs need not resolve, but the op's own rules,
+    its input count and each mount's input index are checked as a graph reader checks them."""
+    assert validate.check_op(exec_op(B)) == []
+    bad = ops.Op(inputs=(ops.Ref(B),), exec=ops.ExecOp(args=(), cwd="rel", mounts=(
+        ops.Mount("/", input=0, output=0), ops.Mount("/src", input=1), ops.Mount("/o", input=0, output=2))))
+    path = validate.op_path(validate.codec.op_digest(bad))
+    assert [str(e) for e in validate.check_op(bad)] == [
+        f"{path}.exec.mounts: mount outputs must be numbered 0..n-1 without gaps or repeats, got [0, 2]",
+        f"{path}.exec.args: args must not be empty",
+        f"{path}.exec.cwd: cwd must be an absolute path",
+        f"{path}.exec.mounts[1].input: input 1 out of range (1 inputs)",
+    ]
+    alone = ops.Op(exec=exec_op(B).exec)
+    path = validate.op_path(validate.codec.op_digest(alone))
+    assert [str(e) for e in validate.check_op(alone)] == [
+        f"{path}.inputs: an exec op takes at least 1 input(s), has 0",
+        f"{path}.exec.mounts[0].input: input 0 out of range (0 inputs)"]
