@@ -18,7 +18,7 @@ step started → last finished, the client's JSON progress), which is the wall t
 (frontend, base image, the final COPYs and export); the ideal; both ratios; and the overhead per remote
 step, (wall − ideal) ÷ steps as the issue defines it and (span − ideal) ÷ rounds (rounds = steps ÷
 workers: a round's overhead is what each step adds to the critical path). Where it goes, from
-the REAPI ``ExecutedActionMetadata`` the worker reports (BuildGrid keeps it in each operation):
+the REAPI ``ExecutedActionMetadata`` the worker reports (BuildGrid keeps it in its ``jobs`` table):
 queued (client's Execute → a worker took the lease: BuildGrid's assigner and the bot's long-poll),
 input fetch (step envelope and layers from the CAS), execution (the step's container, incl. its
 start-up), output upload (result blobs to the CAS), and what is left of the client's step time
@@ -46,26 +46,12 @@ from tests.support.baseimage import make_busybox_layout  # noqa: E402
 
 IRCTL = [sys.executable, "-m", "irctl"]
 
-# Run in BuildGrid's venv (its protos): every finished operation's worker timestamps, as seconds.
-OPERATIONS = """
-import json, sys, grpc
-from buildgrid._protos.google.longrunning import operations_pb2, operations_pb2_grpc
-from buildgrid._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re
-stub = operations_pb2_grpc.OperationsStub(grpc.insecure_channel(sys.argv[1]))
-out, token = [], ""
-while True:
-    page = stub.ListOperations(operations_pb2.ListOperationsRequest(name="", page_size=1000, page_token=token), timeout=60)
-    for op in page.operations:
-        if op.done and op.response.Is(re.ExecuteResponse.DESCRIPTOR):
-            resp = re.ExecuteResponse(); op.response.Unpack(resp)
-            meta = resp.result.execution_metadata
-            out.append({"worker": meta.worker, **{f.name: getattr(meta, f.name).ToNanoseconds() / 1e9
-                        for f in meta.DESCRIPTOR.fields if f.message_type and f.message_type.name == "Timestamp"}})
-    token = page.next_page_token
-    if not token:
-        break
-print(json.dumps(out))
-"""
+# Each phase of a remote step, from the ExecutedActionMetadata timestamps BuildGrid keeps per job.
+PHASES = {"queued": ("queued_timestamp", "worker_start_timestamp"),
+          "input fetch": ("input_fetch_start_timestamp", "input_fetch_completed_timestamp"),
+          "execution": ("execution_start_timestamp", "execution_completed_timestamp"),
+          "output upload": ("output_upload_start_timestamp", "output_upload_completed_timestamp"),
+          "worker total": ("worker_start_timestamp", "worker_completed_timestamp")}
 
 
 def dockerfile(steps: int, seconds: float, salt: str) -> str:
@@ -96,53 +82,42 @@ def remote_steps(events: list[dict]) -> list[tuple[float, float, str]]:
             if e["kind"] == "finished" and e["op"] in started]
 
 
-def worker_phases(url: str) -> list[dict]:
-    done = subprocess.run([str(bg.BGD.parent / "python"), "-c", OPERATIONS, url.removeprefix("grpc://")],
-                          capture_output=True, text=True, timeout=120)
-    return json.loads(done.stdout) if done.returncode == 0 else []
-
-
-def phases(ops: list[dict]) -> dict[str, float]:
-    """Median seconds of each phase over the operations that carry a worker's timestamps."""
-    spans = {"queued": ("queued_timestamp", "worker_start_timestamp"),
-             "input fetch": ("input_fetch_start_timestamp", "input_fetch_completed_timestamp"),
-             "execution": ("execution_start_timestamp", "execution_completed_timestamp"),
-             "output upload": ("output_upload_start_timestamp", "output_upload_completed_timestamp"),
-             "worker total": ("worker_start_timestamp", "worker_completed_timestamp")}
+def phases(server: bg.BuildGrid, skip: int) -> dict[str, float]:
+    """Median seconds of each phase over the server's completed jobs but the first ``skip`` (the warm-up)."""
     out = {}
-    for name, (a, b) in spans.items():
-        values = [op[b] - op[a] for op in ops if op.get(a) and op.get(b)]
-        if values:
-            out[name] = statistics.median(values)
+    for name, (start, end) in PHASES.items():
+        rows = server.sql(f"SELECT EXTRACT(EPOCH FROM {end} - {start}) FROM (SELECT * FROM jobs WHERE stage = 4 "
+                          f"ORDER BY queued_timestamp OFFSET {skip}) AS timed "
+                          f"WHERE {start} IS NOT NULL AND {end} IS NOT NULL")
+        if rows:
+            out[name] = statistics.median(float(r[0]) for r in rows)
     return out
 
 
 def run(workers: int, args: argparse.Namespace, cluster: bg.Cluster, layout: Path, work: Path) -> dict:
-    server = bg.start_server(cluster, cluster.dir)
-    procs = []
-    try:
-        for i in range(workers):
-            procs.append(bg.start_worker(server.url, work / f"w{workers}-{i}", f"bench-{workers}-{i}", jobs=1))
-        ctx = work / "ctx"
-        ctx.mkdir(exist_ok=True)
-        build(ctx, layout, server.url, work / "client", args.steps, args.seconds)  # workers fetch the base
-        walls, spans, per_step = [], [], []
-        for _ in range(args.runs):
-            wall, events = build(ctx, layout, server.url, work / "client", args.steps, args.seconds)
-            steps = remote_steps(events)
-            if len(steps) != args.steps:
-                sys.exit(f"farm.py: expected {args.steps} RUN steps, progress showed {len(steps)}")
-            walls.append(wall)
-            spans.append(max(f for _, f, _ in steps) - min(s for s, _, _ in steps))
-            per_step.extend(f - s for s, f, _ in steps)
-            print(f"  {workers} workers: wall {wall:.2f}s, graph span {spans[-1]:.2f}s; on "
-                  + ", ".join(sorted({t for _, _, t in steps})), flush=True)
-        return {"workers": workers, "wall": statistics.median(walls), "span": statistics.median(spans),
-                "client step": statistics.median(per_step), "phases": phases(worker_phases(server.url))}
-    finally:
-        for proc in procs:
-            bg.stop_worker(proc)
-        server.stop()
+    with bg.running_server(cluster) as server:
+        procs = [bg.start_worker(server.url, work / f"w{workers}-{i}", f"bench-{workers}-{i}", jobs=1)
+                 for i in range(workers)]
+        try:
+            ctx = work / "ctx"
+            ctx.mkdir(exist_ok=True)
+            build(ctx, layout, server.url, work / "client", args.steps, args.seconds)  # workers fetch the base
+            walls, spans, per_step = [], [], []
+            for _ in range(args.runs):
+                wall, events = build(ctx, layout, server.url, work / "client", args.steps, args.seconds)
+                steps = remote_steps(events)
+                if len(steps) != args.steps:
+                    sys.exit(f"farm.py: expected {args.steps} RUN steps, progress showed {len(steps)}")
+                walls.append(wall)
+                spans.append(max(f for _, f, _ in steps) - min(s for s, _, _ in steps))
+                per_step.extend(f - s for s, f, _ in steps)
+                print(f"  {workers} workers: wall {wall:.2f}s, graph span {spans[-1]:.2f}s; "
+                      + ", ".join(sorted({t for _, _, t in steps})), flush=True)
+            return {"workers": workers, "wall": statistics.median(walls), "span": statistics.median(spans),
+                    "client step": statistics.median(per_step), "phases": phases(server, skip=args.steps)}
+        finally:
+            for proc in procs:
+                bg.stop_worker(proc)
 
 
 def main() -> None:

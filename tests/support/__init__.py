@@ -2,6 +2,8 @@
 
 `e2e_skip_reason()` says why real-runtime tests cannot run on this machine (None when they can);
 `pids_with(marker)` finds the processes (a container's, say) whose command line holds `marker`.
+`skip_unless_ci(what, reason)` skips a test whose set-up is missing here — or fails it in CI (`CI=true`),
+where setup.sh must have installed everything, so a broken runner cannot pass by skipping.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import functools
 import os
 import shutil
 from pathlib import Path
+
+import pytest
 
 
 @functools.cache
@@ -34,3 +38,9 @@ def pids_with(marker: str) -> list[int]:
             except OSError:
                 pass
     return pids
+
+
+def skip_unless_ci(what: str, reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what}: {reason}", pytrace=False)
+    pytest.skip(f"{what}: {reason}")

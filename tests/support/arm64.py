@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import skip_unless_ci
 from tests.support.baseimage import make_busybox_layout
 
 ARM64_BUSYBOX = Path(os.environ.get("IRCTL_TEST_ARM64_BUSYBOX", "/var/cache/irctl-test/arm64/busybox"))
@@ -43,9 +44,7 @@ def require() -> None:
     """Skip (fail in CI) unless arm64 programs run here."""
     reason = missing()
     if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"arm64 test base: {reason}", pytrace=False)
-        pytest.skip(f"arm64 test base: {reason}")
+        skip_unless_ci("arm64 test base", reason)
 
 
 def _copy_blobs(src: Path, dest: Path) -> dict:

@@ -4,15 +4,18 @@ BuildGrid cannot be installed beside irctl (it requires ``lark-parser``, which c
 ``setup.sh`` puts 0.4.4 in a venv of its own, ``/opt/irctl-buildgrid`` (``IRCTL_BUILDGRID`` overrides).
 Its scheduler refuses sqlite, so each test session gets a throwaway PostgreSQL cluster: ``initdb`` as the
 unprivileged ``irctl-test`` (PostgreSQL refuses to run as root), on a free loopback port, trust auth,
-migrated once into a template database. Every server is then ``bgd server start`` on a config rendered
-from ``buildgrid.yml`` with its own database copied from the template (``createdb -T``, milliseconds),
-so an empty server costs only BuildGrid's start-up (~4 s).
+migrated once into a template database. Every server is then ``bgd server start`` on the README's
+``examples/buildgrid/buildgrid.yml`` (its address and database come from the environment),
+listening on a free loopback port, with its own database copied from the template (``createdb -T``,
+milliseconds), so an empty server costs only BuildGrid's start-up (~4-6 s).
 
 - ``buildgrid`` (session): one server for the whole session — what most tests need.
 - ``fresh_buildgrid`` (function): an empty server (no action cache, CAS, queue or bots) for tests that
   count executions.
 - ``workers`` (function): ``workers(url, cache_dir, name, jobs=1)`` starts an ``irctl worker`` and stops
   it after the test; ``start_worker``/``stop_worker`` are the same by hand.
+- ``server.jobs()`` / ``server.bots()``: what the server scheduled and which bots it has, read from its
+  database — independently of irctl's client (count executions, see a re-run after a lost lease).
 
 Where the venv or PostgreSQL is missing the tests are skipped with the reason — except in CI
 (``CI=true``), where that is a failure, so a broken runner cannot pass by skipping them.
@@ -20,13 +23,13 @@ Where the venv or PostgreSQL is missing the tests are skipped with the reason �
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
 import shutil
 import signal
 import socket
-import string
 import subprocess
 import sys
 import tempfile
@@ -38,13 +41,17 @@ from typing import Callable, Iterator
 
 import pytest
 
+from tests.support import skip_unless_ci
+
 VENV = Path(os.environ.get("IRCTL_BUILDGRID", "/opt/irctl-buildgrid"))
 BGD = VENV / "bin" / "bgd"
-CONFIG = Path(__file__).with_name("buildgrid.yml")
+# The README's example config, run as it ships: the tests prove it works, and the settings that matter
+# (keepalive, assigner interval, the psycopg2 driver) have one home. Its !expand-vars are set per server.
+CONFIG = Path(__file__).resolve().parents[2] / "examples" / "buildgrid" / "buildgrid.yml"
 PG_USER = "irctl-test"  # setup.sh creates it; PostgreSQL will not run as root
 PG_ROLE = "bg"
 TEMPLATE_DB = "bgd_template"
-READY = "irctl worker: {name} ready"  # engineer E's worker prints exactly this on stderr once registered
+READY = "irctl worker: {name} ready"  # what `irctl worker` prints on stderr once its bot session exists
 
 
 def _pg_tool(name: str) -> str | None:
@@ -75,9 +82,7 @@ def require() -> None:
     """Skip (fail in CI) unless a BuildGrid server can be started here."""
     reason = missing()
     if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"BuildGrid: {reason}", pytrace=False)
-        pytest.skip(f"BuildGrid: {reason}")
+        skip_unless_ci("BuildGrid", reason)
 
 
 def _free_port() -> int:
@@ -148,6 +153,14 @@ class Cluster:
     def drop_database(self, name: str) -> None:
         self._run("dropdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_ROLE, "--if-exists", "--force", name)
 
+    def sql(self, database: str, query: str) -> list[list[str]]:
+        psql = [_pg_tool("psql") or "psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_ROLE, "-d", database,
+                "-X", "-A", "-t", "-F", "\x1f", "-v", "ON_ERROR_STOP=1", "-c", query]
+        done = subprocess.run(psql, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"psql {query!r}: {done.stderr.strip()}")
+        return [line.split("\x1f") for line in done.stdout.splitlines() if line]
+
     def postmaster_pid(self) -> int | None:
         try:
             return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
@@ -188,27 +201,57 @@ class BuildGrid:
     def log_tail(self) -> str:
         return _tail(self.log)
 
+    def sql(self, query: str) -> list[list[str]]:
+        """Rows of a query on the server's own database (BuildGrid's scheduler state): what it holds,
+        read independently of irctl's client."""
+        return self.cluster.sql(self.database, query)
+
+    def jobs(self) -> list[dict[str, str]]:
+        """Every action the server was asked to execute (not those answered from its action cache), oldest
+        first: ``stage`` (4 = completed), ``worker_name``, ``n_tries`` (2 after a lost lease was re-run),
+        ``status_code`` (a google.rpc code, 0 = OK), ``action_digest`` ("HEX/SIZE")."""
+        columns = ("action_digest", "stage", "worker_name", "n_tries", "status_code")
+        rows = self.sql(f"SELECT {', '.join(columns)} FROM jobs ORDER BY queued_timestamp")
+        return [dict(zip(columns, row)) for row in rows]
+
+    def bots(self) -> dict[str, dict[str, str]]:
+        """The open bot sessions by bot id (irctl worker's ``--name``): ``capacity`` (its free ``--jobs``
+        slots), ``max_capacity`` (its ``--jobs``), ``bot_status`` (1 = OK), ``lease_id``."""
+        columns = ("bot_id", "capacity", "max_capacity", "bot_status", "lease_id")
+        rows = self.sql(f"SELECT {', '.join(columns)} FROM bots")
+        return {row[0]: dict(zip(columns[1:], row[1:])) for row in rows}
+
 
 def start_server(cluster: Cluster, workdir: Path, timeout: float = 60.0) -> BuildGrid:
     """Start ``bgd server`` on a free loopback port with a database of its own; returns once it answers
     GetCapabilities."""
     database = cluster.new_database()
     last = ""
-    for attempt in range(3):  # a port can be taken between probing and binding: retry
+    for _ in range(3):  # a port can be taken between probing and binding: retry
         port = _free_port()
-        config = workdir / f"buildgrid-{port}.yml"
-        config.write_text(string.Template(CONFIG.read_text()).substitute(
-            port=port, pg_port=cluster.port, database=database))
+        env = {**os.environ, "BGD_LISTEN": f"127.0.0.1:{port}", "BGD_DATABASE": cluster.url(database)}
         log = workdir / f"buildgrid-{port}.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen([str(BGD), "server", "start", str(config)], stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir)
+            proc = subprocess.Popen([str(BGD), "server", "start", str(CONFIG)], stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir, env=env)
         server = BuildGrid(f"grpc://127.0.0.1:{port}", port, proc, log, database, cluster)
         if _wait_answering(server, timeout):
             return server
         _stop(proc)
         last = _tail(log)
     raise RuntimeError(f"BuildGrid did not come up; log tail:\n{last}")
+
+
+@contextlib.contextmanager
+def running_server(cluster: Cluster) -> Iterator[BuildGrid]:
+    """A server for the ``with`` block; afterwards stopped, its database dropped, its config and log gone."""
+    server = start_server(cluster, cluster.dir)
+    try:
+        yield server
+    finally:
+        server.stop()
+        cluster.drop_database(server.database)
+        server.log.unlink(missing_ok=True)
 
 
 def _wait_answering(server: BuildGrid, timeout: float) -> bool:
@@ -248,7 +291,7 @@ def start_worker(url: str, cache_dir: Path, name: str, jobs: int = 1, timeout: f
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env=env, text=True, errors="replace")
     lines: list[str] = []
-    ready = threading.Event()
+    said_ready, settled = threading.Event(), threading.Event()
     expected = READY.format(name=name)
 
     def drain() -> None:  # keeps reading after "ready" so a chatty worker never blocks on a full pipe
@@ -256,12 +299,14 @@ def start_worker(url: str, cache_dir: Path, name: str, jobs: int = 1, timeout: f
         for line in proc.stdout:
             lines.append(line.rstrip("\n"))
             if line.strip() == expected:
-                ready.set()
-        ready.set()  # EOF: the worker exited; the caller sees it through poll()
+                said_ready.set()
+                settled.set()
+        settled.set()  # EOF: the worker exited without saying it
 
     threading.Thread(target=drain, name=f"worker-{name}", daemon=True).start()
     proc.lines = lines  # type: ignore[attr-defined]
-    if not ready.wait(timeout) or proc.poll() is not None:
+    settled.wait(timeout)
+    if not said_ready.is_set():
         stop_worker(proc)
         tail = "\n".join(lines[-30:])
         raise RuntimeError(f"irctl worker {name} did not say {expected!r} within {timeout:.0f}s "
@@ -324,24 +369,15 @@ def buildgrid_cluster() -> Iterator[Cluster]:
 @pytest.fixture(scope="session")
 def buildgrid(buildgrid_cluster: Cluster) -> Iterator[BuildGrid]:
     """One BuildGrid server for the session: its action cache and CAS carry over from test to test."""
-    server = start_server(buildgrid_cluster, buildgrid_cluster.dir)
-    try:
+    with running_server(buildgrid_cluster) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def fresh_buildgrid(buildgrid_cluster: Cluster) -> Iterator[BuildGrid]:
     """An empty BuildGrid server for one test (no action cache, CAS, queue or bots), stopped afterwards."""
-    server = start_server(buildgrid_cluster, buildgrid_cluster.dir)
-    try:
+    with running_server(buildgrid_cluster) as server:
         yield server
-    finally:
-        server.stop()
-        buildgrid_cluster.drop_database(server.database)
-        for leftover in buildgrid_cluster.dir.glob(f"buildgrid-{server.port}.*"):
-            leftover.unlink()
 
 
 @pytest.fixture
