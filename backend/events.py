@@ -28,7 +28,7 @@ class Event:
     op: str = ""  # op digest; empty for build-wide info
     description: str = ""
     group: str = ""
-    text: str = ""  # log line, info message or error summary
+    text: str = ""  # log line, info message or error summary; finished: "on NAME" when worker NAME ran it
     duration: float = 0.0  # seconds, on finished/failed (and progress: since the item began)
     current: int = 0  # progress: bytes done
     total: int = 0  # progress: bytes in all, 0 when unknown

@@ -65,6 +65,7 @@ def build(
     cache_to: List[str] = typer.Option([], "--cache-to", help="Write a shared cache: type=registry,ref=REF | "
                                        "type=local,dest=DIR | type=inline, with mode=min|max, mounts=ID,… (repeatable)."),
     remote_cache: Optional[str] = typer.Option(None, "--remote-cache", help=remoting.REMOTE_CACHE_HELP),
+    remote: Optional[str] = typer.Option(None, "--remote", help=remoting.REMOTE_HELP),
     provenance: Optional[str] = typer.Option(None, "--provenance", help="Attach a SLSA provenance: true, false, "
                                              "mode=min|max (default: none)."),
     sbom: Optional[str] = typer.Option(None, "--sbom", help="Attach an SPDX SBOM read from the image's package "
@@ -138,7 +139,7 @@ def build(
         destinations = plat.outputs_by_target(outputs, tags, targets)
         cache_imports, cache_exports = caching.imports(cache_from), caching.exports(cache_to)
         ledger = caching.ledger_for(cache_exports)
-        farm = remoting.farm_options(remote_cache, caching.source_date_epoch())
+        farm = remoting.farm_options(remote_cache, caching.source_date_epoch(), remote)
         compiled, root, wanted = _compile(context, file, frontend, targets, wanted_platforms, opt.build_args(build_arg),
                                           named, tuple(insecure_registry), cache_dir, pull,
                                           None if check else memo_opts, warn=not check, **shape)

@@ -121,6 +121,11 @@ def _text(e) -> str:
     return printable(e.text)
 
 
+def _where(e) -> str:
+    """`` on worker-1``: where a finished step ran, when not here (``--remote``)."""
+    return f" {_text(e)}" if e.text.startswith("on ") else ""
+
+
 class PlainProgress(_Steps):
     def __init__(self, stream: TextIO, debug: bool = False) -> None:
         super().__init__(debug)
@@ -148,7 +153,7 @@ class PlainProgress(_Steps):
             line = {
                 "started": "",
                 "cached": f"#{n} CACHED",
-                "finished": f"#{n} DONE {e.duration:.1f}s",
+                "finished": f"#{n} DONE {e.duration:.1f}s{_where(e)}",
                 "failed": f"#{n} ERROR {e.duration:.1f}s",
                 "log": f"#{n} {e.mono - t0:.3f} {_text(e)}",
             }[e.kind]
@@ -310,7 +315,7 @@ class TtyProgress(_Steps):
         if e.kind == "cached":
             self._print([(" => ", ""), ("CACHED", "blue"), (f" #{n} ", "")], _name(e))
         elif e.kind == "finished":
-            self._print([(f" => #{n} ", "")], _name(e), f"{e.duration:.1f}s", "green")
+            self._print([(f" => #{n} ", "")], _name(e), f"{e.duration:.1f}s{_where(e)}", "green")
         elif e.kind == "failed":
             self.failed(e)
             self._print([(" => ", ""), ("ERROR", "red"), (f" #{n} ", "")], _name(e), f"{e.duration:.1f}s", "red")

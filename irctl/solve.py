@@ -8,7 +8,7 @@ its identity and layer dirs, on stdout; progress on stderr.  ``--output``/``-o``
 ``irctl build``) exports the first target, so an image from any generator can leave the cache.
 ``--cache-from``/``--cache-to`` mean what they mean for ``irctl build`` (``irctl.caching``); the graph
 names the cache mounts ``mounts=*`` carries, and ``type=inline`` goes into the image ``-o`` writes.
-``--remote-cache`` too (``irctl.remoting``).
+``--remote-cache`` and ``--remote`` too (``irctl.remoting``).
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def solve_cmd(
                                        "type=local,dest=DIR | type=inline (in the image -o writes), with "
                                        "mode=min|max, mounts=ID,… (repeatable)"),
     remote_cache: Optional[str] = typer.Option(None, "--remote-cache", help=remoting.REMOTE_CACHE_HELP),
+    remote: Optional[str] = typer.Option(None, "--remote", help=remoting.REMOTE_HELP),
 ) -> None:
     """Solve GRAPH: run what its targets need (reusing the cache) and print their results."""
     with user_errors():
@@ -96,7 +97,7 @@ def solve_cmd(
         outputs = cli_options.outputs(output, stdout_taken_by="irctl solve's results")
         cache_imports, cache_exports = caching.imports(cache_from), caching.exports(cache_to)
         ledger = caching.ledger_for(cache_exports)
-        farm = remoting.farm_options(remote_cache, caching.source_date_epoch())
+        farm = remoting.farm_options(remote_cache, caching.source_date_epoch(), remote)
         with open(graph, "rb") as f:
             doc = load_and_validate(read_file(f))
         try:

@@ -162,8 +162,7 @@ def run_exec(ws: Workspace, step: Step, ex: irops.ExecOp, inputs: list[Snapshot]
                         _secrets_in_caches(ws, prepared, since)
                 if code is None:
                     raise BuildError(failure, output_tail=tuple(lines.tail))
-                raise BuildError(f"process {_argv(ex.args)} did not complete successfully: exit code {code}",
-                                 output_tail=tuple(lines.tail), exit_code=code)
+                raise process_failed(ex.args, code, tuple(lines.tail))
             targets = spec.mount_targets(prepared.mounts)
         remove_mount_stubs(upper, lowers, targets, keep=[ex.cwd])
         if ws.redactor:
@@ -205,6 +204,12 @@ def _report_secrets(ws: Workspace, step: Step, upper: Path, prepared: mnt.Prepar
         step.info(f"warning: {step.description or step.digest[:19]}: a secret value of this build was written "
                   f"to {where} (it stays in the {'cache, never exported' if where.startswith('cache') else 'image'}; "
                   "use a secret mount instead of copying the value)")
+
+
+def process_failed(args, code: int, tail: tuple[str, ...]) -> BuildError:
+    """How a step whose process exited ``code`` fails, wherever it ran (here or on a build farm)."""
+    return BuildError(f"process {_argv(args)} did not complete successfully: exit code {code}",
+                      output_tail=tail, exit_code=code)
 
 
 def _argv(args) -> str:

@@ -170,8 +170,14 @@ class Solver:
                 record.no_cache_groups = self.options.no_cache_groups
             except OSError:  # an unwritable record never fails a build
                 self.options.record = record = None
-        networks = [n for h in handlers.values() if (n := h.network(self.options)) is not None]
-        with store.session() as work:
+        farm = self._remote_execution()
+        # the processes this machine runs: none when every exec step goes to the farm (no runtime is
+        # even looked for, so a client needs none)
+        networks = [n for h in handlers.values() if (n := h.network(self.options)) is not None
+                    and (farm is None or farm.why_local(h, self.options) is not None)]
+        with contextlib.ExitStack() as stack, store.session() as work:
+            if farm is not None:
+                stack.callback(farm.close)
             state_dir = secret_dir()
             Path(f"{work}.state").write_text(str(state_dir))  # so a later build can reap it if we die
             images = ImageResolver(store, insecure=tuple(self.options.insecure_registries), emit=self.emit)
@@ -185,8 +191,10 @@ class Solver:
                                redactor=self.redactor, executor=executor,
                                exec_slots=threading.Semaphore(max(1, self.options.jobs)))
                 ws.remote = self._shared_caches(ws)
+                if farm is not None:
+                    farm.share(ws.remote)
                 self.emit(_snapshotter_event(snapshotter.name))
-                return self._run(targets, deps, handlers, ws, bool(networks))
+                return self._run(targets, deps, handlers, ws, bool(networks), farm)
             finally:
                 if ws is not None and ws.remote:
                     for source in [*ws.remote.live, *ws.remote.keeping]:  # uploads joined, servers let go
@@ -216,8 +224,18 @@ class Solver:
                                          f"layers, {len(c.config.mounts)} cache mounts"))
         return remote
 
+    def _remote_execution(self):
+        """``--remote``: the server's Execute service, checked before anything runs; None without."""
+        farm = getattr(self.options, "farm", None)
+        if farm is None or farm.execute is None:
+            return None
+        from backend.farm.execute import RemoteExecution  # lazy: grpc (~0.1 s to import) only for
+        from backend.reapi.client import Remote  # lazy: a build that uses a farm
+
+        return RemoteExecution.connect(Remote(farm.execute), farm.execute.url, farm.source_date_epoch)
+
     def _run(self, targets: list[str], deps: dict[str, list[str]], handlers: dict[str, OpHandler], ws: Workspace,
-             processes: bool) -> dict[str, Snapshot]:
+             processes: bool, farm=None) -> dict[str, Snapshot]:
         # find (and probe) the OCI runtime while the first steps pull and extract their bases; not
         # before a step misses: a build its caches answer whole runs no process (and on a new CI
         # runner, probing the runtime and starting a network are processes on its few cores)
@@ -233,7 +251,7 @@ class Solver:
         try:
             while True:
                 task = OpTask(self.doc, handlers, self.options, ws, self.redactor, precompressor, chain,
-                              key_only=key_only, targets=roots, before_run=warm.start if warm else None)
+                              key_only=key_only, targets=roots, before_run=warm.start if warm else None, farm=farm)
                 try:
                     run_dag(deps, task, priority=prio, cancel=ws.cancel, workers=max(32, 2 * self.options.jobs),
                             consequences=(Cancelled,))

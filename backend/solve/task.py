@@ -12,6 +12,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
 
 from ir import ops as irops
 
@@ -31,6 +32,9 @@ from backend.solve.locations import describe, source_location
 from backend.solve.results import from_output, stamp, to_output
 from backend.store.records import Output
 
+if TYPE_CHECKING:  # (grpc is imported only by a build that uses a farm)
+    from backend.farm.execute import RemoteExecution
+
 
 class OpTask:
     """Solves ops of ``doc`` one call at a time (``__call__(digest)``, once its inputs are solved);
@@ -47,11 +51,13 @@ class OpTask:
     def __init__(self, doc: irops.Document, handlers: dict[str, OpHandler], options, ws: Workspace,
                  redactor: Redactor, precompressor: Precompressor | None = None,
                  image_chain: Collection[tuple[str, int]] = (), *, key_only: bool = False,
-                 targets: Collection[str] = (), before_run: Callable[[], None] | None = None) -> None:
+                 targets: Collection[str] = (), before_run: Callable[[], None] | None = None,
+                 farm: RemoteExecution | None = None) -> None:
         self.doc, self.handlers, self.options, self.ws, self.redactor = doc, handlers, options, ws, redactor
         self.precompressor, self.image_chain = precompressor, image_chain
         self.key_only, self.targets = key_only, set(targets)
         self.before_run = before_run  # called before any handler runs (the solver's runtime warm-up)
+        self.farm = farm  # --remote: where exec steps that may leave this machine run
         self.ledger = getattr(options, "ledger", None)
         self.identities = InputIdentities(ws, options)
         self.results: dict[str, list[Snapshot]] = {}
@@ -122,27 +128,47 @@ class OpTask:
                     return [from_output(ws, o) for o in found]
         # (noted before it runs: a failed step is explained too)
         self._note(step, handler, "ran", key or "", parts, extra or "")
+        farm = self._farm_for(step, handler) if key is not None else None
         if not handler.announces_start:
             step.event("started")
         step.started = time.monotonic()
-        if self.before_run is not None:
-            self.before_run()
-        outs = stamp(handler.run(ws, step, inputs), inputs, time.time_ns())
+        worker = ""
+        if farm is not None:  # (no local job slot, no runtime)
+            made, worker = farm.run(ws, step, handler, inputs, key)  # type: ignore[arg-type]
+        else:
+            if self.before_run is not None:
+                self.before_run()
+            made = handler.run(ws, step, inputs)
+        outs = stamp(made, inputs, time.time_ns())
         if key is not None and step.digest in self.identities.borrowed:  # filed under the key its own
             parts = [self.identities.of(handler, i, s, step, own=True) for i, s in enumerate(inputs)]  # files
             key = cache_key(handler.key_body(), parts, extra or "")  # give, never one a cache's checksum made
         if key is not None:
             rows = [to_output(ws, s) for s in outs]
-            ws.store.record(key, rows)
+            if farm is None:  # (a remote step's layers are not here: the server keeps its result)
+                ws.store.record(key, rows)
             if self.ledger is not None:
                 self.ledger.keyed(key, rows)
-            if ws.remote:  # a live shared cache keeps it (--remote-cache: uploaded in the background)
-                ws.remote.ran(key, rows)
-        if self.precompressor is not None:  # (a cache hit's layers are left to the export: a cheap
-            self._precompress(step.digest, inputs, outs)  # lookup there, most often already stored)
+                for lid in (lid for r in rows for lid in r.layers) if farm is not None else ():
+                    if (x := ws.images.remote_layer(lid)) is not None:  # (a --cache-to names the farm's blob)
+                        self.ledger.remote_layer(lid, x)
+            if ws.remote:  # a live shared cache keeps it (--remote-cache: uploaded in the background; a
+                ws.remote.ran(key, rows)  # remote step's layers are in its CAS already: its result only)
+        if self.precompressor is not None and farm is None:  # (a cache hit's layers, or a farm's, are left
+            self._precompress(step.digest, inputs, outs)  # to the export: a cheap lookup there, most often stored)
         self._note(step, handler, "ran", key or "", parts, extra or "", [s.identity for s in outs])
-        step.event("finished", duration=time.monotonic() - step.started)
+        step.event("finished", f"on {worker}" if worker else "", time.monotonic() - step.started)
         return outs
+
+    def _farm_for(self, step: Step, handler: OpHandler) -> RemoteExecution | None:
+        """The build farm when this step runs there; an exec step that may not says why, once."""
+        if self.farm is None or handler.kind != "exec":
+            return None
+        why = self.farm.why_local(handler, self.options)
+        if why is not None:
+            step.info(f"{step.description or step.digest[:19]}: runs on this machine, not the build farm: {why}")
+            return None
+        return self.farm
 
     def _remote_hit(self, step: Step, key: str, handler: OpHandler, inputs: list[Snapshot]) -> tuple | None:
         """The outputs a shared cache holds for ``key``, if this solve may use them (see the class)."""

@@ -155,3 +155,17 @@ def test_json_progress_events_carry_the_byte_counts():
     first, second = (json.loads(line) for line in out.getvalue().splitlines())
     assert (first["kind"], first["current"], first["total"], first["done"]) == ("progress", 5, 10, False)
     assert "current" not in second  # other kinds keep their shape
+
+
+def test_a_step_a_build_farm_ran_names_its_worker_and_a_resolved_source_names_nothing():
+    out = io.StringIO()
+    p = renderer("plain", out)
+    p(Event("finished", FROM, "[1/2] FROM x", "", "resolved", 0.01))
+    p(ev("started"))
+    p(ev("finished", text="on worker-1\x1b[2J", duration=2.14, mono=102.1))
+    p.close()
+    assert out.getvalue().splitlines() == ["#1 [1/2] FROM x", "#1 DONE 0.0s", f"#2 {LONG}",
+                                           "#2 DONE 2.1s on worker-1\\x1b[2J"]
+    printed, _ = _tty_lines(80, [ev("started", description="[2/2] RUN make"),
+                                 ev("finished", description="[2/2] RUN make", text="on worker-1", duration=2.14)])
+    assert printed == [" => #1 [2/2] RUN make 2.1s on worker-1"]
