@@ -26,6 +26,7 @@ from backend.reapi.digests import message_digest, to_proto
 from backend.reapi.errors import RemoteError
 from backend.reapi.protos import remote_execution_pb2 as re_pb2
 from tests.support.baseimage import PATH_ENV, make_busybox_layout
+from tests.support.cli import irctl
 from tests.support.buildgrid import start_worker, stop_worker
 
 pytestmark = pytest.mark.e2e
@@ -320,3 +321,14 @@ def test_two_workers_keep_their_own_layer_cache(fresh_buildgrid, busybox, worker
         fetched = [line.rsplit(", ", 1)[1] for line in proc.lines if ": RUN " in line and "layers fetched" in line]
         assert fetched == ["1.0 MB of layers fetched)"] + ["0.0 MB of layers fetched)"] * (len(fetched) - 1)
         assert (cache / "layers" / base[0].removeprefix("sha256:")).is_dir()
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--server", "grpc://127.0.0.1:1"], "error: irctl worker x: cannot open a bot session: REAPI server "
+                                         "grpc://127.0.0.1:1: cannot reach it (connection refused)"),
+    (["--server", "http://host:1"], "error: --server 'http://host:1': expected grpc://HOST:PORT or grpcs://HOST:PORT"),
+    (["--server", "grpc://127.0.0.1:1", "--jobs", "0"], "error: --jobs 0: a worker runs at least one step at a time"),
+])
+def test_a_worker_that_cannot_start_says_why_in_one_line(tmp_path, args, line):
+    res = irctl("worker", "--name", "x", "--cache-dir", str(tmp_path), *args, timeout=30)
+    assert (res.code, res.stderr) == (1, line + "\n")
