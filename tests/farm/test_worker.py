@@ -124,6 +124,16 @@ def test_a_worker_runs_an_exec_step_and_returns_its_layer(buildgrid, base, worke
     assert "irctl worker: w1: RUN test: done (" in log_of(worker)
 
 
+def test_a_failing_step_returns_its_exit_code_and_output_tail(buildgrid, base, worker):
+    with client(buildgrid.url) as remote:
+        response = execute(remote, exec_step(base, "seq 1 80; echo oops >&2; exit 3", description="RUN fails"))
+    result = response.result
+    assert response.status.code == 0 and result.exit_code == 3 and result.execution_metadata.worker == "w1"
+    assert result.stdout_raw.decode().splitlines() == [*map(str, range(32, 81)), "oops"]  # the last 50 lines
+    assert b"exit code 3" in result.stderr_raw and not result.output_files
+    assert "irctl worker: w1: RUN fails: exit code 3 (" in log_of(worker)
+
+
 def raw_action(command: list[str], step_node: tuple[str, int]):
     """An action made by hand: ``command``, and an input root whose irctl/step.msgpack is ``step_node``
     (a digest that need not exist: a worker must refuse it by its size before reading it)."""
