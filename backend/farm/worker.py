@@ -154,7 +154,7 @@ class Worker:
                 self._expires = reply.expire_time.ToMicroseconds() / 1e6
             self._settle(reply, reported)
             if not self._changed.is_set():
-                self._pace(time.monotonic() - started)
+                self._pace(time.monotonic() - started if not reported else POLL_DEADLINE)
 
     # -- the session --------------------------------------------------------------------------
     def _create(self):
@@ -259,7 +259,9 @@ class Worker:
 
     def _pace(self, took: float) -> None:
         """Between calls: a busy bot waits for a step to end, at most ``BUSY_TICK`` with a slot free,
-        else a third of what the server gives it before it is taken for dead."""
+        else a third of what the server gives it before it is taken for dead; an idle one polls again
+        at once, unless the server answered a poll without holding it (``took``: how long the poll
+        was held; a call that reported a lease is answered at once, and says nothing of that)."""
         running = len(self._running())
         if not running:
             if took < 0.5:  # the server did not hold the call (a keepalive under its network timeout)
