@@ -342,3 +342,18 @@ def test_two_workers_keep_their_own_layer_cache(fresh_buildgrid, busybox, worker
 def test_a_worker_that_cannot_start_says_why_in_one_line(tmp_path, args, line):
     res = irctl("worker", "--name", "x", "--cache-dir", str(tmp_path), *args, timeout=30)
     assert (res.code, res.stderr) == (1, line + "\n")
+
+
+def test_a_worker_with_two_jobs_runs_two_steps_at_once(fresh_buildgrid, busybox, workers, tmp_path):
+    url = fresh_buildgrid.url
+    base = upload_base(url, busybox)
+    workers(url, tmp_path / "j", "j", jobs=2)
+    with client(url) as remote:  # the base fetched once, so the timing below is the steps'
+        execute(remote, exec_step(base, "true"))
+    started = time.monotonic()
+    runs = [Executing(url, exec_step(base, f"sleep 2; echo {i}", description=f"RUN {i}")) for i in range(2)]
+    results = [r.result(timeout=60).result for r in runs]
+    took = time.monotonic() - started
+    assert [r.stdout_raw for r in results] == [b"0\n", b"1\n"]
+    assert {r.execution_metadata.worker for r in results} == {"j"}
+    assert took < 3.5, f"two 2 s steps took {took:.1f}s on a worker with --jobs 2"
