@@ -56,7 +56,7 @@ class Remote:
         from backend.reapi.protos import execution_service_pb2
 
         self.endpoint, self.url, self.timeout = endpoint, endpoint.url, timeout
-        options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.enable_http_proxy", 0)]
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE)]
         self._channel = (grpc.secure_channel(endpoint.target, grpc.ssl_channel_credentials(), options)
                          if endpoint.tls else grpc.insecure_channel(endpoint.target, options))
         self._reached = False
