@@ -372,3 +372,38 @@ def test_execute_can_be_cancelled(serve):
     with pytest.raises(RemoteError, match="execution cancelled"):
         server.remote().execute(D, cancel=cancel)
     assert time.monotonic() - start < 2
+
+
+def test_grpcs_own_log_stays_off_the_terminal():
+    """A TLS handshake with something that is not a TLS server: gRPC's core would log it on stderr
+    itself; the user reads the client's one line only (in a process where the client loads grpc)."""
+    import os
+    import subprocess
+    import sys
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+
+    def answer_garbage():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    code = ("from backend.reapi.address import parse_endpoint\nfrom backend.reapi.client import Remote\n"
+            "from backend.reapi import errors\nerrors.BACKOFF = 0\n"
+            f"remote = Remote(parse_endpoint('grpcs://127.0.0.1:{port}', '--remote')[0], timeout=5)\n"
+            "try:\n    remote.capabilities()\nexcept errors.RemoteError as e:\n    print(e)\n")
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    finally:
+        listener.close()
+    assert done.stdout == f"REAPI server grpcs://127.0.0.1:{port}: cannot reach it (TLS handshake failed)\n"
+    assert done.stderr == ""
