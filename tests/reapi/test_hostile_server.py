@@ -136,6 +136,18 @@ def test_a_blob_bigger_than_the_cap_is_refused_before_reading(serve):
     assert server.calls == []
 
 
+def test_the_empty_blob_is_never_asked_for(serve, tmp_path):
+    server = serve()
+    remote = server.remote()
+    assert remote.read_bytes(digest_of(b""), cap=0) == b""
+    with pytest.raises(BlobMismatch, match="its bytes hash to sha256:e3b0c442"):
+        remote.read_bytes(("sha256:" + "0" * 64, 0), cap=10)
+    (tmp_path / "empty").write_bytes(b"")
+    remote.upload_file(tmp_path / "empty", digest_of(b""))
+    remote.upload_blobs({digest_of(b""): b""})
+    assert remote.find_missing([digest_of(b"")]) == set() and server.calls == []
+
+
 # ------------------------------------------------------------------ errors, retries, deadlines
 
 
