@@ -77,7 +77,8 @@ class Remote:
                 # responses arrive as bytes and are parsed here: gRPC would log a traceback for a
                 # malformed one and report it as INTERNAL
                 raw = kind(f"/{service.full_name}/{method.name}", request_serializer=_serialize)
-                parse = _parser(self.url, method.name, message_factory.GetMessageClass(method.output_type))
+                label = f"ByteStream.{method.name}" if service.name == "ByteStream" else method.name
+                parse = _parser(self.url, label, message_factory.GetMessageClass(method.output_type))
                 self._calls[method.name] = raw, parse, method.server_streaming
 
     # ------------------------------------------------------------------ plumbing

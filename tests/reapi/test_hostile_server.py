@@ -220,15 +220,15 @@ def test_every_call_has_a_deadline(serve):
     assert time.monotonic() - start < 2.5
 
 
-@pytest.mark.parametrize("rpc, handler, call", [
-    ("GetCapabilities", lambda r, c: b"\xff\xff\xff", lambda remote: remote.capabilities()),
-    ("Read", lambda r, c: iter([bs.ReadResponse(data=b"a").SerializeToString(), b"\x0a\x05ab"]),
+@pytest.mark.parametrize("rpc, label, handler, call", [
+    ("GetCapabilities", "GetCapabilities", lambda r, c: b"\xff\xff\xff", lambda remote: remote.capabilities()),
+    ("Read", "ByteStream.Read", lambda r, c: iter([bs.ReadResponse(data=b"a").SerializeToString(), b"\x0a\x05ab"]),
      lambda remote: remote.open_blob(digest_of(b"abc")).read()),
-    ("Execute", lambda r, c: iter([b"\x12\xff"]), lambda remote: remote.execute(D)),
+    ("Execute", "Execute", lambda r, c: iter([b"\x12\xff"]), lambda remote: remote.execute(D)),
 ])
-def test_a_malformed_message_is_one_line_without_a_traceback(serve, capfd, rpc, handler, call):
+def test_a_malformed_message_is_one_line_without_a_traceback(serve, capfd, rpc, label, handler, call):
     server = serve(**{rpc: handler})
-    with pytest.raises(RemoteError, match=f"{rpc}: the server sent a malformed ") as e:
+    with pytest.raises(RemoteError, match=f"{label}: the server sent a malformed ") as e:
         call(server.remote())
     one_line(e.value, server.url)
     assert server.calls == [rpc]  # not retried
