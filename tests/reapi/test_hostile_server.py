@@ -14,7 +14,8 @@ from google.longrunning import operations_proto_pb2 as ops_pb2
 from google.rpc import status_pb2
 
 from backend.reapi import errors
-from backend.reapi.client import BlobMismatch, BlobNotFound, RemoteError, Unreachable
+from backend.reapi.address import parse_endpoint
+from backend.reapi.client import BlobMismatch, BlobNotFound, Remote, RemoteError, Unreachable
 from backend.reapi.digests import digest_of, to_proto
 from backend.reapi.protos import bytestream_pb2 as bs, remote_execution_pb2 as pb
 from tests.reapi.fakeserver import FakeServer
@@ -155,13 +156,16 @@ def test_an_unreachable_server_is_one_line():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, never listening: connection refused
-        from backend.reapi.address import parse_endpoint
-        from backend.reapi.client import Remote
-
         remote = Remote(parse_endpoint(f"grpc://127.0.0.1:{port}", "--remote")[0], timeout=5)
         with pytest.raises(Unreachable) as e:
             remote.capabilities()
     assert str(e.value) == f"REAPI server grpc://127.0.0.1:{port}: cannot reach it (connection refused)"
+
+
+def test_an_unknown_host_is_one_line():
+    with pytest.raises(Unreachable) as e:
+        Remote(parse_endpoint("grpc://no-such-host.invalid:8980", "--remote")[0], timeout=5).capabilities()
+    assert str(e.value) == "REAPI server grpc://no-such-host.invalid:8980: cannot reach it (unknown host)"
 
 
 def test_control_characters_in_a_servers_message_do_not_reach_the_terminal(serve):
