@@ -256,6 +256,19 @@ def test_missing_digests_nobody_asked_about_are_ignored(serve):
     assert server.remote().find_missing([D, D, digest_of(b"")]) == {D}
 
 
+def test_find_missing_asks_in_bounded_requests(serve):
+    sizes = []
+
+    def all_missing(request, context):
+        sizes.append(len(request.blob_digests))
+        return pb.FindMissingBlobsResponse(missing_blob_digests=list(request.blob_digests))
+
+    server = serve(FindMissingBlobs=all_missing)
+    wanted = {digest_of(i.to_bytes(4, "big")) for i in range(5000)}
+    assert server.remote().find_missing(wanted) == wanted
+    assert sizes == [4096, 904]
+
+
 def test_a_server_without_sha256_is_refused(serve):
     server = serve(GetCapabilities=caps(functions=(pb.DigestFunction.BLAKE3, 77)))
     with pytest.raises(RemoteError, match=r"does not offer the SHA256 digest function \(it offers 77, BLAKE3\)"):
