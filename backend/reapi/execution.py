@@ -59,6 +59,7 @@ def follow(url: str, request: re_pb2.ExecuteRequest, start: Callable[[str, objec
         except Exception as e:
             code = errors.code_of(e)
             if not code:
+                stream.cancel()
                 raise
             if cancel is not None and cancel.is_set():
                 raise RemoteError(url, "execution cancelled") from None

@@ -31,6 +31,11 @@ def _methods() -> dict[str, tuple]:
 METHODS = _methods()
 
 
+def _serialize(message) -> bytes:
+    """A handler may answer bytes: whatever a broken or hostile server might put on the wire."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
 class FakeServer:
     def __init__(self, **handlers):
         self.handlers = dict(handlers)
@@ -52,7 +57,7 @@ class FakeServer:
                     return fake.handlers[name](request, context)
 
                 return kind(call, request_deserializer=req.FromString,
-                            response_serializer=lambda m: m.SerializeToString())
+                            response_serializer=_serialize)
 
         self._server.add_generic_rpc_handlers([Handler()])
         self.port = self._server.add_insecure_port("127.0.0.1:0")
