@@ -100,9 +100,10 @@ def phases(server: bg.BuildGrid, skip: int) -> dict[str, float]:
 
 def run(workers: int, args: argparse.Namespace, cluster: bg.Cluster, layout: Path, work: Path) -> dict:
     with bg.running_server(cluster) as server:
-        procs = [bg.start_worker(server.url, work / f"w{workers}-{i}", f"bench-{workers}-{i}", jobs=1)
-                 for i in range(workers)]
+        procs: list[subprocess.Popen] = []
         try:
+            for i in range(workers):
+                procs.append(bg.start_worker(server.url, work / f"w{workers}-{i}", f"bench-{workers}-{i}", jobs=1))
             ctx = work / "ctx"
             ctx.mkdir(exist_ok=True)
             build(ctx, layout, server.url, work / "client", args.steps, args.seconds)  # workers fetch the base
