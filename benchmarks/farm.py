@@ -17,8 +17,9 @@ Printed per worker count (medians): the wall time of ``irctl build``; the graph 
 step started → last finished, the client's JSON progress), which is the wall time less the start-up
 (frontend, base image, the final COPYs and export); the ideal; both ratios; and the overhead per remote
 step, (wall − ideal) ÷ steps as the issue defines it and (span − ideal) ÷ rounds (rounds = steps ÷
-workers: a round's overhead is what each step adds to the critical path). Where it goes, from
-the REAPI ``ExecutedActionMetadata`` the worker reports (BuildGrid keeps it in its ``jobs`` table):
+workers: a round's overhead is what each step adds to the critical path). Where it goes (means, which
+add up), from the REAPI ``ExecutedActionMetadata`` the worker reports (BuildGrid keeps it in its ``jobs``
+table):
 queued (client's Execute → a worker took the lease: BuildGrid's assigner and the bot's long-poll),
 input fetch (step envelope and layers from the CAS), execution (the step's container, incl. its
 start-up), output upload (result blobs to the CAS), and what is left of the client's step time
@@ -99,9 +100,10 @@ def phases(server: bg.BuildGrid, skip: int) -> dict[str, float]:
 
 def run(workers: int, args: argparse.Namespace, cluster: bg.Cluster, layout: Path, work: Path) -> dict:
     with bg.running_server(cluster) as server:
-        procs = [bg.start_worker(server.url, work / f"w{workers}-{i}", f"bench-{workers}-{i}", jobs=1)
-                 for i in range(workers)]
+        procs: list[subprocess.Popen] = []
         try:
+            for i in range(workers):
+                procs.append(bg.start_worker(server.url, work / f"w{workers}-{i}", f"bench-{workers}-{i}", jobs=1))
             ctx = work / "ctx"
             ctx.mkdir(exist_ok=True)
             build(ctx, layout, server.url, work / "client", args.steps, args.seconds)  # workers fetch the base
@@ -109,8 +111,9 @@ def run(workers: int, args: argparse.Namespace, cluster: bg.Cluster, layout: Pat
             for _ in range(args.runs):
                 wall, events = build(ctx, layout, server.url, work / "client", args.steps, args.seconds)
                 steps = remote_steps(events)
-                if len(steps) != args.steps:
-                    sys.exit(f"farm.py: expected {args.steps} RUN steps, progress showed {len(steps)}")
+                if len(steps) != args.steps or not all(t.startswith("on bench-") for _, _, t in steps):
+                    sys.exit(f"farm.py: expected {args.steps} RUN steps on the workers, progress showed "
+                             f"{[t for _, _, t in steps]}")
                 walls.append(wall)
                 spans.append(max(f for _, f, _ in steps) - min(s for s, _, _ in steps))
                 per_step.extend(f - s for s, f, _ in steps)
