@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.buildgrid import start_worker
+from tests.support.buildgrid import start_worker, stop_worker
 from tests.support.cli import Result, irctl, write
 
 pytestmark = pytest.mark.e2e
@@ -36,14 +36,12 @@ def busybox_ref(registry: str, busybox_layout: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def workers(buildgrid, tmp_path_factory):
-    """Two workers, each with its own cache dir."""
+def farm(buildgrid, tmp_path_factory):
+    """Two workers on the session's server, each with its own cache dir: their names."""
     procs = [start_worker(buildgrid.url, tmp_path_factory.mktemp(f"worker-{n}"), f"worker-{n}") for n in (1, 2)]
     yield ["worker-1", "worker-2"]
     for p in procs:
-        p.terminate()
-    for p in procs:
-        p.wait(timeout=60)
+        stop_worker(p)
 
 
 def build(ctx: Path, machine: Path, *args: str, code: int = 0, env: dict | None = None) -> Result:
@@ -91,14 +89,14 @@ COPY src.txt /src.txt
 
 
 def test_a_multi_stage_build_runs_on_the_workers_and_makes_the_local_build_s_image(
-        tmp_path, busybox_ref, registry, buildgrid, workers):
+        tmp_path, busybox_ref, registry, buildgrid, farm):
     nonce = uuid.uuid4().hex
     ctx, runs = three_stages(tmp_path, busybox_ref, nonce)
     remote = build(ctx, tmp_path / "A", "--remote", buildgrid.url, "-t", f"{registry}/farm-a:{nonce}", "--push",
                    "-o", f"type=local,dest={tmp_path / 'out'}")
     where = steps(remote.stderr)
     assert set(where) == set(runs), remote.stderr
-    assert set(where.values()) <= set(workers), remote.stderr  # every RUN on a worker, named
+    assert set(where.values()) <= set(farm), remote.stderr  # every RUN on a worker, named
     assert (tmp_path / "out" / "ab").read_text() == f"{nonce}-a\n{nonce}-b\n"
     assert re.search(r"^#\d+ \d+\.\d+ built$", remote.stderr, re.M), remote.stderr  # the step's output, shown
     local = build(ctx, tmp_path / "L", "-t", f"{registry}/farm-l:{nonce}", "--push")
@@ -107,17 +105,17 @@ def test_a_multi_stage_build_runs_on_the_workers_and_makes_the_local_build_s_ima
 
 
 def test_a_second_client_with_an_empty_cache_executes_nothing_and_makes_the_same_image(
-        tmp_path, busybox_ref, registry, buildgrid, workers):
+        tmp_path, busybox_ref, registry, buildgrid, farm):
     nonce = uuid.uuid4().hex
     ctx, runs = three_stages(tmp_path, busybox_ref, nonce)
     first = build(ctx, tmp_path / "A", "--remote", buildgrid.url, "-t", f"{registry}/farm-1:{nonce}", "--push")
-    assert set(steps(first.stderr).values()) <= set(workers)
+    assert set(steps(first.stderr).values()) <= set(farm)
     second = build(ctx, tmp_path / "B", "--remote", buildgrid.url, "-t", f"{registry}/farm-2:{nonce}", "--push")
     assert steps(second.stderr) == {run: "CACHED" for run in runs}, second.stderr
     assert pushed(second.stderr) == pushed(first.stderr)
 
 
-def test_a_step_that_fails_on_a_worker_fails_the_build_as_it_fails_here(tmp_path, busybox_ref, buildgrid, workers):
+def test_a_step_that_fails_on_a_worker_fails_the_build_as_it_fails_here(tmp_path, busybox_ref, buildgrid, farm):
     nonce = uuid.uuid4().hex
     ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_ref}\n"
                                                  f"RUN echo {nonce} && echo 'it broke' >&2 && exit 7\n"})
@@ -160,7 +158,7 @@ main()
 """
 
 
-def test_a_secret_step_runs_here_and_its_secret_never_reaches_the_server(tmp_path, busybox_ref, buildgrid, workers):
+def test_a_secret_step_runs_here_and_its_secret_never_reaches_the_server(tmp_path, busybox_ref, buildgrid, farm):
     """Every byte the client sends the server (blobs, gzip layers unpacked, action cache entries) is
     searched for the secret's value; the steps around the secret one still run on the workers."""
     nonce = uuid.uuid4().hex
@@ -180,7 +178,7 @@ RUN cat /before /used > /after
     where = steps(proc.stderr)
     secret_step = next(s for s in where if "secret" in s)
     assert where.pop(secret_step) == "here"
-    assert set(where.values()) <= set(workers) and len(where) == 2, proc.stderr
+    assert set(where.values()) <= set(farm) and len(where) == 2, proc.stderr
     assert "runs on this machine, not the build farm: it mounts a secret at /run/secrets/tok" in proc.stderr
     blobs = [p.read_bytes() for p in sent.iterdir()]
     assert len(blobs) > 5  # (the recorder saw the uploads)
@@ -189,7 +187,7 @@ RUN cat /before /used > /after
     assert not [b for b in blobs + unpacked if value.encode() in b]
 
 
-def test_the_client_needs_no_runtime(tmp_path, busybox_ref, buildgrid, workers):
+def test_the_client_needs_no_runtime(tmp_path, busybox_ref, buildgrid, farm):
     """With no runc or crun on PATH (nor anything else), every RUN still builds: on the workers."""
     nonce = uuid.uuid4().hex
     ctx, runs = three_stages(tmp_path, busybox_ref, nonce)
@@ -197,7 +195,7 @@ def test_the_client_needs_no_runtime(tmp_path, busybox_ref, buildgrid, workers):
     empty.mkdir()
     r = build(ctx, tmp_path / "A", "--remote", buildgrid.url, "-o", f"type=local,dest={tmp_path / 'out'}",
               env={"PATH": str(empty)})
-    assert set(steps(r.stderr).values()) <= set(workers) and len(steps(r.stderr)) == 3, r.stderr
+    assert set(steps(r.stderr).values()) <= set(farm) and len(steps(r.stderr)) == 3, r.stderr
     assert (tmp_path / "out" / "ab").read_text() == f"{nonce}-a\n{nonce}-b\n"
     local = build(ctx, tmp_path / "L", "--no-cache", code=1, env={"PATH": str(empty)})  # (the test can fail)
     assert "runc" in local.stderr or "crun" in local.stderr
