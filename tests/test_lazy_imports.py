@@ -33,3 +33,18 @@ def test_the_solver_loads_no_http_client_until_a_step_fetches():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=ROOT).stdout.split()
     assert loaded == []
+
+
+def test_a_build_without_a_farm_loads_no_grpc_or_protobuf():
+    """gRPC and protobuf (~60 ms) load only when a ``Remote`` is made (``--remote-cache``, ``--remote``,
+    ``irctl worker``): not for ``irctl --help``, not for a build's command and solver modules."""
+    code = ("import sys, irctl.entry, irctl.fastpath, irctl.app, irctl.build, backend.solve.solver; "
+            "print(' '.join(m for m in sys.modules if m.split('.')[0] == 'grpc' or m.startswith('google.protobuf')"
+            " or m.startswith('backend.reapi')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=ROOT).stdout.split()
+    assert loaded == []
+    help_ = subprocess.run([sys.executable, "-X", "importtime", "-m", "irctl", "--help"], capture_output=True,
+                           text=True, cwd=ROOT)
+    assert help_.returncode == 0 and "import time:" in help_.stderr
+    assert [line for line in help_.stderr.splitlines() if line.rstrip().endswith((" grpc", " google.protobuf"))] == []

@@ -79,6 +79,9 @@ class BlobReader(io.RawIOBase):
             except StopIteration:
                 self._stream = None
                 return None
+            except RemoteError:
+                self._stream = None
+                raise
             except Exception as e:
                 self._stream = None
                 if errors.code_of(e) in errors.RETRYABLE and self._retries < errors.ATTEMPTS - 1:

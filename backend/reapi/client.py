@@ -56,7 +56,7 @@ class Remote:
         from backend.reapi.protos import execution_service_pb2
 
         self.endpoint, self.url, self.timeout = endpoint, endpoint.url, timeout
-        options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.enable_http_proxy", 0)]
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE)]
         self._channel = (grpc.secure_channel(endpoint.target, grpc.ssl_channel_credentials(), options)
                          if endpoint.tls else grpc.insecure_channel(endpoint.target, options))
         self._reached = False
@@ -64,23 +64,29 @@ class Remote:
         self._lock = threading.Lock()
         services = {**re_pb2.DESCRIPTOR.services_by_name, **bs_pb2.DESCRIPTOR.services_by_name,
                     **bots_pb2.DESCRIPTOR.services_by_name, **execution_service_pb2.DESCRIPTOR.services_by_name}
-        self._calls: dict[str, Callable] = {}
+        self._calls: dict[str, tuple[Callable, Callable[[bytes], object], bool]] = {}
         for service in services.values():
             for method in service.methods:
                 kind = {(False, False): self._channel.unary_unary, (False, True): self._channel.unary_stream,
                         (True, False): self._channel.stream_unary}[method.client_streaming, method.server_streaming]
-                response = message_factory.GetMessageClass(method.output_type)
-                self._calls[method.name] = kind(f"/{service.full_name}/{method.name}",
-                                                request_serializer=_serialize,
-                                                response_deserializer=response.FromString)
+                # responses arrive as bytes and are parsed here: gRPC would log a traceback for a
+                # malformed one and report it as INTERNAL
+                raw = kind(f"/{service.full_name}/{method.name}", request_serializer=_serialize)
+                parse = _parser(self.url, method.name, message_factory.GetMessageClass(method.output_type))
+                self._calls[method.name] = raw, parse, method.server_streaming
 
     # ------------------------------------------------------------------ plumbing
 
+    def _open(self, rpc: str, request, timeout: float):
+        """The raw call ``rpc``: its parsed response, or for a server stream the stream of them."""
+        raw, parse, streams = self._calls[rpc]
+        reply = raw(request, timeout=timeout)
+        return ParsedStream(reply, parse) if streams else parse(reply)
+
     def _call(self, rpc: str, request, *, retry: bool = True, timeout: float | None = None):
         """A unary call with a deadline, retried when safe; gRPC errors become ``RemoteError``."""
-        stub = self._calls[rpc]
         try:
-            response = errors.with_retries(lambda: stub(request, timeout=timeout or self.timeout), retry=retry)
+            response = errors.with_retries(lambda: self._open(rpc, request, timeout or self.timeout), retry=retry)
         except Exception as e:
             if not errors.code_of(e):
                 raise
@@ -207,7 +213,7 @@ class Remote:
             with source() as f:
                 requests = write_requests(write_resource(self.endpoint.instance, digest), f, digest, failure)
                 try:
-                    reply = self._calls["Write"](requests, timeout=self._stream_timeout(digest[1]))
+                    reply = self._open("Write", requests, self._stream_timeout(digest[1]))
                 except Exception:
                     if failure:
                         return None
@@ -259,8 +265,8 @@ class Remote:
         resource = read_resource(self.endpoint.instance, digest)
 
         def open_at(offset: int):
-            return self._calls["Read"](bs_pb2.ReadRequest(resource_name=resource, read_offset=offset),
-                                       timeout=self._stream_timeout(digest[1] - offset))
+            return self._open("Read", bs_pb2.ReadRequest(resource_name=resource, read_offset=offset),
+                              self._stream_timeout(digest[1] - offset))
 
         reader = BlobReader(self.url, digest, open_at, lambda e: self._fail("ByteStream.Read", e))
         return io.BufferedReader(reader, buffer_size=CHUNK)
@@ -291,7 +297,7 @@ class Remote:
                                         skip_cache_lookup=skip_cache_lookup)
 
         def start(rpc: str, message):
-            return self._calls[rpc](message, timeout=STREAM_WINDOW)
+            return self._open(rpc, message, STREAM_WINDOW)
 
         return follow(self.url, request, start, self._fail, on_stage=on_stage, cancel=cancel)
 
@@ -319,6 +325,36 @@ class Remote:
 
 def _serialize(message) -> bytes:
     return message.SerializeToString()
+
+
+def _parser(url: str, rpc: str, cls) -> Callable[[bytes], object]:
+    def parse(data: bytes):
+        try:
+            return cls.FromString(data)
+        except Exception:  # DecodeError, or nesting deeper than protobuf's recursion limit
+            raise RemoteError(url, f"{rpc}: the server sent a malformed {cls.DESCRIPTOR.name}") from None
+    return parse
+
+
+class ParsedStream:
+    """A server stream whose messages are parsed here; a malformed one cancels the stream."""
+
+    def __init__(self, call, parse: Callable[[bytes], object]):
+        self._call, self._parse = call, parse
+
+    def __iter__(self) -> "ParsedStream":
+        return self
+
+    def __next__(self):
+        data = next(self._call)
+        try:
+            return self._parse(data)
+        except RemoteError:
+            self._call.cancel()
+            raise
+
+    def cancel(self) -> None:
+        self._call.cancel()
 
 
 class _BytesSource:

@@ -100,6 +100,8 @@ def translate(url: str, rpc: str, error: BaseException, *, reached: bool) -> Rem
     code = code_of(error)
     detail = getattr(error, "details", lambda: "")() if callable(getattr(error, "details", None)) else ""
     detail = detail or ""
+    if detail.lower().replace(" ", "_") == code.lower():  # gRPC's own "Deadline Exceeded": no news
+        detail = ""
     if code == "UNAVAILABLE" or (code == "DEADLINE_EXCEEDED" and not reached):
         reason = "timed out" if code == "DEADLINE_EXCEEDED" else _reason(detail)
         return Unreachable(url, f"cannot reach it ({reason})", code)

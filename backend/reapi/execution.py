@@ -2,8 +2,9 @@
 
 A REAPI execution outlives any one stream: the server keeps the operation while its stream ends,
 breaks or times out, and ``WaitExecution(name)`` picks it up again.  So a stream that stops before
-the operation is ``done`` is re-attached, and only repeated failures without news (a bounded number)
-give up.  What the server finally says is checked: an Operation ``error``, a response that is not an
+the operation is ``done`` is re-attached, and only streams that keep ending or breaking early (a
+bounded number in a row) give up: a server that closes every stream after minutes is re-attached to
+for as long as the action runs, one that closes them at once is not hammered forever.  What the server finally says is checked: an Operation ``error``, a response that is not an
 ``ExecuteResponse`` or an ``ExecuteResponse`` whose ``status`` is not OK is a ``RemoteError`` with the
 server's message (cleaned).  A step's own non-zero exit is not an error here: it is in the result.
 """
@@ -18,8 +19,12 @@ from backend.reapi import errors
 from backend.reapi.errors import RemoteError
 from backend.reapi.protos import remote_execution_pb2 as re_pb2
 
-REATTACH = 5  # stream failures in a row, without a message in between, before giving up
+REATTACH = 5  # streams in a row that ended or broke early (before HEALTHY) before giving up
+HEALTHY = 10.0  # seconds: a stream that lasted this long before it ended was no failure
 STREAM_WINDOW = 600.0  # seconds one Execute/WaitExecution stream may last before it is re-attached
+# a stream that broke with one of these is re-attached to (the operation lives on at the server)
+RESUMABLE = frozenset({"UNAVAILABLE", "CANCELLED", "INTERNAL", "UNKNOWN", "RESOURCE_EXHAUSTED",
+                       "DEADLINE_EXCEEDED", "ABORTED"})
 _STAGES = re_pb2.ExecutionStage.Value
 
 
@@ -38,10 +43,10 @@ def follow(url: str, request: re_pb2.ExecuteRequest, start: Callable[[str, objec
         rpc = "WaitExecution" if name else "Execute"
         message = re_pb2.WaitExecutionRequest(name=name) if name else request
         stream = start(rpc, message)
+        opened = time.monotonic()
         watcher = _cancel_on(cancel, stream)
         try:
             for operation in stream:
-                failures = 0
                 if operation.name and not name:
                     name = operation.name
                 new = _stage(operation)
@@ -54,6 +59,7 @@ def follow(url: str, request: re_pb2.ExecuteRequest, start: Callable[[str, objec
         except Exception as e:
             code = errors.code_of(e)
             if not code:
+                stream.cancel()
                 raise
             if cancel is not None and cancel.is_set():
                 raise RemoteError(url, "execution cancelled") from None
@@ -61,20 +67,25 @@ def follow(url: str, request: re_pb2.ExecuteRequest, start: Callable[[str, objec
                 name = ""
             elif code == "DEADLINE_EXCEEDED" and name:
                 continue  # our own window closed while the action runs: re-attach, no failure
-            elif code not in ("UNAVAILABLE", "CANCELLED", "INTERNAL", "UNKNOWN", "RESOURCE_EXHAUSTED",
-                              "DEADLINE_EXCEEDED", "ABORTED"):
+            elif code not in RESUMABLE:
                 raise fail(rpc, e) from None
-            failures += 1
+            failures = _early(failures, opened)
             if failures >= REATTACH:
                 raise fail(rpc, e) from None
             time.sleep(errors.BACKOFF * 2 ** failures)
             continue
         finally:
             watcher.set()
-        failures += 1  # the stream ended before the operation was done
+        failures = _early(failures, opened)  # the stream ended before the operation was done
         if failures >= REATTACH:
             raise RemoteError(url, f"{rpc}: the operation stream ended {REATTACH} times before "
-                                          f"the action finished")
+                                   f"the action finished")
+        time.sleep(errors.BACKOFF * 2 ** failures)
+
+
+def _early(failures: int, opened: float) -> int:
+    """The count of streams in a row that stopped early, with the one opened at ``opened``."""
+    return 1 if time.monotonic() - opened >= HEALTHY else failures + 1
 
 
 def _stage(operation) -> int | None:
