@@ -81,12 +81,16 @@ class RemoteExecution:
             step.started = time.monotonic()
             response = self.remote.execute(action, skip_cache_lookup=False, on_stage=self._stage(step),
                                            cancel=ws.cancel)
-        except RemoteError as e:
+        except SolveError:
+            raise  # (LayerUnavailable: the solver builds again without the cache that promised a layer)
+        except BackendError as e:  # the server failed or refused; a layer that could not be sent
             if ws.cancel.is_set():  # a sibling failed: this one was only stopped
                 raise Cancelled("build cancelled") from None
             raise BuildError(f"--remote: {e}") from None
         result = response.result
         worker = _printable(result.execution_metadata.worker) or "an unnamed worker"
+        if response.cached_result:  # the server had run this very action before (for another client)
+            worker += " (the farm's cache)"
         lines = Lines(step.log, ws.redactor)
         lines(self._output(result.stdout_raw, result.stdout_digest))
         lines.flush()
@@ -99,11 +103,13 @@ class RemoteExecution:
         try:
             outputs, found = decode_result(self.remote, result)
         except ResultError as e:
-            raise BuildError(f"--remote {self.name}: worker {worker}'s result: {e}") from None
+            raise BuildError(f"--remote: worker {worker}'s result is unusable: {e}") from None
+        except RemoteError as e:
+            raise BuildError(f"--remote: {e}") from None
         n = max((m.output for m in op.exec.mounts), default=-1) + 1
         if len(outputs) != n or any(o.identity != layers_identity(o.layers) for o in outputs):
             raise BuildError(f"--remote {self.name}: worker {worker} returned {len(outputs)} outputs that "
-                             f"are not the {n} this step makes")
+                             f"are not the {n} this step makes")  # (a hostile worker's, or another program's)
         ws.images.add_remote(found, {}, ("reapi", self.remote))
         for lid in {lid for o in outputs for lid in o.layers}:
             ws.images.set_owner(lid, (step.digest, step.description, step.group))

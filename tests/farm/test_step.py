@@ -103,6 +103,7 @@ def test_an_eligible_step_may_go():
     (lambda s: wire(s, key=None), "is not an irctl step: Object missing required field `key`"),
     (lambda s: wire(s, inputs="x"), "is not an irctl step: Expected `array`, got `str`"),
     (lambda s: encode_step(s)[:-5], "is not an irctl step: Input data was truncated"),
+    (lambda s: encode_step(s) + b"\xc0", "is not an irctl step: MessagePack data is malformed: trailing"),
     (lambda s: wire(s, op=b"\x81\xa4exec\xc0"), "op is not"),
     (lambda s: wire(s, op=canonical_bytes(s.op) + b"\xc0"), "op is not an IR op"),
     (lambda s: wire(s, inputs=[]), "0 inputs for an op that has 1"),
