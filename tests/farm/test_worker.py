@@ -6,86 +6,38 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import signal
 import tarfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from ir import ops
 
 from backend.farm.results import decode_result
-from backend.farm.step import COMMAND, RemoteStep, step_action
+from backend.farm.step import COMMAND, RemoteStep
 from backend.oci.pull import RemoteLayer
-from backend.reapi.address import parse_endpoint
-from backend.reapi.client import Remote
 from backend.reapi.digests import message_digest, to_proto
 from backend.reapi.errors import RemoteError
 from backend.reapi.protos import remote_execution_pb2 as re_pb2
-from tests.support.baseimage import PATH_ENV, make_busybox_layout
-from tests.support.cli import irctl
 from tests.support.buildgrid import start_worker, stop_worker
+from tests.support.cli import irctl
+from tests.support.farmsteps import KEY, SOME_INPUT, Base, busybox_layer, client, exec_step, execute, upload_base
 
 pytestmark = pytest.mark.e2e
 
-SOME_INPUT = "sha256:" + "0" * 64  # the op's input ref: a worker reads its layers from the envelope, not the graph
-KEY = "sha256:" + "1" * 64
 REFUSED, PRECONDITION = "refused the request", "refused (failed precondition)"  # INVALID_ARGUMENT, FAILED_PRECONDITION
 
 
 @pytest.fixture(scope="module")
-def busybox(tmp_path_factory) -> tuple[Path, tuple[str, RemoteLayer]]:
-    """The busybox image's one layer: its blob file, and the layer as a client describes a base image's."""
-    layout = make_busybox_layout(tmp_path_factory.mktemp("bb") / "layout")
-    blobs = layout / "blobs" / "sha256"
-    index = json.loads((layout / "index.json").read_text())
-    manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_bytes())
-    config = json.loads((blobs / manifest["config"]["digest"][7:]).read_bytes())
-    layer = manifest["layers"][0]
-    diff_id = config["rootfs"]["diff_ids"][0]
-    return blobs / layer["digest"][7:], (diff_id, RemoteLayer(layer["digest"], layer["mediaType"], layer["size"],
-                                                              diff_id, ""))
-
-
-def upload_base(url: str, busybox) -> tuple[str, RemoteLayer]:
-    """The base layer in the CAS of the server at ``url``."""
-    path, base = busybox
-    with client(url) as remote:
-        remote.upload_file(path, (base[1].blob, base[1].size))
-    return base
+def busybox(tmp_path_factory):
+    return busybox_layer(tmp_path_factory.mktemp("bb"))
 
 
 @pytest.fixture(scope="module")
-def base(buildgrid, busybox) -> tuple[str, RemoteLayer]:
+def base(buildgrid, busybox) -> Base:
     return upload_base(buildgrid.url, busybox)
-
-
-def client(url: str) -> Remote:
-    return Remote(parse_endpoint(url, "--remote")[0])
-
-
-def exec_step(base, script: str, *, network: str = "none", mounts: tuple[ops.Mount, ...] = (),
-              description: str = "RUN test", **exec_fields) -> RemoteStep:
-    """A step on the busybox base; ``network``: the envelope's, ``exec_fields``: the op's own."""
-    diff_id, layer = base
-    op = ops.Op(inputs=(ops.Ref(SOME_INPUT),), exec=ops.ExecOp(
-        args=("sh", "-c", script), env=(PATH_ENV,), mounts=(ops.Mount("/", input=0, output=0), *mounts),
-        **exec_fields))
-    return RemoteStep(op, ((diff_id,),), {diff_id: layer}, network, description, KEY)
-
-
-def execute(remote, step: RemoteStep | None = None, *, blobs: dict | None = None, action=None):
-    """Upload the step's blobs and Execute its action (no cache lookup: every call runs)."""
-    if step is not None:
-        action, blobs = step_action(step)
-    missing = remote.find_missing(list(blobs))
-    for digest, data in blobs.items():
-        if digest in missing:
-            remote.upload_bytes(data)
-    return remote.execute(action, skip_cache_lookup=True)
 
 
 def layer_files(remote, layer: RemoteLayer) -> dict[str, bytes]:

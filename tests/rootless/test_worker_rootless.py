@@ -11,15 +11,15 @@ import time
 
 import pytest
 
-from tests.farm.test_worker import busybox, client, exec_step, execute, upload_base  # noqa: F401 (a fixture)
 from tests.rootless.conftest import USER, UserCLI
 from tests.support.buildgrid import READY, stop_worker
+from tests.support.farmsteps import busybox_layer, client, exec_step, execute, upload_base
 
 pytestmark = pytest.mark.e2e
 
 
-def test_a_rootless_worker_runs_a_step_in_its_user_namespace(buildgrid, busybox, user_cli: UserCLI):
-    base = upload_base(buildgrid.url, busybox)
+def test_a_rootless_worker_runs_a_step_in_its_user_namespace(buildgrid, user_cli: UserCLI, tmp_path):
+    base = upload_base(buildgrid.url, busybox_layer(tmp_path))
     cache = user_cli.home / "worker-cache"
     proc = subprocess.Popen(["runuser", "-u", USER, "--", *user_cli.env(), user_cli.python, "-m", "irctl", "worker",
                              "--server", buildgrid.url, "--name", "rootless", "--cache-dir", str(cache)],
