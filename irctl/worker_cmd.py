@@ -54,7 +54,7 @@ def _serve(endpoint, name: str, cache_dir: Optional[Path], jobs: int) -> None:
     remote = Remote(endpoint)
     try:
         with open_host(cache_dir, jobs) as host:
-            bot = Worker(remote, host, name=name, instance=endpoint.instance, jobs=jobs, say=_say)
+            bot = Worker(remote, host, name=name, jobs=jobs, say=_say)
             _on_signals(bot.request_stop)
             failed: list[BaseException] = []
             thread = threading.Thread(target=_run, args=(bot, failed), name="bot", daemon=True)

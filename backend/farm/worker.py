@@ -86,7 +86,6 @@ def open_host(cache_dir: Path | str | None, jobs: int) -> Iterator[WorkerHost]:
 @dataclass
 class _Lease:
     id: str
-    description: str = ""
     cancel: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
     outcome: Outcome | None = None
@@ -95,13 +94,11 @@ class _Lease:
 class Worker:
     """One bot session and the leases it holds.  ``say``: one line for the worker's log (stderr)."""
 
-    def __init__(self, remote, host: WorkerHost, *, name: str, instance: str, jobs: int,
-                 say: Callable[[str], None]) -> None:
-        self.remote, self.host, self.name, self.instance = remote, host, name, instance
+    def __init__(self, remote, host: WorkerHost, *, name: str, jobs: int, say: Callable[[str], None]) -> None:
+        self.remote, self.host, self.name = remote, host, name
         self.jobs = max(1, jobs)
         self.say = say
         self.stop = threading.Event()  # finish what runs, take nothing new
-        self.abandon = threading.Event()  # give back what runs
         self._changed = threading.Event()  # a step ended, or a signal came: call the server now
         self._leases: dict[str, _Lease] = {}
         self._lock = threading.Lock()
@@ -110,7 +107,6 @@ class Worker:
     def request_stop(self) -> None:
         """First call: stop taking work; second: abandon the running steps."""
         if self.stop.is_set():
-            self.abandon.set()
             for lease in self._running():
                 lease.cancel.set()
         else:

@@ -229,7 +229,8 @@ def _run(host, remote, worker: str, step, tail: OutputTail, cancel: threading.Ev
         made = [_output(snap, given, started) for snap in outputs]
         layers = ensure_in_cas(ws, remote, sorted({lid for o in made for lid in o.layers}))
         result, blobs = encode_result(made, layers)
-        _upload(remote, blobs)
+        missing = remote.find_missing(list(blobs))
+        remote.upload_blobs({d: data for d, data in blobs.items() if d in missing})
         result.stdout_raw = tail.text()
         result.execution_metadata.worker = worker
         return Outcome(status_pb2.Status(code=code_pb2.OK), result, step.description, images.remote_bytes)
@@ -242,13 +243,6 @@ def _output(snap, given: set[str], started: int) -> Output:
     client knows it), a layer this step made was made now."""
     lids = tuple(layer_id_of(p) for p in snap.layers)
     return Output(snap.identity, lids, None, tuple(None if lid in given else started for lid in lids))
-
-
-def _upload(remote, blobs: dict) -> None:
-    missing = remote.find_missing(list(blobs))
-    for digest in blobs:
-        if digest in missing:
-            remote.upload_bytes(blobs[digest])
 
 
 def _collect(tail: OutputTail):
