@@ -99,12 +99,13 @@ def run_leased(host, remote, worker: str, payload, cancel: threading.Event,
     every check.  Raises only on a bug of ours."""
     tail = OutputTail()
     description = ""
+    fetching = time.time_ns()
     try:
         action = _action(remote, payload)
         step = _step(remote, action)
         description = step.description
         accepted(description)
-        return _run(host, remote, worker, step, tail, cancel)
+        return _run(host, remote, worker, step, tail, cancel, fetching)
     except Refused as e:
         return _failed(e.code, f"irctl worker {worker}: {e}", description)
     except Cancelled:
@@ -204,7 +205,7 @@ def _file_node(remote, root_digest, path: str):
     return found
 
 
-def _run(host, remote, worker: str, step, tail: OutputTail, cancel: threading.Event) -> Outcome:
+def _run(host, remote, worker: str, step, tail: OutputTail, cancel: threading.Event, fetching: int) -> Outcome:
     images = ImageResolver(host.store)  # one per action: a descriptor one client sent never serves another's
     try:
         images.add_remote(step.layers, {}, ("reapi", remote))
@@ -212,9 +213,9 @@ def _run(host, remote, worker: str, step, tail: OutputTail, cancel: threading.Ev
                        options=StepOptions(network=step.network), images=images, emit=_collect(tail), cancel=cancel,
                        redactor=Redactor(), executor=host.executor, exec_slots=host.exec_slots)
         inputs = [ws.snapshot(list(lids)) for lids in step.inputs]
-        started = time.time_ns()
         images.ensure_layers([lid for lids in step.inputs for lid in lids])
         handler = handler_for(step.op)
+        times = [fetching, started := time.time_ns()]  # the phases REAPI's ExecutedActionMetadata names
         try:
             outputs = handler.run(ws, Step(ws, step.key, step.description, ""), inputs)
         except BuildError as e:
@@ -223,8 +224,9 @@ def _run(host, remote, worker: str, step, tail: OutputTail, cancel: threading.Ev
             result = re_pb2.ActionResult(exit_code=e.exit_code if e.exit_code else 1)
             result.stdout_raw = tail.text() or "".join(f"{line}\n" for line in e.output_tail).encode()
             result.stderr_raw = (e.message + "\n").encode()[-TAIL_BYTES:]
-            result.execution_metadata.worker = worker
+            _metadata(result, worker, times + [time.time_ns()] * 2)
             return Outcome(status_pb2.Status(code=code_pb2.OK), result, step.description, images.remote_bytes)
+        times.append(time.time_ns())
         given = {lid for lids in step.inputs for lid in lids}
         made = [_output(snap, given, started) for snap in outputs]
         layers = ensure_in_cas(ws, remote, sorted({lid for o in made for lid in o.layers}))
@@ -232,10 +234,23 @@ def _run(host, remote, worker: str, step, tail: OutputTail, cancel: threading.Ev
         missing = remote.find_missing(list(blobs))
         remote.upload_blobs({d: data for d, data in blobs.items() if d in missing})
         result.stdout_raw = tail.text()
-        result.execution_metadata.worker = worker
+        _metadata(result, worker, times + [time.time_ns()])
         return Outcome(status_pb2.Status(code=code_pb2.OK), result, step.description, images.remote_bytes)
     finally:
         images.close()
+
+
+def _metadata(result: re_pb2.ActionResult, worker: str, times: list[int]) -> None:
+    """Who ran the step, and when each phase began and ended (``times``, ns: fetching, running,
+    uploading, done): what a server or a benchmark shows of where a remote step's time went."""
+    meta = result.execution_metadata
+    meta.worker = worker
+    fetching, running, uploading, done = times
+    for stamp, ns in ((meta.input_fetch_start_timestamp, fetching), (meta.input_fetch_completed_timestamp, running),
+                      (meta.execution_start_timestamp, running), (meta.execution_completed_timestamp, uploading),
+                      (meta.output_upload_start_timestamp, uploading),
+                      (meta.output_upload_completed_timestamp, done)):
+        stamp.FromNanoseconds(ns)
 
 
 def _output(snap, given: set[str], started: int) -> Output:

@@ -65,6 +65,10 @@ def test_a_worker_runs_an_exec_step_and_returns_its_layer(buildgrid, base, worke
         assert response.status.code == 0, response.status.message
         result = response.result
         assert result.exit_code == 0 and result.execution_metadata.worker == "w1"
+        meta = result.execution_metadata  # where the step's time went, phase by phase, in order
+        phases = [getattr(meta, f"{phase}_{end}_timestamp").ToNanoseconds() for phase in
+                  ("input_fetch", "execution", "output_upload") for end in ("start", "completed")]
+        assert phases[0] > 0 and phases == sorted(phases)
         assert result.stdout_raw == b"printed\n"
         outputs, layers = decode_result(remote, result)
         assert len(outputs) == 1 and outputs[0].layers[0] == base[0] and len(outputs[0].layers) == 2
