@@ -25,8 +25,9 @@ from irctl.terminal import printable
 def worker(
     server: str = typer.Option(..., "--server", help="The BuildGrid server: grpc://HOST:PORT[,instance=NAME] "
                                                      "(grpcs:// for TLS)."),
-    name: str = typer.Option("", "--name", help="This worker's name, shown on the steps it runs "
-                                                "(default: HOSTNAME-PID)."),
+    name: str = typer.Option("", "--name", help="This worker's name, unique in the farm (the server "
+                                                "knows a bot by it), shown on the steps it runs (default: "
+                                                "HOSTNAME-PID)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="The worker's store: its layer cache and its "
                                                                        "cache mounts (default as for irctl build)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Run at most N steps at once."),
