@@ -14,11 +14,15 @@ import backend.reapi.client as client
 from backend.errors import BuildError, SolveError
 from backend.events import Recorder
 from backend.farm import FarmOptions
+from backend.farm.results import encode_result
+from backend.oci.pull import RemoteLayer
+from backend.ops.workspace import layers_identity
 from backend.reapi.address import parse_endpoint
 from backend.reapi.client import Caps
 from backend.reapi.protos import remote_execution_pb2 as pb
 from backend.runtime.finder import RuntimeNotFound
 from backend.solve.solver import SolveOptions, solve
+from backend.store.records import Output
 from ir import builder as b
 from tests.support.fake_executor import FakeExecutor
 
@@ -34,6 +38,7 @@ class FakeServer:
     """A REAPI server as the client sees it: a CAS in a dict, and ``answer`` for every Execute."""
 
     answer: pb.ExecuteResponse = pb.ExecuteResponse()
+    answer_blobs: dict = {}  # what the worker put in the CAS with it
     executed: list = []
     reachable = True
 
@@ -54,7 +59,11 @@ class FakeServer:
     def upload_file(self, path, digest) -> None:
         self.blobs[digest] = Path(path).read_bytes()
 
+    def read_bytes(self, digest, *, cap: int) -> bytes:
+        return self.blobs[digest]
+
     def execute(self, action, **_) -> pb.ExecuteResponse:
+        self.blobs.update(FakeServer.answer_blobs)
         FakeServer.executed.append(action)
         return FakeServer.answer
 
@@ -65,7 +74,7 @@ class FakeServer:
 @pytest.fixture
 def farm(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(client, "Remote", FakeServer)
-    FakeServer.executed, FakeServer.reachable = [], True
+    FakeServer.executed, FakeServer.reachable, FakeServer.answer_blobs = [], True, {}
     return FakeServer
 
 
@@ -126,6 +135,35 @@ def test_a_result_that_is_not_this_step_s_is_refused(tmp_path, farm):
     farm.answer = failed(0, b"", b"")  # exit 0, but no irctl/result.json
     with pytest.raises(BuildError, match=r"^.*--remote: worker worker-1's result is unusable"):
         build(tmp_path, STEP)
+
+
+def succeeded(farm, *outputs: tuple[str, ...], identity: str = "") -> None:
+    """Answer with a result whose outputs are made of these layer ids (a blob each, never fetched)."""
+    named = {lid for o in outputs for lid in o}
+    layers = {lid: RemoteLayer("sha256:" + lid[7:][::-1], "application/vnd.oci.image.layer.v1.tar+gzip", 10,
+                               "sha256:" + "d" * 64, "sde=None") for lid in named}
+    rows = [Output(identity or layers_identity(list(o)), tuple(o), None, (None,) * len(o)) for o in outputs]
+    result, blobs = encode_result(rows, layers)
+    result.execution_metadata.worker = "worker-7"
+    farm.answer, farm.answer_blobs = pb.ExecuteResponse(result=result), blobs
+
+
+L1, L2 = "sha256:" + "1" * 63 + "a", "sha256:" + "2" * 63 + "b"
+
+
+def test_a_worker_s_outputs_are_the_step_s_and_its_name_is_on_the_step(tmp_path, farm):
+    succeeded(farm, (L1, L2))
+    opts = dict(materialize=False)  # (the layers are named only: nothing here reads them)
+    _, events = build(tmp_path, STEP, **opts)
+    assert [(e.description, e.text) for e in events.of("finished")] == [("RUN make", "on worker-7")]
+
+
+@pytest.mark.parametrize("outputs, identity", [(((L1,), (L2,)), ""), (((L1,),), "sha256:" + "e" * 64)])
+def test_outputs_that_are_not_the_step_s_are_refused(tmp_path, farm, outputs, identity):
+    succeeded(farm, *outputs, identity=identity)
+    with pytest.raises(BuildError, match=r"--remote grpc://127.0.0.1:9: worker worker-7 returned \d outputs that are "
+                                         r"not the 1 this step makes"):
+        build(tmp_path, STEP, materialize=False)
 
 
 def test_every_exec_on_the_farm_needs_no_local_runtime(tmp_path, farm):
