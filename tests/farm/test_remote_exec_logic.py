@@ -6,6 +6,7 @@ BuildGrid: tests/farm/test_remote_exec.py runs the real thing."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,7 @@ class FakeServer:
 
     answer: pb.ExecuteResponse = pb.ExecuteResponse()
     answer_blobs: dict = {}  # what the worker put in the CAS with it
+    gate: threading.Barrier | None = None  # every Execute waits there
     executed: list = []
     reachable = True
 
@@ -64,6 +66,8 @@ class FakeServer:
 
     def execute(self, action, **_) -> pb.ExecuteResponse:
         self.blobs.update(FakeServer.answer_blobs)
+        if FakeServer.gate is not None:
+            FakeServer.gate.wait()
         FakeServer.executed.append(action)
         return FakeServer.answer
 
@@ -74,7 +78,7 @@ class FakeServer:
 @pytest.fixture
 def farm(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(client, "Remote", FakeServer)
-    FakeServer.executed, FakeServer.reachable, FakeServer.answer_blobs = [], True, {}
+    FakeServer.executed, FakeServer.reachable, FakeServer.answer_blobs, FakeServer.gate = [], True, {}, None
     return FakeServer
 
 
@@ -164,6 +168,16 @@ def test_outputs_that_are_not_the_step_s_are_refused(tmp_path, farm, outputs, id
     with pytest.raises(BuildError, match=r"--remote grpc://127.0.0.1:9: worker worker-7 returned \d outputs that are "
                                          r"not the 1 this step makes"):
         build(tmp_path, STEP, materialize=False)
+
+
+def test_remote_steps_take_no_local_job_slot(tmp_path, farm):
+    """With ``--jobs 1``, three independent steps are on the farm at once (each waits for the others)."""
+    succeeded(farm, (L1,))
+    farm.gate = threading.Barrier(3, timeout=10)
+    steps = [b.scratch().with_meta(f"RUN {n}").run(["sh", "-c", f"make {n}"]) for n in range(3)]
+    _, events = build(tmp_path, steps[0].merge(steps[1:]), jobs=1, materialize=False)
+    farmed = sorted(e.description for e in events.of("finished") if e.text == "on worker-7")
+    assert farmed == ["RUN 0", "RUN 1", "RUN 2"]
 
 
 def test_every_exec_on_the_farm_needs_no_local_runtime(tmp_path, farm):
