@@ -10,6 +10,7 @@ irctl, and only when a ``Remote`` is made: a build without a farm never loads it
 from __future__ import annotations
 
 import io
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,10 @@ class Remote:
     """One REAPI server (``Endpoint``); thread-safe.  Every method raises ``RemoteError`` (one line)."""
 
     def __init__(self, endpoint: Endpoint, *, timeout: float = 60.0):
+        # gRPC's core logs to stderr on its own (a server's GOAWAY, a failed TLS handshake): what
+        # went wrong reaches the user as this client's one-line errors instead.  GRPC_VERBOSITY=INFO
+        # (set by the user) shows that log again.  Read once, when grpc is first imported.
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
         import grpc  # lazy: a build without a farm never loads grpc
 
         # lazy: its Operation module (googleapis-common-protos) imports grpc too
@@ -72,7 +77,8 @@ class Remote:
                 # responses arrive as bytes and are parsed here: gRPC would log a traceback for a
                 # malformed one and report it as INTERNAL
                 raw = kind(f"/{service.full_name}/{method.name}", request_serializer=_serialize)
-                parse = _parser(self.url, method.name, message_factory.GetMessageClass(method.output_type))
+                label = f"ByteStream.{method.name}" if service.name == "ByteStream" else method.name
+                parse = _parser(self.url, label, message_factory.GetMessageClass(method.output_type))
                 self._calls[method.name] = raw, parse, method.server_streaming
 
     # ------------------------------------------------------------------ plumbing

@@ -86,7 +86,8 @@ def _reason(detail: str) -> str:
     """gRPC's connection failures, spelled as the user knows them."""
     low = detail.lower()
     for needle, reason in (("connection refused", "connection refused"), ("dns", "unknown host"),
-                           ("name or service not known", "unknown host"), ("handshake", "TLS handshake failed"),
+                           ("name or service not known", "unknown host"), ("errors resolving", "unknown host"),
+                           ("domain name not found", "unknown host"), ("handshake", "TLS handshake failed"),
                            ("ssl", "TLS handshake failed"), ("timeout", "timed out"),
                            ("connection reset", "connection reset"), ("socket closed", "connection closed")):
         if needle in low:
