@@ -17,8 +17,9 @@ Printed per worker count (medians): the wall time of ``irctl build``; the graph 
 step started → last finished, the client's JSON progress), which is the wall time less the start-up
 (frontend, base image, the final COPYs and export); the ideal; both ratios; and the overhead per remote
 step, (wall − ideal) ÷ steps as the issue defines it and (span − ideal) ÷ rounds (rounds = steps ÷
-workers: a round's overhead is what each step adds to the critical path). Where it goes, from
-the REAPI ``ExecutedActionMetadata`` the worker reports (BuildGrid keeps it in its ``jobs`` table):
+workers: a round's overhead is what each step adds to the critical path). Where it goes (means, which
+add up), from the REAPI ``ExecutedActionMetadata`` the worker reports (BuildGrid keeps it in its ``jobs``
+table):
 queued (client's Execute → a worker took the lease: BuildGrid's assigner and the bot's long-poll),
 input fetch (step envelope and layers from the CAS), execution (the step's container, incl. its
 start-up), output upload (result blobs to the CAS), and what is left of the client's step time
@@ -46,12 +47,14 @@ from tests.support.baseimage import make_busybox_layout  # noqa: E402
 
 IRCTL = [sys.executable, "-m", "irctl"]
 
-# Each phase of a remote step, from the ExecutedActionMetadata timestamps BuildGrid keeps per job.
+# Each phase of a remote step, from the timestamps BuildGrid keeps per job: the server's own (queued) and
+# those of the ExecutedActionMetadata the worker reports (a phase it does not report is left out).
 PHASES = {"queued": ("queued_timestamp", "worker_start_timestamp"),
+          "on the worker": ("worker_start_timestamp", "worker_completed_timestamp"),
           "input fetch": ("input_fetch_start_timestamp", "input_fetch_completed_timestamp"),
           "execution": ("execution_start_timestamp", "execution_completed_timestamp"),
           "output upload": ("output_upload_start_timestamp", "output_upload_completed_timestamp"),
-          "worker total": ("worker_start_timestamp", "worker_completed_timestamp")}
+          "on the server": ("queued_timestamp", "worker_completed_timestamp")}
 
 
 def dockerfile(steps: int, seconds: float, salt: str) -> str:
@@ -83,22 +86,24 @@ def remote_steps(events: list[dict]) -> list[tuple[float, float, str]]:
 
 
 def phases(server: bg.BuildGrid, skip: int) -> dict[str, float]:
-    """Median seconds of each phase over the server's completed jobs but the first ``skip`` (the warm-up)."""
+    """Mean seconds of each phase over the server's completed jobs but the first ``skip`` (the warm-up).
+    Means, not medians: they add up, so the client's share is its mean step time less the server's."""
     out = {}
     for name, (start, end) in PHASES.items():
         rows = server.sql(f"SELECT EXTRACT(EPOCH FROM {end} - {start}) FROM (SELECT * FROM jobs WHERE stage = 4 "
                           f"ORDER BY queued_timestamp OFFSET {skip}) AS timed "
                           f"WHERE {start} IS NOT NULL AND {end} IS NOT NULL")
         if rows:
-            out[name] = statistics.median(float(r[0]) for r in rows)
+            out[name] = statistics.fmean(float(r[0]) for r in rows)
     return out
 
 
 def run(workers: int, args: argparse.Namespace, cluster: bg.Cluster, layout: Path, work: Path) -> dict:
     with bg.running_server(cluster) as server:
-        procs = [bg.start_worker(server.url, work / f"w{workers}-{i}", f"bench-{workers}-{i}", jobs=1)
-                 for i in range(workers)]
+        procs: list[subprocess.Popen] = []
         try:
+            for i in range(workers):
+                procs.append(bg.start_worker(server.url, work / f"w{workers}-{i}", f"bench-{workers}-{i}", jobs=1))
             ctx = work / "ctx"
             ctx.mkdir(exist_ok=True)
             build(ctx, layout, server.url, work / "client", args.steps, args.seconds)  # workers fetch the base
@@ -106,15 +111,16 @@ def run(workers: int, args: argparse.Namespace, cluster: bg.Cluster, layout: Pat
             for _ in range(args.runs):
                 wall, events = build(ctx, layout, server.url, work / "client", args.steps, args.seconds)
                 steps = remote_steps(events)
-                if len(steps) != args.steps:
-                    sys.exit(f"farm.py: expected {args.steps} RUN steps, progress showed {len(steps)}")
+                if len(steps) != args.steps or not all(t.startswith("on bench-") for _, _, t in steps):
+                    sys.exit(f"farm.py: expected {args.steps} RUN steps on the workers, progress showed "
+                             f"{[t for _, _, t in steps]}")
                 walls.append(wall)
                 spans.append(max(f for _, f, _ in steps) - min(s for s, _, _ in steps))
                 per_step.extend(f - s for s, f, _ in steps)
                 print(f"  {workers} workers: wall {wall:.2f}s, graph span {spans[-1]:.2f}s; "
                       + ", ".join(sorted({t for _, _, t in steps})), flush=True)
             return {"workers": workers, "wall": statistics.median(walls), "span": statistics.median(spans),
-                    "client step": statistics.median(per_step), "phases": phases(server, skip=args.steps)}
+                    "client step": statistics.fmean(per_step), "phases": phases(server, skip=args.steps)}
         finally:
             for proc in procs:
                 bg.stop_worker(proc)
@@ -142,21 +148,26 @@ def main() -> None:
         cluster.remove()
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n{args.steps} independent steps of {args.seconds:g} s, --jobs 1 per worker, medians of {args.runs}:")
-    print("| workers | wall | graph span | ideal | wall/ideal | span/ideal | (wall−ideal)/steps "
-          "| (span−ideal)/rounds | client's step time |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| workers | wall | graph span | ideal | wall/ideal | span/ideal | (wall−ideal)/steps | (span−ideal)/rounds |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         ideal = args.steps * args.seconds / r["workers"]
         rounds = -(-args.steps // r["workers"])
         print(f"| {r['workers']} | {r['wall']:.2f} s | {r['span']:.2f} s | {ideal:.2f} s | {r['wall'] / ideal:.2f} "
               f"| {r['span'] / ideal:.2f} | {(r['wall'] - ideal) / args.steps:.3f} s "
-              f"| {(r['span'] - ideal) / rounds:.3f} s | {r['client step']:.2f} s |")
+              f"| {(r['span'] - ideal) / rounds:.3f} s |")
+    print(f"\nWhere a remote step's time goes (means over the timed steps, seconds; the step itself sleeps "
+          f"{args.seconds:g} s):")
     for r in rows:
-        if r["phases"]:
-            shown = ", ".join(f"{k} {v:.3f} s" for k, v in r["phases"].items())
-            print(f"{r['workers']} workers, per step as the worker reports it (median): {shown}")
-        else:
-            print(f"{r['workers']} workers: the worker reported no ExecutedActionMetadata timestamps")
+        ph = dict(r["phases"])
+        parts = [f"client step {r['client step']:.3f}"]
+        if "on the server" in ph:
+            parts.append(f"client only (inputs uploaded before Execute, result back and registered) "
+                         f"{r['client step'] - ph.pop('on the server'):.3f}")
+        if "on the worker" in ph:
+            parts.append(f"worker overhead (fetch, container, upload) {ph['on the worker'] - args.seconds:.3f}")
+        parts += [f"{k} {v:.3f}" for k, v in ph.items()]
+        print(f"  {r['workers']} workers: " + ", ".join(parts))
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-
 
 @functools.cache
 def e2e_skip_reason() -> str | None:
@@ -41,6 +39,8 @@ def pids_with(marker: str) -> list[int]:
 
 
 def skip_unless_ci(what: str, reason: str) -> None:
+    import pytest  # lazy: examples run `python3 -m tests.support.baseimage` where pytest need not be installed
+
     if os.environ.get("CI") == "true":
         pytest.fail(f"{what}: {reason}", pytrace=False)
     pytest.skip(f"{what}: {reason}")
