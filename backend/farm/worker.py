@@ -43,9 +43,11 @@ from backend.store.cache import CacheStore, default_root
 
 POLL_DEADLINE = 10.0  # an idle bot's long poll: BuildGrid answers within 80% of this (or of its keepalive);
 # short, so a stopping idle worker is not held in a poll for long
+NO_WAIT = 3.5  # a call deadline BuildGrid never long-polls under (80% of it is below its 3 s network timeout)
 BUSY_TICK = 1.0  # with a step running and a slot free: how often to ask for more work
 RETRY_MAX = 10.0  # backoff ceiling while the server does not answer
-LOST_AFTER = 3  # failed updates in a row after which the session is taken as gone and made again
+# what BuildGrid answers for a session it no longer has (it expired, or another took the bot's id)
+SESSION_GONE = frozenset({"INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "ABORTED"})
 
 
 class WorkerError(BackendError):
@@ -119,7 +121,10 @@ class Worker:
         self._changed.set()
 
     def serve(self, ready: Callable[[], None]) -> None:
-        session = self._create()
+        try:
+            session = self._create()
+        except RemoteError as e:  # a wrong address or a server that is down: say so now
+            raise WorkerError(f"irctl worker {self.name}: cannot open a bot session: {e}") from None
         ready()
         failures = 0
         while True:
@@ -133,14 +138,15 @@ class Worker:
                 reply = self.remote.update_bot_session(session.name, request, timeout=self._deadline())
             except RemoteError as e:
                 failures += 1
-                self.say(f"irctl worker: {self.name}: {e}" + ("; retrying" if failures < LOST_AFTER else
-                                                                "; starting a new session"))
-                if failures >= LOST_AFTER:  # the server requeued our leases when the session expired
-                    for lease in self._running():
-                        lease.cancel.set()
-                    self._join_all()
-                    session, failures = self._create(), 0
-                self._changed.wait(min(RETRY_MAX, 2.0 ** failures))
+                lost = e.code in SESSION_GONE or time.time() > self._expires
+                self.say(f"irctl worker: {self.name}: {e}; " + ("opening a new bot session" if lost else "retrying"))
+                if lost:
+                    session = self._reopen()
+                    if session is None:
+                        return
+                    failures = 0
+                else:
+                    self._changed.wait(min(RETRY_MAX, 2.0 ** failures, max(0.5, (self._expires - time.time()) / 2)))
                 continue
             failures = 0
             session = reply
@@ -148,16 +154,34 @@ class Worker:
                 self._expires = reply.expire_time.ToMicroseconds() / 1e6
             self._settle(reply, reported)
             if not self._changed.is_set():
-                self._pace(time.monotonic() - started)
+                self._pace(time.monotonic() - started if not reported else POLL_DEADLINE)
 
     # -- the session --------------------------------------------------------------------------
     def _create(self):
         bot = bots_pb2.BotSession(bot_id=self.name, status=bots_pb2.OK)
         bot.worker.configs.add(key="capacity", value=str(self.jobs))
-        try:
-            return self.remote.create_bot_session(bot)
-        except RemoteError as e:
-            raise WorkerError(f"irctl worker {self.name}: cannot open a bot session: {e}") from None
+        session = self.remote.create_bot_session(bot, timeout=NO_WAIT)  # ready at once; work comes with polls
+        if session.HasField("expire_time"):
+            self._expires = session.expire_time.ToMicroseconds() / 1e6
+        return session
+
+    def _reopen(self):
+        """After the server dropped this bot (it re-queued what the bot held): the running steps are
+        killed and forgotten, and a new session is opened, retried until it is (None: stopped)."""
+        for lease in self._running():
+            lease.cancel.set()
+        self._join_all()
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                return self._create()
+            except RemoteError as e:
+                failures += 1
+                if failures == 1:
+                    self.say(f"irctl worker: {self.name}: {e}; retrying")
+                self._changed.wait(min(RETRY_MAX, 2.0 ** failures))
+                self._changed.clear()
+        return None
 
     def _report(self, session) -> tuple[object, set[str]]:
         """The session as the server should now see it: every lease held, the ended ones with
@@ -180,7 +204,8 @@ class Worker:
 
     def _settle(self, reply, reported: set[str]) -> None:
         """Forget what the server took, start what it leased, cancel what it took back."""
-        offered = {lease.id: lease for lease in reply.leases}
+        live = (bots_pb2.LeaseState.PENDING, bots_pb2.LeaseState.ACTIVE)
+        offered = {lease.id: lease for lease in reply.leases if lease.state in live}
         with self._lock:
             for lid in reported:
                 self._leases.pop(lid, None)
@@ -189,8 +214,7 @@ class Worker:
                     lease.cancel.set()
                     del self._leases[lid]
             for lid, lease in offered.items():
-                if lid in self._leases or lease.state not in (bots_pb2.LeaseState.PENDING,
-                                                              bots_pb2.LeaseState.ACTIVE):
+                if lid in self._leases:
                     continue
                 mine = self._leases[lid] = _Lease(lid)
                 if self.stop.is_set():  # assigned as we stopped: back to the queue at once
@@ -203,7 +227,8 @@ class Worker:
 
     def _work(self, lease: _Lease, payload) -> None:
         try:
-            outcome = run_leased(self.host, self.remote, self.name, payload, lease.cancel)
+            outcome = run_leased(self.host, self.remote, self.name, payload, lease.cancel,
+                                 accepted=lambda what: self.say(f"irctl worker: {self.name}: {what}: started"))
         except Exception as e:  # noqa: BLE001 - a bug of ours: the lease fails, the worker goes on
             traceback.print_exc()
             outcome = Outcome(status_pb2.Status(code=code_pb2.UNKNOWN,
@@ -211,11 +236,11 @@ class Worker:
         took = time.monotonic() - lease.started
         what = outcome.description or f"lease {lease.id}"
         if outcome.status.code != code_pb2.OK:
-            how = outcome.status.message
+            how = outcome.status.message.removeprefix(f"irctl worker {self.name}: ")
         else:
             how = f"exit code {outcome.result.exit_code}" if outcome.result.exit_code else "done"
-        self.say(f"irctl worker: {self.name}: {what}: {how} in {took:.1f}s "
-                 f"(layers fetched: {outcome.fetched / 1e6:.1f} MB)")
+        self.say(f"irctl worker: {self.name}: {what}: {how} ({took:.1f}s, {outcome.fetched / 1e6:.1f} MB of "
+                 "layers fetched)")
         with self._lock:
             lease.outcome = outcome
         self._changed.set()
@@ -230,11 +255,13 @@ class Worker:
         makes BuildGrid answer at once: it never long-polls under its network timeout)."""
         with self._lock:
             idle = not self._leases and not self.stop.is_set()
-        return POLL_DEADLINE if idle else 3.0
+        return POLL_DEADLINE if idle else NO_WAIT
 
     def _pace(self, took: float) -> None:
         """Between calls: a busy bot waits for a step to end, at most ``BUSY_TICK`` with a slot free,
-        else a third of what the server gives it before it is taken for dead."""
+        else a third of what the server gives it before it is taken for dead; an idle one polls again
+        at once, unless the server answered a poll without holding it (``took``: how long the poll
+        was held; a call that reported a lease is answered at once, and says nothing of that)."""
         running = len(self._running())
         if not running:
             if took < 0.5:  # the server did not hold the call (a keepalive under its network timeout)

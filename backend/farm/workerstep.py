@@ -22,11 +22,11 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from google.rpc import code_pb2, status_pb2
 
-from ir import ops as irops
 from ir.validate import check_op
 
 from backend.entitlements import Entitlements
@@ -40,7 +40,7 @@ from backend.ops.registry import handler_for
 from backend.ops.workspace import Step, Workspace, layer_id_of
 from backend.output import Redactor
 from backend.reapi import digests
-from backend.reapi.errors import BlobMismatch, RemoteError
+from backend.reapi.errors import BlobMismatch, BlobNotFound, RemoteError
 from backend.reapi.protos import remote_execution_pb2 as re_pb2
 from backend.runtime.container import Cancelled
 from backend.store.records import Output
@@ -92,21 +92,24 @@ class OutputTail:
         return data[-TAIL_BYTES:]
 
 
-def run_leased(host, remote, worker: str, payload, cancel: threading.Event) -> Outcome:
+def run_leased(host, remote, worker: str, payload, cancel: threading.Event,
+               accepted: Callable[[str], None] = lambda description: None) -> Outcome:
     """Run the action a lease carries (``payload``: an ``Action`` or its ``Digest``, packed in Any)
-    in ``host`` (``backend.farm.worker.WorkerHost``); raises only on a bug of ours."""
+    in ``host`` (``backend.farm.worker.WorkerHost``); ``accepted(description)`` once the step passed
+    every check.  Raises only on a bug of ours."""
     tail = OutputTail()
     description = ""
     try:
         action = _action(remote, payload)
         step = _step(remote, action)
         description = step.description
+        accepted(description)
         return _run(host, remote, worker, step, tail, cancel)
     except Refused as e:
         return _failed(e.code, f"irctl worker {worker}: {e}", description)
     except Cancelled:
         return _failed(code_pb2.UNAVAILABLE, f"irctl worker {worker} stopped before the step ended", description)
-    except BlobMismatch as e:  # the same bytes again would fail again: not worth a retry
+    except (BlobMismatch, BlobNotFound) as e:  # asking again would fail again: not worth a retry
         return _failed(code_pb2.FAILED_PRECONDITION, f"irctl worker {worker}: {e}", description)
     except RemoteError as e:
         return _failed(code_pb2.UNAVAILABLE, f"irctl worker {worker}: {e}", description)
@@ -173,6 +176,9 @@ def _step(remote, action: re_pb2.Action):
     errors = check_op(step.op)  # the op's own rules, as every IR reader checks them
     if errors:
         raise Refused(f"invalid op: {errors[0]}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+    own = step.op.exec.network
+    if own != "default" and own != step.network:  # the op's own mode wins over the envelope's (ExecHandler)
+        raise Refused(f"the op asks for network {own}, the step for {step.network}")
     return step
 
 
