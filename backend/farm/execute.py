@@ -79,7 +79,9 @@ class RemoteExecution:
                               step.description, key)
             action, blobs = step_action(sent)
             self.remote.upload_blobs({d: blobs[d] for d in self.remote.find_missing(list(blobs))})
-            response = self.remote.execute(action, skip_cache_lookup=False, on_stage=self._stage(step),
+            # --no-cache: the server's own cache of this very action is skipped too, as the step's key was
+            again = ws.options.no_cache or step.group in ws.options.no_cache_groups
+            response = self.remote.execute(action, skip_cache_lookup=again, on_stage=self._stage(step),
                                            cancel=ws.cancel)
         except SolveError:
             raise  # (LayerUnavailable: the solver builds again without the cache that promised a layer)

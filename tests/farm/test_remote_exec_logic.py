@@ -64,11 +64,11 @@ class FakeServer:
     def read_bytes(self, digest, *, cap: int) -> bytes:
         return self.blobs[digest]
 
-    def execute(self, action, **_) -> pb.ExecuteResponse:
+    def execute(self, action, *, skip_cache_lookup: bool, **_) -> pb.ExecuteResponse:
         self.blobs.update(FakeServer.answer_blobs)
         if FakeServer.gate is not None:
             FakeServer.gate.wait()
-        FakeServer.executed.append(action)
+        FakeServer.executed.append((action, skip_cache_lookup))
         return FakeServer.answer
 
     def close(self) -> None:
@@ -111,6 +111,14 @@ def test_a_step_a_worker_failed_fails_the_build_as_a_local_failure_reads(tmp_pat
     assert e.value.message == "process '/bin/sh -c make' did not complete successfully: exit code 3"
     assert e.value.exit_code == 3 and e.value.output_tail == ("compiling", "it broke")
     assert e.value.description == "RUN make" and len(farm.executed) == 1
+    assert farm.executed[0][1] is False  # the server may answer from its own cache of this action
+
+
+def test_no_cache_skips_the_server_s_cache_of_the_action_too(tmp_path, farm):
+    farm.answer = failed(3, b"", b"")
+    with pytest.raises(BuildError):
+        build(tmp_path, STEP, no_cache=True)
+    assert [skip for _, skip in farm.executed] == [True]
 
 
 def test_a_failure_without_the_worker_s_words_is_said_as_here(tmp_path, farm):
