@@ -1,6 +1,7 @@
-"""``--remote-cache`` for ``build`` and ``solve``: the REAPI server the solver looks steps up in and
-uploads results to (``backend.farm``).  A malformed value is a user error before anything runs; a
-server that cannot be reached is the solver's warning, and the build goes on locally."""
+"""``--remote-cache`` and ``--remote`` for ``build`` and ``solve``: the REAPI server the solver looks
+steps up in and uploads results to, and the one it sends exec steps to (``backend.farm``).  A
+malformed value is a user error before anything runs; a cache server that cannot be reached is the
+solver's warning, and the build goes on locally; an execution server that cannot be, its error."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from irctl.errors import UserError
 
 REMOTE_CACHE_HELP = ("Look steps up in a REAPI server's action cache and upload what runs here: grpc://HOST:PORT "
                      "(grpcs:// for TLS), with ,instance=NAME and ,upload=false (read only).")
-REMOTE_HELP = ("Run exec steps on a REAPI build farm (BuildGrid): grpc[s]://HOST:PORT[,instance=NAME]; "
-               "also its remote cache unless --remote-cache names another.")
+REMOTE_HELP = ("Run exec steps on a REAPI build farm (BuildGrid): grpc://HOST:PORT (grpcs:// for TLS), with "
+               ",instance=NAME; its action cache is the remote cache unless --remote-cache names another.")
 BOOLEANS = {"true": True, "false": False}
 
 

@@ -69,6 +69,8 @@ class RemoteExecution:
         and the worker's name."""
         op = handler.op
         assert op.exec is not None
+        step.event("started")  # (its inputs' upload is part of its time, as a local step's mounts are)
+        step.started = time.monotonic()
         ids = tuple(tuple(_layer_ids(ws, s)) for s in inputs)
         try:
             layers = ensure_in_cas(ws, self.remote, list(dict.fromkeys(lid for i in ids for lid in i)),
@@ -77,9 +79,9 @@ class RemoteExecution:
                               step.description, key)
             action, blobs = step_action(sent)
             self.remote.upload_blobs({d: blobs[d] for d in self.remote.find_missing(list(blobs))})
-            step.event("started")
-            step.started = time.monotonic()
-            response = self.remote.execute(action, skip_cache_lookup=False, on_stage=self._stage(step),
+            # --no-cache: the server's own cache of this very action is skipped too, as the step's key was
+            again = ws.options.no_cache or step.group in ws.options.no_cache_groups
+            response = self.remote.execute(action, skip_cache_lookup=again, on_stage=self._stage(step),
                                            cancel=ws.cancel)
         except SolveError:
             raise  # (LayerUnavailable: the solver builds again without the cache that promised a layer)
@@ -133,10 +135,14 @@ class RemoteExecution:
     def _stage(self, step: Step):
         """What the server says of the step as it moves (``--debug``), and a wait in its queue,
         said as a wait for a local job slot is."""
+        queued: list[float] = []
+
         def said(stage: str) -> None:
             step.event("debug", f"{step.description or step.digest[:19]}: {stage.lower()} on {self.name}")
-            if stage == "EXECUTING" and time.monotonic() - step.started > QUEUE_SAID:
-                step.info(f"waited {time.monotonic() - step.started:.1f}s in the build farm's queue")
+            if stage == "QUEUED":
+                queued.append(time.monotonic())
+            elif stage == "EXECUTING" and queued and time.monotonic() - queued[0] > QUEUE_SAID:
+                step.info(f"waited {time.monotonic() - queued[0]:.1f}s in the build farm's queue")
         return said
 
     def _output(self, raw: bytes, digest) -> bytes:

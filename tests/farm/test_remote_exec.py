@@ -206,3 +206,17 @@ def test_an_unreachable_server_is_one_line_and_exit_1(tmp_path, busybox_layout):
     r = build(ctx, tmp_path / "A", busybox_layout, "--remote", "grpc://127.0.0.1:1", code=1)
     assert r.stderr.splitlines() == [
         "error: --remote: REAPI server grpc://127.0.0.1:1: cannot reach it (connection refused)"], r.stderr
+
+
+def test_solve_sends_its_steps_too(tmp_path, busybox_layout, buildgrid, farm):
+    nonce = uuid.uuid4().hex
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM base\nRUN echo {nonce} > /s\n"})
+    graph = tmp_path / "g.ir"
+    r = irctl("compile", ctx, "-o", graph, "--build-context", f"base=oci-layout://{busybox_layout}",
+              env={"IRCTL_CACHE_DIR": str(tmp_path / "compile")})
+    assert r.code == 0, r.stderr
+    r = irctl("solve", graph, "--progress", "plain", "--cache-dir", tmp_path / "A", "--oci-layout",
+              f"base={busybox_layout}", "--remote", buildgrid.url, "-o", f"type=local,dest={tmp_path / 'out'}", env=ENV)
+    assert r.code == 0, r.stderr
+    assert set(steps(r.stderr).values()) <= set(farm) and len(steps(r.stderr)) == 1, r.stderr
+    assert (tmp_path / "out" / "s").read_text() == f"{nonce}\n"
