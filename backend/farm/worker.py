@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,8 +224,7 @@ class Worker:
         try:
             outcome = run_leased(self.host, self.remote, self.name, payload, lease.cancel,
                                  accepted=lambda what: self.say(f"irctl worker: {self.name}: {what}: started"))
-        except Exception as e:  # noqa: BLE001 - a bug of ours: the lease fails, the worker goes on
-            traceback.print_exc()
+        except Exception as e:  # noqa: BLE001 - a bug of ours: the lease fails (one line), the worker goes on
             outcome = Outcome(status_pb2.Status(code=code_pb2.UNKNOWN,
                                                 message=f"irctl worker {self.name}: internal error: {e!r}"), None)
         took = time.monotonic() - lease.started
