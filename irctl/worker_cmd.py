@@ -36,7 +36,7 @@ def worker(
     with user_errors():
         if jobs < 1:
             raise UserError(f"--jobs {jobs}: a worker runs at least one step at a time")
-        # lazy: the gRPC stack (~150 ms) only for the command that speaks it
+        # lazy: --help imports every command module; the farm's code only for the command that runs it
         from backend.reapi.address import parse_endpoint
 
         try:
