@@ -147,6 +147,10 @@ def main() -> None:
     finally:
         cluster.remove()
         shutil.rmtree(work, ignore_errors=True)
+    report(rows, args)
+
+
+def report(rows: list[dict], args: argparse.Namespace) -> None:
     print(f"\n{args.steps} independent steps of {args.seconds:g} s, --jobs 1 per worker, medians of {args.runs}:")
     print("| workers | wall | graph span | ideal | wall/ideal | span/ideal | (wall−ideal)/steps | (span−ideal)/rounds |")
     print("|---|---|---|---|---|---|---|---|")
@@ -164,9 +168,17 @@ def main() -> None:
         if "on the server" in ph:
             parts.append(f"client only (inputs uploaded before Execute, result back and registered) "
                          f"{r['client step'] - ph.pop('on the server'):.3f}")
+        if "queued" in ph:
+            parts.append(f"queued {ph.pop('queued'):.3f}")
         if "on the worker" in ph:
-            parts.append(f"worker overhead (fetch, container, upload) {ph['on the worker'] - args.seconds:.3f}")
-        parts += [f"{k} {v:.3f}" for k, v in ph.items()]
+            worker = ph.pop("on the worker")
+            inner = {k: ph.pop(k) for k in ("input fetch", "execution", "output upload") if k in ph}
+            shown = [f"{k} {v:.3f}" + (f" (the container's own {v - args.seconds:.3f})" if k == "execution" else "")
+                     for k, v in inner.items()]
+            if len(inner) == 3:
+                shown.append(f"the rest {worker - sum(inner.values()):.3f}")
+            parts.append(f"on the worker {worker:.3f} (+{worker - args.seconds:.3f}" + (": " + ", ".join(shown) if
+                                                                                     shown else "") + ")")
         print(f"  {r['workers']} workers: " + ", ".join(parts))
 
 
