@@ -71,7 +71,7 @@ def test_a_result_survives_the_trip() -> None:
 
 
 def test_the_spec_example_is_a_result() -> None:
-    example = re.search(r"```json\n(.*?)```", SPEC.read_text(encoding="utf-8"), re.S)[1]
+    example = re.search(r"```json result\n(.*?)```", SPEC.read_text(encoding="utf-8"), re.S)[1]
     outputs, layers = parse_document(example.encode())
     assert outputs == [Output("sha256:" + "2" * 64, (LID,), None, (1700000000000000000,))]
     assert layers == {LID: LAYER}
