@@ -117,6 +117,9 @@ class ReapiCache:
             self._pending.append(self._pool.submit(self._upload, key, tuple(outputs)))
 
     def _upload(self, key: str, outputs: tuple[Output, ...]) -> None:
+        with self._lock:  # queued before an upload failed: each would wait out its own deadline
+            if not self._uploading:
+                return
         ids = list(dict.fromkeys(lid for o in outputs for lid in o.layers))
         try:
             leak = self._secret_in(ids)

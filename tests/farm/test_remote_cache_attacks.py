@@ -1,0 +1,82 @@
+"""Attacks on ``--remote-cache`` by whoever controls the server (or can write its action cache), and
+by a server that misbehaves: each is a miss, a warning or a bounded wait, never a traceback, a hang
+or a poisoned local store (``backend.farm``)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from backend.farm import FarmOptions
+from backend.farm import cache as farm_cache
+from backend.farm.results import ResultError, parse_document
+from backend.reapi.address import parse_endpoint
+from backend.reapi.client import Caps
+from backend.reapi.errors import RemoteError
+from backend.store.records import Output
+
+URL = "grpc://127.0.0.1:9"
+LID, BLOB, DIFF, IDENT = ("sha256:" + c * 64 for c in "3456")
+
+
+def _doc(created=None, size=812) -> bytes:
+    return json.dumps({"format": "irctl.result.v1",
+                       "outputs": [{"identity": IDENT, "layers": [LID], "created": [created]}],
+                       "layers": {LID: {"blob": BLOB, "size": size, "diff_id": DIFF, "variant": "sde=None",
+                                        "media_type": "application/vnd.oci.image.layer.v1.tar+gzip"}}}).encode()
+
+
+@pytest.mark.parametrize("data", [_doc(created=10 ** 30), _doc(created=1 << 63), _doc(size=1 << 70)],
+                         ids=["created-past-any-clock", "created-past-int64", "size-past-int64"])
+def test_a_time_or_size_no_machine_can_hold_is_a_result_error(data: bytes) -> None:
+    """A step time the export cannot write (``datetime`` overflows: a traceback at export, and in the
+    local store for every later build) or a size REAPI cannot carry is refused with the result."""
+    with pytest.raises(ResultError):
+        parse_document(data)
+
+
+def test_the_largest_time_a_clock_shows_is_taken() -> None:
+    outputs, _ = parse_document(_doc(created=(1 << 63) - 1))
+    assert outputs == [Output(IDENT, (LID,), None, ((1 << 63) - 1,))]
+
+
+class HangingRemote:
+    """A server whose FindMissingBlobs answers after its deadline, as an error: every upload fails."""
+
+    def __init__(self, endpoint) -> None:
+        self.endpoint, self.asked, self._lock = endpoint, 0, threading.Lock()
+
+    def capabilities(self) -> Caps:
+        return Caps(exec_enabled=False, ac_update=True, max_batch=4 << 20, digest_ok=True)
+
+    def find_missing(self, digests):
+        with self._lock:
+            self.asked += 1
+        time.sleep(0.3)  # (the client's deadline, shortened)
+        raise RemoteError(URL, "FindMissingBlobs: timed out")
+
+    def close(self) -> None:
+        pass
+
+
+def test_uploads_queued_before_a_failure_are_not_tried_after_it(monkeypatch) -> None:
+    """A server that times out every upload costs one deadline per uploader, not one per step that
+    ran before the first failure was seen (the build waits for its uploads at the end)."""
+    monkeypatch.setattr(farm_cache, "Remote", HangingRemote)
+    said: list[str] = []
+    ws = SimpleNamespace(redactor=None)
+    found = farm_cache.connect(FarmOptions(cache=parse_endpoint(URL, "--remote-cache")[0]), ws,
+                               lambda event: said.append(event.text))
+    assert found is not None
+    for i in range(12):  # twelve steps ran quickly, before the first upload failed
+        found.ran("sha256:" + f"{i:064x}", ())
+    started = time.monotonic()
+    found.close()
+    assert found.remote.asked <= farm_cache.UPLOADERS, found.remote.asked
+    assert time.monotonic() - started < 12 * 0.3 / farm_cache.UPLOADERS
+    assert said == [f"warning: --remote-cache {URL}: uploading a result failed (FindMissingBlobs: timed out); "
+                    "uploading nothing more"]
