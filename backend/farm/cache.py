@@ -10,12 +10,14 @@ something reads them.  A result the server holds that irctl cannot use is a miss
 After a step runs here, its result is uploaded in the background (a pool the solver joins when
 the solve ends): its layers' blobs (``cas.ensure_in_cas``), result.json, the action's blobs, then
 the action cache entry.  An upload that fails is a warning, and nothing more is uploaded: a cache
-never fails a build.  A layer holding a secret value of the build (``backend.ops.secretscan``) is
-never uploaded, nor its result; cache mounts never are.
+never fails a build.  A layer holding a secret value of the build (``backend.ops.secretscan``; or in a
+path, link target or extended attribute, which its tar carries too) is never uploaded, nor its result; cache mounts never are.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,8 +26,10 @@ from backend.errors import BackendError
 from backend.events import Event
 from backend.farm import FarmOptions
 from backend.farm.cas import ensure_in_cas
+from backend.fs import safefs
 from backend.farm.results import ResultError, cache_action, decode_result, encode_result
 from backend.ops import secretscan
+from backend.output import Redactor
 from backend.reapi.client import Remote
 from backend.reapi.errors import BlobMismatch, BlobNotFound, RemoteError, Unreachable
 from backend.store.records import Output
@@ -162,7 +166,8 @@ class ReapiCache:
                 if lid in self._clean:
                     continue
             if store.layer_blob(lid) is None and self.ws.images.remote_layer(lid) is None:
-                if secretscan.find(redactor, store.layer_path(lid)):
+                path = store.layer_path(lid)
+                if secretscan.find(redactor, path) or _named(redactor, path):
                     return lid
             with self._lock:
                 self._clean.add(lid)
@@ -182,3 +187,21 @@ class ReapiCache:
         if self.uploaded:
             self.emit(Event("info", text=f"remote cache {self.name}: {self.uploaded} results uploaded"))
         self.remote.close()
+
+
+def _named(redactor: Redactor, root) -> bool:
+    """Whether a path, link target or extended attribute under ``root`` holds a secret value: a
+    layer's tar carries them as it carries contents (``secretscan.find`` reads contents only).
+    An unreadable tree is an ``OSError``: the caller uploads nothing more."""
+    redactor = Redactor(f for f in redactor.forms if len(f) >= secretscan.MIN_LENGTH)
+    if not redactor:
+        return False
+    for entry in safefs.walk(root, sort=False):
+        if redactor.found_in(entry.rel):
+            return True
+        if stat.S_ISLNK(entry.st.st_mode) and redactor.found_in(entry.readlink()):
+            return True
+        for attr in os.listxattr(entry.xpath, follow_symlinks=False):
+            if redactor.found_in(os.fsencode(attr) + b"=" + os.getxattr(entry.xpath, attr, follow_symlinks=False)):
+                return True
+    return False

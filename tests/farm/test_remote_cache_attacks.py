@@ -80,3 +80,26 @@ def test_uploads_queued_before_a_failure_are_not_tried_after_it(monkeypatch) -> 
     assert time.monotonic() - started < 12 * 0.3 / farm_cache.UPLOADERS
     assert said == [f"warning: --remote-cache {URL}: uploading a result failed (FindMissingBlobs: timed out); "
                     "uploading nothing more"]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("step", ['ln -s "$(cat /run/secrets/tok)" /leaked', 'touch "/$(cat /run/secrets/tok)"',
+                                  'mkdir -p "/d/x$(cat /run/secrets/tok)y"'],
+                         ids=["link-target", "file-name", "dir-name"])
+def test_a_secret_value_in_a_link_or_a_name_is_never_uploaded(tmp_path, busybox_layout, buildgrid, step):
+    """A layer's tar carries link targets and names as well as file contents: a secret value in
+    either would reach every reader of the server's CAS."""
+    from backend.reapi.client import Remote
+    from tests.farm.test_remote_cache import ENV, uploaded, warnings
+    from tests.support.cli import irctl, write
+
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM base\nRUN --mount=type=secret,id=tok {step}\n"
+                                                 "RUN echo after > /after\n"})
+    r = irctl("build", "--progress", "plain", "--cache-dir", tmp_path / "A", "--build-context",
+              f"base=oci-layout://{busybox_layout}", "--secret", "id=tok,env=IRCTL_TEST_TOKEN",
+              "--remote-cache", buildgrid.url, ctx, env={**ENV, "IRCTL_TEST_TOKEN": f"s3cret-{tmp_path.name}"})
+    assert r.code == 0 and "Traceback" not in r.stderr, r.stderr
+    said = warnings(r.stderr)
+    assert len(said) == 1 and "a secret value of this build into its layer" in said[0], r.stderr
+    with Remote(parse_endpoint(buildgrid.url, "test")[0]) as client:
+        assert uploaded(client, tmp_path / "A") == {}
