@@ -11,7 +11,8 @@ After a step runs here, its result is uploaded in the background (a pool the sol
 the solve ends): its layers' blobs (``cas.ensure_in_cas``), result.json, the action's blobs, then
 the action cache entry.  An upload that fails is a warning, and nothing more is uploaded: a cache
 never fails a build.  A layer holding a secret value of the build (``backend.ops.secretscan``; or in a
-path, link target or extended attribute, which its tar carries too) is never uploaded, nor its result; cache mounts never are.
+path, link target or extended attribute, which its tar carries too) is never uploaded, nor its
+result; cache mounts never are.
 """
 
 from __future__ import annotations
