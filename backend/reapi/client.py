@@ -274,7 +274,7 @@ class Remote:
             return self._open("Read", bs_pb2.ReadRequest(resource_name=resource, read_offset=offset),
                               self._stream_timeout(digest[1] - offset))
 
-        reader = BlobReader(self.url, digest, open_at, lambda e: self._fail("ByteStream.Read", e))
+        reader = BlobReader(self.url, digest, open_at, lambda e: self._fail("ByteStream.Read", e), idle=self.timeout)
         return io.BufferedReader(reader, buffer_size=CHUNK)
 
     # ------------------------------------------------------------------ action cache
