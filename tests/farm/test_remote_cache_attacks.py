@@ -103,3 +103,38 @@ def test_a_secret_value_in_a_link_or_a_name_is_never_uploaded(tmp_path, busybox_
     assert len(said) == 1 and "a secret value of this build into its layer" in said[0], r.stderr
     with Remote(parse_endpoint(buildgrid.url, "test")[0]) as client:
         assert uploaded(client, tmp_path / "A") == {}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("upload", [False, True])
+def test_upload_false_calls_nothing_that_writes(tmp_path, busybox_layout, upload):
+    """Every RPC a read-only build makes, recorded by the server: only capabilities and lookups
+    (with upload=true the same build does write, so the recording sees writes)."""
+    import grpc
+
+    from backend.reapi.protos import remote_execution_pb2 as pb
+    from tests.farm.test_remote_cache import ENV, ran
+    from tests.reapi.fakeserver import FakeServer
+    from tests.support.cli import irctl, write
+
+    def caps(request, context):
+        return pb.ServerCapabilities(cache_capabilities=pb.CacheCapabilities(
+            digest_functions=[pb.DigestFunction.SHA256],
+            action_cache_update_capabilities=pb.ActionCacheUpdateCapabilities(update_enabled=True)))
+
+    def miss(request, context):
+        context.abort(grpc.StatusCode.NOT_FOUND, "no such result")
+
+    server = FakeServer(GetCapabilities=caps, GetActionResult=miss)
+    try:
+        ctx = write(tmp_path / "ctx", {"Dockerfile": "FROM base\nCOPY a.txt /a\nRUN cat /a > /b\n", "a.txt": "a\n"})
+        r = irctl("build", "--progress", "plain", "--cache-dir", tmp_path / "A", "--build-context",
+                  f"base=oci-layout://{busybox_layout}", "--remote-cache",
+                  f"{server.url},upload={str(upload).lower()}", ctx, env=ENV)
+    finally:
+        server.stop()
+    assert r.code == 0 and "Traceback" not in r.stderr, r.stderr
+    assert len(ran(r.stderr)) == 2, r.stderr
+    assert server.calls.count("GetActionResult") >= 2, server.calls
+    writes = set(server.calls) - {"GetCapabilities", "GetActionResult"}
+    assert bool(writes) == upload, server.calls
