@@ -154,8 +154,10 @@ class ReapiCache:
             self.uploaded += 1
 
     def _secret_in(self, ids: list[str]) -> str | None:
-        """The first layer of ``ids`` built here that holds a secret value of the build, if any
-        (pulled and fetched layers came from elsewhere: they hold none of this build's secrets)."""
+        """The first layer of ``ids`` that holds a secret value of the build, if any: one built here,
+        or one another shared cache gave (an earlier build with the same secret may have written it
+        there, with a warning).  A base image's layers, and those this server named (its CAS has
+        them), are not looked at."""
         redactor = self.ws.redactor
         if not redactor:
             return None
@@ -166,13 +168,17 @@ class ReapiCache:
                     return lid
                 if lid in self._clean:
                     continue
-            if store.layer_blob(lid) is None and self.ws.images.remote_layer(lid) is None:
-                path = store.layer_path(lid)
+            found = self.ws.images.remote_layer(lid)
+            if store.layer_blob(lid) is None and (found is None or not self._served_here(found[1])):
+                path = self.ws.images.ensure_layer(lid) if found is not None else store.layer_path(lid)
                 if secretscan.find(redactor, path) or _named(redactor, path):
                     return lid
             with self._lock:
                 self._clean.add(lid)
         return None
+
+    def _served_here(self, origin) -> bool:
+        return origin[0] == "reapi" and getattr(origin[1], "endpoint", None) == self.remote.endpoint
 
     def close(self) -> None:
         """Wait for the uploads (the solve is over), say what went up, and let the server go."""

@@ -138,3 +138,31 @@ def test_upload_false_calls_nothing_that_writes(tmp_path, busybox_layout, upload
     assert server.calls.count("GetActionResult") >= 2, server.calls
     writes = set(server.calls) - {"GetCapabilities", "GetActionResult"}
     assert bool(writes) == upload, server.calls
+
+
+@pytest.mark.e2e
+def test_a_secret_in_a_layer_another_cache_gave_is_never_uploaded(tmp_path, busybox_layout, buildgrid):
+    """A --cache-from cache an earlier build with the same secret wrote (it warned) holds a layer
+    with the value; this build takes that step from it and runs the one on top, whose result names
+    the layer: a private cache's layer must not go on to a shared server's CAS."""
+    from backend.reapi.client import Remote
+    from tests.farm.test_remote_cache import ENV, ran, uploaded, warnings
+    from tests.support.cli import irctl, write
+
+    ctx = write(tmp_path / "ctx", {"Dockerfile": "FROM base\nRUN --mount=type=secret,id=tok cp /run/secrets/tok "
+                                                 "/leaked\nARG X\nRUN echo $X > /after\n"})
+    shared = tmp_path / "shared"
+    common = ("--progress", "plain", "--build-context", f"base=oci-layout://{busybox_layout}",
+              "--secret", "id=tok,env=IRCTL_TEST_TOKEN")
+    env = {**ENV, "IRCTL_TEST_TOKEN": f"s3cret-{tmp_path.name}"}
+    a = irctl("build", *common, "--cache-dir", tmp_path / "A", "--build-arg", "X=a",
+              "--cache-to", f"type=local,dest={shared},mode=max", ctx, env=env)
+    assert a.code == 0, a.stderr
+    b = irctl("build", *common, "--cache-dir", tmp_path / "B", "--build-arg", "X=b",
+              "--cache-from", f"type=local,src={shared}", "--remote-cache", buildgrid.url, ctx, env=env)
+    assert b.code == 0 and "Traceback" not in b.stderr, b.stderr
+    assert ran(b.stderr) == ["RUN echo b > /after"], b.stderr  # the secret's step came from the cache
+    said = warnings(b.stderr)
+    assert len(said) == 1 and "a secret value of this build into its layer" in said[0], b.stderr
+    with Remote(parse_endpoint(buildgrid.url, "test")[0]) as client:
+        assert uploaded(client, tmp_path / "B") == {}
