@@ -122,8 +122,8 @@ class ReapiCache:
             self._pending.append(self._pool.submit(self._upload, key, tuple(outputs)))
 
     def _upload(self, key: str, outputs: tuple[Output, ...]) -> None:
-        with self._lock:  # queued before an upload failed: each would wait out its own deadline
-            if not self._uploading:
+        with self._lock:  # queued before an upload failed (each would wait out its own deadline) or
+            if not self._uploading:  # before Ctrl-C (see close)
                 return
         ids = list(dict.fromkeys(lid for o in outputs for lid in o.layers))
         try:
@@ -180,10 +180,14 @@ class ReapiCache:
     def _served_here(self, origin) -> bool:
         return origin[0] == "reapi" and getattr(origin[1], "endpoint", None) == self.remote.endpoint
 
-    def close(self) -> None:
-        """Wait for the uploads (the solve is over), say what went up, and let the server go."""
+    def close(self, *, interrupted: bool = False) -> None:
+        """Wait for the uploads (the solve is over), say what went up, and let the server go.
+        ``interrupted`` (Ctrl-C): only those under way are waited for, the queued ones are dropped
+        (each would compress layers and wait on the network while the user waits)."""
         with self._lock:
             pool, pending = self._pool, list(self._pending)
+            if interrupted:
+                self._uploading = False
         for f in pending:
             try:
                 f.result()

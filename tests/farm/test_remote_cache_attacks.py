@@ -166,3 +166,37 @@ def test_a_secret_in_a_layer_another_cache_gave_is_never_uploaded(tmp_path, busy
     assert len(said) == 1 and "a secret value of this build into its layer" in said[0], b.stderr
     with Remote(parse_endpoint(buildgrid.url, "test")[0]) as client:
         assert uploaded(client, tmp_path / "B") == {}
+
+
+class SlowRemote(HangingRemote):
+    """A server that takes its time over each upload, and takes it."""
+
+    def find_missing(self, digests):
+        with self._lock:
+            self.asked += 1
+        time.sleep(0.3)
+        return set()
+
+    def update_action_result(self, action, result) -> None:
+        pass
+
+
+def test_a_cancelled_build_does_not_wait_for_uploads_not_begun(monkeypatch) -> None:
+    """Ctrl-C: the solver closes the cache, which waits for its uploads; those queued and not begun
+    are left (each would compress layers and wait on the network).  A build that fails still
+    uploads what ran (``close()``: every one)."""
+    monkeypatch.setattr(farm_cache, "Remote", SlowRemote)
+    ws = SimpleNamespace(redactor=None)
+    found = farm_cache.connect(FarmOptions(cache=parse_endpoint(URL, "--remote-cache")[0]), ws, lambda event: None)
+    for i in range(12):
+        found.ran("sha256:" + f"{i:064x}", ())
+    started = time.monotonic()
+    found.close(interrupted=True)
+    assert found.remote.asked <= 2 * farm_cache.UPLOADERS, found.remote.asked  # (each upload asks twice)
+    assert time.monotonic() - started < 12 * 0.6 / farm_cache.UPLOADERS
+    monkeypatch.setattr(farm_cache, "Remote", SlowRemote)
+    found = farm_cache.connect(FarmOptions(cache=parse_endpoint(URL, "--remote-cache")[0]), ws, lambda event: None)
+    for i in range(4):
+        found.ran("sha256:" + f"{i:064x}", ())
+    found.close()
+    assert found.uploaded == 4
