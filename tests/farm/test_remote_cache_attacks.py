@@ -200,3 +200,45 @@ def test_a_cancelled_build_does_not_wait_for_uploads_not_begun(monkeypatch) -> N
         found.ran("sha256:" + f"{i:064x}", ())
     found.close()
     assert found.uploaded == 4
+
+
+@pytest.mark.e2e
+def test_a_result_cannot_make_the_client_send_a_blob_it_holds(tmp_path, busybox_layout, fresh_buildgrid):
+    """A writer of the action cache files, under a key the victim looks up, a result naming a layer
+    of an image the victim pulled once for another build (a private one: its digests are known,
+    its bytes are not), with that image's blob.  The victim takes the hit without reading it, runs
+    a step on top (an image config step reads no layer), and uploads that step's result: the
+    server says it lacks the blob it named, and the victim must not send its own copy."""
+    from backend.ops.workspace import layers_identity
+    from backend.reapi.client import Remote
+    from tests.farm.test_remote_cache import ENV, keys, rewrite
+    from tests.support.cli import irctl, write
+
+    manifest = json.loads((busybox_layout / "index.json").read_text())["manifests"][0]["digest"]
+    layer = json.loads((busybox_layout / "blobs" / "sha256" / manifest.removeprefix("sha256:")).read_text())["layers"][0]
+    private = (layer["digest"], layer["size"])
+    config = json.loads((busybox_layout / "blobs" / "sha256" / json.loads(
+        (busybox_layout / "blobs" / "sha256" / manifest.removeprefix("sha256:")).read_text())["config"]["digest"]
+        .removeprefix("sha256:")).read_text())
+    diff_id = config["rootfs"]["diff_ids"][0]
+
+    def build(machine, dockerfile, *args):
+        ctx = write(tmp_path / f"ctx-{machine}", {"Dockerfile": dockerfile, "a.txt": "a\n"})
+        r = irctl("build", "--progress", "plain", "--cache-dir", tmp_path / machine, "--build-context",
+                  f"base=oci-layout://{busybox_layout}", *args, ctx, env=ENV)
+        assert r.code == 0 and "Traceback" not in r.stderr, r.stderr
+        return r
+
+    build("V", "FROM base\nRUN true\n")  # the victim once built on the private image
+    victim = "FROM scratch\nCOPY a.txt /a\nENV A=1\n"
+    build("T", victim, "--remote-cache", f"{fresh_buildgrid.url},upload=false")  # the attacker's dry run: keys
+    poison = json.dumps({"format": "irctl.result.v1",
+                         "outputs": [{"identity": layers_identity([diff_id]), "layers": [diff_id], "created": [None]}],
+                         "layers": {diff_id: {"blob": private[0], "size": private[1], "diff_id": diff_id,
+                                              "media_type": layer["mediaType"], "variant": ""}}},
+                        sort_keys=True, separators=(",", ":")).encode()
+    with Remote(parse_endpoint(fresh_buildgrid.url, "test")[0]) as server:
+        for key in keys(tmp_path / "T"):
+            rewrite(server, key, poison)
+        build("V", victim, "--remote-cache", fresh_buildgrid.url)
+        assert server.find_missing({private}) == {private}, "the victim sent the private image's blob"
