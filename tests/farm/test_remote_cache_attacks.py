@@ -90,7 +90,7 @@ def test_a_secret_value_in_a_link_or_a_name_is_never_uploaded(tmp_path, busybox_
     """A layer's tar carries link targets and names as well as file contents: a secret value in
     either would reach every reader of the server's CAS."""
     from backend.reapi.client import Remote
-    from tests.farm.test_remote_cache import ENV, uploaded, warnings
+    from tests.support.reapicache import ENV, uploaded, warnings
     from tests.support.cli import irctl, write
 
     ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM base\nRUN --mount=type=secret,id=tok {step}\n"
@@ -113,7 +113,7 @@ def test_upload_false_calls_nothing_that_writes(tmp_path, busybox_layout, upload
     import grpc
 
     from backend.reapi.protos import remote_execution_pb2 as pb
-    from tests.farm.test_remote_cache import ENV, ran
+    from tests.support.reapicache import ENV, ran
     from tests.reapi.fakeserver import FakeServer
     from tests.support.cli import irctl, write
 
@@ -146,7 +146,7 @@ def test_a_secret_in_a_layer_another_cache_gave_is_never_uploaded(tmp_path, busy
     with the value; this build takes that step from it and runs the one on top, whose result names
     the layer: a private cache's layer must not go on to a shared server's CAS."""
     from backend.reapi.client import Remote
-    from tests.farm.test_remote_cache import ENV, ran, uploaded, warnings
+    from tests.support.reapicache import ENV, ran, uploaded, warnings
     from tests.support.cli import irctl, write
 
     ctx = write(tmp_path / "ctx", {"Dockerfile": "FROM base\nRUN --mount=type=secret,id=tok cp /run/secrets/tok "
@@ -211,7 +211,7 @@ def test_a_result_cannot_make_the_client_send_a_blob_it_holds(tmp_path, busybox_
     server says it lacks the blob it named, and the victim must not send its own copy."""
     from backend.ops.workspace import layers_identity
     from backend.reapi.client import Remote
-    from tests.farm.test_remote_cache import ENV, keys, rewrite
+    from tests.support.reapicache import ENV, keys, rewrite
     from tests.support.cli import irctl, write
 
     manifest = json.loads((busybox_layout / "index.json").read_text())["manifests"][0]["digest"]
