@@ -10,7 +10,9 @@ are sent (``FindMissingBlobs``).
 A blob a result of the server named is never sent from here, even when this machine holds a blob of
 that digest: the result may be a hostile writer's, naming (under a layer a later step of this build
 stacks on without reading it) the blob of a private image this machine once pulled.  The server
-lost it, or never had it: the upload fails, with a warning.
+lost it, or never had it: the upload fails, with a warning.  For the same reason an image's layer
+is sent only when an image this build resolved names it (a hit the local store kept from such a
+result would otherwise stack it in, in a later build).
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ def _named_here(ws, remote, lid: str) -> RemoteLayer | None:
 
 def _descriptor(ws, lid: str, source_date_epoch: int | None) -> RemoteLayer:
     found = ws.images.remote_layer(lid)
+    if ws.store.layer_blob(lid) is not None and not ws.images.resolved_layer(lid):
+        raise BackendError(f"layer {lid} is one of an image no source of this build names (a cache's result "
+                           "stacked it): not sent")
     pulled = ws.images.stored_blob(lid)
     if pulled is not None:
         return RemoteLayer(pulled.blob, MEDIA_TYPES[compression_named(pulled.media_type)], pulled.size, lid)

@@ -242,3 +242,7 @@ def test_a_result_cannot_make_the_client_send_a_blob_it_holds(tmp_path, busybox_
             rewrite(server, key, poison)
         build("V", victim, "--remote-cache", fresh_buildgrid.url)
         assert server.find_missing({private}) == {private}, "the victim sent the private image's blob"
+        # the hit is in the victim's own store now: a later build takes it from there, and runs
+        # another step on top; no image of that build names the private layer either
+        build("V", victim.replace("A=1", "A=2"), "--remote-cache", fresh_buildgrid.url)
+        assert server.find_missing({private}) == {private}, "a later build sent the private image's blob"
