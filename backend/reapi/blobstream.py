@@ -72,15 +72,29 @@ class BlobReader(io.RawIOBase):
         return n
 
     def _next_chunk(self) -> bytes | None:
-        """The next non-empty message's bytes, ``None`` at the end of the stream."""
+        """The next non-empty message's bytes, ``None`` at the end of the stream; waited for at most
+        ``idle`` seconds (empty messages are no progress)."""
+        if self._watchdog is None:
+            self._watchdog = _Watchdog(self._idle, self._cancel)
+        self._watchdog.waiting(True)
+        try:
+            return self._next_chunk_unwatched()
+        finally:
+            self._watchdog.waiting(False)
+
+    def _stalled(self) -> RemoteError:
+        return RemoteError(self._url, f"ByteStream.Read: the server sent nothing for {self._idle:g} s "
+                                      f"({self._got} of {self._size} bytes of {self._digest[0]})")
+
+    def _next_chunk_unwatched(self) -> bytes | None:
         while True:
+            if self._watchdog is not None and self._watchdog.fired:  # (between two streams: nothing to cancel)
+                self._cancel()
+                raise self._stalled()
             if self._stream is None:
                 if self._size == 0:
                     return None
                 self._stream = self._open(self._got)
-            if self._watchdog is None:
-                self._watchdog = _Watchdog(self._idle, self._cancel)
-            self._watchdog.waiting(True)
             try:
                 data = next(self._stream).data
             except StopIteration:
@@ -91,9 +105,8 @@ class BlobReader(io.RawIOBase):
                 raise
             except Exception as e:
                 self._stream = None
-                if self._watchdog.fired:
-                    raise RemoteError(self._url, f"ByteStream.Read: the server sent nothing for {self._idle:g} s "
-                                                 f"({self._got} of {self._size} bytes of {self._digest[0]})") from None
+                if self._watchdog is not None and self._watchdog.fired:
+                    raise self._stalled() from None
                 if errors.code_of(e) in errors.RETRYABLE and self._retries < errors.ATTEMPTS - 1:
                     self._retries += 1
                     time.sleep(errors.BACKOFF * 2 ** self._retries)
@@ -102,8 +115,6 @@ class BlobReader(io.RawIOBase):
                 if failure.code == "NOT_FOUND":
                     raise BlobNotFound(self._url, f"blob {self._digest[0]} is not in the CAS") from None
                 raise failure from None
-            finally:
-                self._watchdog.waiting(False)
             if len(data) > self._size - self._got:
                 self._cancel()
                 raise BlobMismatch(self._url, f"blob {self._digest[0]}: the server sent more than its "

@@ -22,12 +22,23 @@ def _no_backoff(monkeypatch):
     monkeypatch.setattr(errors, "BACKOFF", 0.0)
 
 
-def test_a_stream_that_stops_sending_is_given_up_on(monkeypatch):
+def _silent(stop):
+    yield bs.ReadResponse(data=b"x" * 1000)
+    stop.wait(30)  # and nothing more
+
+
+def _empty(stop):
+    yield bs.ReadResponse(data=b"x" * 1000)
+    while not stop.wait(0.01):
+        yield bs.ReadResponse()  # messages without a byte: no progress either
+
+
+@pytest.mark.parametrize("send", [_silent, _empty], ids=["silence", "empty-messages"])
+def test_a_stream_that_stops_sending_is_given_up_on(send):
     stop = threading.Event()
 
     def stall(request, context):
-        yield bs.ReadResponse(data=b"x" * 1000)
-        stop.wait(30)  # and nothing more
+        yield from send(stop)
 
     server = FakeServer(Read=stall)
     remote = server.remote(timeout=0.5)
