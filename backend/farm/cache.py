@@ -10,12 +10,15 @@ something reads them.  A result the server holds that irctl cannot use is a miss
 After a step runs here, its result is uploaded in the background (a pool the solver joins when
 the solve ends): its layers' blobs (``cas.ensure_in_cas``), result.json, the action's blobs, then
 the action cache entry.  An upload that fails is a warning, and nothing more is uploaded: a cache
-never fails a build.  A layer holding a secret value of the build (``backend.ops.secretscan``) is
-never uploaded, nor its result; cache mounts never are.
+never fails a build.  A layer holding a secret value of the build (``backend.ops.secretscan``; or in a
+path, link target or extended attribute, which its tar carries too) is never uploaded, nor its
+result; cache mounts never are.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,8 +27,10 @@ from backend.errors import BackendError
 from backend.events import Event
 from backend.farm import FarmOptions
 from backend.farm.cas import ensure_in_cas
+from backend.fs import safefs
 from backend.farm.results import ResultError, cache_action, decode_result, encode_result
 from backend.ops import secretscan
+from backend.output import Redactor
 from backend.reapi.client import Remote
 from backend.reapi.errors import BlobMismatch, BlobNotFound, RemoteError, Unreachable
 from backend.store.records import Output
@@ -117,6 +122,9 @@ class ReapiCache:
             self._pending.append(self._pool.submit(self._upload, key, tuple(outputs)))
 
     def _upload(self, key: str, outputs: tuple[Output, ...]) -> None:
+        with self._lock:  # queued before an upload failed (each would wait out its own deadline) or
+            if not self._uploading:  # before Ctrl-C (see close)
+                return
         ids = list(dict.fromkeys(lid for o in outputs for lid in o.layers))
         try:
             leak = self._secret_in(ids)
@@ -146,8 +154,10 @@ class ReapiCache:
             self.uploaded += 1
 
     def _secret_in(self, ids: list[str]) -> str | None:
-        """The first layer of ``ids`` built here that holds a secret value of the build, if any
-        (pulled and fetched layers came from elsewhere: they hold none of this build's secrets)."""
+        """The first layer of ``ids`` that holds a secret value of the build, if any: one built here,
+        or one another shared cache gave (an earlier build with the same secret may have written it
+        there, with a warning).  A base image's layers, and those this server named (its CAS has
+        them), are not looked at."""
         redactor = self.ws.redactor
         if not redactor:
             return None
@@ -158,17 +168,26 @@ class ReapiCache:
                     return lid
                 if lid in self._clean:
                     continue
-            if store.layer_blob(lid) is None and self.ws.images.remote_layer(lid) is None:
-                if secretscan.find(redactor, store.layer_path(lid)):
+            found = self.ws.images.remote_layer(lid)
+            if store.layer_blob(lid) is None and (found is None or not self._served_here(found[1])):
+                path = self.ws.images.ensure_layer(lid) if found is not None else store.layer_path(lid)
+                if secretscan.find(redactor, path) or _named(redactor, path):
                     return lid
             with self._lock:
                 self._clean.add(lid)
         return None
 
-    def close(self) -> None:
-        """Wait for the uploads (the solve is over), say what went up, and let the server go."""
+    def _served_here(self, origin) -> bool:
+        return origin[0] == "reapi" and getattr(origin[1], "endpoint", None) == self.remote.endpoint
+
+    def close(self, *, interrupted: bool = False) -> None:
+        """Wait for the uploads (the solve is over), say what went up, and let the server go.
+        ``interrupted`` (Ctrl-C): only those under way are waited for, the queued ones are dropped
+        (each would compress layers and wait on the network while the user waits)."""
         with self._lock:
             pool, pending = self._pool, list(self._pending)
+            if interrupted:
+                self._uploading = False
         for f in pending:
             try:
                 f.result()
@@ -179,3 +198,21 @@ class ReapiCache:
         if self.uploaded:
             self.emit(Event("info", text=f"remote cache {self.name}: {self.uploaded} results uploaded"))
         self.remote.close()
+
+
+def _named(redactor: Redactor, root) -> bool:
+    """Whether a path, link target or extended attribute under ``root`` holds a secret value: a
+    layer's tar carries them as it carries contents (``secretscan.find`` reads contents only).
+    An unreadable tree is an ``OSError``: the caller uploads nothing more."""
+    redactor = Redactor(f for f in redactor.forms if len(f) >= secretscan.MIN_LENGTH)
+    if not redactor:
+        return False
+    for entry in safefs.walk(root, sort=False):
+        if redactor.found_in(entry.rel):
+            return True
+        if stat.S_ISLNK(entry.st.st_mode) and redactor.found_in(entry.readlink()):
+            return True
+        for attr in os.listxattr(entry.xpath, follow_symlinks=False):
+            if redactor.found_in(os.fsencode(attr) + b"=" + os.getxattr(entry.xpath, attr, follow_symlinks=False)):
+                return True
+    return False

@@ -19,7 +19,7 @@ import re
 
 from backend.oci.compression import MEDIA_TYPES
 from backend.oci.pull import RemoteLayer
-from backend.reapi.digests import EMPTY, Digest, digest_of, from_proto, message_digest, to_proto
+from backend.reapi.digests import EMPTY, MAX_SIZE, Digest, digest_of, from_proto, message_digest, to_proto
 from backend.reapi.errors import RemoteError
 from backend.reapi.protos import remote_execution_pb2 as pb
 from backend.store.records import Output
@@ -30,6 +30,7 @@ LAYERS_DIR = "irctl/layers/"
 MAX_RESULT = 4 << 20  # bytes of result.json a reader accepts
 MAX_OUTPUTS = 64  # outputs of one step (an exec op's mounts, at most)
 MAX_LAYERS = 4096  # layers of one output, and descriptors of one result
+MAX_TIME = 1 << 63  # ns: a step time a clock (and an image's history) can show, as a --cache-from cache's
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 VARIANT = re.compile(r"(sde=(None|[0-9]{1,19}))?")  # the SOURCE_DATE_EPOCH a layer's tar was written with
 EMPTY_DIR: Digest = EMPTY  # the empty Directory message serialises to no bytes
@@ -125,9 +126,9 @@ def _digest(value: object, where: str) -> str:
     return value
 
 
-def _count(value: object, where: str) -> int:
-    if type(value) is not int or value < 0:
-        raise ResultError(f"{RESULT_PATH}: {where} is not a non-negative integer")
+def _count(value: object, where: str, limit: int = MAX_SIZE + 1) -> int:
+    if type(value) is not int or not 0 <= value < limit:
+        raise ResultError(f"{RESULT_PATH}: {where} is not an integer from 0 to {limit - 1}")
     return value
 
 
@@ -169,6 +170,6 @@ def _output(value: object, where: str, layers: dict[str, RemoteLayer]) -> Output
         raise ResultError(f"{RESULT_PATH}: {where}.created is not a list as long as its layers")
     for i, t in enumerate(created):
         if t is not None:
-            _count(t, f"{where}.created[{i}]")
+            _count(t, f"{where}.created[{i}]", MAX_TIME)  # (the export writes it as a date)
     times = tuple(created) if any(t is not None for t in created) else ()
     return Output(_digest(value["identity"], f"{where}.identity"), tuple(ids), None, times)

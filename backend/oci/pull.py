@@ -100,6 +100,7 @@ class ImageResolver:
         self._owners: dict[str, Owner] = {}  # blob digest -> the op whose progress shows it
         self._remote: dict[str, tuple[RemoteLayer, Origin]] = {}  # layer id -> its blob in a shared cache
         self._seeds: dict[str, tuple[RemoteLayer, Origin]] = {}  # cache mount id -> its dir's blob
+        self._resolved: set[str] = set()  # diff_ids of the layers of the images resolved here
         self.remote_bytes = 0  # downloaded from shared caches (progress: what was imported)
 
     def client(self):
@@ -197,6 +198,7 @@ class ImageResolver:
     def _remember(self, res: ResolvedSource, origin: Origin, owner: Owner) -> None:
         with self._lock:
             for layer in res.layers:
+                self._resolved.add(layer.diff_id)
                 self._origins.setdefault(layer.blob, origin)
                 self._owners.setdefault(layer.blob, owner)
 
@@ -242,6 +244,12 @@ class ImageResolver:
         """The shared cache's blob of ``layer_id`` and where it is, if a cache named it."""
         with self._lock:
             return self._remote.get(layer_id)
+
+    def resolved_layer(self, layer_id: str) -> bool:
+        """Whether an image this resolver resolved names the layer ``layer_id`` (a diff_id): a base
+        image's layer the build uses, not one a cache's result stacked in (``backend.farm.cas``)."""
+        with self._lock:
+            return layer_id in self._resolved
 
     def stored_blob(self, layer_id: str) -> ImageLayer | None:
         """The blob an image's layer (by diff_id) was pulled as, fetched into the blob store if only

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 import time
 import uuid
 from typing import Callable, Iterator
@@ -36,19 +37,22 @@ def write_resource(instance: str, digest: Digest) -> str:
 
 class BlobReader(io.RawIOBase):
     """A blob read through ``ByteStream.Read`` as a readable binary file; ``open(offset)`` starts the
-    server's stream at ``offset``, ``fail(rpc_error)`` turns a gRPC error into the ``RemoteError``."""
+    server's stream at ``offset``, ``fail(rpc_error)`` turns a gRPC error into the ``RemoteError``.
+    A stream that sends nothing for ``idle`` seconds is given up on: its deadline grows with the
+    blob's size, which the server names (a huge blob and then silence would hold a build for days)."""
 
     def __init__(self, url: str, digest: Digest, open: Callable[[int], Iterator[bs_pb2.ReadResponse]],
-                 fail: Callable[[BaseException], RemoteError]):
+                 fail: Callable[[BaseException], RemoteError], idle: float = 60.0):
         super().__init__()
         self._url, self._digest, self._size = url, digest, digest[1]
-        self._open, self._fail = open, fail
+        self._open, self._fail, self._idle = open, fail, idle
         self._stream: Iterator[bs_pb2.ReadResponse] | None = None
         self._hash = hashlib.sha256()
         self._got = 0
         self._pending = memoryview(b"")
         self._retries = 0
         self._verified = False
+        self._watchdog: _Watchdog | None = None
 
     def readable(self) -> bool:
         return True
@@ -68,8 +72,25 @@ class BlobReader(io.RawIOBase):
         return n
 
     def _next_chunk(self) -> bytes | None:
-        """The next non-empty message's bytes, ``None`` at the end of the stream."""
+        """The next non-empty message's bytes, ``None`` at the end of the stream; waited for at most
+        ``idle`` seconds (empty messages are no progress)."""
+        if self._watchdog is None:
+            self._watchdog = _Watchdog(self._idle, self._cancel)
+        self._watchdog.waiting(True)
+        try:
+            return self._next_chunk_unwatched()
+        finally:
+            self._watchdog.waiting(False)
+
+    def _stalled(self) -> RemoteError:
+        return RemoteError(self._url, f"ByteStream.Read: the server sent nothing for {self._idle:g} s "
+                                      f"({self._got} of {self._size} bytes of {self._digest[0]})")
+
+    def _next_chunk_unwatched(self) -> bytes | None:
         while True:
+            if self._watchdog is not None and self._watchdog.fired:  # (between two streams: nothing to cancel)
+                self._cancel()
+                raise self._stalled()
             if self._stream is None:
                 if self._size == 0:
                     return None
@@ -84,6 +105,8 @@ class BlobReader(io.RawIOBase):
                 raise
             except Exception as e:
                 self._stream = None
+                if self._watchdog is not None and self._watchdog.fired:
+                    raise self._stalled() from None
                 if errors.code_of(e) in errors.RETRYABLE and self._retries < errors.ATTEMPTS - 1:
                     self._retries += 1
                     time.sleep(errors.BACKOFF * 2 ** self._retries)
@@ -116,8 +139,52 @@ class BlobReader(io.RawIOBase):
             stream.cancel()
 
     def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
         self._cancel()
         super().close()
+
+
+class _Watchdog:
+    """Calls ``expire()`` once the reader has waited ``idle`` seconds for one message; one timer a
+    stream, re-armed when it wakes early (not one thread a message: a server picks their size)."""
+
+    def __init__(self, idle: float, expire: Callable[[], None]):
+        self._idle, self._expire = idle, expire
+        self._lock = threading.Lock()
+        self._since: float | None = None  # when the wait for the current message began
+        self._timer: threading.Timer | None = None
+        self.fired = False
+
+    def waiting(self, now_waiting: bool) -> None:
+        with self._lock:
+            self._since = time.monotonic() if now_waiting else None
+            if now_waiting and self._timer is None:
+                self._arm(self._idle)
+
+    def _arm(self, delay: float) -> None:
+        self._timer = threading.Timer(delay, self._wake)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self._since is None:
+                return  # not waiting: the next wait arms it again
+            left = self._since + self._idle - time.monotonic()
+            if left > 0:
+                self._arm(left)
+                return
+            self.fired = True
+        self._expire()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._since = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
 
 def write_requests(resource: str, source, digest: Digest, failure: list) -> Iterator[bs_pb2.WriteRequest]:

@@ -62,8 +62,10 @@ class Remote:
 
         self.endpoint, self.url, self.timeout = endpoint, endpoint.url, timeout
         options = [("grpc.max_receive_message_length", MAX_MESSAGE)]
-        self._channel = (grpc.secure_channel(endpoint.target, grpc.ssl_channel_credentials(), options)
-                         if endpoint.tls else grpc.insecure_channel(endpoint.target, options))
+        # the resolver named: gRPC reads "unix:7" (grpc://unix:7, host "unix") as the Unix socket ./7
+        target = f"dns:///{endpoint.target}"
+        self._channel = (grpc.secure_channel(target, grpc.ssl_channel_credentials(), options)
+                         if endpoint.tls else grpc.insecure_channel(target, options))
         self._reached = False
         self._caps: Caps | None = None
         self._lock = threading.Lock()
@@ -274,7 +276,7 @@ class Remote:
             return self._open("Read", bs_pb2.ReadRequest(resource_name=resource, read_offset=offset),
                               self._stream_timeout(digest[1] - offset))
 
-        reader = BlobReader(self.url, digest, open_at, lambda e: self._fail("ByteStream.Read", e))
+        reader = BlobReader(self.url, digest, open_at, lambda e: self._fail("ByteStream.Read", e), idle=self.timeout)
         return io.BufferedReader(reader, buffer_size=CHUNK)
 
     # ------------------------------------------------------------------ action cache

@@ -49,13 +49,13 @@ def follow(url: str, request: re_pb2.ExecuteRequest, start: Callable[[str, objec
             for operation in stream:
                 if operation.name and not name:
                     name = operation.name
-                new = _stage(operation)
+                new = _stage(url, rpc, operation)
                 if new is not None and new != stage:
                     stage = new
                     if on_stage is not None:
                         on_stage(_STAGES.Name(new))
                 if operation.done:
-                    return _response(url, operation)
+                    return _response(url, rpc, operation)
         except Exception as e:
             code = errors.code_of(e)
             if not code:
@@ -88,18 +88,27 @@ def _early(failures: int, opened: float) -> int:
     return 1 if time.monotonic() - opened >= HEALTHY else failures + 1
 
 
-def _stage(operation) -> int | None:
+def _stage(url: str, rpc: str, operation) -> int | None:
     metadata = re_pb2.ExecuteOperationMetadata()
-    if operation.HasField("metadata") and operation.metadata.Unpack(metadata):
+    if operation.HasField("metadata") and _unpack(url, rpc, operation.metadata, metadata):
         return metadata.stage if metadata.stage in _STAGES.values() else None
     return None
 
 
-def _response(url: str, operation) -> re_pb2.ExecuteResponse:
+def _unpack(url: str, rpc: str, packed, message) -> bool:
+    """``packed`` (an ``Any``) into ``message``: False when it holds another type; a ``RemoteError``
+    when it is malformed (the client parses it, not gRPC: protobuf would raise ``DecodeError``)."""
+    try:
+        return packed.Unpack(message)
+    except Exception:  # DecodeError, or nesting deeper than protobuf's recursion limit
+        raise RemoteError(url, f"{rpc}: the server sent a malformed {message.DESCRIPTOR.name}") from None
+
+
+def _response(url: str, rpc: str, operation) -> re_pb2.ExecuteResponse:
     if operation.HasField("error"):
         raise RemoteError(url, f"execution failed: {errors.status_text(operation.error)}")
     response = re_pb2.ExecuteResponse()
-    if not operation.HasField("response") or not operation.response.Unpack(response):
+    if not operation.HasField("response") or not _unpack(url, rpc, operation.response, response):
         raise RemoteError(url, "execution finished without an ExecuteResponse")
     if response.status.code != 0:
         detail = errors.status_text(response.status)

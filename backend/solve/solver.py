@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -197,8 +198,9 @@ class Solver:
                 return self._run(targets, deps, handlers, ws, bool(networks), farm)
             finally:
                 if ws is not None and ws.remote:
+                    interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)  # (Ctrl-C: queued ones dropped)
                     for source in [*ws.remote.live, *ws.remote.keeping]:  # uploads joined, servers let go
-                        source.close()
+                        source.close(interrupted=interrupted)
                 images.close()
                 executor.close()  # runtime state lives in state_dir
                 safefs.rmtree(state_dir, ignore_errors=True)
