@@ -111,7 +111,7 @@ class Cluster:
     postmaster is this process's child (not pg_ctl's daemon), so it ends with the test session."""
 
     def __init__(self, workdir: Path | None = None) -> None:
-        """``workdir`` (default: a new one under $TMPDIR) holds the cluster, and the servers' configs and
+        """``workdir`` (default: a new one under $TMPDIR) holds the cluster and the servers'
         logs; ``irctl-test`` must be able to reach it, which pytest's 0700 tmp dirs do not let it."""
         self.dir = workdir or Path(tempfile.mkdtemp(prefix="irctl-buildgrid-"))
         self.data = self.dir / "pg"
@@ -261,7 +261,7 @@ def start_server(cluster: Cluster, workdir: Path, timeout: float = 60.0) -> Buil
 
 @contextlib.contextmanager
 def running_server(cluster: Cluster) -> Iterator[BuildGrid]:
-    """A server for the ``with`` block; afterwards stopped, its database dropped, its config and log gone."""
+    """A server for the ``with`` block; afterwards stopped, its database dropped, its log gone."""
     server = start_server(cluster, cluster.dir)
     try:
         yield server
