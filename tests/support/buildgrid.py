@@ -98,40 +98,51 @@ def _tail(path: Path, size: int = 3000) -> str:
         return ""
 
 
+def _dies_with_us(signame: str, user: str | None = None) -> list[str]:
+    """A command prefix: the process gets ``signame`` when this one ends — a test session killed outright
+    (a timeout, ^C twice) leaves no server, database or worker running behind it. ``setpriv`` sets it
+    after switching to ``user``, since a change of credentials clears it."""
+    switch = ["--reuid", user, "--regid", user, "--init-groups"] if user else []
+    return ["setpriv", *switch, "--pdeathsig", signame, "--"]
+
+
 class Cluster:
-    """A throwaway PostgreSQL cluster on 127.0.0.1 holding BuildGrid's migrated template database."""
+    """A throwaway PostgreSQL cluster on 127.0.0.1 holding BuildGrid's migrated template database. Its
+    postmaster is this process's child (not pg_ctl's daemon), so it ends with the test session."""
 
     def __init__(self, workdir: Path | None = None) -> None:
-        """``workdir`` (default: a new one under $TMPDIR) holds the cluster, and the servers' configs and
+        """``workdir`` (default: a new one under $TMPDIR) holds the cluster and the servers'
         logs; ``irctl-test`` must be able to reach it, which pytest's 0700 tmp dirs do not let it."""
         self.dir = workdir or Path(tempfile.mkdtemp(prefix="irctl-buildgrid-"))
         self.data = self.dir / "pg"
         self.port = 0
-        self._as_user = ["runuser", "-u", PG_USER, "--"] if os.geteuid() == 0 else []
+        self._user = PG_USER if os.geteuid() == 0 else None
+        self._postmaster: subprocess.Popen | None = None
         self._databases = 0
 
     def _run(self, tool: str, *args: str) -> None:
-        cmd = [*self._as_user, _pg_tool(tool) or tool, *args]
-        done = subprocess.run(cmd, capture_output=True, text=True, cwd=self.dir)
+        as_user = ["runuser", "-u", self._user, "--"] if self._user else []
+        done = subprocess.run([*as_user, _pg_tool(tool) or tool, *args], capture_output=True, text=True, cwd=self.dir)
         if done.returncode != 0:
             raise RuntimeError(f"{tool} failed ({done.returncode}): {done.stderr.strip()[-2000:]}\n"
                                f"server log tail:\n{_tail(self.dir / 'postgres.log')}")
 
-    def start(self) -> None:
-        if self._as_user:
-            os.chown(self.dir, pwd.getpwnam(PG_USER).pw_uid, -1)
+    def start(self, timeout: float = 30.0) -> None:
+        if self._user:
+            os.chown(self.dir, pwd.getpwnam(self._user).pw_uid, -1)
         # --no-sync and fsync=off: a cluster that lives for one test session need not survive a power cut
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", PG_ROLE, "--no-sync", "-E", "UTF8")
         for _ in range(5):  # a port can be taken between probing and binding: retry
             self.port = _free_port()
-            options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off"
-            try:
-                self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "postgres.log"), "-o", options,
-                          "-w", "-t", "30", "start")
+            with open(self.dir / "postgres.log", "ab") as log:
+                # SIGQUIT: PostgreSQL's immediate shutdown, which also ends its backends
+                self._postmaster = subprocess.Popen(
+                    [*_dies_with_us("QUIT", self._user), _pg_tool("postgres") or "postgres", "-D", str(self.data),
+                     "-p", str(self.port), "-k", str(self.data), "-c", "listen_addresses=127.0.0.1",
+                     "-c", "fsync=off"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.dir)
+            if self._wait_ready(timeout):
                 break
-            except RuntimeError:
-                if self.postmaster_pid():
-                    raise
+            self.stop()
         else:
             raise RuntimeError(f"PostgreSQL did not start; log tail:\n{_tail(self.dir / 'postgres.log')}")
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_ROLE, TEMPLATE_DB)
@@ -139,6 +150,20 @@ class Cluster:
                                  text=True)
         if migrate.returncode != 0:
             raise RuntimeError(f"bgd migrate apply failed: {migrate.stdout[-1500:]}{migrate.stderr[-1500:]}")
+
+    def _wait_ready(self, timeout: float) -> bool:
+        """What ``pg_ctl -w`` waits for: postmaster.pid's status line says ``ready`` (ours, by its pid)."""
+        assert self._postmaster is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._postmaster.poll() is None:
+            try:
+                lines = (self.data / "postmaster.pid").read_text().splitlines()
+            except OSError:
+                lines = []
+            if len(lines) >= 8 and lines[0] == str(self._postmaster.pid) and lines[7].strip() == "ready":
+                return True
+            time.sleep(0.05)
+        return False
 
     def url(self, database: str) -> str:
         return f"postgresql+psycopg2://{PG_ROLE}@127.0.0.1:{self.port}/{database}"
@@ -162,10 +187,7 @@ class Cluster:
         return [line.split("\x1f") for line in done.stdout.splitlines() if line]
 
     def postmaster_pid(self) -> int | None:
-        try:
-            return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (OSError, ValueError):
-            return None
+        return self._postmaster.pid if self._postmaster and self._postmaster.poll() is None else None
 
     def remove(self) -> None:
         """Stop the cluster and delete its directory (the servers using it must be stopped first)."""
@@ -173,13 +195,8 @@ class Cluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def stop(self) -> None:
-        if self.postmaster_pid():
-            try:
-                self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "-t", "30", "stop")
-            except RuntimeError:
-                pid = self.postmaster_pid()
-                if pid:
-                    os.kill(pid, signal.SIGKILL)
+        if self._postmaster is not None:
+            _stop(self._postmaster, signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown
 
 
 @dataclass
@@ -232,7 +249,7 @@ def start_server(cluster: Cluster, workdir: Path, timeout: float = 60.0) -> Buil
         env = {**os.environ, "BGD_LISTEN": f"127.0.0.1:{port}", "BGD_DATABASE": cluster.url(database)}
         log = workdir / f"buildgrid-{port}.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen([str(BGD), "server", "start", str(CONFIG)], stdout=out,
+            proc = subprocess.Popen([*_dies_with_us("KILL"), str(BGD), "server", "start", str(CONFIG)], stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir, env=env)
         server = BuildGrid(f"grpc://127.0.0.1:{port}", port, proc, log, database, cluster)
         if _wait_answering(server, timeout):
@@ -244,7 +261,7 @@ def start_server(cluster: Cluster, workdir: Path, timeout: float = 60.0) -> Buil
 
 @contextlib.contextmanager
 def running_server(cluster: Cluster) -> Iterator[BuildGrid]:
-    """A server for the ``with`` block; afterwards stopped, its database dropped, its config and log gone."""
+    """A server for the ``with`` block; afterwards stopped, its database dropped, its log gone."""
     server = start_server(cluster, cluster.dir)
     try:
         yield server
@@ -270,9 +287,9 @@ def _wait_answering(server: BuildGrid, timeout: float) -> bool:
     return False
 
 
-def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 10.0) -> None:
     if proc.poll() is None:
-        proc.terminate()
+        proc.send_signal(sig)
         try:
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
@@ -285,7 +302,7 @@ def start_worker(url: str, cache_dir: Path, name: str, jobs: int = 1, timeout: f
     """Start ``irctl worker`` (this checkout's, through ``sys.executable``) and return once it says its bot
     session exists. Its merged stdout/stderr lines collect in ``proc.lines`` (a list, appended as they come).
     Stop it with ``stop_worker`` (or use the ``workers`` fixture, which does)."""
-    cmd = [sys.executable, "-m", "irctl", "worker", "--server", url, "--name", name, "--cache-dir", str(cache_dir),
+    cmd = [*_dies_with_us("TERM"), sys.executable, "-m", "irctl", "worker", "--server", url, "--name", name, "--cache-dir", str(cache_dir),
            "--jobs", str(jobs)]
     env = {**os.environ, **(extra_env or {})}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
