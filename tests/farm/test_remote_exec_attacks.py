@@ -1,0 +1,53 @@
+"""Remote execution under attack or interruption, against a real BuildGrid and irctl workers: what a
+client that goes away leaves running on the farm."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from backend.reapi.errors import RemoteError
+from backend.farm.step import step_action
+from tests.support.farmsteps import busybox_layer, client, exec_step, upload_base
+
+pytestmark = pytest.mark.e2e
+
+
+def wait_for(proc, text: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(text in line for line in proc.lines):
+        assert proc.poll() is None and time.monotonic() < deadline, "\n".join(proc.lines)
+        time.sleep(0.05)
+
+
+def test_a_cancelled_execution_stops_the_step_on_the_worker(buildgrid, workers, tmp_path):
+    """A client interrupted mid-step (Ctrl-C, a sibling step failed) cancels the operation on the
+    server, so the worker kills the step instead of running it to its end for nobody."""
+    url = buildgrid.url
+    base = upload_base(url, busybox_layer(tmp_path / "bb"))
+    worker = workers(url, tmp_path / "w", "c1")
+    action, blobs = step_action(exec_step(base, "sleep 60", description="RUN forever"))
+    cancel, failed = threading.Event(), []
+
+    def run() -> None:
+        with client(url) as remote:
+            remote.upload_blobs({d: blobs[d] for d in remote.find_missing(list(blobs))})
+            try:
+                remote.execute(action, skip_cache_lookup=True, cancel=cancel)
+            except RemoteError as e:
+                failed.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    wait_for(worker, "irctl worker: c1: RUN forever: started")
+    time.sleep(0.5)
+    cancel.set()
+    thread.join(10)
+    assert failed and "cancelled" in str(failed[0])
+    deadline = time.monotonic() + 20  # the step's end, well before its 60 s
+    while not (ended := [line for line in worker.lines if "RUN forever: " in line and ": started" not in line]):
+        assert time.monotonic() < deadline, "the step still runs on the worker:\n" + "\n".join(worker.lines)
+        time.sleep(0.1)
+    assert "RUN forever: irctl worker c1 stopped before the step ended (" in ended[0]  # killed, not finished
