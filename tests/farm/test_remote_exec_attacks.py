@@ -3,13 +3,17 @@ client that goes away leaves running on the farm."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import threading
 import time
+import uuid
 
 import pytest
 
 from backend.reapi.errors import RemoteError
 from backend.farm.step import step_action
+from tests.support.cli import irctl_argv, write
 from tests.support.farmsteps import busybox_layer, client, exec_step, upload_base
 
 pytestmark = pytest.mark.e2e
@@ -51,3 +55,24 @@ def test_a_cancelled_execution_stops_the_step_on_the_worker(buildgrid, workers, 
         assert time.monotonic() < deadline, "the step still runs on the worker:\n" + "\n".join(worker.lines)
         time.sleep(0.1)
     assert "RUN forever: irctl worker c1 stopped before the step ended (" in ended[0]  # killed, not finished
+
+
+def test_an_interrupted_remote_build_stops_its_step_on_the_worker(tmp_path, busybox_layout, buildgrid, workers):
+    """Ctrl-C on ``irctl build --remote`` while a RUN runs on a worker: the build ends at once, and the
+    worker kills the step (it does not run its 60 s for nobody)."""
+    worker = workers(buildgrid.url, tmp_path / "w", "i1")
+    nonce = uuid.uuid4().hex
+    write(tmp_path / "ctx", {"Dockerfile": f"FROM base\nRUN echo {nonce}; sleep 60\n"})
+    client_ = subprocess.Popen(irctl_argv("build", "--progress", "plain", "--cache-dir", tmp_path / "c",
+                                          "--build-context", f"base=oci-layout://{busybox_layout}", "--remote",
+                                          buildgrid.url, tmp_path / "ctx"),
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(worker, f"irctl worker: i1: [2/2] RUN echo {nonce}; sleep 60: started")
+        time.sleep(0.5)
+        client_.send_signal(signal.SIGINT)
+        _, stderr = client_.communicate(timeout=20)
+    finally:
+        client_.kill()
+    assert client_.returncode != 0 and "Traceback" not in stderr
+    wait_for(worker, f"RUN echo {nonce}; sleep 60: irctl worker i1 stopped before the step ended (", timeout=20)
