@@ -1,5 +1,6 @@
-"""Remote execution under attack or interruption, against a real BuildGrid and irctl workers: what a
-client that goes away leaves running on the farm."""
+"""Remote execution under attack or interruption: every way a step must stay on the client (a fake
+server records what was sent), and, against a real BuildGrid and irctl workers, what a client that
+goes away leaves running on the farm."""
 
 from __future__ import annotations
 
@@ -11,12 +12,72 @@ import uuid
 
 import pytest
 
+import backend.reapi.client as reapi_client
+from backend.entitlements import Entitlements
+from backend.events import Recorder
+from backend.farm import FarmOptions
+from backend.ops.debugshell import DebugShell
+from backend.reapi.address import parse_endpoint
+from backend.reapi.client import Caps
 from backend.reapi.errors import RemoteError
+from backend.solve.solver import SolveOptions, solve
+from ir import builder as b
 from backend.farm.step import step_action
 from tests.support.cli import irctl_argv, write
+from tests.support.fake_executor import FakeExecutor
 from tests.support.farmsteps import busybox_layer, client, exec_step, upload_base
 
-pytestmark = pytest.mark.e2e
+SECRET = b"s3cr3t-value-never-sent"
+
+
+def _solve_remote(tmp_path, state: b.State, **options) -> tuple[FakeExecutor, Recorder]:
+    fake, events = FakeExecutor(), Recorder()
+    endpoint = parse_endpoint("grpc://127.0.0.1:9", "--remote")[0]
+    solve(b.build_document({"default": state}), ["default"], SolveOptions(
+        cache_dir=tmp_path / "cache", executor=fake, on_event=events, farm=FarmOptions(execute=endpoint), **options))
+    return fake, events
+
+
+RUN = b.scratch().with_meta("RUN it")
+STAYS = {  # id -> (the step, the solve's options, why it stays)
+    "ssh agent": (RUN.run(["echo", "ran"], mounts=[b.ssh("/ssh")]), {}, "it mounts an ssh agent at /ssh"),
+    "secret as env": (RUN.run(["echo", "ran"], mounts=[b.secret("tok", env="TOKEN")]), {"secrets": {"tok": SECRET}},
+                      "it mounts a secret at"),
+    "the op's host network": (RUN.run(["echo", "ran"], network="host"),
+                              {"entitlements": Entitlements(network_host=True)}, "it uses the host's network"),
+    "--network host": (RUN.run(["echo", "ran"]), {"network": "host", "entitlements": Entitlements(network_host=True)},
+                       "it uses the host's network"),
+    "insecure": (RUN.run(["echo", "ran"], security="insecure"), {"entitlements": Entitlements(insecure=True)},
+                 "it asks for security=insecure"),
+    "--on-error=shell": (RUN.run(["echo", "ran"]), {"debug_shell": DebugShell()}, "--on-error=shell opens its shell here"),
+}
+
+
+@pytest.mark.parametrize("case", list(STAYS))
+def test_a_step_that_must_stay_here_never_reaches_the_server(tmp_path, monkeypatch, case):
+    """The client's side of the rule a worker enforces too: nothing of such a step is uploaded or
+    executed, it runs here, and one line says why."""
+    sent: list = []
+
+    class Server:
+        def __init__(self, endpoint, **_) -> None:
+            pass
+
+        def capabilities(self) -> Caps:
+            return Caps(exec_enabled=True, ac_update=True, max_batch=4 << 20, digest_ok=True)
+
+        def __getattr__(self, name):  # anything else the client would send
+            return lambda *args, **kwargs: sent.append(name)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(reapi_client, "Remote", Server)
+    state, options, why = STAYS[case]
+    fake, events = _solve_remote(tmp_path, state, **options)
+    assert sent == [] and len(fake.runs) == 1
+    said = [e.text for e in events.of("info") if "runs on this machine, not the build farm: " in e.text]
+    assert len(said) == 1 and why in said[0], said
 
 
 def wait_for(proc, text: str, timeout: float = 30.0) -> None:
@@ -26,6 +87,7 @@ def wait_for(proc, text: str, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.e2e
 def test_a_cancelled_execution_stops_the_step_on_the_worker(buildgrid, workers, tmp_path):
     """A client interrupted mid-step (Ctrl-C, a sibling step failed) cancels the operation on the
     server, so the worker kills the step instead of running it to its end for nobody."""
@@ -57,6 +119,7 @@ def test_a_cancelled_execution_stops_the_step_on_the_worker(buildgrid, workers, 
     assert "RUN forever: irctl worker c1 stopped before the step ended (" in ended[0]  # killed, not finished
 
 
+@pytest.mark.e2e
 def test_an_interrupted_remote_build_stops_its_step_on_the_worker(tmp_path, busybox_layout, buildgrid, workers):
     """Ctrl-C on ``irctl build --remote`` while a RUN runs on a worker: the build ends at once, and the
     worker kills the step (it does not run its 60 s for nobody)."""
