@@ -49,7 +49,8 @@ STAYS = {  # id -> (the step, the solve's options, why it stays)
                        "it uses the host's network"),
     "insecure": (RUN.run(["echo", "ran"], security="insecure"), {"entitlements": Entitlements(insecure=True)},
                  "it asks for security=insecure"),
-    "--on-error=shell": (RUN.run(["echo", "ran"]), {"debug_shell": DebugShell()}, "--on-error=shell opens its shell here"),
+    "--on-error=shell": (RUN.run(["echo", "ran"]), {"debug_shell": DebugShell()},
+                         "--on-error=shell opens its shell here"),
 }
 
 
