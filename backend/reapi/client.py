@@ -36,6 +36,7 @@ DEFAULT_BATCH = 4 << 20  # REAPI: max_batch_total_size_bytes 0 means "no limit",
 BATCH_OVERHEAD = 256  # per blob in a batch message (digest, framing), and once per message
 MAX_MESSAGE = 16 << 20  # the largest message accepted from a server (gRPC's own default is 4 MiB)
 FIND_MISSING_CHUNK = 4096  # digests per FindMissingBlobs request (~0.4 MiB)
+CANCEL_TIMEOUT = 5.0  # seconds to tell a server an execution was given up (the build is stopping)
 STREAM_RATE = 1 << 20  # bytes/s a blob stream is given on top of the deadline before it times out
 
 
@@ -58,6 +59,8 @@ class Remote:
         import grpc  # lazy: a build without a farm never loads grpc
 
         # lazy: its Operation module (googleapis-common-protos) imports grpc too
+        from google.longrunning import operations_proto_pb2
+
         from backend.reapi.protos import execution_service_pb2
 
         self.endpoint, self.url, self.timeout = endpoint, endpoint.url, timeout
@@ -70,7 +73,8 @@ class Remote:
         self._caps: Caps | None = None
         self._lock = threading.Lock()
         services = {**re_pb2.DESCRIPTOR.services_by_name, **bs_pb2.DESCRIPTOR.services_by_name,
-                    **bots_pb2.DESCRIPTOR.services_by_name, **execution_service_pb2.DESCRIPTOR.services_by_name}
+                    **bots_pb2.DESCRIPTOR.services_by_name, **execution_service_pb2.DESCRIPTOR.services_by_name,
+                    **operations_proto_pb2.DESCRIPTOR.services_by_name}
         self._calls: dict[str, tuple[Callable, Callable[[bytes], object], bool]] = {}
         for service in services.values():
             for method in service.methods:
@@ -307,7 +311,19 @@ class Remote:
         def start(rpc: str, message):
             return self._open(rpc, message, STREAM_WINDOW)
 
-        return follow(self.url, request, start, self._fail, on_stage=on_stage, cancel=cancel)
+        return follow(self.url, request, start, self._fail, on_stage=on_stage, cancel=cancel, abandon=self._abandon)
+
+    def _abandon(self, operation: str) -> None:
+        """Cancel ``operation`` (Operations.CancelOperation), best effort: BuildGrid then takes the step
+        back from its worker unless another client waits for the same action; a server that cannot
+        leaves it to its own execution timeout."""
+        from google.longrunning import operations_proto_pb2
+
+        try:
+            self._call("CancelOperation", operations_proto_pb2.CancelOperationRequest(name=operation), retry=False,
+                       timeout=min(self.timeout, CANCEL_TIMEOUT))
+        except RemoteError:
+            pass
 
     # ------------------------------------------------------------------ workers (Remote Workers API)
 

@@ -30,16 +30,23 @@ _STAGES = re_pb2.ExecutionStage.Value
 
 def follow(url: str, request: re_pb2.ExecuteRequest, start: Callable[[str, object], Iterator],
            fail: Callable[[str, BaseException], RemoteError], *, on_stage: Callable[[str], None] | None,
-           cancel: threading.Event | None) -> re_pb2.ExecuteResponse:
+           cancel: threading.Event | None, abandon: Callable[[str], None] | None = None) -> re_pb2.ExecuteResponse:
     """The ``ExecuteResponse`` of ``request`` (see the module docstring) from the server ``url``:
     ``start(rpc, message)`` opens an ``Execute``/``WaitExecution`` stream, ``fail(rpc, error)`` turns
-    a gRPC error into the ``RemoteError`` to raise."""
+    a gRPC error into the ``RemoteError`` to raise, ``abandon(name)`` asks the server to cancel the
+    operation once ``cancel`` is set (a dropped stream alone leaves the step running on its worker)."""
     name = ""  # the operation's name, once the server said it
+
+    def cancelled() -> RemoteError:
+        if name and abandon is not None:
+            abandon(name)
+        return RemoteError(url, "execution cancelled")
+
     stage = None
     failures = 0
     while True:
         if cancel is not None and cancel.is_set():
-            raise RemoteError(url, "execution cancelled")
+            raise cancelled()
         rpc = "WaitExecution" if name else "Execute"
         message = re_pb2.WaitExecutionRequest(name=name) if name else request
         stream = start(rpc, message)
@@ -62,7 +69,7 @@ def follow(url: str, request: re_pb2.ExecuteRequest, start: Callable[[str, objec
                 stream.cancel()
                 raise
             if cancel is not None and cancel.is_set():
-                raise RemoteError(url, "execution cancelled") from None
+                raise cancelled() from None
             if code == "NOT_FOUND" and name:  # the server forgot the operation (restarted): run it again
                 name = ""
             elif code == "DEADLINE_EXCEEDED" and name:
