@@ -239,6 +239,7 @@ HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,252}\Z")
 # local export), are joined with ``/`` and read back (the emulation check) and are printed: names,
 # never paths, terminal sequences or more than a file name holds.
 PLATFORM_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}\Z")
+MAX_ID = (1 << 32) - 2  # the largest uid/gid a file can be given ((uid_t)-1 means "no id" to chown)
 MAX_SHM_SIZE = 1 << 36  # 64 GiB: /dev/shm is memory; a larger size is a mistake or an attack, never a build's need
 
 

@@ -267,6 +267,13 @@ class _Checks:
                 err(f"a {t} mount takes no input", f"{path()}.mounts[{i}].input")
             if t in ("cache", "tmpfs", "secret", "ssh") and m.output != -1:
                 err(f"a {t} mount cannot be an output", f"{path()}.mounts[{i}].output")
+        if ex.hostname and not ops.HOST_NAME.match(ex.hostname):  # (written into /etc/hosts and /etc/hostname)
+            err(f"hostname {ex.hostname[:40]!r} is not letters, digits, '.', '-' and '_' (at most 253)",
+                f"{path()}.hostname")
+        for i, m in enumerate(mounts):
+            for opt in (m.cache, m.secret, m.ssh):
+                if opt is not None and not (0 <= opt.uid <= ops.MAX_ID and 0 <= opt.gid <= ops.MAX_ID):
+                    err(f"uid/gid {opt.uid}/{opt.gid} out of range (0 to {ops.MAX_ID})", f"{path()}.mounts[{i}]")
         if mounts and mounts[0].type != "bind":
             err("the root mount must be a bind of an input", f"{path()}.mounts[0].type")
         _platform(ex.platform, lambda message, sub: err(message, f"{path()}.{sub}"))

@@ -111,3 +111,27 @@ def test_check_op_applies_a_graphs_per_op_checks_to_one_op_alone() -> None:
     assert [str(e) for e in validate.check_op(alone)] == [
         f"{path}.inputs: an exec op takes at least 1 input(s), has 0",
         f"{path}.exec.mounts[0].input: input 0 out of range (0 inputs)"]
+
+
+@pytest.mark.parametrize("hostname, ok", [("", True), ("buildkitsandbox", True), ("a.b-c_d", True),
+                                          ("a\n6.6.6.6 bank.example", False), ("a b", False), ("x" * 254, False)])
+def test_a_hostname_is_one_token(hostname: str, ok: bool) -> None:
+    """It is written into the step's /etc/hosts and /etc/hostname: a newline would add a line."""
+    op = exec_op(B)
+    op = ops.Op(inputs=op.inputs, exec=ops.replace(op.exec, hostname=hostname))
+    found = [str(e) for e in validate.check_op(op)]
+    assert (found == []) == ok, found
+    assert ok or "hostname" in found[0]
+
+
+@pytest.mark.parametrize("kind", ["cache", "secret", "ssh"])
+@pytest.mark.parametrize("uid, gid, ok", [(0, 0, True), (ops.MAX_ID, ops.MAX_ID, True), (1 << 40, 0, False),
+                                          (0, (1 << 32) - 1, False), (-1, 0, False)])
+def test_a_mount_owner_is_an_id_a_file_can_have(kind: str, uid: int, gid: int, ok: bool) -> None:
+    options = {"cache": ops.CacheOptions("/x", uid=uid, gid=gid), "secret": ops.SecretOptions("s", uid=uid, gid=gid),
+               "ssh": ops.SSHOptions(uid=uid, gid=gid)}[kind]
+    mount = ops.Mount("/x", type=kind, input=-1, **{kind: options})
+    op = ops.Op(inputs=(ops.Ref(B),), exec=ops.ExecOp(args=("true",), mounts=(ops.Mount("/", input=0, output=0), mount)))
+    found = [str(e) for e in validate.check_op(op)]
+    assert (found == []) == ok, found
+    assert ok or "out of range" in found[0]
