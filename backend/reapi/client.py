@@ -61,6 +61,7 @@ class Remote:
         # lazy: its Operation module (googleapis-common-protos) imports grpc too
         from google.longrunning import operations_proto_pb2
 
+        # lazy: it imports that Operation module
         from backend.reapi.protos import execution_service_pb2
 
         self.endpoint, self.url, self.timeout = endpoint, endpoint.url, timeout
